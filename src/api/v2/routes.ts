@@ -1,0 +1,139 @@
+/**
+ * @module
+ * Open Inference Protocol (KServe/Triton "V2") REST endpoints as an encapsulated Fastify plugin: health,
+ * server and model metadata, readiness, and inference (JSON and the binary tensor data extension).
+ */
+import { promisify } from 'node:util';
+import { gunzip, inflate } from 'node:zlib';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { err } from '../../errors.js';
+import { channels, type RequestEvent } from '../../events.js';
+import type { ModelManager, ModelVersion } from '../../serving/index.js';
+import { failureReason, sendError, toWireError } from '../reply-error.js';
+import { encodeInferResponse, parseInferRequest } from './codec.js';
+
+const gunzipAsync = promisify(gunzip);
+const inflateAsync = promisify(inflate);
+
+export interface V2Options {
+  manager: ModelManager;
+  serverName: string;
+  serverVersion: string;
+  bodyLimit: number;
+}
+
+type ModelParams = { model: string; version?: string };
+
+const EXTENSIONS = ['binary_tensor_data', 'parameters'];
+
+function metadata(mv: ModelVersion, versions: readonly ModelVersion[]): object {
+  const sig = mv.signature;
+  const t = (s: { name: string; dtype: { v2: string }; shape: readonly number[] }): object => ({ name: s.name, datatype: s.dtype.v2, shape: s.shape });
+  return {
+    name: mv.model,
+    versions: versions.map((v) => v.label),
+    platform: mv.loaded?.platform ?? 'onnxruntime_onnx',
+    inputs: sig ? sig.inputs.map(t) : [],
+    outputs: sig ? sig.outputs.map(t) : [],
+  };
+}
+
+async function decompress(body: Buffer, encoding: string | undefined, limit: number): Promise<Buffer> {
+  if (encoding === undefined || encoding === 'identity') return body;
+  const opts = { maxOutputLength: limit };
+  try {
+    if (encoding === 'gzip') return await gunzipAsync(body, opts);
+    if (encoding === 'deflate') return await inflateAsync(body, opts);
+  } catch (e) {
+    const tooBig = (e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE';
+    throw err(tooBig ? 'SY_ERR_BODY_TOO_LARGE' : 'SY_ERR_BAD_REQUEST', tooBig ? 'decompressed request body is larger than the server limit' : `request body is not valid ${encoding}: ${(e as Error).message}`);
+  }
+  throw err('SY_ERR_UNSUPPORTED_MEDIA', `Content-Encoding "${encoding}" is not supported (use gzip or deflate)`);
+}
+
+function headerLength(req: FastifyRequest): number | null {
+  const h = req.headers['inference-header-content-length'];
+  if (h === undefined) return null;
+  const n = Number(h);
+  if (!Number.isInteger(n) || n < 0) throw err('SY_ERR_BAD_REQUEST', `Inference-Header-Content-Length must be a non-negative integer, got "${String(h)}"`);
+  return n;
+}
+
+function timeoutHeader(req: FastifyRequest): number {
+  const h = req.headers['x-request-timeout-ms'];
+  if (h === undefined) return 0;
+  const n = Number(h);
+  if (!Number.isFinite(n) || n <= 0) throw err('SY_ERR_BAD_REQUEST', `x-request-timeout-ms must be a positive number of milliseconds, got "${String(h)}"`);
+  return Math.round(n * 1000);
+}
+
+export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<void> {
+  const { manager } = opts;
+  // Inference bodies are parsed by the codec (JSON, or JSON header + binary tensors): take raw bytes for any type.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: opts.bodyLimit }, (_req, body, done) => done(null, body));
+
+  const serverMeta = JSON.stringify({ name: opts.serverName, version: opts.serverVersion, extensions: EXTENSIONS });
+  const sendMeta = (_req: FastifyRequest, reply: FastifyReply): FastifyReply => reply.type('application/json').send(serverMeta);
+  app.get('/v2', sendMeta);
+  app.get('/v2/', sendMeta);
+  app.get('/v2/health/live', (_req, reply) => reply.send({ live: true }));
+  app.get('/v2/health/ready', (_req, reply) => {
+    const ready = manager.ready();
+    return reply.code(ready ? 200 : 503).send({ ready });
+  });
+
+  const modelMeta = (req: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply): FastifyReply => {
+    const mv = manager.resolve(req.params.model, req.params.version);
+    const served = manager.list().find((m) => m.name === mv.model)!;
+    return reply.send(metadata(mv, served.versions));
+  };
+  app.get('/v2/models/:model', modelMeta);
+  app.get('/v2/models/:model/versions/:version', modelMeta);
+
+  const modelReady = (req: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply): FastifyReply => {
+    const mv = manager.resolve(req.params.model, req.params.version);
+    return reply.code(mv.ready ? 200 : 503).send({ name: mv.model, version: mv.label, ready: mv.ready, state: mv.state, ...(mv.reason ? { reason: mv.reason } : {}) });
+  };
+  app.get('/v2/models/:model/ready', modelReady);
+  app.get('/v2/models/:model/versions/:version/ready', modelReady);
+
+  const infer = async (req: FastifyRequest<{ Params: ModelParams; Body: Buffer }>, reply: FastifyReply): Promise<FastifyReply> => {
+    const t0 = performance.now();
+    const mv = manager.resolve(req.params.model, req.params.version);
+    let job = null;
+    try {
+      if (!Buffer.isBuffer(req.body)) throw err('SY_ERR_BAD_REQUEST', 'request body is empty');
+      const body = await decompress(req.body, req.headers['content-encoding'], opts.bodyLimit);
+      const parsed = parseInferRequest(body, headerLength(req), mv);
+      const timeoutUs = parsed.timeoutUs || timeoutHeader(req);
+      job = mv.submit(parsed.inputs, parsed.rows, timeoutUs);
+      const j = job;
+      reply.raw.once('close', () => {
+        if (!reply.raw.writableFinished) j.cancel(err('SY_ERR_CLIENT_CLOSED', 'client closed the connection'));
+      });
+      const outputs = await job.result;
+      const res = encodeInferResponse(mv, parsed, outputs);
+      if (channels.request.hasSubscribers) {
+        channels.request.publish({
+          model: mv.model, version: mv.label, ok: true, reason: null, totalMs: performance.now() - t0,
+          queueMs: job.startedAt - job.enqueuedAt, computeMs: job.finishedAt - job.startedAt,
+        } satisfies RequestEvent);
+      }
+      if (res.headerLength === null) return reply.type('application/json').send(res.body);
+      return reply.header('inference-header-content-length', String(res.headerLength)).type('application/octet-stream').send(res.body);
+    } catch (e) {
+      if (channels.request.hasSubscribers) {
+        const started = job !== null && job.startedAt > 0;
+        channels.request.publish({
+          model: mv.model, version: mv.label, ok: false, reason: failureReason(e), totalMs: performance.now() - t0,
+          queueMs: job ? (started ? job.startedAt : performance.now()) - job.enqueuedAt : 0,
+          computeMs: started && job!.finishedAt > 0 ? job!.finishedAt - job!.startedAt : 0,
+        } satisfies RequestEvent);
+      }
+      return sendError(reply, toWireError(e));
+    }
+  };
+  app.post('/v2/models/:model/infer', infer);
+  app.post('/v2/models/:model/versions/:version/infer', infer);
+}

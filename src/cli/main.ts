@@ -1,0 +1,70 @@
+#!/usr/bin/env node
+/**
+ * @module
+ * The `switchyard` command line. `switchyard serve` runs the server; `switchyard --help` lists every command.
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { loadServerConfig, SERVER_DEFAULTS, type ServerConfig } from '../config/server-config.js';
+import { isSwitchyardError } from '../errors.js';
+import { createLogger, createSwitchyard } from '../server.js';
+import { VERSION } from '../version.js';
+
+const int = (name: string) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n)) throw new InvalidArgumentError(`${name} must be an integer`);
+  return n;
+};
+const num = (name: string) => (v: string): number => {
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
+  return n;
+};
+
+interface ServeFlags {
+  modelRepository?: string; port?: number; host?: string; logLevel?: ServerConfig['logLevel'];
+  maxBodyMb?: number; executionProvider?: ServerConfig['executionProvider']; shutdownGraceMs?: number;
+}
+
+async function serve(flags: ServeFlags): Promise<void> {
+  const config = loadServerConfig(flags);
+  const logger = createLogger(config.logLevel);
+  const sy = await createSwitchyard(config, logger);
+  const address = await sy.app.listen({ port: config.port, host: config.host });
+  const models = sy.manager.list().map((m) => `${m.name}[${m.versions.map((v) => `${v.label}:${v.state}`).join(',')}]`);
+  logger.info({ address, models }, 'switchyard listening');
+  process.stdout.write(`Switchyard ${VERSION} listening on ${address} — models: ${models.join(' ') || '(none)'}\n`);
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) process.exit(1); // second signal: leave now
+    stopping = true;
+    logger.info({ signal }, 'shutting down: draining queued requests');
+    sy.close().then(() => process.exit(0), (e: unknown) => {
+      logger.error({ err: e }, 'shutdown failed');
+      process.exit(1);
+    });
+  };
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('SIGTERM', () => stop('SIGTERM'));
+}
+
+const program = new Command('switchyard')
+  .description('Switchyard: one service for serving ONNX models over the Open Inference Protocol (KServe/Triton V2).')
+  .version(VERSION)
+  .showHelpAfterError();
+
+program
+  .command('serve')
+  .description('Serve every model in a model repository (DIR/<model>/<version>/model.onnx, optional DIR/<model>/config.json|yaml).')
+  .addOption(new Option('-m, --model-repository <dir>', `model repository directory [env SWITCHYARD_MODEL_REPOSITORY] (default: "${SERVER_DEFAULTS.modelRepository}")`))
+  .addOption(new Option('-p, --port <port>', `TCP port, 0 for any free port [env SWITCHYARD_PORT] (default: ${SERVER_DEFAULTS.port})`).argParser(int('port')))
+  .addOption(new Option('--host <address>', `bind address [env SWITCHYARD_HOST] (default: "${SERVER_DEFAULTS.host}", loopback only)`))
+  .addOption(new Option('--log-level <level>', `log level [env SWITCHYARD_LOG_LEVEL] (default: "${SERVER_DEFAULTS.logLevel}")`).choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+  .addOption(new Option('--max-body-mb <mib>', `largest request body in MiB, also after decompression [env SWITCHYARD_MAX_BODY_MB] (default: ${SERVER_DEFAULTS.maxBodyMb})`).argParser(num('max-body-mb')))
+  .addOption(new Option('--execution-provider <ep>', `default onnxruntime execution provider for models whose config names none; cuda falls back to cpu when unavailable [env SWITCHYARD_EXECUTION_PROVIDER] (default: "${SERVER_DEFAULTS.executionProvider}")`).choices(['cpu', 'cuda']))
+  .addOption(new Option('--shutdown-grace-ms <ms>', `on SIGTERM/SIGINT, how long queued requests may take to finish [env SWITCHYARD_SHUTDOWN_GRACE_MS] (default: ${SERVER_DEFAULTS.shutdownGraceMs})`).argParser(int('shutdown-grace-ms')))
+  .action(serve);
+
+program.parseAsync(process.argv).catch((e: unknown) => {
+  process.stderr.write(`switchyard: ${isSwitchyardError(e) ? e.message : (e as Error).stack ?? String(e)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,105 @@
+/**
+ * @module
+ * Per-model configuration (`DIR/<model>/config.json` or `config.yaml`): batching, instances, threads,
+ * execution provider and version policy. Every key is optional; unknown keys are rejected with their name.
+ */
+import { readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { err } from '../errors.js';
+
+const versionPolicy = z.union([
+  z.strictObject({ latest: z.strictObject({ num_versions: z.number().int().min(1) }) }),
+  z.strictObject({ all: z.strictObject({}) }),
+  z.strictObject({ specific: z.strictObject({ versions: z.array(z.number().int().min(1)).min(1) }) }),
+]);
+
+export const modelConfigSchema = z.strictObject({
+  /** Largest batch, in rows (dim 0), the batcher forms. 0 disables batching. Default 64 for batchable models. */
+  max_batch_size: z.number().int().min(0).optional(),
+  /** Batch sizes (rows) at which a batch is sent at once without waiting for max_queue_delay_us. */
+  preferred_batch_sizes: z.array(z.number().int().min(1)).optional(),
+  /** Longest a queued request waits for a fuller batch while an instance is free, in microseconds. Default 0. */
+  max_queue_delay_us: z.number().int().min(0).optional(),
+  /** Most requests waiting in this version's queue; beyond it requests get 503 + Retry-After. Default 1024. */
+  max_queue_size: z.number().int().min(1).optional(),
+  /** Execution instances (each its own session on its own thread). Default: from the core count. */
+  instances: z.number().int().min(1).max(64).optional(),
+  /** onnxruntime intra-op threads per instance. Default: cores / instances (at least 1). */
+  intra_op_threads: z.number().int().min(1).max(256).optional(),
+  /** `cpu` (default) or `cuda` (falls back to CPU with a warning when the CUDA provider is unavailable). */
+  execution_provider: z.enum(['cpu', 'cuda']).optional(),
+  /** GPU ordinal for `cuda`. Default 0. */
+  device_id: z.number().int().min(0).optional(),
+  /** Timeout applied to requests that set none, in microseconds. 0 = none. Default 0. */
+  default_timeout_us: z.number().int().min(0).optional(),
+  /** Which versions to serve: `{latest:{num_versions:N}}` (default N=1), `{all:{}}`, `{specific:{versions:[..]}}`. */
+  version_policy: versionPolicy.optional(),
+});
+
+export type ModelConfigFile = z.infer<typeof modelConfigSchema>;
+export type VersionPolicy = z.infer<typeof versionPolicy>;
+
+/** Configuration after defaults; `maxBatchSize` is settled later against the model's signature. */
+export interface ModelConfig {
+  readonly maxBatchSize: number | null;
+  readonly preferredBatchSizes: readonly number[];
+  readonly maxQueueDelayUs: number;
+  readonly maxQueueSize: number;
+  readonly instances: number;
+  readonly intraOpThreads: number;
+  readonly executionProvider: 'cpu' | 'cuda';
+  readonly deviceId: number;
+  readonly defaultTimeoutUs: number;
+  readonly versionPolicy: VersionPolicy;
+}
+
+export const DEFAULT_MAX_BATCH_SIZE = 64;
+
+/** Instances and threads that do not oversubscribe: one instance per 4 cores (at least 1), threads share the rest. */
+export function defaultParallelism(cores = availableParallelism()): { instances: number; intraOpThreads: number } {
+  const instances = Math.max(1, Math.min(8, Math.floor(cores / 4)));
+  return { instances, intraOpThreads: Math.max(1, Math.floor(cores / instances)) };
+}
+
+export function resolveModelConfig(file: ModelConfigFile, defaults: { executionProvider?: 'cpu' | 'cuda' } = {}): ModelConfig {
+  const par = defaultParallelism();
+  const instances = file.instances ?? par.instances;
+  return Object.freeze({
+    maxBatchSize: file.max_batch_size ?? null,
+    preferredBatchSizes: Object.freeze([...(file.preferred_batch_sizes ?? [])].sort((a, b) => a - b)),
+    maxQueueDelayUs: file.max_queue_delay_us ?? 0,
+    maxQueueSize: file.max_queue_size ?? 1024,
+    instances,
+    intraOpThreads: file.intra_op_threads ?? Math.max(1, Math.floor(availableParallelism() / instances)),
+    executionProvider: file.execution_provider ?? defaults.executionProvider ?? 'cpu',
+    deviceId: file.device_id ?? 0,
+    defaultTimeoutUs: file.default_timeout_us ?? 0,
+    versionPolicy: file.version_policy ?? { latest: { num_versions: 1 } },
+  });
+}
+
+/** Parse and validate a config file's text; errors name the file and the offending key. */
+export function parseModelConfig(text: string, source: string): ModelConfigFile {
+  let raw: unknown;
+  try {
+    raw = source.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
+  } catch (e) {
+    throw err('SY_ERR_CONFIG_INVALID', `${source}: not valid ${source.endsWith('.json') ? 'JSON' : 'YAML'}: ${(e as Error).message}`);
+  }
+  const r = modelConfigSchema.safeParse(raw ?? {});
+  if (!r.success) {
+    const issues = r.error.issues.map((i) => {
+      const at = i.path.length ? i.path.join('.') : '(root)';
+      const keys = i.code === 'unrecognized_keys' ? ` ${i.keys.join(', ')}` : '';
+      return `${at}: ${i.message}${keys}`;
+    });
+    throw err('SY_ERR_CONFIG_INVALID', `${source}: ${issues.join('; ')}`);
+  }
+  return r.data;
+}
+
+export async function readModelConfig(path: string): Promise<ModelConfigFile> {
+  return parseModelConfig(await readFile(path, 'utf8'), path);
+}

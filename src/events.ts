@@ -1,0 +1,33 @@
+/**
+ * @module
+ * Named diagnostics channels (`switchyard:<area>:<event>`) through which the data plane reports what happened.
+ * Publishers never import monitoring; monitoring subscribes. Publishing with no subscriber costs a branch.
+ */
+import diagnostics from 'node:diagnostics_channel';
+
+/** Failure reasons, used as the `reason` label on failure counters. */
+export type FailureReason =
+  | 'invalid_input' | 'not_found' | 'not_ready' | 'queue_full' | 'timeout' | 'cancelled' | 'runtime_error' | 'shutting_down' | 'other';
+
+/** One inference request finished (success or failure), with its timings in milliseconds. */
+export interface RequestEvent {
+  model: string;
+  version: string;
+  ok: boolean;
+  reason: FailureReason | null;
+  totalMs: number;
+  queueMs: number;
+  computeMs: number;
+}
+
+/** One batch executed on an instance. */
+export interface BatchEvent { model: string; version: string; rows: number; requests: number; computeMs: number }
+
+/** A model version finished loading (or failed to). */
+export interface LoadEvent { model: string; version: string; ok: boolean; durationMs: number }
+
+export const channels = {
+  request: diagnostics.channel('switchyard:inference:request'),
+  batch: diagnostics.channel('switchyard:serving:batch'),
+  load: diagnostics.channel('switchyard:serving:load'),
+} as const;

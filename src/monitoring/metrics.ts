@@ -1,0 +1,104 @@
+/**
+ * @module
+ * Prometheus metrics (prom-client) fed by the data plane's diagnostics channels, plus gauges read from the
+ * model manager at scrape time. Histograms (not summaries) so replicas aggregate.
+ */
+import diagnostics from 'node:diagnostics_channel';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { channels, type BatchEvent, type LoadEvent, type RequestEvent } from '../events.js';
+import type { ModelManager } from '../serving/index.js';
+
+const SECONDS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const ROWS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
+
+export interface Metrics {
+  readonly registry: Registry;
+  /** Unsubscribe from the channels. */
+  close(): void;
+}
+
+/** Create a registry, subscribe to the serving channels and expose the manager's live state as gauges. */
+export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: boolean } = {}): Metrics {
+  const registry = new Registry();
+  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'switchyard_' });
+  const mv = ['model', 'version'] as const;
+  const success = new Counter({ name: 'switchyard_inference_success_total', help: 'Inference requests that succeeded.', labelNames: mv, registers: [registry] });
+  const failure = new Counter({ name: 'switchyard_inference_failure_total', help: 'Inference requests that failed, by reason.', labelNames: [...mv, 'reason'], registers: [registry] });
+  const total = new Histogram({ name: 'switchyard_inference_request_duration_seconds', help: 'End-to-end inference request duration, from body received to response ready.', labelNames: mv, buckets: SECONDS, registers: [registry] });
+  const queue = new Histogram({ name: 'switchyard_inference_queue_duration_seconds', help: 'Time a request waited in the queue before its batch started.', labelNames: mv, buckets: SECONDS, registers: [registry] });
+  const compute = new Histogram({ name: 'switchyard_inference_compute_duration_seconds', help: 'Execution time of the batch a request ran in.', labelNames: mv, buckets: SECONDS, registers: [registry] });
+  const batchRows = new Histogram({ name: 'switchyard_batch_size_rows', help: 'Rows (dim 0) per executed batch.', labelNames: mv, buckets: ROWS, registers: [registry] });
+  const batchRequests = new Histogram({ name: 'switchyard_batch_size_requests', help: 'Requests per executed batch.', labelNames: mv, buckets: ROWS, registers: [registry] });
+  const loadTime = new Gauge({ name: 'switchyard_model_load_duration_seconds', help: 'Time the last load of a model version took (including warmup).', labelNames: mv, registers: [registry] });
+
+  new Gauge({
+    name: 'switchyard_queue_depth', help: 'Requests waiting in a model version queue.', labelNames: mv, registers: [registry],
+    collect() {
+      this.reset();
+      for (const m of manager.list()) for (const v of m.versions) this.set({ model: m.name, version: v.label }, v.batcher?.queued ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'switchyard_inflight_requests', help: 'Requests in batches currently executing.', labelNames: mv, registers: [registry],
+    collect() {
+      this.reset();
+      for (const m of manager.list()) for (const v of m.versions) this.set({ model: m.name, version: v.label }, v.batcher?.running ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'switchyard_model_ready', help: '1 when the model version is READY, else 0.', labelNames: [...mv, 'state'], registers: [registry],
+    collect() {
+      this.reset();
+      for (const m of manager.list()) for (const v of m.versions) this.set({ model: m.name, version: v.label, state: v.state }, v.ready ? 1 : 0);
+    },
+  });
+
+  // Label children are cached per model version: the hot path does no label hashing.
+  type Children = { success: ReturnType<Counter['labels']>; total: ReturnType<Histogram['labels']>; queue: ReturnType<Histogram['labels']>; compute: ReturnType<Histogram['labels']> };
+  const cache = new Map<string, Children>();
+  const children = (model: string, version: string): Children => {
+    const key = `${model}\u0000${version}`;
+    let c = cache.get(key);
+    if (!c) {
+      c = { success: success.labels(model, version), total: total.labels(model, version), queue: queue.labels(model, version), compute: compute.labels(model, version) };
+      cache.set(key, c);
+    }
+    return c;
+  };
+
+  const onRequest = (m: unknown): void => {
+    const e = m as RequestEvent;
+    const c = children(e.model, e.version);
+    c.total.observe(e.totalMs / 1000);
+    if (e.ok) {
+      c.success.inc();
+      c.queue.observe(e.queueMs / 1000);
+      c.compute.observe(e.computeMs / 1000);
+    } else {
+      failure.labels(e.model, e.version, e.reason ?? 'other').inc();
+    }
+  };
+  const onBatch = (m: unknown): void => {
+    const e = m as BatchEvent;
+    batchRows.labels(e.model, e.version).observe(e.rows);
+    batchRequests.labels(e.model, e.version).observe(e.requests);
+  };
+  const onLoad = (m: unknown): void => {
+    const e = m as LoadEvent;
+    loadTime.labels(e.model, e.version).set(e.durationMs / 1000);
+  };
+  // Versions that loaded before we subscribed.
+  for (const m of manager.list()) for (const v of m.versions) if (v.loadMs > 0) loadTime.labels(m.name, v.label).set(v.loadMs / 1000);
+
+  diagnostics.subscribe(channels.request.name as string, onRequest);
+  diagnostics.subscribe(channels.batch.name as string, onBatch);
+  diagnostics.subscribe(channels.load.name as string, onLoad);
+  return {
+    registry,
+    close() {
+      diagnostics.unsubscribe(channels.request.name as string, onRequest);
+      diagnostics.unsubscribe(channels.batch.name as string, onBatch);
+      diagnostics.unsubscribe(channels.load.name as string, onLoad);
+    },
+  };
+}

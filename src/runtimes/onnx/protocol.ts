@@ -1,0 +1,25 @@
+/**
+ * @module
+ * Messages between the serving thread and an ONNX instance's worker thread. Tensor buffers are transferred,
+ * not copied, in both directions.
+ */
+import type { OrtType, TensorData } from '../../tensor/index.js';
+
+export interface WireTensor { type: OrtType; dims: number[]; data: TensorData }
+
+export interface WireValueMeta { name: string; type: string | null; shape: Array<number | string> }
+
+export interface WorkerInit {
+  modelPath: string;
+  intraOpThreads: number;
+  executionProvider: 'cpu' | 'cuda';
+  deviceId: number;
+}
+
+export type ToWorker = { op: 'run'; id: number; inputs: WireTensor[] };
+
+export type FromWorker =
+  | { op: 'loaded'; inputs: WireValueMeta[]; outputs: WireValueMeta[]; provider: string; warning: string | null }
+  | { op: 'load-failed'; message: string }
+  | { op: 'result'; id: number; outputs: WireTensor[] }
+  | { op: 'failed'; id: number; message: string };

@@ -1,0 +1,51 @@
+/**
+ * @module
+ * The runtime contract: a Runtime loads an artifact into a LoadedModel with a signature and one or more
+ * instances; the serving layer owns queueing, batching and dispatch across those instances.
+ */
+import type { DtypeInfo, Tensor } from '../tensor/index.js';
+
+/** One input or output: V2 dtype and shape, -1 for dynamic dims. */
+export interface TensorSpec {
+  readonly name: string;
+  readonly dtype: DtypeInfo;
+  readonly shape: readonly number[];
+}
+
+export interface Signature {
+  readonly inputs: readonly TensorSpec[];
+  readonly outputs: readonly TensorSpec[];
+}
+
+/** A single execution slot. `run` takes inputs in signature order; the instance owns them once called. */
+export interface ModelInstance {
+  /** Batches currently executing on this instance. */
+  readonly inflight: number;
+  run(inputs: readonly Tensor[]): Promise<Tensor[]>;
+  dispose(): Promise<void>;
+}
+
+export interface LoadOptions {
+  readonly instances: number;
+  readonly intraOpThreads: number;
+  readonly executionProvider: 'cpu' | 'cuda';
+  readonly deviceId: number;
+}
+
+export interface LoadedModel {
+  readonly platform: string;
+  readonly signature: Signature;
+  /** Approximate bytes held by all instances. */
+  readonly residentBytes: number;
+  readonly instances: readonly ModelInstance[];
+  /** Execution provider actually in use (`cuda` may fall back to `cpu`). */
+  readonly executionProvider: string;
+  /** A load-time warning to log (e.g. CUDA requested but unavailable), or absent. */
+  readonly warning?: string;
+  dispose(): Promise<void>;
+}
+
+export interface Runtime {
+  readonly name: string;
+  load(artifactPath: string, options: LoadOptions): Promise<LoadedModel>;
+}

@@ -1,0 +1,8 @@
+/**
+ * @module
+ * Tensors end to end: the dtype table, typed-array tensors, row concat/split, JSON and binary codecs.
+ */
+export * from './dtype.js';
+export * from './tensor.js';
+export { decodeJsonData, encodeJsonData } from './json.js';
+export { decodeBinaryData, encodeBinaryData } from './binary.js';

@@ -1,0 +1,116 @@
+/**
+ * @module
+ * V2 JSON tensor data: nested-or-flat `data` arrays → typed arrays (validated per element), and typed arrays →
+ * the JSON text of a `data` array, written directly as a string (no intermediate arrays).
+ */
+import { err } from '../errors.js';
+import { fromHalfBits, toHalfBits, type DtypeInfo, type NumericArray, type TensorData } from './dtype.js';
+
+const INT_RANGE: Record<string, readonly [number, number]> = {
+  UINT8: [0, 0xff], UINT16: [0, 0xffff], UINT32: [0, 0xffffffff],
+  INT8: [-0x80, 0x7f], INT16: [-0x8000, 0x7fff], INT32: [-0x80000000, 0x7fffffff],
+  INT64: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER], UINT64: [0, Number.MAX_SAFE_INTEGER],
+};
+
+function flatten(data: unknown[]): unknown[] {
+  if (data.length === 0 || !Array.isArray(data[0])) return data;
+  const out: unknown[] = [];
+  const walk = (a: unknown[]): void => {
+    for (const v of a) if (Array.isArray(v)) walk(v); else out.push(v);
+  };
+  walk(data);
+  return out;
+}
+
+function bad(input: string, i: number, dtype: string, v: unknown, want: string): never {
+  const shown = typeof v === 'string' ? JSON.stringify(v.slice(0, 32)) : JSON.stringify(v) ?? String(v);
+  throw err('SY_ERR_INPUT_INVALID', `input "${input}": element ${i} is ${shown}, expected ${want} for datatype ${dtype}`);
+}
+
+/**
+ * Decode the `data` of one V2 JSON input.
+ * @param count the element count the declared shape implies; a mismatch is a 400 naming both numbers.
+ */
+export function decodeJsonData(input: string, dtype: DtypeInfo, count: number, data: unknown): TensorData {
+  if (!Array.isArray(data)) throw err('SY_ERR_INPUT_INVALID', `input "${input}": "data" must be an array`);
+  const flat = flatten(data);
+  if (flat.length !== count) {
+    throw err('SY_ERR_INPUT_INVALID', `input "${input}": shape implies ${count} elements but data has ${flat.length}`);
+  }
+  const v2 = dtype.v2;
+  if (dtype.array === null) {
+    for (let i = 0; i < flat.length; i++) if (typeof flat[i] !== 'string') bad(input, i, v2, flat[i], 'a string');
+    return flat as string[];
+  }
+  const out = new dtype.array(count);
+  if (v2 === 'FP32' || v2 === 'FP64') {
+    const o = out as Float32Array;
+    for (let i = 0; i < count; i++) {
+      const v = flat[i];
+      if (typeof v !== 'number') bad(input, i, v2, v, 'a number');
+      o[i] = v;
+    }
+  } else if (v2 === 'FP16') {
+    const o = out as Uint16Array;
+    for (let i = 0; i < count; i++) {
+      const v = flat[i];
+      if (typeof v !== 'number') bad(input, i, v2, v, 'a number');
+      o[i] = toHalfBits(v);
+    }
+  } else if (v2 === 'BOOL') {
+    const o = out as Uint8Array;
+    for (let i = 0; i < count; i++) {
+      const v = flat[i];
+      if (typeof v !== 'boolean') bad(input, i, v2, v, 'true or false');
+      o[i] = v ? 1 : 0;
+    }
+  } else {
+    const [lo, hi] = INT_RANGE[v2]!;
+    const want = `an integer in [${lo}, ${hi}]`;
+    if (dtype.bigint) {
+      const o = out as BigInt64Array;
+      for (let i = 0; i < count; i++) {
+        const v = flat[i];
+        if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) bad(input, i, v2, v, want);
+        o[i] = BigInt(v);
+      }
+    } else {
+      const o = out as Int32Array;
+      for (let i = 0; i < count; i++) {
+        const v = flat[i];
+        if (typeof v !== 'number' || !Number.isInteger(v) || v < lo || v > hi) bad(input, i, v2, v, want);
+        o[i] = v;
+      }
+    }
+  }
+  return out;
+}
+
+/** The JSON text of a flat `data` array for a tensor's elements. Non-finite floats are written as null. */
+export function encodeJsonData(dtype: DtypeInfo, data: TensorData): string {
+  const n = data.length;
+  if (n === 0) return '[]';
+  if (dtype.array === null) return JSON.stringify(data);
+  const a = data as NumericArray;
+  let s = '[';
+  switch (dtype.v2) {
+    case 'BOOL':
+      for (let i = 0; i < n; i++) s += (i ? ',' : '') + (a[i] ? 'true' : 'false');
+      break;
+    case 'FP16':
+      for (let i = 0; i < n; i++) s += (i ? ',' : '') + num(fromHalfBits(a[i] as number));
+      break;
+    case 'FP32':
+    case 'FP64':
+      for (let i = 0; i < n; i++) s += (i ? ',' : '') + num(a[i] as number);
+      break;
+    default:
+      // Integers (including bigint) print exactly.
+      for (let i = 0; i < n; i++) s += (i ? ',' : '') + String(a[i]);
+  }
+  return s + ']';
+}
+
+function num(v: number): string {
+  return Number.isFinite(v) ? String(v) : 'null';
+}
