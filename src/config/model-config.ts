@@ -26,8 +26,16 @@ export const modelConfigSchema = z.strictObject({
   max_queue_size: z.number().int().min(1).optional(),
   /** Execution instances (each its own session on its own thread). Default: from the core count. */
   instances: z.number().int().min(1).max(64).optional(),
+  /**
+   * Where instances run: `worker` (own threads; the event loop never blocks), `inline` (one instance on the
+   * main thread: no thread hop, blocks the loop while a batch runs) or `auto` (default: inline when a full batch
+   * measured at load runs within 1 ms on CPU, else worker).
+   */
+  instance_mode: z.enum(['auto', 'worker', 'inline']).optional(),
   /** onnxruntime intra-op threads per instance. Default: cores / instances (at least 1). */
   intra_op_threads: z.number().int().min(1).max(256).optional(),
+  /** Let intra-op threads spin between ops: faster batches for heavy models, burns idle CPU. Default true. */
+  allow_spinning: z.boolean().optional(),
   /** `cpu` (default) or `cuda` (falls back to CPU with a warning when the CUDA provider is unavailable). */
   execution_provider: z.enum(['cpu', 'cuda']).optional(),
   /** GPU ordinal for `cuda`. Default 0. */
@@ -48,7 +56,9 @@ export interface ModelConfig {
   readonly maxQueueDelayUs: number;
   readonly maxQueueSize: number;
   readonly instances: number;
+  readonly instanceMode: 'auto' | 'worker' | 'inline';
   readonly intraOpThreads: number;
+  readonly allowSpinning: boolean;
   readonly executionProvider: 'cpu' | 'cuda';
   readonly deviceId: number;
   readonly defaultTimeoutUs: number;
@@ -57,14 +67,21 @@ export interface ModelConfig {
 
 export const DEFAULT_MAX_BATCH_SIZE = 64;
 
-/** Instances and threads that do not oversubscribe: one instance per 4 cores (at least 1), threads share the rest. */
-export function defaultParallelism(cores = availableParallelism()): { instances: number; intraOpThreads: number } {
-  const instances = Math.max(1, Math.min(8, Math.floor(cores / 4)));
+/**
+ * Instances and threads that do not oversubscribe the machine: on CPU, min(cores, 4) instances sharing the
+ * cores as intra-op threads (instances × threads ≤ cores). Independent single-thread instances beat one
+ * wide instance on small machines, where any other activity stalls a wide instance's parallel sections.
+ * On CUDA, one instance.
+ */
+export function defaultParallelism(provider: 'cpu' | 'cuda', cores = availableParallelism()): { instances: number; intraOpThreads: number } {
+  if (provider === 'cuda') return { instances: 1, intraOpThreads: 1 };
+  const instances = Math.max(1, Math.min(4, cores));
   return { instances, intraOpThreads: Math.max(1, Math.floor(cores / instances)) };
 }
 
 export function resolveModelConfig(file: ModelConfigFile, defaults: { executionProvider?: 'cpu' | 'cuda' } = {}): ModelConfig {
-  const par = defaultParallelism();
+  const executionProvider = file.execution_provider ?? defaults.executionProvider ?? 'cpu';
+  const par = defaultParallelism(executionProvider);
   const instances = file.instances ?? par.instances;
   return Object.freeze({
     maxBatchSize: file.max_batch_size ?? null,
@@ -72,8 +89,10 @@ export function resolveModelConfig(file: ModelConfigFile, defaults: { executionP
     maxQueueDelayUs: file.max_queue_delay_us ?? 0,
     maxQueueSize: file.max_queue_size ?? 1024,
     instances,
-    intraOpThreads: file.intra_op_threads ?? Math.max(1, Math.floor(availableParallelism() / instances)),
-    executionProvider: file.execution_provider ?? defaults.executionProvider ?? 'cpu',
+    instanceMode: file.instance_mode ?? 'auto',
+    intraOpThreads: file.intra_op_threads ?? (file.instances === undefined ? par.intraOpThreads : Math.max(1, Math.floor(availableParallelism() / instances))),
+    allowSpinning: file.allow_spinning ?? true,
+    executionProvider,
     deviceId: file.device_id ?? 0,
     defaultTimeoutUs: file.default_timeout_us ?? 0,
     versionPolicy: file.version_policy ?? { latest: { num_versions: 1 } },

@@ -30,6 +30,10 @@ export interface LoadOptions {
   readonly intraOpThreads: number;
   readonly executionProvider: 'cpu' | 'cuda';
   readonly deviceId: number;
+  /** Let onnxruntime's intra-op threads spin-wait between ops (faster for heavy models, costs idle CPU). */
+  readonly allowSpinning: boolean;
+  /** Run one instance on the calling (main) thread instead of worker threads. */
+  readonly inline?: boolean;
 }
 
 export interface LoadedModel {
@@ -40,6 +44,8 @@ export interface LoadedModel {
   readonly instances: readonly ModelInstance[];
   /** Execution provider actually in use (`cuda` may fall back to `cpu`). */
   readonly executionProvider: string;
+  /** Whether the (single) instance runs on the calling thread. */
+  readonly inline: boolean;
   /** A load-time warning to log (e.g. CUDA requested but unavailable), or absent. */
   readonly warning?: string;
   dispose(): Promise<void>;

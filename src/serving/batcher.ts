@@ -10,6 +10,8 @@
  *
  * Ownership: once `submit` returns a Job, the batcher owns the request until the Job settles; a Job
  * cancelled while queued is dropped from the queue, one cancelled while running is discarded on completion.
+ * A job whose client went away is found when its batch forms (`abandoned()` is polled, no listener per
+ * request) and dropped without running.
  */
 import { err, type SwitchyardError } from '../errors.js';
 import { concatRows, sliceRows, type Tensor } from '../tensor/index.js';
@@ -47,6 +49,8 @@ export class Job {
     readonly rows: number,
     readonly key: string,
     readonly batcher: Batcher,
+    /** Polled when the job is about to run: true when its client went away (then it is dropped, not run). */
+    readonly abandoned: (() => boolean) | null,
   ) {
     this.result = new Promise<Tensor[]>((res, rej) => {
       this.resolve = res;
@@ -98,12 +102,12 @@ export class Batcher {
    * Queue a request. `inputs` are in signature order and already validated; `rows` is their dim 0
    * (1 for unbatched models). Throws SY_ERR_QUEUE_FULL (caller keeps ownership) when the queue is full.
    */
-  submit(inputs: readonly Tensor[], rows: number, timeoutUs: number): Job {
+  submit(inputs: readonly Tensor[], rows: number, timeoutUs: number, abandoned: (() => boolean) | null = null): Job {
     if (this.#closed) throw err('SY_ERR_SHUTTING_DOWN', 'server is shutting down');
     if (this.#queued >= this.#opts.maxQueueSize) {
       throw err('SY_ERR_QUEUE_FULL', `queue is full (${this.#opts.maxQueueSize} requests waiting)`, { retryAfterS: 1 });
     }
-    const job = new Job(inputs, rows, this.#opts.maxBatchSize > 0 ? shapeKey(inputs) : '', this);
+    const job = new Job(inputs, rows, this.#opts.maxBatchSize > 0 ? shapeKey(inputs) : '', this, abandoned);
     const wasEmpty = this.#queued === 0;
     let g = this.#groups.get(job.key);
     if (!g) {
@@ -202,7 +206,11 @@ export class Batcher {
   #target(g: Group, immediate: boolean): number {
     const { maxBatchSize: max, preferredBatchSizes: preferred, maxQueueDelayUs: delayUs } = this.#opts;
     if (max === 0) return 1;
-    if (g.rows >= max) return max;
+    // Share queued rows across instances: one free instance must not take everything while the others
+    // are about to free up (they would idle until new requests arrive).
+    const share = Math.ceil(g.rows / this.#instances.length);
+    if (share >= max) return max;
+    if (this.#instances.length > 1 && this.#queued > 1) return share;
     for (let i = preferred.length - 1; i >= 0; i--) if (preferred[i]! <= g.rows) return preferred[i]!;
     if (delayUs === 0 || immediate) return max;
     const waitMs = g.queue.peek()!.enqueuedAt + delayUs / 1000 - performance.now();
@@ -229,6 +237,11 @@ export class Batcher {
     for (let j = g.queue.peek(); j; j = g.queue.peek()) {
       if (j.state !== QUEUED) {
         g.queue.shift();
+        continue;
+      }
+      if (j.abandoned?.()) {
+        g.queue.shift();
+        this.cancel(j, err('SY_ERR_CLIENT_CLOSED', 'client closed the connection while the request was queued'));
         continue;
       }
       if (jobs.length > 0 && (rows + j.rows > target || this.#opts.maxBatchSize === 0)) break;

@@ -4,6 +4,7 @@
  * warms each instance up (a version is READY only after warmup succeeded), resolves `name[/version]`
  * references for the data plane, and drains everything on close.
  */
+import { stat } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { DEFAULT_MAX_BATCH_SIZE, resolveModelConfig, type ModelConfig } from '../config/model-config.js';
 import { err, type SwitchyardError } from '../errors.js';
@@ -13,6 +14,11 @@ import type { LoadedModel, Runtime, Signature } from '../runtimes/types.js';
 import { zeros, type Tensor } from '../tensor/index.js';
 import { Batcher, type Job } from './batcher.js';
 import { scanRepository, selectVersions, type RepositoryModel } from './repository.js';
+
+/** auto instance mode: models up to this file size are tried on the main thread... */
+const INLINE_MAX_FILE_BYTES = 16 * 1024 * 1024;
+/** ...and kept there when a full batch runs within this many milliseconds (the longest the event loop may block). */
+const INLINE_BUDGET_MS = 1;
 
 /** Lifecycle of a model version. */
 export type VersionState = 'LOADING' | 'READY' | 'UNAVAILABLE' | 'UNLOADING';
@@ -26,6 +32,8 @@ export class ModelVersion {
   /** Rows per batch after resolving config against the signature (0 = unbatched). */
   maxBatchSize = 0;
   loadMs = 0;
+  /** Whether the instance runs on the main thread (instance_mode inline, or auto chose it). */
+  inline = false;
   readonly label: string;
 
   constructor(readonly model: string, readonly version: number, readonly config: ModelConfig) {
@@ -41,11 +49,11 @@ export class ModelVersion {
   }
 
   /** Queue a request; inputs in signature order. Throws 503 when not ready or the queue is full. */
-  submit(inputs: readonly Tensor[], rows: number, timeoutUs: number): Job {
+  submit(inputs: readonly Tensor[], rows: number, timeoutUs: number, abandoned: (() => boolean) | null = null): Job {
     if (this.state !== 'READY' || !this.batcher) {
       throw err('SY_ERR_MODEL_NOT_READY', `model "${this.model}" version ${this.version} is not ready (${this.state}${this.reason ? `: ${this.reason}` : ''})`, { retryAfterS: 1 });
     }
-    return this.batcher.submit(inputs, rows, timeoutUs || this.config.defaultTimeoutUs);
+    return this.batcher.submit(inputs, rows, timeoutUs || this.config.defaultTimeoutUs, abandoned);
   }
 }
 
@@ -148,12 +156,12 @@ export class ModelManager {
     try {
       if (rm.configError) return fail(rm.configError);
       const c = mv.config;
-      const loaded = await this.#runtime.load(rm.artifact(mv.version), {
-        instances: c.instances,
-        intraOpThreads: c.intraOpThreads,
-        executionProvider: c.executionProvider,
-        deviceId: c.deviceId,
-      });
+      const artifact = rm.artifact(mv.version);
+      const base = { instances: c.instances, intraOpThreads: c.intraOpThreads, executionProvider: c.executionProvider, deviceId: c.deviceId, allowSpinning: c.allowSpinning };
+      // auto: try the main thread for small CPU models, keep it only if a full batch is fast (measured below).
+      const tryInline = c.instanceMode === 'inline' ||
+        (c.instanceMode === 'auto' && c.executionProvider === 'cpu' && (await stat(artifact)).size <= INLINE_MAX_FILE_BYTES);
+      let loaded = await this.#runtime.load(artifact, { ...base, inline: tryInline });
       mv.loaded = loaded;
       if (loaded.warning) log.warn(loaded.warning);
       const batchable = isBatchable(loaded.signature);
@@ -161,8 +169,18 @@ export class ModelManager {
         return fail(`max_batch_size ${c.maxBatchSize} needs a dynamic first dimension on every input and output`);
       }
       mv.maxBatchSize = c.maxBatchSize ?? (batchable ? DEFAULT_MAX_BATCH_SIZE : 0);
-      const warm = await warmup(loaded);
+      let warm = await warmup(loaded, 1);
+      if (!warm && tryInline && c.instanceMode === 'auto') {
+        const ms = await timeBatch(loaded, Math.max(1, mv.maxBatchSize));
+        if (ms > INLINE_BUDGET_MS) {
+          await loaded.dispose();
+          loaded = await this.#runtime.load(artifact, { ...base, inline: false });
+          mv.loaded = loaded;
+          warm = await warmup(loaded, 1);
+        }
+      }
       if (warm) return fail(`warmup failed: ${warm.message}`);
+      mv.inline = loaded.inline;
       const batcher = new Batcher(loaded.instances, {
         maxBatchSize: mv.maxBatchSize,
         preferredBatchSizes: c.preferredBatchSizes.filter((p) => mv.maxBatchSize === 0 || p <= mv.maxBatchSize),
@@ -175,7 +193,7 @@ export class ModelManager {
       };
       mv.batcher = batcher;
       mv.state = 'READY';
-      log.info({ provider: loaded.executionProvider, instances: loaded.instances.length, maxBatchSize: mv.maxBatchSize, ms: Math.round(performance.now() - start) }, 'model version ready');
+      log.info({ provider: loaded.executionProvider, instances: loaded.instances.length, mode: mv.inline ? 'inline' : 'worker', maxBatchSize: mv.maxBatchSize, ms: Math.round(performance.now() - start) }, 'model version ready');
     } catch (e) {
       fail((e as Error).message);
     } finally {
@@ -187,15 +205,35 @@ export class ModelManager {
   }
 }
 
-/** Run zeros (dynamic dims = 1) through every instance; returns the first failure, or null. */
-async function warmup(loaded: LoadedModel): Promise<SwitchyardError | Error | null> {
+/** Zeros for every input, dynamic dims set to 1 and a dynamic dim 0 to `rows`. */
+function zeroInputs(sig: Signature, rows: number): Tensor[] {
+  return sig.inputs.map((s) => zeros(s.dtype, s.shape.map((d, i) => (d === -1 ? (i === 0 ? rows : 1) : d))));
+}
+
+/** Run zeros through every instance; returns the first failure, or null. */
+async function warmup(loaded: LoadedModel, rows: number): Promise<SwitchyardError | Error | null> {
   for (const inst of loaded.instances) {
-    const inputs = loaded.signature.inputs.map((s) => zeros(s.dtype, s.shape.map((d) => (d === -1 ? 1 : d))));
     try {
-      await inst.run(inputs);
+      await inst.run(zeroInputs(loaded.signature, rows));
     } catch (e) {
       return e as Error;
     }
   }
   return null;
+}
+
+/** Median time (ms) of a `rows`-row batch of zeros on the first instance; Infinity if it fails. */
+async function timeBatch(loaded: LoadedModel, rows: number): Promise<number> {
+  const inst = loaded.instances[0]!;
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < 5; i++) {
+      const t0 = performance.now();
+      await inst.run(zeroInputs(loaded.signature, rows));
+      times.push(performance.now() - t0);
+    }
+  } catch {
+    return Infinity;
+  }
+  return times.sort((a, b) => a - b)[2]!;
 }

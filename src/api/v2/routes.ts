@@ -104,14 +104,12 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
     let job = null;
     try {
       if (!Buffer.isBuffer(req.body)) throw err('SY_ERR_BAD_REQUEST', 'request body is empty');
-      const body = await decompress(req.body, req.headers['content-encoding'], opts.bodyLimit);
+      const encoding = req.headers['content-encoding'];
+      const body = encoding === undefined ? req.body : await decompress(req.body, encoding, opts.bodyLimit);
       const parsed = parseInferRequest(body, headerLength(req), mv);
       const timeoutUs = parsed.timeoutUs || timeoutHeader(req);
-      job = mv.submit(parsed.inputs, parsed.rows, timeoutUs);
-      const j = job;
-      reply.raw.once('close', () => {
-        if (!reply.raw.writableFinished) j.cancel(err('SY_ERR_CLIENT_CLOSED', 'client closed the connection'));
-      });
+      const socket = req.raw.socket;
+      job = mv.submit(parsed.inputs, parsed.rows, timeoutUs, () => socket.destroyed);
       const outputs = await job.result;
       const res = encodeInferResponse(mv, parsed, outputs);
       if (channels.request.hasSubscribers) {

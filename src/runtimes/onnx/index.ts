@@ -7,6 +7,7 @@ import { stat } from 'node:fs/promises';
 import { err } from '../../errors.js';
 import { dtypeFromOrt } from '../../tensor/index.js';
 import type { LoadedModel, LoadOptions, Runtime, Signature, TensorSpec } from '../types.js';
+import { InlineInstance } from './inline.js';
 import { OnnxInstance, type InstanceInfo } from './instance.js';
 import type { WireValueMeta } from './protocol.js';
 
@@ -31,8 +32,11 @@ export const onnxRuntime: Runtime = {
       intraOpThreads: options.intraOpThreads,
       executionProvider: options.executionProvider,
       deviceId: options.deviceId,
+      allowSpinning: options.allowSpinning,
     };
-    const created = await Promise.allSettled(Array.from({ length: options.instances }, () => OnnxInstance.create(init)));
+    const created = options.inline
+      ? await Promise.allSettled([InlineInstance.create({ ...init, intraOpThreads: 1, allowSpinning: false })])
+      : await Promise.allSettled(Array.from({ length: options.instances }, () => OnnxInstance.create(init)));
     const ok = created.flatMap((c) => (c.status === 'fulfilled' ? [c.value] : []));
     const failed = created.find((c): c is PromiseRejectedResult => c.status === 'rejected');
     if (failed) {
@@ -47,6 +51,7 @@ export const onnxRuntime: Runtime = {
       residentBytes: size * instances.length,
       instances,
       executionProvider: first.provider,
+      inline: options.inline === true,
       ...(first.warning ? { warning: first.warning } : {}),
       async dispose() {
         await Promise.all(instances.map((i) => i.dispose()));

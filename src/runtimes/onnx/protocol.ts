@@ -14,6 +14,7 @@ export interface WorkerInit {
   intraOpThreads: number;
   executionProvider: 'cpu' | 'cuda';
   deviceId: number;
+  allowSpinning: boolean;
 }
 
 export type ToWorker = { op: 'run'; id: number; inputs: WireTensor[] };

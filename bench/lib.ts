@@ -1,0 +1,64 @@
+/**
+ * @module
+ * Benchmark helpers: spawn a server process and wait until it is ready, drive it with autocannon at N
+ * connections, and measure sequential (concurrency 1) latency with high-resolution timers.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import autocannon from 'autocannon';
+import { Client } from 'undici';
+
+export interface Target { name: string; url: string; proc: ChildProcess }
+
+export async function startServer(name: string, args: string[], port: number): Promise<Target> {
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    if (proc.exitCode !== null) throw new Error(`${name} exited with ${proc.exitCode}`);
+    try {
+      const r = await fetch(`${url}/v2/health/ready`);
+      if (r.ok) break;
+    } catch { /* not up yet */ }
+    if (Date.now() > deadline) throw new Error(`${name} did not become ready`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  return { name, url, proc };
+}
+
+export async function stopServer(t: Target): Promise<void> {
+  if (t.proc.exitCode !== null) return;
+  t.proc.kill('SIGTERM');
+  await once(t.proc, 'exit');
+}
+
+export interface Throughput { rps: number; p50Ms: number; p99Ms: number; errors: number; non2xx: number }
+
+/** Requests per second at `connections` concurrent keep-alive connections over `seconds`. */
+export async function throughput(url: string, path: string, body: string, connections: number, seconds: number): Promise<Throughput> {
+  const r = await autocannon({
+    url: url + path, method: 'POST', body, connections, duration: seconds, pipelining: 1,
+    headers: { 'content-type': 'application/json' },
+  });
+  return { rps: r.requests.average, p50Ms: r.latency.p50, p99Ms: r.latency.p99, errors: r.errors, non2xx: r.non2xx };
+}
+
+/** Sequential requests on one keep-alive connection; returns latency percentiles in ms. */
+export async function sequentialLatency(url: string, path: string, body: string, n: number): Promise<{ p50: number; p90: number; p99: number }> {
+  const client = new Client(url, { pipelining: 1 });
+  const samples: number[] = [];
+  try {
+    for (let i = 0; i < n + 200; i++) {
+      const t0 = performance.now();
+      const res = await client.request({ path, method: 'POST', body, headers: { 'content-type': 'application/json' } });
+      await res.body.text();
+      if (res.statusCode !== 200) throw new Error(`status ${res.statusCode}`);
+      if (i >= 200) samples.push(performance.now() - t0); // first 200 warm up
+    }
+  } finally {
+    await client.close();
+  }
+  samples.sort((a, b) => a - b);
+  const q = (p: number): number => samples[Math.min(samples.length - 1, Math.floor(p * samples.length))]!;
+  return { p50: q(0.5), p90: q(0.9), p99: q(0.99) };
+}

@@ -1,0 +1,66 @@
+/**
+ * @module
+ * A main-thread ONNX instance for light models: no thread hop per batch. onnxruntime-node runs synchronously,
+ * so this blocks the event loop for the duration of each batch; the runtime only chooses it (instance_mode
+ * "auto") when a full batch measured at load time runs within a small budget.
+ */
+import ort from 'onnxruntime-node';
+import { err } from '../../errors.js';
+import { dtypeFromOrt, type Tensor } from '../../tensor/index.js';
+import type { ModelInstance } from '../types.js';
+import type { InstanceInfo } from './instance.js';
+import type { WorkerInit } from './protocol.js';
+import { openSession, wireMeta } from './session.js';
+
+export class InlineInstance implements ModelInstance {
+  readonly #session: ort.InferenceSession;
+  #inflight = 0;
+  #disposed = false;
+
+  private constructor(session: ort.InferenceSession) {
+    // Private: built by create(), once the session has loaded.
+    this.#session = session;
+  }
+
+  static async create(init: WorkerInit): Promise<{ instance: InlineInstance; info: InstanceInfo }> {
+    const o = await openSession(init);
+    return {
+      instance: new InlineInstance(o.session),
+      info: { inputs: wireMeta(o.session.inputMetadata), outputs: wireMeta(o.session.outputMetadata), provider: o.provider, warning: o.warning },
+    };
+  }
+
+  get inflight(): number {
+    return this.#inflight;
+  }
+
+  async run(inputs: readonly Tensor[]): Promise<Tensor[]> {
+    if (this.#disposed) throw err('SY_ERR_SHUTTING_DOWN', 'instance disposed');
+    const s = this.#session;
+    const feeds: Record<string, ort.Tensor> = {};
+    for (let i = 0; i < inputs.length; i++) {
+      const t = inputs[i]!;
+      feeds[s.inputNames[i]!] = new ort.Tensor(t.dtype.ort, t.data as never, t.shape as number[]);
+    }
+    this.#inflight++;
+    let out: ort.InferenceSession.ReturnType;
+    try {
+      out = await s.run(feeds);
+    } catch (e) {
+      throw err('SY_ERR_INFERENCE_FAILED', `inference failed: ${(e as Error).message}`);
+    } finally {
+      this.#inflight--;
+    }
+    return s.outputNames.map((name) => {
+      const t = out[name] as ort.Tensor;
+      const dtype = dtypeFromOrt(t.type);
+      if (!dtype) throw err('SY_ERR_INFERENCE_FAILED', `model produced unsupported tensor type ${t.type}`);
+      return { dtype, shape: [...t.dims], data: t.data as Tensor['data'] };
+    });
+  }
+
+  async dispose(): Promise<void> {
+    this.#disposed = true;
+    await this.#session.release();
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * Test helpers: temporary model repositories built from the model zoo, an in-process Switchyard, and direct
+ * onnxruntime reference runs to compare served outputs against.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import ort from 'onnxruntime-node';
+import { loadServerConfig } from '../src/config/server-config.js';
+import { createLogger, createSwitchyard, type Switchyard } from '../src/server.js';
+import { writeModelRepository } from '../tools/onnx/zoo.js';
+
+export type RepoSpec = Parameters<typeof writeModelRepository>[1];
+
+export interface TestServer {
+  sy: Switchyard;
+  dir: string;
+  /** Base URL once `listen()` was called. */
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Write `models` to a temp repository and start Switchyard on it (listening on a free loopback port). */
+export async function startSwitchyard(models: RepoSpec, opts: { listen?: boolean } = {}): Promise<TestServer> {
+  const dir = await mkdtemp(join(tmpdir(), 'switchyard-test-'));
+  await writeModelRepository(dir, models);
+  const config = loadServerConfig({ modelRepository: dir, port: 0, logLevel: 'silent', shutdownGraceMs: 2000 }, {});
+  const sy = await createSwitchyard(config, createLogger('silent'));
+  let url = '';
+  if (opts.listen) url = await sy.app.listen({ port: 0, host: '127.0.0.1' });
+  return {
+    sy, dir, url,
+    async close() {
+      await sy.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Run a model directly with onnxruntime (the reference for served outputs). */
+export async function referenceRun(bytes: Uint8Array, feeds: Record<string, ort.Tensor>): Promise<Record<string, ort.Tensor>> {
+  const s = await ort.InferenceSession.create(bytes);
+  try {
+    return (await s.run(feeds)) as Record<string, ort.Tensor>;
+  } finally {
+    await s.release();
+  }
+}
+
+/** Deterministic pseudo-random floats in [-1, 1). */
+export function floats(n: number, seed: number): number[] {
+  let a = seed >>> 0;
+  return Array.from({ length: n }, () => {
+    a = (Math.imul(a, 1664525) + 1013904223) >>> 0;
+    return a / 2 ** 31 - 1;
+  });
+}
+
+export function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tol: number, what: string): void {
+  if (actual.length !== expected.length) throw new Error(`${what}: length ${actual.length} != ${expected.length}`);
+  for (let i = 0; i < actual.length; i++) {
+    const d = Math.abs(actual[i]! - expected[i]!);
+    if (!(d <= tol)) throw new Error(`${what}: element ${i} is ${actual[i]}, expected ${expected[i]} (|diff| ${d} > ${tol})`);
+  }
+}
+
+/** Build a V2 binary-extension body: JSON header followed by raw tensor bytes. */
+export function binaryBody(header: object, chunks: Uint8Array[]): { body: Buffer; headerLength: number } {
+  const head = Buffer.from(JSON.stringify(header));
+  return { body: Buffer.concat([head, ...chunks.map((c) => Buffer.from(c.buffer, c.byteOffset, c.byteLength))]), headerLength: head.length };
+}
+
+/** Split a binary-extension response into its JSON header and the remaining bytes. */
+export function splitBinary(body: Buffer, headerLength: number): { json: { outputs: Array<{ name: string; datatype: string; shape: number[]; parameters?: { binary_data_size?: number }; data?: unknown[] }> } & Record<string, unknown>; rest: Buffer } {
+  return { json: JSON.parse(body.subarray(0, headerLength).toString('utf8')), rest: body.subarray(headerLength) };
+}
