@@ -84,6 +84,8 @@ export class Batcher {
   #running = 0;
   #timer: NodeJS.Timeout | null = null;
   #timerAt = 0;
+  /** When each instance's current batch started. */
+  readonly #busySince = new Map<ModelInstance, number>();
   #closed = false;
   /** Called after every batch with its size in rows and requests, and compute time in ms. */
   onBatch: ((rows: number, requests: number, computeMs: number) => void) | null = null;
@@ -206,11 +208,16 @@ export class Batcher {
   #target(g: Group, immediate: boolean): number {
     const { maxBatchSize: max, preferredBatchSizes: preferred, maxQueueDelayUs: delayUs } = this.#opts;
     if (max === 0) return 1;
-    // Share queued rows across instances: one free instance must not take everything while the others
-    // are about to free up (they would idle until new requests arrive).
-    const share = Math.ceil(g.rows / this.#instances.length);
-    if (share >= max) return max;
-    if (this.#instances.length > 1 && this.#queued > 1) return share;
+    // Share queued rows across instances: one free instance must not take everything while others that
+    // were already busy when these requests arrived are about to free up (they would idle until new
+    // requests come). Instances that took their share of this backlog do not count.
+    if (this.#instances.length > 1 && this.#queued > 1) {
+      const oldest = g.queue.peek()!.enqueuedAt;
+      let takers = 0;
+      for (const inst of this.#instances) if (inst.inflight === 0 || (this.#busySince.get(inst) ?? 0) < oldest) takers++;
+      return Math.min(max, Math.ceil(g.rows / takers));
+    }
+    if (g.rows >= max) return max;
     for (let i = preferred.length - 1; i >= 0; i--) if (preferred[i]! <= g.rows) return preferred[i]!;
     if (delayUs === 0 || immediate) return max;
     const waitMs = g.queue.peek()!.enqueuedAt + delayUs / 1000 - performance.now();
@@ -268,6 +275,7 @@ export class Batcher {
     }
     for (let i = 0; i < n; i++) batched[i] = jobs.length === 1 ? jobs[0]!.inputs[i]! : concatRows(jobs.map((j) => j.inputs[i]!));
     this.#running += jobs.length;
+    this.#busySince.set(inst, start);
     inst.run(batched).then(
       (outputs) => this.#complete(jobs, rows, outputs, start),
       (e: SwitchyardError) => this.#fail(jobs, e),
