@@ -199,7 +199,8 @@ export class Batcher {
       if (!g) return;
       const target = this.#target(g, arrivedAtEmptyQueue);
       if (target === 0) return; // timer armed: wait for a fuller batch
-      this.#dispatch(inst, this.#take(g, target));
+      const jobs = this.#take(g, target);
+      if (jobs.length > 0) this.#dispatch(inst, jobs); // empty when every candidate was abandoned
       arrivedAtEmptyQueue = false;
     }
   }
