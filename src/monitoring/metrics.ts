@@ -20,7 +20,13 @@ export interface Metrics {
 /** Create a registry, subscribe to the serving channels and expose the manager's live state as gauges. */
 export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: boolean } = {}): Metrics {
   const registry = new Registry();
-  if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: 'switchyard_' });
+  if (opts.defaultMetrics !== false) {
+    collectDefaultMetrics({ register: registry, prefix: 'switchyard_' });
+    // prom-client names these gauges *_total, which Prometheus' lint (promtool check metrics) rejects.
+    for (const name of ['active_handles_total', 'active_requests_total', 'active_resources_total']) {
+      registry.removeSingleMetric(`switchyard_nodejs_${name}`);
+    }
+  }
   const mv = ['model', 'version'] as const;
   const success = new Counter({ name: 'switchyard_inference_success_total', help: 'Inference requests that succeeded.', labelNames: mv, registers: [registry] });
   const failure = new Counter({ name: 'switchyard_inference_failure_total', help: 'Inference requests that failed, by reason.', labelNames: [...mv, 'reason'], registers: [registry] });
