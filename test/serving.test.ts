@@ -83,7 +83,10 @@ describe('queue limits and timeouts (real onnxruntime)', () => {
     const srv = await startSwitchyard({ slow: SLOW });
     try {
       const app = srv.sy.app;
-      const blocker = app.inject({ method: 'POST', url: '/v2/models/slow/infer', payload: slowReq(64), headers: { 'content-type': 'application/json' } });
+      const blocker = app.inject({ method: 'POST', url: '/v2/models/slow/infer', payload: slowReq(256), headers: { 'content-type': 'application/json' } });
+      // Wait until the blocker occupies the only instance, so the timed requests must queue behind it.
+      const batcher = srv.sy.manager.resolve('slow').batcher!;
+      while (batcher.running === 0) await new Promise((r) => setTimeout(r, 1));
       const viaParam = app.inject({ method: 'POST', url: '/v2/models/slow/infer', headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ ...JSON.parse(slowReq(1)), parameters: { timeout: 1000 } }) });
       const viaHeader = app.inject({ method: 'POST', url: '/v2/models/slow/infer', headers: { 'content-type': 'application/json', 'x-request-timeout-ms': '1' }, payload: slowReq(1) });
       const [b, p, h] = await Promise.all([blocker, viaParam, viaHeader]);
@@ -101,11 +104,12 @@ describe('queue limits and timeouts (real onnxruntime)', () => {
     try {
       const { port } = new URL(srv.url);
       const blocker = fetch(`${srv.url}/v2/models/slow/infer`, { method: 'POST', body: slowReq(256), headers: { 'content-type': 'application/json' } });
-      await new Promise((r) => setTimeout(r, 20));
+      const batcher = srv.sy.manager.resolve('slow').batcher!;
+      while (batcher.running === 0) await new Promise((r) => setTimeout(r, 1));
       const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/v2/models/slow/infer', headers: { 'content-type': 'application/json' } });
       req.on('error', () => {});
       req.end(slowReq(3));
-      await new Promise((r) => setTimeout(r, 30));
+      while (batcher.queued === 0) await new Promise((r) => setTimeout(r, 1));
       req.destroy();
       assert.equal((await blocker).status, 200);
       await new Promise((r) => setTimeout(r, 50));
