@@ -32,8 +32,6 @@ export class ModelVersion {
   /** Rows per batch after resolving config against the signature (0 = unbatched). */
   maxBatchSize = 0;
   loadMs = 0;
-  /** Whether the instance runs on the main thread (instance_mode inline, or auto chose it). */
-  inline = false;
   readonly label: string;
 
   constructor(readonly model: string, readonly version: number, readonly config: ModelConfig) {
@@ -169,18 +167,17 @@ export class ModelManager {
         return fail(`max_batch_size ${c.maxBatchSize} needs a dynamic first dimension on every input and output`);
       }
       mv.maxBatchSize = c.maxBatchSize ?? (batchable ? DEFAULT_MAX_BATCH_SIZE : 0);
-      let warm = await warmup(loaded, 1);
+      let warm = await warmup(loaded);
       if (!warm && tryInline && c.instanceMode === 'auto') {
         const ms = await timeBatch(loaded, Math.max(1, mv.maxBatchSize));
         if (ms > INLINE_BUDGET_MS) {
           await loaded.dispose();
           loaded = await this.#runtime.load(artifact, { ...base, inline: false });
           mv.loaded = loaded;
-          warm = await warmup(loaded, 1);
+          warm = await warmup(loaded);
         }
       }
       if (warm) return fail(`warmup failed: ${warm.message}`);
-      mv.inline = loaded.inline;
       const batcher = new Batcher(loaded.instances, {
         maxBatchSize: mv.maxBatchSize,
         preferredBatchSizes: c.preferredBatchSizes.filter((p) => mv.maxBatchSize === 0 || p <= mv.maxBatchSize),
@@ -193,7 +190,7 @@ export class ModelManager {
       };
       mv.batcher = batcher;
       mv.state = 'READY';
-      log.info({ provider: loaded.executionProvider, instances: loaded.instances.length, mode: mv.inline ? 'inline' : 'worker', maxBatchSize: mv.maxBatchSize, ms: Math.round(performance.now() - start) }, 'model version ready');
+      log.info({ provider: loaded.executionProvider, instances: loaded.instances.length, mode: loaded.inline ? 'inline' : 'worker', maxBatchSize: mv.maxBatchSize, ms: Math.round(performance.now() - start) }, 'model version ready');
     } catch (e) {
       fail((e as Error).message);
     } finally {
@@ -210,11 +207,11 @@ function zeroInputs(sig: Signature, rows: number): Tensor[] {
   return sig.inputs.map((s) => zeros(s.dtype, s.shape.map((d, i) => (d === -1 ? (i === 0 ? rows : 1) : d))));
 }
 
-/** Run zeros through every instance; returns the first failure, or null. */
-async function warmup(loaded: LoadedModel, rows: number): Promise<SwitchyardError | Error | null> {
+/** Run one row of zeros through every instance; returns the first failure, or null. */
+async function warmup(loaded: LoadedModel): Promise<SwitchyardError | Error | null> {
   for (const inst of loaded.instances) {
     try {
-      await inst.run(zeroInputs(loaded.signature, rows));
+      await inst.run(zeroInputs(loaded.signature, 1));
     } catch (e) {
       return e as Error;
     }

@@ -38,8 +38,8 @@ function metadata(mv: ModelVersion, versions: readonly ModelVersion[]): object {
   };
 }
 
-async function decompress(body: Buffer, encoding: string | undefined, limit: number): Promise<Buffer> {
-  if (encoding === undefined || encoding === 'identity') return body;
+async function decompress(body: Buffer, encoding: string, limit: number): Promise<Buffer> {
+  if (encoding === 'identity') return body;
   const opts = { maxOutputLength: limit };
   try {
     if (encoding === 'gzip') return await gunzipAsync(body, opts);

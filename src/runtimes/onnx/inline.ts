@@ -6,11 +6,11 @@
  */
 import ort from 'onnxruntime-node';
 import { err } from '../../errors.js';
-import { dtypeFromOrt, type Tensor } from '../../tensor/index.js';
+import type { OrtType, Tensor } from '../../tensor/index.js';
 import type { ModelInstance } from '../types.js';
 import type { InstanceInfo } from './instance.js';
 import type { WorkerInit } from './protocol.js';
-import { openSession, wireMeta } from './session.js';
+import { feedsFor, openSession, toTensor, wireMeta } from './session.js';
 
 export class InlineInstance implements ModelInstance {
   readonly #session: ort.InferenceSession;
@@ -37,11 +37,7 @@ export class InlineInstance implements ModelInstance {
   async run(inputs: readonly Tensor[]): Promise<Tensor[]> {
     if (this.#disposed) throw err('SY_ERR_SHUTTING_DOWN', 'instance disposed');
     const s = this.#session;
-    const feeds: Record<string, ort.Tensor> = {};
-    for (let i = 0; i < inputs.length; i++) {
-      const t = inputs[i]!;
-      feeds[s.inputNames[i]!] = new ort.Tensor(t.dtype.ort, t.data as never, t.shape as number[]);
-    }
+    const feeds = feedsFor(s, inputs.map((t) => ({ type: t.dtype.ort, dims: t.shape as number[], data: t.data })));
     this.#inflight++;
     let out: ort.InferenceSession.ReturnType;
     try {
@@ -53,9 +49,7 @@ export class InlineInstance implements ModelInstance {
     }
     return s.outputNames.map((name) => {
       const t = out[name] as ort.Tensor;
-      const dtype = dtypeFromOrt(t.type);
-      if (!dtype) throw err('SY_ERR_INFERENCE_FAILED', `model produced unsupported tensor type ${t.type}`);
-      return { dtype, shape: [...t.dims], data: t.data as Tensor['data'] };
+      return toTensor({ type: t.type as OrtType, dims: [...t.dims], data: t.data as Tensor['data'] });
     });
   }
 

@@ -5,21 +5,16 @@
  */
 import { Worker } from 'node:worker_threads';
 import { err } from '../../errors.js';
-import { dtypeFromOrt, type NumericArray, type Tensor } from '../../tensor/index.js';
+import type { NumericArray, Tensor } from '../../tensor/index.js';
 import type { ModelInstance } from '../types.js';
 import type { FromWorker, WireTensor, WireValueMeta, WorkerInit } from './protocol.js';
+import { toTensor } from './session.js';
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
 
 interface Pending { resolve: (t: Tensor[]) => void; reject: (e: Error) => void }
 
 export interface InstanceInfo { inputs: WireValueMeta[]; outputs: WireValueMeta[]; provider: string; warning: string | null }
-
-function toTensor(w: WireTensor): Tensor {
-  const dtype = dtypeFromOrt(w.type);
-  if (!dtype) throw err('SY_ERR_INFERENCE_FAILED', `model produced unsupported tensor type ${w.type}`);
-  return { dtype, shape: w.dims, data: w.data };
-}
 
 export class OnnxInstance implements ModelInstance {
   readonly #worker: Worker;

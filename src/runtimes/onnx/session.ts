@@ -4,7 +4,9 @@
  * provider with CUDA → CPU fallback, and metadata in wire form.
  */
 import ort from 'onnxruntime-node';
-import type { WireValueMeta, WorkerInit } from './protocol.js';
+import { err } from '../../errors.js';
+import { dtypeFromOrt, type Tensor } from '../../tensor/index.js';
+import type { WireTensor, WireValueMeta, WorkerInit } from './protocol.js';
 
 export function sessionOptions(init: WorkerInit, provider: 'cpu' | 'cuda'): ort.InferenceSession.SessionOptions {
   return {
@@ -21,6 +23,24 @@ export function sessionOptions(init: WorkerInit, provider: 'cpu' | 'cuda'): ort.
 
 export const wireMeta = (m: readonly ort.InferenceSession.ValueMetadata[]): WireValueMeta[] =>
   m.map((v) => (v.isTensor ? { name: v.name, type: v.type, shape: [...v.shape] } : { name: v.name, type: null, shape: [] }));
+
+/** Feeds for `session.run` from inputs in the session's input order. */
+export function feedsFor(session: ort.InferenceSession, inputs: readonly WireTensor[]): Record<string, ort.Tensor> {
+  const feeds: Record<string, ort.Tensor> = {};
+  const names = session.inputNames;
+  for (let i = 0; i < names.length; i++) {
+    const t = inputs[i]!;
+    feeds[names[i]!] = new ort.Tensor(t.type, t.data as never, t.dims);
+  }
+  return feeds;
+}
+
+/** A runtime output (wire form) as a served tensor; unsupported element types are an inference failure. */
+export function toTensor(w: WireTensor): Tensor {
+  const dtype = dtypeFromOrt(w.type);
+  if (!dtype) throw err('SY_ERR_INFERENCE_FAILED', `model produced unsupported tensor type ${w.type}`);
+  return { dtype, shape: w.dims, data: w.data };
+}
 
 export interface OpenedSession { session: ort.InferenceSession; provider: 'cpu' | 'cuda'; warning: string | null }
 

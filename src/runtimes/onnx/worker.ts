@@ -6,7 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import ort from 'onnxruntime-node';
 import type { FromWorker, ToWorker, WireTensor, WorkerInit } from './protocol.js';
-import { openSession, wireMeta } from './session.js';
+import { feedsFor, openSession, wireMeta } from './session.js';
 
 const port = parentPort!;
 const post = (m: FromWorker, transfer: ArrayBuffer[] = []): void => port.postMessage(m, transfer);
@@ -20,14 +20,10 @@ try {
 if (opened) {
   const { session } = opened;
   post({ op: 'loaded', inputs: wireMeta(session.inputMetadata), outputs: wireMeta(session.outputMetadata), provider: opened.provider, warning: opened.warning });
-  const names = session.inputNames;
   port.on('message', (m: ToWorker) => {
-    const feeds: Record<string, ort.Tensor> = {};
+    let feeds: Record<string, ort.Tensor>;
     try {
-      for (let i = 0; i < names.length; i++) {
-        const t = m.inputs[i]!;
-        feeds[names[i]!] = new ort.Tensor(t.type, t.data as never, t.dims);
-      }
+      feeds = feedsFor(session, m.inputs);
     } catch (e) {
       post({ op: 'failed', id: m.id, message: (e as Error).message });
       return;
