@@ -1,0 +1,76 @@
+/**
+ * Test helpers for the registry admin API and CLI: a real onnxruntime artifact inspector, a Registry on a
+ * temporary SQLite file and artifact directory, and a Fastify app with the admin plugin and OpenAPI wired the
+ * way src/server.ts wires its routes (root error handler and not-found handler with the `{"error"}` shape).
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Fastify, { type FastifyInstance } from 'fastify';
+import ort from 'onnxruntime-node';
+import { adminRoutes, registerOpenApi, type AdminOptions } from '../src/api/admin/routes.js';
+import { sendError, toWireError } from '../src/api/reply-error.js';
+import { Registry } from '../src/registry/index.js';
+import type { SignatureJson, TensorSpecJson } from '../src/registry/types.js';
+import { dtypeFromOrt } from '../src/tensor/index.js';
+
+/** Reads an ONNX file with onnxruntime and returns its signature; throws when it does not load. */
+export async function inspectOnnx(path: string): Promise<SignatureJson> {
+  const session = await ort.InferenceSession.create(path);
+  try {
+    const spec = (m: ort.InferenceSession.ValueMetadata): TensorSpecJson => {
+      if (!m.isTensor) return { name: m.name, datatype: 'UNKNOWN', shape: [] };
+      return { name: m.name, datatype: dtypeFromOrt(m.type)?.v2 ?? m.type, shape: m.shape.map((d) => (typeof d === 'number' ? d : -1)) };
+    };
+    return { inputs: session.inputMetadata.map(spec), outputs: session.outputMetadata.map(spec) };
+  } finally {
+    await session.release();
+  }
+}
+
+export interface TestRegistry {
+  registry: Registry;
+  dir: string;
+  close(): Promise<void>;
+}
+
+/** A real Registry on `sqlite:<tmp>/db.sqlite` with artifacts under `<tmp>/artifacts`. */
+export async function openTestRegistry(): Promise<TestRegistry> {
+  const dir = await mkdtemp(join(tmpdir(), 'switchyard-registry-'));
+  const registry = await Registry.open({ databaseUrl: `sqlite:${join(dir, 'db.sqlite')}`, artifactDir: join(dir, 'artifacts'), inspect: inspectOnnx });
+  return {
+    registry, dir,
+    async close() {
+      await registry.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface AdminTestApp extends TestRegistry {
+  app: FastifyInstance;
+  /** Base URL when started with `listen: true`, else ''. */
+  url: string;
+}
+
+/** A Fastify app with OpenAPI and the admin plugin over a fresh test registry. */
+export async function startAdminApp(opts: { listen?: boolean } & Partial<Omit<AdminOptions, 'registry'>> = {}): Promise<AdminTestApp> {
+  const reg = await openTestRegistry();
+  const app = Fastify({ logger: false });
+  app.setErrorHandler((e, _req, reply) => sendError(reply, toWireError(e)));
+  app.setNotFoundHandler((req, reply) => sendError(reply, { status: 404, message: `no route for ${req.method} ${req.url.split('?')[0]}`, retryAfterS: null, retryable: false }));
+  await registerOpenApi(app);
+  const plugin: AdminOptions = { registry: reg.registry };
+  if (opts.serving) plugin.serving = opts.serving;
+  if (opts.maxArtifactBytes !== undefined) plugin.maxArtifactBytes = opts.maxArtifactBytes;
+  await app.register(adminRoutes, plugin);
+  await app.ready();
+  const url = opts.listen ? await app.listen({ port: 0, host: '127.0.0.1' }) : '';
+  return {
+    ...reg, app, url,
+    async close() {
+      await app.close();
+      await reg.close();
+    },
+  };
+}
