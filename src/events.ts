@@ -23,11 +23,25 @@ export interface RequestEvent {
 /** One batch executed on an instance. */
 export interface BatchEvent { model: string; version: string; rows: number; requests: number; computeMs: number }
 
+/** Why a version was loaded: at start, on a request (cold start), to swap an alias / default to it. */
+export type LoadCause = 'startup' | 'request' | 'swap';
+
 /** A model version finished loading (or failed to). */
-export interface LoadEvent { model: string; version: string; ok: boolean; durationMs: number }
+export interface LoadEvent { model: string; version: string; ok: boolean; durationMs: number; cause: LoadCause; residentBytes: number }
+
+/** Why a version was unloaded: the memory budget, no longer routed to (after a swap), removed from the registry. */
+export type UnloadReason = 'evicted' | 'retired' | 'removed';
+
+/** A model version was unloaded. */
+export interface UnloadEvent { model: string; version: string; reason: UnloadReason }
+
+/** A request waited for its version to load (a cold start), for `waitMs`. */
+export interface ColdStartEvent { model: string; version: string; waitMs: number; ok: boolean }
 
 export const channels = {
   request: diagnostics.channel('switchyard:inference:request'),
   batch: diagnostics.channel('switchyard:serving:batch'),
   load: diagnostics.channel('switchyard:serving:load'),
+  unload: diagnostics.channel('switchyard:serving:unload'),
+  coldStart: diagnostics.channel('switchyard:serving:cold-start'),
 } as const;

@@ -6,7 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
-import { loadServerConfig } from '../src/config/server-config.js';
+import { loadServerConfig, type ServerConfig } from '../src/config/server-config.js';
 import { createLogger, createSwitchyard, type Switchyard } from '../src/server.js';
 import { writeModelRepository } from '../tools/onnx/zoo.js';
 
@@ -20,11 +20,26 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-/** Write `models` to a temp repository and start Switchyard on it (listening on a free loopback port). */
-export async function startSwitchyard(models: RepoSpec, opts: { listen?: boolean } = {}): Promise<TestServer> {
+export interface StartOptions {
+  /** Listen on a free loopback port (sets `url`). */
+  listen?: boolean;
+  /** Server settings on top of the test defaults (e.g. memoryBudget, database). */
+  config?: Partial<ServerConfig>;
+  /** Reuse this data dir (restart tests); default a fresh temp dir. */
+  dataDir?: string;
+}
+
+/**
+ * Write `models` to a temp repository and start Switchyard on it, with its registry in a fresh temp data dir
+ * (embedded SQLite) unless `opts` says otherwise.
+ */
+export async function startSwitchyard(models: RepoSpec, opts: StartOptions = {}): Promise<TestServer> {
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-test-'));
-  await writeModelRepository(dir, models);
-  const config = loadServerConfig({ modelRepository: dir, port: 0, logLevel: 'silent', shutdownGraceMs: 2000 }, {});
+  await writeModelRepository(join(dir, 'repo'), models);
+  const config = loadServerConfig({
+    modelRepository: Object.keys(models).length ? join(dir, 'repo') : '', dataDir: opts.dataDir ?? join(dir, 'data'),
+    port: 0, logLevel: 'silent', shutdownGraceMs: 2000, ...opts.config,
+  }, {});
   const sy = await createSwitchyard(config, createLogger('silent'));
   let url = '';
   if (opts.listen) url = await sy.app.listen({ port: 0, host: '127.0.0.1' });

@@ -44,6 +44,8 @@ export function failureReason(e: unknown): FailureReason {
     SY_ERR_INPUT_INVALID: 'invalid_input',
     SY_ERR_OUTPUT_UNKNOWN: 'invalid_input',
     SY_ERR_MODEL_NOT_READY: 'not_ready',
+    SY_ERR_LOAD_TIMEOUT: 'not_ready',
+    SY_ERR_MEMORY_BUDGET: 'not_ready',
     SY_ERR_QUEUE_FULL: 'queue_full',
     SY_ERR_TIMEOUT: 'timeout',
     SY_ERR_SHUTTING_DOWN: 'shutting_down',

@@ -7,12 +7,20 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { loadServerConfig, SERVER_DEFAULTS, type ServerConfig } from '../config/server-config.js';
 import { isSwitchyardError } from '../errors.js';
 import { createLogger, createSwitchyard } from '../server.js';
+import { modelsCommand } from './models.js';
 import { VERSION } from '../version.js';
 
 const int = (name: string) => (v: string): number => {
   const n = Number(v);
   if (!Number.isInteger(n)) throw new InvalidArgumentError(`${name} must be an integer`);
   return n;
+};
+/** Bytes, optionally with a binary suffix: 512M, 2G, 1.5GiB. */
+const bytes = (name: string) => (v: string): number => {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i.exec(v.trim());
+  if (!m) throw new InvalidArgumentError(`${name} must be a byte count such as 536870912, 512M or 2G`);
+  const scale = 1024 ** ' kmgt'.indexOf((m[2] || ' ').toLowerCase());
+  return Math.floor(Number(m[1]) * scale);
 };
 const num = (name: string) => (v: string): number => {
   const n = Number(v);
@@ -23,6 +31,7 @@ const num = (name: string) => (v: string): number => {
 interface ServeFlags {
   modelRepository?: string; port?: number; host?: string; logLevel?: ServerConfig['logLevel'];
   maxBodyMb?: number; executionProvider?: ServerConfig['executionProvider']; shutdownGraceMs?: number;
+  dataDir?: string; database?: string; memoryBudget?: number; loadWaitMs?: number; maxArtifactMb?: number;
 }
 
 async function serve(flags: ServeFlags): Promise<void> {
@@ -54,8 +63,13 @@ const program = new Command('switchyard')
 
 program
   .command('serve')
-  .description('Serve every model in a model repository (DIR/<model>/<version>/model.onnx, optional DIR/<model>/config.json|yaml).')
-  .addOption(new Option('-m, --model-repository <dir>', `model repository directory [env SWITCHYARD_MODEL_REPOSITORY] (default: "${SERVER_DEFAULTS.modelRepository}")`))
+  .description('Serve the registered models (V2 inference, /api/v1 admin, /docs, /metrics); --model-repository imports a directory (DIR/<model>/<version>/model.onnx, optional config.json|yaml) into the registry first.')
+  .addOption(new Option('-m, --model-repository <dir>', 'model repository directory (DIR/<model>/<version>/model.onnx), imported into the registry at start [env SWITCHYARD_MODEL_REPOSITORY] (default: none)'))
+  .addOption(new Option('--data-dir <dir>', `where the embedded database and the local artifact store live [env SWITCHYARD_DATA_DIR] (default: "${SERVER_DEFAULTS.dataDir}")`))
+  .addOption(new Option('--database <url>', 'metadata store: sqlite:FILE or postgres://user@host:5432/db[?schema=NAME] [env SWITCHYARD_DATABASE] (default: sqlite:<data-dir>/switchyard.db)'))
+  .addOption(new Option('--memory-budget <bytes>', 'bytes all resident model versions may hold together (512M, 2G, …); least recently used idle, unpinned versions are unloaded to make room; 0 = unlimited [env SWITCHYARD_MEMORY_BUDGET] (default: 0)').argParser(bytes('memory-budget')))
+  .addOption(new Option('--load-wait-ms <ms>', `how long a request waits for its model version to load before 503 + Retry-After [env SWITCHYARD_LOAD_WAIT_MS] (default: ${SERVER_DEFAULTS.loadWaitMs})`).argParser(int('load-wait-ms')))
+  .addOption(new Option('--max-artifact-mb <mib>', `largest model artifact the admin API accepts, in MiB [env SWITCHYARD_MAX_ARTIFACT_MB] (default: ${SERVER_DEFAULTS.maxArtifactMb})`).argParser(num('max-artifact-mb')))
   .addOption(new Option('-p, --port <port>', `TCP port, 0 for any free port [env SWITCHYARD_PORT] (default: ${SERVER_DEFAULTS.port})`).argParser(int('port')))
   .addOption(new Option('--host <address>', `bind address [env SWITCHYARD_HOST] (default: "${SERVER_DEFAULTS.host}", loopback only)`))
   .addOption(new Option('--log-level <level>', `log level [env SWITCHYARD_LOG_LEVEL] (default: "${SERVER_DEFAULTS.logLevel}")`).choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
@@ -63,6 +77,8 @@ program
   .addOption(new Option('--execution-provider <ep>', `default onnxruntime execution provider for models whose config names none; cuda falls back to cpu when unavailable [env SWITCHYARD_EXECUTION_PROVIDER] (default: "${SERVER_DEFAULTS.executionProvider}")`).choices(['cpu', 'cuda']))
   .addOption(new Option('--shutdown-grace-ms <ms>', `on SIGTERM/SIGINT, how long queued requests may take to finish [env SWITCHYARD_SHUTDOWN_GRACE_MS] (default: ${SERVER_DEFAULTS.shutdownGraceMs})`).argParser(int('shutdown-grace-ms')))
   .action(serve);
+
+program.addCommand(modelsCommand());
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   process.stderr.write(`switchyard: ${isSwitchyardError(e) ? e.message : (e as Error).stack ?? String(e)}\n`);

@@ -7,8 +7,18 @@ import { z } from 'zod';
 import { err } from '../errors.js';
 
 export const serverConfigSchema = z.strictObject({
-  /** Directory of models: DIR/<model>/<version>/model.onnx. Env SWITCHYARD_MODEL_REPOSITORY. */
-  modelRepository: z.string().min(1),
+  /** Directory of models (DIR/<model>/<version>/model.onnx) imported into the registry at start; '' = none. Env SWITCHYARD_MODEL_REPOSITORY. */
+  modelRepository: z.string(),
+  /** Directory for the embedded database and the local artifact store. Default ./data. Env SWITCHYARD_DATA_DIR. */
+  dataDir: z.string().min(1),
+  /** Metadata store URL: sqlite:FILE or postgres://…; '' = sqlite:<dataDir>/switchyard.db. Env SWITCHYARD_DATABASE. */
+  database: z.string().refine((u) => u === '' || /^(sqlite:|postgres(ql)?:\/\/)/.test(u), 'must start with sqlite: or postgres://'),
+  /** Bytes all resident model versions may hold together; 0 = unlimited. Env SWITCHYARD_MEMORY_BUDGET. */
+  memoryBudget: z.number().int().min(0),
+  /** Longest a request waits for its model version to load, in ms (then 503 + Retry-After). Default 30000. Env SWITCHYARD_LOAD_WAIT_MS. */
+  loadWaitMs: z.number().int().min(0),
+  /** Largest model artifact accepted by the admin upload, in MiB. Default 2048. Env SWITCHYARD_MAX_ARTIFACT_MB. */
+  maxArtifactMb: z.number().positive(),
   /** TCP port; 0 picks a free one. Default 8000. Env SWITCHYARD_PORT. */
   port: z.number().int().min(0).max(65535),
   /** Bind address. Default 127.0.0.1 (loopback only). Env SWITCHYARD_HOST. */
@@ -26,7 +36,12 @@ export const serverConfigSchema = z.strictObject({
 export type ServerConfig = Readonly<z.infer<typeof serverConfigSchema>>;
 
 export const SERVER_DEFAULTS: ServerConfig = Object.freeze({
-  modelRepository: 'models',
+  modelRepository: '',
+  dataDir: 'data',
+  database: '',
+  memoryBudget: 0,
+  loadWaitMs: 30_000,
+  maxArtifactMb: 2048,
   port: 8000,
   host: '127.0.0.1',
   logLevel: 'info',
@@ -37,6 +52,11 @@ export const SERVER_DEFAULTS: ServerConfig = Object.freeze({
 
 const ENV: Record<keyof ServerConfig, { name: string; number: boolean }> = {
   modelRepository: { name: 'SWITCHYARD_MODEL_REPOSITORY', number: false },
+  dataDir: { name: 'SWITCHYARD_DATA_DIR', number: false },
+  database: { name: 'SWITCHYARD_DATABASE', number: false },
+  memoryBudget: { name: 'SWITCHYARD_MEMORY_BUDGET', number: true },
+  loadWaitMs: { name: 'SWITCHYARD_LOAD_WAIT_MS', number: true },
+  maxArtifactMb: { name: 'SWITCHYARD_MAX_ARTIFACT_MB', number: true },
   port: { name: 'SWITCHYARD_PORT', number: true },
   host: { name: 'SWITCHYARD_HOST', number: false },
   logLevel: { name: 'SWITCHYARD_LOG_LEVEL', number: false },

@@ -5,7 +5,7 @@
  */
 import diagnostics from 'node:diagnostics_channel';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { channels, type BatchEvent, type LoadEvent, type RequestEvent } from '../events.js';
+import { channels, type BatchEvent, type ColdStartEvent, type LoadEvent, type RequestEvent, type UnloadEvent } from '../events.js';
 import type { ModelManager } from '../serving/index.js';
 
 const SECONDS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -36,6 +36,28 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
   const batchRows = new Histogram({ name: 'switchyard_batch_size_rows', help: 'Rows (dim 0) per executed batch.', labelNames: mv, buckets: ROWS, registers: [registry] });
   const batchRequests = new Histogram({ name: 'switchyard_batch_size_requests', help: 'Requests per executed batch.', labelNames: mv, buckets: ROWS, registers: [registry] });
   const loadTime = new Gauge({ name: 'switchyard_model_load_duration_seconds', help: 'Time the last load of a model version took (including warmup).', labelNames: mv, registers: [registry] });
+  const loads = new Counter({ name: 'switchyard_model_loads_total', help: 'Model version loads, by cause (startup, request = cold start, swap) and result.', labelNames: ['model', 'cause', 'result'], registers: [registry] });
+  const unloads = new Counter({ name: 'switchyard_model_unloads_total', help: 'Model version unloads, by reason (evicted = memory budget, retired = no longer routed, removed = archived/deleted).', labelNames: ['model', 'reason'], registers: [registry] });
+  const coldStart = new Histogram({ name: 'switchyard_model_cold_start_wait_seconds', help: 'How long requests waited for their model version to load (cold starts).', labelNames: ['model'], buckets: SECONDS, registers: [registry] });
+  new Gauge({
+    name: 'switchyard_model_resident_bytes', help: 'Bytes held by each resident model version (measured at its first load).', labelNames: mv, registers: [registry],
+    collect() {
+      this.reset();
+      for (const m of manager.list()) for (const v of m.versions) if (v.state === 'READY') this.set({ model: m.name, version: v.label }, v.residentBytes);
+    },
+  });
+  new Gauge({
+    name: 'switchyard_memory_budget_bytes', help: 'Residency budget for all model versions together (0 = unlimited).', registers: [registry],
+    collect() {
+      this.set(manager.memory().budgetBytes);
+    },
+  });
+  new Gauge({
+    name: 'switchyard_memory_used_bytes', help: 'Bytes held or reserved by resident and loading model versions.', registers: [registry],
+    collect() {
+      this.set(manager.memory().usedBytes);
+    },
+  });
 
   new Gauge({
     name: 'switchyard_queue_depth', help: 'Requests waiting in a model version queue.', labelNames: mv, registers: [registry],
@@ -92,6 +114,15 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
   const onLoad = (m: unknown): void => {
     const e = m as LoadEvent;
     loadTime.labels(e.model, e.version).set(e.durationMs / 1000);
+    loads.labels(e.model, e.cause, e.ok ? 'ok' : 'failed').inc();
+  };
+  const onUnload = (m: unknown): void => {
+    const e = m as UnloadEvent;
+    unloads.labels(e.model, e.reason).inc();
+  };
+  const onColdStart = (m: unknown): void => {
+    const e = m as ColdStartEvent;
+    coldStart.labels(e.model).observe(e.waitMs / 1000);
   };
   // Versions that loaded before we subscribed.
   for (const m of manager.list()) for (const v of m.versions) if (v.loadMs > 0) loadTime.labels(m.name, v.label).set(v.loadMs / 1000);
@@ -99,12 +130,16 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
   diagnostics.subscribe(channels.request.name as string, onRequest);
   diagnostics.subscribe(channels.batch.name as string, onBatch);
   diagnostics.subscribe(channels.load.name as string, onLoad);
+  diagnostics.subscribe(channels.unload.name as string, onUnload);
+  diagnostics.subscribe(channels.coldStart.name as string, onColdStart);
   return {
     registry,
     close() {
       diagnostics.unsubscribe(channels.request.name as string, onRequest);
       diagnostics.unsubscribe(channels.batch.name as string, onBatch);
       diagnostics.unsubscribe(channels.load.name as string, onLoad);
+      diagnostics.unsubscribe(channels.unload.name as string, onUnload);
+      diagnostics.unsubscribe(channels.coldStart.name as string, onColdStart);
     },
   };
 }

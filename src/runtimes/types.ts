@@ -54,4 +54,6 @@ export interface LoadedModel {
 export interface Runtime {
   readonly name: string;
   load(artifactPath: string, options: LoadOptions): Promise<LoadedModel>;
+  /** Open the artifact just long enough to read its signature; throws when it is not a loadable model. */
+  inspect(artifactPath: string): Promise<Signature>;
 }

@@ -1,8 +1,10 @@
 /**
  * @module
- * Serving: the model manager (load, warmup, readiness, version resolution) and per-version dynamic batchers.
+ * Serving: the model manager (registry-driven servable versions, load/warmup, lazy loading, hot swap,
+ * memory-budgeted residency), per-version dynamic batchers, and repository import.
  */
-export { ModelManager, ModelVersion, isBatchable, type ServedModel, type VersionState, type ModelManagerOptions } from './model-manager.js';
+export { ModelManager, ModelVersion, ServedModel, isBatchable, type VersionState, type ModelManagerOptions, type RegistrySource } from './model-manager.js';
 export { Batcher, Job, shapeKey, type BatcherOptions } from './batcher.js';
 export { checkDeclared, inputSpec, orderInputs } from './validate.js';
 export { MODEL_NAME } from './repository.js';
+export { importRepository } from './import-repository.js';

@@ -1,103 +1,141 @@
 /**
  * @module
- * Owns every served model version: loads them from a repository according to each model's version policy,
- * warms each instance up (a version is READY only after warmup succeeded), resolves `name[/version]`
- * references for the data plane, and drains everything on close.
+ * The data plane's view of the registry: which models and versions are servable, where each alias and each
+ * model's default route point, and which versions are resident. It loads versions (preload at start or on
+ * registration, lazily on first request), swaps aliases only once the new target is warm, drains and unloads
+ * what nothing routes to any more, and keeps resident versions within a memory budget by unloading the least
+ * recently used idle ones. It never reads the registry per request: registry events trigger a reconcile of
+ * the one model they concern.
  */
-import { stat } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { DEFAULT_MAX_BATCH_SIZE, resolveModelConfig, type ModelConfig } from '../config/model-config.js';
-import { err, type SwitchyardError } from '../errors.js';
-import { channels, type BatchEvent, type LoadEvent } from '../events.js';
+import { modelConfigSchema, resolveModelConfig, type ModelConfig, type VersionPolicy } from '../config/model-config.js';
+import { err, isSwitchyardError } from '../errors.js';
+import { channels, type ColdStartEvent, type LoadCause, type LoadEvent, type UnloadEvent, type UnloadReason } from '../events.js';
+import type { LoadPolicy, ModelRecord, RegistryEvent, RegistrySnapshot, VersionRecord, VersionStatus } from '../registry/types.js';
 import { onnxRuntime } from '../runtimes/onnx/index.js';
-import type { LoadedModel, Runtime, Signature } from '../runtimes/types.js';
-import { zeros, type Tensor } from '../tensor/index.js';
-import { Batcher, type Job } from './batcher.js';
-import { scanRepository, selectVersions, type RepositoryModel } from './repository.js';
+import type { Runtime } from '../runtimes/types.js';
+import { loadVersion, unloadVersion } from './loader.js';
+import { ModelVersion } from './model-version.js';
+import { selectVersions } from './repository.js';
 
-/** auto instance mode: models up to this file size are tried on the main thread... */
-const INLINE_MAX_FILE_BYTES = 16 * 1024 * 1024;
-/** ...and kept there when a full batch runs within this many milliseconds (the longest the event loop may block). */
-const INLINE_BUDGET_MS = 1;
+export { ModelVersion, type VersionState } from './model-version.js';
+export { isBatchable } from './loader.js';
 
-/** Lifecycle of a model version. */
-export type VersionState = 'LOADING' | 'READY' | 'UNAVAILABLE' | 'UNLOADING';
-
-export class ModelVersion {
-  state: VersionState = 'LOADING';
-  /** Why the version is UNAVAILABLE, or null. */
-  reason: string | null = null;
-  loaded: LoadedModel | null = null;
-  batcher: Batcher | null = null;
-  /** Rows per batch after resolving config against the signature (0 = unbatched). */
-  maxBatchSize = 0;
-  loadMs = 0;
-  readonly label: string;
-
-  constructor(readonly model: string, readonly version: number, readonly config: ModelConfig) {
-    this.label = String(version);
-  }
-
-  get signature(): Signature | null {
-    return this.loaded?.signature ?? null;
-  }
-
-  get ready(): boolean {
-    return this.state === 'READY';
-  }
-
-  /** Queue a request; inputs in signature order. Throws 503 when not ready or the queue is full. */
-  submit(inputs: readonly Tensor[], rows: number, timeoutUs: number, abandoned: (() => boolean) | null = null): Job {
-    if (this.state !== 'READY' || !this.batcher) {
-      throw err('SY_ERR_MODEL_NOT_READY', `model "${this.model}" version ${this.version} is not ready (${this.state}${this.reason ? `: ${this.reason}` : ''})`, { retryAfterS: 1 });
-    }
-    return this.batcher.submit(inputs, rows, timeoutUs || this.config.defaultTimeoutUs, abandoned);
-  }
-}
-
-export interface ServedModel {
-  readonly name: string;
-  /** Served versions, ascending. */
-  readonly versions: readonly ModelVersion[];
+/** What the manager needs from the registry (the Registry class satisfies it). */
+export interface RegistrySource {
+  snapshot(): Promise<RegistrySnapshot>;
+  getModel(name: string): Promise<ModelRecord>;
+  listVersions(name: string): Promise<VersionRecord[]>;
+  artifactPath(v: VersionRecord): Promise<string>;
+  setVersionStatus(name: string, version: number, status: VersionStatus, reason: string | null, actor: string): Promise<void>;
+  onChange(listener: (e: RegistryEvent) => void): () => void;
 }
 
 export interface ModelManagerOptions {
-  repository: string;
+  registry: RegistrySource;
   logger: Logger;
   runtime?: Runtime;
   /** Default execution provider for models whose config names none. */
   executionProvider?: 'cpu' | 'cuda';
+  /** Bytes all resident versions may hold together; 0 = unlimited. */
+  memoryBudgetBytes?: number;
+  /** Longest a request waits for its version to load before 503 + Retry-After, in ms. Default 30000. */
+  loadWaitMs?: number;
+  /** Models whose repository config failed to parse: their versions stay UNAVAILABLE with this reason. */
+  configErrors?: ReadonlyMap<string, string>;
 }
 
-/** A model is batchable when every input and output has a dynamic first dimension. */
-export function isBatchable(sig: Signature): boolean {
-  const dyn = (s: { shape: readonly number[] }): boolean => s.shape.length > 0 && s.shape[0] === -1;
-  return sig.inputs.every(dyn) && sig.outputs.every(dyn);
+/** A servable model: its versions, the data plane's alias table and its load settings. */
+export class ServedModel {
+  /** Servable versions, ascending. */
+  versions: ModelVersion[] = [];
+  readonly byLabel = new Map<string, ModelVersion>();
+  /** alias → version, switched only once the target is READY. */
+  readonly aliases = new Map<string, ModelVersion>();
+  /** alias → version number as the registry last said: where `aliases` is headed. */
+  targetAliases: Readonly<Record<string, number>> = {};
+  loadPolicy: LoadPolicy = 'preload';
+  pinned = false;
+  /** The config's explicit version policy (limits servable versions), or null for "every registered version". */
+  policy: VersionPolicy | null = null;
+  config: ModelConfig;
+  configError: string | null = null;
+  /** Reconciles run one at a time per model. */
+  sync: Promise<void> = Promise.resolve();
+
+  constructor(readonly name: string, config: ModelConfig) {
+    this.config = config;
+  }
+
+  /**
+   * `production` alias if set, else the newest version a request can use: READY, or loadable on demand (lazy
+   * models; versions that were ready before and got evicted). A new version of a preload model becomes the
+   * default only once it is warm.
+   */
+  defaultVersion(): ModelVersion | null {
+    const prod = this.aliases.get('production');
+    if (prod) return prod;
+    const vs = this.versions;
+    for (let i = vs.length - 1; i >= 0; i--) {
+      const v = vs[i]!;
+      if (v.state === 'READY' || (v.state !== 'UNAVAILABLE' && (v.everReady || this.loadPolicy === 'lazy'))) return v;
+    }
+    return vs[vs.length - 1] ?? null;
+  }
+
+  /** Versions requests are routed to without naming a number: aliased ones and the default. */
+  wanted(): Set<ModelVersion> {
+    const w = new Set<ModelVersion>(this.aliases.values());
+    const d = this.defaultVersion();
+    if (d) w.add(d);
+    return w;
+  }
 }
+
+const DEFAULT_LOAD_WAIT_MS = 30_000;
 
 export class ModelManager {
   readonly #models = new Map<string, ServedModel>();
   readonly #log: Logger;
   readonly #runtime: Runtime;
+  readonly #registry: RegistrySource;
+  readonly #opts: ModelManagerOptions;
+  #budget: number;
+  readonly #loadWaitMs: number;
+  /** Resident size measured at the first load of each artifact (sha256 → bytes). */
+  readonly #measured = new Map<string, number>();
+  /** With a budget, loads run one at a time (the RSS growth of each is measured and the budget is checked). */
+  #loadChain: Promise<void> = Promise.resolve();
+  /** Resolved whenever a version is released or unloaded: wakes loads waiting for room. */
+  #roomFreed = deferred();
+  /** With a budget: the version whose (serialized) load is running now; its reservation counts as used. */
+  #loadingNow: ModelVersion | null = null;
+  #unsubscribe: () => void = () => undefined;
+  #started = false;
+  #closed = false;
 
-  private constructor(log: Logger, runtime: Runtime) {
-    // Private: use ModelManager.create(), which scans and loads before resolving.
-    this.#log = log;
-    this.#runtime = runtime;
+  private constructor(opts: ModelManagerOptions) {
+    // Private: use ModelManager.create(), which reads the registry and preloads before resolving.
+    this.#opts = opts;
+    this.#log = opts.logger;
+    this.#runtime = opts.runtime ?? onnxRuntime;
+    this.#registry = opts.registry;
+    this.#budget = opts.memoryBudgetBytes ?? 0;
+    this.#loadWaitMs = opts.loadWaitMs ?? DEFAULT_LOAD_WAIT_MS;
   }
 
-  /** Scan the repository and load every selected version (in parallel). Failures leave versions UNAVAILABLE. */
+  /** Build the serving state from a registry snapshot, follow its changes, and preload what should be resident. */
   static async create(opts: ModelManagerOptions): Promise<ModelManager> {
-    const m = new ModelManager(opts.logger, opts.runtime ?? onnxRuntime);
-    const repo = await scanRepository(opts.repository);
-    const loads: Promise<void>[] = [];
-    for (const rm of repo) {
-      const config = resolveModelConfig(rm.config, opts.executionProvider ? { executionProvider: opts.executionProvider } : {});
-      const versions = selectVersions(rm.versions, config.versionPolicy).map((v) => new ModelVersion(rm.name, v, config));
-      m.#models.set(rm.name, { name: rm.name, versions });
-      for (const mv of versions) loads.push(m.#load(rm, mv));
+    const m = new ModelManager(opts);
+    m.#unsubscribe = opts.registry.onChange((e) => m.#onRegistryEvent(e));
+    const snap = await opts.registry.snapshot();
+    const preloads: Promise<void>[] = [];
+    for (const rec of snap.models) {
+      const sm = m.#apply(rec, rec.versions);
+      preloads.push(m.#settleRoutes(sm, 'startup'));
     }
-    await Promise.all(loads);
+    await Promise.all(preloads);
+    m.#started = true;
     return m;
   }
 
@@ -107,35 +145,103 @@ export class ModelManager {
   }
 
   /**
-   * Resolve a model reference. Without a version: the newest READY version (else the newest).
-   * Throws 404 naming the model or version when it is not served.
+   * Change the residency budget at run time (0 = unlimited). Lowering it evicts nothing at once: the next load
+   * makes room.
    */
-  resolve(name: string, version?: string): ModelVersion {
+  setMemoryBudget(bytes: number): void {
+    this.#budget = bytes;
+  }
+
+  /** Servable versions of a model (ascending), or none. */
+  versionsOf(name: string): readonly ModelVersion[] {
+    return this.#models.get(name)?.versions ?? [];
+  }
+
+  /** Bytes the budget allows (0 = unlimited) and bytes resident or reserved now. */
+  memory(): { budgetBytes: number; usedBytes: number } {
+    return { budgetBytes: this.#budget, usedBytes: this.#usedBytes() };
+  }
+
+  /**
+   * Resolve a model reference: no version → the default route; a number → that version; else an alias.
+   * Throws 404 naming the model or version when it is not servable.
+   */
+  resolve(name: string, ref?: string): ModelVersion {
     const m = this.#models.get(name);
-    if (!m || m.versions.length === 0) throw err('SY_ERR_MODEL_NOT_FOUND', `model "${name}" not found`);
-    if (version === undefined || version === '') {
-      for (let i = m.versions.length - 1; i >= 0; i--) if (m.versions[i]!.ready) return m.versions[i]!;
-      return m.versions[m.versions.length - 1]!;
+    if (!m) throw err('SY_ERR_MODEL_NOT_FOUND', `model "${name}" not found`);
+    if (ref === undefined || ref === '') {
+      const d = m.defaultVersion();
+      if (!d) throw err('SY_ERR_MODEL_NOT_FOUND', `model "${name}" has no servable version`);
+      return d;
     }
-    const mv = m.versions.find((v) => v.label === version);
-    if (!mv) throw err('SY_ERR_MODEL_NOT_FOUND', `model "${name}" has no version "${version}"`);
+    const mv = m.byLabel.get(ref) ?? m.aliases.get(ref);
+    if (!mv) throw err('SY_ERR_MODEL_NOT_FOUND', `model "${name}" has no version ${/^\d+$/.test(ref) ? '' : 'or alias '}"${ref}"`);
     return mv;
   }
 
-  /** True when every served version is READY. */
+  /**
+   * Take a reference on `mv` for one request, loading it first when it is not resident (waiting at most the
+   * load bound). The fast path (`mv.tryAcquire()`) should be tried first; pair every success with `release`.
+   */
+  async acquire(mv: ModelVersion): Promise<void> {
+    const t0 = performance.now();
+    const deadline = t0 + this.#loadWaitMs;
+    let waited = false;
+    for (;;) {
+      if (mv.tryAcquire()) {
+        if (waited) this.#coldStart(mv, performance.now() - t0, true);
+        return;
+      }
+      if (mv.removed) throw err('SY_ERR_MODEL_NOT_FOUND', `model "${mv.model}" has no version "${mv.label}"`);
+      if (mv.state === 'UNAVAILABLE') {
+        throw err('SY_ERR_MODEL_NOT_READY', `model "${mv.model}" version ${mv.version} is not ready (UNAVAILABLE: ${mv.reason ?? 'unknown'})`, { retryAfterS: 1 });
+      }
+      if (this.#closed) throw err('SY_ERR_SHUTTING_DOWN', 'the server is shutting down');
+      waited = true;
+      const left = deadline - performance.now();
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = await Promise.race([
+        this.#ensureLoaded(mv, 'request').then(() => false),
+        new Promise<boolean>((r) => (timer = setTimeout(r, Math.max(0, left), true))),
+      ]).finally(() => clearTimeout(timer));
+      if (timedOut) {
+        this.#coldStart(mv, performance.now() - t0, false);
+        throw err('SY_ERR_LOAD_TIMEOUT', `model "${mv.model}" version ${mv.label} is still loading after ${this.#loadWaitMs} ms`, { retryAfterS: 1 });
+      }
+    }
+  }
+
+  /** Drop a reference taken by `tryAcquire` / `acquire`. */
+  release(mv: ModelVersion): void {
+    mv.refs--;
+    if (mv.refs > 0) return;
+    if (mv.retiring || mv.removed) void this.#unload(mv, mv.removed ? 'removed' : 'retired');
+    this.#wakeRoomWaiters();
+  }
+
+  /** True when start-up preloading finished and no servable version is UNAVAILABLE. */
   ready(): boolean {
-    for (const m of this.#models.values()) for (const v of m.versions) if (!v.ready) return false;
+    if (!this.#started) return false;
+    for (const m of this.#models.values()) for (const v of m.versions) if (v.state === 'UNAVAILABLE') return false;
     return true;
+  }
+
+  /** Resolves once every registry change seen so far has been applied (loads and swaps included). */
+  async settled(): Promise<void> {
+    await Promise.all([...this.#models.values()].map((m) => m.sync));
   }
 
   /** Stop admitting, let queued work finish (bounded by `graceMs`), then dispose every instance. */
   async close(graceMs = 10_000): Promise<void> {
+    this.#closed = true;
+    this.#unsubscribe();
     const versions = [...this.#models.values()].flatMap((m) => m.versions);
     for (const v of versions) v.batcher?.close(true);
     const drained = Promise.all(versions.map((v) => v.batcher?.idle()));
     let t: NodeJS.Timeout | undefined;
     await Promise.race([drained, new Promise((r) => (t = setTimeout(r, graceMs)))]);
     clearTimeout(t);
+    await Promise.allSettled(versions.map((v) => v.transition));
     for (const v of versions) {
       v.batcher?.close(false);
       v.state = 'UNLOADING';
@@ -143,94 +249,274 @@ export class ModelManager {
     await Promise.all(versions.map((v) => v.loaded?.dispose()));
   }
 
-  async #load(rm: RepositoryModel, mv: ModelVersion): Promise<void> {
+  // ── registry → serving state ──────────────────────────────────────────────────────────────────────────
+
+  #onRegistryEvent(e: RegistryEvent): void {
+    if (this.#closed) return;
+    const sm = this.#models.get(e.model);
+    const run = async (): Promise<void> => {
+      let rec: ModelRecord | null = null;
+      let versions: VersionRecord[] = [];
+      try {
+        rec = await this.#registry.getModel(e.model);
+        versions = await this.#registry.listVersions(e.model);
+      } catch (x) {
+        if (!isSwitchyardError(x) || x.status !== 404) throw x;
+      }
+      if (!rec) return this.#removeModel(e.model);
+      const m = this.#apply(rec, versions);
+      await this.#settleRoutes(m, e.type === 'alias_moved' || e.type === 'version_created' ? 'swap' : 'startup');
+    };
+    const chain = (sm?.sync ?? Promise.resolve()).then(run).catch((x: unknown) => {
+      this.#log.error({ err: x, model: e.model, event: e.type }, 'applying a registry change failed');
+    });
+    if (sm) sm.sync = chain;
+    else void chain.then(() => {
+      const created = this.#models.get(e.model);
+      if (created) created.sync = created.sync.then(() => chain);
+    });
+  }
+
+  /** Make the model's servable versions match the registry (new ones UNLOADED, gone ones retired). */
+  #apply(rec: ModelRecord & { versions?: readonly VersionRecord[] }, records: readonly VersionRecord[]): ServedModel {
+    const configError = this.#opts.configErrors?.get(rec.name) ?? null;
+    const parsed = modelConfigSchema.safeParse(rec.config);
+    const file = parsed.success ? parsed.data : {};
+    const config = resolveModelConfig(file, this.#opts.executionProvider ? { executionProvider: this.#opts.executionProvider } : {});
+    let m = this.#models.get(rec.name);
+    if (!m) {
+      m = new ServedModel(rec.name, config);
+      this.#models.set(rec.name, m);
+    }
+    m.config = config;
+    m.configError = configError ?? (parsed.success ? null : `invalid config: ${parsed.error.message}`);
+    m.loadPolicy = rec.loadPolicy;
+    m.pinned = rec.pinned;
+    m.policy = file.version_policy ?? null;
+
+    const live = records.filter((r) => r.archivedAt === null);
+    const aliased = new Set(Object.values(rec.aliases));
+    const selected = m.policy ? new Set(selectVersions(live.map((r) => r.version), m.policy)) : null;
+    const servable = live.filter((r) => !selected || selected.has(r.version) || aliased.has(r.version));
+    const keep = new Set(servable.map((r) => String(r.version)));
+    for (const [label, mv] of m.byLabel) {
+      if (keep.has(label)) continue;
+      m.byLabel.delete(label);
+      mv.removed = true;
+      void this.#unload(mv, 'removed');
+    }
+    for (const r of servable) {
+      let mv = m.byLabel.get(String(r.version));
+      if (!mv) {
+        mv = new ModelVersion(rec.name, r.version, config, { sha256: r.artifact.sha256, size: r.artifact.size, path: () => this.#registry.artifactPath(r) });
+        m.byLabel.set(mv.label, mv);
+      }
+      if (mv.state === 'UNLOADED') mv.config = config; // a config change applies from the next load
+      if (m.configError && mv.state === 'UNLOADED') {
+        mv.state = 'UNAVAILABLE';
+        mv.reason = m.configError;
+      }
+    }
+    m.versions = [...m.byLabel.values()].sort((a, b) => a.version - b.version);
+    // Aliases the registry dropped, or whose target is gone, stop routing at once; moved ones switch in #settleRoutes.
+    for (const [alias, mv] of m.aliases) {
+      if (rec.aliases[alias] === undefined || mv.removed) m.aliases.delete(alias);
+    }
+    m.targetAliases = { ...rec.aliases };
+    return m;
+  }
+
+  /**
+   * Load what must be warm before routing to it (alias targets; for preload models the default and the
+   * policy's selection), switch aliases to loaded targets, then retire versions nothing routes to any more.
+   */
+  async #settleRoutes(m: ServedModel, cause: LoadCause): Promise<void> {
+    const before = m.wanted();
+    const loads: Promise<void>[] = [];
+    for (const [alias, version] of Object.entries(m.targetAliases)) {
+      const mv = m.byLabel.get(String(version));
+      if (!mv || m.aliases.get(alias) === mv) continue;
+      loads.push(this.#ensureLoaded(mv, cause).catch(() => undefined).then(() => {
+        // Never switch to a version that failed to load while another still serves the alias.
+        if (mv.state === 'READY' || !m.aliases.has(alias)) m.aliases.set(alias, mv);
+        else this.#log.error({ model: m.name, alias, version: mv.version, reason: mv.reason }, 'alias target failed to load; the alias keeps its previous version');
+      }));
+    }
+    if (m.loadPolicy === 'preload') {
+      // An explicit version policy preloads its whole selection; otherwise the newest version.
+      const newest = m.versions[m.versions.length - 1];
+      const pre = m.policy ? m.versions : newest ? [newest] : [];
+      for (const mv of pre) if (mv.state === 'UNLOADED' && !mv.everReady) loads.push(this.#ensureLoaded(mv, cause).catch(() => undefined));
+    }
+    await Promise.all(loads);
+    const after = m.wanted();
+    // Without an explicit policy, what no alias or default routes to any more drains and unloads.
+    if (!m.policy) for (const mv of before) if (!after.has(mv)) this.#retire(mv);
+    for (const mv of after) mv.retiring = false;
+  }
+
+  #removeModel(name: string): void {
+    const m = this.#models.get(name);
+    if (!m) return;
+    this.#models.delete(name);
+    for (const mv of m.versions) {
+      mv.removed = true;
+      void this.#unload(mv, 'removed');
+    }
+  }
+
+  /** Unload once idle: nothing routes here by default any more. */
+  #retire(mv: ModelVersion): void {
+    if (mv.state !== 'READY') return;
+    mv.retiring = true;
+    if (mv.idle) void this.#unload(mv, 'retired');
+  }
+
+  // ── loading, unloading, budget ────────────────────────────────────────────────────────────────────────
+
+  /** Start (or join) the load of `mv`. Rejects with a 503 error when the budget cannot make room. */
+  #ensureLoaded(mv: ModelVersion, cause: LoadCause): Promise<void> {
+    mv.retiring = false;
+    if (mv.state === 'READY' || mv.state === 'UNAVAILABLE') return Promise.resolve();
+    if (mv.state === 'LOADING') return mv.transition!;
+    if (mv.state === 'UNLOADING') return mv.transition!.then(() => this.#ensureLoaded(mv, cause));
+    mv.state = 'LOADING';
+    const run = (): Promise<void> => this.#load(mv, cause);
+    const p = this.#budget > 0 ? (this.#loadChain = this.#loadChain.then(run, run)) : run();
+    mv.transition = p.finally(() => {
+      if (mv.transition === p) mv.transition = null;
+    });
+    return p;
+  }
+
+  async #load(mv: ModelVersion, cause: LoadCause): Promise<void> {
     const start = performance.now();
     const log = this.#log.child({ model: mv.model, version: mv.version });
-    const fail = (reason: string): void => {
-      mv.state = 'UNAVAILABLE';
-      mv.reason = reason;
-      log.error({ reason }, 'model version unavailable');
-    };
+    const floor = mv.artifact.size * Math.max(1, mv.config.instances);
+    const estimate = this.#measured.get(mv.artifact.sha256) ?? floor;
+    mv.residentBytes = estimate; // the reservation counts while loading
+    this.#loadingNow = mv;
+    let failure: string | null = null;
     try {
-      if (rm.configError) return fail(rm.configError);
-      const c = mv.config;
-      const artifact = rm.artifact(mv.version);
-      const base = { instances: c.instances, intraOpThreads: c.intraOpThreads, executionProvider: c.executionProvider, deviceId: c.deviceId, allowSpinning: c.allowSpinning };
-      // auto: try the main thread for small CPU models, keep it only if a full batch is fast (measured below).
-      const tryInline = c.instanceMode === 'inline' ||
-        (c.instanceMode === 'auto' && c.executionProvider === 'cpu' && (await stat(artifact)).size <= INLINE_MAX_FILE_BYTES);
-      let loaded = await this.#runtime.load(artifact, { ...base, inline: tryInline });
-      mv.loaded = loaded;
-      if (loaded.warning) log.warn(loaded.warning);
-      const batchable = isBatchable(loaded.signature);
-      if (c.maxBatchSize !== null && c.maxBatchSize > 0 && !batchable) {
-        return fail(`max_batch_size ${c.maxBatchSize} needs a dynamic first dimension on every input and output`);
+      if (this.#budget > 0) await this.#makeRoom(mv, estimate, start + this.#loadWaitMs);
+      const rss0 = process.memoryUsage.rss();
+      failure = await loadVersion(mv, this.#runtime, log);
+      if (failure === null) {
+        const known = this.#measured.get(mv.artifact.sha256);
+        const instanceFloor = mv.artifact.size * Math.max(1, mv.loaded!.instances.length);
+        mv.residentBytes = known ?? Math.max(process.memoryUsage.rss() - rss0, instanceFloor);
+        if (known === undefined && this.#budget > 0) this.#measured.set(mv.artifact.sha256, mv.residentBytes);
       }
-      mv.maxBatchSize = c.maxBatchSize ?? (batchable ? DEFAULT_MAX_BATCH_SIZE : 0);
-      let warm = await warmup(loaded);
-      if (!warm && tryInline && c.instanceMode === 'auto') {
-        const ms = await timeBatch(loaded, Math.max(1, mv.maxBatchSize));
-        if (ms > INLINE_BUDGET_MS) {
-          await loaded.dispose();
-          loaded = await this.#runtime.load(artifact, { ...base, inline: false });
-          mv.loaded = loaded;
-          warm = await warmup(loaded);
-        }
-      }
-      if (warm) return fail(`warmup failed: ${warm.message}`);
-      const batcher = new Batcher(loaded.instances, {
-        maxBatchSize: mv.maxBatchSize,
-        preferredBatchSizes: c.preferredBatchSizes.filter((p) => mv.maxBatchSize === 0 || p <= mv.maxBatchSize),
-        maxQueueDelayUs: c.maxQueueDelayUs,
-        maxQueueSize: c.maxQueueSize,
-      });
-      const { model, label: version } = mv;
-      batcher.onBatch = (rows, requests, computeMs) => {
-        if (channels.batch.hasSubscribers) channels.batch.publish({ model, version, rows, requests, computeMs } satisfies BatchEvent);
-      };
-      mv.batcher = batcher;
-      mv.state = 'READY';
-      log.info({ provider: loaded.executionProvider, instances: loaded.instances.length, mode: loaded.inline ? 'inline' : 'worker', maxBatchSize: mv.maxBatchSize, ms: Math.round(performance.now() - start) }, 'model version ready');
     } catch (e) {
-      fail((e as Error).message);
+      // No room within the bound: the version stays UNLOADED (a later request may try again).
+      mv.state = 'UNLOADED';
+      mv.residentBytes = 0;
+      mv.reason = (e as Error).message;
+      log.warn({ reason: mv.reason }, 'model version not loaded');
+      throw e;
     } finally {
       mv.loadMs = performance.now() - start;
-      if (channels.load.hasSubscribers) {
-        channels.load.publish({ model: mv.model, version: mv.label, ok: mv.state === 'READY', durationMs: mv.loadMs } satisfies LoadEvent);
+      this.#loadingNow = null;
+    }
+    if (failure === null && this.#closed) {
+      await unloadVersion(mv);
+      mv.state = 'UNLOADED';
+      return;
+    }
+    if (failure === null) {
+      mv.state = 'READY';
+      mv.everReady = true;
+      mv.touch(); // most recently used: the requests waiting for it must get it before the next eviction
+      mv.reason = null;
+      log.info({ ms: Math.round(mv.loadMs), residentBytes: mv.residentBytes, cause }, 'model version ready');
+    } else {
+      mv.state = 'UNAVAILABLE';
+      mv.reason = failure;
+      mv.residentBytes = 0;
+      log.error({ reason: failure }, 'model version unavailable');
+      this.#registry.setVersionStatus(mv.model, mv.version, 'failed', failure, 'switchyard').catch((e: unknown) => log.warn({ err: e }, 'recording the failed status in the registry failed'));
+    }
+    if (channels.load.hasSubscribers) {
+      channels.load.publish({ model: mv.model, version: mv.label, ok: failure === null, durationMs: mv.loadMs, cause, residentBytes: mv.residentBytes } satisfies LoadEvent);
+    }
+  }
+
+  /** Unload `mv` now if it is resident and idle; otherwise (busy) leave it for `release` to finish. */
+  async #unload(mv: ModelVersion, reason: UnloadReason): Promise<void> {
+    if (mv.state === 'LOADING' || mv.state === 'UNLOADING') {
+      await mv.transition?.catch(() => undefined);
+      if (reason !== 'evicted' && (mv.removed || mv.retiring)) return this.#unload(mv, reason);
+      return;
+    }
+    if (mv.state !== 'READY' || !mv.idle) return;
+    mv.state = 'UNLOADING';
+    mv.retiring = false;
+    const p = unloadVersion(mv).then(() => {
+      mv.state = 'UNLOADED';
+      this.#log.info({ model: mv.model, version: mv.version, reason }, 'model version unloaded');
+      if (channels.unload.hasSubscribers) channels.unload.publish({ model: mv.model, version: mv.label, reason } satisfies UnloadEvent);
+      this.#wakeRoomWaiters();
+    });
+    mv.transition = p.finally(() => {
+      if (mv.transition === p) mv.transition = null;
+    });
+    await p;
+  }
+
+  #usedBytes(): number {
+    let used = 0;
+    for (const m of this.#models.values()) {
+      for (const v of m.versions) {
+        // Loads waiting their turn (budget: one at a time) reserve nothing yet.
+        const counts = v.state === 'READY' || v.state === 'UNLOADING' || (v.state === 'LOADING' && (this.#budget === 0 || v === this.#loadingNow));
+        if (counts) used += v.residentBytes;
       }
     }
+    return used;
   }
-}
 
-/** Zeros for every input, dynamic dims set to 1 and a dynamic dim 0 to `rows`. */
-function zeroInputs(sig: Signature, rows: number): Tensor[] {
-  return sig.inputs.map((s) => zeros(s.dtype, s.shape.map((d, i) => (d === -1 ? (i === 0 ? rows : 1) : d))));
-}
-
-/** Run one row of zeros through every instance; returns the first failure, or null. */
-async function warmup(loaded: LoadedModel): Promise<SwitchyardError | Error | null> {
-  for (const inst of loaded.instances) {
-    try {
-      await inst.run(zeroInputs(loaded.signature, 1));
-    } catch (e) {
-      return e as Error;
+  /** Evict least recently used idle, unpinned versions until `need` more bytes fit; wait for room until `deadline`. */
+  async #makeRoom(loading: ModelVersion, need: number, deadline: number): Promise<void> {
+    for (;;) {
+      // `loading` already counts its reservation in #usedBytes.
+      if (this.#usedBytes() <= this.#budget) return;
+      if (need > this.#budget) {
+        throw err('SY_ERR_MEMORY_BUDGET', `model "${loading.model}" version ${loading.label} needs ${need} bytes, more than the whole memory budget (${this.#budget} bytes)`);
+      }
+      let victim: ModelVersion | null = null;
+      for (const m of this.#models.values()) {
+        if (m.pinned) continue;
+        for (const v of m.versions) {
+          if (v === loading || v.state !== 'READY' || !v.idle) continue;
+          if (!victim || v.lastUsed < victim.lastUsed) victim = v;
+        }
+      }
+      if (victim) {
+        await this.#unload(victim, 'evicted');
+        continue;
+      }
+      const left = deadline - performance.now();
+      if (left <= 0) {
+        throw err('SY_ERR_MEMORY_BUDGET', `model "${loading.model}" version ${loading.label} needs ${need} bytes but the memory budget (${this.#budget} bytes) is held by pinned or busy versions`, { retryAfterS: 1 });
+      }
+      let t: NodeJS.Timeout | undefined;
+      await Promise.race([this.#roomFreed.promise, new Promise((r) => (t = setTimeout(r, left)))]);
+      clearTimeout(t);
     }
   }
-  return null;
+
+  #wakeRoomWaiters(): void {
+    this.#roomFreed.resolve();
+    this.#roomFreed = deferred();
+  }
+
+  #coldStart(mv: ModelVersion, waitMs: number, ok: boolean): void {
+    if (channels.coldStart.hasSubscribers) channels.coldStart.publish({ model: mv.model, version: mv.label, waitMs, ok } satisfies ColdStartEvent);
+  }
 }
 
-/** Median time (ms) of a `rows`-row batch of zeros on the first instance; Infinity if it fails. */
-async function timeBatch(loaded: LoadedModel, rows: number): Promise<number> {
-  const inst = loaded.instances[0]!;
-  const times: number[] = [];
-  try {
-    for (let i = 0; i < 5; i++) {
-      const t0 = performance.now();
-      await inst.run(zeroInputs(loaded.signature, rows));
-      times.push(performance.now() - t0);
-    }
-  } catch {
-    return Infinity;
-  }
-  return times.sort((a, b) => a - b)[2]!;
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
 }

@@ -83,17 +83,23 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
     return reply.code(ready ? 200 : 503).send({ ready });
   });
 
-  const modelMeta = (req: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply): FastifyReply => {
+  const modelMeta = async (req: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply): Promise<FastifyReply> => {
     const mv = manager.resolve(req.params.model, req.params.version);
-    const served = manager.list().find((m) => m.name === mv.model)!;
-    return reply.send(metadata(mv, served.versions));
+    if (!mv.signature && mv.state !== 'UNAVAILABLE') {
+      // Metadata needs the signature: load a lazy / evicted version (bounded wait), like an inference would.
+      await manager.acquire(mv);
+      manager.release(mv);
+    }
+    return reply.send(metadata(mv, manager.versionsOf(mv.model)));
   };
   app.get('/v2/models/:model', modelMeta);
   app.get('/v2/models/:model/versions/:version', modelMeta);
 
   const modelReady = (req: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply): FastifyReply => {
     const mv = manager.resolve(req.params.model, req.params.version);
-    return reply.code(mv.ready ? 200 : 503).send({ name: mv.model, version: mv.label, ready: mv.ready, state: mv.state, ...(mv.reason ? { reason: mv.reason } : {}) });
+    // A version that is not resident but loads on demand can take requests: ready.
+    const ready = mv.ready || ((mv.state === 'UNLOADED' || mv.state === 'UNLOADING') && !mv.removed);
+    return reply.code(ready ? 200 : 503).send({ name: mv.model, version: mv.label, ready, state: mv.state, ...(mv.reason ? { reason: mv.reason } : {}) });
   };
   app.get('/v2/models/:model/ready', modelReady);
   app.get('/v2/models/:model/versions/:version/ready', modelReady);
@@ -101,8 +107,13 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
   const infer = async (req: FastifyRequest<{ Params: ModelParams; Body: Buffer }>, reply: FastifyReply): Promise<FastifyReply> => {
     const t0 = performance.now();
     const mv = manager.resolve(req.params.model, req.params.version);
+    let acquired = mv.tryAcquire();
     let job = null;
     try {
+      if (!acquired) {
+        await manager.acquire(mv); // not resident: load it (bounded wait)
+        acquired = true;
+      }
       if (!Buffer.isBuffer(req.body)) throw err('SY_ERR_BAD_REQUEST', 'request body is empty');
       const encoding = req.headers['content-encoding'];
       const body = encoding === undefined ? req.body : await decompress(req.body, encoding, opts.bodyLimit);
@@ -130,6 +141,8 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
         } satisfies RequestEvent);
       }
       return sendError(reply, toWireError(e));
+    } finally {
+      if (acquired) manager.release(mv);
     }
   };
   app.post('/v2/models/:model/infer', infer);

@@ -4,12 +4,14 @@
  * (names, V2 dtypes, shapes with -1 for dynamic dims) from the ONNX file's metadata.
  */
 import { stat } from 'node:fs/promises';
+import ort from 'onnxruntime-node';
 import { err } from '../../errors.js';
 import { dtypeFromOrt } from '../../tensor/index.js';
 import type { LoadedModel, LoadOptions, Runtime, Signature, TensorSpec } from '../types.js';
 import { InlineInstance } from './inline.js';
 import { OnnxInstance, type InstanceInfo } from './instance.js';
 import type { WireValueMeta } from './protocol.js';
+import { wireMeta } from './session.js';
 
 function specs(meta: readonly WireValueMeta[], kind: string): TensorSpec[] {
   return meta.map((m) => {
@@ -25,6 +27,15 @@ export function signatureOf(info: InstanceInfo): Signature {
 
 export const onnxRuntime: Runtime = {
   name: 'onnxruntime_onnx',
+  async inspect(artifactPath: string): Promise<Signature> {
+    // Graph optimizations off: only the metadata is needed, and a broken file should fail here, fast.
+    const session = await ort.InferenceSession.create(artifactPath, { graphOptimizationLevel: 'disabled', intraOpNumThreads: 1, interOpNumThreads: 1 });
+    try {
+      return { inputs: specs(wireMeta(session.inputMetadata), 'input'), outputs: specs(wireMeta(session.outputMetadata), 'output') };
+    } finally {
+      await session.release();
+    }
+  },
   async load(artifactPath: string, options: LoadOptions): Promise<LoadedModel> {
     const { size } = await stat(artifactPath);
     const init = {
