@@ -3,6 +3,7 @@
  * temporary SQLite file and artifact directory, and a Fastify app with the admin plugin and OpenAPI wired the
  * way src/server.ts wires its routes (root error handler and not-found handler with the `{"error"}` shape).
  */
+import pg from 'pg';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -71,6 +72,40 @@ export async function startAdminApp(opts: { listen?: boolean } & Partial<Omit<Ad
     async close() {
       await app.close();
       await reg.close();
+    },
+  };
+}
+
+/** Postgres for tests; overridable for local setups (SY_TEST_POSTGRES_URL), CI uses the default. */
+export const PG_BASE = process.env['SY_TEST_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+/** null when Postgres answers, else why not. */
+export async function postgresReachable(): Promise<string | null> {
+  const c = new pg.Client({ connectionString: PG_BASE, connectionTimeoutMillis: 3000 });
+  try {
+    await c.connect();
+    await c.query('select 1');
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+/** A fresh schema name on the test Postgres and a function that drops it. */
+export function pgSchema(): { url: string; drop(): Promise<void> } {
+  const schema = `sy_test_${Math.random().toString(36).slice(2, 10)}`;
+  return {
+    url: `${PG_BASE}?schema=${schema}`,
+    async drop() {
+      const c = new pg.Client({ connectionString: PG_BASE });
+      await c.connect();
+      try {
+        await c.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+      } finally {
+        await c.end();
+      }
     },
   };
 }

@@ -20,9 +20,8 @@ import type { RegistryEvent, SignatureJson, TensorSpecJson } from '../src/regist
 import { openDatabase } from '../src/storage/index.js';
 import { dtypeFromOrt } from '../src/tensor/index.js';
 import { mlp } from '../tools/onnx/zoo.js';
+import { PG_BASE, postgresReachable } from './registry-helpers.js';
 
-/** Overridable for local setups; CI uses the default. */
-const PG_BASE = process.env['SY_TEST_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 /** The inspector the server would use: open the file with onnxruntime and read its signature. */
 async function inspect(path: string): Promise<SignatureJson> {
@@ -48,19 +47,6 @@ async function rejectsWith(p: Promise<unknown>, code: string, pattern?: RegExp):
     if (pattern) assert.match(e.message, pattern);
     return true;
   });
-}
-
-async function postgresReachable(): Promise<string | null> {
-  const c = new pg.Client({ connectionString: PG_BASE, connectionTimeoutMillis: 3000 });
-  try {
-    await c.connect();
-    await c.query('select 1');
-    return null;
-  } catch (e) {
-    return (e as Error).message;
-  } finally {
-    await c.end().catch(() => undefined);
-  }
 }
 
 interface Target { url: string; dir: string; cleanup(): Promise<void> }

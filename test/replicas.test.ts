@@ -1,0 +1,87 @@
+/**
+ * Scale-out and durability of the serving state: two Switchyard replicas sharing one Postgres registry (an
+ * alias moved through one replica's admin API is served by the other), and a restart on the same embedded
+ * data dir keeps models, versions and aliases. Postgres must be reachable in CI (CI=true).
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { mlp } from '../tools/onnx/zoo.js';
+import { floats, startSwitchyard, type TestServer } from './helpers.js';
+import { PG_BASE, pgSchema, postgresReachable } from './registry-helpers.js';
+
+const infer = async (srv: TestServer, path: string): Promise<{ status: number; version: string }> => {
+  const r = await srv.sy.app.inject({ method: 'POST', url: `/v2/models/${path}/infer`, payload: { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: floats(64, 1) }] } });
+  return { status: r.statusCode, version: r.json().model_version ?? r.json().error };
+};
+
+async function upload(srv: TestServer, name: string, bytes: Uint8Array, query = ''): Promise<number> {
+  const r = await srv.sy.app.inject({ method: 'POST', url: `/api/v1/models/${name}/versions${query}`, headers: { 'content-type': 'application/octet-stream' }, payload: Buffer.from(bytes) });
+  assert.equal(r.statusCode, 201, r.body);
+  return r.json().version;
+}
+
+async function until(what: string, check: () => Promise<boolean>, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.fail(`timed out waiting until ${what}`);
+}
+
+describe('restart on the embedded store', () => {
+  it('models, versions and aliases pushed through the API survive a restart', async () => {
+    const data = await mkdtemp(join(tmpdir(), 'sy-restart-'));
+    try {
+      let srv = await startSwitchyard({}, { dataDir: data });
+      await upload(srv, 'churn', mlp(1));
+      await upload(srv, 'churn', mlp(2), '?alias=production');
+      await upload(srv, 'churn', mlp(3));
+      await srv.sy.manager.settled();
+      assert.equal((await infer(srv, 'churn')).version, '2', 'production wins over latest');
+      await srv.close();
+      srv = await startSwitchyard({}, { dataDir: data });
+      try {
+        assert.equal((await infer(srv, 'churn')).version, '2');
+        assert.equal((await infer(srv, 'churn/versions/3')).version, '3');
+        const events = (await srv.sy.app.inject('/api/v1/models/churn/events')).json().events as { type: string }[];
+        assert.deepEqual(events.map((e) => e.type), ['model_created', 'version_created', 'version_created', 'alias_moved', 'version_created']);
+      } finally {
+        await srv.close();
+      }
+    } finally {
+      await rm(data, { recursive: true, force: true });
+    }
+  });
+});
+
+const pgDown = await postgresReachable();
+const inCi = process.env['CI'] === 'true';
+
+describe('two replicas sharing Postgres', { skip: pgDown !== null && !inCi ? `Postgres unreachable at ${PG_BASE} (${pgDown}); set CI=true to make this fail` : false }, () => {
+  it('an alias moved on one replica is served by the other (LISTEN/NOTIFY), after warmup there', async () => {
+    assert.equal(pgDown, null, `Postgres must be reachable at ${PG_BASE}`);
+    const schema = pgSchema();
+    const shared = await mkdtemp(join(tmpdir(), 'sy-replicas-')); // artifacts on shared storage
+    const a = await startSwitchyard({}, { dataDir: shared, config: { database: schema.url } });
+    const b = await startSwitchyard({}, { dataDir: shared, config: { database: schema.url } });
+    try {
+      await upload(a, 'fraud', mlp(1), '?alias=production');
+      await upload(a, 'fraud', mlp(2));
+      await until('replica b serves fraud v1', async () => (await infer(b, 'fraud')).version === '1');
+      const moved = await a.sy.app.inject({ method: 'PUT', url: '/api/v1/models/fraud/aliases/production', payload: { version: 2 } });
+      assert.equal(moved.statusCode, 200, moved.body);
+      assert.deepEqual(moved.json(), { alias: 'production', from: 1, to: 2 });
+      await until('replica b follows the alias', async () => (await infer(b, 'fraud')).version === '2');
+      await until('replica a follows the alias', async () => (await infer(a, 'fraud')).version === '2');
+    } finally {
+      await a.close();
+      await b.close();
+      await schema.drop();
+      await rm(shared, { recursive: true, force: true });
+    }
+  });
+});
