@@ -404,7 +404,8 @@ export class ModelManager {
       if (failure === null) {
         const known = this.#measured.get(mv.artifact.sha256);
         const instanceFloor = mv.artifact.size * Math.max(1, mv.loaded!.instances.length);
-        mv.residentBytes = known ?? Math.max(process.memoryUsage.rss() - rss0, instanceFloor);
+        // RSS growth is only this load's when loads run one at a time (with a budget); otherwise the floor.
+        mv.residentBytes = known ?? (this.#budget > 0 ? Math.max(process.memoryUsage.rss() - rss0, instanceFloor) : instanceFloor);
         if (known === undefined && this.#budget > 0) this.#measured.set(mv.artifact.sha256, mv.residentBytes);
       }
     } catch (e) {
