@@ -5,7 +5,6 @@
  * Postgres must be reachable in CI (CI=true); elsewhere its suite is skipped with a message when it is not.
  */
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,14 +12,13 @@ import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import ort from 'onnxruntime-node';
-import pg from 'pg';
 import { isSwitchyardError } from '../src/errors.js';
 import { Registry } from '../src/registry/index.js';
 import type { RegistryEvent, SignatureJson, TensorSpecJson } from '../src/registry/index.js';
 import { openDatabase } from '../src/storage/index.js';
 import { dtypeFromOrt } from '../src/tensor/index.js';
 import { mlp } from '../tools/onnx/zoo.js';
-import { PG_BASE, postgresReachable } from './registry-helpers.js';
+import { PG_BASE, pgSchema, postgresReachable } from './registry-helpers.js';
 
 
 /** The inspector the server would use: open the file with onnxruntime and read its signature. */
@@ -58,18 +56,12 @@ async function sqliteTarget(): Promise<Target> {
 
 async function postgresTarget(): Promise<Target> {
   const root = await mkdtemp(join(tmpdir(), 'sy-registry-pg-'));
-  const schema = `sy_test_${randomBytes(6).toString('hex')}`;
+  const schema = pgSchema();
   return {
-    url: `${PG_BASE}?schema=${schema}`,
+    url: schema.url,
     dir: join(root, 'artifacts'),
     async cleanup() {
-      const c = new pg.Client({ connectionString: PG_BASE });
-      await c.connect();
-      try {
-        await c.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-      } finally {
-        await c.end();
-      }
+      await schema.drop();
       await rm(root, { recursive: true, force: true });
     },
   };

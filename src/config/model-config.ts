@@ -108,15 +108,17 @@ export function parseModelConfig(text: string, source: string): ModelConfigFile 
     throw err('SY_ERR_CONFIG_INVALID', `${source}: not valid ${source.endsWith('.json') ? 'JSON' : 'YAML'}: ${(e as Error).message}`);
   }
   const r = modelConfigSchema.safeParse(raw ?? {});
-  if (!r.success) {
-    const issues = r.error.issues.map((i) => {
-      const at = i.path.length ? i.path.join('.') : '(root)';
-      const keys = i.code === 'unrecognized_keys' ? ` ${i.keys.join(', ')}` : '';
-      return `${at}: ${i.message}${keys}`;
-    });
-    throw err('SY_ERR_CONFIG_INVALID', `${source}: ${issues.join('; ')}`);
-  }
+  if (!r.success) throw err('SY_ERR_CONFIG_INVALID', `${source}: ${describeConfigIssues(r.error)}`);
   return r.data;
+}
+
+/** A config validation error as `key: problem[ unknown keys]; …`, naming each offending key. */
+export function describeConfigIssues(error: z.ZodError): string {
+  return error.issues.map((i) => {
+    const at = i.path.length ? i.path.join('.') : '(root)';
+    const keys = i.code === 'unrecognized_keys' ? ` ${i.keys.join(', ')}` : '';
+    return `${at}: ${i.message}${keys}`;
+  }).join('; ');
 }
 
 export async function readModelConfig(path: string): Promise<ModelConfigFile> {

@@ -3,7 +3,7 @@
  * The registry's validation rules (names, aliases, tag keys, config, metadata maps) and the mapping between
  * stored rows (epoch ms, JSON text) and the API records (ISO times, objects).
  */
-import { modelConfigSchema } from '../config/model-config.js';
+import { describeConfigIssues, modelConfigSchema } from '../config/model-config.js';
 import { err } from '../errors.js';
 import { MODEL_NAME } from '../serving/repository.js';
 import type { EventsTable, ModelsTable, VersionsTable } from '../storage/index.js';
@@ -106,14 +106,7 @@ export function checkLineage(v: unknown): Lineage {
 /** Validate a serving config with modelConfigSchema; the error names the offending key. */
 export function checkConfig(v: unknown, model: string): Record<string, unknown> {
   const r = modelConfigSchema.safeParse(v ?? {});
-  if (!r.success) {
-    const issues = r.error.issues.map((i) => {
-      const at = i.path.length ? i.path.join('.') : '(root)';
-      const keys = i.code === 'unrecognized_keys' ? ` ${i.keys.join(', ')}` : '';
-      return `${at}: ${i.message}${keys}`;
-    });
-    throw err('SY_ERR_BAD_REQUEST', `model "${model}": invalid config: ${issues.join('; ')}`);
-  }
+  if (!r.success) throw err('SY_ERR_BAD_REQUEST', `model "${model}": invalid config: ${describeConfigIssues(r.error)}`);
   return r.data as Record<string, unknown>;
 }
 
