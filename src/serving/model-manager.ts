@@ -60,8 +60,6 @@ export class ServedModel {
   policy: VersionPolicy | null = null;
   config: ModelConfig;
   configError: string | null = null;
-  /** Reconciles run one at a time per model. */
-  sync: Promise<void> = Promise.resolve();
 
   constructor(readonly name: string, config: ModelConfig) {
     this.config = config;
@@ -110,6 +108,8 @@ export class ModelManager {
   #roomFreed = deferred();
   /** With a budget: the version whose (serialized) load is running now; its reservation counts as used. */
   #loadingNow: ModelVersion | null = null;
+  /** Reconciles of registry changes, chained per model name (one at a time per model, in event order). */
+  readonly #syncs = new Map<string, Promise<void>>();
   #unsubscribe: () => void = () => undefined;
   #started = false;
   #closed = false;
@@ -228,7 +228,7 @@ export class ModelManager {
 
   /** Resolves once every registry change seen so far has been applied (loads and swaps included). */
   async settled(): Promise<void> {
-    await Promise.all([...this.#models.values()].map((m) => m.sync));
+    await Promise.all(this.#syncs.values());
   }
 
   /** Stop admitting, let queued work finish (bounded by `graceMs`), then dispose every instance. */
@@ -253,7 +253,6 @@ export class ModelManager {
 
   #onRegistryEvent(e: RegistryEvent): void {
     if (this.#closed) return;
-    const sm = this.#models.get(e.model);
     const run = async (): Promise<void> => {
       let rec: ModelRecord | null = null;
       let versions: VersionRecord[] = [];
@@ -264,21 +263,19 @@ export class ModelManager {
         if (!isSwitchyardError(x) || x.status !== 404) throw x;
       }
       if (!rec) return this.#removeModel(e.model);
-      const m = this.#apply(rec, versions);
-      await this.#settleRoutes(m, e.type === 'alias_moved' || e.type === 'version_created' ? 'swap' : 'startup');
+      await this.#settleRoutes(this.#apply(rec, versions), e.type === 'alias_moved' || e.type === 'version_created' ? 'swap' : 'startup');
     };
-    const chain = (sm?.sync ?? Promise.resolve()).then(run).catch((x: unknown) => {
+    const chain = (this.#syncs.get(e.model) ?? Promise.resolve()).then(run).catch((x: unknown) => {
       this.#log.error({ err: x, model: e.model, event: e.type }, 'applying a registry change failed');
     });
-    if (sm) sm.sync = chain;
-    else void chain.then(() => {
-      const created = this.#models.get(e.model);
-      if (created) created.sync = created.sync.then(() => chain);
+    this.#syncs.set(e.model, chain);
+    void chain.then(() => {
+      if (this.#syncs.get(e.model) === chain) this.#syncs.delete(e.model);
     });
   }
 
   /** Make the model's servable versions match the registry (new ones UNLOADED, gone ones retired). */
-  #apply(rec: ModelRecord & { versions?: readonly VersionRecord[] }, records: readonly VersionRecord[]): ServedModel {
+  #apply(rec: ModelRecord, records: readonly VersionRecord[]): ServedModel {
     const configError = this.#opts.configErrors?.get(rec.name) ?? null;
     const parsed = modelConfigSchema.safeParse(rec.config);
     const file = parsed.success ? parsed.data : {};
