@@ -9,13 +9,12 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import { pino, type Logger } from 'pino';
 import { adminRoutes, registerOpenApi } from './api/admin/routes.js';
 import { v2Routes } from './api/v2/routes.js';
-import { sendError, toWireError } from './api/reply-error.js';
+import { installErrorShape } from './api/reply-error.js';
 import type { ServerConfig } from './config/server-config.js';
 import { createMetrics, type Metrics } from './monitoring/metrics.js';
 import { Registry } from './registry/index.js';
-import type { SignatureJson } from './registry/types.js';
 import { onnxRuntime } from './runtimes/onnx/index.js';
-import type { Signature } from './runtimes/types.js';
+import { signatureJson } from './runtimes/types.js';
 import { importRepository, ModelManager } from './serving/index.js';
 import { VERSION } from './version.js';
 
@@ -33,11 +32,6 @@ const REQUEST_ID = /^[\w.:-]{1,128}$/;
 
 export function createLogger(level: ServerConfig['logLevel']): Logger {
   return pino({ level, base: { service: 'switchyard' }, redact: ['req.headers.authorization'] });
-}
-
-export function signatureJson(sig: Signature): SignatureJson {
-  const t = (s: Signature['inputs'][number]) => ({ name: s.name, datatype: s.dtype.v2, shape: [...s.shape] });
-  return { inputs: sig.inputs.map(t), outputs: sig.outputs.map(t) };
 }
 
 /**
@@ -83,12 +77,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     reply.header('x-request-id', req.id);
     done();
   });
-  app.setErrorHandler((e, req, reply) => {
-    const w = toWireError(e);
-    if (w.status >= 500) req.log.error({ err: e }, 'request failed');
-    return sendError(reply, w);
-  });
-  app.setNotFoundHandler((req, reply) => sendError(reply, { status: 404, message: `no route for ${req.method} ${req.url.split('?')[0]}`, retryAfterS: null, retryable: false }));
+  installErrorShape(app);
 
   await registerOpenApi(app);
   await app.register(v2Routes, { manager, serverName: 'switchyard', serverVersion: VERSION, bodyLimit });

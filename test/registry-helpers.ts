@@ -8,25 +8,16 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Fastify, { type FastifyInstance } from 'fastify';
-import ort from 'onnxruntime-node';
 import { adminRoutes, registerOpenApi, type AdminOptions } from '../src/api/admin/routes.js';
-import { sendError, toWireError } from '../src/api/reply-error.js';
+import { installErrorShape } from '../src/api/reply-error.js';
 import { Registry } from '../src/registry/index.js';
-import type { SignatureJson, TensorSpecJson } from '../src/registry/types.js';
-import { dtypeFromOrt } from '../src/tensor/index.js';
+import type { SignatureJson } from '../src/registry/types.js';
+import { onnxRuntime } from '../src/runtimes/onnx/index.js';
+import { signatureJson } from '../src/runtimes/types.js';
 
-/** Reads an ONNX file with onnxruntime and returns its signature; throws when it does not load. */
+/** The inspector the server uses: onnxruntime opens the file and the signature is read; throws when it does not load. */
 export async function inspectOnnx(path: string): Promise<SignatureJson> {
-  const session = await ort.InferenceSession.create(path);
-  try {
-    const spec = (m: ort.InferenceSession.ValueMetadata): TensorSpecJson => {
-      if (!m.isTensor) return { name: m.name, datatype: 'UNKNOWN', shape: [] };
-      return { name: m.name, datatype: dtypeFromOrt(m.type)?.v2 ?? m.type, shape: m.shape.map((d) => (typeof d === 'number' ? d : -1)) };
-    };
-    return { inputs: session.inputMetadata.map(spec), outputs: session.outputMetadata.map(spec) };
-  } finally {
-    await session.release();
-  }
+  return signatureJson(await onnxRuntime.inspect(path));
 }
 
 export interface TestRegistry {
@@ -58,8 +49,7 @@ export interface AdminTestApp extends TestRegistry {
 export async function startAdminApp(opts: { listen?: boolean } & Partial<Omit<AdminOptions, 'registry'>> = {}): Promise<AdminTestApp> {
   const reg = await openTestRegistry();
   const app = Fastify({ logger: false });
-  app.setErrorHandler((e, _req, reply) => sendError(reply, toWireError(e)));
-  app.setNotFoundHandler((req, reply) => sendError(reply, { status: 404, message: `no route for ${req.method} ${req.url.split('?')[0]}`, retryAfterS: null, retryable: false }));
+  installErrorShape(app);
   await registerOpenApi(app);
   const plugin: AdminOptions = { registry: reg.registry };
   if (opts.serving) plugin.serving = opts.serving;

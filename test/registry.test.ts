@@ -11,32 +11,15 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
-import ort from 'onnxruntime-node';
 import { isSwitchyardError } from '../src/errors.js';
 import { Registry } from '../src/registry/index.js';
-import type { RegistryEvent, SignatureJson, TensorSpecJson } from '../src/registry/index.js';
+import type { RegistryEvent } from '../src/registry/index.js';
 import { openDatabase } from '../src/storage/index.js';
-import { dtypeFromOrt } from '../src/tensor/index.js';
 import { mlp } from '../tools/onnx/zoo.js';
-import { PG_BASE, pgSchema, postgresReachable } from './registry-helpers.js';
+import { inspectOnnx, PG_BASE, pgSchema, postgresReachable } from './registry-helpers.js';
 
 
-/** The inspector the server would use: open the file with onnxruntime and read its signature. */
-async function inspect(path: string): Promise<SignatureJson> {
-  const session = await ort.InferenceSession.create(path);
-  try {
-    const specs = (meta: readonly ort.InferenceSession.ValueMetadata[]): TensorSpecJson[] =>
-      meta.map((m) => {
-        if (!m.isTensor) throw new Error(`"${m.name}" is not a tensor`);
-        const dt = dtypeFromOrt(m.type);
-        if (!dt) throw new Error(`"${m.name}" has unsupported type ${m.type}`);
-        return { name: m.name, datatype: dt.v2, shape: m.shape.map((d) => (typeof d === 'number' && d >= 0 ? d : -1)) };
-      });
-    return { inputs: specs(session.inputMetadata), outputs: specs(session.outputMetadata) };
-  } finally {
-    await session.release();
-  }
-}
+const inspect = inspectOnnx;
 
 async function rejectsWith(p: Promise<unknown>, code: string, pattern?: RegExp): Promise<void> {
   await assert.rejects(p, (e: unknown) => {

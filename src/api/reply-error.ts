@@ -3,7 +3,7 @@
  * Maps any thrown error to the wire: status, `{"error": "..."}` body (the V2 error shape), `retry-after` on
  * 503/429, `x-should-retry: false` on 5xx a retry cannot fix. Unknown errors become 500 without internals.
  */
-import type { FastifyReply } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import { isSwitchyardError, type SwitchyardError } from '../errors.js';
 import type { FailureReason } from '../events.js';
 
@@ -53,4 +53,14 @@ export function failureReason(e: unknown): FailureReason {
     SY_ERR_CLIENT_CLOSED: 'cancelled',
   };
   return byCode[e.code] ?? 'other';
+}
+
+/** The root error and not-found handlers: every error leaves as `{"error": ...}`; 5xx are logged. */
+export function installErrorShape(app: FastifyInstance): void {
+  app.setErrorHandler((e, req, reply) => {
+    const w = toWireError(e);
+    if (w.status >= 500) req.log.error({ err: e }, 'request failed');
+    return sendError(reply, w);
+  });
+  app.setNotFoundHandler((req, reply) => sendError(reply, { status: 404, message: `no route for ${req.method} ${req.url.split('?')[0]}`, retryAfterS: null, retryable: false }));
 }

@@ -12,17 +12,9 @@ export type VersionStatus = 'pending' | 'ready' | 'failed';
 /** When the data plane loads a model's versions: at start / on registration, or on first request. */
 export type LoadPolicy = 'preload' | 'lazy';
 
-/** One input or output as JSON: V2 datatype name and shape (-1 for a dynamic dim). */
-export interface TensorSpecJson {
-  readonly name: string;
-  readonly datatype: string;
-  readonly shape: readonly number[];
-}
+import type { SignatureJson } from '../runtimes/types.js';
 
-export interface SignatureJson {
-  readonly inputs: readonly TensorSpecJson[];
-  readonly outputs: readonly TensorSpecJson[];
-}
+export type { SignatureJson, TensorSpecJson } from '../runtimes/types.js';
 
 /** Where a version came from (free-form references). */
 export interface Lineage {

@@ -17,6 +17,26 @@ export interface Signature {
   readonly outputs: readonly TensorSpec[];
 }
 
+/** One input or output as JSON (V2 metadata, registry records): V2 datatype name and shape (-1 = dynamic). */
+export interface TensorSpecJson {
+  readonly name: string;
+  readonly datatype: string;
+  readonly shape: readonly number[];
+}
+
+export interface SignatureJson {
+  readonly inputs: readonly TensorSpecJson[];
+  readonly outputs: readonly TensorSpecJson[];
+}
+
+export function tensorSpecJson(s: TensorSpec): TensorSpecJson {
+  return { name: s.name, datatype: s.dtype.v2, shape: s.shape };
+}
+
+export function signatureJson(sig: Signature): SignatureJson {
+  return { inputs: sig.inputs.map(tensorSpecJson), outputs: sig.outputs.map(tensorSpecJson) };
+}
+
 /** A single execution slot. `run` takes inputs in signature order; the instance owns them once called. */
 export interface ModelInstance {
   /** Batches currently executing on this instance. */

@@ -8,3 +8,4 @@ export { Batcher, Job, shapeKey, type BatcherOptions } from './batcher.js';
 export { checkDeclared, inputSpec, orderInputs } from './validate.js';
 export { MODEL_NAME } from './repository.js';
 export { importRepository } from './import-repository.js';
+export { signatureJson } from '../runtimes/types.js';

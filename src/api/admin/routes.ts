@@ -12,7 +12,6 @@ import type { FastifyInstance, FastifyRequest, FastifySchemaValidationError } fr
 import { err } from '../../errors.js';
 import { ALIAS_NAME, type Registry } from '../../registry/index.js';
 import type { CreateModelInput, UpdateModelInput, VersionRecord } from '../../registry/types.js';
-import { sendError, toWireError } from '../reply-error.js';
 import * as S from './schemas.js';
 import { ByteLimit, metaFromJson, metaFromQuery, tooLarge, type UploadMeta, type UploadQuery } from './upload.js';
 
@@ -121,11 +120,6 @@ export async function adminRoutes(app: FastifyInstance, opts: AdminOptions): Pro
   const maxBytes = opts.maxArtifactBytes ?? DEFAULT_MAX_ARTIFACT_BYTES;
 
   app.setSchemaErrorFormatter(formatSchemaErrors);
-  app.setErrorHandler((e, req, reply) => {
-    const w = toWireError(e);
-    if (w.status >= 500) req.log.error({ err: e }, 'admin request failed');
-    return sendError(reply, w);
-  });
   app.addHook('preValidation', async (req) => {
     const schema = req.routeOptions.schema;
     if (!schema) return;

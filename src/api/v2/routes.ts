@@ -8,7 +8,7 @@ import { gunzip, inflate } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { err } from '../../errors.js';
 import { channels, type RequestEvent } from '../../events.js';
-import type { ModelManager, ModelVersion } from '../../serving/index.js';
+import { signatureJson, type ModelManager, type ModelVersion } from '../../serving/index.js';
 import { failureReason, sendError, toWireError } from '../reply-error.js';
 import { encodeInferResponse, parseInferRequest } from './codec.js';
 
@@ -27,15 +27,8 @@ type ModelParams = { model: string; version?: string };
 const EXTENSIONS = ['binary_tensor_data', 'parameters'];
 
 function metadata(mv: ModelVersion, versions: readonly ModelVersion[]): object {
-  const sig = mv.signature;
-  const t = (s: { name: string; dtype: { v2: string }; shape: readonly number[] }): object => ({ name: s.name, datatype: s.dtype.v2, shape: s.shape });
-  return {
-    name: mv.model,
-    versions: versions.map((v) => v.label),
-    platform: mv.loaded?.platform ?? 'onnxruntime_onnx',
-    inputs: sig ? sig.inputs.map(t) : [],
-    outputs: sig ? sig.outputs.map(t) : [],
-  };
+  const sig = mv.signature ? signatureJson(mv.signature) : { inputs: [], outputs: [] };
+  return { name: mv.model, versions: versions.map((v) => v.label), platform: mv.loaded?.platform ?? 'onnxruntime_onnx', ...sig };
 }
 
 async function decompress(body: Buffer, encoding: string, limit: number): Promise<Buffer> {
