@@ -77,6 +77,11 @@ export class Registry {
     return this.#database.db;
   }
 
+  /** The metadata store this registry lives in, shared with the other control-plane stores (tenancy, usage, audit). */
+  get database(): Database {
+    return this.#database;
+  }
+
   onChange(listener: (e: RegistryEvent) => void): () => void {
     this.#listeners.add(listener);
     return () => void this.#listeners.delete(listener);

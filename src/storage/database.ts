@@ -67,11 +67,78 @@ export interface EventsTable {
   at: number;
 }
 
+export interface TenantsTable {
+  name: string;
+  description: string;
+  tier: string;
+  weight: number;
+  /** JSON: TenantLimits. */
+  limits: string;
+  disabled: number;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface ApiKeysTable {
+  /** The key's public prefix id (shown in listings). */
+  id: string;
+  /** Owning tenant; null for a platform admin key. */
+  tenant: string | null;
+  name: string;
+  /** sha256 of the whole key, hex. The key itself is never stored. */
+  hash: string;
+  /** JSON array of scopes. */
+  scopes: string;
+  /** JSON: per-key limits, or null. */
+  limits: string | null;
+  created_by: string;
+  created_at: number;
+  expires_at: number | null;
+  revoked_at: number | null;
+}
+
+export interface ModelAccessTable {
+  model: string;
+  tenant: string;
+  role: string;
+  created_at: number;
+}
+
+export interface UsageTable {
+  tenant: string;
+  model: string;
+  version: number;
+  period: number;
+  requests: number;
+  rows: number;
+  compute_ms: number;
+  errors: number;
+}
+
+export interface AuditLogTable {
+  id: Generated<number>;
+  at: number;
+  actor: string;
+  tenant: string | null;
+  action: string;
+  target: string | null;
+  status: number;
+  ip: string;
+  user_agent: string | null;
+  request_id: string | null;
+  detail: string | null;
+}
+
 export interface DB {
   models: ModelsTable;
   versions: VersionsTable;
   aliases: AliasesTable;
   events: EventsTable;
+  tenants: TenantsTable;
+  api_keys: ApiKeysTable;
+  model_access: ModelAccessTable;
+  usage: UsageTable;
+  audit_log: AuditLogTable;
 }
 
 export interface Database {

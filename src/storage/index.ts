@@ -2,5 +2,6 @@
  * @module
  * The metadata store (SQLite or Postgres through Kysely) and its migrations.
  */
-export { openDatabase, type Database, type DB, type Dialect, type ModelsTable, type VersionsTable, type AliasesTable, type EventsTable } from './database.js';
+export { openDatabase, type Database, type DB, type Dialect, type ModelsTable, type VersionsTable, type AliasesTable, type EventsTable,
+  type TenantsTable, type ApiKeysTable, type ModelAccessTable, type UsageTable, type AuditLogTable } from './database.js';
 export { migrate, migrations } from './migrations.js';

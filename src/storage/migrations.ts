@@ -3,7 +3,7 @@
  * The metadata store's schema, as one ordered list of migrations shared by SQLite and Postgres (a dialect
  * switch only where the two differ: the events id column). Applied by `openDatabase` through Kysely's Migrator.
  */
-import { Migrator, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 import { err } from '../errors.js';
 import type { DB, Dialect } from './database.js';
 
@@ -82,6 +82,94 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
       },
       async down(db: AnyDb): Promise<void> {
         for (const t of ['events', 'aliases', 'versions', 'models']) await db.schema.dropTable(t).ifExists().execute();
+      },
+    },
+    '0002_tenancy': {
+      async up(db: AnyDb): Promise<void> {
+        await db.schema
+          .createTable('tenants')
+          .addColumn('name', 'text', (c) => c.primaryKey())
+          .addColumn('description', 'text', (c) => c.notNull().defaultTo(''))
+          .addColumn('tier', 'text', (c) => c.notNull())
+          .addColumn('weight', 'real', (c) => c.notNull().defaultTo(1))
+          .addColumn('limits', 'text', (c) => c.notNull().defaultTo('{}'))
+          .addColumn('disabled', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('created_at', 'bigint', (c) => c.notNull())
+          .addColumn('updated_at', 'bigint', (c) => c.notNull())
+          .execute();
+
+        // tenant NULL: a platform admin key.
+        await db.schema
+          .createTable('api_keys')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('tenant', 'text', (c) => c.references('tenants.name').onDelete('cascade'))
+          .addColumn('name', 'text', (c) => c.notNull().defaultTo(''))
+          .addColumn('hash', 'text', (c) => c.notNull())
+          .addColumn('scopes', 'text', (c) => c.notNull())
+          .addColumn('limits', 'text')
+          .addColumn('created_by', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'bigint', (c) => c.notNull())
+          .addColumn('expires_at', 'bigint')
+          .addColumn('revoked_at', 'bigint')
+          .execute();
+        await db.schema.createIndex('api_keys_tenant').on('api_keys').column('tenant').execute();
+
+        // role: 'owner' (at most one per model) or 'shared'.
+        await db.schema
+          .createTable('model_access')
+          .addColumn('model', 'text', (c) => c.notNull().references('models.name').onDelete('cascade'))
+          .addColumn('tenant', 'text', (c) => c.notNull().references('tenants.name').onDelete('cascade'))
+          .addColumn('role', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'bigint', (c) => c.notNull())
+          .addPrimaryKeyConstraint('model_access_pk', ['model', 'tenant'])
+          .execute();
+        await db.schema.createIndex('model_access_tenant').on('model_access').column('tenant').execute();
+
+        // Usage per tenant ('' = unauthenticated / platform), model, version and hour (period = hour start, epoch ms).
+        await db.schema
+          .createTable('usage')
+          .addColumn('tenant', 'text', (c) => c.notNull())
+          .addColumn('model', 'text', (c) => c.notNull())
+          .addColumn('version', 'integer', (c) => c.notNull())
+          .addColumn('period', 'bigint', (c) => c.notNull())
+          .addColumn('requests', 'bigint', (c) => c.notNull().defaultTo(0))
+          .addColumn('rows', 'bigint', (c) => c.notNull().defaultTo(0))
+          .addColumn('compute_ms', 'real', (c) => c.notNull().defaultTo(0))
+          .addColumn('errors', 'bigint', (c) => c.notNull().defaultTo(0))
+          .addPrimaryKeyConstraint('usage_pk', ['tenant', 'model', 'version', 'period'])
+          .execute();
+        await db.schema.createIndex('usage_period').on('usage').column('period').execute();
+
+        let audit = db.schema.createTable('audit_log');
+        audit = dialect === 'postgres'
+          ? audit.addColumn('id', 'bigserial', (c) => c.primaryKey())
+          : audit.addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement());
+        await audit
+          .addColumn('at', 'bigint', (c) => c.notNull())
+          .addColumn('actor', 'text', (c) => c.notNull())
+          .addColumn('tenant', 'text')
+          .addColumn('action', 'text', (c) => c.notNull())
+          .addColumn('target', 'text')
+          .addColumn('status', 'integer', (c) => c.notNull())
+          .addColumn('ip', 'text', (c) => c.notNull())
+          .addColumn('user_agent', 'text')
+          .addColumn('request_id', 'text')
+          .addColumn('detail', 'text')
+          .execute();
+        await db.schema.createIndex('audit_log_at').on('audit_log').column('at').execute();
+        await db.schema.createIndex('audit_log_tenant_at').on('audit_log').columns(['tenant', 'at']).execute();
+        // Append-only, enforced by the database itself.
+        if (dialect === 'postgres') {
+          await sql`CREATE FUNCTION sy_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$`.execute(db);
+          await sql`CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log FOR EACH ROW EXECUTE FUNCTION sy_audit_append_only()`.execute(db);
+        } else {
+          await sql`CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END`.execute(db);
+          await sql`CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END`.execute(db);
+        }
+      },
+      async down(db: AnyDb): Promise<void> {
+        for (const t of ['audit_log', 'usage', 'model_access', 'api_keys', 'tenants']) await db.schema.dropTable(t).ifExists().execute();
+        if (dialect === 'postgres') await sql`DROP FUNCTION IF EXISTS sy_audit_append_only()`.execute(db);
       },
     },
   };
