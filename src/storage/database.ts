@@ -226,7 +226,7 @@ export async function openDatabase(url: string): Promise<Database> {
   else if (s === 'postgres' || s === 'postgresql') database = await openPostgres(url);
   else throw err('SY_ERR_CONFIG_INVALID', `database URL scheme "${s}:" is not supported (use sqlite: or postgres://)`);
   try {
-    await migrate(database.db, database.dialect);
+    await migrate(database.db, database.dialect, database.dialect === 'postgres' ? database.schema ?? 'public' : null);
   } catch (e) {
     await database.close().catch(() => undefined);
     throw e;

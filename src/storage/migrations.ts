@@ -118,7 +118,8 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema
           .createTable('model_access')
           .addColumn('model', 'text', (c) => c.notNull().references('models.name').onDelete('cascade'))
-          .addColumn('tenant', 'text', (c) => c.notNull().references('tenants.name').onDelete('cascade'))
+          // A tenant name or '*' (shared with every tenant), hence no foreign key; deleting a tenant deletes its rows.
+          .addColumn('tenant', 'text', (c) => c.notNull())
           .addColumn('role', 'text', (c) => c.notNull())
           .addColumn('created_at', 'bigint', (c) => c.notNull())
           .addPrimaryKeyConstraint('model_access_pk', ['model', 'tenant'])
@@ -185,9 +186,14 @@ class InCodeProvider implements MigrationProvider {
   }
 }
 
-/** Apply every pending migration; a failure is a configuration error naming the migration. */
-export async function migrate(db: Kysely<DB>, dialect: Dialect): Promise<void> {
-  const migrator = new Migrator({ db, provider: new InCodeProvider(dialect), migrationTableName: 'sy_migrations', migrationLockTableName: 'sy_migrations_lock' });
+/** Apply every pending migration (Postgres: in `schema`, when one is set); a failure is a configuration error naming the migration. */
+export async function migrate(db: Kysely<DB>, dialect: Dialect, schema: string | null = null): Promise<void> {
+  const migrator = new Migrator({
+    db, provider: new InCodeProvider(dialect), migrationTableName: 'sy_migrations', migrationLockTableName: 'sy_migrations_lock',
+    // Kysely looks for its tables across every schema unless told which: without this, another schema's
+    // migration tables on the same database would be taken for ours.
+    ...(schema === null ? {} : { migrationTableSchema: schema }),
+  });
   const { error, results } = await migrator.migrateToLatest();
   if (error !== undefined) {
     const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? '(migrator)';
