@@ -7,15 +7,26 @@ import { randomUUID } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
+import { Counter } from 'prom-client';
 import { adminRoutes, registerOpenApi } from './api/admin/routes.js';
+import { tenancyRoutes } from './api/admin/tenancy.js';
 import { v2Routes } from './api/v2/routes.js';
 import { installErrorShape } from './api/reply-error.js';
-import type { ServerConfig } from './config/server-config.js';
+import { authEnabled, checkExposure, type ServerConfig } from './config/server-config.js';
+import { filterExposition } from './monitoring/filter.js';
 import { createMetrics, type Metrics } from './monitoring/metrics.js';
 import { Registry } from './registry/index.js';
 import { onnxRuntime } from './runtimes/onnx/index.js';
 import { signatureJson } from './runtimes/types.js';
 import { importRepository, ModelManager } from './serving/index.js';
+import { AuditLog } from './tenancy/audit.js';
+import { Gateway } from './tenancy/gateway.js';
+import { checkCreatable, installGateway } from './tenancy/http.js';
+import { MemoryLimiter, type Limiter } from './tenancy/limiter.js';
+import { RedisLimiter } from './tenancy/redis-limiter.js';
+import { TenantStore } from './tenancy/store.js';
+import type { Principal } from './tenancy/types.js';
+import { UsageMeter } from './tenancy/usage.js';
 import { VERSION } from './version.js';
 
 export interface Switchyard {
@@ -24,6 +35,11 @@ export interface Switchyard {
   readonly registry: Registry;
   readonly metrics: Metrics;
   readonly logger: Logger;
+  readonly gateway: Gateway;
+  readonly usage: UsageMeter;
+  readonly audit: AuditLog;
+  /** A platform admin key generated at this start (auth on, none configured, none stored), to print once; else null. */
+  readonly bootstrapKey: string | null;
   /** Stop admitting, drain queued requests, release models. Idempotent. */
   close(): Promise<void>;
 }
@@ -39,6 +55,7 @@ export function createLogger(level: ServerConfig['logLevel']): Logger {
  * build (not start) the HTTP server.
  */
 export async function createSwitchyard(config: ServerConfig, logger: Logger = createLogger(config.logLevel)): Promise<Switchyard> {
+  checkExposure(config);
   const dataDir = resolve(config.dataDir);
   const registry = await Registry.open({
     databaseUrl: config.database || `sqlite:${join(dataDir, 'switchyard.db')}`,
@@ -58,6 +75,26 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     throw e;
   }
   const metrics = createMetrics(manager);
+  const db = registry.database.db;
+  const store = new TenantStore(db);
+  const limiter: Limiter = config.redis
+    ? new RedisLimiter({
+      url: config.redis, failMode: config.rateLimitFail, timeoutMs: config.redisTimeoutMs,
+      onBackendError: limitStoreErrors(logger, metrics, config.rateLimitFail),
+    })
+    : new MemoryLimiter();
+  const gateway = await Gateway.create({
+    store, authRequired: authEnabled(config), adminKey: config.adminKey || null, limiter, cacheMs: config.authCacheMs, logger,
+  });
+  let bootstrapKey: string | null = null;
+  if (authEnabled(config) && !config.adminKey && !(await store.hasActivePlatformKey())) {
+    bootstrapKey = (await store.createKey(null, { name: 'bootstrap', scopes: ['infer', 'read', 'admin'] }, 'switchyard')).key;
+    logger.warn('authentication is on and no platform admin key existed: generated one (printed once on stdout, stored hashed)');
+  }
+  const usage = new UsageMeter({ db, flushIntervalMs: config.usageFlushMs, logger, metrics: metrics.registry });
+  const audit = new AuditLog({ db, logger, metrics: metrics.registry });
+  const tenantOf = (p: Principal | null): string => (p?.kind === 'tenant' ? p.tenant.name : '');
+  const modelExists = (name: string): Promise<boolean> => registry.getModel(name).then(() => true, () => false);
   const bodyLimit = Math.floor(config.maxBodyMb * 1024 * 1024);
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
@@ -78,17 +115,37 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     done();
   });
   installErrorShape(app);
+  installGateway(app, { gateway, audit, logger, modelExists, metrics: metrics.registry });
 
   await registerOpenApi(app);
-  await app.register(v2Routes, { manager, serverName: 'switchyard', serverVersion: VERSION, bodyLimit });
+  await app.register(v2Routes, {
+    manager, serverName: 'switchyard', serverVersion: VERSION, bodyLimit,
+    flowOf: (req) => (req.principal ? gateway.flow(req.principal) : undefined),
+    onInferred: (req, mv, rows, computeMs, ok) => usage.record({ tenant: tenantOf(req.principal), model: mv.model, version: mv.version, rows, computeMs, ok }),
+  });
   await app.register(adminRoutes, {
     registry,
     maxArtifactBytes: Math.floor(config.maxArtifactMb * 1024 * 1024),
     serving: (model) => servingState(manager, model),
+    access: {
+      visible: (req, model) => !req.principal || gateway.canSee(req.principal, model),
+      checkCreate: (req, name) => checkCreatable(gateway, req, name),
+    },
   });
-  app.get('/metrics', async (_req, reply) => {
+  await app.register(tenancyRoutes, { gateway, usage, audit, modelExists });
+  app.get('/metrics', async (req, reply) => {
     const text = await metrics.registry.metrics();
-    return reply.type(metrics.registry.contentType).send(text);
+    const p = req.principal;
+    // A tenant's key scrapes only its own tenant's series and its models' series.
+    const body = p?.kind === 'tenant'
+      ? filterExposition(text, (l) => {
+        const t = l.get('tenant');
+        if (t !== undefined) return t === p.tenant.name;
+        const m = l.get('model');
+        return m !== undefined && gateway.canSee(p, m);
+      })
+      : text;
+    return reply.type(metrics.registry.contentType).send(body);
   });
 
   let closing: Promise<void> | null = null;
@@ -96,12 +153,32 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     closing ??= (async () => {
       await app.close();
       await manager.close(config.shutdownGraceMs);
+      await usage.close().catch((e: unknown) => logger.error({ err: e }, 'final usage flush failed'));
+      await gateway.close();
       metrics.close();
       await registry.close();
     })();
     return closing;
   };
-  return { app, manager, registry, metrics, logger, close };
+  return { app, manager, registry, metrics, logger, gateway, usage, audit, bootstrapKey, close };
+}
+
+/** Limit-store failures: a counter and at most one log line per 10 s. */
+function limitStoreErrors(logger: Logger, metrics: Metrics, mode: 'open' | 'closed'): (e: Error) => void {
+  const errors = new Counter({ name: 'switchyard_ratelimit_store_errors_total', help: 'Failed or timed-out calls to the shared limit store (Redis).', registers: [metrics.registry] });
+  let last = 0;
+  let suppressed = 0;
+  return (e) => {
+    errors.inc();
+    const now = Date.now();
+    if (now - last < 10_000) {
+      suppressed++;
+      return;
+    }
+    logger.error({ err: e, suppressed, failMode: mode }, `rate-limit store (Redis) failed; requests are ${mode === 'open' ? 'admitted unchecked (fail open)' : 'refused with 503 (fail closed)'}`);
+    last = now;
+    suppressed = 0;
+  };
 }
 
 /** Live state of a model's servable versions, for the admin API. */

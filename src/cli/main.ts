@@ -8,6 +8,7 @@ import { loadServerConfig, SERVER_DEFAULTS, type ServerConfig } from '../config/
 import { isSwitchyardError } from '../errors.js';
 import { createLogger, createSwitchyard } from '../server.js';
 import { modelsCommand } from './models.js';
+import { tenantsCommand } from './tenants.js';
 import { VERSION } from '../version.js';
 
 const int = (name: string) => (v: string): number => {
@@ -32,6 +33,8 @@ interface ServeFlags {
   modelRepository?: string; port?: number; host?: string; logLevel?: ServerConfig['logLevel'];
   maxBodyMb?: number; executionProvider?: ServerConfig['executionProvider']; shutdownGraceMs?: number;
   dataDir?: string; database?: string; memoryBudget?: number; loadWaitMs?: number; maxArtifactMb?: number;
+  auth?: boolean; adminKey?: string; insecure?: boolean; redis?: string; rateLimitFail?: 'open' | 'closed';
+  redisTimeoutMs?: number; authCacheMs?: number; usageFlushMs?: number;
 }
 
 async function serve(flags: ServeFlags): Promise<void> {
@@ -42,6 +45,10 @@ async function serve(flags: ServeFlags): Promise<void> {
   const models = sy.manager.list().map((m) => `${m.name}[${m.versions.map((v) => `${v.label}:${v.state}`).join(',')}]`);
   logger.info({ address, models }, 'switchyard listening');
   process.stdout.write(`Switchyard ${VERSION} listening on ${address} — models: ${models.join(' ') || '(none)'}\n`);
+  if (sy.bootstrapKey) {
+    process.stdout.write(`Generated platform admin key (shown this once; only its hash is stored):\n  ${sy.bootstrapKey}\n`);
+  }
+  if (!sy.gateway.authRequired) process.stdout.write('Authentication is off (open developer mode on loopback); start with --auth to require API keys.\n');
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) process.exit(1); // second signal: leave now
@@ -76,9 +83,18 @@ program
   .addOption(new Option('--max-body-mb <mib>', `largest request body in MiB, also after decompression [env SWITCHYARD_MAX_BODY_MB] (default: ${SERVER_DEFAULTS.maxBodyMb})`).argParser(num('max-body-mb')))
   .addOption(new Option('--execution-provider <ep>', `default onnxruntime execution provider for models whose config names none; cuda falls back to cpu when unavailable [env SWITCHYARD_EXECUTION_PROVIDER] (default: "${SERVER_DEFAULTS.executionProvider}")`).choices(['cpu', 'cuda']))
   .addOption(new Option('--shutdown-grace-ms <ms>', `on SIGTERM/SIGINT, how long queued requests may take to finish [env SWITCHYARD_SHUTDOWN_GRACE_MS] (default: ${SERVER_DEFAULTS.shutdownGraceMs})`).argParser(int('shutdown-grace-ms')))
+  .addOption(new Option('--auth', 'require an API key (Authorization: Bearer) on every endpoint except /v2/health/* and /docs; with no --admin-key and no stored platform key, one is generated and printed once [env SWITCHYARD_AUTH=1] (default: off on loopback)'))
+  .addOption(new Option('--admin-key <key>', 'a platform admin key (16+ characters, e.g. from a secret store); implies --auth [env SWITCHYARD_ADMIN_KEY]'))
+  .addOption(new Option('--insecure', 'allow a non-loopback --host without authentication (refused otherwise) [env SWITCHYARD_INSECURE=1]'))
+  .addOption(new Option('--redis <url>', 'Redis for tenant limits shared by all replicas (redis://127.0.0.1:6379) [env SWITCHYARD_REDIS] (default: in-process limits)'))
+  .addOption(new Option('--rate-limit-fail <mode>', `when Redis is unreachable: open admits requests unchecked, closed refuses them with 503 [env SWITCHYARD_RATE_LIMIT_FAIL] (default: "${SERVER_DEFAULTS.rateLimitFail}")`).choices(['open', 'closed']))
+  .addOption(new Option('--redis-timeout-ms <ms>', `longest a limit check waits for Redis [env SWITCHYARD_REDIS_TIMEOUT_MS] (default: ${SERVER_DEFAULTS.redisTimeoutMs})`).argParser(int('redis-timeout-ms')))
+  .addOption(new Option('--auth-cache-ms <ms>', `how long keys, tenants and model access are cached; changes made on another replica apply within this [env SWITCHYARD_AUTH_CACHE_MS] (default: ${SERVER_DEFAULTS.authCacheMs})`).argParser(int('auth-cache-ms')))
+  .addOption(new Option('--usage-flush-ms <ms>', `how often usage counters are written to the metadata store; a crash loses at most this much [env SWITCHYARD_USAGE_FLUSH_MS] (default: ${SERVER_DEFAULTS.usageFlushMs})`).argParser(int('usage-flush-ms')))
   .action(serve);
 
 program.addCommand(modelsCommand());
+program.addCommand(tenantsCommand());
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   process.stderr.write(`switchyard: ${isSwitchyardError(e) ? e.message : (e as Error).stack ?? String(e)}\n`);

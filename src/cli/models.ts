@@ -8,16 +8,9 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { Readable } from 'node:stream';
-import Table from 'cli-table3';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { action, call, CliError, enc, fields, humanBytes, kv, print, printJson, table, when, withConnection, type ConnFlags } from './client.js';
 import type { ModelRecord, RegistryEvent, VersionRecord } from '../registry/types.js';
-
-const DEFAULT_URL = 'http://127.0.0.1:8000';
-
-interface ConnFlags { url?: string; actor?: string; json?: boolean }
-
-/** A failure already formatted for the user. */
-class CliError extends Error {}
 
 const positiveInt = (what: string) => (v: string): number => {
   const n = Number(v);
@@ -35,76 +28,6 @@ function isoArg(v: string): string {
   return v;
 }
 
-function baseUrl(flags: ConnFlags): string {
-  return (flags.url ?? process.env['SWITCHYARD_URL'] ?? DEFAULT_URL).replace(/\/+$/, '');
-}
-
-/** One request to the admin API; returns the parsed JSON (null for 204). */
-async function call<T>(flags: ConnFlags, method: string, path: string, init: { json?: unknown; body?: NonNullable<RequestInit['body']>; headers?: Record<string, string> } = {}): Promise<T> {
-  const base = baseUrl(flags);
-  const headers: Record<string, string> = { accept: 'application/json', ...init.headers };
-  if (flags.actor) headers['x-switchyard-actor'] = flags.actor;
-  let body: NonNullable<RequestInit['body']> | undefined = init.body;
-  if (init.json !== undefined) {
-    headers['content-type'] = 'application/json';
-    body = JSON.stringify(init.json);
-  }
-  let res: Response;
-  try {
-    res = await fetch(`${base}${path}`, { method, headers, ...(body === undefined ? {} : { body }), ...(init.body instanceof ReadableStream ? { duplex: 'half' } : {}) } as RequestInit);
-  } catch (e) {
-    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-    const code = cause?.code;
-    if (code === 'ECONNREFUSED') throw new CliError(`cannot connect to the Switchyard server at ${base} (connection refused): is it running? Set --url or SWITCHYARD_URL.`);
-    if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') throw new CliError(`cannot resolve the Switchyard server host in ${base} (${code})`);
-    throw new CliError(`request to ${base}${path} failed: ${cause?.message ?? (e as Error).message}`);
-  }
-  const text = await res.text();
-  if (!res.ok) {
-    let message = text.trim() || res.statusText;
-    try {
-      const parsed = JSON.parse(text) as { error?: unknown };
-      if (typeof parsed.error === 'string') message = parsed.error;
-    } catch {
-      // not JSON: keep the text
-    }
-    throw new CliError(`${res.status} ${message}`);
-  }
-  if (res.status === 204 || text === '') return null as T;
-  return JSON.parse(text) as T;
-}
-
-const enc = encodeURIComponent;
-
-function print(text: string): void {
-  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
-}
-
-function printJson(v: unknown): void {
-  print(JSON.stringify(v, null, 2));
-}
-
-function table(head: string[], rows: (string | number)[][]): string {
-  const t = new Table({ head, style: { head: [], border: [] } });
-  for (const r of rows) t.push(r.map(String));
-  return t.toString();
-}
-
-export function humanBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = -1;
-  do {
-    v /= 1024;
-    i++;
-  } while (v >= 1024 && i < units.length - 1);
-  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
-}
-
-const when = (iso: string): string => iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z');
-const kv = (o: Readonly<Record<string, unknown>>): string => Object.entries(o).map(([k, v]) => `${k}=${String(v)}`).join(', ') || '-';
-
 function aliasesFor(m: ModelRecord, version: number): string[] {
   return Object.entries(m.aliases).filter(([, v]) => v === version).map(([a]) => a).sort();
 }
@@ -118,27 +41,6 @@ function eventDetail(e: RegistryEvent): string {
     case 'version_status': return `${e.value ?? ''}`;
     default: return '';
   }
-}
-
-/** Runs an action, turning failures into `switchyard: …` on stderr and exit status 1. */
-function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
-  return async (...args: A) => {
-    try {
-      await fn(...args);
-    } catch (e) {
-      if (!(e instanceof CliError)) throw e;
-      process.stderr.write(`switchyard: ${e.message}\n`);
-      process.exitCode = 1;
-    }
-  };
-}
-
-/** The options every subcommand takes. */
-function withConnection(cmd: Command): Command {
-  return cmd
-    .addOption(new Option('--url <url>', `Switchyard server base URL [env SWITCHYARD_URL] (default: "${DEFAULT_URL}")`))
-    .addOption(new Option('--actor <name>', 'who makes the change, recorded in the registry event log (default: "anonymous")'))
-    .addOption(new Option('--json', 'print the raw JSON response instead of a table'));
 }
 
 interface PushFlags extends ConnFlags {
@@ -186,13 +88,11 @@ async function list(flags: ConnFlags): Promise<void> {
 async function show(name: string, flags: ConnFlags): Promise<void> {
   const m = await call<ModelRecord & { versions: VersionRecord[]; serving?: Record<string, unknown>[] }>(flags, 'GET', `/api/v1/models/${enc(name)}`);
   if (flags.json) return printJson(m);
-  const fields = new Table({ style: { head: [], border: [] } });
-  fields.push(
+  print(fields([
     { Name: m.name }, { Description: m.description || '-' }, { Owner: m.owner || '-' }, { 'Load policy': m.loadPolicy },
     { Pinned: m.pinned ? 'yes' : 'no' }, { Tags: kv(m.tags) }, { 'Latest version': String(m.latestVersion) },
     { Created: when(m.createdAt) }, { Updated: when(m.updatedAt) },
-  );
-  print(fields.toString());
+  ]));
   const aliases = Object.entries(m.aliases).sort(([a], [b]) => a.localeCompare(b));
   print('\nAliases:');
   print(aliases.length ? table(['ALIAS', 'VERSION'], aliases) : '  (none)');

@@ -31,6 +31,22 @@ export const serverConfigSchema = z.strictObject({
   executionProvider: z.enum(['cpu', 'cuda']),
   /** How long shutdown waits for queued requests to finish, in ms. Default 10000. Env SWITCHYARD_SHUTDOWN_GRACE_MS. */
   shutdownGraceMs: z.number().int().min(0),
+  /** Require an API key on every endpoint but the health probes and /docs. Env SWITCHYARD_AUTH (1/true). */
+  auth: z.boolean(),
+  /** A platform admin key (any string of 16+ characters; implies auth). '' = none given: with auth on, one is generated and printed once at first start. Env SWITCHYARD_ADMIN_KEY. */
+  adminKey: z.string().refine((k) => k === '' || k.length >= 16, 'must be at least 16 characters'),
+  /** Allow serving on a non-loopback address without authentication. Env SWITCHYARD_INSECURE. */
+  insecure: z.boolean(),
+  /** Redis URL for limits shared by all replicas (redis://host:6379); '' = in-process limits. Env SWITCHYARD_REDIS. */
+  redis: z.string().refine((u) => u === '' || /^rediss?:\/\//.test(u), 'must start with redis:// or rediss://'),
+  /** When Redis is unreachable: admit requests unchecked (open) or refuse them with 503 (closed). Default open. Env SWITCHYARD_RATE_LIMIT_FAIL. */
+  rateLimitFail: z.enum(['open', 'closed']),
+  /** Longest a limit check waits for Redis, in ms. Default 50. Env SWITCHYARD_REDIS_TIMEOUT_MS. */
+  redisTimeoutMs: z.number().int().min(1),
+  /** How long keys, tenants and model access are cached; changes made through another replica apply within this. Default 5000. Env SWITCHYARD_AUTH_CACHE_MS. */
+  authCacheMs: z.number().int().min(0),
+  /** How often usage counters are written to the metadata store, in ms. Default 10000. Env SWITCHYARD_USAGE_FLUSH_MS. */
+  usageFlushMs: z.number().int().min(100),
 });
 
 export type ServerConfig = Readonly<z.infer<typeof serverConfigSchema>>;
@@ -48,29 +64,71 @@ export const SERVER_DEFAULTS: ServerConfig = Object.freeze({
   maxBodyMb: 64,
   executionProvider: 'cpu',
   shutdownGraceMs: 10_000,
+  auth: false,
+  adminKey: '',
+  insecure: false,
+  redis: '',
+  rateLimitFail: 'open',
+  redisTimeoutMs: 50,
+  authCacheMs: 5000,
+  usageFlushMs: 10_000,
 });
 
-const ENV: Record<keyof ServerConfig, { name: string; number: boolean }> = {
-  modelRepository: { name: 'SWITCHYARD_MODEL_REPOSITORY', number: false },
-  dataDir: { name: 'SWITCHYARD_DATA_DIR', number: false },
-  database: { name: 'SWITCHYARD_DATABASE', number: false },
-  memoryBudget: { name: 'SWITCHYARD_MEMORY_BUDGET', number: true },
-  loadWaitMs: { name: 'SWITCHYARD_LOAD_WAIT_MS', number: true },
-  maxArtifactMb: { name: 'SWITCHYARD_MAX_ARTIFACT_MB', number: true },
-  port: { name: 'SWITCHYARD_PORT', number: true },
-  host: { name: 'SWITCHYARD_HOST', number: false },
-  logLevel: { name: 'SWITCHYARD_LOG_LEVEL', number: false },
-  maxBodyMb: { name: 'SWITCHYARD_MAX_BODY_MB', number: true },
-  executionProvider: { name: 'SWITCHYARD_EXECUTION_PROVIDER', number: false },
-  shutdownGraceMs: { name: 'SWITCHYARD_SHUTDOWN_GRACE_MS', number: true },
+type EnvKind = 'string' | 'number' | 'boolean';
+const ENV: Record<keyof ServerConfig, { name: string; kind: EnvKind }> = {
+  modelRepository: { name: 'SWITCHYARD_MODEL_REPOSITORY', kind: 'string' },
+  dataDir: { name: 'SWITCHYARD_DATA_DIR', kind: 'string' },
+  database: { name: 'SWITCHYARD_DATABASE', kind: 'string' },
+  memoryBudget: { name: 'SWITCHYARD_MEMORY_BUDGET', kind: 'number' },
+  loadWaitMs: { name: 'SWITCHYARD_LOAD_WAIT_MS', kind: 'number' },
+  maxArtifactMb: { name: 'SWITCHYARD_MAX_ARTIFACT_MB', kind: 'number' },
+  port: { name: 'SWITCHYARD_PORT', kind: 'number' },
+  host: { name: 'SWITCHYARD_HOST', kind: 'string' },
+  logLevel: { name: 'SWITCHYARD_LOG_LEVEL', kind: 'string' },
+  maxBodyMb: { name: 'SWITCHYARD_MAX_BODY_MB', kind: 'number' },
+  executionProvider: { name: 'SWITCHYARD_EXECUTION_PROVIDER', kind: 'string' },
+  shutdownGraceMs: { name: 'SWITCHYARD_SHUTDOWN_GRACE_MS', kind: 'number' },
+  auth: { name: 'SWITCHYARD_AUTH', kind: 'boolean' },
+  adminKey: { name: 'SWITCHYARD_ADMIN_KEY', kind: 'string' },
+  insecure: { name: 'SWITCHYARD_INSECURE', kind: 'boolean' },
+  redis: { name: 'SWITCHYARD_REDIS', kind: 'string' },
+  rateLimitFail: { name: 'SWITCHYARD_RATE_LIMIT_FAIL', kind: 'string' },
+  redisTimeoutMs: { name: 'SWITCHYARD_REDIS_TIMEOUT_MS', kind: 'number' },
+  authCacheMs: { name: 'SWITCHYARD_AUTH_CACHE_MS', kind: 'number' },
+  usageFlushMs: { name: 'SWITCHYARD_USAGE_FLUSH_MS', kind: 'number' },
 };
+
+function envValue(v: string, kind: EnvKind): unknown {
+  if (kind === 'number') return Number(v);
+  if (kind === 'boolean') return /^(1|true|yes|on)$/i.test(v) ? true : /^(0|false|no|off)$/i.test(v) ? false : v;
+  return v;
+}
+
+const LOOPBACK = /^(localhost|127(?:\.\d{1,3}){3}|::1|\[::1\])$/i;
+
+/** Whether `host` binds only the loopback interface. */
+export function isLoopback(host: string): boolean {
+  return LOOPBACK.test(host);
+}
+
+/** Whether requests must carry an API key. */
+export function authEnabled(c: ServerConfig): boolean {
+  return c.auth || c.adminKey !== '';
+}
+
+/** Secure default: refuse to serve a non-loopback address without authentication unless --insecure. */
+export function checkExposure(c: ServerConfig): void {
+  if (!isLoopback(c.host) && !authEnabled(c) && !c.insecure) {
+    throw err('SY_ERR_CONFIG_INVALID', `refusing to serve ${c.host} (not loopback) without authentication: start with --auth (and --admin-key or the generated key), or --insecure to serve it open`);
+  }
+}
 
 /** Merge defaults < env < flags and validate. `flags` holds only what the user passed. */
 export function loadServerConfig(flags: Partial<Record<keyof ServerConfig, unknown>>, env: NodeJS.ProcessEnv = process.env): ServerConfig {
   const merged: Record<string, unknown> = { ...SERVER_DEFAULTS };
   for (const [key, spec] of Object.entries(ENV)) {
     const v = env[spec.name];
-    if (v !== undefined && v !== '') merged[key] = spec.number ? Number(v) : v;
+    if (v !== undefined && v !== '') merged[key] = envValue(v, spec.kind);
   }
   for (const [key, v] of Object.entries(flags)) if (v !== undefined) merged[key] = v;
   const r = serverConfigSchema.safeParse(merged);

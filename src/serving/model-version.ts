@@ -15,7 +15,7 @@ import type { ModelConfig } from '../config/model-config.js';
 import { err } from '../errors.js';
 import type { LoadedModel, Signature } from '../runtimes/types.js';
 import type { Tensor } from '../tensor/index.js';
-import type { Batcher, Job } from './batcher.js';
+import { DEFAULT_FLOW, type Batcher, type Flow, type Job } from './batcher.js';
 
 export type VersionState = 'UNLOADED' | 'LOADING' | 'READY' | 'UNLOADING' | 'UNAVAILABLE';
 
@@ -90,11 +90,14 @@ export class ModelVersion {
     this.lastUsed = ++tick;
   }
 
-  /** Queue a request; inputs in signature order. Throws 503 when not ready or the queue is full. */
-  submit(inputs: readonly Tensor[], rows: number, timeoutUs: number, abandoned: (() => boolean) | null = null): Job {
+  /**
+   * Queue a request of `flow` (fair queueing between flows, see the batcher); inputs in signature order.
+   * Throws 503 when not ready or the queue is full.
+   */
+  submit(inputs: readonly Tensor[], rows: number, timeoutUs: number, abandoned: (() => boolean) | null = null, flow: Flow = DEFAULT_FLOW): Job {
     if (this.state !== 'READY' || !this.batcher) {
       throw err('SY_ERR_MODEL_NOT_READY', `model "${this.model}" version ${this.version} is not ready (${this.state}${this.reason ? `: ${this.reason}` : ''})`, { retryAfterS: 1 });
     }
-    return this.batcher.submit(inputs, rows, timeoutUs || this.config.defaultTimeoutUs, abandoned);
+    return this.batcher.submit(inputs, rows, timeoutUs || this.config.defaultTimeoutUs, abandoned, flow);
   }
 }

@@ -135,7 +135,7 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .addColumn('period', 'bigint', (c) => c.notNull())
           .addColumn('requests', 'bigint', (c) => c.notNull().defaultTo(0))
           .addColumn('rows', 'bigint', (c) => c.notNull().defaultTo(0))
-          .addColumn('compute_ms', 'real', (c) => c.notNull().defaultTo(0))
+          .addColumn('compute_ms', 'double precision', (c) => c.notNull().defaultTo(0))
           .addColumn('errors', 'bigint', (c) => c.notNull().defaultTo(0))
           .addPrimaryKeyConstraint('usage_pk', ['tenant', 'model', 'version', 'period'])
           .execute();

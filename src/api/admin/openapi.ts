@@ -24,9 +24,16 @@ export async function registerOpenApi(app: FastifyInstance, opts: OpenApiOptions
         version: VERSION,
         description:
           'Switchyard HTTP API: the model registry admin API under `/api/v1` and the Open Inference Protocol (V2) under `/v2`. ' +
-          'Errors are `{"error": "..."}` with the HTTP status. Changes record the actor from the `x-switchyard-actor` header.',
+          'Errors are `{"error": "..."}` with the HTTP status. With authentication on (`--auth`), every endpoint but the health probes ' +
+          'and these docs needs `Authorization: Bearer <API key>`; what a tenant key cannot see answers 404. Changes record the key as the actor ' +
+          '(in open mode, the `x-switchyard-actor` header).',
       },
-      tags: [{ name: 'registry', description: 'Registered models, versions, aliases, tags and the event log.' }],
+      tags: [
+        { name: 'registry', description: 'Registered models, versions, aliases, tags and the event log.' },
+        { name: 'tenancy', description: 'Tenants, API keys, model ownership and sharing, usage and the audit log.' },
+      ],
+      components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', description: 'A Switchyard API key (sy_<id>_<secret>) or the platform admin key.' } } },
+      security: [{ bearerAuth: [] }],
     },
   });
   await app.register(swaggerUi, { routePrefix: opts.routePrefix ?? '/docs' });

@@ -23,6 +23,12 @@ export interface AdminOptions {
   serving?: (model: string) => Record<string, unknown>[];
   /** Largest accepted model artifact in bytes (default 2 GiB); larger uploads are answered 413. */
   maxArtifactBytes?: number;
+  /** Tenancy: which models a request may see (lists and the event log are filtered) and may create. Default: all. */
+  access?: {
+    visible(req: FastifyRequest, model: string): boolean;
+    /** Throws when the request may not create a model with this name. */
+    checkCreate(req: FastifyRequest, name: string): void;
+  };
 }
 
 export const DEFAULT_MAX_ARTIFACT_BYTES = 2 * 1024 ** 3;
@@ -35,7 +41,9 @@ type VersionP = { name: string; version: string };
 type AliasP = { name: string; alias: string };
 type EventsQ = { since?: string; until?: string; limit?: number };
 
+/** The acting principal (see the tenancy gateway), else the x-switchyard-actor header, else "anonymous". */
 function actorOf(req: FastifyRequest): string {
+  if (req.principal) return req.principal.actor;
   const h = req.headers[ACTOR_HEADER];
   const v = (Array.isArray(h) ? h[0] : h)?.trim();
   return v ? v : 'anonymous';
@@ -115,10 +123,8 @@ function checkStrict(value: unknown, schema: unknown, where: string, types: bool
   }
 }
 
-export async function adminRoutes(app: FastifyInstance, opts: AdminOptions): Promise<void> {
-  const { registry } = opts;
-  const maxBytes = opts.maxArtifactBytes ?? DEFAULT_MAX_ARTIFACT_BYTES;
-
+/** Admin-API validation for an encapsulated plugin: errors that name the field, unknown fields refused, JSON types exact. */
+export function strictValidation(app: FastifyInstance): void {
   app.setSchemaErrorFormatter(formatSchemaErrors);
   app.addHook('preValidation', async (req) => {
     const schema = req.routeOptions.schema;
@@ -126,6 +132,14 @@ export async function adminRoutes(app: FastifyInstance, opts: AdminOptions): Pro
     checkStrict(req.body, schema.body, 'body', true);
     checkStrict(req.query, schema.querystring, 'querystring', false);
   });
+}
+
+export async function adminRoutes(app: FastifyInstance, opts: AdminOptions): Promise<void> {
+  const { registry } = opts;
+  const maxBytes = opts.maxArtifactBytes ?? DEFAULT_MAX_ARTIFACT_BYTES;
+  const visible = opts.access?.visible ?? (() => true);
+
+  strictValidation(app);
   // Raw uploads: hand the request stream to the handler (no buffering here; the limit is enforced while streaming).
   app.addContentTypeParser('application/octet-stream', (_req, payload, done) => done(null, payload));
   await app.register(multipart, {
@@ -143,14 +157,17 @@ export async function adminRoutes(app: FastifyInstance, opts: AdminOptions): Pro
       tags: TAGS, summary: 'List registered models',
       response: { 200: { type: 'object', required: ['models'], properties: { models: { type: 'array', items: S.modelSchema } } }, ...S.errors() },
     },
-  }, async () => ({ models: await registry.listModels() }));
+  }, async (req) => ({ models: (await registry.listModels()).filter((m) => visible(req, m.name)) }));
 
   app.post<{ Body: CreateModelInput }>('/api/v1/models', {
     schema: {
       tags: TAGS, summary: 'Register a model', headers: S.actorHeaders, body: S.createModelBody,
       response: { 201: S.modelSchema, ...S.errors(400, 409) },
     },
-  }, async (req, reply) => reply.code(201).send(await registry.createModel(req.body, actorOf(req))));
+  }, async (req, reply) => {
+    opts.access?.checkCreate(req, req.body.name);
+    return reply.code(201).send(await registry.createModel(req.body, actorOf(req)));
+  });
 
   app.get<{ Params: NameP }>('/api/v1/models/:name', {
     schema: {
@@ -419,5 +436,9 @@ export async function adminRoutes(app: FastifyInstance, opts: AdminOptions): Pro
 
   app.get<{ Querystring: EventsQ & { model?: string } }>('/api/v1/events', {
     schema: { tags: TAGS, summary: 'The registry event log', querystring: S.eventsQuery, response: eventsResponse },
-  }, async (req) => ({ events: await registry.events(eventQuery(req.query, req.query.model)) }));
+  }, async (req) => {
+    const model = req.query.model;
+    if (model !== undefined && !visible(req, model)) return { events: [] };
+    return { events: (await registry.events(eventQuery(req.query, model))).filter((e) => visible(req, e.model)) };
+  });
 }

@@ -8,6 +8,7 @@ import { gunzip, inflate } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { err } from '../../errors.js';
 import { channels, type RequestEvent } from '../../events.js';
+import type { Flow, Job } from '../../serving/batcher.js';
 import { signatureJson, type ModelManager, type ModelVersion } from '../../serving/index.js';
 import { failureReason, sendError, toWireError } from '../reply-error.js';
 import { encodeInferResponse, parseInferRequest } from './codec.js';
@@ -20,6 +21,10 @@ export interface V2Options {
   serverName: string;
   serverVersion: string;
   bodyLimit: number;
+  /** The fair-queueing flow of a request (its tenant); undefined = the default flow. */
+  flowOf?: (req: FastifyRequest) => Flow | undefined;
+  /** Called once per inference that reached a model version, for usage accounting (rows 0 when the body was bad). */
+  onInferred?: (req: FastifyRequest, mv: ModelVersion, rows: number, computeMs: number, ok: boolean) => void;
 }
 
 type ModelParams = { model: string; version?: string };
@@ -58,6 +63,11 @@ function timeoutHeader(req: FastifyRequest): number {
   const n = Number(h);
   if (!Number.isFinite(n) || n <= 0) throw err('SY_ERR_BAD_REQUEST', `x-request-timeout-ms must be a positive number of milliseconds, got "${String(h)}"`);
   return Math.round(n * 1000);
+}
+
+/** This request's share of its batch's execution time (by rows). */
+function computeShare(job: Job): number {
+  return job.finishedAt > 0 && job.batchRows > 0 ? ((job.finishedAt - job.startedAt) * job.rows) / job.batchRows : 0;
 }
 
 export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<void> {
@@ -113,8 +123,9 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
       const parsed = parseInferRequest(body, headerLength(req), mv);
       const timeoutUs = parsed.timeoutUs || timeoutHeader(req);
       const socket = req.raw.socket;
-      job = mv.submit(parsed.inputs, parsed.rows, timeoutUs, () => socket.destroyed);
+      job = mv.submit(parsed.inputs, parsed.rows, timeoutUs, () => socket.destroyed, opts.flowOf?.(req));
       const outputs = await job.result;
+      opts.onInferred?.(req, mv, parsed.rows, computeShare(job), true);
       const res = encodeInferResponse(mv, parsed, outputs);
       if (channels.request.hasSubscribers) {
         channels.request.publish({
@@ -133,6 +144,7 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
           computeMs: started && job!.finishedAt > 0 ? job!.finishedAt - job!.startedAt : 0,
         } satisfies RequestEvent);
       }
+      opts.onInferred?.(req, mv, job?.rows ?? 0, job ? computeShare(job) : 0, false);
       return sendError(reply, toWireError(e));
     } finally {
       if (acquired) manager.release(mv);

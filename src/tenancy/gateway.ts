@@ -1,0 +1,206 @@
+/**
+ * @module
+ * The tenancy gateway's decisions, independent of HTTP: who a bearer key is (a principal), which models a
+ * principal can see, which limits apply to a request and which fair-queueing flow it joins.
+ *
+ * Keys, tenants and model access are read from the metadata store and cached for `cacheMs` (default 5 s):
+ * a change made through this replica applies at once (its caches are invalidated), one made through another
+ * replica within `cacheMs`. Expiry is checked on every request against the clock, never cached.
+ */
+import type { Logger } from 'pino';
+import { err } from '../errors.js';
+import type { Flow } from '../serving/batcher.js';
+import { hashKey, keyId, verifyKey } from './keys.js';
+import type { Limiter, LimitScope, LimitSpec } from './limiter.js';
+import type { StoredKey, TenantStore } from './store.js';
+import {
+  ALL_TENANTS, hasAnyLimit, effectiveLimits, NO_LIMITS, type Limits, type Principal, type Scope, type TenantRecord,
+} from './types.js';
+
+export interface GatewayOptions {
+  readonly store: TenantStore;
+  /** Refuse requests without a valid key (otherwise: open developer mode, a request without a key acts as the platform). */
+  readonly authRequired: boolean;
+  /** A platform admin key given by configuration (never stored; compared by hash). */
+  readonly adminKey: string | null;
+  /** Enforces tenant limits; null: none. */
+  readonly limiter: Limiter | null;
+  readonly cacheMs?: number;
+  readonly logger?: Logger;
+}
+
+interface CachedKey { readonly stored: StoredKey | null; readonly tenant: TenantRecord | null; readonly at: number }
+interface Access { readonly owner: string | null; readonly shared: ReadonlySet<string> }
+
+const BEARER = /^Bearer +(\S+) *$/i;
+const MAX_CACHED_KEYS = 10_000;
+
+export function unauthenticated(message: string): never {
+  throw err('SY_ERR_UNAUTHENTICATED', message);
+}
+
+export class Gateway {
+  readonly authRequired: boolean;
+  readonly limiter: Limiter | null;
+  readonly #store: TenantStore;
+  readonly #adminKeyHash: string | null;
+  readonly #cacheMs: number;
+  readonly #keys = new Map<string, CachedKey>();
+  #access = new Map<string, Access>();
+  #accessAt = 0;
+  #accessLoading: Promise<void> | null = null;
+  readonly #timer: NodeJS.Timeout;
+
+  private constructor(opts: GatewayOptions) {
+    this.authRequired = opts.authRequired;
+    this.limiter = opts.limiter;
+    this.#store = opts.store;
+    this.#adminKeyHash = opts.adminKey === null ? null : hashKey(opts.adminKey);
+    this.#cacheMs = opts.cacheMs ?? 5000;
+    this.#timer = setInterval(() => {
+      this.refreshAccess().catch((e: unknown) => opts.logger?.warn({ err: e }, 'model access refresh failed; keeping the last known'));
+    }, this.#cacheMs);
+    this.#timer.unref();
+  }
+
+  static async create(opts: GatewayOptions): Promise<Gateway> {
+    const g = new Gateway(opts);
+    await g.refreshAccess();
+    return g;
+  }
+
+  get store(): TenantStore {
+    return this.#store;
+  }
+
+  // ---- authentication ----
+
+  /**
+   * The principal for an Authorization header value. Throws SY_ERR_UNAUTHENTICATED for a missing (when
+   * authentication is required) or malformed header, an unknown, revoked or expired key. `actorHint` names the
+   * actor of unauthenticated requests in open mode (the x-switchyard-actor header).
+   */
+  authenticate(header: string | undefined, actorHint: string | null = null): Principal | Promise<Principal> {
+    if (header === undefined || header === '') {
+      if (this.authRequired) unauthenticated('missing Authorization header: send "Authorization: Bearer <API key>"');
+      return { kind: 'platform', actor: actorHint ?? 'anonymous', key: null };
+    }
+    const m = BEARER.exec(header);
+    if (!m) unauthenticated('malformed Authorization header: expected "Bearer <API key>"');
+    const key = m[1]!;
+    if (this.#adminKeyHash !== null && verifyKey(key, this.#adminKeyHash)) return { kind: 'platform', actor: 'admin', key: null };
+    const id = keyId(key);
+    if (id === null) {
+      verifyKey(key, null); // same work as a wrong secret
+      unauthenticated('invalid API key');
+    }
+    const cached = this.#keys.get(id);
+    if (cached && performance.now() - cached.at < this.#cacheMs) return this.#principal(key, cached);
+    return this.#loadKey(id).then((c) => this.#principal(key, c));
+  }
+
+  async #loadKey(id: string): Promise<CachedKey> {
+    const stored = await this.#store.findKey(id);
+    const tenant = stored?.record.tenant ? await this.#store.findTenant(stored.record.tenant) : null;
+    const c: CachedKey = { stored, tenant, at: performance.now() };
+    if (this.#keys.size >= MAX_CACHED_KEYS) this.#keys.clear();
+    this.#keys.set(id, c);
+    return c;
+  }
+
+  #principal(key: string, c: CachedKey): Principal {
+    const s = c.stored;
+    if (!verifyKey(key, s?.hash ?? null) || !s) unauthenticated('invalid API key');
+    if (s.revoked) unauthenticated(`API key ${s.record.id} has been revoked`);
+    if (s.expiresAt !== null && s.expiresAt <= Date.now()) unauthenticated(`API key ${s.record.id} expired at ${s.record.expiresAt}`);
+    if (s.record.tenant === null) return { kind: 'platform', actor: `admin/${s.record.id}`, key: s.record };
+    if (!c.tenant) unauthenticated('invalid API key'); // tenant deleted
+    if (c.tenant.disabled) throw err('SY_ERR_FORBIDDEN', `tenant "${c.tenant.name}" is disabled`);
+    return { kind: 'tenant', actor: `${c.tenant.name}/${s.record.id}`, tenant: c.tenant, key: s.record };
+  }
+
+  /** Forget cached keys (one id, or all: after a tenant changed, its keys' cached tenant record is stale). */
+  invalidateKeys(id?: string): void {
+    if (id === undefined) this.#keys.clear();
+    else this.#keys.delete(id);
+  }
+
+  // ---- authorization ----
+
+  hasScope(p: Principal, ...anyOf: Scope[]): boolean {
+    return p.kind === 'platform' || anyOf.some((s) => p.key.scopes.includes(s));
+  }
+
+  /** Whether `p` may see model `model` (platform: all; a tenant: what it owns or what is shared with it). */
+  canSee(p: Principal, model: string): boolean {
+    if (p.kind === 'platform') return true;
+    const a = this.#access.get(model);
+    if (!a) return false;
+    const t = p.tenant.name;
+    return a.owner === t || a.shared.has(t) || a.shared.has(ALL_TENANTS);
+  }
+
+  /** Whether `p` may change model `model` (platform, or the owning tenant). */
+  owns(p: Principal, model: string): boolean {
+    return p.kind === 'platform' || this.#access.get(model)?.owner === p.tenant.name;
+  }
+
+  /** A tenant creates models only in its namespace, `<tenant>.<name>`: names can never collide across tenants. */
+  inNamespace(p: Principal, model: string): boolean {
+    return p.kind === 'platform' || (model.startsWith(`${p.tenant.name}.`) && model.length > p.tenant.name.length + 1);
+  }
+
+  async refreshAccess(): Promise<void> {
+    this.#accessLoading ??= (async () => {
+      try {
+        const rows = await this.#store.listAccess();
+        const next = new Map<string, Access>();
+        for (const [model, a] of rows) next.set(model, { owner: a.owner, shared: new Set(a.shared) });
+        this.#access = next;
+        this.#accessAt = Date.now();
+      } finally {
+        this.#accessLoading = null;
+      }
+    })();
+    return this.#accessLoading;
+  }
+
+  /** When model access was last read from the store (epoch ms). */
+  get accessLoadedAt(): number {
+    return this.#accessAt;
+  }
+
+  // ---- limits and fairness ----
+
+  /** The limits a request by `p` to `model` must pass (none for the platform). */
+  limitScopes(p: Principal, model: string | null): LimitScope[] {
+    if (p.kind === 'platform') return [];
+    const t = p.tenant;
+    const scopes: LimitScope[] = [];
+    if (hasAnyLimit(t.effectiveLimits)) scopes.push({ key: `t:${t.name}`, spec: spec(t.effectiveLimits) });
+    if (p.key.limits) {
+      const l = effectiveLimits(NO_LIMITS, p.key.limits);
+      if (hasAnyLimit(l)) scopes.push({ key: `k:${p.key.id}`, spec: spec(l) });
+    }
+    const perModel = model === null ? undefined : t.limits.models?.[model];
+    if (perModel) {
+      const l = effectiveLimits(NO_LIMITS, perModel);
+      if (hasAnyLimit(l)) scopes.push({ key: `m:${t.name}:${model}`, spec: spec(l) });
+    }
+    return scopes;
+  }
+
+  /** The fair-queueing flow of a principal's requests: its tenant, weighted by tier. */
+  flow(p: Principal): Flow | undefined {
+    return p.kind === 'tenant' ? { id: p.tenant.name, weight: p.tenant.weight } : undefined;
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.limiter?.close();
+  }
+}
+
+function spec(l: Limits): LimitSpec {
+  return { rps: l.rps, burst: l.burst, concurrency: l.concurrency, dailyQuota: l.dailyQuota, monthlyQuota: l.monthlyQuota };
+}

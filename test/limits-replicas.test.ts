@@ -1,0 +1,151 @@
+/**
+ * Limits exact across replicas: three Switchyard server processes sharing Postgres (tenants, keys) and Redis
+ * (limits), a tenant limited to 100 requests/s with a burst of 10, and a client sending 300 requests/s
+ * round-robin over the three for 10 s. Admitted requests must be within ±1% of 100/s × 10 s (+ the burst).
+ * Redis and Postgres must be reachable in CI (CI=true).
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { after, before, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import { Pool } from 'undici';
+import { mlp } from '../tools/onnx/zoo.js';
+import { writeModelRepository } from '../tools/onnx/zoo.js';
+import { floats } from './helpers.js';
+import { PG_BASE, pgSchema, postgresReachable } from './registry-helpers.js';
+
+const REDIS = process.env['SY_TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+const ADMIN = 'replica-test-admin-key-0123456789';
+const CLI = new URL('../src/cli/main.js', import.meta.url).pathname;
+
+async function redisReachable(): Promise<string | null> {
+  const r = new Redis(REDIS, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 2000, retryStrategy: () => null });
+  try {
+    await r.connect();
+    await r.ping();
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  } finally {
+    r.disconnect();
+  }
+}
+
+interface Replica { proc: ChildProcess; url: string; pool: Pool }
+
+async function startReplica(args: string[]): Promise<Replica> {
+  const proc = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--log-level', 'warn', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise<string>((resolve, reject) => {
+    const lines = createInterface({ input: proc.stdout! });
+    const timer = setTimeout(() => reject(new Error('replica did not start within 60 s')), 60_000);
+    lines.on('line', (line) => {
+      const m = /listening on (http:\/\/\S+)/.exec(line);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    proc.once('exit', (code) => reject(new Error(`replica exited with ${code}`)));
+  });
+  return { proc, url, pool: new Pool(url, { connections: 16, pipelining: 1 }) };
+}
+
+const pgDown = await postgresReachable();
+const redisDown = await redisReachable();
+const inCi = process.env['CI'] === 'true';
+const down = [pgDown && `Postgres at ${PG_BASE}: ${pgDown}`, redisDown && `Redis at ${REDIS}: ${redisDown}`].filter(Boolean).join('; ');
+
+describe('tenant limits across three replicas (Redis)', { skip: down && !inCi ? `${down}; set CI=true to make this fail` : false }, () => {
+  const replicas: Replica[] = [];
+  const schema = pgSchema();
+  let dir = '';
+  let key = '';
+  const tenant = `rl${Math.random().toString(36).slice(2, 8)}`;
+  const body = JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: floats(64, 1) }] });
+
+  before(async () => {
+    assert.equal(down, '', `services must be reachable: ${down}`);
+    dir = await mkdtemp(join(tmpdir(), 'sy-limits-'));
+    await writeModelRepository(join(dir, 'repo'), { [`${tenant}.m`]: { versions: { 1: mlp(7) } } });
+    const common = ['--database', schema.url, '--data-dir', join(dir, 'data'), '--redis', REDIS, '--admin-key', ADMIN,
+      '--auth-cache-ms', '300', '--redis-timeout-ms', '2000', '--rate-limit-fail', 'closed'];
+    replicas.push(await startReplica([...common, '--model-repository', join(dir, 'repo')]));
+    replicas.push(...await Promise.all([startReplica(common), startReplica(common)]));
+    const admin = async (method: string, path: string, payload: unknown): Promise<Record<string, unknown>> => {
+      const r = await fetch(`${replicas[0]!.url}${path}`, { method, headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify(payload) });
+      const text = await r.text();
+      assert.ok(r.ok, `${method} ${path}: ${r.status} ${text}`);
+      return JSON.parse(text) as Record<string, unknown>;
+    };
+    await admin('POST', '/api/v1/tenants', { name: tenant, tier: 'unlimited', limits: { rps: 100, burst: 10 } });
+    await admin('PUT', `/api/v1/models/${tenant}.m/owner`, { tenant });
+    key = (await admin('POST', `/api/v1/tenants/${tenant}/keys`, { scopes: ['infer'] }))['key'] as string;
+  });
+
+  after(async () => {
+    for (const r of replicas) {
+      await r.pool.close();
+      r.proc.kill('SIGTERM');
+    }
+    await Promise.all(replicas.map((r) => new Promise((res) => (r.proc.exitCode !== null ? res(null) : r.proc.once('exit', res)))));
+    const redis = new Redis(REDIS);
+    const keys = await redis.keys(`*${tenant}*`);
+    if (keys.length) await redis.del(...keys);
+    redis.disconnect();
+    await schema.drop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function send(r: Replica): Promise<number> {
+    const res = await r.pool.request({
+      method: 'POST', path: `/v2/models/${tenant}.m/infer`, body,
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    });
+    await res.body.dump();
+    return res.statusCode;
+  }
+
+  it('admits 100/s × 10 s + burst within ±1% while 300/s are offered round-robin', async (t) => {
+    // Every replica sees the tenant, the key and the model (access caches refresh every 300 ms).
+    for (const r of replicas) {
+      const end = Date.now() + 10_000;
+      let status = 0;
+      while (Date.now() < end && (status = await send(r)) !== 200) await new Promise((res) => setTimeout(res, 100));
+      assert.equal(status, 200, `replica ${r.url} serves the tenant`);
+    }
+    await new Promise((res) => setTimeout(res, 300)); // the bucket refills to its burst
+
+    const rate = 100;
+    const burst = 10;
+    const seconds = 10;
+    const offered = 300;
+    const counts = new Map<number, number>();
+    const pending: Promise<void>[] = [];
+    const t0 = performance.now();
+    for (let i = 0; i < offered * seconds; i++) {
+      const due = t0 + (i * 1000) / offered;
+      const wait = due - performance.now();
+      if (wait > 1) await new Promise((res) => setTimeout(res, wait));
+      pending.push(send(replicas[i % replicas.length]!).then(
+        (s) => void counts.set(s, (counts.get(s) ?? 0) + 1),
+        () => void counts.set(-1, (counts.get(-1) ?? 0) + 1),
+      ));
+    }
+    const elapsed = (performance.now() - t0) / 1000;
+    await Promise.all(pending);
+    const admitted = counts.get(200) ?? 0;
+    const expected = rate * elapsed + burst;
+    const detail = `admitted ${admitted}, expected ${expected.toFixed(1)} over ${elapsed.toFixed(2)} s; statuses ${JSON.stringify([...counts])}`;
+    t.diagnostic(detail);
+    assert.ok(Math.abs(admitted - expected) <= 0.01 * rate * seconds, detail);
+    assert.equal(admitted + (counts.get(429) ?? 0), offered * seconds, `every other request is a 429: ${detail}`);
+    for (const r of replicas) {
+      const m = await (await fetch(`${r.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })).text();
+      assert.ok(/switchyard_ratelimit_decisions_total\{tenant="[^"]+",result="rate"\} [1-9]/.test(m), `replica ${r.url} rejected some: each enforces the shared limit`);
+    }
+  });
+});
