@@ -35,22 +35,22 @@ export async function stopServer(t: Target): Promise<void> {
 export interface Throughput { rps: number; p50Ms: number; p99Ms: number; errors: number; non2xx: number }
 
 /** Requests per second at `connections` concurrent keep-alive connections over `seconds`. */
-export async function throughput(url: string, path: string, body: string, connections: number, seconds: number): Promise<Throughput> {
+export async function throughput(url: string, path: string, body: string, connections: number, seconds: number, headers: Record<string, string> = {}): Promise<Throughput> {
   const r = await autocannon({
     url: url + path, method: 'POST', body, connections, duration: seconds, pipelining: 1,
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...headers },
   });
   return { rps: r.requests.average, p50Ms: r.latency.p50, p99Ms: r.latency.p99, errors: r.errors, non2xx: r.non2xx };
 }
 
 /** Sequential requests on one keep-alive connection; returns latency percentiles in ms. */
-export async function sequentialLatency(url: string, path: string, body: string, n: number): Promise<{ p50: number; p90: number; p99: number }> {
+export async function sequentialLatency(url: string, path: string, body: string, n: number, headers: Record<string, string> = {}): Promise<{ p50: number; p90: number; p99: number }> {
   const client = new Client(url, { pipelining: 1 });
   const samples: number[] = [];
   try {
     for (let i = 0; i < n + 200; i++) {
       const t0 = performance.now();
-      const res = await client.request({ path, method: 'POST', body, headers: { 'content-type': 'application/json' } });
+      const res = await client.request({ path, method: 'POST', body, headers: { 'content-type': 'application/json', ...headers } });
       await res.body.text();
       if (res.statusCode !== 200) throw new Error(`status ${res.statusCode}`);
       if (i >= 200) samples.push(performance.now() - t0); // first 200 warm up

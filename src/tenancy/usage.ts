@@ -90,16 +90,8 @@ export const DEFAULT_FLUSH_INTERVAL_MS = 10_000;
 const CHUNK = 500;
 const SEP = '\u0000';
 
-interface Delta {
-  tenant: string;
-  model: string;
-  version: number;
-  period: number;
-  requests: number;
-  rows: number;
-  computeMs: number;
-  errors: number;
-}
+/** Accumulated, not yet written usage of one (tenant, model, version, hour): the shape of a row. */
+type Delta = UsageRow;
 
 interface SeriesCounters {
   success: ReturnType<Counter['labels']>;
