@@ -159,10 +159,10 @@ const rowValues = (inst: GatedInstance, i: number): number[] => {
   return Array.from({ length: t.shape[0]! }, (_, r) => (t.data as Float32Array)[r * t.shape[1]!]!);
 };
 const count = (xs: number[], v: number): number => xs.filter((x) => x === v).length;
-/** Finish the running batch and let the batcher dispatch the next. */
+/** Finish the running batch and let the batcher dispatch the next (completion runs on microtasks). */
 const step = async (inst: GatedInstance): Promise<void> => {
   inst.finish();
-  await tick();
+  await new Promise<void>((r) => setImmediate(r));
 };
 const isQueueFull = (e: { code: string; status: number; retryAfterS: number; message: string }): boolean =>
   e.code === 'SY_ERR_QUEUE_FULL' && e.status === 503 && e.retryAfterS === 1 && /^queue is full \(4 requests waiting/.test(e.message);
