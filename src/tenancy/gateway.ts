@@ -10,7 +10,7 @@
 import type { Logger } from 'pino';
 import { err } from '../errors.js';
 import type { Flow } from '../serving/batcher.js';
-import { hashKey, keyId, verifyKey } from './keys.js';
+import { digestKey, digestMatches, hashKey, keyId } from './keys.js';
 import type { Limiter, LimitScope, LimitSpec } from './limiter.js';
 import type { StoredKey, TenantStore } from './store.js';
 import {
@@ -88,15 +88,16 @@ export class Gateway {
     const m = BEARER.exec(header);
     if (!m) unauthenticated('malformed Authorization header: expected "Bearer <API key>"');
     const key = m[1]!;
-    if (this.#adminKeyHash !== null && verifyKey(key, this.#adminKeyHash)) return { kind: 'platform', actor: 'admin', key: null };
+    const digest = digestKey(key);
+    if (this.#adminKeyHash !== null && digestMatches(digest, this.#adminKeyHash)) return { kind: 'platform', actor: 'admin', key: null };
     const id = keyId(key);
     if (id === null) {
-      verifyKey(key, null); // same work as a wrong secret
+      digestMatches(digest, null); // same work as a wrong secret
       unauthenticated('invalid API key');
     }
     const cached = this.#keys.get(id);
-    if (cached && performance.now() - cached.at < this.#cacheMs) return this.#principal(key, cached);
-    return this.#loadKey(id).then((c) => this.#principal(key, c));
+    if (cached && performance.now() - cached.at < this.#cacheMs) return this.#principal(digest, cached);
+    return this.#loadKey(id).then((c) => this.#principal(digest, c));
   }
 
   async #loadKey(id: string): Promise<CachedKey> {
@@ -108,9 +109,9 @@ export class Gateway {
     return c;
   }
 
-  #principal(key: string, c: CachedKey): Principal {
+  #principal(digest: Buffer, c: CachedKey): Principal {
     const s = c.stored;
-    if (!verifyKey(key, s?.hash ?? null) || !s) unauthenticated('invalid API key');
+    if (!digestMatches(digest, s?.hash ?? null) || !s) unauthenticated('invalid API key');
     if (s.revoked) unauthenticated(`API key ${s.record.id} has been revoked`);
     if (s.expiresAt !== null && s.expiresAt <= Date.now()) unauthenticated(`API key ${s.record.id} expired at ${s.record.expiresAt}`);
     if (s.record.tenant === null) return { kind: 'platform', actor: `admin/${s.record.id}`, key: s.record };

@@ -151,6 +151,16 @@ export function installGateway(app: FastifyInstance, opts: GatewayHttpOptions): 
     name: 'switchyard_ratelimit_decisions_total', help: 'Limit checks of tenant requests, by result (admitted, rate, concurrency, quota_daily, quota_monthly, unavailable).',
     labelNames: ['tenant', 'result'], registers,
   });
+  const children = new Map<string, { inc(): void }>();
+  const decision = (tenant: string, result: string): { inc(): void } => {
+    const k = `${tenant}\u0000${result}`;
+    let c = children.get(k);
+    if (!c) {
+      if (children.size > 10_000) children.clear();
+      children.set(k, c = decisions.labels({ tenant, result }));
+    }
+    return c;
+  };
   const degraded = new Counter({
     name: 'switchyard_ratelimit_unchecked_total', help: 'Requests admitted without a limit check because the limit store was unreachable (fail open).', registers,
   });
@@ -190,7 +200,7 @@ export function installGateway(app: FastifyInstance, opts: GatewayHttpOptions): 
       const scopes = gateway.limitScopes(p, model);
       if (scopes.length === 0) return;
       const a = await gateway.limiter.admit(scopes);
-      decisions.inc({ tenant: p.tenant.name, result: a.allowed ? 'admitted' : a.reason ?? 'unavailable' });
+      decision(p.tenant.name, a.allowed ? 'admitted' : a.reason ?? 'unavailable').inc();
       if (a.degraded) degraded.inc();
       setLimitHeaders(reply, a);
       if (!a.allowed) {

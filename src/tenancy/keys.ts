@@ -30,9 +30,13 @@ export function keyId(key: string): string | null {
 
 const DUMMY = Buffer.alloc(32);
 
-/** Constant-time check of `key` against a stored hex hash (a missing hash still costs one compare). */
-export function verifyKey(key: string, storedHash: string | null): boolean {
-  const given = createHash('sha256').update(key).digest();
+/** sha256 of a presented key: computed once per request, compared against any number of stored hashes. */
+export function digestKey(key: string): Buffer {
+  return createHash('sha256').update(key).digest();
+}
+
+/** Constant-time check of a key's digest against a stored hex hash (a missing hash still costs one compare). */
+export function digestMatches(digest: Buffer, storedHash: string | null): boolean {
   const stored = storedHash === null ? DUMMY : Buffer.from(storedHash, 'hex');
-  return timingSafeEqual(given, stored.length === 32 ? stored : DUMMY) && storedHash !== null;
+  return timingSafeEqual(digest, stored.length === 32 ? stored : DUMMY) && storedHash !== null;
 }
