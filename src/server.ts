@@ -20,7 +20,8 @@ import { onnxRuntime } from './runtimes/onnx/index.js';
 import { signatureJson } from './runtimes/types.js';
 import { importRepository, ModelManager } from './serving/index.js';
 import { AuditLog } from './tenancy/audit.js';
-import { Gateway } from './tenancy/gateway.js';
+import { PgChannel } from './storage/notify.js';
+import { Gateway, type TenancyChange } from './tenancy/gateway.js';
 import { checkCreatable, installGateway } from './tenancy/http.js';
 import { MemoryLimiter, type Limiter } from './tenancy/limiter.js';
 import { RedisLimiter } from './tenancy/redis-limiter.js';
@@ -83,8 +84,15 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
       onBackendError: limitStoreErrors(logger, metrics, config.rateLimitFail),
     })
     : new MemoryLimiter();
-  const gateway = await Gateway.create({
+  // Replicas sharing Postgres tell each other about key, tenant and access changes (revocation applies at once).
+  let gatewayRef: Gateway | null = null;
+  const database = registry.database;
+  const channel = database.pgConfig === null ? null : await PgChannel.start<TenancyChange>(
+    database.pgConfig, TENANCY_CHANNEL, database.schema ?? '', (c) => void gatewayRef?.apply(c).catch(() => undefined), logger,
+  );
+  const gateway = gatewayRef = await Gateway.create({
     store, authRequired: authEnabled(config), adminKey: config.adminKey || null, limiter, cacheMs: config.authCacheMs, logger,
+    ...(channel ? { publish: (c: TenancyChange) => channel.notify(db, c) } : {}),
   });
   let bootstrapKey: string | null = null;
   if (authEnabled(config) && !config.adminKey && !(await store.hasActivePlatformKey())) {
@@ -155,6 +163,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
       await manager.close(config.shutdownGraceMs);
       await usage.close().catch((e: unknown) => logger.error({ err: e }, 'final usage flush failed'));
       await gateway.close();
+      await channel?.close();
       metrics.close();
       await registry.close();
     })();
@@ -180,6 +189,9 @@ function limitStoreErrors(logger: Logger, metrics: Metrics, mode: 'open' | 'clos
     suppressed = 0;
   };
 }
+
+/** Postgres channel on which replicas announce tenancy changes (keys, tenants, model access). */
+const TENANCY_CHANNEL = 'switchyard_tenancy';
 
 /** Live state of a model's servable versions, for the admin API. */
 function servingState(manager: ModelManager, model: string): Record<string, unknown>[] {

@@ -84,4 +84,37 @@ describe('two replicas sharing Postgres', { skip: pgDown !== null && !inCi ? `Po
       await rm(shared, { recursive: true, force: true });
     }
   });
+  it('a key revoked or a model shared on one replica applies on the other at once (NOTIFY), not after the cache time', async () => {
+    assert.equal(pgDown, null, `Postgres must be reachable at ${PG_BASE}`);
+    const schema = pgSchema();
+    const shared = await mkdtemp(join(tmpdir(), 'sy-replicas-'));
+    const admin = 'replica-admin-key-0123456789abcdef';
+    const config = { database: schema.url, adminKey: admin, authCacheMs: 600_000 };
+    const a = await startSwitchyard({}, { dataDir: shared, config });
+    const b = await startSwitchyard({}, { dataDir: shared, config });
+    const call = (srv: TestServer, key: string, method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: unknown) =>
+      srv.sy.app.inject({ method, url, headers: { authorization: `Bearer ${key}` }, ...(payload === undefined ? {} : { payload: payload as object }) });
+    try {
+      const pushed = await a.sy.app.inject({
+        method: 'POST', url: '/api/v1/models/fraud/versions', payload: Buffer.from(mlp(1)),
+        headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/octet-stream' },
+      });
+      assert.equal(pushed.statusCode, 201, pushed.body);
+      assert.equal((await call(a, admin, 'POST', '/api/v1/tenants', { name: 'acme' })).statusCode, 201);
+      const created = await call(a, admin, 'POST', '/api/v1/tenants/acme/keys', { scopes: ['infer', 'read'] });
+      const { id, key } = created.json() as { id: string; key: string };
+      const meta = () => call(b, key, 'GET', '/v2/models/fraud');
+      await until('replica b serves fraud', async () => (await call(b, admin, 'GET', '/v2/models/fraud')).statusCode === 200);
+      assert.equal((await meta()).statusCode, 404, 'not shared yet (and b caches that for 10 minutes)');
+      assert.equal((await call(a, admin, 'PUT', '/api/v1/models/fraud/shares/acme')).statusCode, 200);
+      await until('replica b sees the share', async () => (await meta()).statusCode === 200, 3000);
+      assert.equal((await call(a, admin, 'DELETE', `/api/v1/keys/${id}`)).statusCode, 200);
+      await until('replica b refuses the revoked key', async () => (await meta()).statusCode === 401, 3000);
+    } finally {
+      await a.close();
+      await b.close();
+      await schema.drop();
+      await rm(shared, { recursive: true, force: true });
+    }
+  });
 });

@@ -4,13 +4,12 @@
  * change appended to the event log in the same transaction, artifacts in a content-addressed store. Listeners
  * (`onChange`) hear each event after commit — on Postgres also those appended by other processes (LISTEN).
  */
-import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { err } from '../errors.js';
 import { openDatabase, type Database, type Dialect, type VersionsTable } from '../storage/index.js';
 import { LocalArtifactStore, type ArtifactStore } from './artifacts.js';
-import { PgEventBridge } from './notify.js';
+import { PgChannel } from '../storage/notify.js';
 import {
   inTransaction, insertModel, lockModel, readAlias, readAliasAt, readEvents, readEventsById, readModel, readModels, readSnapshot, readVersionRow,
   notFound, type Db,
@@ -38,6 +37,9 @@ export interface RegistryOptions {
 type NewEvent = { model: string; type: EventType; version?: number | null; alias?: string | null; fromVersion?: number | null; toVersion?: number | null; key?: string | null; value?: string | null };
 type Append = (e: NewEvent) => Promise<void>;
 
+/** Postgres channel on which registry transactions announce their event ids to other replicas. */
+export const NOTIFY_CHANNEL = 'switchyard_registry';
+
 export class Registry {
   readonly dialect: Dialect;
   readonly #database: Database;
@@ -46,8 +48,7 @@ export class Registry {
   readonly #logger: Logger | undefined;
   readonly #maxBytes: number | undefined;
   readonly #listeners = new Set<(e: RegistryEvent) => void>();
-  readonly #instanceId = randomUUID();
-  #bridge: PgEventBridge | null = null;
+  #bridge: PgChannel<{ ids: number[] }> | null = null;
 
   private constructor(database: Database, opts: RegistryOptions) {
     this.dialect = database.dialect;
@@ -64,7 +65,10 @@ export class Registry {
     const registry = new Registry(database, opts);
     if (database.pgConfig !== null) {
       try {
-        registry.#bridge = await PgEventBridge.start(database.pgConfig, registry.#instanceId, database.schema ?? '', (ids) => registry.#relay(ids), opts.logger);
+        registry.#bridge = await PgChannel.start<{ ids: number[] }>(database.pgConfig, NOTIFY_CHANNEL, database.schema ?? '', (b) => {
+          if (!Array.isArray(b.ids)) return;
+          registry.#relay(b.ids.filter((x) => Number.isSafeInteger(x))).catch((e: unknown) => opts.logger?.warn({ err: e }, 'could not read events notified by another instance'));
+        }, opts.logger);
       } catch (e) {
         await database.close().catch(() => undefined);
         throw e;
@@ -372,7 +376,7 @@ export class Registry {
         const { id } = await tx.insertInto('events').values(row).returning('id').executeTakeFirstOrThrow();
         appended.push(eventRecord({ ...row, id: Number(id) }));
       });
-      if (this.#bridge !== null && appended.length > 0) await this.#bridge.notify(tx, appended.map((e) => e.id));
+      if (this.#bridge !== null && appended.length > 0) await this.#bridge.notify(tx, { ids: appended.map((e) => e.id) });
       return out;
     });
     for (const e of appended) this.#emit(e);

@@ -4,8 +4,9 @@
  * principal can see, which limits apply to a request and which fair-queueing flow it joins.
  *
  * Keys, tenants and model access are read from the metadata store and cached for `cacheMs` (default 5 s):
- * a change made through this replica applies at once (its caches are invalidated), one made through another
- * replica within `cacheMs`. Expiry is checked on every request against the clock, never cached.
+ * a change made through this replica applies at once (its caches are invalidated) and is published (on
+ * Postgres, NOTIFY) so other replicas drop theirs within milliseconds; `cacheMs` bounds staleness when a
+ * notification is lost. Expiry is checked on every request against the clock, never cached.
  */
 import type { Logger } from 'pino';
 import { err } from '../errors.js';
@@ -27,7 +28,12 @@ export interface GatewayOptions {
   readonly limiter: Limiter | null;
   readonly cacheMs?: number;
   readonly logger?: Logger;
+  /** Tell other replicas about a change (Postgres NOTIFY); absent on a single process. */
+  readonly publish?: (c: TenancyChange) => Promise<void>;
 }
+
+/** What changed, for cache invalidation: keys (one by id, or all: a tenant changed) or model access. */
+export type TenancyChange = { readonly kind: 'keys'; readonly id?: string } | { readonly kind: 'access' };
 
 interface CachedKey { readonly stored: StoredKey | null; readonly tenant: TenantRecord | null; readonly at: number }
 interface Access { readonly owner: string | null; readonly shared: ReadonlySet<string> }
@@ -50,8 +56,12 @@ export class Gateway {
   #accessAt = 0;
   #accessLoading: Promise<void> | null = null;
   readonly #timer: NodeJS.Timeout;
+  readonly #publish: ((c: TenancyChange) => Promise<void>) | undefined;
+  readonly #logger: Logger | undefined;
 
   private constructor(opts: GatewayOptions) {
+    this.#publish = opts.publish;
+    this.#logger = opts.logger;
     this.authRequired = opts.authRequired;
     this.limiter = opts.limiter;
     this.#store = opts.store;
@@ -120,10 +130,22 @@ export class Gateway {
     return { kind: 'tenant', actor: `${c.tenant.name}/${s.record.id}`, tenant: c.tenant, key: s.record };
   }
 
-  /** Forget cached keys (one id, or all: after a tenant changed, its keys' cached tenant record is stale). */
-  invalidateKeys(id?: string): void {
-    if (id === undefined) this.#keys.clear();
-    else this.#keys.delete(id);
+  /** A change made through this replica: apply it to the caches here, then tell the other replicas. */
+  async changed(c: TenancyChange): Promise<void> {
+    await this.apply(c);
+    try {
+      await this.#publish?.(c);
+    } catch (e) {
+      this.#logger?.warn({ err: e }, 'could not notify other replicas of a tenancy change; they see it within the cache time');
+    }
+  }
+
+  /** Apply a change to the caches (one made here, or announced by another replica). */
+  async apply(c: TenancyChange): Promise<void> {
+    if (c.kind === 'access') return this.refreshAccess();
+    // One key, or all of them: after a tenant changed, every cached key holds a stale tenant record.
+    if (c.id === undefined) this.#keys.clear();
+    else this.#keys.delete(c.id);
   }
 
   // ---- authorization ----

@@ -222,7 +222,7 @@ export function installGateway(app: FastifyInstance, opts: GatewayHttpOptions): 
     else if (req.method === 'POST' && req.routeOptions.url === '/api/v1/models') created = (req.body as { name?: string } | null)?.name ?? null;
     if (created !== null && !gateway.owns(p, created)) {
       await gateway.store.setOwner(created, p.tenant.name);
-      await gateway.refreshAccess();
+      await gateway.changed({ kind: 'access' });
     }
     return payload;
   });

@@ -87,7 +87,7 @@ export async function tenancyRoutes(app: FastifyInstance, opts: TenancyRoutesOpt
   }, async (req) => {
     requirePlatform(req);
     const t = await store.updateTenant(req.params.tenant, req.body);
-    gateway.invalidateKeys();
+    await gateway.changed({ kind: 'keys' });
     return t;
   });
 
@@ -96,8 +96,8 @@ export async function tenancyRoutes(app: FastifyInstance, opts: TenancyRoutesOpt
   }, async (req, reply) => {
     requirePlatform(req);
     await store.deleteTenant(req.params.tenant);
-    gateway.invalidateKeys();
-    await gateway.refreshAccess();
+    await gateway.changed({ kind: 'keys' });
+    await gateway.changed({ kind: 'access' });
     return reply.code(204).send();
   });
 
@@ -144,7 +144,7 @@ export async function tenancyRoutes(app: FastifyInstance, opts: TenancyRoutesOpt
     const found = await store.findKey(req.params.id);
     if (!found || (p.kind === 'tenant' && found.record.tenant !== p.tenant.name)) throw err('SY_ERR_TENANT_NOT_FOUND', `no API key "${req.params.id}"`);
     const revoked = await store.revokeKey(req.params.id);
-    gateway.invalidateKeys(req.params.id);
+    await gateway.changed({ kind: 'keys', id: req.params.id });
     return revoked;
   });
 
@@ -168,7 +168,7 @@ export async function tenancyRoutes(app: FastifyInstance, opts: TenancyRoutesOpt
     requirePlatform(req);
     await ownerOnly(req, req.params.name);
     const access = await store.setOwner(req.params.name, req.body.tenant);
-    await gateway.refreshAccess();
+    await gateway.changed({ kind: 'access' });
     return access;
   });
 
@@ -177,7 +177,7 @@ export async function tenancyRoutes(app: FastifyInstance, opts: TenancyRoutesOpt
   }, async (req) => {
     await ownerOnly(req, req.params.name);
     const access = await store.share(req.params.name, req.params.tenant);
-    await gateway.refreshAccess();
+    await gateway.changed({ kind: 'access' });
     return access;
   });
 
@@ -186,7 +186,7 @@ export async function tenancyRoutes(app: FastifyInstance, opts: TenancyRoutesOpt
   }, async (req) => {
     await ownerOnly(req, req.params.name);
     const access = await store.unshare(req.params.name, req.params.tenant);
-    await gateway.refreshAccess();
+    await gateway.changed({ kind: 'access' });
     return access;
   });
 
