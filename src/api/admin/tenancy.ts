@@ -43,7 +43,20 @@ function checkTenantReach(req: FastifyRequest, tenant: string): void {
   if (p.kind === 'tenant' && p.tenant.name !== tenant) throw err('SY_ERR_TENANT_NOT_FOUND', `no tenant "${tenant}"`);
 }
 
-const ms = (v: string | undefined, field: string): number | undefined => (v === undefined ? undefined : Date.parse(isoTime(v, field)));
+/**
+ * The filters common to usage and audit queries: the tenant (a tenant key is held to its own; naming another is
+ * 404) and the [from, to) time range from ISO query parameters.
+ */
+function scopedRange(req: FastifyRequest, q: { tenant?: string; from?: string; to?: string }): { tenant?: string; from?: number; to?: number } {
+  if (q.tenant !== undefined) checkTenantReach(req, q.tenant);
+  const p = principalOf(req);
+  const out: { tenant?: string; from?: number; to?: number } = {};
+  const tenant = p.kind === 'tenant' ? p.tenant.name : q.tenant;
+  if (tenant !== undefined) out.tenant = tenant;
+  if (q.from !== undefined) out.from = Date.parse(isoTime(q.from, 'from'));
+  if (q.to !== undefined) out.to = Date.parse(isoTime(q.to, 'to'));
+  return out;
+}
 
 export async function tenancyRoutes(app: FastifyInstance, opts: TenancyRoutesOptions): Promise<void> {
   const { gateway, usage, audit } = opts;
@@ -198,18 +211,10 @@ export async function tenancyRoutes(app: FastifyInstance, opts: TenancyRoutesOpt
       querystring: T.usageQuery, response: { 200: T.usageListSchema, ...S.errors(400, 401, 404) },
     },
   }, async (req) => {
-    const p = principalOf(req);
     const q = req.query;
-    if (q.tenant !== undefined) checkTenantReach(req, q.tenant);
-    const query: UsageQuery = { groupBy: q.group_by ?? 'hour' };
-    const tenant = p.kind === 'tenant' ? p.tenant.name : q.tenant;
-    if (tenant !== undefined) query.tenant = tenant;
+    const query: UsageQuery = { ...scopedRange(req, q), groupBy: q.group_by ?? 'hour' };
     if (q.model !== undefined) query.model = q.model;
     if (q.version !== undefined) query.version = q.version;
-    const from = ms(q.from, 'from');
-    const to = ms(q.to, 'to');
-    if (from !== undefined) query.from = from;
-    if (to !== undefined) query.to = to;
     const rows = await usage.query(query);
     return { usage: rows.map((r) => ({ ...r, period: new Date(r.period).toISOString() })) };
   });
@@ -223,16 +228,9 @@ export async function tenancyRoutes(app: FastifyInstance, opts: TenancyRoutesOpt
     const p = principalOf(req);
     if (!gateway.hasScope(p, 'admin')) throw err('SY_ERR_FORBIDDEN', 'reading the audit log needs the admin scope');
     const q = req.query;
-    if (q.tenant !== undefined) checkTenantReach(req, q.tenant);
-    const query: AuditQuery = {};
-    const tenant = p.kind === 'tenant' ? p.tenant.name : q.tenant;
-    if (tenant !== undefined) query.tenant = tenant;
+    const query: AuditQuery = scopedRange(req, q);
     if (q.actor !== undefined) query.actor = q.actor;
     if (q.action !== undefined) query.action = q.action;
-    const from = ms(q.from, 'from');
-    const to = ms(q.to, 'to');
-    if (from !== undefined) query.from = from;
-    if (to !== undefined) query.to = to;
     if (q.limit !== undefined) query.limit = q.limit;
     if (q.before !== undefined) query.before = q.before;
     const entries = await audit.query(query);
