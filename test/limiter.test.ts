@@ -13,6 +13,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { MemoryLimiter, type Admission, type LimitScope, type LimitSpec } from '../src/tenancy/limiter.js';
 import { RedisLimiter, type RedisLimiterOptions } from '../src/tenancy/redis-limiter.js';
+import { REDIS_URL, redisReachable } from './registry-helpers.js';
 
 const NONE: LimitSpec = { rps: null, burst: null, concurrency: null, dailyQuota: null, monthlyQuota: null };
 const spec = (s: Partial<LimitSpec>): LimitSpec => ({ ...NONE, ...s });
@@ -229,24 +230,8 @@ describe('MemoryLimiter (injected clock)', () => {
 // ---------------------------------------------------------------------------------------------------------
 // Redis
 
-const REDIS_HOST = '127.0.0.1';
-const REDIS_PORT = 6379;
-const REDIS_URL = `redis://${REDIS_HOST}:${REDIS_PORT}`;
-
-/** null when Redis answers PING on REDIS_URL, else why not. */
-function redisReachable(): Promise<string | null> {
-  return new Promise((resolve) => {
-    const sock = connect(REDIS_PORT, REDIS_HOST);
-    const done = (why: string | null): void => {
-      sock.destroy();
-      resolve(why);
-    };
-    sock.setTimeout(1000, () => done('no answer within 1 s'));
-    sock.on('error', (e) => done(e.message));
-    sock.on('connect', () => sock.write('PING\r\n'));
-    sock.on('data', (d) => done(d.toString().startsWith('+PONG') ? null : `unexpected reply ${JSON.stringify(d.toString())}`));
-  });
-}
+const { hostname: REDIS_HOST, port: redisPort } = new URL(REDIS_URL);
+const REDIS_PORT = Number(redisPort || 6379);
 
 /** A port on 127.0.0.1 that refuses connections: bound, then closed. */
 async function closedPort(): Promise<number> {

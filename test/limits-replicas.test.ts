@@ -16,24 +16,10 @@ import { Pool } from 'undici';
 import { mlp } from '../tools/onnx/zoo.js';
 import { writeModelRepository } from '../tools/onnx/zoo.js';
 import { floats } from './helpers.js';
-import { PG_BASE, pgSchema, postgresReachable } from './registry-helpers.js';
+import { PG_BASE, pgSchema, postgresReachable, REDIS_URL as REDIS, redisReachable } from './registry-helpers.js';
 
-const REDIS = process.env['SY_TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 const ADMIN = 'replica-test-admin-key-0123456789';
 const CLI = new URL('../src/cli/main.js', import.meta.url).pathname;
-
-async function redisReachable(): Promise<string | null> {
-  const r = new Redis(REDIS, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 2000, retryStrategy: () => null });
-  try {
-    await r.connect();
-    await r.ping();
-    return null;
-  } catch (e) {
-    return (e as Error).message;
-  } finally {
-    r.disconnect();
-  }
-}
 
 interface Replica { proc: ChildProcess; url: string; pool: Pool }
 

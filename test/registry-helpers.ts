@@ -3,6 +3,7 @@
  * temporary SQLite file and artifact directory, and a Fastify app with the admin plugin and OpenAPI wired the
  * way src/server.ts wires its routes (root error handler and not-found handler with the `{"error"}` shape).
  */
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -68,6 +69,23 @@ export async function startAdminApp(opts: { listen?: boolean } & Partial<Omit<Ad
 
 /** Postgres for tests; overridable for local setups (SY_TEST_POSTGRES_URL), CI uses the default. */
 export const PG_BASE = process.env['SY_TEST_POSTGRES_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+/** Redis for tests; overridable (SY_TEST_REDIS_URL), CI uses the default. */
+export const REDIS_URL = process.env['SY_TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+
+/** null when Redis answers PING, else why not. */
+export async function redisReachable(): Promise<string | null> {
+  const r = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 0, connectTimeout: 2000, retryStrategy: () => null });
+  try {
+    await r.connect();
+    await r.ping();
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  } finally {
+    r.disconnect();
+  }
+}
 
 /** null when Postgres answers, else why not. */
 export async function postgresReachable(): Promise<string | null> {

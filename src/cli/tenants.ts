@@ -5,7 +5,7 @@
  * or SWITCHYARD_API_KEY.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
-import type { ApiKeyRecord, ModelAccess, TenantRecord } from '../tenancy/types.js';
+import { LIMIT_FIELDS, SCOPES, type ApiKeyRecord, type ModelAccess, type TenantRecord } from '../tenancy/types.js';
 import { action, call, enc, fields, kv, print, printJson, table, when, withConnection, type ConnFlags } from './client.js';
 
 const positive = (what: string, integer: boolean) => (v: string): number => {
@@ -25,16 +25,16 @@ export function expiryArg(v: string): string {
 
 function scopesArg(v: string): string[] {
   const scopes = v.split(',').map((s) => s.trim()).filter(Boolean);
-  for (const s of scopes) if (!['infer', 'read', 'admin'].includes(s)) throw new InvalidArgumentError(`unknown scope "${s}" (infer, read, admin)`);
+  for (const s of scopes) if (!(SCOPES as readonly string[]).includes(s)) throw new InvalidArgumentError(`unknown scope "${s}" (${SCOPES.join(', ')})`);
   if (scopes.length === 0) throw new InvalidArgumentError('give at least one scope');
   return scopes;
 }
 
-interface LimitFlags { rps?: number; burst?: number; concurrency?: number; dailyQuota?: number; monthlyQuota?: number }
+type LimitFlags = { [K in (typeof LIMIT_FIELDS)[number]]?: number };
 
 function limitsOf(f: LimitFlags): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const k of ['rps', 'burst', 'concurrency', 'dailyQuota', 'monthlyQuota'] as const) if (f[k] !== undefined) out[k] = f[k];
+  for (const k of LIMIT_FIELDS) if (f[k] !== undefined) out[k] = f[k];
   return out;
 }
 

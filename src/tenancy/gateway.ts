@@ -12,10 +12,10 @@ import type { Logger } from 'pino';
 import { err } from '../errors.js';
 import type { Flow } from '../serving/batcher.js';
 import { digestKey, digestMatches, hashKey, keyId } from './keys.js';
-import type { Limiter, LimitScope, LimitSpec } from './limiter.js';
+import type { Limiter, LimitScope } from './limiter.js';
 import type { StoredKey, TenantStore } from './store.js';
 import {
-  ALL_TENANTS, hasAnyLimit, effectiveLimits, NO_LIMITS, type Limits, type Principal, type Scope, type TenantRecord,
+  ALL_TENANTS, hasAnyLimit, effectiveLimits, NO_LIMITS, type Principal, type Scope, type TenantRecord,
 } from './types.js';
 
 export interface GatewayOptions {
@@ -41,7 +41,7 @@ interface Access { readonly owner: string | null; readonly shared: ReadonlySet<s
 const BEARER = /^Bearer +(\S+) *$/i;
 const MAX_CACHED_KEYS = 10_000;
 
-export function unauthenticated(message: string): never {
+function unauthenticated(message: string): never {
   throw err('SY_ERR_UNAUTHENTICATED', message);
 }
 
@@ -53,7 +53,6 @@ export class Gateway {
   readonly #cacheMs: number;
   readonly #keys = new Map<string, CachedKey>();
   #access = new Map<string, Access>();
-  #accessAt = 0;
   #accessLoading: Promise<void> | null = null;
   readonly #timer: NodeJS.Timeout;
   readonly #publish: ((c: TenancyChange) => Promise<void>) | undefined;
@@ -180,17 +179,11 @@ export class Gateway {
         const next = new Map<string, Access>();
         for (const [model, a] of rows) next.set(model, { owner: a.owner, shared: new Set(a.shared) });
         this.#access = next;
-        this.#accessAt = Date.now();
       } finally {
         this.#accessLoading = null;
       }
     })();
     return this.#accessLoading;
-  }
-
-  /** When model access was last read from the store (epoch ms). */
-  get accessLoadedAt(): number {
-    return this.#accessAt;
   }
 
   // ---- limits and fairness ----
@@ -200,15 +193,15 @@ export class Gateway {
     if (p.kind === 'platform') return [];
     const t = p.tenant;
     const scopes: LimitScope[] = [];
-    if (hasAnyLimit(t.effectiveLimits)) scopes.push({ key: `t:${t.name}`, spec: spec(t.effectiveLimits) });
+    if (hasAnyLimit(t.effectiveLimits)) scopes.push({ key: `t:${t.name}`, spec: t.effectiveLimits });
     if (p.key.limits) {
       const l = effectiveLimits(NO_LIMITS, p.key.limits);
-      if (hasAnyLimit(l)) scopes.push({ key: `k:${p.key.id}`, spec: spec(l) });
+      if (hasAnyLimit(l)) scopes.push({ key: `k:${p.key.id}`, spec: l });
     }
     const perModel = model === null ? undefined : t.limits.models?.[model];
     if (perModel) {
       const l = effectiveLimits(NO_LIMITS, perModel);
-      if (hasAnyLimit(l)) scopes.push({ key: `m:${t.name}:${model}`, spec: spec(l) });
+      if (hasAnyLimit(l)) scopes.push({ key: `m:${t.name}:${model}`, spec: l });
     }
     return scopes;
   }
@@ -222,8 +215,4 @@ export class Gateway {
     clearInterval(this.#timer);
     await this.limiter?.close();
   }
-}
-
-function spec(l: Limits): LimitSpec {
-  return { rps: l.rps, burst: l.burst, concurrency: l.concurrency, dailyQuota: l.dailyQuota, monthlyQuota: l.monthlyQuota };
 }

@@ -22,8 +22,6 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** Who the request acts as; null on public routes. */
     principal: Principal | null;
-    /** The limiter's admission (released when the response closes), or null. */
-    admission: Admission | null;
   }
   interface FastifyContextConfig {
     access?: AccessRule;
@@ -165,7 +163,6 @@ export function installGateway(app: FastifyInstance, opts: GatewayHttpOptions): 
     name: 'switchyard_ratelimit_unchecked_total', help: 'Requests admitted without a limit check because the limit store was unreachable (fail open).', registers,
   });
   app.decorateRequest('principal', null);
-  app.decorateRequest('admission', null);
   app.addHook('onRoute', (route: RouteOptions) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
     route.config = { ...route.config, access: classify(methods[0]!, route.url) };
@@ -179,9 +176,11 @@ export function installGateway(app: FastifyInstance, opts: GatewayHttpOptions): 
     const p = await gateway.authenticate(req.headers.authorization, typeof hint === 'string' && hint.trim() ? hint.trim() : null);
     req.principal = p;
     let model: string | null = null;
+    let visible = false;
     if (rule.modelParam !== null) {
       model = (req.params as Record<string, string>)[rule.modelParam] ?? null;
-      if (model !== null && !gateway.canSee(p, model)) {
+      visible = model !== null && gateway.canSee(p, model);
+      if (model !== null && !visible) {
         // Creating a new model in the tenant's own namespace is the one way to reach a model it cannot see.
         if (!(rule.createsModel && gateway.inNamespace(p, model) && !(await modelExists(model)))) notVisible(rule, model);
       }
@@ -193,7 +192,7 @@ export function installGateway(app: FastifyInstance, opts: GatewayHttpOptions): 
     if (!gateway.hasScope(p, ...rule.scopes)) {
       throw err('SY_ERR_FORBIDDEN', `API key ${p.kind === 'tenant' ? p.key.id : ''} lacks the scope for this action (needs ${rule.scopes.join(' or ')})`);
     }
-    if (rule.mutatesModel && model !== null && !gateway.owns(p, model) && gateway.canSee(p, model)) {
+    if (rule.mutatesModel && model !== null && visible && !gateway.owns(p, model)) {
       throw err('SY_ERR_FORBIDDEN', `model "${model}" is shared with tenant "${p.kind === 'tenant' ? p.tenant.name : ''}" read-only; only its owner can change it`);
     }
     if (rule.limited && gateway.limiter && p.kind === 'tenant') {
@@ -207,7 +206,6 @@ export function installGateway(app: FastifyInstance, opts: GatewayHttpOptions): 
         reply.header('x-switchyard-limit-reason', a.reason ?? 'unavailable');
         throw err(REJECTION[a.reason ?? 'unavailable'], rejectionMessage(a, p.tenant.name), { retryAfterS: Math.max(1, Math.ceil(a.retryAfterMs / 1000)) });
       }
-      req.admission = a;
       reply.raw.once('close', () => a.release());
     }
   });

@@ -11,8 +11,9 @@ const KEY = /^(sy_[a-z2-7]{12})_([A-Za-z0-9_-]{43})$/;
 
 export interface NewKey { readonly id: string; readonly key: string; readonly hash: string }
 
+/** The stored form of a key: sha256, hex. */
 export function hashKey(key: string): string {
-  return createHash('sha256').update(key).digest('hex');
+  return digestKey(key).toString('hex');
 }
 
 export function generateKey(): NewKey {

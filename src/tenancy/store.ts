@@ -5,17 +5,15 @@
  */
 import type { Kysely } from 'kysely';
 import { err } from '../errors.js';
-import { isUniqueViolation } from '../registry/records.js';
+import { isUniqueViolation, iso } from '../registry/records.js';
 import type { ApiKeysTable, DB, TenantsTable } from '../storage/index.js';
 import { generateKey } from './keys.js';
 import {
-  ALL_TENANTS, DEFAULT_TIER, effectiveLimits, SCOPES, TENANT_NAME, TIERS,
+  ALL_TENANTS, DEFAULT_TIER, effectiveLimits, LIMIT_FIELDS, SCOPES, TENANT_NAME, TIERS,
   type ApiKeyRecord, type CreateKeyInput, type CreateTenantInput, type KeyStatus, type Limits, type ModelAccess, type Scope,
   type TenantLimits, type TenantRecord, type UpdateTenantInput,
 } from './types.js';
 
-const iso = (ms: number): string => new Date(ms).toISOString();
-const LIMIT_FIELDS = ['rps', 'burst', 'concurrency', 'dailyQuota', 'monthlyQuota'] as const;
 
 function bad(message: string): never {
   throw err('SY_ERR_BAD_REQUEST', message);
@@ -129,9 +127,9 @@ export class TenantStore {
   }
 
   async getTenant(name: string): Promise<TenantRecord> {
-    const row = await this.#db.selectFrom('tenants').selectAll().where('name', '=', name).executeTakeFirst();
-    if (!row) throw err('SY_ERR_TENANT_NOT_FOUND', `no tenant "${name}"`);
-    return tenantRecord(row);
+    const t = await this.findTenant(name);
+    if (!t) throw err('SY_ERR_TENANT_NOT_FOUND', `no tenant "${name}"`);
+    return t;
   }
 
   async findTenant(name: string): Promise<TenantRecord | null> {

@@ -3,6 +3,7 @@
  * Tenancy records as the API returns them: tenants with their tier, weight and limits, API keys (never the
  * secret), model access (owner and shares), and the principal a request acts as.
  */
+import type { LimitSpec } from './limiter.js';
 
 /** What a key may do. `infer`: call models; `read`: see models, metadata, usage; `admin`: change the tenant's models and keys. */
 export const SCOPES = ['infer', 'read', 'admin'] as const;
@@ -14,18 +15,11 @@ export const TENANT_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 /** `model_access.tenant` value that shares a model with every tenant. */
 export const ALL_TENANTS = '*';
 
-/** Limits of one scope; a null field means "no limit" (after tier defaults are applied). */
-export interface Limits {
-  /** Sustained requests per second (token bucket refill). */
-  readonly rps: number | null;
-  /** Bucket capacity: how many requests may arrive at once after an idle period. */
-  readonly burst: number | null;
-  /** Requests in flight at once. */
-  readonly concurrency: number | null;
-  /** Requests per UTC day / calendar month. */
-  readonly dailyQuota: number | null;
-  readonly monthlyQuota: number | null;
-}
+/** Limits of one scope, as the limiter enforces them; a null field means "no limit" (after tier defaults). */
+export type Limits = LimitSpec;
+
+/** The fields of {@link Limits}, in one place for validation, merging and the CLI flags. */
+export const LIMIT_FIELDS = ['rps', 'burst', 'concurrency', 'dailyQuota', 'monthlyQuota'] as const satisfies readonly (keyof Limits)[];
 
 /** A tenant's limits as stored: overrides of its tier's defaults, plus optional per-model limits. */
 export interface TenantLimits extends Partial<Limits> {
@@ -34,7 +28,8 @@ export interface TenantLimits extends Partial<Limits> {
 
 export interface TierSpec { readonly weight: number; readonly limits: Limits }
 
-const NONE: Limits = { rps: null, burst: null, concurrency: null, dailyQuota: null, monthlyQuota: null };
+/** No limit at all. */
+export const NO_LIMITS: Limits = { rps: null, burst: null, concurrency: null, dailyQuota: null, monthlyQuota: null };
 
 /**
  * Built-in tiers: a tenant starts from its tier's weight (its share of a busy model's capacity, see fair
@@ -44,7 +39,7 @@ export const TIERS: Readonly<Record<string, TierSpec>> = {
   free: { weight: 1, limits: { rps: 10, burst: 20, concurrency: 4, dailyQuota: 10_000, monthlyQuota: null } },
   standard: { weight: 2, limits: { rps: 100, burst: 200, concurrency: 32, dailyQuota: null, monthlyQuota: null } },
   premium: { weight: 4, limits: { rps: 1000, burst: 2000, concurrency: 256, dailyQuota: null, monthlyQuota: null } },
-  unlimited: { weight: 1, limits: NONE },
+  unlimited: { weight: 1, limits: NO_LIMITS },
 };
 export const DEFAULT_TIER = 'standard';
 
@@ -117,7 +112,7 @@ export function effectiveLimits(base: Limits, ...overrides: ReadonlyArray<Partia
   const out: { -readonly [K in keyof Limits]: number | null } = { ...base };
   for (const o of overrides) {
     if (!o) continue;
-    for (const k of Object.keys(NONE) as (keyof Limits)[]) if (o[k] !== undefined) out[k] = o[k];
+    for (const k of LIMIT_FIELDS) if (o[k] !== undefined) out[k] = o[k];
   }
   return out;
 }
@@ -126,4 +121,3 @@ export function hasAnyLimit(l: Limits): boolean {
   return l.rps !== null || l.concurrency !== null || l.dailyQuota !== null || l.monthlyQuota !== null;
 }
 
-export const NO_LIMITS = NONE;
