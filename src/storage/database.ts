@@ -25,6 +25,9 @@ export interface ModelsTable {
   latest_version: number;
   created_at: number;
   updated_at: number;
+  /** Traffic policy JSON, null = none. */
+  routing: string | null;
+  routing_revision: number;
 }
 
 export interface VersionsTable {
@@ -129,6 +132,41 @@ export interface AuditLogTable {
   detail: string | null;
 }
 
+export interface ExperimentsTable {
+  id: string;
+  model: string;
+  description: string;
+  status: string;
+  config: string;
+  created_by: string;
+  created_at: number;
+  stopped_at: number | null;
+  stop_reason: string | null;
+}
+
+export interface ExperimentExposuresTable {
+  experiment: string;
+  unit: string;
+  arm: string;
+  first_at: number;
+}
+
+export interface ExperimentTrafficTable {
+  experiment: string;
+  arm: string;
+  assignment: string;
+  requests: number;
+}
+
+export interface ExperimentEventsTable {
+  id: Generated<number>;
+  experiment: string;
+  unit: string;
+  metric: string;
+  value: number;
+  at: number;
+}
+
 export interface DB {
   models: ModelsTable;
   versions: VersionsTable;
@@ -139,6 +177,10 @@ export interface DB {
   model_access: ModelAccessTable;
   usage: UsageTable;
   audit_log: AuditLogTable;
+  experiments: ExperimentsTable;
+  experiment_exposures: ExperimentExposuresTable;
+  experiment_traffic: ExperimentTrafficTable;
+  experiment_events: ExperimentEventsTable;
 }
 
 export interface Database {

@@ -3,5 +3,6 @@
  * The metadata store (SQLite or Postgres through Kysely) and its migrations.
  */
 export { openDatabase, type Database, type DB, type Dialect, type ModelsTable, type VersionsTable, type AliasesTable, type EventsTable,
-  type TenantsTable, type ApiKeysTable, type ModelAccessTable, type UsageTable, type AuditLogTable } from './database.js';
+  type TenantsTable, type ApiKeysTable, type ModelAccessTable, type UsageTable, type AuditLogTable,
+  type ExperimentsTable, type ExperimentExposuresTable, type ExperimentTrafficTable, type ExperimentEventsTable } from './database.js';
 export { migrate, migrations } from './migrations.js';

@@ -173,6 +173,68 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         if (dialect === 'postgres') await sql`DROP FUNCTION IF EXISTS sy_audit_append_only()`.execute(db);
       },
     },
+    '0003_routing': {
+      async up(db: AnyDb): Promise<void> {
+        // The model's traffic policy (JSON, null = none) and its revision (bumped by every change).
+        await db.schema.alterTable('models').addColumn('routing', 'text').execute();
+        await db.schema.alterTable('models').addColumn('routing_revision', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+
+        await db.schema
+          .createTable('experiments')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('model', 'text', (c) => c.notNull())
+          .addColumn('description', 'text', (c) => c.notNull().defaultTo(''))
+          // running | stopped | rolled_back
+          .addColumn('status', 'text', (c) => c.notNull())
+          // JSON: arms (name, target, weight) as bound at creation, control arm, guardrails.
+          .addColumn('config', 'text', (c) => c.notNull())
+          .addColumn('created_by', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'bigint', (c) => c.notNull())
+          .addColumn('stopped_at', 'bigint')
+          .addColumn('stop_reason', 'text')
+          .execute();
+        await db.schema.createIndex('experiments_model').on('experiments').column('model').execute();
+
+        // First exposure of each unit (routing key) to an arm; a unit stays in the arm it was first exposed to.
+        await db.schema
+          .createTable('experiment_exposures')
+          .addColumn('experiment', 'text', (c) => c.notNull().references('experiments.id').onDelete('cascade'))
+          .addColumn('unit', 'text', (c) => c.notNull())
+          .addColumn('arm', 'text', (c) => c.notNull())
+          .addColumn('first_at', 'bigint', (c) => c.notNull())
+          .addPrimaryKeyConstraint('experiment_exposures_pk', ['experiment', 'unit'])
+          .execute();
+        await db.schema.createIndex('experiment_exposures_arm').on('experiment_exposures').columns(['experiment', 'arm']).execute();
+
+        // Requests routed per arm, by how they were assigned: 'hash' (routing key) or 'random' (no key).
+        await db.schema
+          .createTable('experiment_traffic')
+          .addColumn('experiment', 'text', (c) => c.notNull().references('experiments.id').onDelete('cascade'))
+          .addColumn('arm', 'text', (c) => c.notNull())
+          .addColumn('assignment', 'text', (c) => c.notNull())
+          .addColumn('requests', 'bigint', (c) => c.notNull().defaultTo(0))
+          .addPrimaryKeyConstraint('experiment_traffic_pk', ['experiment', 'arm', 'assignment'])
+          .execute();
+
+        let events = db.schema.createTable('experiment_events');
+        events = dialect === 'postgres'
+          ? events.addColumn('id', 'bigserial', (c) => c.primaryKey())
+          : events.addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement());
+        await events
+          .addColumn('experiment', 'text', (c) => c.notNull().references('experiments.id').onDelete('cascade'))
+          .addColumn('unit', 'text', (c) => c.notNull())
+          .addColumn('metric', 'text', (c) => c.notNull())
+          .addColumn('value', 'double precision', (c) => c.notNull())
+          .addColumn('at', 'bigint', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('experiment_events_metric_unit').on('experiment_events').columns(['experiment', 'metric', 'unit']).execute();
+      },
+      async down(db: AnyDb): Promise<void> {
+        for (const t of ['experiment_events', 'experiment_traffic', 'experiment_exposures', 'experiments']) await db.schema.dropTable(t).ifExists().execute();
+        await db.schema.alterTable('models').dropColumn('routing_revision').execute();
+        await db.schema.alterTable('models').dropColumn('routing').execute();
+      },
+    },
   };
 }
 
