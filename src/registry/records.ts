@@ -121,6 +121,8 @@ export function newModelRow(name: string, input: CreateModelInput, now: number):
     pinned: input.pinned === true ? 1 : 0,
     config: JSON.stringify(checkConfig(input.config ?? {}, name)),
     latest_version: 0,
+    routing: null,
+    routing_revision: 0,
     created_at: now,
     updated_at: now,
   };
