@@ -38,10 +38,38 @@ export interface UnloadEvent { model: string; version: string; reason: UnloadRea
 /** A request waited for its version to load (a cold start), for `waitMs`. */
 export interface ColdStartEvent { model: string; version: string; waitMs: number; ok: boolean }
 
+/** A request that named no version was routed by its model's traffic policy. */
+export interface RouteEvent { model: string; arm: string; assignment: 'hash' | 'random' | 'excluded' | 'fixed' }
+
+/** A request was served by a fallback target after `from` failed (reason: a failure reason or `circuit_open`). */
+export interface FallbackEvent { model: string; from: string; to: string; reason: string }
+
+/** A version's circuit breaker changed state. */
+export interface CircuitEvent { model: string; version: string; from: 'closed' | 'open' | 'half_open'; to: 'closed' | 'open' | 'half_open' }
+
+/** A shadow copy finished (or was dropped). `target` is the shadow's version or alias as the policy names it. */
+export interface ShadowEvent {
+  model: string;
+  target: string;
+  outcome: 'ok' | 'error' | 'timeout' | 'dropped';
+  latencyMs: number | null;
+  maxAbsDiff: number | null;
+  agreement: number | null;
+  rows: number;
+}
+
+/** A result-cache lookup. */
+export interface CacheEvent { model: string; hit: boolean }
+
 export const channels = {
   request: diagnostics.channel('switchyard:inference:request'),
   batch: diagnostics.channel('switchyard:serving:batch'),
   load: diagnostics.channel('switchyard:serving:load'),
   unload: diagnostics.channel('switchyard:serving:unload'),
   coldStart: diagnostics.channel('switchyard:serving:cold-start'),
+  route: diagnostics.channel('switchyard:routing:route'),
+  fallback: diagnostics.channel('switchyard:routing:fallback'),
+  circuit: diagnostics.channel('switchyard:routing:circuit'),
+  shadow: diagnostics.channel('switchyard:routing:shadow'),
+  cache: diagnostics.channel('switchyard:routing:cache'),
 } as const;

@@ -7,17 +7,23 @@ import { randomUUID } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
+import { Redis } from 'ioredis';
 import { Counter } from 'prom-client';
 import { adminRoutes, registerOpenApi } from './api/admin/routes.js';
+import { routingAdminRoutes } from './api/admin/routing.js';
 import { tenancyRoutes } from './api/admin/tenancy.js';
 import { v2Routes } from './api/v2/routes.js';
 import { installErrorShape } from './api/reply-error.js';
 import { authEnabled, checkExposure, type ServerConfig } from './config/server-config.js';
+import { ExperimentStore } from './experiments/store.js';
+import { ExperimentTracker } from './experiments/tracker.js';
 import { filterExposition } from './monitoring/filter.js';
 import { createMetrics, type Metrics } from './monitoring/metrics.js';
 import { Registry } from './registry/index.js';
+import { MemoryResultCache, RedisResultCache, type ResultCache } from './routing/cache.js';
+import { TrafficRouter } from './routing/router.js';
 import { onnxRuntime } from './runtimes/onnx/index.js';
-import { signatureJson } from './runtimes/types.js';
+import { signatureJson, type Runtime } from './runtimes/types.js';
 import { importRepository, ModelManager } from './serving/index.js';
 import { AuditLog } from './tenancy/audit.js';
 import { PgChannel } from './storage/notify.js';
@@ -39,6 +45,10 @@ export interface Switchyard {
   readonly gateway: Gateway;
   readonly usage: UsageMeter;
   readonly audit: AuditLog;
+  readonly router: TrafficRouter;
+  readonly experiments: ExperimentStore;
+  readonly tracker: ExperimentTracker;
+  readonly cache: ResultCache;
   /** A platform admin key generated at this start (auth on, none configured, none stored), to print once; else null. */
   readonly bootstrapKey: string | null;
   /** Stop admitting, drain queued requests, release models. Idempotent. */
@@ -55,27 +65,29 @@ export function createLogger(level: ServerConfig['logLevel']): Logger {
  * Open the registry (importing the model repository, if one is configured), load what should be resident and
  * build (not start) the HTTP server.
  */
-export async function createSwitchyard(config: ServerConfig, logger: Logger = createLogger(config.logLevel)): Promise<Switchyard> {
+export async function createSwitchyard(config: ServerConfig, logger: Logger = createLogger(config.logLevel), opts: { runtime?: Runtime } = {}): Promise<Switchyard> {
   checkExposure(config);
+  const runtime = opts.runtime ?? onnxRuntime;
   const dataDir = resolve(config.dataDir);
   const registry = await Registry.open({
     databaseUrl: config.database || `sqlite:${join(dataDir, 'switchyard.db')}`,
     artifactDir: join(dataDir, 'artifacts'),
-    inspect: async (path) => signatureJson(await onnxRuntime.inspect(path)),
+    inspect: async (path) => signatureJson(await runtime.inspect(path)),
     logger,
   });
   let manager: ModelManager;
   try {
     const configErrors = config.modelRepository ? await importRepository(registry, config.modelRepository, logger) : new Map<string, string>();
     manager = await ModelManager.create({
-      registry, logger, executionProvider: config.executionProvider, memoryBudgetBytes: config.memoryBudget,
+      registry, logger, runtime, executionProvider: config.executionProvider, memoryBudgetBytes: config.memoryBudget,
       loadWaitMs: config.loadWaitMs, configErrors,
     });
   } catch (e) {
     await registry.close();
     throw e;
   }
-  const metrics = createMetrics(manager);
+  const router = new TrafficRouter({ manager, logger });
+  const metrics = createMetrics(manager, { router });
   const db = registry.database.db;
   const store = new TenantStore(db);
   const limiter: Limiter = config.redis
@@ -102,6 +114,15 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   const usage = new UsageMeter({ db, flushIntervalMs: config.usageFlushMs, logger, metrics: metrics.registry });
   const audit = new AuditLog({ db, logger, metrics: metrics.registry });
   const tenantOf = (p: Principal | null): string => (p?.kind === 'tenant' ? p.tenant.name : '');
+  // Result cache: in Redis when replicas share one (a hit on any replica serves all), else in-process.
+  const cacheRedis = config.redis ? new Redis(config.redis, { maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: false }) : null;
+  cacheRedis?.on('error', () => { /* counted by the cache as misses + errors */ });
+  const cache: ResultCache = cacheRedis
+    ? new RedisResultCache({ redis: cacheRedis, timeoutMs: config.redisTimeoutMs })
+    : new MemoryResultCache({ maxBytes: Math.floor(config.cacheMaxMb * 1024 * 1024) });
+  metrics.watchCache(cache);
+  const experiments = new ExperimentStore(database, { logger });
+  const tracker = await ExperimentTracker.create({ store: experiments, registry, logger });
   const modelExists = (name: string): Promise<boolean> => registry.getModel(name).then(() => true, () => false);
   const bodyLimit = Math.floor(config.maxBodyMb * 1024 * 1024);
   const app = Fastify({
@@ -130,6 +151,10 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     manager, serverName: 'switchyard', serverVersion: VERSION, bodyLimit,
     flowOf: (req) => (req.principal ? gateway.flow(req.principal) : undefined),
     onInferred: (req, mv, rows, computeMs, ok) => usage.record({ tenant: tenantOf(req.principal), model: mv.model, version: mv.version, rows, computeMs, ok }),
+    router, cache,
+    tenantOf: (req) => tenantOf(req.principal),
+    onRouted: (_req, model, arm, unit, assignment) => tracker.routed(model, arm, unit, assignment),
+    onServed: (_req, model, arm, ok, latencyMs) => tracker.served(model, arm, ok, latencyMs),
   });
   await app.register(adminRoutes, {
     registry,
@@ -141,6 +166,13 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     },
   });
   await app.register(tenancyRoutes, { gateway, usage, audit, modelExists });
+  await app.register(routingAdminRoutes, {
+    registry, router, experiments, tracker,
+    access: {
+      visible: (req, model) => !req.principal || gateway.canSee(req.principal, model),
+      owns: (req, model) => !req.principal || gateway.owns(req.principal, model),
+    },
+  });
   app.get('/metrics', async (req, reply) => {
     const text = await metrics.registry.metrics();
     const p = req.principal;
@@ -162,6 +194,10 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
       await app.close();
       await manager.close(config.shutdownGraceMs);
       await usage.close().catch((e: unknown) => logger.error({ err: e }, 'final usage flush failed'));
+      tracker.close();
+      await experiments.close().catch((e: unknown) => logger.error({ err: e }, 'final experiment flush failed'));
+      await cache.close();
+      cacheRedis?.disconnect();
       await gateway.close();
       await channel?.close();
       metrics.close();
@@ -169,7 +205,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     })();
     return closing;
   };
-  return { app, manager, registry, metrics, logger, gateway, usage, audit, bootstrapKey, close };
+  return { app, manager, registry, metrics, logger, gateway, usage, audit, router, experiments, tracker, cache, bootstrapKey, close };
 }
 
 /** Limit-store failures: a counter and at most one log line per 10 s. */

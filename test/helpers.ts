@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
 import { loadServerConfig, type ServerConfig } from '../src/config/server-config.js';
+import type { Runtime } from '../src/runtimes/types.js';
 import { createLogger, createSwitchyard, type Switchyard } from '../src/server.js';
 import { writeModelRepository } from '../tools/onnx/zoo.js';
 
@@ -27,6 +28,8 @@ export interface StartOptions {
   config?: Partial<ServerConfig>;
   /** Reuse this data dir (restart tests); default a fresh temp dir. */
   dataDir?: string;
+  /** Runtime to load models with (default onnxruntime), e.g. one that injects faults. */
+  runtime?: Runtime;
 }
 
 /**
@@ -40,7 +43,7 @@ export async function startSwitchyard(models: RepoSpec, opts: StartOptions = {})
     modelRepository: Object.keys(models).length ? join(dir, 'repo') : '', dataDir: opts.dataDir ?? join(dir, 'data'),
     port: 0, logLevel: 'silent', shutdownGraceMs: 2000, ...opts.config,
   }, {});
-  const sy = await createSwitchyard(config, createLogger('silent'));
+  const sy = await createSwitchyard(config, createLogger('silent'), opts.runtime ? { runtime: opts.runtime } : {});
   let url = '';
   if (opts.listen) url = await sy.app.listen({ port: 0, host: '127.0.0.1' });
   return {

@@ -47,6 +47,8 @@ export const serverConfigSchema = z.strictObject({
   authCacheMs: z.number().int().min(0),
   /** How often usage counters are written to the metadata store, in ms. Default 10000. Env SWITCHYARD_USAGE_FLUSH_MS. */
   usageFlushMs: z.number().int().min(100),
+  /** Bytes (MiB) the in-process result cache may hold, for models whose routing policy enables caching (with --redis the cache is in Redis). Default 64. Env SWITCHYARD_CACHE_MAX_MB. */
+  cacheMaxMb: z.number().min(1),
 });
 
 export type ServerConfig = Readonly<z.infer<typeof serverConfigSchema>>;
@@ -72,6 +74,7 @@ export const SERVER_DEFAULTS: ServerConfig = Object.freeze({
   redisTimeoutMs: 50,
   authCacheMs: 5000,
   usageFlushMs: 10_000,
+  cacheMaxMb: 64,
 });
 
 type EnvKind = 'string' | 'number' | 'boolean';
@@ -96,6 +99,7 @@ const ENV: Record<keyof ServerConfig, { name: string; kind: EnvKind }> = {
   redisTimeoutMs: { name: 'SWITCHYARD_REDIS_TIMEOUT_MS', kind: 'number' },
   authCacheMs: { name: 'SWITCHYARD_AUTH_CACHE_MS', kind: 'number' },
   usageFlushMs: { name: 'SWITCHYARD_USAGE_FLUSH_MS', kind: 'number' },
+  cacheMaxMb: { name: 'SWITCHYARD_CACHE_MAX_MB', kind: 'number' },
 };
 
 function envValue(v: string, kind: EnvKind): unknown {

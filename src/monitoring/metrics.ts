@@ -5,7 +5,12 @@
  */
 import diagnostics from 'node:diagnostics_channel';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { channels, type BatchEvent, type ColdStartEvent, type LoadEvent, type RequestEvent, type UnloadEvent } from '../events.js';
+import {
+  channels, type BatchEvent, type CacheEvent, type CircuitEvent, type ColdStartEvent, type FallbackEvent, type LoadEvent, type RequestEvent, type RouteEvent,
+  type ShadowEvent, type UnloadEvent,
+} from '../events.js';
+import type { ResultCache } from '../routing/cache.js';
+import type { TrafficRouter } from '../routing/router.js';
 import type { ModelManager } from '../serving/index.js';
 
 const SECONDS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -13,12 +18,14 @@ const ROWS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
 
 export interface Metrics {
   readonly registry: Registry;
+  /** Expose the result cache's size and error counts as gauges (read at scrape time). */
+  watchCache(cache: ResultCache): void;
   /** Unsubscribe from the channels. */
   close(): void;
 }
 
 /** Create a registry, subscribe to the serving channels and expose the manager's live state as gauges. */
-export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: boolean } = {}): Metrics {
+export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: boolean; router?: TrafficRouter } = {}): Metrics {
   const registry = new Registry();
   if (opts.defaultMetrics !== false) {
     collectDefaultMetrics({ register: registry, prefix: 'switchyard_' });
@@ -124,6 +131,69 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
     const e = m as ColdStartEvent;
     coldStart.labels(e.model).observe(e.waitMs / 1000);
   };
+  // ── traffic management ──
+  const routed = new Counter({ name: 'switchyard_routing_requests_total', help: 'Requests routed by a traffic policy, by arm and assignment (hash = by routing key, random = no key, excluded = outside coverage/namespace, fixed = one arm).', labelNames: ['model', 'arm', 'assignment'], registers: [registry] });
+  const fallbacks = new Counter({ name: 'switchyard_routing_fallbacks_total', help: 'Requests served by a fallback target, by the version that failed, the target that served and why.', labelNames: ['model', 'from', 'to', 'reason'], registers: [registry] });
+  const circuitChanges = new Counter({ name: 'switchyard_circuit_transitions_total', help: 'Circuit breaker state changes, by the state entered.', labelNames: [...mv, 'to'], registers: [registry] });
+  const CIRCUIT_VALUE = { closed: 0, open: 1, half_open: 2 } as const;
+  new Gauge({
+    name: 'switchyard_circuit_state', help: 'Circuit breaker state per version: 0 closed, 1 open, 2 half-open.', labelNames: mv, registers: [registry],
+    collect() {
+      this.reset();
+      for (const c of opts.router?.circuits() ?? []) this.set({ model: c.model, version: c.version }, CIRCUIT_VALUE[c.state]);
+    },
+  });
+  const st = ['model', 'target'] as const;
+  const shadowCopies = new Counter({ name: 'switchyard_shadow_requests_total', help: 'Shadow copies by outcome (ok, error, timeout, dropped).', labelNames: [...st, 'outcome'], registers: [registry] });
+  const shadowLatency = new Histogram({ name: 'switchyard_shadow_duration_seconds', help: 'Shadow copy latency.', labelNames: st, buckets: SECONDS, registers: [registry] });
+  const shadowDiff = new Histogram({ name: 'switchyard_shadow_max_abs_diff', help: "Largest absolute difference between the shadow's and the primary's outputs, per copy.", labelNames: st, buckets: [0, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1, 10, 100], registers: [registry] });
+  const shadowRows = new Counter({ name: 'switchyard_shadow_rows_total', help: 'Rows compared between shadow and primary outputs.', labelNames: st, registers: [registry] });
+  const shadowAgree = new Counter({ name: 'switchyard_shadow_agreeing_rows_total', help: 'Compared rows whose decision (argmax, or value > 0.5 for one score) agreed.', labelNames: st, registers: [registry] });
+  const cacheLookups = new Counter({ name: 'switchyard_cache_requests_total', help: 'Result cache lookups, by result (hit, miss).', labelNames: ['model', 'result'], registers: [registry] });
+
+  const onRoute = (m: unknown): void => {
+    const e = m as RouteEvent;
+    routed.labels(e.model, e.arm, e.assignment).inc();
+  };
+  const onFallback = (m: unknown): void => {
+    const e = m as FallbackEvent;
+    fallbacks.labels(e.model, e.from, e.to, e.reason).inc();
+  };
+  const onCircuit = (m: unknown): void => {
+    const e = m as CircuitEvent;
+    circuitChanges.labels(e.model, e.version, e.to).inc();
+  };
+  const onShadow = (m: unknown): void => {
+    const e = m as ShadowEvent;
+    shadowCopies.labels(e.model, e.target, e.outcome).inc();
+    if (e.latencyMs !== null) shadowLatency.labels(e.model, e.target).observe(e.latencyMs / 1000);
+    if (e.maxAbsDiff !== null) shadowDiff.labels(e.model, e.target).observe(e.maxAbsDiff);
+    if (e.agreement !== null && e.rows > 0) {
+      shadowRows.labels(e.model, e.target).inc(e.rows);
+      shadowAgree.labels(e.model, e.target).inc(Math.round(e.agreement * e.rows));
+    }
+  };
+  const onCache = (m: unknown): void => {
+    const e = m as CacheEvent;
+    cacheLookups.labels(e.model, e.hit ? 'hit' : 'miss').inc();
+  };
+  const routingSubs: [{ name: string | symbol }, (m: unknown) => void][] = [
+    [channels.route, onRoute], [channels.fallback, onFallback], [channels.circuit, onCircuit], [channels.shadow, onShadow], [channels.cache, onCache],
+  ];
+  for (const [c, f] of routingSubs) diagnostics.subscribe(c.name as string, f);
+
+  const watchCache = (cache: ResultCache): void => {
+    new Gauge({ name: 'switchyard_cache_entries', help: 'Entries in the in-process result cache (0 for the Redis cache).', registers: [registry], collect() { this.set(cache.stats().entries); } });
+    new Gauge({ name: 'switchyard_cache_bytes', help: 'Bytes held by the in-process result cache (0 for the Redis cache).', registers: [registry], collect() { this.set(cache.stats().bytes); } });
+    new Counter({
+      name: 'switchyard_cache_errors_total', help: 'Result cache failures (Redis unreachable or slow, bad entries), each served as a miss.', registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(cache.stats().errors);
+      },
+    });
+  };
+
   // Versions that loaded before we subscribed.
   for (const m of manager.list()) for (const v of m.versions) if (v.loadMs > 0) loadTime.labels(m.name, v.label).set(v.loadMs / 1000);
 
@@ -134,7 +204,9 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
   diagnostics.subscribe(channels.coldStart.name as string, onColdStart);
   return {
     registry,
+    watchCache,
     close() {
+      for (const [c, f] of routingSubs) diagnostics.unsubscribe(c.name as string, f);
       diagnostics.unsubscribe(channels.request.name as string, onRequest);
       diagnostics.unsubscribe(channels.batch.name as string, onBatch);
       diagnostics.unsubscribe(channels.load.name as string, onLoad);

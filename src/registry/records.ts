@@ -6,6 +6,7 @@
 import { describeConfigIssues, modelConfigSchema } from '../config/model-config.js';
 import { err } from '../errors.js';
 import { MODEL_NAME } from '../serving/repository.js';
+import type { RoutingPolicy } from '../routing/policy.js';
 import type { EventsTable, ModelsTable, VersionsTable } from '../storage/index.js';
 import type {
   ArtifactRef, CreateModelInput, EventType, PushVersionInput, Lineage, LoadPolicy, ModelRecord, RegistryEvent, SignatureJson, VersionRecord, VersionStatus,
@@ -152,6 +153,8 @@ export function modelRecord(row: ModelsTable, aliases: Readonly<Record<string, n
     config: parse(row.config, {}),
     latestVersion: Number(row.latest_version),
     aliases,
+    routing: parse<RoutingPolicy | null>(row.routing, null),
+    routingRevision: Number(row.routing_revision),
     createdAt: iso(Number(row.created_at)),
     updatedAt: iso(Number(row.updated_at)),
   };

@@ -7,6 +7,7 @@
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { err } from '../errors.js';
+import { parseRoutingPolicy } from '../routing/policy.js';
 import { openDatabase, type Database, type Dialect, type VersionsTable } from '../storage/index.js';
 import { LocalArtifactStore, type ArtifactStore } from './artifacts.js';
 import { PgChannel } from '../storage/notify.js';
@@ -294,6 +295,39 @@ export class Registry {
     checkModelName(name);
     checkAlias(alias);
     return readAliasAt(this.#db, name, alias, parseTime(at, 'at'));
+  }
+
+  // ---- routing policy ----
+
+  /**
+   * Replace the model's traffic policy (validated, defaults filled in) or remove it (null). Every change bumps
+   * the revision and appends a `routing_set` / `routing_removed` event carrying the policy and `reason`, so
+   * the event log holds the policy's whole history. No event when the policy is unchanged.
+   */
+  async setRouting(name: string, policy: unknown, actor: string, reason: string | null = null): Promise<ModelRecord> {
+    checkModelName(name);
+    const parsed = policy === null ? null : parseRoutingPolicy(policy);
+    const text = parsed === null ? null : JSON.stringify(parsed);
+    if (reason !== null) checkText(reason, 'reason');
+    return this.#tx(async (tx, append) => {
+      const current = await lockModel(tx, this.dialect, name);
+      if (current.routing === text) return readModel(tx, name);
+      if (current.routing === null && text === null) throw err('SY_ERR_REGISTRY_NOT_FOUND', `model "${name}" has no routing policy`);
+      const revision = Number(current.routing_revision) + 1;
+      await tx.updateTable('models').set({ routing: text, routing_revision: revision, updated_at: Date.now() }).where('name', '=', name).execute();
+      await append({
+        model: name, type: parsed === null ? 'routing_removed' : 'routing_set', key: String(revision), value: JSON.stringify({ policy: parsed, reason }),
+      });
+      return readModel(tx, name);
+    }, actor);
+  }
+
+  /** Note an experiment's start or stop in the model's event log (other replicas learn of it through it). */
+  async recordExperimentEvent(name: string, type: 'experiment_started' | 'experiment_stopped', experiment: string, note: string | null, actor: string): Promise<void> {
+    checkModelName(name);
+    await this.#tx(async (_tx, append) => {
+      await append({ model: name, type, key: experiment, value: note });
+    }, actor);
   }
 
   // ---- tags ----

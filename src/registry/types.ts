@@ -12,6 +12,7 @@ export type VersionStatus = 'pending' | 'ready' | 'failed';
 /** When the data plane loads a model's versions: at start / on registration, or on first request. */
 export type LoadPolicy = 'preload' | 'lazy';
 
+import type { RoutingPolicy } from '../routing/policy.js';
 import type { SignatureJson } from '../runtimes/types.js';
 
 export type { SignatureJson, TensorSpecJson } from '../runtimes/types.js';
@@ -37,6 +38,10 @@ export interface ModelRecord {
   readonly latestVersion: number;
   /** alias → version number. */
   readonly aliases: Readonly<Record<string, number>>;
+  /** Traffic policy for requests that name no version (null = the default route). */
+  readonly routing: RoutingPolicy | null;
+  /** Bumped by every policy change (0 = never set). */
+  readonly routingRevision: number;
   readonly createdAt: string;
   readonly updatedAt: string;
 }
@@ -69,7 +74,9 @@ export type EventType =
   | 'model_created' | 'model_updated' | 'model_deleted'
   | 'version_created' | 'version_status' | 'version_archived'
   | 'alias_moved' | 'alias_removed'
-  | 'tag_set' | 'tag_removed';
+  | 'tag_set' | 'tag_removed'
+  | 'routing_set' | 'routing_removed'
+  | 'experiment_started' | 'experiment_stopped';
 
 /** One entry of the append-only event log. Times are ISO-8601 UTC with milliseconds. */
 export interface RegistryEvent {
@@ -84,7 +91,11 @@ export interface RegistryEvent {
   readonly fromVersion: number | null;
   /** alias_moved: the version it points at now. */
   readonly toVersion: number | null;
-  /** tag_* events: the tag key and (tag_set) value; version_status: the new status in `value`. */
+  /**
+   * tag_* events: the tag key and (tag_set) value; version_status: the new status in `value`; routing_*: `key`
+   * is the new policy revision and `value` JSON `{policy, reason}` (policy null when removed); experiment_*:
+   * `key` is the experiment id and `value` a note (why it stopped).
+   */
   readonly key: string | null;
   readonly value: string | null;
   readonly actor: string;

@@ -13,6 +13,7 @@ import { err, isSwitchyardError } from '../errors.js';
 import { channels, type ColdStartEvent, type LoadCause, type LoadEvent, type UnloadEvent, type UnloadReason } from '../events.js';
 import type { LoadPolicy, ModelRecord, RegistryEvent, RegistrySnapshot, VersionRecord, VersionStatus } from '../registry/types.js';
 import { onnxRuntime } from '../runtimes/onnx/index.js';
+import type { RoutingPolicy } from '../routing/policy.js';
 import type { Runtime } from '../runtimes/types.js';
 import { loadVersion, unloadVersion } from './loader.js';
 import { ModelVersion } from './model-version.js';
@@ -60,6 +61,9 @@ export class ServedModel {
   policy: VersionPolicy | null = null;
   config: ModelConfig;
   configError: string | null = null;
+  /** The registry's traffic policy for requests that name no version, and its revision. */
+  routing: RoutingPolicy | null = null;
+  routingRevision = 0;
 
   constructor(readonly name: string, config: ModelConfig) {
     this.config = config;
@@ -81,13 +85,35 @@ export class ServedModel {
     return vs[vs.length - 1] ?? null;
   }
 
-  /** Versions requests are routed to without naming a number: aliased ones and the default. */
+  /** A version number or alias of this model, or undefined. */
+  lookup(ref: string): ModelVersion | undefined {
+    return this.byLabel.get(ref) ?? this.aliases.get(ref);
+  }
+
+  /**
+   * Versions requests are routed to without naming a number: aliased ones, the default, and the versions the
+   * traffic policy names by number (arms with weight, shadow targets, fallbacks within this model).
+   */
   wanted(): Set<ModelVersion> {
     const w = new Set<ModelVersion>(this.aliases.values());
     const d = this.defaultVersion();
     if (d) w.add(d);
+    for (const label of policyVersions(this.routing)) {
+      const mv = this.byLabel.get(label);
+      if (mv) w.add(mv);
+    }
     return w;
   }
+}
+
+/** Version numbers (as labels) a traffic policy routes to within its own model. */
+export function policyVersions(p: RoutingPolicy | null): string[] {
+  if (p === null) return [];
+  const out: string[] = [];
+  for (const a of p.arms ?? []) if (a.weight > 0 && /^\d+$/.test(a.target)) out.push(a.target);
+  for (const s of p.shadow ?? []) if (s.fraction > 0 && /^\d+$/.test(s.target)) out.push(s.target);
+  for (const f of p.fallback ?? []) if (f.model === undefined && f.version !== undefined && /^\d+$/.test(f.version)) out.push(f.version);
+  return out;
 }
 
 const DEFAULT_LOAD_WAIT_MS = 30_000;
@@ -152,6 +178,13 @@ export class ModelManager {
     this.#budget = bytes;
   }
 
+  /** A served model by name; 404 when there is none. */
+  model(name: string): ServedModel {
+    const m = this.#models.get(name);
+    if (!m) throw err('SY_ERR_MODEL_NOT_FOUND', `model "${name}" not found`);
+    return m;
+  }
+
   /** Servable versions of a model (ascending), or none. */
   versionsOf(name: string): readonly ModelVersion[] {
     return this.#models.get(name)?.versions ?? [];
@@ -167,8 +200,7 @@ export class ModelManager {
    * Throws 404 naming the model or version when it is not servable.
    */
   resolve(name: string, ref?: string): ModelVersion {
-    const m = this.#models.get(name);
-    if (!m) throw err('SY_ERR_MODEL_NOT_FOUND', `model "${name}" not found`);
+    const m = this.model(name);
     if (ref === undefined || ref === '') {
       const d = m.defaultVersion();
       if (!d) throw err('SY_ERR_MODEL_NOT_FOUND', `model "${name}" has no servable version`);
@@ -290,9 +322,12 @@ export class ModelManager {
     m.loadPolicy = rec.loadPolicy;
     m.pinned = rec.pinned;
     m.policy = file.version_policy ?? null;
+    m.routing = rec.routing;
+    m.routingRevision = rec.routingRevision;
 
     const live = records.filter((r) => r.archivedAt === null);
     const aliased = new Set(Object.values(rec.aliases));
+    for (const label of policyVersions(rec.routing)) aliased.add(Number(label));
     const selected = m.policy ? new Set(selectVersions(live.map((r) => r.version), m.policy)) : null;
     const servable = live.filter((r) => !selected || selected.has(r.version) || aliased.has(r.version));
     const keep = new Set(servable.map((r) => String(r.version)));
@@ -340,9 +375,14 @@ export class ModelManager {
       }));
     }
     if (m.loadPolicy === 'preload') {
-      // An explicit version policy preloads its whole selection; otherwise the newest version.
+      // An explicit version policy preloads its whole selection; otherwise the newest version. Versions the
+      // traffic policy routes to are warmed too.
       const newest = m.versions[m.versions.length - 1];
-      const pre = m.policy ? m.versions : newest ? [newest] : [];
+      const pre = m.policy ? [...m.versions] : newest ? [newest] : [];
+      for (const label of policyVersions(m.routing)) {
+        const mv = m.byLabel.get(label);
+        if (mv && !pre.includes(mv)) pre.push(mv);
+      }
       for (const mv of pre) if (mv.state === 'UNLOADED' && !mv.everReady) loads.push(this.#ensureLoaded(mv, cause).catch(() => undefined));
     }
     await Promise.all(loads);

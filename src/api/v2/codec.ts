@@ -148,12 +148,16 @@ export interface EncodedResponse {
   readonly headerLength: number | null;
 }
 
-/** Write the V2 infer response for `outputs` (in signature order), honoring requested outputs and binary flags. */
-export function encodeInferResponse(mv: ModelVersion, req: InferRequest, outputs: readonly Tensor[]): EncodedResponse {
+/**
+ * Write the V2 infer response for `outputs` (in signature order), honoring requested outputs and binary flags.
+ * `parameters`: response-level parameters (routing: which version and arm served), or null for none.
+ */
+export function encodeInferResponse(mv: ModelVersion, req: InferRequest, outputs: readonly Tensor[], parameters: Readonly<Record<string, string | boolean>> | null = null): EncodedResponse {
   const sig = mv.signature!;
   const selected = req.outputs ?? sig.outputs.map((s, index) => ({ name: s.name, index, binary: null }));
   let json = `{"model_name":${JSON.stringify(mv.model)},"model_version":"${mv.label}"`;
   if (req.id !== null) json += `,"id":${JSON.stringify(req.id)}`;
+  if (parameters !== null) json += `,"parameters":${JSON.stringify(parameters)}`;
   json += ',"outputs":[';
   const binaries: Uint8Array[] = [];
   for (let i = 0; i < selected.length; i++) {

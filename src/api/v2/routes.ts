@@ -6,12 +6,16 @@
 import { promisify } from 'node:util';
 import { gunzip, inflate } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { err } from '../../errors.js';
-import { channels, type RequestEvent } from '../../events.js';
+import { err, type SwitchyardError } from '../../errors.js';
+import { channels, type CacheEvent, type FallbackEvent, type RequestEvent, type RouteEvent } from '../../events.js';
+import { cacheKey, type ResultCache } from '../../routing/cache.js';
+import type { ShadowSpec } from '../../routing/policy.js';
+import { cloneTensor, countsAgainst, fallsBack, sameInputs, type Assignment, type FallbackStep, type TrafficRouter } from '../../routing/router.js';
 import type { Flow, Job } from '../../serving/batcher.js';
+import type { Tensor } from '../../tensor/index.js';
 import { signatureJson, type ModelManager, type ModelVersion } from '../../serving/index.js';
 import { failureReason, sendError, toWireError } from '../reply-error.js';
-import { encodeInferResponse, parseInferRequest } from './codec.js';
+import { encodeInferResponse, parseInferRequest, type EncodedResponse, type InferRequest } from './codec.js';
 
 const gunzipAsync = promisify(gunzip);
 const inflateAsync = promisify(inflate);
@@ -25,6 +29,16 @@ export interface V2Options {
   flowOf?: (req: FastifyRequest) => Flow | undefined;
   /** Called once per inference that reached a model version, for usage accounting (rows 0 when the body was bad). */
   onInferred?: (req: FastifyRequest, mv: ModelVersion, rows: number, computeMs: number, ok: boolean) => void;
+  /** Traffic policies (arms, fallback, circuit breakers, shadows); absent = every request takes the default route. */
+  router?: TrafficRouter;
+  /** Result cache for models whose policy enables it. */
+  cache?: ResultCache | null;
+  /** The tenant a cached result belongs to ('' = none): cache entries never cross tenants. */
+  tenantOf?: (req: FastifyRequest) => string;
+  /** A request was assigned an arm by its model's policy (experiments record the exposure). */
+  onRouted?: (req: FastifyRequest, model: string, arm: string, unit: string | null, assignment: Assignment) => void;
+  /** A request that named no version finished (ok, or failed on the server side), for guardrails. */
+  onServed?: (req: FastifyRequest, model: string, arm: string | null, ok: boolean, latencyMs: number) => void;
 }
 
 type ModelParams = { model: string; version?: string };
@@ -63,6 +77,73 @@ function timeoutHeader(req: FastifyRequest): number {
   const n = Number(h);
   if (!Number.isFinite(n) || n <= 0) throw err('SY_ERR_BAD_REQUEST', `x-request-timeout-ms must be a positive number of milliseconds, got "${String(h)}"`);
   return Math.round(n * 1000);
+}
+
+/** Per-request state shared by the attempts of one inference: the body, its parses per signature, shadows. */
+class InferContext {
+  readonly #parses: { mv: ModelVersion; parsed: InferRequest }[] = [];
+  /** Shadows sampled for this request, and the copy of its inputs they get (made before the primary runs). */
+  shadows: ShadowSpec[] = [];
+  shadowInputs: Tensor[] | null = null;
+
+  /** Whether responses carry routing parameters (a policy routed the request), the arm, the version routed to, and why a fallback serves. */
+  describe = false;
+  arm: string | null = null;
+  primary: ModelVersion | null = null;
+  fallbackReason: string | null = null;
+
+  constructor(readonly body: Buffer, readonly headerLength: number | null, readonly timeoutUs: number, readonly cacheTtlMs: number) {}
+
+  /** The V2 response, with routing parameters (which version and arm served, fallback, cache) when a policy is in play. */
+  encode(mv: ModelVersion, parsed: InferRequest, outputs: readonly Tensor[], cache: 'hit' | 'miss' | null): EncodedResponse {
+    const p = this.primary;
+    const params = !this.describe && cache === null && this.fallbackReason === null
+      ? null
+      : {
+        served_by: `${mv.model}:${mv.label}`,
+        ...(this.arm === null ? {} : { arm: this.arm }),
+        ...(this.fallbackReason === null || p === null ? {} : { fallback_reason: this.fallbackReason, fallback_from: `${p.model}:${p.label}` }),
+        ...(cache === null ? {} : { cache_hit: cache === 'hit' }),
+      };
+    return encodeInferResponse(mv, parsed, outputs, params);
+  }
+
+  parsedFor(mv: ModelVersion): InferRequest {
+    for (const p of this.#parses) if (p.mv === mv || sameInputs(p.mv, mv)) return p.parsed;
+    const parsed = parseInferRequest(this.body, this.headerLength, mv);
+    this.#parses.push({ mv, parsed });
+    return parsed;
+  }
+}
+
+interface Served { mv: ModelVersion; parsed: InferRequest; outputs: readonly Tensor[]; cache: 'hit' | 'miss' | null; response: EncodedResponse }
+
+/** Wait for a job at most `ms`; on expiry drop it (if still queued) and fail with a timeout (which falls back). */
+async function withTimeout(job: Job, ms: number, mv: ModelVersion): Promise<Tensor[]> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const e = err('SY_ERR_TIMEOUT', `model "${mv.model}" version ${mv.label} did not answer within the routing policy's ${ms} ms`);
+      job.cancel(e);
+      reject(e);
+    }, ms);
+  });
+  try {
+    return await Promise.race([job.result, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function publishRequest(mv: ModelVersion, ok: boolean, e: unknown, t0: number, job: Job | null): void {
+  if (!channels.request.hasSubscribers) return;
+  const now = performance.now();
+  const started = job !== null && job.startedAt > 0;
+  channels.request.publish({
+    model: mv.model, version: mv.label, ok, reason: ok ? null : failureReason(e), totalMs: now - t0,
+    queueMs: job ? (started ? job.startedAt : now) - job.enqueuedAt : 0,
+    computeMs: started && job!.finishedAt > 0 ? job!.finishedAt - job!.startedAt : 0,
+  } satisfies RequestEvent);
 }
 
 /** This request's share of its batch's execution time (by rows). */
@@ -107,47 +188,150 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
   app.get('/v2/models/:model/ready', modelReady);
   app.get('/v2/models/:model/versions/:version/ready', modelReady);
 
-  const infer = async (req: FastifyRequest<{ Params: ModelParams; Body: Buffer }>, reply: FastifyReply): Promise<FastifyReply> => {
+  const router = opts.router ?? null;
+  const cache = opts.cache ?? null;
+
+  /**
+   * One attempt on one version: take a reference (loading it if needed), parse the body for its signature
+   * (reusing a parse made for a version with the same inputs), look up the result cache, run, fill the cache.
+   */
+  const attempt = async (
+    req: FastifyRequest<{ Params: ModelParams; Body: Buffer }>, ctx: InferContext, mv: ModelVersion, timeoutMs: number | undefined,
+  ): Promise<Served> => {
     const t0 = performance.now();
-    const mv = manager.resolve(req.params.model, req.params.version);
     let acquired = mv.tryAcquire();
-    let job = null;
+    let job: Job | null = null;
+    let parsed: InferRequest | null = null;
     try {
       if (!acquired) {
         await manager.acquire(mv); // not resident: load it (bounded wait)
         acquired = true;
       }
+      parsed = ctx.parsedFor(mv);
+      let key: string | null = null;
+      if (cache !== null && ctx.cacheTtlMs > 0) {
+        key = cacheKey({ tenant: opts.tenantOf?.(req) ?? '', model: mv.model, version: mv.version, artifactSha256: mv.artifact.sha256, inputs: parsed.inputs });
+        const hit = await cache.get(key);
+        if (channels.cache.hasSubscribers) channels.cache.publish({ model: mv.model, hit: hit !== undefined } satisfies CacheEvent);
+        if (hit !== undefined) {
+          publishRequest(mv, true, null, t0, null);
+          return { mv, parsed, outputs: hit, cache: 'hit', response: ctx.encode(mv, parsed, hit, 'hit') };
+        }
+      }
+      const timeoutUs = parsed.timeoutUs || ctx.timeoutUs;
+      const socket = req.raw.socket;
+      const inputs = ctx.shadows.length > 0 && ctx.shadowInputs === null ? parsed.inputs.map(cloneTensor) : null;
+      job = mv.submit(parsed.inputs, parsed.rows, timeoutUs, () => socket.destroyed, opts.flowOf?.(req));
+      const outputs = timeoutMs === undefined ? await job.result : await withTimeout(job, timeoutMs, mv);
+      if (inputs !== null) ctx.shadowInputs = inputs;
+      opts.onInferred?.(req, mv, parsed.rows, computeShare(job), true);
+      publishRequest(mv, true, null, t0, job);
+      if (key !== null) cache!.set(key, outputs, ctx.cacheTtlMs);
+      const state = key === null ? null : 'miss';
+      // Encoded while the version is still held: its signature goes with it once released and unloaded.
+      return { mv, parsed, outputs, cache: state, response: ctx.encode(mv, parsed, outputs, state) };
+    } catch (e) {
+      publishRequest(mv, false, e, t0, job);
+      opts.onInferred?.(req, mv, job?.rows ?? parsed?.rows ?? 0, job ? computeShare(job) : 0, false);
+      throw e;
+    } finally {
+      if (acquired) manager.release(mv);
+    }
+  };
+
+  const infer = async (req: FastifyRequest<{ Params: ModelParams; Body: Buffer }>, reply: FastifyReply): Promise<FastifyReply> => {
+    const t0 = performance.now();
+    const { model, version } = req.params;
+    const served = manager.model(model);
+    const policy = router?.policy(served) ?? null;
+    // A request naming a version goes there; otherwise the policy (if any) picks an arm, else the default route.
+    let primary = version === undefined ? null : manager.resolve(model, version);
+    if (primary === null && (policy === null || policy.arms.length === 0)) primary = manager.resolve(model);
+    let arm: string | null = null;
+    try {
       if (!Buffer.isBuffer(req.body)) throw err('SY_ERR_BAD_REQUEST', 'request body is empty');
       const encoding = req.headers['content-encoding'];
       const body = encoding === undefined ? req.body : await decompress(req.body, encoding, opts.bodyLimit);
-      const parsed = parseInferRequest(body, headerLength(req), mv);
-      const timeoutUs = parsed.timeoutUs || timeoutHeader(req);
-      const socket = req.raw.socket;
-      job = mv.submit(parsed.inputs, parsed.rows, timeoutUs, () => socket.destroyed, opts.flowOf?.(req));
-      const outputs = await job.result;
-      opts.onInferred?.(req, mv, parsed.rows, computeShare(job), true);
-      const res = encodeInferResponse(mv, parsed, outputs);
-      if (channels.request.hasSubscribers) {
-        channels.request.publish({
-          model: mv.model, version: mv.label, ok: true, reason: null, totalMs: performance.now() - t0,
-          queueMs: job.startedAt - job.enqueuedAt, computeMs: job.finishedAt - job.startedAt,
-        } satisfies RequestEvent);
+      const ctx = new InferContext(body, headerLength(req), timeoutHeader(req), policy?.spec.cache?.ttlMs ?? 0);
+      if (primary === null) {
+        // Routed by the policy. A routing key in the request parameters needs a parse first (for the first arm's
+        // version; reused when the chosen version takes the same inputs).
+        let key: string | undefined;
+        if (policy!.keyHeader !== null) {
+          const h = req.headers[policy!.keyHeader];
+          key = Array.isArray(h) ? h[0] : h;
+        } else if (policy!.needsParameters) {
+          const first = router!.armVersion(served, policy!.arms[0]!);
+          if (first.signature === null) {
+            await manager.acquire(first); // its signature is needed to parse: load it (bounded wait)
+            manager.release(first);
+          }
+          const p = first.signature === null ? null : ctx.parsedFor(first).parameters?.[policy!.keyParameter!];
+          key = typeof p === 'string' ? p : typeof p === 'number' ? String(p) : undefined;
+        }
+        const a = policy!.assign(key);
+        arm = a.arm.name;
+        primary = router!.armVersion(served, a.arm);
+        if (channels.route.hasSubscribers) channels.route.publish({ model, arm, assignment: a.assignment } satisfies RouteEvent);
+        opts.onRouted?.(req, model, arm, a.unit, a.assignment);
+        ctx.shadows = router!.sampleShadows(policy!);
       }
-      if (res.headerLength === null) return reply.type('application/json').send(res.body);
-      return reply.header('inference-header-content-length', String(res.headerLength)).type('application/octet-stream').send(res.body);
+      const breakerSpec = version === undefined ? policy?.spec.circuitBreaker : undefined;
+      const chain: FallbackStep[] = [{ mv: primary, error: null }, ...(version === undefined && policy !== null ? router!.fallbacks(served, policy) : [])];
+      let last: unknown = null;
+      let fallbackReason: string | null = null;
+      ctx.describe = policy !== null;
+      ctx.arm = arm;
+      ctx.primary = primary;
+      for (let i = 0; i < chain.length; i++) {
+        const step = chain[i]!;
+        ctx.fallbackReason = i > 0 ? fallbackReason ?? 'other' : null;
+        if (step.mv === null) {
+          last = step.error;
+          fallbackReason ??= 'unresolved';
+          continue;
+        }
+        const mv = step.mv;
+        const breaker = breakerSpec === undefined ? null : router!.breaker(mv, breakerSpec);
+        if (breaker !== null && !breaker.allow()) {
+          last = err('SY_ERR_CIRCUIT_OPEN', `model "${mv.model}" version ${mv.label}: circuit open after repeated failures${chain.length > 1 ? ' and no fallback could serve' : ''}`, { retryAfterS: Math.max(1, Math.ceil(breaker.retryAfterMs() / 1000)) });
+          fallbackReason ??= 'circuit_open';
+          continue;
+        }
+        let result: Served;
+        try {
+          result = await attempt(req, ctx, mv, policy?.spec.timeoutMs);
+          breaker?.record(true);
+        } catch (e) {
+          if (breaker !== null) breaker.record(!countsAgainst(e));
+          if ((e as SwitchyardError).code === 'SY_ERR_CLIENT_CLOSED') throw e;
+          // Bad input is the caller's: no fallback (a fallback whose inputs differ is skipped instead).
+          const incompatible = i > 0 && !fallsBack(e);
+          if (!fallsBack(e) && !incompatible) throw e;
+          last = e;
+          fallbackReason ??= incompatible ? 'incompatible' : failureReason(e);
+          continue;
+        }
+        if (i > 0 && channels.fallback.hasSubscribers) {
+          channels.fallback.publish({ model, from: primary.label, to: `${mv.model}:${mv.label}`, reason: fallbackReason ?? 'other' } satisfies FallbackEvent);
+        }
+        opts.onServed?.(req, model, arm, true, performance.now() - t0);
+        for (const s of ctx.shadows) {
+          if (result.mv === primary && ctx.shadowInputs !== null) router!.shadow(served, s, primary, ctx.shadowInputs, result.parsed.rows, result.outputs);
+        }
+        reply.header('x-switchyard-model-version', mv.label);
+        if (mv.model !== model || ctx.describe) reply.header('x-switchyard-served-by', `${mv.model}:${mv.label}`);
+        if (arm !== null) reply.header('x-switchyard-arm', arm);
+        if (i > 0) reply.header('x-switchyard-fallback', fallbackReason ?? 'other');
+        if (result.cache !== null) reply.header('x-switchyard-cache', result.cache);
+        const res = result.response;
+        if (res.headerLength === null) return reply.type('application/json').send(res.body);
+        return reply.header('inference-header-content-length', String(res.headerLength)).type('application/octet-stream').send(res.body);
+      }
+      throw last ?? err('SY_ERR_INTERNAL', 'no target could serve');
     } catch (e) {
-      if (channels.request.hasSubscribers) {
-        const started = job !== null && job.startedAt > 0;
-        channels.request.publish({
-          model: mv.model, version: mv.label, ok: false, reason: failureReason(e), totalMs: performance.now() - t0,
-          queueMs: job ? (started ? job.startedAt : performance.now()) - job.enqueuedAt : 0,
-          computeMs: started && job!.finishedAt > 0 ? job!.finishedAt - job!.startedAt : 0,
-        } satisfies RequestEvent);
-      }
-      opts.onInferred?.(req, mv, job?.rows ?? 0, job ? computeShare(job) : 0, false);
+      if (fallsBack(e)) opts.onServed?.(req, model, arm, false, performance.now() - t0);
       return sendError(reply, toWireError(e));
-    } finally {
-      if (acquired) manager.release(mv);
     }
   };
   app.post('/v2/models/:model/infer', infer);

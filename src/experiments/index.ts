@@ -1,0 +1,13 @@
+/**
+ * @module
+ * Experiments: persistence, exposure and outcome tracking, reports and the statistics behind them.
+ */
+export {
+  ExperimentStore, EXPERIMENT_ID, METRIC_NAME, MAX_EVENTS_PER_CALL,
+  type ExperimentStatus, type ExperimentArm, type Guardrails, type ExperimentRecord, type CreateExperimentInput,
+  type OutcomeEvent, type MetricSummary, type ArmReport, type Comparison, type ExperimentReport, type ExperimentStoreOptions,
+} from './store.js';
+export {
+  SRM_ALPHA, twoProportionZTest, welchTTest, sampleRatioMismatch,
+  type Moments, type ProportionTest, type MeanTest, type SrmTest,
+} from './stats.js';
