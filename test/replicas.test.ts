@@ -117,4 +117,36 @@ describe('two replicas sharing Postgres', { skip: pgDown !== null && !inCi ? `Po
       await rm(shared, { recursive: true, force: true });
     }
   });
+  it('a routing policy and an experiment set on one replica route the other (NOTIFY): same arms for the same keys, exposures in one report', async () => {
+    assert.equal(pgDown, null, `Postgres must be reachable at ${PG_BASE}`);
+    const schema = pgSchema();
+    const shared = await mkdtemp(join(tmpdir(), 'sy-replicas-'));
+    const a = await startSwitchyard({}, { dataDir: shared, config: { database: schema.url } });
+    const b = await startSwitchyard({}, { dataDir: shared, config: { database: schema.url } });
+    const routed = async (srv: TestServer, user: string): Promise<string> => {
+      const r = await srv.sy.app.inject({ method: 'POST', url: '/v2/models/fraud/infer', headers: { 'x-user-id': user }, payload: { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: floats(64, 1) }] } });
+      assert.equal(r.statusCode, 200, r.body);
+      return `${String(r.headers['x-switchyard-arm'])}:${r.json().model_version as string}`;
+    };
+    try {
+      await upload(a, 'fraud', mlp(1));
+      await upload(a, 'fraud', mlp(2));
+      const policy = { arms: [{ name: 'control', target: '1', weight: 1 }, { name: 'treatment', target: '2', weight: 1 }], sticky: { key: 'header:x-user-id', seed: 'fraud-ab' } };
+      assert.equal((await a.sy.app.inject({ method: 'PUT', url: '/api/v1/models/fraud/routing', payload: policy })).statusCode, 200);
+      assert.equal((await a.sy.app.inject({ method: 'POST', url: '/api/v1/experiments', payload: { id: 'fraud-ab', model: 'fraud' } })).statusCode, 201);
+      await until('replica b knows the experiment', async () => b.sy.tracker.running('fraud')?.id === 'fraud-ab');
+      await until('replica b routes by the policy', async () => /^(control|treatment):/.test(await routed(b, 'probe')));
+      for (let i = 0; i < 30; i++) assert.equal(await routed(b, `user-${i}`), await routed(a, `user-${i}`), `user-${i}: same arm on both replicas`);
+      await a.sy.experiments.flush();
+      await b.sy.experiments.flush();
+      const report = (await a.sy.app.inject({ method: 'GET', url: '/api/v1/experiments/fraud-ab/report' })).json() as { arms: { exposures: number; requests: { hash: number } }[] };
+      assert.equal(report.arms.reduce((n, x) => n + x.exposures, 0), 31, '30 users + the probe, counted once across replicas');
+      assert.ok(report.arms.reduce((n, x) => n + x.requests.hash, 0) >= 60, 'requests from both replicas');
+    } finally {
+      await a.close();
+      await b.close();
+      await schema.drop();
+      await rm(shared, { recursive: true, force: true });
+    }
+  });
 });
