@@ -404,6 +404,16 @@ describe('result cache and tenants', () => {
     const b1 = await call(beta, 'POST', '/v2/models/mlp/infer', request(5));
     assert.equal(b1.headers['x-switchyard-cache'], 'miss', 'beta does not see acme\'s entry');
     assert.deepEqual(b1.json().outputs, a1.json().outputs, 'same model, same answer: computed again');
+    // A tenant may route its own model, but not fall back to a model it cannot see.
+    const own = await call(ADMIN, 'POST', '/api/v1/tenants/acme/keys', { scopes: ['admin', 'infer', 'read'] });
+    const acmeAdmin = own.json().key as string;
+    const pushed = await srv.sy.app.inject({ method: 'POST', url: '/api/v1/models/acme.scorer/versions', headers: { authorization: `Bearer ${acmeAdmin}`, 'content-type': 'application/octet-stream' }, payload: Buffer.from(V1) });
+    assert.equal(pushed.statusCode, 201, pushed.body);
+    assert.equal((await call(ADMIN, 'POST', '/api/v1/models', { name: 'platform.secret' })).statusCode, 201);
+    const leak = await call(acmeAdmin, 'PUT', '/api/v1/models/acme.scorer/routing', { fallback: [{ model: 'platform.secret' }] });
+    assert.equal(leak.statusCode, 400);
+    assert.match(leak.json().error, /fallback model "platform.secret" not found/);
+    assert.equal((await call(acmeAdmin, 'PUT', '/api/v1/models/acme.scorer/routing', { fallback: [{ model: 'mlp' }] })).statusCode, 200, 'a shared model is fine');
     // A tenant cannot change the routing of a model it does not own.
     assert.equal((await call(acme, 'PUT', '/api/v1/models/mlp/routing', {})).statusCode, 403);
   });

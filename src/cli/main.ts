@@ -9,6 +9,8 @@ import { isSwitchyardError } from '../errors.js';
 import { createLogger, createSwitchyard } from '../server.js';
 import { modelsCommand } from './models.js';
 import { tenantsCommand } from './tenants.js';
+import { routingCommand } from './routing.js';
+import { experimentsCommand } from './experiments.js';
 import { VERSION } from '../version.js';
 
 const int = (name: string) => (v: string): number => {
@@ -34,7 +36,7 @@ interface ServeFlags {
   maxBodyMb?: number; executionProvider?: ServerConfig['executionProvider']; shutdownGraceMs?: number;
   dataDir?: string; database?: string; memoryBudget?: number; loadWaitMs?: number; maxArtifactMb?: number;
   auth?: boolean; adminKey?: string; insecure?: boolean; redis?: string; rateLimitFail?: 'open' | 'closed';
-  redisTimeoutMs?: number; authCacheMs?: number; usageFlushMs?: number;
+  redisTimeoutMs?: number; authCacheMs?: number; usageFlushMs?: number; cacheMaxMb?: number;
 }
 
 async function serve(flags: ServeFlags): Promise<void> {
@@ -91,10 +93,13 @@ program
   .addOption(new Option('--redis-timeout-ms <ms>', `longest a limit check waits for Redis [env SWITCHYARD_REDIS_TIMEOUT_MS] (default: ${SERVER_DEFAULTS.redisTimeoutMs})`).argParser(int('redis-timeout-ms')))
   .addOption(new Option('--auth-cache-ms <ms>', `how long keys, tenants and model access are cached; changes made on another replica apply within this [env SWITCHYARD_AUTH_CACHE_MS] (default: ${SERVER_DEFAULTS.authCacheMs})`).argParser(int('auth-cache-ms')))
   .addOption(new Option('--usage-flush-ms <ms>', `how often usage counters are written to the metadata store; a crash loses at most this much [env SWITCHYARD_USAGE_FLUSH_MS] (default: ${SERVER_DEFAULTS.usageFlushMs})`).argParser(int('usage-flush-ms')))
+  .addOption(new Option('--cache-max-mb <mb>', `memory for the result cache of models whose routing policy enables it (in-process; with --redis the cache lives in Redis) [env SWITCHYARD_CACHE_MAX_MB] (default: ${SERVER_DEFAULTS.cacheMaxMb})`).argParser(num('cache-max-mb')))
   .action(serve);
 
 program.addCommand(modelsCommand());
 program.addCommand(tenantsCommand());
+program.addCommand(routingCommand());
+program.addCommand(experimentsCommand());
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   process.stderr.write(`switchyard: ${isSwitchyardError(e) ? e.message : (e as Error).stack ?? String(e)}\n`);

@@ -311,8 +311,8 @@ export class Registry {
     if (reason !== null) checkText(reason, 'reason');
     return this.#tx(async (tx, append) => {
       const current = await lockModel(tx, this.dialect, name);
-      if (current.routing === text) return readModel(tx, name);
       if (current.routing === null && text === null) throw err('SY_ERR_REGISTRY_NOT_FOUND', `model "${name}" has no routing policy`);
+      if (current.routing === text) return readModel(tx, name);
       const revision = Number(current.routing_revision) + 1;
       await tx.updateTable('models').set({ routing: text, routing_revision: revision, updated_at: Date.now() }).where('name', '=', name).execute();
       await append({

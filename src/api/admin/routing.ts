@@ -223,6 +223,11 @@ export async function routingAdminRoutes(app: FastifyInstance, opts: RoutingAdmi
       response: { 200: routingSchema, ...S.errors(400, 404) },
     },
   }, async (req) => {
+    // A fallback may only name models the caller can see (a tenant cannot borrow another tenant's model).
+    const fallback = (req.body as { fallback?: { model?: unknown }[] } | null)?.fallback ?? [];
+    for (const f of fallback) {
+      if (typeof f.model === 'string' && !visible(req, f.model)) throw err('SY_ERR_BAD_REQUEST', `invalid routing policy: fallback model "${f.model}" not found`);
+    }
     const model = await registry.setRouting(req.params.name, req.body, actorOf(req), req.query.reason ?? null);
     return routingOf(model);
   });
