@@ -6,7 +6,6 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { loadServerConfig, SERVER_DEFAULTS, type ServerConfig } from '../config/server-config.js';
 import { isSwitchyardError } from '../errors.js';
-import { createLogger, createSwitchyard } from '../server.js';
 import { modelsCommand } from './models.js';
 import { tenantsCommand } from './tenants.js';
 import { routingCommand } from './routing.js';
@@ -41,6 +40,8 @@ interface ServeFlags {
 
 async function serve(flags: ServeFlags): Promise<void> {
   const config = loadServerConfig(flags);
+  // The server (onnxruntime, Fastify, database drivers) loads only for `serve`: client commands start fast.
+  const { createLogger, createSwitchyard } = await import('../server.js');
   const logger = createLogger(config.logLevel);
   const sy = await createSwitchyard(config, logger);
   const address = await sy.app.listen({ port: config.port, host: config.host });
