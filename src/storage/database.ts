@@ -167,6 +167,58 @@ export interface ExperimentEventsTable {
   at: number;
 }
 
+export interface PredictionLogTable {
+  id: Generated<number>;
+  at: number;
+  model: string;
+  version: number;
+  tenant: string;
+  arm: string | null;
+  request_id: string;
+  latency_ms: number;
+  inputs: string;
+  outputs: string;
+}
+
+export interface ReferenceProfilesTable {
+  model: string;
+  version: number;
+  profile: string;
+  source: string;
+  created_by: string;
+  created_at: number;
+}
+
+export interface DriftReportsTable {
+  id: Generated<number>;
+  model: string;
+  version: number;
+  at: number;
+  report: string;
+}
+
+export interface AlertRulesTable {
+  id: string;
+  /** The rule as JSON (kind, model, thresholds, webhook, …). */
+  rule: string;
+  created_by: string;
+  created_at: number;
+  updated_at: number;
+}
+
+export interface AlertEventsTable {
+  id: Generated<number>;
+  rule: string;
+  /** firing | resolved */
+  state: string;
+  at: number;
+  value: number | null;
+  message: string;
+  /** delivered | failed | none (no webhook) | pending */
+  delivery: string;
+  delivery_detail: string | null;
+}
+
 export interface DB {
   models: ModelsTable;
   versions: VersionsTable;
@@ -181,6 +233,11 @@ export interface DB {
   experiment_exposures: ExperimentExposuresTable;
   experiment_traffic: ExperimentTrafficTable;
   experiment_events: ExperimentEventsTable;
+  prediction_log: PredictionLogTable;
+  reference_profiles: ReferenceProfilesTable;
+  drift_reports: DriftReportsTable;
+  alert_rules: AlertRulesTable;
+  alert_events: AlertEventsTable;
 }
 
 export interface Database {

@@ -235,6 +235,80 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('models').dropColumn('routing').execute();
       },
     },
+    '0004_monitoring': {
+      async up(db: AnyDb): Promise<void> {
+        // Sampled predictions: inputs/outputs as JSON tensors ({name, datatype, shape, data}[]).
+        let log = db.schema.createTable('prediction_log');
+        log = dialect === 'postgres'
+          ? log.addColumn('id', 'bigserial', (c) => c.primaryKey())
+          : log.addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement());
+        await log
+          .addColumn('at', 'bigint', (c) => c.notNull())
+          .addColumn('model', 'text', (c) => c.notNull())
+          .addColumn('version', 'integer', (c) => c.notNull())
+          .addColumn('tenant', 'text', (c) => c.notNull())
+          .addColumn('arm', 'text')
+          .addColumn('request_id', 'text', (c) => c.notNull())
+          .addColumn('latency_ms', 'double precision', (c) => c.notNull())
+          .addColumn('inputs', 'text', (c) => c.notNull())
+          .addColumn('outputs', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('prediction_log_model_at').on('prediction_log').columns(['model', 'version', 'at']).execute();
+        await db.schema.createIndex('prediction_log_at').on('prediction_log').column('at').execute();
+
+        // The drift reference of a model version (JSON profile: per-feature bins/counts, categories, ranges).
+        await db.schema
+          .createTable('reference_profiles')
+          .addColumn('model', 'text', (c) => c.notNull())
+          .addColumn('version', 'integer', (c) => c.notNull())
+          .addColumn('profile', 'text', (c) => c.notNull())
+          .addColumn('source', 'text', (c) => c.notNull())
+          .addColumn('created_by', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'bigint', (c) => c.notNull())
+          .addPrimaryKeyConstraint('reference_profiles_pk', ['model', 'version'])
+          .execute();
+
+        // Drift reports as computed at the end of each evaluation (history).
+        let drift = db.schema.createTable('drift_reports');
+        drift = dialect === 'postgres'
+          ? drift.addColumn('id', 'bigserial', (c) => c.primaryKey())
+          : drift.addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement());
+        await drift
+          .addColumn('model', 'text', (c) => c.notNull())
+          .addColumn('version', 'integer', (c) => c.notNull())
+          .addColumn('at', 'bigint', (c) => c.notNull())
+          .addColumn('report', 'text', (c) => c.notNull())
+          .execute();
+        await db.schema.createIndex('drift_reports_model_at').on('drift_reports').columns(['model', 'version', 'at']).execute();
+
+        await db.schema
+          .createTable('alert_rules')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('rule', 'text', (c) => c.notNull())
+          .addColumn('created_by', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'bigint', (c) => c.notNull())
+          .addColumn('updated_at', 'bigint', (c) => c.notNull())
+          .execute();
+
+        let alerts = db.schema.createTable('alert_events');
+        alerts = dialect === 'postgres'
+          ? alerts.addColumn('id', 'bigserial', (c) => c.primaryKey())
+          : alerts.addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement());
+        await alerts
+          .addColumn('rule', 'text', (c) => c.notNull())
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('at', 'bigint', (c) => c.notNull())
+          .addColumn('value', 'double precision')
+          .addColumn('message', 'text', (c) => c.notNull())
+          .addColumn('delivery', 'text', (c) => c.notNull())
+          .addColumn('delivery_detail', 'text')
+          .execute();
+        await db.schema.createIndex('alert_events_rule_at').on('alert_events').columns(['rule', 'at']).execute();
+      },
+      async down(db: AnyDb): Promise<void> {
+        for (const t of ['alert_events', 'alert_rules', 'drift_reports', 'reference_profiles', 'prediction_log']) await db.schema.dropTable(t).ifExists().execute();
+      },
+    },
   };
 }
 
