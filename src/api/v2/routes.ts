@@ -214,6 +214,7 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
         const hit = await cache.get(key);
         if (channels.cache.hasSubscribers) channels.cache.publish({ model: mv.model, hit: hit !== undefined } satisfies CacheEvent);
         if (hit !== undefined) {
+          opts.onInferred?.(req, mv, parsed.rows, 0, true);
           publishRequest(mv, true, null, t0, null);
           return { mv, parsed, outputs: hit, cache: 'hit', response: ctx.encode(mv, parsed, hit, 'hit') };
         }
@@ -274,8 +275,8 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
         primary = router!.armVersion(served, a.arm);
         if (channels.route.hasSubscribers) channels.route.publish({ model, arm, assignment: a.assignment } satisfies RouteEvent);
         opts.onRouted?.(req, model, arm, a.unit, a.assignment);
-        ctx.shadows = router!.sampleShadows(policy!);
       }
+      if (version === undefined && policy !== null) ctx.shadows = router!.sampleShadows(policy);
       const breakerSpec = version === undefined ? policy?.spec.circuitBreaker : undefined;
       const chain: FallbackStep[] = [{ mv: primary, error: null }, ...(version === undefined && policy !== null ? router!.fallbacks(served, policy) : [])];
       let last: unknown = null;
@@ -315,7 +316,8 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
         if (i > 0 && channels.fallback.hasSubscribers) {
           channels.fallback.publish({ model, from: primary.label, to: `${mv.model}:${mv.label}`, reason: fallbackReason ?? 'other' } satisfies FallbackEvent);
         }
-        opts.onServed?.(req, model, arm, true, performance.now() - t0);
+        // For guardrails, a request its arm could not serve counts as that arm's failure even when a fallback rescued it.
+        opts.onServed?.(req, model, arm, i === 0, performance.now() - t0);
         for (const s of ctx.shadows) {
           if (result.mv === primary && ctx.shadowInputs !== null) router!.shadow(served, s, primary, ctx.shadowInputs, result.parsed.rows, result.outputs);
         }
