@@ -18,6 +18,10 @@ import { authEnabled, checkExposure, type ServerConfig } from './config/server-c
 import { ExperimentStore } from './experiments/store.js';
 import { ExperimentTracker } from './experiments/tracker.js';
 import { filterExposition } from './monitoring/filter.js';
+import { DatabasePredictionSink, JsonlPredictionSink } from './monitoring/log-sinks.js';
+import type { PredictionSink } from './monitoring/prediction-log.js';
+import { MonitoringService } from './monitoring/service.js';
+import { monitoringAdminRoutes } from './api/admin/monitoring.js';
 import { createMetrics, type Metrics } from './monitoring/metrics.js';
 import { Registry } from './registry/index.js';
 import { MemoryResultCache, RedisResultCache, type ResultCache } from './routing/cache.js';
@@ -49,6 +53,7 @@ export interface Switchyard {
   readonly experiments: ExperimentStore;
   readonly tracker: ExperimentTracker;
   readonly cache: ResultCache;
+  readonly monitoring: MonitoringService;
   /** A platform admin key generated at this start (auth on, none configured, none stored), to print once; else null. */
   readonly bootstrapKey: string | null;
   /** Stop admitting, drain queued requests, release models. Idempotent. */
@@ -123,6 +128,12 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   metrics.watchCache(cache);
   const experiments = new ExperimentStore(database, { logger });
   const tracker = await ExperimentTracker.create({ store: experiments, registry, logger });
+  const sink: PredictionSink = config.predictionLog === 'jsonl' ? new JsonlPredictionSink({ dir: join(dataDir, 'predictions') }) : new DatabasePredictionSink(database);
+  const monitoring = await MonitoringService.create({
+    database, registry, sink, logger, metrics: metrics.registry,
+    sampleRate: config.predictionLog === 'off' ? 0 : config.monitorSampleRate, driftSampleRate: config.driftSampleRate,
+    retentionMs: config.predictionRetentionDays * 86_400_000, driftWindowMs: config.driftWindowMs, driftEvalMs: config.driftEvalMs, alertEvalMs: config.alertEvalMs,
+  });
   const modelExists = (name: string): Promise<boolean> => registry.getModel(name).then(() => true, () => false);
   const bodyLimit = Math.floor(config.maxBodyMb * 1024 * 1024);
   const app = Fastify({
@@ -155,6 +166,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     tenantOf: (req) => tenantOf(req.principal),
     onRouted: (_req, model, arm, unit, assignment) => tracker.routed(model, arm, unit, assignment),
     onServed: (_req, model, arm, ok, latencyMs) => tracker.served(model, arm, ok, latencyMs),
+    monitor: monitoring,
   });
   await app.register(adminRoutes, {
     registry,
@@ -171,6 +183,14 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     access: {
       visible: (req, model) => !req.principal || gateway.canSee(req.principal, model),
       owns: (req, model) => !req.principal || gateway.owns(req.principal, model),
+    },
+  });
+  await app.register(monitoringAdminRoutes, {
+    registry, monitoring,
+    access: {
+      visible: (req, model) => !req.principal || gateway.canSee(req.principal, model),
+      owns: (req, model) => !req.principal || gateway.owns(req.principal, model),
+      isTenant: (req) => req.principal?.kind === 'tenant',
     },
   });
   app.get('/metrics', async (req, reply) => {
@@ -195,6 +215,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
       await manager.close(config.shutdownGraceMs);
       await usage.close().catch((e: unknown) => logger.error({ err: e }, 'final usage flush failed'));
       tracker.close();
+      await monitoring.close().catch((e: unknown) => logger.error({ err: e }, 'closing monitoring failed'));
       await experiments.close().catch((e: unknown) => logger.error({ err: e }, 'final experiment flush failed'));
       await cache.close();
       cacheRedis?.disconnect();
@@ -205,7 +226,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     })();
     return closing;
   };
-  return { app, manager, registry, metrics, logger, gateway, usage, audit, router, experiments, tracker, cache, bootstrapKey, close };
+  return { app, manager, registry, metrics, logger, gateway, usage, audit, router, experiments, tracker, cache, monitoring, bootstrapKey, close };
 }
 
 /** Limit-store failures: a counter and at most one log line per 10 s. */

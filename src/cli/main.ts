@@ -36,6 +36,8 @@ interface ServeFlags {
   dataDir?: string; database?: string; memoryBudget?: number; loadWaitMs?: number; maxArtifactMb?: number;
   auth?: boolean; adminKey?: string; insecure?: boolean; redis?: string; rateLimitFail?: 'open' | 'closed';
   redisTimeoutMs?: number; authCacheMs?: number; usageFlushMs?: number; cacheMaxMb?: number;
+  monitorSampleRate?: number; predictionLog?: ServerConfig['predictionLog']; predictionRetentionDays?: number; driftSampleRate?: number;
+  driftWindowMs?: number; driftEvalMs?: number; alertEvalMs?: number;
 }
 
 async function serve(flags: ServeFlags): Promise<void> {
@@ -95,6 +97,13 @@ program
   .addOption(new Option('--auth-cache-ms <ms>', `how long keys, tenants and model access are cached; changes made on another replica apply within this [env SWITCHYARD_AUTH_CACHE_MS] (default: ${SERVER_DEFAULTS.authCacheMs})`).argParser(int('auth-cache-ms')))
   .addOption(new Option('--usage-flush-ms <ms>', `how often usage counters are written to the metadata store; a crash loses at most this much [env SWITCHYARD_USAGE_FLUSH_MS] (default: ${SERVER_DEFAULTS.usageFlushMs})`).argParser(int('usage-flush-ms')))
   .addOption(new Option('--cache-max-mb <mb>', `memory for the result cache of models whose routing policy enables it (in-process; with --redis the cache lives in Redis) [env SWITCHYARD_CACHE_MAX_MB] (default: ${SERVER_DEFAULTS.cacheMaxMb})`).argParser(num('cache-max-mb')))
+  .addOption(new Option('--monitor-sample-rate <rate>', `share of requests per model written to the prediction log, 0..1 [env SWITCHYARD_MONITOR_SAMPLE_RATE] (default: ${SERVER_DEFAULTS.monitorSampleRate})`).argParser(num('monitor-sample-rate')))
+  .addOption(new Option('--prediction-log <sink>', `where sampled predictions go: database (the metadata store), jsonl (files under <data-dir>/predictions, rotated), off [env SWITCHYARD_PREDICTION_LOG] (default: "${SERVER_DEFAULTS.predictionLog}")`).choices(['database', 'jsonl', 'off']))
+  .addOption(new Option('--prediction-retention-days <days>', `how long the prediction log keeps records [env SWITCHYARD_PREDICTION_RETENTION_DAYS] (default: ${SERVER_DEFAULTS.predictionRetentionDays})`).argParser(num('prediction-retention-days')))
+  .addOption(new Option('--drift-sample-rate <rate>', `share of requests fed to drift monitoring (versions with a reference profile), 0..1 [env SWITCHYARD_DRIFT_SAMPLE_RATE] (default: ${SERVER_DEFAULTS.driftSampleRate})`).argParser(num('drift-sample-rate')))
+  .addOption(new Option('--drift-window-ms <ms>', `drift sliding window [env SWITCHYARD_DRIFT_WINDOW_MS] (default: ${SERVER_DEFAULTS.driftWindowMs})`).argParser(int('drift-window-ms')))
+  .addOption(new Option('--drift-eval-ms <ms>', `how often drift reports are computed, stored and exported [env SWITCHYARD_DRIFT_EVAL_MS] (default: ${SERVER_DEFAULTS.driftEvalMs})`).argParser(int('drift-eval-ms')))
+  .addOption(new Option('--alert-eval-ms <ms>', `how often alert rules are evaluated [env SWITCHYARD_ALERT_EVAL_MS] (default: ${SERVER_DEFAULTS.alertEvalMs})`).argParser(int('alert-eval-ms')))
   .action(serve);
 
 program.addCommand(modelsCommand());

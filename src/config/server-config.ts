@@ -49,6 +49,20 @@ export const serverConfigSchema = z.strictObject({
   usageFlushMs: z.number().int().min(100),
   /** Bytes (MiB) the in-process result cache may hold, for models whose routing policy enables caching (with --redis the cache is in Redis). Default 64. Env SWITCHYARD_CACHE_MAX_MB. */
   cacheMaxMb: z.number().min(1),
+  /** Share of requests per model written to the prediction log, 0..1. Default 0.01. Env SWITCHYARD_MONITOR_SAMPLE_RATE. */
+  monitorSampleRate: z.number().min(0).max(1),
+  /** Where the prediction log goes: the metadata store (`database`), JSONL files under the data dir (`jsonl`) or nowhere (`off`). Default database. Env SWITCHYARD_PREDICTION_LOG. */
+  predictionLog: z.enum(['database', 'jsonl', 'off']),
+  /** Days the prediction log keeps records. Default 7. Env SWITCHYARD_PREDICTION_RETENTION_DAYS. */
+  predictionRetentionDays: z.number().gt(0),
+  /** Share of requests fed to drift monitoring, for versions with a reference profile, 0..1. Default 1. Env SWITCHYARD_DRIFT_SAMPLE_RATE. */
+  driftSampleRate: z.number().min(0).max(1),
+  /** Drift sliding window, ms. Default 3600000 (1 h). Env SWITCHYARD_DRIFT_WINDOW_MS. */
+  driftWindowMs: z.number().int().min(60_000),
+  /** How often drift reports are computed, stored and exported as gauges, ms. Default 60000. Env SWITCHYARD_DRIFT_EVAL_MS. */
+  driftEvalMs: z.number().int().min(1000),
+  /** How often alert rules are evaluated, ms. Default 15000. Env SWITCHYARD_ALERT_EVAL_MS. */
+  alertEvalMs: z.number().int().min(100),
 });
 
 export type ServerConfig = Readonly<z.infer<typeof serverConfigSchema>>;
@@ -75,6 +89,13 @@ export const SERVER_DEFAULTS: ServerConfig = Object.freeze({
   authCacheMs: 5000,
   usageFlushMs: 10_000,
   cacheMaxMb: 64,
+  monitorSampleRate: 0.01,
+  predictionLog: 'database',
+  predictionRetentionDays: 7,
+  driftSampleRate: 1,
+  driftWindowMs: 3_600_000,
+  driftEvalMs: 60_000,
+  alertEvalMs: 15_000,
 });
 
 type EnvKind = 'string' | 'number' | 'boolean';
@@ -100,6 +121,13 @@ const ENV: Record<keyof ServerConfig, { name: string; kind: EnvKind }> = {
   authCacheMs: { name: 'SWITCHYARD_AUTH_CACHE_MS', kind: 'number' },
   usageFlushMs: { name: 'SWITCHYARD_USAGE_FLUSH_MS', kind: 'number' },
   cacheMaxMb: { name: 'SWITCHYARD_CACHE_MAX_MB', kind: 'number' },
+  monitorSampleRate: { name: 'SWITCHYARD_MONITOR_SAMPLE_RATE', kind: 'number' },
+  predictionLog: { name: 'SWITCHYARD_PREDICTION_LOG', kind: 'string' },
+  predictionRetentionDays: { name: 'SWITCHYARD_PREDICTION_RETENTION_DAYS', kind: 'number' },
+  driftSampleRate: { name: 'SWITCHYARD_DRIFT_SAMPLE_RATE', kind: 'number' },
+  driftWindowMs: { name: 'SWITCHYARD_DRIFT_WINDOW_MS', kind: 'number' },
+  driftEvalMs: { name: 'SWITCHYARD_DRIFT_EVAL_MS', kind: 'number' },
+  alertEvalMs: { name: 'SWITCHYARD_ALERT_EVAL_MS', kind: 'number' },
 };
 
 function envValue(v: string, kind: EnvKind): unknown {

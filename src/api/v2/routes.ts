@@ -37,6 +37,14 @@ export interface V2Options {
   tenantOf?: (req: FastifyRequest) => string;
   /** A request was assigned an arm by its model's policy (experiments record the exposure). */
   onRouted?: (req: FastifyRequest, model: string, arm: string, unit: string | null, assignment: Assignment) => void;
+  /** Model monitoring: asked before a request runs whether it will be logged / observed for drift, then given the request. */
+  monitor?: {
+    wants(model: string, version: number): { log: boolean; drift: boolean };
+    observe(w: { log: boolean; drift: boolean }, p: {
+      model: string; version: number; tenant: string; arm: string | null; requestId: string; latencyMs: number;
+      inputs: readonly { name: string; tensor: Tensor }[]; outputs: readonly { name: string; tensor: Tensor }[];
+    }): void;
+  };
   /** A request that named no version finished (ok, or failed on the server side), for guardrails. */
   onServed?: (req: FastifyRequest, model: string, arm: string | null, ok: boolean, latencyMs: number) => void;
 }
@@ -190,6 +198,17 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
 
   const router = opts.router ?? null;
   const cache = opts.cache ?? null;
+  const monitor = opts.monitor ?? null;
+
+  /** Hand a served request to monitoring (while the version is held: names come from its signature). */
+  const watch = (req: FastifyRequest, ctx: InferContext, mv: ModelVersion, w: { log: boolean; drift: boolean }, inputs: readonly Tensor[], outputs: readonly Tensor[], t0: number): void => {
+    const sig = mv.signature!;
+    monitor!.observe(w, {
+      model: mv.model, version: mv.version, tenant: opts.tenantOf?.(req) ?? '', arm: ctx.arm, requestId: req.id, latencyMs: performance.now() - t0,
+      inputs: inputs.map((tensor, i) => ({ name: sig.inputs[i]!.name, tensor })),
+      outputs: outputs.map((tensor, i) => ({ name: sig.outputs[i]!.name, tensor })),
+    });
+  };
 
   /**
    * One attempt on one version: take a reference (loading it if needed), parse the body for its signature
@@ -216,15 +235,21 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
         if (hit !== undefined) {
           opts.onInferred?.(req, mv, parsed.rows, 0, true);
           publishRequest(mv, true, null, t0, null);
+          const w = monitor?.wants(mv.model, mv.version);
+          if (w !== undefined && (w.log || w.drift)) watch(req, ctx, mv, w, parsed.inputs, hit, t0);
           return { mv, parsed, outputs: hit, cache: 'hit', response: ctx.encode(mv, parsed, hit, 'hit') };
         }
       }
       const timeoutUs = parsed.timeoutUs || ctx.timeoutUs;
       const socket = req.raw.socket;
       const inputs = ctx.shadows.length > 0 && ctx.shadowInputs === null ? parsed.inputs.map(cloneTensor) : null;
+      // The runtime may take ownership of the input buffers: monitoring gets its own copy, only when it looks.
+      const w = monitor?.wants(mv.model, mv.version);
+      const watched = w !== undefined && (w.log || w.drift) ? (inputs ?? parsed.inputs.map(cloneTensor)) : null;
       job = mv.submit(parsed.inputs, parsed.rows, timeoutUs, () => socket.destroyed, opts.flowOf?.(req));
       const outputs = timeoutMs === undefined ? await job.result : await withTimeout(job, timeoutMs, mv);
       if (inputs !== null) ctx.shadowInputs = inputs;
+      if (watched !== null) watch(req, ctx, mv, w!, watched, outputs, t0);
       opts.onInferred?.(req, mv, parsed.rows, computeShare(job), true);
       publishRequest(mv, true, null, t0, job);
       if (key !== null) cache!.set(key, outputs, ctx.cacheTtlMs);
