@@ -7,7 +7,7 @@
  */
 import diagnostics from 'node:diagnostics_channel';
 import type { Logger } from 'pino';
-import { Gauge, type Registry as PromRegistry } from 'prom-client';
+import { Counter, Gauge, type Registry as PromRegistry } from 'prom-client';
 import { err } from '../errors.js';
 import { channels, type RequestEvent } from '../events.js';
 import type { Registry } from '../registry/index.js';
@@ -266,8 +266,17 @@ export class MonitoringService {
       },
     });
     const log = this.log;
-    new Gauge({ name: 'switchyard_prediction_log_dropped', help: 'Sampled predictions dropped because the log buffer was full (since start).', registers: [registry], collect() { this.set(log.dropped); } });
-    new Gauge({ name: 'switchyard_prediction_log_written', help: 'Sampled predictions written to the prediction log (since start).', registers: [registry], collect() { this.set(log.written); } });
+    const counter = (name: string, help: string, read: () => number): void => {
+      new Counter({
+        name, help, registers: [registry],
+        collect() {
+          this.reset();
+          this.inc(read());
+        },
+      });
+    };
+    counter('switchyard_prediction_log_written_total', 'Sampled predictions written to the prediction log.', () => log.written);
+    counter('switchyard_prediction_log_dropped_total', 'Sampled predictions dropped (log buffer full, or a record the sink kept refusing); requests are never affected.', () => log.dropped);
   }
 
   async close(): Promise<void> {
