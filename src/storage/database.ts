@@ -219,6 +219,24 @@ export interface AlertEventsTable {
   delivery_detail: string | null;
 }
 
+export interface FeatureDefinitionsTable {
+  kind: string;
+  name: string;
+  revision: number;
+  spec: string;
+  deleted: number;
+  created_by: string;
+  created_at: number;
+}
+
+export interface FeatureRowsTable {
+  view: string;
+  entity_key: string;
+  event_time: number;
+  created_at: number;
+  vals: string;
+}
+
 export interface DB {
   models: ModelsTable;
   versions: VersionsTable;
@@ -238,6 +256,8 @@ export interface DB {
   drift_reports: DriftReportsTable;
   alert_rules: AlertRulesTable;
   alert_events: AlertEventsTable;
+  feature_definitions: FeatureDefinitionsTable;
+  feature_rows: FeatureRowsTable;
 }
 
 export interface Database {

@@ -5,5 +5,6 @@
 export { openDatabase, type Database, type DB, type Dialect, type ModelsTable, type VersionsTable, type AliasesTable, type EventsTable,
   type TenantsTable, type ApiKeysTable, type ModelAccessTable, type UsageTable, type AuditLogTable,
   type ExperimentsTable, type ExperimentExposuresTable, type ExperimentTrafficTable, type ExperimentEventsTable,
-  type PredictionLogTable, type ReferenceProfilesTable, type DriftReportsTable, type AlertRulesTable, type AlertEventsTable } from './database.js';
+  type PredictionLogTable, type ReferenceProfilesTable, type DriftReportsTable, type AlertRulesTable, type AlertEventsTable,
+  type FeatureDefinitionsTable, type FeatureRowsTable } from './database.js';
 export { migrate, migrations } from './migrations.js';

@@ -309,6 +309,38 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         for (const t of ['alert_events', 'alert_rules', 'drift_reports', 'reference_profiles', 'prediction_log']) await db.schema.dropTable(t).ifExists().execute();
       },
     },
+    '0005_features': {
+      async up(db: AnyDb): Promise<void> {
+        // Every revision of every feature store definition (entity, view, service); the highest revision is current,
+        // a revision with deleted = 1 removes the definition.
+        await db.schema
+          .createTable('feature_definitions')
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('name', 'text', (c) => c.notNull())
+          .addColumn('revision', 'integer', (c) => c.notNull())
+          .addColumn('spec', 'text', (c) => c.notNull())
+          .addColumn('deleted', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('created_by', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'bigint', (c) => c.notNull())
+          .addPrimaryKeyConstraint('feature_definitions_pk', ['kind', 'name', 'revision'])
+          .execute();
+
+        // Offline history of pushed feature rows. (view, entity, event time) is unique: a retried push inserts
+        // nothing twice. created_at is when the row became known, for point-in-time joins that exclude later writes.
+        await db.schema
+          .createTable('feature_rows')
+          .addColumn('view', 'text', (c) => c.notNull())
+          .addColumn('entity_key', 'text', (c) => c.notNull())
+          .addColumn('event_time', 'bigint', (c) => c.notNull())
+          .addColumn('created_at', 'bigint', (c) => c.notNull())
+          .addColumn('vals', 'text', (c) => c.notNull())
+          .addPrimaryKeyConstraint('feature_rows_pk', ['view', 'entity_key', 'event_time'])
+          .execute();
+      },
+      async down(db: AnyDb): Promise<void> {
+        for (const t of ['feature_rows', 'feature_definitions']) await db.schema.dropTable(t).ifExists().execute();
+      },
+    },
   };
 }
 
