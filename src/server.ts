@@ -22,6 +22,9 @@ import { DatabasePredictionSink, JsonlPredictionSink } from './monitoring/log-si
 import type { PredictionSink } from './monitoring/prediction-log.js';
 import { MonitoringService } from './monitoring/service.js';
 import { monitoringAdminRoutes } from './api/admin/monitoring.js';
+import { featureDataRoutes } from './api/admin/features-data.js';
+import { featureDefinitionRoutes } from './api/admin/features-defs.js';
+import { FeatureStore } from './features/store.js';
 import { createMetrics, type Metrics } from './monitoring/metrics.js';
 import { Registry } from './registry/index.js';
 import { MemoryResultCache, RedisResultCache, type ResultCache } from './routing/cache.js';
@@ -54,6 +57,7 @@ export interface Switchyard {
   readonly tracker: ExperimentTracker;
   readonly cache: ResultCache;
   readonly monitoring: MonitoringService;
+  readonly features: FeatureStore;
   /** A platform admin key generated at this start (auth on, none configured, none stored), to print once; else null. */
   readonly bootstrapKey: string | null;
   /** Stop admitting, drain queued requests, release models. Idempotent. */
@@ -122,6 +126,12 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   // Result cache: in Redis when replicas share one (a hit on any replica serves all), else in-process.
   const cacheRedis = config.redis ? new Redis(config.redis, { maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: false }) : null;
   cacheRedis?.on('error', () => { /* counted by the cache as misses + errors */ });
+  // Online features and window state: in Redis when replicas share one, else in-process.
+  const featureRedis = config.redis ? new Redis(config.redis, { maxRetriesPerRequest: 2 }) : null;
+  featureRedis?.on('error', (e) => logger.warn({ err: e }, 'feature store Redis connection error'));
+  const features = await FeatureStore.create({
+    database, redis: featureRedis, redisUrl: config.redis || null, natsUrl: config.nats || null, logger, metrics: metrics.registry,
+  });
   const cache: ResultCache = cacheRedis
     ? new RedisResultCache({ redis: cacheRedis, timeoutMs: config.redisTimeoutMs })
     : new MemoryResultCache({ maxBytes: Math.floor(config.cacheMaxMb * 1024 * 1024) });
@@ -167,6 +177,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     onRouted: (_req, model, arm, unit, assignment) => tracker.routed(model, arm, unit, assignment),
     onServed: (_req, model, arm, ok, latencyMs) => tracker.served(model, arm, ok, latencyMs),
     monitor: monitoring,
+    features: { assemble: (model, version, entities, inputs) => features.assemble(model, version, entities, inputs) },
   });
   await app.register(adminRoutes, {
     registry,
@@ -193,6 +204,11 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
       isTenant: (req) => req.principal?.kind === 'tenant',
     },
   });
+  const platformKey = (req: { principal: Principal | null }): boolean => req.principal === null || req.principal.kind !== 'tenant';
+  await app.register(featureDefinitionRoutes, {
+    store: features.defs, access: { platform: platformKey, visible: (req, model) => !req.principal || gateway.canSee(req.principal, model) },
+  });
+  await app.register(featureDataRoutes, { features, access: { platform: platformKey } });
   app.get('/metrics', async (req, reply) => {
     const text = await metrics.registry.metrics();
     const p = req.principal;
@@ -219,6 +235,8 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
       await experiments.close().catch((e: unknown) => logger.error({ err: e }, 'final experiment flush failed'));
       await cache.close();
       cacheRedis?.disconnect();
+      await features.close().catch((e: unknown) => logger.error({ err: e }, 'closing the feature store failed'));
+      featureRedis?.disconnect();
       await gateway.close();
       await channel?.close();
       metrics.close();
@@ -226,7 +244,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     })();
     return closing;
   };
-  return { app, manager, registry, metrics, logger, gateway, usage, audit, router, experiments, tracker, cache, monitoring, bootstrapKey, close };
+  return { app, manager, registry, metrics, logger, gateway, usage, audit, router, experiments, tracker, cache, monitoring, features, bootstrapKey, close };
 }
 
 /** Limit-store failures: a counter and at most one log line per 10 s. */

@@ -249,7 +249,7 @@ describe('PredictionLog', () => {
     let down = true;
     sink.fail = () => down;
     const { logger, lines } = fakeLogger();
-    const log = new PredictionLog({ sink, flushMs: MANUAL, maxBuffer: 600, logger, retentionMs: Infinity });
+    const log = new PredictionLog({ sink, flushMs: MANUAL, maxBuffer: 600, logger, retentionMs: Infinity, flushAtBatch: false });
     for (let i = 0; i < 550; i++) log.record(input(i));
     await assert.rejects(log.flush(), /sink down/);
     await assert.rejects(log.flush(), /sink down/);
@@ -268,6 +268,28 @@ describe('PredictionLog', () => {
     const ids = sink.records.map((r) => r.requestId);
     assert.equal(new Set(ids).size, 600, 'no duplicates');
     assert.deepEqual(ids.slice(0, 3), ['r0', 'r1', 'r2']);
+    await log.close();
+  });
+
+  it('a full batch pending is written at once, not at the next tick; a failing sink is then left to the timer', async () => {
+    const sink = new MemorySink();
+    const log = new PredictionLog({ sink, flushMs: MANUAL, retentionMs: Infinity });
+    for (let i = 0; i < 499; i++) log.record(input(i));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(sink.records.length, 0, 'below a batch: waits for the timer');
+    log.record(input(499));
+    for (let k = 0; k < 5 && sink.records.length < 500; k++) await new Promise((r) => setImmediate(r));
+    assert.equal(sink.records.length, 500);
+    let calls = 0;
+    sink.fail = () => (calls++, true);
+    for (let i = 0; i < 500; i++) log.record(input(1000 + i));
+    for (let k = 0; k < 5; k++) await new Promise((r) => setImmediate(r));
+    for (let i = 0; i < 600; i++) log.record(input(2000 + i));
+    for (let k = 0; k < 5; k++) await new Promise((r) => setImmediate(r));
+    assert.equal(calls, 1, 'after a failure, full batches no longer trigger writes');
+    sink.fail = () => false;
+    await log.flush();
+    assert.equal(sink.records.length, 1600);
     await log.close();
   });
 

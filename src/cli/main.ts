@@ -10,6 +10,8 @@ import { modelsCommand } from './models.js';
 import { tenantsCommand } from './tenants.js';
 import { routingCommand } from './routing.js';
 import { experimentsCommand } from './experiments.js';
+import { featuresCommand } from './features.js';
+import { monitorCommand } from './monitor.js';
 import { VERSION } from '../version.js';
 
 const int = (name: string) => (v: string): number => {
@@ -37,7 +39,7 @@ interface ServeFlags {
   auth?: boolean; adminKey?: string; insecure?: boolean; redis?: string; rateLimitFail?: 'open' | 'closed';
   redisTimeoutMs?: number; authCacheMs?: number; usageFlushMs?: number; cacheMaxMb?: number;
   monitorSampleRate?: number; predictionLog?: ServerConfig['predictionLog']; predictionRetentionDays?: number; driftSampleRate?: number;
-  driftWindowMs?: number; driftEvalMs?: number; alertEvalMs?: number;
+  driftWindowMs?: number; driftEvalMs?: number; alertEvalMs?: number; nats?: string;
 }
 
 async function serve(flags: ServeFlags): Promise<void> {
@@ -71,6 +73,8 @@ async function serve(flags: ServeFlags): Promise<void> {
 const program = new Command('switchyard')
   .description('Switchyard: one service for serving ONNX models over the Open Inference Protocol (KServe/Triton V2).')
   .version(VERSION)
+  // Subcommands own the options after their name (`monitor drift m --version 1` is the model version, not ours).
+  .enablePositionalOptions()
   .showHelpAfterError();
 
 program
@@ -104,12 +108,15 @@ program
   .addOption(new Option('--drift-window-ms <ms>', `drift sliding window [env SWITCHYARD_DRIFT_WINDOW_MS] (default: ${SERVER_DEFAULTS.driftWindowMs})`).argParser(int('drift-window-ms')))
   .addOption(new Option('--drift-eval-ms <ms>', `how often drift reports are computed, stored and exported [env SWITCHYARD_DRIFT_EVAL_MS] (default: ${SERVER_DEFAULTS.driftEvalMs})`).argParser(int('drift-eval-ms')))
   .addOption(new Option('--alert-eval-ms <ms>', `how often alert rules are evaluated [env SWITCHYARD_ALERT_EVAL_MS] (default: ${SERVER_DEFAULTS.alertEvalMs})`).argParser(int('alert-eval-ms')))
+  .addOption(new Option('--nats <url>', 'NATS server (JetStream) for windowed feature views that consume a NATS stream (nats://127.0.0.1:4222) [env SWITCHYARD_NATS] (default: none)'))
   .action(serve);
 
 program.addCommand(modelsCommand());
 program.addCommand(tenantsCommand());
 program.addCommand(routingCommand());
 program.addCommand(experimentsCommand());
+program.addCommand(featuresCommand());
+program.addCommand(monitorCommand());
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   process.stderr.write(`switchyard: ${isSwitchyardError(e) ? e.message : (e as Error).stack ?? String(e)}\n`);

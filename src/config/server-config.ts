@@ -63,6 +63,8 @@ export const serverConfigSchema = z.strictObject({
   driftEvalMs: z.number().int().min(1000),
   /** How often alert rules are evaluated, ms. Default 15000. Env SWITCHYARD_ALERT_EVAL_MS. */
   alertEvalMs: z.number().int().min(100),
+  /** NATS server for windowed feature views that read a JetStream stream (nats://host:4222); '' = none. Env SWITCHYARD_NATS. */
+  nats: z.string().refine((u) => u === '' || /^(nats|tls):\/\//.test(u), 'must start with nats:// or tls://'),
 });
 
 export type ServerConfig = Readonly<z.infer<typeof serverConfigSchema>>;
@@ -96,6 +98,7 @@ export const SERVER_DEFAULTS: ServerConfig = Object.freeze({
   driftWindowMs: 3_600_000,
   driftEvalMs: 60_000,
   alertEvalMs: 15_000,
+  nats: '',
 });
 
 type EnvKind = 'string' | 'number' | 'boolean';
@@ -128,6 +131,7 @@ const ENV: Record<keyof ServerConfig, { name: string; kind: EnvKind }> = {
   driftWindowMs: { name: 'SWITCHYARD_DRIFT_WINDOW_MS', kind: 'number' },
   driftEvalMs: { name: 'SWITCHYARD_DRIFT_EVAL_MS', kind: 'number' },
   alertEvalMs: { name: 'SWITCHYARD_ALERT_EVAL_MS', kind: 'number' },
+  nats: { name: 'SWITCHYARD_NATS', kind: 'string' },
 };
 
 function envValue(v: string, kind: EnvKind): unknown {

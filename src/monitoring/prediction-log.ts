@@ -149,6 +149,8 @@ export interface PredictionLogOptions {
   readonly logger?: Logger;
   /** Uniform [0, 1) source for sampling (for tests). Default Math.random. */
   readonly random?: () => number;
+  /** Start a flush as soon as a full batch (500) is pending, instead of waiting for the timer. Default true. */
+  readonly flushAtBatch?: boolean;
 }
 
 /** Validate a query (SY_ERR_BAD_REQUEST) and resolve its limit. */
@@ -235,6 +237,9 @@ export class PredictionLog {
   #pruneTimer: NodeJS.Timeout | null = null;
   #lock: Promise<void> = Promise.resolve();
   #flushing = false;
+  readonly #flushAtBatch: boolean;
+  /** The last flush failed: wait for the timer instead of retrying at every full batch. */
+  #failing = false;
   #closing: Promise<void> | null = null;
 
   constructor(opts: PredictionLogOptions) {
@@ -255,6 +260,7 @@ export class PredictionLog {
     this.#retentionMs = retentionMs;
     this.#maxElements = maxElements;
     this.#log = opts.logger ?? null;
+    this.#flushAtBatch = opts.flushAtBatch ?? true;
     this.#flushTimer = setInterval(() => this.#tick(), flushMs);
     this.#flushTimer.unref();
     if (Number.isFinite(retentionMs)) {
@@ -312,6 +318,9 @@ export class PredictionLog {
       for (const t of held.inputs) elements += 'tensor' in t ? t.tensor.data.length : 0;
       for (const t of held.outputs) elements += 'tensor' in t ? t.tensor.data.length : 0;
       this.#queue.push({ held, rec: null, attempts: 0, elements });
+      // A full batch is waiting: write it now rather than at the next tick (at high rates the buffer would
+      // otherwise fill between ticks and drop).
+      if (this.#flushAtBatch && !this.#failing && !this.#flushing && this.#queue.length >= WRITE_BATCH) this.#tick();
     } catch {
       this.#dropped++;
     }
@@ -464,6 +473,9 @@ export class PredictionLog {
             anyOk = true;
             this.#written += records.length;
           }
+          // Let requests run between batches: a synchronous sink (SQLite) would otherwise hold the event loop
+          // for the whole queue.
+          if (this.#queue.length > 0) await new Promise<void>((r) => setImmediate(r));
         } catch (e) {
           failures++;
           this.#failures++;
@@ -492,6 +504,7 @@ export class PredictionLog {
         this.#queue.push(...alone);
       }
     }
+    this.#failing = failure !== null;
     if (failure !== null) {
       this.#error({ err: failure, sink: this.#sink.kind, pending: this.pending }, 'prediction log write failed; records kept for the next flush');
       throw failure;

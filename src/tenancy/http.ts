@@ -74,6 +74,10 @@ export function classify(method: string, url: string): AccessRule {
   if (url.startsWith('/api/v1/tenants/:tenant')) {
     return { ...AUTHENTICATED, scopes: read ? ['read', 'admin'] : ['admin'], tenantParam: 'tenant', audited: !read };
   }
+  if (url === '/api/v1/features/online' || url === '/api/v1/features/export') {
+    // Reads, though POSTed (entity lists can be long).
+    return { ...AUTHENTICATED, scopes: ['read', 'admin'], limited: true };
+  }
   if (url === '/api/v1/experiments/:id/events') {
     // Outcome events come from applications (infer keys); the handler checks the experiment's model is visible.
     return { ...AUTHENTICATED, scopes: ['infer', 'admin'], limited: true };

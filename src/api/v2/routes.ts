@@ -45,6 +45,11 @@ export interface V2Options {
       inputs: readonly { name: string; tensor: Tensor }[]; outputs: readonly { name: string; tensor: Tensor }[];
     }): void;
   };
+  /** Feature-joined inference: the input tensors a version's feature service fills for entities (one per row), or null when none is bound. */
+  features?: {
+    assemble(model: string, version: number, entities: readonly Readonly<Record<string, unknown>>[], inputs: readonly { name: string; datatype: string; shape: readonly number[] }[]):
+      Promise<{ name: string; datatype: string; shape: number[]; data: (number | string | boolean)[] }[] | null>;
+  };
   /** A request that named no version finished (ok, or failed on the server side), for guardrails. */
   onServed?: (req: FastifyRequest, model: string, arm: string | null, ok: boolean, latencyMs: number) => void;
 }
@@ -100,7 +105,37 @@ class InferContext {
   primary: ModelVersion | null = null;
   fallbackReason: string | null = null;
 
-  constructor(readonly body: Buffer, readonly headerLength: number | null, readonly timeoutUs: number, readonly cacheTtlMs: number) {}
+  /** Whether the entity join ran (it runs once, for the first version attempted). */
+  joined = false;
+
+  constructor(public body: Buffer, readonly headerLength: number | null, readonly timeoutUs: number, readonly cacheTtlMs: number) {}
+
+  /**
+   * Feature join: a JSON request whose `parameters.entities` lists one entity per row gets the input tensors
+   * the version's feature service fills (inputs the request sends itself are kept as sent).
+   */
+  async join(mv: ModelVersion, features: NonNullable<V2Options['features']>): Promise<void> {
+    this.joined = true;
+    if (this.headerLength !== null || !this.body.includes('"entities"')) return;
+    let req: { inputs?: unknown; parameters?: { entities?: unknown } };
+    try {
+      req = JSON.parse(this.body.toString('utf8')) as typeof req;
+    } catch {
+      return; // the parser reports it
+    }
+    const entities = req.parameters?.entities;
+    if (entities === undefined) return;
+    if (!Array.isArray(entities) || entities.length === 0 || !entities.every((e) => typeof e === 'object' && e !== null && !Array.isArray(e))) {
+      throw err('SY_ERR_BAD_REQUEST', 'parameters.entities must be a non-empty array of join key objects, one per row (e.g. [{"user_id": 7}])');
+    }
+    const sig = mv.signature!;
+    const inputs = sig.inputs.map((s) => ({ name: s.name, datatype: s.dtype.v2, shape: s.shape }));
+    const assembled = await features.assemble(mv.model, mv.version, entities as Record<string, unknown>[], inputs);
+    if (assembled === null) throw err('SY_ERR_BAD_REQUEST', `parameters.entities: model "${mv.model}" version ${mv.label} has no feature service bound to its inputs`);
+    const own = Array.isArray(req.inputs) ? (req.inputs as { name?: unknown }[]) : [];
+    const sent = new Set(own.map((i) => i.name));
+    this.body = Buffer.from(JSON.stringify({ ...req, inputs: [...own, ...assembled.filter((t) => !sent.has(t.name))] }));
+  }
 
   /** The V2 response, with routing parameters (which version and arm served, fallback, cache) when a policy is in play. */
   encode(mv: ModelVersion, parsed: InferRequest, outputs: readonly Tensor[], cache: 'hit' | 'miss' | null): EncodedResponse {
@@ -226,6 +261,7 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
         await manager.acquire(mv); // not resident: load it (bounded wait)
         acquired = true;
       }
+      if (opts.features !== undefined && !ctx.joined) await ctx.join(mv, opts.features);
       parsed = ctx.parsedFor(mv);
       let key: string | null = null;
       if (cache !== null && ctx.cacheTtlMs > 0) {
@@ -292,6 +328,7 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
             await manager.acquire(first); // its signature is needed to parse: load it (bounded wait)
             manager.release(first);
           }
+          if (first.signature !== null && opts.features !== undefined && !ctx.joined) await ctx.join(first, opts.features);
           const p = first.signature === null ? null : ctx.parsedFor(first).parameters?.[policy!.keyParameter!];
           key = typeof p === 'string' ? p : typeof p === 'number' ? String(p) : undefined;
         }

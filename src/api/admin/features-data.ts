@@ -1,0 +1,124 @@
+/**
+ * @module
+ * The feature store's data plane over HTTP (`/api/v1/features`): push rows (feature views: offline history +
+ * online store, idempotent; windowed views: events deduplicated by id), read online values with their
+ * statuses, and export a point-in-time-correct training set (JSON, JSONL or CSV in and out).
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { err } from '../../errors.js';
+import type { FeatureStore } from '../../features/store.js';
+import { readDataset } from '../../monitoring/dataset.js';
+import { strictValidation } from './routes.js';
+import * as S from './schemas.js';
+
+export interface FeatureDataOptions {
+  readonly features: FeatureStore;
+  readonly access?: { platform(req: FastifyRequest): boolean };
+}
+
+const TAGS = ['features'];
+const anyObject = { type: 'object', additionalProperties: true } as const;
+const rowList = (description: string) => ({ type: 'array', maxItems: 10_000, items: anyObject, description }) as const;
+
+type Raw = Record<string, unknown>;
+
+function csvCell(v: unknown): string {
+  const s = v === null || v === undefined ? '' : typeof v === 'string' ? v : JSON.stringify(v);
+  return /[",\r\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
+}
+
+function toCsv(rows: readonly Raw[]): string {
+  const cols: string[] = [];
+  for (const r of rows) for (const k of Object.keys(r)) if (!cols.includes(k)) cols.push(k);
+  return [cols.map(csvCell).join(','), ...rows.map((r) => cols.map((c) => csvCell(r[c])).join(','))].join('\r\n') + '\r\n';
+}
+
+export async function featureDataRoutes(app: FastifyInstance, opts: FeatureDataOptions): Promise<void> {
+  const { features } = opts;
+  const platform = opts.access?.platform ?? (() => true);
+  strictValidation(app);
+  // Entity dataframes may arrive as CSV or JSONL.
+  app.addContentTypeParser(['text/csv', 'application/x-ndjson', 'application/jsonl'], { parseAs: 'buffer', bodyLimit: 256 * 1024 * 1024 }, (_req, body, done) => done(null, body));
+  const onlyPlatform = (req: FastifyRequest): void => {
+    if (!platform(req)) throw err('SY_ERR_FORBIDDEN', 'the feature store is reached with a platform key (tenant keys use features through inference on models bound to a feature service)');
+  };
+
+  app.post<{ Body: { view: string; rows: Raw[]; pushId?: string } }>('/api/v1/features/push', {
+    schema: {
+      tags: TAGS, summary: 'Push rows into a feature view (offline history + online store, idempotent) or events into a windowed view',
+      description: 'Feature view rows: join keys, `event_time` (ISO-8601 or epoch ms) and feature values; a row older than the online value never overwrites it, and a retried push inserts nothing twice. '
+        + 'Windowed view rows: join keys, `event_id` (redeliveries count once), `event_time` and the aggregated fields.',
+      body: {
+        type: 'object', required: ['view', 'rows'], additionalProperties: false,
+        properties: {
+          view: { type: 'string' }, rows: rowList('Rows (at most 10000).'),
+          pushId: { type: 'string', description: 'Client label for the push (logged). Retries are safe without it: rows are idempotent by (view, entity, event time), events by event_id.' },
+        },
+      },
+      response: { 200: anyObject, ...S.errors(400, 403, 404) },
+    },
+  }, async (req) => {
+    onlyPlatform(req);
+    return features.push(req.body.view, req.body.rows);
+  });
+
+  app.post<{ Body: { entities: Raw[]; features?: string[]; service?: string } }>('/api/v1/features/online', {
+    schema: {
+      tags: TAGS, summary: 'Online feature values for entities, with status (PRESENT, NOT_FOUND, OUTSIDE_MAX_AGE) and event time',
+      body: {
+        type: 'object', required: ['entities'], additionalProperties: false,
+        properties: {
+          entities: { type: 'array', minItems: 1, maxItems: 1000, items: anyObject, description: 'Join key values per entity, e.g. [{"user_id": 7}].' },
+          features: { type: 'array', items: { type: 'string' }, description: '"view:feature" references.' },
+          service: { type: 'string', description: 'A feature service (instead of features).' },
+        },
+      },
+      response: { 200: anyObject, ...S.errors(400, 403, 404) },
+    },
+  }, async (req) => {
+    onlyPlatform(req);
+    const refs = features.refsOf(req.body.features, req.body.service);
+    return { results: await features.read(req.body.entities, refs) };
+  });
+
+  app.post<{ Body: unknown; Querystring: { features?: string; service?: string; format?: 'json' | 'jsonl' | 'csv'; include_late_writes?: boolean } }>('/api/v1/features/export', {
+    schema: {
+      tags: TAGS, summary: 'Point-in-time-correct training set for an entity dataframe (join keys + timestamp per row)',
+      description: 'Body: JSON `{entities: [{<join keys>, timestamp}], features | service, includeLateWrites}`, or the entity dataframe as CSV / JSONL with `features` / `service` in the query. '
+        + 'Each row gets, per feature, the latest value with event time ≤ its timestamp, within the view\'s max age, and known (written) by that time — unless include_late_writes.',
+      querystring: {
+        type: 'object', additionalProperties: false,
+        properties: {
+          features: { type: 'string', description: 'Comma-separated "view:feature" references (CSV / JSONL bodies).' },
+          service: { type: 'string' },
+          format: { type: 'string', enum: ['json', 'jsonl', 'csv'], description: 'Output (default json).' },
+          include_late_writes: { type: 'boolean', description: 'Let values written after a row\'s timestamp (backfills) count.' },
+        },
+      },
+      response: { 200: anyObject, ...S.errors(400, 403, 404, 415) },
+    },
+  }, async (req, reply: FastifyReply) => {
+    onlyPlatform(req);
+    const q = req.query;
+    let entities: Raw[];
+    let refs: string[];
+    let late = q.include_late_writes ?? false;
+    if (Buffer.isBuffer(req.body)) {
+      const type = String(req.headers['content-type'] ?? '').split(';')[0]!.trim();
+      entities = await readDataset(req.body, type === 'text/csv' ? 'csv' : 'jsonl');
+      refs = features.refsOf(q.features?.split(',').map((s) => s.trim()).filter((s) => s !== ''), q.service);
+    } else {
+      const b = (req.body ?? {}) as { entities?: unknown; features?: unknown; service?: unknown; includeLateWrites?: unknown };
+      for (const k of Object.keys(b)) if (!['entities', 'features', 'service', 'includeLateWrites'].includes(k)) throw err('SY_ERR_BAD_REQUEST', `invalid request: body has unknown field "${k}"`);
+      if (!Array.isArray(b.entities)) throw err('SY_ERR_BAD_REQUEST', 'invalid request: body.entities must be an array of {<join keys>, timestamp}');
+      entities = b.entities as Raw[];
+      refs = features.refsOf(Array.isArray(b.features) ? (b.features as string[]) : undefined, typeof b.service === 'string' ? b.service : undefined);
+      if (b.includeLateWrites === true) late = true;
+    }
+    if (entities.length > 1_000_000) throw err('SY_ERR_BAD_REQUEST', 'at most 1000000 entity rows per export');
+    const rows = await features.export(entities, refs, { includeLateWrites: late });
+    if (q.format === 'csv') return reply.type('text/csv; charset=utf-8').send(toCsv(rows));
+    if (q.format === 'jsonl') return reply.type('application/x-ndjson').send(rows.map((r) => JSON.stringify(r)).join('\n') + (rows.length ? '\n' : ''));
+    return reply.type('application/json').send(JSON.stringify({ rows }));
+  });
+}
