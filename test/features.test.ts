@@ -126,4 +126,16 @@ describe('feature store on a live server', () => {
     assert.deepEqual(list.map((r) => r.revision), [1, 2]);
     assert.equal((await call('DELETE', '/api/v1/features/entities/user')).statusCode, 409, 'still used by views');
   });
+
+  it('a deleted view takes its data with it: re-created under the same name, it starts empty', async () => {
+    await ok('PUT', '/api/v1/features/views/scratch', { entities: ['user'], features: [{ name: 'x', type: 'int64' }] });
+    await ok('POST', '/api/v1/features/push', { view: 'scratch', rows: [{ user_id: 1, event_time: iso(Date.now()), x: 5 }] });
+    const read = async (): Promise<string> => ((await ok('POST', '/api/v1/features/online', { entities: [{ user_id: 1 }], features: ['scratch:x'] }))['results'] as { features: Record<string, { status: string }> }[])[0]!.features['scratch:x']!.status;
+    assert.equal(await read(), 'PRESENT');
+    assert.equal((await call('DELETE', '/api/v1/features/views/scratch')).statusCode, 204);
+    await ok('PUT', '/api/v1/features/views/scratch', { entities: ['user'], features: [{ name: 'x', type: 'int64' }] });
+    assert.equal(await read(), 'NOT_FOUND');
+    const exported = await ok('POST', '/api/v1/features/export', { entities: [{ user_id: 1, timestamp: iso(Date.now() + 1000) }], features: ['scratch:x'] });
+    assert.equal((exported['rows'] as Record<string, unknown>[])[0]!['scratch:x'], null, 'the offline history went too');
+  });
 });

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { mlp } from '../tools/onnx/zoo.js';
 import { floats, startSwitchyard, type TestServer } from './helpers.js';
-import { PG_BASE, pgSchema, postgresReachable } from './registry-helpers.js';
+import { PG_BASE, pgSchema, postgresReachable, REDIS_URL, redisReachable } from './registry-helpers.js';
 
 const infer = async (srv: TestServer, path: string): Promise<{ status: number; version: string }> => {
   const r = await srv.sy.app.inject({ method: 'POST', url: `/v2/models/${path}/infer`, payload: { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: floats(64, 1) }] } });
@@ -59,6 +59,7 @@ describe('restart on the embedded store', () => {
 });
 
 const pgDown = await postgresReachable();
+const redisDown = await redisReachable();
 const inCi = process.env['CI'] === 'true';
 
 describe('two replicas sharing Postgres', { skip: pgDown !== null && !inCi ? `Postgres unreachable at ${PG_BASE} (${pgDown}); set CI=true to make this fail` : false }, () => {
@@ -143,6 +144,42 @@ describe('two replicas sharing Postgres', { skip: pgDown !== null && !inCi ? `Po
       assert.equal(report.arms.reduce((n, x) => n + x.exposures, 0), 31, '30 users + the probe, counted once across replicas');
       assert.ok(report.arms.reduce((n, x) => n + x.requests.hash, 0) >= 60, 'requests from both replicas');
     } finally {
+      await a.close();
+      await b.close();
+      await schema.drop();
+      await rm(shared, { recursive: true, force: true });
+    }
+  });
+  it('a drift profile and feature definitions set on one replica apply on the other; online features shared through Redis', async () => {
+    assert.equal(pgDown, null, `Postgres must be reachable at ${PG_BASE}`);
+    assert.equal(redisDown, null, `Redis must be reachable at ${REDIS_URL}`);
+    const schema = pgSchema();
+    const shared = await mkdtemp(join(tmpdir(), 'sy-replicas-'));
+    const config = { database: schema.url, redis: REDIS_URL };
+    const a = await startSwitchyard({}, { dataDir: shared, config });
+    const b = await startSwitchyard({}, { dataDir: shared, config });
+    const call = (srv: TestServer, method: 'GET' | 'POST' | 'PUT', url: string, payload?: string | object, type = 'application/json') =>
+      srv.sy.app.inject({ method, url, ...(payload === undefined ? {} : { payload: typeof payload === 'string' ? payload : JSON.stringify(payload), headers: { 'content-type': type } }) });
+    const view = `v_${Math.random().toString(36).slice(2, 8)}`;
+    try {
+      await upload(a, 'fraud', mlp(1));
+      await until('replica b serves fraud', async () => (await infer(b, 'fraud')).status === 200);
+      const header = Array.from({ length: 64 }, (_, i) => `features[${i}]`).join(',');
+      const rows = Array.from({ length: 200 }, (_, r) => floats(64, r).map((v) => v.toFixed(4)).join(','));
+      assert.equal((await call(a, 'POST', '/api/v1/models/fraud/versions/1/profile', `${header}\n${rows.join('\n')}\n`, 'text/csv')).statusCode, 201);
+      await until('replica b monitors drift against the profile', async () => ((await call(b, 'GET', '/api/v1/models/fraud/drift')).json() as { reports?: unknown[] }).reports?.length === 1);
+
+      assert.equal((await call(a, 'PUT', '/api/v1/features/entities/card', { joinKeys: [{ name: 'card_id', type: 'string' }] })).statusCode, 201);
+      assert.equal((await call(a, 'PUT', `/api/v1/features/views/${view}`, { entities: ['card'], features: [{ name: 'risk', type: 'float64' }] })).statusCode, 201);
+      await until('replica b knows the view', async () => (await call(b, 'GET', `/api/v1/features/views/${view}`)).statusCode === 200);
+      const pushed = await call(a, 'POST', '/api/v1/features/push', { view, rows: [{ card_id: 'c1', event_time: new Date().toISOString(), risk: 0.7 }] });
+      assert.equal(pushed.statusCode, 200, pushed.body);
+      await until('replica b reads the pushed value (from Redis)', async () => {
+        const r = await call(b, 'POST', '/api/v1/features/online', { entities: [{ card_id: 'c1' }], features: [`${view}:risk`] });
+        return r.statusCode === 200 && (r.json() as { results: { features: Record<string, { value: number }> }[] }).results[0]!.features[`${view}:risk`]!.value === 0.7;
+      });
+    } finally {
+      await a.sy.features.online.dropView(view).catch(() => undefined);
       await a.close();
       await b.close();
       await schema.drop();

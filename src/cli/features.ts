@@ -538,7 +538,7 @@ export function featuresCommand(): Command {
     .argument('<view>', 'feature view or windowed view')
     .requiredOption('-f, --file <path>', 'rows: .jsonl/.ndjson (one JSON object per line) or .csv (header row); "-" = standard input with --format')
     .addOption(new Option('--format <format>', 'file format (default: from the file name)').choices(['csv', 'jsonl']))
-    .option('--id <pushId>', 'push id, so a retried push is applied once (with several requests: <id>-1, <id>-2, …)'))
+    .option('--id <pushId>', 'a label for the push, echoed by the server (with several requests: <id>-1, <id>-2, …); retries are safe without it: rows are idempotent by entity and event time'))
     .action(action(push));
 
   withConnection(features.command('get')

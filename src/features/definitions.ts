@@ -433,15 +433,15 @@ function checkKind(kind: unknown): DefinitionKind {
 const PG_LOCK_KEY = 0x5359_4644; // "SYFD"
 
 export interface DefinitionStoreOptions {
-  /** Called after every successful write (the server re-reads the catalog and tells replicas); must not throw. */
-  onChange?: () => void;
+  /** Called after every successful write (the server re-reads the catalog and tells replicas); awaited, so a write is served as soon as it is answered; must not throw. */
+  onChange?: () => void | Promise<void>;
 }
 
 /** Versioned feature definitions in the metadata store. */
 export class DefinitionStore {
   readonly #database: Database;
   readonly #db: Kysely<DB>;
-  readonly #onChange: () => void;
+  readonly #onChange: () => void | Promise<void>;
 
   constructor(database: Database, opts: DefinitionStoreOptions = {}) {
     this.#database = database;
@@ -467,7 +467,7 @@ export class DefinitionStore {
       await db.insertInto('feature_definitions').values(row).execute();
       return { ...record(row), change: cur && cur.deleted === 0 ? 'updated' as const : 'created' as const };
     });
-    if (result.change !== 'unchanged') this.#onChange();
+    if (result.change !== 'unchanged') await this.#onChange();
     return result;
   }
 
@@ -509,7 +509,7 @@ export class DefinitionStore {
         kind, name, revision: Number(cur.revision) + 1, spec: cur.spec, deleted: 1, created_by: actor, created_at: Date.now(),
       }).execute();
     });
-    this.#onChange();
+    await this.#onChange();
   }
 
   /** One consistent read of every current definition. */

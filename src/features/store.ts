@@ -70,6 +70,8 @@ export class FeatureStore {
   readonly #log: Logger;
   #channel: PgChannel<{ changed: true }> | null = null;
   readonly #consumers = new Map<string, StreamConsumer>();
+  /** The definition each running consumer was started with (a changed view restarts its consumer). */
+  readonly #consumerSpecs = new Map<string, string>();
   #reloading: Promise<void> = Promise.resolve();
   readonly #m: {
     readLatency: Histogram; statuses: Counter; staleness: Histogram; pushLag: Histogram; pushed: Counter;
@@ -110,7 +112,7 @@ export class FeatureStore {
 
   static async create(opts: FeatureStoreOptions): Promise<FeatureStore> {
     let self: FeatureStore | null = null;
-    const defs = new DefinitionStore(opts.database, { onChange: () => void self?.changed() });
+    const defs = new DefinitionStore(opts.database, { onChange: () => self?.changed() });
     const store = self = new FeatureStore(opts, defs, await defs.catalog());
     const db = opts.database;
     if (db.pgConfig !== null) {
@@ -133,7 +135,15 @@ export class FeatureStore {
   /** Re-read the catalog (serialised) and start / stop stream consumers to match it. */
   reload(): Promise<void> {
     this.#reloading = this.#reloading.then(async () => {
+      const before = this.#catalog;
       this.#catalog = await this.defs.catalog();
+      // A deleted view's data goes with it (idempotent: every replica may do it), so a view re-created under the
+      // same name starts empty.
+      for (const name of before.views.keys()) {
+        if (this.#catalog.views.has(name)) continue;
+        await Promise.all([this.online.dropView(name), this.windows.dropView(name), this.offline.dropView(name)])
+          .catch((e: unknown) => this.#log.error({ err: e, view: name }, 'dropping a deleted feature view\'s data failed'));
+      }
       await this.#syncConsumers();
     }).catch((e: unknown) => this.#log.error({ err: e }, 'reloading feature definitions failed'));
     return this.#reloading;
@@ -320,9 +330,11 @@ export class FeatureStore {
     const wanted = new Map<string, WindowViewDef>();
     for (const v of this.#catalog.views.values()) if (v.kind === 'window' && v.source !== undefined) wanted.set(v.name, v);
     for (const [name, c] of this.#consumers) {
-      if (!wanted.has(name)) {
+      const w = wanted.get(name);
+      if (w === undefined || JSON.stringify(w) !== this.#consumerSpecs.get(name)) {
         await c.stop().catch(() => undefined);
         this.#consumers.delete(name);
+        this.#consumerSpecs.delete(name);
       }
     }
     for (const [name, view] of wanted) {
@@ -347,6 +359,7 @@ export class FeatureStore {
         });
       }
       this.#consumers.set(name, c);
+      this.#consumerSpecs.set(name, JSON.stringify(view));
       c.start().catch((e: unknown) => this.#log.error({ err: e, view: name }, 'stream consumer failed to start'));
     }
   }
@@ -364,6 +377,6 @@ export class FeatureStore {
 function parseStreamFields(fields: Record<string, string>): Raw {
   if (typeof fields['event'] === 'string') return JSON.parse(fields['event']) as Raw;
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(fields)) out[k] = k !== 'event_id' && k !== 'event_time' && v.trim() !== '' && Number.isFinite(Number(v)) ? Number(v) : v;
+  for (const [k, v] of Object.entries(fields)) out[k] = k !== 'event_id' && v.trim() !== '' && Number.isFinite(Number(v)) ? Number(v) : v;
   return out;
 }

@@ -13,6 +13,7 @@ import { channels, type RequestEvent } from '../events.js';
 import type { Registry } from '../registry/index.js';
 import { WindowStats } from '../routing/window.js';
 import type { Database } from '../storage/index.js';
+import { PgChannel } from '../storage/notify.js';
 import type { Tensor } from '../tensor/index.js';
 import { AlertEngine, type AlertRule, type AlertSignals } from './alerts.js';
 import { buildProfile, defaultFeatures, DriftMonitor, rowsFromRecords, type DriftReport, type ReferenceProfile } from './drift.js';
@@ -50,6 +51,7 @@ export interface ProfileRecord {
 }
 
 const key = (model: string, version: number): string => `${model}:${version}`;
+const PROFILE_CHANNEL = 'switchyard_monitoring';
 
 export class MonitoringService {
   readonly log: PredictionLog;
@@ -64,6 +66,8 @@ export class MonitoringService {
   readonly #serving = new WindowStats({ windowMs: 300_000 });
   readonly #timer: NodeJS.Timeout;
   readonly #onRequest: (m: unknown) => void;
+  #channel: PgChannel<{ model: string; version: number }> | null = null;
+  #prunedAt = 0;
 
   private constructor(opts: MonitoringOptions) {
     this.#opts = opts;
@@ -93,8 +97,31 @@ export class MonitoringService {
     for (const row of await opts.database.db.selectFrom('reference_profiles').selectAll().execute()) {
       s.#install(row.model, Number(row.version), JSON.parse(row.profile) as ReferenceProfile);
     }
+    const db = opts.database;
+    if (db.pgConfig !== null) {
+      // Profiles set or removed through another replica apply here at once.
+      s.#channel = await PgChannel.start<{ model: string; version: number }>(db.pgConfig, PROFILE_CHANNEL, db.schema ?? '', (c) => void s.#reloadProfile(c.model, c.version), opts.logger);
+    }
     await s.alerts.start();
     return s;
+  }
+
+  async #reloadProfile(model: string, version: number): Promise<void> {
+    try {
+      const row = await this.#db.db.selectFrom('reference_profiles').select('profile').where('model', '=', model).where('version', '=', version).executeTakeFirst();
+      if (row === undefined) {
+        this.#monitors.delete(key(model, version));
+        this.#latest.delete(key(model, version));
+      } else {
+        this.#install(model, version, JSON.parse(row.profile) as ReferenceProfile);
+      }
+    } catch (e) {
+      this.#logger.error({ err: e, model, version }, 'reloading a reference profile failed');
+    }
+  }
+
+  async #announce(model: string, version: number): Promise<void> {
+    await this.#channel?.notify(this.#db.db, { model, version }).catch((e: unknown) => this.#logger.warn({ err: e }, 'reference profile NOTIFY failed'));
   }
 
   // ── hot path ──
@@ -141,6 +168,7 @@ export class MonitoringService {
     await this.#db.db.deleteFrom('reference_profiles').where('model', '=', model).where('version', '=', version).execute();
     await this.#db.db.insertInto('reference_profiles').values(row).execute();
     this.#install(model, version, profile);
+    await this.#announce(model, version);
     return { model, version, source: label, createdBy: actor, createdAt: new Date(now).toISOString(), profile };
   }
 
@@ -155,6 +183,7 @@ export class MonitoringService {
     if (Number(r.numDeletedRows) === 0) throw err('SY_ERR_REGISTRY_NOT_FOUND', `model "${model}" version ${version} has no reference profile`);
     this.#monitors.delete(key(model, version));
     this.#latest.delete(key(model, version));
+    await this.#announce(model, version);
   }
 
   #install(model: string, version: number, profile: ReferenceProfile): void {
@@ -198,6 +227,12 @@ export class MonitoringService {
       if (report.rows > 0) rows.push({ model, version, at: Date.now(), report: JSON.stringify(report) });
     }
     if (rows.length > 0) await this.#db.db.insertInto('drift_reports').values(rows).execute();
+    // The history keeps what the prediction log keeps (pruned at most hourly).
+    const now = Date.now();
+    if (Number.isFinite(this.#opts.retentionMs) && now - this.#prunedAt > 3_600_000) {
+      this.#prunedAt = now;
+      await this.#db.db.deleteFrom('drift_reports').where('at', '<', now - this.#opts.retentionMs).execute();
+    }
   }
 
   async driftHistory(q: { model: string; version?: number; since?: number; until?: number; limit?: number }): Promise<{ at: string; version: number; report: DriftReport }[]> {
@@ -281,6 +316,7 @@ export class MonitoringService {
 
   async close(): Promise<void> {
     clearInterval(this.#timer);
+    await this.#channel?.close();
     diagnostics.unsubscribe(channels.request.name as string, this.#onRequest);
     await this.alerts.close();
     await this.log.close();

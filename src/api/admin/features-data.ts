@@ -52,14 +52,15 @@ export async function featureDataRoutes(app: FastifyInstance, opts: FeatureDataO
         type: 'object', required: ['view', 'rows'], additionalProperties: false,
         properties: {
           view: { type: 'string' }, rows: rowList('Rows (at most 10000).'),
-          pushId: { type: 'string', description: 'Client label for the push (logged). Retries are safe without it: rows are idempotent by (view, entity, event time), events by event_id.' },
+          pushId: { type: 'string', description: 'Client label for the push, echoed in the response. Retries are safe without it: rows are idempotent by (view, entity, event time), events by event_id.' },
         },
       },
       response: { 200: anyObject, ...S.errors(400, 403, 404) },
     },
   }, async (req) => {
     onlyPlatform(req);
-    return features.push(req.body.view, req.body.rows);
+    const r = await features.push(req.body.view, req.body.rows);
+    return req.body.pushId === undefined ? r : { ...r, pushId: req.body.pushId };
   });
 
   app.post<{ Body: { entities: Raw[]; features?: string[]; service?: string } }>('/api/v1/features/online', {
