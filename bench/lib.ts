@@ -3,7 +3,8 @@
  * Benchmark helpers: spawn a server process and wait until it is ready, drive it with autocannon at N
  * connections, and measure sequential (concurrency 1) latency with high-resolution timers.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import autocannon from 'autocannon';
 import { Client } from 'undici';
@@ -61,4 +62,24 @@ export async function sequentialLatency(url: string, path: string, body: string,
   samples.sort((a, b) => a - b);
   const q = (p: number): number => samples[Math.min(samples.length - 1, Math.floor(p * samples.length))]!;
   return { p50: q(0.5), p90: q(0.9), p99: q(0.99) };
+}
+
+/** Clock ticks per second for /proc/<pid>/stat (Linux). */
+const CLK_TCK = ((): number => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/** User + system CPU time of a process (all its threads) in µs, or null where /proc is not available. */
+export async function cpuUs(pid: number | undefined): Promise<number | null> {
+  if (pid === undefined) return null;
+  try {
+    const f = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
+    return ((Number(f[11]) + Number(f[12])) * 1e6) / CLK_TCK;
+  } catch {
+    return null;
+  }
 }

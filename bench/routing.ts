@@ -9,14 +9,13 @@
  * machine drifts); ratios are against their mean. Also reports the server's CPU time per request (Linux /proc).
  * Env: BENCH_SECONDS (default 10), BENCH_CONNECTIONS (64), BENCH_LATENCY_N (3000), BENCH_REDIS (redis://127.0.0.1:6379).
  */
-import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mlp, writeModelRepository } from '../tools/onnx/zoo.js';
-import { sequentialLatency, startServer, stopServer, throughput } from './lib.js';
+import { cpuUs, sequentialLatency, startServer, stopServer, throughput } from './lib.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 64);
@@ -40,25 +39,6 @@ let port = 20_000 + Math.floor(Math.random() * 1000);
 
 interface Run { rps: number; p99Ms: number; p50: number; p99: number; requests: number; cpuUsPerReq: number | null; note: string }
 
-/** Clock ticks per second for /proc/<pid>/stat (Linux). */
-const CLK_TCK = ((): number => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-
-/** User + system CPU time of a process (all its threads) in µs, or null where /proc is not available. */
-async function cpuUs(pid: number | undefined): Promise<number | null> {
-  if (pid === undefined) return null;
-  try {
-    const f = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
-    return ((Number(f[11]) + Number(f[12])) * 1e6) / CLK_TCK;
-  } catch {
-    return null;
-  }
-}
 
 interface Scenario {
   readonly name: string;

@@ -61,21 +61,13 @@ import { DEFAULT_THRESHOLDS, type FeatureSpec, type PredictionRecord } from '../
 import { DTYPES, toHalfBits } from '../src/tensor/dtype.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 import { isSwitchyardError } from '../src/errors.js';
+import { prng } from '../tools/onnx/graph.js';
 
 const close = (a: number, b: number, tol: number, what = ''): void =>
   assert.ok(Math.abs(a - b) <= tol, `${what} ${a} vs ${b} (tol ${tol})`);
 
 // ── seeded PRNG: mulberry32 + Box-Muller ──
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = prng;
 function normal(u: () => number): (mu: number, sd: number) => number {
   return (mu, sd) => {
     const r = Math.sqrt(-2 * Math.log(1 - u()));

@@ -19,6 +19,7 @@ import { eventTimeMs, natsConsumer, redisStreamConsumer } from '../src/features/
 import type { AggregationDef, AggregationFn, EntityKey, WindowEvent, WindowSpec, WindowStore, WindowViewDef } from '../src/features/types.js';
 import { MemoryWindowStore, RedisWindowStore } from '../src/features/windows.js';
 import { REDIS_URL, redisReachable } from './registry-helpers.js';
+import { prng } from '../tools/onnx/graph.js';
 
 const NATS_URL = process.env['SY_TEST_NATS_URL'] ?? 'nats://127.0.0.1:4222';
 const inCi = process.env['CI'] === 'true';
@@ -98,16 +99,7 @@ function assertAggregates(actual: Record<string, number | null>, expected: Recor
 
 // ── seeded random streams ──
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const mulberry32 = prng;
 
 const FNS: readonly AggregationFn[] = ['count', 'sum', 'mean', 'min', 'max'];
 const WINDOWS: readonly WindowSpec[] = ['5m', '1h', '24h'];

@@ -18,8 +18,13 @@ export function baseUrl(flags: ConnFlags): string {
   return (flags.url ?? process.env['SWITCHYARD_URL'] ?? DEFAULT_URL).replace(/\/+$/, '');
 }
 
-/** One request to the admin API; returns the parsed JSON (null for 204). */
-export async function call<T>(flags: ConnFlags, method: string, path: string, init: { json?: unknown; body?: NonNullable<RequestInit['body']>; headers?: Record<string, string> } = {}): Promise<T> {
+type RequestInitLite = { json?: unknown; body?: NonNullable<RequestInit['body']>; headers?: Record<string, string> };
+
+/**
+ * One request to the server, returned when it is 2xx (the body unread, so it can be streamed); connection
+ * failures and error responses become a CliError naming the problem (the server's `error` message).
+ */
+export async function request(flags: ConnFlags, method: string, path: string, init: RequestInitLite = {}): Promise<Response> {
   const base = baseUrl(flags);
   const headers: Record<string, string> = { accept: 'application/json', ...init.headers };
   if (flags.actor) headers['x-switchyard-actor'] = flags.actor;
@@ -40,8 +45,8 @@ export async function call<T>(flags: ConnFlags, method: string, path: string, in
     if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') throw new CliError(`cannot resolve the Switchyard server host in ${base} (${code})`);
     throw new CliError(`request to ${base}${path} failed: ${cause?.message ?? (e as Error).message}`);
   }
-  const text = await res.text();
   if (!res.ok) {
+    const text = await res.text();
     let message = text.trim() || res.statusText;
     try {
       const parsed = JSON.parse(text) as { error?: unknown };
@@ -51,6 +56,13 @@ export async function call<T>(flags: ConnFlags, method: string, path: string, in
     }
     throw new CliError(`${res.status} ${message}`);
   }
+  return res;
+}
+
+/** One request to the admin API; returns the parsed JSON (null for 204). */
+export async function call<T>(flags: ConnFlags, method: string, path: string, init: RequestInitLite = {}): Promise<T> {
+  const res = await request(flags, method, path, init);
+  const text = await res.text();
   if (res.status === 204 || text === '') return null as T;
   return JSON.parse(text) as T;
 }

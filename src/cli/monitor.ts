@@ -16,7 +16,7 @@ import type { AlertEventRecord, AlertRule, AlertState } from '../monitoring/aler
 import type { DriftReport, FeatureDrift } from '../monitoring/drift.js';
 import type { ProfileRecord } from '../monitoring/service.js';
 import type { PredictionRecord, TensorJson } from '../monitoring/types.js';
-import { action, baseUrl, call, CliError, enc, fields, humanBytes, print, printJson, table, when, withConnection, type ConnFlags } from './client.js';
+import { action, call, CliError, enc, fields, humanBytes, print, printJson, request, table, when, withConnection, type ConnFlags } from './client.js';
 import { num, percent } from './routing.js';
 
 /** The server's largest `limit` for the prediction log (MAX_QUERY_LIMIT). */
@@ -146,34 +146,9 @@ const forText = (r: AlertRule): string => (r.forMs > 0 ? `for ${num(r.forMs / 10
 
 // ---- HTTP downloads (JSONL / CSV / JSON bodies, streamed) ----
 
-/** GET a path and return the response when it is 2xx; failures read as in {@link call}. */
-async function fetchOk(flags: ConnFlags, path: string): Promise<Response> {
-  const base = baseUrl(flags);
-  const headers: Record<string, string> = {};
-  if (flags.actor) headers['x-switchyard-actor'] = flags.actor;
-  const key = flags.apiKey ?? process.env['SWITCHYARD_API_KEY'];
-  if (key) headers['authorization'] = `Bearer ${key}`;
-  let res: Response;
-  try {
-    res = await fetch(`${base}${path}`, { headers });
-  } catch (e) {
-    const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-    if (cause?.code === 'ECONNREFUSED') throw new CliError(`cannot connect to the Switchyard server at ${base} (connection refused): is it running? Set --url or SWITCHYARD_URL.`);
-    if (cause?.code === 'ENOTFOUND' || cause?.code === 'EAI_AGAIN') throw new CliError(`cannot resolve the Switchyard server host in ${base} (${cause.code})`);
-    throw new CliError(`request to ${base}${path} failed: ${cause?.message ?? (e as Error).message}`);
-  }
-  if (!res.ok) {
-    const text = await res.text();
-    let message = text.trim() || res.statusText;
-    try {
-      const parsed = JSON.parse(text) as { error?: unknown };
-      if (typeof parsed.error === 'string') message = parsed.error;
-    } catch {
-      // not JSON: keep the text
-    }
-    throw new CliError(`${res.status} ${message}`);
-  }
-  return res;
+/** GET a path and return the response when it is 2xx (body unread, to stream it). */
+function fetchOk(flags: ConnFlags, path: string): Promise<Response> {
+  return request(flags, 'GET', path, { headers: { accept: '*/*' } });
 }
 
 /** Stream a response body to standard output (as text) or to a file; returns the bytes written. */
