@@ -5,6 +5,7 @@
  * statuses, and export a point-in-time-correct training set (JSON, JSONL or CSV in and out).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { parquetWriteBuffer } from 'hyparquet-writer';
 import { err } from '../../errors.js';
 import type { FeatureStore } from '../../features/store.js';
 import { readDataset } from '../../monitoring/dataset.js';
@@ -27,9 +28,28 @@ function csvCell(v: unknown): string {
   return /[",\r\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
 }
 
-function toCsv(rows: readonly Raw[]): string {
+/** Columns in first-seen order over all rows. */
+function columnsOf(rows: readonly Raw[]): string[] {
   const cols: string[] = [];
-  for (const r of rows) for (const k of Object.keys(r)) if (!cols.includes(k)) cols.push(k);
+  const seen = new Set<string>();
+  for (const r of rows) for (const k of Object.keys(r)) if (!seen.has(k)) (seen.add(k), cols.push(k));
+  return cols;
+}
+
+/** A Parquet file: boolean columns BOOLEAN, numeric ones DOUBLE, the rest STRING; missing values are nulls. */
+function toParquet(rows: readonly Raw[]): Buffer {
+  const columnData = columnsOf(rows).map((name) => {
+    const values = rows.map((r) => r[name] ?? null);
+    const present = values.filter((v) => v !== null);
+    if (present.length > 0 && present.every((v) => typeof v === 'boolean')) return { name, data: values, type: 'BOOLEAN' as const };
+    if (present.length > 0 && present.every((v) => typeof v === 'number')) return { name, data: values, type: 'DOUBLE' as const };
+    return { name, data: values.map((v) => (v === null ? null : typeof v === 'string' ? v : JSON.stringify(v))), type: 'STRING' as const };
+  });
+  return Buffer.from(parquetWriteBuffer({ columnData }));
+}
+
+function toCsv(rows: readonly Raw[]): string {
+  const cols = columnsOf(rows);
   return [cols.map(csvCell).join(','), ...rows.map((r) => cols.map((c) => csvCell(r[c])).join(','))].join('\r\n') + '\r\n';
 }
 
@@ -38,7 +58,7 @@ export async function featureDataRoutes(app: FastifyInstance, opts: FeatureDataO
   const platform = opts.access?.platform ?? (() => true);
   strictValidation(app);
   // Entity dataframes may arrive as CSV or JSONL.
-  app.addContentTypeParser(['text/csv', 'application/x-ndjson', 'application/jsonl'], { parseAs: 'buffer', bodyLimit: 256 * 1024 * 1024 }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser(['text/csv', 'application/x-ndjson', 'application/jsonl', 'application/vnd.apache.parquet'], { parseAs: 'buffer', bodyLimit: 256 * 1024 * 1024 }, (_req, body, done) => done(null, body));
   const onlyPlatform = (req: FastifyRequest): void => {
     if (!platform(req)) throw err('SY_ERR_FORBIDDEN', 'the feature store is reached with a platform key (tenant keys use features through inference on models bound to a feature service)');
   };
@@ -82,17 +102,17 @@ export async function featureDataRoutes(app: FastifyInstance, opts: FeatureDataO
     return { results: await features.read(req.body.entities, refs) };
   });
 
-  app.post<{ Body: unknown; Querystring: { features?: string; service?: string; format?: 'json' | 'jsonl' | 'csv'; include_late_writes?: boolean } }>('/api/v1/features/export', {
+  app.post<{ Body: unknown; Querystring: { features?: string; service?: string; format?: 'json' | 'jsonl' | 'csv' | 'parquet'; include_late_writes?: boolean } }>('/api/v1/features/export', {
     schema: {
       tags: TAGS, summary: 'Point-in-time-correct training set for an entity dataframe (join keys + timestamp per row)',
-      description: 'Body: JSON `{entities: [{<join keys>, timestamp}], features | service, includeLateWrites}`, or the entity dataframe as CSV / JSONL with `features` / `service` in the query. '
+      description: 'Body: JSON `{entities: [{<join keys>, timestamp}], features | service, includeLateWrites}`, or the entity dataframe as CSV / JSONL / Parquet (`application/vnd.apache.parquet`) with `features` / `service` in the query; output JSON, JSONL, CSV or Parquet. '
         + 'Each row gets, per feature, the latest value with event time ≤ its timestamp, within the view\'s max age, and known (written) by that time — unless include_late_writes.',
       querystring: {
         type: 'object', additionalProperties: false,
         properties: {
           features: { type: 'string', description: 'Comma-separated "view:feature" references (CSV / JSONL bodies).' },
           service: { type: 'string' },
-          format: { type: 'string', enum: ['json', 'jsonl', 'csv'], description: 'Output (default json).' },
+          format: { type: 'string', enum: ['json', 'jsonl', 'csv', 'parquet'], description: 'Output (default json).' },
           include_late_writes: { type: 'boolean', description: 'Let values written after a row\'s timestamp (backfills) count.' },
         },
       },
@@ -106,7 +126,7 @@ export async function featureDataRoutes(app: FastifyInstance, opts: FeatureDataO
     let late = q.include_late_writes ?? false;
     if (Buffer.isBuffer(req.body)) {
       const type = String(req.headers['content-type'] ?? '').split(';')[0]!.trim();
-      entities = await readDataset(req.body, type === 'text/csv' ? 'csv' : 'jsonl');
+      entities = await readDataset(req.body, type === 'text/csv' ? 'csv' : type === 'application/vnd.apache.parquet' ? 'parquet' : 'jsonl');
       refs = features.refsOf(q.features?.split(',').map((s) => s.trim()).filter((s) => s !== ''), q.service);
     } else {
       const b = (req.body ?? {}) as { entities?: unknown; features?: unknown; service?: unknown; includeLateWrites?: unknown };
@@ -119,6 +139,7 @@ export async function featureDataRoutes(app: FastifyInstance, opts: FeatureDataO
     if (entities.length > 1_000_000) throw err('SY_ERR_BAD_REQUEST', 'at most 1000000 entity rows per export');
     const rows = await features.export(entities, refs, { includeLateWrites: late });
     if (q.format === 'csv') return reply.type('text/csv; charset=utf-8').send(toCsv(rows));
+    if (q.format === 'parquet') return reply.type('application/vnd.apache.parquet').header('content-disposition', 'attachment; filename="training.parquet"').send(toParquet(rows));
     if (q.format === 'jsonl') return reply.type('application/x-ndjson').send(rows.map((r) => JSON.stringify(r)).join('\n') + (rows.length ? '\n' : ''));
     return reply.type('application/json').send(JSON.stringify({ rows }));
   });
