@@ -369,6 +369,27 @@ function databaseSuite(name: string, url: () => Promise<{ url: string; drop(): P
       }
     };
 
+    it('stores numeric tensors packed (element bytes) and reads back exactly what was logged', () => withDb(async (d) => {
+      const sink = new DatabasePredictionSink(d);
+      const t = (datatype: keyof typeof DTYPES, data: unknown, shape: number[]) => tensorJson(datatype.toLowerCase(), { dtype: DTYPES[datatype], shape, data: data as never });
+      const inputs = [
+        t('FP32', Float32Array.of(0.1, -2.5, Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, 3e38), [1, 6]),
+        t('FP64', Float64Array.of(Math.PI, -0, 1e-300), [3]),
+        t('FP16', Uint16Array.of(0x3c00, 0xc000, 0x7c00), [3]),
+        t('INT32', Int32Array.of(-2147483648, 7), [2]),
+        t('UINT8', Uint8Array.of(0, 255), [2]),
+        t('INT64', BigInt64Array.of(5n, 9007199254740993n), [2]),   // beyond 2^53: a string, kept as JSON
+        t('BOOL', Uint8Array.of(1, 0), [2]),
+        t('BYTES', ['a', 'b,"c'], [2]),
+      ];
+      const rec = { at: new Date(1_700_000_000_000).toISOString(), model: 'm', version: 1, tenant: '', arm: null, requestId: 'p', latencyMs: 1, inputs, outputs: [inputs[0]!] };
+      await sink.write([rec]);
+      assert.deepEqual(await sink.query({ model: 'm' }), [rec]);
+      const stored = await d.db.selectFrom('prediction_log').select('inputs').executeTakeFirstOrThrow();
+      const kinds = (JSON.parse(stored.inputs) as Record<string, unknown>[]).map((x) => ('b64' in x ? 'packed' : 'json'));
+      assert.deepEqual(kinds, ['packed', 'packed', 'packed', 'packed', 'packed', 'json', 'json', 'json']);
+    }));
+
     it('writes batches (chunked inserts), queries by model/version/time range/limit ascending, prunes', () => withDb(async (d) => {
       const sink = new DatabasePredictionSink(d);
       assert.equal(sink.kind, 'database');

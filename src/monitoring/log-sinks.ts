@@ -17,10 +17,55 @@ const INSERT_CHUNK = 100;
 /** Rows per DELETE statement when pruning (short statements: writers are not held up). */
 const DELETE_CHUNK = 10_000;
 
+type NumericCtor = Float32ArrayConstructor | Float64ArrayConstructor | Int8ArrayConstructor | Int16ArrayConstructor | Int32ArrayConstructor
+  | Uint8ArrayConstructor | Uint16ArrayConstructor | Uint32ArrayConstructor;
+
+/** How numeric datatypes are packed: their element bytes (FP16 values, already widened, as FP32: exact). */
+const PACKED: Readonly<Record<string, NumericCtor>> = {
+  FP32: Float32Array, FP64: Float64Array, FP16: Float32Array,
+  INT8: Int8Array, INT16: Int16Array, INT32: Int32Array, UINT8: Uint8Array, UINT16: Uint16Array, UINT32: Uint32Array,
+};
+
+/** A stored numeric tensor: `b64` holds its elements' little-endian bytes (about a quarter of the JSON text, and far cheaper to write). */
+interface PackedTensor { readonly name: string; readonly datatype: string; readonly shape: readonly number[]; readonly b64: string }
+
+/** Pack a numeric tensor's data; anything that would not round-trip exactly stays as JSON. */
+function pack(t: TensorJson): TensorJson | PackedTensor {
+  const Ctor = PACKED[t.datatype];
+  if (Ctor === undefined || t.truncated === true) return t;
+  const d = t.data;
+  const a = new Ctor(d.length);
+  const float = Ctor === Float32Array || Ctor === Float64Array;
+  for (let i = 0; i < d.length; i++) {
+    const v = d[i];
+    const x = typeof v === 'number' ? v : float && (v === 'NaN' || v === 'Infinity' || v === '-Infinity') ? Number(v) : null;
+    if (x === null) return t;
+    a[i] = x;
+    if (a[i] !== x && !(Number.isNaN(x) && Number.isNaN(a[i]!))) return t;
+  }
+  return { name: t.name, datatype: t.datatype, shape: t.shape, b64: Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64') };
+}
+
+function unpack(v: TensorJson | PackedTensor): TensorJson {
+  if (!('b64' in v)) return v;
+  const Ctor = PACKED[v.datatype];
+  if (Ctor === undefined) return { name: v.name, datatype: v.datatype, shape: v.shape, data: [] };
+  const bytes = Buffer.from(v.b64, 'base64');
+  const copy = new Uint8Array(bytes.length); // aligned for the element type
+  copy.set(bytes);
+  const a = new Ctor(copy.buffer, 0, Math.floor(bytes.length / Ctor.BYTES_PER_ELEMENT));
+  const data = new Array<number | string>(a.length);
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    data[i] = Number.isFinite(x) ? x : String(x); // as tensorJson writes them: "NaN", "Infinity", "-Infinity"
+  }
+  return { name: v.name, datatype: v.datatype, shape: v.shape, data };
+}
+
 function parseTensors(text: string): TensorJson[] {
   try {
     const v: unknown = JSON.parse(text);
-    return Array.isArray(v) ? (v as TensorJson[]) : [];
+    return Array.isArray(v) ? (v as (TensorJson | PackedTensor)[]).map(unpack) : [];
   } catch {
     return [];
   }
@@ -48,8 +93,8 @@ function fromRow(r: Selectable<PredictionLogTable>): PredictionRecord {
 
 /**
  * The `prediction_log` table (SQLite or Postgres). A batch is inserted in one transaction (multi-row INSERTs of
- * 100 rows); queries use the (model, version, at) and (at) indexes; `close` leaves the database open (the caller
- * owns it).
+ * 100 rows); numeric tensors are stored packed (base64 of their element bytes) and unpacked on query; queries use
+ * the (model, version, at) and (at) indexes; `close` leaves the database open (the caller owns it).
  */
 export class DatabasePredictionSink implements PredictionSink {
   readonly kind = 'database' as const;
@@ -69,8 +114,8 @@ export class DatabasePredictionSink implements PredictionSink {
       arm: r.arm,
       request_id: r.requestId,
       latency_ms: r.latencyMs,
-      inputs: JSON.stringify(r.inputs),
-      outputs: JSON.stringify(r.outputs),
+      inputs: JSON.stringify(r.inputs.map(pack)),
+      outputs: JSON.stringify(r.outputs.map(pack)),
     }));
     if (rows.length <= INSERT_CHUNK) {
       await this.#db.insertInto('prediction_log').values(rows).execute();
