@@ -57,7 +57,7 @@ describe('switchyard routing and experiments CLI', () => {
   });
 
   before(async () => {
-    srv = await startSwitchyard({ fraud: { versions: { 1: mlp(3), 2: mlp(4) } } }, { listen: true });
+    srv = await startSwitchyard({ fraud: { versions: { 1: mlp(3), 2: mlp(4) } }, other: { versions: { 1: mlp(5) } } }, { listen: true });
     url = ['--url', srv.url];
     const r = await fetch(`${srv.url}/api/v1/models/fraud/aliases/production`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ version: 1 }) });
     assert.equal(r.status, 200, await r.text());

@@ -154,6 +154,10 @@ describe('routing policies on a live server', () => {
     const bad = await inject('PUT', '/api/v1/models/mlp/routing', { arms: [{ name: 'a', target: '1', weight: -1 }] });
     assert.equal(bad.statusCode, 400);
     assert.match(bad.json().error, /weight/);
+    const typo = await inject('PUT', '/api/v1/models/mlp/routing', { arms: [{ name: 'a', target: '99', weight: 1 }], fallback: [{ version: 'prod' }] });
+    assert.equal(typo.statusCode, 400);
+    assert.match(typo.json().error, /arms\.0\.target: model "mlp" has no version 99/);
+    assert.match((await inject('PUT', '/api/v1/models/mlp/routing', { fallback: [{ version: 'prod' }] })).json().error, /has no alias "prod"/);
     await setPolicy({ arms: [{ name: 'a', target: '1', weight: 1 }, { name: 'b', target: '2', weight: 1 }], sticky: { key: 'header:x-user-id', seed: 's1' } });
     const got = (await inject('GET', '/api/v1/models/mlp/routing')).json();
     assert.equal(got.revision, 1);

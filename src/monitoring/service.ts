@@ -160,6 +160,10 @@ export class MonitoringService {
     } else {
       rows = source.rows;
       label = source.label;
+      const list = Array.isArray(rows) ? (rows as Record<string, unknown>[]) : null;
+      if (list !== null && !features.some((f) => list.some((r) => r[f.name] !== undefined && r[f.name] !== null))) {
+        throw err('SY_ERR_BAD_REQUEST', `the dataset has none of the monitored features of model "${model}" version ${version} (expected columns such as ${features.slice(0, 3).map((f) => `"${f.name}"`).join(', ')}; name them with "names" or match the tensor columns)`);
+      }
     }
     const profile = buildProfile(features, rows);
     if (profile.rows === 0) throw err('SY_ERR_BAD_REQUEST', 'the reference data has no rows');

@@ -7,7 +7,7 @@
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { err } from '../errors.js';
-import { parseRoutingPolicy } from '../routing/policy.js';
+import { parseRoutingPolicy, type RoutingPolicy } from '../routing/policy.js';
 import { openDatabase, type Database, type Dialect, type VersionsTable } from '../storage/index.js';
 import { LocalArtifactStore, type ArtifactStore } from './artifacts.js';
 import { PgChannel } from '../storage/notify.js';
@@ -313,6 +313,7 @@ export class Registry {
       const current = await lockModel(tx, this.dialect, name);
       if (current.routing === null && text === null) throw err('SY_ERR_REGISTRY_NOT_FOUND', `model "${name}" has no routing policy`);
       if (current.routing === text) return readModel(tx, name);
+      if (parsed !== null) await checkRoutingTargets(tx, name, parsed);
       const revision = Number(current.routing_revision) + 1;
       await tx.updateTable('models').set({ routing: text, routing_revision: revision, updated_at: Date.now() }).where('name', '=', name).execute();
       await append({
@@ -441,6 +442,28 @@ export class Registry {
       if (used === undefined) await this.#store.remove(ref);
     } catch (e) {
       this.#logger?.warn({ err: e, sha256: ref.sha256 }, 'could not remove a rejected artifact');
+    }
+  }
+}
+
+/** Every version and alias a policy names must exist (an unknown target is a typo, not a plan): 400 naming it. */
+async function checkRoutingTargets(tx: Db, model: string, p: RoutingPolicy): Promise<void> {
+  const refs: { where: string; model: string; ref: string | undefined }[] = [
+    ...(p.arms ?? []).map((a, i) => ({ where: `arms.${i}.target`, model, ref: a.target })),
+    ...(p.shadow ?? []).map((x, i) => ({ where: `shadow.${i}.target`, model, ref: x.target })),
+    ...(p.fallback ?? []).map((f, i) => ({ where: `fallback.${i}`, model: f.model ?? model, ref: f.version })),
+  ];
+  for (const r of refs) {
+    if (r.model !== model) {
+      const m = await tx.selectFrom('models').select('name').where('name', '=', r.model).executeTakeFirst();
+      if (m === undefined) throw err('SY_ERR_BAD_REQUEST', `invalid routing policy: ${r.where}: no registered model "${r.model}"`);
+    }
+    if (r.ref === undefined) continue;
+    if (/^\d+$/.test(r.ref)) {
+      const v = await tx.selectFrom('versions').select(['archived_at']).where('model', '=', r.model).where('version', '=', Number(r.ref)).executeTakeFirst();
+      if (v === undefined || v.archived_at !== null) throw err('SY_ERR_BAD_REQUEST', `invalid routing policy: ${r.where}: model "${r.model}" has no version ${r.ref}${v ? ' (archived)' : ''}`);
+    } else if ((await readAlias(tx, r.model, r.ref)) === null) {
+      throw err('SY_ERR_BAD_REQUEST', `invalid routing policy: ${r.where}: model "${r.model}" has no alias "${r.ref}"`);
     }
   }
 }
