@@ -52,6 +52,10 @@ export interface ProfileRecord {
 
 const key = (model: string, version: number): string => `${model}:${version}`;
 const PROFILE_CHANNEL = 'switchyard_monitoring';
+const NEITHER = Object.freeze({ log: false, drift: false });
+const LOG_ONLY = Object.freeze({ log: true, drift: false });
+const DRIFT_ONLY = Object.freeze({ log: false, drift: true });
+const BOTH = Object.freeze({ log: true, drift: true });
 
 export class MonitoringService {
   readonly log: PredictionLog;
@@ -61,6 +65,8 @@ export class MonitoringService {
   readonly #logger: Logger;
   readonly #opts: MonitoringOptions;
   readonly #monitors = new Map<string, DriftMonitor>();
+  /** Models with at least one monitored version (a cheap first check on the hot path). */
+  readonly #monitored = new Set<string>();
   /** Latest computed drift report per model version. */
   readonly #latest = new Map<string, { model: string; version: number; report: DriftReport }>();
   readonly #serving = new WindowStats({ windowMs: 300_000 });
@@ -129,8 +135,10 @@ export class MonitoringService {
   /** Before a request runs: will the log or drift look at it? (Then the caller passes a copy of its inputs.) */
   wants(model: string, version: number): { log: boolean; drift: boolean } {
     const log = this.log.sample(model);
-    const drift = this.#monitors.has(key(model, version)) && (this.#opts.driftSampleRate >= 1 || Math.random() < this.#opts.driftSampleRate);
-    return { log, drift };
+    // Most requests of most models: no profile and not sampled — no allocation.
+    const drift = this.#monitored.has(model) && this.#monitors.has(key(model, version))
+      && (this.#opts.driftSampleRate >= 1 || Math.random() < this.#opts.driftSampleRate);
+    return log ? (drift ? BOTH : LOG_ONLY) : drift ? DRIFT_ONLY : NEITHER;
   }
 
   /** After a request succeeded: log it and / or feed drift, as `wants` said. Never throws. */
@@ -193,6 +201,7 @@ export class MonitoringService {
   #install(model: string, version: number, profile: ReferenceProfile): void {
     // 1000 rows before a feature is judged: with fewer, sampling noise alone moves a 10-bin JS distance past 0.1.
     this.#monitors.set(key(model, version), new DriftMonitor(profile, { windowMs: this.#opts.driftWindowMs, minRows: 1000 }));
+    this.#monitored.add(model);
   }
 
   #monitorOf(model: string, version: number): DriftMonitor | undefined {
