@@ -15,7 +15,7 @@ import type { Logger } from 'pino';
 import { isSwitchyardError } from '../src/errors.js';
 import { DatabasePredictionSink, JsonlPredictionSink } from '../src/monitoring/log-sinks.js';
 import {
-  DEFAULT_MAX_ELEMENTS, DEFAULT_SAMPLE_RATE, PredictionLog, tensorJson, toCsv, toJsonl,
+  DEFAULT_MAX_ELEMENTS, DEFAULT_SAMPLE_RATE, packTensor, PredictionLog, tensorJson, toCsv, toJsonl, unpackTensor,
   type PredictionInput, type PredictionQuery, type PredictionSink,
 } from '../src/monitoring/prediction-log.js';
 import type { PredictionRecord } from '../src/monitoring/types.js';
@@ -82,6 +82,29 @@ function fakeLogger(): { logger: Logger; lines: Logged[] } {
   const at = (level: string) => (obj: Record<string, unknown>, msg: string): void => void lines.push({ level, obj, msg });
   return { logger: { error: at('error'), warn: at('warn'), info: at('info') } as unknown as Logger, lines };
 }
+
+describe('packed tensors (the log\'s storage form)', () => {
+  it('packs numeric tensors from their typed arrays and unpacks to exactly what tensorJson writes', () => {
+    const cases: [V2Datatype, unknown][] = [
+      ['FP32', Float32Array.of(0.1, -2.5, Number.NaN, Number.POSITIVE_INFINITY, 3e38)],
+      ['FP64', Float64Array.of(Math.PI, -0, 1e-300)],
+      ['FP16', Uint16Array.of(0x3c00, 0xc000, 0x7c00, 0x7e00)],
+      ['INT32', Int32Array.of(-2147483648, 7)],
+      ['UINT16', Uint16Array.of(0, 65535)],
+    ];
+    for (const [dt, data] of cases) {
+      const t: Tensor = { dtype: DTYPES[dt], shape: [(data as ArrayLike<number>).length], data: data as never };
+      const packed = packTensor('t', t);
+      assert.equal(typeof packed.b64, 'string', dt);
+      assert.deepEqual(packed.data, []);
+      assert.deepEqual(unpackTensor(packed), tensorJson('t', t), dt);
+    }
+    for (const [dt, data] of [['BOOL', Uint8Array.of(1, 0)], ['INT64', BigInt64Array.of(1n)], ['BYTES', ['a']]] as [V2Datatype, unknown][]) {
+      const t: Tensor = { dtype: DTYPES[dt], shape: [1], data: data as never };
+      assert.deepEqual(packTensor('t', t), tensorJson('t', t), `${dt} stays JSON`);
+    }
+  });
+});
 
 describe('tensorJson', () => {
   it('FP32: numbers; non-finite as strings', () => {
@@ -197,7 +220,10 @@ describe('PredictionLog', () => {
     assert.deepEqual(sink.batches, [500, 500, 201]);
     assert.equal(log.written, 1201);
     assert.equal(log.pending, 0);
-    assert.deepEqual(sink.records[7], {
+    // Sinks get the storage form (numeric tensors packed); unpacked, it is the JSON form.
+    const r7 = sink.records[7]!;
+    assert.equal(typeof r7.inputs[0]!.b64, 'string');
+    assert.deepEqual({ ...r7, inputs: r7.inputs.map(unpackTensor), outputs: r7.outputs.map(unpackTensor) }, {
       at: new Date(T0 + 7).toISOString(), model: 'm', version: 1, tenant: 'acme', arm: null, requestId: 'r7', latencyMs: 1.5,
       inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 2], data: [7, 7.5] }],
       outputs: [{ name: 'y', datatype: 'FP32', shape: [1], data: [14] }],
@@ -214,7 +240,7 @@ describe('PredictionLog', () => {
     for (let i = 0; i < 100; i++) bigLog.record(input(i, { inputs: [{ name: 'a', tensor: big }], outputs: [{ name: 'b', tensor: big }] }));
     await bigLog.close();
     assert.deepEqual(bigSink.batches, [32, 32, 32, 4]);
-    assert.equal(bigSink.records.at(-1)!.inputs[0]!.data.length, 4096);
+    assert.equal(unpackTensor(bigSink.records.at(-1)!.inputs[0]!).data.length, 4096);
     // `at` defaults to now.
     const before = Date.now();
     const { at: _unused, ...noAt } = input(0);

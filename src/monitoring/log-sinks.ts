@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { Kysely, Selectable } from 'kysely';
 import { err } from '../errors.js';
 import type { Database, DB, PredictionLogTable } from '../storage/index.js';
-import { normalizeQuery, recordLine, type PredictionQuery, type PredictionSink } from './prediction-log.js';
+import { normalizeQuery, packTensorJson, recordLine, unpackTensor, type PredictionQuery, type PredictionSink } from './prediction-log.js';
 import type { PredictionRecord, TensorJson } from './types.js';
 
 /** Rows per INSERT: 9 parameters each = 900, under SQLite's smallest parameter limit (999). */
@@ -17,55 +17,10 @@ const INSERT_CHUNK = 100;
 /** Rows per DELETE statement when pruning (short statements: writers are not held up). */
 const DELETE_CHUNK = 10_000;
 
-type NumericCtor = Float32ArrayConstructor | Float64ArrayConstructor | Int8ArrayConstructor | Int16ArrayConstructor | Int32ArrayConstructor
-  | Uint8ArrayConstructor | Uint16ArrayConstructor | Uint32ArrayConstructor;
-
-/** How numeric datatypes are packed: their element bytes (FP16 values, already widened, as FP32: exact). */
-const PACKED: Readonly<Record<string, NumericCtor>> = {
-  FP32: Float32Array, FP64: Float64Array, FP16: Float32Array,
-  INT8: Int8Array, INT16: Int16Array, INT32: Int32Array, UINT8: Uint8Array, UINT16: Uint16Array, UINT32: Uint32Array,
-};
-
-/** A stored numeric tensor: `b64` holds its elements' little-endian bytes (about a quarter of the JSON text, and far cheaper to write). */
-interface PackedTensor { readonly name: string; readonly datatype: string; readonly shape: readonly number[]; readonly b64: string }
-
-/** Pack a numeric tensor's data; anything that would not round-trip exactly stays as JSON. */
-function pack(t: TensorJson): TensorJson | PackedTensor {
-  const Ctor = PACKED[t.datatype];
-  if (Ctor === undefined || t.truncated === true) return t;
-  const d = t.data;
-  const a = new Ctor(d.length);
-  const float = Ctor === Float32Array || Ctor === Float64Array;
-  for (let i = 0; i < d.length; i++) {
-    const v = d[i];
-    const x = typeof v === 'number' ? v : float && (v === 'NaN' || v === 'Infinity' || v === '-Infinity') ? Number(v) : null;
-    if (x === null) return t;
-    a[i] = x;
-    if (a[i] !== x && !(Number.isNaN(x) && Number.isNaN(a[i]!))) return t;
-  }
-  return { name: t.name, datatype: t.datatype, shape: t.shape, b64: Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64') };
-}
-
-function unpack(v: TensorJson | PackedTensor): TensorJson {
-  if (!('b64' in v)) return v;
-  const Ctor = PACKED[v.datatype];
-  if (Ctor === undefined) return { name: v.name, datatype: v.datatype, shape: v.shape, data: [] };
-  const bytes = Buffer.from(v.b64, 'base64');
-  const copy = new Uint8Array(bytes.length); // aligned for the element type
-  copy.set(bytes);
-  const a = new Ctor(copy.buffer, 0, Math.floor(bytes.length / Ctor.BYTES_PER_ELEMENT));
-  const data = new Array<number | string>(a.length);
-  for (let i = 0; i < a.length; i++) {
-    const x = a[i]!;
-    data[i] = Number.isFinite(x) ? x : String(x); // as tensorJson writes them: "NaN", "Infinity", "-Infinity"
-  }
-  return { name: v.name, datatype: v.datatype, shape: v.shape, data };
-}
-
 function parseTensors(text: string): TensorJson[] {
   try {
     const v: unknown = JSON.parse(text);
-    return Array.isArray(v) ? (v as (TensorJson | PackedTensor)[]).map(unpack) : [];
+    return Array.isArray(v) ? (v as TensorJson[]).map(unpackTensor) : [];
   } catch {
     return [];
   }
@@ -114,8 +69,8 @@ export class DatabasePredictionSink implements PredictionSink {
       arm: r.arm,
       request_id: r.requestId,
       latency_ms: r.latencyMs,
-      inputs: JSON.stringify(r.inputs.map(pack)),
-      outputs: JSON.stringify(r.outputs.map(pack)),
+      inputs: JSON.stringify(r.inputs.map(packTensorJson)),
+      outputs: JSON.stringify(r.outputs.map(packTensorJson)),
     }));
     if (rows.length <= INSERT_CHUNK) {
       await this.#db.insertInto('prediction_log').values(rows).execute();
@@ -232,8 +187,8 @@ function asRecord(v: unknown): PredictionRecord | null {
     at: r.at, model: r.model, version: r.version, tenant: typeof r.tenant === 'string' ? r.tenant : '',
     arm: typeof r.arm === 'string' ? r.arm : null, requestId: typeof r.requestId === 'string' ? r.requestId : '',
     latencyMs: typeof r.latencyMs === 'number' ? r.latencyMs : 0,
-    inputs: Array.isArray(r.inputs) ? (r.inputs as (TensorJson | PackedTensor)[]).map(unpack) : [],
-    outputs: Array.isArray(r.outputs) ? (r.outputs as (TensorJson | PackedTensor)[]).map(unpack) : [],
+    inputs: Array.isArray(r.inputs) ? (r.inputs as TensorJson[]).map(unpackTensor) : [],
+    outputs: Array.isArray(r.outputs) ? (r.outputs as TensorJson[]).map(unpackTensor) : [],
   };
 }
 
@@ -323,7 +278,7 @@ export class JsonlPredictionSink implements PredictionSink {
       if (batch.length === 0) return;
       const lines = batch.map((r) => {
         // Numeric tensors packed, as in the database (a fraction of the bytes and of the CPU); unpacked by `query`.
-        const text = recordLine({ ...r, inputs: r.inputs.map(pack) as TensorJson[], outputs: r.outputs.map(pack) as TensorJson[] });
+        const text = recordLine({ ...r, inputs: r.inputs.map(packTensorJson), outputs: r.outputs.map(packTensorJson) });
         return { text, bytes: Buffer.byteLength(text), at: epochMs(r) };
       });
       const now = Date.now();

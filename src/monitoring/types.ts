@@ -12,6 +12,11 @@ export interface TensorJson {
   readonly data: readonly (number | string | boolean)[];
   /** Set when the tensor had more elements than the log keeps: `data` is empty. */
   readonly truncated?: boolean;
+  /**
+   * Storage form of numeric tensors (the log's sinks): base64 of the elements' little-endian bytes (FP16 as its
+   * half-precision bits), `data` empty. Records read back through the API are unpacked into `data`.
+   */
+  readonly b64?: string;
 }
 
 /** One sampled prediction. */
