@@ -5,6 +5,7 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import { cpus, loadavg } from 'node:os';
 import { once } from 'node:events';
 import autocannon from 'autocannon';
 import { Client } from 'undici';
@@ -83,3 +84,22 @@ export async function cpuUs(pid: number | undefined): Promise<number | null> {
     return null;
   }
 }
+
+/**
+ * The header lines of a benchmark with a server process on a small shared machine: date, CPU, Node, and how to
+ * read its numbers (the baseline runs first and last).
+ */
+export function noisyMachineHeader(title: string): string[] {
+  return [
+    `Switchyard ${title} — ${new Date().toISOString().slice(0, 10)} — ${machineName()}`,
+    `NOTE: ${cpus().length} vCPUs shared by the server, autocannon and this process, on a noisy machine (other work may run`,
+    `      beside it; load average at start: ${loadAverage()}): throughput differences of ~10-20% are within noise. The baseline`,
+    '      runs first and again last; ratios are against the mean of the two, and their spread shows the drift.',
+  ];
+}
+
+/** CPU model, core count and Node version. */
+export const machineName = (): string => `${cpus()[0]?.model ?? 'unknown CPU'} × ${cpus().length} cores, Node ${process.version}`;
+
+/** The 1, 5 and 15 minute load averages. */
+export const loadAverage = (): string => loadavg().map((x) => x.toFixed(2)).join(' ');

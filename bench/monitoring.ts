@@ -12,11 +12,11 @@
  * Env: BENCH_SECONDS (default 10), BENCH_CONNECTIONS (64), BENCH_LATENCY_N (3000).
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mlp, writeModelRepository } from '../tools/onnx/zoo.js';
-import { cpuUs, sequentialLatency, startServer, stopServer, throughput } from './lib.js';
+import { cpuUs, loadAverage, machineName, noisyMachineHeader, sequentialLatency, startServer, stopServer, throughput } from './lib.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 64);
@@ -156,12 +156,7 @@ const scenarios: Scenario[] = [
 
 const dir = await mkdtemp(join(tmpdir(), 'switchyard-bench-monitoring-'));
 try {
-  const machine = `${cpus()[0]?.model ?? 'unknown CPU'} × ${cpus().length} cores, Node ${process.version}`;
-  const load = (): string => loadavg().map((x) => x.toFixed(2)).join(' ');
-  say(`Switchyard monitoring benchmark — ${new Date().toISOString().slice(0, 10)} — ${machine}`);
-  say(`NOTE: ${cpus().length} vCPUs shared by the server, autocannon and this process, on a noisy machine (other work may run`);
-  say(`      beside it; load average at start: ${load()}): throughput differences of ~10-20% are within noise. The baseline`);
-  say('      runs first and again last; ratios are against the mean of the two, and their spread shows the drift.');
+  for (const line of noisyMachineHeader('monitoring benchmark')) say(line);
   const repo = join(dir, 'repo');
   await writeModelRepository(repo, { mlp: { versions: { 1: mlp() } } });
   say(`small MLP (mlp/1), V2 JSON, 1 row, POST ${PATH}, ${CONNECTIONS} connections × ${SECONDS}s (after 2 s warmup), then`);
@@ -198,9 +193,9 @@ try {
     : `targets: ${failed.length} of ${verdicts.length} NOT met — ${failed.map((v) => `${v.name.replace(/^\d+\. /, '')} ${fmt(v.ratio, 3)}x < ${fmt(v.target, 2)}x`).join('; ')}`);
   say('"CPU-bound" = baseline server CPU per request ÷ this scenario\'s: the throughput ratio to expect where the server\'s CPU');
   say('is the bottleneck; less sensitive to the machine\'s noise than req/s. The PASS/FAIL verdicts use measured throughput.');
-  say(`load average at end: ${load()}`);
+  say(`load average at end: ${loadAverage()}`);
   await mkdir('.bench', { recursive: true });
-  await writeFile('.bench/monitoring.json', `${JSON.stringify({ date: new Date().toISOString(), machine, seconds: SECONDS, connections: CONNECTIONS, latencyN: LATENCY_N, baseline: { start, end }, results: Object.fromEntries(results.map(([sc, r]) => [sc.name, r])), verdicts }, null, 2)}\n`);
+  await writeFile('.bench/monitoring.json', `${JSON.stringify({ date: new Date().toISOString(), machine: machineName(), seconds: SECONDS, connections: CONNECTIONS, latencyN: LATENCY_N, baseline: { start, end }, results: Object.fromEntries(results.map(([sc, r]) => [sc.name, r])), verdicts }, null, 2)}\n`);
   await writeFile('.bench/monitoring.txt', `${lines.join('\n')}\n`);
 } finally {
   await rm(dir, { recursive: true, force: true });

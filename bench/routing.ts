@@ -11,11 +11,11 @@
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mlp, writeModelRepository } from '../tools/onnx/zoo.js';
-import { cpuUs, sequentialLatency, startServer, stopServer, throughput } from './lib.js';
+import { cpuUs, loadAverage, machineName, noisyMachineHeader, sequentialLatency, startServer, stopServer, throughput } from './lib.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 64);
@@ -194,12 +194,7 @@ const scenarios: Scenario[] = [
 
 const dir = await mkdtemp(join(tmpdir(), 'switchyard-bench-routing-'));
 try {
-  const machine = `${cpus()[0]?.model ?? 'unknown CPU'} × ${cpus().length} cores, Node ${process.version}`;
-  const load = (): string => loadavg().map((x) => x.toFixed(2)).join(' ');
-  say(`Switchyard routing benchmark — ${new Date().toISOString().slice(0, 10)} — ${machine}`);
-  say(`NOTE: ${cpus().length} vCPUs shared by the server, autocannon and this process, on a noisy machine (other work may run`);
-  say(`      beside it; load average at start: ${load()}): throughput differences of ~10-20% are within noise. The baseline`);
-  say('      runs first and again last; ratios are against the mean of the two, and their spread shows the drift.');
+  for (const line of noisyMachineHeader('routing benchmark')) say(line);
   const repo = join(dir, 'repo');
   await writeModelRepository(repo, { mlp: { versions: { 1: mlp(7), 2: mlp(8) }, config: { version_policy: { all: {} } } } });
   say(`small MLP (mlp/1 seed 7, mlp/2 seed 8; version_policy all), V2 JSON, POST ${PATH} (no version, so the policy routes),`);
@@ -226,9 +221,9 @@ try {
     if (r === null) say(`  ${name.padEnd(W)} skipped: Redis unreachable`);
     else say(`  ${name.padEnd(W)} ${fmt(r.rps / base.rps, 2)}x throughput, ${signed(r.p50 - base.p50, 3)} ms p50 (c=1)`);
   }
-  say(`load average at end: ${load()}`);
+  say(`load average at end: ${loadAverage()}`);
   await mkdir('.bench', { recursive: true });
-  await writeFile('.bench/routing.json', `${JSON.stringify({ date: new Date().toISOString(), machine, seconds: SECONDS, connections: CONNECTIONS, latencyN: LATENCY_N, baseline: { start, end }, results: Object.fromEntries(results) }, null, 2)}\n`);
+  await writeFile('.bench/routing.json', `${JSON.stringify({ date: new Date().toISOString(), machine: machineName(), seconds: SECONDS, connections: CONNECTIONS, latencyN: LATENCY_N, baseline: { start, end }, results: Object.fromEntries(results) }, null, 2)}\n`);
   await writeFile('.bench/routing.txt', `${lines.join('\n')}\n`);
 } finally {
   await rm(dir, { recursive: true, force: true });

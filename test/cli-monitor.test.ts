@@ -7,8 +7,6 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -17,7 +15,7 @@ import type { Command } from 'commander';
 import { monitorCommand } from '../src/cli/monitor.js';
 import { verifyWebhook } from '../src/monitoring/alerts.js';
 import { mlp } from '../tools/onnx/zoo.js';
-import { startSwitchyard, type TestServer } from './helpers.js';
+import { normals, startSwitchyard, startWebhookReceiver, type TestServer, type WebhookReceiver } from './helpers.js';
 
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
@@ -86,22 +84,6 @@ function fails(r: Run, stderr: RegExp): void {
   assert.match(r.stderr, stderr);
 }
 
-/** Seeded normal samples (Box-Muller over a small LCG). */
-function normals(n: number, seed: number, mean = 0): number[] {
-  let s = seed >>> 0;
-  const u = (): number => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return (s + 0.5) / 4294967296;
-  };
-  const out: number[] = [];
-  while (out.length < n) {
-    const r = Math.sqrt(-2 * Math.log(u()));
-    const t = 2 * Math.PI * u();
-    out.push(mean + r * Math.cos(t), mean + r * Math.sin(t));
-  }
-  return out.slice(0, n);
-}
-
 /** The cells of the rows of cli-table3 tables (lines starting with │), header rows (all capitals) left out. */
 function rows(text: string): string[][] {
   return text.split('\n').filter((l) => l.startsWith('│')).map((l) => l.split('│').slice(1, -1).map((c) => c.trim()))
@@ -111,9 +93,7 @@ function rows(text: string): string[][] {
 describe('switchyard monitor CLI', () => {
   let srv: TestServer;
   let url: string[];
-  let hook: Server;
-  let hookUrl = '';
-  const received: { headers: IncomingMessage['headers']; body: string }[] = [];
+  let hook: WebhookReceiver;
 
   const infer = async (rows: number, seed: number, mean = 0, requestId?: string): Promise<void> => {
     const r = await fetch(`${srv.url}/v2/models/fraud/infer`, {
@@ -124,23 +104,14 @@ describe('switchyard monitor CLI', () => {
   };
 
   before(async () => {
-    hook = createServer((req, res) => {
-      let body = '';
-      req.on('data', (c: Buffer) => (body += c.toString()));
-      req.on('end', () => {
-        received.push({ headers: req.headers, body });
-        res.writeHead(204).end();
-      });
-    });
-    await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
-    hookUrl = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook`;
+    hook = await startWebhookReceiver('/hook');
     // Drift and alerts are evaluated by the test (the periodic timers are set far out).
     srv = await startSwitchyard({ fraud: { versions: { 1: mlp(3) } } }, { listen: true, config: { monitorSampleRate: 1, driftEvalMs: 3_600_000, alertEvalMs: 3_600_000 } });
     url = ['--url', srv.url];
   });
   after(async () => {
     await srv.close();
-    await new Promise((r) => hook.close(r));
+    await hook.close();
   });
 
   it('--help documents every subcommand and its flags', async () => {
@@ -270,7 +241,7 @@ describe('switchyard monitor CLI', () => {
   it('alerts: set, rules, status, firing with a signed webhook, events, delete', async () => {
     assert.match(ok(await runIn(['alerts', ...url])), /No alert rules/);
     const set = ok(await runIn([
-      'alerts', 'set', 'fraud-drift', '--kind', 'drift', '--model', 'fraud', '--threshold', '0.3', '--webhook', hookUrl, '--secret', 's3cret',
+      'alerts', 'set', 'fraud-drift', '--kind', 'drift', '--model', 'fraud', '--threshold', '0.3', '--webhook', hook.url, '--secret', 's3cret',
       '--description', 'input drift', ...url,
     ]));
     assert.match(set, /Alert rule fraud-drift set: fires when the share of drifted features of fraud is above 0\.3 at once; webhook .*\/hook \(HMAC-signed\)/);
@@ -279,7 +250,7 @@ describe('switchyard monitor CLI', () => {
 
     const rules = rows(ok(await runIn(['alerts', 'rules', ...url])));
     assert.deepEqual(rules.map((r) => r.slice(0, 10)), [
-      ['fraud-drift', 'drift', 'fraud', 'any', '-', '-', '0.3', '0', hookUrl, 'yes'],
+      ['fraud-drift', 'drift', 'fraud', 'any', '-', '-', '0.3', '0', hook.url, 'yes'],
       ['fraud-missing', 'quality', 'fraud', 'any', 'features[3]', 'nan_rate', '0.05', '0', '-', 'yes'],
       ['fraud-p99', 'latency_p99', 'fraud', '1', '-', '-', '5000', '60 s', '-', 'no'],
     ]);
@@ -295,8 +266,8 @@ describe('switchyard monitor CLI', () => {
     const fr = rows(firing).find((r) => r[0] === 'fraud-drift');
     assert.deepEqual([fr?.[1], fr?.[3], fr?.[4]], ['firing', '1', '> 0.3 at once']);
     assert.deepEqual(rows(firing).find((r) => r[0] === 'fraud-missing')?.slice(1, 4), ['inactive', '-', '0']);
-    assert.equal(received.length, 1);
-    const msg = received[0]!;
+    assert.equal(hook.received.length, 1);
+    const msg = hook.received[0]!;
     assert.equal((JSON.parse(msg.body) as { state: string }).state, 'firing');
     assert.ok(verifyWebhook('s3cret', String(msg.headers['x-switchyard-timestamp']), String(msg.headers['x-switchyard-signature']), msg.body));
 

@@ -3,6 +3,8 @@
  * onnxruntime reference runs to compare served outputs against.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type IncomingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
@@ -91,4 +93,47 @@ export function binaryBody(header: object, chunks: Uint8Array[]): { body: Buffer
 /** Split a binary-extension response into its JSON header and the remaining bytes. */
 export function splitBinary(body: Buffer, headerLength: number): { json: { outputs: Array<{ name: string; datatype: string; shape: number[]; parameters?: { binary_data_size?: number }; data?: unknown[] }> } & Record<string, unknown>; rest: Buffer } {
   return { json: JSON.parse(body.subarray(0, headerLength).toString('utf8')), rest: body.subarray(headerLength) };
+}
+
+/** Seeded normal samples (Box-Muller over a small LCG), for drift tests. */
+export function normals(n: number, seed: number, mean = 0, sd = 1): number[] {
+  let s = seed >>> 0;
+  const u = (): number => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return (s + 0.5) / 4294967296;
+  };
+  const out: number[] = [];
+  while (out.length < n) {
+    const r = Math.sqrt(-2 * Math.log(u()));
+    const t = 2 * Math.PI * u();
+    out.push(mean + sd * r * Math.cos(t), mean + sd * r * Math.sin(t));
+  }
+  return out.slice(0, n);
+}
+
+export interface WebhookReceiver {
+  /** Where to send (on 127.0.0.1, a free port). */
+  readonly url: string;
+  /** Every request received, in order. */
+  readonly received: { headers: IncomingHttpHeaders; body: string }[];
+  close(): Promise<void>;
+}
+
+/** A real local HTTP receiver for alert webhooks: answers 204 and keeps what it got. */
+export async function startWebhookReceiver(path = '/hook'): Promise<WebhookReceiver> {
+  const received: { headers: IncomingHttpHeaders; body: string }[] = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      received.push({ headers: req.headers, body });
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}${path}`,
+    received,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
 }

@@ -5,37 +5,17 @@
  * resolves with signed webhook deliveries to a real local HTTP receiver.
  */
 import assert from 'node:assert/strict';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { verifyWebhook } from '../src/monitoring/alerts.js';
 import { mlp } from '../tools/onnx/zoo.js';
-import { startSwitchyard, type TestServer } from './helpers.js';
-
-/** Seeded normal samples (Box-Muller over a small LCG). */
-function normals(n: number, seed: number, mean = 0, sd = 1): number[] {
-  let s = seed >>> 0;
-  const u = (): number => {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    return (s + 0.5) / 4294967296;
-  };
-  const out: number[] = [];
-  while (out.length < n) {
-    const r = Math.sqrt(-2 * Math.log(u()));
-    const t = 2 * Math.PI * u();
-    out.push(mean + sd * r * Math.cos(t), mean + sd * r * Math.sin(t));
-  }
-  return out.slice(0, n);
-}
+import { normals, startSwitchyard, startWebhookReceiver, type TestServer, type WebhookReceiver } from './helpers.js';
 
 const ROWS = 100;
 const batch = (seed: number, mean = 0, rows = ROWS) => JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [rows, 64], data: normals(rows * 64, seed, mean) }] });
 
 describe('model monitoring', () => {
   let srv: TestServer;
-  let hook: Server;
-  let hookUrl = '';
-  const received: { headers: IncomingMessage['headers']; body: string }[] = [];
+  let hook: WebhookReceiver;
   const inject = (method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: string | object, type = 'application/json') => srv.sy.app.inject({
     method, url, ...(payload === undefined ? {} : { payload: typeof payload === 'string' ? payload : JSON.stringify(payload), headers: { 'content-type': type } }),
   });
@@ -47,21 +27,12 @@ describe('model monitoring', () => {
   };
 
   before(async () => {
-    hook = createServer((req, res) => {
-      let body = '';
-      req.on('data', (c: Buffer) => (body += c.toString()));
-      req.on('end', () => {
-        received.push({ headers: req.headers, body });
-        res.writeHead(204).end();
-      });
-    });
-    await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
-    hookUrl = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/alerts`;
+    hook = await startWebhookReceiver('/alerts');
     srv = await startSwitchyard({ mlp: { versions: { 1: mlp(7) } } }, { config: { monitorSampleRate: 1, alertEvalMs: 3_600_000, driftEvalMs: 3_600_000 } });
   });
   after(async () => {
     await srv.close();
-    await new Promise((r) => hook.close(r));
+    await hook.close();
   });
 
   it('logs sampled predictions with version, request id and tensors; exports JSON, JSONL and CSV', async () => {
@@ -125,13 +96,13 @@ describe('model monitoring', () => {
   it('an alert rule fires on drift and resolves, with signed webhook deliveries recorded', async () => {
     const bad = await inject('PUT', '/api/v1/alerts/rules/x', { kind: 'drift', model: 'mlp' });
     assert.equal(bad.statusCode, 400, 'threshold is required');
-    const put = await inject('PUT', '/api/v1/alerts/rules/mlp-drift', { kind: 'drift', model: 'mlp', threshold: 0.3, webhook: { url: hookUrl, secret: 's3cret' } });
+    const put = await inject('PUT', '/api/v1/alerts/rules/mlp-drift', { kind: 'drift', model: 'mlp', threshold: 0.3, webhook: { url: hook.url, secret: 's3cret' } });
     assert.equal(put.statusCode, 200, put.body);
     assert.equal(put.json().webhook.secret, undefined, 'the secret is never shown');
     await srv.sy.monitoring.alerts.evaluate();
     await srv.sy.monitoring.alerts.idle();
-    assert.equal(received.length, 1);
-    const msg = received[0]!;
+    assert.equal(hook.received.length, 1);
+    const msg = hook.received[0]!;
     assert.equal(JSON.parse(msg.body).state, 'firing');
     assert.ok(verifyWebhook('s3cret', String(msg.headers['x-switchyard-timestamp']), String(msg.headers['x-switchyard-signature']), msg.body));
     const states = (await inject('GET', '/api/v1/alerts')).json().alerts;
@@ -150,6 +121,6 @@ describe('model monitoring', () => {
     const events = (await inject('GET', '/api/v1/alerts/events?rule=mlp-drift')).json().events as { state: string; delivery: string }[];
     assert.deepEqual(events.map((e) => e.state), ['resolved', 'firing']);
     assert.ok(events.every((e) => e.delivery === 'delivered'));
-    assert.equal(JSON.parse(received.at(-1)!.body).state, 'resolved');
+    assert.equal(JSON.parse(hook.received.at(-1)!.body).state, 'resolved');
   });
 });

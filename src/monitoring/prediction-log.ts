@@ -605,7 +605,8 @@ export function recordLine(r: PredictionRecord): string {
 /** Tensors with at most this many elements per row get one column per element. */
 export const CSV_MAX_ELEMENT_COLUMNS = 64;
 
-function csvField(v: string): string {
+/** One CSV field, quoted as RFC 4180 asks (commas, quotes, line breaks). */
+export function csvField(v: string): string {
   return /[",\r\n]/.test(v) ? `"${v.replaceAll('"', '""')}"` : v;
 }
 

@@ -116,8 +116,7 @@ export class MonitoringService {
     try {
       const row = await this.#db.db.selectFrom('reference_profiles').select('profile').where('model', '=', model).where('version', '=', version).executeTakeFirst();
       if (row === undefined) {
-        this.#monitors.delete(key(model, version));
-        this.#latest.delete(key(model, version));
+        this.#uninstall(model, version);
       } else {
         this.#install(model, version, JSON.parse(row.profile) as ReferenceProfile);
       }
@@ -193,9 +192,14 @@ export class MonitoringService {
   async deleteProfile(model: string, version: number): Promise<void> {
     const r = await this.#db.db.deleteFrom('reference_profiles').where('model', '=', model).where('version', '=', version).executeTakeFirst();
     if (Number(r.numDeletedRows) === 0) throw err('SY_ERR_REGISTRY_NOT_FOUND', `model "${model}" version ${version} has no reference profile`);
+    this.#uninstall(model, version);
+    await this.#announce(model, version);
+  }
+
+  #uninstall(model: string, version: number): void {
     this.#monitors.delete(key(model, version));
     this.#latest.delete(key(model, version));
-    await this.#announce(model, version);
+    if (this.monitoredVersions(model).length === 0) this.#monitored.delete(model);
   }
 
   #install(model: string, version: number, profile: ReferenceProfile): void {

@@ -226,8 +226,7 @@ export class TrafficRouter {
       job = mv.submit(inputs, rows, 0, null, SHADOW_FLOW);
       const outputs = await Promise.race([job.result, timeout]);
       const latencyMs = performance.now() - t0;
-      const named = (v: ModelVersion, ts: readonly Tensor[]): { name: string; tensor: Tensor }[] => v.signature!.outputs.map((s, i) => ({ name: s.name, tensor: ts[i]! }));
-      const cmp = compareOutputs(named(primary, primaryOutputs), named(mv, outputs));
+      const cmp = compareOutputs(named(primary.signature!.outputs, primaryOutputs), named(mv.signature!.outputs, outputs));
       stats.record('ok', latencyMs, cmp);
       publish({ outcome: 'ok', latencyMs, maxAbsDiff: cmp.maxAbsDiff, agreement: cmp.agreement, rows: cmp.rows });
     };
@@ -279,4 +278,9 @@ export function sameInputs(a: ModelVersion, b: ModelVersion): boolean {
   // Requested outputs are resolved to indices in signature order: the outputs must line up by name too.
   for (let i = 0; i < x.outputs.length; i++) if (x.outputs[i]!.name !== y.outputs[i]!.name) return false;
   return true;
+}
+
+/** Tensors in signature order, paired with their names. */
+export function named(specs: readonly { readonly name: string }[], tensors: readonly Tensor[]): { name: string; tensor: Tensor }[] {
+  return tensors.map((tensor, i) => ({ name: specs[i]!.name, tensor }));
 }

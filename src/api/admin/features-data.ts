@@ -9,6 +9,7 @@ import { parquetWriteBuffer } from 'hyparquet-writer';
 import { err } from '../../errors.js';
 import type { FeatureStore } from '../../features/store.js';
 import { readDataset } from '../../monitoring/dataset.js';
+import { csvField } from '../../monitoring/prediction-log.js';
 import { strictValidation } from './routes.js';
 import * as S from './schemas.js';
 
@@ -24,8 +25,7 @@ const rowList = (description: string) => ({ type: 'array', maxItems: 10_000, ite
 type Raw = Record<string, unknown>;
 
 function csvCell(v: unknown): string {
-  const s = v === null || v === undefined ? '' : typeof v === 'string' ? v : JSON.stringify(v);
-  return /[",\r\n]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
+  return csvField(v === null || v === undefined ? '' : typeof v === 'string' ? v : JSON.stringify(v));
 }
 
 /** Columns in first-seen order over all rows. */

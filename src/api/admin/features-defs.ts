@@ -12,7 +12,7 @@ import {
   entitySchema, featureViewSchema, serviceSchema, windowViewSchema, type AnyDefinition, type DefinitionStore,
 } from '../../features/definitions.js';
 import type { DefinitionKind, DefinitionRecord, FeatureServiceDef } from '../../features/types.js';
-import { ACTOR_HEADER, strictValidation } from './routes.js';
+import { actorOf, strictValidation } from './routes.js';
 import * as S from './schemas.js';
 
 export interface FeatureDefinitionOptions {
@@ -29,12 +29,6 @@ const TAGS = ['features'];
 
 type Json = Record<string, unknown>;
 
-function actorOf(req: FastifyRequest): string {
-  if (req.principal) return req.principal.actor;
-  const h = req.headers[ACTOR_HEADER];
-  const v = (Array.isArray(h) ? h[0] : h)?.trim();
-  return v ? v : 'anonymous';
-}
 
 /** A zod schema as draft-07 JSON Schema (no `$schema`). */
 function jsonSchema(schema: z.ZodType, io: 'input' | 'output'): Json {

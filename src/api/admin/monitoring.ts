@@ -11,7 +11,7 @@ import { readDataset } from '../../monitoring/dataset.js';
 import { toCsv, toJsonl } from '../../monitoring/prediction-log.js';
 import type { MonitoringService } from '../../monitoring/service.js';
 import type { Registry } from '../../registry/index.js';
-import { ACTOR_HEADER, isoTime, strictValidation } from './routes.js';
+import { actorOf, isoTime, strictValidation } from './routes.js';
 import * as S from './schemas.js';
 
 export interface MonitoringAdminOptions {
@@ -29,12 +29,6 @@ const TAGS = ['monitoring'];
 const ALERT_TAGS = ['alerts'];
 const anyObject = { type: 'object', additionalProperties: true } as const;
 
-function actorOf(req: FastifyRequest): string {
-  if (req.principal) return req.principal.actor;
-  const h = req.headers[ACTOR_HEADER];
-  const v = (Array.isArray(h) ? h[0] : h)?.trim();
-  return v ? v : 'anonymous';
-}
 
 const ms = (v: string | undefined, field: string): number | undefined => (v === undefined ? undefined : Date.parse(isoTime(v, field)));
 

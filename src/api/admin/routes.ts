@@ -42,7 +42,7 @@ type AliasP = { name: string; alias: string };
 type EventsQ = { since?: string; until?: string; limit?: number };
 
 /** The acting principal (see the tenancy gateway), else the x-switchyard-actor header, else "anonymous". */
-function actorOf(req: FastifyRequest): string {
+export function actorOf(req: FastifyRequest): string {
   if (req.principal) return req.principal.actor;
   const h = req.headers[ACTOR_HEADER];
   const v = (Array.isArray(h) ? h[0] : h)?.trim();

@@ -14,7 +14,7 @@ import type { Registry } from '../../registry/index.js';
 import type { ModelRecord } from '../../registry/types.js';
 import { routingPolicySchema } from '../../routing/policy.js';
 import type { TrafficRouter } from '../../routing/router.js';
-import { ACTOR_HEADER, strictValidation } from './routes.js';
+import { actorOf, strictValidation } from './routes.js';
 import * as S from './schemas.js';
 
 export interface RoutingAdminOptions {
@@ -190,12 +190,6 @@ const eventsBody = {
 
 type EventIn = { unit: string; metric: string; value?: number; at?: string };
 
-function actorOf(req: FastifyRequest): string {
-  if (req.principal) return req.principal.actor;
-  const h = req.headers[ACTOR_HEADER];
-  const v = (Array.isArray(h) ? h[0] : h)?.trim();
-  return v ? v : 'anonymous';
-}
 
 export async function routingAdminRoutes(app: FastifyInstance, opts: RoutingAdminOptions): Promise<void> {
   const { registry, router, experiments, tracker } = opts;

@@ -10,10 +10,11 @@ import { err, type SwitchyardError } from '../../errors.js';
 import { channels, type CacheEvent, type FallbackEvent, type RequestEvent, type RouteEvent } from '../../events.js';
 import { cacheKey, type ResultCache } from '../../routing/cache.js';
 import type { ShadowSpec } from '../../routing/policy.js';
-import { cloneTensor, countsAgainst, fallsBack, sameInputs, type Assignment, type FallbackStep, type TrafficRouter } from '../../routing/router.js';
+import { cloneTensor, countsAgainst, fallsBack, named, sameInputs, type Assignment, type FallbackStep, type TrafficRouter } from '../../routing/router.js';
 import type { Flow, Job } from '../../serving/batcher.js';
 import type { Tensor } from '../../tensor/index.js';
 import { signatureJson, type ModelManager, type ModelVersion } from '../../serving/index.js';
+import { tensorSpecJson } from '../../runtimes/types.js';
 import { failureReason, sendError, toWireError } from '../reply-error.js';
 import { encodeInferResponse, parseInferRequest, type EncodedResponse, type InferRequest } from './codec.js';
 
@@ -128,9 +129,7 @@ class InferContext {
     if (!Array.isArray(entities) || entities.length === 0 || !entities.every((e) => typeof e === 'object' && e !== null && !Array.isArray(e))) {
       throw err('SY_ERR_BAD_REQUEST', 'parameters.entities must be a non-empty array of join key objects, one per row (e.g. [{"user_id": 7}])');
     }
-    const sig = mv.signature!;
-    const inputs = sig.inputs.map((s) => ({ name: s.name, datatype: s.dtype.v2, shape: s.shape }));
-    const assembled = await features.assemble(mv.model, mv.version, entities as Record<string, unknown>[], inputs);
+    const assembled = await features.assemble(mv.model, mv.version, entities as Record<string, unknown>[], mv.signature!.inputs.map(tensorSpecJson));
     if (assembled === null) throw err('SY_ERR_BAD_REQUEST', `parameters.entities: model "${mv.model}" version ${mv.label} has no feature service bound to its inputs`);
     const own = Array.isArray(req.inputs) ? (req.inputs as { name?: unknown }[]) : [];
     const sent = new Set(own.map((i) => i.name));
@@ -210,13 +209,15 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
     return reply.code(ready ? 200 : 503).send({ ready });
   });
 
+  /** Load a lazy / evicted version whose signature is needed (bounded wait), like an inference would. */
+  const loadSignature = async (mv: ModelVersion): Promise<void> => {
+    await manager.acquire(mv);
+    manager.release(mv);
+  };
+
   const modelMeta = async (req: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply): Promise<FastifyReply> => {
     const mv = manager.resolve(req.params.model, req.params.version);
-    if (!mv.signature && mv.state !== 'UNAVAILABLE') {
-      // Metadata needs the signature: load a lazy / evicted version (bounded wait), like an inference would.
-      await manager.acquire(mv);
-      manager.release(mv);
-    }
+    if (!mv.signature && mv.state !== 'UNAVAILABLE') await loadSignature(mv);
     return reply.send(metadata(mv, manager.versionsOf(mv.model)));
   };
   app.get('/v2/models/:model', modelMeta);
@@ -240,8 +241,8 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
     const sig = mv.signature!;
     monitor!.observe(w, {
       model: mv.model, version: mv.version, tenant: opts.tenantOf?.(req) ?? '', arm: ctx.arm, requestId: req.id, latencyMs: performance.now() - t0,
-      inputs: inputs.map((tensor, i) => ({ name: sig.inputs[i]!.name, tensor })),
-      outputs: outputs.map((tensor, i) => ({ name: sig.outputs[i]!.name, tensor })),
+      inputs: named(sig.inputs, inputs),
+      outputs: named(sig.outputs, outputs),
     });
   };
 
@@ -324,10 +325,7 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
           key = Array.isArray(h) ? h[0] : h;
         } else if (policy!.needsParameters) {
           const first = router!.armVersion(served, policy!.arms[0]!);
-          if (first.signature === null) {
-            await manager.acquire(first); // its signature is needed to parse: load it (bounded wait)
-            manager.release(first);
-          }
+          if (first.signature === null) await loadSignature(first); // needed to parse
           if (first.signature !== null && opts.features !== undefined && !ctx.joined) await ctx.join(first, opts.features);
           const p = first.signature === null ? null : ctx.parsedFor(first).parameters?.[policy!.keyParameter!];
           key = typeof p === 'string' ? p : typeof p === 'number' ? String(p) : undefined;
@@ -340,13 +338,17 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
       }
       if (version === undefined && policy !== null) ctx.shadows = router!.sampleShadows(policy);
       const breakerSpec = version === undefined ? policy?.spec.circuitBreaker : undefined;
-      const chain: FallbackStep[] = [{ mv: primary, error: null }, ...(version === undefined && policy !== null ? router!.fallbacks(served, policy) : [])];
+      // The fallback chain is resolved only once the routed version could not serve.
+      const hasFallback = version === undefined && (policy?.spec.fallback?.length ?? 0) > 0;
+      const chain: FallbackStep[] = [{ mv: primary, error: null }];
       let last: unknown = null;
       let fallbackReason: string | null = null;
       ctx.describe = policy !== null;
       ctx.arm = arm;
       ctx.primary = primary;
-      for (let i = 0; i < chain.length; i++) {
+      for (let i = 0; ; i++) {
+        if (i === 1 && hasFallback) chain.push(...router!.fallbacks(served, policy!));
+        if (i >= chain.length) break;
         const step = chain[i]!;
         ctx.fallbackReason = i > 0 ? fallbackReason ?? 'other' : null;
         if (step.mv === null) {
@@ -357,7 +359,7 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
         const mv = step.mv;
         const breaker = breakerSpec === undefined ? null : router!.breaker(mv, breakerSpec);
         if (breaker !== null && !breaker.allow()) {
-          last = err('SY_ERR_CIRCUIT_OPEN', `model "${mv.model}" version ${mv.label}: circuit open after repeated failures${chain.length > 1 ? ' and no fallback could serve' : ''}`, { retryAfterS: Math.max(1, Math.ceil(breaker.retryAfterMs() / 1000)) });
+          last = err('SY_ERR_CIRCUIT_OPEN', `model "${mv.model}" version ${mv.label}: circuit open after repeated failures${hasFallback ? ' and no fallback could serve' : ''}`, { retryAfterS: Math.max(1, Math.ceil(breaker.retryAfterMs() / 1000)) });
           fallbackReason ??= 'circuit_open';
           continue;
         }
