@@ -42,6 +42,12 @@ import { TenantStore } from './tenancy/store.js';
 import type { Principal } from './tenancy/types.js';
 import { UsageMeter } from './tenancy/usage.js';
 import { VERSION } from './version.js';
+import { loadLlmConfig } from './llm/config.js';
+import { MemoryTokenLimiter, RedisTokenLimiter, type TokenLimiter } from './llm/limits.js';
+import { llmRoutes } from './llm/routes.js';
+import { LlmService } from './llm/service.js';
+import { LlmUsageMeter } from './llm/usage.js';
+import { llmAdminRoutes } from './api/admin/llm.js';
 
 export interface Switchyard {
   readonly app: FastifyInstance;
@@ -58,6 +64,7 @@ export interface Switchyard {
   readonly cache: ResultCache;
   readonly monitoring: MonitoringService;
   readonly features: FeatureStore;
+  readonly llm: LlmService;
   /** A platform admin key generated at this start (auth on, none configured, none stored), to print once; else null. */
   readonly bootstrapKey: string | null;
   /** Stop admitting, drain queued requests, release models. Idempotent. */
@@ -144,6 +151,15 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     sampleRate: config.predictionLog === 'off' ? 0 : config.monitorSampleRate, driftSampleRate: config.driftSampleRate,
     retentionMs: config.predictionRetentionDays * 86_400_000, driftWindowMs: config.driftWindowMs, driftEvalMs: config.driftEvalMs, alertEvalMs: config.alertEvalMs,
   });
+  // The OpenAI-compatible API: token limits shared through Redis when replicas share one.
+  const tokenLimiter: TokenLimiter = config.redis
+    ? new RedisTokenLimiter({ url: config.redis, timeoutMs: config.redisTimeoutMs, failMode: config.rateLimitFail, onBackendError: limitStoreErrors(logger, metrics, config.rateLimitFail, 'switchyard_llm_ratelimit_store_errors_total') })
+    : new MemoryTokenLimiter();
+  const llmUsage = new LlmUsageMeter({ db, flushIntervalMs: config.usageFlushMs, logger, metrics: metrics.registry });
+  const llm = await LlmService.create({
+    config: config.llmConfig ? await loadLlmConfig(config.llmConfig) : { models: [] },
+    manager, logger, metrics: metrics.registry, limiter: tokenLimiter, usage: llmUsage,
+  });
   const modelExists = (name: string): Promise<boolean> => registry.getModel(name).then(() => true, () => false);
   const bodyLimit = Math.floor(config.maxBodyMb * 1024 * 1024);
   const app = Fastify({
@@ -209,6 +225,11 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     store: features.defs, access: { platform: platformKey, visible: (req, model) => !req.principal || gateway.canSee(req.principal, model) },
   });
   await app.register(featureDataRoutes, { features, access: { platform: platformKey } });
+  await app.register(llmRoutes, {
+    prefix: '/v1', service: llm, tenantOf: (req) => tenantOf(req.principal),
+    tokenScopes: (req, model) => (req.principal?.kind === 'tenant' ? gateway.tokenScopes(req.principal, model) : []),
+  });
+  await app.register(llmAdminRoutes, { usage: llmUsage });
   app.get('/metrics', async (req, reply) => {
     const text = await metrics.registry.metrics();
     const p = req.principal;
@@ -228,7 +249,10 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   const close = (): Promise<void> => {
     closing ??= (async () => {
       await app.close();
+      await llm.close();
       await manager.close(config.shutdownGraceMs);
+      await llmUsage.close().catch((e: unknown) => logger.error({ err: e }, 'final LLM usage flush failed'));
+      await tokenLimiter.close();
       await usage.close().catch((e: unknown) => logger.error({ err: e }, 'final usage flush failed'));
       tracker.close();
       await monitoring.close().catch((e: unknown) => logger.error({ err: e }, 'closing monitoring failed'));
@@ -244,12 +268,12 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     })();
     return closing;
   };
-  return { app, manager, registry, metrics, logger, gateway, usage, audit, router, experiments, tracker, cache, monitoring, features, bootstrapKey, close };
+  return { app, manager, registry, metrics, logger, gateway, usage, audit, router, experiments, tracker, cache, monitoring, features, llm, bootstrapKey, close };
 }
 
 /** Limit-store failures: a counter and at most one log line per 10 s. */
-function limitStoreErrors(logger: Logger, metrics: Metrics, mode: 'open' | 'closed'): (e: Error) => void {
-  const errors = new Counter({ name: 'switchyard_ratelimit_store_errors_total', help: 'Failed or timed-out calls to the shared limit store (Redis).', registers: [metrics.registry] });
+function limitStoreErrors(logger: Logger, metrics: Metrics, mode: 'open' | 'closed', name = 'switchyard_ratelimit_store_errors_total'): (e: Error) => void {
+  const errors = new Counter({ name, help: 'Failed or timed-out calls to the shared limit store (Redis).', registers: [metrics.registry] });
   let last = 0;
   let suppressed = 0;
   return (e) => {

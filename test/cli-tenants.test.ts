@@ -48,10 +48,11 @@ describe('switchyard tenants CLI', () => {
 
   it('creates a tenant and a key, shares a model, reports usage, revokes the key', async () => {
     const url = ['--url', srv.url];
-    assert.match(ok(await run(['tenants', 'create', 'acme', '--tier', 'premium', '--rps', '50', '--daily-quota', '1000', ...url])), /Created tenant acme \(tier premium/);
+    assert.match(ok(await run(['tenants', 'create', 'acme', '--tier', 'premium', '--rps', '50', '--daily-quota', '1000', '--rpm', '600', '--tpm', '90000', ...url])), /Created tenant acme \(tier premium/);
     const list = ok(await run(['tenants', 'list', ...url]));
     assert.match(list, /acme/);
     assert.match(list, /rps=50/);
+    assert.match(list, /rpm=600, tpm=90000/);
     const created = ok(await run(['tenants', 'keys', 'acme', '--create', '--scopes', 'infer,read', '--name', 'ci', '--expires', '30d', ...url]));
     const key = /^(sy_[a-z2-7]{12}_\S+)$/m.exec(created)?.[1];
     assert.ok(key, `a key is printed: ${created}`);

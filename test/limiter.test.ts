@@ -13,7 +13,7 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import { MemoryLimiter, type Admission, type LimitScope, type LimitSpec } from '../src/tenancy/limiter.js';
 import { RedisLimiter, type RedisLimiterOptions } from '../src/tenancy/redis-limiter.js';
-import { REDIS_URL, redisReachable } from './registry-helpers.js';
+import { closedPort, deleteKeys, REDIS_URL, redisReachable, until } from './registry-helpers.js';
 
 const NONE: LimitSpec = { rps: null, burst: null, concurrency: null, dailyQuota: null, monthlyQuota: null };
 const spec = (s: Partial<LimitSpec>): LimitSpec => ({ ...NONE, ...s });
@@ -233,15 +233,6 @@ describe('MemoryLimiter (injected clock)', () => {
 const { hostname: REDIS_HOST, port: redisPort } = new URL(REDIS_URL);
 const REDIS_PORT = Number(redisPort || 6379);
 
-/** A port on 127.0.0.1 that refuses connections: bound, then closed. */
-async function closedPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as { port: number }).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
-
 /** A TCP server; `onSocket` decides what happens to each connection. Close destroys every connection. */
 async function tcpServer(onSocket: (s: Socket) => void, port = 0): Promise<{ port: number; close(): Promise<void> }> {
   const sockets = new Set<Socket>();
@@ -285,14 +276,6 @@ async function redisProxy(port: number): Promise<{ port: number; frozen: boolean
   };
 }
 
-async function until(cond: () => boolean, ms = 2000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await sleep(5);
-  }
-}
-
 /** Admits through `l`, recording how long it took. */
 async function timed(l: RedisLimiter, s: LimitScope[]): Promise<{ a: Admission; ms: number }> {
   const t0 = performance.now();
@@ -329,12 +312,7 @@ function redisSuite(): void {
   });
   after(async () => {
     await Promise.all(open.map((l) => l.close()));
-    let cursor = '0';
-    do {
-      const [next, keys] = await admin.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-      if (keys.length > 0) await admin.del(...keys);
-      cursor = next;
-    } while (cursor !== '0');
+    await deleteKeys(admin, prefix);
     await admin.quit();
   });
 

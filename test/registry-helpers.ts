@@ -3,6 +3,9 @@
  * temporary SQLite file and artifact directory, and a Fastify app with the admin plugin and OpenAPI wired the
  * way src/server.ts wires its routes (root error handler and not-found handler with the `{"error"}` shape).
  */
+import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
+import { describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -116,4 +119,42 @@ export function pgSchema(): { url: string; drop(): Promise<void> } {
       }
     },
   };
+}
+
+/**
+ * A suite that needs a service (Redis, Postgres): it runs when `down` is null (the service answered). Otherwise,
+ * in CI (CI=true) a single failing test says why; elsewhere the suite is skipped with that message.
+ */
+export function describeNeeding(name: string, service: string, down: string | null, body: () => void): void {
+  if (down === null) void describe(name, body);
+  else if (process.env['CI'] === 'true') void describe(name, () => it(`needs ${service} in CI`, () => assert.fail(`${service} is unreachable: ${down}`)));
+  else void describe(name, { skip: `${service} unreachable (${down}); set CI=true to make this fail` }, body);
+}
+
+/** A port on 127.0.0.1 that refuses connections: bound, then closed. */
+export async function closedPort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as { port: number }).port;
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+/** Polls `cond` every 5 ms; throws after `ms`. */
+export async function until(cond: () => boolean, ms = 2000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** Deletes every key under `prefix` (a test's own namespace). */
+export async function deleteKeys(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    if (keys.length > 0) await redis.del(...keys);
+    cursor = next;
+  } while (cursor !== '0');
 }

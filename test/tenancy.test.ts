@@ -117,7 +117,10 @@ describe('tenancy gateway', () => {
       ] as const) {
         const r = await send(header);
         assert.equal(r.statusCode, 401, `${method} ${url} with ${what}: ${r.statusCode} ${r.body.slice(0, 200)}`);
-        assert.match(JSON.parse(r.body).error, pattern, `${method} ${url} with ${what}`);
+        // The OpenAI-compatible API (/v1) answers with OpenAI's error object, the rest with the V2 string.
+        const error = JSON.parse(r.body).error as string | { message: string; type: string };
+        if (url.startsWith('/v1/')) assert.equal(typeof error === 'object' && error.type, 'authentication_error', `${method} ${url} with ${what}`);
+        assert.match(typeof error === 'string' ? error : error.message, pattern, `${method} ${url} with ${what}`);
         assert.equal(r.headers['www-authenticate'], 'Bearer');
       }
       // Another tenant's key (with every scope): a path naming acme's model or tenant answers exactly like one

@@ -39,7 +39,7 @@ interface ServeFlags {
   auth?: boolean; adminKey?: string; insecure?: boolean; redis?: string; rateLimitFail?: 'open' | 'closed';
   redisTimeoutMs?: number; authCacheMs?: number; usageFlushMs?: number; cacheMaxMb?: number;
   monitorSampleRate?: number; predictionLog?: ServerConfig['predictionLog']; predictionRetentionDays?: number; driftSampleRate?: number;
-  driftWindowMs?: number; driftEvalMs?: number; alertEvalMs?: number; nats?: string;
+  driftWindowMs?: number; driftEvalMs?: number; alertEvalMs?: number; nats?: string; llmConfig?: string;
 }
 
 async function serve(flags: ServeFlags): Promise<void> {
@@ -109,6 +109,7 @@ program
   .addOption(new Option('--drift-eval-ms <ms>', `how often drift reports are computed, stored and exported [env SWITCHYARD_DRIFT_EVAL_MS] (default: ${SERVER_DEFAULTS.driftEvalMs})`).argParser(int('drift-eval-ms')))
   .addOption(new Option('--alert-eval-ms <ms>', `how often alert rules are evaluated [env SWITCHYARD_ALERT_EVAL_MS] (default: ${SERVER_DEFAULTS.alertEvalMs})`).argParser(int('alert-eval-ms')))
   .addOption(new Option('--nats <url>', 'NATS server (JetStream) for windowed feature views that consume a NATS stream (nats://127.0.0.1:4222) [env SWITCHYARD_NATS] (default: none)'))
+  .addOption(new Option('--llm-config <file>', 'LLM models (YAML or JSON) served by the OpenAI-compatible API under /v1: local GGUF models (llama.cpp), upstream providers, ONNX embedding encoders [env SWITCHYARD_LLM_CONFIG] (default: none)'))
   .action(serve);
 
 program.addCommand(modelsCommand());

@@ -44,7 +44,9 @@ function withLimits(cmd: Command): Command {
     .addOption(new Option('--burst <n>', 'requests that may arrive at once (bucket capacity)').argParser(positive('--burst', true)))
     .addOption(new Option('--concurrency <n>', 'requests in flight at once').argParser(positive('--concurrency', true)))
     .addOption(new Option('--daily-quota <n>', 'requests per UTC day').argParser(positive('--daily-quota', true)))
-    .addOption(new Option('--monthly-quota <n>', 'requests per UTC month').argParser(positive('--monthly-quota', true)));
+    .addOption(new Option('--monthly-quota <n>', 'requests per UTC month').argParser(positive('--monthly-quota', true)))
+    .addOption(new Option('--rpm <n>', 'LLM API requests per minute').argParser(positive('--rpm', true)))
+    .addOption(new Option('--tpm <n>', 'LLM API tokens (prompt + completion) per minute').argParser(positive('--tpm', true)));
 }
 
 const limitText = (t: TenantRecord): string => kv(Object.fromEntries(Object.entries(t.effectiveLimits).filter(([, v]) => v !== null)));

@@ -65,6 +65,8 @@ export const serverConfigSchema = z.strictObject({
   alertEvalMs: z.number().int().min(100),
   /** NATS server for windowed feature views that read a JetStream stream (nats://host:4222); '' = none. Env SWITCHYARD_NATS. */
   nats: z.string().refine((u) => u === '' || /^(nats|tls):\/\//.test(u), 'must start with nats:// or tls://'),
+  /** The LLM model catalog (YAML or JSON) served by the OpenAI-compatible API under /v1; '' = none. Env SWITCHYARD_LLM_CONFIG. */
+  llmConfig: z.string(),
 });
 
 export type ServerConfig = Readonly<z.infer<typeof serverConfigSchema>>;
@@ -99,6 +101,7 @@ export const SERVER_DEFAULTS: ServerConfig = Object.freeze({
   driftEvalMs: 60_000,
   alertEvalMs: 15_000,
   nats: '',
+  llmConfig: '',
 });
 
 type EnvKind = 'string' | 'number' | 'boolean';
@@ -132,6 +135,7 @@ const ENV: Record<keyof ServerConfig, { name: string; kind: EnvKind }> = {
   driftEvalMs: { name: 'SWITCHYARD_DRIFT_EVAL_MS', kind: 'number' },
   alertEvalMs: { name: 'SWITCHYARD_ALERT_EVAL_MS', kind: 'number' },
   nats: { name: 'SWITCHYARD_NATS', kind: 'string' },
+  llmConfig: { name: 'SWITCHYARD_LLM_CONFIG', kind: 'string' },
 };
 
 function envValue(v: string, kind: EnvKind): unknown {

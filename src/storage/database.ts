@@ -118,6 +118,17 @@ export interface UsageTable {
   errors: number;
 }
 
+export interface LlmUsageTable {
+  tenant: string;
+  model: string;
+  period: number;
+  requests: number;
+  errors: number;
+  prompt_tokens: number;
+  completion_tokens: number;
+  cost: number;
+}
+
 export interface AuditLogTable {
   id: Generated<number>;
   at: number;
@@ -246,6 +257,7 @@ export interface DB {
   api_keys: ApiKeysTable;
   model_access: ModelAccessTable;
   usage: UsageTable;
+  llm_usage: LlmUsageTable;
   audit_log: AuditLogTable;
   experiments: ExperimentsTable;
   experiment_exposures: ExperimentExposuresTable;

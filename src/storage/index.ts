@@ -3,7 +3,7 @@
  * The metadata store (SQLite or Postgres through Kysely) and its migrations.
  */
 export { openDatabase, type Database, type DB, type Dialect, type ModelsTable, type VersionsTable, type AliasesTable, type EventsTable,
-  type TenantsTable, type ApiKeysTable, type ModelAccessTable, type UsageTable, type AuditLogTable,
+  type TenantsTable, type ApiKeysTable, type ModelAccessTable, type UsageTable, type LlmUsageTable, type AuditLogTable,
   type ExperimentsTable, type ExperimentExposuresTable, type ExperimentTrafficTable, type ExperimentEventsTable,
   type PredictionLogTable, type ReferenceProfilesTable, type DriftReportsTable, type AlertRulesTable, type AlertEventsTable,
   type FeatureDefinitionsTable, type FeatureRowsTable } from './database.js';

@@ -341,6 +341,28 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         for (const t of ['feature_rows', 'feature_definitions']) await db.schema.dropTable(t).ifExists().execute();
       },
     },
+    '0006_llm_usage': {
+      async up(db: AnyDb): Promise<void> {
+        // LLM API usage per tenant ('' = unauthenticated / platform), model and hour (period = hour start, epoch ms);
+        // cost in the currency of the model catalog's prices.
+        await db.schema
+          .createTable('llm_usage')
+          .addColumn('tenant', 'text', (c) => c.notNull())
+          .addColumn('model', 'text', (c) => c.notNull())
+          .addColumn('period', 'bigint', (c) => c.notNull())
+          .addColumn('requests', 'bigint', (c) => c.notNull().defaultTo(0))
+          .addColumn('errors', 'bigint', (c) => c.notNull().defaultTo(0))
+          .addColumn('prompt_tokens', 'bigint', (c) => c.notNull().defaultTo(0))
+          .addColumn('completion_tokens', 'bigint', (c) => c.notNull().defaultTo(0))
+          .addColumn('cost', 'double precision', (c) => c.notNull().defaultTo(0))
+          .addPrimaryKeyConstraint('llm_usage_pk', ['tenant', 'model', 'period'])
+          .execute();
+        await db.schema.createIndex('llm_usage_period').on('llm_usage').column('period').execute();
+      },
+      async down(db: AnyDb): Promise<void> {
+        await db.schema.dropTable('llm_usage').ifExists().execute();
+      },
+    },
   };
 }
 

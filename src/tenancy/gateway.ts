@@ -10,12 +10,13 @@
  */
 import type { Logger } from 'pino';
 import { err } from '../errors.js';
+import type { TokenScope } from '../llm/limits.js';
 import type { Flow } from '../serving/batcher.js';
 import { digestKey, digestMatches, hashKey, keyId } from './keys.js';
 import type { Limiter, LimitScope } from './limiter.js';
 import type { StoredKey, TenantStore } from './store.js';
 import {
-  ALL_TENANTS, hasAnyLimit, effectiveLimits, NO_LIMITS, type Principal, type Scope, type TenantRecord,
+  ALL_TENANTS, hasAnyLimit, hasTokenLimit, effectiveLimits, NO_LIMITS, type Limits, type Principal, type Scope, type TenantRecord,
 } from './types.js';
 
 export interface GatewayOptions {
@@ -43,6 +44,27 @@ const MAX_CACHED_KEYS = 10_000;
 
 function unauthenticated(message: string): never {
   throw err('SY_ERR_UNAUTHENTICATED', message);
+}
+
+/**
+ * The tenant's, the key's and the tenant×model limits that apply to a request by `p` to `model`, keyed
+ * `t:<tenant>`, `k:<key id>`, `m:<tenant>:<model>`; only those for which `limited` holds.
+ */
+function scopedLimits(p: Principal, model: string | null, limited: (l: Limits) => boolean): Array<[string, Limits]> {
+  if (p.kind === 'platform') return [];
+  const t = p.tenant;
+  const out: Array<[string, Limits]> = [];
+  if (limited(t.effectiveLimits)) out.push([`t:${t.name}`, t.effectiveLimits]);
+  if (p.key.limits) {
+    const l = effectiveLimits(NO_LIMITS, p.key.limits);
+    if (limited(l)) out.push([`k:${p.key.id}`, l]);
+  }
+  const perModel = model === null ? undefined : t.limits.models?.[model];
+  if (perModel) {
+    const l = effectiveLimits(NO_LIMITS, perModel);
+    if (limited(l)) out.push([`m:${t.name}:${model}`, l]);
+  }
+  return out;
 }
 
 export class Gateway {
@@ -190,20 +212,15 @@ export class Gateway {
 
   /** The limits a request by `p` to `model` must pass (none for the platform). */
   limitScopes(p: Principal, model: string | null): LimitScope[] {
-    if (p.kind === 'platform') return [];
-    const t = p.tenant;
-    const scopes: LimitScope[] = [];
-    if (hasAnyLimit(t.effectiveLimits)) scopes.push({ key: `t:${t.name}`, spec: t.effectiveLimits });
-    if (p.key.limits) {
-      const l = effectiveLimits(NO_LIMITS, p.key.limits);
-      if (hasAnyLimit(l)) scopes.push({ key: `k:${p.key.id}`, spec: l });
-    }
-    const perModel = model === null ? undefined : t.limits.models?.[model];
-    if (perModel) {
-      const l = effectiveLimits(NO_LIMITS, perModel);
-      if (hasAnyLimit(l)) scopes.push({ key: `m:${t.name}:${model}`, spec: l });
-    }
-    return scopes;
+    return scopedLimits(p, model, hasAnyLimit).map(([key, spec]) => ({ key, spec }));
+  }
+
+  /**
+   * The LLM API's per-minute limits for a request by `p` to `model` (none for the platform), keyed `llm:t:<tenant>`,
+   * `llm:k:<key id>`, `llm:m:<tenant>:<model>`: never the request limiter's keys, whatever the backend's prefix.
+   */
+  tokenScopes(p: Principal, model: string): TokenScope[] {
+    return scopedLimits(p, model, hasTokenLimit).map(([key, l]) => ({ key: `llm:${key}`, rpm: l.rpm, tpm: l.tpm }));
   }
 
   /** The fair-queueing flow of a principal's requests: its tenant, weighted by tier. */

@@ -82,6 +82,11 @@ export function classify(method: string, url: string): AccessRule {
     // Outcome events come from applications (infer keys); the handler checks the experiment's model is visible.
     return { ...AUTHENTICATED, scopes: ['infer', 'admin'], limited: true };
   }
+  if (url.startsWith('/v1/')) {
+    // The OpenAI-compatible API: listing models is a read; generating and embedding are inference.
+    if (url.startsWith('/v1/models')) return { ...AUTHENTICATED, scopes: ['read', 'infer'] };
+    return { ...AUTHENTICATED, scopes: ['infer'], limited: true };
+  }
   if (url.startsWith('/api/v1/')) return { ...AUTHENTICATED, scopes: read ? ['read', 'admin'] : ['admin'], audited: !read };
   return AUTHENTICATED;
 }

@@ -100,8 +100,8 @@ export const CONCURRENCY_RETRY_MS = 100;
 export const UNAVAILABLE_RETRY_MS = 1000;
 
 const DAY_MS = 86_400_000;
-/** Float slack for token comparisons: 0.9999999999 tokens after a refill is one token. */
-const EPS = 1e-9;
+/** Float slack for token comparisons: 0.9999999999 tokens after a refill is one token. @internal */
+export const EPS = 1e-9;
 /** Ranks of the checks when several fail: the lowest is reported. */
 const RANK_MONTH = 0;
 const RANK_DAY = 1;
@@ -116,8 +116,8 @@ const NO_RANK = 9;
  */
 export const STATE_WIDTH = 4;
 
-/** ceil for a computed duration, forgiving float noise (100.00000001 ms is 100 ms). */
-function ceilMs(ms: number): number {
+/** ceil for a computed duration, forgiving float noise (100.00000001 ms is 100 ms). @internal */
+export function ceilMs(ms: number): number {
   return Math.max(0, Math.ceil(ms - 1e-6));
 }
 

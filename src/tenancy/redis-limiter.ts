@@ -21,8 +21,8 @@
  * Deployment: a single Redis or a primary (scripts write). Redis Cluster is not supported: one admit's keys
  * may hash to different slots.
  *
- * Failure: ioredis is set to fail fast (no offline queue, no per-request retries, a backstop `commandTimeout`)
- * and to reconnect in the background with capped backoff; `admit` races its own `timeoutMs` deadline. A failed
+ * Failure: the connection fails fast and reconnects in the background (fail-fast-redis.ts); `admit` races its
+ * own `timeoutMs` deadline. A failed
  * or timed-out admit calls `onBackendError` once, then resolves by `failMode`: 'open' admits
  * (`degraded: true`, null headers, no slot held), 'closed' rejects with reason 'unavailable'. Concurrency is
  * then not enforced (open) for that request; a lease the script may still have taken is removed in the
@@ -30,7 +30,7 @@
  * no failure); the next admit reports them.
  */
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import { FailFastRedis, swallow } from './fail-fast-redis.js';
 import {
   allPass, bucketCapacities, decide, degradedAdmission, isLimited, PeriodCache, STATE_WIDTH, unavailableAdmission, unlimited,
   type Admission, type Limiter, type LimitScope, type Periods,
@@ -172,14 +172,6 @@ interface LimiterCommands {
   syRelease(...args: Array<string | number>): Promise<unknown>;
 }
 
-/** Reconnect delay before attempt n (1, 2, ...): 50 ms doubling, capped at 2 s; never gives up until close(). */
-const retryDelay = (times: number): number => Math.min(50 * 2 ** Math.min(times - 1, 6), 2000);
-/** A socket with commands pending and no byte received for this long is dead: destroyed and reconnected. */
-const SOCKET_TIMEOUT_MS = 2000;
-const CONNECT_TIMEOUT_MS = 3000;
-
-const swallow = (): void => {};
-
 /**
  * The multi-replica limiter over Redis (see the module comment for keys, the script and failure handling).
  * The constructor never throws or blocks: it connects in the background.
@@ -194,107 +186,72 @@ const swallow = (): void => {};
  * @see MemoryLimiter for the single-process backend with the same semantics.
  */
 export class RedisLimiter implements Limiter {
-  readonly #redis: Redis & LimiterCommands;
+  readonly #conn: FailFastRedis<LimiterCommands>;
   readonly #prefix: string;
-  readonly #timeoutMs: number;
   readonly #failOpen: boolean;
-  readonly #onBackendError: ((e: Error) => void) | null;
   readonly #leaseMs: number;
   readonly #now: () => number;
-  readonly #where: string;
   readonly #periods = new PeriodCache();
   /** Server clock minus local clock (ms), learned from every reply; corrects the proposed period. */
   #offsetMs = 0;
   readonly #leaseBase = `${randomBytes(6).toString('hex')}:`;
   #leaseSeq = 0;
-  #lastConnError: Error | null = null;
-  #closed = false;
 
   constructor(opts: RedisLimiterOptions) {
     this.#prefix = opts.prefix ?? 'sy:rl:';
-    this.#timeoutMs = opts.timeoutMs ?? 50;
     this.#failOpen = opts.failMode === 'open';
-    this.#onBackendError = opts.onBackendError ?? null;
     this.#leaseMs = opts.leaseMs ?? 60_000;
     this.#now = opts.now ?? Date.now;
-    if (!(this.#timeoutMs > 0)) throw new RangeError(`timeoutMs must be > 0, got ${this.#timeoutMs}`);
     if (!(Number.isInteger(this.#leaseMs) && this.#leaseMs > 0)) throw new RangeError(`leaseMs must be an integer > 0, got ${this.#leaseMs}`);
-    const redis = new Redis(opts.url, {
-      lazyConnect: true,
-      enableOfflineQueue: false,
-      maxRetriesPerRequest: 0,
-      autoResendUnfulfilledCommands: false,
-      // A backstop only (it would also fire before pending I/O is read): admit enforces timeoutMs itself.
-      commandTimeout: 2 * this.#timeoutMs + 100,
-      socketTimeout: SOCKET_TIMEOUT_MS,
-      connectTimeout: CONNECT_TIMEOUT_MS,
-      retryStrategy: retryDelay,
-      connectionName: 'switchyard-limiter',
+    this.#conn = new FailFastRedis<LimiterCommands>({
+      url: opts.url, timeoutMs: opts.timeoutMs ?? 50, connectionName: 'switchyard-limiter', label: 'rate limiter',
+      scripts: { syAdmit: ADMIT_LUA, syRelease: RELEASE_LUA }, onBackendError: opts.onBackendError,
     });
-    redis.defineCommand('syAdmit', { lua: ADMIT_LUA });
-    redis.defineCommand('syRelease', { lua: RELEASE_LUA });
-    redis.on('error', (e: Error) => { this.#lastConnError = e; });
-    redis.on('ready', () => { this.#lastConnError = null; });
-    this.#redis = redis as Redis & LimiterCommands;
-    // Credentials stay out of messages: name the server by host and port only.
-    this.#where = `${redis.options.host ?? '?'}:${redis.options.port ?? '?'}`;
-    redis.connect().catch(swallow);
   }
 
   /** Whether the connection is up and admits are being checked (false while connecting or reconnecting). */
-  get connected(): boolean { return this.#redis.status === 'ready'; }
+  get connected(): boolean { return this.#conn.ready; }
 
   async admit(scopes: readonly LimitScope[]): Promise<Admission> {
     const caps = bucketCapacities(scopes);
     let limited = false;
     for (const s of scopes) if (isLimited(s.spec)) limited = true;
     if (!limited) return unlimited();
-    if (this.#closed) return this.#failed(new Error('rate limiter: closed'), null);
-    if (this.#redis.status !== 'ready') {
-      const why = this.#lastConnError === null ? '' : `: ${this.#lastConnError.message}`;
-      return this.#failed(new Error(`rate limiter: Redis at ${this.#where} is not connected (${this.#redis.status}${why})`), null);
-    }
+    const conn = this.#conn;
+    if (!conn.ready) return this.#failed(conn.unusable(), null);
 
     const n = scopes.length;
     const leaseId = `${this.#leaseBase}${(this.#leaseSeq++).toString(36)}`;
     let leaseKeys: string[] | null = null;
     for (const { key, spec } of scopes) if (spec.concurrency !== null) (leaseKeys ??= []).push(`${this.#prefix}c:${key}`);
 
-    let timer: NodeJS.Timeout | null = null;
-    const deadline = new Promise<never>((_, reject) => {
-      // On expiry, yield once to pending I/O (setImmediate runs after the poll phase): a reply that arrived
-      // while this process was busy (GC, CPU saturation) is taken, not counted as a timeout, since the script
-      // has then consumed tokens that a failure would waste.
-      timer = setTimeout(() => setImmediate(() => reject(new Error(`rate limiter: Redis at ${this.#where} did not answer within ${this.#timeoutMs} ms`))), this.#timeoutMs);
-      timer.unref();
-    });
     try {
-      let now = this.#now() + this.#offsetMs;
-      for (let attempt = 0; ; attempt++) {
-        const periods = this.#periods.at(now);
-        const reply = await Promise.race([this.#redis.syAdmit(...this.#args(scopes, caps, periods, leaseId)), deadline]);
-        const status = Number(reply[0]);
-        const serverNow = Number(reply[1]);
-        this.#offsetMs = serverNow - this.#now();
-        if (status === -1) {
-          if (attempt > 0) throw new Error(`rate limiter: Redis at ${this.#where} rejected the quota period twice (server time ${serverNow})`);
-          now = serverNow;
-          continue;
+      return await conn.timed(async () => {
+        let now = this.#now() + this.#offsetMs;
+        for (let attempt = 0; ; attempt++) {
+          const periods = this.#periods.at(now);
+          const reply = await conn.redis.syAdmit(...this.#args(scopes, caps, periods, leaseId));
+          const status = Number(reply[0]);
+          const serverNow = Number(reply[1]);
+          this.#offsetMs = serverNow - this.#now();
+          if (status === -1) {
+            if (attempt > 0) throw conn.error(`rejected the quota period twice (server time ${serverNow})`);
+            now = serverNow;
+            continue;
+          }
+          const state = new Float64Array(n * STATE_WIDTH);
+          for (let i = 0; i < n * STATE_WIDTH; i++) state[i] = Number(reply[2 + i]);
+          const allowed = status === 1;
+          if (allowed !== allPass(scopes, caps, state)) {
+            throw new Error(`rate limiter: script and decision disagree (reply ${JSON.stringify(reply)})`);
+          }
+          const keys = leaseKeys;
+          return decide(scopes, caps, state, allowed, serverNow, periods, keys === null ? null : () => this.#release(keys, leaseId, true));
         }
-        const state = new Float64Array(n * STATE_WIDTH);
-        for (let i = 0; i < n * STATE_WIDTH; i++) state[i] = Number(reply[2 + i]);
-        const allowed = status === 1;
-        if (allowed !== allPass(scopes, caps, state)) {
-          throw new Error(`rate limiter: script and decision disagree (reply ${JSON.stringify(reply)})`);
-        }
-        const keys = leaseKeys;
-        return decide(scopes, caps, state, allowed, serverNow, periods, keys === null ? null : () => this.#release(keys, leaseId, true));
-      }
+      });
     } catch (e) {
       // The script may have run (a late reply): take the lease back in the background.
-      return this.#failed(e instanceof Error ? e : new Error(String(e)), leaseKeys === null ? null : () => this.#release(leaseKeys, leaseId, false));
-    } finally {
-      if (timer !== null) clearTimeout(timer);
+      return this.#failed(e, leaseKeys === null ? null : () => this.#release(leaseKeys, leaseId, false));
     }
   }
 
@@ -316,41 +273,28 @@ export class RedisLimiter implements Limiter {
   }
 
   /** Reports the failure once, takes back a lease the script may have taken, and answers by the fail mode. */
-  #failed(e: Error, cleanup: (() => void) | null): Admission {
-    this.#report(e);
+  #failed(e: unknown, cleanup: (() => void) | null): Admission {
+    this.#conn.report(e);
     if (cleanup !== null) cleanup();
     return this.#failOpen ? degradedAdmission() : unavailableAdmission();
   }
 
   /** Fire-and-forget ZREM of one lease; never throws. `report`: send failures to onBackendError. */
   #release(keys: readonly string[], leaseId: string, report: boolean): void {
-    if (this.#closed) return; // close() already sent QUIT after every pending release
-    if (this.#redis.status !== 'ready') {
-      if (report) this.#report(new Error(`rate limiter: Redis at ${this.#where} is not connected; the concurrency slot frees itself after ${this.#leaseMs} ms`));
+    const conn = this.#conn;
+    if (conn.closed) return; // close() already sent QUIT after every pending release
+    if (!conn.ready) {
+      if (report) conn.report(conn.error(`is not connected; the concurrency slot frees itself after ${this.#leaseMs} ms`));
       return;
     }
-    this.#redis.syRelease(keys.length, ...keys, leaseId).then(swallow, report ? (e: unknown) => this.#report(e instanceof Error ? e : new Error(String(e))) : swallow);
-  }
-
-  #report(e: Error): void {
-    const cb = this.#onBackendError;
-    if (cb === null) return;
-    try {
-      cb(e);
-    } catch {
-      // a throwing hook must not turn a limiter decision into a failed request
-    }
+    conn.redis.syRelease(keys.length, ...keys, leaseId).then(swallow, report ? (e: unknown) => conn.report(e) : swallow);
   }
 
   /**
    * Stops admitting (later admits answer by the fail mode), sends pending releases, and closes the
-   * connection: QUIT bounded by `timeoutMs` when connected, then a hard disconnect that also stops reconnecting.
+   * connection: QUIT when connected, then a hard disconnect that also stops reconnecting.
    */
-  async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    const redis = this.#redis;
-    if (redis.status === 'ready') await redis.quit().catch(swallow);
-    redis.disconnect(false);
+  close(): Promise<void> {
+    return this.#conn.close();
   }
 }

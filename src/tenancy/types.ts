@@ -15,11 +15,20 @@ export const TENANT_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 /** `model_access.tenant` value that shares a model with every tenant. */
 export const ALL_TENANTS = '*';
 
-/** Limits of one scope, as the limiter enforces them; a null field means "no limit" (after tier defaults). */
-export type Limits = LimitSpec;
+/**
+ * Limits of one scope; a null field means "no limit" (after tier defaults). The request limiter enforces the
+ * {@link LimitSpec} fields on every limited route and ignores `rpm` / `tpm`, which only the LLM API enforces
+ * (src/llm/limits.ts).
+ */
+export interface Limits extends LimitSpec {
+  /** LLM API requests per minute (a bucket of `rpm` refilled continuously); null = no limit. */
+  readonly rpm: number | null;
+  /** LLM API tokens (prompt + completion) per minute, same kind of bucket; null = no limit. */
+  readonly tpm: number | null;
+}
 
 /** The fields of {@link Limits}, in one place for validation, merging and the CLI flags. */
-export const LIMIT_FIELDS = ['rps', 'burst', 'concurrency', 'dailyQuota', 'monthlyQuota'] as const satisfies readonly (keyof Limits)[];
+export const LIMIT_FIELDS = ['rps', 'burst', 'concurrency', 'dailyQuota', 'monthlyQuota', 'rpm', 'tpm'] as const satisfies readonly (keyof Limits)[];
 
 /** A tenant's limits as stored: overrides of its tier's defaults, plus optional per-model limits. */
 export interface TenantLimits extends Partial<Limits> {
@@ -29,16 +38,16 @@ export interface TenantLimits extends Partial<Limits> {
 export interface TierSpec { readonly weight: number; readonly limits: Limits }
 
 /** No limit at all. */
-export const NO_LIMITS: Limits = { rps: null, burst: null, concurrency: null, dailyQuota: null, monthlyQuota: null };
+export const NO_LIMITS: Limits = { rps: null, burst: null, concurrency: null, dailyQuota: null, monthlyQuota: null, rpm: null, tpm: null };
 
 /**
  * Built-in tiers: a tenant starts from its tier's weight (its share of a busy model's capacity, see fair
- * queueing) and limits, and may override any of them.
+ * queueing) and limits, and may override any of them. No tier limits the LLM API (rpm / tpm are null).
  */
 export const TIERS: Readonly<Record<string, TierSpec>> = {
-  free: { weight: 1, limits: { rps: 10, burst: 20, concurrency: 4, dailyQuota: 10_000, monthlyQuota: null } },
-  standard: { weight: 2, limits: { rps: 100, burst: 200, concurrency: 32, dailyQuota: null, monthlyQuota: null } },
-  premium: { weight: 4, limits: { rps: 1000, burst: 2000, concurrency: 256, dailyQuota: null, monthlyQuota: null } },
+  free: { weight: 1, limits: { rps: 10, burst: 20, concurrency: 4, dailyQuota: 10_000, monthlyQuota: null, rpm: null, tpm: null } },
+  standard: { weight: 2, limits: { rps: 100, burst: 200, concurrency: 32, dailyQuota: null, monthlyQuota: null, rpm: null, tpm: null } },
+  premium: { weight: 4, limits: { rps: 1000, burst: 2000, concurrency: 256, dailyQuota: null, monthlyQuota: null, rpm: null, tpm: null } },
   unlimited: { weight: 1, limits: NO_LIMITS },
 };
 export const DEFAULT_TIER = 'standard';
@@ -117,7 +126,13 @@ export function effectiveLimits(base: Limits, ...overrides: ReadonlyArray<Partia
   return out;
 }
 
+/** Whether the request limiter has anything to enforce (rpm / tpm do not count: see {@link hasTokenLimit}). */
 export function hasAnyLimit(l: Limits): boolean {
   return l.rps !== null || l.concurrency !== null || l.dailyQuota !== null || l.monthlyQuota !== null;
+}
+
+/** Whether the LLM API's per-minute limits have anything to enforce. */
+export function hasTokenLimit(l: Limits): boolean {
+  return l.rpm !== null || l.tpm !== null;
 }
 

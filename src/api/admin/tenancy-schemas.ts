@@ -15,6 +15,8 @@ const limitProps = {
   concurrency: limitNum('Requests in flight at once.'),
   dailyQuota: limitNum('Requests per UTC day.'),
   monthlyQuota: limitNum('Requests per UTC calendar month.'),
+  rpm: limitNum('LLM API (/v1/chat/completions, ...) requests per minute; not counted by the other limits.'),
+  tpm: limitNum('LLM API tokens (prompt + completion) per minute.'),
 };
 
 export const limitsSchema = { type: 'object', additionalProperties: false, properties: limitProps } as const;

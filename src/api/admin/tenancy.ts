@@ -47,7 +47,7 @@ function checkTenantReach(req: FastifyRequest, tenant: string): void {
  * The filters common to usage and audit queries: the tenant (a tenant key is held to its own; naming another is
  * 404) and the [from, to) time range from ISO query parameters.
  */
-function scopedRange(req: FastifyRequest, q: { tenant?: string; from?: string; to?: string }): { tenant?: string; from?: number; to?: number } {
+export function scopedRange(req: FastifyRequest, q: { tenant?: string; from?: string; to?: string }): { tenant?: string; from?: number; to?: number } {
   if (q.tenant !== undefined) checkTenantReach(req, q.tenant);
   const p = principalOf(req);
   const out: { tenant?: string; from?: number; to?: number } = {};

@@ -1,0 +1,320 @@
+/**
+ * @module
+ * Local embeddings from an ONNX encoder served by the serving core (`backend: onnx-embeddings`).
+ *
+ * A request's k inputs are byte-tokenized, padded to the model's sequence length and submitted as one job of
+ * k rows to the version's dynamic batcher (split only where the version's max batch size is smaller), so
+ * concurrent embedding requests, and V2 requests to the same model, share batches. The batcher slices each
+ * job's rows back out; here they are pooled ([N,T,D] outputs), truncated to `dimensions` and normalized.
+ *
+ * Inputs longer than the sequence length are refused (400 `context_length_exceeded`), as OpenAI does, rather
+ * than truncated silently. Serving-core errors (queue full, not ready, timeout, unknown model) become
+ * LlmErrors with the same status and retry hint; a client that goes away cancels its queued rows.
+ *
+ * @example
+ * ```ts
+ * const backend = new OnnxEmbeddingBackend(OnnxEmbeddingModelSchema.parse({ name: 'text-embed', backend: 'onnx-embeddings', model: 'text-encoder' }), { manager, logger });
+ * const { vectors, usage } = await backend.embed({ model: 'text-embed', input: ['hello'], dimensions: null, body: {}, signal, requestId });
+ * ```
+ */
+import type { Logger } from 'pino';
+import { err, isSwitchyardError } from '../../errors.js';
+import type { LoadedModel, TensorSpec } from '../../runtimes/types.js';
+import type { Job, ModelManager, ModelVersion } from '../../serving/index.js';
+import { DTYPES, fromHalfBits, zeros, type Tensor } from '../../tensor/index.js';
+import type { OnnxEmbeddingModelConfig } from '../config.js';
+import { toLlmError } from '../wire.js';
+import { LlmError, type ChunkStream, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest, type LlmBackend, type TokenEstimate } from '../types.js';
+
+export type Pooling = OnnxEmbeddingModelConfig['pooling'];
+
+/** Where each role sits in a loaded version's signature, and the sizes derived from it. */
+export interface EncoderLayout {
+  /** The version's inputs, in signature order (jobs are submitted in this order). */
+  readonly inputs: readonly TensorSpec[];
+  /** Index of the token ids input, and of the attention mask input (or null when the model has none). */
+  readonly ids: number;
+  readonly mask: number | null;
+  /** Index of the output holding the embeddings. */
+  readonly output: number;
+  /** Tokens per row: the ids input's fixed dim 1, else the config's maxLength. */
+  readonly seqLen: number;
+  /** Rows per job: the version's max batch size, unbounded for an unbatched dynamic dim 0, 1 for a fixed one. */
+  readonly maxRows: number;
+  /** Embedding size when the output's last dim is static, else null. */
+  readonly dims: number | null;
+}
+
+/** A request in flight: its jobs once submitted (none while the version loads). */
+interface InFlight { readonly jobs: Job[] }
+
+const CLIENT_CLOSED = 'client closed the connection before the embeddings were ready';
+
+function misconfigured(c: OnnxEmbeddingModelConfig, what: string): LlmError {
+  return new LlmError(500, `embedding model "${c.name}" (ONNX model "${c.model}"): ${what}`, { code: 'model_misconfigured' });
+}
+
+function findInput(inputs: readonly TensorSpec[], name: string, c: OnnxEmbeddingModelConfig): number {
+  const i = inputs.findIndex((s) => s.name === name);
+  if (i < 0) throw misconfigured(c, `no input "${name}" (inputs: ${inputs.map((s) => s.name).join(', ')})`);
+  if (inputs[i]!.dtype !== DTYPES.INT64) throw misconfigured(c, `input "${name}" is ${inputs[i]!.dtype.v2}, expected INT64`);
+  return i;
+}
+
+/**
+ * Resolve the roles in a loaded version's signature: ids = `inputIds` or the first INT64 input; mask =
+ * `attentionMask` or another INT64 input named like "mask"; output = `output` or the first. Throws a 500
+ * LlmError naming what does not fit.
+ */
+export function encoderLayout(mv: ModelVersion, c: OnnxEmbeddingModelConfig): EncoderLayout {
+  const sig = mv.signature;
+  if (sig === null) throw misconfigured(c, `version ${mv.label} is not loaded`);
+  const inputs = sig.inputs;
+  const ids = c.inputIds !== undefined ? findInput(inputs, c.inputIds, c) : inputs.findIndex((s) => s.dtype === DTYPES.INT64);
+  if (ids < 0) throw misconfigured(c, 'no INT64 input for the token ids (set inputIds)');
+  const mask = c.attentionMask !== undefined
+    ? findInput(inputs, c.attentionMask, c)
+    : inputs.findIndex((s, i) => i !== ids && s.dtype === DTYPES.INT64 && /mask/i.test(s.name));
+  for (const s of inputs) if (s.shape.length !== 2) throw misconfigured(c, `input "${s.name}" has shape [${s.shape.join(',')}], expected [batch, sequence]`);
+  const [batch, seq] = inputs[ids]!.shape as [number, number];
+  if (batch !== -1 && batch !== 1) throw misconfigured(c, `the batch dim of "${inputs[ids]!.name}" is fixed at ${batch}; it must be dynamic or 1`);
+  const output = c.output === undefined ? 0 : sig.outputs.findIndex((s) => s.name === c.output);
+  if (output < 0) throw misconfigured(c, `no output "${c.output}" (outputs: ${sig.outputs.map((s) => s.name).join(', ')})`);
+  const last = sig.outputs[output]!.shape.at(-1) ?? -1;
+  return {
+    inputs, ids, output,
+    mask: mask < 0 ? null : mask,
+    seqLen: seq > 0 ? seq : c.maxLength,
+    maxRows: batch === 1 ? 1 : mv.maxBatchSize > 0 ? mv.maxBatchSize : Infinity,
+    dims: last > 0 ? last : null,
+  };
+}
+
+/** UTF-8 bytes of each input. 400 for an empty input, or one with more than `seqLen` tokens (naming it). */
+export function byteTokens(input: readonly string[], seqLen: number): Uint8Array[] {
+  if (input.length === 0) throw new LlmError(400, "'$.input' is invalid: it must not be an empty array", { param: 'input' });
+  return input.map((text, i) => {
+    if (text.length === 0) throw new LlmError(400, `'$.input' is invalid: input[${i}] is an empty string`, { param: 'input' });
+    const bytes = Buffer.from(text, 'utf8');
+    if (bytes.length > seqLen) {
+      throw new LlmError(400, `input[${i}] is ${bytes.length} tokens; this model's maximum input length is ${seqLen} tokens. Shorten or split the input.`, {
+        param: 'input', code: 'context_length_exceeded',
+      });
+    }
+    return bytes;
+  });
+}
+
+/** Input tensors (signature order) for `tokens`: ids = byte + tokenOffset padded with padId, mask 1 / 0, other inputs zeros. */
+export function encodeRows(tokens: readonly Uint8Array[], layout: EncoderLayout, c: OnnxEmbeddingModelConfig): Tensor[] {
+  const T = layout.seqLen;
+  const shape = [tokens.length, T];
+  const ids = new BigInt64Array(tokens.length * T).fill(BigInt(c.padId));
+  const mask = new BigInt64Array(layout.mask === null ? 0 : tokens.length * T);
+  for (let r = 0; r < tokens.length; r++) {
+    const t = tokens[r]!;
+    const base = r * T;
+    for (let j = 0; j < t.length; j++) ids[base + j] = BigInt(t[j]! + c.tokenOffset);
+    if (layout.mask !== null) mask.fill(1n, base, base + t.length);
+  }
+  return layout.inputs.map((s, i) => {
+    if (i === layout.ids) return { dtype: DTYPES.INT64, shape, data: ids };
+    if (i === layout.mask) return { dtype: DTYPES.INT64, shape, data: mask };
+    return zeros(s.dtype, shape);
+  });
+}
+
+/** An output's values as numbers (FP32/FP64 as they are, FP16 decoded); other dtypes are not embeddings. */
+function floatValues(t: Tensor, c: OnnxEmbeddingModelConfig): ArrayLike<number> {
+  if (t.dtype === DTYPES.FP32 || t.dtype === DTYPES.FP64) return t.data as Float32Array | Float64Array;
+  if (t.dtype === DTYPES.FP16) return Float32Array.from(t.data as Uint16Array, fromHalfBits);
+  throw misconfigured(c, `the embedding output is ${t.dtype.v2}, expected FP32, FP64 or FP16`);
+}
+
+/**
+ * One vector per row of an embedding output: [N,D] rows as they are; [N,T,D] pooled over each row's first
+ * `lengths[i]` tokens (`mean`) or its first token (`cls`). Returns null for any other rank.
+ *
+ * @example
+ * ```ts
+ * poolRows([1, 2, 3, 4, 9, 9], [1, 3, 2], [2], 'mean'); // [Float32Array [2, 3]]
+ * ```
+ */
+export function poolRows(values: ArrayLike<number>, shape: readonly number[], lengths: readonly number[], pooling: Pooling): Float32Array[] | null {
+  const rows = shape[0]!;
+  const D = shape.at(-1)!;
+  if (shape.length === 2) return Array.from({ length: rows }, (_, r) => Float32Array.from({ length: D }, (_, d) => values[r * D + d]!));
+  if (shape.length !== 3) return null;
+  const T = shape[1]!;
+  return Array.from({ length: rows }, (_, r) => {
+    const n = pooling === 'cls' ? 1 : Math.max(1, Math.min(T, lengths[r]!));
+    const sum = new Float64Array(D);
+    for (let t = 0; t < n; t++) {
+      const base = (r * T + t) * D;
+      for (let d = 0; d < D; d++) sum[d]! += values[base + d]!;
+    }
+    return Float32Array.from(sum, (x) => x / n);
+  });
+}
+
+/** Scale `v` to unit L2 norm in place (a zero vector stays zero). */
+export function l2Normalize(v: Float32Array): Float32Array {
+  let ss = 0;
+  for (const x of v) ss += x * x;
+  const norm = Math.sqrt(ss);
+  if (norm > 0) for (let i = 0; i < v.length; i++) v[i]! /= norm;
+  return v;
+}
+
+/** 400 when `dimensions` is not between 1 and the model's embedding size `D`. */
+function checkDimensions(dimensions: number | null, D: number): void {
+  if (dimensions === null || (dimensions >= 1 && dimensions <= D)) return;
+  throw new LlmError(400, `dimensions must be between 1 and ${D} (this model's embedding size), got ${dimensions}`, { param: 'dimensions' });
+}
+
+export class OnnxEmbeddingBackend implements LlmBackend {
+  readonly kind = 'onnx-embeddings';
+  readonly capabilities = { chat: false, completions: false, embeddings: true } as const;
+  readonly #c: OnnxEmbeddingModelConfig;
+  readonly #manager: ModelManager;
+  readonly #log: Logger;
+  readonly #inflight = new Set<InFlight>();
+  /** Resolved once per load of a version (and logged, so the guessed roles can be checked). */
+  readonly #layouts = new WeakMap<LoadedModel, EncoderLayout>();
+
+  constructor(config: OnnxEmbeddingModelConfig, opts: { manager: ModelManager; logger: Logger }) {
+    this.#c = config;
+    this.#manager = opts.manager;
+    this.#log = opts.logger.child({ llmModel: config.name, backend: this.kind });
+  }
+
+  /** The sequence length of the version served now; the config's maxLength until it is first loaded. */
+  get contextLength(): number {
+    try {
+      const mv = this.#resolve();
+      return mv.loaded ? this.#layout(mv).seqLen : this.#c.maxLength;
+    } catch {
+      return this.#c.maxLength; // not served (yet) or misconfigured: embed() reports why
+    }
+  }
+
+  estimate(_req: GenerationRequest): Promise<TokenEstimate> {
+    return Promise.reject(this.#notGeneration());
+  }
+
+  complete(_req: GenerationRequest): Promise<Record<string, unknown>> {
+    return Promise.reject(this.#notGeneration());
+  }
+
+  stream(_req: GenerationRequest): Promise<ChunkStream> {
+    return Promise.reject(this.#notGeneration());
+  }
+
+  async embed(req: EmbeddingRequest): Promise<EmbeddingResult> {
+    const entry: InFlight = { jobs: [] };
+    this.#inflight.add(entry);
+    try {
+      return await this.#embed(req, entry);
+    } catch (e) {
+      throw isSwitchyardError(e) ? toLlmError(e) : e; // serving-core errors keep their status and retry hint
+    } finally {
+      this.#inflight.delete(entry);
+    }
+  }
+
+  /** Requests whose rows all started running (active), and those waiting for a load or in the queue (queued). */
+  load(): { active: number; queued: number } {
+    let active = 0;
+    for (const r of this.#inflight) if (r.jobs.length > 0 && r.jobs.every((j) => j.startedAt > 0)) active++;
+    return { active, queued: this.#inflight.size - active };
+  }
+
+  /** Nothing to release: the serving core owns the model and drains it on its own close. */
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  #notGeneration(): LlmError {
+    return new LlmError(400, `model "${this.#c.name}" is an embedding model; use /v1/embeddings`, { param: 'model', code: 'model_not_supported' });
+  }
+
+  #resolve(): ModelVersion {
+    return this.#manager.resolve(this.#c.model, this.#c.version === undefined ? undefined : String(this.#c.version));
+  }
+
+  #layout(mv: ModelVersion): EncoderLayout {
+    const loaded = mv.loaded!;
+    let layout = this.#layouts.get(loaded);
+    if (layout === undefined) {
+      layout = encoderLayout(mv, this.#c);
+      this.#layouts.set(loaded, layout);
+      const { inputs, ids, mask, output, seqLen, maxRows } = layout;
+      this.#log.info({
+        version: mv.version, ids: inputs[ids]!.name, mask: mask === null ? null : inputs[mask]!.name,
+        output: mv.signature!.outputs[output]!.name, seqLen, maxRows,
+      }, 'embedding model layout');
+    }
+    return layout;
+  }
+
+  async #embed(req: EmbeddingRequest, entry: InFlight): Promise<EmbeddingResult> {
+    const mv = this.#resolve();
+    if (!mv.tryAcquire()) await this.#manager.acquire(mv); // not resident: load it (bounded wait)
+    try {
+      const layout = this.#layout(mv);
+      const tokens = byteTokens(req.input, layout.seqLen);
+      if (layout.dims !== null) checkDimensions(req.dimensions, layout.dims);
+      const outputs = await this.#run(mv, layout, tokens, req.signal, entry.jobs);
+      const vectors = this.#vectors(outputs, tokens, req.dimensions);
+      let promptTokens = 0;
+      for (const t of tokens) promptTokens += t.length;
+      return { vectors, usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } };
+    } finally {
+      this.#manager.release(mv);
+    }
+  }
+
+  /** Pool each job's output rows, then truncate to `dimensions` and normalize (as configured). */
+  #vectors(outputs: readonly Tensor[], tokens: readonly Uint8Array[], dimensions: number | null): Float32Array[] {
+    const vectors: Float32Array[] = [];
+    for (const out of outputs) {
+      const lengths = tokens.slice(vectors.length, vectors.length + out.shape[0]!).map((t) => t.length);
+      const pooled = poolRows(floatValues(out, this.#c), out.shape, lengths, this.#c.pooling);
+      if (pooled === null) throw misconfigured(this.#c, `the embedding output has shape [${out.shape.join(',')}], expected [N,D] or [N,T,D]`);
+      vectors.push(...pooled);
+    }
+    checkDimensions(dimensions, vectors[0]!.length);
+    return vectors.map((v) => {
+      const cut = dimensions === null || dimensions === v.length ? v : v.slice(0, dimensions);
+      return this.#c.normalize ? l2Normalize(cut) : cut;
+    });
+  }
+
+  /**
+   * Submit the rows as jobs of at most `layout.maxRows` (one job in the usual case) and wait for all of them;
+   * the embedding output of each, in order. An abort cancels them; a failure of one cancels the rest.
+   */
+  async #run(mv: ModelVersion, layout: EncoderLayout, tokens: readonly Uint8Array[], signal: AbortSignal, jobs: Job[]): Promise<Tensor[]> {
+    if (signal.aborted) throw err('SY_ERR_CLIENT_CLOSED', CLIENT_CLOSED);
+    const cancelAll = (why: string): void => {
+      for (const j of jobs) j.cancel(err('SY_ERR_CLIENT_CLOSED', why));
+    };
+    const onAbort = (): void => cancelAll(CLIENT_CLOSED);
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      for (let from = 0; from < tokens.length; from += layout.maxRows) {
+        const part = tokens.slice(from, from + layout.maxRows);
+        const job = mv.submit(encodeRows(part, layout, this.#c), part.length, 0);
+        job.result.catch(() => undefined); // a job cancelled after a later submit failed is never awaited
+        jobs.push(job);
+      }
+      const results = await Promise.all(jobs.map((j) => j.result));
+      return results.map((r) => r[layout.output]!);
+    } catch (e) {
+      cancelAll('another part of the request failed');
+      throw e;
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+    }
+  }
+}

@@ -1,0 +1,274 @@
+/**
+ * @module
+ * The OpenAI-compatible API under /v1: models, chat completions, completions (both streamed as server-sent
+ * events or not) and embeddings, in OpenAI's exact wire format, so the official SDKs work unmodified.
+ *
+ * A generation request goes: validate (400 naming the field) → model (404, `param: "model"`) → count prompt
+ * tokens and the most it may generate (400 `context_length_exceeded`) → reserve requests and tokens per
+ * minute for the tenant, key and tenant×model (429 with retry-after, retry-after-ms and x-ratelimit-*) →
+ * run → settle the reservation with the real usage and record usage and spend.
+ *
+ * Streams: `data: <chunk>` events, then, when `stream_options.include_usage` is set, a chunk with empty
+ * `choices` and the usage, then `data: [DONE]`. A failure after the stream started is sent as a
+ * `data: {"error": ...}` event and the stream ends without `[DONE]`: a client never mistakes a broken
+ * stream for a complete one. Every error response, wherever it is raised (authentication, limits, bad
+ * JSON), has OpenAI's shape `{"error": {"message", "type", "param", "code"}}`.
+ */
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import type { ServerResponse } from 'node:http';
+import { formatDuration } from '../tenancy/http.js';
+import type { TokenReservation, TokenScope } from './limits.js';
+import type { LlmModel, LlmService } from './service.js';
+import { LlmError, type GenerationRequest, type Usage } from './types.js';
+import { encodeEmbedding, errorHeaders, parseChat, parseCompletion, parseEmbedding, toLlmError, type ParsedGeneration } from './wire.js';
+
+export interface LlmRouteOptions {
+  readonly service: LlmService;
+  /** The request and token limits that apply to this request's tenant and key for `model` (empty: none). */
+  readonly tokenScopes: (req: FastifyRequest, model: string) => readonly TokenScope[];
+  /** '' for the platform / open mode. */
+  readonly tenantOf: (req: FastifyRequest) => string;
+}
+
+type Endpoint = 'chat.completions' | 'completions' | 'embeddings';
+
+function sendError(reply: FastifyReply, e: LlmError): FastifyReply {
+  return reply.code(e.status).headers(errorHeaders(e)).type('application/json').send(JSON.stringify(e.body()));
+}
+
+/** Aborted when the client goes away before the response is complete. */
+function clientSignal(reply: FastifyReply): AbortSignal {
+  const ac = new AbortController();
+  // The response's 'close' comes when the connection closes or the response is done; only the first means gone.
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableFinished) ac.abort();
+  });
+  return ac.signal;
+}
+
+function outcomeOf(e: LlmError): string {
+  if (e.status === 429) return 'rate_limited';
+  if (e.status === 499) return 'cancelled';
+  return e.status >= 500 ? 'server_error' : 'client_error';
+}
+
+function rateHeaders(r: TokenReservation): Record<string, string> {
+  const h: Record<string, string> = {};
+  if (r.requests) {
+    h['x-ratelimit-limit-requests'] = String(r.requests.limit);
+    h['x-ratelimit-remaining-requests'] = String(Math.max(0, Math.floor(r.requests.remaining)));
+    h['x-ratelimit-reset-requests'] = formatDuration(r.requests.resetMs);
+  }
+  if (r.tokens) {
+    h['x-ratelimit-limit-tokens'] = String(r.tokens.limit);
+    h['x-ratelimit-remaining-tokens'] = String(Math.max(0, Math.floor(r.tokens.remaining)));
+    h['x-ratelimit-reset-tokens'] = formatDuration(r.tokens.resetMs);
+  }
+  return h;
+}
+
+function rejection(model: string, r: TokenReservation, tokens: number, headers: Record<string, string>): LlmError {
+  const scope = r.scope ?? 'this key';
+  const wait = formatDuration(r.retryAfterMs);
+  const tooLarge = r.reason === 'tokens' && r.tokens !== null && tokens > r.tokens.limit;
+  const message = tooLarge
+    ? `Request too large for ${model} (${scope}) on tokens per min (TPM): Limit ${r.tokens!.limit}, Requested ${tokens}. Reduce the prompt or max_tokens.`
+    : r.reason === 'tokens'
+      ? `Rate limit reached for ${model} (${scope}) on tokens per min (TPM): Limit ${r.tokens?.limit ?? '?'}, Remaining ${Math.max(0, Math.floor(r.tokens?.remaining ?? 0))}, Requested ${tokens}. Please try again in ${wait}.`
+      : `Rate limit reached for ${model} (${scope}) on requests per min (RPM): Limit ${r.requests?.limit ?? '?'}. Please try again in ${wait}.`;
+  return new LlmError(429, message, { code: tooLarge ? 'request_too_large' : 'rate_limit_exceeded', retryAfterMs: r.retryAfterMs, headers });
+}
+
+/** A rough count for inputs no tokenizer has seen yet (upstream embeddings): 4 UTF-8 bytes per token. */
+function roughTokens(texts: readonly string[]): number {
+  let n = 0;
+  for (const t of texts) n += Math.ceil(Buffer.byteLength(t) / 4);
+  return n;
+}
+
+async function writeEvent(res: ServerResponse, data: string): Promise<void> {
+  if (res.write(`data: ${data}\n\n`)) return;
+  if (res.destroyed) return;
+  await new Promise<void>((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.once('drain', done);
+    res.once('close', done);
+  });
+}
+
+function hasText(chunk: Record<string, unknown>): boolean {
+  const c = (chunk['choices'] as Array<Record<string, unknown>> | undefined)?.[0];
+  if (!c) return false;
+  const text = c['text'] ?? (c['delta'] as Record<string, unknown> | undefined)?.['content'];
+  return typeof text === 'string' && text.length > 0;
+}
+
+export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) => {
+  const { service } = opts;
+
+  app.setErrorHandler((e, req, reply) => {
+    const le = toLlmError(e);
+    if (le.status >= 500) req.log.error({ err: e }, 'LLM API request failed');
+    return sendError(reply, le);
+  });
+  app.setNotFoundHandler((req, reply) => sendError(reply, new LlmError(404, `Invalid URL (${req.method} ${req.url.split('?')[0]})`, { code: 'unknown_url' })));
+
+  const modelOrThrow = (name: string): LlmModel => {
+    const m = service.get(name);
+    if (!m) throw new LlmError(404, `The model '${name}' does not exist or you do not have access to it.`, { param: 'model', code: 'model_not_found' });
+    return m;
+  };
+  const unsupported = (m: LlmModel, what: string): LlmError =>
+    new LlmError(400, `The model '${m.name}' does not support ${what}.`, { param: 'model', code: 'model_not_supported' });
+
+  /** Reserve requests and `tokens` per minute; sets the x-ratelimit-* headers; 429 when refused. */
+  async function admit(req: FastifyRequest, reply: FastifyReply, m: LlmModel, tokens: number): Promise<TokenReservation | null> {
+    if (!service.limiter) return null;
+    const scopes = opts.tokenScopes(req, m.name);
+    if (scopes.length === 0) return null;
+    const r = await service.limiter.reserve(scopes, tokens);
+    const headers = rateHeaders(r);
+    reply.headers(headers);
+    if (!r.allowed) throw rejection(m.name, r, tokens, headers);
+    return r;
+  }
+
+  /** After a request: settle the reservation, record usage and spend, count the outcome. */
+  function finish(req: FastifyRequest, m: LlmModel, endpoint: Endpoint, started: number, r: TokenReservation | null, usage: Usage, outcome: string): void {
+    r?.settle(usage.total_tokens).catch((e: unknown) => req.log.warn({ err: e }, 'settling a token reservation failed'));
+    service.usage?.record({
+      tenant: opts.tenantOf(req), model: m.name, promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens,
+      cost: service.cost(m, usage.prompt_tokens, usage.completion_tokens), ok: outcome === 'success',
+    });
+    service.requests.inc({ model: m.name, endpoint, outcome });
+    service.duration.observe({ model: m.name, endpoint }, (performance.now() - started) / 1000);
+  }
+
+  async function generate(kind: 'chat' | 'completion', req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+    const started = performance.now();
+    const endpoint: Endpoint = kind === 'chat' ? 'chat.completions' : 'completions';
+    const p: ParsedGeneration = kind === 'chat' ? parseChat(req.body) : parseCompletion(req.body);
+    const m = modelOrThrow(p.model);
+    if (kind === 'chat' ? !m.backend.capabilities.chat : !m.backend.capabilities.completions) throw unsupported(m, kind === 'chat' ? 'chat completions' : 'completions');
+    const g: GenerationRequest = {
+      kind, model: m.name, messages: p.messages, prompt: p.prompt, params: p.params, body: req.body as Record<string, unknown>,
+      signal: clientSignal(reply), requestId: req.id,
+    };
+    const est = await m.backend.estimate(g).catch((e: unknown) => {
+      service.requests.inc({ model: m.name, endpoint, outcome: outcomeOf(toLlmError(e)) });
+      throw e;
+    });
+    const reservation = await admit(req, reply, m, est.promptTokens + est.maxTokens).catch((e: unknown) => {
+      service.requests.inc({ model: m.name, endpoint, outcome: 'rate_limited' });
+      throw e;
+    });
+    const estimated: Usage = { prompt_tokens: est.promptTokens, completion_tokens: 0, total_tokens: est.promptTokens };
+    if (!p.stream) {
+      let body: Record<string, unknown>;
+      try {
+        body = await m.backend.complete(g);
+      } catch (e) {
+        finish(req, m, endpoint, started, reservation, estimated, outcomeOf(toLlmError(e)));
+        throw e;
+      }
+      body['model'] = m.name;
+      finish(req, m, endpoint, started, reservation, (body['usage'] as Usage | undefined) ?? estimated, 'success');
+      return reply.send(body);
+    }
+    let stream;
+    try {
+      stream = await m.backend.stream(g);
+    } catch (e) {
+      finish(req, m, endpoint, started, reservation, estimated, outcomeOf(toLlmError(e)));
+      throw e;
+    }
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, {
+      ...(reply.getHeaders() as Record<string, string>),
+      'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no',
+    });
+    let last: Record<string, unknown> | null = null;
+    let textChunks = 0;
+    let lastText = 0;
+    let outcome = 'success';
+    try {
+      for await (const chunk of stream) {
+        chunk['model'] = m.name;
+        last = chunk;
+        if (hasText(chunk)) {
+          const now = performance.now();
+          if (textChunks === 0) service.ttft.observe({ model: m.name }, (now - started) / 1000);
+          else service.itl.observe({ model: m.name }, (now - lastText) / 1000);
+          lastText = now;
+          textChunks++;
+        }
+        await writeEvent(res, JSON.stringify(chunk));
+        if (g.signal.aborted) break;
+      }
+      if (g.signal.aborted) {
+        outcome = 'cancelled';
+        res.end();
+      } else {
+        if (p.includeUsage) {
+          const usage = stream.usage ?? { ...estimated, completion_tokens: textChunks, total_tokens: estimated.prompt_tokens + textChunks };
+          const head = last ?? {};
+          const usageChunk: Record<string, unknown> = { id: head['id'], object: head['object'], created: head['created'], model: m.name, choices: [], usage };
+          if (kind === 'chat') usageChunk['system_fingerprint'] = head['system_fingerprint'] ?? null;
+          await writeEvent(res, JSON.stringify(usageChunk));
+        }
+        res.end('data: [DONE]\n\n');
+      }
+    } catch (e) {
+      const le = toLlmError(e);
+      outcome = 'stream_error';
+      req.log.warn({ err: e, model: m.name }, 'LLM stream failed after it started; sent an error event');
+      res.end(`data: ${JSON.stringify(le.body())}\n\n`);
+    }
+    const usage = stream.usage ?? { ...estimated, completion_tokens: textChunks, total_tokens: estimated.prompt_tokens + textChunks };
+    finish(req, m, endpoint, started, reservation, usage, outcome);
+    return reply;
+  }
+
+  app.get('/models', async () => ({
+    object: 'list',
+    data: service.list().map((m) => ({ id: m.name, object: 'model', created: m.created, owned_by: m.config.ownedBy })),
+  }));
+  app.get('/models/*', async (req) => {
+    const m = modelOrThrow((req.params as Record<string, string>)['*'] ?? '');
+    return { id: m.name, object: 'model', created: m.created, owned_by: m.config.ownedBy };
+  });
+  app.post('/chat/completions', (req, reply) => generate('chat', req, reply));
+  app.post('/completions', (req, reply) => generate('completion', req, reply));
+  app.post('/embeddings', async (req, reply) => {
+    const started = performance.now();
+    const p = parseEmbedding(req.body);
+    const m = modelOrThrow(p.model);
+    if (!m.backend.capabilities.embeddings) throw unsupported(m, 'embeddings');
+    const estimated = roughTokens(p.input);
+    const reservation = await admit(req, reply, m, estimated).catch((e: unknown) => {
+      service.requests.inc({ model: m.name, endpoint: 'embeddings', outcome: 'rate_limited' });
+      throw e;
+    });
+    let result;
+    try {
+      result = await m.backend.embed({
+        model: m.name, input: p.input, dimensions: p.dimensions, body: req.body as Record<string, unknown>, signal: clientSignal(reply), requestId: req.id,
+      });
+    } catch (e) {
+      finish(req, m, 'embeddings', started, reservation, { prompt_tokens: estimated, completion_tokens: 0, total_tokens: estimated }, outcomeOf(toLlmError(e)));
+      throw e;
+    }
+    finish(req, m, 'embeddings', started, reservation, { ...result.usage, completion_tokens: 0 }, 'success');
+    return reply.send({
+      object: 'list',
+      data: result.vectors.map((v, index) => ({ object: 'embedding', index, embedding: encodeEmbedding(v, p.base64) })),
+      model: m.name,
+      usage: result.usage,
+    });
+  });
+};

@@ -1,0 +1,158 @@
+/**
+ * @module
+ * The contract between the OpenAI-compatible API (routes.ts) and the LLM backends: local generation with
+ * llama.cpp (backends/llama.ts), local embeddings from an ONNX encoder through the serving core
+ * (backends/onnx-embeddings.ts) and upstream OpenAI-compatible providers (backends/upstream.ts).
+ *
+ * Backends speak OpenAI's own objects: a non-streaming call returns the response body a client gets (the
+ * route only renames `model`), a streaming call yields the `chat.completion.chunk` / `text_completion`
+ * objects a client gets, one per SSE event. Usage is never yielded as a chunk: the stream reports it in
+ * `usage` when it ends, and the route decides whether the client asked for the usage chunk.
+ *
+ * Errors: anything a backend throws is an {@link LlmError} (or becomes a 500). A streaming call's promise
+ * rejects for failures before the first chunk (so the route can still answer with a status code, and the
+ * upstream backend can still fall back to another deployment); a failure after it is thrown from the
+ * iterator and sent to the client as a `data: {"error": ...}` event.
+ */
+
+/** OpenAI `usage`. */
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+/** OpenAI error `type` values. */
+export type LlmErrorType =
+  | 'invalid_request_error' | 'authentication_error' | 'permission_error' | 'not_found_error'
+  | 'rate_limit_error' | 'server_error' | 'api_error' | 'timeout_error';
+
+/** An error with the OpenAI shape: `{"error": {"message", "type", "param", "code"}}` with `status`. */
+export class LlmError extends Error {
+  override readonly name = 'LlmError';
+  readonly status: number;
+  readonly type: LlmErrorType;
+  readonly param: string | null;
+  readonly code: string | null;
+  /** For 429/503: when a retry can succeed (sent as retry-after, retry-after-ms). */
+  readonly retryAfterMs: number | null;
+  /** Extra response headers (x-ratelimit-*). */
+  readonly headers: Readonly<Record<string, string>>;
+
+  constructor(status: number, message: string, opts: {
+    type?: LlmErrorType; param?: string | null; code?: string | null; retryAfterMs?: number | null;
+    headers?: Record<string, string>; cause?: unknown;
+  } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.status = status;
+    this.type = opts.type ?? defaultType(status);
+    this.param = opts.param ?? null;
+    this.code = opts.code ?? null;
+    this.retryAfterMs = opts.retryAfterMs ?? null;
+    this.headers = opts.headers ?? {};
+  }
+
+  /** The wire body. */
+  body(): { error: { message: string; type: string; param: string | null; code: string | null } } {
+    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+  }
+}
+
+export function defaultType(status: number): LlmErrorType {
+  if (status === 401) return 'authentication_error';
+  if (status === 403) return 'permission_error';
+  if (status === 404) return 'not_found_error';
+  if (status === 429) return 'rate_limit_error';
+  if (status === 504) return 'timeout_error';
+  if (status >= 500) return 'server_error';
+  return 'invalid_request_error';
+}
+
+export function isLlmError(e: unknown): e is LlmError {
+  return e instanceof LlmError;
+}
+
+/** A chat message after validation: text content only (parts of type "text" are joined). */
+export interface ChatMessage {
+  readonly role: 'system' | 'developer' | 'user' | 'assistant' | 'tool';
+  readonly content: string;
+  readonly name?: string;
+}
+
+/** Sampling and stopping, as the request gave them (validated). */
+export interface SamplingParams {
+  /** Max tokens to generate; null: the model entry's default (`defaultMaxTokens`). */
+  readonly maxTokens: number | null;
+  /** 0 = greedy. Default 1. */
+  readonly temperature: number;
+  /** Default 1. */
+  readonly topP: number;
+  readonly seed: number | null;
+  /** Up to 4 stop sequences; the returned text ends before the first one found. */
+  readonly stop: readonly string[];
+}
+
+/** A text generation request, validated and normalized by the route. */
+export interface GenerationRequest {
+  readonly kind: 'chat' | 'completion';
+  /** The model name the client asked for (a configured LLM model). */
+  readonly model: string;
+  /** kind 'chat' */
+  readonly messages: readonly ChatMessage[];
+  /** kind 'completion' */
+  readonly prompt: string;
+  readonly params: SamplingParams;
+  /** The client's body as sent (upstreams get it forwarded, with `model` replaced). */
+  readonly body: Readonly<Record<string, unknown>>;
+  /** Aborted when the client goes away: stop generating, free the sequence. */
+  readonly signal: AbortSignal;
+  readonly requestId: string;
+}
+
+/** One streaming generation, after its first chunk is known to exist. */
+export interface ChunkStream extends AsyncIterable<Record<string, unknown>> {
+  /** Token usage; complete once iteration has finished (null if the backend could not tell). */
+  readonly usage: Usage | null;
+}
+
+export interface EmbeddingRequest {
+  readonly model: string;
+  readonly input: readonly string[];
+  /** Requested output size (models that support truncation), or null. */
+  readonly dimensions: number | null;
+  readonly body: Readonly<Record<string, unknown>>;
+  readonly signal: AbortSignal;
+  readonly requestId: string;
+}
+
+export interface EmbeddingResult {
+  /** One vector per input, in input order. */
+  readonly vectors: readonly Float32Array[];
+  readonly usage: { prompt_tokens: number; total_tokens: number };
+}
+
+/** What the gateway needs to know before running a request: the tokens it will take (for limits). */
+export interface TokenEstimate {
+  /** Prompt tokens (exact for local models, an estimate for upstreams). */
+  readonly promptTokens: number;
+  /** The most tokens the request may generate (max_tokens, or the model's default). */
+  readonly maxTokens: number;
+}
+
+export interface LlmBackend {
+  readonly kind: 'llama' | 'upstream' | 'onnx-embeddings';
+  /** What the model can do (a request for something else is a 400 naming the model). */
+  readonly capabilities: { readonly chat: boolean; readonly completions: boolean; readonly embeddings: boolean };
+  /** Context window in tokens, or null when unknown (upstreams without a configured one). */
+  readonly contextLength: number | null;
+  /** Count (or estimate) the request's tokens; throws LlmError 400 `context_length_exceeded` when it cannot fit. */
+  estimate(req: GenerationRequest): Promise<TokenEstimate>;
+  /** Non-streaming: the full OpenAI response object (`chat.completion` / `text_completion`), with `usage`. */
+  complete(req: GenerationRequest): Promise<Record<string, unknown>>;
+  /** Streaming: resolves once the first chunk is ready (rejects before that with a status-bearing LlmError). */
+  stream(req: GenerationRequest): Promise<ChunkStream>;
+  embed(req: EmbeddingRequest): Promise<EmbeddingResult>;
+  /** Counts for /metrics: sequences generating now and requests waiting for one. */
+  load(): { active: number; queued: number };
+  close(): Promise<void>;
+}

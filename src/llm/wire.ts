@@ -1,0 +1,177 @@
+/**
+ * @module
+ * OpenAI's wire format: request validation for /v1/chat/completions, /v1/completions and /v1/embeddings
+ * (errors name the field, as OpenAI's do: `param` is the JSON path), and the error body every /v1 failure
+ * leaves with, including errors raised outside the LLM code (authentication, limits, bad JSON).
+ *
+ * Fields this server does not use are accepted and, for upstream models, forwarded as sent: clients and SDKs
+ * send many optional fields, and an upstream may understand them.
+ */
+import { z } from 'zod';
+import { isSwitchyardError, type ErrorCode } from '../errors.js';
+import { LlmError, type ChatMessage, type SamplingParams } from './types.js';
+
+const Stop = z.union([z.string(), z.array(z.string()).max(4, 'at most 4 stop sequences')]).nullish();
+const StreamOptions = z.looseObject({ include_usage: z.boolean().nullish() }).nullish();
+
+const Sampling = {
+  model: z.string({ error: 'expected a string' }).min(1, 'must name a model'),
+  max_tokens: z.int().positive().nullish(),
+  temperature: z.number().min(0).max(2).nullish(),
+  top_p: z.number().min(0).max(1).nullish(),
+  n: z.literal(1, 'only n=1 is supported').nullish(),
+  seed: z.int().nullish(),
+  stop: Stop,
+  stream: z.boolean().nullish(),
+  stream_options: StreamOptions,
+};
+
+const TextPart = z.looseObject({ type: z.literal('text', 'only text content parts are supported'), text: z.string() });
+const Message = z.looseObject({
+  role: z.enum(['system', 'developer', 'user', 'assistant', 'tool']),
+  content: z.union([z.string(), z.array(TextPart)]).nullish(),
+  name: z.string().optional(),
+});
+
+const ChatBody = z.looseObject({
+  ...Sampling,
+  messages: z.array(Message).min(1, 'must hold at least one message'),
+  max_completion_tokens: z.int().positive().nullish(),
+});
+
+const CompletionBody = z.looseObject({
+  ...Sampling,
+  prompt: z.union([z.string(), z.array(z.string()).length(1, 'only one prompt per request is supported')]),
+  echo: z.literal(false, 'echo is not supported').nullish(),
+  best_of: z.literal(1, 'only best_of=1 is supported').nullish(),
+});
+
+const EmbeddingBody = z.looseObject({
+  model: z.string().min(1, 'must name a model'),
+  input: z.union([z.string().min(1, 'must not be empty'), z.array(z.string().min(1, 'must not be empty')).min(1, 'must hold at least one input').max(2048, 'at most 2048 inputs')], {
+    error: 'expected a string or an array of strings (token arrays are not supported)',
+  }),
+  encoding_format: z.enum(['float', 'base64']).nullish(),
+  dimensions: z.int().positive().nullish(),
+});
+
+/** `messages[0].content`, as OpenAI names fields. */
+function pathOf(path: ReadonlyArray<PropertyKey>): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : `${out ? '.' : ''}${String(p)}`;
+  return out;
+}
+
+function parse<T>(schema: z.ZodType<T>, body: unknown): T {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw new LlmError(400, 'the request body must be a JSON object', { code: 'invalid_request_body' });
+  }
+  const r = schema.safeParse(body);
+  if (r.success) return r.data;
+  const i = r.error.issues[0]!;
+  const param = pathOf(i.path);
+  const missing = i.code === 'invalid_type' && i.input === undefined;
+  throw new LlmError(400, missing ? `Missing required parameter: '${param}'.` : `Invalid value for '${param}': ${i.message}.`, {
+    param, code: missing ? 'missing_required_parameter' : 'invalid_value',
+  });
+}
+
+function sampling(b: z.infer<z.ZodObject<typeof Sampling>>, maxTokens: number | null | undefined): SamplingParams {
+  const stop = b.stop === null || b.stop === undefined ? [] : typeof b.stop === 'string' ? [b.stop] : b.stop;
+  return { maxTokens: maxTokens ?? null, temperature: b.temperature ?? 1, topP: b.top_p ?? 1, seed: b.seed ?? null, stop };
+}
+
+export interface ParsedGeneration {
+  readonly model: string;
+  readonly messages: readonly ChatMessage[];
+  readonly prompt: string;
+  readonly params: SamplingParams;
+  readonly stream: boolean;
+  readonly includeUsage: boolean;
+}
+
+export function parseChat(body: unknown): ParsedGeneration {
+  const b = parse(ChatBody, body);
+  const messages = b.messages.map((m): ChatMessage => ({
+    role: m.role,
+    content: typeof m.content === 'string' ? m.content : (m.content ?? []).map((p) => p.text).join(''),
+    ...(m.name !== undefined ? { name: m.name } : {}),
+  }));
+  return {
+    model: b.model, messages, prompt: '', params: sampling(b, b.max_completion_tokens ?? b.max_tokens),
+    stream: b.stream === true, includeUsage: b.stream_options?.include_usage === true,
+  };
+}
+
+/** OpenAI's legacy default for /v1/completions when max_tokens is absent. */
+const COMPLETIONS_DEFAULT_MAX_TOKENS = 16;
+
+export function parseCompletion(body: unknown): ParsedGeneration {
+  const b = parse(CompletionBody, body);
+  return {
+    model: b.model, messages: [], prompt: typeof b.prompt === 'string' ? b.prompt : b.prompt[0]!,
+    params: sampling(b, b.max_tokens ?? COMPLETIONS_DEFAULT_MAX_TOKENS), stream: b.stream === true,
+    includeUsage: b.stream_options?.include_usage === true,
+  };
+}
+
+export interface ParsedEmbedding {
+  readonly model: string;
+  readonly input: readonly string[];
+  readonly base64: boolean;
+  readonly dimensions: number | null;
+}
+
+export function parseEmbedding(body: unknown): ParsedEmbedding {
+  const b = parse(EmbeddingBody, body);
+  return {
+    model: b.model, input: typeof b.input === 'string' ? [b.input] : b.input, base64: b.encoding_format === 'base64',
+    dimensions: b.dimensions ?? null,
+  };
+}
+
+/** An embedding as the client asked: a number array, or base64 of the little-endian float32 bytes. */
+export function encodeEmbedding(v: Float32Array, base64: boolean): number[] | string {
+  if (!base64) return Array.from(v);
+  return Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64');
+}
+
+const CODES: Partial<Record<ErrorCode, string>> = {
+  SY_ERR_UNAUTHENTICATED: 'invalid_api_key',
+  SY_ERR_FORBIDDEN: 'insufficient_permissions',
+  SY_ERR_RATE_LIMITED: 'rate_limit_exceeded',
+  SY_ERR_CONCURRENCY_LIMITED: 'rate_limit_exceeded',
+  SY_ERR_QUOTA_EXCEEDED: 'insufficient_quota',
+  SY_ERR_MODEL_NOT_FOUND: 'model_not_found',
+  SY_ERR_BODY_TOO_LARGE: 'request_too_large',
+};
+
+/** Any error as an LlmError: Switchyard's own (gateway), Fastify's (bad JSON, body too large) or unexpected ones (500, no internals). */
+export function toLlmError(e: unknown): LlmError {
+  if (e instanceof LlmError) return e;
+  if (isSwitchyardError(e)) {
+    return new LlmError(e.status, e.message, {
+      code: CODES[e.code] ?? e.code.slice('SY_ERR_'.length).toLowerCase(),
+      retryAfterMs: e.retryAfterS === null ? null : e.retryAfterS * 1000,
+    });
+  }
+  const fe = e as Error & { code?: string; statusCode?: number };
+  if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new LlmError(413, 'request body is larger than the server limit (see --max-body-mb)', { code: 'request_too_large' });
+  if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
+    const bad = fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || fe instanceof SyntaxError;
+    return new LlmError(fe.statusCode, bad ? `We could not parse the JSON body of your request: ${fe.message}` : fe.message, {
+      code: bad ? 'invalid_json' : null,
+    });
+  }
+  return new LlmError(500, 'The server had an error while processing your request.', { code: 'internal_error' });
+}
+
+/** Headers for an error response: retry-after (seconds) and retry-after-ms, plus the error's own. */
+export function errorHeaders(e: LlmError): Record<string, string> {
+  const h: Record<string, string> = { ...e.headers };
+  if (e.retryAfterMs !== null) {
+    h['retry-after'] = String(Math.max(1, Math.ceil(e.retryAfterMs / 1000)));
+    h['retry-after-ms'] = String(Math.max(0, Math.ceil(e.retryAfterMs)));
+  }
+  return h;
+}
