@@ -51,6 +51,8 @@ export async function request(flags: ConnFlags, method: string, path: string, in
     try {
       const parsed = JSON.parse(text) as { error?: unknown };
       if (typeof parsed.error === 'string') message = parsed.error;
+      // The OpenAI-compatible API (/v1): {"error": {"message", "type", "param", "code"}}.
+      else if (typeof (parsed.error as { message?: unknown } | null)?.message === 'string') message = (parsed.error as { message: string }).message;
     } catch {
       // not JSON: keep the text
     }

@@ -12,6 +12,7 @@ import { routingCommand } from './routing.js';
 import { experimentsCommand } from './experiments.js';
 import { featuresCommand } from './features.js';
 import { monitorCommand } from './monitor.js';
+import { llmCommand } from './llm.js';
 import { VERSION } from '../version.js';
 
 const int = (name: string) => (v: string): number => {
@@ -118,6 +119,7 @@ program.addCommand(routingCommand());
 program.addCommand(experimentsCommand());
 program.addCommand(featuresCommand());
 program.addCommand(monitorCommand());
+program.addCommand(llmCommand());
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   process.stderr.write(`switchyard: ${isSwitchyardError(e) ? e.message : (e as Error).stack ?? String(e)}\n`);

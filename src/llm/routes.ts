@@ -15,9 +15,9 @@
  * JSON), has OpenAI's shape `{"error": {"message", "type", "param", "code"}}`.
  */
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import type { ServerResponse } from 'node:http';
 import { formatDuration } from '../tenancy/http.js';
 import type { TokenReservation, TokenScope } from './limits.js';
+import { SseWriter } from './sse.js';
 import type { LlmModel, LlmService } from './service.js';
 import { LlmError, type GenerationRequest, type Usage } from './types.js';
 import { encodeEmbedding, errorHeaders, parseChat, parseCompletion, parseEmbedding, toLlmError, type ParsedGeneration } from './wire.js';
@@ -84,20 +84,6 @@ function roughTokens(texts: readonly string[]): number {
   let n = 0;
   for (const t of texts) n += Math.ceil(Buffer.byteLength(t) / 4);
   return n;
-}
-
-async function writeEvent(res: ServerResponse, data: string): Promise<void> {
-  if (res.write(`data: ${data}\n\n`)) return;
-  if (res.destroyed) return;
-  await new Promise<void>((resolve) => {
-    const done = (): void => {
-      res.off('drain', done);
-      res.off('close', done);
-      resolve();
-    };
-    res.once('drain', done);
-    res.once('close', done);
-  });
 }
 
 function hasText(chunk: Record<string, unknown>): boolean {
@@ -192,6 +178,9 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
       ...(reply.getHeaders() as Record<string, string>),
       'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no',
     });
+    const sse = new SseWriter(res);
+    const ttft = service.ttft.labels({ model: m.name });
+    const itl = service.itl.labels({ model: m.name });
     let last: Record<string, unknown> | null = null;
     let textChunks = 0;
     let lastText = 0;
@@ -202,32 +191,32 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
         last = chunk;
         if (hasText(chunk)) {
           const now = performance.now();
-          if (textChunks === 0) service.ttft.observe({ model: m.name }, (now - started) / 1000);
-          else service.itl.observe({ model: m.name }, (now - lastText) / 1000);
+          if (textChunks === 0) ttft.observe((now - started) / 1000);
+          else itl.observe((now - lastText) / 1000);
           lastText = now;
           textChunks++;
         }
-        await writeEvent(res, JSON.stringify(chunk));
+        await sse.event(JSON.stringify(chunk));
         if (g.signal.aborted) break;
       }
       if (g.signal.aborted) {
         outcome = 'cancelled';
-        res.end();
+        sse.end();
       } else {
         if (p.includeUsage) {
           const usage = stream.usage ?? { ...estimated, completion_tokens: textChunks, total_tokens: estimated.prompt_tokens + textChunks };
           const head = last ?? {};
           const usageChunk: Record<string, unknown> = { id: head['id'], object: head['object'], created: head['created'], model: m.name, choices: [], usage };
           if (kind === 'chat') usageChunk['system_fingerprint'] = head['system_fingerprint'] ?? null;
-          await writeEvent(res, JSON.stringify(usageChunk));
+          await sse.event(JSON.stringify(usageChunk));
         }
-        res.end('data: [DONE]\n\n');
+        sse.end('data: [DONE]\n\n');
       }
     } catch (e) {
       const le = toLlmError(e);
       outcome = 'stream_error';
       req.log.warn({ err: e, model: m.name }, 'LLM stream failed after it started; sent an error event');
-      res.end(`data: ${JSON.stringify(le.body())}\n\n`);
+      sse.end(`data: ${JSON.stringify(le.body())}\n\n`);
     }
     const usage = stream.usage ?? { ...estimated, completion_tokens: textChunks, total_tokens: estimated.prompt_tokens + textChunks };
     finish(req, m, endpoint, started, reservation, usage, outcome);

@@ -24,11 +24,11 @@
  */
 import { Buffer } from 'node:buffer';
 import type { Readable } from 'node:stream';
-import { StringDecoder } from 'node:string_decoder';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { Pool, type Dispatcher } from 'undici';
 import type { UpstreamModelConfig } from '../config.js';
+import { DONE, SseReader } from '../sse.js';
 import {
   defaultType, LlmError, type ChunkStream, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest,
   type LlmBackend, type LlmErrorType, type TokenEstimate, type Usage,
@@ -450,7 +450,6 @@ export class UpstreamBackend implements LlmBackend {
   }
 }
 
-const DONE = '[DONE]';
 
 /**
  * The chunks of one upstream stream, from its first one on. Usage is kept, not yielded: a usage-only chunk
@@ -538,81 +537,6 @@ class UpstreamStream implements ChunkStream {
     return new LlmError(502, `upstream stream for model "${this.#model}" ended before [DONE]: ${what}`, {
       code: 'upstream_stream_incomplete', cause,
     });
-  }
-}
-
-/**
- * Server-sent events from a byte stream: yields each event's data (its `data:` lines joined by "\n").
- * Lines end with "\n" or "\r\n"; lines and UTF-8 characters may be split across reads; comments (":") and
- * other fields are ignored.
- */
-class SseReader {
-  readonly #source: AsyncIterator<Buffer>;
-  readonly #decoder = new StringDecoder('utf8');
-  /** The last line, not ended yet. */
-  #rest = '';
-  /** The data of the event being read, or null when it has none yet. */
-  #data: string | null = null;
-  readonly #ready: string[] = [];
-  #head = 0;
-
-  constructor(source: AsyncIterator<Buffer>) {
-    this.#source = source;
-  }
-
-  /** The next event's data, or null at the end of the body. */
-  async next(): Promise<string | null> {
-    while (this.#head === this.#ready.length) {
-      this.#ready.length = 0;
-      this.#head = 0;
-      const r = await this.#source.next();
-      if (r.done === true) {
-        this.#end();
-        if (this.#ready.length === 0) return null;
-      } else {
-        this.#feed(this.#decoder.write(r.value));
-      }
-    }
-    return this.#ready[this.#head++]!;
-  }
-
-  /** Read the rest of the body, discarding it, in the background (so the connection goes back to the pool). */
-  drain(): void {
-    void (async () => {
-      while (await this.next() !== null);
-    })().catch(() => undefined);
-  }
-
-  #feed(text: string): void {
-    const buf = this.#rest === '' ? text : this.#rest + text;
-    let start = 0;
-    for (let nl = buf.indexOf('\n'); nl !== -1; nl = buf.indexOf('\n', start)) {
-      this.#line(buf, start, nl > start && buf.charCodeAt(nl - 1) === 13 ? nl - 1 : nl);
-      start = nl + 1;
-    }
-    this.#rest = start === 0 ? buf : buf.slice(start);
-  }
-
-  #line(buf: string, start: number, end: number): void {
-    if (start === end) {
-      if (this.#data !== null) this.#ready.push(this.#data);
-      this.#data = null;
-    } else if (buf.startsWith('data:', start)) {
-      const from = buf.charCodeAt(start + 5) === 32 ? start + 6 : start + 5;
-      const value = buf.slice(from, end);
-      this.#data = this.#data === null ? value : `${this.#data}\n${value}`;
-    }
-  }
-
-  /** The body ended: an unterminated last event counts only if it is [DONE] (a lenient server's). */
-  #end(): void {
-    if (this.#rest !== '') {
-      const rest = this.#rest;
-      this.#rest = '';
-      this.#line(rest, 0, rest.charCodeAt(rest.length - 1) === 13 ? rest.length - 1 : rest.length);
-    }
-    if (this.#data === DONE) this.#ready.push(DONE);
-    this.#data = null;
   }
 }
 
