@@ -5,40 +5,19 @@
  * Redis and Postgres must be reachable in CI (CI=true).
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
+import { startReplica, type Replica } from './replica-helpers.js';
 import { Redis } from 'ioredis';
-import { Pool } from 'undici';
 import { mlp } from '../tools/onnx/zoo.js';
 import { writeModelRepository } from '../tools/onnx/zoo.js';
 import { floats } from './helpers.js';
 import { PG_BASE, pgSchema, postgresReachable, REDIS_URL as REDIS, redisReachable } from './registry-helpers.js';
 
 const ADMIN = 'replica-test-admin-key-0123456789';
-const CLI = new URL('../src/cli/main.js', import.meta.url).pathname;
 
-interface Replica { proc: ChildProcess; url: string; pool: Pool }
-
-async function startReplica(args: string[]): Promise<Replica> {
-  const proc = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--log-level', 'warn', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const url = await new Promise<string>((resolve, reject) => {
-    const lines = createInterface({ input: proc.stdout! });
-    const timer = setTimeout(() => reject(new Error('replica did not start within 60 s')), 60_000);
-    lines.on('line', (line) => {
-      const m = /listening on (http:\/\/\S+)/.exec(line);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]!);
-      }
-    });
-    proc.once('exit', (code) => reject(new Error(`replica exited with ${code}`)));
-  });
-  return { proc, url, pool: new Pool(url, { connections: 16, pipelining: 1 }) };
-}
 
 const pgDown = await postgresReachable();
 const redisDown = await redisReachable();

@@ -10,46 +10,22 @@
  * Redis and Postgres must be reachable in CI (CI=true); elsewhere the suite is skipped with a message.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, before, it } from 'node:test';
+import { startReplica, type Replica } from './replica-helpers.js';
 import { Redis } from 'ioredis';
-import { Pool } from 'undici';
 import { writeTinyLlama } from '../tools/gguf/tiny-llama.js';
 import { deleteKeys, describeNeeding, PG_BASE, pgSchema, postgresReachable, REDIS_URL as REDIS, redisReachable } from './registry-helpers.js';
 
 const ADMIN = 'llm-replica-test-admin-key-0123456789';
-const CLI = new URL('../src/cli/main.js', import.meta.url).pathname;
 const MODEL = 'tiny-chat';
 const MAX_TOKENS = 16;
 /** Requests the tenant's tpm holds (plus half of one more). */
 const K = 12;
 const OFFERED = 60;
 
-interface Replica { proc: ChildProcess; url: string; pool: Pool }
-
-async function startReplica(args: string[]): Promise<Replica> {
-  const proc = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--log-level', 'warn', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const url = await new Promise<string>((resolve, reject) => {
-    const lines = createInterface({ input: proc.stdout! });
-    const timer = setTimeout(() => reject(new Error('replica did not start within 60 s')), 60_000);
-    lines.on('line', (line) => {
-      const m = /listening on (http:\/\/\S+)/.exec(line);
-      if (m) {
-        clearTimeout(timer);
-        resolve(m[1]!);
-      }
-    });
-    proc.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`replica exited with ${code}`));
-    });
-  });
-  return { proc, url, pool: new Pool(url, { connections: OFFERED, pipelining: 1 }) };
-}
 
 interface Answer { status: number; headers: Record<string, string | string[] | undefined>; body: Record<string, unknown> }
 
@@ -94,8 +70,8 @@ describeNeeding('LLM token limits across three replicas (Redis)', 'Postgres and 
     const common = (i: number): string[] => ['--database', schema.url, '--data-dir', join(dir, `data${i}`), '--redis', REDIS, '--admin-key', ADMIN,
       '--llm-config', cfg, '--usage-flush-ms', '200', '--auth-cache-ms', '300', '--redis-timeout-ms', '2000', '--rate-limit-fail', 'closed'];
     // The first one migrates the schema; then the other two.
-    replicas.push(await startReplica(common(0)));
-    replicas.push(...await Promise.all([startReplica(common(1)), startReplica(common(2))]));
+    replicas.push(await startReplica(common(0), OFFERED));
+    replicas.push(...await Promise.all([startReplica(common(1), OFFERED), startReplica(common(2), OFFERED)]));
   });
 
   after(async () => {

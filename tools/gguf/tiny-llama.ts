@@ -19,6 +19,7 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { prng } from '../onnx/graph.js';
 
 export interface TinyLlamaOptions {
   /** Embedding width. @default 64 */
@@ -57,16 +58,9 @@ function vocabulary(): Array<[string, number, TokenType]> {
   return v;
 }
 
-/** mulberry32 + Box-Muller: reproducible normal samples. */
+/** Box-Muller over the seeded uniform PRNG: reproducible normal samples. */
 function gaussian(seed: number): () => number {
-  let s = seed >>> 0;
-  const uniform = (): number => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const uniform = prng(seed);
   return () => Math.sqrt(-2 * Math.log(uniform() + 1e-12)) * Math.cos(2 * Math.PI * uniform());
 }
 
