@@ -6,8 +6,10 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
+import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { DONE, SseReader } from '../llm/sse.js';
 import type { Usage } from '../llm/types.js';
 import { action, call, CliError, print, printJson, request, table, when, withConnection, type ConnFlags } from './client.js';
 import { timeArg } from './monitor.js';
@@ -87,36 +89,6 @@ async function write(s: string): Promise<void> {
   if (s !== '' && !process.stdout.write(s)) await new Promise((r) => process.stdout.once('drain', r));
 }
 
-/**
- * Server-sent events from a response body: the `data` of each event (its `data:` lines joined by "\n"), as
- * they arrive; other fields (`event:`, `id:`, comments) are ignored.
- */
-export async function* sseData(body: WebReadableStream<Uint8Array>): AsyncGenerator<string> {
-  const decoder = new TextDecoder();
-  let buf = '';
-  let data: string[] = [];
-  const line = function* (l: string): Generator<string> {
-    if (l === '') {
-      if (data.length) yield data.join('\n');
-      data = [];
-    } else if (l.startsWith('data:')) {
-      data.push(l.slice(l.startsWith('data: ') ? 6 : 5));
-    }
-  };
-  for await (const chunk of body) {
-    buf += decoder.decode(chunk, { stream: true });
-    let i: number;
-    while ((i = buf.search(/\r\n|\r|\n/)) >= 0) {
-      const l = buf.slice(0, i);
-      buf = buf.slice(buf.startsWith('\r\n', i) ? i + 2 : i + 1);
-      yield* line(l);
-    }
-  }
-  buf += decoder.decode();
-  if (buf !== '') yield* line(buf);
-  yield* line('');
-}
-
 async function streamChat(flags: ChatFlags, body: Record<string, unknown>): Promise<void> {
   const res = await request(flags, 'POST', '/v1/chat/completions', { json: body, headers: { accept: 'text/event-stream' } });
   if (res.body === null) throw new CliError('the server sent an empty response instead of an event stream');
@@ -125,9 +97,10 @@ async function streamChat(flags: ChatFlags, body: Record<string, unknown>): Prom
   let finish: string | null = null;
   let done = false;
   const endLine = (): Promise<void> => (text !== '' && !text.endsWith('\n') && !flags.json ? write('\n') : Promise.resolve());
+  const events = new SseReader(Readable.fromWeb(res.body as unknown as WebReadableStream<Uint8Array>)[Symbol.asyncIterator]());
   try {
-    for await (const data of sseData(res.body as unknown as WebReadableStream<Uint8Array>)) {
-      if (data.trim() === '[DONE]') {
+    for (let data = await events.next(); data !== null; data = await events.next()) {
+      if (data === DONE) {
         done = true;
         break;
       }
@@ -135,10 +108,11 @@ async function streamChat(flags: ChatFlags, body: Record<string, unknown>): Prom
       try {
         chunk = JSON.parse(data) as ChatJson;
       } catch {
+        await endLine();
         throw new CliError(`the server sent an event that is not JSON: ${data.slice(0, 200)}`);
       }
       if (flags.json) await write(`${JSON.stringify(chunk)}\n`);
-      if (chunk.error !== undefined) {
+      if (chunk.error !== undefined && chunk.error !== null) {
         await endLine();
         throw new CliError(`the stream failed: ${chunk.error.message ?? JSON.stringify(chunk.error)}`);
       }
@@ -178,8 +152,13 @@ async function chat(model: string, message: string, flags: ChatFlags): Promise<v
 }
 
 async function writeTinyModel(file: string, flags: { name: string; json?: boolean }): Promise<void> {
-  // Loaded only here: the writer is a development tool, compiled beside the CLI (dist/tools/gguf).
-  const { tinyLlamaGguf } = await import('../../tools/gguf/tiny-llama.js');
+  // Loaded only here: the writer is a tool compiled beside the CLI (dist/tools/gguf), with no dependencies.
+  let tinyLlamaGguf: typeof import('../../tools/gguf/tiny-llama.js').tinyLlamaGguf;
+  try {
+    ({ tinyLlamaGguf } = await import('../../tools/gguf/tiny-llama.js'));
+  } catch (e) {
+    throw new CliError(`the tiny model writer (tools/gguf) cannot be loaded: ${(e as Error).message} (is dist/tools/gguf built? npm run build)`);
+  }
   const path = resolve(file);
   const bytes = tinyLlamaGguf();
   try {

@@ -19,7 +19,7 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { prng } from '../onnx/graph.js';
+import { prng } from '../prng.js';
 
 export interface TinyLlamaOptions {
   /** Embedding width. @default 64 */

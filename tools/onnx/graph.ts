@@ -3,19 +3,10 @@
  * A small graph builder over {@link encodeModel}: named nodes, float/int64 initializers and a seeded PRNG
  * so generated weights are identical on every machine.
  */
+import { prng } from '../prng.js';
 import { encodeModel, OnnxType, type AttrValue, type GraphDef, type NodeDef, type TensorInit, type ValueInfo } from './proto.js';
 
-/** Deterministic PRNG (mulberry32) for reproducible weights. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { prng };
 
 export class GraphBuilder {
   readonly #nodes: NodeDef[] = [];

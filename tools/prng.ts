@@ -1,0 +1,17 @@
+/**
+ * @module
+ * A seeded PRNG (mulberry32) with no dependencies, so generated weights (ONNX zoo, tiny GGUF) are identical on
+ * every machine and the generators load without dev dependencies.
+ */
+
+/** Uniform numbers in [0, 1), reproducible for a seed. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
