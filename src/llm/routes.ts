@@ -19,7 +19,7 @@ import { formatDuration } from '../tenancy/http.js';
 import type { TokenReservation, TokenScope } from './limits.js';
 import { SseWriter } from './sse.js';
 import type { LlmModel, LlmService } from './service.js';
-import { LlmError, type GenerationRequest, type Usage } from './types.js';
+import { LlmError, RAW_JSON, type GenerationRequest, type Usage } from './types.js';
 import { encodeEmbedding, errorHeaders, parseChat, parseCompletion, parseEmbedding, toLlmError, type ParsedGeneration } from './wire.js';
 
 export interface LlmRouteOptions {
@@ -84,6 +84,26 @@ function roughTokens(texts: readonly string[]): number {
   let n = 0;
   for (const t of texts) n += Math.ceil(Buffer.byteLength(t) / 4);
   return n;
+}
+
+/**
+ * A chunk's JSON with `model` set to `name`: the upstream's own text when it carries it (with the one
+ * `"model":"…"` member renamed in place), else serialized.
+ */
+function chunkJson(chunk: Record<string | symbol, unknown>, name: string): string {
+  const raw = chunk[RAW_JSON];
+  const model = chunk['model'];
+  if (typeof raw === 'string') {
+    if (model === name) return raw;
+    if (typeof model === 'string') {
+      const member = `"model":${JSON.stringify(model)}`;
+      const at = raw.indexOf(member);
+      // Quotes inside JSON strings are escaped, so an unescaped match is a member; a second one (nested) is ambiguous.
+      if (at >= 0 && raw.indexOf(member, at + member.length) < 0) return `${raw.slice(0, at)}"model":${JSON.stringify(name)}${raw.slice(at + member.length)}`;
+    }
+  }
+  chunk['model'] = name;
+  return JSON.stringify(chunk);
 }
 
 function hasText(chunk: Record<string, unknown>): boolean {
@@ -187,7 +207,7 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
     let outcome = 'success';
     try {
       for await (const chunk of stream) {
-        chunk['model'] = m.name;
+        const json = chunkJson(chunk, m.name);
         last = chunk;
         if (hasText(chunk)) {
           const now = performance.now();
@@ -196,7 +216,7 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
           lastText = now;
           textChunks++;
         }
-        await sse.event(JSON.stringify(chunk));
+        await sse.event(json);
         if (g.signal.aborted) break;
       }
       if (g.signal.aborted) {

@@ -109,6 +109,13 @@ export interface GenerationRequest {
   readonly requestId: string;
 }
 
+/**
+ * A chunk may carry the exact JSON text it was parsed from under this key (a symbol: invisible to
+ * JSON.stringify), valid as long as the object is unchanged; the route then forwards the text instead of
+ * serializing the object again. A backend that changes a chunk deletes it.
+ */
+export const RAW_JSON: unique symbol = Symbol('raw JSON');
+
 /** One streaming generation, after its first chunk is known to exist. */
 export interface ChunkStream extends AsyncIterable<Record<string, unknown>> {
   /** Token usage; complete once iteration has finished (null if the backend could not tell). */

@@ -30,7 +30,7 @@ import { Pool, type Dispatcher } from 'undici';
 import type { UpstreamModelConfig } from '../config.js';
 import { DONE, SseReader } from '../sse.js';
 import {
-  defaultType, LlmError, type ChunkStream, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest,
+  defaultType, LlmError, RAW_JSON, type ChunkStream, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest,
   type LlmBackend, type LlmErrorType, type TokenEstimate, type Usage,
 } from '../types.js';
 
@@ -482,6 +482,7 @@ class UpstreamStream implements ChunkStream {
       const choices = chunk['choices'];
       if (Array.isArray(choices) && choices.length === 0) return false;
       delete chunk['usage'];
+      delete (chunk as Record<PropertyKey, unknown>)[RAW_JSON];
     }
     return true;
   }
@@ -574,7 +575,9 @@ function isObject(v: unknown): v is Record<string, unknown> {
 function parseChunk(data: string): Record<string, unknown> | null {
   try {
     const v: unknown = JSON.parse(data);
-    return isObject(v) ? v : null;
+    if (!isObject(v)) return null;
+    (v as Record<PropertyKey, unknown>)[RAW_JSON] = data;
+    return v;
   } catch {
     return null;
   }
