@@ -4,7 +4,9 @@
  * openai-stub.ts, no model) is called directly and through Switchyard (`backend: upstream`), alternating
  * request by request on one keep-alive connection each, non-streaming and streaming (16 content chunks, time
  * until the whole stream is read). Overhead = Switchyard's latency percentile minus the direct one, measured
- * in the same run. Then the same at 16 concurrent connections (throughput ratio).
+ * in the same run. For scale, the same against a bare Fastify + undici pass-through proxy (bench/servers/
+ * bare-proxy.ts: no validation, auth, limits or metrics), the floor for any Node.js gateway on the machine.
+ * Then throughput at 16 concurrent connections.
  * Env: BENCH_LATENCY_N (default 3000), BENCH_SECONDS (10), BENCH_CONNECTIONS (16).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -23,6 +25,7 @@ const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 16);
 const WARMUP = 300;
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const stubJs = fileURLToPath(new URL('./servers/openai-stub.js', import.meta.url));
+const bareJs = fileURLToPath(new URL('./servers/bare-proxy.js', import.meta.url));
 
 const messages = [{ role: 'system', content: 'You are a helpful assistant.' }, { role: 'user', content: 'Say something about switchyards.' }];
 const plain = JSON.stringify({ model: 'stub', messages, max_tokens: 16 });
@@ -84,6 +87,7 @@ const stubUrl = `http://127.0.0.1:${base}`;
 const stub = await startStub(base);
 const config = join(dir, 'llm.json');
 await writeFile(config, JSON.stringify({ models: [{ name: 'stub', backend: 'upstream', deployments: [{ url: `${stubUrl}/v1` }] }] }));
+const bare = await startServer('bare proxy', [bareJs, String(base + 2), stubUrl], base + 2);
 const sy = await startServer('switchyard', [cli, 'serve', '--port', String(base + 1), '--log-level', 'warn', '--data-dir', join(dir, 'data'), '--llm-config', config], base + 1);
 try {
   say(`Switchyard LLM gateway benchmark — ${new Date().toISOString().slice(0, 10)} — ${machineName()}`);
@@ -92,8 +96,10 @@ try {
   say('alternating direct / through Switchyard on one keep-alive connection each (c=1); a stream is timed until [DONE] is read.');
   for (const [name, body] of [['non-streaming', plain], ['streaming + include_usage', streamed]] as const) {
     const r = await interleaved(stubUrl, sy.url, body);
+    const floor = await interleaved(stubUrl, bare.url, body);
     say(`  ${name.padEnd(28)} direct p50 ${ms(r.direct.p50)} p99 ${ms(r.direct.p99)} ms | via Switchyard p50 ${ms(r.gateway.p50)} p99 ${ms(r.gateway.p99)} ms`);
     say(`  ${''.padEnd(28)} overhead p50 ${ms(r.gateway.p50 - r.direct.p50)} ms, p90 ${ms(r.gateway.p90 - r.direct.p90)} ms, p99 ${ms(r.gateway.p99 - r.direct.p99)} ms (target p50 <= 0.5 ms)`);
+    say(`  ${''.padEnd(28)} bare pass-through proxy (the floor): overhead p50 ${ms(floor.gateway.p50 - floor.direct.p50)} ms, p99 ${ms(floor.gateway.p99 - floor.direct.p99)} ms`);
   }
   say(`Throughput at ${CONNECTIONS} connections × ${SECONDS}s (non-streaming):`);
   const d = await throughput(stubUrl, '/v1/chat/completions', plain, CONNECTIONS, SECONDS);
@@ -101,6 +107,7 @@ try {
   say(`  direct ${d.rps.toFixed(0)} req/s, via Switchyard ${g.rps.toFixed(0)} req/s (${(g.rps / d.rps).toFixed(2)}x; the stub and the gateway share 2 vCPUs); errors ${d.errors + g.errors}, non-2xx ${d.non2xx + g.non2xx}`);
 } finally {
   await stopServer(sy);
+  await stopServer(bare);
   stub.kill('SIGTERM');
   await once(stub, 'exit');
   await rm(dir, { recursive: true, force: true });
