@@ -60,6 +60,7 @@ describe('OpenAI-compatible API', () => {
     const cfg = await llmConfig(work, [
       { name: 'tiny-chat', backend: 'llama', path: gguf, contextSize: 256, sequences: 2, pricing: { promptPer1k: 1, completionPer1k: 2 } },
       { name: 'embed', backend: 'onnx-embeddings', model: 'encoder' },
+      { name: 'one-seat', backend: 'llama', path: gguf, contextSize: 256, sequences: 1, maxQueue: 0 },
     ]);
     local = await startSwitchyard({ encoder: { versions: { 1: encoder({ layers: 1, dModel: 32, heads: 2, seqLen: 32, ffn: 64, vocab: 300 }) } } }, {
       listen: true, config: { adminKey: ADMIN, llmConfig: cfg },
@@ -87,7 +88,7 @@ describe('OpenAI-compatible API', () => {
 
   it('lists models', async () => {
     const models = await collect(client.models.list());
-    assert.deepEqual(models.map((m) => m.id).sort(), ['embed', 'tiny-chat']);
+    assert.deepEqual(models.map((m) => m.id).sort(), ['embed', 'one-seat', 'tiny-chat']);
     assert.equal(models[0]!.object, 'model');
     const one = await client.models.retrieve('tiny-chat');
     assert.equal(one.id, 'tiny-chat');
@@ -166,6 +167,28 @@ describe('OpenAI-compatible API', () => {
     for (const p of prompts) sequential.push(await one(p));
     const concurrent = await Promise.all(prompts.map(one));
     assert.deepEqual(concurrent, sequential);
+  });
+
+  it('a client that leaves mid-stream frees its sequence; a full model answers 503, never hangs', async () => {
+    const backend = local.sy.llm.get('one-seat')!.backend;
+    const ac = new AbortController();
+    const stream = await client.chat.completions.create({ model: 'one-seat', messages: [{ role: 'user', content: 'long' }], max_tokens: 200, stream: true }, { signal: ac.signal });
+    const it = stream[Symbol.asyncIterator]();
+    await it.next();
+    assert.equal(backend.load().active, 1);
+    // The one sequence is busy and no queue is allowed: 503 in OpenAI's shape, with retry-after.
+    await assert.rejects(client.chat.completions.create({ model: 'one-seat', messages: [{ role: 'user', content: 'x' }], max_tokens: 2 }), (e: unknown) => {
+      assert.ok(e instanceof OpenAI.InternalServerError || (e instanceof OpenAI.APIError && e.status === 503), String(e));
+      assert.equal((e as InstanceType<typeof OpenAI.APIError>).status, 503);
+      assert.equal((e as InstanceType<typeof OpenAI.APIError>).code, 'model_overloaded');
+      assert.ok(Number((e as InstanceType<typeof OpenAI.APIError>).headers?.get('retry-after')) >= 1);
+      return true;
+    });
+    ac.abort();
+    for (let i = 0; i < 100 && backend.load().active > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(backend.load().active, 0, 'the sequence is free again');
+    const after = await client.chat.completions.create({ model: 'one-seat', messages: [{ role: 'user', content: 'x' }], max_tokens: 2 });
+    assert.equal(after.usage!.completion_tokens, 2);
   });
 
   it('embeddings: float and base64 (the SDK default) agree', async () => {
