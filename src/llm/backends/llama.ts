@@ -171,12 +171,12 @@ export class LlamaBackend implements LlmBackend {
   readonly #prepared = new WeakMap<GenerationRequest, Prepared>();
   readonly #addBos: boolean;
 
-  private constructor(config: LlamaModelConfig, model: LlamaModel, context: LlamaContext, wrapper: ChatWrapper) {
+  private constructor(config: LlamaModelConfig, model: LlamaModel, context: LlamaContext, contextLength: number, wrapper: ChatWrapper) {
     this.#config = config;
     this.#model = model;
     this.#context = context;
     this.#wrapper = wrapper;
-    this.contextLength = context.contextSize;
+    this.contextLength = contextLength;
     const sequences = Array.from({ length: config.sequences }, () => context.getSequence());
     this.#pool = new SequencePool(sequences, config.maxQueue);
     const meta = model.fileInfo.metadata as { tokenizer?: { ggml?: { add_bos_token?: boolean } } };
@@ -199,9 +199,7 @@ export class LlamaBackend implements LlmBackend {
     });
     const wrapper = lib.resolveChatWrapper(model);
     opts.logger.info({ model: config.name, path: config.path, contextSize, sequences: config.sequences, chatTemplate: wrapper.wrapperName }, 'LLM model loaded');
-    const b = new LlamaBackend(config, model, context, wrapper);
-    (b as { contextLength: number }).contextLength = contextSize;
-    return b;
+    return new LlamaBackend(config, model, context, contextSize, wrapper);
   }
 
   load(): { active: number; queued: number } {
