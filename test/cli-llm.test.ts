@@ -6,47 +6,18 @@
  * without [DONE] (a fake SSE server); write-tiny-model and the config it prints; --help.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { loadLlmConfig } from '../src/llm/config.js';
 import { writeTinyLlama } from '../tools/gguf/tiny-llama.js';
 import { startSwitchyard, type TestServer } from './helpers.js';
+import { runCli, ok, fails, rows, type Run } from './cli-helpers.js';
 
-const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-
-interface Run { code: number; stdout: string; stderr: string }
-
-function run(args: string[], input?: string): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = execFile(process.execPath, [cli, ...args], { env: { ...process.env, SWITCHYARD_API_KEY: '' }, timeout: 60_000 }, (e, stdout, stderr) => {
-      const code = e ? (typeof (e as { code?: unknown }).code === 'number' ? (e as { code: number }).code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin?.end(input ?? '');
-  });
-}
-
-function ok(r: Run): string {
-  assert.equal(r.code, 0, `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  return r.stdout;
-}
-
-function fails(r: Run, stderr: RegExp): void {
-  assert.equal(r.code, 1, `expected exit 1, got ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  assert.match(r.stderr, stderr);
-}
-
-/** The cells of the data rows of cli-table3 tables (lines starting with │), header rows left out. */
-function rows(text: string): string[][] {
-  return text.split('\n').filter((l) => l.startsWith('│')).map((l) => l.split('│').slice(1, -1).map((c) => c.trim()))
-    .filter((cells) => !cells.every((c) => /^[A-Z][A-Z .()|-]*$/.test(c)));
-}
+const run = (args: string[], input?: string): Promise<Run> => runCli(args, { env: { SWITCHYARD_API_KEY: '' }, ...(input === undefined ? {} : { input }) });
 
 /** A server that answers every request with these raw SSE events (a stream broken in some way). */
 async function sseServer(events: string[]): Promise<{ server: Server; url: string }> {

@@ -1,30 +1,13 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { mlp } from '../tools/onnx/zoo.js';
 import { startAdminApp, type AdminTestApp } from './registry-helpers.js';
+import { runCli, ok, type Run } from './cli-helpers.js';
 
-const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-
-interface Run { code: number; stdout: string; stderr: string }
-
-function run(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cli, ...args], { env: { ...process.env, ...env }, timeout: 60_000 }, (e, stdout, stderr) => {
-      const code = e ? (typeof (e as { code?: unknown }).code === 'number' ? (e as { code: number }).code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-function ok(r: Run): string {
-  assert.equal(r.code, 0, `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  return r.stdout;
-}
+const run = (args: string[], env: Record<string, string> = {}): Promise<Run> => runCli(args, { env });
 
 async function freePort(): Promise<number> {
   const s = createServer();

@@ -6,30 +6,18 @@
  * run the real binary (dist/src/cli/main.js) as a child process, the rest run in-process.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { monitorCommand } from '../src/cli/monitor.js';
 import { verifyWebhook } from '../src/monitoring/alerts.js';
 import { mlp } from '../tools/onnx/zoo.js';
 import { normals, startSwitchyard, startWebhookReceiver, type TestServer, type WebhookReceiver } from './helpers.js';
-
-const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-
-interface Run { code: number; stdout: string; stderr: string }
+import { runCli, ok, fails, rows, type Run } from './cli-helpers.js';
 
 /** The real binary, as a child process. */
-function run(args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cli, ...args], { env: { ...process.env, SWITCHYARD_API_KEY: '' }, timeout: 60_000 }, (e, stdout, stderr) => {
-      const code = e ? (typeof (e as { code?: unknown }).code === 'number' ? (e as { code: number }).code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const run = (args: string[]): Promise<Run> => runCli(args, { env: { SWITCHYARD_API_KEY: '' } });
 
 /**
  * `switchyard monitor <args>` in this process: what the commands print (strings written to stdout / stderr; the
@@ -72,22 +60,6 @@ async function runIn(args: string[]): Promise<Run> {
     process.exitCode = prev;
   }
   return { code, stdout, stderr };
-}
-
-function ok(r: Run): string {
-  assert.equal(r.code, 0, `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  return r.stdout;
-}
-
-function fails(r: Run, stderr: RegExp): void {
-  assert.equal(r.code, 1, `expected exit 1, got ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  assert.match(r.stderr, stderr);
-}
-
-/** The cells of the rows of cli-table3 tables (lines starting with │), header rows (all capitals) left out. */
-function rows(text: string): string[][] {
-  return text.split('\n').filter((l) => l.startsWith('│')).map((l) => l.split('│').slice(1, -1).map((c) => c.trim()))
-    .filter((cells) => !cells.every((c) => /^[A-Z][A-Z .()|-]*$/.test(c)));
 }
 
 describe('switchyard monitor CLI', () => {

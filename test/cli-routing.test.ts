@@ -4,39 +4,17 @@
  * create, list, show, events, report, stop, delete; errors from the server and from bad flags; --help.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { experimentsCommand } from '../src/cli/experiments.js';
 import { policyFromFlags, routingCommand } from '../src/cli/routing.js';
 import { mlp } from '../tools/onnx/zoo.js';
 import { floats, startSwitchyard, type TestServer } from './helpers.js';
+import { runCli, ok, fails, type Run } from './cli-helpers.js';
 
-const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-
-interface Run { code: number; stdout: string; stderr: string }
-
-function run(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cli, ...args], { env: { ...process.env, SWITCHYARD_API_KEY: '', ...env }, timeout: 60_000 }, (e, stdout, stderr) => {
-      const code = e ? (typeof (e as { code?: unknown }).code === 'number' ? (e as { code: number }).code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-function ok(r: Run): string {
-  assert.equal(r.code, 0, `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  return r.stdout;
-}
-
-function fails(r: Run, stderr: RegExp): void {
-  assert.equal(r.code, 1, `expected exit 1, got ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  assert.match(r.stderr, stderr);
-}
+const run = (args: string[], env: Record<string, string> = {}): Promise<Run> => runCli(args, { env: { SWITCHYARD_API_KEY: '', ...env } });
 
 interface RoutingJson { model: string; revision: number; policy: Record<string, unknown> | null; circuits: unknown[]; shadows: unknown[] }
 interface ExperimentJson { id: string; model: string; status: string; control: string; arms: Array<{ name: string; target: string; weight: number }>; guardrails: Record<string, unknown>; stopReason: string | null }

@@ -3,30 +3,13 @@
  * list), share, usage, revoke — and the key it printed works until revoked.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { mlp } from '../tools/onnx/zoo.js';
 import { floats, startSwitchyard, type TestServer } from './helpers.js';
+import { runCli, ok, type Run } from './cli-helpers.js';
 
-const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const run = (args: string[], env: Record<string, string> = {}): Promise<Run> => runCli(args, { env: { SWITCHYARD_API_KEY: ADMIN, ...env } });
 const ADMIN = 'cli-test-admin-key-0123456789abcdef';
-
-interface Run { code: number; stdout: string; stderr: string }
-
-function run(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cli, ...args], { env: { ...process.env, SWITCHYARD_API_KEY: ADMIN, ...env }, timeout: 60_000 }, (e, stdout, stderr) => {
-      const code = e ? (typeof (e as { code?: unknown }).code === 'number' ? (e as { code: number }).code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-function ok(r: Run): string {
-  assert.equal(r.code, 0, `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  return r.stdout;
-}
 
 describe('switchyard tenants CLI', () => {
   let srv: TestServer;

@@ -7,12 +7,10 @@
  * Postgres must be reachable in CI (CI=true); elsewhere its suite is skipped with a message when it is not.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyInstance } from 'fastify';
 import { featureDefinitionRoutes } from '../src/api/admin/features-defs.js';
 import { registerOpenApi } from '../src/api/admin/openapi.js';
@@ -27,6 +25,7 @@ import {
 import type { FeatureViewDef, WindowViewDef } from '../src/features/types.js';
 import { openDatabase, type Database } from '../src/storage/index.js';
 import { PG_BASE, pgSchema, postgresReachable } from './registry-helpers.js';
+import { runCli, ok, type Run } from './cli-helpers.js';
 
 type Json = Record<string, unknown>;
 
@@ -687,23 +686,7 @@ services: []
   });
 });
 
-const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
-
-interface Run { code: number; stdout: string; stderr: string }
-
-function run(args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [cli, ...args], { env: { ...process.env, SWITCHYARD_API_KEY: '', SWITCHYARD_URL: '' }, timeout: 60_000 }, (e, stdout, stderr) => {
-      const code = e ? (typeof (e as { code?: unknown }).code === 'number' ? (e as { code: number }).code : -1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-function ok(r: Run): string {
-  assert.equal(r.code, 0, `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  return r.stdout;
-}
+const run = (args: string[]): Promise<Run> => runCli(args, { env: { SWITCHYARD_API_KEY: '', SWITCHYARD_URL: '' } });
 
 describe('features CLI against a server', () => {
   let t: TestApp;
