@@ -59,7 +59,7 @@ describe('OpenAI-compatible API', () => {
     await writeTinyLlama(gguf);
     const cfg = await llmConfig(work, [
       { name: 'tiny-chat', backend: 'llama', path: gguf, contextSize: 256, sequences: 2, pricing: { promptPer1k: 1, completionPer1k: 2 } },
-      { name: 'embed', backend: 'onnx-embeddings', model: 'encoder' },
+      { name: 'embed', backend: 'onnx-embeddings', model: 'encoder', tenants: ['someone-else'] },
       { name: 'one-seat', backend: 'llama', path: gguf, contextSize: 256, sequences: 1, maxQueue: 0 },
     ]);
     local = await startSwitchyard({ encoder: { versions: { 1: encoder({ layers: 1, dModel: 32, heads: 2, seqLen: 32, ffn: 64, vocab: 300 }) } } }, {
@@ -248,6 +248,9 @@ describe('OpenAI-compatible API', () => {
     await admin('/api/v1/tenants', { name: 'tokens', tier: 'unlimited', limits: { tpm: 200 } });
     const key = (await admin('/api/v1/tenants/tokens/keys', { scopes: ['infer', 'read'] }))['key'] as string;
     const tenant = new OpenAI({ baseURL: `${local.url}/v1`, apiKey: key, maxRetries: 0 });
+    // A model listed for other tenants only does not exist for this one.
+    assert.deepEqual((await collect(tenant.models.list())).map((m) => m.id).sort(), ['one-seat', 'tiny-chat']);
+    await assert.rejects(tenant.embeddings.create({ model: 'embed', input: 'x' }), (e: unknown) => e instanceof OpenAI.NotFoundError && e.code === 'model_not_found');
     const req = { model: 'tiny-chat', messages: [{ role: 'user' as const, content: 'hi' }], max_tokens: 40 };
     const first = await tenant.chat.completions.create(req).withResponse();
     assert.equal(first.response.headers.get('x-ratelimit-limit-tokens'), '200');

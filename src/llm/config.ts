@@ -41,6 +41,8 @@ const Common = {
   /** max_tokens when a request gives none (also what the token limit reserves for it). */
   defaultMaxTokens: z.int().positive().default(256),
   pricing: Pricing.optional(),
+  /** Tenants that may see and call the model (platform keys always can); absent: every tenant. */
+  tenants: z.array(z.string().min(1)).optional(),
 };
 
 export const LlamaModelSchema = z.strictObject({

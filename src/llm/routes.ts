@@ -123,9 +123,15 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
   });
   app.setNotFoundHandler((req, reply) => sendError(reply, new LlmError(404, `Invalid URL (${req.method} ${req.url.split('?')[0]})`, { code: 'unknown_url' })));
 
-  const modelOrThrow = (name: string): LlmModel => {
+  /** A model the request's tenant may use; anything else is 404, exactly as a model that does not exist. */
+  const visible = (req: FastifyRequest, m: LlmModel): boolean => {
+    const allowed = m.config.tenants;
+    const tenant = opts.tenantOf(req);
+    return allowed === undefined || tenant === '' || allowed.includes(tenant);
+  };
+  const modelOrThrow = (req: FastifyRequest, name: string): LlmModel => {
     const m = service.get(name);
-    if (!m) throw new LlmError(404, `The model '${name}' does not exist or you do not have access to it.`, { param: 'model', code: 'model_not_found' });
+    if (!m || !visible(req, m)) throw new LlmError(404, `The model '${name}' does not exist or you do not have access to it.`, { param: 'model', code: 'model_not_found' });
     return m;
   };
   const unsupported = (m: LlmModel, what: string): LlmError =>
@@ -158,7 +164,7 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
     const started = performance.now();
     const endpoint: Endpoint = kind === 'chat' ? 'chat.completions' : 'completions';
     const p: ParsedGeneration = kind === 'chat' ? parseChat(req.body) : parseCompletion(req.body);
-    const m = modelOrThrow(p.model);
+    const m = modelOrThrow(req, p.model);
     if (kind === 'chat' ? !m.backend.capabilities.chat : !m.backend.capabilities.completions) throw unsupported(m, kind === 'chat' ? 'chat completions' : 'completions');
     const g: GenerationRequest = {
       kind, model: m.name, messages: p.messages, prompt: p.prompt, params: p.params, body: req.body as Record<string, unknown>,
@@ -243,12 +249,12 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
     return reply;
   }
 
-  app.get('/models', async () => ({
+  app.get('/models', async (req) => ({
     object: 'list',
-    data: service.list().map((m) => ({ id: m.name, object: 'model', created: m.created, owned_by: m.config.ownedBy })),
+    data: service.list().filter((m) => visible(req, m)).map((m) => ({ id: m.name, object: 'model', created: m.created, owned_by: m.config.ownedBy })),
   }));
   app.get('/models/*', async (req) => {
-    const m = modelOrThrow((req.params as Record<string, string>)['*'] ?? '');
+    const m = modelOrThrow(req, (req.params as Record<string, string>)['*'] ?? '');
     return { id: m.name, object: 'model', created: m.created, owned_by: m.config.ownedBy };
   });
   app.post('/chat/completions', (req, reply) => generate('chat', req, reply));
@@ -256,7 +262,7 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
   app.post('/embeddings', async (req, reply) => {
     const started = performance.now();
     const p = parseEmbedding(req.body);
-    const m = modelOrThrow(p.model);
+    const m = modelOrThrow(req, p.model);
     if (!m.backend.capabilities.embeddings) throw unsupported(m, 'embeddings');
     const estimated = roughTokens(p.input);
     const reservation = await admit(req, reply, m, estimated).catch((e: unknown) => {
