@@ -1,16 +1,19 @@
 /**
  * The prediction log: tensor → JSON conversion per datatype, sampling, the bounded non-blocking buffer, batched
  * flushes, a failing sink (request path unaffected, failures counted and logged once per 10 s, retries bounded,
- * a record the sink refuses dropped), the database sink on SQLite and Postgres (filters, time range, limit,
- * order, prune), the JSONL sink (rotation by size and UTC day, maxFiles, queries across files and restarts,
+ * a record the sink refuses dropped), the database sink on SQLite (in memory, and a file through its writer
+ * thread: conversion there, failed inserts and a thread failing at start, close) and Postgres (filters, time range,
+ * limit, order, prune), the JSONL sink (rotation by size and UTC day, maxFiles, queries across files and restarts,
  * cut-off lines, prune) and the JSONL / CSV exports.
  * Postgres must be reachable in CI (CI=true); elsewhere its suite is skipped with a message when it is not.
  */
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { appendFile, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import { isSwitchyardError } from '../src/errors.js';
 import { DatabasePredictionSink, JsonlPredictionSink } from '../src/monitoring/log-sinks.js';
@@ -414,6 +417,7 @@ function databaseSuite(name: string, url: () => Promise<{ url: string; drop(): P
       const stored = await d.db.selectFrom('prediction_log').select('inputs').executeTakeFirstOrThrow();
       const kinds = (JSON.parse(stored.inputs) as Record<string, unknown>[]).map((x) => ('b64' in x ? 'packed' : 'json'));
       assert.deepEqual(kinds, ['packed', 'packed', 'packed', 'packed', 'packed', 'json', 'json', 'json']);
+      await sink.close();
     }));
 
     it('writes batches (chunked inserts), queries by model/version/time range/limit ascending, prunes', () => withDb(async (d) => {
@@ -450,7 +454,106 @@ function databaseSuite(name: string, url: () => Promise<{ url: string; drop(): P
   });
 }
 
+/** A SQLite database file in a fresh directory (the database sink writes it through its writer thread). */
+async function sqliteFile(): Promise<{ url: string; file: string; drop(): Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'sy-predlog-db-'));
+  const file = join(dir, 'meta.db');
+  return { url: `sqlite:${file}`, file, drop: () => rm(dir, { recursive: true, force: true }) };
+}
+
 databaseSuite('SQLite', async () => ({ url: 'sqlite::memory:', drop: async () => undefined }));
+databaseSuite('a SQLite file (writer thread)', sqliteFile);
+
+describe('DatabasePredictionSink: the SQLite writer thread', () => {
+  const withFile = async (fn: (d: Database, file: string) => Promise<void>): Promise<void> => {
+    const target = await sqliteFile();
+    const d = await openDatabase(target.url);
+    try {
+      await fn(d, target.file);
+    } finally {
+      await d.close();
+      await target.drop();
+    }
+  };
+  const rename = (from: string, to: string) => (d: Database) => sql`ALTER TABLE ${sql.table(from)} RENAME TO ${sql.table(to)}`.execute(d.db);
+  const setAside = rename('prediction_log', 'prediction_log_aside');
+  const putBack = rename('prediction_log_aside', 'prediction_log');
+  const stored = (d: Database) => d.db.selectFrom('prediction_log').select(['request_id', 'inputs', 'outputs']).orderBy('id').execute();
+
+  it('converts buffered records (every datatype, views, truncation) as the main thread does; rows are queryable', () => withFile(async (d) => {
+    const t = (name: string, datatype: V2Datatype, shape: number[], data: unknown) => ({ name, tensor: { dtype: DTYPES[datatype], shape, data: data as never } });
+    const inputs = [
+      t('f32', 'FP32', [1, 3], Float32Array.of(0.1, Number.NaN, Number.NEGATIVE_INFINITY)),
+      t('u8', 'UINT8', [3], Uint8Array.of(0, 255, 7)), // 3 bytes: the next tensor's elements start 8-aligned
+      t('f64', 'FP64', [2], Float64Array.of(-0, Math.PI)),
+      t('f16', 'FP16', [2], Uint16Array.of(0x3c00, 0x7e00)),
+      t('i64', 'INT64', [2], BigInt64Array.of(-5n, 9007199254740993n)),
+      t('b', 'BOOL', [2], Uint8Array.of(1, 0)),
+      t('s', 'BYTES', [2], ['a', 'b,"c\n']),
+      t('big', 'FP32', [1, 9], new Float32Array(9)), // beyond maxElements: shape only
+    ];
+    const scores = Float32Array.of(9, 8, 7); // a batch's output: each request's is a view into it
+    const logged = (i: number) => input(i, { inputs, outputs: [t('y', 'FP32', [1, 1], scores.subarray(i, i + 1))] });
+    const memory = await openDatabase('sqlite::memory:');
+    try {
+      for (const db of [d, memory]) {
+        const log = new PredictionLog({ sink: new DatabasePredictionSink(db), flushMs: MANUAL, retentionMs: Infinity, maxElements: 8 });
+        for (let i = 0; i < 3; i++) log.record(logged(i));
+        await log.flush();
+        assert.equal(log.written, 3);
+        const expected = [0, 1, 2].map((i) => ({
+          at: new Date(T0 + i).toISOString(), model: 'm', version: 1, tenant: 'acme', arm: null, requestId: `r${i}`, latencyMs: 1.5,
+          inputs: inputs.map((x) => tensorJson(x.name, x.tensor, 8)), outputs: [{ name: 'y', datatype: 'FP32', shape: [1, 1], data: [9 - i] }],
+        }));
+        assert.deepEqual(await log.query({}), expected);
+        await log.close();
+      }
+      assert.deepEqual(await stored(d), await stored(memory), 'the same rows as converted and inserted on the main thread');
+    } finally {
+      await memory.close();
+    }
+  }));
+
+  it('a failed insert rejects the write: the log counts the failure, keeps the records and writes them later', () => withFile(async (d) => {
+    const log = new PredictionLog({ sink: new DatabasePredictionSink(d), flushMs: MANUAL, retentionMs: Infinity });
+    log.record(input(0));
+    await log.flush(); // the thread is up
+    await setAside(d);
+    for (let i = 1; i <= 3; i++) log.record(input(i));
+    await assert.rejects(log.flush(), (e) => isSwitchyardError(e) && e.code === 'SY_ERR_INTERNAL' && /no such table: prediction_log/.test(e.message));
+    assert.deepEqual([log.failures, log.pending, log.written, log.dropped], [1, 3, 1, 0]);
+    await putBack(d);
+    await log.flush();
+    assert.deepEqual([log.failures, log.pending, log.written, log.dropped], [1, 0, 4, 0]);
+    assert.deepEqual((await log.query({})).map((r) => r.requestId), ['r0', 'r1', 'r2', 'r3']);
+    await log.close();
+  }));
+
+  it('a thread that fails at start rejects the write; the next write starts a new one; a bad record is refused', () => withFile(async (d) => {
+    const sink = new DatabasePredictionSink(d);
+    await setAside(d); // the thread cannot prepare its INSERT
+    await assert.rejects(sink.write([rec(1)]), (e) => isSwitchyardError(e) && e.code === 'SY_ERR_INTERNAL'
+      && /writer thread failed: SQLITE_ERROR: no such table: prediction_log/.test(e.message));
+    await putBack(d);
+    await sink.write([rec(2)]);
+    await assert.rejects(sink.write([rec(3, { at: 'yesterday' })]), (e) => isSwitchyardError(e) && e.code === 'SY_ERR_BAD_REQUEST');
+    assert.deepEqual((await sink.query({})).map((r) => r.requestId), ['r2']);
+    await sink.close();
+  }));
+
+  it('close waits for the writes begun before it, ends the thread (its connection closed) and refuses later writes', () => withFile(async (d, file) => {
+    const sink = new DatabasePredictionSink(d);
+    const all = dataset();
+    const writes = [sink.write(all.slice(0, 150)), sink.write(all.slice(150))];
+    await sink.close();
+    await Promise.all(writes);
+    assert.equal((await sink.query({ limit: 1000 })).length, 300);
+    await assert.rejects(sink.write([rec(1)]), (e) => isSwitchyardError(e) && /sink is closed/.test(e.message));
+    await d.close();
+    // SQLite removes the WAL when its last connection closes: the thread's is closed too.
+    assert.equal(existsSync(`${file}-wal`), false);
+  }));
+});
 
 const pgDown = await postgresReachable();
 const inCi = process.env['CI'] === 'true';

@@ -13,8 +13,9 @@
  * ```
  *
  * The request path (`sample`, `record`) is synchronous, does no I/O and never throws. Tensors are kept as the
- * caller's copies and converted at flush; tensors with more than `maxElements` elements are reduced to their
- * shape at `record` time (`truncated: true`), so a buffered record holds at most that many elements per tensor.
+ * caller's copies and converted at flush (by the sink, off the event loop, when it has `writeBuffered`: the
+ * database sink on SQLite); tensors with more than `maxElements` elements are reduced to their shape at `record`
+ * time (`truncated: true`), so a buffered record holds at most that many elements per tensor.
  *
  * Write failures: the batch goes back to the queue and is retried by the next flush; the queue stays bounded by
  * `maxBuffer` (new records are dropped while it is full). A record whose batch failed 3 times is then written on
@@ -188,6 +189,11 @@ export interface PredictionSink {
   readonly kind: 'database' | 'jsonl';
   /** All or nothing where the store allows it (the database sink: one transaction). */
   write(batch: readonly PredictionRecord[]): Promise<void>;
+  /**
+   * Optional: `write` from the buffered form (tensors still typed arrays), the sink converting with
+   * {@link toRecord} itself, e.g. on another thread. The log calls it instead of `write` when present.
+   */
+  writeBuffered?(batch: readonly BufferedPrediction[]): Promise<void>;
   query(q: PredictionQuery): Promise<PredictionRecord[]>;
   /** Delete what is older than `olderThanMs` (a cutoff, epoch ms); returns how many records (database) or files (JSONL) went. */
   prune(olderThanMs: number): Promise<number>;
@@ -234,10 +240,12 @@ export function normalizeQuery(q: PredictionQuery): NormalizedQuery {
   };
 }
 
-/** A tensor as buffered: the caller's copy, or already reduced to its shape. */
-type HeldTensor = { readonly name: string; readonly tensor: Tensor } | TensorJson;
+/** A tensor as buffered: the caller's copy, or already reduced to its shape (more than `maxElements`). */
+export type BufferedTensor = { readonly name: string; readonly tensor: Tensor } | TensorJson;
 
-interface Held {
+/** A prediction as the log buffers it until written (see {@link toRecord}). */
+export interface BufferedPrediction {
+  /** Epoch ms. */
   readonly at: number;
   readonly model: string;
   readonly version: number;
@@ -245,13 +253,13 @@ interface Held {
   readonly arm: string | null;
   readonly requestId: string;
   readonly latencyMs: number;
-  readonly inputs: readonly HeldTensor[];
-  readonly outputs: readonly HeldTensor[];
+  readonly inputs: readonly BufferedTensor[];
+  readonly outputs: readonly BufferedTensor[];
 }
 
 interface Item {
-  /** Until converted (at its first flush). */
-  held: Held | null;
+  /** Until converted (at its first flush, unless the sink takes the buffered form). */
+  held: BufferedPrediction | null;
   rec: PredictionRecord | null;
   /** Failed writes so far. */
   attempts: number;
@@ -261,6 +269,24 @@ interface Item {
 
 function finiteOr(v: unknown, fallback: number): number {
   return typeof v === 'number' && Number.isFinite(v) ? v : fallback;
+}
+
+/** A buffered prediction in storage form: numeric tensors packed from their typed arrays (sinks store it as is; queries unpack). */
+export function toRecord(h: BufferedPrediction): PredictionRecord {
+  // Tensors beyond maxElements were reduced when buffered: the rest is kept whole.
+  const json = (list: readonly BufferedTensor[]): TensorJson[] => list.map((t) => ('tensor' in t ? packTensor(t.name, t.tensor, Infinity) : t));
+  const at = finiteOr(h.at, Date.now());
+  return {
+    at: new Date(at).toISOString(),
+    model: String(h.model),
+    version: finiteOr(h.version, 0),
+    tenant: String(h.tenant ?? ''),
+    arm: h.arm === null || h.arm === undefined ? null : String(h.arm),
+    requestId: String(h.requestId ?? ''),
+    latencyMs: finiteOr(h.latencyMs, 0),
+    inputs: json(h.inputs),
+    outputs: json(h.outputs),
+  };
 }
 
 /**
@@ -369,7 +395,7 @@ export class PredictionLog {
         this.#dropped++;
         return;
       }
-      const held: Held = {
+      const held: BufferedPrediction = {
         at: p.at ?? Date.now(),
         model: p.model, version: p.version, tenant: p.tenant, arm: p.arm, requestId: p.requestId, latencyMs: p.latencyMs,
         inputs: this.#hold(p.inputs), outputs: this.#hold(p.outputs),
@@ -431,8 +457,8 @@ export class PredictionLog {
     return this.#closing;
   }
 
-  #hold(list: PredictionInput['inputs']): HeldTensor[] {
-    const out = new Array<HeldTensor>(list.length);
+  #hold(list: PredictionInput['inputs']): BufferedTensor[] {
+    const out = new Array<BufferedTensor>(list.length);
     for (let i = 0; i < list.length; i++) {
       const { name, tensor } = list[i]!;
       out[i] = tensor.data.length > this.#maxElements ? tensorJson(name, tensor, this.#maxElements) : { name, tensor };
@@ -463,22 +489,22 @@ export class PredictionLog {
     this.#suppressed = 0;
   }
 
-  #convert(h: Held): PredictionRecord {
-    // Straight to the storage form: numeric tensors packed from their typed arrays (sinks store it as is; queries unpack).
-    const json = (list: readonly HeldTensor[]): TensorJson[] =>
-      list.map((t) => ('tensor' in t ? packTensor(t.name, t.tensor, this.#maxElements) : t));
-    const at = finiteOr(h.at, Date.now());
-    return {
-      at: new Date(at).toISOString(),
-      model: String(h.model),
-      version: finiteOr(h.version, 0),
-      tenant: String(h.tenant ?? ''),
-      arm: h.arm === null || h.arm === undefined ? null : String(h.arm),
-      requestId: String(h.requestId ?? ''),
-      latencyMs: finiteOr(h.latencyMs, 0),
-      inputs: json(h.inputs),
-      outputs: json(h.outputs),
-    };
+  /** The items in storage form (converted once, at their first flush); one that cannot be converted is dropped. */
+  #converted(batch: readonly Item[]): Item[] {
+    const items: Item[] = [];
+    for (const it of batch) {
+      try {
+        if (it.rec === null) {
+          it.rec = toRecord(it.held!);
+          it.held = null;
+        }
+        items.push(it);
+      } catch (e) {
+        this.#dropped++;
+        this.#error({ err: e }, 'prediction log record could not be converted; dropped');
+      }
+    }
+    return items;
   }
 
   /**
@@ -513,29 +539,17 @@ export class PredictionLog {
       while (this.#queue.length > 0 && failures < MAX_FAILURES_PER_FLUSH) {
         const batch = this.#take();
         this.#inflight = batch.length;
-        const items: Item[] = [];
-        const records: PredictionRecord[] = [];
-        for (const it of batch) {
-          try {
-            if (it.rec === null) {
-              it.rec = this.#convert(it.held as Held);
-              it.held = null;
-            }
-            items.push(it);
-            records.push(it.rec);
-          } catch (e) {
-            this.#dropped++;
-            this.#error({ err: e }, 'prediction log record could not be converted; dropped');
-          }
-        }
+        const items = this.#sink.writeBuffered === undefined ? this.#converted(batch) : batch;
         try {
-          if (records.length > 0) {
-            await this.#sink.write(records);
+          if (items.length > 0) {
+            await (this.#sink.writeBuffered === undefined
+              ? this.#sink.write(items.map((it) => it.rec!))
+              : this.#sink.writeBuffered(items.map((it) => it.held!)));
             anyOk = true;
-            this.#written += records.length;
+            this.#written += items.length;
           }
-          // Let requests run between batches: a synchronous sink (SQLite) would otherwise hold the event loop
-          // for the whole queue.
+          // Let requests run between batches: a synchronous sink (SQLite in memory) would otherwise hold the
+          // event loop for the whole queue.
           if (this.#queue.length > 0) await new Promise<void>((r) => setImmediate(r));
         } catch (e) {
           failures++;
