@@ -26,21 +26,57 @@ import {
   type TokenEstimate, type Usage,
 } from '../types.js';
 
-type NodeLlamaCpp = typeof import('node-llama-cpp');
-type Llama = Awaited<ReturnType<NodeLlamaCpp['getLlama']>>;
-type LlamaModel = Awaited<ReturnType<Llama['loadModel']>>;
-type LlamaContext = Awaited<ReturnType<LlamaModel['createContext']>>;
-type LlamaSequence = ReturnType<LlamaContext['getSequence']>;
-type Token = LlamaSequence['contextTokens'][number];
-type ChatWrapper = ReturnType<NodeLlamaCpp['resolveChatWrapper']> & object;
-type HistoryItem = Parameters<ChatWrapper['generateContextState']>[0]['chatHistory'][number];
+/*
+ * The part of node-llama-cpp's API used here, declared locally: the package is optional, so the build must not
+ * need its type declarations (an install with --omit=optional still compiles).
+ */
+type Token = number;
+interface LlamaSequence {
+  readonly contextTokens: readonly Token[];
+  readonly nextTokenIndex: number;
+  clearHistory(): Promise<void>;
+  eraseContextTokenRanges(ranges: Array<{ start: number; end: number }>): Promise<void>;
+  evaluate(tokens: Token[], options: { temperature?: number; topP?: number; seed?: number }): AsyncGenerator<Token, void, void>;
+}
+interface LlamaContext {
+  readonly contextSize: number;
+  getSequence(): LlamaSequence;
+  dispose(): Promise<void>;
+}
+interface LlamaModel {
+  readonly trainContextSize: number;
+  readonly fileInfo: { readonly metadata: unknown };
+  readonly tokens: { readonly bos: Token | null };
+  readonly tokenizer: unknown;
+  tokenize(text: string, specialTokens?: boolean): Token[];
+  detokenize(tokens: readonly Token[], specialTokens?: boolean, lastTokens?: readonly Token[]): string;
+  isEogToken(token: Token | undefined): boolean;
+  createContext(options: { sequences: number; contextSize: number; threads: number }): Promise<LlamaContext>;
+  dispose(): Promise<void>;
+}
+interface Llama {
+  loadModel(options: { modelPath: string; gpuLayers: number | 'auto' }): Promise<LlamaModel>;
+}
+type HistoryItem = { type: 'system'; text: string } | { type: 'user'; text: string } | { type: 'model'; response: string[] };
+interface ChatWrapper {
+  readonly wrapperName: string;
+  generateContextState(options: { chatHistory: HistoryItem[] }): { contextText: { tokenize(tokenizer: unknown): Token[] } };
+}
+interface NodeLlamaCpp {
+  getLlama(options: { gpu: LlamaModelConfig['gpu']; build: 'never'; logLevel: unknown; progressLogs: boolean }): Promise<Llama>;
+  readonly LlamaLogLevel: { readonly error: unknown };
+  resolveChatWrapper(model: LlamaModel): ChatWrapper;
+}
+
+/** The package name in a variable: loaded at run time only, never resolved by the compiler. */
+const PACKAGE = 'node-llama-cpp';
 
 /** Once per process: the native bindings (CPU, or the GPU a model asks for). */
 const llamas = new Map<string, Promise<Llama>>();
 
 async function loadBindings(): Promise<NodeLlamaCpp> {
   try {
-    return await import('node-llama-cpp');
+    return await import(PACKAGE) as NodeLlamaCpp;
   } catch (e) {
     throw err('SY_ERR_CONFIG_INVALID', 'a "backend: llama" model needs the optional package node-llama-cpp, which is not installed (npm install node-llama-cpp)', { cause: e });
   }
