@@ -6,11 +6,8 @@
  * the machinery the tenancy usage meter uses (src/storage/hourly-counters.ts): replicas flush into one database
  * and the counts add up, a failed flush keeps its deltas for the next one, and reads include unflushed deltas.
  */
-import type { Kysely } from 'kysely';
-import type { Logger } from 'pino';
 import type { Counter, Registry } from 'prom-client';
-import type { DB } from '../storage/index.js';
-import { amount, HourlyCounters, type CounterTable, type PeriodRange } from '../storage/hourly-counters.js';
+import { amount, HourlyCounters, type CounterTable, type MeterOptions, type PeriodRange } from '../storage/hourly-counters.js';
 import { flushFailureCounter, registeredCounter } from '../tenancy/usage.js';
 
 /** One finished LLM API request. */
@@ -48,19 +45,8 @@ export interface LlmUsageQuery extends PeriodRange {
   model?: string;
 }
 
-export interface LlmUsageMeterOptions {
-  db: Kysely<DB>;
-  /** How often pending deltas are written. Must be a positive number. @default 10000 @unit milliseconds */
-  flushIntervalMs?: number;
-  logger?: Logger;
-  /**
-   * When given, `switchyard_llm_tokens_total{tenant,model,kind}` and `switchyard_llm_spend_total{tenant,model}`
-   * are registered here (re-used if already registered).
-   */
-  metrics?: Registry;
-  /** Clock, epoch ms. @default Date.now */
-  now?: () => number;
-}
+/** Metrics: `switchyard_llm_tokens_total{tenant,model,kind}` and `switchyard_llm_spend_total{tenant,model}`. */
+export type LlmUsageMeterOptions = MeterOptions;
 
 const SEP = '\u0000';
 

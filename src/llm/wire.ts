@@ -8,6 +8,7 @@
  * send many optional fields, and an upstream may understand them.
  */
 import { z } from 'zod';
+import { toWireError } from '../api/reply-error.js';
 import { isSwitchyardError, type ErrorCode } from '../errors.js';
 import { LlmError, type ChatMessage, type SamplingParams } from './types.js';
 
@@ -146,24 +147,26 @@ const CODES: Partial<Record<ErrorCode, string>> = {
   SY_ERR_BODY_TOO_LARGE: 'request_too_large',
 };
 
-/** Any error as an LlmError: Switchyard's own (gateway), Fastify's (bad JSON, body too large) or unexpected ones (500, no internals). */
+/**
+ * Any error as an LlmError: Switchyard's own (gateway), Fastify's (bad JSON, body too large) or unexpected ones
+ * (500, no internals). Status, message and retry hint come from the server's one mapping (toWireError); this
+ * adds OpenAI's codes.
+ */
 export function toLlmError(e: unknown): LlmError {
   if (e instanceof LlmError) return e;
+  const w = toWireError(e);
   if (isSwitchyardError(e)) {
-    return new LlmError(e.status, e.message, {
+    return new LlmError(w.status, w.message, {
       code: CODES[e.code] ?? e.code.slice('SY_ERR_'.length).toLowerCase(),
-      retryAfterMs: e.retryAfterS === null ? null : e.retryAfterS * 1000,
+      retryAfterMs: w.retryAfterS === null ? null : w.retryAfterS * 1000,
     });
   }
-  const fe = e as Error & { code?: string; statusCode?: number };
-  if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new LlmError(413, 'request body is larger than the server limit (see --max-body-mb)', { code: 'request_too_large' });
-  if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
-    const bad = fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || fe instanceof SyntaxError;
-    return new LlmError(fe.statusCode, bad ? `We could not parse the JSON body of your request: ${fe.message}` : fe.message, {
-      code: bad ? 'invalid_json' : null,
-    });
-  }
-  return new LlmError(500, 'The server had an error while processing your request.', { code: 'internal_error' });
+  if (w.status >= 500) return new LlmError(500, 'The server had an error while processing your request.', { code: 'internal_error' });
+  const fe = e as Error & { code?: string };
+  const bad = fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || fe instanceof SyntaxError;
+  return new LlmError(w.status, bad ? `We could not parse the JSON body of your request: ${fe.message}` : w.message, {
+    code: bad ? 'invalid_json' : w.status === 413 ? 'request_too_large' : null,
+  });
 }
 
 /** Headers for an error response: retry-after (seconds) and retry-after-ms, plus the error's own. */

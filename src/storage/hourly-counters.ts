@@ -22,6 +22,7 @@
  */
 import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
 import { err } from '../errors.js';
 import type { DB } from './database.js';
 
@@ -54,6 +55,18 @@ export interface PeriodRange {
   to?: number;
   /** @default 'hour' */
   groupBy?: GroupBy;
+}
+
+/** What a meter built on HourlyCounters is constructed with (the tenancy and LLM usage meters). */
+export interface MeterOptions {
+  db: Kysely<DB>;
+  /** How often pending deltas are written. Must be a positive number. @default 10000 @unit milliseconds */
+  flushIntervalMs?: number;
+  logger?: Logger;
+  /** When given, the meter's Prometheus counters are registered here (re-used if another meter already registered them). */
+  metrics?: Registry;
+  /** Clock, epoch ms. @default Date.now */
+  now?: () => number;
 }
 
 export interface HourlyCountersOptions<R extends PeriodRow> {

@@ -6,12 +6,9 @@
  * the flushed rows with this replica's unflushed deltas. The machinery (flush, retry, reads) is
  * src/storage/hourly-counters.ts, shared with the LLM usage meter.
  */
-import type { Kysely } from 'kysely';
-import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
 import { err } from '../errors.js';
-import type { DB } from '../storage/index.js';
-import { amount, HourlyCounters, type CounterTable, type PeriodRange } from '../storage/hourly-counters.js';
+import { amount, HourlyCounters, type CounterTable, type MeterOptions, type PeriodRange } from '../storage/hourly-counters.js';
 
 export { DAY_MS, HOUR_MS } from '../storage/hourly-counters.js';
 
@@ -52,20 +49,8 @@ export interface UsageQuery extends PeriodRange {
   version?: number;
 }
 
-export interface UsageMeterOptions {
-  db: Kysely<DB>;
-  /**
-   * How often pending deltas are written. Must be a positive number.
-   * @default 10000
-   * @unit milliseconds
-   */
-  flushIntervalMs?: number;
-  logger?: Logger;
-  /** When given, per-tenant counters are registered here (re-used if another meter already registered them). */
-  metrics?: Registry;
-  /** Clock, epoch ms. @default Date.now */
-  now?: () => number;
-}
+/** Metrics: `switchyard_tenant_*` counters. */
+export type UsageMeterOptions = MeterOptions;
 
 const SEP = '\u0000';
 

@@ -8,6 +8,7 @@ import type { FastifyInstance } from 'fastify';
 import type { LlmUsageMeter } from '../../llm/usage.js';
 import { strictValidation } from './routes.js';
 import * as S from './schemas.js';
+import { usageRangeProperties } from './tenancy-schemas.js';
 import { scopedRange } from './tenancy.js';
 
 export interface LlmAdminRoutesOptions {
@@ -22,9 +23,7 @@ const llmUsageQuery = {
   properties: {
     tenant: { type: 'string' },
     model: { type: 'string', description: 'The model name clients send in "model".' },
-    from: { type: 'string', description: 'ISO time, inclusive (hour buckets).' },
-    to: { type: 'string', description: 'ISO time, exclusive.' },
-    group_by: { type: 'string', enum: ['hour', 'day', 'total'], default: 'hour' },
+    ...usageRangeProperties,
   },
 } as const;
 

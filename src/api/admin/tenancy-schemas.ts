@@ -141,6 +141,13 @@ export const shareParams = {
   properties: { name: str('Model name.'), tenant: str('Tenant name, or "*" for every tenant.') },
 } as const;
 
+/** The time range and grouping of the usage endpoints (inference and LLM usage). */
+export const usageRangeProperties = {
+  from: { type: 'string', description: 'ISO time, inclusive (hour buckets).' },
+  to: { type: 'string', description: 'ISO time, exclusive.' },
+  group_by: { type: 'string', enum: ['hour', 'day', 'total'], default: 'hour' },
+} as const;
+
 export const usageQuery = {
   type: 'object',
   additionalProperties: false,
@@ -148,9 +155,7 @@ export const usageQuery = {
     tenant: { type: 'string' },
     model: { type: 'string' },
     version: { type: 'integer', minimum: 1 },
-    from: { type: 'string', description: 'ISO time, inclusive (hour buckets).' },
-    to: { type: 'string', description: 'ISO time, exclusive.' },
-    group_by: { type: 'string', enum: ['hour', 'day', 'total'], default: 'hour' },
+    ...usageRangeProperties,
   },
 } as const;
 

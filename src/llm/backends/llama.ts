@@ -94,7 +94,7 @@ function llamaFor(lib: NodeLlamaCpp, gpu: LlamaModelConfig['gpu']): Promise<Llam
 }
 
 /** Default threads: leave a core for the HTTP server; llama.cpp's spin-waiting threads collapse when oversubscribed. */
-export function defaultThreads(): number {
+function defaultThreads(): number {
   return Math.max(1, availableParallelism() - 1);
 }
 
@@ -151,7 +151,7 @@ class SequencePool {
 interface Finished { finishReason: 'stop' | 'length'; completionTokens: number }
 
 /** Holds back text that could still turn into a stop sequence. */
-export class StopScanner {
+class StopScanner {
   readonly #stops: readonly string[];
   #held = '';
   stopped = false;
@@ -416,7 +416,7 @@ async function reusePrefix(seq: LlamaSequence, tokens: Token[]): Promise<Token[]
  * A stream whose first chunk has been produced: the generator is started, so its cleanup (`finally`) runs
  * even when the consumer stops before reading anything.
  */
-export async function primed(gen: AsyncGenerator<Record<string, unknown>>, usage: () => Usage | null): Promise<ChunkStream> {
+async function primed(gen: AsyncGenerator<Record<string, unknown>>, usage: () => Usage | null): Promise<ChunkStream> {
   let first: IteratorResult<Record<string, unknown>> | null = await gen.next();
   const iterator: AsyncIterator<Record<string, unknown>> = {
     next: () => {
@@ -440,6 +440,6 @@ function usageOf(prompt: number, completion: number): Usage {
   return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
 }
 
-export function responseId(kind: 'chat' | 'completion'): string {
+function responseId(kind: 'chat' | 'completion'): string {
   return `${kind === 'chat' ? 'chatcmpl' : 'cmpl'}-${randomUUID().replaceAll('-', '')}`;
 }
