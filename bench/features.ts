@@ -14,6 +14,7 @@ import { cpus, loadavg } from 'node:os';
 import { Redis } from 'ioredis';
 import { featureRead, MemoryOnlineStore, RedisOnlineStore } from '../src/features/online.js';
 import type { FeatureValue, OnlineStore, StoredRow } from '../src/features/types.js';
+import { fmt, Report } from './lib.js';
 
 const N = Number(process.env['BENCH_N'] ?? 20_000);
 const REDIS = process.env['BENCH_REDIS'] ?? 'redis://127.0.0.1:6379';
@@ -24,12 +25,8 @@ const TTL_SECONDS = 86_400;
 const VIEW = 'user_stats';
 const ENTITY = 'user_id=42';
 
-const lines: string[] = [];
-const say = (s: string): void => {
-  lines.push(s);
-  process.stdout.write(`${s}\n`);
-};
-const fmt = (n: number, d = 0): string => n.toFixed(d);
+const report = new Report();
+const say = report.say;
 const W = 60;
 
 /** 50 features: 40 float64, 5 int64, 5 string. */
@@ -164,7 +161,7 @@ try {
   say(`load average at end: ${load()}`);
   await mkdir('.bench', { recursive: true });
   await writeFile('.bench/features.json', `${JSON.stringify({ date: new Date().toISOString(), machine, redis: redisVersion, n: N, rounds: ROUNDS, results, targetP99Us: TARGET_P99_US, pass }, null, 2)}\n`);
-  await writeFile('.bench/features.txt', `${lines.join('\n')}\n`);
+  await report.save('.bench/features.txt');
   if (!pass) process.exitCode = 1;
 } finally {
   if (redis.status === 'ready') {

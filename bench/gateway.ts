@@ -12,7 +12,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mlp, writeModelRepository } from '../tools/onnx/zoo.js';
-import { sequentialLatency, startServer, stopServer, throughput } from './lib.js';
+import { fmt, Report, sequentialLatency, startServer, stopServer, throughput } from './lib.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 64);
@@ -22,12 +22,8 @@ const ADMIN = 'bench-gateway-admin-key-0123456789';
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const body = JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: Array.from({ length: 64 }, (_, i) => Math.sin(i) / 2) }] });
 
-const lines: string[] = [];
-const say = (s: string): void => {
-  lines.push(s);
-  process.stdout.write(`${s}\n`);
-};
-const fmt = (n: number, d = 0): string => n.toFixed(d);
+const report = new Report();
+const say = report.say;
 let port = 19_000 + Math.floor(Math.random() * 1000);
 
 interface Run { rps: number; p50: number }
@@ -79,7 +75,7 @@ try {
   say(`  Redis limits:      ${fmt(redis.rps / open.rps, 2)}x throughput, +${fmt(redis.p50 - open.p50, 3)} ms p50`);
   await mkdir('.bench', { recursive: true });
   await writeFile('.bench/gateway.json', `${JSON.stringify({ date: new Date().toISOString(), machine, seconds: SECONDS, connections: CONNECTIONS, open, memory, redis }, null, 2)}\n`);
-  await writeFile('.bench/gateway.txt', `${lines.join('\n')}\n`);
+  await report.save('.bench/gateway.txt');
 } finally {
   await rm(dir, { recursive: true, force: true });
 }

@@ -4,7 +4,7 @@
  * connections, and measure sequential (concurrency 1) latency with high-resolution timers.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
 import { once } from 'node:events';
 import autocannon from 'autocannon';
@@ -103,3 +103,23 @@ export const machineName = (): string => `${cpus()[0]?.model ?? 'unknown CPU'} Ã
 
 /** The 1, 5 and 15 minute load averages. */
 export const loadAverage = (): string => loadavg().map((x) => x.toFixed(2)).join(' ');
+
+/** Benchmark output: each line printed as it comes and kept, to be written to a file at the end. */
+export class Report {
+  readonly #lines: string[] = [];
+  readonly say = (s: string): void => {
+    this.#lines.push(s);
+    process.stdout.write(`${s}\n`);
+  };
+
+  /** Write every line said so far to `file`. */
+  async save(file: string): Promise<void> {
+    await writeFile(file, `${this.#lines.join('\n')}\n`);
+  }
+}
+
+/** `n` with `d` decimals. */
+export const fmt = (n: number, d = 0): string => n.toFixed(d);
+/** `n` with `d` decimals and an explicit sign. */
+export const signed = (n: number, d: number): string => `${n >= 0 ? '+' : ''}${n.toFixed(d)}`;
+

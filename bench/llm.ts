@@ -11,13 +11,13 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Client } from 'undici';
-import { loadAverage, machineName, startServer, stopServer, throughput } from './lib.js';
+import { loadAverage, machineName, Report, startServer, stopServer, throughput } from './lib.js';
 
 const N = Number(process.env['BENCH_LATENCY_N'] ?? 3000);
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
@@ -76,9 +76,8 @@ async function interleaved(direct: string, gateway: string, body: string): Promi
   return { direct: pct(da), gateway: pct(db) };
 }
 
-const say = (s: string): void => {
-  process.stdout.write(`${s}\n`);
-};
+const report = new Report();
+const say = report.say;
 const ms = (x: number): string => x.toFixed(3);
 
 const dir = await mkdtemp(join(tmpdir(), 'switchyard-bench-llm-'));
@@ -105,6 +104,8 @@ try {
   const d = await throughput(stubUrl, '/v1/chat/completions', plain, CONNECTIONS, SECONDS);
   const g = await throughput(sy.url, '/v1/chat/completions', plain, CONNECTIONS, SECONDS);
   say(`  direct ${d.rps.toFixed(0)} req/s, via Switchyard ${g.rps.toFixed(0)} req/s (${(g.rps / d.rps).toFixed(2)}x; the stub and the gateway share 2 vCPUs); errors ${d.errors + g.errors}, non-2xx ${d.non2xx + g.non2xx}`);
+  await mkdir('.bench', { recursive: true });
+  await report.save('.bench/llm.txt');
 } finally {
   await stopServer(sy);
   await stopServer(bare);

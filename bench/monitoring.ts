@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mlp, writeModelRepository } from '../tools/onnx/zoo.js';
-import { cpuUs, loadAverage, machineName, noisyMachineHeader, sequentialLatency, startServer, stopServer, throughput } from './lib.js';
+import { cpuUs, fmt, loadAverage, machineName, noisyMachineHeader, Report, sequentialLatency, signed, startServer, stopServer, throughput } from './lib.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 64);
@@ -29,13 +29,8 @@ const PROFILE_ROWS = 5000;
 /** The prediction log flushes every second. */
 const FLUSH_WAIT_MS = 1500;
 
-const lines: string[] = [];
-const say = (s: string): void => {
-  lines.push(s);
-  process.stdout.write(`${s}\n`);
-};
-const fmt = (n: number, d = 0): string => n.toFixed(d);
-const signed = (n: number, d: number): string => `${n >= 0 ? '+' : ''}${n.toFixed(d)}`;
+const report = new Report();
+const say = report.say;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const W = 47;
 let port = 21_000 + Math.floor(Math.random() * 1000);
@@ -196,7 +191,7 @@ try {
   say(`load average at end: ${loadAverage()}`);
   await mkdir('.bench', { recursive: true });
   await writeFile('.bench/monitoring.json', `${JSON.stringify({ date: new Date().toISOString(), machine: machineName(), seconds: SECONDS, connections: CONNECTIONS, latencyN: LATENCY_N, baseline: { start, end }, results: Object.fromEntries(results.map(([sc, r]) => [sc.name, r])), verdicts }, null, 2)}\n`);
-  await writeFile('.bench/monitoring.txt', `${lines.join('\n')}\n`);
+  await report.save('.bench/monitoring.txt');
 } finally {
   await rm(dir, { recursive: true, force: true });
 }

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mlp, writeModelRepository } from '../tools/onnx/zoo.js';
-import { cpuUs, loadAverage, machineName, noisyMachineHeader, sequentialLatency, startServer, stopServer, throughput } from './lib.js';
+import { cpuUs, fmt, loadAverage, machineName, noisyMachineHeader, Report, sequentialLatency, signed, startServer, stopServer, throughput } from './lib.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 64);
@@ -27,13 +27,8 @@ const PATH = '/v2/models/mlp/infer';
 /** autocannon sends the same headers on every request: one routing key for the whole sticky run. */
 const USER = 'bench-user-42';
 
-const lines: string[] = [];
-const say = (s: string): void => {
-  lines.push(s);
-  process.stdout.write(`${s}\n`);
-};
-const fmt = (n: number, d = 0): string => n.toFixed(d);
-const signed = (n: number, d: number): string => `${n >= 0 ? '+' : ''}${n.toFixed(d)}`;
+const report = new Report();
+const say = report.say;
 const W = 44;
 let port = 20_000 + Math.floor(Math.random() * 1000);
 
@@ -224,7 +219,7 @@ try {
   say(`load average at end: ${loadAverage()}`);
   await mkdir('.bench', { recursive: true });
   await writeFile('.bench/routing.json', `${JSON.stringify({ date: new Date().toISOString(), machine: machineName(), seconds: SECONDS, connections: CONNECTIONS, latencyN: LATENCY_N, baseline: { start, end }, results: Object.fromEntries(results) }, null, 2)}\n`);
-  await writeFile('.bench/routing.txt', `${lines.join('\n')}\n`);
+  await report.save('.bench/routing.txt');
 } finally {
   await rm(dir, { recursive: true, force: true });
 }

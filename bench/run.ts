@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
 import { encoder, mlp, writeModelRepository } from '../tools/onnx/zoo.js';
-import { sequentialLatency, startServer, stopServer, throughput, type Target } from './lib.js';
+import { fmt, Report, sequentialLatency, startServer, stopServer, throughput, type Target } from './lib.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 64);
@@ -29,12 +29,8 @@ const encBody = JSON.stringify({ inputs: [{ name: 'input_ids', datatype: 'INT64'
 
 let nextPort = 18_000 + Math.floor(Math.random() * 1000);
 const results: Record<string, unknown> = {};
-const lines: string[] = [];
-const say = (s: string): void => {
-  lines.push(s);
-  process.stdout.write(`${s}\n`);
-};
-const fmt = (n: number, d = 0): string => n.toFixed(d);
+const report = new Report();
+const say = report.say;
 
 async function measure(t: Target, path: string, body: string): Promise<number> {
   await throughput(t.url, path, body, CONNECTIONS, 2); // warm-up
@@ -122,7 +118,7 @@ try {
   if (ONLY !== 'mlp') await benchEncoder(dir);
   await mkdir('.bench', { recursive: true });
   await writeFile('.bench/results.json', `${JSON.stringify({ date: new Date().toISOString(), machine, seconds: SECONDS, connections: CONNECTIONS, ...results }, null, 2)}\n`);
-  await writeFile('.bench/results.txt', `${lines.join('\n')}\n`);
+  await report.save('.bench/results.txt');
 } finally {
   await rm(dir, { recursive: true, force: true });
 }
