@@ -211,6 +211,8 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
     let textChunks = 0;
     let lastText = 0;
     let outcome = 'success';
+    /** The stream's usage, or (upstream silent, client gone) the prompt estimate plus one token per text chunk. */
+    const usageSoFar = (): Usage => stream.usage ?? { ...estimated, completion_tokens: textChunks, total_tokens: estimated.prompt_tokens + textChunks };
     try {
       for await (const chunk of stream) {
         const json = chunkJson(chunk, m.name);
@@ -230,7 +232,7 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
         sse.end();
       } else {
         if (p.includeUsage) {
-          const usage = stream.usage ?? { ...estimated, completion_tokens: textChunks, total_tokens: estimated.prompt_tokens + textChunks };
+          const usage = usageSoFar();
           const head = last ?? {};
           const usageChunk: Record<string, unknown> = { id: head['id'], object: head['object'], created: head['created'], model: m.name, choices: [], usage };
           if (kind === 'chat') usageChunk['system_fingerprint'] = head['system_fingerprint'] ?? null;
@@ -244,8 +246,7 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
       req.log.warn({ err: e, model: m.name }, 'LLM stream failed after it started; sent an error event');
       sse.end(`data: ${JSON.stringify(le.body())}\n\n`);
     }
-    const usage = stream.usage ?? { ...estimated, completion_tokens: textChunks, total_tokens: estimated.prompt_tokens + textChunks };
-    finish(req, m, endpoint, started, reservation, usage, outcome);
+    finish(req, m, endpoint, started, reservation, usageSoFar(), outcome);
     return reply;
   }
 
