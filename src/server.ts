@@ -3,7 +3,6 @@
  * Builds the Switchyard HTTP server: Fastify with the V2 protocol plugin, /metrics, request ids on every
  * response, the V2 error shape for every error, and graceful shutdown that drains queued work.
  */
-import { randomUUID } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
@@ -14,6 +13,7 @@ import { routingAdminRoutes } from './api/admin/routing.js';
 import { tenancyRoutes } from './api/admin/tenancy.js';
 import { v2Routes } from './api/v2/routes.js';
 import { installErrorShape } from './api/reply-error.js';
+import { lazyChildLogger, requestIdGenerator } from './api/request-scope.js';
 import { authEnabled, checkExposure, type ServerConfig } from './config/server-config.js';
 import { ExperimentStore } from './experiments/store.js';
 import { ExperimentTracker } from './experiments/tracker.js';
@@ -70,8 +70,6 @@ export interface Switchyard {
   /** Stop admitting, drain queued requests, release models. Idempotent. */
   close(): Promise<void>;
 }
-
-const REQUEST_ID = /^[\w.:-]{1,128}$/;
 
 export function createLogger(level: ServerConfig['logLevel']): Logger {
   return pino({ level, base: { service: 'switchyard' }, redact: ['req.headers.authorization'] });
@@ -162,16 +160,15 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   });
   const modelExists = (name: string): Promise<boolean> => registry.getModel(name).then(() => true, () => false);
   const bodyLimit = Math.floor(config.maxBodyMb * 1024 * 1024);
+  const requestId = requestIdGenerator();
   const app = Fastify({
     loggerInstance: logger as FastifyBaseLogger,
     // No per-request info logging on the hot path; errors are logged by the error handler.
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit,
-    requestIdHeader: 'x-request-id',
-    genReqId: (req) => {
-      const h = req.headers['x-request-id'];
-      return typeof h === 'string' && REQUEST_ID.test(h) ? h : randomUUID();
-    },
+    requestIdHeader: false,
+    genReqId: (req) => requestId(req.headers['x-request-id']),
+    childLoggerFactory: lazyChildLogger,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
   });

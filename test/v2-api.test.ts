@@ -64,7 +64,12 @@ describe('V2 health and metadata', () => {
   it('every response carries an x-request-id, echoing a valid incoming one', async () => {
     const r = await srv.sy.app.inject({ url: '/v2', headers: { 'x-request-id': 'abc-123' } });
     assert.equal(r.headers['x-request-id'], 'abc-123');
-    assert.match(String((await srv.sy.app.inject('/v2/health/live')).headers['x-request-id']), /^[0-9a-f-]{36}$/);
+    const generated = /^[0-9a-f]{16}-[0-9a-f]{8,}$/;
+    assert.match(String((await srv.sy.app.inject('/v2/health/live')).headers['x-request-id']), generated);
+    // An id that is not a sane token (spaces, over 128 characters) is replaced, not echoed into headers and logs.
+    for (const bad of ['has spaces', 'x'.repeat(129)]) {
+      assert.match(String((await srv.sy.app.inject({ url: '/v2', headers: { 'x-request-id': bad } })).headers['x-request-id']), generated);
+    }
   });
 });
 

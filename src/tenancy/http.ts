@@ -1,6 +1,6 @@
 /**
  * @module
- * The gateway on the HTTP path, as root-level Fastify hooks: every route is classified once, when it is
+ * The gateway on the HTTP path, as route-level Fastify hooks: every route is classified once, when it is
  * registered (public, which scope, which route parameter names a model, rate-limited or not, audited or
  * not); then each request is authenticated, checked for model visibility (what a tenant cannot see is 404
  * exactly as if it did not exist), scope and limits, before its body is read. Control-plane changes are
@@ -176,17 +176,9 @@ export function installGateway(app: FastifyInstance, opts: GatewayHttpOptions): 
     name: 'switchyard_ratelimit_unchecked_total', help: 'Requests admitted without a limit check because the limit store was unreachable (fail open).', registers,
   });
   app.decorateRequest('principal', null);
-  app.addHook('onRoute', (route: RouteOptions) => {
-    const methods = Array.isArray(route.method) ? route.method : [route.method];
-    route.config = { ...route.config, access: classify(methods[0]!, route.url) };
-  });
 
-  app.addHook('onRequest', async (req, reply) => {
-    const rule = req.routeOptions.config?.access ?? AUTHENTICATED;
-    if (rule.public) return;
-    if (gateway.authRequired) reply.header('www-authenticate', 'Bearer');
-    const hint = req.headers[ACTOR_HEADER];
-    const p = await gateway.authenticate(req.headers.authorization, typeof hint === 'string' && hint.trim() ? hint.trim() : null);
+  /** The checks after authentication: visibility (404), tenant (404), scope (403), ownership (403), limits (429). */
+  const admit = (req: FastifyRequest, reply: FastifyReply, rule: AccessRule, p: Principal): Promise<void> | undefined => {
     req.principal = p;
     let model: string | null = null;
     let visible = false;
@@ -195,9 +187,18 @@ export function installGateway(app: FastifyInstance, opts: GatewayHttpOptions): 
       visible = model !== null && gateway.canSee(p, model);
       if (model !== null && !visible) {
         // Creating a new model in the tenant's own namespace is the one way to reach a model it cannot see.
-        if (!(rule.createsModel && gateway.inNamespace(p, model) && !(await modelExists(model)))) notVisible(rule, model);
+        if (!(rule.createsModel && gateway.inNamespace(p, model))) notVisible(rule, model);
+        const name = model;
+        return modelExists(name).then((exists) => {
+          if (exists) notVisible(rule, name);
+          return permit(req, reply, rule, p, name, false);
+        });
       }
     }
+    return permit(req, reply, rule, p, model, visible);
+  };
+
+  const permit = (req: FastifyRequest, reply: FastifyReply, rule: AccessRule, p: Principal, model: string | null, visible: boolean): Promise<void> | undefined => {
     if (rule.tenantParam !== null && p.kind === 'tenant') {
       const t = (req.params as Record<string, string>)[rule.tenantParam];
       if (t !== p.tenant.name) throw err('SY_ERR_TENANT_NOT_FOUND', `no tenant "${t}"`);
@@ -208,10 +209,10 @@ export function installGateway(app: FastifyInstance, opts: GatewayHttpOptions): 
     if (rule.mutatesModel && model !== null && visible && !gateway.owns(p, model)) {
       throw err('SY_ERR_FORBIDDEN', `model "${model}" is shared with tenant "${p.kind === 'tenant' ? p.tenant.name : ''}" read-only; only its owner can change it`);
     }
-    if (rule.limited && gateway.limiter && p.kind === 'tenant') {
-      const scopes = gateway.limitScopes(p, model);
-      if (scopes.length === 0) return;
-      const a = await gateway.limiter.admit(scopes);
+    if (!rule.limited || !gateway.limiter || p.kind !== 'tenant') return undefined;
+    const scopes = gateway.limitScopes(p, model);
+    if (scopes.length === 0) return undefined;
+    return gateway.limiter.admit(scopes).then((a) => {
       decision(p.tenant.name, a.allowed ? 'admitted' : a.reason ?? 'unavailable').inc();
       if (a.degraded) degraded.inc();
       setLimitHeaders(reply, a);
@@ -220,42 +221,74 @@ export function installGateway(app: FastifyInstance, opts: GatewayHttpOptions): 
         throw err(REJECTION[a.reason ?? 'unavailable'], rejectionMessage(a, p.tenant.name), { retryAfterS: Math.max(1, Math.ceil(a.retryAfterMs / 1000)) });
       }
       reply.raw.once('close', () => a.release());
+    });
+  };
+
+  /**
+   * The gateway's onRequest hook. Callback style, and synchronous when it can be (no key to load, no limit to
+   * check): an open or cached-key request costs no promise.
+   */
+  const authorize = (req: FastifyRequest, reply: FastifyReply, done: (e?: Error) => void): void => {
+    let pending: Promise<void> | undefined;
+    try {
+      const rule = req.routeOptions.config.access ?? AUTHENTICATED;
+      if (gateway.authRequired) reply.header('www-authenticate', 'Bearer');
+      const hint = req.headers[ACTOR_HEADER];
+      const p = gateway.authenticate(req.headers.authorization, typeof hint === 'string' && hint.trim() ? hint.trim() : null);
+      pending = p instanceof Promise ? p.then((q) => admit(req, reply, rule, q)) : admit(req, reply, rule, p);
+    } catch (e) {
+      done(e as Error);
+      return;
     }
-  });
+    if (pending === undefined) done();
+    else pending.then(() => done(), done);
+  };
 
   // Models a tenant creates are its own: record ownership before the client sees the 201.
-  app.addHook('onSend', async (req, reply, payload) => {
+  const recordOwner = async (req: FastifyRequest, reply: FastifyReply, payload: unknown): Promise<unknown> => {
     const p = req.principal;
     if (p?.kind !== 'tenant' || reply.statusCode !== 201) return payload;
-    const rule = req.routeOptions.config?.access;
+    const rule = req.routeOptions.config.access;
     let created: string | null = null;
     if (rule?.createsModel) created = (req.params as Record<string, string>)['name'] ?? null;
-    else if (req.method === 'POST' && req.routeOptions.url === '/api/v1/models') created = (req.body as { name?: string } | null)?.name ?? null;
+    else created = (req.body as { name?: string } | null)?.name ?? null;
     if (created !== null && !gateway.owns(p, created)) {
       await gateway.store.setOwner(created, p.tenant.name);
       await gateway.changed({ kind: 'access' });
     }
     return payload;
-  });
+  };
 
-  if (audit) {
-    app.addHook('onResponse', async (req, reply) => {
-      const rule = req.routeOptions.config?.access;
-      if (!rule?.audited) return;
-      const p = req.principal;
-      const params = req.params as Record<string, string> | undefined;
-      const target = params && Object.keys(params).length > 0 ? Object.entries(params).map(([k, v]) => `${k}=${v}`).join(' ') : null;
-      try {
-        await audit.append({
-          at: Date.now(), actor: p?.actor ?? 'unauthenticated', tenant: p?.kind === 'tenant' ? p.tenant.name : null,
-          action: `${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]}`, target, status: reply.statusCode,
-          ip: req.ip, userAgent: req.headers['user-agent'] ?? null, requestId: req.id, detail: null,
-        });
-      } catch (e) {
-        logger.error({ err: e, requestId: req.id }, 'audit log write failed');
-      }
-    });
-  }
+  // Control-plane changes are written to the audit log once answered.
+  const record = async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    const p = req.principal;
+    const params = req.params as Record<string, string> | undefined;
+    const target = params && Object.keys(params).length > 0 ? Object.entries(params).map(([k, v]) => `${k}=${v}`).join(' ') : null;
+    try {
+      await audit!.append({
+        at: Date.now(), actor: p?.actor ?? 'unauthenticated', tenant: p?.kind === 'tenant' ? p.tenant.name : null,
+        action: `${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]}`, target, status: reply.statusCode,
+        ip: req.ip, userAgent: req.headers['user-agent'] ?? null, requestId: req.id, detail: null,
+      });
+    } catch (e) {
+      logger.error({ err: e, requestId: req.id }, 'audit log write failed');
+    }
+  };
+
+  // Each route gets only the hooks its rule needs (route-level hooks: other routes pay nothing for them).
+  app.addHook('onRoute', (route: RouteOptions) => {
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    const rule = classify(methods[0]!, route.url);
+    route.config = { ...route.config, access: rule };
+    if (!rule.public) route.onRequest = [authorize, ...hooks(route.onRequest)];
+    if (rule.createsModel || (methods.includes('POST') && route.url === '/api/v1/models')) route.onSend = [...hooks(route.onSend), recordOwner];
+    if (audit && rule.audited) route.onResponse = [...hooks(route.onResponse), record];
+  });
+}
+
+/** A route option's hooks as an array. */
+function hooks<T>(h: T | T[] | undefined): T[] {
+  return h === undefined ? [] : Array.isArray(h) ? h : [h];
 }
 
 /** Tenant-created models: refuse a name outside the tenant's namespace (checked before the body is used). */

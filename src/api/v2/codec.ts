@@ -44,23 +44,32 @@ function parseShape(name: string, shape: unknown): number[] {
 }
 
 /**
- * Parse a V2 infer request body for model version `mv`.
- * @param headerLength the Inference-Header-Content-Length header (binary extension), or null for pure JSON.
+ * The JSON part of a V2 infer request body (all of it, or the first `headerLength` bytes with the binary
+ * extension), parsed once per request and shared by every version it is validated for.
  */
-export function parseInferRequest(body: Buffer, headerLength: number | null, mv: ModelVersion): InferRequest {
-  const sig = mv.signature;
-  if (!sig) throw err('SY_ERR_MODEL_NOT_READY', `model "${mv.model}" version ${mv.version} is not ready`, { retryAfterS: 1 });
+export function parseInferJson(body: Buffer, headerLength: number | null): Record<string, unknown> {
   if (headerLength !== null && headerLength > body.length) {
     bad(`Inference-Header-Content-Length ${headerLength} exceeds the body length ${body.length}`);
   }
-  const jsonEnd = headerLength ?? body.length;
   let req: unknown;
   try {
-    req = JSON.parse(body.toString('utf8', 0, jsonEnd));
+    req = JSON.parse(body.toString('utf8', 0, headerLength ?? body.length));
   } catch (e) {
     bad(`request body is not valid JSON: ${(e as Error).message}`);
   }
   if (!isObject(req)) bad('request body must be a JSON object');
+  return req;
+}
+
+/**
+ * Validate a parsed V2 infer request (from {@link parseInferJson}) against model version `mv`'s signature and
+ * decode its tensors (JSON `data`, or binary data that follows the JSON header in `body`).
+ * @param headerLength the Inference-Header-Content-Length header (binary extension), or null for pure JSON.
+ */
+export function parseInferRequest(req: Record<string, unknown>, body: Buffer, headerLength: number | null, mv: ModelVersion): InferRequest {
+  const sig = mv.signature;
+  if (!sig) throw err('SY_ERR_MODEL_NOT_READY', `model "${mv.model}" version ${mv.version} is not ready`, { retryAfterS: 1 });
+  const jsonEnd = headerLength ?? body.length;
   const { id, inputs, outputs, parameters } = req;
   if (id !== undefined && typeof id !== 'string') bad('"id" must be a string');
   if (parameters !== undefined && !isObject(parameters)) bad('"parameters" must be an object');

@@ -16,7 +16,7 @@ import type { Tensor } from '../../tensor/index.js';
 import { signatureJson, type ModelManager, type ModelVersion } from '../../serving/index.js';
 import { tensorSpecJson } from '../../runtimes/types.js';
 import { failureReason, sendError, toWireError } from '../reply-error.js';
-import { encodeInferResponse, parseInferRequest, type EncodedResponse, type InferRequest } from './codec.js';
+import { encodeInferResponse, parseInferJson, parseInferRequest, type EncodedResponse, type InferRequest } from './codec.js';
 
 const gunzipAsync = promisify(gunzip);
 const inflateAsync = promisify(inflate);
@@ -108,32 +108,38 @@ class InferContext {
 
   /** Whether the entity join ran (it runs once, for the first version attempted). */
   joined = false;
+  #json: Record<string, unknown> | null = null;
 
-  constructor(public body: Buffer, readonly headerLength: number | null, readonly timeoutUs: number, readonly cacheTtlMs: number) {}
+  constructor(readonly body: Buffer, readonly headerLength: number | null, readonly timeoutUs: number, readonly cacheTtlMs: number) {}
+
+  /** The request's JSON (header), parsed on first use: 400 when it is not a JSON object. */
+  get json(): Record<string, unknown> {
+    return (this.#json ??= parseInferJson(this.body, this.headerLength));
+  }
+
+  /** Whether the request asks for a feature join: a JSON request whose parameters list entities. */
+  wantsJoin(): boolean {
+    if (this.joined) return false;
+    this.joined = true;
+    const p = this.headerLength === null ? this.json['parameters'] : undefined;
+    return typeof p === 'object' && p !== null && (p as Record<string, unknown>)['entities'] !== undefined;
+  }
 
   /**
-   * Feature join: a JSON request whose `parameters.entities` lists one entity per row gets the input tensors
-   * the version's feature service fills (inputs the request sends itself are kept as sent).
+   * Feature join ({@link wantsJoin} first): the request's `parameters.entities` lists one entity per row; it gets
+   * the input tensors the version's feature service fills (inputs the request sends itself are kept as sent).
    */
   async join(mv: ModelVersion, features: NonNullable<V2Options['features']>): Promise<void> {
-    this.joined = true;
-    if (this.headerLength !== null || !this.body.includes('"entities"')) return;
-    let req: { inputs?: unknown; parameters?: { entities?: unknown } };
-    try {
-      req = JSON.parse(this.body.toString('utf8')) as typeof req;
-    } catch {
-      return; // the parser reports it
-    }
-    const entities = req.parameters?.entities;
-    if (entities === undefined) return;
+    const req = this.json;
+    const entities = (req['parameters'] as { entities: unknown }).entities;
     if (!Array.isArray(entities) || entities.length === 0 || !entities.every((e) => typeof e === 'object' && e !== null && !Array.isArray(e))) {
       throw err('SY_ERR_BAD_REQUEST', 'parameters.entities must be a non-empty array of join key objects, one per row (e.g. [{"user_id": 7}])');
     }
     const assembled = await features.assemble(mv.model, mv.version, entities as Record<string, unknown>[], mv.signature!.inputs.map(tensorSpecJson));
     if (assembled === null) throw err('SY_ERR_BAD_REQUEST', `parameters.entities: model "${mv.model}" version ${mv.label} has no feature service bound to its inputs`);
-    const own = Array.isArray(req.inputs) ? (req.inputs as { name?: unknown }[]) : [];
+    const own = Array.isArray(req['inputs']) ? (req['inputs'] as { name?: unknown }[]) : [];
     const sent = new Set(own.map((i) => i.name));
-    this.body = Buffer.from(JSON.stringify({ ...req, inputs: [...own, ...assembled.filter((t) => !sent.has(t.name))] }));
+    req['inputs'] = [...own, ...assembled.filter((t) => !sent.has(t.name))];
   }
 
   /** The V2 response, with routing parameters (which version and arm served, fallback, cache) when a policy is in play. */
@@ -152,7 +158,7 @@ class InferContext {
 
   parsedFor(mv: ModelVersion): InferRequest {
     for (const p of this.#parses) if (p.mv === mv || sameInputs(p.mv, mv)) return p.parsed;
-    const parsed = parseInferRequest(this.body, this.headerLength, mv);
+    const parsed = parseInferRequest(this.json, this.body, this.headerLength, mv);
     this.#parses.push({ mv, parsed });
     return parsed;
   }
@@ -197,7 +203,9 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
   const { manager } = opts;
   // Inference bodies are parsed by the codec (JSON, or JSON header + binary tensors): take raw bytes for any type.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: opts.bodyLimit }, (_req, body, done) => done(null, body));
+  // The usual types are named too: Fastify caches the parser of a named type, but parses the header of any other on every request.
+  const raw = (_req: FastifyRequest, body: Buffer, done: (e: Error | null, b: Buffer) => void): void => done(null, body);
+  for (const type of ['application/json', 'application/octet-stream', '*']) app.addContentTypeParser(type, { parseAs: 'buffer', bodyLimit: opts.bodyLimit }, raw);
 
   const serverMeta = JSON.stringify({ name: opts.serverName, version: opts.serverVersion, extensions: EXTENSIONS });
   const sendMeta = (_req: FastifyRequest, reply: FastifyReply): FastifyReply => reply.type('application/json').send(serverMeta);
@@ -262,7 +270,7 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
         await manager.acquire(mv); // not resident: load it (bounded wait)
         acquired = true;
       }
-      if (opts.features !== undefined && !ctx.joined) await ctx.join(mv, opts.features);
+      if (opts.features !== undefined && ctx.wantsJoin()) await ctx.join(mv, opts.features);
       parsed = ctx.parsedFor(mv);
       let key: string | null = null;
       if (cache !== null && ctx.cacheTtlMs > 0) {
@@ -326,7 +334,7 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
         } else if (policy!.needsParameters) {
           const first = router!.armVersion(served, policy!.arms[0]!);
           if (first.signature === null) await loadSignature(first); // needed to parse
-          if (first.signature !== null && opts.features !== undefined && !ctx.joined) await ctx.join(first, opts.features);
+          if (first.signature !== null && opts.features !== undefined && ctx.wantsJoin()) await ctx.join(first, opts.features);
           const p = first.signature === null ? null : ctx.parsedFor(first).parameters?.[policy!.keyParameter!];
           key = typeof p === 'string' ? p : typeof p === 'number' ? String(p) : undefined;
         }
