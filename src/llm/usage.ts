@@ -7,6 +7,7 @@
  * and the counts add up, a failed flush keeps its deltas for the next one, and reads include unflushed deltas.
  */
 import type { Counter, Registry } from 'prom-client';
+import type { HotCounter, HotCounterChild } from '../monitoring/hot-metrics.js';
 import { amount, HourlyCounters, type CounterTable, type MeterOptions, type PeriodRange } from '../storage/hourly-counters.js';
 import { flushFailureCounter, registeredCounter } from '../tenancy/usage.js';
 
@@ -60,14 +61,14 @@ const LLM_USAGE_TABLE: CounterTable<LlmUsageRow> = {
 };
 
 interface SeriesCounters {
-  prompt: ReturnType<Counter['labels']>;
-  completion: ReturnType<Counter['labels']>;
-  spend: ReturnType<Counter['labels']>;
+  prompt: HotCounterChild;
+  completion: HotCounterChild;
+  spend: HotCounterChild;
 }
 
 interface MeterCounters {
-  tokens: Counter;
-  spend: Counter;
+  tokens: HotCounter;
+  spend: HotCounter;
   flushFailures: Counter;
 }
 
@@ -147,9 +148,9 @@ export class LlmUsageMeter extends HourlyCounters<LlmUsageRow> {
     if (c === undefined) {
       const m = this.#counters as MeterCounters;
       c = {
-        prompt: m.tokens.labels(r.tenant, r.model, 'prompt'),
-        completion: m.tokens.labels(r.tenant, r.model, 'completion'),
-        spend: m.spend.labels(r.tenant, r.model),
+        prompt: m.tokens.child(r.tenant, r.model, 'prompt'),
+        completion: m.tokens.child(r.tenant, r.model, 'completion'),
+        spend: m.spend.child(r.tenant, r.model),
       };
       this.#series.set(series, c);
     }

@@ -10,6 +10,7 @@ import {
   type ShadowEvent, type UnloadEvent,
 } from '../events.js';
 import type { ResultCache } from '../routing/cache.js';
+import { HotCounter, HotHistogram, type HotCounterChild, type HotHistogramChild } from './hot-metrics.js';
 import type { TrafficRouter } from '../routing/router.js';
 import type { ModelManager } from '../serving/index.js';
 
@@ -35,13 +36,13 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
     }
   }
   const mv = ['model', 'version'] as const;
-  const success = new Counter({ name: 'switchyard_inference_success_total', help: 'Inference requests that succeeded.', labelNames: mv, registers: [registry] });
+  const success = new HotCounter({ name: 'switchyard_inference_success_total', help: 'Inference requests that succeeded.', labelNames: mv, registers: [registry] });
   const failure = new Counter({ name: 'switchyard_inference_failure_total', help: 'Inference requests that failed, by reason.', labelNames: [...mv, 'reason'], registers: [registry] });
-  const total = new Histogram({ name: 'switchyard_inference_request_duration_seconds', help: 'End-to-end inference request duration, from body received to response ready.', labelNames: mv, buckets: SECONDS, registers: [registry] });
-  const queue = new Histogram({ name: 'switchyard_inference_queue_duration_seconds', help: 'Time a request waited in the queue before its batch started.', labelNames: mv, buckets: SECONDS, registers: [registry] });
-  const compute = new Histogram({ name: 'switchyard_inference_compute_duration_seconds', help: 'Execution time of the batch a request ran in.', labelNames: mv, buckets: SECONDS, registers: [registry] });
-  const batchRows = new Histogram({ name: 'switchyard_batch_size_rows', help: 'Rows (dim 0) per executed batch.', labelNames: mv, buckets: ROWS, registers: [registry] });
-  const batchRequests = new Histogram({ name: 'switchyard_batch_size_requests', help: 'Requests per executed batch.', labelNames: mv, buckets: ROWS, registers: [registry] });
+  const total = new HotHistogram({ name: 'switchyard_inference_request_duration_seconds', help: 'End-to-end inference request duration, from body received to response ready.', labelNames: mv, buckets: SECONDS, registers: [registry] });
+  const queue = new HotHistogram({ name: 'switchyard_inference_queue_duration_seconds', help: 'Time a request waited in the queue before its batch started.', labelNames: mv, buckets: SECONDS, registers: [registry] });
+  const compute = new HotHistogram({ name: 'switchyard_inference_compute_duration_seconds', help: 'Execution time of the batch a request ran in.', labelNames: mv, buckets: SECONDS, registers: [registry] });
+  const batchRows = new HotHistogram({ name: 'switchyard_batch_size_rows', help: 'Rows (dim 0) per executed batch.', labelNames: mv, buckets: ROWS, registers: [registry] });
+  const batchRequests = new HotHistogram({ name: 'switchyard_batch_size_requests', help: 'Requests per executed batch.', labelNames: mv, buckets: ROWS, registers: [registry] });
   const loadTime = new Gauge({ name: 'switchyard_model_load_duration_seconds', help: 'Time the last load of a model version took (including warmup).', labelNames: mv, registers: [registry] });
   const loads = new Counter({ name: 'switchyard_model_loads_total', help: 'Model version loads, by cause (startup, request = cold start, swap) and result.', labelNames: ['model', 'cause', 'result'], registers: [registry] });
   const unloads = new Counter({ name: 'switchyard_model_unloads_total', help: 'Model version unloads, by reason (evicted = memory budget, retired = no longer routed, removed = archived/deleted).', labelNames: ['model', 'reason'], registers: [registry] });
@@ -88,14 +89,17 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
     },
   });
 
-  // Label children are cached per model version: the hot path does no label hashing.
-  type Children = { success: ReturnType<Counter['labels']>; total: ReturnType<Histogram['labels']>; queue: ReturnType<Histogram['labels']>; compute: ReturnType<Histogram['labels']> };
+  // Hot children, cached per model version: the hot path does no label handling at all.
+  type Children = { success: HotCounterChild; total: HotHistogramChild; queue: HotHistogramChild; compute: HotHistogramChild; batchRows: HotHistogramChild; batchRequests: HotHistogramChild };
   const cache = new Map<string, Children>();
   const children = (model: string, version: string): Children => {
     const key = `${model}\u0000${version}`;
     let c = cache.get(key);
     if (!c) {
-      c = { success: success.labels(model, version), total: total.labels(model, version), queue: queue.labels(model, version), compute: compute.labels(model, version) };
+      c = {
+        success: success.child(model, version), total: total.child(model, version), queue: queue.child(model, version), compute: compute.child(model, version),
+        batchRows: batchRows.child(model, version), batchRequests: batchRequests.child(model, version),
+      };
       cache.set(key, c);
     }
     return c;
@@ -115,8 +119,9 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
   };
   const onBatch = (m: unknown): void => {
     const e = m as BatchEvent;
-    batchRows.labels(e.model, e.version).observe(e.rows);
-    batchRequests.labels(e.model, e.version).observe(e.requests);
+    const c = children(e.model, e.version);
+    c.batchRows.observe(e.rows);
+    c.batchRequests.observe(e.requests);
   };
   const onLoad = (m: unknown): void => {
     const e = m as LoadEvent;

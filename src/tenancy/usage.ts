@@ -8,6 +8,7 @@
  */
 import { Counter, type Registry } from 'prom-client';
 import { err } from '../errors.js';
+import { HotCounter, type HotCounterChild } from '../monitoring/hot-metrics.js';
 import { amount, HourlyCounters, type CounterTable, type MeterOptions, type PeriodRange } from '../storage/hourly-counters.js';
 
 export { DAY_MS, HOUR_MS } from '../storage/hourly-counters.js';
@@ -61,24 +62,24 @@ const USAGE_TABLE: CounterTable<UsageRow> = {
 };
 
 interface SeriesCounters {
-  success: ReturnType<Counter['labels']>;
-  error: ReturnType<Counter['labels']>;
-  rows: ReturnType<Counter['labels']>;
-  computeS: ReturnType<Counter['labels']>;
+  success: HotCounterChild;
+  error: HotCounterChild;
+  rows: HotCounterChild;
+  computeS: HotCounterChild;
 }
 
 interface MeterCounters {
-  requests: Counter;
-  rows: Counter;
-  computeS: Counter;
+  requests: HotCounter;
+  rows: HotCounter;
+  computeS: HotCounter;
   flushFailures: Counter;
 }
 
-/** The counter registered under `name`, or a new one (several meters may share a registry). */
-export function registeredCounter(registry: Registry, name: string, help: string, labelNames: readonly string[]): Counter {
+/** The counter registered under `name`, or a new one (several meters may share a registry). Hot: meters count per request. */
+export function registeredCounter(registry: Registry, name: string, help: string, labelNames: readonly string[]): HotCounter {
   const existing = registry.getSingleMetric(name);
-  if (existing instanceof Counter) return existing;
-  return new Counter({ name, help, labelNames, registers: [registry] });
+  if (existing instanceof HotCounter) return existing;
+  return new HotCounter({ name, help, labelNames, registers: [registry] });
 }
 
 function meterCounters(registry: Registry): MeterCounters {
@@ -161,10 +162,10 @@ export class UsageMeter extends HourlyCounters<UsageRow> {
       const m = this.#counters as MeterCounters;
       const v = String(r.version);
       c = {
-        success: m.requests.labels(r.tenant, r.model, v, 'success'),
-        error: m.requests.labels(r.tenant, r.model, v, 'error'),
-        rows: m.rows.labels(r.tenant, r.model, v),
-        computeS: m.computeS.labels(r.tenant, r.model, v),
+        success: m.requests.child(r.tenant, r.model, v, 'success'),
+        error: m.requests.child(r.tenant, r.model, v, 'error'),
+        rows: m.rows.child(r.tenant, r.model, v),
+        computeS: m.computeS.child(r.tenant, r.model, v),
       };
       this.#series.set(series, c);
     }
