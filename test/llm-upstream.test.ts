@@ -10,7 +10,7 @@ import { after, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { UpstreamBackend, type UpstreamBackendOptions } from '../src/llm/backends/upstream.js';
 import { UpstreamModelSchema } from '../src/llm/config.js';
-import { LlmError, type ChunkStream, type EmbeddingRequest, type GenerationRequest } from '../src/llm/types.js';
+import { ClientSignal, LlmError, type CancelSignal, type ChunkStream, type EmbeddingRequest, type GenerationRequest } from '../src/llm/types.js';
 
 interface Hit {
   path: string;
@@ -174,7 +174,7 @@ function backend(deployments: ReadonlyArray<string | Record<string, unknown>>, e
 }
 
 let ids = 0;
-function chatReq(body: Record<string, unknown> = {}, signal: AbortSignal = new AbortController().signal): GenerationRequest {
+function chatReq(body: Record<string, unknown> = {}, signal: CancelSignal = new ClientSignal()): GenerationRequest {
   const messages = [{ role: 'user' as const, content: 'hi' }];
   return {
     kind: 'chat', model: 'm', messages, prompt: '', signal, requestId: `req-${++ids}`,
@@ -393,6 +393,19 @@ describe('upstream backend: retries and fallback', () => {
     assert.ok(waited >= 280 && waited < 2000, `waited ${waited} ms`);
   });
 
+  it('stops waiting out a retry-after as soon as the client goes away, and does not retry', async () => {
+    const up = await FakeUpstream.start(sequence(status(429, { error: { message: 'slow down' } }, { 'retry-after-ms': '5000' }), openai()));
+    const b = backend([up.url], { backoffMs: 1 });
+    const gone = new ClientSignal();
+    const t0 = performance.now();
+    const p = b.complete(chatReq({}, gone));
+    await until(() => up.hits.length === 1);
+    setTimeout(() => gone.abort(), 50);
+    await assert.rejects(p, isLlmError({ status: 499, code: 'client_closed_request' }));
+    assert.ok(performance.now() - t0 < 2000, 'left the backoff when the client left');
+    assert.equal(up.hits.length, 1);
+  });
+
   it('ends with 429 rate_limit_exceeded and the upstream retry-after once retries are spent', async () => {
     const up = await FakeUpstream.start(status(429, { error: { message: 'slow down' } }, { 'retry-after': '0.05' }));
     const b = backend([up.url], { retries: 1 });
@@ -534,35 +547,42 @@ describe('upstream backend: balancing and cooldown', () => {
 });
 
 describe('upstream backend: client aborts', () => {
-  it('aborts the upstream request when the client goes away before the response', async () => {
-    const stuck = await FakeUpstream.start(hang);
-    const spare = await FakeUpstream.start();
-    const b = backend([stuck.url, spare.url], { balance: 'weighted' });
-    const ac = new AbortController();
-    const p = b.complete(chatReq({}, ac.signal));
-    await until(() => stuck.hits.length === 1);
-    ac.abort();
-    await assert.rejects(p, isLlmError({ status: 499, code: 'client_closed_request' }));
-    await until(() => stuck.hits[0]!.aborted);
-    assert.equal(spare.hits.length, 0, 'no retry after the client left');
-    await until(() => b.load().active === 0);
-  });
-
-  it('ends iteration quietly and closes the upstream stream when the client goes away mid-stream', async () => {
-    const model = 'up-model';
-    const slow = await FakeUpstream.start((res) => { startSse(res); res.write(sse([chunk(model, { content: 'a' })])); });
-    const b = backend([slow.url]);
-    const ac = new AbortController();
-    const s = await b.stream(chatReq({}, ac.signal));
-    const got: Record<string, unknown>[] = [];
-    for await (const c of s) {
-      got.push(c);
+  // The routes pass a ClientSignal; an AbortSignal fits the same contract.
+  const signals: [string, () => { signal: CancelSignal; abort(): void }][] = [
+    ['ClientSignal', () => { const c = new ClientSignal(); return { signal: c, abort: () => c.abort() }; }],
+    ['AbortSignal', () => { const c = new AbortController(); return { signal: c.signal, abort: () => c.abort() }; }],
+  ];
+  for (const [kind, make] of signals) {
+    it(`aborts the upstream request when the client goes away before the response (${kind})`, async () => {
+      const stuck = await FakeUpstream.start(hang);
+      const spare = await FakeUpstream.start();
+      const b = backend([stuck.url, spare.url], { balance: 'weighted' });
+      const ac = make();
+      const p = b.complete(chatReq({}, ac.signal));
+      await until(() => stuck.hits.length === 1);
       ac.abort();
-    }
-    assert.equal(got.length, 1);
-    await until(() => slow.hits[0]!.aborted);
-    await until(() => b.load().active === 0);
-  });
+      await assert.rejects(p, isLlmError({ status: 499, code: 'client_closed_request' }));
+      await until(() => stuck.hits[0]!.aborted);
+      assert.equal(spare.hits.length, 0, 'no retry after the client left');
+      await until(() => b.load().active === 0);
+    });
+
+    it(`ends iteration quietly and closes the upstream stream when the client goes away mid-stream (${kind})`, async () => {
+      const model = 'up-model';
+      const slow = await FakeUpstream.start((res) => { startSse(res); res.write(sse([chunk(model, { content: 'a' })])); });
+      const b = backend([slow.url]);
+      const ac = make();
+      const s = await b.stream(chatReq({}, ac.signal));
+      const got: Record<string, unknown>[] = [];
+      for await (const c of s) {
+        got.push(c);
+        ac.abort();
+      }
+      assert.equal(got.length, 1);
+      await until(() => slow.hits[0]!.aborted);
+      await until(() => b.load().active === 0);
+    });
+  }
 });
 
 describe('upstream backend: embeddings and estimates', () => {

@@ -19,7 +19,7 @@ import { formatDuration } from '../tenancy/http.js';
 import type { TokenReservation, TokenScope } from './limits.js';
 import { SseWriter } from './sse.js';
 import type { LlmModel, LlmService } from './service.js';
-import { LlmError, RAW_JSON, type GenerationRequest, type Usage } from './types.js';
+import { ClientSignal, LlmError, RAW_JSON, type GenerationRequest, type Usage } from './types.js';
 import { encodeEmbedding, errorHeaders, parseChat, parseCompletion, parseEmbedding, toLlmError, type ParsedGeneration } from './wire.js';
 
 export interface LlmRouteOptions {
@@ -37,13 +37,13 @@ function sendError(reply: FastifyReply, e: LlmError): FastifyReply {
 }
 
 /** Aborted when the client goes away before the response is complete. */
-function clientSignal(reply: FastifyReply): AbortSignal {
-  const ac = new AbortController();
+function clientSignal(reply: FastifyReply): ClientSignal {
+  const ac = new ClientSignal();
   // The response's 'close' comes when the connection closes or the response is done; only the first means gone.
   reply.raw.once('close', () => {
     if (!reply.raw.writableFinished) ac.abort();
   });
-  return ac.signal;
+  return ac;
 }
 
 function outcomeOf(e: LlmError): string {

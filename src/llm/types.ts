@@ -93,6 +93,46 @@ export interface SamplingParams {
 }
 
 /** A text generation request, validated and normalized by the route. */
+/**
+ * "The client went away": what backends watch to stop work. An AbortSignal fits; the routes pass a
+ * {@link ClientSignal}.
+ */
+export interface CancelSignal {
+  readonly aborted: boolean;
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: 'abort', listener: () => void): void;
+}
+
+/**
+ * A {@link CancelSignal} for one API request. Node 20 takes several microseconds to build an AbortController
+ * (an EventTarget), a visible share of the gateway's per-request cost; this is a flag and a listener list.
+ * undici accepts it as a request signal (it needs `aborted`, `reason` and add/removeEventListener).
+ */
+export class ClientSignal implements CancelSignal {
+  aborted = false;
+  reason: unknown = undefined;
+  #listeners: (() => void)[] = [];
+
+  addEventListener(_type: 'abort', listener: () => void): void {
+    // Every listener runs once: abort happens at most once.
+    if (!this.aborted) this.#listeners.push(listener);
+  }
+
+  removeEventListener(_type: 'abort', listener: () => void): void {
+    const i = this.#listeners.indexOf(listener);
+    if (i >= 0) this.#listeners.splice(i, 1);
+  }
+
+  abort(reason: unknown = new Error('client closed the request')): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    const listeners = this.#listeners;
+    this.#listeners = [];
+    for (const l of listeners) l();
+  }
+}
+
 export interface GenerationRequest {
   readonly kind: 'chat' | 'completion';
   /** The model name the client asked for (a configured LLM model). */
@@ -105,7 +145,7 @@ export interface GenerationRequest {
   /** The client's body as sent (upstreams get it forwarded, with `model` replaced). */
   readonly body: Readonly<Record<string, unknown>>;
   /** Aborted when the client goes away: stop generating, free the sequence. */
-  readonly signal: AbortSignal;
+  readonly signal: CancelSignal;
   readonly requestId: string;
 }
 
@@ -128,7 +168,7 @@ export interface EmbeddingRequest {
   /** Requested output size (models that support truncation), or null. */
   readonly dimensions: number | null;
   readonly body: Readonly<Record<string, unknown>>;
-  readonly signal: AbortSignal;
+  readonly signal: CancelSignal;
   readonly requestId: string;
 }
 

@@ -22,7 +22,7 @@ import type { Logger } from 'pino';
 import { err } from '../../errors.js';
 import type { LlamaModelConfig } from '../config.js';
 import {
-  LlmError, type ChatMessage, type ChunkStream, type EmbeddingResult, type GenerationRequest, type LlmBackend,
+  LlmError, type CancelSignal, type ChatMessage, type ChunkStream, type EmbeddingResult, type GenerationRequest, type LlmBackend,
   type TokenEstimate, type Usage,
 } from '../types.js';
 
@@ -116,7 +116,7 @@ class SequencePool {
   get queued(): number { return this.#waiters.length; }
   get active(): number { return this.size - this.#free.length; }
 
-  acquire(signal: AbortSignal, model: string): Promise<LlamaSequence> {
+  acquire(signal: CancelSignal, model: string): Promise<LlamaSequence> {
     const s = this.#free.pop();
     if (s) return Promise.resolve(s);
     if (this.#waiters.length >= this.#maxQueue) {

@@ -24,7 +24,7 @@ import type { Job, ModelManager, ModelVersion } from '../../serving/index.js';
 import { DTYPES, fromHalfBits, zeros, type Tensor } from '../../tensor/index.js';
 import type { OnnxEmbeddingModelConfig } from '../config.js';
 import { toLlmError } from '../wire.js';
-import { LlmError, type ChunkStream, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest, type LlmBackend, type TokenEstimate } from '../types.js';
+import { LlmError, type ChunkStream, type EmbeddingRequest, type CancelSignal, type EmbeddingResult, type GenerationRequest, type LlmBackend, type TokenEstimate } from '../types.js';
 
 export type Pooling = OnnxEmbeddingModelConfig['pooling'];
 
@@ -294,7 +294,7 @@ export class OnnxEmbeddingBackend implements LlmBackend {
    * Submit the rows as jobs of at most `layout.maxRows` (one job in the usual case) and wait for all of them;
    * the embedding output of each, in order. An abort cancels them; a failure of one cancels the rest.
    */
-  async #run(mv: ModelVersion, layout: EncoderLayout, tokens: readonly Uint8Array[], signal: AbortSignal, jobs: Job[]): Promise<Tensor[]> {
+  async #run(mv: ModelVersion, layout: EncoderLayout, tokens: readonly Uint8Array[], signal: CancelSignal, jobs: Job[]): Promise<Tensor[]> {
     if (signal.aborted) throw err('SY_ERR_CLIENT_CLOSED', CLIENT_CLOSED);
     const cancelAll = (why: string): void => {
       for (const j of jobs) j.cancel(err('SY_ERR_CLIENT_CLOSED', why));

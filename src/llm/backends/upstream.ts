@@ -24,13 +24,12 @@
  */
 import { Buffer } from 'node:buffer';
 import type { Readable } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { Pool, type Dispatcher } from 'undici';
 import type { UpstreamModelConfig } from '../config.js';
 import { DONE, SseReader } from '../sse.js';
 import {
-  defaultType, LlmError, RAW_JSON, type ChunkStream, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest,
+  defaultType, LlmError, RAW_JSON, type CancelSignal, type ChunkStream, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest,
   type LlmBackend, type LlmErrorType, type TokenEstimate, type Usage,
 } from '../types.js';
 
@@ -213,7 +212,7 @@ export class UpstreamBackend implements LlmBackend {
 
   /** Run attempts on picked deployments until one succeeds, a non-retryable error, or the retries run out. */
   async #withRetries<T>(
-    signal: AbortSignal, requestId: string, build: (model: string) => string,
+    signal: CancelSignal, requestId: string, build: (model: string) => string,
     attempt: (dep: Deployment, payload: string) => Promise<T | Failure>,
   ): Promise<T> {
     if (signal.aborted) throw clientGone();
@@ -290,15 +289,22 @@ export class UpstreamBackend implements LlmBackend {
   }
 
   /** Wait before retrying a deployment already tried: exponential backoff with jitter, or its retry-after. */
-  async #backoff(retry: number, retryAfterMs: number | null, signal: AbortSignal): Promise<void> {
+  async #backoff(retry: number, retryAfterMs: number | null, signal: CancelSignal): Promise<void> {
     const backoff = this.#config.backoffMs * 2 ** retry * (0.5 + Math.random() / 2);
     const ms = retryAfterMs !== null && retryAfterMs > backoff ? retryAfterMs : backoff;
     if (ms <= 0) return;
-    try {
-      await sleep(ms, undefined, { signal });
-    } catch {
-      throw clientGone();
-    }
+    if (signal.aborted) throw clientGone();
+    await new Promise<void>((resolve, reject) => {
+      const gone = (): void => {
+        clearTimeout(timer);
+        reject(clientGone());
+      };
+      const timer = setTimeout(() => {
+        signal.removeEventListener('abort', gone);
+        resolve();
+      }, ms);
+      signal.addEventListener('abort', gone, { once: true });
+    });
   }
 
   #failed(dep: Deployment, f: Failure, requestId: string | null, attempt: number | null): void {
@@ -339,16 +345,17 @@ export class UpstreamBackend implements LlmBackend {
     this.#inflight--;
   }
 
-  #requestOptions(dep: Deployment, path: string, payload: string, signal: AbortSignal, requestId: string): Dispatcher.RequestOptions {
+  #requestOptions(dep: Deployment, path: string, payload: string, signal: CancelSignal, requestId: string): Dispatcher.RequestOptions {
     const headers: Record<string, string> = dep.authorization === null
       ? { 'content-type': 'application/json', 'x-request-id': requestId }
       : { 'content-type': 'application/json', authorization: dep.authorization, 'x-request-id': requestId };
     const timeoutMs = this.#config.timeoutMs;
-    return { path, method: 'POST', headers, body: payload, signal, headersTimeout: timeoutMs, bodyTimeout: timeoutMs };
+    // undici takes any EventTarget-like signal (it checks for addEventListener at run time); its typings say AbortSignal.
+    return { path, method: 'POST', headers, body: payload, signal: signal as AbortSignal, headersTimeout: timeoutMs, bodyTimeout: timeoutMs };
   }
 
   /** One non-streaming attempt: the parsed JSON object. */
-  async #postJson(dep: Deployment, path: string, payload: string, req: { signal: AbortSignal; requestId: string }): Promise<Record<string, unknown> | Failure> {
+  async #postJson(dep: Deployment, path: string, payload: string, req: { signal: CancelSignal; requestId: string }): Promise<Record<string, unknown> | Failure> {
     this.#begin(dep);
     try {
       const res = await dep.pool.request(this.#requestOptions(dep, path, payload, req.signal, req.requestId));
@@ -438,7 +445,7 @@ export class UpstreamBackend implements LlmBackend {
   }
 
   /** An exception from undici: the client's abort (thrown on), else a retryable Failure. */
-  #transportFailure(e: unknown, signal: AbortSignal): Failure {
+  #transportFailure(e: unknown, signal: CancelSignal): Failure {
     if (signal.aborted) throw clientGone();
     if (e instanceof LlmError) throw e;
     const code = typeof e === 'object' && e !== null ? (e as { code?: unknown }).code : undefined;
@@ -459,14 +466,14 @@ class UpstreamStream implements ChunkStream {
   usage: Usage | null = null;
   readonly #sse: SseReader;
   readonly #body: Readable;
-  readonly #signal: AbortSignal;
+  readonly #signal: CancelSignal;
   readonly #model: string;
   readonly #onBroken: (detail: string) => void;
   #first: Record<string, unknown> | null = null;
   /** [DONE] was read. */
   #done = false;
 
-  constructor(sse: SseReader, body: Readable, signal: AbortSignal, model: string, onBroken: (detail: string) => void) {
+  constructor(sse: SseReader, body: Readable, signal: CancelSignal, model: string, onBroken: (detail: string) => void) {
     this.#sse = sse;
     this.#body = body;
     this.#signal = signal;
