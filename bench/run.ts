@@ -6,7 +6,7 @@
  *      latency at concurrency 1: Switchyard p50 minus the ceiling's p50.
  *  (b) transformer encoder (int64 input_ids [N,64], 4 layers, d=256): Switchyard throughput vs raw in-process
  *      onnxruntime at its best batch size.
- * Env: BENCH_SECONDS (default 10), BENCH_CONNECTIONS (64), BENCH_LATENCY_N (3000), BENCH_ONLY (mlp|encoder).
+ * Env: BENCH_SECONDS (default 10, for (b)), BENCH_ROUNDS (5) and BENCH_ROUND_SECONDS (5) for (a), BENCH_CONNECTIONS (64), BENCH_LATENCY_N (3000), BENCH_ONLY (mlp|encoder).
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
@@ -20,6 +20,8 @@ const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 64);
 const LATENCY_N = Number(process.env['BENCH_LATENCY_N'] ?? 3000);
 const ONLY = process.env['BENCH_ONLY'] ?? '';
+const ROUNDS = Math.max(1, Number(process.env['BENCH_ROUNDS'] ?? 5));
+const ROUND_SECONDS = Number(process.env['BENCH_ROUND_SECONDS'] ?? 5);
 const here = fileURLToPath(new URL('.', import.meta.url));
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
@@ -32,23 +34,40 @@ const results: Record<string, unknown> = {};
 const report = new Report();
 const say = report.say;
 
-async function measure(t: Target, path: string, body: string): Promise<number> {
-  await throughput(t.url, path, body, CONNECTIONS, 2); // warm-up
-  const r = await throughput(t.url, path, body, CONNECTIONS, SECONDS);
+/** Quiet time before each measurement: a server just measured (onnxruntime's spinning pool in the naive one) keeps a core busy for a moment. */
+const SETTLE_MS = 3000;
+
+async function measure(t: Target, path: string, body: string, warmS = 2, seconds = SECONDS): Promise<number> {
+  await new Promise((r) => setTimeout(r, SETTLE_MS));
+  if (warmS > 0) await throughput(t.url, path, body, CONNECTIONS, warmS);
+  const r = await throughput(t.url, path, body, CONNECTIONS, seconds);
   if (r.errors > 0 || r.non2xx > 0) throw new Error(`${t.name}: ${r.errors} errors, ${r.non2xx} non-2xx`);
   say(`  ${t.name.padEnd(28)} ${fmt(r.rps).padStart(8)} req/s   p50 ${fmt(r.p50Ms, 1)} ms   p99 ${fmt(r.p99Ms, 1)} ms`);
   return r.rps;
 }
 
 async function withServer<T>(name: string, args: string[], fn: (t: Target) => Promise<T>): Promise<T> {
-  const port = nextPort++;
-  const t = await startServer(name, [...args.map((a) => a.replace('{PORT}', String(port)))], port);
+  return withServers([[name, args]], ([t]) => fn(t!));
+}
+
+/** Start every server (idle ones cost no CPU), run `fn` with all of them, stop them. */
+async function withServers<T>(specs: [string, string[]][], fn: (t: Target[]) => Promise<T>): Promise<T> {
+  const started: Target[] = [];
   try {
-    return await fn(t);
+    for (const [name, args] of specs) {
+      const port = nextPort++;
+      started.push(await startServer(name, args.map((a) => a.replace('{PORT}', String(port))), port));
+    }
+    return await fn(started);
   } finally {
-    await stopServer(t);
+    for (const t of started) await stopServer(t);
   }
 }
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
 
 const switchyardArgs = (repo: string): string[] => [cli, 'serve', '--model-repository', repo, '--port', '{PORT}', '--log-level', 'warn'];
 
@@ -56,22 +75,41 @@ async function benchMlp(dir: string): Promise<void> {
   const repo = join(dir, 'mlp-repo');
   await writeModelRepository(repo, { mlp: { versions: { 1: mlp() } } });
   const path = '/v2/models/mlp/infer';
-  say(`\n(a) small MLP 64→256→256→1, V2 JSON, ${CONNECTIONS} connections, ${SECONDS}s`);
-  const ceilingRps = await withServer('http ceiling (bare Fastify)', [join(here, 'servers/ceiling.js'), '{PORT}'], (t) => measure(t, path, mlpBody));
-  const naiveRps = await withServer('naive (run per request)', [join(here, 'servers/naive.js'), '{PORT}', join(repo, 'mlp/1/model.onnx')], (t) => measure(t, path, mlpBody));
-  const syRps = await withServer('switchyard', switchyardArgs(repo), (t) => measure(t, path, mlpBody));
-  say(`  switchyard / ceiling = ${fmt(syRps / ceilingRps, 2)}x (target ≥ 0.85)   switchyard / naive = ${fmt(syRps / naiveRps, 2)}x (target ≥ 1.3)`);
+  say(`\n(a) small MLP 64→256→256→1, V2 JSON, ${CONNECTIONS} connections, ${ROUNDS} rounds of ${ROUND_SECONDS}s per server`);
+  say('    (the three servers run side by side; each round measures ceiling and Switchyard back to back, in alternating order, then naive)');
+  const servers: [string, string[]][] = [
+    ['http ceiling (bare Fastify)', [join(here, 'servers/ceiling.js'), '{PORT}']],
+    ['naive (run per request)', [join(here, 'servers/naive.js'), '{PORT}', join(repo, 'mlp/1/model.onnx')]],
+    ['switchyard', switchyardArgs(repo)],
+  ];
+  await withServers(servers, async ([ceiling, naive, sy]) => {
+    const rounds: { ceiling: number; naive: number; switchyard: number }[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      say(`  round ${r + 1}`);
+      const warm = r === 0 ? 3 : 0;
+      // Ceiling and Switchyard measured back to back, in alternating order: the machine's drift cancels out.
+      const pair = r % 2 === 0 ? [ceiling!, sy!] : [sy!, ceiling!];
+      const rps = new Map<Target, number>();
+      for (const t of [...pair, naive!]) rps.set(t, await measure(t, path, mlpBody, warm, ROUND_SECONDS));
+      const round = { ceiling: rps.get(ceiling!)!, naive: rps.get(naive!)!, switchyard: rps.get(sy!)! };
+      say(`  ${''.padEnd(28)} switchyard / ceiling = ${fmt(round.switchyard / round.ceiling, 2)}x   switchyard / naive = ${fmt(round.switchyard / round.naive, 2)}x`);
+      rounds.push(round);
+    }
+    const ratioCeiling = median(rounds.map((x) => x.switchyard / x.ceiling));
+    const ratioNaive = median(rounds.map((x) => x.switchyard / x.naive));
+    say(`  median of ${ROUNDS} rounds: switchyard / ceiling = ${fmt(ratioCeiling, 2)}x (target ≥ 0.85)   switchyard / naive = ${fmt(ratioNaive, 2)}x (target ≥ 1.3)`);
 
-  say(`\n    latency at concurrency 1 (${LATENCY_N} sequential requests, one keep-alive connection)`);
-  const lat = async (t: Target): Promise<number> => {
-    const l = await sequentialLatency(t.url, path, mlpBody, LATENCY_N);
-    say(`  ${t.name.padEnd(28)} p50 ${fmt(l.p50, 3)} ms   p90 ${fmt(l.p90, 3)} ms   p99 ${fmt(l.p99, 3)} ms`);
-    return l.p50;
-  };
-  const ceilP50 = await withServer('http ceiling (bare Fastify)', [join(here, 'servers/ceiling.js'), '{PORT}'], lat);
-  const syP50 = await withServer('switchyard', switchyardArgs(repo), lat);
-  say(`  switchyard p50 − ceiling p50 = ${fmt(syP50 - ceilP50, 3)} ms (target ≤ 0.2)`);
-  Object.assign(results, { mlp: { ceilingRps, naiveRps, switchyardRps: syRps, ratioCeiling: syRps / ceilingRps, ratioNaive: syRps / naiveRps, ceilingP50Ms: ceilP50, switchyardP50Ms: syP50, addedP50Ms: syP50 - ceilP50 } });
+    say(`\n    latency at concurrency 1 (${LATENCY_N} sequential requests, one keep-alive connection)`);
+    const lat = async (t: Target): Promise<number> => {
+      const l = await sequentialLatency(t.url, path, mlpBody, LATENCY_N);
+      say(`  ${t.name.padEnd(28)} p50 ${fmt(l.p50, 3)} ms   p90 ${fmt(l.p90, 3)} ms   p99 ${fmt(l.p99, 3)} ms`);
+      return l.p50;
+    };
+    const ceilP50 = await lat(ceiling!);
+    const syP50 = await lat(sy!);
+    say(`  switchyard p50 − ceiling p50 = ${fmt(syP50 - ceilP50, 3)} ms (target ≤ 0.2)`);
+    Object.assign(results, { mlp: { rounds, ratioCeiling, ratioNaive, ceilingP50Ms: ceilP50, switchyardP50Ms: syP50, addedP50Ms: syP50 - ceilP50 } });
+  });
 }
 
 async function rawBestBatch(modelPath: string): Promise<{ best: number; batch: number }> {
