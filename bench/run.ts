@@ -69,7 +69,8 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
 
-const switchyardArgs = (repo: string): string[] => [cli, 'serve', '--model-repository', repo, '--port', '{PORT}', '--log-level', 'warn'];
+/** A fresh data directory per server: the default (./data) would also load every model earlier runs registered. */
+const switchyardArgs = (repo: string): string[] => [cli, 'serve', '--model-repository', repo, '--data-dir', `${repo}-data`, '--port', '{PORT}', '--log-level', 'warn'];
 
 async function benchMlp(dir: string): Promise<void> {
   const repo = join(dir, 'mlp-repo');

@@ -25,6 +25,17 @@ export function isBatchable(sig: Signature): boolean {
   return sig.inputs.every(dyn) && sig.outputs.every(dyn);
 }
 
+/**
+ * Main-thread trials block the event loop while they run (a slow model for hundreds of milliseconds): one at
+ * a time, so that each model's timing measures that model and not another's trial (startup loads run together).
+ */
+let trialTail: Promise<unknown> = Promise.resolve();
+function oneTrialAtATime(fn: () => Promise<void>): Promise<void> {
+  const run = trialTail.then(fn, fn);
+  trialTail = run.catch(() => undefined);
+  return run;
+}
+
 /** Load, warm up and attach a batcher to `mv`. Returns null on success, else why it failed (mv is left clean). */
 export async function loadVersion(mv: ModelVersion, runtime: Runtime, log: Logger): Promise<string | null> {
   const c = mv.config;
@@ -35,22 +46,27 @@ export async function loadVersion(mv: ModelVersion, runtime: Runtime, log: Logge
     // auto: try the main thread for small CPU models, keep it only if a full batch is fast (measured below).
     const tryInline = c.instanceMode === 'inline' ||
       (c.instanceMode === 'auto' && c.executionProvider === 'cpu' && (await stat(artifact)).size <= INLINE_MAX_FILE_BYTES);
-    loaded = await runtime.load(artifact, { ...base, inline: tryInline });
-    if (loaded.warning) log.warn(loaded.warning);
-    const batchable = isBatchable(loaded.signature);
-    if (c.maxBatchSize !== null && c.maxBatchSize > 0 && !batchable) {
-      throw new Error(`max_batch_size ${c.maxBatchSize} needs a dynamic first dimension on every input and output`);
-    }
-    const maxBatchSize = c.maxBatchSize ?? (batchable ? DEFAULT_MAX_BATCH_SIZE : 0);
-    let warm = await warmup(loaded);
-    if (!warm && tryInline && c.instanceMode === 'auto') {
-      const ms = await timeBatch(loaded, Math.max(1, maxBatchSize));
-      if (ms > INLINE_BUDGET_MS) {
+    const trial = tryInline && c.instanceMode === 'auto';
+    let maxBatchSize = 0;
+    let warm: Error | null = null;
+    const first = async (): Promise<void> => {
+      loaded = await runtime.load(artifact, { ...base, inline: tryInline });
+      if (loaded.warning) log.warn(loaded.warning);
+      const batchable = isBatchable(loaded.signature);
+      if (c.maxBatchSize !== null && c.maxBatchSize > 0 && !batchable) {
+        throw new Error(`max_batch_size ${c.maxBatchSize} needs a dynamic first dimension on every input and output`);
+      }
+      maxBatchSize = c.maxBatchSize ?? (batchable ? DEFAULT_MAX_BATCH_SIZE : 0);
+      warm = await warmup(loaded);
+      if (!warm && trial && (await timeBatch(loaded, Math.max(1, maxBatchSize))) > INLINE_BUDGET_MS) {
         await loaded.dispose();
         loaded = null;
-        loaded = await runtime.load(artifact, { ...base, inline: false });
-        warm = await warmup(loaded);
       }
+    };
+    await (trial ? oneTrialAtATime(first) : first());
+    if (loaded === null) {
+      loaded = await runtime.load(artifact, { ...base, inline: false });
+      warm = await warmup(loaded);
     }
     if (warm) throw new Error(`warmup failed: ${warm.message}`);
     const batcher = new Batcher(loaded.instances, {
@@ -104,7 +120,11 @@ async function warmup(loaded: LoadedModel): Promise<SwitchyardError | Error | nu
   return null;
 }
 
-/** Median time (ms) of a `rows`-row batch of zeros on the first instance; Infinity if it fails. */
+/**
+ * Best time (ms) of five `rows`-row batches of zeros on the first instance; Infinity if one fails. The minimum,
+ * not the median: other work on the machine (several models loading at start) only ever adds time, and the
+ * choice must not flip with it.
+ */
 async function timeBatch(loaded: LoadedModel, rows: number): Promise<number> {
   const inst = loaded.instances[0]!;
   const times: number[] = [];
@@ -117,5 +137,5 @@ async function timeBatch(loaded: LoadedModel, rows: number): Promise<number> {
   } catch {
     return Infinity;
   }
-  return times.sort((a, b) => a - b)[2]!;
+  return Math.min(...times);
 }
