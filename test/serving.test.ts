@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { describe, it } from 'node:test';
 import { failsWarmup, mlp, slow } from '../tools/onnx/zoo.js';
+import { onnxRuntime } from '../src/runtimes/onnx/index.js';
+import type { Runtime } from '../src/runtimes/types.js';
 import { floats, startSwitchyard } from './helpers.js';
 
 const slowReq = (rows: number) => JSON.stringify({ inputs: [{ name: 'x', datatype: 'FP32', shape: [rows, 512], data: floats(rows * 512, rows) }] });
@@ -117,6 +119,40 @@ describe('queue limits and timeouts (real onnxruntime)', () => {
       assert.match(metrics, /switchyard_inference_failure_total\{model="slow",version="1",reason="cancelled"\} 1/);
       const rows = Number(/switchyard_batch_size_rows_sum\{model="slow",version="1"\} (\d+)/.exec(metrics)?.[1]);
       assert.equal(rows, 256, 'only the blocker ran; the abandoned 3 rows never executed');
+    } finally {
+      await srv.close();
+    }
+  });
+});
+
+describe('instance mode auto', () => {
+  it('keeps a fast model on the main thread while a slow one loads at the same time (trials do not overlap)', async () => {
+    // The "heavy" model's main-thread runs block the event loop for 30 ms each (far over the 1 ms budget), as a
+    // large model would; "light" is the small MLP (~0.1 ms a batch). Both load together at startup. Before trials
+    // were serialized, light's timing waited behind heavy's blocking runs and light went to worker threads too.
+    const blocking: Runtime = {
+      name: onnxRuntime.name,
+      inspect: (p) => onnxRuntime.inspect(p),
+      async load(path, options) {
+        const loaded = await onnxRuntime.load(path, options);
+        // (the artifact path is the registry's, so the heavy model is told apart by its input: slow() takes "x")
+        if (!options.inline || loaded.signature.inputs[0]?.name !== 'x') return loaded;
+        const instances = loaded.instances.map((i) => ({
+          get inflight() { return i.inflight; },
+          run: (inputs: Parameters<typeof i.run>[0]) => {
+            const until = performance.now() + 30;
+            while (performance.now() < until) { /* a slow synchronous model */ }
+            return i.run(inputs);
+          },
+          dispose: () => i.dispose(),
+        }));
+        return { ...loaded, instances };
+      },
+    };
+    const srv = await startSwitchyard({ heavy: { versions: { 1: slow(4) } }, light: { versions: { 1: mlp(4) } } }, { runtime: blocking });
+    try {
+      assert.equal(srv.sy.manager.resolve('light').loaded?.inline, true, 'the fast model runs on the main thread');
+      assert.equal(srv.sy.manager.resolve('heavy').loaded?.inline, false, 'the slow one moved to worker threads');
     } finally {
       await srv.close();
     }
