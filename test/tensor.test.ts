@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
-  concatRows, decodeBinaryData, decodeJsonData, DTYPES, encodeBinaryData, encodeJsonData, fromHalfBits, sliceRows, toHalfBits,
+  concatRows, decodeBinaryData, decodeJsonData, DTYPES, encodeBinaryData, encodeJsonData, fromHalfBits, newArray, sliceRows, toHalfBits,
 } from '../src/tensor/index.js';
 import { SwitchyardError } from '../src/errors.js';
 
@@ -78,5 +78,37 @@ describe('row concat and slice', () => {
     assert.deepEqual([...(s.data as Int32Array)], [3, 4, 5, 6]);
     const strs = concatRows([{ dtype: DTYPES.BYTES, shape: [1], data: ['x'] }, { dtype: DTYPES.BYTES, shape: [1], data: ['y'] }]);
     assert.deepEqual(sliceRows(strs, 1, 1).data, ['y']);
+  });
+});
+
+describe('newArray (small arrays on shared slabs)', () => {
+  it('gives zeroed, aligned, non-overlapping views for small arrays and own buffers for large ones', () => {
+    const fp32 = DTYPES.FP32;
+    const int64 = DTYPES.INT64;
+    const a = newArray(fp32, 3);
+    const b = newArray(int64, 2);
+    const c = newArray(fp32, 64);
+    assert.ok(a instanceof Float32Array && b instanceof BigInt64Array && c instanceof Float32Array);
+    for (const x of [a, b, c]) {
+      assert.equal(x.byteOffset % 8, 0, 'aligned for every element size');
+      assert.ok(Array.prototype.every.call(x, (v: number | bigint) => Number(v) === 0), 'zeroed');
+    }
+    (a as Float32Array).fill(1);
+    (b as BigInt64Array).fill(2n);
+    (c as Float32Array).fill(3);
+    assert.deepEqual([...a], [1, 1, 1]);
+    assert.deepEqual([...b], [2n, 2n]);
+    assert.ok((c as Float32Array).every((v) => v === 3), 'writing one view leaves the others alone');
+    const big = newArray(fp32, 4096);
+    assert.equal(big.byteOffset, 0);
+    assert.equal(big.buffer.byteLength, 4096 * 4, 'a large array has its own buffer');
+    // Many small arrays: when a slab is used up, a new one starts and the old views keep their values.
+    const many = Array.from({ length: 2000 }, (_, i) => {
+      const v = newArray(fp32, 16) as Float32Array;
+      v.fill(i);
+      return v;
+    });
+    many.forEach((v, i) => assert.ok(v.every((x) => x === i), `array ${i} kept its values`));
+    assert.throws(() => newArray(DTYPES.BYTES, 1), /BYTES has no typed array/);
   });
 });

@@ -17,6 +17,8 @@ before(async () => {
     mlp: { versions: { 1: MLP1, 2: MLP2 }, config: { version_policy: { all: {} } } },
     all_types: { versions: { 1: allTypes() } },
     fixed_affine: { versions: { 1: fixedAffine() } },
+    // The same model on worker threads: inputs cross to another thread (decoded inputs are views on shared slabs).
+    mlp_worker: { versions: { 1: MLP1 }, config: { instance_mode: 'worker', instances: 2 } },
   });
 });
 after(() => srv.close());
@@ -108,6 +110,19 @@ describe('V2 inference (JSON)', () => {
     const sum = Number(/switchyard_batch_size_requests_sum\{model="mlp",version="1"\} (\d+)/.exec(metrics)?.[1]);
     const count = Number(/switchyard_batch_size_requests_count\{model="mlp",version="1"\} (\d+)/.exec(metrics)?.[1]);
     assert.ok(sum > count, `expected some batch to hold several requests (requests ${sum}, batches ${count})`);
+  });
+  it('worker-thread instances answer single and concurrent requests exactly as a direct run', async () => {
+    for (const rows of [1, 3]) {
+      const r = await post('/v2/models/mlp_worker/infer', mlpRequest(rows, 40 + rows));
+      assert.equal(r.statusCode, 200, r.body);
+      assertClose(r.json().outputs[0].data, await mlpReference(MLP1, rows, 40 + rows), TOL, `${rows} rows`);
+    }
+    const n = 40;
+    const responses = await Promise.all(Array.from({ length: n }, (_, i) => post('/v2/models/mlp_worker/infer', mlpRequest(1 + (i % 2), 500 + i))));
+    for (let i = 0; i < n; i++) {
+      assert.equal(responses[i]!.statusCode, 200, responses[i]!.body);
+      assertClose(responses[i]!.json().outputs[0].data, await mlpReference(MLP1, 1 + (i % 2), 500 + i), TOL, `caller ${i}`);
+    }
   });
   it('round-trips every datatype, nested or flat', async () => {
     const values: Record<string, unknown[]> = {

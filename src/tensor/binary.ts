@@ -5,6 +5,7 @@
  */
 import { err } from '../errors.js';
 import type { DtypeInfo, NumericArray, TensorData } from './dtype.js';
+import { newArray } from './tensor.js';
 
 const IS_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 if (!IS_LE) throw new Error('Switchyard requires a little-endian host');
@@ -32,7 +33,7 @@ export function decodeBinaryData(input: string, dtype: DtypeInfo, count: number,
   if (bytes.length !== want) {
     throw err('SY_ERR_INPUT_INVALID', `input "${input}": shape and datatype ${dtype.v2} imply ${want} bytes but binary_data_size is ${bytes.length}`);
   }
-  const out = new dtype.array(count);
+  const out = newArray(dtype, count);
   new Uint8Array(out.buffer, out.byteOffset, want).set(bytes);
   return out;
 }

@@ -5,6 +5,7 @@
  */
 import { err } from '../errors.js';
 import { fromHalfBits, toHalfBits, type DtypeInfo, type NumericArray, type TensorData } from './dtype.js';
+import { newArray } from './tensor.js';
 
 const INT_RANGE: Record<string, readonly [number, number]> = {
   UINT8: [0, 0xff], UINT16: [0, 0xffff], UINT32: [0, 0xffffffff],
@@ -42,7 +43,7 @@ export function decodeJsonData(input: string, dtype: DtypeInfo, count: number, d
     for (let i = 0; i < flat.length; i++) if (typeof flat[i] !== 'string') bad(input, i, v2, flat[i], 'a string');
     return flat as string[];
   }
-  const out = new dtype.array(count);
+  const out = newArray(dtype, count);
   if (v2 === 'FP32' || v2 === 'FP64') {
     const o = out as Float32Array;
     for (let i = 0; i < count; i++) {

@@ -57,11 +57,15 @@ export class OnnxInstance implements ModelInstance {
     const wire: WireTensor[] = [];
     const transfer: ArrayBuffer[] = [];
     for (const t of inputs) {
-      wire.push({ type: t.dtype.ort, dims: t.shape as number[], data: t.data });
-      if (!Array.isArray(t.data)) {
-        const a = t.data as NumericArray;
-        if (a.byteOffset === 0 && a.byteLength === a.buffer.byteLength) transfer.push(a.buffer as ArrayBuffer);
+      let data = t.data;
+      if (!Array.isArray(data)) {
+        // Transfer the buffer; a view on a larger one (a slab, a batch) is copied first: posting it would clone
+        // the whole buffer, and transferring it would take the other views' memory away.
+        let a = data as NumericArray;
+        if (a.byteOffset !== 0 || a.byteLength !== a.buffer.byteLength) data = a = a.slice();
+        transfer.push(a.buffer as ArrayBuffer);
       }
+      wire.push({ type: t.dtype.ort, dims: t.shape as number[], data });
     }
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
