@@ -156,8 +156,8 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
       tenant: opts.tenantOf(req), model: m.name, promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens,
       cost: service.cost(m, usage.prompt_tokens, usage.completion_tokens), ok: outcome === 'success',
     });
-    service.requests.inc({ model: m.name, endpoint, outcome });
-    service.duration.observe({ model: m.name, endpoint }, (performance.now() - started) / 1000);
+    service.requests.child(m.name, endpoint, outcome).inc();
+    service.duration.child(m.name, endpoint).observe((performance.now() - started) / 1000);
   }
 
   async function generate(kind: 'chat' | 'completion', req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
@@ -171,11 +171,11 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
       signal: clientSignal(reply), requestId: req.id,
     };
     const est = await m.backend.estimate(g).catch((e: unknown) => {
-      service.requests.inc({ model: m.name, endpoint, outcome: outcomeOf(toLlmError(e)) });
+      service.requests.child(m.name, endpoint, outcomeOf(toLlmError(e))).inc();
       throw e;
     });
     const reservation = await admit(req, reply, m, est.promptTokens + est.maxTokens).catch((e: unknown) => {
-      service.requests.inc({ model: m.name, endpoint, outcome: 'rate_limited' });
+      service.requests.child(m.name, endpoint, 'rate_limited').inc();
       throw e;
     });
     const estimated: Usage = { prompt_tokens: est.promptTokens, completion_tokens: 0, total_tokens: est.promptTokens };
@@ -205,8 +205,8 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
       'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no',
     });
     const sse = new SseWriter(res);
-    const ttft = service.ttft.labels({ model: m.name });
-    const itl = service.itl.labels({ model: m.name });
+    const ttft = service.ttft.child(m.name);
+    const itl = service.itl.child(m.name);
     let last: Record<string, unknown> | null = null;
     let textChunks = 0;
     let lastText = 0;
@@ -224,7 +224,8 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
           lastText = now;
           textChunks++;
         }
-        await sse.event(json);
+        const wait = sse.event(json);
+        if (wait) await wait;
         if (g.signal.aborted) break;
       }
       if (g.signal.aborted) {
@@ -236,7 +237,8 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
           const head = last ?? {};
           const usageChunk: Record<string, unknown> = { id: head['id'], object: head['object'], created: head['created'], model: m.name, choices: [], usage };
           if (kind === 'chat') usageChunk['system_fingerprint'] = head['system_fingerprint'] ?? null;
-          await sse.event(JSON.stringify(usageChunk));
+          const wait = sse.event(JSON.stringify(usageChunk));
+          if (wait) await wait;
         }
         sse.end('data: [DONE]\n\n');
       }
@@ -267,7 +269,7 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
     if (!m.backend.capabilities.embeddings) throw unsupported(m, 'embeddings');
     const estimated = roughTokens(p.input);
     const reservation = await admit(req, reply, m, estimated).catch((e: unknown) => {
-      service.requests.inc({ model: m.name, endpoint: 'embeddings', outcome: 'rate_limited' });
+      service.requests.child(m.name, 'embeddings', 'rate_limited').inc();
       throw e;
     });
     let result;

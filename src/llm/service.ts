@@ -5,7 +5,8 @@
  * active sequences, upstream errors).
  */
 import type { Logger } from 'pino';
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { HotCounter, HotHistogram } from '../monitoring/hot-metrics.js';
 import type { ModelManager } from '../serving/index.js';
 import { LlamaBackend } from './backends/llama.js';
 import { OnnxEmbeddingBackend } from './backends/onnx-embeddings.js';
@@ -41,10 +42,11 @@ export class LlmService {
   readonly usage: LlmUsageMeter | null;
   readonly logger: Logger;
   readonly #models: ReadonlyMap<string, LlmModel>;
-  readonly ttft: Histogram<'model'>;
-  readonly itl: Histogram<'model'>;
-  readonly duration: Histogram<'model' | 'endpoint'>;
-  readonly requests: Counter<'model' | 'endpoint' | 'outcome'>;
+  /** Per-request metrics are hot (children per series, no label hashing per observation): `child(model, …)`. */
+  readonly ttft: HotHistogram<'model'>;
+  readonly itl: HotHistogram<'model'>;
+  readonly duration: HotHistogram<'model' | 'endpoint'>;
+  readonly requests: HotCounter<'model' | 'endpoint' | 'outcome'>;
   readonly upstreamErrors: Counter<'model' | 'deployment' | 'reason'>;
 
   private constructor(opts: LlmServiceOptions, models: Map<string, LlmModel>, upstreamErrors: Counter<'model' | 'deployment' | 'reason'>) {
@@ -54,10 +56,10 @@ export class LlmService {
     this.#models = models;
     this.upstreamErrors = upstreamErrors;
     const registers = [opts.metrics];
-    this.ttft = new Histogram({ name: 'switchyard_llm_time_to_first_token_seconds', help: 'Time from request arrival to the first generated text of a streamed response.', labelNames: ['model'], buckets: TOKEN_BUCKETS, registers });
-    this.itl = new Histogram({ name: 'switchyard_llm_inter_token_latency_seconds', help: 'Time between successive streamed text chunks (about one token each).', labelNames: ['model'], buckets: TOKEN_BUCKETS, registers });
-    this.duration = new Histogram({ name: 'switchyard_llm_request_duration_seconds', help: 'End-to-end duration of LLM API requests (streams: until the last event).', labelNames: ['model', 'endpoint'], buckets: TOKEN_BUCKETS, registers });
-    this.requests = new Counter({ name: 'switchyard_llm_requests_total', help: 'LLM API requests by model, endpoint and outcome (success, client_error, rate_limited, server_error, stream_error, cancelled).', labelNames: ['model', 'endpoint', 'outcome'], registers });
+    this.ttft = new HotHistogram({ name: 'switchyard_llm_time_to_first_token_seconds', help: 'Time from request arrival to the first generated text of a streamed response.', labelNames: ['model'], buckets: TOKEN_BUCKETS, registers });
+    this.itl = new HotHistogram({ name: 'switchyard_llm_inter_token_latency_seconds', help: 'Time between successive streamed text chunks (about one token each).', labelNames: ['model'], buckets: TOKEN_BUCKETS, registers });
+    this.duration = new HotHistogram({ name: 'switchyard_llm_request_duration_seconds', help: 'End-to-end duration of LLM API requests (streams: until the last event).', labelNames: ['model', 'endpoint'], buckets: TOKEN_BUCKETS, registers });
+    this.requests = new HotCounter({ name: 'switchyard_llm_requests_total', help: 'LLM API requests by model, endpoint and outcome (success, client_error, rate_limited, server_error, stream_error, cancelled).', labelNames: ['model', 'endpoint', 'outcome'], registers });
     const load = (pick: 'active' | 'queued') => function collect(this: Gauge<'model'>): void {
       for (const m of models.values()) this.set({ model: m.name }, m.backend.load()[pick]);
     };

@@ -29,6 +29,11 @@ export class SseReader {
     this.#source = source;
   }
 
+  /** The next event's data when one is already read (no await), else undefined: call next(). */
+  ready(): string | undefined {
+    return this.#head < this.#ready.length ? this.#ready[this.#head++] : undefined;
+  }
+
   /** The next event's data, or null at the end of the body. */
   async next(): Promise<string | null> {
     while (this.#head === this.#ready.length) {
@@ -98,16 +103,19 @@ export class SseWriter {
     this.#res = res;
   }
 
-  /** Queue an event; resolves at once, or once the client has taken what was already sent (backpressure). */
-  async event(data: string): Promise<void> {
+  /**
+   * Queue an event. Returns nothing when the client keeps up, else (backpressure) a promise that resolves once it
+   * has taken what was already sent: `const wait = sse.event(x); if (wait) await wait;` costs no promise per event.
+   */
+  event(data: string): Promise<void> | undefined {
     this.#buf += `data: ${data}\n\n`;
     if (!this.#scheduled) {
       this.#scheduled = true;
       process.nextTick(() => this.#flush());
     }
     const res = this.#res;
-    if (!res.writableNeedDrain || res.destroyed) return;
-    await new Promise<void>((resolve) => {
+    if (!res.writableNeedDrain || res.destroyed) return undefined;
+    return new Promise<void>((resolve) => {
       const done = (): void => {
         res.off('drain', done);
         res.off('close', done);

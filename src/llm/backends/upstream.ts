@@ -513,9 +513,9 @@ class UpstreamStream implements ChunkStream {
         yield first;
       }
       while (!this.#done) {
-        let data: string | null;
+        let data: string | null | undefined = this.#sse.ready(); // events of one read are taken without an await
         try {
-          data = await this.#sse.next();
+          data ??= await this.#sse.next();
         } catch (e) {
           if (this.#signal.aborted) return;
           throw this.#broken(`the connection failed (${codeOf(e)})`, e);
