@@ -44,7 +44,7 @@ import { UsageMeter } from './tenancy/usage.js';
 import { VERSION } from './version.js';
 import { loadLlmConfig } from './llm/config.js';
 import { MemoryTokenLimiter, RedisTokenLimiter, type TokenLimiter } from './llm/limits.js';
-import { llmRoutes } from './llm/routes.js';
+import { llmRoutes } from './api/openai/routes.js';
 import { LlmService } from './llm/service.js';
 import { LlmUsageMeter } from './llm/usage.js';
 import { llmAdminRoutes } from './api/admin/llm.js';

@@ -1,6 +1,6 @@
 /**
  * @module
- * The contract between the OpenAI-compatible API (routes.ts) and the LLM backends: local generation with
+ * The contract between the OpenAI-compatible API (api/openai/routes.ts) and the LLM backends: local generation with
  * llama.cpp (backends/llama.ts), local embeddings from an ONNX encoder through the serving core
  * (backends/onnx-embeddings.ts) and upstream OpenAI-compatible providers (backends/upstream.ts).
  *
@@ -14,6 +14,7 @@
  * upstream backend can still fall back to another deployment); a failure after it is thrown from the
  * iterator and sent to the client as a `data: {"error": ...}` event.
  */
+import type { ErrorCode, SwitchyardError } from '../errors.js';
 
 /** OpenAI `usage`. */
 export interface Usage {
@@ -66,6 +67,25 @@ export function defaultType(status: number): LlmErrorType {
   if (status === 504) return 'timeout_error';
   if (status >= 500) return 'server_error';
   return 'invalid_request_error';
+}
+
+/** OpenAI's codes for Switchyard's errors that have one; the others get their own name (queue_full, …). */
+const CODES: Partial<Record<ErrorCode, string>> = {
+  SY_ERR_UNAUTHENTICATED: 'invalid_api_key',
+  SY_ERR_FORBIDDEN: 'insufficient_permissions',
+  SY_ERR_RATE_LIMITED: 'rate_limit_exceeded',
+  SY_ERR_CONCURRENCY_LIMITED: 'rate_limit_exceeded',
+  SY_ERR_QUOTA_EXCEEDED: 'insufficient_quota',
+  SY_ERR_MODEL_NOT_FOUND: 'model_not_found',
+  SY_ERR_BODY_TOO_LARGE: 'request_too_large',
+};
+
+/** A Switchyard error (gateway, serving core) as an LlmError: same status, message and retry hint, OpenAI's code. */
+export function fromSwitchyardError(e: SwitchyardError): LlmError {
+  return new LlmError(e.status, e.message, {
+    code: CODES[e.code] ?? e.code.slice('SY_ERR_'.length).toLowerCase(),
+    retryAfterMs: e.retryAfterS === null ? null : e.retryAfterS * 1000,
+  });
 }
 
 export function isLlmError(e: unknown): e is LlmError {

@@ -23,8 +23,7 @@ import type { LoadedModel, TensorSpec } from '../../runtimes/types.js';
 import type { Job, ModelManager, ModelVersion } from '../../serving/index.js';
 import { DTYPES, fromHalfBits, zeros, type Tensor } from '../../tensor/index.js';
 import type { OnnxEmbeddingModelConfig } from '../config.js';
-import { toLlmError } from '../wire.js';
-import { LlmError, type ChunkStream, type EmbeddingRequest, type CancelSignal, type EmbeddingResult, type GenerationRequest, type LlmBackend, type TokenEstimate } from '../types.js';
+import { fromSwitchyardError, LlmError, type CancelSignal, type ChunkStream, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest, type LlmBackend, type TokenEstimate } from '../types.js';
 
 export type Pooling = OnnxEmbeddingModelConfig['pooling'];
 
@@ -216,7 +215,7 @@ export class OnnxEmbeddingBackend implements LlmBackend {
     try {
       return await this.#embed(req, entry);
     } catch (e) {
-      throw isSwitchyardError(e) ? toLlmError(e) : e; // serving-core errors keep their status and retry hint
+      throw isSwitchyardError(e) ? fromSwitchyardError(e) : e; // serving-core errors keep their status and retry hint
     } finally {
       this.#inflight.delete(entry);
     }

@@ -15,11 +15,11 @@
  * JSON), has OpenAI's shape `{"error": {"message", "type", "param", "code"}}`.
  */
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import { formatDuration } from '../tenancy/http.js';
-import type { TokenReservation, TokenScope } from './limits.js';
-import { SseWriter } from './sse.js';
-import type { LlmModel, LlmService } from './service.js';
-import { ClientSignal, LlmError, RAW_JSON, type GenerationRequest, type Usage } from './types.js';
+import type { TokenReservation, TokenScope } from '../../llm/limits.js';
+import type { LlmModel, LlmService } from '../../llm/service.js';
+import { ClientSignal, LlmError, RAW_JSON, type GenerationRequest, type Usage } from '../../llm/types.js';
+import { formatDuration } from '../../tenancy/http.js';
+import { SseWriter } from './sse-writer.js';
 import { encodeEmbedding, errorHeaders, parseChat, parseCompletion, parseEmbedding, toLlmError, type ParsedGeneration } from './wire.js';
 
 export interface LlmRouteOptions {

@@ -8,9 +8,9 @@
  * send many optional fields, and an upstream may understand them.
  */
 import { z } from 'zod';
-import { toWireError } from '../api/reply-error.js';
-import { isSwitchyardError, type ErrorCode } from '../errors.js';
-import { LlmError, type ChatMessage, type SamplingParams } from './types.js';
+import { isSwitchyardError } from '../../errors.js';
+import { fromSwitchyardError, LlmError, type ChatMessage, type SamplingParams } from '../../llm/types.js';
+import { toWireError } from '../reply-error.js';
 
 const Stop = z.union([z.string(), z.array(z.string()).max(4, 'at most 4 stop sequences')]).nullish();
 const StreamOptions = z.looseObject({ include_usage: z.boolean().nullish() }).nullish();
@@ -137,30 +137,15 @@ export function encodeEmbedding(v: Float32Array, base64: boolean): number[] | st
   return Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('base64');
 }
 
-const CODES: Partial<Record<ErrorCode, string>> = {
-  SY_ERR_UNAUTHENTICATED: 'invalid_api_key',
-  SY_ERR_FORBIDDEN: 'insufficient_permissions',
-  SY_ERR_RATE_LIMITED: 'rate_limit_exceeded',
-  SY_ERR_CONCURRENCY_LIMITED: 'rate_limit_exceeded',
-  SY_ERR_QUOTA_EXCEEDED: 'insufficient_quota',
-  SY_ERR_MODEL_NOT_FOUND: 'model_not_found',
-  SY_ERR_BODY_TOO_LARGE: 'request_too_large',
-};
-
 /**
- * Any error as an LlmError: Switchyard's own (gateway), Fastify's (bad JSON, body too large) or unexpected ones
- * (500, no internals). Status, message and retry hint come from the server's one mapping (toWireError); this
- * adds OpenAI's codes.
+ * Any error as an LlmError: Switchyard's own (gateway, serving core), Fastify's (bad JSON, body too large) or
+ * unexpected ones (500, no internals). Fastify's and unknown errors get their status and message from the
+ * server's one mapping (toWireError).
  */
 export function toLlmError(e: unknown): LlmError {
   if (e instanceof LlmError) return e;
+  if (isSwitchyardError(e)) return fromSwitchyardError(e);
   const w = toWireError(e);
-  if (isSwitchyardError(e)) {
-    return new LlmError(w.status, w.message, {
-      code: CODES[e.code] ?? e.code.slice('SY_ERR_'.length).toLowerCase(),
-      retryAfterMs: w.retryAfterS === null ? null : w.retryAfterS * 1000,
-    });
-  }
   if (w.status >= 500) return new LlmError(500, 'The server had an error while processing your request.', { code: 'internal_error' });
   const fe = e as Error & { code?: string };
   const bad = fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || fe instanceof SyntaxError;
