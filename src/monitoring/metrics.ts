@@ -91,16 +91,17 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
 
   // Hot children, cached per model version: the hot path does no label handling at all.
   type Children = { success: HotCounterChild; total: HotHistogramChild; queue: HotHistogramChild; compute: HotHistogramChild; batchRows: HotHistogramChild; batchRequests: HotHistogramChild };
-  const cache = new Map<string, Children>();
+  const cache = new Map<string, Map<string, Children>>();
   const children = (model: string, version: string): Children => {
-    const key = `${model}\u0000${version}`;
-    let c = cache.get(key);
+    let byVersion = cache.get(model);
+    if (byVersion === undefined) cache.set(model, (byVersion = new Map()));
+    let c = byVersion.get(version);
     if (!c) {
       c = {
         success: success.child(model, version), total: total.child(model, version), queue: queue.child(model, version), compute: compute.child(model, version),
         batchRows: batchRows.child(model, version), batchRequests: batchRequests.child(model, version),
       };
-      cache.set(key, c);
+      byVersion.set(version, c);
     }
     return c;
   };

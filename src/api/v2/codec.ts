@@ -157,14 +157,22 @@ export interface EncodedResponse {
   readonly headerLength: number | null;
 }
 
+/** Per signature (one per loaded version): the response's fixed start and the all-outputs selection. */
+const FIXED = new WeakMap<object, { mv: ModelVersion; head: string; all: readonly RequestedOutput[] }>();
+
 /**
  * Write the V2 infer response for `outputs` (in signature order), honoring requested outputs and binary flags.
  * `parameters`: response-level parameters (routing: which version and arm served), or null for none.
  */
 export function encodeInferResponse(mv: ModelVersion, req: InferRequest, outputs: readonly Tensor[], parameters: Readonly<Record<string, string | boolean>> | null = null): EncodedResponse {
   const sig = mv.signature!;
-  const selected = req.outputs ?? sig.outputs.map((s, index) => ({ name: s.name, index, binary: null }));
-  let json = `{"model_name":${JSON.stringify(mv.model)},"model_version":"${mv.label}"`;
+  let fixed = FIXED.get(sig);
+  if (fixed === undefined || fixed.mv !== mv) {
+    fixed = { mv, head: `{"model_name":${JSON.stringify(mv.model)},"model_version":"${mv.label}"`, all: sig.outputs.map((o, index) => ({ name: o.name, index, binary: null })) };
+    FIXED.set(sig, fixed);
+  }
+  const selected = req.outputs ?? fixed.all;
+  let json = fixed.head;
   if (req.id !== null) json += `,"id":${JSON.stringify(req.id)}`;
   if (parameters !== null) json += `,"parameters":${JSON.stringify(parameters)}`;
   json += ',"outputs":[';
