@@ -520,8 +520,9 @@ needs(`NATS JetStream at ${NATS_URL}`, natsDown, 'NATS JetStream consumer on a r
       await until(() => crashing.crashed, 10_000, () => 'the first batch');
       await a.stop();
       assert.equal(a.consumed, 0);
-      const applied = (await real.read(streamView, STREAM_KEYS, now)).reduce((s, r) => s + (r['n_1h'] ?? 0), 0);
-      assert.ok(applied > 0, 'the crashed batch was applied');
+      // Held buckets, not a window's count: JetStream may hand out a first batch of only a few messages, all of
+      // them older than the shortest window (this once made an n_1h sum of 0 fail the test).
+      assert.ok((await real.size()) > 0, 'the crashed batch was applied');
 
       const b = natsConsumer({ url: NATS_URL, view: streamView, stream, subject, durable: 'fw', toEvent: payloadToEvent, store: real, batch: 40 });
       await b.start();
