@@ -60,9 +60,22 @@ export async function sequentialLatency(url: string, path: string, body: string,
   } finally {
     await client.close();
   }
-  samples.sort((a, b) => a - b);
-  const q = (p: number): number => samples[Math.min(samples.length - 1, Math.floor(p * samples.length))]!;
-  return { p50: q(0.5), p90: q(0.9), p99: q(0.99) };
+  return percentiles(samples);
+}
+
+/** The value at quantile p (0..1) of ascending `sorted`: index ⌊p·n⌋; NaN when empty. */
+const at = (sorted: readonly number[], p: number): number => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? NaN;
+const ascending = (xs: readonly number[]): number[] => [...xs].sort((a, b) => a - b);
+
+/** The p-quantile (0..1) of `xs`. */
+export function quantile(xs: readonly number[], p: number): number {
+  return at(ascending(xs), p);
+}
+
+/** p50, p90 and p99 of `xs` (one sort). */
+export function percentiles(xs: readonly number[]): { p50: number; p90: number; p99: number } {
+  const s = ascending(xs);
+  return { p50: at(s, 0.5), p90: at(s, 0.9), p99: at(s, 0.99) };
 }
 
 /** Clock ticks per second for /proc/<pid>/stat (Linux). */

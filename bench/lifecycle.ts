@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Pool } from 'undici';
 import { mlp } from '../tools/onnx/zoo.js';
-import { startServer, stopServer, type Target } from './lib.js';
+import { quantile, startServer, stopServer, type Target } from './lib.js';
 
 const BODY = JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: Array.from({ length: 64 }, (_, i) => Math.sin(i)) }] });
 
@@ -35,11 +35,6 @@ async function metric(pool: Pool, pattern: RegExp): Promise<number> {
   const text = await r.body.text();
   return [...text.matchAll(pattern)].reduce((a, m) => a + Number(m[1]), 0);
 }
-
-const pct = (xs: number[], p: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
-};
 
 /** `conns` closed loops for `ms`, each request to `path()`; latencies and failures. */
 async function load(pool: Pool, conns: number, ms: number, path: () => string): Promise<{ lat: number[]; failed: number; n: number }> {
@@ -87,11 +82,11 @@ async function hotSwap(): Promise<void> {
     const swapping = await load(s.pool, 16, 4000, () => '/v2/models/fraud/infer');
     stopFlips = true;
     await flipper;
-    const p99s = pct(steady.lat, 99);
-    const p99w = pct(swapping.lat, 99);
+    const p99s = quantile(steady.lat, 0.99);
+    const p99w = quantile(swapping.lat, 0.99);
     console.log('hot swap (16 connections, alias flipped every 200 ms)');
-    console.log(`  steady:   ${steady.n} requests, ${steady.failed} failed, p50 ${pct(steady.lat, 50).toFixed(2)} ms, p99 ${p99s.toFixed(2)} ms`);
-    console.log(`  swapping: ${swapping.n} requests, ${swapping.failed} failed, ${flips} flips, p50 ${pct(swapping.lat, 50).toFixed(2)} ms, p99 ${p99w.toFixed(2)} ms`);
+    console.log(`  steady:   ${steady.n} requests, ${steady.failed} failed, p50 ${quantile(steady.lat, 0.5).toFixed(2)} ms, p99 ${p99s.toFixed(2)} ms`);
+    console.log(`  swapping: ${swapping.n} requests, ${swapping.failed} failed, ${flips} flips, p50 ${quantile(swapping.lat, 0.5).toFixed(2)} ms, p99 ${p99w.toFixed(2)} ms`);
     console.log(`  p99 during swaps / steady p99: ${(p99w / p99s).toFixed(2)}x; failed requests: ${swapping.failed}`);
   } finally {
     await stop(s);
@@ -122,7 +117,7 @@ async function residency(): Promise<void> {
       const evictions = await metric(s.pool, /^switchyard_model_unloads_total\{[^}]*reason="evicted"\} (\S+)$/gm);
       const colds = await metric(s.pool, /^switchyard_model_cold_start_wait_seconds_count\{[^}]*\} (\S+)$/gm);
       const used = await metric(s.pool, /^switchyard_memory_used_bytes (\S+)$/gm);
-      return { ...res, rps: res.n / 6, p99: pct(res.lat, 99), growth: rss1 - rss0, evictions: evictions - evictions0, colds: colds - colds0, used, rss1 };
+      return { ...res, rps: res.n / 6, p99: quantile(res.lat, 0.99), growth: rss1 - rss0, evictions: evictions - evictions0, colds: colds - colds0, used, rss1 };
     } finally {
       await stop(s);
     }

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Client } from 'undici';
-import { loadAverage, machineName, Report, startServer, stopServer, throughput } from './lib.js';
+import { loadAverage, machineName, percentiles, Report, startServer, stopServer, throughput } from './lib.js';
 
 const N = Number(process.env['BENCH_LATENCY_N'] ?? 3000);
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
@@ -40,12 +40,7 @@ async function startStub(port: number): Promise<ChildProcess> {
   return proc;
 }
 
-interface Pct { p50: number; p90: number; p99: number }
-const pct = (xs: number[]): Pct => {
-  const s = [...xs].sort((a, b) => a - b);
-  const q = (p: number): number => s[Math.min(s.length - 1, Math.floor(p * s.length))]!;
-  return { p50: q(0.5), p90: q(0.9), p99: q(0.99) };
-};
+type Pct = ReturnType<typeof percentiles>;
 
 /** Alternate requests to the two targets, one keep-alive connection each; the whole body is read each time. */
 async function interleaved(direct: string, gateway: string, body: string): Promise<{ direct: Pct; gateway: Pct }> {
@@ -73,7 +68,7 @@ async function interleaved(direct: string, gateway: string, body: string): Promi
     await a.close();
     await b.close();
   }
-  return { direct: pct(da), gateway: pct(db) };
+  return { direct: percentiles(da), gateway: percentiles(db) };
 }
 
 const report = new Report();
