@@ -106,8 +106,8 @@ class InferContext {
   primary: ModelVersion | null = null;
   fallbackReason: string | null = null;
 
-  /** Whether the entity join ran (it runs once, for the first version attempted). */
-  joined = false;
+  /** Whether the entity join was considered (once, for the first version attempted). */
+  #joined = false;
   #json: Record<string, unknown> | null = null;
 
   constructor(readonly body: Buffer, readonly headerLength: number | null, readonly timeoutUs: number, readonly cacheTtlMs: number) {}
@@ -119,8 +119,8 @@ class InferContext {
 
   /** Whether the request asks for a feature join: a JSON request whose parameters list entities. */
   wantsJoin(): boolean {
-    if (this.joined) return false;
-    this.joined = true;
+    if (this.#joined) return false;
+    this.#joined = true;
     const p = this.headerLength === null ? this.json['parameters'] : undefined;
     return typeof p === 'object' && p !== null && (p as Record<string, unknown>)['entities'] !== undefined;
   }
