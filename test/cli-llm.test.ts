@@ -12,7 +12,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { loadLlmConfig } from '../src/llm/config.js';
+import { loadLlmConfig } from '../src/config/llm-config.js';
 import { writeTinyLlama } from '../tools/gguf/tiny-llama.js';
 import { startSwitchyard, type TestServer } from './helpers.js';
 import { runCli, ok, fails, rows, type Run } from './cli-helpers.js';

@@ -11,8 +11,8 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
-import { MemoryLimiter, type Admission, type LimitScope, type LimitSpec } from '../src/tenancy/limiter.js';
-import { RedisLimiter, type RedisLimiterOptions } from '../src/tenancy/redis-limiter.js';
+import { MemoryLimiter, type Admission, type LimitScope, type LimitSpec } from '../src/gateway/limiter.js';
+import { RedisLimiter, type RedisLimiterOptions } from '../src/gateway/redis-limiter.js';
 import { closedPort, deleteKeys, REDIS_URL, redisReachable, until } from './registry-helpers.js';
 
 const NONE: LimitSpec = { rps: null, burst: null, concurrency: null, dailyQuota: null, monthlyQuota: null };

@@ -13,10 +13,10 @@ import { after, afterEach, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import {
   MemoryTokenLimiter, OVER_CAPACITY_RETRY_MS, RedisTokenLimiter, type TokenLimiter, type TokenReservation, type TokenScope,
-} from '../src/llm/limits.js';
-import { Gateway } from '../src/tenancy/gateway.js';
-import type { TenantStore } from '../src/tenancy/store.js';
-import { effectiveLimits, TIERS, type ApiKeyRecord, type Principal, type TenantLimits, type TenantRecord } from '../src/tenancy/types.js';
+} from '../src/gateway/token-limits.js';
+import { Gateway } from '../src/gateway/gateway.js';
+import type { TenantStore } from '../src/gateway/store.js';
+import { effectiveLimits, TIERS, type ApiKeyRecord, type Principal, type TenantLimits, type TenantRecord } from '../src/gateway/types.js';
 import { closedPort, deleteKeys, describeNeeding, REDIS_URL, redisReachable, until } from './registry-helpers.js';
 
 const scope = (key: string, rpm: number | null, tpm: number | null): TokenScope => ({ key, rpm, tpm });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
 import { describe, it } from 'node:test';
 import { SseWriter } from '../src/api/openai/sse-writer.js';
-import { DONE, SseReader } from '../src/llm/sse.js';
+import { DONE, SseReader } from '../src/runtimes/remote/sse-reader.js';
 
 /** A byte source that hands out the given reads one by one. */
 function source(reads: (string | Buffer)[]): AsyncIterator<Buffer> {

@@ -8,9 +8,9 @@ import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Serv
 import type { AddressInfo } from 'node:net';
 import { after, describe, it } from 'node:test';
 import { pino } from 'pino';
-import { UpstreamBackend, type UpstreamBackendOptions } from '../src/llm/backends/upstream.js';
-import { UpstreamModelSchema } from '../src/llm/config.js';
-import { ClientSignal, LlmError, type CancelSignal, type ChunkStream, type EmbeddingRequest, type GenerationRequest } from '../src/llm/types.js';
+import { UpstreamBackend, type UpstreamBackendOptions } from '../src/runtimes/remote/upstream.js';
+import { UpstreamModelSchema } from '../src/config/llm-config.js';
+import { ClientSignal, LlmError, type CancelSignal, type ChunkStream, type EmbeddingRequest, type GenerationRequest } from '../src/runtimes/generation.js';
 
 interface Hit {
   path: string;

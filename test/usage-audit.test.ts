@@ -17,8 +17,8 @@ import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { isSwitchyardError } from '../src/errors.js';
 import { openDatabase, type Database, type Dialect } from '../src/storage/index.js';
-import { AuditLog, type AuditEntry, type AuditRecord } from '../src/tenancy/audit.js';
-import { DAY_MS, HOUR_MS, UsageMeter, type UsageQuery, type UsageRecord, type UsageRow } from '../src/tenancy/usage.js';
+import { AuditLog, type AuditEntry, type AuditRecord } from '../src/gateway/audit.js';
+import { DAY_MS, HOUR_MS, UsageMeter, type UsageQuery, type UsageRecord, type UsageRow } from '../src/gateway/usage.js';
 import { PG_BASE, pgSchema, postgresReachable } from './registry-helpers.js';
 
 /** A fresh, empty metadata store; `url` opens more handles on it. */
@@ -169,7 +169,7 @@ await d.close();
 `;
 
 function replica(dbUrl: string, seed: number, rounds: number, perRound: number): Promise<void> {
-  const usageUrl = new URL('../src/tenancy/usage.js', import.meta.url).href;
+  const usageUrl = new URL('../src/gateway/usage.js', import.meta.url).href;
   const storageUrl = new URL('../src/storage/index.js', import.meta.url).href;
   return new Promise((resolve, reject) => {
     const p = spawn(process.execPath, ['--input-type=module', '-e', REPLICA, usageUrl, storageUrl, dbUrl, String(seed), String(rounds), String(perRound), String(T0)],

@@ -1,7 +1,7 @@
 /**
  * @module
  * Additive counters per (key columns, hour) in a metadata-store table, as the usage meters keep them (tenancy
- * usage: src/tenancy/usage.ts; LLM usage: src/llm/usage.ts). The hot path adds to an in-memory pending row; a
+ * usage: src/gateway/usage.ts; LLM usage: src/gateway/token-usage.ts). The hot path adds to an in-memory pending row; a
  * timer flushes the pending rows as additive upserts, so any number of replicas can flush into one database and
  * the counts add up. Works on SQLite and Postgres (the same SQL on both).
  *

@@ -1,9 +1,9 @@
 /**
  * @module
  * JSON schemas of the tenancy admin API (tenants, keys, model access, usage, audit), for validation,
- * serialization and the OpenAPI document. Field names are the records of src/tenancy/types.ts.
+ * serialization and the OpenAPI document. Field names are the records of src/gateway/types.ts.
  */
-import { SCOPES, TENANT_NAME } from '../../tenancy/types.js';
+import { SCOPES, TENANT_NAME } from '../../gateway/types.js';
 
 const str = (description: string): Record<string, unknown> => ({ type: 'string', description });
 const time = (description: string): Record<string, unknown> => ({ type: 'string', format: 'date-time', description });

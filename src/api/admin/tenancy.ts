@@ -8,10 +8,10 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { err } from '../../errors.js';
-import type { AuditLog, AuditQuery } from '../../tenancy/audit.js';
-import type { Gateway } from '../../tenancy/gateway.js';
-import type { CreateKeyInput, CreateTenantInput, Principal, UpdateTenantInput } from '../../tenancy/types.js';
-import type { UsageMeter, UsageQuery } from '../../tenancy/usage.js';
+import type { AuditLog, AuditQuery } from '../../gateway/audit.js';
+import type { Gateway } from '../../gateway/gateway.js';
+import type { CreateKeyInput, CreateTenantInput, Principal, UpdateTenantInput } from '../../gateway/types.js';
+import type { UsageMeter, UsageQuery } from '../../gateway/usage.js';
 import { isoTime, strictValidation } from './routes.js';
 import * as S from './schemas.js';
 import * as T from './tenancy-schemas.js';

@@ -15,10 +15,10 @@
  * JSON), has OpenAI's shape `{"error": {"message", "type", "param", "code"}}`.
  */
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import type { TokenReservation, TokenScope } from '../../llm/limits.js';
-import type { LlmModel, LlmService } from '../../llm/service.js';
-import { ClientSignal, LlmError, RAW_JSON, type GenerationRequest, type Usage } from '../../llm/types.js';
-import { formatDuration } from '../../tenancy/http.js';
+import type { TokenReservation, TokenScope } from '../../gateway/token-limits.js';
+import type { LlmModel, LlmService } from '../../serving/catalog.js';
+import { ClientSignal, LlmError, RAW_JSON, type GenerationRequest, type Usage } from '../../runtimes/generation.js';
+import { formatDuration } from '../../gateway/http.js';
 import { SseWriter } from './sse-writer.js';
 import { encodeEmbedding, errorHeaders, parseChat, parseCompletion, parseEmbedding, toLlmError, type ParsedGeneration } from './wire.js';
 

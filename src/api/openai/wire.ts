@@ -9,7 +9,7 @@
  */
 import { z } from 'zod';
 import { isSwitchyardError } from '../../errors.js';
-import { fromSwitchyardError, LlmError, type ChatMessage, type SamplingParams } from '../../llm/types.js';
+import { fromSwitchyardError, LlmError, type ChatMessage, type SamplingParams } from '../../runtimes/generation.js';
 import { toWireError } from '../reply-error.js';
 
 const Stop = z.union([z.string(), z.array(z.string()).max(4, 'at most 4 stop sequences')]).nullish();

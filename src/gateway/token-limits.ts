@@ -2,7 +2,7 @@
  * @module
  * Requests-per-minute and tokens-per-minute limits of the LLM API, per scope (a tenant, an API key, a
  * tenant×model pair: see `Gateway.tokenScopes`). They are separate from the request limiter
- * (src/tenancy/limiter.ts), which ignores `rpm` / `tpm`.
+ * (src/gateway/limiter.ts), which ignores `rpm` / `tpm`.
  *
  * Per scope, two buckets refilled continuously, full at first use:
  * - requests: capacity `rpm`, refilled at `rpm` per minute; a request takes 1.
@@ -28,8 +28,8 @@
  * {@link RedisTokenLimiter} (every replica shares one exact limit: one Lua script per decision, timed by
  * Redis `TIME`). Both share the decision code below, so headers, reasons and waits are computed the same way.
  */
-import { ceilMs, EPS, UNAVAILABLE_RETRY_MS } from '../tenancy/limiter.js';
-import { FailFastRedis, swallow } from '../tenancy/fail-fast-redis.js';
+import { ceilMs, EPS, UNAVAILABLE_RETRY_MS } from './limiter.js';
+import { FailFastRedis, swallow } from './fail-fast-redis.js';
 
 /** The per-minute limits of one scope; null: that dimension is not limited. Keys within one `reserve` must be distinct. */
 export interface TokenScope {

@@ -26,12 +26,12 @@ import { Buffer } from 'node:buffer';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { Pool, type Dispatcher } from 'undici';
-import type { UpstreamModelConfig } from '../config.js';
-import { DONE, SseReader } from '../sse.js';
+import type { UpstreamModelConfig } from '../../config/llm-config.js';
+import { DONE, SseReader } from './sse-reader.js';
 import {
   defaultType, LlmError, RAW_JSON, type CancelSignal, type ChunkStream, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest,
   type LlmBackend, type LlmErrorType, type TokenEstimate, type Usage,
-} from '../types.js';
+} from '../generation.js';
 
 /** Why an attempt failed, as `onUpstreamError` reports it (low cardinality, for metrics). */
 export type UpstreamErrorReason =

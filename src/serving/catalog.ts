@@ -7,14 +7,14 @@
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { HotCounter, HotHistogram } from '../monitoring/hot-metrics.js';
-import type { ModelManager } from '../serving/index.js';
-import { LlamaBackend } from './backends/llama.js';
-import { OnnxEmbeddingBackend } from './backends/onnx-embeddings.js';
-import { UpstreamBackend } from './backends/upstream.js';
-import type { LlmConfig, LlmModelConfig } from './config.js';
-import type { TokenLimiter } from './limits.js';
-import type { LlmUsageMeter } from './usage.js';
-import type { LlmBackend } from './types.js';
+import type { ModelManager } from './index.js';
+import { LlamaBackend } from '../runtimes/llama/backend.js';
+import { OnnxEmbeddingBackend } from '../inference/embeddings.js';
+import { UpstreamBackend } from '../runtimes/remote/upstream.js';
+import type { LlmConfig, LlmModelConfig } from '../config/llm-config.js';
+import type { TokenLimiter } from '../gateway/token-limits.js';
+import type { LlmUsageMeter } from '../gateway/token-usage.js';
+import type { LlmBackend } from '../runtimes/generation.js';
 
 export interface LlmModel {
   readonly name: string;

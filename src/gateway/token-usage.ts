@@ -9,7 +9,7 @@
 import type { Counter, Registry } from 'prom-client';
 import type { HotCounter, HotCounterChild } from '../monitoring/hot-metrics.js';
 import { amount, HourlyCounters, type CounterTable, type MeterOptions, type PeriodRange } from '../storage/hourly-counters.js';
-import { flushFailureCounter, registeredCounter } from '../tenancy/usage.js';
+import { flushFailureCounter, registeredCounter } from './usage.js';
 
 /** One finished LLM API request. */
 export interface LlmUsageRecord {
@@ -88,7 +88,7 @@ function meterCounters(registry: Registry): MeterCounters {
  * meter.record({ tenant: 'acme', model: 'gpt-4o-mini', promptTokens: 812, completionTokens: 96, cost: 0.0002, ok: true });
  * const today = await meter.query({ tenant: 'acme', from: dayStart, groupBy: 'day' });
  * await meter.close(); // on shutdown: stops the timer and writes what is left
- * @see UsageMeter (src/tenancy/usage.ts) for the usage of the inference API.
+ * @see UsageMeter (src/gateway/usage.ts) for the usage of the inference API.
  */
 export class LlmUsageMeter extends HourlyCounters<LlmUsageRow> {
   readonly #counters: MeterCounters | null;

@@ -20,11 +20,11 @@ import { randomUUID } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { err } from '../../errors.js';
-import type { LlamaModelConfig } from '../config.js';
+import type { LlamaModelConfig } from '../../config/llm-config.js';
 import {
   LlmError, type CancelSignal, type ChatMessage, type ChunkStream, type EmbeddingResult, type GenerationRequest, type LlmBackend,
   type TokenEstimate, type Usage,
-} from '../types.js';
+} from '../generation.js';
 
 /*
  * The part of node-llama-cpp's API used here, declared locally: the package is optional, so the build must not

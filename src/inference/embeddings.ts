@@ -18,12 +18,12 @@
  * ```
  */
 import type { Logger } from 'pino';
-import { err, isSwitchyardError } from '../../errors.js';
-import type { LoadedModel, TensorSpec } from '../../runtimes/types.js';
-import type { Job, ModelManager, ModelVersion } from '../../serving/index.js';
-import { DTYPES, fromHalfBits, zeros, type Tensor } from '../../tensor/index.js';
-import type { OnnxEmbeddingModelConfig } from '../config.js';
-import { fromSwitchyardError, LlmError, type CancelSignal, type ChunkStream, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest, type LlmBackend, type TokenEstimate } from '../types.js';
+import { err, isSwitchyardError } from '../errors.js';
+import type { LoadedModel, TensorSpec } from '../runtimes/types.js';
+import type { Job, ModelManager, ModelVersion } from '../serving/index.js';
+import { DTYPES, fromHalfBits, zeros, type Tensor } from '../tensor/index.js';
+import type { OnnxEmbeddingModelConfig } from '../config/llm-config.js';
+import { fromSwitchyardError, LlmError, type CancelSignal, type ChunkStream, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest, type LlmBackend, type TokenEstimate } from '../runtimes/generation.js';
 
 export type Pooling = OnnxEmbeddingModelConfig['pooling'];
 

@@ -18,7 +18,7 @@ export const ALL_TENANTS = '*';
 /**
  * Limits of one scope; a null field means "no limit" (after tier defaults). The request limiter enforces the
  * {@link LimitSpec} fields on every limited route and ignores `rpm` / `tpm`, which only the LLM API enforces
- * (src/llm/limits.ts).
+ * (src/gateway/token-limits.ts).
  */
 export interface Limits extends LimitSpec {
   /** LLM API requests per minute (a bucket of `rpm` refilled continuously); null = no limit. */

@@ -1,7 +1,7 @@
 /**
  * @module
  * The Redis connection of the shared limiters (the request limiter, redis-limiter.ts, and the LLM API's
- * rpm / tpm limiter, src/llm/limits.ts): a request's admission must never wait on Redis longer than a few
+ * rpm / tpm limiter, src/gateway/token-limits.ts): a request's admission must never wait on Redis longer than a few
  * milliseconds, whatever Redis does.
  *
  * ioredis is set to fail fast (no offline queue, no per-request retries, a backstop `commandTimeout`) and to
