@@ -9,15 +9,30 @@ import diagnostics from 'node:diagnostics_channel';
 export type FailureReason =
   | 'invalid_input' | 'not_found' | 'not_ready' | 'queue_full' | 'timeout' | 'cancelled' | 'runtime_error' | 'shutting_down' | 'other';
 
-/** One inference request finished (success or failure), with its timings in milliseconds. */
+/**
+ * One inference attempt on a version finished (success or failure), with its timings in milliseconds. Usage
+ * accounting (tenant, rows, compute share) and the per-instance statistics read it too.
+ */
 export interface RequestEvent {
+  /** The InferenceService that published it: per-instance subscribers (usage) ignore other instances' events. */
+  origin: object;
   model: string;
   version: string;
+  versionNumber: number;
+  /** Tenant name, '' for none. */
+  tenant: string;
+  arm: string | null;
   ok: boolean;
   reason: FailureReason | null;
+  /** Rows of the request (0 when the body was bad before it was checked). */
+  rows: number;
+  /** Served from the result cache. */
+  cached: boolean;
   totalMs: number;
   queueMs: number;
   computeMs: number;
+  /** This request's share of its batches' execution time (by rows), for usage. */
+  computeShareMs: number;
 }
 
 /** One batch executed on an instance. */
@@ -39,7 +54,13 @@ export interface UnloadEvent { model: string; version: string; reason: UnloadRea
 export interface ColdStartEvent { model: string; version: string; waitMs: number; ok: boolean }
 
 /** A request that named no version was routed by its model's traffic policy. */
-export interface RouteEvent { model: string; arm: string; assignment: 'hash' | 'random' | 'excluded' | 'fixed' }
+export interface RouteEvent { origin: object; model: string; arm: string; unit: string | null; assignment: 'hash' | 'random' | 'excluded' | 'fixed' }
+
+/**
+ * A request that named no version finished: ok, or failed on the server side (bad input is not counted). For
+ * guardrails, a request its arm could not serve counts as that arm's failure even when a fallback rescued it.
+ */
+export interface ServedEvent { origin: object; model: string; arm: string | null; ok: boolean; latencyMs: number }
 
 /** A request was served by a fallback target after `from` failed (reason: a failure reason or `circuit_open`). */
 export interface FallbackEvent { model: string; from: string; to: string; reason: string }
@@ -63,6 +84,7 @@ export interface CacheEvent { model: string; hit: boolean }
 
 export const channels = {
   request: diagnostics.channel('switchyard:inference:request'),
+  served: diagnostics.channel('switchyard:inference:served'),
   batch: diagnostics.channel('switchyard:serving:batch'),
   load: diagnostics.channel('switchyard:serving:load'),
   unload: diagnostics.channel('switchyard:serving:unload'),

@@ -41,6 +41,8 @@ import { RedisLimiter } from './gateway/redis-limiter.js';
 import { TenantStore } from './gateway/store.js';
 import type { Principal } from './gateway/types.js';
 import { UsageMeter } from './gateway/usage.js';
+import { meterRequests } from './gateway/accounting.js';
+import { InferenceService } from './inference/index.js';
 import { VERSION } from './version.js';
 import { loadLlmConfig } from './config/llm-config.js';
 import { MemoryTokenLimiter, RedisTokenLimiter, type TokenLimiter } from './gateway/token-limits.js';
@@ -65,6 +67,7 @@ export interface Switchyard {
   readonly monitoring: MonitoringService;
   readonly features: FeatureStore;
   readonly llm: LlmService;
+  readonly inference: InferenceService;
   /** A platform admin key generated at this start (auth on, none configured, none stored), to print once; else null. */
   readonly bootstrapKey: string | null;
   /** Stop admitting, drain queued requests, release models. Idempotent. */
@@ -158,6 +161,13 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     config: config.llmConfig ? await loadLlmConfig(config.llmConfig) : { models: [] },
     manager, logger, metrics: metrics.registry, limiter: tokenLimiter, usage: llmUsage,
   });
+  // The data plane every transport calls; usage and experiments follow its events.
+  const inference = new InferenceService({
+    manager, router, cache, monitor: monitoring,
+    features: { assemble: (model, version, entities, inputs) => features.assemble(model, version, entities, inputs) },
+  });
+  const stopMetering = meterRequests(inference, usage);
+  tracker.listen(inference);
   const modelExists = (name: string): Promise<boolean> => registry.getModel(name).then(() => true, () => false);
   const bodyLimit = Math.floor(config.maxBodyMb * 1024 * 1024);
   const requestId = requestIdGenerator();
@@ -181,17 +191,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   installGateway(app, { gateway, audit, logger, modelExists, metrics: metrics.registry });
 
   await registerOpenApi(app);
-  await app.register(v2Routes, {
-    manager, serverName: 'switchyard', serverVersion: VERSION, bodyLimit,
-    flowOf: (req) => (req.principal ? gateway.flow(req.principal) : undefined),
-    onInferred: (req, mv, rows, computeMs, ok) => usage.record({ tenant: tenantOf(req.principal), model: mv.model, version: mv.version, rows, computeMs, ok }),
-    router, cache,
-    tenantOf: (req) => tenantOf(req.principal),
-    onRouted: (_req, model, arm, unit, assignment) => tracker.routed(model, arm, unit, assignment),
-    onServed: (_req, model, arm, ok, latencyMs) => tracker.served(model, arm, ok, latencyMs),
-    monitor: monitoring,
-    features: { assemble: (model, version, entities, inputs) => features.assemble(model, version, entities, inputs) },
-  });
+  await app.register(v2Routes, { inference, serverName: 'switchyard', serverVersion: VERSION, bodyLimit });
   await app.register(adminRoutes, {
     registry,
     maxArtifactBytes: Math.floor(config.maxArtifactMb * 1024 * 1024),
@@ -250,6 +250,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
       await manager.close(config.shutdownGraceMs);
       await llmUsage.close().catch((e: unknown) => logger.error({ err: e }, 'final LLM usage flush failed'));
       await tokenLimiter.close();
+      stopMetering();
       await usage.close().catch((e: unknown) => logger.error({ err: e }, 'final usage flush failed'));
       tracker.close();
       await monitoring.close().catch((e: unknown) => logger.error({ err: e }, 'closing monitoring failed'));
@@ -265,7 +266,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     })();
     return closing;
   };
-  return { app, manager, registry, metrics, logger, gateway, usage, audit, router, experiments, tracker, cache, monitoring, features, llm, bootstrapKey, close };
+  return { app, manager, registry, metrics, logger, gateway, usage, audit, router, experiments, tracker, cache, monitoring, features, llm, inference, bootstrapKey, close };
 }
 
 /** Limit-store failures: a counter and at most one log line per 10 s. */

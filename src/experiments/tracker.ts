@@ -5,7 +5,9 @@
  * at routing time, serving outcomes per arm in a sliding window, and the guardrail check that rolls a canary
  * back to its control when an arm breaches its error-rate or p99 latency threshold.
  */
+import diagnostics from 'node:diagnostics_channel';
 import type { Logger } from 'pino';
+import { channels, type RouteEvent, type ServedEvent } from '../events.js';
 import type { Registry } from '../registry/index.js';
 import type { RegistryEvent } from '../registry/types.js';
 import type { Assignment } from '../routing/router.js';
@@ -43,6 +45,7 @@ export class ExperimentTracker {
   #refresh: Promise<void> = Promise.resolve();
   readonly #timer: NodeJS.Timeout;
   readonly #unsubscribe: () => void;
+  #unlisten: () => void = () => undefined;
 
   private constructor(opts: ExperimentTrackerOptions) {
     this.#store = opts.store;
@@ -70,6 +73,28 @@ export class ExperimentTracker {
       this.#byModel = next;
     }).catch((e: unknown) => this.#log.error({ err: e }, 'reading running experiments failed'));
     return this.#refresh;
+  }
+
+  /**
+   * Follow the data plane of `origin` (an InferenceService): its route events record exposures, its served
+   * events feed the guardrail windows. Events of other instances in the same process are ignored.
+   */
+  listen(origin: object): void {
+    this.#unlisten();
+    const onRoute = (m: unknown): void => {
+      const e = m as RouteEvent;
+      if (e.origin === origin) this.routed(e.model, e.arm, e.unit, e.assignment);
+    };
+    const onServed = (m: unknown): void => {
+      const e = m as ServedEvent;
+      if (e.origin === origin) this.served(e.model, e.arm, e.ok, e.latencyMs);
+    };
+    diagnostics.subscribe(channels.route.name as string, onRoute);
+    diagnostics.subscribe(channels.served.name as string, onServed);
+    this.#unlisten = () => {
+      diagnostics.unsubscribe(channels.route.name as string, onRoute);
+      diagnostics.unsubscribe(channels.served.name as string, onServed);
+    };
   }
 
   /** The experiment running on `model`, if any. */
@@ -156,5 +181,6 @@ export class ExperimentTracker {
   close(): void {
     clearInterval(this.#timer);
     this.#unsubscribe();
+    this.#unlisten();
   }
 }

@@ -4,6 +4,7 @@
  * memory-budgeted residency), per-version dynamic batchers, and repository import.
  */
 export { ModelManager, ModelVersion, ServedModel, isBatchable, type VersionState, type ModelManagerOptions, type RegistrySource } from './model-manager.js';
+export { DEFAULT_FLOW, type Flow } from './batcher.js';
 export { Batcher, Job, shapeKey, type BatcherOptions } from './batcher.js';
 export { checkDeclared, inputSpec, orderInputs } from './validate.js';
 export { MODEL_NAME } from './repository.js';

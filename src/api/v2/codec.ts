@@ -1,30 +1,25 @@
 /**
  * @module
- * Open Inference Protocol (V2) request parsing and response writing, JSON and the binary tensor data
- * extension (Inference-Header-Content-Length, binary_data_size, binary_data, binary_data_output).
- * Parsing validates against the model signature before decoding data, so bad input fails fast with a 400.
+ * Open Inference Protocol (V2) request decoding and response writing, JSON and the binary tensor data
+ * extension (Inference-Header-Content-Length, binary_data_size, binary_data, binary_data_output). Decoding
+ * needs no model: it yields named tensors that the inference core checks against each version it tries.
  */
 import { err } from '../../errors.js';
-import type { ModelVersion } from '../../serving/index.js';
-import { checkDeclared, inputSpec, orderInputs } from '../../serving/index.js';
+import type { InferOutcome, NamedTensor, TensorBody } from '../../inference/index.js';
 import {
   decodeBinaryData, decodeJsonData, dtypeFromV2, elementCount, encodeBinaryData, encodeJsonData, type Tensor,
 } from '../../tensor/index.js';
 
-export interface RequestedOutput { readonly name: string; readonly index: number; readonly binary: boolean | null }
+export interface RequestedOutput { readonly name: string; readonly binary: boolean | null }
 
-export interface InferRequest {
+/** A decoded V2 infer request: the core's body plus what only the V2 response needs (id, binary flags). */
+export interface V2Request {
   readonly id: string | null;
-  readonly inputs: Tensor[];
-  readonly rows: number;
-  /** Requested outputs in order, or null for all. */
-  readonly outputs: RequestedOutput[] | null;
+  readonly body: TensorBody;
+  /** Requested outputs in order (with their binary flags), or null for all. */
+  readonly outputs: readonly RequestedOutput[] | null;
   /** `parameters.binary_data_output`: default for outputs that do not say. */
   readonly binaryOutput: boolean;
-  /** `parameters.timeout` (schedule-policy extension), microseconds; 0 = none. */
-  readonly timeoutUs: number;
-  /** Request parameters as sent (custom keys pass through to later stages), or null. */
-  readonly parameters: Record<string, unknown> | null;
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -45,9 +40,9 @@ function parseShape(name: string, shape: unknown): number[] {
 
 /**
  * The JSON part of a V2 infer request body (all of it, or the first `headerLength` bytes with the binary
- * extension), parsed once per request and shared by every version it is validated for.
+ * extension), parsed once per request.
  */
-export function parseInferJson(body: Buffer, headerLength: number | null): Record<string, unknown> {
+function parseInferJson(body: Buffer, headerLength: number | null): Record<string, unknown> {
   if (headerLength !== null && headerLength > body.length) {
     bad(`Inference-Header-Content-Length ${headerLength} exceeds the body length ${body.length}`);
   }
@@ -62,32 +57,34 @@ export function parseInferJson(body: Buffer, headerLength: number | null): Recor
 }
 
 /**
- * Validate a parsed V2 infer request (from {@link parseInferJson}) against model version `mv`'s signature and
- * decode its tensors (JSON `data`, or binary data that follows the JSON header in `body`).
+ * Decode a V2 infer request (JSON, or JSON header + binary data with the binary extension) into named tensors.
+ * 400 naming the field for anything malformed; nothing here depends on the model.
  * @param headerLength the Inference-Header-Content-Length header (binary extension), or null for pure JSON.
  */
-export function parseInferRequest(req: Record<string, unknown>, body: Buffer, headerLength: number | null, mv: ModelVersion): InferRequest {
-  const sig = mv.signature;
-  if (!sig) throw err('SY_ERR_MODEL_NOT_READY', `model "${mv.model}" version ${mv.version} is not ready`, { retryAfterS: 1 });
+export function decodeInferRequest(body: Buffer, headerLength: number | null): V2Request {
+  const req = parseInferJson(body, headerLength);
   const jsonEnd = headerLength ?? body.length;
   const { id, inputs, outputs, parameters } = req;
   if (id !== undefined && typeof id !== 'string') bad('"id" must be a string');
   if (parameters !== undefined && !isObject(parameters)) bad('"parameters" must be an object');
-  if (!Array.isArray(inputs) || inputs.length === 0) bad('"inputs" must be a non-empty array');
+  // A feature-joined request may send no inputs: the join fills them.
+  const joins = parameters !== undefined && (parameters as Record<string, unknown>)['entities'] !== undefined;
+  if (!(joins && inputs === undefined) && (!Array.isArray(inputs) || (inputs.length === 0 && !joins))) bad('"inputs" must be a non-empty array');
 
-  const given = new Map<string, Tensor>();
+  const given: NamedTensor[] = [];
+  const names = new Set<string>();
   let offset = jsonEnd;
-  for (const raw of inputs) {
+  for (const raw of (inputs ?? []) as unknown[]) {
     if (!isObject(raw)) bad('each entry of "inputs" must be an object');
     const name = raw['name'];
     if (typeof name !== 'string') bad('each input needs a string "name"');
-    if (given.has(name)) bad(`input "${name}" appears more than once`);
+    if (names.has(name)) bad(`input "${name}" appears more than once`);
+    names.add(name);
     const datatype = raw['datatype'];
     if (typeof datatype !== 'string') bad(`input "${name}": "datatype" must be a string`);
     const dtype = dtypeFromV2(datatype);
     if (!dtype) throw err('SY_ERR_INPUT_INVALID', `input "${name}": unknown datatype "${datatype}"`);
     const shape = parseShape(name, raw['shape']);
-    checkDeclared(inputSpec(sig, mv.model, name), datatype, shape);
     const count = elementCount(shape);
     const p = raw['parameters'];
     if (p !== undefined && !isObject(p)) bad(`input "${name}": "parameters" must be an object`);
@@ -109,7 +106,7 @@ export function parseInferRequest(req: Record<string, unknown>, body: Buffer, he
       if (raw['data'] === undefined) throw err('SY_ERR_INPUT_INVALID', `input "${name}": "data" is missing`);
       data = decodeJsonData(name, dtype, count, raw['data']);
     }
-    given.set(name, { dtype, shape, data });
+    given.push({ name, tensor: { dtype, shape, data } });
   }
   if (offset !== body.length) bad(`body holds ${body.length - offset} bytes of binary data that no input claims`);
 
@@ -119,16 +116,12 @@ export function parseInferRequest(req: Record<string, unknown>, body: Buffer, he
     requested = outputs.map((o) => {
       if (!isObject(o) || typeof o['name'] !== 'string') bad('each entry of "outputs" needs a string "name"');
       const name = o['name'];
-      const index = sig.outputs.findIndex((s) => s.name === name);
-      if (index < 0) {
-        throw err('SY_ERR_OUTPUT_UNKNOWN', `unknown output "${name}" for model "${mv.model}"; outputs are: ${sig.outputs.map((s) => s.name).join(', ')}`);
-      }
       const op = o['parameters'];
       if (op !== undefined && !isObject(op)) bad(`output "${name}": "parameters" must be an object`);
       if (op && 'classification' in op) throw err('SY_ERR_OUTPUT_UNKNOWN', `output "${name}": the classification extension is not supported`);
       const b = op?.['binary_data'];
       if (b !== undefined && typeof b !== 'boolean') bad(`output "${name}": "binary_data" must be a boolean`);
-      return { name, index, binary: b ?? null };
+      return { name, binary: b ?? null };
     });
   }
 
@@ -139,15 +132,14 @@ export function parseInferRequest(req: Record<string, unknown>, body: Buffer, he
   const bdo = parameters?.['binary_data_output'];
   if (bdo !== undefined && typeof bdo !== 'boolean') bad('"parameters.binary_data_output" must be a boolean');
 
-  const { inputs: ordered, rows } = orderInputs(sig, mv.model, given, mv.maxBatchSize > 0);
   return {
     id: id ?? null,
-    inputs: ordered,
-    rows,
+    body: {
+      kind: 'tensors', inputs: given, outputs: requested === null ? null : requested.map((o) => o.name),
+      parameters: parameters ?? null, timeoutUs: (timeout as number | undefined) ?? 0,
+    },
     outputs: requested,
     binaryOutput: bdo ?? false,
-    timeoutUs: (timeout as number | undefined) ?? 0,
-    parameters: parameters ?? null,
   };
 }
 
@@ -158,30 +150,32 @@ export interface EncodedResponse {
 }
 
 /** Per signature (one per loaded version): the response's fixed start and the all-outputs selection. */
-const FIXED = new WeakMap<object, { mv: ModelVersion; head: string; all: readonly RequestedOutput[] }>();
+const FIXED = new WeakMap<object, { model: string; label: string; head: string; all: readonly number[] }>();
 
 /**
- * Write the V2 infer response for `outputs` (in signature order), honoring requested outputs and binary flags.
+ * Write the V2 infer response for an outcome, honoring requested outputs and binary flags.
  * `parameters`: response-level parameters (routing: which version and arm served), or null for none.
  */
-export function encodeInferResponse(mv: ModelVersion, req: InferRequest, outputs: readonly Tensor[], parameters: Readonly<Record<string, string | boolean>> | null = null): EncodedResponse {
-  const sig = mv.signature!;
-  let fixed = FIXED.get(sig);
-  if (fixed === undefined || fixed.mv !== mv) {
-    fixed = { mv, head: `{"model_name":${JSON.stringify(mv.model)},"model_version":"${mv.label}"`, all: sig.outputs.map((o, index) => ({ name: o.name, index, binary: null })) };
-    FIXED.set(sig, fixed);
+export function encodeInferResponse(out: InferOutcome, req: V2Request, parameters: Readonly<Record<string, string | boolean>> | null = null): EncodedResponse {
+  const specs = out.outputSpecs;
+  let fixed = FIXED.get(specs);
+  if (fixed === undefined || fixed.model !== out.model || fixed.label !== out.label) {
+    fixed = { model: out.model, label: out.label, head: `{"model_name":${JSON.stringify(out.model)},"model_version":"${out.label}"`, all: specs.map((_, index) => index) };
+    FIXED.set(specs, fixed);
   }
-  const selected = req.outputs ?? fixed.all;
+  const selected = out.selected ?? fixed.all;
+  const outputs = out.outputs;
   let json = fixed.head;
   if (req.id !== null) json += `,"id":${JSON.stringify(req.id)}`;
   if (parameters !== null) json += `,"parameters":${JSON.stringify(parameters)}`;
   json += ',"outputs":[';
   const binaries: Uint8Array[] = [];
   for (let i = 0; i < selected.length; i++) {
-    const o = selected[i]!;
-    const t = outputs[o.index]!;
-    json += `${i ? ',' : ''}{"name":${JSON.stringify(o.name)},"datatype":"${t.dtype.v2}","shape":[${t.shape.join(',')}]`;
-    if (o.binary ?? req.binaryOutput) {
+    const index = selected[i]!;
+    const name = specs[index]!.name;
+    const t: Tensor = outputs[index]!;
+    json += `${i ? ',' : ''}{"name":${JSON.stringify(name)},"datatype":"${t.dtype.v2}","shape":[${t.shape.join(',')}]`;
+    if ((req.outputs === null ? null : req.outputs[i]!.binary) ?? req.binaryOutput) {
       const bytes = encodeBinaryData(t.dtype, t.data);
       binaries.push(bytes);
       json += `,"parameters":{"binary_data_size":${bytes.length}}}`;

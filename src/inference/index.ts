@@ -1,0 +1,7 @@
+/**
+ * @module
+ * The data plane every transport calls: {@link InferenceService} (plan → attempts → shadows, events), the
+ * transport-neutral call and outcome shapes, and the ONNX embeddings path built on it.
+ */
+export { InferenceService, failureReason, type FeatureJoin, type InferenceServiceOptions, type ModelMetadata, type ModelReadiness, type PredictionSampler, type VersionStatistics } from './service.js';
+export type { BuiltBody, DeferredBody, Caller, CancelSignal, InferBody, InferCall, InferOutcome, NamedTensor, PreparedInputs, RouteFacts, TensorBody } from './types.js';
