@@ -42,7 +42,7 @@ import { TenantStore } from './gateway/store.js';
 import type { Principal } from './gateway/types.js';
 import { UsageMeter } from './gateway/usage.js';
 import { meterRequests } from './gateway/accounting.js';
-import { InferenceService } from './inference/index.js';
+import { InferenceService, OnnxEmbeddingBackend } from './inference/index.js';
 import { VERSION } from './version.js';
 import { loadLlmConfig } from './config/llm-config.js';
 import { MemoryTokenLimiter, RedisTokenLimiter, type TokenLimiter } from './gateway/token-limits.js';
@@ -152,15 +152,6 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     sampleRate: config.predictionLog === 'off' ? 0 : config.monitorSampleRate, driftSampleRate: config.driftSampleRate,
     retentionMs: config.predictionRetentionDays * 86_400_000, driftWindowMs: config.driftWindowMs, driftEvalMs: config.driftEvalMs, alertEvalMs: config.alertEvalMs,
   });
-  // The OpenAI-compatible API: token limits shared through Redis when replicas share one.
-  const tokenLimiter: TokenLimiter = config.redis
-    ? new RedisTokenLimiter({ url: config.redis, timeoutMs: config.redisTimeoutMs, failMode: config.rateLimitFail, onBackendError: limitStoreErrors(logger, metrics, config.rateLimitFail, 'switchyard_llm_ratelimit_store_errors_total') })
-    : new MemoryTokenLimiter();
-  const llmUsage = new LlmUsageMeter({ db, flushIntervalMs: config.usageFlushMs, logger, metrics: metrics.registry });
-  const llm = await LlmService.create({
-    config: config.llmConfig ? await loadLlmConfig(config.llmConfig) : { models: [] },
-    manager, logger, metrics: metrics.registry, limiter: tokenLimiter, usage: llmUsage,
-  });
   // The data plane every transport calls; usage and experiments follow its events.
   const inference = new InferenceService({
     manager, router, cache, monitor: monitoring,
@@ -168,6 +159,15 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   });
   const stopMetering = meterRequests(inference, usage);
   tracker.listen(inference);
+  // The OpenAI-compatible API: token limits shared through Redis when replicas share one.
+  const tokenLimiter: TokenLimiter = config.redis
+    ? new RedisTokenLimiter({ url: config.redis, timeoutMs: config.redisTimeoutMs, failMode: config.rateLimitFail, onBackendError: limitStoreErrors(logger, metrics, config.rateLimitFail, 'switchyard_llm_ratelimit_store_errors_total') })
+    : new MemoryTokenLimiter();
+  const llmUsage = new LlmUsageMeter({ db, flushIntervalMs: config.usageFlushMs, logger, metrics: metrics.registry });
+  const llm = await LlmService.create({
+    config: config.llmConfig ? await loadLlmConfig(config.llmConfig) : { models: [] },
+    embeddings: (c, log) => new OnnxEmbeddingBackend(c, { inference, logger: log }), logger, metrics: metrics.registry, limiter: tokenLimiter, usage: llmUsage,
+  });
   const modelExists = (name: string): Promise<boolean> => registry.getModel(name).then(() => true, () => false);
   const bodyLimit = Math.floor(config.maxBodyMb * 1024 * 1024);
   const requestId = requestIdGenerator();
@@ -224,6 +224,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   await app.register(featureDataRoutes, { features, access: { platform: platformKey } });
   await app.register(llmRoutes, {
     prefix: '/v1', service: llm, tenantOf: (req) => tenantOf(req.principal),
+    canSee: (req, model) => !req.principal || gateway.canSee(req.principal, model),
     tokenScopes: (req, model) => (req.principal?.kind === 'tenant' ? gateway.tokenScopes(req.principal, model) : []),
   });
   await app.register(llmAdminRoutes, { usage: llmUsage });

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { mlp } from '../tools/onnx/zoo.js';
-import { startSwitchyard, type TestServer } from './helpers.js';
+import { binaryBody, splitBinary, startSwitchyard, type TestServer } from './helpers.js';
 
 const HOUR = 3_600_000;
 
@@ -131,6 +131,25 @@ describe('feature store on a live server', () => {
     const missing = await call('POST', '/v2/models/mlp/infer', { inputs: [], parameters: { entities: [{ account: 1 }] } });
     assert.equal(missing.statusCode, 400);
     assert.match(missing.json().error, /user_id/);
+  });
+
+  it('a binary-extension request is feature-joined too (the join works on typed tensors), outputs in binary', async () => {
+    const entities = [{ user_id: 1 }, { user_id: 3 }];
+    const json = await call('POST', '/v2/models/mlp/infer', { inputs: [], parameters: { entities } });
+    assert.equal(json.statusCode, 200, json.body);
+    const { body, headerLength } = binaryBody({ inputs: [], parameters: { entities, binary_data_output: true } }, []);
+    const bin = await srv.sy.app.inject({
+      method: 'POST', url: '/v2/models/mlp/infer', payload: body,
+      headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(headerLength) },
+    });
+    assert.equal(bin.statusCode, 200, bin.body);
+    const split = splitBinary(bin.rawPayload, Number(bin.headers['inference-header-content-length']));
+    const out = split.json.outputs[0]!;
+    assert.equal(out.parameters?.binary_data_size, split.rest.length);
+    const values = new Float32Array(split.rest.buffer.slice(split.rest.byteOffset, split.rest.byteOffset + split.rest.length));
+    const expected = (json.json().outputs as { data: number[] }[])[0]!.data;
+    assert.deepEqual(out.shape, [2, expected.length / 2]);
+    assert.deepEqual(Array.from(values), expected.map((x) => Math.fround(x)));
   });
 
   it('definitions are versioned: every change is a revision in the history', async () => {

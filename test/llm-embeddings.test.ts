@@ -97,7 +97,7 @@ describe('onnx-embeddings backend (real onnxruntime through the serving core)', 
     await srv.close();
   });
   const backend = (over: Record<string, unknown> = {}): OnnxEmbeddingBackend =>
-    new OnnxEmbeddingBackend(config(over), { manager: srv.sy.manager, logger: srv.sy.logger });
+    new OnnxEmbeddingBackend(config(over), { inference: srv.sy.inference, logger: srv.sy.logger });
 
   it('vectors equal a direct onnxruntime run on the padded byte ids, L2-normalized, in input order', async () => {
     const b = backend();

@@ -1,11 +1,13 @@
 /**
  * @module
- * Local embeddings from an ONNX encoder served by the serving core (`backend: onnx-embeddings`).
+ * Local embeddings from an ONNX encoder (`backend: onnx-embeddings`), run through the inference core like any
+ * V2 request: the caller's tenant and fair-queueing flow, the encoder's routing policy (canary, shadow,
+ * fallback, breaker), the result cache, the prediction log and drift, request metrics and tenancy usage.
  *
- * A request's k inputs are byte-tokenized, padded to the model's sequence length and submitted as one job of
- * k rows to the version's dynamic batcher (split only where the version's max batch size is smaller), so
- * concurrent embedding requests, and V2 requests to the same model, share batches. The batcher slices each
- * job's rows back out; here they are pooled ([N,T,D] outputs), truncated to `dimensions` and normalized.
+ * A request's k inputs are byte-tokenized, padded to the serving version's sequence length and submitted as
+ * one call of k rows (split into jobs only where the version's max batch size is smaller), so concurrent
+ * embedding requests, and V2 requests to the same model, share batches. The outputs are pooled ([N,T,D]),
+ * truncated to `dimensions` and normalized.
  *
  * Inputs longer than the sequence length are refused (400 `context_length_exceeded`), as OpenAI does, rather
  * than truncated silently. Serving-core errors (queue full, not ready, timeout, unknown model) become
@@ -13,17 +15,18 @@
  *
  * @example
  * ```ts
- * const backend = new OnnxEmbeddingBackend(OnnxEmbeddingModelSchema.parse({ name: 'text-embed', backend: 'onnx-embeddings', model: 'text-encoder' }), { manager, logger });
+ * const backend = new OnnxEmbeddingBackend(OnnxEmbeddingModelSchema.parse({ name: 'text-embed', backend: 'onnx-embeddings', model: 'text-encoder' }), { inference, logger });
  * const { vectors, usage } = await backend.embed({ model: 'text-embed', input: ['hello'], dimensions: null, body: {}, signal, requestId });
  * ```
  */
 import type { Logger } from 'pino';
 import { err, isSwitchyardError } from '../errors.js';
 import type { LoadedModel, TensorSpec } from '../runtimes/types.js';
-import type { Job, ModelManager, ModelVersion } from '../serving/index.js';
+import type { ModelVersion } from '../serving/index.js';
 import { DTYPES, fromHalfBits, zeros, type Tensor } from '../tensor/index.js';
 import type { OnnxEmbeddingModelConfig } from '../config/llm-config.js';
-import { fromSwitchyardError, LlmError, type CancelSignal, type ChunkStream, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest, type LlmBackend, type TokenEstimate } from '../runtimes/generation.js';
+import { fromSwitchyardError, LlmError, type ChunkStream, type EmbeddingCaller, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest, type LlmBackend, type TokenEstimate } from '../runtimes/generation.js';
+import type { InferenceService } from './service.js';
 
 export type Pooling = OnnxEmbeddingModelConfig['pooling'];
 
@@ -44,10 +47,6 @@ export interface EncoderLayout {
   readonly dims: number | null;
 }
 
-/** A request in flight: its jobs once submitted (none while the version loads). */
-interface InFlight { readonly jobs: Job[] }
-
-const CLIENT_CLOSED = 'client closed the connection before the embeddings were ready';
 
 function misconfigured(c: OnnxEmbeddingModelConfig, what: string): LlmError {
   return new LlmError(500, `embedding model "${c.name}" (ONNX model "${c.model}"): ${what}`, { code: 'model_misconfigured' });
@@ -175,22 +174,27 @@ export class OnnxEmbeddingBackend implements LlmBackend {
   readonly kind = 'onnx-embeddings';
   readonly capabilities = { chat: false, completions: false, embeddings: true } as const;
   readonly #c: OnnxEmbeddingModelConfig;
-  readonly #manager: ModelManager;
+  readonly #inference: InferenceService;
   readonly #log: Logger;
-  readonly #inflight = new Set<InFlight>();
+  #inflight = 0;
   /** Resolved once per load of a version (and logged, so the guessed roles can be checked). */
   readonly #layouts = new WeakMap<LoadedModel, EncoderLayout>();
 
-  constructor(config: OnnxEmbeddingModelConfig, opts: { manager: ModelManager; logger: Logger }) {
+  constructor(config: OnnxEmbeddingModelConfig, opts: { inference: InferenceService; logger: Logger }) {
     this.#c = config;
-    this.#manager = opts.manager;
+    this.#inference = opts.inference;
     this.#log = opts.logger.child({ llmModel: config.name, backend: this.kind });
+  }
+
+  /** The ONNX model this embedding model serves (the tenant's access to it decides who sees the embedding model). */
+  get model(): string {
+    return this.#c.model;
   }
 
   /** The sequence length of the version served now; the config's maxLength until it is first loaded. */
   get contextLength(): number {
     try {
-      const mv = this.#resolve();
+      const mv = this.#inference.manager.resolve(this.#c.model, this.#c.version === undefined ? undefined : String(this.#c.version));
       return mv.loaded ? this.#layout(mv).seqLen : this.#c.maxLength;
     } catch {
       return this.#c.maxLength; // not served (yet) or misconfigured: embed() reports why
@@ -210,22 +214,19 @@ export class OnnxEmbeddingBackend implements LlmBackend {
   }
 
   async embed(req: EmbeddingRequest): Promise<EmbeddingResult> {
-    const entry: InFlight = { jobs: [] };
-    this.#inflight.add(entry);
+    this.#inflight++;
     try {
-      return await this.#embed(req, entry);
+      return await this.#embed(req);
     } catch (e) {
       throw isSwitchyardError(e) ? fromSwitchyardError(e) : e; // serving-core errors keep their status and retry hint
     } finally {
-      this.#inflight.delete(entry);
+      this.#inflight--;
     }
   }
 
-  /** Requests whose rows all started running (active), and those waiting for a load or in the queue (queued). */
+  /** Requests in flight (queued or running in the encoder's batcher: its queue depth is the model's own gauge). */
   load(): { active: number; queued: number } {
-    let active = 0;
-    for (const r of this.#inflight) if (r.jobs.length > 0 && r.jobs.every((j) => j.startedAt > 0)) active++;
-    return { active, queued: this.#inflight.size - active };
+    return { active: this.#inflight, queued: 0 };
   }
 
   /** Nothing to release: the serving core owns the model and drains it on its own close. */
@@ -235,10 +236,6 @@ export class OnnxEmbeddingBackend implements LlmBackend {
 
   #notGeneration(): LlmError {
     return new LlmError(400, `model "${this.#c.name}" is an embedding model; use /v1/embeddings`, { param: 'model', code: 'model_not_supported' });
-  }
-
-  #resolve(): ModelVersion {
-    return this.#manager.resolve(this.#c.model, this.#c.version === undefined ? undefined : String(this.#c.version));
   }
 
   #layout(mv: ModelVersion): EncoderLayout {
@@ -256,64 +253,45 @@ export class OnnxEmbeddingBackend implements LlmBackend {
     return layout;
   }
 
-  async #embed(req: EmbeddingRequest, entry: InFlight): Promise<EmbeddingResult> {
-    const mv = this.#resolve();
-    if (!mv.tryAcquire()) await this.#manager.acquire(mv); // not resident: load it (bounded wait)
-    try {
-      const layout = this.#layout(mv);
-      const tokens = byteTokens(req.input, layout.seqLen);
-      if (layout.dims !== null) checkDimensions(req.dimensions, layout.dims);
-      const outputs = await this.#run(mv, layout, tokens, req.signal, entry.jobs);
-      const vectors = this.#vectors(outputs, tokens, req.dimensions);
-      let promptTokens = 0;
-      for (const t of tokens) promptTokens += t.length;
-      return { vectors, usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } };
-    } finally {
-      this.#manager.release(mv);
-    }
+  /**
+   * One call through the inference core: the version it routes to lays out the token ids (its sequence length,
+   * its inputs), and its outputs are pooled with that layout.
+   */
+  async #embed(req: EmbeddingRequest): Promise<EmbeddingResult> {
+    if (req.signal.aborted) throw err('SY_ERR_CLIENT_CLOSED', 'client closed the connection before the embeddings were ready');
+    const built = new Map<string, { layout: EncoderLayout; tokens: Uint8Array[] }>();
+    const caller: EmbeddingCaller = req.caller ?? { tenant: '', flow: undefined, keyId: null, requestId: req.requestId, header: () => undefined };
+    const out = await this.#inference.infer({
+      model: this.#c.model,
+      version: this.#c.version === undefined ? null : String(this.#c.version),
+      body: {
+        kind: 'built',
+        parameters: null,
+        build: (mv) => {
+          const layout = this.#layout(mv);
+          const tokens = byteTokens(req.input, layout.seqLen);
+          if (layout.dims !== null) checkDimensions(req.dimensions, layout.dims);
+          built.set(`${mv.model}:${mv.label}`, { layout, tokens });
+          return { inputs: encodeRows(tokens, layout, this.#c), rows: tokens.length, maxRows: layout.maxRows };
+        },
+      },
+      caller, timeoutUs: 0, signal: req.signal,
+    });
+    const { layout, tokens } = built.get(`${out.model}:${out.label}`)!;
+    const vectors = this.#vectors(out.outputs[layout.output]!, tokens, req.dimensions);
+    let promptTokens = 0;
+    for (const t of tokens) promptTokens += t.length;
+    return { vectors, usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } };
   }
 
-  /** Pool each job's output rows, then truncate to `dimensions` and normalize (as configured). */
-  #vectors(outputs: readonly Tensor[], tokens: readonly Uint8Array[], dimensions: number | null): Float32Array[] {
-    const vectors: Float32Array[] = [];
-    for (const out of outputs) {
-      const lengths = tokens.slice(vectors.length, vectors.length + out.shape[0]!).map((t) => t.length);
-      const pooled = poolRows(floatValues(out, this.#c), out.shape, lengths, this.#c.pooling);
-      if (pooled === null) throw misconfigured(this.#c, `the embedding output has shape [${out.shape.join(',')}], expected [N,D] or [N,T,D]`);
-      vectors.push(...pooled);
-    }
-    checkDimensions(dimensions, vectors[0]!.length);
-    return vectors.map((v) => {
+  /** Pool the output rows, then truncate to `dimensions` and normalize (as configured). */
+  #vectors(out: Tensor, tokens: readonly Uint8Array[], dimensions: number | null): Float32Array[] {
+    const pooled = poolRows(floatValues(out, this.#c), out.shape, tokens.map((t) => t.length), this.#c.pooling);
+    if (pooled === null) throw misconfigured(this.#c, `the embedding output has shape [${out.shape.join(',')}], expected [N,D] or [N,T,D]`);
+    checkDimensions(dimensions, pooled[0]!.length);
+    return pooled.map((v) => {
       const cut = dimensions === null || dimensions === v.length ? v : v.slice(0, dimensions);
       return this.#c.normalize ? l2Normalize(cut) : cut;
     });
-  }
-
-  /**
-   * Submit the rows as jobs of at most `layout.maxRows` (one job in the usual case) and wait for all of them;
-   * the embedding output of each, in order. An abort cancels them; a failure of one cancels the rest.
-   */
-  async #run(mv: ModelVersion, layout: EncoderLayout, tokens: readonly Uint8Array[], signal: CancelSignal, jobs: Job[]): Promise<Tensor[]> {
-    if (signal.aborted) throw err('SY_ERR_CLIENT_CLOSED', CLIENT_CLOSED);
-    const cancelAll = (why: string): void => {
-      for (const j of jobs) j.cancel(err('SY_ERR_CLIENT_CLOSED', why));
-    };
-    const onAbort = (): void => cancelAll(CLIENT_CLOSED);
-    signal.addEventListener('abort', onAbort, { once: true });
-    try {
-      for (let from = 0; from < tokens.length; from += layout.maxRows) {
-        const part = tokens.slice(from, from + layout.maxRows);
-        const job = mv.submit(encodeRows(part, layout, this.#c), part.length, 0);
-        job.result.catch(() => undefined); // a job cancelled after a later submit failed is never awaited
-        jobs.push(job);
-      }
-      const results = await Promise.all(jobs.map((j) => j.result));
-      return results.map((r) => r[layout.output]!);
-    } catch (e) {
-      cancelAll('another part of the request failed');
-      throw e;
-    } finally {
-      signal.removeEventListener('abort', onAbort);
-    }
   }
 }

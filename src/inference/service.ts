@@ -421,12 +421,19 @@ export class InferenceService {
         }
       }
       let outputs: Tensor[];
+      const submitted = jobs;
+      const onAbort = signal?.addEventListener === undefined ? null : (): void => {
+        for (const j of submitted) j.cancel(err('SY_ERR_CLIENT_CLOSED', 'client closed the connection before the response was ready'));
+      };
+      if (onAbort !== null) signal!.addEventListener!('abort', onAbort, { once: true });
       try {
         const results = await waitJobs(jobs, timeoutMs, mv);
         outputs = results.length === 1 ? results[0]! : results[0]!.map((_, o) => concatRows(results.map((r) => r[o]!)));
       } catch (e) {
         if (jobs.length > 1) for (const j of jobs) j.cancel(err('SY_ERR_CLIENT_CLOSED', 'another part of the request failed'));
         throw e;
+      } finally {
+        if (onAbort !== null) signal!.removeEventListener?.('abort', onAbort);
       }
       if (inputs !== null) ctx.shadowInputs = inputs;
       if (watched !== null) this.#watch(ctx, mv, w!, watched, outputs, t0);

@@ -57,9 +57,14 @@ export interface DeferredBody {
 
 export type InferBody = TensorBody | BuiltBody;
 
-/** Anything with an `aborted` flag (AbortSignal fits): checked before a queued request runs. */
+/**
+ * Anything with an `aborted` flag (AbortSignal fits): checked when a queued request's batch forms. A signal
+ * that also takes listeners cancels the call's queued jobs at once when it aborts.
+ */
 export interface CancelSignal {
   readonly aborted: boolean;
+  addEventListener?(type: 'abort', listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener?(type: 'abort', listener: () => void): void;
 }
 
 /** Who is calling: accounting, fair queueing, cache isolation and routing keys come from here. */

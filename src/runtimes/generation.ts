@@ -182,6 +182,19 @@ export interface ChunkStream extends AsyncIterable<Record<string, unknown>> {
   readonly usage: Usage | null;
 }
 
+/**
+ * Who asks, for embeddings that run through the inference core (tenant usage, fair-queueing flow, routing
+ * keys); structurally the core's `Caller`.
+ */
+export interface EmbeddingCaller {
+  /** Tenant name; '' for the platform / open mode. */
+  readonly tenant: string;
+  readonly flow: { readonly id: string; readonly weight: number } | undefined;
+  readonly keyId: string | null;
+  readonly requestId: string;
+  header(name: string): string | undefined;
+}
+
 export interface EmbeddingRequest {
   readonly model: string;
   readonly input: readonly string[];
@@ -190,6 +203,8 @@ export interface EmbeddingRequest {
   readonly body: Readonly<Record<string, unknown>>;
   readonly signal: CancelSignal;
   readonly requestId: string;
+  /** The caller; absent = the platform's default flow. */
+  readonly caller?: EmbeddingCaller;
 }
 
 export interface EmbeddingResult {

@@ -7,11 +7,9 @@
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { HotCounter, HotHistogram } from '../monitoring/hot-metrics.js';
-import type { ModelManager } from './index.js';
 import { LlamaBackend } from '../runtimes/llama/backend.js';
-import { OnnxEmbeddingBackend } from '../inference/embeddings.js';
 import { UpstreamBackend } from '../runtimes/remote/upstream.js';
-import type { LlmConfig, LlmModelConfig } from '../config/llm-config.js';
+import type { LlmConfig, LlmModelConfig, OnnxEmbeddingModelConfig } from '../config/llm-config.js';
 import type { TokenLimiter } from '../gateway/token-limits.js';
 import type { LlmUsageMeter } from '../gateway/token-usage.js';
 import type { LlmBackend } from '../runtimes/generation.js';
@@ -26,7 +24,8 @@ export interface LlmModel {
 
 export interface LlmServiceOptions {
   readonly config: LlmConfig;
-  readonly manager: ModelManager;
+  /** Builds the backend of an `onnx-embeddings` model (the inference core's embeddings path); absent = such models are refused. */
+  readonly embeddings?: (config: OnnxEmbeddingModelConfig, logger: Logger) => LlmBackend;
   readonly logger: Logger;
   readonly metrics: Registry;
   /** Charges requests and tokens per minute; null: no token limits. */
@@ -110,6 +109,8 @@ function createBackend(config: LlmModelConfig, opts: LlmServiceOptions, onUpstre
   switch (config.backend) {
     case 'llama': return LlamaBackend.create(config, { logger });
     case 'upstream': return new UpstreamBackend(config, { logger, onUpstreamError });
-    case 'onnx-embeddings': return new OnnxEmbeddingBackend(config, { manager: opts.manager, logger });
+    case 'onnx-embeddings':
+      if (opts.embeddings === undefined) throw new Error(`LLM model "${config.name}": onnx-embeddings models need the inference core (none given)`);
+      return opts.embeddings(config, logger);
   }
 }

@@ -19,6 +19,7 @@ import type { TokenReservation, TokenScope } from '../../gateway/token-limits.js
 import type { LlmModel, LlmService } from '../../serving/catalog.js';
 import { ClientSignal, LlmError, RAW_JSON, type GenerationRequest, type Usage } from '../../runtimes/generation.js';
 import { formatDuration } from '../../gateway/http.js';
+import { RequestCaller } from '../caller.js';
 import { SseWriter } from './sse-writer.js';
 import { encodeEmbedding, errorHeaders, parseChat, parseCompletion, parseEmbedding, toLlmError, type ParsedGeneration } from './wire.js';
 
@@ -28,6 +29,8 @@ export interface LlmRouteOptions {
   readonly tokenScopes: (req: FastifyRequest, model: string) => readonly TokenScope[];
   /** '' for the platform / open mode. */
   readonly tenantOf: (req: FastifyRequest) => string;
+  /** Whether the request's principal may see a served (ONNX) model: an onnx-embeddings model is visible exactly when its encoder is. */
+  readonly canSee: (req: FastifyRequest, model: string) => boolean;
 }
 
 type Endpoint = 'chat.completions' | 'completions' | 'embeddings';
@@ -125,6 +128,7 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
 
   /** A model the request's tenant may use; anything else is 404, exactly as a model that does not exist. */
   const visible = (req: FastifyRequest, m: LlmModel): boolean => {
+    if (m.config.backend === 'onnx-embeddings' && !opts.canSee(req, m.config.model)) return false;
     const allowed = m.config.tenants;
     const tenant = opts.tenantOf(req);
     return allowed === undefined || tenant === '' || allowed.includes(tenant);
@@ -276,6 +280,7 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
     try {
       result = await m.backend.embed({
         model: m.name, input: p.input, dimensions: p.dimensions, body: req.body as Record<string, unknown>, signal: clientSignal(reply), requestId: req.id,
+        caller: new RequestCaller(req),
       });
     } catch (e) {
       finish(req, m, 'embeddings', started, reservation, { prompt_tokens: estimated, completion_tokens: 0, total_tokens: estimated }, outcomeOf(toLlmError(e)));
