@@ -262,7 +262,7 @@ await l.close();
 interface ReserverProcess { ready: Promise<void>; result: Promise<{ admitted: number; errors: string[] }>; go(): void }
 
 function reserver(args: readonly string[]): ReserverProcess {
-  const limitsUrl = new URL('../src/llm/limits.js', import.meta.url).href;
+  const limitsUrl = new URL('../src/gateway/token-limits.js', import.meta.url).href;
   const p = spawn(process.execPath, ['--input-type=module', '-e', RESERVER, limitsUrl, ...args], { stdio: ['pipe', 'pipe', 'pipe'], timeout: 30_000 });
   let out = '';
   let err = '';
