@@ -7,7 +7,7 @@
  * a rejected request takes nothing anywhere. Two interchangeable backends implement {@link Limiter}:
  * {@link MemoryLimiter} (one process, exact, injectable clock) and `RedisLimiter` (redis-limiter.ts: several
  * replicas share one exact limit). Both share the decision code below, so headers, reasons and retry delays
- * are computed the same way.
+ * are computed the same way, and the token-bucket math of bucket.ts (with the LLM API's rpm / tpm limits).
  *
  * Semantics, per scope:
  * - rate: a bucket of `burst` tokens refilled continuously at `rps` tokens/s (fractional tokens), full at
@@ -20,6 +20,7 @@
  * among scopes failing that check, the first in the `scopes` array. `retryAfterMs` is the largest wait among
  * all failing checks: a retry cannot succeed before every one of them has cleared.
  */
+import { ceilMs, heldLevel, holds, levelAt, msUntilFull, retryMs, take, whole, type BucketShape, type HeldLevel } from './bucket.js';
 
 /** The limits of one scope. `null` disables a limit; `0` for a quota or concurrency admits nothing. */
 export interface LimitSpec {
@@ -100,8 +101,6 @@ export const CONCURRENCY_RETRY_MS = 100;
 export const UNAVAILABLE_RETRY_MS = 1000;
 
 const DAY_MS = 86_400_000;
-/** Float slack for token comparisons: 0.9999999999 tokens after a refill is one token. @internal */
-export const EPS = 1e-9;
 /** Ranks of the checks when several fail: the lowest is reported. */
 const RANK_MONTH = 0;
 const RANK_DAY = 1;
@@ -116,24 +115,22 @@ const NO_RANK = 9;
  */
 export const STATE_WIDTH = 4;
 
-/** ceil for a computed duration, forgiving float noise (100.00000001 ms is 100 ms). @internal */
-export function ceilMs(ms: number): number {
-  return Math.max(0, Math.ceil(ms - 1e-6));
-}
-
 function checkCount(key: string, name: string, v: number | null): void {
   if (v !== null && !(Number.isInteger(v) && v >= 0)) {
     throw new RangeError(`limit scope "${key}": ${name} must be an integer >= 0 or null, got ${v}`);
   }
 }
 
+/** A rate bucket refills `rps` tokens per second. */
+const SECOND_MS = 1000;
+
 /**
- * Validates `scopes` and returns each scope's bucket capacity (null: no rate limit). Throws a RangeError
- * naming the scope for an invalid spec or a repeated key.
+ * Validates `scopes` and returns each scope's rate bucket (null: no rate limit): capacity `burst`, refilled at
+ * `rps` per second. Throws a RangeError naming the scope for an invalid spec or a repeated key.
  * @internal
  */
-export function bucketCapacities(scopes: readonly LimitScope[]): Array<number | null> {
-  const caps: Array<number | null> = new Array<number | null>(scopes.length);
+export function rateBuckets(scopes: readonly LimitScope[]): Array<BucketShape | null> {
+  const rates = new Array<BucketShape | null>(scopes.length);
   for (let i = 0; i < scopes.length; i++) {
     const { key, spec } = scopes[i]!;
     for (let j = 0; j < i; j++) {
@@ -144,7 +141,7 @@ export function bucketCapacities(scopes: readonly LimitScope[]): Array<number | 
     checkCount(key, 'monthlyQuota', spec.monthlyQuota);
     const { rps, burst } = spec;
     if (rps === null) {
-      caps[i] = null;
+      rates[i] = null;
       continue;
     }
     if (!(rps > 0 && Number.isFinite(rps))) {
@@ -153,9 +150,9 @@ export function bucketCapacities(scopes: readonly LimitScope[]): Array<number | 
     if (burst !== null && !(Number.isInteger(burst) && burst >= 1)) {
       throw new RangeError(`limit scope "${key}": burst must be an integer >= 1 or null, got ${burst}`);
     }
-    caps[i] = burst ?? Math.max(1, Math.ceil(rps));
+    rates[i] = { cap: burst ?? Math.max(1, Math.ceil(rps)), rate: rps, perMs: SECOND_MS };
   }
-  return caps;
+  return rates;
 }
 
 /** True when the spec limits anything (a scope with no limit needs no state). @internal */
@@ -269,11 +266,11 @@ export function unavailableAdmission(): Admission {
  * same comparisons server-side.
  * @internal
  */
-export function allPass(scopes: readonly LimitScope[], caps: readonly (number | null)[], state: ArrayLike<number>): boolean {
+export function allPass(scopes: readonly LimitScope[], rates: readonly (BucketShape | null)[], state: ArrayLike<number>): boolean {
   for (let i = 0; i < scopes.length; i++) {
     const spec = scopes[i]!.spec;
     const s = i * STATE_WIDTH;
-    if (caps[i] != null && state[s]! < 1 - EPS) return false;
+    if (rates[i] != null && !holds(state[s]!, 1)) return false;
     if (spec.concurrency !== null && state[s + 1]! >= spec.concurrency) return false;
     if (spec.dailyQuota !== null && state[s + 2]! >= spec.dailyQuota) return false;
     if (spec.monthlyQuota !== null && state[s + 3]! >= spec.monthlyQuota) return false;
@@ -288,7 +285,7 @@ export function allPass(scopes: readonly LimitScope[], caps: readonly (number | 
  * @internal
  */
 export function decide(
-  scopes: readonly LimitScope[], caps: readonly (number | null)[], state: ArrayLike<number>,
+  scopes: readonly LimitScope[], rates: readonly (BucketShape | null)[], state: ArrayLike<number>,
   allowed: boolean, now: number, periods: Periods, release: (() => void) | null,
 ): Admission {
   const took = allowed ? 1 : 0;
@@ -320,17 +317,17 @@ export function decide(
   for (let i = 0; i < scopes.length; i++) {
     const { key, spec } = scopes[i]!;
     const s = i * STATE_WIDTH;
-    const cap = caps[i];
-    if (cap != null && spec.rps !== null) {
+    const b = rates[i];
+    if (b != null) {
       const tokens = state[s]!;
       const after = tokens - took;
-      const left = Math.max(0, Math.floor(after + EPS));
+      const left = whole(after);
       if (remaining === null || left < remaining) {
-        limit = cap;
+        limit = b.cap;
         remaining = left;
-        resetMs = ceilMs(((cap - after) * 1000) / spec.rps);
+        resetMs = msUntilFull(b, after);
       }
-      if (!allowed && tokens < 1 - EPS) fail(RANK_RATE, 'rate', key, Math.max(1, ceilMs(((1 - tokens) * 1000) / spec.rps)));
+      if (!allowed && !holds(tokens, 1)) fail(RANK_RATE, 'rate', key, retryMs(b, tokens, 1));
     }
     if (spec.concurrency !== null && !allowed && state[s + 1]! >= spec.concurrency) {
       fail(RANK_CONC, 'concurrency', key, CONCURRENCY_RETRY_MS);
@@ -348,11 +345,8 @@ export function decide(
 
 /** One scope's state in the memory backend. */
 interface Entry {
-  /** Tokens at `at` (Infinity: full, never used). */
-  tokens: number;
-  at: number;
-  /** When the bucket is full again (epoch ms); the entry may be swept after this if nothing else is held. */
-  fullAt: number;
+  /** The rate bucket (undefined: full, never used); the entry may be swept once it is full again if nothing else is held. */
+  bucket: HeldLevel | undefined;
   inFlight: number;
   /** End of the day / month that `dayUsed` / `monthUsed` count. */
   dayEnd: number;
@@ -392,7 +386,7 @@ export class MemoryLimiter implements Limiter {
   get size(): number { return this.#entries.size; }
 
   async admit(scopes: readonly LimitScope[]): Promise<Admission> {
-    const caps = bucketCapacities(scopes);
+    const rates = rateBuckets(scopes);
     const n = scopes.length;
     const now = this.#now();
     const periods = this.#periods.at(now);
@@ -408,22 +402,20 @@ export class MemoryLimiter implements Limiter {
       limited = true;
       let e = this.#entries.get(key);
       if (e === undefined) {
-        e = { tokens: Infinity, at: now, fullAt: now, inFlight: 0, dayEnd: 0, dayUsed: 0, monthEnd: 0, monthUsed: 0 };
+        e = { bucket: undefined, inFlight: 0, dayEnd: 0, dayUsed: 0, monthEnd: 0, monthUsed: 0 };
         this.#entries.set(key, e);
       }
       entries[i] = e;
       const s = i * STATE_WIDTH;
-      const cap = caps[i];
-      if (cap != null && spec.rps !== null) {
-        state[s] = Math.min(cap, e.tokens + (Math.max(0, now - e.at) * spec.rps) / 1000);
-      }
+      const b = rates[i];
+      if (b != null) state[s] = levelAt(b, e.bucket, now);
       state[s + 1] = e.inFlight;
       state[s + 2] = e.dayEnd === periods.dayEnd ? e.dayUsed : 0;
       state[s + 3] = e.monthEnd === periods.monthEnd ? e.monthUsed : 0;
     }
     if (!limited) return unlimited();
 
-    const allowed = allPass(scopes, caps, state);
+    const allowed = allPass(scopes, rates, state);
     let held: Entry[] | null = null;
     if (allowed) {
       for (let i = 0; i < n; i++) {
@@ -431,12 +423,8 @@ export class MemoryLimiter implements Limiter {
         if (e == null) continue;
         const spec = scopes[i]!.spec;
         const s = i * STATE_WIDTH;
-        const cap = caps[i];
-        if (cap != null && spec.rps !== null) {
-          e.tokens = state[s]! - 1;
-          e.at = now;
-          e.fullAt = now + ((cap - e.tokens) * 1000) / spec.rps;
-        }
+        const b = rates[i];
+        if (b != null) e.bucket = heldLevel(b, take(b, state[s]!, 1), now);
         if (spec.concurrency !== null) {
           e.inFlight++;
           (held ??= []).push(e);
@@ -453,7 +441,7 @@ export class MemoryLimiter implements Limiter {
     }
     if (++this.#sinceSweep >= SWEEP_EVERY) this.#sweep(now);
     const slots = held;
-    return decide(scopes, caps, state, allowed, now, periods, slots === null ? null : () => {
+    return decide(scopes, rates, state, allowed, now, periods, slots === null ? null : () => {
       for (const e of slots) e.inFlight--;
     });
   }
@@ -462,7 +450,7 @@ export class MemoryLimiter implements Limiter {
   #sweep(now: number): void {
     this.#sinceSweep = 0;
     for (const [key, e] of this.#entries) {
-      if (e.inFlight === 0 && now >= e.fullAt && (e.dayUsed === 0 || now >= e.dayEnd) && (e.monthUsed === 0 || now >= e.monthEnd)) {
+      if (e.inFlight === 0 && (e.bucket === undefined || now >= e.bucket.fullAt) && (e.dayUsed === 0 || now >= e.dayEnd) && (e.monthUsed === 0 || now >= e.monthEnd)) {
         this.#entries.delete(key);
       }
     }

@@ -2,9 +2,10 @@
  * @module
  * The shared limiter: every replica enforces one exact limit per scope through Redis.
  *
- * One `admit` is one round trip: one Lua script (EVALSHA, falling back to EVAL once after a script-cache
- * flush) receives every key of every scope, reads the clock with `TIME` (the server's clock, never a
- * replica's), checks all scopes, and writes only when all pass. Redis runs a script atomically, so
+ * One `admit` is one round trip: one Lua script (run by lua-runner.ts: EVALSHA, falling back to EVAL once
+ * after a script-cache flush) receives every key of every scope, reads the clock with `TIME` (the server's
+ * clock, never a replica's), checks all scopes, and writes only when all pass. The token bucket is the
+ * routine of bucket.ts, shared with the LLM API's token limiter. Redis runs a script atomically, so
  * replicas never interleave between check and consume.
  *
  * Keys, under `prefix` (default `sy:rl:`), per scope key K:
@@ -21,18 +22,18 @@
  * Deployment: a single Redis or a primary (scripts write). Redis Cluster is not supported: one admit's keys
  * may hash to different slots.
  *
- * Failure: the connection fails fast and reconnects in the background (fail-fast-redis.ts); `admit` races its
- * own `timeoutMs` deadline. A failed
- * or timed-out admit calls `onBackendError` once, then resolves by `failMode`: 'open' admits
+ * Failure: the connection fails fast and reconnects in the background (lua-runner.ts); `admit` races its
+ * own `timeoutMs` deadline. A failed or timed-out admit calls `onBackendError` once, then resolves by `failMode`: 'open' admits
  * (`degraded: true`, null headers, no slot held), 'closed' rejects with reason 'unavailable'. Concurrency is
  * then not enforced (open) for that request; a lease the script may still have taken is removed in the
  * background, or expires after `leaseMs`. Connection errors between requests are not reported (no traffic,
  * no failure); the next admit reports them.
  */
 import { randomBytes } from 'node:crypto';
-import { FailFastRedis, swallow } from './fail-fast-redis.js';
+import { BUCKET_LUA, type BucketShape } from './bucket.js';
+import { LuaRunner, swallow } from './lua-runner.js';
 import {
-  allPass, bucketCapacities, decide, degradedAdmission, isLimited, PeriodCache, STATE_WIDTH, unavailableAdmission, unlimited,
+  allPass, rateBuckets, decide, degradedAdmission, isLimited, PeriodCache, STATE_WIDTH, unavailableAdmission, unlimited,
   type Admission, type Limiter, type LimitScope, type Periods,
 } from './limiter.js';
 
@@ -66,10 +67,7 @@ export interface RedisLimiterOptions {
  * request, %.17g), in flight, used today, used this month} (-1 where not limited). The comparisons match
  * `allPass` in limiter.ts.
  */
-const ADMIT_LUA = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local nowStr = string.format('%.17g', now)
+const ADMIT_LUA = `${BUCKET_LUA}
 local n = tonumber(ARGV[1])
 local dayStart, dayEnd = tonumber(ARGV[2]), tonumber(ARGV[3])
 local monthStart, monthEnd = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -92,15 +90,8 @@ for i = 0, n - 1 do
   local dq, mq = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   local tk, c, d, m = -1, -1, -1, -1
   if rps > 0 then
-    local v = redis.call('HMGET', KEYS[k], 't', 'ts')
-    tk = cap
-    if v[1] then
-      local el = now - tonumber(v[2])
-      if el < 0 then el = 0 end
-      tk = tonumber(v[1]) + el * rps / 1000
-      if tk > cap then tk = cap end
-    end
-    if tk < 1 - 1e-9 then ok = false end
+    tk = bucket_level(KEYS[k], 't', cap, rps, 1000)
+    if not bucket_holds(tk, 1) then ok = false end
     k = k + 1
   end
   if conc >= 0 then
@@ -134,9 +125,7 @@ for i = 0, n - 1 do
   local a = 8 + i * 5
   local rps, cap = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   if rps > 0 then
-    local left = tok[i] - 1
-    redis.call('HSET', KEYS[k], 't', string.format('%.17g', left), 'ts', nowStr)
-    redis.call('PEXPIRE', KEYS[k], math.ceil((cap - left) * 1000 / rps) + 1000)
+    bucket_store(KEYS[k], 't', bucket_take(tok[i], 1, cap), cap, rps, 1000, 1000)
     k = k + 1
   end
   if tonumber(ARGV[a + 2]) >= 0 then
@@ -164,14 +153,6 @@ for i = 1, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
 return 1
 `;
 
-type Reply = Array<string | number>;
-
-/** The scripts, as ioredis custom commands (EVALSHA with EVAL fallback). */
-interface LimiterCommands {
-  syAdmit(...args: Array<string | number>): Promise<Reply>;
-  syRelease(...args: Array<string | number>): Promise<unknown>;
-}
-
 /**
  * The multi-replica limiter over Redis (see the module comment for keys, the script and failure handling).
  * The constructor never throws or blocks: it connects in the background.
@@ -186,9 +167,8 @@ interface LimiterCommands {
  * @see MemoryLimiter for the single-process backend with the same semantics.
  */
 export class RedisLimiter implements Limiter {
-  readonly #conn: FailFastRedis<LimiterCommands>;
+  readonly #conn: LuaRunner<'syAdmit' | 'syRelease'>;
   readonly #prefix: string;
-  readonly #failOpen: boolean;
   readonly #leaseMs: number;
   readonly #now: () => number;
   readonly #periods = new PeriodCache();
@@ -199,13 +179,12 @@ export class RedisLimiter implements Limiter {
 
   constructor(opts: RedisLimiterOptions) {
     this.#prefix = opts.prefix ?? 'sy:rl:';
-    this.#failOpen = opts.failMode === 'open';
     this.#leaseMs = opts.leaseMs ?? 60_000;
     this.#now = opts.now ?? Date.now;
     if (!(Number.isInteger(this.#leaseMs) && this.#leaseMs > 0)) throw new RangeError(`leaseMs must be an integer > 0, got ${this.#leaseMs}`);
-    this.#conn = new FailFastRedis<LimiterCommands>({
+    this.#conn = new LuaRunner({
       url: opts.url, timeoutMs: opts.timeoutMs ?? 50, connectionName: 'switchyard-limiter', label: 'rate limiter',
-      scripts: { syAdmit: ADMIT_LUA, syRelease: RELEASE_LUA }, onBackendError: opts.onBackendError,
+      scripts: { syAdmit: ADMIT_LUA, syRelease: RELEASE_LUA }, failMode: opts.failMode, onBackendError: opts.onBackendError,
     });
   }
 
@@ -213,7 +192,7 @@ export class RedisLimiter implements Limiter {
   get connected(): boolean { return this.#conn.ready; }
 
   async admit(scopes: readonly LimitScope[]): Promise<Admission> {
-    const caps = bucketCapacities(scopes);
+    const rates = rateBuckets(scopes);
     let limited = false;
     for (const s of scopes) if (isLimited(s.spec)) limited = true;
     if (!limited) return unlimited();
@@ -230,7 +209,8 @@ export class RedisLimiter implements Limiter {
         let now = this.#now() + this.#offsetMs;
         for (let attempt = 0; ; attempt++) {
           const periods = this.#periods.at(now);
-          const reply = await conn.redis.syAdmit(...this.#args(scopes, caps, periods, leaseId));
+          const [keys, argv] = this.#args(scopes, rates, periods, leaseId);
+          const reply = await conn.eval('syAdmit', keys, argv);
           const status = Number(reply[0]);
           const serverNow = Number(reply[1]);
           this.#offsetMs = serverNow - this.#now();
@@ -242,11 +222,11 @@ export class RedisLimiter implements Limiter {
           const state = new Float64Array(n * STATE_WIDTH);
           for (let i = 0; i < n * STATE_WIDTH; i++) state[i] = Number(reply[2 + i]);
           const allowed = status === 1;
-          if (allowed !== allPass(scopes, caps, state)) {
+          if (allowed !== allPass(scopes, rates, state)) {
             throw new Error(`rate limiter: script and decision disagree (reply ${JSON.stringify(reply)})`);
           }
-          const keys = leaseKeys;
-          return decide(scopes, caps, state, allowed, serverNow, periods, keys === null ? null : () => this.#release(keys, leaseId, true));
+          const leases = leaseKeys;
+          return decide(scopes, rates, state, allowed, serverNow, periods, leases === null ? null : () => this.#release(leases, leaseId, true));
         }
       });
     } catch (e) {
@@ -256,27 +236,27 @@ export class RedisLimiter implements Limiter {
   }
 
   /** Keys and arguments of the admit script (layout documented on ADMIT_LUA). */
-  #args(scopes: readonly LimitScope[], caps: readonly (number | null)[], p: Periods, leaseId: string): Array<string | number> {
+  #args(scopes: readonly LimitScope[], rates: readonly (BucketShape | null)[], p: Periods, leaseId: string): [string[], Array<string | number>] {
     const keys: string[] = [];
     const argv: Array<string | number> = [scopes.length, p.dayStart, p.dayEnd, p.monthStart, p.monthEnd, this.#leaseMs, leaseId];
     const pre = this.#prefix;
     for (let i = 0; i < scopes.length; i++) {
       const { key, spec } = scopes[i]!;
-      const cap = caps[i];
-      if (cap != null && spec.rps !== null) keys.push(`${pre}b:${key}`);
+      const b = rates[i];
+      if (b != null) keys.push(`${pre}b:${key}`);
       if (spec.concurrency !== null) keys.push(`${pre}c:${key}`);
       if (spec.dailyQuota !== null) keys.push(`${pre}d:${key}:${p.dayId}`);
       if (spec.monthlyQuota !== null) keys.push(`${pre}m:${key}:${p.monthId}`);
-      argv.push(cap != null && spec.rps !== null ? spec.rps : -1, cap ?? -1, spec.concurrency ?? -1, spec.dailyQuota ?? -1, spec.monthlyQuota ?? -1);
+      argv.push(b?.rate ?? -1, b?.cap ?? -1, spec.concurrency ?? -1, spec.dailyQuota ?? -1, spec.monthlyQuota ?? -1);
     }
-    return [keys.length, ...keys, ...argv];
+    return [keys, argv];
   }
 
   /** Reports the failure once, takes back a lease the script may have taken, and answers by the fail mode. */
   #failed(e: unknown, cleanup: (() => void) | null): Admission {
-    this.#conn.report(e);
+    const answer = this.#conn.fallback(e, degradedAdmission, unavailableAdmission)();
     if (cleanup !== null) cleanup();
-    return this.#failOpen ? degradedAdmission() : unavailableAdmission();
+    return answer;
   }
 
   /** Fire-and-forget ZREM of one lease; never throws. `report`: send failures to onBackendError. */
@@ -287,7 +267,7 @@ export class RedisLimiter implements Limiter {
       if (report) conn.report(conn.error(`is not connected; the concurrency slot frees itself after ${this.#leaseMs} ms`));
       return;
     }
-    conn.redis.syRelease(keys.length, ...keys, leaseId).then(swallow, report ? (e: unknown) => conn.report(e) : swallow);
+    conn.eval('syRelease', keys, [leaseId]).then(swallow, report ? (e: unknown) => conn.report(e) : swallow);
   }
 
   /**

@@ -26,10 +26,15 @@
  *
  * Two interchangeable backends: {@link MemoryTokenLimiter} (one process, injectable clock) and
  * {@link RedisTokenLimiter} (every replica shares one exact limit: one Lua script per decision, timed by
- * Redis `TIME`). Both share the decision code below, so headers, reasons and waits are computed the same way.
+ * Redis `TIME`). Both share the decision code below, so headers, reasons and waits are computed the same way,
+ * and with the request limiter (limiter.ts, redis-limiter.ts) the token-bucket math (bucket.ts, in TypeScript and
+ * Lua) and the Redis script runner with its fail-open / fail-closed answer (lua-runner.ts).
  */
-import { ceilMs, EPS, UNAVAILABLE_RETRY_MS } from './limiter.js';
-import { FailFastRedis, swallow } from './fail-fast-redis.js';
+import {
+  BUCKET_LUA, heldLevel, holds, levelAt, msUntilFull, retryMs, take, whole, type BucketShape, type HeldLevel,
+} from './bucket.js';
+import { UNAVAILABLE_RETRY_MS } from './limiter.js';
+import { LuaRunner, swallow, type LuaReply } from './lua-runner.js';
 
 /** The per-minute limits of one scope; null: that dimension is not limited. Keys within one `reserve` must be distinct. */
 export interface TokenScope {
@@ -96,12 +101,10 @@ export const MINUTE_MS = 60_000;
 /** `retryAfterMs` of a request that needs more tokens than a scope's tpm (it can never pass). */
 export const OVER_CAPACITY_RETRY_MS = 60_000;
 
-/** One bucket a reservation takes from. @internal */
-interface Bucket {
+/** One bucket a reservation takes from: capacity `cap`, refilled at `cap` per minute. @internal */
+interface Bucket extends BucketShape {
   readonly scope: string;
   readonly dim: 'requests' | 'tokens';
-  /** Capacity, also the refill per minute. */
-  readonly cap: number;
   /** What this request takes from it. */
   readonly cost: number;
 }
@@ -123,25 +126,15 @@ function bucketsOf(scopes: readonly TokenScope[], tokens: number): Bucket[] {
     for (let j = 0; j < i; j++) if (scopes[j]!.key === key) throw new RangeError(`token scope "${key}" appears twice in one reserve`);
     checkLimit(key, 'rpm', rpm);
     checkLimit(key, 'tpm', tpm);
-    if (rpm !== null) out.push({ scope: key, dim: 'requests', cap: rpm, cost: 1 });
-    if (tpm !== null) out.push({ scope: key, dim: 'tokens', cap: tpm, cost: tokens });
+    if (rpm !== null) out.push({ scope: key, dim: 'requests', cap: rpm, rate: rpm, perMs: MINUTE_MS, cost: 1 });
+    if (tpm !== null) out.push({ scope: key, dim: 'tokens', cap: tpm, rate: tpm, perMs: MINUTE_MS, cost: tokens });
   }
   return out;
 }
 
-/** A bucket's level `elapsedMs` after it held `level` (continuous refill, capped). */
-function refilled(cap: number, level: number, elapsedMs: number): number {
-  return Math.min(cap, level + (Math.max(0, elapsedMs) * cap) / MINUTE_MS);
-}
-
-/** ms until a bucket at `level` holds `target` units. */
-function waitMs(cap: number, level: number, target: number): number {
-  return ceilMs(((target - level) * MINUTE_MS) / cap);
-}
-
 /** Whether every bucket holds what the request takes (the Redis script makes the same comparison). */
 function allFit(buckets: readonly Bucket[], levels: ArrayLike<number>): boolean {
-  for (let i = 0; i < buckets.length; i++) if (levels[i]! < buckets[i]!.cost - EPS) return false;
+  for (let i = 0; i < buckets.length; i++) if (!holds(levels[i]!, buckets[i]!.cost)) return false;
   return true;
 }
 
@@ -202,13 +195,13 @@ function decide(
     const b = buckets[i]!;
     const level = levels[i]!;
     const after = level - (allowed ? b.cost : 0);
-    const w: RateWindow = { limit: b.cap, remaining: Math.max(0, Math.floor(after + EPS)), resetMs: waitMs(b.cap, after, b.cap) };
+    const w: RateWindow = { limit: b.cap, remaining: whole(after), resetMs: msUntilFull(b, after) };
     if (b.dim === 'requests') {
       if (requests === null || w.remaining < requests.remaining) requests = w;
     } else if (tokens === null || w.remaining < tokens.remaining) {
       tokens = w;
     }
-    if (allowed || level >= b.cost - EPS || overCapacity) continue;
+    if (allowed || holds(level, b.cost) || overCapacity) continue;
     if (b.cost > b.cap) {
       overCapacity = true;
       scope = b.scope;
@@ -216,7 +209,7 @@ function decide(
       retryAfterMs = OVER_CAPACITY_RETRY_MS;
       continue;
     }
-    const wait = Math.max(1, waitMs(b.cap, level, b.cost));
+    const wait = retryMs(b, level, b.cost);
     if (wait > retryAfterMs) {
       retryAfterMs = wait;
       scope = b.scope;
@@ -230,14 +223,6 @@ function decide(
 function correction(buckets: readonly Bucket[], reserved: number, actual: number): { buckets: Bucket[]; delta: number } {
   const delta = actual - reserved;
   return { buckets: delta === 0 ? [] : buckets.filter((b) => b.dim === 'tokens'), delta };
-}
-
-/** One bucket's state in the memory backend. */
-interface Level {
-  value: number;
-  at: number;
-  /** When the bucket is full again (epoch ms); the entry may be swept after this. */
-  fullAt: number;
 }
 
 /** Reservations between two sweeps of full buckets (keeps the map bounded by the scopes in use). */
@@ -258,7 +243,8 @@ const SWEEP_EVERY = 1024;
  */
 export class MemoryTokenLimiter implements TokenLimiter {
   readonly #now: () => number;
-  readonly #levels = new Map<string, Level>();
+  /** Bucket states by dimension and scope; absent: full (swept once full again). */
+  readonly #levels = new Map<string, HeldLevel>();
   #sinceSweep = 0;
 
   /** `now`: the clock (epoch ms), injectable for tests. @default Date.now */
@@ -275,7 +261,7 @@ export class MemoryTokenLimiter implements TokenLimiter {
     const now = this.#now();
     const levels = buckets.map((b) => this.#level(b, now));
     const allowed = allFit(buckets, levels);
-    if (allowed) for (let i = 0; i < buckets.length; i++) this.#set(buckets[i]!, levels[i]! - buckets[i]!.cost, now);
+    if (allowed) for (let i = 0; i < buckets.length; i++) this.#set(buckets[i]!, take(buckets[i]!, levels[i]!, buckets[i]!.cost), now);
     if (++this.#sinceSweep >= SWEEP_EVERY) this.#sweep(now);
     return decide(buckets, levels, allowed, async (actual) => this.#settle(buckets, tokens, actual));
   }
@@ -283,16 +269,15 @@ export class MemoryTokenLimiter implements TokenLimiter {
   #settle(all: readonly Bucket[], reserved: number, actual: number): void {
     const { buckets, delta } = correction(all, reserved, actual);
     const now = this.#now();
-    for (const b of buckets) this.#set(b, Math.min(b.cap, this.#level(b, now) - delta), now);
+    for (const b of buckets) this.#set(b, take(b, this.#level(b, now), delta), now);
   }
 
   #level(b: Bucket, now: number): number {
-    const l = this.#levels.get(`${b.dim}:${b.scope}`);
-    return l === undefined ? b.cap : refilled(b.cap, l.value, now - l.at);
+    return levelAt(b, this.#levels.get(`${b.dim}:${b.scope}`), now);
   }
 
   #set(b: Bucket, value: number, now: number): void {
-    this.#levels.set(`${b.dim}:${b.scope}`, { value, at: now, fullAt: now + waitMs(b.cap, value, b.cap) });
+    this.#levels.set(`${b.dim}:${b.scope}`, heldLevel(b, value, now));
   }
 
   /** Drops full buckets (absent is full). */
@@ -326,51 +311,33 @@ export interface RedisTokenLimiterOptions {
  * may go negative) the buckets in KEYS; ARGV[2i], ARGV[2i + 1]: capacity (= refill per minute) and cost of
  * KEYS[i]. Each key is a hash {v: level, ts: ms of v} that expires a minute after the bucket would be full
  * again (absent = full). Reply: {1 taken | 0 refused, then each bucket's refilled level before this call
- * (%.17g)}; the comparison matches `allFit`.
+ * (%.17g)}; the comparison matches `allFit`. The bucket routine is bucket.ts's, shared with the request limiter.
  */
-const BUCKETS_LUA = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local take = ARGV[1] == '1'
+const BUCKETS_LUA = `${BUCKET_LUA}
+local taking = ARGV[1] == '1'
 local out = {1}
 local lv = {}
 for i = 1, #KEYS do
   local cap, cost = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  local v = redis.call('HMGET', KEYS[i], 'v', 'ts')
-  local l = cap
-  if v[1] then
-    local el = now - tonumber(v[2])
-    if el < 0 then el = 0 end
-    l = tonumber(v[1]) + el * cap / ${MINUTE_MS}
-    if l > cap then l = cap end
-  end
+  local l = bucket_level(KEYS[i], 'v', cap, cap, ${MINUTE_MS})
   lv[i] = l
   out[i + 1] = string.format('%.17g', l)
-  if take and l < cost - ${EPS} then out[1] = 0 end
+  if taking and not bucket_holds(l, cost) then out[1] = 0 end
 end
 if out[1] == 0 then return out end
-local nowStr = string.format('%.17g', now)
 for i = 1, #KEYS do
   local cap, cost = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  local left = lv[i] - cost
-  if left > cap then left = cap end
-  redis.call('HSET', KEYS[i], 'v', string.format('%.17g', left), 'ts', nowStr)
-  redis.call('PEXPIRE', KEYS[i], math.ceil((cap - left) * ${MINUTE_MS} / cap) + ${MINUTE_MS})
+  bucket_store(KEYS[i], 'v', bucket_take(lv[i], cost, cap), cap, cap, ${MINUTE_MS}, ${MINUTE_MS})
 end
 return out
 `;
-
-/** The script, as an ioredis custom command (EVALSHA with EVAL fallback). */
-interface TokenCommands {
-  syTokenBuckets(...args: Array<string | number>): Promise<Array<string | number>>;
-}
 
 /**
  * The multi-replica rpm / tpm limiter: one Lua script per reserve and per settle, so replicas never interleave
  * between check and take; all times come from Redis `TIME`. Keys, under `prefix`: `r:<scope>` (requests) and
  * `t:<scope>` (tokens). Deployment as the request limiter: a single Redis or a primary, not Redis Cluster.
  *
- * Failure: the connection fails fast (fail-fast-redis.ts); a reserve that fails or misses `timeoutMs` calls
+ * Failure: the connection fails fast (lua-runner.ts); a reserve that fails or misses `timeoutMs` calls
  * `onBackendError` once and answers by `failMode`. A failed settle is reported and dropped (the buckets stay
  * charged with the reservation); a settle after `close()` is dropped silently. The constructor never throws for
  * an unreachable server or blocks.
@@ -385,16 +352,14 @@ interface TokenCommands {
  * @see MemoryTokenLimiter for the single-process backend with the same semantics.
  */
 export class RedisTokenLimiter implements TokenLimiter {
-  readonly #conn: FailFastRedis<TokenCommands>;
+  readonly #conn: LuaRunner<'syTokenBuckets'>;
   readonly #prefix: string;
-  readonly #failOpen: boolean;
 
   constructor(opts: RedisTokenLimiterOptions) {
     this.#prefix = opts.prefix ?? 'sy:tl:';
-    this.#failOpen = (opts.failMode ?? 'open') === 'open';
-    this.#conn = new FailFastRedis<TokenCommands>({
+    this.#conn = new LuaRunner({
       url: opts.url, timeoutMs: opts.timeoutMs ?? 50, connectionName: 'switchyard-token-limiter', label: 'token limiter',
-      scripts: { syTokenBuckets: BUCKETS_LUA }, onBackendError: opts.onBackendError,
+      scripts: { syTokenBuckets: BUCKETS_LUA }, failMode: opts.failMode ?? 'open', onBackendError: opts.onBackendError,
     });
   }
 
@@ -412,8 +377,7 @@ export class RedisTokenLimiter implements TokenLimiter {
       if (allowed !== allFit(buckets, levels)) throw new Error(`token limiter: script and decision disagree (reply ${JSON.stringify(reply)})`);
       return decide(buckets, levels, allowed, (actual) => this.#settle(buckets, tokens, actual));
     } catch (e) {
-      this.#conn.report(e);
-      return this.#failOpen ? DEGRADED : UNAVAILABLE;
+      return this.#conn.fallback(e, DEGRADED, UNAVAILABLE);
     }
   }
 
@@ -424,13 +388,11 @@ export class RedisTokenLimiter implements TokenLimiter {
   }
 
   /** One run of the script within the deadline; rejects when not connected, on a Redis error or a timeout. */
-  #run(take: boolean, buckets: readonly Bucket[], cost: (b: Bucket) => number): Promise<Array<string | number>> {
-    const conn = this.#conn;
-    if (!conn.ready) return Promise.reject(conn.unusable());
+  #run(taking: boolean, buckets: readonly Bucket[], cost: (b: Bucket) => number): Promise<LuaReply> {
     const keys = buckets.map((b) => `${this.#prefix}${b.dim === 'requests' ? 'r' : 't'}:${b.scope}`);
-    const argv: Array<string | number> = [take ? 1 : 0];
+    const argv: Array<string | number> = [taking ? 1 : 0];
     for (const b of buckets) argv.push(b.cap, cost(b));
-    return conn.timed(() => conn.redis.syTokenBuckets(keys.length, ...keys, ...argv));
+    return this.#conn.run('syTokenBuckets', keys, argv);
   }
 
   /** Stops checking (later reserves answer by the fail mode) and closes the connection. */
