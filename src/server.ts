@@ -48,7 +48,7 @@ import { loadLlmConfig } from './config/llm-config.js';
 import { MemoryTokenLimiter, RedisTokenLimiter, type TokenLimiter } from './gateway/token-limits.js';
 import { llmRoutes } from './api/openai/routes.js';
 import { LlmService } from './serving/catalog.js';
-import { LlmUsageMeter } from './gateway/token-usage.js';
+import { LlmUsageMeter } from './gateway/usage.js';
 import { llmAdminRoutes } from './api/admin/llm.js';
 
 export interface Switchyard {

@@ -16,10 +16,9 @@ import { Counter, Registry } from 'prom-client';
 import { llmAdminRoutes } from '../src/api/admin/llm.js';
 import { installErrorShape } from '../src/api/reply-error.js';
 import { isSwitchyardError } from '../src/errors.js';
-import { LlmUsageMeter, type LlmUsageQuery, type LlmUsageRecord, type LlmUsageRow } from '../src/gateway/token-usage.js';
+import { LlmUsageMeter, UsageMeter, type LlmUsageQuery, type LlmUsageRecord, type LlmUsageRow } from '../src/gateway/usage.js';
 import { openDatabase, type Database, type Dialect } from '../src/storage/index.js';
 import type { Principal } from '../src/gateway/types.js';
-import { UsageMeter } from '../src/gateway/usage.js';
 import { describeNeeding, PG_BASE, pgSchema, postgresReachable } from './registry-helpers.js';
 
 const HOUR = 3_600_000;

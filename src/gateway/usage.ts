@@ -1,17 +1,103 @@
 /**
  * @module
- * Usage accounting per (tenant, model, version, hour). The hot path (`record`) only adds to an in-memory delta
- * (and, when a registry is given, to Prometheus counters); a timer flushes the deltas to the `usage` table as
- * additive upserts, so any number of replicas can flush into one database and the counts add up. Reads merge
- * the flushed rows with this replica's unflushed deltas. The machinery (flush, retry, reads) is
- * src/storage/hourly-counters.ts, shared with the LLM usage meter.
+ * Usage accounting of the gateway, one hourly series per key: the inference API's usage per (tenant, model,
+ * version, hour) — requests, rows, compute, errors — in the `usage` table ({@link UsageMeter}), and the LLM API's
+ * usage and spend per (tenant, model, hour) — requests, errors, prompt and completion tokens, cost in the
+ * currency of the model catalog's prices — in the `llm_usage` table ({@link LlmUsageMeter}).
+ *
+ * Both are one {@link Meter} with a different record kind. The hot path (`record`) only adds to an in-memory
+ * delta (and, when a registry is given, to Prometheus counters); a timer flushes the deltas as additive upserts,
+ * so any number of replicas can flush into one database and the counts add up; a failed flush keeps its deltas
+ * for the next one. Reads merge the flushed rows with this replica's unflushed deltas. The machinery (flush,
+ * retry, reads and grouping) is src/storage/hourly-counters.ts.
  */
-import { Counter, type Registry } from 'prom-client';
+import type { Kysely } from 'kysely';
+import type { Logger } from 'pino';
+import type { Counter, Registry } from 'prom-client';
 import { err } from '../errors.js';
 import { HotCounter, type HotCounterChild } from '../monitoring/hot-metrics.js';
-import { amount, HourlyCounters, type CounterTable, type MeterOptions, type PeriodRange } from '../storage/hourly-counters.js';
+import type { DB } from '../storage/index.js';
+import { amount, HourlyCounters, type CounterTable, type PeriodRange, type PeriodRow } from '../storage/hourly-counters.js';
 
 export { DAY_MS, HOUR_MS } from '../storage/hourly-counters.js';
+
+/** What a usage meter is constructed with (both kinds). */
+export interface MeterOptions {
+  db: Kysely<DB>;
+  /** How often pending deltas are written. Must be a positive number. @default 10000 @unit milliseconds */
+  flushIntervalMs?: number;
+  logger?: Logger;
+  /** When given, the meter's Prometheus counters are registered here (re-used if another meter already registered them). */
+  metrics?: Registry;
+  /** Clock, epoch ms. @default Date.now */
+  now?: () => number;
+}
+
+const SEP = '\u0000';
+
+/** The counter registered under `name`, or a new one (several meters may share a registry). Hot: meters count per request. */
+export function registeredCounter(registry: Registry, name: string, help: string, labelNames: readonly string[]): HotCounter {
+  const existing = registry.getSingleMetric(name);
+  if (existing instanceof HotCounter) return existing;
+  return new HotCounter({ name, help, labelNames, registers: [registry] });
+}
+
+/** Usage flushes that failed (their deltas are kept and retried); shared by every usage meter. */
+export function flushFailureCounter(registry: Registry): Counter {
+  return registeredCounter(registry, 'switchyard_usage_flush_failures_total', 'Usage flushes that failed (their deltas are kept and retried).', []);
+}
+
+/**
+ * A usage meter over one counter table: `Rec` is what `record` takes, `R` a row of the table, `S` the Prometheus
+ * label children of one series (created once per series: the hot path hashes labels once). A kind says how a
+ * record names its series, what a fresh row holds, and what a record adds.
+ */
+abstract class Meter<Rec, R extends PeriodRow, S> extends HourlyCounters<R> {
+  readonly #label: string;
+  /** Label children of a record's series, when metrics are on. */
+  readonly #children: ((r: Rec) => S) | null;
+  readonly #series = new Map<string, S>();
+
+  /** `children(registry)` registers the kind's counters (re-used if registered) and returns the children factory. */
+  protected constructor(opts: MeterOptions, table: CounterTable<R>, label: string, children: (registry: Registry) => (r: Rec) => S) {
+    const make = opts.metrics ? children(opts.metrics) : null;
+    const failures = opts.metrics ? flushFailureCounter(opts.metrics) : null;
+    super({
+      db: opts.db, table, name: label, flushIntervalMs: opts.flushIntervalMs, logger: opts.logger, now: opts.now,
+      onFlushFailure: () => failures?.inc(),
+    });
+    this.#label = label;
+    this.#children = make;
+  }
+
+  /** The record's series (its key fields joined by SEP), or null for a malformed record (after a warning: it is dropped). */
+  protected abstract seriesOf(r: Rec): string | null;
+  /** The pending row of `r`'s series in `period`, counters at zero. */
+  protected abstract zero(r: Rec, period: number): R;
+  /** Adds `r` to its pending row and, when metrics are on, to its series' children. */
+  protected abstract add(row: R, r: Rec, children: S | null): void;
+
+  /** Hot path: O(1), synchronous, never touches the database, never throws. Negative or non-finite amounts count as 0. */
+  record(r: Rec): void {
+    try {
+      const series = this.seriesOf(r);
+      if (series === null) return;
+      const period = this.hour();
+      const key = series + SEP + period;
+      const row = this.pending(key) ?? this.start(key, this.zero(r, period));
+      let c: S | null = null;
+      if (this.#children !== null) {
+        c = this.#series.get(series) ?? null;
+        if (c === null) this.#series.set(series, c = this.#children(r));
+      }
+      this.add(row, r, c);
+    } catch (e) {
+      this.log?.error({ err: e }, `${this.#label} record failed`);
+    }
+  }
+}
+
+// ---- The inference API: rows and compute per (tenant, model, version, hour)
 
 /** One finished inference request, as the gateway saw it. */
 export interface UsageRecord {
@@ -53,8 +139,6 @@ export interface UsageQuery extends PeriodRange {
 /** Metrics: `switchyard_tenant_*` counters. */
 export type UsageMeterOptions = MeterOptions;
 
-const SEP = '\u0000';
-
 const USAGE_TABLE: CounterTable<UsageRow> = {
   name: 'usage',
   keys: [['tenant', 'tenant'], ['model', 'model'], ['version', 'version']],
@@ -68,37 +152,25 @@ interface SeriesCounters {
   computeS: HotCounterChild;
 }
 
-interface MeterCounters {
-  requests: HotCounter;
-  rows: HotCounter;
-  computeS: HotCounter;
-  flushFailures: Counter;
-}
-
-/** The counter registered under `name`, or a new one (several meters may share a registry). Hot: meters count per request. */
-export function registeredCounter(registry: Registry, name: string, help: string, labelNames: readonly string[]): HotCounter {
-  const existing = registry.getSingleMetric(name);
-  if (existing instanceof HotCounter) return existing;
-  return new HotCounter({ name, help, labelNames, registers: [registry] });
-}
-
-function meterCounters(registry: Registry): MeterCounters {
+/** The `switchyard_tenant_*` counters, and the children of one (tenant, model, version) series. */
+function usageChildren(registry: Registry): (r: UsageRecord) => SeriesCounters {
   const tmv = ['tenant', 'model', 'version'] as const;
-  return {
-    requests: registeredCounter(registry, 'switchyard_tenant_requests_total', 'Inference requests per tenant, model version and outcome (success|error).', [...tmv, 'outcome']),
-    rows: registeredCounter(registry, 'switchyard_tenant_rows_total', 'Rows (dim 0) inferred per tenant and model version.', tmv),
-    computeS: registeredCounter(registry, 'switchyard_tenant_compute_seconds_total', 'Compute time attributed to each tenant and model version.', tmv),
-    flushFailures: flushFailureCounter(registry),
+  const requests = registeredCounter(registry, 'switchyard_tenant_requests_total', 'Inference requests per tenant, model version and outcome (success|error).', [...tmv, 'outcome']);
+  const rows = registeredCounter(registry, 'switchyard_tenant_rows_total', 'Rows (dim 0) inferred per tenant and model version.', tmv);
+  const computeS = registeredCounter(registry, 'switchyard_tenant_compute_seconds_total', 'Compute time attributed to each tenant and model version.', tmv);
+  return (r) => {
+    const v = String(r.version);
+    return {
+      success: requests.child(r.tenant, r.model, v, 'success'),
+      error: requests.child(r.tenant, r.model, v, 'error'),
+      rows: rows.child(r.tenant, r.model, v),
+      computeS: computeS.child(r.tenant, r.model, v),
+    };
   };
 }
 
-/** Usage flushes that failed (their deltas are kept and retried); shared by every usage meter. */
-export function flushFailureCounter(registry: Registry): Counter {
-  return registeredCounter(registry, 'switchyard_usage_flush_failures_total', 'Usage flushes that failed (their deltas are kept and retried).', []);
-}
-
 /**
- * Accumulates usage in memory and flushes it to the `usage` table.
+ * Accumulates inference usage in memory and flushes it to the `usage` table.
  *
  * @example
  * const meter = new UsageMeter({ db: database.db, logger, metrics: registry });
@@ -107,47 +179,9 @@ export function flushFailureCounter(registry: Registry): Counter {
  * await meter.close(); // on shutdown: stops the timer and writes what is left
  * @see {@link AuditLog} for the other tenancy store.
  */
-export class UsageMeter extends HourlyCounters<UsageRow> {
-  readonly #counters: MeterCounters | null;
-  /** Label children per (tenant, model, version): the hot path hashes labels once per series. */
-  readonly #series = new Map<string, SeriesCounters>();
-
+export class UsageMeter extends Meter<UsageRecord, UsageRow, SeriesCounters> {
   constructor(opts: UsageMeterOptions) {
-    const counters = opts.metrics ? meterCounters(opts.metrics) : null;
-    super({
-      db: opts.db, table: USAGE_TABLE, name: 'usage', flushIntervalMs: opts.flushIntervalMs, logger: opts.logger, now: opts.now,
-      onFlushFailure: () => counters?.flushFailures.inc(),
-    });
-    this.#counters = counters;
-  }
-
-  /** Hot path: O(1), synchronous, never touches the database, never throws. */
-  record(r: UsageRecord): void {
-    try {
-      if (typeof r.tenant !== 'string' || typeof r.model !== 'string' || !Number.isSafeInteger(r.version)) {
-        this.log?.warn({ tenant: r.tenant, model: r.model, version: r.version }, 'usage record dropped: tenant/model must be strings and version an integer');
-        return;
-      }
-      const rows = amount(r.rows);
-      const computeMs = amount(r.computeMs);
-      const period = this.hour();
-      const series = r.tenant + SEP + r.model + SEP + r.version;
-      const key = series + SEP + period;
-      const d = this.pending(key)
-        ?? this.start(key, { tenant: r.tenant, model: r.model, version: r.version, period, requests: 0, rows: 0, computeMs: 0, errors: 0 });
-      d.requests += 1;
-      d.rows += rows;
-      d.computeMs += computeMs;
-      if (!r.ok) d.errors += 1;
-      if (this.#counters !== null) {
-        const c = this.#seriesCounters(series, r);
-        (r.ok ? c.success : c.error).inc();
-        if (rows > 0) c.rows.inc(rows);
-        if (computeMs > 0) c.computeS.inc(computeMs / 1000);
-      }
-    } catch (e) {
-      this.log?.error({ err: e }, 'usage record failed');
-    }
+    super(opts, USAGE_TABLE, 'usage', usageChildren);
   }
 
   /** Flushed rows merged with this meter's unflushed deltas, filtered and grouped; sorted by period, tenant, model, version. */
@@ -156,19 +190,146 @@ export class UsageMeter extends HourlyCounters<UsageRow> {
     return this.select(q);
   }
 
-  #seriesCounters(series: string, r: UsageRecord): SeriesCounters {
-    let c = this.#series.get(series);
-    if (c === undefined) {
-      const m = this.#counters as MeterCounters;
-      const v = String(r.version);
-      c = {
-        success: m.requests.child(r.tenant, r.model, v, 'success'),
-        error: m.requests.child(r.tenant, r.model, v, 'error'),
-        rows: m.rows.child(r.tenant, r.model, v),
-        computeS: m.computeS.child(r.tenant, r.model, v),
-      };
-      this.#series.set(series, c);
+  protected seriesOf(r: UsageRecord): string | null {
+    if (typeof r.tenant !== 'string' || typeof r.model !== 'string' || !Number.isSafeInteger(r.version)) {
+      this.log?.warn({ tenant: r.tenant, model: r.model, version: r.version }, 'usage record dropped: tenant/model must be strings and version an integer');
+      return null;
     }
-    return c;
+    return r.tenant + SEP + r.model + SEP + r.version;
+  }
+
+  protected zero(r: UsageRecord, period: number): UsageRow {
+    return { tenant: r.tenant, model: r.model, version: r.version, period, requests: 0, rows: 0, computeMs: 0, errors: 0 };
+  }
+
+  protected add(d: UsageRow, r: UsageRecord, c: SeriesCounters | null): void {
+    const rows = amount(r.rows);
+    const computeMs = amount(r.computeMs);
+    d.requests += 1;
+    d.rows += rows;
+    d.computeMs += computeMs;
+    if (!r.ok) d.errors += 1;
+    if (c !== null) {
+      (r.ok ? c.success : c.error).inc();
+      if (rows > 0) c.rows.inc(rows);
+      if (computeMs > 0) c.computeS.inc(computeMs / 1000);
+    }
+  }
+}
+
+// ---- The LLM API: tokens and spend per (tenant, model, hour)
+
+/** One finished LLM API request. */
+export interface LlmUsageRecord {
+  /** '' = unauthenticated / platform. */
+  tenant: string;
+  model: string;
+  promptTokens: number;
+  completionTokens: number;
+  /** What the request cost, by the model's prices. */
+  cost: number;
+  /** false: the request failed (it still counts, with the tokens it used). */
+  ok: boolean;
+}
+
+/** Usage in one period (or over the whole range for `groupBy: 'total'`). */
+export interface LlmUsageRow {
+  tenant: string;
+  model: string;
+  /**
+   * Start of the bucket, epoch ms (UTC): the hour for 'hour', the UTC day for 'day', and for 'total' the earliest
+   * hour that has usage in the group.
+   */
+  period: number;
+  requests: number;
+  errors: number;
+  promptTokens: number;
+  completionTokens: number;
+  cost: number;
+}
+
+export interface LlmUsageQuery extends PeriodRange {
+  /** Exact tenant ('' selects unauthenticated / platform usage); all tenants when absent. */
+  tenant?: string;
+  model?: string;
+}
+
+/** Metrics: `switchyard_llm_tokens_total{tenant,model,kind}` and `switchyard_llm_spend_total{tenant,model}`. */
+export type LlmUsageMeterOptions = MeterOptions;
+
+const LLM_USAGE_TABLE: CounterTable<LlmUsageRow> = {
+  name: 'llm_usage',
+  keys: [['tenant', 'tenant'], ['model', 'model']],
+  counters: [
+    ['requests', 'requests', false], ['errors', 'errors', false], ['promptTokens', 'prompt_tokens', false],
+    ['completionTokens', 'completion_tokens', false], ['cost', 'cost', true],
+  ],
+};
+
+interface LlmSeriesCounters {
+  prompt: HotCounterChild;
+  completion: HotCounterChild;
+  spend: HotCounterChild;
+}
+
+/** The `switchyard_llm_tokens_total` and `switchyard_llm_spend_total` counters, and the children of one (tenant, model) series. */
+function llmChildren(registry: Registry): (r: LlmUsageRecord) => LlmSeriesCounters {
+  const tokens = registeredCounter(registry, 'switchyard_llm_tokens_total', 'LLM API tokens per tenant, model and kind (prompt|completion).', ['tenant', 'model', 'kind']);
+  const spend = registeredCounter(registry, 'switchyard_llm_spend_total', 'LLM API spend per tenant and model, by the model catalog\'s prices.', ['tenant', 'model']);
+  return (r) => ({
+    prompt: tokens.child(r.tenant, r.model, 'prompt'),
+    completion: tokens.child(r.tenant, r.model, 'completion'),
+    spend: spend.child(r.tenant, r.model),
+  });
+}
+
+/**
+ * Accumulates LLM usage in memory and flushes it to the `llm_usage` table.
+ *
+ * @example
+ * const meter = new LlmUsageMeter({ db: database.db, logger, metrics: registry });
+ * meter.record({ tenant: 'acme', model: 'gpt-4o-mini', promptTokens: 812, completionTokens: 96, cost: 0.0002, ok: true });
+ * const today = await meter.query({ tenant: 'acme', from: dayStart, groupBy: 'day' });
+ * await meter.close(); // on shutdown: stops the timer and writes what is left
+ */
+export class LlmUsageMeter extends Meter<LlmUsageRecord, LlmUsageRow, LlmSeriesCounters> {
+  constructor(opts: LlmUsageMeterOptions) {
+    super(opts, LLM_USAGE_TABLE, 'LLM usage', llmChildren);
+  }
+
+  /**
+   * Flushed rows merged with this meter's unflushed deltas, filtered and grouped; sorted by period, tenant, model.
+   * Rejects with SY_ERR_BAD_REQUEST for a bad range or grouping.
+   */
+  query(q: LlmUsageQuery): Promise<LlmUsageRow[]> {
+    return this.select(q);
+  }
+
+  protected seriesOf(r: LlmUsageRecord): string | null {
+    if (typeof r.tenant !== 'string' || typeof r.model !== 'string') {
+      this.log?.warn({ tenant: r.tenant, model: r.model }, 'LLM usage record dropped: tenant and model must be strings');
+      return null;
+    }
+    return r.tenant + SEP + r.model;
+  }
+
+  protected zero(r: LlmUsageRecord, period: number): LlmUsageRow {
+    return { tenant: r.tenant, model: r.model, period, requests: 0, errors: 0, promptTokens: 0, completionTokens: 0, cost: 0 };
+  }
+
+  protected add(d: LlmUsageRow, r: LlmUsageRecord, c: LlmSeriesCounters | null): void {
+    const prompt = amount(r.promptTokens);
+    const completion = amount(r.completionTokens);
+    const cost = amount(r.cost);
+    d.requests += 1;
+    if (!r.ok) d.errors += 1;
+    d.promptTokens += prompt;
+    d.completionTokens += completion;
+    d.cost += cost;
+    if (c !== null) {
+      if (prompt > 0) c.prompt.inc(prompt);
+      if (completion > 0) c.completion.inc(completion);
+      if (cost > 0) c.spend.inc(cost);
+    }
   }
 }

@@ -11,7 +11,7 @@ import { LlamaBackend } from '../runtimes/llama/backend.js';
 import { UpstreamBackend } from '../runtimes/remote/upstream.js';
 import type { LlmConfig, LlmModelConfig, OnnxEmbeddingModelConfig } from '../config/llm-config.js';
 import type { TokenLimiter } from '../gateway/token-limits.js';
-import type { LlmUsageMeter } from '../gateway/token-usage.js';
+import type { LlmUsageMeter } from '../gateway/usage.js';
 import type { LlmBackend } from '../runtimes/generation.js';
 
 export interface LlmModel {

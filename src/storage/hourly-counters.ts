@@ -1,7 +1,7 @@
 /**
  * @module
- * Additive counters per (key columns, hour) in a metadata-store table, as the usage meters keep them (tenancy
- * usage: src/gateway/usage.ts; LLM usage: src/gateway/token-usage.ts). The hot path adds to an in-memory pending row; a
+ * Additive counters per (key columns, hour) in a metadata-store table, as the usage meters keep them (inference
+ * and LLM usage: src/gateway/usage.ts). The hot path adds to an in-memory pending row; a
  * timer flushes the pending rows as additive upserts, so any number of replicas can flush into one database and
  * the counts add up. Works on SQLite and Postgres (the same SQL on both).
  *
@@ -22,7 +22,6 @@
  */
 import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { Logger } from 'pino';
-import type { Registry } from 'prom-client';
 import { err } from '../errors.js';
 import type { DB } from './database.js';
 
@@ -55,18 +54,6 @@ export interface PeriodRange {
   to?: number;
   /** @default 'hour' */
   groupBy?: GroupBy;
-}
-
-/** What a meter built on HourlyCounters is constructed with (the tenancy and LLM usage meters). */
-export interface MeterOptions {
-  db: Kysely<DB>;
-  /** How often pending deltas are written. Must be a positive number. @default 10000 @unit milliseconds */
-  flushIntervalMs?: number;
-  logger?: Logger;
-  /** When given, the meter's Prometheus counters are registered here (re-used if another meter already registered them). */
-  metrics?: Registry;
-  /** Clock, epoch ms. @default Date.now */
-  now?: () => number;
 }
 
 export interface HourlyCountersOptions<R extends PeriodRow> {
