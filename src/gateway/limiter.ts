@@ -206,31 +206,13 @@ export class PeriodCache {
 
 /** The one Admission implementation: a plain record plus a release hook that runs at most once. @internal */
 export class AdmissionResult implements Admission {
-  readonly allowed: boolean;
-  readonly reason: LimitReason | null;
-  readonly scope: string | null;
-  readonly limit: number | null;
-  readonly remaining: number | null;
-  readonly resetMs: number | null;
-  readonly retryAfterMs: number;
-  readonly quota: QuotaState | null;
-  readonly degraded: boolean;
   #release: (() => void) | null;
 
   constructor(
-    allowed: boolean, reason: LimitReason | null, scope: string | null,
-    limit: number | null, remaining: number | null, resetMs: number | null,
-    retryAfterMs: number, quota: QuotaState | null, degraded: boolean, release: (() => void) | null,
+    readonly allowed: boolean, readonly reason: LimitReason | null, readonly scope: string | null,
+    readonly limit: number | null, readonly remaining: number | null, readonly resetMs: number | null,
+    readonly retryAfterMs: number, readonly quota: QuotaState | null, readonly degraded: boolean, release: (() => void) | null,
   ) {
-    this.allowed = allowed;
-    this.reason = reason;
-    this.scope = scope;
-    this.limit = limit;
-    this.remaining = remaining;
-    this.resetMs = resetMs;
-    this.retryAfterMs = retryAfterMs;
-    this.quota = quota;
-    this.degraded = degraded;
     this.#release = release;
   }
 

@@ -140,26 +140,13 @@ function allFit(buckets: readonly Bucket[], levels: ArrayLike<number>): boolean 
 
 /** The one TokenReservation implementation: a plain record plus a settle hook that runs at most once. */
 class Reservation implements TokenReservation {
-  readonly allowed: boolean;
-  readonly scope: string | null;
-  readonly reason: TokenLimitReason | null;
-  readonly retryAfterMs: number;
-  readonly requests: RateWindow | null;
-  readonly tokens: RateWindow | null;
-  readonly degraded: boolean;
   #settle: ((actualTokens: number) => Promise<void>) | null;
 
   constructor(
-    allowed: boolean, scope: string | null, reason: TokenLimitReason | null, retryAfterMs: number,
-    requests: RateWindow | null, tokens: RateWindow | null, degraded: boolean, settle: ((actualTokens: number) => Promise<void>) | null,
+    readonly allowed: boolean, readonly scope: string | null, readonly reason: TokenLimitReason | null, readonly retryAfterMs: number,
+    readonly requests: RateWindow | null, readonly tokens: RateWindow | null, readonly degraded: boolean,
+    settle: ((actualTokens: number) => Promise<void>) | null,
   ) {
-    this.allowed = allowed;
-    this.scope = scope;
-    this.reason = reason;
-    this.retryAfterMs = retryAfterMs;
-    this.requests = requests;
-    this.tokens = tokens;
-    this.degraded = degraded;
     this.#settle = settle;
   }
 
