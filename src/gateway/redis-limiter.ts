@@ -23,11 +23,11 @@
  * may hash to different slots.
  *
  * Failure: the connection fails fast and reconnects in the background (lua-runner.ts); `admit` races its
- * own `timeoutMs` deadline. A failed or timed-out admit calls `onBackendError` once, then resolves by `failMode`: 'open' admits
- * (`degraded: true`, null headers, no slot held), 'closed' rejects with reason 'unavailable'. Concurrency is
- * then not enforced (open) for that request; a lease the script may still have taken is removed in the
- * background, or expires after `leaseMs`. Connection errors between requests are not reported (no traffic,
- * no failure); the next admit reports them.
+ * own `timeoutMs` deadline. A failed or timed-out admit calls `onBackendError` once, then resolves by
+ * `failMode` (LuaRunner.fallback): 'open' admits (`degraded: true`, null headers, no slot held), 'closed'
+ * rejects with reason 'unavailable'. Concurrency is then not enforced (open) for that request; a lease the
+ * script may still have taken is removed in the background, or expires after `leaseMs`. Connection errors
+ * between requests are not reported (no traffic, no failure); the next admit reports them.
  */
 import { randomBytes } from 'node:crypto';
 import { BUCKET_LUA, type BucketShape } from './bucket.js';
