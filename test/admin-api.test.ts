@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { InjectOptions, LightMyRequestResponse } from 'fastify';
+import { ERRORS, type ErrorCode } from '../src/errors.js';
 import type { ModelRecord, RegistryEvent, VersionRecord } from '../src/registry/types.js';
 import { encoder, mlp } from '../tools/onnx/zoo.js';
 import { startAdminApp, type AdminTestApp } from './registry-helpers.js';
@@ -13,12 +14,16 @@ const CORRUPT = Buffer.from('this is not an onnx model at all');
 type Json = Record<string, unknown>;
 const json = <T = Json>(r: LightMyRequestResponse): T => JSON.parse(r.body) as T;
 
-function assertError(r: LightMyRequestResponse, status: number, pattern: RegExp): void {
+function assertError(r: LightMyRequestResponse, status: number, pattern: RegExp, code?: ErrorCode): void {
   assert.equal(r.statusCode, status, `expected ${status}, got ${r.statusCode}: ${r.body}`);
-  const body = json<{ error: unknown }>(r);
+  const body = json<{ error: unknown; code: unknown }>(r);
   assert.equal(typeof body.error, 'string');
-  assert.deepEqual(Object.keys(body), ['error']);
+  assert.deepEqual(Object.keys(body), ['error', 'code']);
   assert.match(body.error as string, pattern);
+  // Every error carries a catalog code of the same status.
+  assert.ok(typeof body.code === 'string' && body.code in ERRORS, `unknown code ${String(body.code)}`);
+  assert.equal(ERRORS[body.code as ErrorCode].status, status, `${String(body.code)} is not a ${status}`);
+  if (code !== undefined) assert.equal(body.code, code);
 }
 
 /** A multipart/form-data body (bytes + content-type) built by the platform's FormData serializer. */
@@ -73,13 +78,13 @@ describe('admin API /api/v1', () => {
     });
 
     it('refuses a duplicate (409), a bad name (400) and bad bodies (400 naming the field)', async () => {
-      assertError(await inject({ method: 'POST', url: '/api/v1/models', payload: { name: 'fraud' } }), 409, /fraud/);
+      assertError(await inject({ method: 'POST', url: '/api/v1/models', payload: { name: 'fraud' } }), 409, /fraud/, 'SY_ERR_REGISTRY_CONFLICT');
       assertError(await inject({ method: 'POST', url: '/api/v1/models', payload: { name: 'bad name!' } }), 400, /model name/);
-      assertError(await inject({ method: 'POST', url: '/api/v1/models', payload: { description: 'x' } }), 400, /body\.name is required/);
+      assertError(await inject({ method: 'POST', url: '/api/v1/models', payload: { description: 'x' } }), 400, /body\.name is required/, 'SY_ERR_BAD_REQUEST');
       assertError(await inject({ method: 'POST', url: '/api/v1/models', payload: { name: 'x', pinned: 'very' } }), 400, /body\.pinned must be boolean/);
       assertError(await inject({ method: 'POST', url: '/api/v1/models', payload: { name: 'x', colour: 'red' } }), 400, /unknown field "colour"/);
       assertError(await inject({ method: 'POST', url: '/api/v1/models', payload: { name: 'x', loadPolicy: 'eager' } }), 400, /body\.loadPolicy must be equal to one of the allowed values/);
-      assertError(await inject({ method: 'POST', url: '/api/v1/models', payload: '{"name":', headers: { 'content-type': 'application/json' } }), 400, /JSON/i);
+      assertError(await inject({ method: 'POST', url: '/api/v1/models', payload: '{"name":', headers: { 'content-type': 'application/json' } }), 400, /JSON/i, 'SY_ERR_INVALID_JSON');
       const list = json<{ models: ModelRecord[] }>(await inject({ url: '/api/v1/models' }));
       assert.deepEqual(list.models.map((m) => m.name), ['fraud']);
     });
@@ -192,7 +197,7 @@ describe('admin API /api/v1', () => {
       assertError(await inject({ method: 'POST', url: '/api/v1/models/fraud/versions', ...m3 }), 400, /no "file" part/);
       const m4 = await multipart([['metadata', '{"colour":"red"}'], ['file', V1]]);
       assertError(await inject({ method: 'POST', url: '/api/v1/models/fraud/versions', ...m4 }), 400, /unknown field "colour"/);
-      assertError(await inject({ method: 'POST', url: '/api/v1/models/fraud/versions', payload: 'x', headers: { 'content-type': 'text/plain' } }), 415, /./);
+      assertError(await inject({ method: 'POST', url: '/api/v1/models/fraud/versions', payload: 'x', headers: { 'content-type': 'text/plain' } }), 415, /./, 'SY_ERR_UNSUPPORTED_MEDIA');
       const vs = json<{ versions: VersionRecord[] }>(await inject({ url: '/api/v1/models/fraud/versions' }));
       assert.deepEqual(vs.versions.map((v) => v.version), [1, 2, 7]);
     });
@@ -202,10 +207,10 @@ describe('admin API /api/v1', () => {
       assertError(await rawPush('fraud', CORRUPT, '?alias=broken'), 400, /not a loadable model/);
       const m = await multipart([['metadata', '{"alias":"broken"}'], ['file', CORRUPT]]);
       assertError(await inject({ method: 'POST', url: '/api/v1/models/fraud/versions', ...m }), 400, /not a loadable model/);
-      assertError(await rawPush('ghost', CORRUPT), 400, /not a loadable model/);
+      assertError(await rawPush('ghost', CORRUPT), 400, /not a loadable model/, 'SY_ERR_ARTIFACT_INVALID');
       const vs = json<{ versions: VersionRecord[] }>(await inject({ url: '/api/v1/models/fraud/versions?include_archived=true' }));
       assert.deepEqual(vs.versions.map((v) => v.version), [1, 2, 7]);
-      assertError(await inject({ url: '/api/v1/models/ghost' }), 404, /ghost/);
+      assertError(await inject({ url: '/api/v1/models/ghost' }), 404, /ghost/, 'SY_ERR_REGISTRY_NOT_FOUND');
       const after = json<{ events: RegistryEvent[] }>(await inject({ url: '/api/v1/events?limit=10000' })).events.length;
       assert.equal(after, before);
       assert.deepEqual(json<{ aliases: object }>(await inject({ url: '/api/v1/models/fraud/aliases' })).aliases, { production: 1, staging: 2 });
@@ -424,7 +429,9 @@ describe('admin API upload limit', () => {
       method: 'POST', body, headers: { 'content-type': 'application/octet-stream' }, duplex: 'half',
     } as RequestInit);
     assert.equal(r.status, 413);
-    assert.match(((await r.json()) as { error: string }).error, /larger than the upload limit/);
+    const tooLarge = (await r.json()) as { error: string; code: string };
+    assert.match(tooLarge.error, /larger than the upload limit/);
+    assert.equal(tooLarge.code, 'SY_ERR_BODY_TOO_LARGE');
     const g = await fetch(`http://127.0.0.1:${addr.port}/api/v1/models/big`);
     assert.equal(g.status, 404);
   });

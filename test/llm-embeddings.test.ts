@@ -69,7 +69,7 @@ async function rejects(p: Promise<unknown>, expect: { status: number; code?: str
   } catch (e) {
     assert.ok(e instanceof LlmError, `an LlmError, got ${String(e)}`);
     assert.equal(e.status, expect.status, e.message);
-    if (expect.code !== undefined) assert.equal(e.code, expect.code);
+    if (expect.code !== undefined) assert.equal(e.openaiCode, expect.code);
     if (expect.param !== undefined) assert.equal(e.param, expect.param);
     if (expect.message) assert.match(e.message, expect.message);
     return e;
@@ -209,7 +209,7 @@ describe('onnx-embeddings backend (real onnxruntime through the serving core)', 
     for (const f of full) {
       assert.ok(f.reason instanceof LlmError);
       assert.equal(f.reason.status, 503);
-      assert.equal(f.reason.code, 'queue_full');
+      assert.equal(f.reason.openaiCode, 'queue_full');
       assert.equal(f.reason.retryAfterMs, 1000);
     }
     const gone = new AbortController();

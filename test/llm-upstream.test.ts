@@ -205,7 +205,7 @@ function isLlmError(props: { status: number; code?: string | null; type?: string
   return (e) => {
     assert.ok(e instanceof LlmError, `expected an LlmError, got ${String(e)}`);
     assert.equal(e.status, props.status, e.message);
-    if (props.code !== undefined) assert.equal(e.code, props.code);
+    if (props.code !== undefined) assert.equal(e.openaiCode, props.code);
     if (props.type !== undefined) assert.equal(e.type, props.type);
     return true;
   };
@@ -331,7 +331,7 @@ describe('upstream backend: streaming', () => {
     await assert.rejects(async () => { for await (const c of s) got.push(c); }, (e) => {
       assert.ok(e instanceof LlmError);
       assert.equal(e.status, 502);
-      assert.equal(e.code, 'model_crashed');
+      assert.equal(e.openaiCode, 'model_crashed');
       assert.match(e.message, /the model crashed/);
       return true;
     });

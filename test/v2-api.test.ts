@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import ort from 'onnxruntime-node';
+import type { ErrorCode } from '../src/errors.js';
 import { DTYPES, encodeBinaryData, fromHalfBits, toHalfBits } from '../src/tensor/index.js';
 import { allTypes, ALL_TYPES, fixedAffine, mlp } from '../tools/onnx/zoo.js';
 import { assertClose, binaryBody, floats, referenceRun, splitBinary, startSwitchyard, type TestServer } from './helpers.js';
@@ -221,27 +222,27 @@ describe('V2 binary tensor data extension', () => {
 });
 
 describe('V2 bad input: a precise 4xx, and the server keeps serving', () => {
-  const cases: Array<{ what: string; url?: string; body: unknown; headers?: Record<string, string>; status: number; match: RegExp }> = [
-    { what: 'malformed JSON', body: '{"inputs": [', status: 400, match: /not valid JSON/ },
-    { what: 'not an object', body: '[1,2]', status: 400, match: /must be a JSON object/ },
-    { what: 'no inputs', body: { inputs: [] }, status: 400, match: /"inputs" must be a non-empty array/ },
-    { what: 'wrong dtype', body: { inputs: [{ name: 'features', datatype: 'FP64', shape: [1, 64], data: floats(64, 1) }] }, status: 400, match: /input "features": datatype FP64 does not match the model's FP32/ },
-    { what: 'unknown dtype', body: { inputs: [{ name: 'features', datatype: 'FLOAT', shape: [1, 64], data: [] }] }, status: 400, match: /unknown datatype "FLOAT"/ },
-    { what: 'wrong shape', body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 63], data: floats(63, 1) }] }, status: 400, match: /shape \[1,63\] does not match the model's \[-1,64\] \(dim 1 must be 64\)/ },
-    { what: 'wrong rank', body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [64], data: floats(64, 1) }] }, status: 400, match: /rank 1, the model expects rank 2/ },
-    { what: 'data length mismatch', body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [2, 64], data: floats(64, 1) }] }, status: 400, match: /shape implies 128 elements but data has 64/ },
-    { what: 'bad element', body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: [...floats(63, 1), 'x'] }] }, status: 400, match: /element 63 is "x", expected a number/ },
-    { what: 'unknown input name', body: { inputs: [{ name: 'feature', datatype: 'FP32', shape: [1, 64], data: floats(64, 1) }] }, status: 400, match: /unknown input "feature" for model "mlp"; expected inputs: features/ },
-    { what: 'duplicate input', body: { inputs: [mlpRequest(1, 1).inputs[0], mlpRequest(1, 1).inputs[0]] }, status: 400, match: /appears more than once/ },
-    { what: 'negative shape', body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [-1, 64], data: [] }] }, status: 400, match: /non-negative integers/ },
-    { what: 'unknown output', body: { ...mlpRequest(1, 1), outputs: [{ name: 'nope' }] }, status: 400, match: /unknown output "nope" for model "mlp"; outputs are: score/ },
-    { what: 'bad timeout parameter', body: { ...mlpRequest(1, 1), parameters: { timeout: -5 } }, status: 400, match: /parameters.timeout/ },
-    { what: 'binary size without header', body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], parameters: { binary_data_size: 256 } }] }, status: 400, match: /no Inference-Header-Content-Length/ },
-    { what: 'header length past body', body: mlpRequest(1, 1), headers: { 'inference-header-content-length': '999999' }, status: 400, match: /exceeds the body length/ },
-    { what: 'unsupported encoding', body: mlpRequest(1, 1), headers: { 'content-encoding': 'br' }, status: 415, match: /Content-Encoding "br" is not supported/ },
-    { what: 'unknown model', url: '/v2/models/nope/infer', body: mlpRequest(1, 1), status: 404, match: /model "nope" not found/ },
-    { what: 'unknown version', url: '/v2/models/mlp/versions/7/infer', body: mlpRequest(1, 1), status: 404, match: /model "mlp" has no version "7"/ },
-    { what: 'unknown route', url: '/v2/modelz', body: {}, status: 404, match: /no route for POST \/v2\/modelz/ },
+  const cases: Array<{ what: string; url?: string; body: unknown; headers?: Record<string, string>; status: number; code: ErrorCode; match: RegExp }> = [
+    { what: 'malformed JSON', body: '{"inputs": [', status: 400, code: 'SY_ERR_INVALID_JSON', match: /not valid JSON/ },
+    { what: 'not an object', body: '[1,2]', status: 400, code: 'SY_ERR_BAD_REQUEST', match: /must be a JSON object/ },
+    { what: 'no inputs', body: { inputs: [] }, status: 400, code: 'SY_ERR_BAD_REQUEST', match: /"inputs" must be a non-empty array/ },
+    { what: 'wrong dtype', body: { inputs: [{ name: 'features', datatype: 'FP64', shape: [1, 64], data: floats(64, 1) }] }, status: 400, code: 'SY_ERR_INPUT_INVALID', match: /input "features": datatype FP64 does not match the model's FP32/ },
+    { what: 'unknown dtype', body: { inputs: [{ name: 'features', datatype: 'FLOAT', shape: [1, 64], data: [] }] }, status: 400, code: 'SY_ERR_INPUT_INVALID', match: /unknown datatype "FLOAT"/ },
+    { what: 'wrong shape', body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 63], data: floats(63, 1) }] }, status: 400, code: 'SY_ERR_INPUT_INVALID', match: /shape \[1,63\] does not match the model's \[-1,64\] \(dim 1 must be 64\)/ },
+    { what: 'wrong rank', body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [64], data: floats(64, 1) }] }, status: 400, code: 'SY_ERR_INPUT_INVALID', match: /rank 1, the model expects rank 2/ },
+    { what: 'data length mismatch', body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [2, 64], data: floats(64, 1) }] }, status: 400, code: 'SY_ERR_INPUT_INVALID', match: /shape implies 128 elements but data has 64/ },
+    { what: 'bad element', body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: [...floats(63, 1), 'x'] }] }, status: 400, code: 'SY_ERR_INPUT_INVALID', match: /element 63 is "x", expected a number/ },
+    { what: 'unknown input name', body: { inputs: [{ name: 'feature', datatype: 'FP32', shape: [1, 64], data: floats(64, 1) }] }, status: 400, code: 'SY_ERR_INPUT_INVALID', match: /unknown input "feature" for model "mlp"; expected inputs: features/ },
+    { what: 'duplicate input', body: { inputs: [mlpRequest(1, 1).inputs[0], mlpRequest(1, 1).inputs[0]] }, status: 400, code: 'SY_ERR_BAD_REQUEST', match: /appears more than once/ },
+    { what: 'negative shape', body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [-1, 64], data: [] }] }, status: 400, code: 'SY_ERR_BAD_REQUEST', match: /non-negative integers/ },
+    { what: 'unknown output', body: { ...mlpRequest(1, 1), outputs: [{ name: 'nope' }] }, status: 400, code: 'SY_ERR_OUTPUT_UNKNOWN', match: /unknown output "nope" for model "mlp"; outputs are: score/ },
+    { what: 'bad timeout parameter', body: { ...mlpRequest(1, 1), parameters: { timeout: -5 } }, status: 400, code: 'SY_ERR_BAD_REQUEST', match: /parameters.timeout/ },
+    { what: 'binary size without header', body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], parameters: { binary_data_size: 256 } }] }, status: 400, code: 'SY_ERR_BAD_REQUEST', match: /no Inference-Header-Content-Length/ },
+    { what: 'header length past body', body: mlpRequest(1, 1), headers: { 'inference-header-content-length': '999999' }, status: 400, code: 'SY_ERR_BAD_REQUEST', match: /exceeds the body length/ },
+    { what: 'unsupported encoding', body: mlpRequest(1, 1), headers: { 'content-encoding': 'br' }, status: 415, code: 'SY_ERR_UNSUPPORTED_MEDIA', match: /Content-Encoding "br" is not supported/ },
+    { what: 'unknown model', url: '/v2/models/nope/infer', body: mlpRequest(1, 1), status: 404, code: 'SY_ERR_MODEL_NOT_FOUND', match: /model "nope" not found/ },
+    { what: 'unknown version', url: '/v2/models/mlp/versions/7/infer', body: mlpRequest(1, 1), status: 404, code: 'SY_ERR_MODEL_NOT_FOUND', match: /model "mlp" has no version "7"/ },
+    { what: 'unknown route', url: '/v2/modelz', body: {}, status: 404, code: 'SY_ERR_ROUTE_NOT_FOUND', match: /no route for POST \/v2\/modelz/ },
   ];
   for (const c of cases) {
     it(`${c.what} → ${c.status}`, async () => {
@@ -250,6 +251,9 @@ describe('V2 bad input: a precise 4xx, and the server keeps serving', () => {
       const body = r.json();
       assert.equal(typeof body.error, 'string');
       assert.match(body.error, c.match);
+      // Clients match on the stable code: it follows the message, in this key order.
+      assert.deepEqual(Object.keys(body), ['error', 'code']);
+      assert.equal(body.code, c.code);
     });
   }
   it('binary data size mismatch names the input', async () => {
@@ -264,7 +268,7 @@ describe('V2 bad input: a precise 4xx, and the server keeps serving', () => {
       const huge = Buffer.alloc(65 * 1024 * 1024, 0x20);
       const r = await small.sy.app.inject({ method: 'POST', url: '/v2/models/mlp/infer', payload: huge, headers: { 'content-type': 'application/json' } });
       assert.equal(r.statusCode, 413);
-      assert.match(r.json().error, /larger than the server limit/);
+      assert.deepEqual(r.json(), { error: 'request body is larger than the server limit (see --max-body-mb)', code: 'SY_ERR_BODY_TOO_LARGE' });
     } finally {
       await small.close();
     }

@@ -10,10 +10,9 @@ export { MemoryLimiter, type Limiter } from './limiter.js';
 export { RedisLimiter } from './redis-limiter.js';
 export { TenantStore } from './store.js';
 export { MemoryTokenLimiter, RedisTokenLimiter, type TokenLimiter, type TokenReservation, type TokenScope } from './token-limits.js';
-export { LlmUsageMeter } from './token-usage.js';
 export {
   LIMIT_FIELDS, SCOPES, TENANT_NAME, type ApiKeyRecord, type CreateKeyInput, type CreateTenantInput, type ModelAccess, type Principal, type TenantRecord,
   type UpdateTenantInput,
 } from './types.js';
-export { UsageMeter, type UsageQuery } from './usage.js';
+export { LlmUsageMeter, UsageMeter, type UsageQuery } from './usage.js';
 export { meterRequests } from './accounting.js';

@@ -25,7 +25,7 @@ import type { LoadedModel, TensorSpec } from '../runtimes/types.js';
 import type { ModelVersion } from '../serving/index.js';
 import { DTYPES, fromHalfBits, zeros, type Tensor } from '../tensor/index.js';
 import type { OnnxEmbeddingModelConfig } from '../config/llm-config.js';
-import { fromSwitchyardError, LlmError, type ChunkStream, type EmbeddingCaller, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest, type LlmBackend, type TokenEstimate } from '../runtimes/generation.js';
+import { LlmError, type ChunkStream, type EmbeddingCaller, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest, type LlmBackend, type TokenEstimate } from '../runtimes/generation.js';
 import type { InferenceService } from './service.js';
 
 export type Pooling = OnnxEmbeddingModelConfig['pooling'];
@@ -49,7 +49,7 @@ export interface EncoderLayout {
 
 
 function misconfigured(c: OnnxEmbeddingModelConfig, what: string): LlmError {
-  return new LlmError(500, `embedding model "${c.name}" (ONNX model "${c.model}"): ${what}`, { code: 'model_misconfigured' });
+  return new LlmError('SY_ERR_MODEL_MISCONFIGURED', `embedding model "${c.name}" (ONNX model "${c.model}"): ${what}`);
 }
 
 function findInput(inputs: readonly TensorSpec[], name: string, c: OnnxEmbeddingModelConfig): number {
@@ -90,13 +90,13 @@ export function encoderLayout(mv: ModelVersion, c: OnnxEmbeddingModelConfig): En
 
 /** UTF-8 bytes of each input. 400 for an empty input, or one with more than `seqLen` tokens (naming it). */
 export function byteTokens(input: readonly string[], seqLen: number): Uint8Array[] {
-  if (input.length === 0) throw new LlmError(400, "'$.input' is invalid: it must not be an empty array", { param: 'input' });
+  if (input.length === 0) throw new LlmError('SY_ERR_BAD_REQUEST', "'$.input' is invalid: it must not be an empty array", { param: 'input', openaiCode: null });
   return input.map((text, i) => {
-    if (text.length === 0) throw new LlmError(400, `'$.input' is invalid: input[${i}] is an empty string`, { param: 'input' });
+    if (text.length === 0) throw new LlmError('SY_ERR_BAD_REQUEST', `'$.input' is invalid: input[${i}] is an empty string`, { param: 'input', openaiCode: null });
     const bytes = Buffer.from(text, 'utf8');
     if (bytes.length > seqLen) {
-      throw new LlmError(400, `input[${i}] is ${bytes.length} tokens; this model's maximum input length is ${seqLen} tokens. Shorten or split the input.`, {
-        param: 'input', code: 'context_length_exceeded',
+      throw new LlmError('SY_ERR_CONTEXT_LENGTH_EXCEEDED', `input[${i}] is ${bytes.length} tokens; this model's maximum input length is ${seqLen} tokens. Shorten or split the input.`, {
+        param: 'input',
       });
     }
     return bytes;
@@ -167,7 +167,7 @@ export function l2Normalize(v: Float32Array): Float32Array {
 /** 400 when `dimensions` is not between 1 and the model's embedding size `D`. */
 function checkDimensions(dimensions: number | null, D: number): void {
   if (dimensions === null || (dimensions >= 1 && dimensions <= D)) return;
-  throw new LlmError(400, `dimensions must be between 1 and ${D} (this model's embedding size), got ${dimensions}`, { param: 'dimensions' });
+  throw new LlmError('SY_ERR_BAD_REQUEST', `dimensions must be between 1 and ${D} (this model's embedding size), got ${dimensions}`, { param: 'dimensions', openaiCode: null });
 }
 
 export class OnnxEmbeddingBackend implements LlmBackend {
@@ -218,7 +218,7 @@ export class OnnxEmbeddingBackend implements LlmBackend {
     try {
       return await this.#embed(req);
     } catch (e) {
-      throw isSwitchyardError(e) ? fromSwitchyardError(e) : e; // serving-core errors keep their status and retry hint
+      throw isSwitchyardError(e) ? LlmError.from(e) : e; // serving-core errors keep their status and retry hint
     } finally {
       this.#inflight--;
     }
@@ -235,7 +235,7 @@ export class OnnxEmbeddingBackend implements LlmBackend {
   }
 
   #notGeneration(): LlmError {
-    return new LlmError(400, `model "${this.#c.name}" is an embedding model; use /v1/embeddings`, { param: 'model', code: 'model_not_supported' });
+    return new LlmError('SY_ERR_MODEL_NOT_SUPPORTED', `model "${this.#c.name}" is an embedding model; use /v1/embeddings`, { param: 'model' });
   }
 
   #layout(mv: ModelVersion): EncoderLayout {

@@ -9,12 +9,15 @@
  * objects a client gets, one per SSE event. Usage is never yielded as a chunk: the stream reports it in
  * `usage` when it ends, and the route decides whether the client asked for the usage chunk.
  *
- * Errors: anything a backend throws is an {@link LlmError} (or becomes a 500). A streaming call's promise
+ * Errors: anything a backend throws is an LlmError, a catalog error of src/errors.ts (or becomes a 500). A streaming call's promise
  * rejects for failures before the first chunk (so the route can still answer with a status code, and the
  * upstream backend can still fall back to another deployment); a failure after it is thrown from the
  * iterator and sent to the client as a `data: {"error": ...}` event.
  */
-import type { ErrorCode, SwitchyardError } from '../errors.js';
+import type { OpenAiErrorType } from '../errors.js';
+
+// The LLM errors are catalog errors (src/errors.ts); re-exported so backends take the whole contract from here.
+export { defaultType, isLlmError, LlmError } from '../errors.js';
 
 /** OpenAI `usage`. */
 export interface Usage {
@@ -24,73 +27,7 @@ export interface Usage {
 }
 
 /** OpenAI error `type` values. */
-export type LlmErrorType =
-  | 'invalid_request_error' | 'authentication_error' | 'permission_error' | 'not_found_error'
-  | 'rate_limit_error' | 'server_error' | 'api_error' | 'timeout_error';
-
-/** An error with the OpenAI shape: `{"error": {"message", "type", "param", "code"}}` with `status`. */
-export class LlmError extends Error {
-  override readonly name = 'LlmError';
-  readonly status: number;
-  readonly type: LlmErrorType;
-  readonly param: string | null;
-  readonly code: string | null;
-  /** For 429/503: when a retry can succeed (sent as retry-after, retry-after-ms). */
-  readonly retryAfterMs: number | null;
-  /** Extra response headers (x-ratelimit-*). */
-  readonly headers: Readonly<Record<string, string>>;
-
-  constructor(status: number, message: string, opts: {
-    type?: LlmErrorType; param?: string | null; code?: string | null; retryAfterMs?: number | null;
-    headers?: Record<string, string>; cause?: unknown;
-  } = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
-    this.status = status;
-    this.type = opts.type ?? defaultType(status);
-    this.param = opts.param ?? null;
-    this.code = opts.code ?? null;
-    this.retryAfterMs = opts.retryAfterMs ?? null;
-    this.headers = opts.headers ?? {};
-  }
-
-  /** The wire body. */
-  body(): { error: { message: string; type: string; param: string | null; code: string | null } } {
-    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
-  }
-}
-
-export function defaultType(status: number): LlmErrorType {
-  if (status === 401) return 'authentication_error';
-  if (status === 403) return 'permission_error';
-  if (status === 404) return 'not_found_error';
-  if (status === 429) return 'rate_limit_error';
-  if (status === 504) return 'timeout_error';
-  if (status >= 500) return 'server_error';
-  return 'invalid_request_error';
-}
-
-/** OpenAI's codes for Switchyard's errors that have one; the others get their own name (queue_full, …). */
-const CODES: Partial<Record<ErrorCode, string>> = {
-  SY_ERR_UNAUTHENTICATED: 'invalid_api_key',
-  SY_ERR_FORBIDDEN: 'insufficient_permissions',
-  SY_ERR_RATE_LIMITED: 'rate_limit_exceeded',
-  SY_ERR_CONCURRENCY_LIMITED: 'rate_limit_exceeded',
-  SY_ERR_QUOTA_EXCEEDED: 'insufficient_quota',
-  SY_ERR_MODEL_NOT_FOUND: 'model_not_found',
-  SY_ERR_BODY_TOO_LARGE: 'request_too_large',
-};
-
-/** A Switchyard error (gateway, serving core) as an LlmError: same status, message and retry hint, OpenAI's code. */
-export function fromSwitchyardError(e: SwitchyardError): LlmError {
-  return new LlmError(e.status, e.message, {
-    code: CODES[e.code] ?? e.code.slice('SY_ERR_'.length).toLowerCase(),
-    retryAfterMs: e.retryAfterS === null ? null : e.retryAfterS * 1000,
-  });
-}
-
-export function isLlmError(e: unknown): e is LlmError {
-  return e instanceof LlmError;
-}
+export type LlmErrorType = OpenAiErrorType;
 
 /** A chat message after validation: text content only (parts of type "text" are joined). */
 export interface ChatMessage {

@@ -79,7 +79,7 @@ function rejection(model: string, r: TokenReservation, tokens: number, headers: 
     : r.reason === 'tokens'
       ? `Rate limit reached for ${model} (${scope}) on tokens per min (TPM): Limit ${r.tokens?.limit ?? '?'}, Remaining ${Math.max(0, Math.floor(r.tokens?.remaining ?? 0))}, Requested ${tokens}. Please try again in ${wait}.`
       : `Rate limit reached for ${model} (${scope}) on requests per min (RPM): Limit ${r.requests?.limit ?? '?'}. Please try again in ${wait}.`;
-  return new LlmError(429, message, { code: tooLarge ? 'request_too_large' : 'rate_limit_exceeded', retryAfterMs: r.retryAfterMs, headers });
+  return new LlmError(tooLarge ? 'SY_ERR_REQUEST_TOO_LARGE' : 'SY_ERR_RATE_LIMITED', message, { retryAfterMs: r.retryAfterMs, headers });
 }
 
 /** A rough count for inputs no tokenizer has seen yet (upstream embeddings): 4 UTF-8 bytes per token. */
@@ -124,7 +124,7 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
     if (le.status >= 500) req.log.error({ err: e }, 'LLM API request failed');
     return sendError(reply, le);
   });
-  app.setNotFoundHandler((req, reply) => sendError(reply, new LlmError(404, `Invalid URL (${req.method} ${req.url.split('?')[0]})`, { code: 'unknown_url' })));
+  app.setNotFoundHandler((req, reply) => sendError(reply, new LlmError('SY_ERR_ROUTE_NOT_FOUND', `Invalid URL (${req.method} ${req.url.split('?')[0]})`)));
 
   /** A model the request's tenant may use; anything else is 404, exactly as a model that does not exist. */
   const visible = (req: FastifyRequest, m: LlmModel): boolean => {
@@ -135,11 +135,11 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
   };
   const modelOrThrow = (req: FastifyRequest, name: string): LlmModel => {
     const m = service.get(name);
-    if (!m || !visible(req, m)) throw new LlmError(404, `The model '${name}' does not exist or you do not have access to it.`, { param: 'model', code: 'model_not_found' });
+    if (!m || !visible(req, m)) throw new LlmError('SY_ERR_MODEL_NOT_FOUND', `The model '${name}' does not exist or you do not have access to it.`, { param: 'model' });
     return m;
   };
   const unsupported = (m: LlmModel, what: string): LlmError =>
-    new LlmError(400, `The model '${m.name}' does not support ${what}.`, { param: 'model', code: 'model_not_supported' });
+    new LlmError('SY_ERR_MODEL_NOT_SUPPORTED', `The model '${m.name}' does not support ${what}.`, { param: 'model' });
 
   /** Reserve requests and `tokens` per minute; sets the x-ratelimit-* headers; 429 when refused. */
   async function admit(req: FastifyRequest, reply: FastifyReply, m: LlmModel, tokens: number): Promise<TokenReservation | null> {

@@ -8,8 +8,8 @@
  * send many optional fields, and an upstream may understand them.
  */
 import { z } from 'zod';
-import { isSwitchyardError } from '../../errors.js';
-import { fromSwitchyardError, LlmError, type ChatMessage, type SamplingParams } from '../../runtimes/generation.js';
+import { isSwitchyardError, LlmError } from '../../errors.js';
+import type { ChatMessage, SamplingParams } from '../../runtimes/generation.js';
 import { toWireError } from '../reply-error.js';
 
 const Stop = z.union([z.string(), z.array(z.string()).max(4, 'at most 4 stop sequences')]).nullish();
@@ -65,15 +65,15 @@ function pathOf(path: ReadonlyArray<PropertyKey>): string {
 
 function parse<T>(schema: z.ZodType<T>, body: unknown): T {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) {
-    throw new LlmError(400, 'the request body must be a JSON object', { code: 'invalid_request_body' });
+    throw new LlmError('SY_ERR_BAD_REQUEST', 'the request body must be a JSON object', { openaiCode: 'invalid_request_body' });
   }
   const r = schema.safeParse(body);
   if (r.success) return r.data;
   const i = r.error.issues[0]!;
   const param = pathOf(i.path);
   const missing = i.code === 'invalid_type' && i.input === undefined;
-  throw new LlmError(400, missing ? `Missing required parameter: '${param}'.` : `Invalid value for '${param}': ${i.message}.`, {
-    param, code: missing ? 'missing_required_parameter' : 'invalid_value',
+  throw new LlmError('SY_ERR_BAD_REQUEST', missing ? `Missing required parameter: '${param}'.` : `Invalid value for '${param}': ${i.message}.`, {
+    param, openaiCode: missing ? 'missing_required_parameter' : 'invalid_value',
   });
 }
 
@@ -138,20 +138,17 @@ export function encodeEmbedding(v: Float32Array, base64: boolean): number[] | st
 }
 
 /**
- * Any error as an LlmError: Switchyard's own (gateway, serving core), Fastify's (bad JSON, body too large) or
- * unexpected ones (500, no internals). Fastify's and unknown errors get their status and message from the
- * server's one mapping (toWireError).
+ * Any error as an LlmError: Switchyard's own (gateway, serving core: their catalog entry gives OpenAI's type and
+ * code), Fastify's (bad JSON, body too large) or unexpected ones (500, no internals). Fastify's and unknown
+ * errors get their catalog code, status and message from the server's one mapping (toWireError).
  */
 export function toLlmError(e: unknown): LlmError {
-  if (e instanceof LlmError) return e;
-  if (isSwitchyardError(e)) return fromSwitchyardError(e);
+  if (isSwitchyardError(e)) return LlmError.from(e);
   const w = toWireError(e);
-  if (w.status >= 500) return new LlmError(500, 'The server had an error while processing your request.', { code: 'internal_error' });
-  const fe = e as Error & { code?: string };
-  const bad = fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || fe instanceof SyntaxError;
-  return new LlmError(w.status, bad ? `We could not parse the JSON body of your request: ${fe.message}` : w.message, {
-    code: bad ? 'invalid_json' : w.status === 413 ? 'request_too_large' : null,
-  });
+  if (w.status >= 500) return new LlmError('SY_ERR_INTERNAL', 'The server had an error while processing your request.');
+  if (w.code === 'SY_ERR_INVALID_JSON') return new LlmError(w.code, `We could not parse the JSON body of your request: ${(e as Error).message}`);
+  // Fastify's other client errors have sent no OpenAI code but request_too_large (413) since /v1 began: kept so.
+  return new LlmError(w.code, w.message, { status: w.status, openaiCode: w.code === 'SY_ERR_BODY_TOO_LARGE' ? undefined : null });
 }
 
 /** Headers for an error response: retry-after (seconds) and retry-after-ms, plus the error's own. */

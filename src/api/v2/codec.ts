@@ -50,7 +50,7 @@ function parseInferJson(body: Buffer, headerLength: number | null): Record<strin
   try {
     req = JSON.parse(body.toString('utf8', 0, headerLength ?? body.length));
   } catch (e) {
-    bad(`request body is not valid JSON: ${(e as Error).message}`);
+    throw err('SY_ERR_INVALID_JSON', `request body is not valid JSON: ${(e as Error).message}`);
   }
   if (!isObject(req)) bad('request body must be a JSON object');
   return req;

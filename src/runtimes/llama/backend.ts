@@ -120,8 +120,8 @@ class SequencePool {
     const s = this.#free.pop();
     if (s) return Promise.resolve(s);
     if (this.#waiters.length >= this.#maxQueue) {
-      return Promise.reject(new LlmError(503, `model "${model}" is at capacity (${this.size} sequences busy, ${this.#waiters.length} waiting); retry shortly`, {
-        code: 'model_overloaded', retryAfterMs: 1000,
+      return Promise.reject(new LlmError('SY_ERR_MODEL_OVERLOADED', `model "${model}" is at capacity (${this.size} sequences busy, ${this.#waiters.length} waiting); retry shortly`, {
+        retryAfterMs: 1000,
       }));
     }
     return new Promise((resolve, reject) => {
@@ -130,7 +130,7 @@ class SequencePool {
       signal.addEventListener('abort', () => {
         const i = this.#waiters.indexOf(w);
         if (i >= 0) this.#waiters.splice(i, 1);
-        reject(new LlmError(499, 'client closed the request', { code: 'client_closed' }));
+        reject(new LlmError('SY_ERR_CLIENT_CLOSED', 'client closed the request'));
       }, { once: true });
     });
   }
@@ -308,11 +308,11 @@ export class LlamaBackend implements LlmBackend {
   }
 
   async embed(): Promise<EmbeddingResult> {
-    throw new LlmError(400, `model "${this.#config.name}" generates text; it has no embeddings endpoint`, { param: 'model', code: 'model_not_supported' });
+    throw new LlmError('SY_ERR_MODEL_NOT_SUPPORTED', `model "${this.#config.name}" generates text; it has no embeddings endpoint`, { param: 'model' });
   }
 
   async close(): Promise<void> {
-    this.#pool.drain(new LlmError(503, 'server is shutting down', { code: 'shutting_down', retryAfterMs: 1000 }));
+    this.#pool.drain(new LlmError('SY_ERR_SHUTTING_DOWN', 'server is shutting down', { retryAfterMs: 1000 }));
     await this.#context.dispose();
     await this.#model.dispose();
   }
@@ -326,8 +326,8 @@ export class LlamaBackend implements LlmBackend {
     const asked = req.params.maxTokens;
     if (room <= 0 || (asked !== null && asked > room)) {
       const wanted = tokens.length + (asked ?? 1);
-      throw new LlmError(400, `This model's maximum context length is ${this.contextLength} tokens. However, you requested ${wanted} tokens (${tokens.length} in the ${req.kind === 'chat' ? 'messages' : 'prompt'}, ${asked ?? 1} in the completion). Please reduce the length of the ${req.kind === 'chat' ? 'messages' : 'prompt'} or completion.`, {
-        param: req.kind === 'chat' ? 'messages' : 'prompt', code: 'context_length_exceeded',
+      throw new LlmError('SY_ERR_CONTEXT_LENGTH_EXCEEDED', `This model's maximum context length is ${this.contextLength} tokens. However, you requested ${wanted} tokens (${tokens.length} in the ${req.kind === 'chat' ? 'messages' : 'prompt'}, ${asked ?? 1} in the completion). Please reduce the length of the ${req.kind === 'chat' ? 'messages' : 'prompt'} or completion.`, {
+        param: req.kind === 'chat' ? 'messages' : 'prompt',
       });
     }
     const p = { tokens, maxTokens: asked ?? Math.min(this.#config.defaultMaxTokens, room) };

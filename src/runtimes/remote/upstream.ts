@@ -162,9 +162,9 @@ export class UpstreamBackend implements LlmBackend {
     const limit = this.contextLength;
     if (limit !== null && promptTokens + maxTokens > limit) {
       const where = req.kind === 'chat' ? 'messages' : 'prompt';
-      throw new LlmError(400, `This model's maximum context length is ${limit} tokens. However, you requested about `
+      throw new LlmError('SY_ERR_CONTEXT_LENGTH_EXCEEDED', `This model's maximum context length is ${limit} tokens. However, you requested about `
         + `${promptTokens + maxTokens} tokens (${promptTokens} in the ${where} (estimated), ${maxTokens} for the completion). `
-        + `Please reduce the length of the ${where} or max_tokens.`, { code: 'context_length_exceeded', param: where });
+        + `Please reduce the length of the ${where} or max_tokens.`, { param: where });
     }
     return { promptTokens, maxTokens };
   }
@@ -189,7 +189,7 @@ export class UpstreamBackend implements LlmBackend {
 
   async embed(req: EmbeddingRequest): Promise<EmbeddingResult> {
     if (!this.#config.embeddings) {
-      throw new LlmError(400, `The model "${this.#config.name}" does not serve embeddings.`, { param: 'model' });
+      throw new LlmError('SY_ERR_MODEL_NOT_SUPPORTED', `The model "${this.#config.name}" does not serve embeddings.`, { param: 'model', openaiCode: null });
     }
     const body = req.body;
     const count = req.input.length;
@@ -325,14 +325,14 @@ export class UpstreamBackend implements LlmBackend {
     const model = this.#config.name;
     const tries = `${attempts} attempt${attempts === 1 ? '' : 's'}`;
     if (last.status === 429) {
-      return new LlmError(429, `The upstream of model "${model}" is rate limiting requests (${tries}); try again later.`, {
-        type: 'rate_limit_error', code: 'rate_limit_exceeded', retryAfterMs: last.retryAfterMs,
+      return new LlmError('SY_ERR_UPSTREAM_RATE_LIMITED', `The upstream of model "${model}" is rate limiting requests (${tries}); try again later.`, {
+        retryAfterMs: last.retryAfterMs,
       });
     }
     if (last.reason === 'timeout') {
-      return new LlmError(504, `The upstream of model "${model}" timed out: ${last.detail} (${tries}).`, { code: 'upstream_timeout' });
+      return new LlmError('SY_ERR_UPSTREAM_TIMEOUT', `The upstream of model "${model}" timed out: ${last.detail} (${tries}).`);
     }
-    return new LlmError(502, `The upstream of model "${model}" failed: ${last.detail} (${tries}).`, { code: 'upstream_error' });
+    return new LlmError('SY_ERR_UPSTREAM_FAILED', `The upstream of model "${model}" failed: ${last.detail} (${tries}).`);
   }
 
   #begin(dep: Deployment): void {
@@ -530,7 +530,7 @@ class UpstreamStream implements ChunkStream {
           throw this.#broken('the connection closed', null);
         }
         const chunk = parseChunk(data);
-        if (chunk === null) throw new LlmError(502, `The upstream of model "${this.#model}" sent invalid JSON in its stream.`, { code: 'upstream_error' });
+        if (chunk === null) throw new LlmError('SY_ERR_UPSTREAM_FAILED', `The upstream of model "${this.#model}" sent invalid JSON in its stream.`);
         if (chunk['error'] !== undefined) throw streamError(chunk['error'], this.#model);
         if (this.take(chunk)) yield chunk;
       }
@@ -542,9 +542,7 @@ class UpstreamStream implements ChunkStream {
   #broken(what: string, cause: unknown): LlmError {
     const detail = `${what} before [DONE]`;
     this.#onBroken(detail);
-    return new LlmError(502, `upstream stream for model "${this.#model}" ended before [DONE]: ${what}`, {
-      code: 'upstream_stream_incomplete', cause,
-    });
+    return new LlmError('SY_ERR_UPSTREAM_STREAM_INCOMPLETE', `upstream stream for model "${this.#model}" ended before [DONE]: ${what}`, { cause });
   }
 }
 
@@ -656,19 +654,20 @@ function errorOf(e: unknown): UpstreamError | null {
 
 /** An upstream 4xx (not 401/403/429) as the client's error. */
 function passthrough(status: number, e: UpstreamError | null, model: string): LlmError {
-  if (e === null) return new LlmError(status, `The upstream of model "${model}" refused the request (HTTP ${status}).`);
-  return new LlmError(status, e.message, {
+  if (e === null) return new LlmError('SY_ERR_UPSTREAM_REJECTED', `The upstream of model "${model}" refused the request (HTTP ${status}).`, { status, type: defaultType(status) });
+  return new LlmError('SY_ERR_UPSTREAM_REJECTED', e.message, {
+    status,
     type: typeof e.type === 'string' && ERROR_TYPES.has(e.type) ? e.type as LlmErrorType : defaultType(status),
     param: typeof e.param === 'string' ? e.param : null,
-    code: typeof e.code === 'string' ? e.code : null,
+    openaiCode: typeof e.code === 'string' ? e.code : null,
   });
 }
 
 /** A `data: {"error": ...}` event after the first chunk. */
 function streamError(raw: unknown, model: string): LlmError {
   const e = errorOf(raw);
-  return new LlmError(502, e?.message ?? `The upstream of model "${model}" sent an error in its stream.`, {
-    code: typeof e?.code === 'string' ? e.code : 'upstream_error',
+  return new LlmError('SY_ERR_UPSTREAM_FAILED', e?.message ?? `The upstream of model "${model}" sent an error in its stream.`, {
+    openaiCode: typeof e?.code === 'string' ? e.code : 'upstream_error',
   });
 }
 
@@ -678,5 +677,5 @@ function codeOf(e: unknown): string {
 }
 
 function clientGone(): LlmError {
-  return new LlmError(499, 'The client closed the request.', { code: 'client_closed_request' });
+  return new LlmError('SY_ERR_CLIENT_CLOSED', 'The client closed the request.', { openaiCode: 'client_closed_request' });
 }
