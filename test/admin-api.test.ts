@@ -382,6 +382,9 @@ describe('admin API /api/v1', () => {
           assert.ok(op, `OpenAPI lacks ${m.toUpperCase()} ${path}`);
           assert.ok(op.responses && Object.keys(op.responses).some((c) => c.startsWith('2')), `${m} ${path}: no 2xx response`);
           assert.ok(op.responses['500'], `${m} ${path}: no error response`);
+          const schema = (op.responses['500'] as { content?: Record<string, { schema?: { required?: string[]; properties?: Record<string, unknown> } }> }).content?.['application/json']?.schema;
+          assert.deepEqual(schema?.required, ['error', 'code'], `${m} ${path}: the error schema requires error and code`);
+          assert.ok(schema?.properties?.['code'], `${m} ${path}: the error schema lacks code`);
         }
       }
       assert.ok(!Object.keys(doc.paths).some((p) => p.startsWith('/docs')), 'docs routes must be hidden');

@@ -24,7 +24,7 @@ export async function registerOpenApi(app: FastifyInstance, opts: OpenApiOptions
         version: VERSION,
         description:
           'Switchyard HTTP API: the model registry admin API under `/api/v1` and the Open Inference Protocol (V2) under `/v2`. ' +
-          'Errors are `{"error": "..."}` with the HTTP status. With authentication on (`--auth`), every endpoint but the health probes ' +
+          'Errors are `{"error": "<message>", "code": "SY_ERR_..."}` with the HTTP status: match on `code` (docs/errors.md lists every code). With authentication on (`--auth`), every endpoint but the health probes ' +
           'and these docs needs `Authorization: Bearer <API key>`; what a tenant key cannot see answers 404. Changes record the key as the actor ' +
           '(in open mode, the `x-switchyard-actor` header).',
       },

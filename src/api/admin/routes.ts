@@ -3,7 +3,7 @@
  * The registry admin API (`/api/v1`) as an encapsulated Fastify plugin: registered models, versions (upload,
  * archive, tags), aliases (including where an alias pointed at a past time), model tags and the event log.
  * Every route carries a JSON schema, so @fastify/swagger documents it (see `registerOpenApi`). Errors use the
- * server's `{"error": "..."}` shape; validation failures are 400 naming the field. The acting user comes from
+ * server's `{"error": "...", "code": "SY_ERR_..."}` shape; validation failures are 400 SY_ERR_BAD_REQUEST naming the field. The acting user comes from
  * the `x-switchyard-actor` header ("anonymous" when absent) until authentication lands.
  */
 import { pipeline, type Readable } from 'node:stream';

@@ -15,9 +15,12 @@ export const numberMap = { type: 'object', additionalProperties: { type: 'number
 
 export const errorSchema = {
   type: 'object',
-  description: 'An error; `error` says what is wrong (and names the field for bad input).',
-  required: ['error'],
-  properties: { error: { type: 'string' } },
+  description: 'An error; `error` says what is wrong (and names the field for bad input), `code` is its stable code (see docs/errors.md).',
+  required: ['error', 'code'],
+  properties: {
+    error: { type: 'string', description: 'What is wrong, for people: match on `code`, not on this text.' },
+    code: { type: 'string', pattern: '^SY_ERR_[A-Z_]+$', description: 'Stable error code (SY_ERR_...), listed in docs/errors.md.' },
+  },
 } as const;
 
 const loadPolicy = { type: 'string', enum: ['preload', 'lazy'], description: 'Load versions at start/registration (preload) or on first request (lazy).' };
