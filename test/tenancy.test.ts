@@ -216,6 +216,7 @@ describe('tenancy gateway', () => {
     assert.ok(Number(last.headers['retry-after']) >= 1, 'Retry-After');
     assert.equal(last.headers['x-switchyard-limit-reason'], 'rate');
     assert.match(JSON.parse(last.body).error, /rate limit exceeded/);
+    assert.equal(JSON.parse(last.body).code, 'SY_ERR_RATE_LIMITED');
 
     const q1 = await as(srv, quota.key).post('/v2/models/shared/infer', inferBody());
     assert.equal(q1.statusCode, 200);
@@ -226,6 +227,7 @@ describe('tenancy gateway', () => {
     assert.equal(q3.statusCode, 429);
     assert.equal(q3.headers['x-switchyard-limit-reason'], 'quota_daily');
     assert.match(JSON.parse(q3.body).error, /daily request quota exhausted/);
+    assert.equal(JSON.parse(q3.body).code, 'SY_ERR_QUOTA_EXCEEDED');
     assert.ok(Number(q3.headers['retry-after']) > 1 && Number(q3.headers['retry-after']) <= 86_400, 'retry after the UTC day rolls over');
     // Per-key and per-model limits stack on the tenant's.
     const perKey = await createKey(srv, 'acme', ['infer'], { limits: { rps: 0.5, burst: 1 } });
