@@ -68,6 +68,8 @@ export interface Switchyard {
   readonly features: FeatureStore;
   readonly llm: LlmService;
   readonly inference: InferenceService;
+  /** Tokens and spend of the OpenAI-compatible API per tenant and model. */
+  readonly llmUsage: LlmUsageMeter;
   /** A platform admin key generated at this start (auth on, none configured, none stored), to print once; else null. */
   readonly bootstrapKey: string | null;
   /** Stop admitting, drain queued requests, release models. Idempotent. */
@@ -166,7 +168,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   const llmUsage = new LlmUsageMeter({ db, flushIntervalMs: config.usageFlushMs, logger, metrics: metrics.registry });
   const llm = await LlmService.create({
     config: config.llmConfig ? await loadLlmConfig(config.llmConfig) : { models: [] },
-    embeddings: (c, log) => new OnnxEmbeddingBackend(c, { inference, logger: log }), logger, metrics: metrics.registry, limiter: tokenLimiter, usage: llmUsage,
+    embeddings: (c, log) => new OnnxEmbeddingBackend(c, { inference, logger: log }), logger, metrics: metrics.registry,
   });
   const modelExists = (name: string): Promise<boolean> => registry.getModel(name).then(() => true, () => false);
   const bodyLimit = Math.floor(config.maxBodyMb * 1024 * 1024);
@@ -223,7 +225,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   });
   await app.register(featureDataRoutes, { features, access: { platform: platformKey } });
   await app.register(llmRoutes, {
-    prefix: '/v1', service: llm, tenantOf: (req) => tenantOf(req.principal),
+    prefix: '/v1', service: llm, limiter: tokenLimiter, usage: llmUsage, tenantOf: (req) => tenantOf(req.principal),
     canSee: (req, model) => !req.principal || gateway.canSee(req.principal, model),
     tokenScopes: (req, model) => (req.principal?.kind === 'tenant' ? gateway.tokenScopes(req.principal, model) : []),
   });
@@ -267,7 +269,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     })();
     return closing;
   };
-  return { app, manager, registry, metrics, logger, gateway, usage, audit, router, experiments, tracker, cache, monitoring, features, llm, inference, bootstrapKey, close };
+  return { app, manager, registry, metrics, logger, gateway, usage, audit, router, experiments, tracker, cache, monitoring, features, llm, inference, llmUsage, bootstrapKey, close };
 }
 
 /** Limit-store failures: a counter and at most one log line per 10 s. */

@@ -108,7 +108,7 @@ describe('switchyard llm CLI', () => {
   });
 
   it('usage shows the requests after a flush', async () => {
-    await srv.sy.llm.usage!.flush();
+    await srv.sy.llmUsage.flush();
     const [table, json, none] = await Promise.all([
       run(['llm', 'usage', '--group-by', 'total', ...url]),
       run(['llm', 'usage', '--model', 'tiny-chat', '--from', '1h', ...url, '--json']),

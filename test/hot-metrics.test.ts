@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Counter, Histogram, Registry } from 'prom-client';
-import { HotCounter, HotHistogram } from '../src/monitoring/hot-metrics.js';
+import { HotCounter, HotHistogram } from '../src/hot-metrics.js';
 
 /** The same metrics twice: prom-client's own in one registry, the hot ones in another. */
 function pair(): { plain: Registry; hot: Registry; h: Histogram; hh: HotHistogram; c: Counter; hc: HotCounter } {

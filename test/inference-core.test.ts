@@ -10,7 +10,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { parseRoutingPolicy } from '../src/routing/policy.js';
+import { parseRoutingPolicy } from '../src/registry/routing-policy.js';
 import { CompiledPolicy } from '../src/routing/router.js';
 import { onnxRuntime } from '../src/runtimes/onnx/index.js';
 import type { LoadedModel, Runtime } from '../src/runtimes/types.js';

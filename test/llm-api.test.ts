@@ -273,7 +273,7 @@ describe('OpenAI-compatible API', () => {
     assert.ok(Number(rejected.headers?.get('retry-after-ms')) > 0);
     assert.equal(rejected.headers?.get('x-ratelimit-limit-tokens'), '200');
     // Usage and spend were recorded for the tenant.
-    await local.sy.llm.usage!.flush();
+    await local.sy.llmUsage.flush();
     const r = await fetch(`${local.url}/api/v1/llm/usage?tenant=tokens&group_by=total`, { headers: { authorization: `Bearer ${ADMIN}` } });
     assert.equal(r.status, 200);
     const rows = JSON.stringify(await r.json());

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { CircuitBreaker, type CircuitState } from '../src/routing/circuit.js';
 import { compareOutputs } from '../src/routing/compare.js';
-import type { CircuitBreakerSpec } from '../src/routing/policy.js';
+import type { CircuitBreakerSpec } from '../src/registry/routing-policy.js';
 import { ShadowStats, WindowStats } from '../src/routing/window.js';
 import { DTYPES, toHalfBits, type V2Datatype } from '../src/tensor/dtype.js';
 import type { Tensor } from '../src/tensor/tensor.js';

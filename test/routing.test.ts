@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { err } from '../src/errors.js';
-import { parseRoutingPolicy } from '../src/routing/policy.js';
+import { parseRoutingPolicy } from '../src/registry/routing-policy.js';
 import { CompiledPolicy } from '../src/routing/router.js';
 import { chooseVariation, getBucketRange, hash } from '../src/routing/growthbook.js';
 import { onnxRuntime } from '../src/runtimes/onnx/index.js';

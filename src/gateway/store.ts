@@ -5,7 +5,7 @@
  */
 import type { Kysely } from 'kysely';
 import { err } from '../errors.js';
-import { isUniqueViolation, iso } from '../registry/records.js';
+import { isUniqueViolation, iso } from '../storage/index.js';
 import type { ApiKeysTable, DB, TenantsTable } from '../storage/index.js';
 import { generateKey } from './keys.js';
 import {

@@ -15,7 +15,7 @@ import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { Counter, Registry } from 'prom-client';
 import { err } from '../errors.js';
-import { HotCounter, type HotCounterChild } from '../monitoring/hot-metrics.js';
+import { HotCounter, type HotCounterChild } from '../hot-metrics.js';
 import type { DB } from '../storage/index.js';
 import { amount, HourlyCounters, type CounterTable, type PeriodRange, type PeriodRow } from '../storage/hourly-counters.js';
 

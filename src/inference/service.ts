@@ -18,10 +18,11 @@
 import { err, type SwitchyardError } from '../errors.js';
 import { channels, type CacheEvent, type FailureReason, type FallbackEvent, type RequestEvent, type RouteEvent, type ServedEvent } from '../events.js';
 import { cacheKey, type ResultCache } from '../routing/index.js';
-import { cloneTensor, countsAgainst, fallsBack, named, sameInputs, type FallbackStep, type ShadowSpec, type TrafficRouter } from '../routing/index.js';
+import type { ShadowSpec } from '../registry/index.js';
+import { countsAgainst, fallsBack, sameInputs, type FallbackStep, type TrafficRouter } from '../routing/index.js';
 import { signatureJson, tensorSpecJson, type SignatureJson, type TensorSpecJson } from '../runtimes/types.js';
 import { checkDeclared, inputSpec, orderInputs, type Job, type ModelManager, type ModelVersion } from '../serving/index.js';
-import { concatRows, decodeJsonData, dtypeFromV2, elementCount, sliceRows, type Tensor } from '../tensor/index.js';
+import { cloneTensor, concatRows, decodeJsonData, dtypeFromV2, elementCount, named, sliceRows, type Tensor } from '../tensor/index.js';
 import type { InferBody, InferCall, InferOutcome, NamedTensor } from './types.js';
 
 /** The feature store's join: the input tensors a version's feature service fills for entities (one per row), or null when none is bound. */

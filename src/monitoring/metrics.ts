@@ -10,7 +10,7 @@ import {
   type ShadowEvent, type UnloadEvent,
 } from '../events.js';
 import type { ResultCache } from '../routing/cache.js';
-import { HotCounter, HotHistogram, type HotCounterChild, type HotHistogramChild } from './hot-metrics.js';
+import { HotCounter, HotHistogram, type HotCounterChild, type HotHistogramChild } from '../hot-metrics.js';
 import type { TrafficRouter } from '../routing/router.js';
 import type { ModelManager } from '../serving/index.js';
 

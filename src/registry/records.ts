@@ -5,20 +5,21 @@
  */
 import { describeConfigIssues, modelConfigSchema } from '../config/model-config.js';
 import { err } from '../errors.js';
-import { MODEL_NAME } from '../serving/repository.js';
-import type { RoutingPolicy } from '../routing/policy.js';
+import { iso } from '../storage/index.js';
+import type { RoutingPolicy } from './routing-policy.js';
 import type { EventsTable, ModelsTable, VersionsTable } from '../storage/index.js';
 import type {
   ArtifactRef, CreateModelInput, EventType, PushVersionInput, Lineage, LoadPolicy, ModelRecord, RegistryEvent, SignatureJson, VersionRecord, VersionStatus,
 } from './types.js';
 
 /** Alias names: start with a letter, so a path segment that is all digits is always a version number. */
+/** Model names: also the V2 URL segment and a tenant's namespace prefix (`acme.`). */
+export const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 export const ALIAS_NAME = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
 export const MAX_TAG_KEY = 128;
 export const VERSION_STATUSES: readonly VersionStatus[] = ['pending', 'ready', 'failed'];
 const LOAD_POLICIES: readonly LoadPolicy[] = ['preload', 'lazy'];
 
-export const iso = (ms: number): string => new Date(ms).toISOString();
 
 export function checkModelName(name: unknown): string {
   if (typeof name !== 'string' || !MODEL_NAME.test(name)) {
@@ -205,8 +206,3 @@ export function parseTime(v: string, what: string): number {
   return ms;
 }
 
-/** Unique-key violations from either driver. */
-export function isUniqueViolation(e: unknown): boolean {
-  const code = (e as { code?: unknown } | null)?.code;
-  return code === '23505' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === 'SQLITE_CONSTRAINT_UNIQUE';
-}

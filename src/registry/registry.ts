@@ -7,7 +7,7 @@
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { err } from '../errors.js';
-import { parseRoutingPolicy, type RoutingPolicy } from '../routing/policy.js';
+import { parseRoutingPolicy, type RoutingPolicy } from './routing-policy.js';
 import { openDatabase, type Database, type Dialect, type VersionsTable } from '../storage/index.js';
 import { LocalArtifactStore, type ArtifactStore } from './artifacts.js';
 import { PgChannel } from '../storage/notify.js';
@@ -17,8 +17,9 @@ import {
 } from './queries.js';
 import {
   checkAlias, checkConfig, checkLoadPolicy, checkModelName, checkStatus, checkStringMap,
-  checkTagKey, checkText, checkVersionNumber, eventRecord, isUniqueViolation, newModelRow, parseTime, versionMetaColumns, versionRecord,
+  checkTagKey, checkText, checkVersionNumber, eventRecord, newModelRow, parseTime, versionMetaColumns, versionRecord,
 } from './records.js';
+import { isUniqueViolation } from '../storage/index.js';
 import type {
   ArtifactInspector, CreateModelInput, EventQuery, EventType, ModelRecord, PushVersionInput, RegistryEvent,
   RegistrySnapshot, UpdateModelInput, VersionRecord, VersionStatus,

@@ -12,7 +12,7 @@ export type VersionStatus = 'pending' | 'ready' | 'failed';
 /** When the data plane loads a model's versions: at start / on registration, or on first request. */
 export type LoadPolicy = 'preload' | 'lazy';
 
-import type { RoutingPolicy } from '../routing/policy.js';
+import type { RoutingPolicy } from './routing-policy.js';
 import type { SignatureJson } from '../runtimes/types.js';
 
 export type { SignatureJson, TensorSpecJson } from '../runtimes/types.js';

@@ -10,11 +10,11 @@ import { err, type SwitchyardError } from '../errors.js';
 import { channels, type ShadowEvent } from '../events.js';
 import type { Flow } from '../serving/batcher.js';
 import type { ModelManager, ModelVersion, ServedModel } from '../serving/index.js';
-import type { Tensor } from '../tensor/index.js';
+import { cloneTensor, named, type Tensor } from '../tensor/index.js';
 import { CircuitBreaker, type CircuitState } from './circuit.js';
 import { compareOutputs } from './compare.js';
 import { chooseVariation, getBucketRange, hash, inNamespace, type BucketRange, type Namespace } from './growthbook.js';
-import type { CircuitBreakerSpec, RoutingPolicy, ShadowSpec } from './policy.js';
+import type { CircuitBreakerSpec, RoutingPolicy, ShadowSpec } from '../registry/routing-policy.js';
 import { ShadowStats } from './window.js';
 
 /** How a request got its arm: by its routing key, at random (no key, or no sticky config), outside the experiment's coverage/namespace (first arm), or the only arm. */
@@ -100,10 +100,6 @@ export function countsAgainst(e: unknown): boolean {
 /** A fallback chain entry resolved against the serving state: a version, or why it cannot serve. */
 export type FallbackStep = { readonly mv: ModelVersion; readonly error: null } | { readonly mv: null; readonly error: SwitchyardError };
 
-/** A copy of a tensor whose data the caller may hand to the runtime (which can take ownership of buffers). */
-export function cloneTensor(t: Tensor): Tensor {
-  return { dtype: t.dtype, shape: [...t.shape], data: Array.isArray(t.data) ? [...t.data] : t.data.slice() };
-}
 
 const SHADOW_FLOW: Flow = Object.freeze({ id: '\u0000shadow', weight: 0.25 });
 /** Shadow copies in flight per target beyond which new copies are dropped (counted), so a slow shadow cannot pile up memory. */
@@ -280,7 +276,3 @@ export function sameInputs(a: ModelVersion, b: ModelVersion): boolean {
   return true;
 }
 
-/** Tensors in signature order, paired with their names. */
-export function named(specs: readonly { readonly name: string }[], tensors: readonly Tensor[]): { name: string; tensor: Tensor }[] {
-  return tensors.map((tensor, i) => ({ name: specs[i]!.name, tensor }));
-}

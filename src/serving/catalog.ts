@@ -1,17 +1,16 @@
 /**
  * @module
- * The LLM model catalog at run time: one backend per configured model, the token limiter and usage meter
- * the API charges, and the LLM metrics (time to first token, inter-token latency, tokens, queue length,
- * active sequences, upstream errors).
+ * The LLM model catalog at run time: one backend per configured model (llama, upstream, or the inference
+ * core's ONNX embeddings, built by a factory the server passes in), and the LLM metrics (time to first token,
+ * inter-token latency, tokens, queue length, active sequences, upstream errors). Token limits and usage are
+ * the gateway's, charged by the OpenAI transport.
  */
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { HotCounter, HotHistogram } from '../monitoring/hot-metrics.js';
+import { HotCounter, HotHistogram } from '../hot-metrics.js';
 import { LlamaBackend } from '../runtimes/llama/backend.js';
 import { UpstreamBackend } from '../runtimes/remote/upstream.js';
 import type { LlmConfig, LlmModelConfig, OnnxEmbeddingModelConfig } from '../config/llm-config.js';
-import type { TokenLimiter } from '../gateway/token-limits.js';
-import type { LlmUsageMeter } from '../gateway/usage.js';
 import type { LlmBackend } from '../runtimes/generation.js';
 
 export interface LlmModel {
@@ -28,17 +27,12 @@ export interface LlmServiceOptions {
   readonly embeddings?: (config: OnnxEmbeddingModelConfig, logger: Logger) => LlmBackend;
   readonly logger: Logger;
   readonly metrics: Registry;
-  /** Charges requests and tokens per minute; null: no token limits. */
-  readonly limiter: TokenLimiter | null;
-  readonly usage: LlmUsageMeter | null;
 }
 
 /** Latency buckets for token timings, seconds: 1 ms .. 30 s. */
 const TOKEN_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
 export class LlmService {
-  readonly limiter: TokenLimiter | null;
-  readonly usage: LlmUsageMeter | null;
   readonly logger: Logger;
   readonly #models: ReadonlyMap<string, LlmModel>;
   /** Per-request metrics are hot (children per series, no label hashing per observation): `child(model, …)`. */
@@ -49,8 +43,6 @@ export class LlmService {
   readonly upstreamErrors: Counter<'model' | 'deployment' | 'reason'>;
 
   private constructor(opts: LlmServiceOptions, models: Map<string, LlmModel>, upstreamErrors: Counter<'model' | 'deployment' | 'reason'>) {
-    this.limiter = opts.limiter;
-    this.usage = opts.usage;
     this.logger = opts.logger;
     this.#models = models;
     this.upstreamErrors = upstreamErrors;

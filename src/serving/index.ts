@@ -7,6 +7,5 @@ export { ModelManager, ModelVersion, ServedModel, isBatchable, type VersionState
 export { DEFAULT_FLOW, type Flow } from './batcher.js';
 export { Batcher, Job, shapeKey, type BatcherOptions } from './batcher.js';
 export { checkDeclared, inputSpec, orderInputs } from './validate.js';
-export { MODEL_NAME } from './repository.js';
 export { importRepository } from './import-repository.js';
 export { signatureJson } from '../runtimes/types.js';

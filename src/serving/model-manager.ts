@@ -13,7 +13,7 @@ import { err, isSwitchyardError } from '../errors.js';
 import { channels, type ColdStartEvent, type LoadCause, type LoadEvent, type UnloadEvent, type UnloadReason } from '../events.js';
 import type { LoadPolicy, ModelRecord, RegistryEvent, RegistrySnapshot, VersionRecord, VersionStatus } from '../registry/types.js';
 import { onnxRuntime } from '../runtimes/onnx/index.js';
-import type { RoutingPolicy } from '../routing/policy.js';
+import type { RoutingPolicy } from '../registry/routing-policy.js';
 import type { Runtime } from '../runtimes/types.js';
 import { loadVersion, unloadVersion } from './loader.js';
 import { ModelVersion } from './model-version.js';

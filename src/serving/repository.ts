@@ -7,8 +7,8 @@ import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { readModelConfig, type ModelConfigFile, type VersionPolicy } from '../config/model-config.js';
 import { err } from '../errors.js';
+import { MODEL_NAME } from '../registry/index.js';
 
-export const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const CONFIG_FILES = ['config.json', 'config.yaml', 'config.yml'];
 
 export interface RepositoryModel {

@@ -8,3 +8,4 @@ export { openDatabase, type Database, type DB, type Dialect, type ModelsTable, t
   type PredictionLogTable, type ReferenceProfilesTable, type DriftReportsTable, type AlertRulesTable, type AlertEventsTable,
   type FeatureDefinitionsTable, type FeatureRowsTable } from './database.js';
 export { migrate, migrations } from './migrations.js';
+export { iso, isUniqueViolation } from './sql.js';

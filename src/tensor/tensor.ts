@@ -88,3 +88,13 @@ export function newArray(dtype: DtypeInfo, count: number): NumericArray {
   slabUsed = start + bytes;
   return new ctor(slab, start, count);
 }
+
+/** A copy of a tensor whose data the caller may hand to the runtime (which can take ownership of buffers). */
+export function cloneTensor(t: Tensor): Tensor {
+  return { dtype: t.dtype, shape: [...t.shape], data: Array.isArray(t.data) ? [...t.data] : t.data.slice() };
+}
+
+/** Tensors in signature order, paired with their names. */
+export function named(specs: readonly { readonly name: string }[], tensors: readonly Tensor[]): { name: string; tensor: Tensor }[] {
+  return tensors.map((tensor, i) => ({ name: specs[i]!.name, tensor }));
+}

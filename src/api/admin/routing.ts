@@ -12,7 +12,7 @@ import type { ExperimentRecord, ExperimentStatus, ExperimentStore, OutcomeEvent 
 import type { ExperimentTracker } from '../../experiments/tracker.js';
 import type { Registry } from '../../registry/index.js';
 import type { ModelRecord } from '../../registry/types.js';
-import { routingPolicySchema } from '../../routing/policy.js';
+import { routingPolicySchema } from '../../registry/routing-policy.js';
 import type { TrafficRouter } from '../../routing/router.js';
 import { actorOf, strictValidation } from './routes.js';
 import * as S from './schemas.js';

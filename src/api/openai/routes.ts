@@ -15,7 +15,7 @@
  * JSON), has OpenAI's shape `{"error": {"message", "type", "param", "code"}}`.
  */
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import type { TokenReservation, TokenScope } from '../../gateway/token-limits.js';
+import type { LlmUsageMeter, TokenLimiter, TokenReservation, TokenScope } from '../../gateway/index.js';
 import type { LlmModel, LlmService } from '../../serving/catalog.js';
 import { ClientSignal, LlmError, RAW_JSON, type GenerationRequest, type Usage } from '../../runtimes/generation.js';
 import { formatDuration } from '../../gateway/http.js';
@@ -25,6 +25,10 @@ import { encodeEmbedding, errorHeaders, parseChat, parseCompletion, parseEmbeddi
 
 export interface LlmRouteOptions {
   readonly service: LlmService;
+  /** Charges requests and tokens per minute; null: no token limits. */
+  readonly limiter: TokenLimiter | null;
+  /** Records tokens and spend per tenant and model; null: not recorded. */
+  readonly usage: LlmUsageMeter | null;
   /** The request and token limits that apply to this request's tenant and key for `model` (empty: none). */
   readonly tokenScopes: (req: FastifyRequest, model: string) => readonly TokenScope[];
   /** '' for the platform / open mode. */
@@ -143,10 +147,10 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
 
   /** Reserve requests and `tokens` per minute; sets the x-ratelimit-* headers; 429 when refused. */
   async function admit(req: FastifyRequest, reply: FastifyReply, m: LlmModel, tokens: number): Promise<TokenReservation | null> {
-    if (!service.limiter) return null;
+    if (!opts.limiter) return null;
     const scopes = opts.tokenScopes(req, m.name);
     if (scopes.length === 0) return null;
-    const r = await service.limiter.reserve(scopes, tokens);
+    const r = await opts.limiter.reserve(scopes, tokens);
     const headers = rateHeaders(r);
     reply.headers(headers);
     if (!r.allowed) throw rejection(m.name, r, tokens, headers);
@@ -156,7 +160,7 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
   /** After a request: settle the reservation, record usage and spend, count the outcome. */
   function finish(req: FastifyRequest, m: LlmModel, endpoint: Endpoint, started: number, r: TokenReservation | null, usage: Usage, outcome: string): void {
     r?.settle(usage.total_tokens).catch((e: unknown) => req.log.warn({ err: e }, 'settling a token reservation failed'));
-    service.usage?.record({
+    opts.usage?.record({
       tenant: opts.tenantOf(req), model: m.name, promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens,
       cost: service.cost(m, usage.prompt_tokens, usage.completion_tokens), ok: outcome === 'success',
     });
