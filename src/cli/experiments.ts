@@ -7,9 +7,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import type { ArmReport, Comparison, ExperimentRecord, ExperimentStatus } from '../experiments/store.js';
-import type { SrmTest } from '../experiments/stats.js';
-import type { GuardrailStatus } from '../experiments/tracker.js';
+import type { ArmReport, Comparison, ExperimentRecord, ExperimentStatus, GuardrailStatus, SrmTest } from '../experiments/index.js';
 import { action, call, CliError, enc, fields, print, printJson, table, when, withConnection, type ConnFlags } from './client.js';
 import { armsTable, ms, num, percent, shadowStatsTable, type ShadowStatsRow } from './routing.js';
 

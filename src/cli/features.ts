@@ -12,7 +12,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { parse as parseYaml } from 'yaml';
 import type {
   DefinitionKind, DefinitionRecord, EntityDef, FeatureRead, FeatureServiceDef, ValueType, ViewDef,
-} from '../features/types.js';
+} from '../features/index.js';
 import { action, call, CliError, enc, fields, kv, print, printJson, table, when, withConnection, type ConnFlags } from './client.js';
 
 /** Rows per push request. */

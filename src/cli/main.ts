@@ -4,7 +4,7 @@
  * The `switchyard` command line. `switchyard serve` runs the server; `switchyard --help` lists every command.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { loadServerConfig, SERVER_DEFAULTS, type ServerConfig } from '../config/server-config.js';
+import { loadServerConfig, SERVER_DEFAULTS, type ServerConfig } from '../config/index.js';
 import { isSwitchyardError } from '../errors.js';
 import { modelsCommand } from './models.js';
 import { tenantsCommand } from './tenants.js';

@@ -10,7 +10,7 @@ import { basename } from 'node:path';
 import { Readable } from 'node:stream';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { action, call, CliError, enc, fields, humanBytes, kv, print, printJson, table, when, withConnection, type ConnFlags } from './client.js';
-import type { ModelRecord, RegistryEvent, VersionRecord } from '../registry/types.js';
+import type { ModelRecord, RegistryEvent, VersionRecord } from '../registry/index.js';
 
 const positiveInt = (what: string) => (v: string): number => {
   const n = Number(v);

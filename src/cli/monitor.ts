@@ -12,10 +12,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import type { AlertEventRecord, AlertRule, AlertState } from '../monitoring/alerts.js';
-import type { DriftReport, FeatureDrift } from '../monitoring/drift.js';
-import type { ProfileRecord } from '../monitoring/service.js';
-import type { PredictionRecord, TensorJson } from '../monitoring/types.js';
+import type { AlertEventRecord, AlertRule, AlertState, DriftReport, FeatureDrift, PredictionRecord, ProfileRecord, TensorJson } from '../monitoring/index.js';
 import { action, call, CliError, enc, fields, humanBytes, print, printJson, request, table, when, withConnection, type ConnFlags } from './client.js';
 import { num, percent } from './routing.js';
 

@@ -7,7 +7,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import type { RoutingPolicy, RoutingPolicyInput } from '../registry/routing-policy.js';
+import type { RoutingPolicy, RoutingPolicyInput } from '../registry/index.js';
 import { action, call, CliError, enc, fields, print, printJson, table, withConnection, type ConnFlags } from './client.js';
 
 /** GET/PUT /api/v1/models/:name/routing. */

@@ -5,7 +5,7 @@
  * or SWITCHYARD_API_KEY.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { LIMIT_FIELDS, SCOPES, type ApiKeyRecord, type ModelAccess, type TenantRecord } from '../gateway/types.js';
+import { LIMIT_FIELDS, SCOPES, type ApiKeyRecord, type ModelAccess, type TenantRecord } from '../gateway/index.js';
 import { action, call, enc, fields, kv, print, printJson, table, when, withConnection, type ConnFlags } from './client.js';
 
 const positive = (what: string, integer: boolean) => (v: string): number => {

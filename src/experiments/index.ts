@@ -11,3 +11,4 @@ export {
   SRM_ALPHA, twoProportionZTest, welchTTest, sampleRatioMismatch,
   type Moments, type ProportionTest, type MeanTest, type SrmTest,
 } from './stats.js';
+export { ExperimentTracker, type GuardrailStatus } from './tracker.js';

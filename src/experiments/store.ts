@@ -19,8 +19,7 @@ import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
 import type { Logger } from 'pino';
 import { err } from '../errors.js';
 import { iso } from '../storage/index.js';
-import { ARM_NAME } from '../registry/routing-policy.js';
-import { MODEL_NAME } from '../registry/records.js';
+import { ARM_NAME, MODEL_NAME } from '../registry/index.js';
 import type { Database, DB, ExperimentsTable } from '../storage/index.js';
 import {
   sampleRatioMismatch, twoProportionZTest, welchTTest, type MeanTest, type ProportionTest, type SrmTest,

@@ -8,10 +8,9 @@
 import diagnostics from 'node:diagnostics_channel';
 import type { Logger } from 'pino';
 import { channels, type RouteEvent, type ServedEvent } from '../events.js';
-import type { Registry } from '../registry/index.js';
-import type { RegistryEvent } from '../registry/types.js';
-import type { Assignment } from '../routing/router.js';
-import { WindowStats, type WindowSnapshot } from '../routing/window.js';
+import type { Registry, RegistryEvent } from '../registry/index.js';
+import type { Assignment } from '../routing/index.js';
+import { WindowStats, type WindowSnapshot } from '../routing/index.js';
 import type { ExperimentRecord, ExperimentStore } from './store.js';
 
 export interface GuardrailStatus {

@@ -14,7 +14,7 @@ import { sql, type Kysely } from 'kysely';
 import { z } from 'zod';
 import { err } from '../errors.js';
 import { isUniqueViolation, iso } from '../storage/index.js';
-import { MODEL_NAME } from '../registry/records.js';
+import { MODEL_NAME } from '../registry/index.js';
 import type { Database, DB, FeatureDefinitionsTable } from '../storage/index.js';
 import type {
   AggregationDef, DefinitionKind, DefinitionRecord, EntityDef, EntityKey, FeatureDef, FeatureRef, FeatureServiceDef, FeatureViewDef,

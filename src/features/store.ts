@@ -11,7 +11,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, type Registry as PromRegistry } from 'prom-client';
 import { err } from '../errors.js';
-import { PgChannel } from '../storage/notify.js';
+import { PgChannel } from '../storage/index.js';
 import type { Database } from '../storage/index.js';
 import { DefinitionStore, entityKey, type FeatureCatalog } from './definitions.js';
 import { OfflineStore, pushRows } from './offline.js';

@@ -11,7 +11,7 @@
 import type { Logger } from 'pino';
 import { err } from '../errors.js';
 import type { TokenScope } from './token-limits.js';
-import type { Flow } from '../serving/batcher.js';
+import type { Flow } from '../serving/index.js';
 import { digestKey, digestMatches, hashKey, keyId } from './keys.js';
 import type { Limiter, LimitScope } from './limiter.js';
 import type { StoredKey, TenantStore } from './store.js';

@@ -17,9 +17,9 @@ import type { Counter, Registry } from 'prom-client';
 import { err } from '../errors.js';
 import { HotCounter, type HotCounterChild } from '../hot-metrics.js';
 import type { DB } from '../storage/index.js';
-import { amount, HourlyCounters, type CounterTable, type PeriodRange, type PeriodRow } from '../storage/hourly-counters.js';
+import { amount, HourlyCounters, type CounterTable, type PeriodRange, type PeriodRow } from '../storage/index.js';
 
-export { DAY_MS, HOUR_MS } from '../storage/hourly-counters.js';
+export { DAY_MS, HOUR_MS } from '../storage/index.js';
 
 /** What a usage meter is constructed with (both kinds). */
 export interface MeterOptions {

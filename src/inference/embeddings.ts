@@ -21,11 +21,11 @@
  */
 import type { Logger } from 'pino';
 import { err, isSwitchyardError } from '../errors.js';
-import type { LoadedModel, TensorSpec } from '../runtimes/types.js';
+import type { LoadedModel, TensorSpec } from '../runtimes/index.js';
 import type { ModelVersion } from '../serving/index.js';
 import { DTYPES, fromHalfBits, zeros, type Tensor } from '../tensor/index.js';
-import type { OnnxEmbeddingModelConfig } from '../config/llm-config.js';
-import { LlmError, type ChunkStream, type EmbeddingCaller, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest, type LlmBackend, type TokenEstimate } from '../runtimes/generation.js';
+import type { OnnxEmbeddingModelConfig } from '../config/index.js';
+import { LlmError, type ChunkStream, type EmbeddingCaller, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest, type LlmBackend, type TokenEstimate } from '../runtimes/index.js';
 import type { InferenceService } from './service.js';
 
 export type Pooling = OnnxEmbeddingModelConfig['pooling'];

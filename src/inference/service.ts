@@ -17,10 +17,9 @@
  */
 import { err, type SwitchyardError } from '../errors.js';
 import { channels, type CacheEvent, type FailureReason, type FallbackEvent, type RequestEvent, type RouteEvent, type ServedEvent } from '../events.js';
-import { cacheKey, type ResultCache } from '../routing/index.js';
+import { cacheKey, countsAgainst, type FallbackStep, fallsBack, type ResultCache, sameInputs, type TrafficRouter } from '../routing/index.js';
 import type { ShadowSpec } from '../registry/index.js';
-import { countsAgainst, fallsBack, sameInputs, type FallbackStep, type TrafficRouter } from '../routing/index.js';
-import { signatureJson, tensorSpecJson, type SignatureJson, type TensorSpecJson } from '../runtimes/types.js';
+import { signatureJson, tensorSpecJson, type SignatureJson, type TensorSpecJson } from '../runtimes/index.js';
 import { checkDeclared, inputSpec, orderInputs, type Job, type ModelManager, type ModelVersion } from '../serving/index.js';
 import { cloneTensor, concatRows, decodeJsonData, dtypeFromV2, elementCount, named, sliceRows, type Tensor } from '../tensor/index.js';
 import type { InferBody, InferCall, InferOutcome, NamedTensor } from './types.js';

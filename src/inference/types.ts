@@ -4,9 +4,8 @@
  * into `InferenceService.infer` and an {@link InferOutcome} (what served, its outputs and the route facts)
  * comes back for the transport to encode. No transport types (Fastify, gRPC) appear here.
  */
-import type { Flow } from '../serving/batcher.js';
-import type { ModelVersion } from '../serving/index.js';
-import type { TensorSpec } from '../runtimes/types.js';
+import type { Flow, ModelVersion } from '../serving/index.js';
+import type { TensorSpec } from '../runtimes/index.js';
 import type { Tensor } from '../tensor/index.js';
 
 /** An input tensor as the caller named it (decoded, not yet checked against a version's signature). */

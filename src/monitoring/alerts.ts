@@ -13,7 +13,7 @@ import { sql, type Kysely, type Selectable } from 'kysely';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { err } from '../errors.js';
-import { MODEL_NAME } from '../registry/records.js';
+import { MODEL_NAME } from '../registry/index.js';
 import type { AlertEventsTable, Database, DB } from '../storage/index.js';
 import { VERSION } from '../version.js';
 

@@ -12,8 +12,8 @@
  * those with metrics) is >= `datasetShare` (default 0.5).
  */
 import { err } from '../errors.js';
-import { fromHalfBits } from '../tensor/dtype.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { fromHalfBits } from '../tensor/index.js';
+import type { Tensor } from '../tensor/index.js';
 import { DEFAULT_THRESHOLDS } from './types.js';
 import type { DriftThresholds, FeatureSpec, PredictionRecord, TensorJson } from './types.js';
 import { CategoricalSketch, NumericSketch, OTHER_CATEGORY, quantileEdges } from './sketch.js';

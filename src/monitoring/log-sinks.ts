@@ -14,7 +14,7 @@ import {
   normalizeQuery, packTensorJson, recordLine, toRecord, unpackTensor,
   type BufferedPrediction, type BufferedTensor, type PredictionQuery, type PredictionSink,
 } from './prediction-log.js';
-import type { BufferedBatch, FromWriter, SqlValue, ToWriter, WireValue, WriterInit } from './prediction-log-worker.js';
+import type { BufferedBatch, FromWriter, SqlValue, ToWriter, WireValue, WriterInit } from './writer-protocol.js';
 import type { PredictionRecord, TensorJson } from './types.js';
 
 /** Rows per INSERT: 9 parameters each = 900, under SQLite's smallest parameter limit (999). */

@@ -9,9 +9,8 @@ import {
   channels, type BatchEvent, type CacheEvent, type CircuitEvent, type ColdStartEvent, type FallbackEvent, type LoadEvent, type RequestEvent, type RouteEvent,
   type ShadowEvent, type UnloadEvent,
 } from '../events.js';
-import type { ResultCache } from '../routing/cache.js';
+import type { ResultCache, TrafficRouter } from '../routing/index.js';
 import { HotCounter, HotHistogram, type HotCounterChild, type HotHistogramChild } from '../hot-metrics.js';
-import type { TrafficRouter } from '../routing/router.js';
 import type { ModelManager } from '../serving/index.js';
 
 const SECONDS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];

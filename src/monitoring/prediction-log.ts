@@ -26,8 +26,8 @@
  */
 import type { Logger } from 'pino';
 import { err } from '../errors.js';
-import { fromHalfBits, toHalfBits, type NumericArray } from '../tensor/dtype.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { fromHalfBits, toHalfBits, type NumericArray } from '../tensor/index.js';
+import type { Tensor } from '../tensor/index.js';
 import type { PredictionRecord, TensorJson } from './types.js';
 
 /** Fraction of requests logged per model unless configured: 1%. */

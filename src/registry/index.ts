@@ -5,6 +5,7 @@
 export type * from './types.js';
 export { Registry, type RegistryOptions } from './registry.js';
 export { LocalArtifactStore, type ArtifactSource, type ArtifactStore } from './artifacts.js';
-export { ALIAS_NAME, MAX_TAG_KEY, MODEL_NAME } from './records.js';
+export { MAX_TAG_KEY } from './records.js';
+export { ALIAS_NAME, MODEL_NAME } from './names.js';
 export { NOTIFY_CHANNEL } from './registry.js';
 export { ARM_NAME, KEY_SOURCE, parseRoutingPolicy, routingPolicySchema, type Arm, type CircuitBreakerSpec, type RoutingPolicy, type RoutingPolicyInput, type ShadowSpec } from './routing-policy.js';

@@ -3,9 +3,10 @@
  * The registry's validation rules (names, aliases, tag keys, config, metadata maps) and the mapping between
  * stored rows (epoch ms, JSON text) and the API records (ISO times, objects).
  */
-import { describeConfigIssues, modelConfigSchema } from '../config/model-config.js';
+import { describeConfigIssues, modelConfigSchema } from '../config/index.js';
 import { err } from '../errors.js';
 import { iso } from '../storage/index.js';
+import { ALIAS_NAME, MODEL_NAME } from './names.js';
 import type { RoutingPolicy } from './routing-policy.js';
 import type { EventsTable, ModelsTable, VersionsTable } from '../storage/index.js';
 import type {
@@ -13,9 +14,6 @@ import type {
 } from './types.js';
 
 /** Alias names: start with a letter, so a path segment that is all digits is always a version number. */
-/** Model names: also the V2 URL segment and a tenant's namespace prefix (`acme.`). */
-export const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
-export const ALIAS_NAME = /^[A-Za-z][A-Za-z0-9_.-]{0,63}$/;
 export const MAX_TAG_KEY = 128;
 export const VERSION_STATUSES: readonly VersionStatus[] = ['pending', 'ready', 'failed'];
 const LOAD_POLICIES: readonly LoadPolicy[] = ['preload', 'lazy'];

@@ -8,9 +8,8 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { err } from '../errors.js';
 import { parseRoutingPolicy, type RoutingPolicy } from './routing-policy.js';
-import { openDatabase, type Database, type Dialect, type VersionsTable } from '../storage/index.js';
+import { type Database, type Dialect, isUniqueViolation, openDatabase, PgChannel, type VersionsTable } from '../storage/index.js';
 import { LocalArtifactStore, type ArtifactStore } from './artifacts.js';
-import { PgChannel } from '../storage/notify.js';
 import {
   inTransaction, insertModel, lockModel, readAlias, readAliasAt, readEvents, readEventsById, readModel, readModels, readSnapshot, readVersionRow,
   notFound, type Db,
@@ -19,7 +18,6 @@ import {
   checkAlias, checkConfig, checkLoadPolicy, checkModelName, checkStatus, checkStringMap,
   checkTagKey, checkText, checkVersionNumber, eventRecord, newModelRow, parseTime, versionMetaColumns, versionRecord,
 } from './records.js';
-import { isUniqueViolation } from '../storage/index.js';
 import type {
   ArtifactInspector, CreateModelInput, EventQuery, EventType, ModelRecord, PushVersionInput, RegistryEvent,
   RegistrySnapshot, UpdateModelInput, VersionRecord, VersionStatus,

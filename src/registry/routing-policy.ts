@@ -7,7 +7,7 @@
  */
 import { z } from 'zod';
 import { err } from '../errors.js';
-import { MODEL_NAME } from './records.js';
+import { MODEL_NAME } from './names.js';
 
 /** A version of the same model: a number (`"3"`) or an alias (`"production"`). */
 const VERSION_REF = /^(?:[1-9][0-9]{0,15}|[A-Za-z][A-Za-z0-9_.-]{0,63})$/;

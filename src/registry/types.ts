@@ -13,9 +13,9 @@ export type VersionStatus = 'pending' | 'ready' | 'failed';
 export type LoadPolicy = 'preload' | 'lazy';
 
 import type { RoutingPolicy } from './routing-policy.js';
-import type { SignatureJson } from '../runtimes/types.js';
+import type { SignatureJson } from '../runtimes/index.js';
 
-export type { SignatureJson, TensorSpecJson } from '../runtimes/types.js';
+export type { SignatureJson, TensorSpecJson } from '../runtimes/index.js';
 
 /** Where a version came from (free-form references). */
 export interface Lineage {

@@ -9,8 +9,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
-import { dtypeFromV2, type NumericArray } from '../tensor/dtype.js';
-import { elementCount, type Tensor } from '../tensor/tensor.js';
+import { dtypeFromV2, elementCount, type NumericArray, type Tensor } from '../tensor/index.js';
 
 export interface CacheKeyParts {
   /** '' for none/platform. */

@@ -4,7 +4,7 @@
  * share reaches the spec's rate (given enough requests), stays open for a cool-down, then admits one probe
  * (half-open) whose outcome closes or reopens it. Pure: no timers, time comes from an injectable clock.
  */
-import type { CircuitBreakerSpec } from '../registry/routing-policy.js';
+import type { CircuitBreakerSpec } from '../registry/index.js';
 
 export type CircuitState = 'closed' | 'open' | 'half_open';
 

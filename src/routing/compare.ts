@@ -3,9 +3,8 @@
  * Compare a primary's outputs with a shadow's for the same request: the largest element-wise difference over
  * numeric outputs, and the share of rows whose decision (argmax, or value above a threshold) agrees.
  */
-import { fromHalfBits } from '../tensor/dtype.js';
-import type { NumericArray } from '../tensor/dtype.js';
-import { elementCount, type Tensor } from '../tensor/tensor.js';
+import { elementCount, fromHalfBits, type Tensor } from '../tensor/index.js';
+import type { NumericArray } from '../tensor/index.js';
 
 export interface OutputComparison {
   /** Max |primary - shadow| over every element of the numeric outputs compared; null when none was. */

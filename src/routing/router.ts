@@ -8,13 +8,12 @@
 import type { Logger } from 'pino';
 import { err, type SwitchyardError } from '../errors.js';
 import { channels, type ShadowEvent } from '../events.js';
-import type { Flow } from '../serving/batcher.js';
-import type { ModelManager, ModelVersion, ServedModel } from '../serving/index.js';
+import type { Flow, ModelManager, ModelVersion, ServedModel } from '../serving/index.js';
 import { cloneTensor, named, type Tensor } from '../tensor/index.js';
 import { CircuitBreaker, type CircuitState } from './circuit.js';
 import { compareOutputs } from './compare.js';
 import { chooseVariation, getBucketRange, hash, inNamespace, type BucketRange, type Namespace } from './growthbook.js';
-import type { CircuitBreakerSpec, RoutingPolicy, ShadowSpec } from '../registry/routing-policy.js';
+import type { CircuitBreakerSpec, RoutingPolicy, ShadowSpec } from '../registry/index.js';
 import { ShadowStats } from './window.js';
 
 /** How a request got its arm: by its routing key, at random (no key, or no sticky config), outside the experiment's coverage/namespace (first arm), or the only arm. */

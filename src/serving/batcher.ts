@@ -51,7 +51,7 @@
  */
 import { err, type SwitchyardError } from '../errors.js';
 import { concatRows, sliceRows, type Tensor } from '../tensor/index.js';
-import type { ModelInstance } from '../runtimes/types.js';
+import type { ModelInstance } from '../runtimes/index.js';
 
 export interface BatcherOptions {
   /** Rows per batch; 0 = no batching (each request runs alone). */

@@ -8,10 +8,9 @@
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { HotCounter, HotHistogram } from '../hot-metrics.js';
-import { LlamaBackend } from '../runtimes/llama/backend.js';
-import { UpstreamBackend } from '../runtimes/remote/upstream.js';
-import type { LlmConfig, LlmModelConfig, OnnxEmbeddingModelConfig } from '../config/llm-config.js';
-import type { LlmBackend } from '../runtimes/generation.js';
+import { LlamaBackend, UpstreamBackend } from '../runtimes/index.js';
+import type { LlmConfig, LlmModelConfig, OnnxEmbeddingModelConfig } from '../config/index.js';
+import type { LlmBackend } from '../runtimes/index.js';
 
 export interface LlmModel {
   readonly name: string;

@@ -11,7 +11,7 @@ import { createReadStream } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { isSwitchyardError } from '../errors.js';
-import type { CreateModelInput, ModelRecord, PushVersionInput, UpdateModelInput, VersionRecord } from '../registry/types.js';
+import type { CreateModelInput, ModelRecord, PushVersionInput, UpdateModelInput, VersionRecord } from '../registry/index.js';
 import { scanRepository } from './repository.js';
 
 const ACTOR = 'repository-import';

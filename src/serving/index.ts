@@ -8,4 +8,5 @@ export { DEFAULT_FLOW, type Flow } from './batcher.js';
 export { Batcher, Job, shapeKey, type BatcherOptions } from './batcher.js';
 export { checkDeclared, inputSpec, orderInputs } from './validate.js';
 export { importRepository } from './import-repository.js';
-export { signatureJson } from '../runtimes/types.js';
+export { signatureJson } from '../runtimes/index.js';
+export { type LlmModel, LlmService } from './catalog.js';

@@ -6,10 +6,10 @@
  */
 import { stat } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { DEFAULT_MAX_BATCH_SIZE } from '../config/model-config.js';
+import { DEFAULT_MAX_BATCH_SIZE } from '../config/index.js';
 import type { SwitchyardError } from '../errors.js';
 import { channels, type BatchEvent } from '../events.js';
-import type { LoadedModel, Runtime, Signature } from '../runtimes/types.js';
+import type { LoadedModel, Runtime, Signature } from '../runtimes/index.js';
 import { zeros, type Tensor } from '../tensor/index.js';
 import { Batcher } from './batcher.js';
 import type { ModelVersion } from './model-version.js';

@@ -8,13 +8,12 @@
  * the one model they concern.
  */
 import type { Logger } from 'pino';
-import { modelConfigSchema, resolveModelConfig, type ModelConfig, type VersionPolicy } from '../config/model-config.js';
+import { modelConfigSchema, resolveModelConfig, type ModelConfig, type VersionPolicy } from '../config/index.js';
 import { err, isSwitchyardError } from '../errors.js';
 import { channels, type ColdStartEvent, type LoadCause, type LoadEvent, type UnloadEvent, type UnloadReason } from '../events.js';
-import type { LoadPolicy, ModelRecord, RegistryEvent, RegistrySnapshot, VersionRecord, VersionStatus } from '../registry/types.js';
-import { onnxRuntime } from '../runtimes/onnx/index.js';
-import type { RoutingPolicy } from '../registry/routing-policy.js';
-import type { Runtime } from '../runtimes/types.js';
+import type { LoadPolicy, ModelRecord, RegistryEvent, RegistrySnapshot, RoutingPolicy, VersionRecord, VersionStatus } from '../registry/index.js';
+import { onnxRuntime } from '../runtimes/index.js';
+import type { Runtime } from '../runtimes/index.js';
 import { loadVersion, unloadVersion } from './loader.js';
 import { ModelVersion } from './model-version.js';
 import { selectVersions } from './repository.js';

@@ -11,9 +11,9 @@
  * `refs` counts requests between acquire and release (queued or running): a version is never unloaded while
  * it is above zero.
  */
-import type { ModelConfig } from '../config/model-config.js';
+import type { ModelConfig } from '../config/index.js';
 import { err } from '../errors.js';
-import type { LoadedModel, Signature } from '../runtimes/types.js';
+import type { LoadedModel, Signature } from '../runtimes/index.js';
 import type { Tensor } from '../tensor/index.js';
 import { DEFAULT_FLOW, type Batcher, type Flow, type Job } from './batcher.js';
 

@@ -5,7 +5,7 @@
  */
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { readModelConfig, type ModelConfigFile, type VersionPolicy } from '../config/model-config.js';
+import { readModelConfig, type ModelConfigFile, type VersionPolicy } from '../config/index.js';
 import { err } from '../errors.js';
 import { MODEL_NAME } from '../registry/index.js';
 

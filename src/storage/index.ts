@@ -9,3 +9,5 @@ export { openDatabase, type Database, type DB, type Dialect, type ModelsTable, t
   type FeatureDefinitionsTable, type FeatureRowsTable } from './database.js';
 export { migrate, migrations } from './migrations.js';
 export { iso, isUniqueViolation } from './sql.js';
+export { PgChannel } from './notify.js';
+export { amount, type CounterTable, DAY_MS, HOUR_MS, HourlyCounters, type PeriodRange, type PeriodRow } from './hourly-counters.js';

@@ -5,7 +5,7 @@
  */
 import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 import { err } from '../errors.js';
-import type { DB, Dialect } from './database.js';
+import type { DB, Dialect } from './schema.js';
 
 type AnyDb = Kysely<unknown>;
 

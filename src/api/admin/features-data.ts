@@ -7,9 +7,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { parquetWriteBuffer } from 'hyparquet-writer';
 import { err } from '../../errors.js';
-import type { FeatureStore } from '../../features/store.js';
-import { readDataset } from '../../monitoring/dataset.js';
-import { csvField } from '../../monitoring/prediction-log.js';
+import type { FeatureStore } from '../../features/index.js';
+import { csvField, readDataset } from '../../monitoring/index.js';
 import { strictValidation } from './routes.js';
 import * as S from './schemas.js';
 

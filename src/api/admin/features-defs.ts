@@ -10,8 +10,8 @@ import { z } from 'zod';
 import { err } from '../../errors.js';
 import {
   entitySchema, featureViewSchema, serviceSchema, windowViewSchema, type AnyDefinition, type DefinitionStore,
-} from '../../features/definitions.js';
-import type { DefinitionKind, DefinitionRecord, FeatureServiceDef } from '../../features/types.js';
+} from '../../features/index.js';
+import type { DefinitionKind, DefinitionRecord, FeatureServiceDef } from '../../features/index.js';
 import { actorOf, strictValidation } from './routes.js';
 import * as S from './schemas.js';
 

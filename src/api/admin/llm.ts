@@ -5,7 +5,7 @@
  * key sees only its own tenant (naming another answers 404), as with `GET /api/v1/usage`.
  */
 import type { FastifyInstance } from 'fastify';
-import type { LlmUsageMeter } from '../../gateway/usage.js';
+import type { LlmUsageMeter } from '../../gateway/index.js';
 import { strictValidation } from './routes.js';
 import * as S from './schemas.js';
 import { usageRangeProperties } from './tenancy-schemas.js';

@@ -6,10 +6,8 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { err } from '../../errors.js';
-import { redactRule } from '../../monitoring/alerts.js';
-import { readDataset } from '../../monitoring/dataset.js';
-import { toCsv, toJsonl } from '../../monitoring/prediction-log.js';
-import type { MonitoringService } from '../../monitoring/service.js';
+import { readDataset, redactRule, toCsv, toJsonl } from '../../monitoring/index.js';
+import type { MonitoringService } from '../../monitoring/index.js';
 import type { Registry } from '../../registry/index.js';
 import { actorOf, isoTime, strictValidation } from './routes.js';
 import * as S from './schemas.js';

@@ -11,7 +11,7 @@ import multipart from '@fastify/multipart';
 import type { FastifyInstance, FastifyRequest, FastifySchemaValidationError } from 'fastify';
 import { err } from '../../errors.js';
 import { ALIAS_NAME, type Registry } from '../../registry/index.js';
-import type { CreateModelInput, UpdateModelInput, VersionRecord } from '../../registry/types.js';
+import type { CreateModelInput, UpdateModelInput, VersionRecord } from '../../registry/index.js';
 import * as S from './schemas.js';
 import { ByteLimit, metaFromJson, metaFromQuery, tooLarge, type UploadMeta, type UploadQuery } from './upload.js';
 

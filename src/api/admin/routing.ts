@@ -8,12 +8,10 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { err } from '../../errors.js';
-import type { ExperimentRecord, ExperimentStatus, ExperimentStore, OutcomeEvent } from '../../experiments/store.js';
-import type { ExperimentTracker } from '../../experiments/tracker.js';
-import type { Registry } from '../../registry/index.js';
-import type { ModelRecord } from '../../registry/types.js';
-import { routingPolicySchema } from '../../registry/routing-policy.js';
-import type { TrafficRouter } from '../../routing/router.js';
+import type { ExperimentRecord, ExperimentStatus, ExperimentStore, ExperimentTracker, OutcomeEvent } from '../../experiments/index.js';
+import type { ModelRecord, Registry } from '../../registry/index.js';
+import { routingPolicySchema } from '../../registry/index.js';
+import type { TrafficRouter } from '../../routing/index.js';
 import { actorOf, strictValidation } from './routes.js';
 import * as S from './schemas.js';
 

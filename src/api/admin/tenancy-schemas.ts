@@ -3,7 +3,7 @@
  * JSON schemas of the tenancy admin API (tenants, keys, model access, usage, audit), for validation,
  * serialization and the OpenAPI document. Field names are the records of src/gateway/types.ts.
  */
-import { SCOPES, TENANT_NAME } from '../../gateway/types.js';
+import { SCOPES, TENANT_NAME } from '../../gateway/index.js';
 
 const str = (description: string): Record<string, unknown> => ({ type: 'string', description });
 const time = (description: string): Record<string, unknown> => ({ type: 'string', format: 'date-time', description });

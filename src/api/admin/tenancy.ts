@@ -8,10 +8,7 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { err } from '../../errors.js';
-import type { AuditLog, AuditQuery } from '../../gateway/audit.js';
-import type { Gateway } from '../../gateway/gateway.js';
-import type { CreateKeyInput, CreateTenantInput, Principal, UpdateTenantInput } from '../../gateway/types.js';
-import type { UsageMeter, UsageQuery } from '../../gateway/usage.js';
+import type { AuditLog, AuditQuery, CreateKeyInput, CreateTenantInput, Gateway, Principal, UpdateTenantInput, UsageMeter, UsageQuery } from '../../gateway/index.js';
 import { isoTime, strictValidation } from './routes.js';
 import * as S from './schemas.js';
 import * as T from './tenancy-schemas.js';

@@ -7,7 +7,7 @@
  */
 import { Transform, type TransformCallback } from 'node:stream';
 import { err } from '../../errors.js';
-import type { Lineage, PushVersionInput } from '../../registry/types.js';
+import type { Lineage, PushVersionInput } from '../../registry/index.js';
 
 /** What an upload asks for: the registry's push input plus an alias to point at the new version. */
 export interface UploadMeta {

@@ -16,9 +16,9 @@
  */
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { LlmUsageMeter, TokenLimiter, TokenReservation, TokenScope } from '../../gateway/index.js';
-import type { LlmModel, LlmService } from '../../serving/catalog.js';
-import { ClientSignal, LlmError, RAW_JSON, type GenerationRequest, type Usage } from '../../runtimes/generation.js';
-import { formatDuration } from '../../gateway/http.js';
+import type { LlmModel, LlmService } from '../../serving/index.js';
+import { ClientSignal, LlmError, RAW_JSON, type GenerationRequest, type Usage } from '../../runtimes/index.js';
+import { formatDuration } from '../../gateway/index.js';
 import { RequestCaller } from '../caller.js';
 import { SseWriter } from './sse-writer.js';
 import { encodeEmbedding, errorHeaders, parseChat, parseCompletion, parseEmbedding, toLlmError, type ParsedGeneration } from './wire.js';

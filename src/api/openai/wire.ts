@@ -9,7 +9,7 @@
  */
 import { z } from 'zod';
 import { isSwitchyardError, LlmError } from '../../errors.js';
-import type { ChatMessage, SamplingParams } from '../../runtimes/generation.js';
+import type { ChatMessage, SamplingParams } from '../../runtimes/index.js';
 import { toWireError } from '../reply-error.js';
 
 const Stop = z.union([z.string(), z.array(z.string()).max(4, 'at most 4 stop sequences')]).nullish();

@@ -20,7 +20,7 @@ import { randomUUID } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { err } from '../../errors.js';
-import type { LlamaModelConfig } from '../../config/llm-config.js';
+import type { LlamaModelConfig } from '../../config/index.js';
 import {
   LlmError, type CancelSignal, type ChatMessage, type ChunkStream, type EmbeddingResult, type GenerationRequest, type LlmBackend,
   type TokenEstimate, type Usage,

@@ -26,7 +26,7 @@ import { Buffer } from 'node:buffer';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { Pool, type Dispatcher } from 'undici';
-import type { UpstreamModelConfig } from '../../config/llm-config.js';
+import type { UpstreamModelConfig } from '../../config/index.js';
 import { DONE, SseReader } from './sse-reader.js';
 import {
   defaultType, LlmError, RAW_JSON, type CancelSignal, type ChunkStream, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest,

@@ -1,0 +1,15 @@
+/**
+ * @module
+ * The api/ folder's public surface: other folders import from here only.
+ */
+export { adminRoutes, registerOpenApi } from './admin/routes.js';
+export { routingAdminRoutes } from './admin/routing.js';
+export { tenancyRoutes } from './admin/tenancy.js';
+export { v2Routes } from './v2/routes.js';
+export { installErrorShape } from './reply-error.js';
+export { lazyChildLogger, requestIdGenerator } from './request-scope.js';
+export { monitoringAdminRoutes } from './admin/monitoring.js';
+export { featureDataRoutes } from './admin/features-data.js';
+export { featureDefinitionRoutes } from './admin/features-defs.js';
+export { llmRoutes } from './openai/routes.js';
+export { llmAdminRoutes } from './admin/llm.js';

@@ -1,0 +1,13 @@
+/**
+ * @module
+ * The monitoring/ folder's public surface: other folders import from here only.
+ */
+export { readDataset } from './dataset.js';
+export { csvField, type PredictionSink, toCsv, toJsonl } from './prediction-log.js';
+export { type AlertEventRecord, type AlertRule, type AlertState, redactRule } from './alerts.js';
+export { MonitoringService, type ProfileRecord } from './service.js';
+export { type DriftReport, type FeatureDrift } from './drift.js';
+export { type PredictionRecord, type TensorJson } from './types.js';
+export { filterExposition } from './filter.js';
+export { DatabasePredictionSink, JsonlPredictionSink } from './log-sinks.js';
+export { createMetrics, type Metrics } from './metrics.js';
