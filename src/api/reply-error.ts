@@ -7,7 +7,6 @@
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { isSwitchyardError, type ErrorCode, type SwitchyardError } from '../errors.js';
-import type { FailureReason } from '../events.js';
 
 /** Fastify's own error codes that mean bad client input. */
 const FASTIFY_CLIENT: Record<string, { status: number; code: ErrorCode; message: (e: Error) => string }> = {
@@ -52,24 +51,6 @@ export function sendError(reply: FastifyReply, w: WireError): FastifyReply {
   return reply.code(w.status).type('application/json').send(`{"error":${JSON.stringify(w.message)},"code":"${w.code}"}`);
 }
 
-/** The `reason` label for a failed inference. */
-export function failureReason(e: unknown): FailureReason {
-  if (!isSwitchyardError(e)) return 'other';
-  const byCode: Partial<Record<SwitchyardError['code'], FailureReason>> = {
-    SY_ERR_BAD_REQUEST: 'invalid_input',
-    SY_ERR_INPUT_INVALID: 'invalid_input',
-    SY_ERR_OUTPUT_UNKNOWN: 'invalid_input',
-    SY_ERR_MODEL_NOT_READY: 'not_ready',
-    SY_ERR_LOAD_TIMEOUT: 'not_ready',
-    SY_ERR_MEMORY_BUDGET: 'not_ready',
-    SY_ERR_QUEUE_FULL: 'queue_full',
-    SY_ERR_TIMEOUT: 'timeout',
-    SY_ERR_SHUTTING_DOWN: 'shutting_down',
-    SY_ERR_INFERENCE_FAILED: 'runtime_error',
-    SY_ERR_CLIENT_CLOSED: 'cancelled',
-  };
-  return byCode[e.code] ?? 'other';
-}
 
 /** The root error and not-found handlers: every error leaves as `{"error": ..., "code": ...}`; 5xx are logged. */
 export function installErrorShape(app: FastifyInstance): void {
