@@ -82,6 +82,22 @@ export interface ShadowEvent {
 /** A result-cache lookup. */
 export interface CacheEvent { model: string; hit: boolean }
 
+/** An OpenAI-API request finished (streams: after the last event). */
+export interface LlmRequestEvent {
+  model: string;
+  endpoint: 'chat.completions' | 'completions' | 'embeddings';
+  /** success, client_error, rate_limited, server_error, stream_error, cancelled. */
+  outcome: string;
+  /** End-to-end duration; null when the request never ran (refused before it started). */
+  seconds: number | null;
+}
+
+/** A streamed response produced text: its first chunk (`first`, seconds since arrival) or a later one (seconds since the previous). */
+export interface LlmTokenEvent { model: string; first: boolean; seconds: number }
+
+/** A failed upstream attempt (each retry counts). */
+export interface LlmUpstreamErrorEvent { model: string; deployment: string; reason: string }
+
 export const channels = {
   request: diagnostics.channel('switchyard:inference:request'),
   served: diagnostics.channel('switchyard:inference:served'),
@@ -94,4 +110,7 @@ export const channels = {
   circuit: diagnostics.channel('switchyard:routing:circuit'),
   shadow: diagnostics.channel('switchyard:routing:shadow'),
   cache: diagnostics.channel('switchyard:routing:cache'),
+  llmRequest: diagnostics.channel('switchyard:llm:request'),
+  llmToken: diagnostics.channel('switchyard:llm:token'),
+  llmUpstreamError: diagnostics.channel('switchyard:llm:upstream-error'),
 } as const;

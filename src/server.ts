@@ -18,7 +18,7 @@ import { Registry } from './registry/index.js';
 import { MemoryResultCache, RedisResultCache, type ResultCache, TrafficRouter } from './routing/index.js';
 import { onnxRuntime, type Runtime, signatureJson } from './runtimes/index.js';
 import { importRepository, LlmService, ModelManager } from './serving/index.js';
-import { AuditLog, checkCreatable, Gateway, installGateway, type Limiter, LlmUsageMeter, MemoryLimiter, MemoryTokenLimiter, meterRequests, RedisLimiter, RedisTokenLimiter, type TenancyChange, TenantStore, type TokenLimiter, UsageMeter } from './gateway/index.js';
+import { AuditLog, checkCreatable, Gateway, installGateway, type Limiter, tenantOf, LlmUsageMeter, MemoryLimiter, MemoryTokenLimiter, meterRequests, RedisLimiter, RedisTokenLimiter, type TenancyChange, TenantStore, type TokenLimiter, UsageMeter } from './gateway/index.js';
 import { PgChannel } from './storage/index.js';
 import type { Principal } from './gateway/index.js';
 import { InferenceService, OnnxEmbeddingBackend } from './inference/index.js';
@@ -105,7 +105,6 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   }
   const usage = new UsageMeter({ db, flushIntervalMs: config.usageFlushMs, logger, metrics: metrics.registry });
   const audit = new AuditLog({ db, logger, metrics: metrics.registry });
-  const tenantOf = (p: Principal | null): string => (p?.kind === 'tenant' ? p.tenant.name : '');
   // Result cache: in Redis when replicas share one (a hit on any replica serves all), else in-process.
   const cacheRedis = config.redis ? new Redis(config.redis, { maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: false }) : null;
   cacheRedis?.on('error', () => { /* counted by the cache as misses + errors */ });
@@ -141,8 +140,9 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   const llmUsage = new LlmUsageMeter({ db, flushIntervalMs: config.usageFlushMs, logger, metrics: metrics.registry });
   const llm = await LlmService.create({
     config: config.llmConfig ? await loadLlmConfig(config.llmConfig) : { models: [] },
-    embeddings: (c, log) => new OnnxEmbeddingBackend(c, { inference, logger: log }), logger, metrics: metrics.registry,
+    embeddings: (c, log) => new OnnxEmbeddingBackend(c, { inference, logger: log }), logger,
   });
+  metrics.watchLlm(llm);
   const modelExists = (name: string): Promise<boolean> => registry.getModel(name).then(() => true, () => false);
   const bodyLimit = Math.floor(config.maxBodyMb * 1024 * 1024);
   const requestId = requestIdGenerator();

@@ -4,19 +4,9 @@
  * principal the gateway hook attached, the request id, and header lookup for routing keys.
  */
 import type { FastifyRequest } from 'fastify';
-import type { Principal } from '../gateway/index.js';
+import { flowOf, tenantOf } from '../gateway/index.js';
 import type { Caller } from '../inference/index.js';
 import type { Flow } from '../serving/index.js';
-
-/** The tenant a principal acts for ('' for the platform or open mode). */
-export function tenantOf(p: Principal | null): string {
-  return p?.kind === 'tenant' ? p.tenant.name : '';
-}
-
-/** A tenant's fair-queueing flow: its name, weighted by its configured weight; the platform takes the default flow. */
-export function flowOf(p: Principal | null): Flow | undefined {
-  return p?.kind === 'tenant' ? { id: p.tenant.name, weight: p.tenant.weight } : undefined;
-}
 
 export class RequestCaller implements Caller {
   readonly tenant: string;

@@ -223,13 +223,19 @@ export class Gateway {
     return scopedLimits(p, model, hasTokenLimit).map(([key, l]) => ({ key: `llm:${key}`, rpm: l.rpm, tpm: l.tpm }));
   }
 
-  /** The fair-queueing flow of a principal's requests: its tenant, weighted by tier. */
-  flow(p: Principal): Flow | undefined {
-    return p.kind === 'tenant' ? { id: p.tenant.name, weight: p.tenant.weight } : undefined;
-  }
 
   async close(): Promise<void> {
     clearInterval(this.#timer);
     await this.limiter?.close();
   }
+}
+
+/** The tenant a principal acts for ('' for the platform or open mode): usage, cache isolation, the prediction log. */
+export function tenantOf(p: Principal | null): string {
+  return p?.kind === 'tenant' ? p.tenant.name : '';
+}
+
+/** A principal's fair-queueing flow: its tenant, weighted by the tenant's weight; the platform takes the default flow. */
+export function flowOf(p: Principal | null): Flow | undefined {
+  return p?.kind === 'tenant' ? { id: p.tenant.name, weight: p.tenant.weight } : undefined;
 }

@@ -1,22 +1,23 @@
 /**
  * @module
  * The gateway on the HTTP path, as route-level Fastify hooks: every route is classified once, when it is
- * registered (public, which scope, which route parameter names a model, rate-limited or not, audited or
- * not); then each request is authenticated, checked for model visibility (what a tenant cannot see is 404
- * exactly as if it did not exist), scope and limits, before its body is read. Control-plane changes are
- * written to the audit log once answered.
+ * registered (an AccessRule: public, which scope, which route parameter names a model, rate-limited or not,
+ * audited or not); then each request is authenticated and handed to the transport-neutral Authorizer
+ * (authorize.ts: visibility, tenant, scope, ownership, limits), before its body is read. Control-plane
+ * changes are written to the audit log once answered.
  *
  * Order for a request: authenticate (401) → model or tenant visible? (404) → scope (403) → owner for changes (403) →
  * limits (429, with x-ratelimit-* headers on every limited response) → handler.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import type { Logger } from 'pino';
-import { Counter, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
 import { err } from '../errors.js';
 import type { AuditLog } from './audit.js';
+import { Authorizer, formatDuration, type AccessRule } from './authorize.js';
 import type { Gateway } from './gateway.js';
 import type { Admission } from './limiter.js';
-import type { Principal, Scope } from './types.js';
+import type { Principal } from './types.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -26,27 +27,6 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     access?: AccessRule;
   }
-}
-
-export interface AccessRule {
-  /** Public routes (health probes, API docs) need no key. */
-  readonly public: boolean;
-  /** Any of these scopes admits (platform keys have all). */
-  readonly scopes: readonly Scope[];
-  /** The route parameter holding a model name, or null. */
-  readonly modelParam: string | null;
-  /** The route parameter naming a tenant whose records the route reaches (a tenant key reaches only its own), or null. */
-  readonly tenantParam: string | null;
-  /** How "not visible" is answered: as the data plane's or the registry's not-found. */
-  readonly notFound: 'v2' | 'registry';
-  /** A change to the model: needs its owner (or the platform). */
-  readonly mutatesModel: boolean;
-  /** May create the model (uploads): allowed for a model that does not exist yet in the tenant's namespace. */
-  readonly createsModel: boolean;
-  /** Counted against the tenant's limits. */
-  readonly limited: boolean;
-  /** Recorded in the audit log. */
-  readonly audited: boolean;
 }
 
 const PUBLIC_PATHS = new Set(['/v2/health/live', '/v2/health/ready']);
@@ -101,42 +81,6 @@ export interface GatewayHttpOptions {
   readonly metrics?: Registry;
 }
 
-function notVisible(rule: AccessRule, model: string): never {
-  if (rule.notFound === 'v2') throw err('SY_ERR_MODEL_NOT_FOUND', `model "${model}" not found`);
-  throw err('SY_ERR_REGISTRY_NOT_FOUND', `no registered model "${model}"`);
-}
-
-/** Go-style duration, as OpenAI's x-ratelimit-reset-* headers: 20ms, 1.5s, 6m0s, 1h2m3s. */
-export function formatDuration(ms: number): string {
-  const v = Math.max(0, Math.ceil(ms));
-  if (v < 1000) return `${v}ms`;
-  const s = v / 1000;
-  if (s < 60) return `${Number(s.toFixed(3))}s`;
-  const h = Math.floor(s / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  const rest = Math.round(s % 60);
-  return h > 0 ? `${h}h${m}m${rest}s` : `${m}m${rest}s`;
-}
-
-const REJECTION = {
-  rate: 'SY_ERR_RATE_LIMITED',
-  concurrency: 'SY_ERR_CONCURRENCY_LIMITED',
-  quota_daily: 'SY_ERR_QUOTA_EXCEEDED',
-  quota_monthly: 'SY_ERR_QUOTA_EXCEEDED',
-  unavailable: 'SY_ERR_LIMITER_UNAVAILABLE',
-} as const;
-
-function rejectionMessage(a: Admission, tenant: string): string {
-  const scope = a.scope ? ` (${a.scope.startsWith('k:') ? `key ${a.scope.slice(2)}` : a.scope.startsWith('m:') ? `model ${a.scope.slice(2 + tenant.length + 1)}` : `tenant ${tenant}`})` : '';
-  switch (a.reason) {
-    case 'rate': return `rate limit exceeded${scope}, burst ${a.limit ?? '?'}; retry in ${formatDuration(a.retryAfterMs)}`;
-    case 'concurrency': return `too many requests in flight${scope}; retry shortly`;
-    case 'quota_daily': return `daily request quota exhausted${scope}; resets in ${formatDuration(a.retryAfterMs)}`;
-    case 'quota_monthly': return `monthly request quota exhausted${scope}; resets in ${formatDuration(a.retryAfterMs)}`;
-    default: return 'rate limiting is unavailable (shared limit store unreachable) and limits fail closed; retry shortly';
-  }
-}
-
 function setLimitHeaders(reply: FastifyReply, a: Admission): void {
   if (a.limit !== null) {
     reply.header('x-ratelimit-limit-requests', String(a.limit));
@@ -156,72 +100,33 @@ function setLimitHeaders(reply: FastifyReply, a: Admission): void {
  * classified as they are added).
  */
 export function installGateway(app: FastifyInstance, opts: GatewayHttpOptions): void {
-  const { gateway, audit, logger, modelExists } = opts;
-  const registers = opts.metrics ? [opts.metrics] : [];
-  const decisions = new Counter({
-    name: 'switchyard_ratelimit_decisions_total', help: 'Limit checks of tenant requests, by result (admitted, rate, concurrency, quota_daily, quota_monthly, unavailable).',
-    labelNames: ['tenant', 'result'], registers,
-  });
-  const children = new Map<string, { inc(): void }>();
-  const decision = (tenant: string, result: string): { inc(): void } => {
-    const k = `${tenant}\u0000${result}`;
-    let c = children.get(k);
-    if (!c) {
-      if (children.size > 10_000) children.clear();
-      children.set(k, c = decisions.labels({ tenant, result }));
-    }
-    return c;
-  };
-  const degraded = new Counter({
-    name: 'switchyard_ratelimit_unchecked_total', help: 'Requests admitted without a limit check because the limit store was unreachable (fail open).', registers,
-  });
+  const { gateway, audit, logger } = opts;
+  const authorizer = new Authorizer({ gateway, modelExists: opts.modelExists, ...(opts.metrics ? { metrics: opts.metrics } : {}) });
   app.decorateRequest('principal', null);
 
-  /** The checks after authentication: visibility (404), tenant (404), scope (403), ownership (403), limits (429). */
+  /** The decision (authorize.ts) for a request's route rule and parameters; limit headers on every limited response. */
   const admit = (req: FastifyRequest, reply: FastifyReply, rule: AccessRule, p: Principal): Promise<void> | undefined => {
     req.principal = p;
-    let model: string | null = null;
-    let visible = false;
-    if (rule.modelParam !== null) {
-      model = (req.params as Record<string, string>)[rule.modelParam] ?? null;
-      visible = model !== null && gateway.canSee(p, model);
-      if (model !== null && !visible) {
-        // Creating a new model in the tenant's own namespace is the one way to reach a model it cannot see.
-        if (!(rule.createsModel && gateway.inNamespace(p, model))) notVisible(rule, model);
-        const name = model;
-        return modelExists(name).then((exists) => {
-          if (exists) notVisible(rule, name);
-          return permit(req, reply, rule, p, name, false);
-        });
-      }
-    }
-    return permit(req, reply, rule, p, model, visible);
+    const params = req.params as Record<string, string>;
+    const target = {
+      model: rule.modelParam === null ? null : params[rule.modelParam] ?? null,
+      tenant: rule.tenantParam === null ? null : params[rule.tenantParam] ?? null,
+    };
+    const a = authorizer.authorize(p, rule, target);
+    if (a === null) return undefined;
+    if (!(a instanceof Promise)) return void limited(reply, a, p);
+    return a.then((x) => {
+      if (x !== null) limited(reply, x, p);
+    });
   };
 
-  const permit = (req: FastifyRequest, reply: FastifyReply, rule: AccessRule, p: Principal, model: string | null, visible: boolean): Promise<void> | undefined => {
-    if (rule.tenantParam !== null && p.kind === 'tenant') {
-      const t = (req.params as Record<string, string>)[rule.tenantParam];
-      if (t !== p.tenant.name) throw err('SY_ERR_TENANT_NOT_FOUND', `no tenant "${t}"`);
+  const limited = (reply: FastifyReply, a: Admission, p: Principal): void => {
+    setLimitHeaders(reply, a);
+    if (!a.allowed) {
+      reply.header('x-switchyard-limit-reason', a.reason ?? 'unavailable');
+      throw authorizer.rejection(a, p);
     }
-    if (!gateway.hasScope(p, ...rule.scopes)) {
-      throw err('SY_ERR_FORBIDDEN', `API key ${p.kind === 'tenant' ? p.key.id : ''} lacks the scope for this action (needs ${rule.scopes.join(' or ')})`);
-    }
-    if (rule.mutatesModel && model !== null && visible && !gateway.owns(p, model)) {
-      throw err('SY_ERR_FORBIDDEN', `model "${model}" is shared with tenant "${p.kind === 'tenant' ? p.tenant.name : ''}" read-only; only its owner can change it`);
-    }
-    if (!rule.limited || !gateway.limiter || p.kind !== 'tenant') return undefined;
-    const scopes = gateway.limitScopes(p, model);
-    if (scopes.length === 0) return undefined;
-    return gateway.limiter.admit(scopes).then((a) => {
-      decision(p.tenant.name, a.allowed ? 'admitted' : a.reason ?? 'unavailable').inc();
-      if (a.degraded) degraded.inc();
-      setLimitHeaders(reply, a);
-      if (!a.allowed) {
-        reply.header('x-switchyard-limit-reason', a.reason ?? 'unavailable');
-        throw err(REJECTION[a.reason ?? 'unavailable'], rejectionMessage(a, p.tenant.name), { retryAfterS: Math.max(1, Math.ceil(a.retryAfterMs / 1000)) });
-      }
-      reply.raw.once('close', () => a.release());
-    });
+    reply.raw.once('close', () => a.release());
   };
 
   /**

@@ -4,8 +4,9 @@
  * the audit log and the Fastify hooks that apply them to HTTP routes.
  */
 export { AuditLog, type AuditQuery } from './audit.js';
-export { Gateway, type TenancyChange } from './gateway.js';
-export { checkCreatable, formatDuration, installGateway } from './http.js';
+export { Gateway, flowOf, tenantOf, type TenancyChange } from './gateway.js';
+export { checkCreatable, installGateway } from './http.js';
+export { Authorizer, formatDuration, type AccessRule, type AccessTarget, type AuthorizerOptions } from './authorize.js';
 export { MemoryLimiter, type Limiter } from './limiter.js';
 export { RedisLimiter } from './redis-limiter.js';
 export { TenantStore } from './store.js';

@@ -10,6 +10,7 @@ import {
   type ShadowEvent, type UnloadEvent,
 } from '../events.js';
 import type { ResultCache, TrafficRouter } from '../routing/index.js';
+import { watchLlm, type LlmModelsView } from './llm-metrics.js';
 import { HotCounter, HotHistogram, type HotCounterChild, type HotHistogramChild } from '../hot-metrics.js';
 import type { ModelManager } from '../serving/index.js';
 
@@ -20,6 +21,8 @@ export interface Metrics {
   readonly registry: Registry;
   /** Expose the result cache's size and error counts as gauges (read at scrape time). */
   watchCache(cache: ResultCache): void;
+  /** Expose the LLM API's metrics (requests, token timings, upstream errors, backend load) for this catalog. */
+  watchLlm(models: LlmModelsView): void;
   /** Unsubscribe from the channels. */
   close(): void;
 }
@@ -207,10 +210,16 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
   diagnostics.subscribe(channels.load.name as string, onLoad);
   diagnostics.subscribe(channels.unload.name as string, onUnload);
   diagnostics.subscribe(channels.coldStart.name as string, onColdStart);
+  let unwatchLlm = (): void => undefined;
   return {
     registry,
     watchCache,
+    watchLlm(models) {
+      unwatchLlm();
+      unwatchLlm = watchLlm(registry, models);
+    },
     close() {
+      unwatchLlm();
       for (const [c, f] of routingSubs) diagnostics.unsubscribe(c.name as string, f);
       diagnostics.unsubscribe(channels.request.name as string, onRequest);
       diagnostics.unsubscribe(channels.batch.name as string, onBatch);

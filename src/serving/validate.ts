@@ -5,7 +5,7 @@
  */
 import { err } from '../errors.js';
 import type { Tensor } from '../tensor/index.js';
-import type { Signature, TensorSpec } from '../runtimes/types.js';
+import type { Signature, TensorSpec } from '../runtimes/index.js';
 
 const fmt = (s: readonly number[]): string => `[${s.join(',')}]`;
 

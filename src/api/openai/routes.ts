@@ -19,6 +19,7 @@ import type { LlmUsageMeter, TokenLimiter, TokenReservation, TokenScope } from '
 import type { LlmModel, LlmService } from '../../serving/index.js';
 import { ClientSignal, LlmError, RAW_JSON, type GenerationRequest, type Usage } from '../../runtimes/index.js';
 import { formatDuration } from '../../gateway/index.js';
+import { channels, type LlmRequestEvent, type LlmTokenEvent } from '../../events.js';
 import { RequestCaller } from '../caller.js';
 import { SseWriter } from './sse-writer.js';
 import { encodeEmbedding, errorHeaders, parseChat, parseCompletion, parseEmbedding, toLlmError, type ParsedGeneration } from './wire.js';
@@ -51,6 +52,12 @@ function clientSignal(reply: FastifyReply): ClientSignal {
     if (!reply.raw.writableFinished) ac.abort();
   });
   return ac;
+}
+
+/** Publish a finished (or refused) request for the LLM metrics; `started` null = it never ran (no duration). */
+function counted(model: string, endpoint: Endpoint, outcome: string, started: number | null): void {
+  if (!channels.llmRequest.hasSubscribers) return;
+  channels.llmRequest.publish({ model, endpoint, outcome, seconds: started === null ? null : (performance.now() - started) / 1000 } satisfies LlmRequestEvent);
 }
 
 function outcomeOf(e: LlmError): string {
@@ -164,8 +171,7 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
       tenant: opts.tenantOf(req), model: m.name, promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens,
       cost: service.cost(m, usage.prompt_tokens, usage.completion_tokens), ok: outcome === 'success',
     });
-    service.requests.child(m.name, endpoint, outcome).inc();
-    service.duration.child(m.name, endpoint).observe((performance.now() - started) / 1000);
+    counted(m.name, endpoint, outcome, started);
   }
 
   async function generate(kind: 'chat' | 'completion', req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
@@ -179,11 +185,11 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
       signal: clientSignal(reply), requestId: req.id,
     };
     const est = await m.backend.estimate(g).catch((e: unknown) => {
-      service.requests.child(m.name, endpoint, outcomeOf(toLlmError(e))).inc();
+      counted(m.name, endpoint, outcomeOf(toLlmError(e)), null);
       throw e;
     });
     const reservation = await admit(req, reply, m, est.promptTokens + est.maxTokens).catch((e: unknown) => {
-      service.requests.child(m.name, endpoint, 'rate_limited').inc();
+      counted(m.name, endpoint, 'rate_limited', null);
       throw e;
     });
     const estimated: Usage = { prompt_tokens: est.promptTokens, completion_tokens: 0, total_tokens: est.promptTokens };
@@ -213,8 +219,6 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
       'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no',
     });
     const sse = new SseWriter(res);
-    const ttft = service.ttft.child(m.name);
-    const itl = service.itl.child(m.name);
     let last: Record<string, unknown> | null = null;
     let textChunks = 0;
     let lastText = 0;
@@ -227,8 +231,9 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
         last = chunk;
         if (hasText(chunk)) {
           const now = performance.now();
-          if (textChunks === 0) ttft.observe((now - started) / 1000);
-          else itl.observe((now - lastText) / 1000);
+          if (channels.llmToken.hasSubscribers) {
+            channels.llmToken.publish({ model: m.name, first: textChunks === 0, seconds: (now - (textChunks === 0 ? started : lastText)) / 1000 } satisfies LlmTokenEvent);
+          }
           lastText = now;
           textChunks++;
         }
@@ -277,7 +282,7 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
     if (!m.backend.capabilities.embeddings) throw unsupported(m, 'embeddings');
     const estimated = roughTokens(p.input);
     const reservation = await admit(req, reply, m, estimated).catch((e: unknown) => {
-      service.requests.child(m.name, 'embeddings', 'rate_limited').inc();
+      counted(m.name, 'embeddings', 'rate_limited', null);
       throw e;
     });
     let result;
