@@ -29,6 +29,7 @@ export const ERRORS = {
   SY_ERR_INVALID_JSON: { status: 400, retryable: false, type: 'invalid_request_error', openaiCode: 'invalid_json', summary: 'The request body is not valid JSON.' },
   SY_ERR_INPUT_INVALID: { status: 400, retryable: false, type: 'invalid_request_error', openaiCode: 'input_invalid', summary: 'An input tensor is wrong: missing, unknown, bad dtype, shape or data.' },
   SY_ERR_OUTPUT_UNKNOWN: { status: 400, retryable: false, type: 'invalid_request_error', openaiCode: 'output_unknown', summary: 'A requested output does not exist on the model.' },
+  SY_ERR_NOT_REPRESENTABLE: { status: 400, retryable: false, type: 'invalid_request_error', openaiCode: 'not_representable', summary: "A tensor's value cannot be carried faithfully this way (BYTES that are not UTF-8 in JSON, a NUL or non-UTF-8 element the ONNX runtime cannot take); refused, never altered." },
   SY_ERR_MODEL_NOT_SUPPORTED: { status: 400, retryable: false, type: 'invalid_request_error', openaiCode: 'model_not_supported', summary: 'The LLM model does not serve this endpoint (a generation model asked for embeddings, or the reverse).' },
   SY_ERR_CONTEXT_LENGTH_EXCEEDED: { status: 400, retryable: false, type: 'invalid_request_error', openaiCode: 'context_length_exceeded', summary: "The prompt (or an embedding input) plus max_tokens does not fit the model's context length." },
   SY_ERR_BODY_TOO_LARGE: { status: 413, retryable: false, type: 'invalid_request_error', openaiCode: 'request_too_large', summary: 'The request body exceeds the configured limit.' },

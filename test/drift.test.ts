@@ -251,7 +251,7 @@ function batch(u: () => number, n: number, o: Gen = {}): { inputs: { name: strin
   }
   return {
     inputs: [
-      { name: 'c', tensor: { dtype: DTYPES.BYTES, shape: [n, 1], data: c } },
+      { name: 'c', tensor: { dtype: DTYPES.BYTES, shape: [n, 1], data: c.map((x) => new Uint8Array(Buffer.from(x))) } },
       { name: 'x', tensor: { dtype: DTYPES.FP32, shape: [n, 2], data: x } },
     ],
     outputs: [{ name: 'y', tensor: { dtype: DTYPES.FP32, shape: [n], data: y } }],
@@ -421,14 +421,14 @@ test('quality: NaN, missing and out-of-range rates; shape and type violations', 
   m.observe(
     [
       { name: 'x', tensor: { dtype: DTYPES.FP32, shape: [10, 2], data: x } },
-      { name: 'c', tensor: { dtype: DTYPES.BYTES, shape: [10, 1], data: c } },
+      { name: 'c', tensor: { dtype: DTYPES.BYTES, shape: [10, 1], data: c.map((x) => new Uint8Array(Buffer.from(x))) } },
     ],
     [{ name: 'y', tensor: { dtype: DTYPES.FP32, shape: [10], data: y } }],
   );
   // a request without input "c": its 5 rows count as missing for c
   m.observe([{ name: 'x', tensor: { dtype: DTYPES.FP32, shape: [5, 2], data: new Float32Array(10).fill(0.5) } }], []);
   // type violation: BYTES for the numeric tensor x; shape violation: too few columns; and two reported by the server
-  m.observe([{ name: 'x', tensor: { dtype: DTYPES.BYTES, shape: [1, 2], data: ['1', '2'] } }], []);
+  m.observe([{ name: 'x', tensor: { dtype: DTYPES.BYTES, shape: [1, 2], data: [new Uint8Array([49]), new Uint8Array([50])] } }], []);
   m.observe([{ name: 'x', tensor: { dtype: DTYPES.FP32, shape: [2, 1], data: new Float32Array(2) } }], []);
   m.observe([{ name: 'x', tensor: { dtype: DTYPES.FP32, shape: [2, 2], data: new Float32Array(3) } }], []);
   m.violation('shape');
@@ -613,14 +613,14 @@ test('buildProfile + rowsFromRecords round trip; profile JSON round trip; identi
       latencyMs: g(5, 1),
       inputs: [
         { name: 'x', datatype: 'FP32', shape: [10, 2], data: Array.from(x.data as Float32Array) },
-        { name: 'c', datatype: 'BYTES', shape: [10, 1], data: c.data as string[] },
+        { name: 'c', datatype: 'BYTES', shape: [10, 1], data: (c.data as Uint8Array[]).map((b) => Buffer.from(b).toString()) },
       ],
       outputs: k === 39 ? [] : [{ name: 'y', datatype: 'FP32', shape: [10], data: Array.from(y.data as Float32Array) }],
     });
   }
   const rows = [...rowsFromRecords(FEATURES, records)];
   assert.equal(rows.length, 400);
-  assert.deepEqual(rows[0], { 'x[0]': (tensors[0]!.inputs[1]!.tensor.data as Float32Array)[0], 'x[1]': (tensors[0]!.inputs[1]!.tensor.data as Float32Array)[1], c: (tensors[0]!.inputs[0]!.tensor.data as string[])[0], y: (tensors[0]!.outputs[0]!.tensor.data as Float32Array)[0] });
+  assert.deepEqual(rows[0], { 'x[0]': (tensors[0]!.inputs[1]!.tensor.data as Float32Array)[0], 'x[1]': (tensors[0]!.inputs[1]!.tensor.data as Float32Array)[1], c: Buffer.from((tensors[0]!.inputs[0]!.tensor.data as Uint8Array[])[0]!).toString(), y: (tensors[0]!.outputs[0]!.tensor.data as Float32Array)[0] });
   assert.equal(Object.hasOwn(rows[399]!, 'y'), false); // the last record has no outputs: not observed
   // rows read from the tensors directly are the same
   assert.deepEqual(rowsFromTensors(FEATURES, tensors[0]!.inputs, tensors[0]!.outputs), rows.slice(0, 10));

@@ -32,7 +32,7 @@ const T0 = Date.UTC(2025, 2, 4, 12);
 const MANUAL = 3_600_000;
 
 const f32 = (shape: number[], values: number[]): Tensor => ({ dtype: DTYPES.FP32, shape, data: Float32Array.from(values) });
-const bytes = (shape: number[], values: string[]): Tensor => ({ dtype: DTYPES.BYTES, shape, data: values });
+const bytes = (shape: number[], values: string[]): Tensor => ({ dtype: DTYPES.BYTES, shape, data: values.map((x) => new Uint8Array(Buffer.from(x))) });
 
 function input(i: number, over: Partial<PredictionInput> = {}): PredictionInput {
   return {
@@ -102,7 +102,7 @@ describe('packed tensors (the log\'s storage form)', () => {
       assert.deepEqual(packed.data, []);
       assert.deepEqual(unpackTensor(packed), tensorJson('t', t), dt);
     }
-    for (const [dt, data] of [['BOOL', Uint8Array.of(1, 0)], ['INT64', BigInt64Array.of(1n)], ['BYTES', ['a']]] as [V2Datatype, unknown][]) {
+    for (const [dt, data] of [['BOOL', Uint8Array.of(1, 0)], ['INT64', BigInt64Array.of(1n)], ['BYTES', [new Uint8Array([97])]]] as [V2Datatype, unknown][]) {
       const t: Tensor = { dtype: DTYPES[dt], shape: [1], data: data as never };
       assert.deepEqual(packTensor('t', t), tensorJson('t', t), `${dt} stays JSON`);
     }
@@ -409,7 +409,7 @@ function databaseSuite(name: string, url: () => Promise<{ url: string; drop(): P
         t('UINT8', Uint8Array.of(0, 255), [2]),
         t('INT64', BigInt64Array.of(5n, 9007199254740993n), [2]),   // beyond 2^53: a string, kept as JSON
         t('BOOL', Uint8Array.of(1, 0), [2]),
-        t('BYTES', ['a', 'b,"c'], [2]),
+        t('BYTES', ['a', 'b,"c'].map((x) => new Uint8Array(Buffer.from(x))), [2]),
       ];
       const rec = { at: new Date(1_700_000_000_000).toISOString(), model: 'm', version: 1, tenant: '', arm: null, requestId: 'p', latencyMs: 1, inputs, outputs: [inputs[0]!] };
       await sink.write([rec]);
@@ -489,7 +489,7 @@ describe('DatabasePredictionSink: the SQLite writer thread', () => {
       t('f16', 'FP16', [2], Uint16Array.of(0x3c00, 0x7e00)),
       t('i64', 'INT64', [2], BigInt64Array.of(-5n, 9007199254740993n)),
       t('b', 'BOOL', [2], Uint8Array.of(1, 0)),
-      t('s', 'BYTES', [2], ['a', 'b,"c\n']),
+      t('s', 'BYTES', [2], ['a', 'b,"c\n'].map((x) => new Uint8Array(Buffer.from(x)))),
       t('big', 'FP32', [1, 9], new Float32Array(9)), // beyond maxElements: shape only
     ];
     const scores = Float32Array.of(9, 8, 7); // a batch's output: each request's is a view into it

@@ -19,7 +19,7 @@ import { REDIS_URL, redisReachable } from './registry-helpers.js';
 
 const t = (dtype: V2Datatype, shape: number[], data: TensorData): Tensor => ({ dtype: DTYPES[dtype], shape, data });
 const f32 = (values: number[], shape = [values.length]): Tensor => t('FP32', shape, Float32Array.from(values));
-const bytes = (values: string[], shape = [values.length]): Tensor => t('BYTES', shape, values);
+const bytes = (values: string[], shape = [values.length]): Tensor => t('BYTES', shape, values.map((x) => new Uint8Array(Buffer.from(x))));
 
 const BASE: CacheKeyParts = { tenant: 'acme', model: 'iris', version: 3, artifactSha256: 'a'.repeat(64), inputs: [f32([1, 2, 3, 4])] };
 const key = (p: Partial<CacheKeyParts>): string => cacheKey({ ...BASE, ...p });
@@ -150,7 +150,7 @@ describe('MemoryResultCache', () => {
     const view = backing.subarray(1, 4);
     const strs = ['a', 'b'];
     const shape = [3];
-    c.set('k', [t('FP32', shape, view), t('BYTES', [2], strs)], 60_000);
+    c.set('k', [t('FP32', shape, view), bytes(strs, [2])], 60_000);
     view[0] = 99;
     backing.fill(0);
     strs[0] = 'z';

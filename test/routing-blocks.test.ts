@@ -164,7 +164,7 @@ describe('CircuitBreaker', () => {
 
 function t(dtype: V2Datatype, shape: number[], values: ArrayLike<number | bigint> | string[]): Tensor {
   const info = DTYPES[dtype];
-  if (info.array === null) return { dtype: info, shape, data: [...(values as string[])] };
+  if (info.array === null) return { dtype: info, shape, data: (values as string[]).map((x) => new Uint8Array(Buffer.from(x))) };
   const data = new info.array(values.length);
   for (let i = 0; i < values.length; i++) (data as unknown as Array<number | bigint>)[i] = (values as ArrayLike<number | bigint>)[i]!;
   return { dtype: info, shape, data };

@@ -177,7 +177,7 @@ describe('V2 binary tensor data extension', () => {
   for (const [v2] of ALL_TYPES) {
     typed[v2] = () => {
       const d = DTYPES[v2 as keyof typeof DTYPES];
-      return encodeBinaryData(d, d.array === null ? (sample[v2] as string[]) : new (d.array as unknown as new (a: unknown[]) => Uint8Array)(sample[v2]!));
+      return encodeBinaryData(d, d.array === null ? (sample[v2] as string[]).map((x) => new Uint8Array(Buffer.from(x))) : new (d.array as unknown as new (a: unknown[]) => Uint8Array)(sample[v2]!));
     };
   }
 

@@ -153,6 +153,8 @@ class CallState {
       }
       prepared = { mv, inputs, rows, maxRows: Infinity, selected };
     }
+    // What the runtime cannot carry unaltered is refused here, per request, never in a shared batch.
+    mv.loaded?.check?.(prepared.inputs);
     this.#prepared.push(prepared);
     return prepared;
   }

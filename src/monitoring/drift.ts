@@ -12,7 +12,7 @@
  * those with metrics) is >= `datasetShare` (default 0.5).
  */
 import { err } from '../errors.js';
-import { fromHalfBits } from '../tensor/index.js';
+import { bytesText, fromHalfBits } from '../tensor/index.js';
 import type { Tensor } from '../tensor/index.js';
 import { DEFAULT_THRESHOLDS } from './types.js';
 import type { DriftThresholds, FeatureSpec, PredictionRecord, TensorJson } from './types.js';
@@ -303,7 +303,7 @@ function numberAt(t: Tensor, i: number): number {
 /** Element i of a tensor as a category (BOOL → "true"/"false", numbers → String). */
 function categoryAt(t: Tensor, i: number): string {
   const d = t.dtype;
-  if (d.array === null) return (t.data as string[])[i]!;
+  if (d.array === null) return bytesText((t.data as Uint8Array[])[i]!);
   if (d.v2 === 'BOOL') return (t.data as Uint8Array)[i]! ? 'true' : 'false';
   return String(numberAt(t, i));
 }

@@ -10,6 +10,7 @@ import { Worker } from 'node:worker_threads';
 import { sql, type Insertable, type Kysely, type Selectable } from 'kysely';
 import { err } from '../errors.js';
 import type { Database, DB, Dialect, PredictionLogTable } from '../storage/index.js';
+import { bytesText } from '../tensor/index.js';
 import {
   normalizeQuery, packTensorJson, recordLine, toRecord, unpackTensor,
   type BufferedPrediction, type BufferedTensor, type PredictionQuery, type PredictionSink,
@@ -103,7 +104,7 @@ function encodeBuffered(batch: readonly BufferedPrediction[]): BufferedBatch {
       const { dtype, shape, data } = t.tensor;
       meta.push(t.name, dtype.v2, shape.length, ...shape);
       if (Array.isArray(data)) {
-        meta.push(data);
+        meta.push(data.map(bytesText)); // text crosses to the writer thread (a view would copy its whole buffer)
       } else {
         bytes.set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), offset);
         meta.push(offset, data.length);

@@ -13,7 +13,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import BetterSqlite3 from 'better-sqlite3';
 import { isSwitchyardError } from '../errors.js';
-import { DTYPES, type V2Datatype } from '../tensor/index.js';
+import { DTYPES, utf8, type V2Datatype } from '../tensor/index.js';
 import { flatRows, PREDICTION_COLUMNS } from './log-sinks.js';
 import { toRecord, type BufferedPrediction, type BufferedTensor } from './prediction-log.js';
 import type { TensorJson } from './types.js';
@@ -59,7 +59,7 @@ function decodeBuffered({ meta, bytes }: BufferedBatch): BufferedPrediction[] {
       const rank = next<number>();
       const shape = meta.slice(i, i + rank) as number[];
       i += rank;
-      const data = dtype.array === null ? next<readonly string[]>() as string[] : new dtype.array(bytes, next<number>(), next<number>());
+      const data = dtype.array === null ? next<readonly string[]>().map(utf8) : new dtype.array(bytes, next<number>(), next<number>());
       out[k] = { name: head, tensor: { dtype, shape, data } };
     }
     return out;

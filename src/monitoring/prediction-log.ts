@@ -26,7 +26,7 @@
  */
 import type { Logger } from 'pino';
 import { err } from '../errors.js';
-import { fromHalfBits, toHalfBits, type NumericArray } from '../tensor/index.js';
+import { bytesText, fromHalfBits, toHalfBits, type NumericArray } from '../tensor/index.js';
 import type { Tensor } from '../tensor/index.js';
 import type { PredictionRecord, TensorJson } from './types.js';
 
@@ -65,8 +65,8 @@ export function tensorJson(name: string, t: Tensor, maxElements: number = DEFAUL
   if (n > maxElements) return { name, datatype, shape, data: [], truncated: true };
   const out = new Array<number | string | boolean>(n);
   if (t.dtype.array === null) {
-    const s = d as string[];
-    for (let i = 0; i < n; i++) out[i] = String(s[i]);
+    const s = d as Uint8Array[];
+    for (let i = 0; i < n; i++) out[i] = bytesText(s[i]!);
   } else if (datatype === 'BOOL') {
     const a = d as Uint8Array;
     for (let i = 0; i < n; i++) out[i] = a[i] !== 0;

@@ -60,9 +60,17 @@ class HashWriter {
     this.room(len);
     this.pos += this.buf.write(s, this.pos, 'utf8');
   }
+  /** 4-byte length, then the bytes: a BYTES element (the same key as `str` of the text it encodes). */
+  element(b: Uint8Array): void {
+    this.u32(b.byteLength);
+    this.#raw(b);
+  }
   /** 8-byte length, then the bytes (large ones bypass the chunk). */
   bytes(b: Uint8Array): void {
     this.f64(b.byteLength);
+    this.#raw(b);
+  }
+  #raw(b: Uint8Array): void {
     if (b.byteLength > CHUNK / 4) {
       this.flush();
       this.hash.update(b);
@@ -99,9 +107,9 @@ export function cacheKey(parts: CacheKeyParts): string {
     w.u32(t.shape.length);
     for (const d of t.shape) w.f64(d);
     if (t.dtype.array === null) {
-      const data = t.data as string[];
+      const data = t.data as Uint8Array[];
       w.f64(data.length);
-      for (const s of data) w.str(s);
+      for (const b of data) w.element(b);
     } else {
       w.bytes(byteView(t.data as NumericArray));
     }
@@ -129,22 +137,22 @@ export interface ResultCache {
 
 const ENTRY_OVERHEAD = 64;
 const TENSOR_OVERHEAD = 48;
-const STRING_OVERHEAD = 16;
+const ELEMENT_OVERHEAD = 96;
 
-/** Approximate heap bytes of an entry: tensor data (UTF-16 for BYTES elements) + key + fixed overheads. */
+/** Approximate heap bytes of an entry: tensor data (each BYTES element's bytes and object) + key + fixed overheads. */
 function entrySize(key: string, outputs: readonly Tensor[]): number {
   let n = ENTRY_OVERHEAD + key.length * 2;
   for (const t of outputs) {
     n += TENSOR_OVERHEAD + t.shape.length * 8;
-    if (t.dtype.array === null) for (const s of t.data as string[]) n += STRING_OVERHEAD + s.length * 2;
+    if (t.dtype.array === null) for (const b of t.data as Uint8Array[]) n += ELEMENT_OVERHEAD + b.byteLength;
     else n += (t.data as NumericArray).byteLength;
   }
   return n;
 }
 
-/** A private, frozen copy (typed arrays copied to exactly their own view; strings are immutable). */
+/** A private, frozen copy (typed arrays and BYTES elements copied to exactly their own storage). */
 function copyTensor(t: Tensor): Tensor {
-  const data = t.dtype.array === null ? Object.freeze((t.data as string[]).slice()) as string[] : (t.data as NumericArray).slice();
+  const data = t.dtype.array === null ? Object.freeze((t.data as Uint8Array[]).map((b) => b.slice())) as Uint8Array[] : (t.data as NumericArray).slice();
   return Object.freeze({ dtype: t.dtype, shape: Object.freeze([...t.shape]), data });
 }
 
@@ -231,7 +239,7 @@ export class MemoryResultCache implements ResultCache {
 //
 // "SYC1" | u32 LE header length | JSON header [{d: dtype, s: shape, n: payload bytes}] | pad to 8 |
 // per tensor: payload, padded to 8. Numeric payloads are the raw little-endian elements; BYTES payloads are
-// per element a u32 LE UTF-8 length and the bytes.
+// per element a u32 LE length and the bytes.
 
 const MAGIC = Buffer.from('SYC1', 'latin1');
 const ALIGN = 8;
@@ -242,12 +250,12 @@ interface HeaderEntry { d: string; s: number[]; n: number }
 /** Binary serialization used by the Redis cache (one allocation). */
 export function encodeOutputs(outputs: readonly Tensor[]): Buffer {
   const header: HeaderEntry[] = [];
-  const encoded: (Uint8Array | string[])[] = [];
+  const encoded: (Uint8Array | Uint8Array[])[] = [];
   for (const t of outputs) {
     if (t.dtype.array === null) {
-      const data = t.data as string[];
+      const data = t.data as Uint8Array[];
       let n = 0;
-      for (const s of data) n += 4 + Buffer.byteLength(s, 'utf8');
+      for (const b of data) n += 4 + b.byteLength;
       header.push({ d: t.dtype.v2, s: [...t.shape], n });
       encoded.push(data);
     } else {
@@ -270,10 +278,10 @@ export function encodeOutputs(outputs: readonly Tensor[]): Buffer {
       out.set(e, o);
     } else {
       let p = o;
-      for (const s of e) {
-        const len = out.write(s, p + 4, 'utf8');
-        out.writeUInt32LE(len, p);
-        p += 4 + len;
+      for (const b of e) {
+        out.writeUInt32LE(b.byteLength, p);
+        out.set(b, p + 4);
+        p += 4 + b.byteLength;
       }
     }
     o += pad(header[i]!.n);
@@ -287,7 +295,7 @@ function malformed(why: string): Error {
 
 /**
  * Inverse of {@link encodeOutputs}; throws on malformed input. Numeric data are views into `buf` when aligned
- * for the element size, else copies; BYTES decode to string[].
+ * for the element size, else copies; BYTES elements are views into `buf`.
  */
 export function decodeOutputs(buf: Buffer): Tensor[] {
   if (buf.length < 8 || !buf.subarray(0, 4).equals(MAGIC)) throw malformed('bad magic');
@@ -314,7 +322,7 @@ export function decodeOutputs(buf: Buffer): Tensor[] {
     if (o + len > buf.length) throw malformed('truncated payload');
     const count = elementCount(shape);
     if (dtype.array === null) {
-      const data: string[] = [];
+      const data: Uint8Array[] = [];
       let p = o;
       const end = o + len;
       while (p < end) {
@@ -322,7 +330,7 @@ export function decodeOutputs(buf: Buffer): Tensor[] {
         const sl = buf.readUInt32LE(p);
         p += 4;
         if (p + sl > end) throw malformed('truncated BYTES element');
-        data.push(buf.toString('utf8', p, p + sl));
+        data.push(buf.subarray(p, p + sl));
         p += sl;
       }
       if (data.length !== count) throw malformed(`shape implies ${count} elements, payload holds ${data.length}`);

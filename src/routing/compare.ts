@@ -84,11 +84,11 @@ export function compareOutputs(primary: readonly NamedTensor[], shadow: readonly
     rowsTotal += rows;
 
     if (pBytes) {
-      const a = p.data as string[];
-      const b = s.data as string[];
+      const a = p.data as Uint8Array[];
+      const b = s.data as Uint8Array[];
       for (let r = 0, i = 0; r < rows; r++) {
         let same = true;
-        for (const end = i + per; i < end; i++) if (a[i] !== b[i]) same = false;
+        for (const end = i + per; i < end; i++) if (Buffer.compare(a[i]!, b[i]!) !== 0) same = false;
         if (same) rowsAgree++;
       }
       continue;

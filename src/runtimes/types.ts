@@ -66,6 +66,12 @@ export interface LoadedModel {
   readonly executionProvider: string;
   /** Whether the (single) instance runs on the calling thread. */
   readonly inline: boolean;
+  /**
+   * Throws a 400 (SY_ERR_NOT_REPRESENTABLE) for inputs (signature order) this runtime cannot carry unaltered,
+   * e.g. BYTES with a NUL for onnxruntime's string tensors. The core calls it per request, before batching, so
+   * one caller's unfit input never fails a batch it shares with others. Absent = any valid input is taken.
+   */
+  check?(inputs: readonly Tensor[]): void;
   /** A load-time warning to log (e.g. CUDA requested but unavailable), or absent. */
   readonly warning?: string;
   dispose(): Promise<void>;

@@ -10,10 +10,10 @@ import { newArray } from './tensor.js';
 const IS_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 if (!IS_LE) throw new Error('Switchyard requires a little-endian host');
 
-/** Decode `bytes` holding `count` elements of `dtype`. Copies into aligned storage. */
+/** Decode `bytes` holding `count` elements of `dtype`: numbers copied into aligned storage, BYTES elements as views. */
 export function decodeBinaryData(input: string, dtype: DtypeInfo, count: number, bytes: Uint8Array): TensorData {
   if (dtype.array === null) {
-    const out: string[] = [];
+    const out: Uint8Array[] = [];
     const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     let o = 0;
     while (o < bytes.length) {
@@ -21,7 +21,7 @@ export function decodeBinaryData(input: string, dtype: DtypeInfo, count: number,
       const len = view.getUint32(o, true);
       o += 4;
       if (o + len > bytes.length) throw err('SY_ERR_INPUT_INVALID', `input "${input}": BYTES element ${out.length} claims ${len} bytes, only ${bytes.length - o} left`);
-      out.push(Buffer.from(bytes.buffer, bytes.byteOffset + o, len).toString('utf8'));
+      out.push(bytes.subarray(o, o + len)); // a view: the bytes as sent, no decoding
       o += len;
     }
     if (out.length !== count) {
@@ -44,13 +44,14 @@ export function encodeBinaryData(dtype: DtypeInfo, data: TensorData): Uint8Array
     const a = data as NumericArray;
     return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
   }
-  const strings = data as string[];
-  const bufs = strings.map((s) => Buffer.from(s, 'utf8'));
-  const out = Buffer.allocUnsafe(bufs.reduce((n, b) => n + 4 + b.length, 0));
+  const elements = data as Uint8Array[];
+  let size = 0;
+  for (const b of elements) size += 4 + b.length;
+  const out = Buffer.allocUnsafe(size);
   let o = 0;
-  for (const b of bufs) {
+  for (const b of elements) {
     out.writeUInt32LE(b.length, o);
-    b.copy(out, o + 4);
+    out.set(b, o + 4);
     o += 4 + b.length;
   }
   return out;

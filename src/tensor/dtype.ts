@@ -16,8 +16,11 @@ export type NumericArray =
   | Uint8Array | Uint16Array | Uint32Array | BigUint64Array | Int8Array | Int16Array | Int32Array
   | BigInt64Array | Float32Array | Float64Array;
 
-/** Element storage: typed arrays for numbers (FP16 as raw IEEE half bits in Uint16Array), string[] for BYTES. */
-export type TensorData = NumericArray | string[];
+/**
+ * Element storage: typed arrays for numbers (FP16 as raw IEEE half bits in Uint16Array); for BYTES, one
+ * Uint8Array per element: BYTES are bytes, not text (a JSON string is their UTF-8 encoding at the edge).
+ */
+export type TensorData = NumericArray | Uint8Array[];
 
 type TypedArrayCtor = {
   new (length: number): NumericArray;

@@ -5,6 +5,7 @@
  */
 import { err } from '../errors.js';
 import { fromHalfBits, toHalfBits, type DtypeInfo, type NumericArray, type TensorData } from './dtype.js';
+import { isWellFormed, utf8, utf8Text } from './bytes.js';
 import { newArray } from './tensor.js';
 
 const INT_RANGE: Record<string, readonly [number, number]> = {
@@ -40,8 +41,17 @@ export function decodeJsonData(input: string, dtype: DtypeInfo, count: number, d
   }
   const v2 = dtype.v2;
   if (dtype.array === null) {
-    for (let i = 0; i < flat.length; i++) if (typeof flat[i] !== 'string') bad(input, i, v2, flat[i], 'a string');
-    return flat as string[];
+    const out: Uint8Array[] = new Array<Uint8Array>(count);
+    for (let i = 0; i < count; i++) {
+      const v = flat[i];
+      if (typeof v !== 'string') bad(input, i, v2, v, 'a string');
+      // A lone surrogate (JSON's "\ud800") has no UTF-8 encoding: refused rather than replaced by U+FFFD.
+      if (!isWellFormed(v)) {
+        throw err('SY_ERR_NOT_REPRESENTABLE', `input "${input}": element ${i} holds an unpaired UTF-16 surrogate, which has no UTF-8 bytes; send arbitrary bytes with the binary tensor data extension`);
+      }
+      out[i] = utf8(v);
+    }
+    return out;
   }
   const out = newArray(dtype, count);
   if (v2 === 'FP32' || v2 === 'FP64') {
@@ -87,11 +97,26 @@ export function decodeJsonData(input: string, dtype: DtypeInfo, count: number, d
   return out;
 }
 
-/** The JSON text of a flat `data` array for a tensor's elements. Non-finite floats are written as null. */
-export function encodeJsonData(dtype: DtypeInfo, data: TensorData): string {
+/**
+ * The JSON text of a flat `data` array for a tensor's elements. Non-finite floats are written as null. BYTES
+ * elements are written as the strings their bytes encode in UTF-8; an element that is not valid UTF-8 cannot
+ * be a JSON string and is refused (400 naming `name` and the element: ask for the output as binary data).
+ */
+export function encodeJsonData(dtype: DtypeInfo, data: TensorData, name = 'a tensor'): string {
   const n = data.length;
   if (n === 0) return '[]';
-  if (dtype.array === null) return JSON.stringify(data);
+  if (dtype.array === null) {
+    const elements = data as Uint8Array[];
+    const texts = new Array<string>(n);
+    for (let i = 0; i < n; i++) {
+      const t = utf8Text(elements[i]!);
+      if (t === null) {
+        throw err('SY_ERR_NOT_REPRESENTABLE', `${name}: BYTES element ${i} is not valid UTF-8 and cannot be carried in JSON; request it as binary data (parameters.binary_data: true)`);
+      }
+      texts[i] = t;
+    }
+    return JSON.stringify(texts);
+  }
   const a = data as NumericArray;
   let s = '[';
   switch (dtype.v2) {

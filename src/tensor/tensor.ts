@@ -29,9 +29,9 @@ export function concatRows(parts: readonly Tensor[]): Tensor {
   }
   const shape = [rows, ...first.shape.slice(1)];
   if (first.dtype.array === null) {
-    const out: string[] = new Array<string>(total);
+    const out: Uint8Array[] = new Array<Uint8Array>(total);
     let o = 0;
-    for (const p of parts) for (const s of p.data as string[]) out[o++] = s;
+    for (const p of parts) for (const s of p.data as Uint8Array[]) out[o++] = s;
     return { dtype: first.dtype, shape, data: out };
   }
   const out = new first.dtype.array(total);
@@ -43,7 +43,7 @@ export function concatRows(parts: readonly Tensor[]): Tensor {
   return { dtype: first.dtype, shape, data: out };
 }
 
-/** Rows [start, start+rows) of a tensor: a view for typed arrays, a slice for strings. */
+/** Rows [start, start+rows) of a tensor: a view for typed arrays, a slice of the element list for BYTES. */
 export function sliceRows(t: Tensor, start: number, rows: number): Tensor {
   const total = t.shape[0]!;
   if (start === 0 && rows === total) return t;
@@ -51,15 +51,15 @@ export function sliceRows(t: Tensor, start: number, rows: number): Tensor {
   const shape = [rows, ...t.shape.slice(1)];
   const data =
     t.dtype.array === null
-      ? (t.data as string[]).slice(start * per, (start + rows) * per)
+      ? (t.data as Uint8Array[]).slice(start * per, (start + rows) * per)
       : (t.data as NumericArray).subarray(start * per, (start + rows) * per);
   return { dtype: t.dtype, shape, data };
 }
 
-/** A tensor of zeros (empty strings for BYTES): used for warmup. */
+/** A tensor of zeros (empty elements for BYTES): used for warmup. */
 export function zeros(dtype: DtypeInfo, shape: readonly number[]): Tensor {
   const n = elementCount(shape);
-  const data = dtype.array === null ? new Array<string>(n).fill('') : new dtype.array(n);
+  const data = dtype.array === null ? Array.from({ length: n }, () => new Uint8Array(0)) : new dtype.array(n);
   return { dtype, shape: [...shape], data };
 }
 
@@ -91,7 +91,7 @@ export function newArray(dtype: DtypeInfo, count: number): NumericArray {
 
 /** A copy of a tensor whose data the caller may hand to the runtime (which can take ownership of buffers). */
 export function cloneTensor(t: Tensor): Tensor {
-  return { dtype: t.dtype, shape: [...t.shape], data: Array.isArray(t.data) ? [...t.data] : t.data.slice() };
+  return { dtype: t.dtype, shape: [...t.shape], data: Array.isArray(t.data) ? t.data.map((b) => b.slice()) : t.data.slice() };
 }
 
 /** Tensors in signature order, paired with their names. */

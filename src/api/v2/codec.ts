@@ -180,7 +180,7 @@ export function encodeInferResponse(out: InferOutcome, req: V2Request, parameter
       binaries.push(bytes);
       json += `,"parameters":{"binary_data_size":${bytes.length}}}`;
     } else {
-      json += `,"data":${encodeJsonData(t.dtype, t.data)}}`;
+      json += `,"data":${encodeJsonData(t.dtype, t.data, `output "${name}"`)}}`;
     }
   }
   json += ']}';

@@ -6,7 +6,7 @@
 import { stat } from 'node:fs/promises';
 import ort from 'onnxruntime-node';
 import { err } from '../../errors.js';
-import { dtypeFromOrt } from '../../tensor/index.js';
+import { dtypeFromOrt, toRuntimeStrings } from '../../tensor/index.js';
 import type { LoadedModel, LoadOptions, Runtime, Signature, TensorSpec } from '../types.js';
 import { InlineInstance } from './inline.js';
 import { OnnxInstance, type InstanceInfo } from './instance.js';
@@ -64,6 +64,13 @@ export const onnxRuntime: Runtime = {
       executionProvider: first.provider,
       inline: options.inline === true,
       ...(first.warning ? { warning: first.warning } : {}),
+      check(inputs) {
+        // The binding takes BYTES as C strings of UTF-8: refuse (per request, before batching) what it would alter.
+        for (let i = 0; i < inputs.length; i++) {
+          const t = inputs[i]!;
+          if (Array.isArray(t.data)) toRuntimeStrings(first.inputs[i]?.name ?? `#${i}`, t.data);
+        }
+      },
       async dispose() {
         await Promise.all(instances.map((i) => i.dispose()));
       },

@@ -9,8 +9,8 @@ import { err } from '../../errors.js';
 import type { OrtType, Tensor } from '../../tensor/index.js';
 import type { ModelInstance } from '../types.js';
 import type { InstanceInfo } from './instance.js';
-import type { WorkerInit } from './protocol.js';
-import { feedsFor, openSession, toTensor, wireMeta } from './session.js';
+import type { WireTensor, WorkerInit } from './protocol.js';
+import { feedsFor, openSession, toTensor, toWire, wireMeta } from './session.js';
 
 export class InlineInstance implements ModelInstance {
   readonly #session: ort.InferenceSession;
@@ -37,7 +37,7 @@ export class InlineInstance implements ModelInstance {
   async run(inputs: readonly Tensor[]): Promise<Tensor[]> {
     if (this.#disposed) throw err('SY_ERR_SHUTTING_DOWN', 'instance disposed');
     const s = this.#session;
-    const feeds = feedsFor(s, inputs.map((t) => ({ type: t.dtype.ort, dims: t.shape as number[], data: t.data })));
+    const feeds = feedsFor(s, inputs.map((t, i) => toWire(t, s.inputNames[i] ?? `#${i}`)));
     this.#inflight++;
     let out: ort.InferenceSession.ReturnType;
     try {
@@ -49,7 +49,7 @@ export class InlineInstance implements ModelInstance {
     }
     return s.outputNames.map((name) => {
       const t = out[name] as ort.Tensor;
-      return toTensor({ type: t.type as OrtType, dims: [...t.dims], data: t.data as Tensor['data'] });
+      return toTensor({ type: t.type as OrtType, dims: [...t.dims], data: t.data as WireTensor['data'] });
     });
   }
 

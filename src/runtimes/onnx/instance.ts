@@ -5,10 +5,10 @@
  */
 import { Worker } from 'node:worker_threads';
 import { err } from '../../errors.js';
-import type { NumericArray, Tensor } from '../../tensor/index.js';
+import type { Tensor } from '../../tensor/index.js';
 import type { ModelInstance } from '../types.js';
 import type { FromWorker, WireTensor, WireValueMeta, WorkerInit } from './protocol.js';
-import { toTensor } from './session.js';
+import { toTensor, toWire } from './session.js';
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
 
@@ -56,16 +56,22 @@ export class OnnxInstance implements ModelInstance {
     const id = this.#nextId++;
     const wire: WireTensor[] = [];
     const transfer: ArrayBuffer[] = [];
-    for (const t of inputs) {
-      let data = t.data;
-      if (!Array.isArray(data)) {
+    try {
+      for (let i = 0; i < inputs.length; i++) {
+        const t = inputs[i]!;
+        if (Array.isArray(t.data)) {
+          wire.push(toWire(t, `#${i}`)); // strings are cloned to the thread
+          continue;
+        }
         // Transfer the buffer; a view on a larger one (a slab, a batch) is copied first: posting it would clone
         // the whole buffer, and transferring it would take the other views' memory away.
-        let a = data as NumericArray;
-        if (a.byteOffset !== 0 || a.byteLength !== a.buffer.byteLength) data = a = a.slice();
+        let a = t.data;
+        if (a.byteOffset !== 0 || a.byteLength !== a.buffer.byteLength) a = a.slice();
         transfer.push(a.buffer as ArrayBuffer);
+        wire.push({ type: t.dtype.ort, dims: t.shape as number[], data: a });
       }
-      wire.push({ type: t.dtype.ort, dims: t.shape as number[], data });
+    } catch (e) {
+      return Promise.reject(e);
     }
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });

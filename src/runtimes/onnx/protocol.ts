@@ -3,9 +3,10 @@
  * Messages between the serving thread and an ONNX instance's worker thread. Tensor buffers are transferred,
  * not copied, in both directions.
  */
-import type { OrtType, TensorData } from '../../tensor/index.js';
+import type { NumericArray, OrtType } from '../../tensor/index.js';
 
-export interface WireTensor { type: OrtType; dims: number[]; data: TensorData }
+/** A tensor as onnxruntime's Node binding takes and gives it: typed arrays, or strings for string tensors. */
+export interface WireTensor { type: OrtType; dims: number[]; data: NumericArray | string[] }
 
 export interface WireValueMeta { name: string; type: string | null; shape: Array<number | string> }
 

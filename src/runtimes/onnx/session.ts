@@ -5,7 +5,7 @@
  */
 import ort from 'onnxruntime-node';
 import { err } from '../../errors.js';
-import { dtypeFromOrt, type Tensor } from '../../tensor/index.js';
+import { dtypeFromOrt, fromRuntimeStrings, toRuntimeStrings, type Tensor } from '../../tensor/index.js';
 import type { WireTensor, WireValueMeta, WorkerInit } from './protocol.js';
 
 export function sessionOptions(init: WorkerInit, provider: 'cpu' | 'cuda'): ort.InferenceSession.SessionOptions {
@@ -39,7 +39,13 @@ export function feedsFor(session: ort.InferenceSession, inputs: readonly WireTen
 export function toTensor(w: WireTensor): Tensor {
   const dtype = dtypeFromOrt(w.type);
   if (!dtype) throw err('SY_ERR_INFERENCE_FAILED', `model produced unsupported tensor type ${w.type}`);
-  return { dtype, shape: w.dims, data: w.data };
+  return { dtype, shape: w.dims, data: Array.isArray(w.data) ? fromRuntimeStrings(w.data) : w.data };
+}
+
+/** A served tensor in the binding's form: BYTES elements become strings (checked: see toRuntimeStrings). */
+export function toWire(t: Tensor, name: string): WireTensor {
+  const data = Array.isArray(t.data) ? toRuntimeStrings(name, t.data) : t.data;
+  return { type: t.dtype.ort, dims: t.shape as number[], data };
 }
 
 export interface OpenedSession { session: ort.InferenceSession; provider: 'cpu' | 'cuda'; warning: string | null }
