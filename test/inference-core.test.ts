@@ -12,9 +12,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseRoutingPolicy } from '../src/registry/routing-policy.js';
 import { CompiledPolicy } from '../src/routing/router.js';
-import { onnxRuntime } from '../src/runtimes/onnx/index.js';
-import type { LoadedModel, Runtime } from '../src/runtimes/types.js';
 import { encoder } from '../tools/onnx/zoo.js';
+import { gatedRuntime, until } from './gated-runtime.js';
 import { startSwitchyard, type TestServer } from './helpers.js';
 
 const ADMIN = 'inference-core-admin-key-0123456789';
@@ -24,51 +23,7 @@ const ENCODER_V2 = encoder({ layers: 1, dModel: 16, heads: 2, seqLen: SEQ, ffn: 
 const GATED = encoder({ layers: 1, dModel: 16, heads: 2, seqLen: SEQ, ffn: 32, vocab: 300, seed: 3 });
 const GATED_SHA = createHash('sha256').update(GATED).digest('hex');
 
-/** The gated model's runs: closed, each run waits for the gate; every run records its rows' first token id. */
-const gate = { open: Promise.resolve(), release: () => undefined as void, ran: [] as bigint[] };
-function closeGate(): void {
-  gate.open = new Promise<void>((resolve) => {
-    gate.release = resolve;
-  });
-}
-
-const gatedRuntime: Runtime = {
-  name: 'onnx-gated',
-  inspect: (p) => onnxRuntime.inspect(p),
-  async load(path, options): Promise<LoadedModel> {
-    const inner = await onnxRuntime.load(path, options);
-    if (!path.includes(GATED_SHA)) return inner;
-    return {
-      ...inner,
-      dispose: () => inner.dispose(),
-      instances: inner.instances.map((inst) => {
-        let waiting = 0;
-        return {
-          get inflight() {
-            return inst.inflight + waiting;
-          },
-          async run(inputs) {
-            const ids = inputs[0]!.data as BigInt64Array;
-            for (let r = 0; r < inputs[0]!.shape[0]!; r++) gate.ran.push(ids[r * SEQ]!);
-            waiting++;
-            try {
-              await gate.open;
-            } finally {
-              waiting--;
-            }
-            return inst.run(inputs);
-          },
-          dispose: () => inst.dispose(),
-        };
-      }),
-    };
-  },
-};
-
-/** Wait (on the event loop, no clock) until `done()` holds. */
-async function until(done: () => boolean): Promise<void> {
-  while (!done()) await new Promise((r) => setImmediate(r));
-}
+const gate = gatedRuntime([GATED_SHA]);
 
 describe('inference core: every entry goes through one data plane', () => {
   let srv: TestServer;
@@ -98,7 +53,7 @@ describe('inference core: every entry goes through one data plane', () => {
       encoder: { versions: { 1: ENCODER_V1, 2: ENCODER_V2 }, config: { version_policy: { all: {} }, instances: 1 } },
       gated: { versions: { 1: GATED }, config: { instances: 1, max_batch_size: 1, max_queue_delay_us: 0, max_queue_size: 64 } },
       private: { versions: { 1: ENCODER_V1 }, config: { instances: 1 } },
-    }, { runtime: gatedRuntime, config: { adminKey: ADMIN, llmConfig, monitorSampleRate: 1, usageFlushMs: 3_600_000 } });
+    }, { runtime: gate.runtime, config: { adminKey: ADMIN, llmConfig, monitorSampleRate: 1, usageFlushMs: 3_600_000 } });
     for (const t of ['acme', 'beta']) {
       await ok(ADMIN, 'POST', '/api/v1/tenants', { name: t, tier: 'unlimited' });
       keys[t] = (await ok(ADMIN, 'POST', `/api/v1/tenants/${t}/keys`, { scopes: ['infer', 'read'] }))['key'] as string;
@@ -107,7 +62,7 @@ describe('inference core: every entry goes through one data plane', () => {
     await ok(ADMIN, 'PUT', '/api/v1/models/gated/shares/*');
   });
   after(async () => {
-    gate.release();
+    gate.open();
     await srv.close();
     await rm(work, { recursive: true, force: true });
   });
@@ -119,16 +74,16 @@ describe('inference core: every entry goes through one data plane', () => {
   async function contend(send: (tenant: string, token: string) => Promise<{ statusCode: number; body: string }>): Promise<string[]> {
     const batcher = srv.sy.manager.resolve('gated').batcher!;
     gate.ran.length = 0;
-    closeGate();
+    gate.close();
     const pending = [send('acme', 'a')];
     await until(() => gate.ran.length === 1);
     for (let i = 0; i < 12; i++) pending.push(send('acme', 'a'));
     await until(() => batcher.queued === 12);
     for (let i = 0; i < 4; i++) pending.push(send('beta', 'b'));
     await until(() => batcher.queued === 16);
-    gate.release();
+    gate.open();
     for (const r of await Promise.all(pending)) assert.equal(r.statusCode, 200, r.body);
-    return gate.ran.slice(1).map((id) => String.fromCharCode(Number(id) - 3));
+    return gate.ran.slice(1).map((id) => String.fromCharCode(id - 3));
   }
 
   it('two tenants driving /v1/embeddings above capacity get fair shares, as on V2', async () => {

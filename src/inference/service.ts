@@ -521,6 +521,8 @@ const REASONS: Partial<Record<SwitchyardError['code'], FailureReason>> = {
   SY_ERR_BAD_REQUEST: 'invalid_input',
   SY_ERR_INPUT_INVALID: 'invalid_input',
   SY_ERR_OUTPUT_UNKNOWN: 'invalid_input',
+  SY_ERR_INPUT_REJECTED: 'invalid_input',
+  SY_ERR_NOT_REPRESENTABLE: 'invalid_input',
   SY_ERR_MODEL_NOT_READY: 'not_ready',
   SY_ERR_LOAD_TIMEOUT: 'not_ready',
   SY_ERR_MEMORY_BUDGET: 'not_ready',

@@ -489,7 +489,7 @@ export class Batcher {
     this.#busySince.set(inst, start);
     inst.run(batched).then(
       (outputs) => this.#complete(jobs, rows, outputs, start),
-      (e: SwitchyardError) => this.#fail(jobs, e),
+      (e: SwitchyardError) => (jobs.length > 1 && e.code === 'SY_ERR_INFERENCE_FAILED' ? this.#isolate(inst, jobs, e) : this.#fail(jobs, e)),
     );
   }
 
@@ -515,6 +515,62 @@ export class Batcher {
         j.resolve(sliced);
       }
       offset += j.rows;
+    }
+    this.#schedule();
+    if (this.#queued === 0 && this.#running === 0) this.#forgive();
+  }
+
+  /**
+   * A batch of several requests failed at run time: run each request alone on the same instance, one after
+   * another (bounded: one run per request), so that only the requests that make the model fail get an error.
+   * When some of them ran, the ones that failed are the caller's fault (their input values: 400
+   * SY_ERR_INPUT_REJECTED, without the runtime's internals); when none ran, the model's (each keeps its error).
+   * The batch's concatenated inputs were copies, so each request's own inputs are intact for its rerun.
+   */
+  #isolate(inst: ModelInstance, jobs: Job[], batchError: SwitchyardError): void {
+    const outcomes: ({ outputs: Tensor[]; ms: number } | SwitchyardError | null)[] = new Array(jobs.length).fill(null);
+    let i = 0;
+    const next = (): void => {
+      while (i < jobs.length && jobs[i]!.state !== RUNNING) i++; // cancelled or timed out meanwhile
+      if (i >= jobs.length) return this.#isolated(jobs, outcomes, batchError);
+      const k = i++;
+      const start = performance.now();
+      inst.run(jobs[k]!.inputs).then(
+        (outputs) => {
+          outcomes[k] = { outputs, ms: performance.now() - start };
+          next();
+        },
+        (e: SwitchyardError) => {
+          outcomes[k] = e;
+          next();
+        },
+      );
+    };
+    next();
+  }
+
+  #isolated(jobs: Job[], outcomes: readonly ({ outputs: Tensor[]; ms: number } | SwitchyardError | null)[], batchError: SwitchyardError): void {
+    const end = performance.now();
+    this.#running -= jobs.length;
+    const someRan = outcomes.some((o) => o !== null && !(o instanceof Error) && 'outputs' in o);
+    for (let k = 0; k < jobs.length; k++) {
+      const j = jobs[k]!;
+      const o = outcomes[k];
+      if (j.state !== RUNNING) continue;
+      this.#settle(j);
+      if (o === null || o === undefined) {
+        j.reject(batchError);
+      } else if ('outputs' in o) {
+        this.onBatch?.(j.rows, 1, o.ms);
+        j.finishedAt = end;
+        j.startedAt = end - o.ms;
+        j.batchRows = j.rows;
+        j.resolve(o.outputs);
+      } else {
+        j.reject(someRan
+          ? err('SY_ERR_INPUT_REJECTED', 'the model failed on this request\'s input values while the requests batched with it ran; check that they are in the range the model accepts (e.g. token ids within its vocabulary)')
+          : o);
+      }
     }
     this.#schedule();
     if (this.#queued === 0 && this.#running === 0) this.#forgive();
