@@ -330,7 +330,7 @@ export function decodeOutputs(buf: Buffer): Tensor[] {
         const sl = buf.readUInt32LE(p);
         p += 4;
         if (p + sl > end) throw malformed('truncated BYTES element');
-        data.push(buf.subarray(p, p + sl));
+        data.push(new Uint8Array(buf.buffer, buf.byteOffset + p, sl)); // a view, as a plain Uint8Array
         p += sl;
       }
       if (data.length !== count) throw malformed(`shape implies ${count} elements, payload holds ${data.length}`);
