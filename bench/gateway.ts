@@ -30,7 +30,7 @@ interface Run { rps: number; p50: number }
 
 async function run(name: string, dir: string, repo: string, mode: 'open' | 'memory' | 'redis'): Promise<Run> {
   const p = port++;
-  const args = [cli, 'serve', '--model-repository', repo, '--data-dir', join(dir, `data-${mode}`), '--port', String(p), '--log-level', 'warn'];
+  const args = [cli, 'serve', '--model-repository', repo, '--data-dir', join(dir, `data-${mode}`), '--port', String(p), '--grpc-port', '0', '--log-level', 'warn'];
   if (mode !== 'open') args.push('--admin-key', ADMIN);
   if (mode === 'redis') args.push('--redis', REDIS, '--rate-limit-fail', 'closed', '--redis-timeout-ms', '1000');
   const t = await startServer(name, args, p);

@@ -54,7 +54,7 @@ async function load(pool: Pool, conns: number, ms: number, path: () => string): 
 
 async function start(name: string, port: number, args: string[]): Promise<{ t: Target; pool: Pool; data: string }> {
   const data = await mkdtemp(join(tmpdir(), `sy-bench-${name}-`));
-  const t = await startServer(name, ['dist/src/cli/main.js', 'serve', '--port', String(port), '--data-dir', data, '--log-level', 'warn', ...args], port);
+  const t = await startServer(name, ['dist/src/cli/main.js', 'serve', '--port', String(port), '--grpc-port', '0', '--data-dir', data, '--log-level', 'warn', ...args], port);
   return { t, pool: new Pool(t.url, { connections: 32 }), data };
 }
 

@@ -82,7 +82,7 @@ const stub = await startStub(base);
 const config = join(dir, 'llm.json');
 await writeFile(config, JSON.stringify({ models: [{ name: 'stub', backend: 'upstream', deployments: [{ url: `${stubUrl}/v1` }] }] }));
 const bare = await startServer('bare proxy', [bareJs, String(base + 2), stubUrl], base + 2);
-const sy = await startServer('switchyard', [cli, 'serve', '--port', String(base + 1), '--log-level', 'warn', '--data-dir', join(dir, 'data'), '--llm-config', config], base + 1);
+const sy = await startServer('switchyard', [cli, 'serve', '--port', String(base + 1), '--grpc-port', '0', '--log-level', 'warn', '--data-dir', join(dir, 'data'), '--llm-config', config], base + 1);
 try {
   say(`Switchyard LLM gateway benchmark — ${new Date().toISOString().slice(0, 10)} — ${machineName()}`);
   say(`NOTE: 2 vCPUs shared by the stub upstream, Switchyard and this client; load average at start: ${loadAverage()}.`);

@@ -114,7 +114,7 @@ async function driftCheck(url: string): Promise<string> {
 
 async function run(sc: Scenario, dir: string, repo: string): Promise<Run> {
   const p = port++;
-  const args = [cli, 'serve', '--model-repository', repo, '--data-dir', join(dir, `data-${p}`), '--port', String(p), '--log-level', 'warn', ...sc.args];
+  const args = [cli, 'serve', '--model-repository', repo, '--data-dir', join(dir, `data-${p}`), '--port', String(p), '--grpc-port', '0', '--log-level', 'warn', ...sc.args];
   const t = await startServer(sc.name, args, p);
   try {
     const notes: string[] = [];

@@ -107,7 +107,7 @@ async function redisReachable(url: string): Promise<boolean> {
 
 async function run(sc: Scenario, dir: string, repo: string): Promise<Run> {
   const p = port++;
-  const args = [cli, 'serve', '--model-repository', repo, '--data-dir', join(dir, `data-${p}`), '--port', String(p), '--log-level', 'warn'];
+  const args = [cli, 'serve', '--model-repository', repo, '--data-dir', join(dir, `data-${p}`), '--port', String(p), '--grpc-port', '0', '--log-level', 'warn'];
   if (sc.redis === true) args.push('--redis', REDIS);
   const t = await startServer(sc.name, args, p);
   try {

@@ -70,7 +70,7 @@ const median = (xs: number[]): number => {
 };
 
 /** A fresh data directory per server: the default (./data) would also load every model earlier runs registered. */
-const switchyardArgs = (repo: string): string[] => [cli, 'serve', '--model-repository', repo, '--data-dir', `${repo}-data`, '--port', '{PORT}', '--log-level', 'warn'];
+const switchyardArgs = (repo: string): string[] => [cli, 'serve', '--model-repository', repo, '--data-dir', `${repo}-data`, '--port', '{PORT}', '--grpc-port', '0', '--log-level', 'warn'];
 
 async function benchMlp(dir: string): Promise<void> {
   const repo = join(dir, 'mlp-repo');

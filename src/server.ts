@@ -8,7 +8,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import { pino, type Logger } from 'pino';
 import { Redis } from 'ioredis';
 import { Counter } from 'prom-client';
-import { adminRoutes, featureDataRoutes, featureDefinitionRoutes, installErrorShape, lazyChildLogger, llmAdminRoutes, llmRoutes, monitoringAdminRoutes, registerOpenApi, requestIdGenerator, routingAdminRoutes, tenancyRoutes, v2Routes } from './api/index.js';
+import { adminRoutes, featureDataRoutes, GrpcTransport, featureDefinitionRoutes, installErrorShape, lazyChildLogger, llmAdminRoutes, llmRoutes, monitoringAdminRoutes, registerOpenApi, requestIdGenerator, routingAdminRoutes, tenancyRoutes, v2Routes } from './api/index.js';
 import { authEnabled, checkExposure, loadLlmConfig, type ServerConfig } from './config/index.js';
 import { ExperimentStore, ExperimentTracker } from './experiments/index.js';
 import { createMetrics, DatabasePredictionSink, filterExposition, JsonlPredictionSink, type Metrics, MonitoringService } from './monitoring/index.js';
@@ -18,7 +18,7 @@ import { Registry } from './registry/index.js';
 import { MemoryResultCache, RedisResultCache, type ResultCache, TrafficRouter } from './routing/index.js';
 import { onnxRuntime, type Runtime, signatureJson } from './runtimes/index.js';
 import { importRepository, LlmService, ModelManager } from './serving/index.js';
-import { AuditLog, checkCreatable, Gateway, installGateway, type Limiter, tenantOf, LlmUsageMeter, MemoryLimiter, MemoryTokenLimiter, meterRequests, RedisLimiter, RedisTokenLimiter, type TenancyChange, TenantStore, type TokenLimiter, UsageMeter } from './gateway/index.js';
+import { AuditLog, Authorizer, checkCreatable, Gateway, installGateway, type Limiter, tenantOf, LlmUsageMeter, MemoryLimiter, MemoryTokenLimiter, meterRequests, RedisLimiter, RedisTokenLimiter, type TenancyChange, TenantStore, type TokenLimiter, UsageMeter } from './gateway/index.js';
 import { PgChannel } from './storage/index.js';
 import type { Principal } from './gateway/index.js';
 import { InferenceService, OnnxEmbeddingBackend } from './inference/index.js';
@@ -41,6 +41,8 @@ export interface Switchyard {
   readonly features: FeatureStore;
   readonly llm: LlmService;
   readonly inference: InferenceService;
+  /** The Open Inference Protocol over gRPC: built here, listening once `grpc.listen(port, host)` is called (the CLI does, on --grpc-port). */
+  readonly grpc: GrpcTransport;
   /** Tokens and spend of the OpenAI-compatible API per tenant and model. */
   readonly llmUsage: LlmUsageMeter;
   /** A platform admin key generated at this start (auth on, none configured, none stored), to print once; else null. */
@@ -163,7 +165,13 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     done();
   });
   installErrorShape(app);
-  installGateway(app, { gateway, audit, logger, modelExists, metrics: metrics.registry });
+  // One Authorizer for every transport: the HTTP hooks and gRPC share its limit counters.
+  const authorizer = new Authorizer({ gateway, modelExists, metrics: metrics.registry });
+  installGateway(app, { gateway, audit, logger, modelExists, authorizer });
+  const grpc = new GrpcTransport({
+    inference, gateway, authorizer, audit, logger, serverName: 'switchyard', serverVersion: VERSION,
+    maxMessageBytes: Math.floor((config.grpcMaxMessageMb || config.maxBodyMb) * 1024 * 1024),
+  });
 
   await registerOpenApi(app);
   await app.register(v2Routes, { inference, serverName: 'switchyard', serverVersion: VERSION, bodyLimit });
@@ -221,7 +229,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   let closing: Promise<void> | null = null;
   const close = (): Promise<void> => {
     closing ??= (async () => {
-      await app.close();
+      await Promise.all([app.close(), grpc.close(config.shutdownGraceMs)]);
       await llm.close();
       await manager.close(config.shutdownGraceMs);
       await llmUsage.close().catch((e: unknown) => logger.error({ err: e }, 'final LLM usage flush failed'));
@@ -242,7 +250,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     })();
     return closing;
   };
-  return { app, manager, registry, metrics, logger, gateway, usage, audit, router, experiments, tracker, cache, monitoring, features, llm, inference, llmUsage, bootstrapKey, close };
+  return { app, manager, registry, metrics, logger, gateway, usage, audit, router, experiments, tracker, cache, monitoring, features, llm, inference, grpc, llmUsage, bootstrapKey, close };
 }
 
 /** Limit-store failures: a counter and at most one log line per 10 s. */

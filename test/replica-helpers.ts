@@ -12,7 +12,7 @@ export interface Replica { proc: ChildProcess; url: string; pool: Pool }
 
 /** Start `switchyard serve --port 0 --log-level warn ...args`; `connections` sizes the pool to it. */
 export async function startReplica(args: readonly string[], connections = 16): Promise<Replica> {
-  const proc = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--log-level', 'warn', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--grpc-port', '0', '--log-level', 'warn', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   const url = await new Promise<string>((resolve, reject) => {
     const lines = createInterface({ input: proc.stdout! });
     const timer = setTimeout(() => reject(new Error('replica did not start within 60 s')), 60_000);

@@ -13,3 +13,4 @@ export { featureDataRoutes } from './admin/features-data.js';
 export { featureDefinitionRoutes } from './admin/features-defs.js';
 export { llmRoutes } from './openai/routes.js';
 export { llmAdminRoutes } from './admin/llm.js';
+export { GrpcTransport, type GrpcOptions, grpcStatus, GRPC_STATUS_BY_HTTP, loadProtos } from './grpc/index.js';

@@ -34,7 +34,7 @@ const num = (name: string) => (v: string): number => {
 };
 
 interface ServeFlags {
-  modelRepository?: string; port?: number; host?: string; logLevel?: ServerConfig['logLevel'];
+  modelRepository?: string; port?: number; grpcPort?: number; grpcMaxMessageMb?: number; host?: string; logLevel?: ServerConfig['logLevel'];
   maxBodyMb?: number; executionProvider?: ServerConfig['executionProvider']; shutdownGraceMs?: number;
   dataDir?: string; database?: string; memoryBudget?: number; loadWaitMs?: number; maxArtifactMb?: number;
   auth?: boolean; adminKey?: string; insecure?: boolean; redis?: string; rateLimitFail?: 'open' | 'closed';
@@ -50,9 +50,10 @@ async function serve(flags: ServeFlags): Promise<void> {
   const logger = createLogger(config.logLevel);
   const sy = await createSwitchyard(config, logger);
   const address = await sy.app.listen({ port: config.port, host: config.host });
+  const grpcPort = config.grpcPort === 0 ? null : await sy.grpc.listen(config.grpcPort, config.host);
   const models = sy.manager.list().map((m) => `${m.name}[${m.versions.map((v) => `${v.label}:${v.state}`).join(',')}]`);
-  logger.info({ address, models }, 'switchyard listening');
-  process.stdout.write(`Switchyard ${VERSION} listening on ${address} — models: ${models.join(' ') || '(none)'}\n`);
+  logger.info({ address, grpcPort, models }, 'switchyard listening');
+  process.stdout.write(`Switchyard ${VERSION} listening on ${address}${grpcPort === null ? '' : ` and gRPC ${config.host}:${grpcPort}`} — models: ${models.join(' ') || '(none)'}\n`);
   if (sy.bootstrapKey) {
     process.stdout.write(`Generated platform admin key (shown this once; only its hash is stored):\n  ${sy.bootstrapKey}\n`);
   }
@@ -88,6 +89,8 @@ program
   .addOption(new Option('--load-wait-ms <ms>', `how long a request waits for its model version to load before 503 + Retry-After [env SWITCHYARD_LOAD_WAIT_MS] (default: ${SERVER_DEFAULTS.loadWaitMs})`).argParser(int('load-wait-ms')))
   .addOption(new Option('--max-artifact-mb <mib>', `largest model artifact the admin API accepts, in MiB [env SWITCHYARD_MAX_ARTIFACT_MB] (default: ${SERVER_DEFAULTS.maxArtifactMb})`).argParser(num('max-artifact-mb')))
   .addOption(new Option('-p, --port <port>', `TCP port, 0 for any free port [env SWITCHYARD_PORT] (default: ${SERVER_DEFAULTS.port})`).argParser(int('port')))
+  .addOption(new Option('--grpc-port <port>', `gRPC port for the Open Inference Protocol (inference.GRPCInferenceService, grpc.health.v1.Health) on the same --host; 0 = no gRPC listener [env SWITCHYARD_GRPC_PORT] (default: ${SERVER_DEFAULTS.grpcPort})`).argParser(int('grpc-port')))
+  .addOption(new Option('--grpc-max-message-mb <mib>', 'largest gRPC message received or sent, in MiB; 0 = the same as --max-body-mb [env SWITCHYARD_GRPC_MAX_MESSAGE_MB] (default: 0)').argParser(num('grpc-max-message-mb')))
   .addOption(new Option('--host <address>', `bind address [env SWITCHYARD_HOST] (default: "${SERVER_DEFAULTS.host}", loopback only)`))
   .addOption(new Option('--log-level <level>', `log level [env SWITCHYARD_LOG_LEVEL] (default: "${SERVER_DEFAULTS.logLevel}")`).choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
   .addOption(new Option('--max-body-mb <mib>', `largest request body in MiB, also after decompression [env SWITCHYARD_MAX_BODY_MB] (default: ${SERVER_DEFAULTS.maxBodyMb})`).argParser(num('max-body-mb')))

@@ -21,6 +21,10 @@ export const serverConfigSchema = z.strictObject({
   maxArtifactMb: z.number().positive(),
   /** TCP port; 0 picks a free one. Default 8000. Env SWITCHYARD_PORT. */
   port: z.number().int().min(0).max(65535),
+  /** gRPC port (Open Inference Protocol over gRPC, same --host); 0 = no gRPC listener. Default 8001. Env SWITCHYARD_GRPC_PORT. */
+  grpcPort: z.number().int().min(0).max(65535),
+  /** Largest gRPC message received or sent, in MiB; 0 = the same as maxBodyMb. Default 0. Env SWITCHYARD_GRPC_MAX_MESSAGE_MB. */
+  grpcMaxMessageMb: z.number().min(0).max(4096),
   /** Bind address. Default 127.0.0.1 (loopback only). Env SWITCHYARD_HOST. */
   host: z.string().min(1),
   /** pino level: fatal, error, warn, info, debug, trace, silent. Default info. Env SWITCHYARD_LOG_LEVEL. */
@@ -79,6 +83,8 @@ export const SERVER_DEFAULTS: ServerConfig = Object.freeze({
   loadWaitMs: 30_000,
   maxArtifactMb: 2048,
   port: 8000,
+  grpcPort: 8001,
+  grpcMaxMessageMb: 0,
   host: '127.0.0.1',
   logLevel: 'info',
   maxBodyMb: 64,
@@ -113,6 +119,8 @@ const ENV: Record<keyof ServerConfig, { name: string; kind: EnvKind }> = {
   loadWaitMs: { name: 'SWITCHYARD_LOAD_WAIT_MS', kind: 'number' },
   maxArtifactMb: { name: 'SWITCHYARD_MAX_ARTIFACT_MB', kind: 'number' },
   port: { name: 'SWITCHYARD_PORT', kind: 'number' },
+  grpcPort: { name: 'SWITCHYARD_GRPC_PORT', kind: 'number' },
+  grpcMaxMessageMb: { name: 'SWITCHYARD_GRPC_MAX_MESSAGE_MB', kind: 'number' },
   host: { name: 'SWITCHYARD_HOST', kind: 'string' },
   logLevel: { name: 'SWITCHYARD_LOG_LEVEL', kind: 'string' },
   maxBodyMb: { name: 'SWITCHYARD_MAX_BODY_MB', kind: 'number' },

@@ -79,6 +79,8 @@ export interface GatewayHttpOptions {
   readonly modelExists: (name: string) => Promise<boolean>;
   /** Where the limit decision counters go. */
   readonly metrics?: Registry;
+  /** The Authorizer to use (shared with other transports, e.g. gRPC); default: one built from the options above. */
+  readonly authorizer?: Authorizer;
 }
 
 function setLimitHeaders(reply: FastifyReply, a: Admission): void {
@@ -101,7 +103,7 @@ function setLimitHeaders(reply: FastifyReply, a: Admission): void {
  */
 export function installGateway(app: FastifyInstance, opts: GatewayHttpOptions): void {
   const { gateway, audit, logger } = opts;
-  const authorizer = new Authorizer({ gateway, modelExists: opts.modelExists, ...(opts.metrics ? { metrics: opts.metrics } : {}) });
+  const authorizer = opts.authorizer ?? new Authorizer({ gateway, modelExists: opts.modelExists, ...(opts.metrics ? { metrics: opts.metrics } : {}) });
   app.decorateRequest('principal', null);
 
   /** The decision (authorize.ts) for a request's route rule and parameters; limit headers on every limited response. */

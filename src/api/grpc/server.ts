@@ -1,0 +1,439 @@
+/**
+ * @module
+ * The Open Inference Protocol over gRPC (`inference.GRPCInferenceService`, Triton's wire format) and the
+ * standard health service (`grpc.health.v1.Health`), on @grpc/grpc-js. A transport only, like api/v2: each RPC
+ * authenticates the `authorization` metadata (`Bearer <key>`) with the gateway, asks the transport-neutral
+ * Authorizer (visibility → NOT_FOUND, scope → PERMISSION_DENIED, limits → RESOURCE_EXHAUSTED), decodes the
+ * message into a call for the inference core, and encodes the outcome. Routing, fallback, the result cache,
+ * fair queueing, usage and monitoring all happen in the core, exactly as for REST.
+ *
+ * ```
+ * RPC                          needs (API key scope)   maps to
+ * ServerLive, ServerReady      nothing (public)        InferenceService.ready()
+ * ServerMetadata               any key                 name, version, extensions
+ * ModelReady/Metadata/Config   read | infer            readiness(), metadata(), the version's config
+ * ModelStatistics              read | infer            statistics() (visible models only)
+ * ModelInfer, ModelStreamInfer infer (limited)         InferenceService.infer()
+ * RepositoryIndex/ModelLoad    admin                   the model manager (index; load = make resident)
+ * RepositoryModelUnload        admin                   UNIMPLEMENTED: residency follows the budget and registry
+ * grpc.health.v1.Health        nothing (public)        SERVING when the server is ready
+ * ```
+ *
+ * Deadlines become the call's timeout (what is left of it when the request is queued); a cancelled call aborts
+ * the call's signal (a queued request is dropped). Limit admissions are released when the call ends.
+ */
+import {
+  Metadata, Server, ServerCredentials, status as Status, type sendUnaryData, type ServerDuplexStream, type ServerUnaryCall,
+  type ServerWritableStream, type ServiceError, type UntypedServiceImplementation,
+} from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { err } from '../../errors.js';
+import type { AccessRule, AuditLog, Authorizer, Gateway, Principal } from '../../gateway/index.js';
+import type { InferenceService, InferOutcome, VersionStatistics } from '../../inference/index.js';
+import { requestIdGenerator } from '../request-scope.js';
+import { toWireError } from '../reply-error.js';
+import { GrpcCaller } from './caller.js';
+import { decodeInferRequest, encodeInferResponse, type GrpcInferRequest, type WireInferRequest, type WireInferResponse } from './codec.js';
+import { loadProtos } from './proto.js';
+import { toServiceError } from './status.js';
+
+export interface GrpcOptions {
+  readonly inference: InferenceService;
+  readonly gateway: Gateway;
+  /** The same Authorizer the HTTP hooks use (one set of limit counters). */
+  readonly authorizer: Authorizer;
+  /** Repository load / unload are recorded here; null = not audited. */
+  readonly audit: AuditLog | null;
+  readonly logger: Logger;
+  readonly serverName: string;
+  readonly serverVersion: string;
+  /** Largest message received or sent, in bytes (an oversized one fails with RESOURCE_EXHAUSTED). */
+  readonly maxMessageBytes: number;
+}
+
+type Admission = Exclude<Awaited<ReturnType<Authorizer['authorize']>>, null>;
+
+const BASE: AccessRule = {
+  public: false, scopes: ['read', 'infer', 'admin'], modelParam: null, tenantParam: null, notFound: 'v2', mutatesModel: false, createsModel: false, limited: false, audited: false,
+};
+/** Server metadata: any valid key (REST: GET /v2). */
+const SERVER_READ = BASE;
+/** Model metadata, readiness, config, statistics (REST: GET /v2/models/{m}...). */
+const MODEL_READ: AccessRule = { ...BASE, scopes: ['read', 'infer'], modelParam: 'name', limited: true };
+/** Inference (REST: POST /v2/models/{m}/infer). */
+const INFER: AccessRule = { ...BASE, scopes: ['infer'], modelParam: 'model_name', limited: true };
+/** Repository control: the model's owner with an admin key, audited. */
+const REPOSITORY: AccessRule = { ...BASE, scopes: ['admin'], modelParam: 'model_name', mutatesModel: true, audited: true };
+const REPOSITORY_INDEX: AccessRule = { ...BASE, scopes: ['admin'] };
+
+const ACTOR = 'x-switchyard-actor';
+const INFERENCE_SERVICE = 'inference.GRPCInferenceService';
+const EXTENSIONS = ['parameters', 'model_configuration', 'statistics'];
+const DATA_TYPE = (v2: string): string => `TYPE_${v2 === 'BYTES' ? 'STRING' : v2}`;
+
+function first(md: Metadata, key: string): string | undefined {
+  const v = md.get(key)[0];
+  return v === undefined ? undefined : typeof v === 'string' ? v : v.toString('utf8');
+}
+
+/** Routing facts as response parameters, when a policy, a fallback or the cache was in play (as REST). */
+function routeParameters(out: InferOutcome): Record<string, string | boolean> | null {
+  const r = out.route;
+  if (!r.routed && r.cache === null && r.fallbackReason === null) return null;
+  return {
+    served_by: `${out.model}:${out.label}`,
+    ...(r.arm === null ? {} : { arm: r.arm }),
+    ...(r.fallbackReason === null || r.fallbackFrom === null ? {} : { fallback_reason: r.fallbackReason, fallback_from: r.fallbackFrom }),
+    ...(r.cache === null ? {} : { cache_hit: r.cache === 'hit' }),
+  };
+}
+
+/** The microseconds left before a call's deadline (0 = none). */
+function deadlineUs(deadline: Date | number): number {
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  if (!Number.isFinite(at)) return 0;
+  return Math.max(1, Math.round((at - Date.now()) * 1000));
+}
+
+/** An abort signal for a call: aborted when the client cancels or its deadline passes. */
+function callSignal(call: { on(e: 'cancelled', l: () => void): unknown; cancelled: boolean }): AbortSignal {
+  const ac = new AbortController();
+  if (call.cancelled) ac.abort();
+  else call.on('cancelled', () => ac.abort());
+  return ac.signal;
+}
+
+/** A gRPC status with no catalog code (e.g. UNIMPLEMENTED), answered as is. */
+class GrpcStatusError extends Error implements ServiceError {
+  readonly details: string;
+  readonly metadata = new Metadata();
+  constructor(readonly code: Status, message: string) {
+    super(message);
+    this.details = message;
+  }
+}
+
+const zero = (): { count: string; ns: string } => ({ count: '0', ns: '0' });
+const dur = (d: { count: number; ns: number }): { count: string; ns: string } => ({ count: String(d.count), ns: String(Math.round(d.ns)) });
+
+export class GrpcTransport {
+  readonly #opts: GrpcOptions;
+  readonly #server: Server;
+  readonly #requestId = requestIdGenerator();
+  readonly #watchers = new Set<ServerWritableStream<unknown, unknown>>();
+  #port: number | null = null;
+  #closing: Promise<void> | null = null;
+
+  constructor(opts: GrpcOptions) {
+    this.#opts = opts;
+    const max = opts.maxMessageBytes;
+    this.#server = new Server({ 'grpc.max_receive_message_length': max, 'grpc.max_send_message_length': max });
+    const protos = loadProtos();
+    this.#server.addService(protos.inference, this.#inferenceService());
+    this.#server.addService(protos.health, this.#healthService());
+  }
+
+  /** The bound port once listening, else null. */
+  get port(): number | null {
+    return this.#port;
+  }
+
+  /** Listen on `host:port` (port 0: any free port); resolves with the bound port. */
+  listen(port: number, host: string): Promise<number> {
+    const address = host.includes(':') && !host.startsWith('[') ? `[${host}]:${port}` : `${host}:${port}`;
+    return new Promise((resolve, reject) => {
+      this.#server.bindAsync(address, ServerCredentials.createInsecure(), (e, bound) => {
+        if (e) return reject(e);
+        this.#port = bound;
+        resolve(bound);
+      });
+    });
+  }
+
+  /** Stop accepting calls; let running ones finish for up to `graceMs`, then cancel them. Idempotent. */
+  close(graceMs = 5000): Promise<void> {
+    this.#closing ??= new Promise<void>((resolve) => {
+      for (const w of this.#watchers) w.end();
+      this.#watchers.clear();
+      const timer = setTimeout(() => {
+        this.#server.forceShutdown();
+        resolve();
+      }, graceMs);
+      this.#server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    return this.#closing;
+  }
+
+  // ── auth ─────────────────────────────────────────────────────────────────────────────────────────────
+
+  #authenticate(md: Metadata): Principal | Promise<Principal> {
+    const actor = first(md, ACTOR)?.trim();
+    return this.#opts.gateway.authenticate(first(md, 'authorization'), actor ? actor : null);
+  }
+
+  /** Check `p` for `rule` on `model`; a refused admission throws its 429 / 503; an admitted one is returned to release. */
+  async #admit(p: Principal, rule: AccessRule, model: string | null): Promise<Admission | null> {
+    if (rule.modelParam !== null && model === '') throw err('SY_ERR_BAD_REQUEST', `${rule.modelParam} is empty`);
+    const a = await this.#opts.authorizer.authorize(p, rule, { model, tenant: null });
+    if (a !== null && !a.allowed) throw this.#opts.authorizer.rejection(a, p);
+    return a;
+  }
+
+  /**
+   * A unary RPC: authenticate, authorize (`rule`, on the model `target` names), run `fn`, answer; errors go out
+   * with their gRPC status and the catalog code in trailing metadata.
+   */
+  #unary<Req, Res>(rule: AccessRule | null, target: (req: Req) => string | null, fn: (req: Req, p: Principal | null, call: ServerUnaryCall<Req, Res>) => Res | Promise<Res>) {
+    return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
+      let admission: Admission | null = null;
+      const run = async (): Promise<Res> => {
+        if (rule === null) return fn(call.request, null, call);
+        const p = await this.#authenticate(call.metadata);
+        admission = await this.#admit(p, rule, target(call.request));
+        return fn(call.request, p, call);
+      };
+      run().then((res) => {
+        admission?.release();
+        callback(null, res);
+      }, (e: unknown) => {
+        admission?.release();
+        callback(this.#error(e));
+      });
+    };
+  }
+
+  #error(e: unknown): ServiceError {
+    if (e instanceof GrpcStatusError) return e;
+    const se = toServiceError(e);
+    if (se.code === Status.INTERNAL && toWireError(e).code === 'SY_ERR_INTERNAL') this.#opts.logger.error({ err: e }, 'gRPC call failed');
+    return se;
+  }
+
+  // ── inference ────────────────────────────────────────────────────────────────────────────────────────
+
+  /** One inference for an admitted principal: decode (on the core's first attempt), run, encode. */
+  async #infer(req: WireInferRequest, p: Principal, md: Metadata, timeoutUs: number, signal: AbortSignal): Promise<WireInferResponse> {
+    let decoded: GrpcInferRequest | null = null;
+    const id = req.id;
+    const out = await this.#opts.inference.infer({
+      model: req.model_name, version: req.model_version === '' ? null : req.model_version,
+      body: { kind: 'deferred', decode: () => (decoded = decodeInferRequest(req)).body },
+      caller: new GrpcCaller(p, md, id === '' ? this.#requestId(undefined) : id), timeoutUs, signal,
+    });
+    return encodeInferResponse(out, id, (decoded as GrpcInferRequest | null)?.raw ?? true, routeParameters(out));
+  }
+
+  #modelInfer(call: ServerUnaryCall<WireInferRequest, WireInferResponse>, callback: sendUnaryData<WireInferResponse>): void {
+    let admission: Admission | null = null;
+    const run = async (): Promise<WireInferResponse> => {
+      const p = await this.#authenticate(call.metadata);
+      admission = await this.#admit(p, INFER, call.request.model_name);
+      return this.#infer(call.request, p, call.metadata, deadlineUs(call.getDeadline()), callSignal(call));
+    };
+    run().then((res) => {
+      admission?.release();
+      callback(null, res);
+    }, (e: unknown) => {
+      admission?.release();
+      callback(this.#error(e));
+    });
+  }
+
+  /**
+   * The bidirectional stream: authenticated once (its metadata), each request authorized, limited and run on its
+   * own, concurrently; responses are written in request order, one per request. A failed request answers
+   * `error_message` ("SY_ERR_...: message") and the stream goes on; a stream whose key is refused ends with
+   * UNAUTHENTICATED / PERMISSION_DENIED.
+   */
+  #modelStreamInfer(call: ServerDuplexStream<WireInferRequest, { error_message: string; infer_response: WireInferResponse | null }>): void {
+    const signal = callSignal(call);
+    let principal: Promise<Principal> | null = null;
+    let tail: Promise<void> = Promise.resolve();
+    let pending = 0;
+    let ended = false;
+    let failed = false;
+    const finish = (): void => {
+      if (ended && pending === 0 && !failed && !signal.aborted) call.end();
+    };
+    call.on('data', (req: WireInferRequest) => {
+      if (failed) return;
+      pending++;
+      principal ??= Promise.resolve().then(() => this.#authenticate(call.metadata));
+      const result = principal.then(async (p) => {
+        const a = await this.#admit(p, INFER, req.model_name);
+        try {
+          return { error_message: '', infer_response: await this.#infer(req, p, call.metadata, deadlineUs(call.getDeadline()), signal) };
+        } finally {
+          a?.release();
+        }
+      }).catch((e: unknown) => {
+        const w = toWireError(e);
+        if (w.code === 'SY_ERR_INTERNAL') this.#opts.logger.error({ err: e }, 'gRPC stream request failed');
+        return { error_message: `${w.code}: ${w.message}`, infer_response: null, failure: e };
+      });
+      tail = tail.then(() => result).then((r) => {
+        pending--;
+        if (failed || signal.aborted) return;
+        if ('failure' in r && principal !== null) {
+          // A refused key ends the stream (every later request would fail the same way).
+          const code = toWireError(r.failure).code;
+          if (code === 'SY_ERR_UNAUTHENTICATED') {
+            failed = true;
+            call.emit('error', this.#error(r.failure));
+            return;
+          }
+        }
+        call.write({ error_message: r.error_message, infer_response: r.infer_response });
+        finish();
+      });
+    });
+    call.on('end', () => {
+      ended = true;
+      void tail.then(finish);
+    });
+    call.on('error', () => undefined);
+  }
+
+  #inferenceService(): UntypedServiceImplementation {
+    const { inference, serverName, serverVersion } = this.#opts;
+    const manager = inference.manager;
+    const gateway = this.#opts.gateway;
+    type Named = { name: string; version: string };
+    const named = (r: Named): string => r.name;
+    return {
+      ServerLive: this.#unary(null, () => null, () => ({ live: true })),
+      ServerReady: this.#unary(null, () => null, () => ({ ready: inference.ready() })),
+      ServerMetadata: this.#unary(SERVER_READ, () => null, () => ({ name: serverName, version: serverVersion, extensions: EXTENSIONS })),
+      ModelReady: this.#unary(MODEL_READ, named, (r: Named) => ({ ready: inference.readiness(r.name, r.version || undefined).ready })),
+      ModelMetadata: this.#unary(MODEL_READ, named, async (r: Named) => {
+        const m = await inference.metadata(r.name, r.version || undefined);
+        return { name: m.name, versions: m.versions, platform: m.platform, inputs: m.inputs, outputs: m.outputs };
+      }),
+      ModelConfig: this.#unary(MODEL_READ, named, async (r: Named) => {
+        const m = await inference.metadata(r.name, r.version || undefined);
+        const mv = manager.resolve(r.name, r.version || undefined);
+        const c = mv.config;
+        const batched = mv.maxBatchSize > 0;
+        const dims = (shape: readonly number[]): number[] => (batched ? shape.slice(1) : [...shape]);
+        const policy = c.versionPolicy;
+        return {
+          config: {
+            name: m.name, platform: m.platform, backend: 'onnxruntime', max_batch_size: mv.maxBatchSize,
+            version_policy: 'all' in policy ? { all: {} } : 'specific' in policy ? { specific: { versions: policy.specific.versions } } : { latest: { num_versions: policy.latest.num_versions } },
+            input: m.inputs.map((t) => ({ name: t.name, data_type: DATA_TYPE(t.datatype), dims: dims(t.shape) })),
+            output: m.outputs.map((t) => ({ name: t.name, data_type: DATA_TYPE(t.datatype), dims: dims(t.shape) })),
+            instance_group: [{
+              name: `${m.name}_0`, count: c.instances, kind: c.executionProvider === 'cuda' ? 'KIND_GPU' : 'KIND_CPU', gpus: c.executionProvider === 'cuda' ? [c.deviceId] : [],
+            }],
+            dynamic_batching: batched ? { preferred_batch_size: [...c.preferredBatchSizes], max_queue_delay_microseconds: String(c.maxQueueDelayUs) } : null,
+          },
+        };
+      }),
+      ModelStatistics: this.#unary(MODEL_READ, (r: Named) => (r.name === '' ? null : r.name), (r: Named, p) => {
+        const models = r.name === '' ? manager.list().map((m) => m.name).filter((n) => p === null || gateway.canSee(p, n)) : [manager.model(r.name).name];
+        if (r.version !== '') manager.resolve(r.name, r.version);
+        const stats = new Map<string, VersionStatistics>();
+        for (const s of inference.statistics(r.name === '' ? undefined : r.name)) stats.set(`${s.name}\u0000${s.version}`, s);
+        const out = [];
+        for (const name of models) {
+          for (const v of manager.versionsOf(name)) {
+            if (r.version !== '' && v.label !== r.version) continue;
+            const s = stats.get(`${name}\u0000${v.label}`);
+            out.push({
+              name, version: v.label, last_inference: String(s?.lastInference ?? 0), inference_count: String(s?.inferenceCount ?? 0),
+              execution_count: String(s?.executionCount ?? 0),
+              inference_stats: s === undefined
+                ? { success: zero(), fail: zero(), queue: zero(), compute_input: zero(), compute_infer: zero(), compute_output: zero(), cache_hit: zero(), cache_miss: zero() }
+                : {
+                  success: dur(s.success), fail: dur(s.fail), queue: dur(s.queue), compute_input: zero(), compute_infer: dur(s.computeInfer),
+                  compute_output: zero(), cache_hit: dur(s.cacheHit), cache_miss: dur(s.cacheMiss),
+                },
+              batch_stats: [], memory_usage: v.state === 'READY' ? [{ type: 'CPU', id: '0', byte_size: String(v.residentBytes) }] : [],
+            });
+          }
+        }
+        return { model_stats: out };
+      }),
+      RepositoryIndex: this.#unary(REPOSITORY_INDEX, () => null, (r: { ready: boolean }, p) => ({
+        models: manager.list().filter((m) => p === null || gateway.canSee(p, m.name)).flatMap((m) => m.versions
+          .filter((v) => !r.ready || v.state === 'READY')
+          .map((v) => ({ name: m.name, version: v.label, state: v.state, reason: v.reason ?? '' }))),
+      })),
+      RepositoryModelLoad: this.#unary(REPOSITORY, (r: { model_name: string }) => r.model_name, async (r: { model_name: string }, p, call) => {
+        const versions = manager.versionsOf(manager.model(r.model_name).name);
+        try {
+          // "Load" = make every servable version resident now (each is acquired, which loads it, then released).
+          for (const mv of versions) {
+            await manager.acquire(mv);
+            manager.release(mv);
+          }
+          await this.#audit(p, call, 'RepositoryModelLoad', r.model_name, 200);
+        } catch (e) {
+          await this.#audit(p, call, 'RepositoryModelLoad', r.model_name, toWireError(e).status);
+          throw e;
+        }
+        return {};
+      }),
+      RepositoryModelUnload: this.#unary(REPOSITORY, (r: { model_name: string }) => r.model_name, async (r: { model_name: string }, p, call) => {
+        manager.model(r.model_name);
+        await this.#audit(p, call, 'RepositoryModelUnload', r.model_name, 501);
+        const message = `model "${r.model_name}" cannot be unloaded on request: residency follows the memory budget (least recently used idle versions are unloaded) and the registry (archive a version or change the routes through /api/v1 to stop serving it)`;
+        throw new GrpcStatusError(Status.UNIMPLEMENTED, message);
+      }),
+      ModelInfer: this.#modelInfer.bind(this),
+      ModelStreamInfer: this.#modelStreamInfer.bind(this),
+    };
+  }
+
+  async #audit(p: Principal | null, call: ServerUnaryCall<unknown, unknown>, action: string, model: string, status: number): Promise<void> {
+    const audit = this.#opts.audit;
+    if (audit === null) return;
+    try {
+      await audit.append({
+        at: Date.now(), actor: p?.actor ?? 'unauthenticated', tenant: p?.kind === 'tenant' ? p.tenant.name : null, action: `gRPC ${action}`,
+        target: `model=${model}`, status, ip: call.getPeer(), userAgent: first(call.metadata, 'user-agent') ?? null, requestId: null, detail: null,
+      });
+    } catch (e) {
+      this.#opts.logger.error({ err: e }, 'audit log write failed');
+    }
+  }
+
+  // ── health ───────────────────────────────────────────────────────────────────────────────────────────
+
+  #healthStatus(service: string): 'SERVING' | 'NOT_SERVING' | null {
+    if (service !== '' && service !== INFERENCE_SERVICE) return null;
+    return this.#opts.inference.ready() && this.#closing === null ? 'SERVING' : 'NOT_SERVING';
+  }
+
+  #healthService(): UntypedServiceImplementation {
+    return {
+      Check: (call: ServerUnaryCall<{ service: string }, unknown>, callback: sendUnaryData<unknown>) => {
+        const s = this.#healthStatus(call.request.service);
+        if (s === null) callback(Object.assign(new Error(`unknown service "${call.request.service}"`), { code: Status.NOT_FOUND, details: `unknown service "${call.request.service}"` }));
+        else callback(null, { status: s });
+      },
+      Watch: (call: ServerWritableStream<{ service: string }, unknown>) => {
+        // Sends the status now and again whenever it changes (checked every 500 ms), until the client cancels.
+        let last: string | null = null;
+        const tick = (): void => {
+          const s = this.#healthStatus(call.request.service) ?? 'SERVICE_UNKNOWN';
+          if (s !== last) call.write({ status: (last = s) });
+        };
+        tick();
+        const timer = setInterval(tick, 500);
+        timer.unref();
+        this.#watchers.add(call as ServerWritableStream<unknown, unknown>);
+        const stop = (): void => {
+          clearInterval(timer);
+          this.#watchers.delete(call as ServerWritableStream<unknown, unknown>);
+        };
+        call.on('cancelled', stop);
+        call.on('finish', stop);
+        call.on('close', stop);
+      },
+    };
+  }
+}
