@@ -120,17 +120,8 @@ function typedContents(name: string, dtype: DtypeInfo, count: number, c: WireCon
     case 'FP64': return Float64Array.from(values as number[]);
     case 'INT64': return BigInt64Array.from(values as string[], (s) => BigInt(s));
     case 'UINT64': return BigUint64Array.from(values as string[], (s) => BigInt(s));
-    case 'BYTES': {
-      const parts = values as Buffer[];
-      const framed = Buffer.allocUnsafe(parts.reduce((n, b) => n + 4 + b.length, 0));
-      let o = 0;
-      for (const b of parts) {
-        framed.writeUInt32LE(b.length, o);
-        b.copy(framed, o + 4);
-        o += 4 + b.length;
-      }
-      return decodeBinaryData(name, dtype, count, framed);
-    }
+    // BYTES elements are bytes: views of the received buffers, as sent.
+    case 'BYTES': return (values as Buffer[]).map((b) => new Uint8Array(b.buffer, b.byteOffset, b.byteLength));
     default: {
       const [lo, hi] = INT_RANGE[dtype.v2]!;
       const nums = values as number[];
@@ -203,18 +194,6 @@ export interface WireInferResponse {
   outputs: WireOutput[]; raw_output_contents: Uint8Array[];
 }
 
-/** Split length-prefixed BYTES elements (the binary encoding) into one buffer per element. */
-function splitBytes(framed: Uint8Array): Buffer[] {
-  const buf = Buffer.from(framed.buffer, framed.byteOffset, framed.byteLength);
-  const out: Buffer[] = [];
-  for (let o = 0; o < buf.length;) {
-    const len = buf.readUInt32LE(o);
-    out.push(buf.subarray(o + 4, o + 4 + len));
-    o += 4 + len;
-  }
-  return out;
-}
-
 function contentsOf(t: Tensor): Partial<WireContents> {
   const d = t.data;
   switch (t.dtype.v2) {
@@ -225,7 +204,7 @@ function contentsOf(t: Tensor): Partial<WireContents> {
     case 'UINT64': return { uint64_contents: Array.from(d as BigUint64Array, String) };
     case 'FP32': return { fp32_contents: Array.from(d as Float32Array) };
     case 'FP64': return { fp64_contents: Array.from(d as Float64Array) };
-    case 'BYTES': return { bytes_contents: splitBytes(encodeBinaryData(t.dtype, d)) };
+    case 'BYTES': return { bytes_contents: (d as Uint8Array[]).map((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength)) };
     default: throw err('SY_ERR_INTERNAL', `no typed contents field for ${t.dtype.v2}`);
   }
 }
