@@ -216,6 +216,10 @@ describe('gRPC: the inference service', () => {
     await fails(rpc(client, 'ModelInfer', bytes(Buffer.from([255, 255, 255, 255]))), Status.INVALID_ARGUMENT, 'SY_ERR_INPUT_INVALID');
     await fails(rpc(client, 'ModelInfer', bytes(Buffer.from([1, 0, 0, 0, 97]))), Status.INVALID_ARGUMENT, 'SY_ERR_INPUT_INVALID', /shape implies 2 elements/);
     await fails(rpc(client, 'ModelInfer', bytes(Buffer.from([1, 0]))), Status.INVALID_ARGUMENT, 'SY_ERR_INPUT_INVALID', /truncated/);
+    // Bytes the ONNX runtime cannot take unaltered (a NUL, invalid UTF-8) are refused, typed or raw, never cut or replaced.
+    await fails(rpc(client, 'ModelInfer', { model_name: 'id_bytes', inputs: [{ name: 'x', datatype: 'BYTES', shape: [1, 2], contents: { bytes_contents: [Buffer.from('ok'), Buffer.from([97, 0, 98])] } }] }),
+      Status.INVALID_ARGUMENT, 'SY_ERR_NOT_REPRESENTABLE', /BYTES element 1 contains a NUL byte/);
+    await fails(rpc(client, 'ModelInfer', bytes(Buffer.from([1, 0, 0, 0, 0xff, 1, 0, 0, 0, 97]))), Status.INVALID_ARGUMENT, 'SY_ERR_NOT_REPRESENTABLE', /BYTES element 0 is not valid UTF-8/);
     // Values out of their datatype's range, a shape that does not fit the model.
     await fails(rpc(client, 'ModelInfer', { model_name: 'id_int8', inputs: [{ name: 'x', datatype: 'INT8', shape: [1, 1], contents: { int_contents: [300] } }] }),
       Status.INVALID_ARGUMENT, 'SY_ERR_INPUT_INVALID', /out of range for INT8/);
