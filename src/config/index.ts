@@ -4,4 +4,4 @@
  */
 export { authEnabled, checkExposure, loadServerConfig, SERVER_DEFAULTS, type ServerConfig } from './server-config.js';
 export { type LlamaModelConfig, type LlmConfig, type LlmModelConfig, loadLlmConfig, type OnnxEmbeddingModelConfig, type UpstreamModelConfig } from './llm-config.js';
-export { DEFAULT_MAX_BATCH_SIZE, describeConfigIssues, type ModelConfig, type ModelConfigFile, modelConfigSchema, readModelConfig, resolveModelConfig, type VersionPolicy } from './model-config.js';
+export { DEFAULT_MAX_BATCH_SIZE, describeConfigIssues, type ModelConfig, type ModelConfigFile, modelConfigSchema, readModelConfig, resolveModelConfig, type VersionPolicy, type WarmupInput, type WarmupSample } from './model-config.js';

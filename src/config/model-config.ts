@@ -9,6 +9,35 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { err } from '../errors.js';
 
+/** One warmup input: where its values come from (exactly one source), its datatype and dims (checked against the signature). */
+const warmupInput = z.strictObject({
+  /** Triton's name, e.g. `TYPE_FP32` (or the V2 name `FP32`); checked against the signature when given. */
+  data_type: z.string().min(1).optional(),
+  /** Dims without the batch dim for batched models (default: the signature's, dynamic dims as 1). */
+  dims: z.array(z.number().int().min(0)).optional(),
+  zero_data: z.literal(true).optional(),
+  random_data: z.literal(true).optional(),
+  /** Values of one sample (one row for batched models, repeated `batch_size` times), as in a V2 JSON request's `data`. */
+  data: z.array(z.unknown()).optional(),
+  /** Raw little-endian elements (BYTES: 4-byte length-prefixed) in base64: what the repository import makes of `input_data_file`. */
+  binary_data: z.string().optional(),
+  /** Repository import only: a file under the model's `warmup/` directory (`.json`: a JSON array of values; else raw binary). */
+  input_data_file: z.string().min(1).optional(),
+}).refine((i) => [i.zero_data, i.random_data, i.data, i.binary_data, i.input_data_file].filter((x) => x !== undefined).length === 1, {
+  message: 'give exactly one of zero_data, random_data, data, binary_data, input_data_file',
+});
+
+const warmupSample = z.strictObject({
+  /** A name for logs and errors. */
+  name: z.string().optional(),
+  /** Rows per warmup request for batched models. Default 1. */
+  batch_size: z.number().int().min(1).optional(),
+  /** Every model input by name. */
+  inputs: z.record(z.string(), warmupInput),
+  /** How many times each instance runs this sample. Default 1. */
+  count: z.number().int().min(1).optional(),
+});
+
 const versionPolicy = z.union([
   z.strictObject({ latest: z.strictObject({ num_versions: z.number().int().min(1) }) }),
   z.strictObject({ all: z.strictObject({}) }),
@@ -44,10 +73,24 @@ export const modelConfigSchema = z.strictObject({
   default_timeout_us: z.number().int().min(0).optional(),
   /** Which versions to serve: `{latest:{num_versions:N}}` (default N=1), `{all:{}}`, `{specific:{versions:[..]}}`. */
   version_policy: versionPolicy.optional(),
+  /**
+   * Triton's `model_warmup`: the samples every instance runs before the version is READY. Absent = one row of
+   * zeros (empty strings for BYTES) per input; `[]` = no warmup.
+   */
+  model_warmup: z.array(warmupSample).optional(),
+  /** Class labels for the classification extension (`score:index:label`), by index. */
+  labels: z.array(z.string()).optional(),
+  /**
+   * Repository import only: a file of labels, one per line, in the model's directory (default `labels.txt`
+   * when present). The import inlines it as `labels`.
+   */
+  labels_file: z.string().min(1).optional(),
 });
 
 export type ModelConfigFile = z.infer<typeof modelConfigSchema>;
 export type VersionPolicy = z.infer<typeof versionPolicy>;
+export type WarmupSample = z.infer<typeof warmupSample>;
+export type WarmupInput = z.infer<typeof warmupInput>;
 
 /** Configuration after defaults; `maxBatchSize` is settled later against the model's signature. */
 export interface ModelConfig {
@@ -63,6 +106,10 @@ export interface ModelConfig {
   readonly deviceId: number;
   readonly defaultTimeoutUs: number;
   readonly versionPolicy: VersionPolicy;
+  /** Warmup samples; null = the default (one row of zeros per input), [] = none. */
+  readonly warmup: readonly WarmupSample[] | null;
+  /** Class labels (classification extension), by index; empty = none. */
+  readonly labels: readonly string[];
 }
 
 export const DEFAULT_MAX_BATCH_SIZE = 64;
@@ -96,6 +143,8 @@ export function resolveModelConfig(file: ModelConfigFile, defaults: { executionP
     deviceId: file.device_id ?? 0,
     defaultTimeoutUs: file.default_timeout_us ?? 0,
     versionPolicy: file.version_policy ?? { latest: { num_versions: 1 } },
+    warmup: file.model_warmup ?? null,
+    labels: Object.freeze([...(file.labels ?? [])]),
   });
 }
 

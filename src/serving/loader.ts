@@ -7,12 +7,11 @@
 import { stat } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { DEFAULT_MAX_BATCH_SIZE } from '../config/index.js';
-import type { SwitchyardError } from '../errors.js';
 import { channels, type BatchEvent } from '../events.js';
 import type { LoadedModel, Runtime, Signature } from '../runtimes/index.js';
-import { zeros, type Tensor } from '../tensor/index.js';
 import { Batcher } from './batcher.js';
 import type { ModelVersion } from './model-version.js';
+import { runWarmup, zeroInputs } from './warmup.js';
 
 /** auto instance mode: models up to this file size are tried on the main thread... */
 const INLINE_MAX_FILE_BYTES = 16 * 1024 * 1024;
@@ -57,7 +56,7 @@ export async function loadVersion(mv: ModelVersion, runtime: Runtime, log: Logge
         throw new Error(`max_batch_size ${c.maxBatchSize} needs a dynamic first dimension on every input and output`);
       }
       maxBatchSize = c.maxBatchSize ?? (batchable ? DEFAULT_MAX_BATCH_SIZE : 0);
-      warm = await warmup(loaded);
+      warm = await runWarmup(loaded, c.warmup, maxBatchSize > 0);
       if (!warm && trial && (await timeBatch(loaded, Math.max(1, maxBatchSize))) > INLINE_BUDGET_MS) {
         await loaded.dispose();
         loaded = null;
@@ -66,7 +65,7 @@ export async function loadVersion(mv: ModelVersion, runtime: Runtime, log: Logge
     await (trial ? oneTrialAtATime(first) : first());
     if (loaded === null) {
       loaded = await runtime.load(artifact, { ...base, inline: false });
-      warm = await warmup(loaded);
+      warm = await runWarmup(loaded, c.warmup, maxBatchSize > 0);
     }
     if (warm) throw new Error(`warmup failed: ${warm.message}`);
     const batcher = new Batcher(loaded.instances, {
@@ -76,7 +75,14 @@ export async function loadVersion(mv: ModelVersion, runtime: Runtime, log: Logge
       maxQueueSize: c.maxQueueSize,
     });
     const { model, label: version } = mv;
+    const batchStats = mv.batchStats;
     batcher.onBatch = (rows, requests, computeMs) => {
+      const s = batchStats.get(rows);
+      if (s === undefined) batchStats.set(rows, { count: 1, ns: computeMs * 1e6 });
+      else {
+        s.count++;
+        s.ns += computeMs * 1e6;
+      }
       if (channels.batch.hasSubscribers) channels.batch.publish({ model, version, rows, requests, computeMs } satisfies BatchEvent);
     };
     mv.loaded = loaded;
@@ -101,23 +107,6 @@ export async function unloadVersion(mv: ModelVersion): Promise<void> {
   mv.batcher = null;
   mv.loaded = null;
   await loaded?.dispose();
-}
-
-/** Zeros for every input, dynamic dims set to 1 and a dynamic dim 0 to `rows`. */
-function zeroInputs(sig: Signature, rows: number): Tensor[] {
-  return sig.inputs.map((s) => zeros(s.dtype, s.shape.map((d, i) => (d === -1 ? (i === 0 ? rows : 1) : d))));
-}
-
-/** Run one row of zeros through every instance; returns the first failure, or null. */
-async function warmup(loaded: LoadedModel): Promise<SwitchyardError | Error | null> {
-  for (const inst of loaded.instances) {
-    try {
-      await inst.run(zeroInputs(loaded.signature, 1));
-    } catch (e) {
-      return e as Error;
-    }
-  }
-  return null;
 }
 
 /**

@@ -52,6 +52,11 @@ export class ModelVersion {
   retiring = false;
   /** No longer registered (archived or its model deleted): new requests get 404. */
   removed = false;
+  /**
+   * Batches executed, per batch size in rows: count and execution nanoseconds (Triton's batch_stats), since
+   * the version was first loaded by this process (kept across unload / reload).
+   */
+  readonly batchStats = new Map<number, { count: number; ns: number }>();
   /** The load or unload in progress, or null. */
   transition: Promise<void> | null = null;
   readonly label: string;
