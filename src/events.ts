@@ -44,8 +44,8 @@ export type LoadCause = 'startup' | 'request' | 'swap';
 /** A model version finished loading (or failed to). */
 export interface LoadEvent { model: string; version: string; ok: boolean; durationMs: number; cause: LoadCause; residentBytes: number }
 
-/** Why a version was unloaded: the memory budget, no longer routed to (after a swap), removed from the registry. */
-export type UnloadReason = 'evicted' | 'retired' | 'removed';
+/** Why a version was unloaded: the memory budget, no longer routed to (after a swap), removed from the registry, asked to (repository unload). */
+export type UnloadReason = 'evicted' | 'retired' | 'removed' | 'requested';
 
 /** A model version was unloaded. */
 export interface UnloadEvent { model: string; version: string; reason: UnloadReason }

@@ -41,6 +41,7 @@ interface ServeFlags {
   redisTimeoutMs?: number; authCacheMs?: number; usageFlushMs?: number; cacheMaxMb?: number;
   monitorSampleRate?: number; predictionLog?: ServerConfig['predictionLog']; predictionRetentionDays?: number; driftSampleRate?: number;
   driftWindowMs?: number; driftEvalMs?: number; alertEvalMs?: number; nats?: string; llmConfig?: string;
+  strictReadiness?: boolean;
 }
 
 async function serve(flags: ServeFlags): Promise<void> {
@@ -87,6 +88,7 @@ program
   .addOption(new Option('--database <url>', 'metadata store: sqlite:FILE or postgres://user@host:5432/db[?schema=NAME] [env SWITCHYARD_DATABASE] (default: sqlite:<data-dir>/switchyard.db)'))
   .addOption(new Option('--memory-budget <bytes>', 'bytes all resident model versions may hold together (512M, 2G, …); least recently used idle, unpinned versions are unloaded to make room; 0 = unlimited [env SWITCHYARD_MEMORY_BUDGET] (default: 0)').argParser(bytes('memory-budget')))
   .addOption(new Option('--load-wait-ms <ms>', `how long a request waits for its model version to load before 503 + Retry-After [env SWITCHYARD_LOAD_WAIT_MS] (default: ${SERVER_DEFAULTS.loadWaitMs})`).argParser(int('load-wait-ms')))
+  .addOption(new Option('--strict-readiness', 'GET /v2/health/ready is 200 only while every servable version is ready; by default it is 200 once start-up loading finished and the versions loaded at start are servable (a version registered later that fails to load is unready on its own) [env SWITCHYARD_STRICT_READINESS=1] (default: off)'))
   .addOption(new Option('--max-artifact-mb <mib>', `largest model artifact the admin API accepts, in MiB [env SWITCHYARD_MAX_ARTIFACT_MB] (default: ${SERVER_DEFAULTS.maxArtifactMb})`).argParser(num('max-artifact-mb')))
   .addOption(new Option('-p, --port <port>', `TCP port, 0 for any free port [env SWITCHYARD_PORT] (default: ${SERVER_DEFAULTS.port})`).argParser(int('port')))
   .addOption(new Option('--grpc-port <port>', `gRPC port for the Open Inference Protocol (inference.GRPCInferenceService, grpc.health.v1.Health) on the same --host; 0 = no gRPC listener [env SWITCHYARD_GRPC_PORT] (default: ${SERVER_DEFAULTS.grpcPort})`).argParser(int('grpc-port')))

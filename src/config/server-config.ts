@@ -17,6 +17,12 @@ export const serverConfigSchema = z.strictObject({
   memoryBudget: z.number().int().min(0),
   /** Longest a request waits for its model version to load, in ms (then 503 + Retry-After). Default 30000. Env SWITCHYARD_LOAD_WAIT_MS. */
   loadWaitMs: z.number().int().min(0),
+  /**
+   * Server readiness (`/v2/health/ready`): false = ready once start-up loading finished and the versions loaded
+   * at start are servable (a version registered later that fails is unready on its own); true = every servable
+   * version must be ready. Default false. Env SWITCHYARD_STRICT_READINESS.
+   */
+  strictReadiness: z.boolean(),
   /** Largest model artifact accepted by the admin upload, in MiB. Default 2048. Env SWITCHYARD_MAX_ARTIFACT_MB. */
   maxArtifactMb: z.number().positive(),
   /** TCP port; 0 picks a free one. Default 8000. Env SWITCHYARD_PORT. */
@@ -81,6 +87,7 @@ export const SERVER_DEFAULTS: ServerConfig = Object.freeze({
   database: '',
   memoryBudget: 0,
   loadWaitMs: 30_000,
+  strictReadiness: false,
   maxArtifactMb: 2048,
   port: 8000,
   grpcPort: 8001,
@@ -117,6 +124,7 @@ const ENV: Record<keyof ServerConfig, { name: string; kind: EnvKind }> = {
   database: { name: 'SWITCHYARD_DATABASE', kind: 'string' },
   memoryBudget: { name: 'SWITCHYARD_MEMORY_BUDGET', kind: 'number' },
   loadWaitMs: { name: 'SWITCHYARD_LOAD_WAIT_MS', kind: 'number' },
+  strictReadiness: { name: 'SWITCHYARD_STRICT_READINESS', kind: 'boolean' },
   maxArtifactMb: { name: 'SWITCHYARD_MAX_ARTIFACT_MB', kind: 'number' },
   port: { name: 'SWITCHYARD_PORT', kind: 'number' },
   grpcPort: { name: 'SWITCHYARD_GRPC_PORT', kind: 'number' },

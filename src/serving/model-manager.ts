@@ -43,6 +43,21 @@ export interface ModelManagerOptions {
   loadWaitMs?: number;
   /** Models whose repository config failed to parse: their versions stay UNAVAILABLE with this reason. */
   configErrors?: ReadonlyMap<string, string>;
+  /**
+   * Server readiness: false (default) = start-up loading finished and the versions loaded at start-up are
+   * servable (a version registered later that fails is unready on its own); true = every servable version is
+   * (none UNAVAILABLE).
+   */
+  strictReadiness?: boolean;
+}
+
+/** One row of the repository index (Triton's model repository extension): a servable version and its state. */
+export interface RepositoryEntry {
+  readonly name: string;
+  readonly version: string;
+  /** READY, LOADING, UNLOADING, or UNAVAILABLE (failed, or not resident: the reason says which). */
+  readonly state: 'READY' | 'LOADING' | 'UNLOADING' | 'UNAVAILABLE';
+  readonly reason: string;
 }
 
 /** A servable model: its versions, the data plane's alias table and its load settings. */
@@ -136,6 +151,8 @@ export class ModelManager {
   /** Reconciles of registry changes, chained per model name (one at a time per model, in event order). */
   readonly #syncs = new Map<string, Promise<void>>();
   #unsubscribe: () => void = () => undefined;
+  /** Versions start-up loaded (or found UNAVAILABLE): the server is ready once these are servable. */
+  #startup = new Set<ModelVersion>();
   #started = false;
   #closed = false;
 
@@ -160,6 +177,7 @@ export class ModelManager {
       preloads.push(m.#settleRoutes(sm, 'startup'));
     }
     await Promise.all(preloads);
+    for (const sm of m.#models.values()) for (const v of sm.versions) if (v.state !== 'UNLOADED') m.#startup.add(v);
     m.#started = true;
     return m;
   }
@@ -250,11 +268,88 @@ export class ModelManager {
     this.#wakeRoomWaiters();
   }
 
-  /** True when start-up preloading finished and no servable version is UNAVAILABLE. */
+  /**
+   * Whether the server can serve (V2 `/v2/health/ready`, gRPC ServerReady): start-up loading finished and every
+   * version loaded at start-up that is still servable is not UNAVAILABLE (an evicted or unloaded one loads on
+   * the next request). A version registered later that fails to load or warm up makes only itself unready.
+   * With `strictReadiness`, no servable version may be UNAVAILABLE.
+   */
   ready(): boolean {
     if (!this.#started) return false;
-    for (const m of this.#models.values()) for (const v of m.versions) if (v.state === 'UNAVAILABLE') return false;
+    if (this.#opts.strictReadiness === true) {
+      for (const m of this.#models.values()) for (const v of m.versions) if (v.state === 'UNAVAILABLE') return false;
+      return true;
+    }
+    for (const v of this.#startup) if (!v.removed && v.state === 'UNAVAILABLE') return false;
     return true;
+  }
+
+  // ── model repository control (Triton's model repository extension; transport-neutral) ──────────────────
+
+  /** Every servable version and its state, by model name then version; `readyOnly` keeps only READY ones. */
+  repositoryIndex(readyOnly = false, visible: (model: string) => boolean = () => true): RepositoryEntry[] {
+    const out: RepositoryEntry[] = [];
+    for (const m of [...this.#models.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))) {
+      if (!visible(m.name)) continue;
+      for (const v of m.versions) {
+        if (readyOnly && v.state !== 'READY') continue;
+        const state = v.state === 'UNLOADED' ? 'UNAVAILABLE' : v.state;
+        const onDemand = !v.removed && (v.everReady || m.loadPolicy === 'lazy');
+        const reason = v.state === 'UNLOADED' ? (onDemand ? 'unloaded (loads on the next request)' : 'unloaded') : v.state === 'UNAVAILABLE' ? v.reason ?? 'unavailable' : '';
+        out.push({ name: m.name, version: v.label, state, reason });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Make a model resident (repository `load`): load the versions it serves (aliased ones, the default, the
+   * version policy's selection and the traffic policy's targets). A version that failed before is tried again
+   * (not one whose config is invalid). Resolves once the loads finished; throws SY_ERR_MODEL_NOT_READY (503)
+   * naming the versions that failed and why.
+   */
+  async loadModel(name: string): Promise<ModelVersion[]> {
+    const m = this.model(name);
+    const targets = new Set<ModelVersion>(m.wanted());
+    if (m.policy) for (const v of m.versions) targets.add(v);
+    for (const label of Object.values(m.targetAliases)) {
+      const mv = m.byLabel.get(String(label));
+      if (mv) targets.add(mv);
+    }
+    const list = [...targets].sort((a, b) => a.version - b.version);
+    await Promise.all(list.map((mv) => {
+      if (mv.state === 'UNAVAILABLE' && m.configError === null) {
+        mv.state = 'UNLOADED';
+        mv.reason = null;
+      }
+      return this.#ensureLoaded(mv, 'request').catch(() => undefined);
+    }));
+    const failed = list.filter((v) => v.state !== 'READY');
+    if (failed.length > 0) {
+      throw err('SY_ERR_MODEL_NOT_READY', `failed to load model "${name}": ${failed.map((v) => `version ${v.label}: ${v.reason ?? v.state}`).join('; ')}`);
+    }
+    // Aliases whose target is now warm switch to it.
+    for (const [alias, version] of Object.entries(m.targetAliases)) {
+      const mv = m.byLabel.get(String(version));
+      if (mv?.state === 'READY') m.aliases.set(alias, mv);
+    }
+    return list;
+  }
+
+  /**
+   * Release a model's residency (repository `unload`): every resident version is unloaded once idle (busy
+   * ones when their last request finishes). The model stays servable: a later request, or `loadModel`, loads
+   * it again (unlike Triton, where an unloaded model refuses requests; archive a version to stop serving it).
+   * Resolves once the idle versions are unloaded.
+   */
+  async unloadModel(name: string): Promise<void> {
+    const m = this.model(name);
+    await Promise.all(m.versions.map(async (mv) => {
+      if (mv.state === 'LOADING') await mv.transition?.catch(() => undefined);
+      if (mv.state !== 'READY') return;
+      if (mv.idle) return this.#unload(mv, 'requested');
+      mv.retiring = true; // release() unloads it when the last request finishes
+    }));
   }
 
   /** Resolves once every registry change seen so far has been applied (loads and swaps included). */
