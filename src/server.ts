@@ -8,7 +8,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import { pino, type Logger } from 'pino';
 import { Redis } from 'ioredis';
 import { Counter } from 'prom-client';
-import { adminRoutes, featureDataRoutes, GrpcTransport, featureDefinitionRoutes, installErrorShape, lazyChildLogger, llmAdminRoutes, llmRoutes, monitoringAdminRoutes, registerOpenApi, requestIdGenerator, routingAdminRoutes, tenancyRoutes, v2Routes } from './api/index.js';
+import { adminRoutes, featureDataRoutes, featureDefinitionRoutes, GrpcTransport, installErrorShape, lazyChildLogger, llmAdminRoutes, llmRoutes, monitoringAdminRoutes, registerOpenApi, requestIdGenerator, routingAdminRoutes, tenancyRoutes, v2ExtensionRoutes, v2Routes } from './api/index.js';
 import { authEnabled, checkExposure, loadLlmConfig, type ServerConfig } from './config/index.js';
 import { ExperimentStore, ExperimentTracker } from './experiments/index.js';
 import { createMetrics, DatabasePredictionSink, filterExposition, JsonlPredictionSink, type Metrics, MonitoringService } from './monitoring/index.js';
@@ -74,7 +74,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     const configErrors = config.modelRepository ? await importRepository(registry, config.modelRepository, logger) : new Map<string, string>();
     manager = await ModelManager.create({
       registry, logger, runtime, executionProvider: config.executionProvider, memoryBudgetBytes: config.memoryBudget,
-      loadWaitMs: config.loadWaitMs, configErrors,
+      loadWaitMs: config.loadWaitMs, configErrors, strictReadiness: config.strictReadiness,
     });
   } catch (e) {
     await registry.close();
@@ -175,6 +175,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
 
   await registerOpenApi(app);
   await app.register(v2Routes, { inference, serverName: 'switchyard', serverVersion: VERSION, bodyLimit });
+  await app.register(v2ExtensionRoutes, { inference, visible: (req, model) => !req.principal || gateway.canSee(req.principal, model) });
   await app.register(adminRoutes, {
     registry,
     maxArtifactBytes: Math.floor(config.maxArtifactMb * 1024 * 1024),

@@ -39,6 +39,15 @@ const ACTOR_HEADER = 'x-switchyard-actor';
 export function classify(method: string, url: string): AccessRule {
   if (PUBLIC_PATHS.has(url) || url === '/docs' || url.startsWith('/docs/')) return { ...AUTHENTICATED, public: true };
   const read = method === 'GET' || method === 'HEAD';
+  if (url === '/v2/models/stats') {
+    // Statistics of every model the caller can see (the handler leaves out the others).
+    return { ...AUTHENTICATED, scopes: ['read', 'infer'], limited: true };
+  }
+  if (url === '/v2/repository/index') return { ...AUTHENTICATED, scopes: ['read', 'admin'], notFound: 'v2' };
+  if (url.startsWith('/v2/repository/models/:model')) {
+    // Repository load / unload change a model's residency: admin scope, its owner (or the platform), audited.
+    return { ...AUTHENTICATED, scopes: ['admin'], modelParam: 'model', notFound: 'v2', mutatesModel: true, audited: true };
+  }
   if (url.startsWith('/v2/models/:model')) {
     const infer = url.endsWith('/infer');
     return {

@@ -20,8 +20,9 @@ import { channels, type CacheEvent, type FailureReason, type FallbackEvent, type
 import { cacheKey, countsAgainst, type FallbackStep, fallsBack, type ResultCache, sameInputs, type TrafficRouter } from '../routing/index.js';
 import type { ShadowSpec } from '../registry/index.js';
 import { signatureJson, tensorSpecJson, type SignatureJson, type TensorSpecJson } from '../runtimes/index.js';
-import { checkDeclared, inputSpec, orderInputs, type Job, type ModelManager, type ModelVersion } from '../serving/index.js';
+import { checkDeclared, inputSpec, orderInputs, type Job, type ModelManager, type ModelVersion, type RepositoryEntry } from '../serving/index.js';
 import { cloneTensor, concatRows, decodeJsonData, dtypeFromV2, elementCount, named, sliceRows, type Tensor } from '../tensor/index.js';
+import { classifyOutcome, tritonModelConfig, tritonStats, type TritonModelConfig, type TritonModelStats } from './extensions.js';
 import type { InferBody, InferCall, InferOutcome, NamedTensor } from './types.js';
 
 /** The feature store's join: the input tensors a version's feature service fills for entities (one per row), or null when none is bound. */
@@ -257,6 +258,49 @@ export class InferenceService {
     return { name: mv.model, version: mv.label, ready, state: mv.state, reason: mv.reason };
   }
 
+  /**
+   * Triton's model statistics extension: every servable version (of every model `visible` admits, of one
+   * model, or one version), with zeros for versions not served yet, ordered by model name then version.
+   * 404 for an unknown model or version.
+   */
+  modelStatistics(model?: string, version?: string, visible: (model: string) => boolean = () => true): { model_stats: TritonModelStats[] } {
+    const manager = this.#manager;
+    let versions: readonly ModelVersion[];
+    if (model === undefined) {
+      versions = manager.list().filter((m) => visible(m.name)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).flatMap((m) => m.versions);
+    } else if (version === undefined) {
+      versions = manager.model(model).versions;
+    } else {
+      versions = [manager.resolve(model, version)];
+    }
+    return { model_stats: versions.map((mv) => tritonStats(this.#stats.get(mv) ?? null, mv)) };
+  }
+
+  /** Triton's model configuration of a model's default version (or one version); loads it if its signature is needed. */
+  async modelConfig(model: string, version?: string): Promise<TritonModelConfig> {
+    const mv = this.#manager.resolve(model, version);
+    if (!mv.signature && mv.state !== 'UNAVAILABLE') {
+      await this.#manager.acquire(mv);
+      this.#manager.release(mv);
+    }
+    return tritonModelConfig(this.#manager.model(model), mv);
+  }
+
+  /** Triton's model repository extension: the index (every servable version and its state). */
+  repositoryIndex(readyOnly = false, visible: (model: string) => boolean = () => true): RepositoryEntry[] {
+    return this.#manager.repositoryIndex(readyOnly, visible);
+  }
+
+  /** Repository `load`: make the model's served versions resident (see ModelManager.loadModel). */
+  async loadModel(model: string): Promise<void> {
+    await this.#manager.loadModel(model);
+  }
+
+  /** Repository `unload`: release the model's residency; it stays servable and loads again on demand (see ModelManager.unloadModel). */
+  async unloadModel(model: string): Promise<void> {
+    await this.#manager.unloadModel(model);
+  }
+
   /** Cumulative statistics of the versions served so far (all, or one model's). */
   statistics(model?: string): VersionStatistics[] {
     const out: VersionStatistics[] = [];
@@ -344,7 +388,7 @@ export class InferenceService {
         for (const s of ctx.shadows) {
           if (mv === primary && ctx.shadowInputs !== null) router!.shadow(served, s, primary, ctx.shadowInputs, result.prepared.rows, result.outputs);
         }
-        return {
+        const outcome: InferOutcome = {
           model: mv.model, version: mv.version, label: mv.label, outputSpecs: result.outputSpecs, outputs: result.outputs,
           selected: result.prepared.selected, rows: result.prepared.rows,
           route: {
@@ -354,6 +398,9 @@ export class InferenceService {
             cache: result.cache,
           },
         };
+        // Classification extension: requested outputs replaced by their top-k "value:index[:label]" strings.
+        const classes = ctx.body.kind === 'tensors' ? ctx.body.classification : undefined;
+        return classes === undefined || classes.size === 0 ? outcome : classifyOutcome(outcome, classes, mv.maxBatchSize > 0, mv.config.labels);
       }
       throw last ?? err('SY_ERR_INTERNAL', 'no target could serve');
     } catch (e) {

@@ -33,6 +33,11 @@ export interface TensorBody {
   readonly parameters: Readonly<Record<string, unknown>> | null;
   /** Queue timeout in microseconds from the body (V2 `parameters.timeout`); 0 = the call's, else the version's default. */
   readonly timeoutUs: number;
+  /**
+   * Classification extension: requested output name → class count. Each such output comes back as BYTES
+   * `value:index[:label]` strings, its top `count` classes per row. Absent or empty = none.
+   */
+  readonly classification?: ReadonlyMap<string, number>;
 }
 
 /**

@@ -1,11 +1,12 @@
 /**
  * @module
  * Open Inference Protocol (V2) request decoding and response writing, JSON and the binary tensor data
- * extension (Inference-Header-Content-Length, binary_data_size, binary_data, binary_data_output). Decoding
+ * extension (Inference-Header-Content-Length, binary_data_size, binary_data, binary_data_output), and an
+ * output's `parameters.classification` (the classification extension, applied by the core). Decoding
  * needs no model: it yields named tensors that the inference core checks against each version it tries.
  */
 import { err } from '../../errors.js';
-import type { InferOutcome, NamedTensor, TensorBody } from '../../inference/index.js';
+import { classCount, type InferOutcome, type NamedTensor, type TensorBody } from '../../inference/index.js';
 import {
   decodeBinaryData, decodeJsonData, dtypeFromV2, elementCount, encodeBinaryData, encodeJsonData, type Tensor,
 } from '../../tensor/index.js';
@@ -111,6 +112,7 @@ export function decodeInferRequest(body: Buffer, headerLength: number | null): V
   if (offset !== body.length) bad(`body holds ${body.length - offset} bytes of binary data that no input claims`);
 
   let requested: RequestedOutput[] | null = null;
+  let classification: Map<string, number> | undefined;
   if (outputs !== undefined) {
     if (!Array.isArray(outputs)) bad('"outputs" must be an array');
     requested = outputs.map((o) => {
@@ -118,7 +120,7 @@ export function decodeInferRequest(body: Buffer, headerLength: number | null): V
       const name = o['name'];
       const op = o['parameters'];
       if (op !== undefined && !isObject(op)) bad(`output "${name}": "parameters" must be an object`);
-      if (op && 'classification' in op) throw err('SY_ERR_OUTPUT_UNKNOWN', `output "${name}": the classification extension is not supported`);
+      if (op && op['classification'] !== undefined) (classification ??= new Map()).set(name, classCount(name, op['classification']));
       const b = op?.['binary_data'];
       if (b !== undefined && typeof b !== 'boolean') bad(`output "${name}": "binary_data" must be a boolean`);
       return { name, binary: b ?? null };
@@ -137,6 +139,7 @@ export function decodeInferRequest(body: Buffer, headerLength: number | null): V
     body: {
       kind: 'tensors', inputs: given, outputs: requested === null ? null : requested.map((o) => o.name),
       parameters: parameters ?? null, timeoutUs: (timeout as number | undefined) ?? 0,
+      ...(classification === undefined ? {} : { classification }),
     },
     outputs: requested,
     binaryOutput: bdo ?? false,

@@ -12,6 +12,7 @@ import type { CancelSignal, InferenceService, InferOutcome, TensorBody } from '.
 import { RequestCaller } from '../caller.js';
 import { sendError, toWireError } from '../reply-error.js';
 import { decodeInferRequest, encodeInferResponse, type V2Request } from './codec.js';
+import { EXTENSION_NAMES } from './extensions.js';
 
 const gunzipAsync = promisify(gunzip);
 const inflateAsync = promisify(inflate);
@@ -25,7 +26,7 @@ export interface V2Options {
 
 type ModelParams = { model: string; version?: string };
 
-const EXTENSIONS = ['binary_tensor_data', 'parameters'];
+const EXTENSIONS = ['binary_tensor_data', 'parameters', ...EXTENSION_NAMES];
 
 async function decompress(body: Buffer, encoding: string, limit: number): Promise<Buffer> {
   if (encoding === 'identity') return body;
