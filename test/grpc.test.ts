@@ -12,6 +12,7 @@ import { GRPC_STATUS_BY_HTTP, grpcStatus, loadProtos } from '../src/api/index.js
 import { ERRORS, type ErrorCode } from '../src/errors.js';
 import { GraphBuilder } from '../tools/onnx/graph.js';
 import { ALL_TYPES, mlp, slow } from '../tools/onnx/zoo.js';
+import { until } from './gated-runtime.js';
 import { floats, startSwitchyard, type TestServer } from './helpers.js';
 
 const protos = loadProtos();
@@ -253,7 +254,7 @@ describe('gRPC: the inference service', () => {
     assert.deepEqual(((got[3]!['infer_response'] as Msg)['outputs'] as Msg[])[0]!['shape'], ['2', '1']);
   });
 
-  it('ModelConfig, ModelStatistics (Triton shapes), RepositoryIndex, RepositoryModelLoad; Unload is UNIMPLEMENTED', async () => {
+  it('ModelConfig, ModelStatistics (Triton shapes), RepositoryIndex, RepositoryModelLoad and Unload', async () => {
     const { config } = await rpc<{ config: Msg }>(client, 'ModelConfig', { name: 'mlp', version: '1' });
     assert.equal(config['name'], 'mlp');
     assert.equal(config['platform'], 'onnxruntime_onnx');
@@ -283,7 +284,30 @@ describe('gRPC: the inference service', () => {
     ]);
     assert.deepEqual(await rpc(client, 'RepositoryModelLoad', { model_name: 'mlp' }), {});
     await fails(rpc(client, 'RepositoryModelLoad', { model_name: 'nope' }), Status.NOT_FOUND);
-    await fails(rpc(client, 'RepositoryModelUnload', { model_name: 'mlp' }), Status.UNIMPLEMENTED, undefined, /residency follows the memory budget/);
+    // Unload releases residency (the model stays servable: the next request loads it again).
+    assert.deepEqual(await rpc(client, 'RepositoryModelUnload', { model_name: 'mlp' }), {});
+    await until(() => srv.sy.manager.versionsOf('mlp').every((v) => v.state === 'UNLOADED'));
+    const after = await rpc<{ models: Msg[] }>(client, 'RepositoryIndex', {});
+    for (const m of after.models.filter((x) => x['name'] === 'mlp')) assert.notEqual(m['state'], 'READY');
+    await rpc(client, 'ModelInfer', mlpRequest('mlp', 1, 5));
+    await fails(rpc(client, 'RepositoryModelUnload', { model_name: 'nope' }), Status.NOT_FOUND);
+  });
+
+  it('the classification extension over gRPC: an output asked with classification comes back as top-k BYTES', async () => {
+    const plain = await rpc<Msg>(client, 'ModelInfer', mlpRequest('mlp', 2, 11));
+    const values = scores(plain);
+    const classified = await rpc<Msg>(client, 'ModelInfer', mlpRequest('mlp', 2, 11, { outputs: [{ name: 'score', parameters: { classification: { int64_param: '1' } } }] }));
+    const out = (classified['outputs'] as Msg[])[0]!;
+    assert.equal(out['datatype'], 'BYTES');
+    assert.deepEqual(out['shape'], ['2', '1']);
+    const raw = (classified['raw_output_contents'] as Buffer[])[0]!;
+    const texts: string[] = [];
+    for (let o = 0; o < raw.length;) {
+      const n = raw.readUInt32LE(o);
+      texts.push(raw.toString('utf8', o + 4, o + 4 + n));
+      o += 4 + n;
+    }
+    assert.deepEqual(texts, Array.from(values, (v) => `${v.toFixed(6)}:0`));
   });
 
   it('a deadline bounds the call (DEADLINE_EXCEEDED); a cancelled call is dropped', async () => {

@@ -15,7 +15,7 @@
  * whole response is raw, as the protocol requires raw for all outputs or none.
  */
 import { err } from '../../errors.js';
-import type { InferOutcome, NamedTensor, TensorBody } from '../../inference/index.js';
+import { classCount, type InferOutcome, type NamedTensor, type TensorBody } from '../../inference/index.js';
 import {
   decodeBinaryData, dtypeFromV2, elementCount, encodeBinaryData, type DtypeInfo, type NumericArray, type Tensor, type TensorData,
 } from '../../tensor/index.js';
@@ -170,10 +170,13 @@ export function decodeInferRequest(req: WireInferRequest): GrpcInferRequest {
     inputs[i] = { name, tensor: { dtype, shape, data } };
   }
   let outputs: string[] | null = null;
+  let classification: Map<string, number> | undefined;
   if (req.outputs.length > 0) {
     outputs = req.outputs.map((o, i) => {
       if (o.name === '') bad(`outputs[${i}] has no name`);
-      if ('classification' in o.parameters) throw err('SY_ERR_OUTPUT_UNKNOWN', `output "${o.name}": the classification extension is not supported`);
+      // The classification extension: top-k "value:index[:label]" BYTES, applied by the core as for REST.
+      const c = o.parameters['classification'];
+      if (c !== undefined) (classification ??= new Map()).set(o.name, classCount(o.name, parameterValue(c)));
       if ('shared_memory_region' in o.parameters) bad(`output "${o.name}": the shared-memory extension is not supported`);
       return o.name;
     });
@@ -183,7 +186,10 @@ export function decodeInferRequest(req: WireInferRequest): GrpcInferRequest {
   if (timeout !== undefined && (typeof timeout !== 'number' || !Number.isInteger(timeout) || timeout < 0)) {
     bad('parameters.timeout must be a non-negative int64_param of microseconds');
   }
-  return { body: { kind: 'tensors', inputs, outputs, parameters: params, timeoutUs: (timeout as number | undefined) ?? 0 }, raw: useRaw };
+  return {
+    body: { kind: 'tensors', inputs, outputs, parameters: params, timeoutUs: (timeout as number | undefined) ?? 0, ...(classification === undefined ? {} : { classification }) },
+    raw: useRaw,
+  };
 }
 
 export interface WireOutput {

@@ -14,8 +14,8 @@
  * ModelReady/Metadata/Config   read | infer            readiness(), metadata(), the version's config
  * ModelStatistics              read | infer            statistics() (visible models only)
  * ModelInfer, ModelStreamInfer infer (limited)         InferenceService.infer()
- * RepositoryIndex/ModelLoad    admin                   the model manager (index; load = make resident)
- * RepositoryModelUnload        admin                   UNIMPLEMENTED: residency follows the budget and registry
+ * RepositoryIndex/ModelLoad    admin                   InferenceService.repositoryIndex / loadModel (make resident)
+ * RepositoryModelUnload        admin                   InferenceService.unloadModel (release residency; loads again on demand)
  * grpc.health.v1.Health        nothing (public)        SERVING when the server is ready
  * ```
  *
@@ -29,7 +29,7 @@ import {
 import type { Logger } from 'pino';
 import { err } from '../../errors.js';
 import type { AccessRule, AuditLog, Authorizer, Gateway, Principal } from '../../gateway/index.js';
-import type { InferenceService, InferOutcome, VersionStatistics } from '../../inference/index.js';
+import type { InferenceService, InferOutcome } from '../../inference/index.js';
 import { requestIdGenerator } from '../request-scope.js';
 import { toWireError } from '../reply-error.js';
 import { GrpcCaller } from './caller.js';
@@ -68,8 +68,7 @@ const REPOSITORY_INDEX: AccessRule = { ...BASE, scopes: ['admin'] };
 
 const ACTOR = 'x-switchyard-actor';
 const INFERENCE_SERVICE = 'inference.GRPCInferenceService';
-const EXTENSIONS = ['parameters', 'model_configuration', 'statistics'];
-const DATA_TYPE = (v2: string): string => `TYPE_${v2 === 'BYTES' ? 'STRING' : v2}`;
+const EXTENSIONS = ['parameters', 'model_configuration', 'statistics', 'model_repository', 'classification'];
 
 function first(md: Metadata, key: string): string | undefined {
   const v = md.get(key)[0];
@@ -113,8 +112,6 @@ class GrpcStatusError extends Error implements ServiceError {
   }
 }
 
-const zero = (): { count: string; ns: string } => ({ count: '0', ns: '0' });
-const dur = (d: { count: number; ns: number }): { count: string; ns: string } => ({ count: String(d.count), ns: String(Math.round(d.ns)) });
 
 export class GrpcTransport {
   readonly #opts: GrpcOptions;
@@ -299,7 +296,6 @@ export class GrpcTransport {
 
   #inferenceService(): UntypedServiceImplementation {
     const { inference, serverName, serverVersion } = this.#opts;
-    const manager = inference.manager;
     const gateway = this.#opts.gateway;
     type Named = { name: string; version: string };
     const named = (r: Named): string => r.name;
@@ -312,80 +308,31 @@ export class GrpcTransport {
         const m = await inference.metadata(r.name, r.version || undefined);
         return { name: m.name, versions: m.versions, platform: m.platform, inputs: m.inputs, outputs: m.outputs };
       }),
-      ModelConfig: this.#unary(MODEL_READ, named, async (r: Named) => {
-        const m = await inference.metadata(r.name, r.version || undefined);
-        const mv = manager.resolve(r.name, r.version || undefined);
-        const c = mv.config;
-        const batched = mv.maxBatchSize > 0;
-        const dims = (shape: readonly number[]): number[] => (batched ? shape.slice(1) : [...shape]);
-        const policy = c.versionPolicy;
-        return {
-          config: {
-            name: m.name, platform: m.platform, backend: 'onnxruntime', max_batch_size: mv.maxBatchSize,
-            version_policy: 'all' in policy ? { all: {} } : 'specific' in policy ? { specific: { versions: policy.specific.versions } } : { latest: { num_versions: policy.latest.num_versions } },
-            input: m.inputs.map((t) => ({ name: t.name, data_type: DATA_TYPE(t.datatype), dims: dims(t.shape) })),
-            output: m.outputs.map((t) => ({ name: t.name, data_type: DATA_TYPE(t.datatype), dims: dims(t.shape) })),
-            instance_group: [{
-              name: `${m.name}_0`, count: c.instances, kind: c.executionProvider === 'cuda' ? 'KIND_GPU' : 'KIND_CPU', gpus: c.executionProvider === 'cuda' ? [c.deviceId] : [],
-            }],
-            dynamic_batching: batched ? { preferred_batch_size: [...c.preferredBatchSizes], max_queue_delay_microseconds: String(c.maxQueueDelayUs) } : null,
-          },
-        };
-      }),
-      ModelStatistics: this.#unary(MODEL_READ, (r: Named) => (r.name === '' ? null : r.name), (r: Named, p) => {
-        const models = r.name === '' ? manager.list().map((m) => m.name).filter((n) => p === null || gateway.canSee(p, n)) : [manager.model(r.name).name];
-        if (r.version !== '') manager.resolve(r.name, r.version);
-        const stats = new Map<string, VersionStatistics>();
-        for (const s of inference.statistics(r.name === '' ? undefined : r.name)) stats.set(`${s.name}\u0000${s.version}`, s);
-        const out = [];
-        for (const name of models) {
-          for (const v of manager.versionsOf(name)) {
-            if (r.version !== '' && v.label !== r.version) continue;
-            const s = stats.get(`${name}\u0000${v.label}`);
-            out.push({
-              name, version: v.label, last_inference: String(s?.lastInference ?? 0), inference_count: String(s?.inferenceCount ?? 0),
-              execution_count: String(s?.executionCount ?? 0),
-              inference_stats: s === undefined
-                ? { success: zero(), fail: zero(), queue: zero(), compute_input: zero(), compute_infer: zero(), compute_output: zero(), cache_hit: zero(), cache_miss: zero() }
-                : {
-                  success: dur(s.success), fail: dur(s.fail), queue: dur(s.queue), compute_input: zero(), compute_infer: dur(s.computeInfer),
-                  compute_output: zero(), cache_hit: dur(s.cacheHit), cache_miss: dur(s.cacheMiss),
-                },
-              batch_stats: [], memory_usage: v.state === 'READY' ? [{ type: 'CPU', id: '0', byte_size: String(v.residentBytes) }] : [],
-            });
-          }
-        }
-        return { model_stats: out };
-      }),
+      ModelConfig: this.#unary(MODEL_READ, named, async (r: Named) => ({ config: await inference.modelConfig(r.name, r.version || undefined) })),
+      ModelStatistics: this.#unary(MODEL_READ, (r: Named) => (r.name === '' ? null : r.name), (r: Named, p) =>
+        inference.modelStatistics(r.name === '' ? undefined : r.name, r.version === '' ? undefined : r.version, (n) => p === null || gateway.canSee(p, n))),
       RepositoryIndex: this.#unary(REPOSITORY_INDEX, () => null, (r: { ready: boolean }, p) => ({
-        models: manager.list().filter((m) => p === null || gateway.canSee(p, m.name)).flatMap((m) => m.versions
-          .filter((v) => !r.ready || v.state === 'READY')
-          .map((v) => ({ name: m.name, version: v.label, state: v.state, reason: v.reason ?? '' }))),
+        models: inference.repositoryIndex(r.ready, (n) => p === null || gateway.canSee(p, n)).map((e) => ({ ...e, reason: e.reason ?? '' })),
       })),
-      RepositoryModelLoad: this.#unary(REPOSITORY, (r: { model_name: string }) => r.model_name, async (r: { model_name: string }, p, call) => {
-        const versions = manager.versionsOf(manager.model(r.model_name).name);
-        try {
-          // "Load" = make every servable version resident now (each is acquired, which loads it, then released).
-          for (const mv of versions) {
-            await manager.acquire(mv);
-            manager.release(mv);
-          }
-          await this.#audit(p, call, 'RepositoryModelLoad', r.model_name, 200);
-        } catch (e) {
-          await this.#audit(p, call, 'RepositoryModelLoad', r.model_name, toWireError(e).status);
-          throw e;
-        }
-        return {};
-      }),
-      RepositoryModelUnload: this.#unary(REPOSITORY, (r: { model_name: string }) => r.model_name, async (r: { model_name: string }, p, call) => {
-        manager.model(r.model_name);
-        await this.#audit(p, call, 'RepositoryModelUnload', r.model_name, 501);
-        const message = `model "${r.model_name}" cannot be unloaded on request: residency follows the memory budget (least recently used idle versions are unloaded) and the registry (archive a version or change the routes through /api/v1 to stop serving it)`;
-        throw new GrpcStatusError(Status.UNIMPLEMENTED, message);
-      }),
+      RepositoryModelLoad: this.#unary(REPOSITORY, (r: { model_name: string }) => r.model_name, (r: { model_name: string }, p, call) =>
+        this.#audited(p, call, 'RepositoryModelLoad', r.model_name, () => inference.loadModel(r.model_name))),
+      RepositoryModelUnload: this.#unary(REPOSITORY, (r: { model_name: string }) => r.model_name, (r: { model_name: string }, p, call) =>
+        this.#audited(p, call, 'RepositoryModelUnload', r.model_name, () => inference.unloadModel(r.model_name))),
       ModelInfer: this.#modelInfer.bind(this),
       ModelStreamInfer: this.#modelStreamInfer.bind(this),
     };
+  }
+
+  /** Run a repository action and record it in the audit log with its outcome's HTTP status (as the REST routes are). */
+  async #audited(p: Principal | null, call: ServerUnaryCall<unknown, unknown>, action: string, model: string, run: () => Promise<void>): Promise<object> {
+    try {
+      await run();
+    } catch (e) {
+      await this.#audit(p, call, action, model, toWireError(e).status);
+      throw e;
+    }
+    await this.#audit(p, call, action, model, 200);
+    return {};
   }
 
   async #audit(p: Principal | null, call: ServerUnaryCall<unknown, unknown>, action: string, model: string, status: number): Promise<void> {
