@@ -6,7 +6,7 @@
  * SY_ERR_INTERNAL without internals.
  */
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import { isSwitchyardError, type ErrorCode, type SwitchyardError } from '../errors.js';
+import { isSwitchyardError, type ErrorCode } from '../errors.js';
 
 /** Fastify's own error codes that mean bad client input. */
 const FASTIFY_CLIENT: Record<string, { status: number; code: ErrorCode; message: (e: Error) => string }> = {

@@ -125,3 +125,19 @@ export interface InferOutcome {
   readonly rows: number;
   readonly route: RouteFacts;
 }
+
+/**
+ * The route facts as protocol response parameters (V2 REST `parameters`, gRPC `InferParameters`): which
+ * version and arm served, why a fallback served and from what, whether the cache answered; null when no
+ * policy, fallback or cache was in play.
+ */
+export function routeParameters(out: InferOutcome): Record<string, string | boolean> | null {
+  const r = out.route;
+  if (!r.routed && r.cache === null && r.fallbackReason === null) return null;
+  return {
+    served_by: `${out.model}:${out.label}`,
+    ...(r.arm === null ? {} : { arm: r.arm }),
+    ...(r.fallbackReason === null || r.fallbackFrom === null ? {} : { fallback_reason: r.fallbackReason, fallback_from: r.fallbackFrom }),
+    ...(r.cache === null ? {} : { cache_hit: r.cache === 'hit' }),
+  };
+}

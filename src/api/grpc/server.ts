@@ -29,7 +29,7 @@ import {
 import type { Logger } from 'pino';
 import { err } from '../../errors.js';
 import type { AccessRule, AuditLog, Authorizer, Gateway, Principal } from '../../gateway/index.js';
-import type { InferenceService, InferOutcome } from '../../inference/index.js';
+import { routeParameters, type InferenceService } from '../../inference/index.js';
 import { requestIdGenerator } from '../request-scope.js';
 import { toWireError } from '../reply-error.js';
 import { GrpcCaller } from './caller.js';
@@ -73,18 +73,6 @@ const EXTENSIONS = ['parameters', 'model_configuration', 'statistics', 'model_re
 function first(md: Metadata, key: string): string | undefined {
   const v = md.get(key)[0];
   return v === undefined ? undefined : typeof v === 'string' ? v : v.toString('utf8');
-}
-
-/** Routing facts as response parameters, when a policy, a fallback or the cache was in play (as REST). */
-function routeParameters(out: InferOutcome): Record<string, string | boolean> | null {
-  const r = out.route;
-  if (!r.routed && r.cache === null && r.fallbackReason === null) return null;
-  return {
-    served_by: `${out.model}:${out.label}`,
-    ...(r.arm === null ? {} : { arm: r.arm }),
-    ...(r.fallbackReason === null || r.fallbackFrom === null ? {} : { fallback_reason: r.fallbackReason, fallback_from: r.fallbackFrom }),
-    ...(r.cache === null ? {} : { cache_hit: r.cache === 'hit' }),
-  };
 }
 
 /** The microseconds left before a call's deadline (0 = none). */

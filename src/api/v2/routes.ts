@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { gunzip, inflate } from 'node:zlib';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { err } from '../../errors.js';
-import type { CancelSignal, InferenceService, InferOutcome, TensorBody } from '../../inference/index.js';
+import { routeParameters, type CancelSignal, type InferenceService, type InferOutcome, type TensorBody } from '../../inference/index.js';
 import { RequestCaller } from '../caller.js';
 import { sendError, toWireError } from '../reply-error.js';
 import { decodeInferRequest, encodeInferResponse, type V2Request } from './codec.js';
@@ -63,18 +63,6 @@ class SocketSignal implements CancelSignal {
   get aborted(): boolean {
     return this.socket.destroyed;
   }
-}
-
-/** Routing facts as response parameters, when a policy, a fallback or the cache was in play; else null. */
-function routeParameters(out: InferOutcome): Record<string, string | boolean> | null {
-  const r = out.route;
-  if (!r.routed && r.cache === null && r.fallbackReason === null) return null;
-  return {
-    served_by: `${out.model}:${out.label}`,
-    ...(r.arm === null ? {} : { arm: r.arm }),
-    ...(r.fallbackReason === null || r.fallbackFrom === null ? {} : { fallback_reason: r.fallbackReason, fallback_from: r.fallbackFrom }),
-    ...(r.cache === null ? {} : { cache_hit: r.cache === 'hit' }),
-  };
 }
 
 export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<void> {
