@@ -29,7 +29,7 @@ import {
 import type { Logger } from 'pino';
 import { err } from '../../errors.js';
 import type { AccessRule, AuditLog, Authorizer, Gateway, Principal } from '../../gateway/index.js';
-import { routeParameters, type InferenceService } from '../../inference/index.js';
+import { routeParameters, type CancelSignal, type InferenceService } from '../../inference/index.js';
 import { requestIdGenerator } from '../request-scope.js';
 import { toWireError } from '../reply-error.js';
 import { GrpcCaller } from './caller.js';
@@ -82,12 +82,44 @@ function deadlineUs(deadline: Date | number): number {
   return Math.max(1, Math.round((at - Date.now()) * 1000));
 }
 
-/** An abort signal for a call: aborted when the client cancels or its deadline passes. */
-function callSignal(call: { on(e: 'cancelled', l: () => void): unknown; cancelled: boolean }): AbortSignal {
-  const ac = new AbortController();
-  if (call.cancelled) ac.abort();
-  else call.on('cancelled', () => ac.abort());
-  return ac.signal;
+/**
+ * A call's {@link CancelSignal}: aborted when the client cancels or its deadline passes. Not an AbortSignal:
+ * grpc-js emits `cancelled` when every call's stream closes, finished ones included, and aborting an
+ * AbortController builds a DOMException (a stack trace) each time — measurable at thousands of calls a second.
+ * Here an abort only sets a flag and runs the listeners still attached (the core detaches its own when done).
+ */
+class CallSignal implements CancelSignal {
+  #aborted = false;
+  #listeners: (() => void)[] | null = null;
+
+  constructor(call: { once(e: 'cancelled', l: () => void): unknown; cancelled: boolean }) {
+    if (call.cancelled) this.#aborted = true;
+    else call.once('cancelled', () => this.#abort());
+  }
+
+  get aborted(): boolean {
+    return this.#aborted;
+  }
+
+  addEventListener(_type: 'abort', listener: () => void): void {
+    if (this.#aborted) return; // as an AbortSignal: an already-aborted signal never fires again
+    (this.#listeners ??= []).push(listener);
+  }
+
+  removeEventListener(_type: 'abort', listener: () => void): void {
+    const ls = this.#listeners;
+    if (ls === null) return;
+    const i = ls.indexOf(listener);
+    if (i >= 0) ls.splice(i, 1);
+  }
+
+  #abort(): void {
+    if (this.#aborted) return;
+    this.#aborted = true;
+    const ls = this.#listeners;
+    this.#listeners = null;
+    if (ls !== null) for (const l of ls) l();
+  }
 }
 
 /** A gRPC status with no catalog code (e.g. UNIMPLEMENTED), answered as is. */
@@ -112,7 +144,9 @@ export class GrpcTransport {
   constructor(opts: GrpcOptions) {
     this.#opts = opts;
     const max = opts.maxMessageBytes;
-    this.#server = new Server({ 'grpc.max_receive_message_length': max, 'grpc.max_send_message_length': max });
+    // Channelz (grpc-js's per-call and per-socket bookkeeping for its introspection service) is off: Switchyard
+    // does not serve that service, and the bookkeeping costs on every call.
+    this.#server = new Server({ 'grpc.max_receive_message_length': max, 'grpc.max_send_message_length': max, 'grpc.enable_channelz': 0 });
     const protos = loadProtos();
     this.#server.addService(protos.inference, this.#inferenceService());
     this.#server.addService(protos.health, this.#healthService());
@@ -200,7 +234,7 @@ export class GrpcTransport {
   // ── inference ────────────────────────────────────────────────────────────────────────────────────────
 
   /** One inference for an admitted principal: decode (on the core's first attempt), run, encode. */
-  async #infer(req: WireInferRequest, p: Principal, md: Metadata, timeoutUs: number, signal: AbortSignal): Promise<WireInferResponse> {
+  async #infer(req: WireInferRequest, p: Principal, md: Metadata, timeoutUs: number, signal: CancelSignal): Promise<WireInferResponse> {
     let decoded: GrpcInferRequest | null = null;
     const id = req.id;
     const out = await this.#opts.inference.infer({
@@ -216,7 +250,7 @@ export class GrpcTransport {
     const run = async (): Promise<WireInferResponse> => {
       const p = await this.#authenticate(call.metadata);
       admission = await this.#admit(p, INFER, call.request.model_name);
-      return this.#infer(call.request, p, call.metadata, deadlineUs(call.getDeadline()), callSignal(call));
+      return this.#infer(call.request, p, call.metadata, deadlineUs(call.getDeadline()), new CallSignal(call));
     };
     run().then((res) => {
       admission?.release();
@@ -234,7 +268,7 @@ export class GrpcTransport {
    * UNAUTHENTICATED / PERMISSION_DENIED.
    */
   #modelStreamInfer(call: ServerDuplexStream<WireInferRequest, { error_message: string; infer_response: WireInferResponse | null }>): void {
-    const signal = callSignal(call);
+    const signal = new CallSignal(call);
     let principal: Promise<Principal> | null = null;
     let tail: Promise<void> = Promise.resolve();
     let pending = 0;
