@@ -1,6 +1,6 @@
 // Minimal typing for the parts of autocannon the benchmark uses (the package ships no types).
 declare module 'autocannon' {
-  interface Histogram { average: number; p50: number; p99: number }
+  interface Histogram { average: number; p50: number; p99: number; /** requests: completed in all */ total: number }
   interface Result { requests: Histogram; latency: Histogram; errors: number; non2xx: number }
   interface Options {
     url: string; method?: string; body?: string; connections?: number; duration?: number; pipelining?: number;
