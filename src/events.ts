@@ -57,7 +57,7 @@ export interface ColdStartEvent { model: string; version: string; waitMs: number
 export interface RouteEvent { origin: object; model: string; arm: string; unit: string | null; assignment: 'hash' | 'random' | 'excluded' | 'fixed' }
 
 /**
- * A request that named no version finished: ok, or failed on the server side (bad input is not counted). For
+ * A request routed to an arm by its model's policy finished: ok, or failed on the server side (bad input is not counted). For
  * guardrails, a request its arm could not serve counts as that arm's failure even when a fallback rescued it.
  */
 export interface ServedEvent { origin: object; model: string; arm: string | null; ok: boolean; latencyMs: number }

@@ -103,7 +103,9 @@ const MS_NS = 1e6;
 
 /** Per-call state shared by its attempts: inputs prepared per signature, the joined tensors, shadows, route facts. */
 class CallState {
-  readonly #prepared: Prepared[] = [];
+  /** Inputs prepared per signature: the first one, then (rarely: a fallback with other inputs) the rest. */
+  #first: Prepared | null = null;
+  #more: Prepared[] | null = null;
   /** Named inputs after the feature join (the body's when none), decided on the first attempt. */
   #inputs: readonly NamedTensor[] | null = null;
   /** Shadow targets sampled for this call, and the copy of its inputs they get (made before the primary runs). */
@@ -127,7 +129,9 @@ class CallState {
   }
 
   async prepare(mv: ModelVersion, features: FeatureJoin | null): Promise<Prepared> {
-    for (const p of this.#prepared) if (p.mv === mv || sameInputs(p.mv, mv)) return p;
+    const f = this.#first;
+    if (f !== null && (f.mv === mv || sameInputs(f.mv, mv))) return f;
+    if (this.#more !== null) for (const p of this.#more) if (p.mv === mv || sameInputs(p.mv, mv)) return p;
     const sig = mv.signature;
     if (sig === null) throw err('SY_ERR_MODEL_NOT_READY', `model "${mv.model}" version ${mv.version} is not ready`, { retryAfterS: 1 });
     const body = this.body;
@@ -156,7 +160,8 @@ class CallState {
     }
     // What the runtime cannot carry unaltered is refused here, per request, never in a shared batch.
     mv.loaded?.check?.(prepared.inputs);
-    this.#prepared.push(prepared);
+    if (this.#first === null) this.#first = prepared;
+    else (this.#more ??= []).push(prepared);
     return prepared;
   }
 
@@ -410,7 +415,8 @@ export class InferenceService {
   }
 
   #served(model: string, arm: string | null, ok: boolean, t0: number): void {
-    if (channels.served.hasSubscribers) channels.served.publish({ origin: this, model, arm, ok, latencyMs: performance.now() - t0 } satisfies ServedEvent);
+    // Only routed requests have an arm to account to (guardrails); the rest publish nothing.
+    if (arm !== null && channels.served.hasSubscribers) channels.served.publish({ origin: this, model, arm, ok, latencyMs: performance.now() - t0 } satisfies ServedEvent);
   }
 
   /**

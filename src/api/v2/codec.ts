@@ -73,14 +73,12 @@ export function decodeInferRequest(body: Buffer, headerLength: number | null): V
   if (!(joins && inputs === undefined) && (!Array.isArray(inputs) || (inputs.length === 0 && !joins))) bad('"inputs" must be a non-empty array');
 
   const given: NamedTensor[] = [];
-  const names = new Set<string>();
   let offset = jsonEnd;
   for (const raw of (inputs ?? []) as unknown[]) {
     if (!isObject(raw)) bad('each entry of "inputs" must be an object');
     const name = raw['name'];
     if (typeof name !== 'string') bad('each input needs a string "name"');
-    if (names.has(name)) bad(`input "${name}" appears more than once`);
-    names.add(name);
+    for (let k = 0; k < given.length; k++) if (given[k]!.name === name) bad(`input "${name}" appears more than once`);
     const datatype = raw['datatype'];
     if (typeof datatype !== 'string') bad(`input "${name}": "datatype" must be a string`);
     const dtype = dtypeFromV2(datatype);
