@@ -247,13 +247,19 @@ export class InferenceService {
 
   /** A model's (or one version's) metadata; loads a lazy / evicted version whose signature is needed (bounded wait). */
   async metadata(model: string, version?: string): Promise<ModelMetadata> {
+    const mv = await this.#withSignature(model, version);
+    const sig = mv.signature ? signatureJson(mv.signature) : { inputs: [], outputs: [] };
+    return { name: mv.model, versions: this.#manager.versionsOf(mv.model).map((v) => v.label), platform: mv.loaded?.platform ?? 'onnxruntime_onnx', ...sig };
+  }
+
+  /** The version named (or the default), loaded first when it is lazy or evicted and its signature is needed (bounded wait). */
+  async #withSignature(model: string, version: string | undefined): Promise<ModelVersion> {
     const mv = this.#manager.resolve(model, version);
     if (!mv.signature && mv.state !== 'UNAVAILABLE') {
       await this.#manager.acquire(mv);
       this.#manager.release(mv);
     }
-    const sig = mv.signature ? signatureJson(mv.signature) : { inputs: [], outputs: [] };
-    return { name: mv.model, versions: this.#manager.versionsOf(mv.model).map((v) => v.label), platform: mv.loaded?.platform ?? 'onnxruntime_onnx', ...sig };
+    return mv;
   }
 
   /** Readiness of a model's default version, or of one version. A version that loads on demand can take requests: ready. */
@@ -283,11 +289,7 @@ export class InferenceService {
 
   /** Triton's model configuration of a model's default version (or one version); loads it if its signature is needed. */
   async modelConfig(model: string, version?: string): Promise<TritonModelConfig> {
-    const mv = this.#manager.resolve(model, version);
-    if (!mv.signature && mv.state !== 'UNAVAILABLE') {
-      await this.#manager.acquire(mv);
-      this.#manager.release(mv);
-    }
+    const mv = await this.#withSignature(model, version);
     return tritonModelConfig(this.#manager.model(model), mv);
   }
 

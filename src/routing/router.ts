@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { err, type SwitchyardError } from '../errors.js';
 import { channels, type ShadowEvent } from '../events.js';
 import type { Flow, ModelManager, ModelVersion, ServedModel } from '../serving/index.js';
-import { cloneTensor, named, type Tensor } from '../tensor/index.js';
+import { named, type Tensor } from '../tensor/index.js';
 import { CircuitBreaker, type CircuitState } from './circuit.js';
 import { compareOutputs } from './compare.js';
 import { chooseVariation, getBucketRange, hash, inNamespace, type BucketRange, type Namespace } from './growthbook.js';

@@ -144,13 +144,10 @@ export function decodeInferRequest(req: WireInferRequest): GrpcInferRequest {
     bad(`raw_input_contents holds ${raw.length} entries for ${req.inputs.length} inputs: send one per input, in order`);
   }
   const inputs: NamedTensor[] = new Array(req.inputs.length);
-  const names = new Set<string>();
   for (let i = 0; i < req.inputs.length; i++) {
     const inp = req.inputs[i]!;
     const name = inp.name;
     if (name === '') bad(`inputs[${i}] has no name`);
-    if (names.has(name)) bad(`input "${name}" appears more than once`);
-    names.add(name);
     const dtype = dtypeFromV2(inp.datatype);
     if (dtype === undefined) invalid(`input "${name}": unknown datatype "${inp.datatype}"`);
     if ('shared_memory_region' in inp.parameters) invalid(`input "${name}": the shared-memory extension is not supported; send raw_input_contents or contents`);

@@ -245,21 +245,9 @@ export class GrpcTransport {
     return encodeInferResponse(out, id, (decoded as GrpcInferRequest | null)?.raw ?? true, routeParameters(out));
   }
 
-  #modelInfer(call: ServerUnaryCall<WireInferRequest, WireInferResponse>, callback: sendUnaryData<WireInferResponse>): void {
-    let admission: Admission | null = null;
-    const run = async (): Promise<WireInferResponse> => {
-      const p = await this.#authenticate(call.metadata);
-      admission = await this.#admit(p, INFER, call.request.model_name);
-      return this.#infer(call.request, p, call.metadata, deadlineUs(call.getDeadline()), new CallSignal(call));
-    };
-    run().then((res) => {
-      admission?.release();
-      callback(null, res);
-    }, (e: unknown) => {
-      admission?.release();
-      callback(this.#error(e));
-    });
-  }
+  /** ModelInfer: the unary path (authenticate, authorize, limit) around one inference. */
+  readonly #modelInfer = this.#unary<WireInferRequest, WireInferResponse>(INFER, (r) => r.model_name, (req, p, call) =>
+    this.#infer(req, p!, call.metadata, deadlineUs(call.getDeadline()), new CallSignal(call)));
 
   /**
    * The bidirectional stream: authenticated once (its metadata), each request authorized, limited and run on its
@@ -340,7 +328,7 @@ export class GrpcTransport {
         this.#audited(p, call, 'RepositoryModelLoad', r.model_name, () => inference.loadModel(r.model_name))),
       RepositoryModelUnload: this.#unary(REPOSITORY, (r: { model_name: string }) => r.model_name, (r: { model_name: string }, p, call) =>
         this.#audited(p, call, 'RepositoryModelUnload', r.model_name, () => inference.unloadModel(r.model_name))),
-      ModelInfer: this.#modelInfer.bind(this),
+      ModelInfer: this.#modelInfer,
       ModelStreamInfer: this.#modelStreamInfer.bind(this),
     };
   }

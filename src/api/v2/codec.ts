@@ -78,7 +78,6 @@ export function decodeInferRequest(body: Buffer, headerLength: number | null): V
     if (!isObject(raw)) bad('each entry of "inputs" must be an object');
     const name = raw['name'];
     if (typeof name !== 'string') bad('each input needs a string "name"');
-    for (let k = 0; k < given.length; k++) if (given[k]!.name === name) bad(`input "${name}" appears more than once`);
     const datatype = raw['datatype'];
     if (typeof datatype !== 'string') bad(`input "${name}": "datatype" must be a string`);
     const dtype = dtypeFromV2(datatype);
