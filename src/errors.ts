@@ -8,9 +8,14 @@
  */
 
 /** OpenAI error `type` values, as OpenAI's API sends them. */
+/**
+ * OpenAI's `error.type` as its API sends it: `invalid_request_error` for every 4xx but rate limits (401, 403 and
+ * 404 included), `requests` / `tokens` for a rate limit by dimension, `insufficient_quota`, `server_error`. The
+ * rest are types other OpenAI-compatible servers send, relayed from upstreams as they came.
+ */
 export type OpenAiErrorType =
-  | 'invalid_request_error' | 'authentication_error' | 'permission_error' | 'not_found_error'
-  | 'rate_limit_error' | 'server_error' | 'api_error' | 'timeout_error';
+  | 'invalid_request_error' | 'requests' | 'tokens' | 'insufficient_quota' | 'server_error' | 'timeout_error'
+  | 'authentication_error' | 'permission_error' | 'not_found_error' | 'rate_limit_error' | 'api_error';
 
 export interface ErrorSpec {
   readonly status: number;
@@ -35,20 +40,20 @@ export const ERRORS = {
   SY_ERR_CONTEXT_LENGTH_EXCEEDED: { status: 400, retryable: false, type: 'invalid_request_error', openaiCode: 'context_length_exceeded', summary: "The prompt (or an embedding input) plus max_tokens does not fit the model's context length." },
   SY_ERR_BODY_TOO_LARGE: { status: 413, retryable: false, type: 'invalid_request_error', openaiCode: 'request_too_large', summary: 'The request body exceeds the configured limit.' },
   SY_ERR_UNSUPPORTED_MEDIA: { status: 415, retryable: false, type: 'invalid_request_error', openaiCode: 'unsupported_media', summary: 'The request content type or encoding is not supported.' },
-  SY_ERR_UNAUTHENTICATED: { status: 401, retryable: false, type: 'authentication_error', openaiCode: 'invalid_api_key', summary: 'No valid API key: missing or malformed Authorization header, or an unknown, revoked or expired key.' },
-  SY_ERR_FORBIDDEN: { status: 403, retryable: false, type: 'permission_error', openaiCode: 'insufficient_permissions', summary: "The key lacks the scope this action needs (on something the key's tenant can see)." },
-  SY_ERR_TENANT_NOT_FOUND: { status: 404, retryable: false, type: 'not_found_error', openaiCode: 'tenant_not_found', summary: 'No tenant or API key with this name or id (or not visible to this key).' },
+  SY_ERR_UNAUTHENTICATED: { status: 401, retryable: false, type: 'invalid_request_error', openaiCode: 'invalid_api_key', summary: 'No valid API key: missing or malformed Authorization header, or an unknown, revoked or expired key.' },
+  SY_ERR_FORBIDDEN: { status: 403, retryable: false, type: 'invalid_request_error', openaiCode: 'insufficient_permissions', summary: "The key lacks the scope this action needs (on something the key's tenant can see)." },
+  SY_ERR_TENANT_NOT_FOUND: { status: 404, retryable: false, type: 'invalid_request_error', openaiCode: 'tenant_not_found', summary: 'No tenant or API key with this name or id (or not visible to this key).' },
   SY_ERR_TENANT_CONFLICT: { status: 409, retryable: false, type: 'invalid_request_error', openaiCode: 'tenant_conflict', summary: 'A tenant with this name already exists, or the change conflicts with its state.' },
-  SY_ERR_RATE_LIMITED: { status: 429, retryable: true, type: 'rate_limit_error', openaiCode: 'rate_limit_exceeded', summary: "The tenant's (or key's, or model's) request rate limit is exhausted; retry after Retry-After." },
-  SY_ERR_CONCURRENCY_LIMITED: { status: 429, retryable: true, type: 'rate_limit_error', openaiCode: 'rate_limit_exceeded', summary: 'The tenant already has its maximum number of requests in flight.' },
-  SY_ERR_QUOTA_EXCEEDED: { status: 429, retryable: true, type: 'rate_limit_error', openaiCode: 'insufficient_quota', summary: 'The daily or monthly request quota is used up; Retry-After says when it resets.' },
-  SY_ERR_REQUEST_TOO_LARGE: { status: 429, retryable: false, type: 'rate_limit_error', openaiCode: 'request_too_large', summary: 'The request alone needs more tokens than the tokens-per-minute limit allows; it can never be admitted.' },
+  SY_ERR_RATE_LIMITED: { status: 429, retryable: true, type: 'requests', openaiCode: 'rate_limit_exceeded', summary: "The tenant's (or key's, or model's) request rate limit is exhausted; retry after Retry-After." },
+  SY_ERR_CONCURRENCY_LIMITED: { status: 429, retryable: true, type: 'requests', openaiCode: 'rate_limit_exceeded', summary: 'The tenant already has its maximum number of requests in flight.' },
+  SY_ERR_QUOTA_EXCEEDED: { status: 429, retryable: true, type: 'insufficient_quota', openaiCode: 'insufficient_quota', summary: 'The daily or monthly request quota is used up; Retry-After says when it resets.' },
+  SY_ERR_REQUEST_TOO_LARGE: { status: 429, retryable: false, type: 'tokens', openaiCode: 'request_too_large', summary: 'The request alone needs more tokens than the tokens-per-minute limit allows; it can never be admitted.' },
   SY_ERR_LIMITER_UNAVAILABLE: { status: 503, retryable: true, type: 'server_error', openaiCode: 'limiter_unavailable', summary: 'The shared rate-limit store (Redis) is unreachable and limits fail closed.' },
-  SY_ERR_MODEL_NOT_FOUND: { status: 404, retryable: false, type: 'not_found_error', openaiCode: 'model_not_found', summary: 'No model (or version) with this name is served.' },
-  SY_ERR_ROUTE_NOT_FOUND: { status: 404, retryable: false, type: 'not_found_error', openaiCode: 'unknown_url', summary: 'No endpoint at this path and method.' },
-  SY_ERR_REGISTRY_NOT_FOUND: { status: 404, retryable: false, type: 'not_found_error', openaiCode: 'registry_not_found', summary: 'No registered model, version, alias or tag with this name.' },
+  SY_ERR_MODEL_NOT_FOUND: { status: 404, retryable: false, type: 'invalid_request_error', openaiCode: 'model_not_found', summary: 'No model (or version) with this name is served.' },
+  SY_ERR_ROUTE_NOT_FOUND: { status: 404, retryable: false, type: 'invalid_request_error', openaiCode: 'unknown_url', summary: 'No endpoint at this path and method.' },
+  SY_ERR_REGISTRY_NOT_FOUND: { status: 404, retryable: false, type: 'invalid_request_error', openaiCode: 'registry_not_found', summary: 'No registered model, version, alias or tag with this name.' },
   SY_ERR_REGISTRY_CONFLICT: { status: 409, retryable: false, type: 'invalid_request_error', openaiCode: 'registry_conflict', summary: 'The registry already holds this (model name, version number) or the change conflicts with its state.' },
-  SY_ERR_EXPERIMENT_NOT_FOUND: { status: 404, retryable: false, type: 'not_found_error', openaiCode: 'experiment_not_found', summary: 'No experiment with this id (or not visible to this key).' },
+  SY_ERR_EXPERIMENT_NOT_FOUND: { status: 404, retryable: false, type: 'invalid_request_error', openaiCode: 'experiment_not_found', summary: 'No experiment with this id (or not visible to this key).' },
   SY_ERR_EXPERIMENT_CONFLICT: { status: 409, retryable: false, type: 'invalid_request_error', openaiCode: 'experiment_conflict', summary: "An experiment with this id exists, the model already runs one, or the change conflicts with the experiment's state." },
   SY_ERR_CIRCUIT_OPEN: { status: 503, retryable: true, type: 'server_error', openaiCode: 'circuit_open', summary: "The routed version's circuit breaker is open (recent error rate too high) and no fallback could serve; retry after Retry-After." },
   SY_ERR_ARTIFACT_INVALID: { status: 400, retryable: false, type: 'invalid_request_error', openaiCode: 'artifact_invalid', summary: 'An uploaded model artifact is not a loadable ONNX model; nothing was registered.' },
@@ -63,7 +68,7 @@ export const ERRORS = {
   SY_ERR_INFERENCE_FAILED: { status: 500, retryable: false, type: 'server_error', openaiCode: 'inference_failed', summary: 'The runtime failed while executing the model.' },
   SY_ERR_MODEL_MISCONFIGURED: { status: 500, retryable: false, type: 'server_error', openaiCode: 'model_misconfigured', summary: "An LLM model's configuration does not fit the model it serves (e.g. an embedding model's inputs)." },
   SY_ERR_UPSTREAM_REJECTED: { status: 400, retryable: false, type: 'invalid_request_error', openaiCode: null, summary: "An upstream provider refused the request (a 4xx other than 401, 403, 429); sent with the upstream's own status, message, type, param and code." },
-  SY_ERR_UPSTREAM_RATE_LIMITED: { status: 429, retryable: true, type: 'rate_limit_error', openaiCode: 'rate_limit_exceeded', summary: "Every attempt at the model's upstream was rate limited (HTTP 429); retry after Retry-After." },
+  SY_ERR_UPSTREAM_RATE_LIMITED: { status: 429, retryable: true, type: 'requests', openaiCode: 'rate_limit_exceeded', summary: "Every attempt at the model's upstream was rate limited (HTTP 429); retry after Retry-After." },
   SY_ERR_UPSTREAM_FAILED: { status: 502, retryable: true, type: 'server_error', openaiCode: 'upstream_error', summary: "The model's upstream failed on every attempt (5xx, refused credentials, connection error, bad response) or sent an error in its stream." },
   SY_ERR_UPSTREAM_TIMEOUT: { status: 504, retryable: true, type: 'timeout_error', openaiCode: 'upstream_timeout', summary: "The model's upstream did not answer within its timeout on the last attempt." },
   SY_ERR_UPSTREAM_STREAM_INCOMPLETE: { status: 502, retryable: true, type: 'server_error', openaiCode: 'upstream_stream_incomplete', summary: "The upstream's stream ended before [DONE] (sent as an error event once the stream started)." },
@@ -115,10 +120,7 @@ export function isSwitchyardError(e: unknown): e is SwitchyardError {
 
 /** OpenAI's `type` for an HTTP status, for errors that come with a status only (an upstream's 4xx). */
 export function defaultType(status: number): OpenAiErrorType {
-  if (status === 401) return 'authentication_error';
-  if (status === 403) return 'permission_error';
-  if (status === 404) return 'not_found_error';
-  if (status === 429) return 'rate_limit_error';
+  if (status === 429) return 'requests';
   if (status === 504) return 'timeout_error';
   if (status >= 500) return 'server_error';
   return 'invalid_request_error';

@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { loadLlmConfig } from '../src/config/llm-config.js';
+import OpenAI from 'openai';
 import { writeTinyLlama } from '../tools/gguf/tiny-llama.js';
 import { startSwitchyard, type TestServer } from './helpers.js';
 import { runCli, ok, fails, rows, type Run } from './cli-helpers.js';
@@ -121,6 +122,12 @@ describe('switchyard llm CLI', () => {
     assert.equal(body.usage.reduce((n, u) => n + u.requests, 0), 4);
     assert.ok(body.usage.every((u) => u.tenant === '' && u.model === 'tiny-chat' && u.promptTokens > 0));
     assert.equal(ok(none).trim(), 'No LLM usage recorded.');
+  });
+
+  it('open mode: the official SDK, which always sends a bearer token, is served with any token', async () => {
+    const client = new OpenAI({ baseURL: `${srv.url}/v1`, apiKey: 'sk-no-key-required', maxRetries: 0 });
+    const r = await client.chat.completions.create({ model: 'tiny-chat', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 });
+    assert.equal(r.usage?.completion_tokens, 2);
   });
 
   it('prints the server\'s error and exits 1', async () => {

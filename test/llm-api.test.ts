@@ -23,6 +23,14 @@ async function llmConfig(dir: string, models: unknown[]): Promise<string> {
   return file;
 }
 
+/** An x-ratelimit-reset-* value ("6s", "1m2s", "174ms") in ms. */
+function durationMs(v: string): number {
+  let ms = 0;
+  for (const m of v.matchAll(/(\d+(?:\.\d+)?)(ms|h|m|s)/g)) ms += Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+  assert.ok(v.length > 0 && ms >= 0, `a duration: ${v}`);
+  return ms;
+}
+
 async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
   for await (const x of it) out.push(x);
@@ -272,6 +280,23 @@ describe('OpenAI-compatible API', () => {
     assert.ok(Number(rejected.headers?.get('retry-after')) >= 1);
     assert.ok(Number(rejected.headers?.get('retry-after-ms')) > 0);
     assert.equal(rejected.headers?.get('x-ratelimit-limit-tokens'), '200');
+    assert.equal(rejected.type, 'tokens', "OpenAI's type for a tokens-per-minute refusal");
+    // The headers describe the limit that refused, and agree with retry-after: not enough left, and full again no sooner than the retry.
+    assert.ok(Number(rejected.headers?.get('x-ratelimit-remaining-tokens')) < 40 + 1);
+    assert.ok(Number(rejected.headers?.get('retry-after-ms')) <= durationMs(rejected.headers?.get('x-ratelimit-reset-tokens') ?? ''));
+    // A request that can never fit the limit: 429 without retry-after, x-should-retry false; the SDK sends it once.
+    let sent = 0;
+    const counting = new OpenAI({ baseURL: `${local.url}/v1`, apiKey: key, maxRetries: 3, fetch: (url, init) => { sent++; return fetch(url, init); } });
+    await assert.rejects(counting.chat.completions.create({ ...req, max_tokens: 200 }), (e: unknown) => {
+      assert.ok(e instanceof OpenAI.RateLimitError, String(e));
+      assert.equal(e.code, 'request_too_large');
+      assert.equal(e.type, 'tokens');
+      assert.match(e.message, /Request too large for tiny-chat .* Limit 200, Requested \d+/);
+      assert.equal(e.headers?.get('x-should-retry'), 'false');
+      assert.equal(e.headers?.get('retry-after'), null);
+      return true;
+    });
+    assert.equal(sent, 1, 'not retried');
     // Usage and spend were recorded for the tenant.
     await local.sy.llmUsage.flush();
     const r = await fetch(`${local.url}/api/v1/llm/usage?tenant=tokens&group_by=total`, { headers: { authorization: `Bearer ${ADMIN}` } });

@@ -154,7 +154,7 @@ describeNeeding('LLM token limits across three replicas (Redis)', 'Postgres and 
       } else {
         const e = a.body['error'] as { message: string; type: string; param: unknown; code: string };
         assert.ok(e, `OpenAI error shape: ${JSON.stringify(a.body)}`);
-        assert.equal(e.type, 'rate_limit_error');
+        assert.equal(e.type, 'tokens');
         assert.equal(e.code, 'rate_limit_exceeded');
         assert.ok('param' in e);
         assert.match(e.message, /tokens per min \(TPM\): Limit \d+/);

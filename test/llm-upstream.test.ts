@@ -410,7 +410,7 @@ describe('upstream backend: retries and fallback', () => {
     const up = await FakeUpstream.start(status(429, { error: { message: 'slow down' } }, { 'retry-after': '0.05' }));
     const b = backend([up.url], { retries: 1 });
     await assert.rejects(b.complete(chatReq()), (e) => {
-      isLlmError({ status: 429, code: 'rate_limit_exceeded', type: 'rate_limit_error' })(e);
+      isLlmError({ status: 429, code: 'rate_limit_exceeded', type: 'requests' })(e);
       assert.equal((e as LlmError).retryAfterMs, 50);
       return true;
     });
@@ -454,7 +454,7 @@ describe('upstream backend: retries and fallback', () => {
 
     bad.handler = (res) => { res.writeHead(404, { 'content-type': 'text/plain' }); res.end('Not Found'); };
     await assert.rejects(backend([bad.url]).complete(chatReq()), (e) => {
-      isLlmError({ status: 404, type: 'not_found_error' })(e);
+      isLlmError({ status: 404, type: 'invalid_request_error' })(e);
       assert.match((e as LlmError).message, /HTTP 404/);
       return true;
     });

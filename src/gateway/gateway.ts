@@ -110,6 +110,10 @@ export class Gateway {
    * The principal for an Authorization header value. Throws SY_ERR_UNAUTHENTICATED for a missing (when
    * authentication is required) or malformed header, an unknown, revoked or expired key. `actorHint` names the
    * actor of unauthenticated requests in open mode (the x-switchyard-actor header).
+   *
+   * Open mode (authentication off): a bearer token that is no key of this server (the OpenAI SDKs always send
+   * one, e.g. "sk-no-key") acts as the anonymous platform, like no header; a key the server knows still acts as
+   * its tenant, and one that is revoked or expired is still refused (it names a tenant that must not act).
    */
   authenticate(header: string | undefined, actorHint: string | null = null): Principal | Promise<Principal> {
     if (header === undefined || header === '') {
@@ -124,11 +128,12 @@ export class Gateway {
     const id = keyId(key);
     if (id === null) {
       digestMatches(digest, null); // same work as a wrong secret
+      if (!this.authRequired) return { kind: 'platform', actor: actorHint ?? 'anonymous', key: null };
       unauthenticated('invalid API key');
     }
     const cached = this.#keys.get(id);
-    if (cached && performance.now() - cached.at < this.#cacheMs) return this.#principal(digest, cached);
-    return this.#loadKey(id).then((c) => this.#principal(digest, c));
+    if (cached && performance.now() - cached.at < this.#cacheMs) return this.#principal(digest, cached, actorHint);
+    return this.#loadKey(id).then((c) => this.#principal(digest, c, actorHint));
   }
 
   async #loadKey(id: string): Promise<CachedKey> {
@@ -140,9 +145,12 @@ export class Gateway {
     return c;
   }
 
-  #principal(digest: Buffer, c: CachedKey): Principal {
+  #principal(digest: Buffer, c: CachedKey, actorHint: string | null): Principal {
     const s = c.stored;
-    if (!digestMatches(digest, s?.hash ?? null) || !s) unauthenticated('invalid API key');
+    if (!digestMatches(digest, s?.hash ?? null) || !s) {
+      if (!this.authRequired) return { kind: 'platform', actor: actorHint ?? 'anonymous', key: null };
+      unauthenticated('invalid API key');
+    }
     if (s.revoked) unauthenticated(`API key ${s.record.id} has been revoked`);
     if (s.expiresAt !== null && s.expiresAt <= Date.now()) unauthenticated(`API key ${s.record.id} expired at ${s.record.expiresAt}`);
     if (s.record.tenant === null) return { kind: 'platform', actor: `admin/${s.record.id}`, key: s.record };

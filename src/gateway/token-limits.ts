@@ -12,8 +12,10 @@
  * `reserve(scopes, tokens)` is atomic across every scope and both dimensions: when every bucket holds what the
  * request takes, all of them are charged; otherwise nothing is charged anywhere and `retryAfterMs` is the
  * longest wait until every failing bucket can admit it. A request needing more tokens than a scope's `tpm`
- * can never pass: it is refused with reason 'tokens' and `retryAfterMs` {@link OVER_CAPACITY_RETRY_MS}
- * (answer it with a 429 naming the limit; retrying cannot help). Once the request has finished,
+ * can never pass: it is refused with reason 'tokens', `tooLarge` set and `retryAfterMs` {@link OVER_CAPACITY_RETRY_MS}
+ * (answer it with a non-retryable 429 naming the limit: retrying cannot help). A refusal's `requests` and `tokens`
+ * windows are the refusing scope's, so the x-ratelimit-* headers describe the limit that refused (its remaining is
+ * below what the request needs, its reset is at least the retry delay). Once the request has finished,
  * `settle(actualTokens)` refunds what it did not use or charges what it used beyond its reservation; a bucket
  * may then go negative, and later requests wait until it has refilled.
  *
@@ -64,14 +66,19 @@ export interface TokenReservation {
   /** The scope key that refused (the one with the longest wait), or null (allowed, or 'unavailable'). */
   readonly scope: string | null;
   readonly reason: TokenLimitReason | null;
+  /** Refused because the request alone needs more tokens than a scope's tpm: no retry can pass. */
+  readonly tooLarge: boolean;
   /**
    * When refused: ms until a retry can pass every bucket ({@link OVER_CAPACITY_RETRY_MS} when the request
    * exceeds a scope's tpm, {@link UNAVAILABLE_RETRY_MS} for 'unavailable'). 0 when allowed.
    */
   readonly retryAfterMs: number;
-  /** For x-ratelimit-*-requests: the scope with the fewest requests left; null when no scope has an rpm. */
+  /**
+   * For x-ratelimit-*-requests: the scope with the fewest requests left (refused: the refusing scope's, when it
+   * has an rpm); null when no scope has an rpm.
+   */
   readonly requests: RateWindow | null;
-  /** For x-ratelimit-*-tokens: the scope with the fewest tokens left; null when no scope has a tpm. */
+  /** For x-ratelimit-*-tokens: the scope with the fewest tokens left (refused: the refusing scope's, when it has a tpm); null when no scope has a tpm. */
   readonly tokens: RateWindow | null;
   /** True when the backend failed and the fail-open policy admitted the request without checking. */
   readonly degraded: boolean;
@@ -143,7 +150,7 @@ class Reservation implements TokenReservation {
   #settle: ((actualTokens: number) => Promise<void>) | null;
 
   constructor(
-    readonly allowed: boolean, readonly scope: string | null, readonly reason: TokenLimitReason | null, readonly retryAfterMs: number,
+    readonly allowed: boolean, readonly scope: string | null, readonly reason: TokenLimitReason | null, readonly tooLarge: boolean, readonly retryAfterMs: number,
     readonly requests: RateWindow | null, readonly tokens: RateWindow | null, readonly degraded: boolean,
     settle: ((actualTokens: number) => Promise<void>) | null,
   ) {
@@ -159,9 +166,9 @@ class Reservation implements TokenReservation {
   }
 }
 
-const UNLIMITED: TokenReservation = new Reservation(true, null, null, 0, null, null, false, null);
-const DEGRADED: TokenReservation = new Reservation(true, null, null, 0, null, null, true, null);
-const UNAVAILABLE: TokenReservation = new Reservation(false, null, 'unavailable', UNAVAILABLE_RETRY_MS, null, null, false, null);
+const UNLIMITED: TokenReservation = new Reservation(true, null, null, false, 0, null, null, false, null);
+const DEGRADED: TokenReservation = new Reservation(true, null, null, false, 0, null, null, true, null);
+const UNAVAILABLE: TokenReservation = new Reservation(false, null, 'unavailable', false, UNAVAILABLE_RETRY_MS, null, null, false, null);
 
 /**
  * Builds the reservation from the levels observed before taking (`levels[i]` for `buckets[i]`) and the verdict:
@@ -203,7 +210,17 @@ function decide(
       reason = b.dim;
     }
   }
-  return new Reservation(allowed, scope, reason, retryAfterMs, requests, tokens, false, allowed ? settle : null);
+  if (!allowed && scope !== null) {
+    // The headers describe the limit that refused: its window replaces the fewest-left one of each dimension.
+    for (let i = 0; i < buckets.length; i++) {
+      const b = buckets[i]!;
+      if (b.scope !== scope) continue;
+      const w: RateWindow = { limit: b.cap, remaining: whole(levels[i]!), resetMs: msUntilFull(b, levels[i]!) };
+      if (b.dim === 'requests') requests = w;
+      else tokens = w;
+    }
+  }
+  return new Reservation(allowed, scope, reason, overCapacity, retryAfterMs, requests, tokens, false, allowed ? settle : null);
 }
 
 /** The token buckets of a reservation, and the correction to apply to them (> 0 charges, < 0 refunds). */

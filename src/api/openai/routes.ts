@@ -81,16 +81,27 @@ function rateHeaders(r: TokenReservation): Record<string, string> {
   return h;
 }
 
+/**
+ * The 429 for a refused reservation, worded as OpenAI's (type "tokens" or "requests"). A request that needs more
+ * tokens than a tpm can never pass: no retry-after, and `x-should-retry: false` (the SDKs then do not retry).
+ */
 function rejection(model: string, r: TokenReservation, tokens: number, headers: Record<string, string>): LlmError {
   const scope = r.scope ?? 'this key';
   const wait = formatDuration(r.retryAfterMs);
-  const tooLarge = r.reason === 'tokens' && r.tokens !== null && tokens > r.tokens.limit;
-  const message = tooLarge
-    ? `Request too large for ${model} (${scope}) on tokens per min (TPM): Limit ${r.tokens!.limit}, Requested ${tokens}. Reduce the prompt or max_tokens.`
-    : r.reason === 'tokens'
-      ? `Rate limit reached for ${model} (${scope}) on tokens per min (TPM): Limit ${r.tokens?.limit ?? '?'}, Remaining ${Math.max(0, Math.floor(r.tokens?.remaining ?? 0))}, Requested ${tokens}. Please try again in ${wait}.`
-      : `Rate limit reached for ${model} (${scope}) on requests per min (RPM): Limit ${r.requests?.limit ?? '?'}. Please try again in ${wait}.`;
-  return new LlmError(tooLarge ? 'SY_ERR_REQUEST_TOO_LARGE' : 'SY_ERR_RATE_LIMITED', message, { retryAfterMs: r.retryAfterMs, headers });
+  const t = r.tokens;
+  const used = t === null ? '?' : String(Math.max(0, t.limit - Math.max(0, Math.floor(t.remaining))));
+  if (r.reason === 'unavailable') {
+    return new LlmError('SY_ERR_LIMITER_UNAVAILABLE', 'The rate-limit store is unavailable; please try again shortly.', { retryAfterMs: r.retryAfterMs, headers });
+  }
+  if (r.tooLarge) {
+    return new LlmError('SY_ERR_REQUEST_TOO_LARGE', `Request too large for ${model} (${scope}) on tokens per min (TPM): Limit ${t?.limit ?? '?'}, Requested ${tokens}. The input or output tokens must be reduced in order to run successfully.`, {
+      headers: { ...headers, 'x-should-retry': 'false' },
+    });
+  }
+  const message = r.reason === 'tokens'
+    ? `Rate limit reached for ${model} (${scope}) on tokens per min (TPM): Limit ${t?.limit ?? '?'}, Used ${used}, Requested ${tokens}. Please try again in ${wait}.`
+    : `Rate limit reached for ${model} (${scope}) on requests per min (RPM): Limit ${r.requests?.limit ?? '?'}, Used ${r.requests === null ? '?' : r.requests.limit - Math.max(0, Math.floor(r.requests.remaining))}, Requested 1. Please try again in ${wait}.`;
+  return new LlmError('SY_ERR_RATE_LIMITED', message, { retryAfterMs: r.retryAfterMs, headers, type: r.reason === 'tokens' ? 'tokens' : 'requests' });
 }
 
 /** A rough count for inputs no tokenizer has seen yet (upstream embeddings): 4 UTF-8 bytes per token. */

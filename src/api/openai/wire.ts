@@ -151,9 +151,13 @@ export function toLlmError(e: unknown): LlmError {
   return new LlmError(w.code, w.message, { status: w.status, openaiCode: w.code === 'SY_ERR_BODY_TOO_LARGE' ? undefined : null });
 }
 
-/** Headers for an error response: retry-after (seconds) and retry-after-ms, plus the error's own. */
+/**
+ * Headers for an error response: retry-after (seconds) and retry-after-ms, `x-should-retry: false` on a 429 or
+ * 5xx that no retry can fix (the SDKs would otherwise retry it), plus the error's own.
+ */
 export function errorHeaders(e: LlmError): Record<string, string> {
   const h: Record<string, string> = { ...e.headers };
+  if (!e.retryable && (e.status === 429 || e.status >= 500)) h['x-should-retry'] = 'false';
   if (e.retryAfterMs !== null) {
     h['retry-after'] = String(Math.max(1, Math.ceil(e.retryAfterMs / 1000)));
     h['retry-after-ms'] = String(Math.max(0, Math.ceil(e.retryAfterMs)));

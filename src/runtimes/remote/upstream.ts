@@ -49,8 +49,8 @@ export interface UpstreamBackendOptions {
 const MAX_ERROR_BODY = 64 * 1024;
 const INCLUDE_USAGE = Object.freeze({ include_usage: true });
 const ERROR_TYPES: ReadonlySet<string> = new Set<LlmErrorType>([
-  'invalid_request_error', 'authentication_error', 'permission_error', 'not_found_error', 'rate_limit_error',
-  'server_error', 'api_error', 'timeout_error',
+  'invalid_request_error', 'requests', 'tokens', 'insufficient_quota', 'server_error', 'timeout_error',
+  'authentication_error', 'permission_error', 'not_found_error', 'rate_limit_error', 'api_error',
 ]);
 
 /** Selection tiers of a deployment for one pick: lower is preferred. */
