@@ -49,6 +49,7 @@ export const ERRORS = {
   SY_ERR_QUOTA_EXCEEDED: { status: 429, retryable: true, type: 'insufficient_quota', openaiCode: 'insufficient_quota', summary: 'The daily or monthly request quota is used up; Retry-After says when it resets.' },
   SY_ERR_REQUEST_TOO_LARGE: { status: 429, retryable: false, type: 'tokens', openaiCode: 'request_too_large', summary: 'The request alone needs more tokens than the tokens-per-minute limit allows; it can never be admitted.' },
   SY_ERR_LIMITER_UNAVAILABLE: { status: 503, retryable: true, type: 'server_error', openaiCode: 'limiter_unavailable', summary: 'The shared rate-limit store (Redis) is unreachable and limits fail closed.' },
+  SY_ERR_DATABASE_UNAVAILABLE: { status: 503, retryable: true, type: 'server_error', openaiCode: 'database_unavailable', summary: 'The metadata store (database) is unreachable or did not answer in time: control-plane calls, and API keys this replica has not seen yet, wait for it; retry after Retry-After.' },
   SY_ERR_MODEL_NOT_FOUND: { status: 404, retryable: false, type: 'invalid_request_error', openaiCode: 'model_not_found', summary: 'No model (or version) with this name is served.' },
   SY_ERR_ROUTE_NOT_FOUND: { status: 404, retryable: false, type: 'invalid_request_error', openaiCode: 'unknown_url', summary: 'No endpoint at this path and method.' },
   SY_ERR_REGISTRY_NOT_FOUND: { status: 404, retryable: false, type: 'invalid_request_error', openaiCode: 'registry_not_found', summary: 'No registered model, version, alias or tag with this name.' },

@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { Redis } from 'ioredis';
-import { Counter } from 'prom-client';
+import { Counter, Gauge } from 'prom-client';
 import { adminRoutes, featureDataRoutes, featureDefinitionRoutes, GrpcTransport, installErrorShape, lazyChildLogger, llmAdminRoutes, llmRoutes, monitoringAdminRoutes, registerOpenApi, requestIdGenerator, routingAdminRoutes, tenancyRoutes, v2ExtensionRoutes, v2Routes } from './api/index.js';
 import { authEnabled, checkExposure, loadLlmConfig, type ServerConfig } from './config/index.js';
 import { ExperimentStore, ExperimentTracker } from './experiments/index.js';
@@ -67,7 +67,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     databaseUrl: config.database || `sqlite:${join(dataDir, 'switchyard.db')}`,
     artifactDir: join(dataDir, 'artifacts'),
     inspect: async (path) => signatureJson(await runtime.inspect(path)),
-    logger,
+    logger, databaseTimeoutMs: config.databaseTimeoutMs,
   });
   let manager: ModelManager;
   try {
@@ -83,6 +83,10 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   const router = new TrafficRouter({ manager, logger });
   const metrics = createMetrics(manager, { router });
   const db = registry.database.db;
+  new Gauge({
+    name: 'switchyard_database_up', help: 'Whether the metadata store (database) answers (1) or not (0: control plane unavailable, data plane serving from memory).', registers: [metrics.registry],
+    collect() { this.set(registry.database.health.available ? 1 : 0); },
+  });
   const store = new TenantStore(db);
   const limiter: Limiter = config.redis
     ? new RedisLimiter({
@@ -93,11 +97,14 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   // Replicas sharing Postgres tell each other about key, tenant and access changes (revocation applies at once).
   let gatewayRef: Gateway | null = null;
   const database = registry.database;
-  const channel = database.pgConfig === null ? null : await PgChannel.start<TenancyChange>(
-    database.pgConfig, TENANCY_CHANNEL, database.schema ?? '', (c) => void gatewayRef?.apply(c).catch(() => undefined), logger,
-  );
+  const channel = database.pgConfig === null ? null : await PgChannel.start<TenancyChange>(database.pgConfig, TENANCY_CHANNEL, database.schema ?? '', {
+    onMessage: (c) => void gatewayRef?.apply(c).catch(() => undefined),
+    onReconnect: () => void gatewayRef?.resync().catch(() => undefined),
+    logger,
+  });
   const gateway = gatewayRef = await Gateway.create({
     store, authRequired: authEnabled(config), adminKey: config.adminKey || null, limiter, cacheMs: config.authCacheMs, logger,
+    storeAvailable: () => database.health.available,
     ...(channel ? { publish: (c: TenancyChange) => channel.notify(db, c) } : {}),
   });
   let bootstrapKey: string | null = null;
@@ -174,7 +181,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   });
 
   await registerOpenApi(app);
-  await app.register(v2Routes, { inference, serverName: 'switchyard', serverVersion: VERSION, bodyLimit });
+  await app.register(v2Routes, { inference, serverName: 'switchyard', serverVersion: VERSION, bodyLimit, controlPlane: () => database.health.available });
   await app.register(v2ExtensionRoutes, { inference, visible: (req, model) => !req.principal || gateway.canSee(req.principal, model) });
   await app.register(adminRoutes, {
     registry,

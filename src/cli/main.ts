@@ -36,7 +36,7 @@ const num = (name: string) => (v: string): number => {
 interface ServeFlags {
   modelRepository?: string; port?: number; grpcPort?: number; grpcMaxMessageMb?: number; host?: string; logLevel?: ServerConfig['logLevel'];
   maxBodyMb?: number; executionProvider?: ServerConfig['executionProvider']; shutdownGraceMs?: number;
-  dataDir?: string; database?: string; memoryBudget?: number; loadWaitMs?: number; maxArtifactMb?: number;
+  dataDir?: string; database?: string; databaseTimeoutMs?: number; memoryBudget?: number; loadWaitMs?: number; maxArtifactMb?: number;
   auth?: boolean; adminKey?: string; insecure?: boolean; redis?: string; rateLimitFail?: 'open' | 'closed';
   redisTimeoutMs?: number; authCacheMs?: number; usageFlushMs?: number; cacheMaxMb?: number;
   monitorSampleRate?: number; predictionLog?: ServerConfig['predictionLog']; predictionRetentionDays?: number; driftSampleRate?: number;
@@ -86,6 +86,7 @@ program
   .addOption(new Option('-m, --model-repository <dir>', 'model repository directory (DIR/<model>/<version>/model.onnx), imported into the registry at start [env SWITCHYARD_MODEL_REPOSITORY] (default: none)'))
   .addOption(new Option('--data-dir <dir>', `where the embedded database and the local artifact store live [env SWITCHYARD_DATA_DIR] (default: "${SERVER_DEFAULTS.dataDir}")`))
   .addOption(new Option('--database <url>', 'metadata store: sqlite:FILE or postgres://user@host:5432/db[?schema=NAME] [env SWITCHYARD_DATABASE] (default: sqlite:<data-dir>/switchyard.db)'))
+  .addOption(new Option('--database-timeout-ms <ms>', `Postgres: longest a connection attempt or one statement may take; then the call answers 503 (the data plane keeps serving from memory) [env SWITCHYARD_DATABASE_TIMEOUT_MS] (default: ${SERVER_DEFAULTS.databaseTimeoutMs})`).argParser(int('database-timeout-ms')))
   .addOption(new Option('--memory-budget <bytes>', 'bytes all resident model versions may hold together (512M, 2G, …); least recently used idle, unpinned versions are unloaded to make room; 0 = unlimited [env SWITCHYARD_MEMORY_BUDGET] (default: 0)').argParser(bytes('memory-budget')))
   .addOption(new Option('--load-wait-ms <ms>', `how long a request waits for its model version to load before 503 + Retry-After [env SWITCHYARD_LOAD_WAIT_MS] (default: ${SERVER_DEFAULTS.loadWaitMs})`).argParser(int('load-wait-ms')))
   .addOption(new Option('--strict-readiness', 'GET /v2/health/ready is 200 only while every servable version is ready; by default it is 200 once start-up loading finished and the versions loaded at start are servable (a version registered later that fails to load is unready on its own) [env SWITCHYARD_STRICT_READINESS=1] (default: off)'))

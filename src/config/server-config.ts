@@ -13,6 +13,8 @@ export const serverConfigSchema = z.strictObject({
   dataDir: z.string().min(1),
   /** Metadata store URL: sqlite:FILE or postgres://…; '' = sqlite:<dataDir>/switchyard.db. Env SWITCHYARD_DATABASE. */
   database: z.string().refine((u) => u === '' || /^(sqlite:|postgres(ql)?:\/\/)/.test(u), 'must start with sqlite: or postgres://'),
+  /** Postgres: longest a connection attempt or one statement may take, in ms; then the call answers 503 SY_ERR_DATABASE_UNAVAILABLE. Default 5000. Env SWITCHYARD_DATABASE_TIMEOUT_MS. */
+  databaseTimeoutMs: z.number().int().min(100),
   /** Bytes all resident model versions may hold together; 0 = unlimited. Env SWITCHYARD_MEMORY_BUDGET. */
   memoryBudget: z.number().int().min(0),
   /** Longest a request waits for its model version to load, in ms (then 503 + Retry-After). Default 30000. Env SWITCHYARD_LOAD_WAIT_MS. */
@@ -85,6 +87,7 @@ export const SERVER_DEFAULTS: ServerConfig = Object.freeze({
   modelRepository: '',
   dataDir: 'data',
   database: '',
+  databaseTimeoutMs: 5000,
   memoryBudget: 0,
   loadWaitMs: 30_000,
   strictReadiness: false,
@@ -122,6 +125,7 @@ const ENV: Record<keyof ServerConfig, { name: string; kind: EnvKind }> = {
   modelRepository: { name: 'SWITCHYARD_MODEL_REPOSITORY', kind: 'string' },
   dataDir: { name: 'SWITCHYARD_DATA_DIR', kind: 'string' },
   database: { name: 'SWITCHYARD_DATABASE', kind: 'string' },
+  databaseTimeoutMs: { name: 'SWITCHYARD_DATABASE_TIMEOUT_MS', kind: 'number' },
   memoryBudget: { name: 'SWITCHYARD_MEMORY_BUDGET', kind: 'number' },
   loadWaitMs: { name: 'SWITCHYARD_LOAD_WAIT_MS', kind: 'number' },
   strictReadiness: { name: 'SWITCHYARD_STRICT_READINESS', kind: 'boolean' },

@@ -116,7 +116,10 @@ export class FeatureStore {
     const store = self = new FeatureStore(opts, defs, await defs.catalog());
     const db = opts.database;
     if (db.pgConfig !== null) {
-      store.#channel = await PgChannel.start<{ changed: true }>(db.pgConfig, CHANNEL, db.schema ?? '', () => void store.reload(), opts.logger);
+      // A change announced by another replica, or (after a lost connection) maybe missed: re-read the catalog.
+      store.#channel = await PgChannel.start<{ changed: true }>(db.pgConfig, CHANNEL, db.schema ?? '', {
+        onMessage: () => void store.reload(), onReconnect: () => void store.reload(), logger: opts.logger,
+      });
     }
     await store.#syncConsumers();
     return store;

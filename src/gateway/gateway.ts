@@ -7,9 +7,14 @@
  * a change made through this replica applies at once (its caches are invalidated) and is published (on
  * Postgres, NOTIFY) so other replicas drop theirs within milliseconds; `cacheMs` bounds staleness when a
  * notification is lost. Expiry is checked on every request against the clock, never cached.
+ *
+ * The data plane outlives its database: a cached key past `cacheMs` is re-read, but when the store fails or is
+ * known to be down (`storeAvailable`), the last known record keeps authenticating (a refresh waits at most
+ * {@link STALE_WAIT_MS}); a key never seen by this replica gets 503 SY_ERR_DATABASE_UNAVAILABLE + Retry-After.
+ * After the store's notification channel reconnects, every cached key is re-read on its next use ({@link resync}).
  */
 import type { Logger } from 'pino';
-import { err } from '../errors.js';
+import { err, type SwitchyardError } from '../errors.js';
 import type { TokenScope } from './token-limits.js';
 import type { Flow } from '../serving/index.js';
 import { digestKey, digestMatches, hashKey, keyId } from './keys.js';
@@ -31,6 +36,8 @@ export interface GatewayOptions {
   readonly logger?: Logger;
   /** Tell other replicas about a change (Postgres NOTIFY); absent on a single process. */
   readonly publish?: (c: TenancyChange) => Promise<void>;
+  /** Whether the metadata store answers now (default: always); while not, known keys are served from memory at once. */
+  readonly storeAvailable?: () => boolean;
 }
 
 /** What changed, for cache invalidation: keys (one by id, or all: a tenant changed) or model access. */
@@ -41,6 +48,16 @@ interface Access { readonly owner: string | null; readonly shared: ReadonlySet<s
 
 const BEARER = /^Bearer +(\S+) *$/i;
 const MAX_CACHED_KEYS = 10_000;
+/** Longest a request with a known key waits for its record to be re-read before the last known one is used. */
+export const STALE_WAIT_MS = 1000;
+
+function storeUnavailable(cause?: unknown): SwitchyardError {
+  return err('SY_ERR_DATABASE_UNAVAILABLE', 'the metadata store (database) is unavailable and this API key is not cached on this replica; retry shortly', { retryAfterS: 1, cause });
+}
+
+function isStoreFault(e: unknown): boolean {
+  return (e as { code?: unknown } | null)?.code === 'SY_ERR_DATABASE_UNAVAILABLE';
+}
 
 function unauthenticated(message: string): never {
   throw err('SY_ERR_UNAUTHENTICATED', message);
@@ -74,6 +91,9 @@ export class Gateway {
   readonly #adminKeyHash: string | null;
   readonly #cacheMs: number;
   readonly #keys = new Map<string, CachedKey>();
+  /** Key reads in flight, by key id: one per key however many requests wait for it. */
+  readonly #loading = new Map<string, Promise<CachedKey>>();
+  readonly #storeAvailable: () => boolean;
   #access = new Map<string, Access>();
   #accessLoading: Promise<void> | null = null;
   readonly #timer: NodeJS.Timeout;
@@ -82,6 +102,7 @@ export class Gateway {
 
   private constructor(opts: GatewayOptions) {
     this.#publish = opts.publish;
+    this.#storeAvailable = opts.storeAvailable ?? (() => true);
     this.#logger = opts.logger;
     this.authRequired = opts.authRequired;
     this.limiter = opts.limiter;
@@ -133,16 +154,57 @@ export class Gateway {
     }
     const cached = this.#keys.get(id);
     if (cached && performance.now() - cached.at < this.#cacheMs) return this.#principal(digest, cached, actorHint);
-    return this.#loadKey(id).then((c) => this.#principal(digest, c, actorHint));
+    return this.#current(id, cached).then((c) => this.#principal(digest, c, actorHint));
   }
 
-  async #loadKey(id: string): Promise<CachedKey> {
-    const stored = await this.#store.findKey(id);
-    const tenant = stored?.record.tenant ? await this.#store.findTenant(stored.record.tenant) : null;
-    const c: CachedKey = { stored, tenant, at: performance.now() };
-    if (this.#keys.size >= MAX_CACHED_KEYS) this.#keys.clear();
-    this.#keys.set(id, c);
-    return c;
+  /** The record of key `id`, re-read; the stale `cached` one when the store cannot answer (in time). */
+  async #current(id: string, cached: CachedKey | undefined): Promise<CachedKey> {
+    if (cached === undefined) {
+      if (!this.#storeAvailable()) throw storeUnavailable();
+      return this.#loadKey(id).catch((e: unknown) => {
+        throw isStoreFault(e) ? e : storeUnavailable(e);
+      });
+    }
+    if (!this.#storeAvailable()) return cached;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<CachedKey>((resolve) => {
+      timer = setTimeout(resolve, STALE_WAIT_MS, cached);
+    });
+    try {
+      return await Promise.race([this.#loadKey(id), late]);
+    } catch (e) {
+      this.#logger?.warn({ err: e, key: id }, 'could not re-read an API key; using the last known record');
+      return cached;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #loadKey(id: string): Promise<CachedKey> {
+    let p = this.#loading.get(id);
+    if (p === undefined) {
+      p = (async () => {
+        try {
+          const stored = await this.#store.findKey(id);
+          const tenant = stored?.record.tenant ? await this.#store.findTenant(stored.record.tenant) : null;
+          const c: CachedKey = { stored, tenant, at: performance.now() };
+          if (this.#keys.size >= MAX_CACHED_KEYS) this.#keys.clear();
+          this.#keys.set(id, c);
+          return c;
+        } finally {
+          this.#loading.delete(id);
+        }
+      })();
+      p.catch(() => undefined); // a caller that stopped waiting (stale record used) leaves no unhandled rejection
+      this.#loading.set(id, p);
+    }
+    return p;
+  }
+
+  /** Notifications may have been missed (the channel reconnected): re-read every key at its next use, and model access now. */
+  async resync(): Promise<void> {
+    for (const [id, c] of this.#keys) this.#keys.set(id, { ...c, at: -Infinity });
+    await this.refreshAccess();
   }
 
   #principal(digest: Buffer, c: CachedKey, actorHint: string | null): Principal {

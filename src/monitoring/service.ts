@@ -65,6 +65,8 @@ export class MonitoringService {
   readonly #logger: Logger;
   readonly #opts: MonitoringOptions;
   readonly #monitors = new Map<string, DriftMonitor>();
+  /** The profile (as stored) behind each monitor, to re-read only what changed. */
+  readonly #installed = new Map<string, { model: string; version: number; text: string }>();
   /** Models with at least one monitored version (a cheap first check on the hot path). */
   readonly #monitored = new Set<string>();
   /** Latest computed drift report per model version. */
@@ -100,16 +102,29 @@ export class MonitoringService {
 
   static async create(opts: MonitoringOptions): Promise<MonitoringService> {
     const s = new MonitoringService(opts);
-    for (const row of await opts.database.db.selectFrom('reference_profiles').selectAll().execute()) {
-      s.#install(row.model, Number(row.version), JSON.parse(row.profile) as ReferenceProfile);
-    }
+    await s.#reloadProfiles();
     const db = opts.database;
     if (db.pgConfig !== null) {
-      // Profiles set or removed through another replica apply here at once.
-      s.#channel = await PgChannel.start<{ model: string; version: number }>(db.pgConfig, PROFILE_CHANNEL, db.schema ?? '', (c) => void s.#reloadProfile(c.model, c.version), opts.logger);
+      // Profiles set or removed through another replica apply here at once; after a lost connection, all are re-read.
+      s.#channel = await PgChannel.start<{ model: string; version: number }>(db.pgConfig, PROFILE_CHANNEL, db.schema ?? '', {
+        onMessage: (c) => void s.#reloadProfile(c.model, c.version),
+        onReconnect: () => void s.#reloadProfiles().catch((e: unknown) => opts.logger.warn({ err: e }, 're-reading reference profiles failed')),
+        logger: opts.logger,
+      });
     }
     await s.alerts.start();
     return s;
+  }
+
+  /** Every stored reference profile installed (a monitor kept where its profile is unchanged), the others removed. */
+  async #reloadProfiles(): Promise<void> {
+    const rows = await this.#db.db.selectFrom('reference_profiles').selectAll().execute();
+    const stored = new Set(rows.map((r) => key(r.model, Number(r.version))));
+    for (const [k, m] of [...this.#installed]) if (!stored.has(k)) this.#uninstall(m.model, m.version);
+    for (const row of rows) {
+      if (this.#installed.get(key(row.model, Number(row.version)))?.text === row.profile) continue;
+      this.#install(row.model, Number(row.version), JSON.parse(row.profile) as ReferenceProfile);
+    }
   }
 
   async #reloadProfile(model: string, version: number): Promise<void> {
@@ -198,6 +213,7 @@ export class MonitoringService {
 
   #uninstall(model: string, version: number): void {
     this.#monitors.delete(key(model, version));
+    this.#installed.delete(key(model, version));
     this.#latest.delete(key(model, version));
     if (this.monitoredVersions(model).length === 0) this.#monitored.delete(model);
   }
@@ -205,6 +221,7 @@ export class MonitoringService {
   #install(model: string, version: number, profile: ReferenceProfile): void {
     // 1000 rows before a feature is judged: with fewer, sampling noise alone moves a 10-bin JS distance past 0.1.
     this.#monitors.set(key(model, version), new DriftMonitor(profile, { windowMs: this.#opts.driftWindowMs, minRows: 1000 }));
+    this.#installed.set(key(model, version), { model, version, text: JSON.stringify(profile) });
     this.#monitored.add(model);
   }
 

@@ -124,6 +124,18 @@ export async function readEventsById(db: Db, ids: readonly number[]): Promise<Re
   return rows.map(eventRecord);
 }
 
+/** Events with ids above `id`, in order (at most MAX_EVENT_LIMIT). */
+export async function readEventsAfter(db: Db, id: number): Promise<RegistryEvent[]> {
+  const rows = await db.selectFrom('events').selectAll().where('id', '>', id).orderBy('id').limit(MAX_EVENT_LIMIT).execute();
+  return rows.map(eventRecord);
+}
+
+/** The highest event id (0: none). */
+export async function readLastEventId(db: Db): Promise<number> {
+  const row = await db.selectFrom('events').select((eb) => eb.fn.max('id').as('id')).executeTakeFirst();
+  return Number(row?.id ?? 0);
+}
+
 /** Every model with aliases and versions (archived included), from one consistent read. */
 export async function readSnapshot(db: Db, dialect: Dialect): Promise<RegistrySnapshot> {
   return inTransaction(db, dialect, async (tx) => {

@@ -11,7 +11,7 @@ import { parseRoutingPolicy, type RoutingPolicy } from './routing-policy.js';
 import { type Database, type Dialect, isUniqueViolation, openDatabase, PgChannel, type VersionsTable } from '../storage/index.js';
 import { LocalArtifactStore, type ArtifactStore } from './artifacts.js';
 import {
-  inTransaction, insertModel, lockModel, readAlias, readAliasAt, readEvents, readEventsById, readModel, readModels, readSnapshot, readVersionRow,
+  inTransaction, insertModel, lockModel, readAlias, readAliasAt, readEvents, readEventsById, readEventsAfter, readLastEventId, readModel, readModels, readSnapshot, readVersionRow,
   notFound, type Db,
 } from './queries.js';
 import {
@@ -32,7 +32,12 @@ export interface RegistryOptions {
   artifactStore?: ArtifactStore;
   /** Largest artifact accepted by pushVersion, in bytes. Default unlimited. */
   maxArtifactBytes?: number;
+  /** Postgres: longest a connection attempt or one statement may take, in ms (then 503). Default 5000. */
+  databaseTimeoutMs?: number;
 }
+
+/** Event ids handed to listeners, remembered to re-read missed ones without repeating any (bounded). */
+const MAX_RECENT_EVENTS = 10_000;
 
 type NewEvent = { model: string; type: EventType; version?: number | null; alias?: string | null; fromVersion?: number | null; toVersion?: number | null; key?: string | null; value?: string | null };
 type Append = (e: NewEvent) => Promise<void>;
@@ -49,6 +54,10 @@ export class Registry {
   readonly #maxBytes: number | undefined;
   readonly #listeners = new Set<(e: RegistryEvent) => void>();
   #bridge: PgChannel<{ ids: number[] }> | null = null;
+  /** Events with ids up to here are handled (read at open, or forgotten from `#recent`). */
+  #floor = 0;
+  /** Ids of events handed to listeners since, oldest first. */
+  readonly #recent = new Set<number>();
 
   private constructor(database: Database, opts: RegistryOptions) {
     this.dialect = database.dialect;
@@ -61,14 +70,21 @@ export class Registry {
 
   /** Open the metadata store (applying migrations) and, on Postgres, start listening for other processes' events. */
   static async open(opts: RegistryOptions): Promise<Registry> {
-    const database = await openDatabase(opts.databaseUrl);
+    const database = await openDatabase(opts.databaseUrl, { ...(opts.databaseTimeoutMs === undefined ? {} : { timeoutMs: opts.databaseTimeoutMs }), ...(opts.logger ? { logger: opts.logger } : {}) });
     const registry = new Registry(database, opts);
     if (database.pgConfig !== null) {
       try {
-        registry.#bridge = await PgChannel.start<{ ids: number[] }>(database.pgConfig, NOTIFY_CHANNEL, database.schema ?? '', (b) => {
-          if (!Array.isArray(b.ids)) return;
-          registry.#relay(b.ids.filter((x) => Number.isSafeInteger(x))).catch((e: unknown) => opts.logger?.warn({ err: e }, 'could not read events notified by another instance'));
-        }, opts.logger);
+        registry.#floor = await readLastEventId(database.db);
+        const warn = (e: unknown): void => opts.logger?.warn({ err: e }, 'could not read events appended by another instance');
+        registry.#bridge = await PgChannel.start<{ ids: number[] }>(database.pgConfig, NOTIFY_CHANNEL, database.schema ?? '', {
+          onMessage: (b) => {
+            if (!Array.isArray(b.ids)) return;
+            registry.#relay(b.ids.filter((x) => Number.isSafeInteger(x))).catch(warn);
+          },
+          // Notifications sent while the connection was down are lost: read what was appended meanwhile.
+          onReconnect: () => void registry.#catchUp().catch(warn),
+          logger: opts.logger,
+        });
       } catch (e) {
         await database.close().catch(() => undefined);
         throw e;
@@ -418,6 +434,12 @@ export class Registry {
   }
 
   #emit(e: RegistryEvent): void {
+    this.#recent.add(e.id);
+    if (this.#recent.size > MAX_RECENT_EVENTS) {
+      const oldest = this.#recent.values().next().value as number;
+      this.#recent.delete(oldest);
+      this.#floor = Math.max(this.#floor, oldest);
+    }
     for (const l of this.#listeners) {
       try {
         l(e);
@@ -430,7 +452,12 @@ export class Registry {
   /** Events appended by another process (NOTIFY): read them and hand them to listeners. */
   async #relay(ids: readonly number[]): Promise<void> {
     if (this.#listeners.size === 0) return;
-    for (const e of await readEventsById(this.#db, ids)) this.#emit(e);
+    for (const e of await readEventsById(this.#db, ids)) if (!this.#recent.has(e.id)) this.#emit(e);
+  }
+
+  /** After a lost LISTEN connection: hand listeners the events appended since that they have not seen. */
+  async #catchUp(): Promise<void> {
+    for (const e of await readEventsAfter(this.#db, this.#floor)) if (!this.#recent.has(e.id)) this.#emit(e);
   }
 
   /** After a failed inspection: delete the stored bytes unless a registered version uses them. */

@@ -10,6 +10,8 @@ import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
 import pg from 'pg';
 import { err } from '../errors.js';
 import { migrate } from './migrations.js';
+import { boundedClientConfig, DatabaseHealth, guardPool } from './pg-guard.js';
+import type { Logger } from 'pino';
 import type { DB, Dialect } from './schema.js';
 
 export type * from './schema.js';
@@ -22,7 +24,15 @@ export interface Database {
   readonly pgConfig: pg.ClientConfig | null;
   /** Postgres `?schema=` (null when none, and on SQLite). */
   readonly schema: string | null;
+  /** Whether the store answers (SQLite: always). */
+  readonly health: DatabaseHealth;
   close(): Promise<void>;
+}
+
+export interface OpenDatabaseOptions {
+  /** Postgres: longest a connection attempt or one statement may take, in ms (then 503). Default 5000. */
+  readonly timeoutMs?: number;
+  readonly logger?: Logger;
 }
 
 const SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
@@ -53,10 +63,10 @@ async function openSqlite(url: string): Promise<Database> {
   sqlite.pragma('busy_timeout = 5000');
   sqlite.pragma('synchronous = NORMAL');
   const db = new Kysely<DB>({ dialect: new SqliteDialect({ database: sqlite }) });
-  return { db, dialect: 'sqlite', pgConfig: null, schema: null, close: () => db.destroy() };
+  return { db, dialect: 'sqlite', pgConfig: null, schema: null, health: new DatabaseHealth(), close: () => db.destroy() };
 }
 
-async function openPostgres(url: string): Promise<Database> {
+async function openPostgres(url: string, opts: OpenDatabaseOptions): Promise<Database> {
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -69,8 +79,10 @@ async function openPostgres(url: string): Promise<Database> {
     throw err('SY_ERR_CONFIG_INVALID', `database URL: schema "${schema}" must match ${SCHEMA_NAME.source}`);
   }
   const connectionString = parsed.toString();
+  const bounded = boundedClientConfig(opts.timeoutMs ?? 5000);
   if (schema !== null) {
-    const admin = new pg.Client({ connectionString });
+    const admin = new pg.Client({ connectionString, ...bounded });
+    admin.on('error', () => { /* the statement in flight reports it */ });
     await admin.connect();
     try {
       await admin.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`);
@@ -84,20 +96,21 @@ async function openPostgres(url: string): Promise<Database> {
   const pgConfig: pg.ClientConfig = {
     connectionString,
     types: pgTypes,
+    ...bounded,
     ...(schema === null ? {} : { options: `-c search_path="${schema}"` }),
   };
-  const pool = new pg.Pool({ ...pgConfig, max: 10 });
-  pool.on('error', () => { /* idle client errors surface on the next query */ });
+  const health = new DatabaseHealth(opts.logger);
+  const pool = guardPool(new pg.Pool({ ...pgConfig, max: 10 }), health, opts.logger);
   const db = new Kysely<DB>({ dialect: new PostgresDialect({ pool }) });
-  return { db, dialect: 'postgres', pgConfig, schema, close: () => db.destroy() };
+  return { db, dialect: 'postgres', pgConfig, schema, health, close: () => db.destroy() };
 }
 
 /** Open the metadata store named by `url` and bring its schema up to date. */
-export async function openDatabase(url: string): Promise<Database> {
+export async function openDatabase(url: string, opts: OpenDatabaseOptions = {}): Promise<Database> {
   const s = scheme(url);
   let database: Database;
   if (s === 'sqlite') database = await openSqlite(url);
-  else if (s === 'postgres' || s === 'postgresql') database = await openPostgres(url);
+  else if (s === 'postgres' || s === 'postgresql') database = await openPostgres(url, opts);
   else throw err('SY_ERR_CONFIG_INVALID', `database URL scheme "${s}:" is not supported (use sqlite: or postgres://)`);
   try {
     await migrate(database.db, database.dialect, database.dialect === 'postgres' ? database.schema ?? 'public' : null);

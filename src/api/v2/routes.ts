@@ -22,6 +22,11 @@ export interface V2Options {
   serverName: string;
   serverVersion: string;
   bodyLimit: number;
+  /**
+   * Whether the control plane (the metadata store) answers; reported in the ready body as `controlPlane`
+   * ("available" | "unavailable") without changing the status: a replica that can serve stays in rotation.
+   */
+  controlPlane?: () => boolean;
 }
 
 type ModelParams = { model: string; version?: string };
@@ -78,9 +83,10 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
   app.get('/v2', sendMeta);
   app.get('/v2/', sendMeta);
   app.get('/v2/health/live', (_req, reply) => reply.send({ live: true }));
+  const controlPlane = opts.controlPlane ?? (() => true);
   app.get('/v2/health/ready', (_req, reply) => {
     const ready = inference.ready();
-    return reply.code(ready ? 200 : 503).send({ ready });
+    return reply.code(ready ? 200 : 503).send({ ready, controlPlane: controlPlane() ? 'available' : 'unavailable' });
   });
 
   const modelMeta = async (req: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply): Promise<FastifyReply> =>
