@@ -8,7 +8,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import { pino, type Logger } from 'pino';
 import { Redis } from 'ioredis';
 import { Counter, Gauge } from 'prom-client';
-import { adminRoutes, featureDataRoutes, featureDefinitionRoutes, GrpcTransport, installErrorShape, lazyChildLogger, llmAdminRoutes, llmRoutes, monitoringAdminRoutes, registerOpenApi, requestIdGenerator, routingAdminRoutes, tenancyRoutes, v2ExtensionRoutes, v2Routes } from './api/index.js';
+import { adminRoutes, featureDataRoutes, featureDefinitionRoutes, frameworkErrors, GrpcTransport, installErrorShape, lazyChildLogger, llmAdminRoutes, llmRoutes, monitoringAdminRoutes, registerOpenApi, requestIdGenerator, routingAdminRoutes, tenancyRoutes, v2ExtensionRoutes, v2Routes } from './api/index.js';
 import { authEnabled, checkExposure, loadLlmConfig, type ServerConfig } from './config/index.js';
 import { ExperimentStore, ExperimentTracker } from './experiments/index.js';
 import { createMetrics, DatabasePredictionSink, filterExposition, JsonlPredictionSink, type Metrics, MonitoringService } from './monitoring/index.js';
@@ -163,6 +163,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     requestIdHeader: false,
     genReqId: (req) => requestId(req.headers['x-request-id']),
     childLoggerFactory: lazyChildLogger,
+    frameworkErrors,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
   });

@@ -7,7 +7,7 @@ export { routingAdminRoutes } from './admin/routing.js';
 export { tenancyRoutes } from './admin/tenancy.js';
 export { v2Routes } from './v2/routes.js';
 export { v2ExtensionRoutes } from './v2/extensions.js';
-export { installErrorShape } from './reply-error.js';
+export { frameworkErrors, installErrorShape } from './reply-error.js';
 export { lazyChildLogger, requestIdGenerator } from './request-scope.js';
 export { monitoringAdminRoutes } from './admin/monitoring.js';
 export { featureDataRoutes } from './admin/features-data.js';

@@ -52,6 +52,14 @@ export function sendError(reply: FastifyReply, w: WireError): FastifyReply {
 }
 
 
+/**
+ * Fastify's `frameworkErrors` option: errors its router meets before any route runs (a malformed URL, a path
+ * parameter over the length limit) leave in the same `{"error", "code"}` shape as every other error.
+ */
+export function frameworkErrors(e: Error, _req: unknown, reply: FastifyReply): void {
+  sendError(reply, toWireError(e));
+}
+
 /** The root error and not-found handlers: every error leaves as `{"error": ..., "code": ...}`; 5xx are logged. */
 export function installErrorShape(app: FastifyInstance): void {
   app.setErrorHandler((e, req, reply) => {

@@ -4,6 +4,6 @@
  */
 export * from './dtype.js';
 export * from './tensor.js';
-export { decodeJsonData, encodeJsonData } from './json.js';
+export { decodeJsonData, describeJson, encodeJsonData } from './json.js';
 export { decodeBinaryData, encodeBinaryData } from './binary.js';
 export { bytesText, fromRuntimeStrings, isWellFormed, toRuntimeStrings, utf8, utf8Text } from './bytes.js';

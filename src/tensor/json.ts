@@ -14,28 +14,62 @@ const INT_RANGE: Record<string, readonly [number, number]> = {
   INT64: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER], UINT64: [0, Number.MAX_SAFE_INTEGER],
 };
 
-function flatten(data: unknown[]): unknown[] {
+/** Deepest nesting of a `data` array accepted when the caller does not give the shape's rank. */
+const MAX_NESTING = 64;
+
+/**
+ * Nested `data` arrays → one flat array, iteratively (a hostile body nests thousands of levels: recursion would
+ * overflow the stack). Nesting deeper than `maxDepth` levels is refused: a tensor of rank r nests at most r.
+ */
+function flatten(input: string, data: unknown[], maxDepth: number): unknown[] {
   if (data.length === 0 || !Array.isArray(data[0])) return data;
   const out: unknown[] = [];
-  const walk = (a: unknown[]): void => {
-    for (const v of a) if (Array.isArray(v)) walk(v); else out.push(v);
-  };
-  walk(data);
+  const arrays: unknown[][] = [data];
+  const next: number[] = [0];
+  while (arrays.length > 0) {
+    const top = arrays.length - 1;
+    const a = arrays[top]!;
+    const i = next[top]!;
+    if (i >= a.length) {
+      arrays.pop();
+      next.pop();
+      continue;
+    }
+    next[top] = i + 1;
+    const v = a[i];
+    if (!Array.isArray(v)) {
+      out.push(v);
+      continue;
+    }
+    if (arrays.length >= maxDepth) {
+      throw err('SY_ERR_INPUT_INVALID', `input "${input}": "data" nests arrays deeper than ${maxDepth} levels (at most one level per dimension of its shape)`);
+    }
+    arrays.push(v);
+    next.push(0);
+  }
   return out;
 }
 
+/** A short description of a JSON value for an error message (never the whole value: it may be huge or deep). */
+export function describeJson(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v.slice(0, 32));
+  if (Array.isArray(v)) return 'an array';
+  if (v !== null && typeof v === 'object') return 'an object';
+  return String(v);
+}
+
 function bad(input: string, i: number, dtype: string, v: unknown, want: string): never {
-  const shown = typeof v === 'string' ? JSON.stringify(v.slice(0, 32)) : JSON.stringify(v) ?? String(v);
-  throw err('SY_ERR_INPUT_INVALID', `input "${input}": element ${i} is ${shown}, expected ${want} for datatype ${dtype}`);
+  throw err('SY_ERR_INPUT_INVALID', `input "${input}": element ${i} is ${describeJson(v)}, expected ${want} for datatype ${dtype}`);
 }
 
 /**
  * Decode the `data` of one V2 JSON input.
  * @param count the element count the declared shape implies; a mismatch is a 400 naming both numbers.
+ * @param rank the declared shape's rank, when known: `data` may nest at most that deep (a scalar's is flat).
  */
-export function decodeJsonData(input: string, dtype: DtypeInfo, count: number, data: unknown): TensorData {
+export function decodeJsonData(input: string, dtype: DtypeInfo, count: number, data: unknown, rank = MAX_NESTING): TensorData {
   if (!Array.isArray(data)) throw err('SY_ERR_INPUT_INVALID', `input "${input}": "data" must be an array`);
-  const flat = flatten(data);
+  const flat = flatten(input, data, Math.max(rank, 1));
   if (flat.length !== count) {
     throw err('SY_ERR_INPUT_INVALID', `input "${input}": shape implies ${count} elements but data has ${flat.length}`);
   }

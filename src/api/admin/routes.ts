@@ -9,11 +9,11 @@
 import { pipeline, type Readable } from 'node:stream';
 import multipart from '@fastify/multipart';
 import type { FastifyInstance, FastifyRequest, FastifySchemaValidationError } from 'fastify';
-import { err } from '../../errors.js';
+import { err, isSwitchyardError } from '../../errors.js';
 import { ALIAS_NAME, type Registry } from '../../registry/index.js';
 import type { CreateModelInput, UpdateModelInput, VersionRecord } from '../../registry/index.js';
 import * as S from './schemas.js';
-import { ByteLimit, metaFromJson, metaFromQuery, tooLarge, type UploadMeta, type UploadQuery } from './upload.js';
+import { ByteLimit, metaFromJson, metaFromQuery, multipartError, tooLarge, type UploadMeta, type UploadQuery } from './upload.js';
 
 export { registerOpenApi, type OpenApiOptions } from './openapi.js';
 
@@ -260,11 +260,16 @@ export async function adminRoutes(app: FastifyInstance, opts: AdminOptions): Pro
   /** Stream `source` to the registry through the upload limit. */
   async function pushLimited(source: Readable, name: string, meta: UploadMeta, actor: string): Promise<VersionRecord> {
     const limiter = new ByteLimit(maxBytes);
-    pipeline(source, limiter, () => {});
+    let sourceError: unknown = null;
+    pipeline(source, limiter, (e) => {
+      sourceError = e ?? null;
+    });
     try {
       return await registry.pushVersion(name, limiter, meta.input, actor);
     } catch (e) {
       if (limiter.exceeded) throw tooLarge(maxBytes);
+      // The body broke off or was malformed while streaming: the client's fault, not the registry's.
+      if (sourceError !== null && !isSwitchyardError(e)) throw multipartError(sourceError);
       throw e;
     }
   }
@@ -273,8 +278,17 @@ export async function adminRoutes(app: FastifyInstance, opts: AdminOptions): Pro
     let meta: UploadMeta | null = null;
     let pushed: VersionRecord | null = null;
     let buffered: Buffer | null = null;
+    const parts = req.parts()[Symbol.asyncIterator]();
     try {
-      for await (const part of req.parts()) {
+      for (;;) {
+        let step: IteratorResult<Awaited<ReturnType<typeof parts.next>>['value']>;
+        try {
+          step = await parts.next();
+        } catch (e) {
+          throw multipartError(e);
+        }
+        if (step.done) break;
+        const part = step.value;
         if (part.type === 'field') {
           if (part.fieldname !== 'metadata') throw err('SY_ERR_BAD_REQUEST', `unknown multipart field "${part.fieldname}" (expected "metadata" and "file")`);
           if (pushed) throw err('SY_ERR_BAD_REQUEST', 'multipart field "metadata" must come before "file"');
@@ -289,8 +303,11 @@ export async function adminRoutes(app: FastifyInstance, opts: AdminOptions): Pro
           pushed = await pushLimited(part.file, name, meta, actor);
         } else {
           // Metadata may follow: hold the file (bounded by the upload limit) until the body is read.
-          buffered = await part.toBuffer();
-          if (buffered.length > maxBytes) throw tooLarge(maxBytes);
+          const file: Buffer = await part.toBuffer().catch((e: unknown): never => {
+            throw multipartError(e);
+          });
+          if (file.length > maxBytes) throw tooLarge(maxBytes);
+          buffered = file;
         }
       }
     } catch (e) {

@@ -6,7 +6,7 @@
  * precedes its `metadata` field).
  */
 import { Transform, type TransformCallback } from 'node:stream';
-import { err } from '../../errors.js';
+import { err, isSwitchyardError } from '../../errors.js';
 import type { Lineage, PushVersionInput } from '../../registry/index.js';
 
 /** What an upload asks for: the registry's push input plus an alias to point at the new version. */
@@ -170,4 +170,13 @@ export class ByteLimit extends Transform {
     }
     cb(null, chunk);
   }
+}
+
+/**
+ * An error met while reading a multipart body (busboy's "Unexpected end of form", "Malformed part header", ...)
+ * is the client's malformed upload: 400 naming it. Errors that already carry a catalog code or a status pass.
+ */
+export function multipartError(e: unknown): unknown {
+  if (isSwitchyardError(e) || typeof (e as { statusCode?: unknown }).statusCode === 'number' || !(e instanceof Error)) return e;
+  return err('SY_ERR_BAD_REQUEST', `multipart body is malformed: ${e.message}`);
 }

@@ -8,7 +8,7 @@
 import { err } from '../../errors.js';
 import { classCount, type InferOutcome, type NamedTensor, type TensorBody } from '../../inference/index.js';
 import {
-  decodeBinaryData, decodeJsonData, dtypeFromV2, elementCount, encodeBinaryData, encodeJsonData, type Tensor,
+  decodeBinaryData, decodeJsonData, describeJson, dtypeFromV2, elementCount, encodeBinaryData, encodeJsonData, type Tensor,
 } from '../../tensor/index.js';
 
 export interface RequestedOutput { readonly name: string; readonly binary: boolean | null }
@@ -31,9 +31,10 @@ function bad(message: string): never {
 
 function parseShape(name: string, shape: unknown): number[] {
   if (!Array.isArray(shape)) bad(`input "${name}": "shape" must be an array of non-negative integers`);
-  for (const d of shape) {
+  for (let i = 0; i < shape.length; i++) {
+    const d: unknown = shape[i];
     if (typeof d !== 'number' || !Number.isInteger(d) || d < 0) {
-      bad(`input "${name}": "shape" must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+      bad(`input "${name}": "shape" must be an array of non-negative integers, got ${describeJson(d)} at index ${i}`);
     }
   }
   return shape as number[];
@@ -102,7 +103,7 @@ export function decodeInferRequest(body: Buffer, headerLength: number | null): V
       offset += size;
     } else {
       if (raw['data'] === undefined) throw err('SY_ERR_INPUT_INVALID', `input "${name}": "data" is missing`);
-      data = decodeJsonData(name, dtype, count, raw['data']);
+      data = decodeJsonData(name, dtype, count, raw['data'], shape.length);
     }
     given.push({ name, tensor: { dtype, shape, data } });
   }
