@@ -8,7 +8,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import { pino, type Logger } from 'pino';
 import { Redis } from 'ioredis';
 import { Counter, Gauge } from 'prom-client';
-import { adminRoutes, featureDataRoutes, featureDefinitionRoutes, frameworkErrors, GrpcTransport, installErrorShape, lazyChildLogger, llmAdminRoutes, llmRoutes, monitoringAdminRoutes, registerOpenApi, requestIdGenerator, routingAdminRoutes, tenancyRoutes, v2ExtensionRoutes, v2Routes } from './api/index.js';
+import { adminRoutes, batchRoutes, featureDataRoutes, featureDefinitionRoutes, frameworkErrors, GrpcTransport, installErrorShape, lazyChildLogger, llmAdminRoutes, llmRoutes, monitoringAdminRoutes, OpenAiLineRunner, registerOpenApi, requestIdGenerator, routingAdminRoutes, tenancyRoutes, v2ExtensionRoutes, v2Routes } from './api/index.js';
 import { authEnabled, checkExposure, loadLlmConfig, type ServerConfig } from './config/index.js';
 import { ExperimentStore, ExperimentTracker } from './experiments/index.js';
 import { createMetrics, DatabasePredictionSink, filterExposition, JsonlPredictionSink, type Metrics, MonitoringService } from './monitoring/index.js';
@@ -22,6 +22,7 @@ import { AuditLog, Authorizer, checkCreatable, Gateway, installGateway, type Lim
 import { PgChannel } from './storage/index.js';
 import type { Principal } from './gateway/index.js';
 import { InferenceService, OnnxEmbeddingBackend } from './inference/index.js';
+import { BatchService } from './batch/index.js';
 import { VERSION } from './version.js';
 
 export interface Switchyard {
@@ -45,6 +46,8 @@ export interface Switchyard {
   readonly grpc: GrpcTransport;
   /** Tokens and spend of the OpenAI-compatible API per tenant and model. */
   readonly llmUsage: LlmUsageMeter;
+  /** Batch files and jobs (the OpenAI Batch API) and this replica's batch workers. */
+  readonly batch: BatchService;
   /** A platform admin key generated at this start (auth on, none configured, none stored), to print once; else null. */
   readonly bootstrapKey: string | null;
   /** Stop admitting, drain queued requests, release models. Idempotent. */
@@ -152,6 +155,12 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     embeddings: (c, log) => new OnnxEmbeddingBackend(c, { inference, logger: log }), logger,
   });
   metrics.watchLlm(llm);
+  const stall = Number(process.env['SWITCHYARD_TEST_BATCH_STALL_AFTER'] ?? '');
+  const batch = await BatchService.create({
+    database, logger, usage: llmUsage, workers: config.batchWorkers, leaseMs: config.batchLeaseMs, chunkLines: config.batchChunkLines,
+    runner: new OpenAiLineRunner({ service: llm, canSee: (tenant, model) => gateway.tenantCanSee(tenant, model) }),
+    stallAfterChunks: process.env['SWITCHYARD_TEST_BATCH_STALL_AFTER'] && Number.isInteger(stall) ? stall : null,
+  });
   const modelExists = (name: string): Promise<boolean> => registry.getModel(name).then(() => true, () => false);
   const bodyLimit = Math.floor(config.maxBodyMb * 1024 * 1024);
   const requestId = requestIdGenerator();
@@ -219,6 +228,9 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     canSee: (req, model) => !req.principal || gateway.canSee(req.principal, model),
     tokenScopes: (req, model) => (req.principal?.kind === 'tenant' ? gateway.tokenScopes(req.principal, model) : []),
   });
+  await app.register(batchRoutes, {
+    prefix: '/v1', batch, tenantOf: (req) => tenantOf(req.principal), keyIdOf: (req) => req.principal?.key?.id ?? null, maxFileBytes: bodyLimit,
+  });
   await app.register(llmAdminRoutes, { usage: llmUsage });
   app.get('/metrics', async (req, reply) => {
     const text = await metrics.registry.metrics();
@@ -238,7 +250,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   let closing: Promise<void> | null = null;
   const close = (): Promise<void> => {
     closing ??= (async () => {
-      await Promise.all([app.close(), grpc.close(config.shutdownGraceMs)]);
+      await Promise.all([app.close(), grpc.close(config.shutdownGraceMs), batch.close()]);
       await llm.close();
       await manager.close(config.shutdownGraceMs);
       await llmUsage.close().catch((e: unknown) => logger.error({ err: e }, 'final LLM usage flush failed'));
@@ -259,7 +271,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     })();
     return closing;
   };
-  return { app, manager, registry, metrics, logger, gateway, usage, audit, router, experiments, tracker, cache, monitoring, features, llm, inference, grpc, llmUsage, bootstrapKey, close };
+  return { app, manager, registry, metrics, logger, gateway, usage, audit, router, experiments, tracker, cache, monitoring, features, llm, inference, grpc, llmUsage, batch, bootstrapKey, close };
 }
 
 /** Limit-store failures: a counter and at most one log line per 10 s. */

@@ -41,7 +41,7 @@ interface ServeFlags {
   redisTimeoutMs?: number; authCacheMs?: number; usageFlushMs?: number; cacheMaxMb?: number;
   monitorSampleRate?: number; predictionLog?: ServerConfig['predictionLog']; predictionRetentionDays?: number; driftSampleRate?: number;
   driftWindowMs?: number; driftEvalMs?: number; alertEvalMs?: number; nats?: string; llmConfig?: string;
-  strictReadiness?: boolean;
+  strictReadiness?: boolean; batchWorkers?: number; batchLeaseMs?: number; batchChunkLines?: number;
 }
 
 async function serve(flags: ServeFlags): Promise<void> {
@@ -117,6 +117,9 @@ program
   .addOption(new Option('--alert-eval-ms <ms>', `how often alert rules are evaluated [env SWITCHYARD_ALERT_EVAL_MS] (default: ${SERVER_DEFAULTS.alertEvalMs})`).argParser(int('alert-eval-ms')))
   .addOption(new Option('--nats <url>', 'NATS server (JetStream) for windowed feature views that consume a NATS stream (nats://127.0.0.1:4222) [env SWITCHYARD_NATS] (default: none)'))
   .addOption(new Option('--llm-config <file>', 'LLM models (YAML or JSON) served by the OpenAI-compatible API under /v1: local GGUF models (llama.cpp), upstream providers, ONNX embedding encoders [env SWITCHYARD_LLM_CONFIG] (default: none)'))
+  .addOption(new Option('--batch-workers <n>', `batch workers in this replica, leasing chunks of batch jobs from the metadata store; 0 = none [env SWITCHYARD_BATCH_WORKERS] (default: ${SERVER_DEFAULTS.batchWorkers})`).argParser(int('batch-workers')))
+  .addOption(new Option('--batch-lease-ms <ms>', `lease of a batch chunk, renewed while it runs: how soon another replica redoes a dead replica's chunk [env SWITCHYARD_BATCH_LEASE_MS] (default: ${SERVER_DEFAULTS.batchLeaseMs})`).argParser(int('batch-lease-ms')))
+  .addOption(new Option('--batch-chunk-lines <n>', `lines per batch chunk (the unit of leasing and commit) [env SWITCHYARD_BATCH_CHUNK_LINES] (default: ${SERVER_DEFAULTS.batchChunkLines})`).argParser(int('batch-chunk-lines')))
   .action(serve);
 
 program.addCommand(modelsCommand());

@@ -79,6 +79,12 @@ export const serverConfigSchema = z.strictObject({
   nats: z.string().refine((u) => u === '' || /^(nats|tls):\/\//.test(u), 'must start with nats:// or tls://'),
   /** The LLM model catalog (YAML or JSON) served by the OpenAI-compatible API under /v1; '' = none. Env SWITCHYARD_LLM_CONFIG. */
   llmConfig: z.string(),
+  /** Batch workers in this replica (leasing chunks of batch jobs from the metadata store); 0 = none. Default 2. Env SWITCHYARD_BATCH_WORKERS. */
+  batchWorkers: z.number().int().min(0).max(64),
+  /** Lease of a batch chunk (a visibility timeout renewed while it runs), in ms: how soon another replica redoes a dead one's chunk. Default 30000. Env SWITCHYARD_BATCH_LEASE_MS. */
+  batchLeaseMs: z.number().int().min(100),
+  /** Lines per batch chunk (the unit of leasing, commit and redo after a crash). Default 100. Env SWITCHYARD_BATCH_CHUNK_LINES. */
+  batchChunkLines: z.number().int().min(1).max(100_000),
 });
 
 export type ServerConfig = Readonly<z.infer<typeof serverConfigSchema>>;
@@ -118,6 +124,9 @@ export const SERVER_DEFAULTS: ServerConfig = Object.freeze({
   alertEvalMs: 15_000,
   nats: '',
   llmConfig: '',
+  batchWorkers: 2,
+  batchLeaseMs: 30_000,
+  batchChunkLines: 100,
 });
 
 type EnvKind = 'string' | 'number' | 'boolean';
@@ -156,6 +165,9 @@ const ENV: Record<keyof ServerConfig, { name: string; kind: EnvKind }> = {
   alertEvalMs: { name: 'SWITCHYARD_ALERT_EVAL_MS', kind: 'number' },
   nats: { name: 'SWITCHYARD_NATS', kind: 'string' },
   llmConfig: { name: 'SWITCHYARD_LLM_CONFIG', kind: 'string' },
+  batchWorkers: { name: 'SWITCHYARD_BATCH_WORKERS', kind: 'number' },
+  batchLeaseMs: { name: 'SWITCHYARD_BATCH_LEASE_MS', kind: 'number' },
+  batchChunkLines: { name: 'SWITCHYARD_BATCH_CHUNK_LINES', kind: 'number' },
 };
 
 function envValue(v: string, kind: EnvKind): unknown {

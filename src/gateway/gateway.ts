@@ -247,11 +247,14 @@ export class Gateway {
 
   /** Whether `p` may see model `model` (platform: all; a tenant: what it owns or what is shared with it). */
   canSee(p: Principal, model: string): boolean {
-    if (p.kind === 'platform') return true;
+    return p.kind === 'platform' || this.tenantCanSee(p.tenant.name, model);
+  }
+
+  /** Whether tenant `t` may see model `model` ('' = the platform: all), e.g. for a batch job running for it. */
+  tenantCanSee(t: string, model: string): boolean {
+    if (t === '') return true;
     const a = this.#access.get(model);
-    if (!a) return false;
-    const t = p.tenant.name;
-    return a.owner === t || a.shared.has(t) || a.shared.has(ALL_TENANTS);
+    return a !== undefined && (a.owner === t || a.shared.has(t) || a.shared.has(ALL_TENANTS));
   }
 
   /** Whether `p` may change model `model` (platform, or the owning tenant). */

@@ -6,7 +6,8 @@ export { openDatabase, type OpenDatabaseOptions, type Database, type DB, type Di
   type TenantsTable, type ApiKeysTable, type ModelAccessTable, type UsageTable, type LlmUsageTable, type AuditLogTable,
   type ExperimentsTable, type ExperimentExposuresTable, type ExperimentTrafficTable, type ExperimentEventsTable,
   type PredictionLogTable, type ReferenceProfilesTable, type DriftReportsTable, type AlertRulesTable, type AlertEventsTable,
-  type FeatureDefinitionsTable, type FeatureRowsTable } from './database.js';
+  type FeatureDefinitionsTable, type FeatureRowsTable,
+  type BatchFilesTable, type BatchFilePartsTable, type BatchJobsTable, type BatchChunksTable } from './database.js';
 export { migrate, migrations } from './migrations.js';
 export { iso, isUniqueViolation } from './sql.js';
 export { PgChannel } from './notify.js';

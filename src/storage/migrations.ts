@@ -363,6 +363,79 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.dropTable('llm_usage').ifExists().execute();
       },
     },
+    '0007_batch': {
+      async up(db: AnyDb): Promise<void> {
+        // Batch files (OpenAI /v1/files and batch outputs): metadata here, content in batch_file_parts (so every
+        // replica sharing the store can read every file). Times are epoch ms.
+        await db.schema
+          .createTable('batch_files')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('tenant', 'text', (c) => c.notNull())
+          .addColumn('purpose', 'text', (c) => c.notNull())
+          .addColumn('filename', 'text', (c) => c.notNull())
+          .addColumn('bytes', 'bigint', (c) => c.notNull())
+          .addColumn('created_at', 'bigint', (c) => c.notNull())
+          .addColumn('expires_at', 'bigint')
+          .execute();
+        await db.schema.createIndex('batch_files_tenant').on('batch_files').columns(['tenant', 'created_at']).execute();
+        await db.schema
+          .createTable('batch_file_parts')
+          .addColumn('file_id', 'text', (c) => c.notNull().references('batch_files.id').onDelete('cascade'))
+          .addColumn('seq', 'integer', (c) => c.notNull())
+          .addColumn('data', dialect === 'postgres' ? 'bytea' : 'blob', (c) => c.notNull())
+          .addPrimaryKeyConstraint('batch_file_parts_pk', ['file_id', 'seq'])
+          .execute();
+        // Batch jobs: the record (state, times, counts of lines) and, per chunk of input lines, a leased unit of
+        // work whose output is committed with its completion.
+        await db.schema
+          .createTable('batch_jobs')
+          .addColumn('id', 'text', (c) => c.primaryKey())
+          .addColumn('tenant', 'text', (c) => c.notNull())
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('status', 'text', (c) => c.notNull())
+          .addColumn('spec', 'text', (c) => c.notNull())
+          .addColumn('input_file_id', 'text', (c) => c.notNull())
+          .addColumn('output_file_id', 'text')
+          .addColumn('error_file_id', 'text')
+          .addColumn('errors', 'text')
+          .addColumn('total', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('succeeded', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('failed', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('usage', 'text')
+          .addColumn('chunks', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('lease_owner', 'text')
+          .addColumn('lease_until', 'bigint')
+          .addColumn('times', 'text', (c) => c.notNull())
+          .addColumn('created_at', 'bigint', (c) => c.notNull())
+          .addColumn('expires_at', 'bigint')
+          .execute();
+        await db.schema.createIndex('batch_jobs_tenant').on('batch_jobs').columns(['tenant', 'created_at']).execute();
+        await db.schema.createIndex('batch_jobs_status').on('batch_jobs').column('status').execute();
+        await db.schema
+          .createTable('batch_chunks')
+          .addColumn('job_id', 'text', (c) => c.notNull().references('batch_jobs.id').onDelete('cascade'))
+          .addColumn('seq', 'integer', (c) => c.notNull())
+          .addColumn('first_line', 'integer', (c) => c.notNull())
+          .addColumn('lines', 'integer', (c) => c.notNull())
+          .addColumn('input', 'text', (c) => c.notNull())
+          .addColumn('state', 'text', (c) => c.notNull())
+          .addColumn('lease_owner', 'text')
+          .addColumn('lease_until', 'bigint')
+          .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('output', 'text')
+          .addColumn('error_output', 'text')
+          .addColumn('succeeded', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('failed', 'integer', (c) => c.notNull().defaultTo(0))
+          .addColumn('usage', 'text')
+          .addColumn('done_by', 'text')
+          .addPrimaryKeyConstraint('batch_chunks_pk', ['job_id', 'seq'])
+          .execute();
+        await db.schema.createIndex('batch_chunks_state').on('batch_chunks').columns(['state', 'lease_until']).execute();
+      },
+      async down(db: AnyDb): Promise<void> {
+        for (const t of ['batch_chunks', 'batch_jobs', 'batch_file_parts', 'batch_files']) await db.schema.dropTable(t).ifExists().execute();
+      },
+    },
   };
 }
 

@@ -242,6 +242,73 @@ export interface FeatureRowsTable {
   vals: string;
 }
 
+export interface BatchFilesTable {
+  id: string;
+  tenant: string;
+  purpose: string;
+  filename: string;
+  bytes: number;
+  created_at: number;
+  expires_at: number | null;
+}
+
+export interface BatchFilePartsTable {
+  file_id: string;
+  seq: number;
+  data: Uint8Array;
+}
+
+export interface BatchJobsTable {
+  id: string;
+  tenant: string;
+  /** 'openai' (a /v1/batches batch) or 'v2'. */
+  kind: string;
+  status: string;
+  /** JSON: what the job runs (endpoint, model, completion window, metadata, ...). */
+  spec: string;
+  input_file_id: string;
+  output_file_id: string | null;
+  error_file_id: string | null;
+  /** JSON: validation errors ({code, line, message, param}[]), or null. */
+  errors: string | null;
+  /** Input lines; lines that succeeded and failed (final once the job ends; while it runs, the chunks have them). */
+  total: number;
+  succeeded: number;
+  failed: number;
+  /** JSON: the job's token usage once it ended, or null. */
+  usage: string | null;
+  chunks: number;
+  /** Who validates or finalizes the job now (a worker id) and until when (epoch ms). */
+  lease_owner: string | null;
+  lease_until: number | null;
+  /** JSON: status change times, epoch ms ({in_progress_at, finalizing_at, ...}). */
+  times: string;
+  created_at: number;
+  expires_at: number | null;
+}
+
+export interface BatchChunksTable {
+  job_id: string;
+  seq: number;
+  first_line: number;
+  lines: number;
+  /** The chunk's input lines (JSONL). */
+  input: string;
+  /** pending | running | done */
+  state: string;
+  lease_owner: string | null;
+  lease_until: number | null;
+  attempts: number;
+  /** Committed with state = done: the output lines and the error lines (JSONL). */
+  output: string | null;
+  error_output: string | null;
+  succeeded: number;
+  failed: number;
+  /** JSON: the tokens and spend of the chunk's lines, recorded once when it commits. */
+  usage: string | null;
+  done_by: string | null;
+}
+
 export interface DB {
   models: ModelsTable;
   versions: VersionsTable;
@@ -264,4 +331,8 @@ export interface DB {
   alert_events: AlertEventsTable;
   feature_definitions: FeatureDefinitionsTable;
   feature_rows: FeatureRowsTable;
+  batch_files: BatchFilesTable;
+  batch_file_parts: BatchFilePartsTable;
+  batch_jobs: BatchJobsTable;
+  batch_chunks: BatchChunksTable;
 }

@@ -14,7 +14,7 @@
  * stream for a complete one. Every error response, wherever it is raised (authentication, limits, bad
  * JSON), has OpenAI's shape `{"error": {"message", "type", "param", "code"}}`.
  */
-import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { LlmUsageMeter, TokenLimiter, TokenReservation, TokenScope } from '../../gateway/index.js';
 import type { LlmModel, LlmService } from '../../serving/index.js';
 import { ClientSignal, LlmError, RAW_JSON, type GenerationRequest, type Usage } from '../../runtimes/index.js';
@@ -22,7 +22,8 @@ import { formatDuration } from '../../gateway/index.js';
 import { channels, type LlmRequestEvent, type LlmTokenEvent } from '../../events.js';
 import { RequestCaller } from '../caller.js';
 import { SseWriter } from './sse-writer.js';
-import { encodeEmbedding, errorHeaders, parseChat, parseCompletion, parseEmbedding, toLlmError, type ParsedGeneration } from './wire.js';
+import { modelFor, modelVisible, unsupported } from './line-runner.js';
+import { embeddingResponse, errorHeaders, parseChat, parseCompletion, parseEmbedding, toLlmError, type ParsedGeneration } from './wire.js';
 
 export interface LlmRouteOptions {
   readonly service: LlmService;
@@ -138,30 +139,24 @@ function hasText(chunk: Record<string, unknown>): boolean {
   return typeof text === 'string' && text.length > 0;
 }
 
-export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) => {
-  const { service } = opts;
-
+/** Every error of this (encapsulated) context leaves in OpenAI's shape, with its retry headers. */
+export function installOpenAiErrors(app: FastifyInstance): void {
   app.setErrorHandler((e, req, reply) => {
     const le = toLlmError(e);
     if (le.status >= 500) req.log.error({ err: e }, 'LLM API request failed');
     return sendError(reply, le);
   });
+}
+
+export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) => {
+  const { service } = opts;
+
+  installOpenAiErrors(app);
   app.setNotFoundHandler((req, reply) => sendError(reply, new LlmError('SY_ERR_ROUTE_NOT_FOUND', `Invalid URL (${req.method} ${req.url.split('?')[0]})`)));
 
   /** A model the request's tenant may use; anything else is 404, exactly as a model that does not exist. */
-  const visible = (req: FastifyRequest, m: LlmModel): boolean => {
-    if (m.config.backend === 'onnx-embeddings' && !opts.canSee(req, m.config.model)) return false;
-    const allowed = m.config.tenants;
-    const tenant = opts.tenantOf(req);
-    return allowed === undefined || tenant === '' || allowed.includes(tenant);
-  };
-  const modelOrThrow = (req: FastifyRequest, name: string): LlmModel => {
-    const m = service.get(name);
-    if (!m || !visible(req, m)) throw new LlmError('SY_ERR_MODEL_NOT_FOUND', `The model '${name}' does not exist or you do not have access to it.`, { param: 'model' });
-    return m;
-  };
-  const unsupported = (m: LlmModel, what: string): LlmError =>
-    new LlmError('SY_ERR_MODEL_NOT_SUPPORTED', `The model '${m.name}' does not support ${what}.`, { param: 'model' });
+  const visible = (req: FastifyRequest, m: LlmModel): boolean => modelVisible(m, opts.tenantOf(req), (model) => opts.canSee(req, model));
+  const modelOrThrow = (req: FastifyRequest, name: string): LlmModel => modelFor(service, name, opts.tenantOf(req), (model) => opts.canSee(req, model));
 
   /** Reserve requests and `tokens` per minute; sets the x-ratelimit-* headers; 429 when refused. */
   async function admit(req: FastifyRequest, reply: FastifyReply, m: LlmModel, tokens: number): Promise<TokenReservation | null> {
@@ -307,11 +302,6 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
       throw e;
     }
     finish(req, m, 'embeddings', started, reservation, { ...result.usage, completion_tokens: 0 }, 'success');
-    return reply.send({
-      object: 'list',
-      data: result.vectors.map((v, index) => ({ object: 'embedding', index, embedding: encodeEmbedding(v, p.base64) })),
-      model: m.name,
-      usage: result.usage,
-    });
+    return reply.send(embeddingResponse(result, p, m.name));
   });
 };

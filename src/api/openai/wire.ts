@@ -9,7 +9,7 @@
  */
 import { z } from 'zod';
 import { isSwitchyardError, LlmError } from '../../errors.js';
-import type { ChatMessage, SamplingParams } from '../../runtimes/index.js';
+import type { ChatMessage, EmbeddingResult, SamplingParams } from '../../runtimes/index.js';
 import { toWireError } from '../reply-error.js';
 
 const Stop = z.union([z.string(), z.array(z.string()).max(4, 'at most 4 stop sequences')]).nullish();
@@ -128,6 +128,16 @@ export function parseEmbedding(body: unknown): ParsedEmbedding {
   return {
     model: b.model, input: typeof b.input === 'string' ? [b.input] : b.input, base64: b.encoding_format === 'base64',
     dimensions: b.dimensions ?? null,
+  };
+}
+
+/** The /v1/embeddings response body for `result`. */
+export function embeddingResponse(result: EmbeddingResult, p: ParsedEmbedding, model: string): Record<string, unknown> {
+  return {
+    object: 'list',
+    data: result.vectors.map((v, index) => ({ object: 'embedding', index, embedding: encodeEmbedding(v, p.base64) })),
+    model,
+    usage: result.usage,
   };
 }
 
