@@ -107,13 +107,13 @@ async function residency(): Promise<void> {
       }
       // Touch every model once, one at a time: without a budget all 200 end up resident (the baseline).
       for (let i = 0; i < MODELS; i++) await post(s.pool, `/v2/models/m${i}/infer`, BODY);
-      const rss0 = await metric(s.pool, /^switchyard_process_resident_memory_bytes (\S+)$/gm);
+      const rss0 = await metric(s.pool, /^process_resident_memory_bytes (\S+)$/gm);
       let seed = 7;
       const rand = (): number => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) % MODELS);
       const colds0 = await metric(s.pool, /^switchyard_model_cold_start_wait_seconds_count\{[^}]*\} (\S+)$/gm);
       const evictions0 = await metric(s.pool, /^switchyard_model_unloads_total\{[^}]*reason="evicted"\} (\S+)$/gm);
       const res = await load(s.pool, 16, 6000, () => `/v2/models/m${rand()}/infer`);
-      const rss1 = await metric(s.pool, /^switchyard_process_resident_memory_bytes (\S+)$/gm);
+      const rss1 = await metric(s.pool, /^process_resident_memory_bytes (\S+)$/gm);
       const evictions = await metric(s.pool, /^switchyard_model_unloads_total\{[^}]*reason="evicted"\} (\S+)$/gm);
       const colds = await metric(s.pool, /^switchyard_model_cold_start_wait_seconds_count\{[^}]*\} (\S+)$/gm);
       const used = await metric(s.pool, /^switchyard_memory_used_bytes (\S+)$/gm);

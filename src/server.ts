@@ -8,7 +8,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import { pino, type Logger } from 'pino';
 import { Redis } from 'ioredis';
 import { Counter, Gauge } from 'prom-client';
-import { adminRoutes, batchRoutes, featureDataRoutes, featureDefinitionRoutes, frameworkErrors, GrpcTransport, installErrorShape, lazyChildLogger, llmAdminRoutes, llmRoutes, monitoringAdminRoutes, OpenAiLineRunner, registerOpenApi, requestIdGenerator, routingAdminRoutes, tenancyRoutes, v2ExtensionRoutes, v2Routes } from './api/index.js';
+import { adminRoutes, batchRoutes, featureDataRoutes, featureDefinitionRoutes, installAccessLog, frameworkErrors, GrpcTransport, installErrorShape, lazyChildLogger, llmAdminRoutes, llmRoutes, monitoringAdminRoutes, OpenAiLineRunner, registerOpenApi, requestIdGenerator, routingAdminRoutes, tenancyRoutes, v2ExtensionRoutes, v2Routes } from './api/index.js';
 import { authEnabled, checkExposure, loadLlmConfig, type ServerConfig } from './config/index.js';
 import { ExperimentStore, ExperimentTracker } from './experiments/index.js';
 import { createMetrics, DatabasePredictionSink, filterExposition, JsonlPredictionSink, type Metrics, MonitoringService } from './monitoring/index.js';
@@ -84,7 +84,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     throw e;
   }
   const router = new TrafficRouter({ manager, logger });
-  const metrics = createMetrics(manager, { router });
+  const metrics = createMetrics(manager, { router, version: VERSION });
   const db = registry.database.db;
   new Gauge({
     name: 'switchyard_database_up', help: 'Whether the metadata store (database) answers (1) or not (0: control plane unavailable, data plane serving from memory).', registers: [metrics.registry],
@@ -182,6 +182,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     done();
   });
   installErrorShape(app);
+  installAccessLog(app, { logger, sampleRate: config.accessLogSampleRate });
   // One Authorizer for every transport: the HTTP hooks and gRPC share its limit counters.
   const authorizer = new Authorizer({ gateway, modelExists, metrics: metrics.registry });
   installGateway(app, { gateway, audit, logger, modelExists, authorizer });

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { tmpdir } from 'node:os';
 import type { InjectOptions, LightMyRequestResponse } from 'fastify';
 import { ERRORS, type ErrorCode } from '../src/errors.js';
 import type { ModelRecord, RegistryEvent, VersionRecord } from '../src/registry/types.js';
@@ -208,6 +209,10 @@ describe('admin API /api/v1', () => {
       const m = await multipart([['metadata', '{"alias":"broken"}'], ['file', CORRUPT]]);
       assertError(await inject({ method: 'POST', url: '/api/v1/models/fraud/versions', ...m }), 400, /not a loadable model/);
       assertError(await rawPush('ghost', CORRUPT), 400, /not a loadable model/, 'SY_ERR_ARTIFACT_INVALID');
+      for (const r of [await rawPush('fraud', CORRUPT), await inject({ method: 'POST', url: '/api/v1/models/fraud/versions', ...m })]) {
+        const message = json<{ error: string }>(r).error;
+        assert.ok(!message.includes(tmpdir()) && !/\/[\w.-]+\/[\w.-]+/.test(message), `no server path in a client error: ${message}`);
+      }
       const vs = json<{ versions: VersionRecord[] }>(await inject({ url: '/api/v1/models/fraud/versions?include_archived=true' }));
       assert.deepEqual(vs.versions.map((v) => v.version), [1, 2, 7]);
       assertError(await inject({ url: '/api/v1/models/ghost' }), 404, /ghost/, 'SY_ERR_REGISTRY_NOT_FOUND');

@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import ort from 'onnxruntime-node';
+import type { Logger } from 'pino';
 import { loadServerConfig, type ServerConfig } from '../src/config/server-config.js';
 import type { Runtime } from '../src/runtimes/types.js';
 import { createLogger, createSwitchyard, type Switchyard } from '../src/server.js';
@@ -32,6 +33,8 @@ export interface StartOptions {
   dataDir?: string;
   /** Runtime to load models with (default onnxruntime), e.g. one that injects faults. */
   runtime?: Runtime;
+  /** The server's logger (default a silent one), e.g. one writing to a stream the test reads. */
+  logger?: Logger;
 }
 
 /**
@@ -45,7 +48,7 @@ export async function startSwitchyard(models: RepoSpec, opts: StartOptions = {})
     modelRepository: Object.keys(models).length ? join(dir, 'repo') : '', dataDir: opts.dataDir ?? join(dir, 'data'),
     port: 0, logLevel: 'silent', shutdownGraceMs: 2000, ...opts.config,
   }, {});
-  const sy = await createSwitchyard(config, createLogger('silent'), opts.runtime ? { runtime: opts.runtime } : {});
+  const sy = await createSwitchyard(config, opts.logger ?? createLogger('silent'), opts.runtime ? { runtime: opts.runtime } : {});
   let url = '';
   if (opts.listen) url = await sy.app.listen({ port: 0, host: '127.0.0.1' });
   return {

@@ -44,6 +44,15 @@ describe('GET /metrics', () => {
     for (const line of expected) assert.ok(text.includes(line), `missing: ${line}`);
     assert.match(text, /# TYPE switchyard_inference_request_duration_seconds histogram/);
   });
+  it('exports the standard process and Node.js metric names, unprefixed, and the build info', async () => {
+    const text = (await srv.sy.app.inject('/metrics')).body;
+    for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'process_start_time_seconds', 'nodejs_heap_size_used_bytes', 'nodejs_eventloop_lag_seconds', 'nodejs_gc_duration_seconds']) {
+      assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'), `missing ${name}`);
+    }
+    assert.doesNotMatch(text, /^switchyard_(process|nodejs)_/m, 'no prefixed copies of the standard names');
+    const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+    assert.ok(text.includes(`switchyard_build_info{version="${version}",node_version="${process.version}"} 1`), 'build info');
+  });
 });
 
 describe('Open Inference Protocol conformance (test/fixtures/open-inference-schemas.json)', () => {

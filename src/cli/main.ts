@@ -34,7 +34,7 @@ const num = (name: string) => (v: string): number => {
 };
 
 interface ServeFlags {
-  modelRepository?: string; port?: number; grpcPort?: number; grpcMaxMessageMb?: number; host?: string; logLevel?: ServerConfig['logLevel'];
+  modelRepository?: string; port?: number; grpcPort?: number; grpcMaxMessageMb?: number; host?: string; logLevel?: ServerConfig['logLevel']; accessLogSampleRate?: number;
   maxBodyMb?: number; executionProvider?: ServerConfig['executionProvider']; shutdownGraceMs?: number;
   dataDir?: string; database?: string; databaseTimeoutMs?: number; memoryBudget?: number; loadWaitMs?: number; maxArtifactMb?: number;
   auth?: boolean; adminKey?: string; insecure?: boolean; redis?: string; rateLimitFail?: 'open' | 'closed';
@@ -96,6 +96,7 @@ program
   .addOption(new Option('--grpc-max-message-mb <mib>', 'largest gRPC message received or sent, in MiB; 0 = the same as --max-body-mb [env SWITCHYARD_GRPC_MAX_MESSAGE_MB] (default: 0)').argParser(num('grpc-max-message-mb')))
   .addOption(new Option('--host <address>', `bind address [env SWITCHYARD_HOST] (default: "${SERVER_DEFAULTS.host}", loopback only)`))
   .addOption(new Option('--log-level <level>', `log level [env SWITCHYARD_LOG_LEVEL] (default: "${SERVER_DEFAULTS.logLevel}")`).choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+  .addOption(new Option('--access-log-sample-rate <share>', `share of HTTP requests written to the access log at info, 0..1 (request id, route, status, latency, tenant, model); at --log-level debug every request is [env SWITCHYARD_ACCESS_LOG_SAMPLE_RATE] (default: ${SERVER_DEFAULTS.accessLogSampleRate})`).argParser(num('access-log-sample-rate')))
   .addOption(new Option('--max-body-mb <mib>', `largest request body in MiB, also after decompression [env SWITCHYARD_MAX_BODY_MB] (default: ${SERVER_DEFAULTS.maxBodyMb})`).argParser(num('max-body-mb')))
   .addOption(new Option('--execution-provider <ep>', `default onnxruntime execution provider for models whose config names none; cuda falls back to cpu when unavailable [env SWITCHYARD_EXECUTION_PROVIDER] (default: "${SERVER_DEFAULTS.executionProvider}")`).choices(['cpu', 'cuda']))
   .addOption(new Option('--shutdown-grace-ms <ms>', `on SIGTERM/SIGINT, how long queued requests may take to finish [env SWITCHYARD_SHUTDOWN_GRACE_MS] (default: ${SERVER_DEFAULTS.shutdownGraceMs})`).argParser(int('shutdown-grace-ms')))

@@ -37,6 +37,8 @@ export const serverConfigSchema = z.strictObject({
   host: z.string().min(1),
   /** pino level: fatal, error, warn, info, debug, trace, silent. Default info. Env SWITCHYARD_LOG_LEVEL. */
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  /** Share of HTTP requests written to the access log at info, 0..1 (at debug level every request is). Default 0. Env SWITCHYARD_ACCESS_LOG_SAMPLE_RATE. */
+  accessLogSampleRate: z.number().min(0).max(1),
   /** Largest accepted request body, in MiB (after decompression too). Default 64. Env SWITCHYARD_MAX_BODY_MB. */
   maxBodyMb: z.number().positive().max(4096),
   /** Execution provider for models whose config names none: cpu or cuda. Default cpu. Env SWITCHYARD_EXECUTION_PROVIDER. */
@@ -103,6 +105,7 @@ export const SERVER_DEFAULTS: ServerConfig = Object.freeze({
   grpcMaxMessageMb: 0,
   host: '127.0.0.1',
   logLevel: 'info',
+  accessLogSampleRate: 0,
   maxBodyMb: 64,
   executionProvider: 'cpu',
   shutdownGraceMs: 10_000,
@@ -144,6 +147,7 @@ const ENV: Record<keyof ServerConfig, { name: string; kind: EnvKind }> = {
   grpcMaxMessageMb: { name: 'SWITCHYARD_GRPC_MAX_MESSAGE_MB', kind: 'number' },
   host: { name: 'SWITCHYARD_HOST', kind: 'string' },
   logLevel: { name: 'SWITCHYARD_LOG_LEVEL', kind: 'string' },
+  accessLogSampleRate: { name: 'SWITCHYARD_ACCESS_LOG_SAMPLE_RATE', kind: 'number' },
   maxBodyMb: { name: 'SWITCHYARD_MAX_BODY_MB', kind: 'number' },
   executionProvider: { name: 'SWITCHYARD_EXECUTION_PROVIDER', kind: 'string' },
   shutdownGraceMs: { name: 'SWITCHYARD_SHUTDOWN_GRACE_MS', kind: 'number' },

@@ -180,12 +180,15 @@ export function installGateway(app: FastifyInstance, opts: GatewayHttpOptions): 
     const p = req.principal;
     const params = req.params as Record<string, string> | undefined;
     const target = params && Object.keys(params).length > 0 ? Object.entries(params).map(([k, v]) => `${k}=${v}`).join(' ') : null;
+    const entry = {
+      at: Date.now(), actor: p?.actor ?? 'unauthenticated', tenant: p?.kind === 'tenant' ? p.tenant.name : null,
+      action: `${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]}`, target, status: reply.statusCode,
+      ip: req.ip, userAgent: req.headers['user-agent'] ?? null, requestId: req.id, detail: null,
+    };
+    // Every control-plane change (and refused attempt) is in the server log too, beside the audit log's row.
+    logger.info({ requestId: entry.requestId, actor: entry.actor, tenant: entry.tenant, action: entry.action, target, status: entry.status }, entry.status < 400 ? 'control-plane change' : 'control-plane change refused');
     try {
-      await audit!.append({
-        at: Date.now(), actor: p?.actor ?? 'unauthenticated', tenant: p?.kind === 'tenant' ? p.tenant.name : null,
-        action: `${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]}`, target, status: reply.statusCode,
-        ip: req.ip, userAgent: req.headers['user-agent'] ?? null, requestId: req.id, detail: null,
-      });
+      await audit!.append(entry);
     } catch (e) {
       logger.error({ err: e, requestId: req.id }, 'audit log write failed');
     }

@@ -28,15 +28,21 @@ export interface Metrics {
 }
 
 /** Create a registry, subscribe to the serving channels and expose the manager's live state as gauges. */
-export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: boolean; router?: TrafficRouter } = {}): Metrics {
+export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: boolean; router?: TrafficRouter; version?: string } = {}): Metrics {
   const registry = new Registry();
   if (opts.defaultMetrics !== false) {
-    collectDefaultMetrics({ register: registry, prefix: 'switchyard_' });
-    // prom-client names these gauges *_total, which Prometheus' lint (promtool check metrics) rejects.
+    // The standard names (process_*, nodejs_*), unprefixed: stock Node.js dashboards and alerts read them as is.
+    collectDefaultMetrics({ register: registry });
+    // prom-client names these gauges *_total, which Prometheus' lint (promtool check metrics) rejects; the
+    // same values stay exported as nodejs_active_handles, nodejs_active_requests, nodejs_active_resources.
     for (const name of ['active_handles_total', 'active_requests_total', 'active_resources_total']) {
-      registry.removeSingleMetric(`switchyard_nodejs_${name}`);
+      registry.removeSingleMetric(`nodejs_${name}`);
     }
   }
+  new Gauge({
+    name: 'switchyard_build_info', help: 'Always 1; the labels say which build runs (Switchyard version, Node.js version).',
+    labelNames: ['version', 'node_version'], registers: [registry],
+  }).set({ version: opts.version ?? 'unknown', node_version: process.version }, 1);
   const mv = ['model', 'version'] as const;
   const success = new HotCounter({ name: 'switchyard_inference_success_total', help: 'Inference requests that succeeded.', labelNames: mv, registers: [registry] });
   const failure = new Counter({ name: 'switchyard_inference_failure_total', help: 'Inference requests that failed, by reason.', labelNames: [...mv, 'reason'], registers: [registry] });

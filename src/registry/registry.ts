@@ -36,6 +36,11 @@ export interface RegistryOptions {
   databaseTimeoutMs?: number;
 }
 
+/** `message` with `path` and any other absolute file path replaced by "<artifact>" / "<path>". */
+function withoutPaths(message: string, path: string): string {
+  return message.split(path).join('<artifact>').replace(/(?:[A-Za-z]:)?(?:[\\/][\w.@+-]+){2,}/g, '<path>');
+}
+
 /** Event ids handed to listeners, remembered to re-read missed ones without repeating any (bounded). */
 const MAX_RECENT_EVENTS = 10_000;
 
@@ -170,11 +175,13 @@ export class Registry {
 
     const ref = await this.#store.put(artifact, this.#maxBytes);
     let signature;
+    const path = await this.#store.localPath(ref);
     try {
-      signature = await this.#inspect(await this.#store.localPath(ref));
+      signature = await this.#inspect(path);
     } catch (e) {
       await this.#dropUnreferenced(ref);
-      const reason = e instanceof Error ? e.message : String(e);
+      // The runtime names the file it read: the client gets the reason without the server's paths.
+      const reason = withoutPaths(e instanceof Error ? e.message : String(e), path);
       throw err('SY_ERR_ARTIFACT_INVALID', `model "${name}": the artifact is not a loadable model: ${reason}`, { cause: e });
     }
 

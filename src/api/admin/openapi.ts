@@ -9,6 +9,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import { VERSION } from '../../version.js';
+import { documentRoute } from '../openapi-dataplane.js';
 
 export interface OpenApiOptions {
   /** Where the UI is served; the document is at `<prefix>/json`. Default `/docs`. */
@@ -18,12 +19,13 @@ export interface OpenApiOptions {
 export async function registerOpenApi(app: FastifyInstance, opts: OpenApiOptions = {}): Promise<void> {
   await app.register(swagger, {
     openapi: {
-      openapi: '3.0.3',
+      openapi: '3.1.0',
       info: {
         title: 'Switchyard',
         version: VERSION,
         description:
-          'Switchyard HTTP API: the model registry admin API under `/api/v1` and the Open Inference Protocol (V2) under `/v2`. ' +
+          'Switchyard HTTP API: the control plane under `/api/v1`, the Open Inference Protocol (V2) REST data plane under `/v2` and the OpenAI-compatible API under `/v1` ' +
+          '(gRPC: the Open Inference Protocol service, described by its .proto, not here). ' +
           'Errors are `{"error": "<message>", "code": "SY_ERR_..."}` with the HTTP status: match on `code` (docs/errors.md lists every code). With authentication on (`--auth`), every endpoint but the health probes ' +
           'and these docs needs `Authorization: Bearer <API key>`; what a tenant key cannot see answers 404. Changes record the key as the actor ' +
           '(in open mode, the `x-switchyard-actor` header).',
@@ -31,10 +33,13 @@ export async function registerOpenApi(app: FastifyInstance, opts: OpenApiOptions
       tags: [
         { name: 'registry', description: 'Registered models, versions, aliases, tags and the event log.' },
         { name: 'tenancy', description: 'Tenants, API keys, model ownership and sharing, usage and the audit log.' },
+        { name: 'inference', description: 'The Open Inference Protocol (KServe / Triton V2) REST data plane and the Triton extensions.' },
+        { name: 'openai', description: 'The OpenAI-compatible API (chat completions, completions, embeddings, models). Errors use OpenAI\'s shape.' },
       ],
       components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', description: 'A Switchyard API key (sy_<id>_<secret>) or the platform admin key.' } } },
       security: [{ bearerAuth: [] }],
     },
+    transform: documentRoute as never,
   });
   await app.register(swaggerUi, { routePrefix: opts.routePrefix ?? '/docs' });
 }
