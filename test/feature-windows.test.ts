@@ -17,7 +17,8 @@ import { connect as natsConnect } from '@nats-io/transport-node';
 import { Redis } from 'ioredis';
 import { eventTimeMs, natsConsumer, redisStreamConsumer } from '../src/features/streams.js';
 import type { AggregationDef, AggregationFn, EntityKey, WindowEvent, WindowSpec, WindowStore, WindowViewDef } from '../src/features/types.js';
-import { MemoryWindowStore, RedisWindowStore } from '../src/features/windows.js';
+import { MemoryWindowStore } from '../src/features/window-memory.js';
+import { RedisWindowStore } from '../src/features/window-redis.js';
 import { REDIS_URL, redisReachable } from './registry-helpers.js';
 import { prng } from '../tools/onnx/graph.js';
 

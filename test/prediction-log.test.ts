@@ -16,7 +16,8 @@ import { describe, it } from 'node:test';
 import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import { isSwitchyardError } from '../src/errors.js';
-import { DatabasePredictionSink, JsonlPredictionSink } from '../src/monitoring/log-sinks.js';
+import { DatabasePredictionSink } from '../src/monitoring/log-sink-database.js';
+import { JsonlPredictionSink } from '../src/monitoring/log-sink-jsonl.js';
 import {
   DEFAULT_MAX_ELEMENTS, DEFAULT_SAMPLE_RATE, packTensor, PredictionLog, tensorJson, toCsv, toJsonl, unpackTensor,
   type PredictionInput, type PredictionQuery, type PredictionSink,

@@ -20,7 +20,8 @@ import { natsConsumer, redisStreamConsumer, type StreamConsumer } from './stream
 import type {
   EntityKey, FeatureRead, FeatureRef, FeatureServiceDef, FeatureValue, FeatureViewDef, OnlineStore, PushRow, ValueType, WindowEvent, WindowStore, WindowViewDef,
 } from './types.js';
-import { MemoryWindowStore, RedisWindowStore } from './windows.js';
+import { MemoryWindowStore } from './window-memory.js';
+import { RedisWindowStore } from './window-redis.js';
 
 type Raw = Readonly<Record<string, unknown>>;
 

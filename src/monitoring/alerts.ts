@@ -4,53 +4,21 @@
  * the metadata store (`alert_rules`); the engine evaluates every enabled rule periodically through
  * inactive → pending → firing, records each firing/resolved transition in `alert_events` and POSTs it to the
  * rule's webhook (HMAC-signed, retried with backoff) off the evaluation path.
+ * Rules are validated in alert-rules.ts; webhook signing and delivery live in alert-webhook.ts.
  *
  * Each engine evaluates on its own: run one per deployment, or every replica records and sends its own events.
  * Firing states survive a restart (recovered from the latest event of each rule); pending timers do not.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
 import { sql, type Kysely, type Selectable } from 'kysely';
 import type { Logger } from 'pino';
-import { z } from 'zod';
 import { err } from '../errors.js';
-import { MODEL_NAME } from '../registry/index.js';
 import type { AlertEventsTable, Database, DB } from '../storage/index.js';
-import { VERSION } from '../version.js';
+import { parseAlertRule, type AlertRule, type AlertSignals } from './alert-rules.js';
+import { WebhookDelivery, type WebhookEvent } from './alert-webhook.js';
 
-/**
- * What a rule watches. Units are the signal source's: drift is the drift score of a model version (share of
- * drifting features), feature_drift a per-feature distance (psi, js, or the KS statistic D), quality a
- * per-feature rate (0..1), latency_p99 milliseconds, error_rate a fraction of requests (0..1).
- */
-export type AlertKind = 'drift' | 'feature_drift' | 'quality' | 'latency_p99' | 'error_rate';
-export type DriftMetric = 'psi' | 'js' | 'ks';
-export type QualityMetric = 'missing_rate' | 'nan_rate' | 'out_of_range_rate';
-
-export interface AlertRule {
-  /** /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/ */
-  readonly id: string;
-  readonly kind: AlertKind;
-  /** The model it watches. */
-  readonly model: string;
-  /** Absent: the signal source decides (every served version; the worst wins). */
-  readonly version?: number;
-  /** feature_drift / quality only: which feature (absent: the worst feature). */
-  readonly feature?: string;
-  /** feature_drift (psi | js | ks, default psi) and quality (missing_rate | nan_rate | out_of_range_rate, default missing_rate) only. */
-  readonly metric?: DriftMetric | QualityMetric;
-  /** Fires when the value is above it. */
-  readonly threshold: number;
-  /** How long the value must stay above the threshold before the rule fires. Default 0. */
-  readonly forMs: number;
-  /** http(s) URL; with `secret`, deliveries are signed (see {@link signWebhook}). */
-  readonly webhook?: { readonly url: string; readonly secret?: string };
-  /** Default true. */
-  readonly enabled: boolean;
-  readonly description?: string;
-}
-
-/** Where signal values come from (the monitoring service implements it): the current value, or null when there is no data yet. */
-export interface AlertSignals { value(rule: AlertRule): number | null }
+export { parseAlertRule, redactRule } from './alert-rules.js';
+export type { AlertKind, AlertRule, AlertSignals, DriftMetric, QualityMetric } from './alert-rules.js';
+export { MAX_RETRY_AFTER_MS, signWebhook, verifyWebhook } from './alert-webhook.js';
 
 export interface AlertState {
   readonly rule: string;
@@ -103,105 +71,6 @@ export interface AlertEngineOptions {
 export const DEFAULT_EVAL_MS = 15_000;
 export const DEFAULT_EVENT_LIMIT = 100;
 export const MAX_EVENT_LIMIT = 1000;
-/** Longest Retry-After honoured. */
-export const MAX_RETRY_AFTER_MS = 30_000;
-
-const RULE_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-const KINDS = ['drift', 'feature_drift', 'quality', 'latency_p99', 'error_rate'] as const;
-const DRIFT_METRICS: readonly string[] = ['psi', 'js', 'ks'];
-const QUALITY_METRICS: readonly string[] = ['missing_rate', 'nan_rate', 'out_of_range_rate'];
-const PER_FEATURE: readonly string[] = ['feature_drift', 'quality'];
-
-function httpUrl(s: string): boolean {
-  try {
-    const u = new URL(s);
-    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '';
-  } catch {
-    return false;
-  }
-}
-
-const ruleSchema = z.strictObject({
-  id: z.string().regex(RULE_ID, 'letters, digits, _ . - (at most 64, starting with a letter or digit)'),
-  kind: z.enum(KINDS),
-  model: z.string().regex(MODEL_NAME, 'a model name'),
-  version: z.number().int().min(1).optional(),
-  feature: z.string().min(1).max(256).optional(),
-  metric: z.enum(['psi', 'js', 'ks', 'missing_rate', 'nan_rate', 'out_of_range_rate']).optional(),
-  threshold: z.number().min(0),
-  forMs: z.number().int().min(0).max(7 * 86_400_000).default(0),
-  webhook: z.strictObject({
-    url: z.string().max(2048).refine(httpUrl, 'an http(s) URL'),
-    secret: z.string().min(1).max(1024).optional(),
-  }).optional(),
-  enabled: z.boolean().default(true),
-  description: z.string().max(1024).optional(),
-}).superRefine((r, ctx) => {
-  const perFeature = PER_FEATURE.includes(r.kind);
-  if (r.feature !== undefined && !perFeature) ctx.addIssue({ code: 'custom', path: ['feature'], message: 'only for feature_drift and quality rules' });
-  if (r.metric !== undefined) {
-    if (!perFeature) ctx.addIssue({ code: 'custom', path: ['metric'], message: 'only for feature_drift and quality rules' });
-    else if (r.kind === 'feature_drift' && !DRIFT_METRICS.includes(r.metric)) ctx.addIssue({ code: 'custom', path: ['metric'], message: 'psi, js or ks for feature_drift' });
-    else if (r.kind === 'quality' && !QUALITY_METRICS.includes(r.metric)) ctx.addIssue({ code: 'custom', path: ['metric'], message: 'missing_rate, nan_rate or out_of_range_rate for quality' });
-  }
-  if ((r.kind === 'error_rate' || r.kind === 'quality') && r.threshold > 1) ctx.addIssue({ code: 'custom', path: ['threshold'], message: 'a rate: at most 1' });
-});
-
-/** Validate an alert rule and fill its defaults; a 400 naming each bad field. */
-export function parseAlertRule(v: unknown): AlertRule {
-  const r = ruleSchema.safeParse(v);
-  if (!r.success) {
-    const issues: string[] = [];
-    for (const i of r.error.issues) {
-      const at = i.path.map(String);
-      if (i.code === 'unrecognized_keys') for (const k of i.keys) issues.push(`${[...at, k].join('.')}: unknown field`);
-      else issues.push(`${at.length > 0 ? at.join('.') : '(rule)'}: ${i.message}`);
-    }
-    throw err('SY_ERR_BAD_REQUEST', `invalid alert rule: ${issues.join('; ')}`);
-  }
-  const p = r.data;
-  const metric = p.metric ?? (p.kind === 'feature_drift' ? 'psi' : p.kind === 'quality' ? 'missing_rate' : undefined);
-  return {
-    id: p.id,
-    kind: p.kind,
-    model: p.model,
-    ...(p.version === undefined ? {} : { version: p.version }),
-    ...(p.feature === undefined ? {} : { feature: p.feature }),
-    ...(metric === undefined ? {} : { metric }),
-    threshold: p.threshold,
-    forMs: p.forMs,
-    ...(p.webhook === undefined ? {} : { webhook: { url: p.webhook.url, ...(p.webhook.secret === undefined ? {} : { secret: p.webhook.secret }) } }),
-    enabled: p.enabled,
-    ...(p.description === undefined ? {} : { description: p.description }),
-  };
-}
-
-/** The rule without its webhook secret (for API responses and webhook payloads). */
-export function redactRule(rule: AlertRule): AlertRule {
-  if (rule.webhook?.secret === undefined) return rule;
-  return { ...rule, webhook: { url: rule.webhook.url } };
-}
-
-/**
- * The `x-switchyard-signature` value: `sha256=` + hex HMAC-SHA256(secret, `${timestamp}.${body}`), timestamp in
- * unix seconds as sent in `x-switchyard-timestamp`. Receivers recompute it over the raw body bytes, compare in
- * constant time (crypto.timingSafeEqual) and reject stale timestamps (e.g. more than 5 minutes from their clock)
- * against replays. Every attempt is signed afresh; `eventId` in the body stays the same, for de-duplication.
- */
-export function signWebhook(secret: string, timestamp: number, body: string): string {
-  return `sha256=${createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex')}`;
-}
-
-/** Receiver-side check of {@link signWebhook}: constant-time comparison and a timestamp tolerance. */
-export function verifyWebhook(secret: string, timestamp: string, signature: string, body: string,
-  opts: { toleranceS?: number; nowS?: number } = {}): boolean {
-  if (!/^\d{1,12}$/.test(timestamp)) return false;
-  const nowS = opts.nowS ?? Math.floor(Date.now() / 1000);
-  if (Math.abs(nowS - Number(timestamp)) > (opts.toleranceS ?? 300)) return false;
-  const want = Buffer.from(signWebhook(secret, Number(timestamp), body));
-  const got = Buffer.from(signature);
-  return want.length === got.length && timingSafeEqual(want, got);
-}
 
 interface RuleState {
   state: 'inactive' | 'pending' | 'firing';
@@ -210,10 +79,6 @@ interface RuleState {
   /** The rule as last evaluated (for resolving after it is deleted). */
   rule: AlertRule;
 }
-
-interface PendingEvent { id: number; state: 'firing' | 'resolved'; at: number; value: number | null; message: string }
-
-type Attempt = { status: number; retryAfterMs: number | null } | { error: string };
 
 function toEvent(r: Selectable<AlertEventsTable>): AlertEventRecord {
   return {
@@ -245,31 +110,6 @@ function signalName(rule: AlertRule): string {
   }
 }
 
-function plural(n: number): string {
-  return `${n} attempt${n === 1 ? '' : 's'}`;
-}
-
-/** Retry-After as delay-seconds or an HTTP date, in ms, capped; null when absent or unreadable. */
-function retryAfterMs(h: string | null): number | null {
-  if (h === null) return null;
-  const s = h.trim();
-  let ms: number;
-  if (/^\d+$/.test(s)) ms = Number(s) * 1000;
-  else {
-    const t = Date.parse(s);
-    if (Number.isNaN(t)) return null;
-    ms = t - Date.now();
-  }
-  return Math.min(Math.max(ms, 0), MAX_RETRY_AFTER_MS);
-}
-
-function errorText(e: unknown): string {
-  const m = e instanceof Error ? e.message : String(e);
-  const cause = e instanceof Error ? (e.cause as { code?: unknown; message?: unknown } | undefined) : undefined;
-  const c = cause === undefined || cause === null ? undefined : typeof cause.code === 'string' ? cause.code : typeof cause.message === 'string' ? cause.message : undefined;
-  return c === undefined ? m : `${m} (${c})`;
-}
-
 /**
  * Evaluates alert rules and delivers their transitions.
  *
@@ -286,11 +126,7 @@ export class AlertEngine {
   readonly #signals: AlertSignals;
   readonly #evalMs: number;
   readonly #log: Logger | null;
-  readonly #fetch: typeof fetch;
-  readonly #attempts: number;
-  readonly #baseMs: number;
-  readonly #timeoutMs: number;
-  readonly #maxQueue: number;
+  readonly #webhooks: WebhookDelivery;
   readonly #now: () => number;
   #rules = new Map<string, AlertRule>();
   readonly #states = new Map<string, RuleState>();
@@ -298,12 +134,6 @@ export class AlertEngine {
   #timer: NodeJS.Timeout | null = null;
   /** Serializes evaluation and rule changes. */
   #lock: Promise<unknown> = Promise.resolve();
-  /** Deliveries queued or in flight. */
-  #queued = 0;
-  /** Per rule: the tail of its delivery chain (one rule's events are delivered in order). */
-  readonly #chains = new Map<string, Promise<void>>();
-  readonly #inflight = new Set<Promise<unknown>>();
-  readonly #closing = new AbortController();
   #closed = false;
 
   constructor(opts: AlertEngineOptions) {
@@ -311,11 +141,14 @@ export class AlertEngine {
     this.#signals = opts.signals;
     this.#evalMs = opts.evalMs ?? DEFAULT_EVAL_MS;
     this.#log = opts.logger ?? null;
-    this.#fetch = opts.fetchImpl ?? fetch;
-    this.#attempts = Math.max(1, Math.floor(opts.retry?.attempts ?? 4));
-    this.#baseMs = Math.max(0, opts.retry?.baseMs ?? 500);
-    this.#timeoutMs = opts.webhookTimeoutMs ?? 5000;
-    this.#maxQueue = opts.maxQueue ?? 100;
+    this.#webhooks = new WebhookDelivery({
+      ...(opts.fetchImpl === undefined ? {} : { fetchImpl: opts.fetchImpl }),
+      ...(opts.retry === undefined ? {} : { retry: opts.retry }),
+      ...(opts.webhookTimeoutMs === undefined ? {} : { timeoutMs: opts.webhookTimeoutMs }),
+      ...(opts.maxQueue === undefined ? {} : { maxQueue: opts.maxQueue }),
+      logger: this.#log,
+      record: (id, delivery, detail) => this.#setDelivery(id, delivery, detail),
+    });
     this.#now = opts.now ?? Date.now;
     if (!(this.#evalMs > 0)) throw err('SY_ERR_CONFIG_INVALID', `alerts: evalMs must be positive (got ${this.#evalMs})`);
   }
@@ -422,8 +255,8 @@ export class AlertEngine {
   }
 
   /** Resolves when no webhook delivery is queued or in flight (for tests and shutdown). */
-  async idle(): Promise<void> {
-    while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
+  idle(): Promise<void> {
+    return this.#webhooks.idle();
   }
 
   /** Stop the timer, let a running evaluation finish, abort retries and in-flight deliveries (recorded as failed) and wait for them. */
@@ -433,8 +266,7 @@ export class AlertEngine {
     if (this.#timer !== null) clearInterval(this.#timer);
     this.#timer = null;
     await this.#lock.catch(() => undefined);
-    this.#closing.abort();
-    await this.idle();
+    await this.#webhooks.close();
   }
 
   // ── internals ──
@@ -548,109 +380,9 @@ export class AlertEngine {
       .values({ rule: rule.id, state, at, value, message, delivery: rule.webhook ? 'pending' : 'none', delivery_detail: null })
       .returning('id')
       .executeTakeFirstOrThrow();
-    const ev: PendingEvent = { id: Number(row.id), state, at, value, message };
+    const ev: WebhookEvent = { id: Number(row.id), state, at, value, message };
     this.#log?.info({ rule: rule.id, state, value, eventId: ev.id }, `alert ${state}: ${message}`);
-    if (rule.webhook) this.#enqueue(rule, rule.webhook, ev);
-  }
-
-  #track(p: Promise<unknown>): void {
-    this.#inflight.add(p);
-    void p.finally(() => this.#inflight.delete(p)).catch(() => undefined);
-  }
-
-  #enqueue(rule: AlertRule, hook: { url: string; secret?: string }, ev: PendingEvent): void {
-    if (this.#queued >= this.#maxQueue) {
-      this.#log?.warn({ rule: rule.id, eventId: ev.id }, 'alert webhook queue full; delivery dropped');
-      this.#track(this.#setDelivery(ev.id, 'failed', 'queue full'));
-      return;
-    }
-    this.#queued += 1;
-    const prev = this.#chains.get(rule.id) ?? Promise.resolve();
-    const p: Promise<void> = prev
-      .then(() => this.#deliver(rule, hook, ev))
-      .catch((e: unknown) => this.#log?.error({ err: e, rule: rule.id, eventId: ev.id }, 'alert webhook delivery failed'))
-      .finally(() => {
-        this.#queued -= 1;
-        if (this.#chains.get(rule.id) === p) this.#chains.delete(rule.id);
-      });
-    this.#chains.set(rule.id, p);
-    this.#track(p);
-  }
-
-  async #deliver(rule: AlertRule, hook: { url: string; secret?: string }, ev: PendingEvent): Promise<void> {
-    const body = JSON.stringify({
-      version: 1, rule: redactRule(rule), state: ev.state, value: ev.value, threshold: rule.threshold, message: ev.message,
-      at: new Date(ev.at).toISOString(), eventId: ev.id,
-    });
-    let attempts = 0;
-    let outcome: { delivery: 'delivered' | 'failed'; detail: string };
-    for (;;) {
-      if (this.#closing.signal.aborted) {
-        outcome = { delivery: 'failed', detail: `engine closed after ${plural(attempts)}` };
-        break;
-      }
-      attempts += 1;
-      const a = await this.#attempt(hook, body);
-      if (this.#closing.signal.aborted && 'error' in a) continue;
-      let retryable: boolean;
-      let wait = this.#baseMs * 2 ** (attempts - 1);
-      if ('error' in a) {
-        retryable = true;
-        outcome = { delivery: 'failed', detail: `${a.error} after ${plural(attempts)}` };
-      } else if (a.status >= 200 && a.status < 300) {
-        outcome = { delivery: 'delivered', detail: `HTTP ${a.status} after ${plural(attempts)}` };
-        break;
-      } else {
-        retryable = a.status === 408 || a.status === 429 || a.status >= 500;
-        outcome = { delivery: 'failed', detail: `HTTP ${a.status} after ${plural(attempts)}${retryable ? '' : ' (not retried)'}` };
-        if (a.retryAfterMs !== null) wait = a.retryAfterMs;
-      }
-      if (!retryable || attempts >= this.#attempts) break;
-      await this.#sleep(wait);
-    }
-    if (outcome.delivery === 'failed') this.#log?.warn({ rule: rule.id, eventId: ev.id, detail: outcome.detail }, 'alert webhook delivery failed');
-    await this.#setDelivery(ev.id, outcome.delivery, outcome.detail);
-  }
-
-  async #attempt(hook: { url: string; secret?: string }, body: string): Promise<Attempt> {
-    const ts = Math.floor(Date.now() / 1000);
-    const headers: Record<string, string> = {
-      'content-type': 'application/json',
-      'user-agent': `switchyard/${VERSION}`,
-      'x-switchyard-event': 'alert',
-      'x-switchyard-timestamp': String(ts),
-    };
-    if (hook.secret !== undefined) headers['x-switchyard-signature'] = signWebhook(hook.secret, ts, body);
-    const ac = new AbortController();
-    const onClose = (): void => ac.abort(new Error('engine closed'));
-    this.#closing.signal.addEventListener('abort', onClose, { once: true });
-    const timer = setTimeout(() => ac.abort(new Error(`timed out after ${this.#timeoutMs} ms`)), this.#timeoutMs);
-    try {
-      const res = await this.#fetch(hook.url, { method: 'POST', headers, body, redirect: 'manual', signal: ac.signal });
-      const retryAfter = retryAfterMs(res.headers.get('retry-after'));
-      await res.body?.cancel().catch(() => undefined);
-      return { status: res.status, retryAfterMs: retryAfter };
-    } catch (e) {
-      const reason: unknown = ac.signal.aborted ? ac.signal.reason : e;
-      return { error: errorText(reason) };
-    } finally {
-      clearTimeout(timer);
-      this.#closing.signal.removeEventListener('abort', onClose);
-    }
-  }
-
-  #sleep(ms: number): Promise<void> {
-    const signal = this.#closing.signal;
-    if (signal.aborted || ms <= 0) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = (): void => {
-        clearTimeout(t);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      const t = setTimeout(done, ms);
-      signal.addEventListener('abort', done, { once: true });
-    });
+    if (rule.webhook) this.#webhooks.enqueue(rule, rule.webhook, ev);
   }
 
   async #setDelivery(id: number, delivery: 'delivered' | 'failed', detail: string): Promise<void> {

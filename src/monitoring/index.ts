@@ -9,5 +9,6 @@ export { MonitoringService, type ProfileRecord } from './service.js';
 export { type DriftReport, type FeatureDrift } from './drift.js';
 export { type PredictionRecord, type TensorJson } from './types.js';
 export { filterExposition } from './filter.js';
-export { DatabasePredictionSink, JsonlPredictionSink } from './log-sinks.js';
+export { DatabasePredictionSink } from './log-sink-database.js';
+export { JsonlPredictionSink } from './log-sink-jsonl.js';
 export { createMetrics, type Metrics } from './metrics.js';

@@ -14,8 +14,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import BetterSqlite3 from 'better-sqlite3';
 import { isSwitchyardError } from '../errors.js';
 import { DTYPES, utf8, type V2Datatype } from '../tensor/index.js';
-import { flatRows, PREDICTION_COLUMNS } from './log-sinks.js';
-import { toRecord, type BufferedPrediction, type BufferedTensor } from './prediction-log.js';
+import { flatRows, PREDICTION_COLUMNS } from './log-sink-database.js';
+import { toRecord, type BufferedPrediction, type BufferedTensor } from './prediction-record.js';
 import type { TensorJson } from './types.js';
 import type { BufferedBatch, FromWriter, SqlValue, ToWriter, WireValue, WriterInit } from './writer-protocol.js';
 

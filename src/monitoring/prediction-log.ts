@@ -26,20 +26,26 @@
  */
 import type { Logger } from 'pino';
 import { err } from '../errors.js';
-import { bytesText, fromHalfBits, toHalfBits, type NumericArray } from '../tensor/index.js';
 import type { Tensor } from '../tensor/index.js';
-import type { PredictionRecord, TensorJson } from './types.js';
+import type { PredictionRecord } from './types.js';
+import {
+  DEFAULT_MAX_ELEMENTS, normalizeQuery, tensorJson, toRecord,
+  type BufferedPrediction, type BufferedTensor, type PredictionQuery, type PredictionSink,
+} from './prediction-record.js';
+
+export {
+  DEFAULT_MAX_ELEMENTS, DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT, epochMs, normalizeQuery, packTensor, packTensorJson, tensorJson,
+  toRecord, unpackTensor,
+} from './prediction-record.js';
+export type { BufferedPrediction, BufferedTensor, NormalizedQuery, PredictionQuery, PredictionSink } from './prediction-record.js';
+export { CSV_MAX_ELEMENT_COLUMNS, csvField, recordLine, toCsv, toJsonl } from './prediction-export.js';
 
 /** Fraction of requests logged per model unless configured: 1%. */
 export const DEFAULT_SAMPLE_RATE = 0.01;
-/** Tensors with more elements are logged as shape only (`truncated: true`). */
-export const DEFAULT_MAX_ELEMENTS = 4096;
 export const DEFAULT_MAX_BUFFER = 10_000;
 export const DEFAULT_FLUSH_MS = 1000;
 /** 7 days. */
 export const DEFAULT_RETENTION_MS = 7 * 86_400_000;
-export const DEFAULT_QUERY_LIMIT = 1000;
-export const MAX_QUERY_LIMIT = 100_000;
 /** Records per `sink.write`. */
 export const WRITE_BATCH = 500;
 /** Tensor elements per `sink.write` (a batch holds at least one record): bounds the synchronous conversion work. */
@@ -51,100 +57,6 @@ const LOG_INTERVAL_MS = 10_000;
 const ISOLATE_AFTER = 3;
 /** Failed writes after which a flush stops (the rest waits for the next flush). */
 const MAX_FAILURES_PER_FLUSH = 2;
-
-function jsonNumber(v: number): number | string {
-  return Number.isFinite(v) ? v : String(v);
-}
-
-/** A tensor as JSON (see {@link TensorJson}); more than `maxElements` elements: shape only, `truncated: true`. */
-export function tensorJson(name: string, t: Tensor, maxElements: number = DEFAULT_MAX_ELEMENTS): TensorJson {
-  const datatype = t.dtype.v2;
-  const shape = [...t.shape];
-  const d = t.data;
-  const n = d.length;
-  if (n > maxElements) return { name, datatype, shape, data: [], truncated: true };
-  const out = new Array<number | string | boolean>(n);
-  if (t.dtype.array === null) {
-    const s = d as Uint8Array[];
-    for (let i = 0; i < n; i++) out[i] = bytesText(s[i]!);
-  } else if (datatype === 'BOOL') {
-    const a = d as Uint8Array;
-    for (let i = 0; i < n; i++) out[i] = a[i] !== 0;
-  } else if (datatype === 'FP16') {
-    const a = d as Uint16Array;
-    for (let i = 0; i < n; i++) out[i] = jsonNumber(fromHalfBits(a[i]!));
-  } else if (t.dtype.bigint) {
-    const a = d as BigInt64Array | BigUint64Array;
-    for (let i = 0; i < n; i++) {
-      const v = a[i]!;
-      out[i] = v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v.toString();
-    }
-  } else {
-    const a = d as Exclude<NumericArray, BigInt64Array | BigUint64Array>;
-    for (let i = 0; i < n; i++) out[i] = jsonNumber(a[i]!);
-  }
-  return { name, datatype, shape, data: out };
-}
-
-type NumericCtor = Float32ArrayConstructor | Float64ArrayConstructor | Int8ArrayConstructor | Int16ArrayConstructor | Int32ArrayConstructor
-  | Uint8ArrayConstructor | Uint16ArrayConstructor | Uint32ArrayConstructor;
-
-/** Datatypes stored packed, and the typed array of their stored elements (FP16: its half-precision bits). */
-const PACKED: Readonly<Record<string, NumericCtor>> = {
-  FP32: Float32Array, FP64: Float64Array, FP16: Uint16Array,
-  INT8: Int8Array, INT16: Int16Array, INT32: Int32Array, UINT8: Uint8Array, UINT16: Uint16Array, UINT32: Uint32Array,
-};
-
-const base64 = (a: ArrayBufferView): string => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');
-
-/**
- * A tensor in the log's storage form: numeric ones packed (`b64`, see {@link TensorJson}) straight from their
- * typed array — a fraction of the bytes and CPU of JSON numbers; the rest (BOOL, INT64, BYTES, truncated) as
- * {@link tensorJson} writes them.
- */
-export function packTensor(name: string, t: Tensor, maxElements: number = DEFAULT_MAX_ELEMENTS): TensorJson {
-  const Ctor = PACKED[t.dtype.v2];
-  if (Ctor === undefined || t.data.length > maxElements || Array.isArray(t.data)) return tensorJson(name, t, maxElements);
-  return { name, datatype: t.dtype.v2, shape: [...t.shape], data: [], b64: base64(t.data as ArrayBufferView) };
-}
-
-/** Pack a tensor already in JSON form (exactly, or not at all: what would not round-trip stays JSON). */
-export function packTensorJson(t: TensorJson): TensorJson {
-  const Ctor = PACKED[t.datatype];
-  if (t.b64 !== undefined || Ctor === undefined || t.truncated === true) return t;
-  const d = t.data;
-  const a = new Ctor(d.length);
-  const half = t.datatype === 'FP16';
-  const float = Ctor === Float32Array || Ctor === Float64Array || half;
-  for (let i = 0; i < d.length; i++) {
-    const v = d[i];
-    const x = typeof v === 'number' ? v : float && (v === 'NaN' || v === 'Infinity' || v === '-Infinity') ? Number(v) : null;
-    if (x === null) return t;
-    if (half) {
-      a[i] = toHalfBits(x);
-      if (fromHalfBits(a[i]!) !== x && !(Number.isNaN(x) && Number.isNaN(fromHalfBits(a[i]!)))) return t;
-    } else {
-      a[i] = x;
-      if (a[i] !== x && !(Number.isNaN(x) && Number.isNaN(a[i]!))) return t;
-    }
-  }
-  return { name: t.name, datatype: t.datatype, shape: t.shape, data: [], b64: base64(a) };
-}
-
-/** The JSON form of a stored tensor: packed data back to numbers, exactly as {@link tensorJson} writes them. */
-export function unpackTensor(t: TensorJson): TensorJson {
-  if (t.b64 === undefined) return t;
-  const Ctor = PACKED[t.datatype];
-  if (Ctor === undefined) return { name: t.name, datatype: t.datatype, shape: t.shape, data: [] };
-  const bytes = Buffer.from(t.b64, 'base64');
-  const copy = new Uint8Array(bytes.length); // aligned for the element type
-  copy.set(bytes);
-  const a = new Ctor(copy.buffer, 0, Math.floor(bytes.length / Ctor.BYTES_PER_ELEMENT));
-  const half = t.datatype === 'FP16';
-  const data = new Array<number | string>(a.length);
-  for (let i = 0; i < a.length; i++) data[i] = jsonNumber(half ? fromHalfBits(a[i]!) : a[i]!);
-  return { name: t.name, datatype: t.datatype, shape: t.shape, data };
-}
 
 export interface PredictionInput {
   readonly model: string;
@@ -159,45 +71,6 @@ export interface PredictionInput {
   readonly outputs: readonly { readonly name: string; readonly tensor: Tensor }[];
   /** Epoch ms; default Date.now(). */
   readonly at?: number;
-}
-
-export interface PredictionQuery {
-  readonly model?: string;
-  readonly version?: number;
-  /** Epoch ms, inclusive. */
-  readonly since?: number;
-  /** Epoch ms, inclusive. */
-  readonly until?: number;
-  /** Default 1000, at most 100000 (larger values are lowered); 0 returns nothing. */
-  readonly limit?: number;
-}
-
-/** A validated query: `limit` resolved. */
-export interface NormalizedQuery {
-  readonly model?: string;
-  readonly version?: number;
-  readonly since?: number;
-  readonly until?: number;
-  readonly limit: number;
-}
-
-/**
- * Where the log writes. `query` returns the matching records ascending by time (ties in write order), the
- * first `limit` of them: page forward with `since`.
- */
-export interface PredictionSink {
-  readonly kind: 'database' | 'jsonl';
-  /** All or nothing where the store allows it (the database sink: one transaction). */
-  write(batch: readonly PredictionRecord[]): Promise<void>;
-  /**
-   * Optional: `write` from the buffered form (tensors still typed arrays), the sink converting with
-   * {@link toRecord} itself, e.g. on another thread. The log calls it instead of `write` when present.
-   */
-  writeBuffered?(batch: readonly BufferedPrediction[]): Promise<void>;
-  query(q: PredictionQuery): Promise<PredictionRecord[]>;
-  /** Delete what is older than `olderThanMs` (a cutoff, epoch ms); returns how many records (database) or files (JSONL) went. */
-  prune(olderThanMs: number): Promise<number>;
-  close(): Promise<void>;
 }
 
 export interface PredictionLogOptions {
@@ -219,44 +92,6 @@ export interface PredictionLogOptions {
   readonly flushAtBatch?: boolean;
 }
 
-/** Validate a query (SY_ERR_BAD_REQUEST) and resolve its limit. */
-export function normalizeQuery(q: PredictionQuery): NormalizedQuery {
-  const bad = (msg: string): Error => err('SY_ERR_BAD_REQUEST', `prediction log query: ${msg}`);
-  if (q === null || typeof q !== 'object') throw bad('must be an object');
-  if (q.model !== undefined && typeof q.model !== 'string') throw bad('"model" must be a string');
-  if (q.version !== undefined && !Number.isSafeInteger(q.version)) throw bad('"version" must be an integer');
-  for (const k of ['since', 'until'] as const) {
-    const v = q[k];
-    if (v !== undefined && (typeof v !== 'number' || !Number.isFinite(v))) throw bad(`"${k}" must be epoch milliseconds`);
-  }
-  const limit = q.limit ?? DEFAULT_QUERY_LIMIT;
-  if (!Number.isSafeInteger(limit) || limit < 0) throw bad(`"limit" must be a non-negative integer (got ${String(limit)})`);
-  return {
-    ...(q.model === undefined ? {} : { model: q.model }),
-    ...(q.version === undefined ? {} : { version: q.version }),
-    ...(q.since === undefined ? {} : { since: q.since }),
-    ...(q.until === undefined ? {} : { until: q.until }),
-    limit: Math.min(limit, MAX_QUERY_LIMIT),
-  };
-}
-
-/** A tensor as buffered: the caller's copy, or already reduced to its shape (more than `maxElements`). */
-export type BufferedTensor = { readonly name: string; readonly tensor: Tensor } | TensorJson;
-
-/** A prediction as the log buffers it until written (see {@link toRecord}). */
-export interface BufferedPrediction {
-  /** Epoch ms. */
-  readonly at: number;
-  readonly model: string;
-  readonly version: number;
-  readonly tenant: string;
-  readonly arm: string | null;
-  readonly requestId: string;
-  readonly latencyMs: number;
-  readonly inputs: readonly BufferedTensor[];
-  readonly outputs: readonly BufferedTensor[];
-}
-
 interface Item {
   /** Until converted (at its first flush, unless the sink takes the buffered form). */
   held: BufferedPrediction | null;
@@ -265,28 +100,6 @@ interface Item {
   attempts: number;
   /** Tensor elements held. */
   readonly elements: number;
-}
-
-function finiteOr(v: unknown, fallback: number): number {
-  return typeof v === 'number' && Number.isFinite(v) ? v : fallback;
-}
-
-/** A buffered prediction in storage form: numeric tensors packed from their typed arrays (sinks store it as is; queries unpack). */
-export function toRecord(h: BufferedPrediction): PredictionRecord {
-  // Tensors beyond maxElements were reduced when buffered: the rest is kept whole.
-  const json = (list: readonly BufferedTensor[]): TensorJson[] => list.map((t) => ('tensor' in t ? packTensor(t.name, t.tensor, Infinity) : t));
-  const at = finiteOr(h.at, Date.now());
-  return {
-    at: new Date(at).toISOString(),
-    model: String(h.model),
-    version: finiteOr(h.version, 0),
-    tenant: String(h.tenant ?? ''),
-    arm: h.arm === null || h.arm === undefined ? null : String(h.arm),
-    requestId: String(h.requestId ?? ''),
-    latencyMs: finiteOr(h.latencyMs, 0),
-    inputs: json(h.inputs),
-    outputs: json(h.outputs),
-  };
 }
 
 /**
@@ -596,125 +409,4 @@ export class PredictionLog {
       }
     });
   }
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Export.
-
-/** One JSON object per line (the key order of {@link PredictionRecord}), each line ending in "\n". */
-export function toJsonl(records: readonly PredictionRecord[]): string {
-  let out = '';
-  for (const r of records) out += recordLine(r);
-  return out;
-}
-
-/** A record as one JSONL line, `at` first (readers may pick it out without parsing the line). */
-export function recordLine(r: PredictionRecord): string {
-  return JSON.stringify({
-    at: r.at, model: r.model, version: r.version, tenant: r.tenant, arm: r.arm, requestId: r.requestId,
-    latencyMs: r.latencyMs, inputs: r.inputs, outputs: r.outputs,
-  }) + '\n';
-}
-
-/** Tensors with at most this many elements per row get one column per element. */
-export const CSV_MAX_ELEMENT_COLUMNS = 64;
-
-/** One CSV field, quoted as RFC 4180 asks (commas, quotes, line breaks). */
-export function csvField(v: string): string {
-  return /[",\r\n]/.test(v) ? `"${v.replaceAll('"', '""')}"` : v;
-}
-
-function csvValue(v: number | string | boolean | undefined): string {
-  if (v === undefined) return '';
-  if (typeof v === 'string') return v === '' ? '""' : csvField(v);
-  return String(v);
-}
-
-/** Rows of a record: the dim 0 all its tensors share, or 1 (whole tensors) when they do not. */
-function rowsOf(r: PredictionRecord): number {
-  let rows = -1;
-  for (const t of [...r.inputs, ...r.outputs]) {
-    const d = t.shape[0];
-    if (t.shape.length === 0 || d === undefined || d < 1) return 1;
-    if (rows === -1) rows = d;
-    else if (d !== rows) return 1;
-  }
-  return rows === -1 ? 1 : rows;
-}
-
-interface CsvTensor {
-  readonly source: 'input' | 'output';
-  readonly name: string;
-  /** Elements per row when one column per element, else null (one JSON column). */
-  perRow: number | null;
-  headers: string[];
-}
-
-/**
- * CSV (RFC 4180: CRLF line ends, fields with `,` `"` CR or LF quoted, quotes doubled). One line per request
- * row: a request whose tensors all share dim 0 = N gives N lines (`row` 0..N-1); otherwise (a scalar, or
- * differing dim 0) one line with the whole tensors. Columns:
- *
- *   at, model, version, tenant, arm, request_id, latency_ms, row, then per tensor (inputs, then outputs, in
- *   first-seen order): `<tensor>[i]` for i < E when the tensor has the same number E ≤ 64 of elements per row in
- *   every record and is never truncated; else one column `<tensor>` holding the row's values as a JSON array
- *   (empty when the tensor was truncated).
- *
- * A header that would repeat another (an output named like an input, a tensor named like a fixed column) is
- * prefixed with `input:` / `output:`. Empty cell = no value (tensor absent, arm null, tenant ''); an empty
- * BYTES string is written quoted (`""`). Booleans are true/false; numbers in JavaScript's shortest form.
- */
-export function toCsv(records: readonly PredictionRecord[]): string {
-  const fixed = ['at', 'model', 'version', 'tenant', 'arm', 'request_id', 'latency_ms', 'row'];
-  const tensors = new Map<string, CsvTensor>();
-  const rows = records.map(rowsOf);
-  const survey = (source: 'input' | 'output', list: readonly TensorJson[], nRows: number): void => {
-    for (const t of list) {
-      const key = `${source}\u0000${t.name}`;
-      const per = t.truncated === true || t.data.length % nRows !== 0 ? null : t.data.length / nRows;
-      const cur = tensors.get(key);
-      if (cur === undefined) tensors.set(key, { source, name: t.name, perRow: per !== null && per <= CSV_MAX_ELEMENT_COLUMNS ? per : null, headers: [] });
-      else if (cur.perRow !== per) cur.perRow = null;
-    }
-  };
-  for (const source of ['input', 'output'] as const) {
-    records.forEach((r, i) => survey(source, source === 'input' ? r.inputs : r.outputs, rows[i]!));
-  }
-  const used = new Set(fixed);
-  for (const t of tensors.values()) {
-    const make = (base: string): string[] =>
-      t.perRow === null ? [base] : Array.from({ length: t.perRow }, (_, i) => `${base}[${i}]`);
-    let headers = make(t.name);
-    if (headers.some((h) => used.has(h))) headers = make(`${t.source}:${t.name}`);
-    for (let k = 2; headers.some((h) => used.has(h)); k++) headers = make(`${t.source}:${t.name}#${k}`);
-    for (const h of headers) used.add(h);
-    t.headers = headers;
-  }
-  const columns = [...tensors.values()];
-  let out = [...fixed, ...columns.flatMap((t) => t.headers)].map(csvField).join(',') + '\r\n';
-  records.forEach((r, i) => {
-    const nRows = rows[i]!;
-    const byKey = new Map<string, TensorJson>();
-    for (const t of r.inputs) byKey.set(`input\u0000${t.name}`, t);
-    for (const t of r.outputs) byKey.set(`output\u0000${t.name}`, t);
-    const head = [csvField(r.at), csvField(r.model), String(r.version), csvField(r.tenant), r.arm === null ? '' : csvField(r.arm),
-      csvField(r.requestId), String(r.latencyMs)];
-    for (let row = 0; row < nRows; row++) {
-      const cells = [...head, String(row)];
-      for (const c of columns) {
-        const t = byKey.get(`${c.source}\u0000${c.name}`);
-        if (c.perRow !== null) {
-          const per = c.perRow;
-          for (let e = 0; e < per; e++) cells.push(t === undefined ? '' : csvValue(t.data[row * per + e]));
-        } else if (t === undefined || t.truncated === true) {
-          cells.push('');
-        } else {
-          const per = t.data.length / nRows;
-          cells.push(csvField(JSON.stringify(t.data.slice(row * per, (row + 1) * per))));
-        }
-      }
-      out += cells.join(',') + '\r\n';
-    }
-  });
-  return out;
 }

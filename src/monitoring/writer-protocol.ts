@@ -1,6 +1,6 @@
 /**
  * @module
- * The messages between the database prediction sink (main thread, log-sinks.ts) and its SQLite writer thread
+ * The messages between the database prediction sink (main thread, log-sink-database.ts) and its SQLite writer thread
  * (prediction-log-worker.ts). Types only, so neither side imports the other for them.
  */
 import type { ErrorCode } from '../errors.js';
