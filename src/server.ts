@@ -4,11 +4,12 @@
  * response, the V2 error shape for every error, and graceful shutdown that drains queued work.
  */
 import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { Redis } from 'ioredis';
 import { Counter, Gauge } from 'prom-client';
-import { adminRoutes, batchRoutes, featureDataRoutes, featureDefinitionRoutes, installAccessLog, frameworkErrors, GrpcTransport, installErrorShape, lazyChildLogger, llmAdminRoutes, llmRoutes, monitoringAdminRoutes, OpenAiLineRunner, registerOpenApi, requestIdGenerator, routingAdminRoutes, tenancyRoutes, v2ExtensionRoutes, v2Routes } from './api/index.js';
+import { adminRoutes, batchRoutes, featureDataRoutes, featureDefinitionRoutes, installAccessLog, frameworkErrors, GrpcTransport, installErrorShape, lazyChildLogger, llmAdminRoutes, llmRoutes, monitoringAdminRoutes, OpenAiLineRunner, overviewRoutes, registerOpenApi, requestIdGenerator, routingAdminRoutes, tenancyRoutes, uiRoutes, v2ExtensionRoutes, v2Routes } from './api/index.js';
 import { authEnabled, checkExposure, loadLlmConfig, type ServerConfig } from './config/index.js';
 import { ExperimentStore, ExperimentTracker } from './experiments/index.js';
 import { createMetrics, DatabasePredictionSink, filterExposition, JsonlPredictionSink, type Metrics, MonitoringService } from './monitoring/index.js';
@@ -219,6 +220,11 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
       isTenant: (req) => req.principal?.kind === 'tenant',
     },
   });
+  await app.register(overviewRoutes, {
+    timeline: monitoring.timeline, served: () => manager.list().map((m) => m.name), memory: () => memoryState(manager),
+    access: { visible: (req, model) => !req.principal || gateway.canSee(req.principal, model), isTenant: (req) => req.principal?.kind === 'tenant' },
+  });
+  if (config.ui) await app.register(uiRoutes, { root: fileURLToPath(new URL('../web', import.meta.url)) });
   const platformKey = (req: { principal: Principal | null }): boolean => req.principal === null || req.principal.kind !== 'tenant';
   await app.register(featureDefinitionRoutes, {
     store: features.defs, access: { platform: platformKey, visible: (req, model) => !req.principal || gateway.canSee(req.principal, model) },
@@ -306,4 +312,11 @@ function servingState(manager: ModelManager, model: string): Record<string, unkn
     version: v.version, state: v.state, reason: v.reason, residentBytes: v.state === 'READY' ? v.residentBytes : 0,
     inflight: v.refs, aliases: aliasesOf(v.label), default: v === dflt,
   }));
+}
+
+/** Memory held by model versions against the residency budget, for the overview. */
+function memoryState(manager: ModelManager): { budgetBytes: number; usedBytes: number; resident: { model: string; version: string; state: string; bytes: number }[] } {
+  const resident = manager.list().flatMap((m) => m.versions.filter((v) => v.state === 'READY' || v.state === 'LOADING')
+    .map((v) => ({ model: m.name, version: v.label, state: v.state, bytes: v.state === 'READY' ? v.residentBytes : 0 })));
+  return { ...manager.memory(), resident };
 }

@@ -18,3 +18,5 @@ export { batchRoutes } from './openai/batches.js';
 export { OpenAiLineRunner } from './openai/line-runner.js';
 export { llmAdminRoutes } from './admin/llm.js';
 export { GrpcTransport, type GrpcOptions, grpcStatus, GRPC_STATUS_BY_HTTP, loadProtos } from './grpc/index.js';
+export { uiRoutes } from './ui.js';
+export { overviewRoutes } from './admin/overview.js';

@@ -41,7 +41,7 @@ interface ServeFlags {
   redisTimeoutMs?: number; authCacheMs?: number; usageFlushMs?: number; cacheMaxMb?: number;
   monitorSampleRate?: number; predictionLog?: ServerConfig['predictionLog']; predictionRetentionDays?: number; driftSampleRate?: number;
   driftWindowMs?: number; driftEvalMs?: number; alertEvalMs?: number; nats?: string; llmConfig?: string;
-  strictReadiness?: boolean; batchWorkers?: number; batchLeaseMs?: number; batchChunkLines?: number;
+  strictReadiness?: boolean; batchWorkers?: number; batchLeaseMs?: number; batchChunkLines?: number; ui?: boolean;
 }
 
 async function serve(flags: ServeFlags): Promise<void> {
@@ -121,6 +121,9 @@ program
   .addOption(new Option('--batch-workers <n>', `batch workers in this replica, leasing chunks of batch jobs from the metadata store; 0 = none [env SWITCHYARD_BATCH_WORKERS] (default: ${SERVER_DEFAULTS.batchWorkers})`).argParser(int('batch-workers')))
   .addOption(new Option('--batch-lease-ms <ms>', `lease of a batch chunk, renewed while it runs: how soon another replica redoes a dead replica's chunk [env SWITCHYARD_BATCH_LEASE_MS] (default: ${SERVER_DEFAULTS.batchLeaseMs})`).argParser(int('batch-lease-ms')))
   .addOption(new Option('--batch-chunk-lines <n>', `lines per batch chunk (the unit of leasing and commit) [env SWITCHYARD_BATCH_CHUNK_LINES] (default: ${SERVER_DEFAULTS.batchChunkLines})`).argParser(int('batch-chunk-lines')))
+  // --ui is hidden: defined so that --no-ui has no default of its own (which would override SWITCHYARD_UI).
+  .addOption(new Option('--ui', 'serve the web console at /ui').hideHelp())
+  .addOption(new Option('--no-ui', 'do not serve the web console at /ui [env SWITCHYARD_UI=0] (default: served)'))
   .action(serve);
 
 program.addCommand(modelsCommand());

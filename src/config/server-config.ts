@@ -87,6 +87,8 @@ export const serverConfigSchema = z.strictObject({
   batchLeaseMs: z.number().int().min(100),
   /** Lines per batch chunk (the unit of leasing, commit and redo after a crash). Default 100. Env SWITCHYARD_BATCH_CHUNK_LINES. */
   batchChunkLines: z.number().int().min(1).max(100_000),
+  /** Serve the web console at /ui (static files built from web/ at install). Default true. Env SWITCHYARD_UI (0/false turns it off). */
+  ui: z.boolean(),
 });
 
 export type ServerConfig = Readonly<z.infer<typeof serverConfigSchema>>;
@@ -130,6 +132,7 @@ export const SERVER_DEFAULTS: ServerConfig = Object.freeze({
   batchWorkers: 2,
   batchLeaseMs: 30_000,
   batchChunkLines: 100,
+  ui: true,
 });
 
 type EnvKind = 'string' | 'number' | 'boolean';
@@ -172,6 +175,7 @@ const ENV: Record<keyof ServerConfig, { name: string; kind: EnvKind }> = {
   batchWorkers: { name: 'SWITCHYARD_BATCH_WORKERS', kind: 'number' },
   batchLeaseMs: { name: 'SWITCHYARD_BATCH_LEASE_MS', kind: 'number' },
   batchChunkLines: { name: 'SWITCHYARD_BATCH_CHUNK_LINES', kind: 'number' },
+  ui: { name: 'SWITCHYARD_UI', kind: 'boolean' },
 };
 
 function envValue(v: string, kind: EnvKind): unknown {

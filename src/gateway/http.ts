@@ -37,7 +37,8 @@ const ACTOR_HEADER = 'x-switchyard-actor';
 
 /** The access rule of a route, from its method and URL pattern. One table for the whole server. */
 export function classify(method: string, url: string): AccessRule {
-  if (PUBLIC_PATHS.has(url) || url === '/docs' || url.startsWith('/docs/')) return { ...AUTHENTICATED, public: true };
+  // The console's static files are public (no data in them): it signs in with a key and calls the API with it.
+  if (PUBLIC_PATHS.has(url) || url === '/docs' || url.startsWith('/docs/') || url === '/ui' || url.startsWith('/ui/')) return { ...AUTHENTICATED, public: true };
   const read = method === 'GET' || method === 'HEAD';
   if (url === '/v2/models/stats') {
     // Statistics of every model the caller can see (the handler leaves out the others).

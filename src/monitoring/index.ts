@@ -12,3 +12,4 @@ export { filterExposition } from './filter.js';
 export { DatabasePredictionSink } from './log-sink-database.js';
 export { JsonlPredictionSink } from './log-sink-jsonl.js';
 export { createMetrics, type Metrics } from './metrics.js';
+export { ServingTimeline, type ModelTimeline, type TimelineOptions } from './timeline.js';

@@ -9,7 +9,7 @@ import diagnostics from 'node:diagnostics_channel';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry as PromRegistry } from 'prom-client';
 import { err } from '../errors.js';
-import { channels, type RequestEvent } from '../events.js';
+import { channels, type BatchEvent, type RequestEvent } from '../events.js';
 import type { Registry } from '../registry/index.js';
 import { WindowStats } from '../routing/index.js';
 import type { Database } from '../storage/index.js';
@@ -20,6 +20,7 @@ import { buildProfile, defaultFeatures, DriftMonitor, rowsFromRecords, type Drif
 import { PredictionLog, type PredictionQuery } from './prediction-log.js';
 import type { PredictionSink } from './prediction-log.js';
 import type { FeatureSpec, PredictionRecord } from './types.js';
+import { ServingTimeline, type TimelineOptions } from './timeline.js';
 
 type Named = readonly { readonly name: string; readonly tensor: Tensor }[];
 
@@ -39,6 +40,8 @@ export interface MonitoringOptions {
   /** How often drift reports are computed and stored, ms. */
   readonly driftEvalMs: number;
   readonly alertEvalMs: number;
+  /** The per-model serving time series (the console's overview). Default: the last hour in 10 s steps. */
+  readonly timeline?: TimelineOptions;
 }
 
 export interface ProfileRecord {
@@ -60,6 +63,8 @@ const BOTH = Object.freeze({ log: true, drift: true });
 export class MonitoringService {
   readonly log: PredictionLog;
   readonly alerts: AlertEngine;
+  /** Requests, errors, latency and batch sizes per model over the last hour (fed by the same subscriptions). */
+  readonly timeline: ServingTimeline;
   readonly #db: Database;
   readonly #registry: Registry;
   readonly #logger: Logger;
@@ -74,6 +79,7 @@ export class MonitoringService {
   readonly #serving = new WindowStats({ windowMs: 300_000 });
   readonly #timer: NodeJS.Timeout;
   readonly #onRequest: (m: unknown) => void;
+  readonly #onBatch: (m: unknown) => void;
   #channel: PgChannel<{ model: string; version: number }> | null = null;
   #prunedAt = 0;
 
@@ -85,8 +91,10 @@ export class MonitoringService {
     this.log = new PredictionLog({ sink: opts.sink, sampleRate: () => opts.sampleRate, retentionMs: opts.retentionMs, logger: opts.logger });
     const signals: AlertSignals = { value: (rule) => this.signal(rule) };
     this.alerts = new AlertEngine({ database: opts.database, signals, evalMs: opts.alertEvalMs, logger: opts.logger });
+    this.timeline = new ServingTimeline(opts.timeline);
     this.#onRequest = (m) => {
       const e = m as RequestEvent;
+      this.timeline.record(e);
       // Server-side failures only: bad input is the caller's, not the model's.
       if (e.ok || (e.reason !== 'invalid_input' && e.reason !== 'cancelled')) this.#serving.record(e.model, e.ok, e.totalMs);
       if (e.reason === 'invalid_input') {
@@ -94,7 +102,9 @@ export class MonitoringService {
         mon?.violation('shape');
       }
     };
+    this.#onBatch = (m) => this.timeline.recordBatch(m as BatchEvent);
     diagnostics.subscribe(channels.request.name as string, this.#onRequest);
+    diagnostics.subscribe(channels.batch.name as string, this.#onBatch);
     this.#timer = setInterval(() => void this.evaluateDrift().catch((x: unknown) => this.#logger.error({ err: x }, 'drift evaluation failed')), opts.driftEvalMs);
     this.#timer.unref();
     this.#gauges(opts.metrics);
@@ -352,6 +362,7 @@ export class MonitoringService {
     clearInterval(this.#timer);
     await this.#channel?.close();
     diagnostics.unsubscribe(channels.request.name as string, this.#onRequest);
+    diagnostics.unsubscribe(channels.batch.name as string, this.#onBatch);
     await this.alerts.close();
     await this.log.close();
   }
