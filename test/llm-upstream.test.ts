@@ -178,7 +178,10 @@ function chatReq(body: Record<string, unknown> = {}, signal: CancelSignal = new 
   const messages = [{ role: 'user' as const, content: 'hi' }];
   return {
     kind: 'chat', model: 'm', messages, prompt: '', signal, requestId: `req-${++ids}`,
-    params: { maxTokens: null, temperature: 1, topP: 1, seed: null, stop: [] },
+    params: {
+      maxTokens: null, temperature: 1, topP: 1, seed: null, stop: [], n: 1, frequencyPenalty: 0, presencePenalty: 0, logitBias: new Map(), logprobs: false, topLogprobs: 0,
+    },
+    tools: [], toolChoice: 'none', parallelToolCalls: true, responseFormat: { type: 'text' },
     body: { model: 'm', messages, ...body },
   };
 }

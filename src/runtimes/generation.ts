@@ -29,16 +29,44 @@ export interface Usage {
 /** OpenAI error `type` values. */
 export type LlmErrorType = OpenAiErrorType;
 
+/** A tool call an assistant message made (OpenAI's `tool_calls[i]`; `arguments` is the JSON text as sent). */
+export interface ToolCall {
+  readonly id: string;
+  readonly name: string;
+  readonly arguments: string;
+}
+
 /** A chat message after validation: text content only (parts of type "text" are joined). */
 export interface ChatMessage {
   readonly role: 'system' | 'developer' | 'user' | 'assistant' | 'tool';
   readonly content: string;
   readonly name?: string;
+  /** role 'assistant': the calls it made. */
+  readonly toolCalls?: readonly ToolCall[];
+  /** role 'tool': the call this message answers. */
+  readonly toolCallId?: string;
 }
+
+/** A function the model may call (`tools[i].function`). */
+export interface ToolSpec {
+  readonly name: string;
+  readonly description: string | null;
+  /** JSON Schema of the arguments object; null: no parameters. */
+  readonly parameters: Readonly<Record<string, unknown>> | null;
+}
+
+/** `tool_choice`: a mode, or one function by name. Default: 'auto' with tools, 'none' without. */
+export type ToolChoice = 'none' | 'auto' | 'required' | { readonly name: string };
+
+/** `response_format`. */
+export type ResponseFormat =
+  | { readonly type: 'text' }
+  | { readonly type: 'json_object' }
+  | { readonly type: 'json_schema'; readonly name: string; readonly schema: Readonly<Record<string, unknown>> | null; readonly strict: boolean };
 
 /** Sampling and stopping, as the request gave them (validated). */
 export interface SamplingParams {
-  /** Max tokens to generate; null: the model entry's default (`defaultMaxTokens`). */
+  /** Max tokens to generate per choice; null: the model entry's default (`defaultMaxTokens`). */
   readonly maxTokens: number | null;
   /** 0 = greedy. Default 1. */
   readonly temperature: number;
@@ -47,6 +75,17 @@ export interface SamplingParams {
   readonly seed: number | null;
   /** Up to 4 stop sequences; the returned text ends before the first one found. */
   readonly stop: readonly string[];
+  /** Choices to generate. Default 1. */
+  readonly n: number;
+  /** -2..2, OpenAI's: logit -= count × frequency + (count > 0) × presence, over the tokens generated so far. Default 0. */
+  readonly frequencyPenalty: number;
+  readonly presencePenalty: number;
+  /** Token id → bias added to its logit (-100..100); empty: none. */
+  readonly logitBias: ReadonlyMap<number, number>;
+  /** Return the sampled tokens' log probabilities. */
+  readonly logprobs: boolean;
+  /** Alternatives per position (0..20 chat, 0..5 completions). */
+  readonly topLogprobs: number;
 }
 
 /** A text generation request, validated and normalized by the route. */
@@ -99,6 +138,11 @@ export interface GenerationRequest {
   /** kind 'completion' */
   readonly prompt: string;
   readonly params: SamplingParams;
+  /** kind 'chat': the functions offered, the choice among them and whether several calls may come at once. */
+  readonly tools: readonly ToolSpec[];
+  readonly toolChoice: ToolChoice;
+  readonly parallelToolCalls: boolean;
+  readonly responseFormat: ResponseFormat;
   /** The client's body as sent (upstreams get it forwarded, with `model` replaced). */
   readonly body: Readonly<Record<string, unknown>>;
   /** Aborted when the client goes away: stop generating, free the sequence. */
@@ -154,7 +198,7 @@ export interface EmbeddingResult {
 export interface TokenEstimate {
   /** Prompt tokens (exact for local models, an estimate for upstreams). */
   readonly promptTokens: number;
-  /** The most tokens the request may generate (max_tokens, or the model's default). */
+  /** The most tokens the request may generate (max_tokens, or the model's default), times n. */
   readonly maxTokens: number;
 }
 

@@ -58,6 +58,11 @@ function vocabulary(): Array<[string, number, TokenType]> {
   return v;
 }
 
+/** The id of a vocabulary piece (`\u2581` marks a leading space), e.g. for a test's logit_bias; -1 when absent. */
+export function tinyLlamaTokenId(piece: string): number {
+  return vocabulary().findIndex(([p]) => p === piece);
+}
+
 /** Box-Muller over the seeded uniform PRNG: reproducible normal samples. */
 function gaussian(seed: number): () => number {
   const uniform = prng(seed);

@@ -7,9 +7,9 @@
  * fair-queueing flow); their tokens and spend are recorded for the tenant when the line's chunk commits.
  */
 import type { LlmModel, LlmService } from '../../serving/index.js';
-import { LlmError, type GenerationRequest, type Usage } from '../../runtimes/index.js';
+import { LlmError, type Usage } from '../../runtimes/index.js';
 import type { LineContext, LineOutcome, LineRunner } from '../../batch/index.js';
-import { embeddingResponse, parseChat, parseCompletion, parseEmbedding, toLlmError } from './wire.js';
+import { embeddingResponse, generationRequest, parseChat, parseCompletion, parseEmbedding, toLlmError } from './wire.js';
 
 /** Whether `tenant` ('' = platform / open mode) may use LLM model `m`; `canSee` answers for the ONNX encoder behind an onnx-embeddings model. */
 export function modelVisible(m: LlmModel, tenant: string, canSee: (model: string) => boolean): boolean {
@@ -63,7 +63,7 @@ export class OpenAiLineRunner implements LineRunner {
     if (p.stream) throw new LlmError('SY_ERR_BAD_REQUEST', "Invalid value for 'stream': a batch request cannot stream.", { param: 'stream', openaiCode: 'invalid_value' });
     const m = this.#model(p.model, ctx);
     if (kind === 'chat' ? !m.backend.capabilities.chat : !m.backend.capabilities.completions) throw unsupported(m, kind === 'chat' ? 'chat completions' : 'completions');
-    const g: GenerationRequest = { kind, model: m.name, messages: p.messages, prompt: p.prompt, params: p.params, body, signal: ctx.signal, requestId: ctx.requestId };
+    const g = generationRequest(kind, p, m.name, body, ctx.signal, ctx.requestId);
     await m.backend.estimate(g);
     const out = await m.backend.complete(g);
     out['model'] = m.name;

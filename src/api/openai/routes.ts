@@ -17,13 +17,13 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { LlmUsageMeter, TokenLimiter, TokenReservation, TokenScope } from '../../gateway/index.js';
 import type { LlmModel, LlmService } from '../../serving/index.js';
-import { ClientSignal, LlmError, RAW_JSON, type GenerationRequest, type Usage } from '../../runtimes/index.js';
+import { ClientSignal, LlmError, RAW_JSON, type Usage } from '../../runtimes/index.js';
 import { formatDuration } from '../../gateway/index.js';
 import { channels, type LlmRequestEvent, type LlmTokenEvent } from '../../events.js';
 import { RequestCaller } from '../caller.js';
 import { SseWriter } from './sse-writer.js';
 import { modelFor, modelVisible, unsupported } from './line-runner.js';
-import { embeddingResponse, errorHeaders, parseChat, parseCompletion, parseEmbedding, toLlmError, type ParsedGeneration } from './wire.js';
+import { embeddingResponse, errorHeaders, generationRequest, parseChat, parseCompletion, parseEmbedding, toLlmError, type ParsedGeneration } from './wire.js';
 
 export interface LlmRouteOptions {
   readonly service: LlmService;
@@ -186,10 +186,7 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
     const p: ParsedGeneration = kind === 'chat' ? parseChat(req.body) : parseCompletion(req.body);
     const m = modelOrThrow(req, p.model);
     if (kind === 'chat' ? !m.backend.capabilities.chat : !m.backend.capabilities.completions) throw unsupported(m, kind === 'chat' ? 'chat completions' : 'completions');
-    const g: GenerationRequest = {
-      kind, model: m.name, messages: p.messages, prompt: p.prompt, params: p.params, body: req.body as Record<string, unknown>,
-      signal: clientSignal(reply), requestId: req.id,
-    };
+    const g = generationRequest(kind, p, m.name, req.body as Record<string, unknown>, clientSignal(reply), req.id);
     const est = await m.backend.estimate(g).catch((e: unknown) => {
       counted(m.name, endpoint, outcomeOf(toLlmError(e)), null);
       throw e;

@@ -1,222 +1,70 @@
 /**
  * @module
- * Local text generation with llama.cpp through node-llama-cpp (an optional dependency, loaded only when a
+ * Local text generation with llama.cpp through node-llama-cpp (an optional install, loaded only when a
  * `backend: llama` model is configured).
  *
- * One GGUF model is loaded once, with one context holding `sequences` sequences: that many requests generate
- * at once and llama.cpp evaluates their tokens together in shared batches (continuous batching: a request
- * joins or leaves between two decoding steps, never waiting for a whole batch to finish). More requests wait
- * in a FIFO queue (bounded by `maxQueue`; beyond it, 503 with retry-after); a request whose client leaves is
- * dropped from the queue, or stops generating and frees its sequence.
+ * One GGUF model is loaded once, with one context holding `sequences` sequences (slots.ts): that many requests
+ * generate at once, batched together by llama.cpp; more wait in a bounded queue. Chat prompts are rendered with
+ * the model's own chat template (node-llama-cpp resolves a known format, or runs the GGUF's Jinja template),
+ * tools included.
  *
- * A sequence keeps the tokens of its last request: the next request reuses the longest common prefix (a shared
- * system prompt is evaluated once) and only the rest is erased and evaluated.
- *
- * Chat prompts are rendered with the model's own chat template (node-llama-cpp resolves a known format, or
- * runs the GGUF's Jinja template). Text is emitted as soon as it is complete UTF-8 and cannot be the start of a
- * stop sequence, so streams never show a stop sequence or a broken character.
+ * Every OpenAI parameter is implemented or refused with a 400 naming it (request.ts): `response_format`
+ * (json_object, json_schema) and tool arguments are enforced with grammars, `tool_choice` required / named
+ * writes the model's call syntax for it, `n` choices are generated one after another on the same sequence (the
+ * prompt is evaluated once: later choices reuse it), logprobs come from the distribution each token was sampled
+ * from, penalties and logit bias go to llama.cpp's sampler.
  */
 import { randomUUID } from 'node:crypto';
-import { availableParallelism } from 'node:os';
 import type { Logger } from 'pino';
 import { err } from '../../errors.js';
 import type { LlamaModelConfig } from '../../config/index.js';
-import {
-  LlmError, type CancelSignal, type ChatMessage, type ChunkStream, type EmbeddingResult, type GenerationRequest, type LlmBackend,
-  type TokenEstimate, type Usage,
-} from '../generation.js';
+import { LlmError, type ChunkStream, type EmbeddingResult, type GenerationRequest, type LlmBackend, type TokenEstimate, type Usage } from '../generation.js';
+import { defaultThreads, llamaFor, loadBindings, type ChatWrapper, type Llama, type LlamaContext, type LlamaGrammar, type LlamaModel, type NodeLlamaCpp, type Token } from './bindings.js';
+import { Generation, type CallSyntax, type Finished, type GenEvent, type Plan } from './generate.js';
+import { grammarSchema } from './json-schema.js';
+import { availableFunctions, chatHistory, chatLogprob, checkParams, completionLogprobs, tokenBias, toolSchemas, vocabularySize, type TokenLogprob } from './request.js';
+import { SequencePool } from './slots.js';
 
-/*
- * The part of node-llama-cpp's API used here, declared locally: the package is optional, so the build must not
- * need its type declarations (an install with --omit=optional still compiles).
- */
-type Token = number;
-interface LlamaSequence {
-  readonly contextTokens: readonly Token[];
-  readonly nextTokenIndex: number;
-  clearHistory(): Promise<void>;
-  eraseContextTokenRanges(ranges: Array<{ start: number; end: number }>): Promise<void>;
-  evaluate(tokens: Token[], options: { temperature?: number; topP?: number; seed?: number }): AsyncGenerator<Token, void, void>;
-}
-interface LlamaContext {
-  readonly contextSize: number;
-  getSequence(): LlamaSequence;
-  dispose(): Promise<void>;
-}
-interface LlamaModel {
-  readonly trainContextSize: number;
-  readonly fileInfo: { readonly metadata: unknown };
-  readonly tokens: { readonly bos: Token | null };
-  readonly tokenizer: unknown;
-  tokenize(text: string, specialTokens?: boolean): Token[];
-  detokenize(tokens: readonly Token[], specialTokens?: boolean, lastTokens?: readonly Token[]): string;
-  isEogToken(token: Token | undefined): boolean;
-  createContext(options: { sequences: number; contextSize: number; threads: number }): Promise<LlamaContext>;
-  dispose(): Promise<void>;
-}
-interface Llama {
-  loadModel(options: { modelPath: string; gpuLayers: number | 'auto' }): Promise<LlamaModel>;
-}
-type HistoryItem = { type: 'system'; text: string } | { type: 'user'; text: string } | { type: 'model'; response: string[] };
-interface ChatWrapper {
-  readonly wrapperName: string;
-  generateContextState(options: { chatHistory: HistoryItem[] }): { contextText: { tokenize(tokenizer: unknown): Token[] } };
-}
-interface NodeLlamaCpp {
-  getLlama(options: { gpu: LlamaModelConfig['gpu']; build: 'never'; logLevel: unknown; progressLogs: boolean }): Promise<Llama>;
-  readonly LlamaLogLevel: { readonly error: unknown };
-  resolveChatWrapper(model: LlamaModel): ChatWrapper;
-}
+/** A request made ready to run: prompt tokens, the per-choice cap and the plan's request-wide parts. */
+interface Prepared { readonly tokens: Token[]; readonly maxTokens: number; readonly plan: Omit<Plan, 'sampling'> & { readonly seed: number | null; readonly base: Plan['sampling'] } }
 
-/** The package name in a variable: loaded at run time only, never resolved by the compiler. */
-const PACKAGE = 'node-llama-cpp';
+/** Compiled grammars kept (by schema text); compiling one takes milliseconds, requests reuse a few schemas. */
+const MAX_GRAMMARS = 64;
 
-/** Once per process: the native bindings (CPU, or the GPU a model asks for). */
-const llamas = new Map<string, Promise<Llama>>();
-
-async function loadBindings(): Promise<NodeLlamaCpp> {
-  try {
-    return await import(PACKAGE) as NodeLlamaCpp;
-  } catch (e) {
-    throw err('SY_ERR_CONFIG_INVALID', 'a "backend: llama" model needs the optional package node-llama-cpp, which is not installed (npm install node-llama-cpp)', { cause: e });
-  }
-}
-
-function llamaFor(lib: NodeLlamaCpp, gpu: LlamaModelConfig['gpu']): Promise<Llama> {
-  const key = String(gpu);
-  let l = llamas.get(key);
-  if (!l) {
-    // build 'never': use the prebuilt binaries from npm; never download or compile llama.cpp at run time.
-    l = lib.getLlama({ gpu, build: 'never', logLevel: lib.LlamaLogLevel.error, progressLogs: false });
-    llamas.set(key, l);
-  }
-  return l;
-}
-
-/** Default threads: leave a core for the HTTP server; llama.cpp's spin-waiting threads collapse when oversubscribed. */
-function defaultThreads(): number {
-  return Math.max(1, availableParallelism() - 1);
-}
-
-interface Prepared { tokens: Token[]; maxTokens: number }
-
-/** A free-sequence pool with a bounded FIFO of waiters. */
-class SequencePool {
-  readonly #free: LlamaSequence[];
-  readonly #waiters: Array<{ resolve: (s: LlamaSequence) => void; reject: (e: unknown) => void }> = [];
-  readonly #maxQueue: number;
-  readonly size: number;
-
-  constructor(sequences: LlamaSequence[], maxQueue: number) {
-    this.#free = sequences;
-    this.size = sequences.length;
-    this.#maxQueue = maxQueue;
-  }
-
-  get queued(): number { return this.#waiters.length; }
-  get active(): number { return this.size - this.#free.length; }
-
-  acquire(signal: CancelSignal, model: string): Promise<LlamaSequence> {
-    const s = this.#free.pop();
-    if (s) return Promise.resolve(s);
-    if (this.#waiters.length >= this.#maxQueue) {
-      return Promise.reject(new LlmError('SY_ERR_MODEL_OVERLOADED', `model "${model}" is at capacity (${this.size} sequences busy, ${this.#waiters.length} waiting); retry shortly`, {
-        retryAfterMs: 1000,
-      }));
-    }
-    return new Promise((resolve, reject) => {
-      const w = { resolve, reject };
-      this.#waiters.push(w);
-      signal.addEventListener('abort', () => {
-        const i = this.#waiters.indexOf(w);
-        if (i >= 0) this.#waiters.splice(i, 1);
-        reject(new LlmError('SY_ERR_CLIENT_CLOSED', 'client closed the request'));
-      }, { once: true });
-    });
-  }
-
-  release(s: LlamaSequence): void {
-    const w = this.#waiters.shift();
-    if (w) w.resolve(s);
-    else this.#free.push(s);
-  }
-
-  /** Reject every waiter (shutdown). */
-  drain(e: unknown): void {
-    for (const w of this.#waiters.splice(0)) w.reject(e);
-  }
-}
-
-/** What a generation produced, after it ended. */
-interface Finished { finishReason: 'stop' | 'length'; completionTokens: number }
-
-/** Holds back text that could still turn into a stop sequence. */
-class StopScanner {
-  readonly #stops: readonly string[];
-  #held = '';
-  stopped = false;
-
-  constructor(stops: readonly string[]) {
-    this.#stops = stops.filter((s) => s.length > 0);
-  }
-
-  /** Text that is safe to emit now ('' while held back); sets `stopped` when a stop sequence appeared. */
-  push(text: string): string {
-    if (this.#stops.length === 0) return text;
-    const buf = this.#held + text;
-    let cut = -1;
-    for (const s of this.#stops) {
-      const i = buf.indexOf(s);
-      if (i >= 0 && (cut < 0 || i < cut)) cut = i;
-    }
-    if (cut >= 0) {
-      this.stopped = true;
-      this.#held = '';
-      return buf.slice(0, cut);
-    }
-    let keep = 0;
-    for (const s of this.#stops) {
-      for (let n = Math.min(s.length - 1, buf.length); n > keep; n--) {
-        if (buf.endsWith(s.slice(0, n))) {
-          keep = n;
-          break;
-        }
-      }
-    }
-    this.#held = buf.slice(buf.length - keep);
-    return buf.slice(0, buf.length - keep);
-  }
-
-  /** What is still held at the end of generation (no stop sequence followed). */
-  flush(): string {
-    const h = this.#held;
-    this.#held = '';
-    return h;
-  }
-}
+/** What one choice produced. */
+interface Choice { text: string; logprobs: TokenLogprob[]; call: { id: string; name: string; arguments: string } | null; fin: Finished }
 
 export class LlamaBackend implements LlmBackend {
   readonly kind = 'llama' as const;
   readonly capabilities = { chat: true, completions: true, embeddings: false } as const;
   readonly contextLength: number;
   readonly #config: LlamaModelConfig;
+  readonly #lib: NodeLlamaCpp;
+  readonly #llama: Llama;
   readonly #model: LlamaModel;
   readonly #context: LlamaContext;
   readonly #pool: SequencePool;
   readonly #wrapper: ChatWrapper;
-  readonly #prepared = new WeakMap<GenerationRequest, Prepared>();
+  readonly #syntax: CallSyntax;
+  readonly #vocab: number | null;
+  readonly #prepared = new WeakMap<GenerationRequest, Promise<Prepared>>();
+  readonly #grammars = new Map<string, Promise<LlamaGrammar>>();
   readonly #addBos: boolean;
 
-  private constructor(config: LlamaModelConfig, model: LlamaModel, context: LlamaContext, contextLength: number, wrapper: ChatWrapper) {
+  private constructor(config: LlamaModelConfig, lib: NodeLlamaCpp, llama: Llama, model: LlamaModel, context: LlamaContext, contextLength: number) {
     this.#config = config;
+    this.#lib = lib;
+    this.#llama = llama;
     this.#model = model;
     this.#context = context;
-    this.#wrapper = wrapper;
+    this.#wrapper = lib.resolveChatWrapper(model);
     this.contextLength = contextLength;
     const sequences = Array.from({ length: config.sequences }, () => context.getSequence());
     this.#pool = new SequencePool(sequences, config.maxQueue);
     const meta = model.fileInfo.metadata as { tokenizer?: { ggml?: { add_bos_token?: boolean } } };
     this.#addBos = meta.tokenizer?.ggml?.add_bos_token !== false && model.tokens.bos !== null;
+    this.#vocab = vocabularySize(model);
+    this.#syntax = this.#callSyntax();
   }
 
   static async create(config: LlamaModelConfig, opts: { logger: Logger }): Promise<LlamaBackend> {
@@ -233,9 +81,9 @@ export class LlamaBackend implements LlmBackend {
     const context = await model.createContext({
       sequences: config.sequences, contextSize: contextSize * config.sequences, threads: config.threads ?? defaultThreads(),
     });
-    const wrapper = lib.resolveChatWrapper(model);
-    opts.logger.info({ model: config.name, path: config.path, contextSize, sequences: config.sequences, chatTemplate: wrapper.wrapperName }, 'LLM model loaded');
-    return new LlamaBackend(config, model, context, contextSize, wrapper);
+    const backend = new LlamaBackend(config, lib, llama, model, context, contextSize);
+    opts.logger.info({ model: config.name, path: config.path, contextSize, sequences: config.sequences, chatTemplate: backend.#wrapper.wrapperName }, 'LLM model loaded');
+    return backend;
   }
 
   load(): { active: number; queued: number } {
@@ -243,64 +91,109 @@ export class LlamaBackend implements LlmBackend {
   }
 
   async estimate(req: GenerationRequest): Promise<TokenEstimate> {
-    const p = this.#prepare(req);
-    return { promptTokens: p.tokens.length, maxTokens: p.maxTokens };
+    const p = await this.#prepare(req);
+    return { promptTokens: p.tokens.length, maxTokens: p.maxTokens * req.params.n };
   }
 
   async complete(req: GenerationRequest): Promise<Record<string, unknown>> {
-    const { tokens } = this.#prepare(req);
+    const prepared = await this.#prepare(req);
     const seq = await this.#pool.acquire(req.signal, this.#config.name);
-    let text = '';
-    let fin: Finished;
+    const choices: Choice[] = [];
     try {
-      const gen = this.#generate(req, seq);
-      for (;;) {
-        const r = await gen.next();
-        if (r.done) {
-          fin = r.value;
-          break;
+      for (let i = 0; i < req.params.n && !req.signal.aborted; i++) {
+        const c: Choice = { text: '', logprobs: [], call: null, fin: { finishReason: 'length', completionTokens: 0 } };
+        const gen = new Generation(this.#lib, this.#model, seq, this.#plan(prepared, i)).run();
+        for (;;) {
+          const r = await gen.next();
+          if (r.done) {
+            c.fin = r.value;
+            break;
+          }
+          const e = r.value;
+          if (e.kind === 'text') {
+            c.text += e.text;
+            c.logprobs.push(...e.logprobs);
+          } else if (e.kind === 'call') c.call = { id: e.id, name: e.name, arguments: '' };
+          else c.call!.arguments += e.text;
         }
-        text += r.value;
+        choices.push(c);
       }
     } finally {
       this.#pool.release(seq);
     }
-    const usage = usageOf(tokens.length, fin.completionTokens);
+    const usage = usageOf(prepared.tokens.length, choices.reduce((n, c) => n + c.fin.completionTokens, 0));
     const head = { id: responseId(req.kind), created: Math.floor(Date.now() / 1000), model: req.model };
+    const withLogprobs = req.params.logprobs;
     if (req.kind === 'chat') {
       return {
         ...head, object: 'chat.completion',
-        choices: [{ index: 0, message: { role: 'assistant', content: text, refusal: null }, logprobs: null, finish_reason: fin.finishReason }],
+        choices: choices.map((c, index) => ({
+          index,
+          message: {
+            role: 'assistant', content: c.call !== null && c.text === '' ? null : c.text, refusal: null,
+            ...(c.call !== null ? { tool_calls: [{ id: c.call.id, type: 'function', function: { name: c.call.name, arguments: c.call.arguments } }] } : {}),
+          },
+          logprobs: withLogprobs ? { content: c.logprobs.map(chatLogprob), refusal: null } : null,
+          finish_reason: c.fin.finishReason,
+        })),
         usage, system_fingerprint: null,
       };
     }
-    return { ...head, object: 'text_completion', choices: [{ text, index: 0, logprobs: null, finish_reason: fin.finishReason }], usage };
+    return {
+      ...head, object: 'text_completion',
+      choices: choices.map((c, index) => ({ text: c.text, index, logprobs: withLogprobs ? completionLogprobs(c.logprobs, 0) : null, finish_reason: c.fin.finishReason })),
+      usage,
+    };
   }
 
   async stream(req: GenerationRequest): Promise<ChunkStream> {
-    const { tokens } = this.#prepare(req);
+    const prepared = await this.#prepare(req);
     const seq = await this.#pool.acquire(req.signal, this.#config.name);
-    const head = { id: responseId(req.kind), object: req.kind === 'chat' ? 'chat.completion.chunk' : 'text_completion', created: Math.floor(Date.now() / 1000), model: req.model };
-    const chunk = req.kind === 'chat'
-      ? (delta: Record<string, unknown>, finish: string | null): Record<string, unknown> => ({ ...head, system_fingerprint: null, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }] })
-      : (delta: Record<string, unknown>, finish: string | null): Record<string, unknown> => ({ ...head, choices: [{ text: delta['content'] ?? '', index: 0, logprobs: null, finish_reason: finish }] });
+    const chat = req.kind === 'chat';
+    const head = { id: responseId(req.kind), object: chat ? 'chat.completion.chunk' : 'text_completion', created: Math.floor(Date.now() / 1000), model: req.model };
+    const withLogprobs = req.params.logprobs;
+    const chunk = (index: number, delta: Record<string, unknown>, finish: string | null, logprobs: readonly TokenLogprob[] | null, offset = 0): Record<string, unknown> => {
+      if (chat) {
+        const lp = withLogprobs && logprobs !== null ? { content: logprobs.map(chatLogprob), refusal: null } : null;
+        return { ...head, system_fingerprint: null, choices: [{ index, delta, logprobs: lp, finish_reason: finish }] };
+      }
+      const lp = withLogprobs && logprobs !== null ? completionLogprobs(logprobs, offset) : null;
+      return { ...head, choices: [{ text: delta['content'] ?? '', index, logprobs: lp, finish_reason: finish }] };
+    };
     const pool = this.#pool;
-    const gen = this.#generate(req, seq);
+    const runs = (i: number): AsyncGenerator<GenEvent, Finished> => new Generation(this.#lib, this.#model, seq, this.#plan(prepared, i)).run();
     let usage: Usage | null = null;
     async function* chunks(): AsyncGenerator<Record<string, unknown>> {
+      let completion = 0;
+      let gen: AsyncGenerator<GenEvent, Finished> | null = null;
       try {
-        if (req.kind === 'chat') yield chunk({ role: 'assistant', content: '' }, null);
-        for (;;) {
-          const r = await gen.next();
-          if (r.done) {
-            usage = usageOf(tokens.length, r.value.completionTokens);
-            yield chunk({}, r.value.finishReason);
-            return;
+        for (let i = 0; i < req.params.n; i++) {
+          if (chat) yield chunk(i, { role: 'assistant', content: '', refusal: null }, null, null);
+          gen = runs(i);
+          let offset = 0;
+          for (;;) {
+            const r = await gen.next();
+            if (r.done) {
+              completion += r.value.completionTokens;
+              yield chunk(i, {}, r.value.finishReason, null);
+              break;
+            }
+            const e = r.value;
+            if (e.kind === 'text') {
+              yield chunk(i, { content: e.text }, null, e.logprobs, offset);
+              offset += e.text.length;
+            } else if (e.kind === 'call') {
+              yield chunk(i, { tool_calls: [{ index: 0, id: e.id, type: 'function', function: { name: e.name, arguments: '' } }] }, null, null);
+            } else {
+              yield chunk(i, { tool_calls: [{ index: 0, function: { arguments: e.text } }] }, null, null);
+            }
           }
-          yield chunk({ content: r.value }, null);
+          gen = null;
+          if (req.signal.aborted) return;
         }
+        usage = usageOf(prepared.tokens.length, completion);
       } finally {
-        await gen.return(undefined as never);
+        await gen?.return(undefined as never);
         pool.release(seq);
       }
     }
@@ -317,33 +210,90 @@ export class LlamaBackend implements LlmBackend {
     await this.#model.dispose();
   }
 
-  /** Prompt tokens (rendered with the chat template) and the generation cap; 400 when they cannot fit. */
-  #prepare(req: GenerationRequest): Prepared {
-    const cached = this.#prepared.get(req);
-    if (cached) return cached;
-    const tokens = req.kind === 'chat' ? this.#chatTokens(req.messages) : this.#promptTokens(req.prompt);
-    const room = this.contextLength - tokens.length;
-    const asked = req.params.maxTokens;
-    if (room <= 0 || (asked !== null && asked > room)) {
-      const wanted = tokens.length + (asked ?? 1);
-      throw new LlmError('SY_ERR_CONTEXT_LENGTH_EXCEEDED', `This model's maximum context length is ${this.contextLength} tokens. However, you requested ${wanted} tokens (${tokens.length} in the ${req.kind === 'chat' ? 'messages' : 'prompt'}, ${asked ?? 1} in the completion). Please reduce the length of the ${req.kind === 'chat' ? 'messages' : 'prompt'} or completion.`, {
-        param: req.kind === 'chat' ? 'messages' : 'prompt',
-      });
+  /** The plan of choice `i`: its own seed (seed + i), so choices differ but a seeded request repeats. */
+  #plan(p: Prepared, i: number): Plan {
+    const seed = p.plan.seed;
+    return { ...p.plan, sampling: { ...p.plan.base, ...(seed !== null ? { seed: seed + i } : {}) } };
+  }
+
+  #prepare(req: GenerationRequest): Promise<Prepared> {
+    let p = this.#prepared.get(req);
+    if (p === undefined) {
+      p = this.#build(req);
+      this.#prepared.set(req, p);
     }
-    const p = { tokens, maxTokens: asked ?? Math.min(this.#config.defaultMaxTokens, room) };
-    this.#prepared.set(req, p);
     return p;
   }
 
-  #chatTokens(messages: readonly ChatMessage[]): Token[] {
-    const history: HistoryItem[] = [];
-    for (const m of messages) {
-      if (m.role === 'system' || m.role === 'developer') history.push({ type: 'system', text: m.content });
-      else if (m.role === 'assistant') history.push({ type: 'model', response: [m.content] });
-      else history.push({ type: 'user', text: m.content });
+  /** Check the parameters, render the prompt, compile the grammars; 400 naming what cannot be done or cannot fit. */
+  async #build(req: GenerationRequest): Promise<Prepared> {
+    checkParams(req);
+    const params = req.params;
+    const tools = req.toolChoice === 'none' ? [] : req.tools;
+    if (tools.length > 0 && req.responseFormat.type !== 'text') {
+      throw new LlmError('SY_ERR_BAD_REQUEST', `Unsupported parameter: 'response_format' cannot be combined with tools on model '${req.model}' (a local llama.cpp model); use tool_choice "none" or drop response_format.`, {
+        param: 'response_format', openaiCode: 'unsupported_parameter',
+      });
     }
-    history.push({ type: 'model', response: [] });
-    const state = this.#wrapper.generateContextState({ chatHistory: history });
+    const schemas = toolSchemas(tools);
+    const tokens = req.kind === 'chat' ? this.#chatTokens(req, schemas) : this.#promptTokens(req.prompt);
+    const room = this.contextLength - tokens.length;
+    const asked = params.maxTokens;
+    if (room <= 0 || (asked !== null && asked > room)) {
+      const where = req.kind === 'chat' ? 'messages' : 'prompt';
+      const wanted = tokens.length + (asked ?? 1);
+      throw new LlmError('SY_ERR_CONTEXT_LENGTH_EXCEEDED', `This model's maximum context length is ${this.contextLength} tokens. However, you requested ${wanted} tokens (${tokens.length} in the ${where}, ${asked ?? 1} in the completion). Please reduce the length of the ${where} or completion.`, {
+        param: where,
+      });
+    }
+    const maxTokens = asked ?? Math.min(this.#config.defaultMaxTokens, room);
+    const rf = req.responseFormat;
+    const grammar = rf.type === 'text' ? null
+      : rf.type === 'json_object' || rf.schema === null ? await this.#grammar('json', () => this.#llama.getGrammarFor('json'))
+        : await this.#jsonGrammar(grammarSchema(rf.schema, 'response_format.json_schema.schema'));
+    let toolPlan: Plan['tools'] = null;
+    if (tools.length > 0) {
+      const names = tools.map((t) => JSON.stringify(t.name)).join(' | ');
+      const args = new Map<string, LlamaGrammar>();
+      for (const [name, schema] of schemas) args.set(name, await this.#jsonGrammar(schema));
+      const choice = req.toolChoice as 'auto' | 'required' | { name: string };
+      toolPlan = { choice, syntax: this.#syntax, names: await this.#grammar(`names:${names}`, () => this.#llama.createGrammar({ grammar: `root ::= " "? (${names})` })), args };
+    }
+    const bias = tokenBias(this.#lib, this.#model, this.#vocab, params.logitBias);
+    return {
+      tokens, maxTokens,
+      plan: {
+        prompt: tokens, maxTokens, seed: params.seed,
+        base: { temperature: params.temperature, topP: params.topP, ...(bias !== undefined ? { tokenBias: bias } : {}) },
+        frequencyPenalty: params.frequencyPenalty, presencePenalty: params.presencePenalty,
+        topLogprobs: params.logprobs ? params.topLogprobs : null, stops: params.stop, grammar, tools: toolPlan, signal: req.signal,
+      },
+    };
+  }
+
+  #jsonGrammar(schema: Record<string, unknown>): Promise<LlamaGrammar> {
+    return this.#grammar(`schema:${JSON.stringify(schema)}`, () => this.#llama.createGrammarForJsonSchema(schema));
+  }
+
+  /** A compiled grammar from the bounded cache (a failed compile is not kept). */
+  #grammar(key: string, compile: () => Promise<LlamaGrammar>): Promise<LlamaGrammar> {
+    let g = this.#grammars.get(key);
+    if (g === undefined) {
+      if (this.#grammars.size >= MAX_GRAMMARS) this.#grammars.delete(this.#grammars.keys().next().value!);
+      g = compile().catch((e: unknown) => {
+        this.#grammars.delete(key);
+        throw new LlmError('SY_ERR_BAD_REQUEST', `Invalid schema: this model's grammar compiler refused it: ${(e as Error).message}`, { param: 'response_format', openaiCode: 'invalid_value' });
+      });
+      this.#grammars.set(key, g);
+    }
+    return g;
+  }
+
+  #chatTokens(req: GenerationRequest, schemas: ReadonlyMap<string, Record<string, unknown>>): Token[] {
+    const functions = schemas.size > 0 ? availableFunctions(req.tools.filter((t) => schemas.has(t.name)), schemas) : undefined;
+    const state = this.#wrapper.generateContextState({
+      chatHistory: chatHistory(req.messages), ...(functions !== undefined ? { availableFunctions: functions, documentFunctionParams: true } : {}),
+    });
     return state.contextText.tokenize(this.#model.tokenizer);
   }
 
@@ -352,64 +302,18 @@ export class LlamaBackend implements LlmBackend {
     return this.#addBos ? [this.#model.tokens.bos!, ...t] : t;
   }
 
-  /**
-   * Evaluate the prompt on `seq` (reusing its common prefix) and yield text pieces until max tokens, an
-   * end-of-generation token, a stop sequence or the client leaving.
-   */
-  async *#generate(req: GenerationRequest, seq: LlamaSequence): AsyncGenerator<string, Finished> {
-    const { tokens, maxTokens } = this.#prepare(req);
-    const input = await reusePrefix(seq, tokens);
-    const p = req.params;
-    const gen = seq.evaluate(input, {
-      temperature: p.temperature, topP: p.topP, ...(p.seed !== null ? { seed: p.seed } : {}),
-    });
-    const stops = new StopScanner(p.stop);
-    const generated: Token[] = [];
-    let pending: Token[] = [];
-    let finishReason: Finished['finishReason'] = 'length';
-    try {
-      for await (const token of gen) {
-        if (req.signal.aborted) break;
-        if (this.#model.isEogToken(token)) {
-          finishReason = 'stop';
-          break;
-        }
-        generated.push(token);
-        pending.push(token);
-        const text = this.#model.detokenize(pending, false, generated.slice(Math.max(0, generated.length - pending.length - 4), generated.length - pending.length));
-        // An incomplete UTF-8 character decodes to U+FFFD: wait for its remaining bytes (at most 4 tokens).
-        const complete = !text.endsWith('\uFFFD') || pending.length >= 4;
-        if (complete) {
-          pending = [];
-          const safe = stops.push(text);
-          if (safe) yield safe;
-          if (stops.stopped) {
-            finishReason = 'stop';
-            break;
-          }
-        }
-        if (generated.length >= maxTokens) break;
-      }
-    } finally {
-      await gen.return();
-    }
-    if (!stops.stopped) {
-      const rest = stops.flush();
-      if (rest) yield rest;
-    }
-    return { finishReason, completionTokens: generated.length };
+  /** The chat wrapper's function-call syntax: `{{functionName}}` in its strings is the called function's name. */
+  #callSyntax(): CallSyntax {
+    const call = this.#wrapper.settings.functions.call;
+    const text = (v: unknown, name: string): Token[] => this.#lib.LlamaText(v)
+      .mapValues((x) => (typeof x === 'string' ? x.replaceAll('{{functionName}}', name) : x))
+      .tokenize(this.#model.tokenizer);
+    return {
+      trigger: this.#lib.LlamaText(call.prefix).toString().trim(),
+      prefix: (name) => [...text(call.prefix, name), ...(name ? this.#model.tokenize(name, false) : [])],
+      paramsPrefix: (name) => text(call.paramsPrefix, name),
+    };
   }
-}
-
-/** Keep the sequence's longest common prefix with `tokens`; return what still has to be evaluated (never empty). */
-async function reusePrefix(seq: LlamaSequence, tokens: Token[]): Promise<Token[]> {
-  const have = seq.contextTokens;
-  let common = 0;
-  const n = Math.min(have.length, tokens.length - 1);
-  while (common < n && have[common] === tokens[common]) common++;
-  if (common === 0) await seq.clearHistory();
-  else if (common < seq.nextTokenIndex) await seq.eraseContextTokenRanges([{ start: common, end: seq.nextTokenIndex }]);
-  return tokens.slice(common);
 }
 
 /**

@@ -166,7 +166,8 @@ export class UpstreamBackend implements LlmBackend {
         + `${promptTokens + maxTokens} tokens (${promptTokens} in the ${where} (estimated), ${maxTokens} for the completion). `
         + `Please reduce the length of the ${where} or max_tokens.`, { param: where });
     }
-    return { promptTokens, maxTokens };
+    // Every choice may generate maxTokens: the limit reserves them all.
+    return { promptTokens, maxTokens: maxTokens * req.params.n };
   }
 
   complete(req: GenerationRequest): Promise<Record<string, unknown>> {
