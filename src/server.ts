@@ -15,7 +15,7 @@ import { ExperimentStore, ExperimentTracker } from './experiments/index.js';
 import { createMetrics, DatabasePredictionSink, filterExposition, JsonlPredictionSink, type Metrics, MonitoringService } from './monitoring/index.js';
 import type { PredictionSink } from './monitoring/index.js';
 import { FeatureStore } from './features/index.js';
-import { Registry } from './registry/index.js';
+import { openArtifactStore, Registry } from './registry/index.js';
 import { MemoryResultCache, RedisResultCache, type ResultCache, TrafficRouter } from './routing/index.js';
 import { onnxRuntime, type Runtime, signatureJson } from './runtimes/index.js';
 import { importRepository, LlmService, ModelManager } from './serving/index.js';
@@ -67,11 +67,22 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   checkExposure(config);
   const runtime = opts.runtime ?? onnxRuntime;
   const dataDir = resolve(config.dataDir);
+  const artifactStore = await openArtifactStore({
+    url: config.artifacts, dataDir, cacheDir: config.artifactCacheDir, cacheMaxBytes: Math.floor(config.artifactCacheMb * 1024 * 1024), logger,
+    s3: {
+      endpoint: config.s3Endpoint, region: config.s3Region, pathStyle: config.s3PathStyle, checksum: config.s3Checksum,
+      partBytes: Math.floor(config.s3PartMb * 1024 * 1024), concurrency: config.s3Concurrency,
+    },
+  });
   const registry = await Registry.open({
     databaseUrl: config.database || `sqlite:${join(dataDir, 'switchyard.db')}`,
     artifactDir: join(dataDir, 'artifacts'),
+    artifactStore,
     inspect: async (path) => signatureJson(await runtime.inspect(path)),
     logger, databaseTimeoutMs: config.databaseTimeoutMs,
+  }).catch(async (e: unknown) => {
+    await artifactStore.close();
+    throw e;
   });
   let manager: ModelManager;
   try {

@@ -42,6 +42,8 @@ interface ServeFlags {
   monitorSampleRate?: number; predictionLog?: ServerConfig['predictionLog']; predictionRetentionDays?: number; driftSampleRate?: number;
   driftWindowMs?: number; driftEvalMs?: number; alertEvalMs?: number; nats?: string; llmConfig?: string;
   strictReadiness?: boolean; batchWorkers?: number; batchLeaseMs?: number; batchChunkLines?: number; ui?: boolean;
+  artifacts?: string; artifactCacheDir?: string; artifactCacheMb?: number; s3Endpoint?: string; s3Region?: string;
+  s3PathStyle?: boolean; s3Checksum?: ServerConfig['s3Checksum']; s3PartMb?: number; s3Concurrency?: number;
 }
 
 async function serve(flags: ServeFlags): Promise<void> {
@@ -124,6 +126,15 @@ program
   // --ui is hidden: defined so that --no-ui has no default of its own (which would override SWITCHYARD_UI).
   .addOption(new Option('--ui', 'serve the web console at /ui').hideHelp())
   .addOption(new Option('--no-ui', 'do not serve the web console at /ui [env SWITCHYARD_UI=0] (default: served)'))
+  .addOption(new Option('--artifacts <url>', 'where model artifacts are stored: a directory, or s3://bucket/prefix on any S3-compatible server (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the AWS profile or the pod\'s role) [env SWITCHYARD_ARTIFACTS] (default: <data-dir>/artifacts)'))
+  .addOption(new Option('--artifact-cache-dir <dir>', 'local cache of s3:// artifacts, content-addressed by sha256 and kept across restarts [env SWITCHYARD_ARTIFACT_CACHE_DIR] (default: <data-dir>/artifact-cache)'))
+  .addOption(new Option('--artifact-cache-mb <mib>', `MiB the artifact cache may hold, least recently used evicted first (files being loaded excepted) [env SWITCHYARD_ARTIFACT_CACHE_MB] (default: ${SERVER_DEFAULTS.artifactCacheMb})`).argParser(num('artifact-cache-mb')))
+  .addOption(new Option('--s3-endpoint <url>', 'S3 API endpoint of a non-AWS server, e.g. http://minio:9000 [env SWITCHYARD_S3_ENDPOINT, or AWS_ENDPOINT_URL_S3] (default: AWS)'))
+  .addOption(new Option('--s3-region <region>', 'S3 region [env SWITCHYARD_S3_REGION, or AWS_REGION] (default: the AWS profile\'s; us-east-1 with --s3-endpoint)'))
+  .addOption(new Option('--s3-path-style', 'path-style S3 URLs (endpoint/bucket/key), which most non-AWS servers need [env SWITCHYARD_S3_PATH_STYLE=1] (default: off)'))
+  .addOption(new Option('--s3-checksum <mode>', `S3 request checksums: when-required works with every S3-compatible server (downloads are verified by sha256 regardless); when-supported is the AWS SDK default [env SWITCHYARD_S3_CHECKSUM] (default: "${SERVER_DEFAULTS.s3Checksum}")`).choices(['when-required', 'when-supported']))
+  .addOption(new Option('--s3-part-mb <mib>', `size of one S3 upload part and one download range [env SWITCHYARD_S3_PART_MB] (default: ${SERVER_DEFAULTS.s3PartMb})`).argParser(num('s3-part-mb')))
+  .addOption(new Option('--s3-concurrency <n>', `S3 upload parts or download ranges in flight at once [env SWITCHYARD_S3_CONCURRENCY] (default: ${SERVER_DEFAULTS.s3Concurrency})`).argParser(int('s3-concurrency')))
   .action(serve);
 
 program.addCommand(modelsCommand());

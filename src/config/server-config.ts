@@ -89,6 +89,24 @@ export const serverConfigSchema = z.strictObject({
   batchChunkLines: z.number().int().min(1).max(100_000),
   /** Serve the web console at /ui (static files built from web/ at install). Default true. Env SWITCHYARD_UI (0/false turns it off). */
   ui: z.boolean(),
+  /** Where model artifacts are stored: '' = <dataDir>/artifacts; a directory; or s3://bucket/prefix (any S3-compatible server). Env SWITCHYARD_ARTIFACTS. */
+  artifacts: z.string().refine((u) => !/^[a-z][a-z0-9+.-]*:\/\//i.test(u) || /^(s3|file):\/\//.test(u), 'must be a directory, file:///dir or s3://bucket/prefix'),
+  /** Directory of the local artifact cache (with s3:// artifacts); '' = <dataDir>/artifact-cache. Env SWITCHYARD_ARTIFACT_CACHE_DIR. */
+  artifactCacheDir: z.string(),
+  /** MiB the artifact cache may hold (files in use excepted), least recently used evicted first. Default 20480. Env SWITCHYARD_ARTIFACT_CACHE_MB. */
+  artifactCacheMb: z.number().positive(),
+  /** S3 API endpoint for non-AWS servers (http://minio:9000); '' = AWS, or AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL. Env SWITCHYARD_S3_ENDPOINT. */
+  s3Endpoint: z.string().refine((u) => u === '' || /^https?:\/\//.test(u), 'must start with http:// or https://'),
+  /** S3 region; '' = AWS_REGION / AWS_DEFAULT_REGION / the AWS profile (us-east-1 with an endpoint and none of those). Env SWITCHYARD_S3_REGION. */
+  s3Region: z.string(),
+  /** Path-style S3 URLs (endpoint/bucket/key), needed by most non-AWS servers. Env SWITCHYARD_S3_PATH_STYLE. */
+  s3PathStyle: z.boolean(),
+  /** S3 checksums: when-required (works with every S3-compatible server) or when-supported (the AWS SDK's default). Default when-required. Env SWITCHYARD_S3_CHECKSUM. */
+  s3Checksum: z.enum(['when-required', 'when-supported']),
+  /** Size of an S3 upload part and of a download range, MiB (5..5120). Default 16. Env SWITCHYARD_S3_PART_MB. */
+  s3PartMb: z.number().min(5).max(5120),
+  /** S3 upload parts or download ranges in flight at once. Default 4. Env SWITCHYARD_S3_CONCURRENCY. */
+  s3Concurrency: z.number().int().min(1).max(64),
 });
 
 export type ServerConfig = Readonly<z.infer<typeof serverConfigSchema>>;
@@ -133,6 +151,15 @@ export const SERVER_DEFAULTS: ServerConfig = Object.freeze({
   batchLeaseMs: 30_000,
   batchChunkLines: 100,
   ui: true,
+  artifacts: '',
+  artifactCacheDir: '',
+  artifactCacheMb: 20_480,
+  s3Endpoint: '',
+  s3Region: '',
+  s3PathStyle: false,
+  s3Checksum: 'when-required',
+  s3PartMb: 16,
+  s3Concurrency: 4,
 });
 
 type EnvKind = 'string' | 'number' | 'boolean';
@@ -176,6 +203,15 @@ const ENV: Record<keyof ServerConfig, { name: string; kind: EnvKind }> = {
   batchLeaseMs: { name: 'SWITCHYARD_BATCH_LEASE_MS', kind: 'number' },
   batchChunkLines: { name: 'SWITCHYARD_BATCH_CHUNK_LINES', kind: 'number' },
   ui: { name: 'SWITCHYARD_UI', kind: 'boolean' },
+  artifacts: { name: 'SWITCHYARD_ARTIFACTS', kind: 'string' },
+  artifactCacheDir: { name: 'SWITCHYARD_ARTIFACT_CACHE_DIR', kind: 'string' },
+  artifactCacheMb: { name: 'SWITCHYARD_ARTIFACT_CACHE_MB', kind: 'number' },
+  s3Endpoint: { name: 'SWITCHYARD_S3_ENDPOINT', kind: 'string' },
+  s3Region: { name: 'SWITCHYARD_S3_REGION', kind: 'string' },
+  s3PathStyle: { name: 'SWITCHYARD_S3_PATH_STYLE', kind: 'boolean' },
+  s3Checksum: { name: 'SWITCHYARD_S3_CHECKSUM', kind: 'string' },
+  s3PartMb: { name: 'SWITCHYARD_S3_PART_MB', kind: 'number' },
+  s3Concurrency: { name: 'SWITCHYARD_S3_CONCURRENCY', kind: 'number' },
 };
 
 function envValue(v: string, kind: EnvKind): unknown {

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { err } from '../errors.js';
 import { parseRoutingPolicy, type RoutingPolicy } from './routing-policy.js';
 import { type Database, type Dialect, isUniqueViolation, openDatabase, PgChannel, type VersionsTable } from '../storage/index.js';
-import { LocalArtifactStore, type ArtifactStore } from './artifacts.js';
+import { type ArtifactLease, LocalArtifactStore, type ArtifactStore } from './artifacts.js';
 import {
   inTransaction, insertModel, lockModel, readAlias, readAliasAt, readEvents, readEventsById, readEventsAfter, readLastEventId, readModel, readModels, readSnapshot, readVersionRow,
   notFound, type Db,
@@ -175,15 +175,18 @@ export class Registry {
 
     const ref = await this.#store.put(artifact, this.#maxBytes);
     let signature;
-    const path = await this.#store.localPath(ref);
+    const lease = await this.#store.open(ref);
+    const path = lease.path;
     try {
       signature = await this.#inspect(path);
     } catch (e) {
+      lease.release();
       await this.#dropUnreferenced(ref);
       // The runtime names the file it read: the client gets the reason without the server's paths.
       const reason = withoutPaths(e instanceof Error ? e.message : String(e), path);
       throw err('SY_ERR_ARTIFACT_INVALID', `model "${name}": the artifact is not a loadable model: ${reason}`, { cause: e });
     }
+    lease.release();
 
     return this.#tx(async (tx, append) => {
       const now = Date.now();
@@ -406,8 +409,16 @@ export class Registry {
     return readSnapshot(this.#db, this.dialect);
   }
 
+  /** A local file holding the version's artifact (fetched into the cache for a remote store), valid while leased. */
+  async openArtifact(v: VersionRecord): Promise<ArtifactLease> {
+    return this.#store.open(v.artifact);
+  }
+
+  /** A local file holding the version's artifact, not leased (a cache may evict it later). */
   async artifactPath(v: VersionRecord): Promise<string> {
-    return this.#store.localPath(v.artifact);
+    const lease = await this.#store.open(v.artifact);
+    lease.release();
+    return lease.path;
   }
 
   async close(): Promise<void> {
@@ -415,6 +426,7 @@ export class Registry {
     await this.#bridge?.close();
     this.#bridge = null;
     await this.#database.close();
+    await this.#store.close();
   }
 
   // ---- internals ----
@@ -469,7 +481,6 @@ export class Registry {
 
   /** After a failed inspection: delete the stored bytes unless a registered version uses them. */
   async #dropUnreferenced(ref: { uri: string; sha256: string; size: number }): Promise<void> {
-    if (this.#store.remove === undefined) return;
     try {
       const used = await this.#db.selectFrom('versions').select('model').where('sha256', '=', ref.sha256).limit(1).executeTakeFirst();
       if (used === undefined) await this.#store.remove(ref);

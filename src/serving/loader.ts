@@ -39,8 +39,10 @@ function oneTrialAtATime(fn: () => Promise<void>): Promise<void> {
 export async function loadVersion(mv: ModelVersion, runtime: Runtime, log: Logger): Promise<string | null> {
   const c = mv.config;
   let loaded: LoadedModel | null = null;
+  let lease: { readonly path: string; release(): void } | null = null;
   try {
-    const artifact = await mv.artifact.path();
+    lease = await mv.artifact.open();
+    const artifact = lease.path;
     const base = { instances: c.instances, intraOpThreads: c.intraOpThreads, executionProvider: c.executionProvider, deviceId: c.deviceId, allowSpinning: c.allowSpinning };
     // auto: try the main thread for small CPU models, keep it only if a full batch is fast (measured below).
     const tryInline = c.instanceMode === 'inline' ||
@@ -93,6 +95,8 @@ export async function loadVersion(mv: ModelVersion, runtime: Runtime, log: Logge
   } catch (e) {
     await loaded?.dispose().catch(() => undefined);
     return (e as Error).message;
+  } finally {
+    lease?.release();
   }
 }
 

@@ -26,7 +26,7 @@ export interface RegistrySource {
   snapshot(): Promise<RegistrySnapshot>;
   getModel(name: string): Promise<ModelRecord>;
   listVersions(name: string): Promise<VersionRecord[]>;
-  artifactPath(v: VersionRecord): Promise<string>;
+  openArtifact(v: VersionRecord): Promise<{ readonly path: string; release(): void }>;
   setVersionStatus(name: string, version: number, status: VersionStatus, reason: string | null, actor: string): Promise<void>;
   onChange(listener: (e: RegistryEvent) => void): () => void;
 }
@@ -434,7 +434,7 @@ export class ModelManager {
     for (const r of servable) {
       let mv = m.byLabel.get(String(r.version));
       if (!mv) {
-        mv = new ModelVersion(rec.name, r.version, config, { sha256: r.artifact.sha256, size: r.artifact.size, path: () => this.#registry.artifactPath(r) });
+        mv = new ModelVersion(rec.name, r.version, config, { sha256: r.artifact.sha256, size: r.artifact.size, open: () => this.#registry.openArtifact(r) });
         m.byLabel.set(mv.label, mv);
       }
       if (mv.state === 'UNLOADED') mv.config = config; // a config change applies from the next load

@@ -23,8 +23,8 @@ export type VersionState = 'UNLOADED' | 'LOADING' | 'READY' | 'UNLOADING' | 'UNA
 export interface VersionArtifact {
   readonly sha256: string;
   readonly size: number;
-  /** Local file to load, resolved by the registry's artifact store. */
-  readonly path: () => Promise<string>;
+  /** Local file to load, resolved by the registry's artifact store; a cache keeps it until released. */
+  readonly open: () => Promise<{ readonly path: string; release(): void }>;
 }
 
 /** A monotonically increasing use counter: cheaper than a clock on the hot path, and all LRU needs. */
