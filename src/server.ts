@@ -152,7 +152,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   });
   // The data plane every transport calls; usage and experiments follow its events.
   const inference = new InferenceService({
-    manager, router, cache, monitor: monitoring,
+    manager, router, cache, monitor: monitoring, limits: { rows: config.maxRequestRows, elements: config.maxRequestElements },
     features: { assemble: (model, version, entities, inputs) => features.assemble(model, version, entities, inputs) },
   });
   const stopMetering = meterRequests(inference, usage);
@@ -204,7 +204,9 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   });
 
   await registerOpenApi(app);
-  await app.register(v2Routes, { inference, serverName: 'switchyard', serverVersion: VERSION, bodyLimit, controlPlane: () => database.health.available });
+  await app.register(v2Routes, {
+    inference, serverName: 'switchyard', serverVersion: VERSION, bodyLimit, inflateLimit: Math.floor(config.maxInflateMb * 1024 * 1024), controlPlane: () => database.health.available,
+  });
   await app.register(v2ExtensionRoutes, { inference, visible: (req, model) => !req.principal || gateway.canSee(req.principal, model) });
   await app.register(adminRoutes, {
     registry,

@@ -35,7 +35,7 @@ const num = (name: string) => (v: string): number => {
 
 interface ServeFlags {
   modelRepository?: string; port?: number; grpcPort?: number; grpcMaxMessageMb?: number; host?: string; logLevel?: ServerConfig['logLevel']; accessLogSampleRate?: number;
-  maxBodyMb?: number; executionProvider?: ServerConfig['executionProvider']; shutdownGraceMs?: number;
+  maxBodyMb?: number; maxInflateMb?: number; maxRequestRows?: number; maxRequestElements?: number; executionProvider?: ServerConfig['executionProvider']; shutdownGraceMs?: number;
   dataDir?: string; database?: string; databaseTimeoutMs?: number; memoryBudget?: number; loadWaitMs?: number; maxArtifactMb?: number;
   auth?: boolean; adminKey?: string; insecure?: boolean; redis?: string; rateLimitFail?: 'open' | 'closed';
   redisTimeoutMs?: number; authCacheMs?: number; usageFlushMs?: number; cacheMaxMb?: number;
@@ -100,6 +100,9 @@ program
   .addOption(new Option('--log-level <level>', `log level [env SWITCHYARD_LOG_LEVEL] (default: "${SERVER_DEFAULTS.logLevel}")`).choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
   .addOption(new Option('--access-log-sample-rate <share>', `share of HTTP requests written to the access log at info, 0..1 (request id, route, status, latency, tenant, model); at --log-level debug every request is [env SWITCHYARD_ACCESS_LOG_SAMPLE_RATE] (default: ${SERVER_DEFAULTS.accessLogSampleRate})`).argParser(num('access-log-sample-rate')))
   .addOption(new Option('--max-body-mb <mib>', `largest request body in MiB, also after decompression [env SWITCHYARD_MAX_BODY_MB] (default: ${SERVER_DEFAULTS.maxBodyMb})`).argParser(num('max-body-mb')))
+  .addOption(new Option('--max-inflate-mb <mib>', `largest inference body after gzip/deflate decompression in MiB; inflating stops there with 413 [env SWITCHYARD_MAX_INFLATE_MB] (default: ${SERVER_DEFAULTS.maxInflateMb})`).argParser(num('max-inflate-mb')))
+  .addOption(new Option('--max-request-rows <rows>', `most rows per inference request, checked before decoding (413); a model's max_request_rows overrides it; 0 = no limit [env SWITCHYARD_MAX_REQUEST_ROWS] (default: ${SERVER_DEFAULTS.maxRequestRows})`).argParser(int('max-request-rows')))
+  .addOption(new Option('--max-request-elements <n>', `most tensor elements per inference request, checked before decoding (413); a model's max_request_elements overrides it; 0 = no limit [env SWITCHYARD_MAX_REQUEST_ELEMENTS] (default: ${SERVER_DEFAULTS.maxRequestElements})`).argParser(int('max-request-elements')))
   .addOption(new Option('--execution-provider <ep>', `default onnxruntime execution provider for models whose config names none; cuda falls back to cpu when unavailable [env SWITCHYARD_EXECUTION_PROVIDER] (default: "${SERVER_DEFAULTS.executionProvider}")`).choices(['cpu', 'cuda']))
   .addOption(new Option('--shutdown-grace-ms <ms>', `on SIGTERM/SIGINT, how long queued requests may take to finish [env SWITCHYARD_SHUTDOWN_GRACE_MS] (default: ${SERVER_DEFAULTS.shutdownGraceMs})`).argParser(int('shutdown-grace-ms')))
   .addOption(new Option('--auth', 'require an API key (Authorization: Bearer) on every endpoint except /v2/health/* and /docs; with no --admin-key and no stored platform key, one is generated and printed once [env SWITCHYARD_AUTH=1] (default: off on loopback)'))

@@ -69,6 +69,10 @@ export const modelConfigSchema = z.strictObject({
   execution_provider: z.enum(['cpu', 'cuda']).optional(),
   /** GPU ordinal for `cuda`. Default 0. */
   device_id: z.number().int().min(0).optional(),
+  /** Most rows one request may carry (checked on its shapes before decoding: 413); overrides the server's --max-request-rows; 0 = no limit. */
+  max_request_rows: z.number().int().min(0).optional(),
+  /** Most tensor elements (all inputs) one request may carry (checked before decoding: 413); overrides --max-request-elements; 0 = no limit. */
+  max_request_elements: z.number().int().min(0).optional(),
   /** Timeout applied to requests that set none, in microseconds. 0 = none. Default 0. */
   default_timeout_us: z.number().int().min(0).optional(),
   /** Which versions to serve: `{latest:{num_versions:N}}` (default N=1), `{all:{}}`, `{specific:{versions:[..]}}`. */
@@ -105,6 +109,9 @@ export interface ModelConfig {
   readonly executionProvider: 'cpu' | 'cuda';
   readonly deviceId: number;
   readonly defaultTimeoutUs: number;
+  /** Per-request limits overriding the server's (null = the server's; 0 = no limit). */
+  readonly maxRequestRows: number | null;
+  readonly maxRequestElements: number | null;
   readonly versionPolicy: VersionPolicy;
   /** Warmup samples; null = the default (one row of zeros per input), [] = none. */
   readonly warmup: readonly WarmupSample[] | null;
@@ -142,6 +149,8 @@ export function resolveModelConfig(file: ModelConfigFile, defaults: { executionP
     executionProvider,
     deviceId: file.device_id ?? 0,
     defaultTimeoutUs: file.default_timeout_us ?? 0,
+    maxRequestRows: file.max_request_rows ?? null,
+    maxRequestElements: file.max_request_elements ?? null,
     versionPolicy: file.version_policy ?? { latest: { num_versions: 1 } },
     warmup: file.model_warmup ?? null,
     labels: Object.freeze([...(file.labels ?? [])]),

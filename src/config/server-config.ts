@@ -41,6 +41,12 @@ export const serverConfigSchema = z.strictObject({
   accessLogSampleRate: z.number().min(0).max(1),
   /** Largest accepted request body, in MiB (after decompression too). Default 64. Env SWITCHYARD_MAX_BODY_MB. */
   maxBodyMb: z.number().positive().max(4096),
+  /** Largest inference request body after decompression (Content-Encoding gzip or deflate), in MiB; inflating stops there (413). Default 16. Env SWITCHYARD_MAX_INFLATE_MB. */
+  maxInflateMb: z.number().positive().max(4096),
+  /** Most rows (dim 0 of each input) one inference request may carry, checked on the shapes before any data is decoded (413); a model's max_request_rows overrides it; 0 = no limit. Default 1024. Env SWITCHYARD_MAX_REQUEST_ROWS. */
+  maxRequestRows: z.number().int().min(0),
+  /** Most tensor elements (all inputs together) one inference request may carry, checked before decoding (413); a model's max_request_elements overrides it; 0 = no limit. Default 8388608 (32 MiB of FP32). Env SWITCHYARD_MAX_REQUEST_ELEMENTS. */
+  maxRequestElements: z.number().int().min(0),
   /** Execution provider for models whose config names none: cpu or cuda. Default cpu. Env SWITCHYARD_EXECUTION_PROVIDER. */
   executionProvider: z.enum(['cpu', 'cuda']),
   /** How long shutdown waits for queued requests to finish, in ms. Default 10000. Env SWITCHYARD_SHUTDOWN_GRACE_MS. */
@@ -127,6 +133,9 @@ export const SERVER_DEFAULTS: ServerConfig = Object.freeze({
   logLevel: 'info',
   accessLogSampleRate: 0,
   maxBodyMb: 64,
+  maxInflateMb: 16,
+  maxRequestRows: 1024,
+  maxRequestElements: 8_388_608,
   executionProvider: 'cpu',
   shutdownGraceMs: 10_000,
   auth: false,
@@ -179,6 +188,9 @@ const ENV: Record<keyof ServerConfig, { name: string; kind: EnvKind }> = {
   logLevel: { name: 'SWITCHYARD_LOG_LEVEL', kind: 'string' },
   accessLogSampleRate: { name: 'SWITCHYARD_ACCESS_LOG_SAMPLE_RATE', kind: 'number' },
   maxBodyMb: { name: 'SWITCHYARD_MAX_BODY_MB', kind: 'number' },
+  maxInflateMb: { name: 'SWITCHYARD_MAX_INFLATE_MB', kind: 'number' },
+  maxRequestRows: { name: 'SWITCHYARD_MAX_REQUEST_ROWS', kind: 'number' },
+  maxRequestElements: { name: 'SWITCHYARD_MAX_REQUEST_ELEMENTS', kind: 'number' },
   executionProvider: { name: 'SWITCHYARD_EXECUTION_PROVIDER', kind: 'string' },
   shutdownGraceMs: { name: 'SWITCHYARD_SHUTDOWN_GRACE_MS', kind: 'number' },
   auth: { name: 'SWITCHYARD_AUTH', kind: 'boolean' },

@@ -24,6 +24,8 @@ import { checkDeclared, inputSpec, orderInputs, type Job, type ModelManager, typ
 import { cloneTensor, concatRows, decodeJsonData, dtypeFromV2, elementCount, named, sliceRows, type Tensor } from '../tensor/index.js';
 import { classifyOutcome, tritonModelConfig, tritonStats, type TritonModelConfig, type TritonModelStats } from './extensions.js';
 import type { InferBody, InferCall, InferOutcome, NamedTensor } from './types.js';
+import { NO_LIMITS, type RequestLimits } from './limits.js';
+import type { ModelConfig } from '../config/index.js';
 
 /** The feature store's join: the input tensors a version's feature service fills for entities (one per row), or null when none is bound. */
 export interface FeatureJoin {
@@ -50,6 +52,8 @@ export interface InferenceServiceOptions {
   readonly monitor?: PredictionSampler | null;
   /** Injectable for tests: the arm draw of unkeyed requests. */
   readonly random?: () => number;
+  /** Server-wide per-request tensor limits (a model's config may override each); default none. */
+  readonly limits?: RequestLimits;
 }
 
 /** Model metadata (V2 `GET /v2/models/{m}`, gRPC ModelMetadata). */
@@ -225,8 +229,12 @@ export class InferenceService {
   readonly #monitor: PredictionSampler | null;
   readonly #random: () => number;
   readonly #stats = new Map<ModelVersion, VersionStatistics>();
+  readonly #limits: RequestLimits;
+  /** Limits per model config object (a config reload makes a new object, so this never goes stale). */
+  readonly #modelLimits = new WeakMap<ModelConfig, RequestLimits>();
 
   constructor(opts: InferenceServiceOptions) {
+    this.#limits = opts.limits ?? NO_LIMITS;
     this.#manager = opts.manager;
     this.#router = opts.router ?? null;
     this.#cache = opts.cache ?? null;
@@ -238,6 +246,21 @@ export class InferenceService {
   /** The model manager the service runs on (for transports' lifecycle queries). */
   get manager(): ModelManager {
     return this.#manager;
+  }
+
+  /**
+   * The tensor limits for one request to `model`: the model config's max_request_rows / max_request_elements
+   * where set, else the server's. Transports check shapes against them before decoding any data.
+   */
+  requestLimits(model: string): RequestLimits {
+    const config = this.#manager.find(model)?.config;
+    if (config === undefined || (config.maxRequestRows === null && config.maxRequestElements === null)) return this.#limits;
+    let l = this.#modelLimits.get(config);
+    if (l === undefined) {
+      l = Object.freeze({ rows: config.maxRequestRows ?? this.#limits.rows, elements: config.maxRequestElements ?? this.#limits.elements });
+      this.#modelLimits.set(config, l);
+    }
+    return l;
   }
 
   /** Whether the server can take inference requests (V2 `/v2/health/ready`). */

@@ -195,6 +195,11 @@ export class ModelManager {
     this.#budget = bytes;
   }
 
+  /** A served model by name, or undefined. */
+  find(name: string): ServedModel | undefined {
+    return this.#models.get(name);
+  }
+
   /** A served model by name; 404 when there is none. */
   model(name: string): ServedModel {
     const m = this.#models.get(name);

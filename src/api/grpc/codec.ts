@@ -15,7 +15,7 @@
  * whole response is raw, as the protocol requires raw for all outputs or none.
  */
 import { err } from '../../errors.js';
-import { classCount, type InferOutcome, type NamedTensor, type TensorBody } from '../../inference/index.js';
+import { checkShape, classCount, NO_LIMITS, type InferOutcome, type NamedTensor, type RequestLimits, type TensorBody } from '../../inference/index.js';
 import {
   decodeBinaryData, dtypeFromV2, elementCount, encodeBinaryData, type DtypeInfo, type NumericArray, type Tensor, type TensorData,
 } from '../../tensor/index.js';
@@ -136,7 +136,7 @@ function typedContents(name: string, dtype: DtypeInfo, count: number, c: WireCon
 }
 
 /** Decode a ModelInferRequest into the core's named tensors. Needs no model: the core checks the signature. */
-export function decodeInferRequest(req: WireInferRequest): GrpcInferRequest {
+export function decodeInferRequest(req: WireInferRequest, limits: RequestLimits = NO_LIMITS): GrpcInferRequest {
   const raw = req.raw_input_contents;
   const useRaw = raw.length > 0;
   if (req.inputs.length === 0) bad('"inputs" must not be empty');
@@ -144,6 +144,7 @@ export function decodeInferRequest(req: WireInferRequest): GrpcInferRequest {
     bad(`raw_input_contents holds ${raw.length} entries for ${req.inputs.length} inputs: send one per input, in order`);
   }
   const inputs: NamedTensor[] = new Array(req.inputs.length);
+  let total = 0;
   for (let i = 0; i < req.inputs.length; i++) {
     const inp = req.inputs[i]!;
     const name = inp.name;
@@ -153,6 +154,7 @@ export function decodeInferRequest(req: WireInferRequest): GrpcInferRequest {
     if ('shared_memory_region' in inp.parameters) invalid(`input "${name}": the shared-memory extension is not supported; send raw_input_contents or contents`);
     const shape = parseShape(name, inp.shape);
     const count = elementCount(shape);
+    total = checkShape(limits, name, shape, count, total);
     let data: TensorData;
     if (useRaw) {
       if (inp.contents !== null && Object.values(inp.contents).some((v: unknown[]) => v.length > 0)) {

@@ -239,7 +239,7 @@ export class GrpcTransport {
     const id = req.id;
     const out = await this.#opts.inference.infer({
       model: req.model_name, version: req.model_version === '' ? null : req.model_version,
-      body: { kind: 'deferred', decode: () => (decoded = decodeInferRequest(req)).body },
+      body: { kind: 'deferred', decode: () => (decoded = decodeInferRequest(req, this.#opts.inference.requestLimits(req.model_name))).body },
       caller: new GrpcCaller(p, md, id === '' ? this.#requestId(undefined) : id), timeoutUs, signal,
     });
     return encodeInferResponse(out, id, (decoded as GrpcInferRequest | null)?.raw ?? true, routeParameters(out));

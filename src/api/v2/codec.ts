@@ -6,7 +6,7 @@
  * needs no model: it yields named tensors that the inference core checks against each version it tries.
  */
 import { err } from '../../errors.js';
-import { classCount, type InferOutcome, type NamedTensor, type TensorBody } from '../../inference/index.js';
+import { checkEntityRows, checkShape, classCount, NO_LIMITS, type InferOutcome, type NamedTensor, type RequestLimits, type TensorBody } from '../../inference/index.js';
 import {
   decodeBinaryData, decodeJsonData, describeJson, dtypeFromV2, elementCount, encodeBinaryData, encodeJsonData, type Tensor,
 } from '../../tensor/index.js';
@@ -58,12 +58,23 @@ function parseInferJson(body: Buffer, headerLength: number | null): Record<strin
   return req;
 }
 
+/** Every input's shape against the request limits, before any input's data is decoded (entries malformed otherwise are left to the decoder). */
+function checkLimits(inputs: readonly unknown[], limits: RequestLimits): void {
+  let total = 0;
+  for (const raw of inputs) {
+    if (!isObject(raw) || typeof raw['name'] !== 'string') continue;
+    const shape = parseShape(raw['name'], raw['shape']);
+    total = checkShape(limits, raw['name'], shape, elementCount(shape), total);
+  }
+}
+
 /**
  * Decode a V2 infer request (JSON, or JSON header + binary data with the binary extension) into named tensors.
  * 400 naming the field for anything malformed; nothing here depends on the model.
  * @param headerLength the Inference-Header-Content-Length header (binary extension), or null for pure JSON.
+ * @param limits rows and elements one request may carry: each input's shape is checked before its data is decoded (413).
  */
-export function decodeInferRequest(body: Buffer, headerLength: number | null): V2Request {
+export function decodeInferRequest(body: Buffer, headerLength: number | null, limits: RequestLimits = NO_LIMITS): V2Request {
   const req = parseInferJson(body, headerLength);
   const jsonEnd = headerLength ?? body.length;
   const { id, inputs, outputs, parameters } = req;
@@ -72,7 +83,12 @@ export function decodeInferRequest(body: Buffer, headerLength: number | null): V
   // A feature-joined request may send no inputs: the join fills them.
   const joins = parameters !== undefined && (parameters as Record<string, unknown>)['entities'] !== undefined;
   if (!(joins && inputs === undefined) && (!Array.isArray(inputs) || (inputs.length === 0 && !joins))) bad('"inputs" must be a non-empty array');
+  if (joins) {
+    const entities = (parameters as Record<string, unknown>)['entities'];
+    if (Array.isArray(entities)) checkEntityRows(limits, entities.length);
+  }
 
+  if (limits.rows > 0 || limits.elements > 0) checkLimits((inputs ?? []) as unknown[], limits);
   const given: NamedTensor[] = [];
   let offset = jsonEnd;
   for (const raw of (inputs ?? []) as unknown[]) {

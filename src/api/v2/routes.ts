@@ -27,21 +27,44 @@ export interface V2Options {
    * ("available" | "unavailable") without changing the status: a replica that can serve stays in rotation.
    */
   controlPlane?: () => boolean;
+  /** Largest body after gzip/deflate decompression, in bytes (inflating stops there: 413). Default bodyLimit. */
+  inflateLimit?: number;
+}
+
+/**
+ * Decompressions running at once: as many as libuv's thread pool runs (zlib works there), so a burst of
+ * compressed bodies (or bombs) holds at most this many inflate buffers; the rest wait their turn in order.
+ */
+const INFLATE_SLOTS = 4;
+let inflating = 0;
+const inflateWaiters: (() => void)[] = [];
+
+async function inflateSlot<T>(work: () => Promise<T>): Promise<T> {
+  if (inflating >= INFLATE_SLOTS) await new Promise<void>((r) => inflateWaiters.push(r));
+  else inflating++;
+  try {
+    return await work();
+  } finally {
+    const next = inflateWaiters.shift();
+    if (next) next();
+    else inflating--;
+  }
 }
 
 type ModelParams = { model: string; version?: string };
 
 const EXTENSIONS = ['binary_tensor_data', 'parameters', ...EXTENSION_NAMES];
 
+/** Inflate a gzip/deflate body, stopping at `limit` bytes of output (a bomb is refused as soon as it passes it). */
 async function decompress(body: Buffer, encoding: string, limit: number): Promise<Buffer> {
   if (encoding === 'identity') return body;
   const opts = { maxOutputLength: limit };
   try {
-    if (encoding === 'gzip') return await gunzipAsync(body, opts);
-    if (encoding === 'deflate') return await inflateAsync(body, opts);
+    if (encoding === 'gzip') return await inflateSlot(() => gunzipAsync(body, opts));
+    if (encoding === 'deflate') return await inflateSlot(() => inflateAsync(body, opts));
   } catch (e) {
     const tooBig = (e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE';
-    throw err(tooBig ? 'SY_ERR_BODY_TOO_LARGE' : 'SY_ERR_BAD_REQUEST', tooBig ? 'decompressed request body is larger than the server limit' : `request body is not valid ${encoding}: ${(e as Error).message}`);
+    throw err(tooBig ? 'SY_ERR_BODY_TOO_LARGE' : 'SY_ERR_BAD_REQUEST', tooBig ? `decompressed request body is larger than the server limit of ${limit} bytes (see --max-inflate-mb)` : `request body is not valid ${encoding}: ${(e as Error).message}`);
   }
   throw err('SY_ERR_UNSUPPORTED_MEDIA', `Content-Encoding "${encoding}" is not supported (use gzip or deflate)`);
 }
@@ -72,6 +95,7 @@ class SocketSignal implements CancelSignal {
 
 export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<void> {
   const { inference } = opts;
+  const inflateLimit = Math.min(opts.inflateLimit ?? opts.bodyLimit, opts.bodyLimit);
   // Inference bodies are parsed by the codec (JSON, or JSON header + binary tensors): take raw bytes for any type.
   app.removeAllContentTypeParsers();
   // The usual types are named too: Fastify caches the parser of a named type, but parses the header of any other on every request.
@@ -107,11 +131,12 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
     try {
       if (!Buffer.isBuffer(req.body)) throw err('SY_ERR_BAD_REQUEST', 'request body is empty');
       const encoding = req.headers['content-encoding'];
-      const body = encoding === undefined ? req.body : await decompress(req.body, encoding, opts.bodyLimit);
+      const body = encoding === undefined ? req.body : await decompress(req.body, encoding, inflateLimit);
       const timeoutUs = timeoutHeader(req);
       const length = headerLength(req);
       // Decoded by the core on its first attempt, so a malformed body counts against the version it was sent to.
-      const decode = (): TensorBody => (v2 = decodeInferRequest(body, length)).body;
+      const limits = inference.requestLimits(req.params.model);
+      const decode = (): TensorBody => (v2 = decodeInferRequest(body, length, limits)).body;
       out = await inference.infer({
         model: req.params.model, version: req.params.version ?? null, body: { kind: 'deferred', decode }, caller: new RequestCaller(req), timeoutUs,
         signal: new SocketSignal(req.raw.socket),
