@@ -107,13 +107,16 @@ export const OnnxEmbeddingModelSchema = z.strictObject({
   model: z.string().min(1),
   version: z.int().positive().optional(),
   /**
-   * How text becomes input ids: 'bytes' = UTF-8 bytes, id = byte + offset (byte-level models); the
-   * sequence is padded (with padId) to the model's fixed sequence length, or to maxLength; a longer input is
-   * refused with 400 (as OpenAI does), never truncated silently.
+   * How text becomes input ids: a Hugging Face tokenizer (`path` to its tokenizer.json, optionally `config` to
+   * its tokenizer_config.json; relative to the config file), or 'bytes' = UTF-8 bytes, id = byte + tokenOffset
+   * (byte-level models). Rows are padded (with padId) to the model's fixed sequence length, or to maxLength.
    */
-  tokenizer: z.literal('bytes').default('bytes'),
+  tokenizer: z.union([z.literal('bytes'), z.strictObject({ path: z.string().min(1), config: z.string().min(1).optional() })]).default('bytes'),
   tokenOffset: z.int().nonnegative().default(3),
-  padId: z.int().nonnegative().default(0),
+  /** Padding id; default: the tokenizer's pad token ([PAD], <pad>), else 0. */
+  padId: z.int().nonnegative().optional(),
+  /** A longer input: cut to the sequence length (special tokens kept), or (false) refused with 400, as OpenAI does. */
+  truncate: z.boolean().default(false),
   /** Sequence length when the model's is dynamic. */
   maxLength: z.int().positive().default(128),
   /** Input names; default: the first int64 input is the ids, an input named like "mask" the attention mask. */
@@ -121,8 +124,10 @@ export const OnnxEmbeddingModelSchema = z.strictObject({
   attentionMask: z.string().optional(),
   /** The output holding the embeddings; default: the first output. */
   output: z.string().optional(),
-  /** [N,T,D] outputs are pooled over the unpadded tokens (mean) or take the first token (cls). */
-  pooling: z.enum(['mean', 'cls']).default('mean'),
+  /** Input for token type (segment) ids, filled from the tokenizer; default: an INT64 input named like "token_type". */
+  tokenTypeIds: z.string().optional(),
+  /** [N,T,D] outputs are pooled over the unpadded tokens (mean), or take the first (cls) or last real token (last). */
+  pooling: z.enum(['mean', 'cls', 'last']).default('mean'),
   normalize: z.boolean().default(true),
 });
 
@@ -148,6 +153,9 @@ export function parseLlmConfig(raw: unknown, baseDir: string, source = 'LLM conf
     if (seen.has(m.name)) throw err('SY_ERR_CONFIG_INVALID', `${source}: model "${m.name}" is listed twice`);
     seen.add(m.name);
     if (m.backend === 'llama') m.path = resolve(baseDir, m.path);
+    if (m.backend === 'onnx-embeddings' && m.tokenizer !== 'bytes') {
+      m.tokenizer = { path: resolve(baseDir, m.tokenizer.path), ...(m.tokenizer.config !== undefined ? { config: resolve(baseDir, m.tokenizer.config) } : {}) };
+    }
   }
   return r.data;
 }

@@ -4,13 +4,14 @@
  * V2 request: the caller's tenant and fair-queueing flow, the encoder's routing policy (canary, shadow,
  * fallback, breaker), the result cache, the prediction log and drift, request metrics and tenancy usage.
  *
- * A request's k inputs are byte-tokenized, padded to the serving version's sequence length and submitted as
+ * A request's k inputs (texts, or token-id arrays used as they are) are tokenized (tokenizer.ts: a Hugging Face
+ * tokenizer.json, or UTF-8 bytes), padded to the serving version's sequence length and submitted as
  * one call of k rows (split into jobs only where the version's max batch size is smaller), so concurrent
  * embedding requests, and V2 requests to the same model, share batches. The outputs are pooled ([N,T,D]),
  * truncated to `dimensions` and normalized.
  *
- * Inputs longer than the sequence length are refused (400 `context_length_exceeded`), as OpenAI does, rather
- * than truncated silently. Serving-core errors (queue full, not ready, timeout, unknown model) become
+ * Inputs longer than the sequence length are refused (400 `context_length_exceeded`), as OpenAI does, unless the
+ * model is configured to truncate (`truncate: true`). Serving-core errors (queue full, not ready, timeout, unknown model) become
  * LlmErrors with the same status and retry hint; a client that goes away cancels its queued rows.
  *
  * @example
@@ -25,8 +26,9 @@ import type { LoadedModel, TensorSpec } from '../runtimes/index.js';
 import type { ModelVersion } from '../serving/index.js';
 import { DTYPES, fromHalfBits, zeros, type Tensor } from '../tensor/index.js';
 import type { OnnxEmbeddingModelConfig } from '../config/index.js';
-import { LlmError, type ChunkStream, type EmbeddingCaller, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest, type LlmBackend, type TokenEstimate } from '../runtimes/index.js';
+import { LlmError, type ChunkStream, type EmbeddingCaller, type EmbeddingInput, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest, type LlmBackend, type TokenEstimate } from '../runtimes/index.js';
 import type { InferenceService } from './service.js';
+import { loadTokenizer, type Encoded, type TextTokenizer } from './tokenizer.js';
 
 export type Pooling = OnnxEmbeddingModelConfig['pooling'];
 
@@ -37,6 +39,8 @@ export interface EncoderLayout {
   /** Index of the token ids input, and of the attention mask input (or null when the model has none). */
   readonly ids: number;
   readonly mask: number | null;
+  /** Index of the token type ids input, or null. */
+  readonly types: number | null;
   /** Index of the output holding the embeddings. */
   readonly output: number;
   /** Tokens per row: the ids input's fixed dim 1, else the config's maxLength. */
@@ -73,6 +77,9 @@ export function encoderLayout(mv: ModelVersion, c: OnnxEmbeddingModelConfig): En
   const mask = c.attentionMask !== undefined
     ? findInput(inputs, c.attentionMask, c)
     : inputs.findIndex((s, i) => i !== ids && s.dtype === DTYPES.INT64 && /mask/i.test(s.name));
+  const types = c.tokenTypeIds !== undefined
+    ? findInput(inputs, c.tokenTypeIds, c)
+    : inputs.findIndex((s, i) => i !== ids && i !== mask && s.dtype === DTYPES.INT64 && /token_?type/i.test(s.name));
   for (const s of inputs) if (s.shape.length !== 2) throw misconfigured(c, `input "${s.name}" has shape [${s.shape.join(',')}], expected [batch, sequence]`);
   const [batch, seq] = inputs[ids]!.shape as [number, number];
   if (batch !== -1 && batch !== 1) throw misconfigured(c, `the batch dim of "${inputs[ids]!.name}" is fixed at ${batch}; it must be dynamic or 1`);
@@ -82,42 +89,54 @@ export function encoderLayout(mv: ModelVersion, c: OnnxEmbeddingModelConfig): En
   return {
     inputs, ids, output,
     mask: mask < 0 ? null : mask,
+    types: types < 0 ? null : types,
     seqLen: seq > 0 ? seq : c.maxLength,
     maxRows: batch === 1 ? 1 : mv.maxBatchSize > 0 ? mv.maxBatchSize : Infinity,
     dims: last > 0 ? last : null,
   };
 }
 
-/** UTF-8 bytes of each input. 400 for an empty input, or one with more than `seqLen` tokens (naming it). */
-export function byteTokens(input: readonly string[], seqLen: number): Uint8Array[] {
+/**
+ * The tokens of each input: texts through the tokenizer, token-id arrays as they are (each id checked against
+ * the vocabulary). 400 naming the input for an empty one, an id outside the vocabulary, or one longer than
+ * `seqLen` (unless the model truncates).
+ */
+export function tokenize(input: readonly EmbeddingInput[], seqLen: number, tokenizer: TextTokenizer, truncate: boolean): Encoded[] {
   if (input.length === 0) throw new LlmError('SY_ERR_BAD_REQUEST', "'$.input' is invalid: it must not be an empty array", { param: 'input', openaiCode: null });
-  return input.map((text, i) => {
-    if (text.length === 0) throw new LlmError('SY_ERR_BAD_REQUEST', `'$.input' is invalid: input[${i}] is an empty string`, { param: 'input', openaiCode: null });
-    const bytes = Buffer.from(text, 'utf8');
-    if (bytes.length > seqLen) {
-      throw new LlmError('SY_ERR_CONTEXT_LENGTH_EXCEEDED', `input[${i}] is ${bytes.length} tokens; this model's maximum input length is ${seqLen} tokens. Shorten or split the input.`, {
-        param: 'input',
-      });
+  return input.map((x, i) => {
+    if (x.length === 0) throw new LlmError('SY_ERR_BAD_REQUEST', `'$.input' is invalid: input[${i}] is empty`, { param: 'input', openaiCode: null });
+    if (typeof x === 'string') return tokenizer.encode(x, seqLen, i);
+    for (const id of x) {
+      if (!(Number.isInteger(id) && id >= 0 && id < tokenizer.vocabSize)) {
+        throw new LlmError('SY_ERR_BAD_REQUEST', `'$.input' is invalid: input[${i}] holds the token id ${id}, outside this model's vocabulary (0..${tokenizer.vocabSize - 1})`, { param: 'input', openaiCode: null });
+      }
     }
-    return bytes;
+    if (x.length > seqLen && !truncate) {
+      throw new LlmError('SY_ERR_CONTEXT_LENGTH_EXCEEDED', `input[${i}] is ${x.length} tokens; this model's maximum input length is ${seqLen} tokens. Shorten or split the input.`, { param: 'input' });
+    }
+    const ids = x.length > seqLen ? x.slice(0, seqLen) : x;
+    return { ids, typeIds: new Array<number>(ids.length).fill(0) };
   });
 }
 
-/** Input tensors (signature order) for `tokens`: ids = byte + tokenOffset padded with padId, mask 1 / 0, other inputs zeros. */
-export function encodeRows(tokens: readonly Uint8Array[], layout: EncoderLayout, c: OnnxEmbeddingModelConfig): Tensor[] {
+/** Input tensors (signature order) for `rows`: ids padded with padId, mask 1 / 0, token types, other inputs zeros. */
+export function encodeRows(rows: readonly Encoded[], layout: EncoderLayout, padId: number): Tensor[] {
   const T = layout.seqLen;
-  const shape = [tokens.length, T];
-  const ids = new BigInt64Array(tokens.length * T).fill(BigInt(c.padId));
-  const mask = new BigInt64Array(layout.mask === null ? 0 : tokens.length * T);
-  for (let r = 0; r < tokens.length; r++) {
-    const t = tokens[r]!;
+  const shape = [rows.length, T];
+  const ids = new BigInt64Array(rows.length * T).fill(BigInt(padId));
+  const mask = new BigInt64Array(layout.mask === null ? 0 : rows.length * T);
+  const types = new BigInt64Array(layout.types === null ? 0 : rows.length * T);
+  for (let r = 0; r < rows.length; r++) {
+    const t = rows[r]!;
     const base = r * T;
-    for (let j = 0; j < t.length; j++) ids[base + j] = BigInt(t[j]! + c.tokenOffset);
-    if (layout.mask !== null) mask.fill(1n, base, base + t.length);
+    for (let j = 0; j < t.ids.length; j++) ids[base + j] = BigInt(t.ids[j]!);
+    if (layout.mask !== null) mask.fill(1n, base, base + t.ids.length);
+    if (layout.types !== null) for (let j = 0; j < t.typeIds.length; j++) types[base + j] = BigInt(t.typeIds[j]!);
   }
   return layout.inputs.map((s, i) => {
     if (i === layout.ids) return { dtype: DTYPES.INT64, shape, data: ids };
     if (i === layout.mask) return { dtype: DTYPES.INT64, shape, data: mask };
+    if (i === layout.types) return { dtype: DTYPES.INT64, shape, data: types };
     return zeros(s.dtype, shape);
   });
 }
@@ -131,7 +150,7 @@ function floatValues(t: Tensor, c: OnnxEmbeddingModelConfig): ArrayLike<number> 
 
 /**
  * One vector per row of an embedding output: [N,D] rows as they are; [N,T,D] pooled over each row's first
- * `lengths[i]` tokens (`mean`) or its first token (`cls`). Returns null for any other rank.
+ * `lengths[i]` tokens (`mean`), its first token (`cls`) or its last real token (`last`). Returns null for any other rank.
  *
  * @example
  * ```ts
@@ -145,9 +164,11 @@ export function poolRows(values: ArrayLike<number>, shape: readonly number[], le
   if (shape.length !== 3) return null;
   const T = shape[1]!;
   return Array.from({ length: rows }, (_, r) => {
-    const n = pooling === 'cls' ? 1 : Math.max(1, Math.min(T, lengths[r]!));
+    const len = Math.max(1, Math.min(T, lengths[r]!));
+    const from = pooling === 'last' ? len - 1 : 0;
+    const n = pooling === 'mean' ? len : 1;
     const sum = new Float64Array(D);
-    for (let t = 0; t < n; t++) {
+    for (let t = from; t < from + n; t++) {
       const base = (r * T + t) * D;
       for (let d = 0; d < D; d++) sum[d]! += values[base + d]!;
     }
@@ -176,6 +197,7 @@ export class OnnxEmbeddingBackend implements LlmBackend {
   readonly #c: OnnxEmbeddingModelConfig;
   readonly #inference: InferenceService;
   readonly #log: Logger;
+  readonly #tokenizer: TextTokenizer;
   #inflight = 0;
   /** Resolved once per load of a version (and logged, so the guessed roles can be checked). */
   readonly #layouts = new WeakMap<LoadedModel, EncoderLayout>();
@@ -184,6 +206,7 @@ export class OnnxEmbeddingBackend implements LlmBackend {
     this.#c = config;
     this.#inference = opts.inference;
     this.#log = opts.logger.child({ llmModel: config.name, backend: this.kind });
+    this.#tokenizer = loadTokenizer(config);
   }
 
   /** The ONNX model this embedding model serves (the tenant's access to it decides who sees the embedding model). */
@@ -259,7 +282,7 @@ export class OnnxEmbeddingBackend implements LlmBackend {
    */
   async #embed(req: EmbeddingRequest): Promise<EmbeddingResult> {
     if (req.signal.aborted) throw err('SY_ERR_CLIENT_CLOSED', 'client closed the connection before the embeddings were ready');
-    const built = new Map<string, { layout: EncoderLayout; tokens: Uint8Array[] }>();
+    const built = new Map<string, { layout: EncoderLayout; tokens: Encoded[] }>();
     const caller: EmbeddingCaller = req.caller ?? { tenant: '', flow: undefined, keyId: null, requestId: req.requestId, header: () => undefined };
     const out = await this.#inference.infer({
       model: this.#c.model,
@@ -269,10 +292,10 @@ export class OnnxEmbeddingBackend implements LlmBackend {
         parameters: null,
         build: (mv) => {
           const layout = this.#layout(mv);
-          const tokens = byteTokens(req.input, layout.seqLen);
+          const tokens = tokenize(req.input, layout.seqLen, this.#tokenizer, this.#c.truncate);
           if (layout.dims !== null) checkDimensions(req.dimensions, layout.dims);
           built.set(`${mv.model}:${mv.label}`, { layout, tokens });
-          return { inputs: encodeRows(tokens, layout, this.#c), rows: tokens.length, maxRows: layout.maxRows };
+          return { inputs: encodeRows(tokens, layout, this.#tokenizer.padId), rows: tokens.length, maxRows: layout.maxRows };
         },
       },
       caller, timeoutUs: 0, signal: req.signal,
@@ -280,13 +303,13 @@ export class OnnxEmbeddingBackend implements LlmBackend {
     const { layout, tokens } = built.get(`${out.model}:${out.label}`)!;
     const vectors = this.#vectors(out.outputs[layout.output]!, tokens, req.dimensions);
     let promptTokens = 0;
-    for (const t of tokens) promptTokens += t.length;
+    for (const t of tokens) promptTokens += t.ids.length;
     return { vectors, usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } };
   }
 
   /** Pool the output rows, then truncate to `dimensions` and normalize (as configured). */
-  #vectors(out: Tensor, tokens: readonly Uint8Array[], dimensions: number | null): Float32Array[] {
-    const pooled = poolRows(floatValues(out, this.#c), out.shape, tokens.map((t) => t.length), this.#c.pooling);
+  #vectors(out: Tensor, tokens: readonly Encoded[], dimensions: number | null): Float32Array[] {
+    const pooled = poolRows(floatValues(out, this.#c), out.shape, tokens.map((t) => t.ids.length), this.#c.pooling);
     if (pooled === null) throw misconfigured(this.#c, `the embedding output has shape [${out.shape.join(',')}], expected [N,D] or [N,T,D]`);
     checkDimensions(dimensions, pooled[0]!.length);
     return pooled.map((v) => {

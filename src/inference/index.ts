@@ -8,4 +8,4 @@ export { classCount, classifyTensor, tritonModelConfig, tritonStats, type Durati
 export { routeParameters } from './types.js';
 export { checkEntityRows, checkShape, NO_LIMITS, type RequestLimits } from './limits.js';
 export type { BuiltBody, DeferredBody, Caller, CancelSignal, InferBody, InferCall, InferOutcome, NamedTensor, PreparedInputs, RouteFacts, TensorBody } from './types.js';
-export { OnnxEmbeddingBackend, encoderLayout, byteTokens, encodeRows, poolRows, l2Normalize, type EncoderLayout, type Pooling } from './embeddings.js';
+export { OnnxEmbeddingBackend, encoderLayout, tokenize, encodeRows, poolRows, l2Normalize, type EncoderLayout, type Pooling } from './embeddings.js';

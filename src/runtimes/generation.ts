@@ -176,9 +176,12 @@ export interface EmbeddingCaller {
   header(name: string): string | undefined;
 }
 
+/** One embedding input: a text, or token ids used as they are. */
+export type EmbeddingInput = string | readonly number[];
+
 export interface EmbeddingRequest {
   readonly model: string;
-  readonly input: readonly string[];
+  readonly input: readonly EmbeddingInput[];
   /** Requested output size (models that support truncation), or null. */
   readonly dimensions: number | null;
   readonly body: Readonly<Record<string, unknown>>;

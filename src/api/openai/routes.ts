@@ -17,7 +17,7 @@
 import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { LlmUsageMeter, TokenLimiter, TokenReservation, TokenScope } from '../../gateway/index.js';
 import type { LlmModel, LlmService } from '../../serving/index.js';
-import { ClientSignal, LlmError, RAW_JSON, type Usage } from '../../runtimes/index.js';
+import { ClientSignal, LlmError, RAW_JSON, type EmbeddingInput, type Usage } from '../../runtimes/index.js';
 import { formatDuration } from '../../gateway/index.js';
 import { channels, type LlmRequestEvent, type LlmTokenEvent } from '../../events.js';
 import { RequestCaller } from '../caller.js';
@@ -105,10 +105,10 @@ function rejection(model: string, r: TokenReservation, tokens: number, headers: 
   return new LlmError('SY_ERR_RATE_LIMITED', message, { retryAfterMs: r.retryAfterMs, headers, type: r.reason === 'tokens' ? 'tokens' : 'requests' });
 }
 
-/** A rough count for inputs no tokenizer has seen yet (upstream embeddings): 4 UTF-8 bytes per token. */
-function roughTokens(texts: readonly string[]): number {
+/** A rough count for inputs no tokenizer has seen yet (upstream embeddings): 4 UTF-8 bytes per token; token arrays as they are. */
+function roughTokens(inputs: readonly EmbeddingInput[]): number {
   let n = 0;
-  for (const t of texts) n += Math.ceil(Buffer.byteLength(t) / 4);
+  for (const t of inputs) n += typeof t === 'string' ? Math.ceil(Buffer.byteLength(t) / 4) : t.length;
   return n;
 }
 

@@ -9,7 +9,7 @@
  */
 import { z } from 'zod';
 import { isSwitchyardError, LlmError } from '../../errors.js';
-import type { CancelSignal, ChatMessage, EmbeddingResult, GenerationRequest, ResponseFormat, SamplingParams, ToolChoice, ToolSpec } from '../../runtimes/index.js';
+import type { CancelSignal, ChatMessage, EmbeddingInput, EmbeddingResult, GenerationRequest, ResponseFormat, SamplingParams, ToolChoice, ToolSpec } from '../../runtimes/index.js';
 import { toWireError } from '../reply-error.js';
 
 const Stop = z.union([z.string(), z.array(z.string()).max(4, 'at most 4 stop sequences')]).nullish();
@@ -86,11 +86,15 @@ const CompletionBody = z.looseObject({
   logprobs: z.int().min(0).max(5).nullish(),
 });
 
+const TokenId = z.int().nonnegative();
 const EmbeddingBody = z.looseObject({
   model: z.string().min(1, 'must name a model'),
-  input: z.union([z.string().min(1, 'must not be empty'), z.array(z.string().min(1, 'must not be empty')).min(1, 'must hold at least one input').max(2048, 'at most 2048 inputs')], {
-    error: 'expected a string or an array of strings (token arrays are not supported)',
-  }),
+  input: z.union([
+    z.string().min(1, 'must not be empty'),
+    z.array(z.string().min(1, 'must not be empty')).min(1, 'must hold at least one input').max(2048, 'at most 2048 inputs'),
+    z.array(TokenId).min(1, 'must hold at least one token'),
+    z.array(z.array(TokenId).min(1, 'must hold at least one token')).min(1, 'must hold at least one input').max(2048, 'at most 2048 inputs'),
+  ], { error: 'expected a string, an array of strings, an array of token ids or an array of token-id arrays' }),
   encoding_format: z.enum(['float', 'base64']).nullish(),
   dimensions: z.int().positive().nullish(),
 });
@@ -194,7 +198,7 @@ export function parseCompletion(body: unknown): ParsedGeneration {
 
 export interface ParsedEmbedding {
   readonly model: string;
-  readonly input: readonly string[];
+  readonly input: readonly EmbeddingInput[];
   readonly base64: boolean;
   readonly dimensions: number | null;
 }
@@ -202,7 +206,8 @@ export interface ParsedEmbedding {
 export function parseEmbedding(body: unknown): ParsedEmbedding {
   const b = parse(EmbeddingBody, body);
   return {
-    model: b.model, input: typeof b.input === 'string' ? [b.input] : b.input, base64: b.encoding_format === 'base64',
+    model: b.model, input: typeof b.input === 'string' || typeof b.input[0] === 'number' ? [b.input as string | number[]] : b.input as EmbeddingInput[],
+    base64: b.encoding_format === 'base64',
     dimensions: b.dimensions ?? null,
   };
 }
