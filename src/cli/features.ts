@@ -9,7 +9,9 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { stringify } from 'csv-stringify/sync';
 import { parse as parseYaml } from 'yaml';
+import { CsvSyntaxError, csvRecordsSync, type CsvRecord } from '../csv.js';
 import type {
   DefinitionKind, DefinitionRecord, EntityDef, FeatureRead, FeatureServiceDef, ValueType, ViewDef,
 } from '../features/index.js';
@@ -100,66 +102,16 @@ export type CsvRow = Record<string, string | null>;
 
 /** RFC 4180 CSV with a header row (quotes, "" escapes, line breaks inside quotes); blank lines are skipped. */
 export function parseCsv(text: string, where: string): CsvRow[] {
-  const records: { cells: (string | null)[]; line: number }[] = [];
-  let cells: (string | null)[] = [];
-  let cell = '';
-  let quoted = false;
-  let inQuotes = false;
-  let line = 1;
-  let start = 1;
-  let any = false;
-  const endCell = (): void => {
-    cells.push(quoted ? cell : cell.trim() === '' ? null : cell);
-    cell = '';
-    quoted = false;
-  };
-  const endRecord = (): void => {
-    endCell();
-    if (any) records.push({ cells, line: start });
-    cells = [];
-    any = false;
-  };
-  const s = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
-  for (let i = 0; i < s.length; i++) {
-    const ch = s[i]!;
-    if (inQuotes) {
-      if (ch === '"') {
-        if (s[i + 1] === '"') {
-          cell += '"';
-          i++;
-        } else inQuotes = false;
-      } else {
-        if (ch === '\n') line++;
-        cell += ch;
-      }
-      continue;
-    }
-    if (ch === '\r' && s[i + 1] === '\n') continue;
-    if (ch === '\n' || ch === '\r') {
-      endRecord();
-      line++;
-      start = line;
-      continue;
-    }
-    if (!any) {
-      any = true;
-      start = line;
-    }
-    if (ch === ',') endCell();
-    else if (ch === '"') {
-      if (quoted || cell.trim() !== '') throw new CliError(`${where} line ${line}: a quote inside an unquoted field (quote the whole field and double inner quotes)`);
-      cell = '';
-      quoted = true;
-      inQuotes = true;
-    } else if (quoted) {
-      if (ch !== ' ' && ch !== '\t') throw new CliError(`${where} line ${line}: unexpected ${JSON.stringify(ch)} after a closing quote`);
-    } else cell += ch;
+  let records: CsvRecord[];
+  try {
+    records = csvRecordsSync(text);
+  } catch (e) {
+    if (e instanceof CsvSyntaxError) throw new CliError(`${where} ${e.message}`);
+    throw e;
   }
-  if (inQuotes) throw new CliError(`${where} line ${start}: unterminated quoted field`);
-  endRecord();
   const head = records.shift();
   if (head === undefined) throw new CliError(`${where}: empty (a CSV needs a header row)`);
-  const header = head.cells.map((c) => (c ?? '').trim());
+  const header = head.cells.map((c) => c.text.trim());
   const seen = new Set<string>();
   for (const h of header) {
     if (h === '') throw new CliError(`${where} line ${head.line}: empty column name in the header`);
@@ -169,7 +121,10 @@ export function parseCsv(text: string, where: string): CsvRow[] {
   return records.map((r) => {
     if (r.cells.length !== header.length) throw new CliError(`${where} line ${r.line}: expected ${header.length} fields, got ${r.cells.length}`);
     const row: CsvRow = {};
-    header.forEach((h, i) => (row[h] = r.cells[i] ?? null));
+    header.forEach((h, i) => {
+      const c = r.cells[i]!;
+      row[h] = c.quoted ? c.text : c.text.trim() === '' ? null : c.text;
+    });
     return row;
   });
 }
@@ -270,12 +225,9 @@ export function featuresArg(v: string): string[] {
   return refs;
 }
 
-function csvCell(v: unknown): string {
-  const s = v === null || v === undefined ? '' : typeof v === 'string' ? v : typeof v === 'object' ? JSON.stringify(v) : String(v);
-  return /[",\r\n]/.test(s) || s !== s.trim() ? `"${s.replaceAll('"', '""')}"` : s;
-}
+const cellText = (v: unknown): string => (v === null || v === undefined ? '' : typeof v === 'string' ? v : typeof v === 'object' ? JSON.stringify(v) : String(v));
 
-/** Rows as CSV: columns in order of first appearance, null as an empty cell. */
+/** Rows as CSV: columns in order of first appearance, null as an empty cell; text with edge spaces quoted. */
 export function toCsv(rows: readonly Json[]): string {
   const cols: string[] = [];
   const seen = new Set<string>();
@@ -286,7 +238,7 @@ export function toCsv(rows: readonly Json[]): string {
       cols.push(k);
     }
   }
-  return [cols.map(csvCell).join(','), ...rows.map((r) => cols.map((c) => csvCell(r[c])).join(','))].join('\n') + '\n';
+  return stringify([cols, ...rows.map((r) => cols.map((c) => cellText(r[c])))], { quoted_match: [/[\r\n]/, /^\s|\s$/] });
 }
 
 export const toJsonl = (rows: readonly Json[]): string => rows.map((r) => JSON.stringify(r)).join('\n') + (rows.length ? '\n' : '');

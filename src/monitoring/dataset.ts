@@ -1,8 +1,8 @@
 /**
  * @module
- * Reading a reference dataset into rows keyed by feature name: CSV and JSONL (streamed line by line) and Parquet
- * (through hyparquet, a dependency-free pure-JS reader; Parquet needs random access, so the whole file is held in
- * memory). Bad input throws SY_ERR_BAD_REQUEST naming the line (CSV/JSONL) or row (Parquet).
+ * Reading a reference dataset into rows keyed by feature name: CSV (streamed through csv-parse), JSONL (streamed
+ * line by line) and Parquet (through hyparquet, a dependency-free pure-JS reader; Parquet needs random access, so
+ * the whole file is held in memory). Bad input throws SY_ERR_BAD_REQUEST naming the line (CSV/JSONL) or row (Parquet).
  */
 import { createReadStream } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
@@ -10,6 +10,7 @@ import { extname } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Readable } from 'node:stream';
 import { parquetReadObjects } from 'hyparquet';
+import { CsvSyntaxError, csvRecords } from '../csv.js';
 import { err, isSwitchyardError } from '../errors.js';
 import type { FeatureSpec } from './types.js';
 
@@ -66,15 +67,20 @@ export async function readDataset(
   }
   if (fmt === 'parquet') return readParquet(input, opts);
   const stream = typeof input === 'string' ? createReadStream(input) : Buffer.isBuffer(input) ? Readable.from([input]) : input;
-  const lines = createInterface({ input: stream as NodeJS.ReadableStream, crlfDelay: Infinity });
+  if (fmt === 'csv') return readCsv(stream);
+  const lines = createInterface({ input: stream, crlfDelay: Infinity });
   try {
-    return fmt === 'csv' ? await readCsv(lines) : await readJsonl(lines, opts);
+    return await readJsonl(lines, opts);
   } catch (e) {
-    if (isSwitchyardError(e)) throw e;
-    throw err('SY_ERR_BAD_REQUEST', `cannot read dataset: ${(e as Error).message}`, { cause: e });
+    throw readError(e);
   } finally {
     lines.close();
   }
+}
+
+function readError(e: unknown): unknown {
+  if (isSwitchyardError(e)) return e;
+  return err('SY_ERR_BAD_REQUEST', `cannot read dataset: ${(e as Error).message}`, { cause: e });
 }
 
 const NUMBER = /^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$/;
@@ -97,75 +103,30 @@ function bad(line: number, what: string): never {
   throw err('SY_ERR_BAD_REQUEST', `dataset line ${line}: ${what}`);
 }
 
-async function readCsv(lines: AsyncIterable<string>): Promise<DatasetRow[]> {
+async function readCsv(input: NodeJS.ReadableStream): Promise<DatasetRow[]> {
   const rows: DatasetRow[] = [];
   let header: string[] | null = null;
-  let lineNo = 0;
-  let start = 0;
-  let inRecord = false;
-  let inQuotes = false;
-  let closed = false; // just after a closing quote
-  let quoted = false;
-  let cell = '';
-  let cells: Array<number | string | null> = [];
-  let raw: string[] = [];
-  const endCell = (): void => {
-    if (header === null) raw.push(cell.trim());
-    else cells.push(csvCell(cell, quoted));
-    cell = '';
-    quoted = false;
-    closed = false;
-  };
-  for await (let line of lines) {
-    lineNo++;
-    if (lineNo === 1 && line.charCodeAt(0) === 0xfeff) line = line.slice(1);
-    if (!inRecord) {
-      if (line.trim() === '') continue;
-      start = lineNo;
-      inRecord = true;
-      cells = [];
-      raw = [];
-    } else cell += '\n';
-    for (let i = 0; i < line.length; i++) {
-      const ch = line[i]!;
-      if (inQuotes) {
-        if (ch !== '"') cell += ch;
-        else if (line[i + 1] === '"') {
-          cell += '"';
-          i++;
-        } else {
-          inQuotes = false;
-          closed = true;
+  try {
+    for await (const { cells, line } of csvRecords(input)) {
+      if (header === null) {
+        header = cells.map((c) => c.text.trim());
+        const seen = new Set<string>();
+        for (const h of header) {
+          if (h === '') bad(line, 'empty column name in the header');
+          if (seen.has(h)) bad(line, `duplicate column "${h}" in the header`);
+          seen.add(h);
         }
-      } else if (ch === ',') endCell();
-      else if (closed) {
-        if (ch !== ' ' && ch !== '\t') bad(lineNo, `unexpected character ${JSON.stringify(ch)} after a closing quote`);
-      } else if (ch === '"') {
-        if (cell.trim() !== '') bad(lineNo, 'a quote inside an unquoted field (quote the whole field and double inner quotes)');
-        cell = '';
-        inQuotes = true;
-        quoted = true;
-      } else cell += ch;
-    }
-    if (inQuotes) continue;
-    endCell();
-    inRecord = false;
-    if (header === null) {
-      const seen = new Set<string>();
-      for (const h of raw) {
-        if (h === '') bad(start, 'empty column name in the header');
-        if (seen.has(h)) bad(start, `duplicate column "${h}" in the header`);
-        seen.add(h);
+        continue;
       }
-      header = raw;
-      continue;
+      if (cells.length !== header.length) bad(line, `expected ${header.length} fields, got ${cells.length}`);
+      const row: DatasetRow = {};
+      for (let i = 0; i < header.length; i++) row[header[i]!] = csvCell(cells[i]!.text, cells[i]!.quoted);
+      rows.push(row);
     }
-    if (cells.length !== header.length) bad(start, `expected ${header.length} fields, got ${cells.length}`);
-    const row: DatasetRow = {};
-    for (let i = 0; i < header.length; i++) row[header[i]!] = cells[i]!;
-    rows.push(row);
+  } catch (e) {
+    if (e instanceof CsvSyntaxError) bad(e.line, e.reason);
+    throw readError(e);
   }
-  if (inQuotes) bad(start, 'unterminated quoted field');
   if (header === null) throw err('SY_ERR_BAD_REQUEST', 'dataset is empty: a CSV needs a header row');
   return rows;
 }

@@ -2,6 +2,7 @@
  * @module
  * The prediction log's export formats: JSONL (one record per line) and CSV (one line per request row).
  */
+import { stringify, type Options as StringifyOptions } from 'csv-stringify/sync';
 import type { PredictionRecord, TensorJson } from './types.js';
 
 /** One JSON object per line (the key order of {@link PredictionRecord}), each line ending in "\n". */
@@ -22,16 +23,14 @@ export function recordLine(r: PredictionRecord): string {
 /** Tensors with at most this many elements per row get one column per element. */
 export const CSV_MAX_ELEMENT_COLUMNS = 64;
 
-/** One CSV field, quoted as RFC 4180 asks (commas, quotes, line breaks). */
-export function csvField(v: string): string {
-  return /[",\r\n]/.test(v) ? `"${v.replaceAll('"', '""')}"` : v;
-}
+/** Empty strings quoted (`""`: an empty BYTES element), so that an empty cell means no value; CR and LF quoted too. */
+const CSV_OPTIONS: StringifyOptions = {
+  record_delimiter: 'windows',
+  quoted_match: [/^$/, /[\r\n]/],
+  cast: { boolean: (v) => String(v), number: (v) => String(v) },
+};
 
-function csvValue(v: number | string | boolean | undefined): string {
-  if (v === undefined) return '';
-  if (typeof v === 'string') return v === '' ? '""' : csvField(v);
-  return String(v);
-}
+type Cell = string | number | boolean | null;
 
 /** Rows of a record: the dim 0 all its tensors share, or 1 (whole tensors) when they do not. */
 function rowsOf(r: PredictionRecord): number {
@@ -94,30 +93,29 @@ export function toCsv(records: readonly PredictionRecord[]): string {
     t.headers = headers;
   }
   const columns = [...tensors.values()];
-  let out = [...fixed, ...columns.flatMap((t) => t.headers)].map(csvField).join(',') + '\r\n';
+  const lines: Cell[][] = [[...fixed, ...columns.flatMap((t) => t.headers)]];
   records.forEach((r, i) => {
     const nRows = rows[i]!;
     const byKey = new Map<string, TensorJson>();
     for (const t of r.inputs) byKey.set(`input\u0000${t.name}`, t);
     for (const t of r.outputs) byKey.set(`output\u0000${t.name}`, t);
-    const head = [csvField(r.at), csvField(r.model), String(r.version), csvField(r.tenant), r.arm === null ? '' : csvField(r.arm),
-      csvField(r.requestId), String(r.latencyMs)];
+    const head: Cell[] = [r.at, r.model, r.version, r.tenant === '' ? null : r.tenant, r.arm, r.requestId, r.latencyMs];
     for (let row = 0; row < nRows; row++) {
-      const cells = [...head, String(row)];
+      const cells: Cell[] = [...head, row];
       for (const c of columns) {
         const t = byKey.get(`${c.source}\u0000${c.name}`);
         if (c.perRow !== null) {
           const per = c.perRow;
-          for (let e = 0; e < per; e++) cells.push(t === undefined ? '' : csvValue(t.data[row * per + e]));
+          for (let e = 0; e < per; e++) cells.push(t === undefined ? null : (t.data[row * per + e] ?? null));
         } else if (t === undefined || t.truncated === true) {
-          cells.push('');
+          cells.push(null);
         } else {
           const per = t.data.length / nRows;
-          cells.push(csvField(JSON.stringify(t.data.slice(row * per, (row + 1) * per))));
+          cells.push(JSON.stringify(t.data.slice(row * per, (row + 1) * per)));
         }
       }
-      out += cells.join(',') + '\r\n';
+      lines.push(cells);
     }
   });
-  return out;
+  return stringify(lines, CSV_OPTIONS);
 }

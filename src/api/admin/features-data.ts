@@ -4,11 +4,12 @@
  * online store, idempotent; windowed views: events deduplicated by id), read online values with their
  * statuses, and export a point-in-time-correct training set (JSON, JSONL or CSV in and out).
  */
+import { stringify } from 'csv-stringify/sync';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { parquetWriteBuffer } from 'hyparquet-writer';
 import { err } from '../../errors.js';
 import type { FeatureStore } from '../../features/index.js';
-import { csvField, readDataset } from '../../monitoring/index.js';
+import { readDataset } from '../../monitoring/index.js';
 import { strictValidation } from './routes.js';
 import * as S from './schemas.js';
 
@@ -22,10 +23,6 @@ const anyObject = { type: 'object', additionalProperties: true } as const;
 const rowList = (description: string) => ({ type: 'array', maxItems: 10_000, items: anyObject, description }) as const;
 
 type Raw = Record<string, unknown>;
-
-function csvCell(v: unknown): string {
-  return csvField(v === null || v === undefined ? '' : typeof v === 'string' ? v : JSON.stringify(v));
-}
 
 /** Columns in first-seen order over all rows. */
 function columnsOf(rows: readonly Raw[]): string[] {
@@ -47,9 +44,11 @@ function toParquet(rows: readonly Raw[]): Buffer {
   return Buffer.from(parquetWriteBuffer({ columnData }));
 }
 
+/** CSV with CRLF line ends; null and absent values as empty cells, objects and arrays as JSON. */
 function toCsv(rows: readonly Raw[]): string {
   const cols = columnsOf(rows);
-  return [cols.map(csvCell).join(','), ...rows.map((r) => cols.map((c) => csvCell(r[c])).join(','))].join('\r\n') + '\r\n';
+  const cell = (v: unknown): string => (v === null || v === undefined ? '' : typeof v === 'string' ? v : JSON.stringify(v));
+  return stringify([cols, ...rows.map((r) => cols.map((c) => cell(r[c])))], { record_delimiter: 'windows', quoted_match: /[\r\n]/ });
 }
 
 export async function featureDataRoutes(app: FastifyInstance, opts: FeatureDataOptions): Promise<void> {
