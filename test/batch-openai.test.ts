@@ -166,6 +166,14 @@ describe('OpenAI Batch API (files + batches, official SDK)', () => {
     await assert.rejects(client.files.content(id), (e: unknown) => e instanceof OpenAI.NotFoundError);
   });
 
+  it('documents every route in the OpenAPI document', async () => {
+    const doc = await (await fetch(`${server.url}/docs/json`)).json() as { paths: Record<string, Record<string, unknown>> };
+    for (const [path, method] of [['/v1/files', 'post'], ['/v1/files', 'get'], ['/v1/files/{file_id}', 'get'], ['/v1/files/{file_id}', 'delete'],
+      ['/v1/files/{file_id}/content', 'get'], ['/v1/batches', 'post'], ['/v1/batches', 'get'], ['/v1/batches/{batch_id}', 'get'], ['/v1/batches/{batch_id}/cancel', 'post']] as const) {
+      assert.ok(doc.paths[path]?.[method], `${method.toUpperCase()} ${path} in /docs/json`);
+    }
+  });
+
   /** A second set of workers on the server's store: stalls (test hook) after `n` chunks, on the clock `now`. */
   async function stalledWorkers(n: number, now: () => number): Promise<BatchService> {
     return BatchService.create({
