@@ -223,6 +223,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     access: {
       visible: (req, model) => !req.principal || gateway.canSee(req.principal, model),
       owns: (req, model) => !req.principal || gateway.owns(req.principal, model),
+      tenant: (req) => (req.principal?.kind === 'tenant' ? req.principal.tenant.name : null),
     },
   });
   await app.register(monitoringAdminRoutes, {
@@ -231,6 +232,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
       visible: (req, model) => !req.principal || gateway.canSee(req.principal, model),
       owns: (req, model) => !req.principal || gateway.owns(req.principal, model),
       isTenant: (req) => req.principal?.kind === 'tenant',
+      tenant: (req) => (req.principal?.kind === 'tenant' ? req.principal.tenant.name : null),
     },
   });
   await app.register(overviewRoutes, {

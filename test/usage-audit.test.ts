@@ -61,14 +61,15 @@ function expected(recs: readonly (UsageRecord & { at: number })[], q: UsageQuery
     const k = key(r, bucket);
     let row = out.get(k);
     if (!row) {
-      row = { tenant: r.tenant, model: r.model, version: r.version, period: groupBy === 'total' ? hour : bucket, requests: 0, rows: 0, computeMs: 0, errors: 0 };
+      row = { tenant: r.tenant, model: r.model, version: r.version, period: groupBy === 'total' ? hour : bucket, requests: 0, rows: 0, computeMs: 0, errors: 0, invalid: 0 };
       out.set(k, row);
     }
     row.period = Math.min(row.period, groupBy === 'total' ? hour : bucket);
     row.requests += 1;
-    row.rows += r.rows;
+    if (r.ok) row.rows += r.rows; // rows of served requests only
     row.computeMs += r.computeMs;
-    if (!r.ok) row.errors += 1;
+    if (!r.ok && r.invalid === true) row.invalid += 1;
+    else if (!r.ok) row.errors += 1;
   }
   return [...out.values()].sort((a, b) => a.period - b.period || (a.tenant < b.tenant ? -1 : a.tenant > b.tenant ? 1 : 0)
     || (a.model < b.model ? -1 : a.model > b.model ? 1 : 0) || a.version - b.version);
@@ -97,11 +98,12 @@ function workload(n: number, start = T0 + 20 * HOUR_MS, hours = 8, seed = 1): (U
   const out: (UsageRecord & { at: number })[] = [];
   const rnd = prng(seed);
   for (let i = 0; i < n; i++) {
-    out.push({
+    const r = {
       tenant: TENANTS[rnd(3)] as string, model: MODELS[rnd(2)] as string, version: 1 + rnd(2),
       rows: 1 + rnd(16), computeMs: rnd(40) / 4, ok: rnd(7) !== 0,
       at: start + rnd(hours) * HOUR_MS + rnd(HOUR_MS),
-    });
+    };
+    out.push({ ...r, invalid: !r.ok && i % 2 === 0 }); // half the failures the caller's (4xx)
   }
   return out;
 }
@@ -109,7 +111,7 @@ function workload(n: number, start = T0 + 20 * HOUR_MS, hours = 8, seed = 1): (U
 function feed(meter: UsageMeter, clock: Clock, recs: readonly (UsageRecord & { at: number })[]): void {
   for (const r of recs) {
     clock.t = r.at;
-    meter.record({ tenant: r.tenant, model: r.model, version: r.version, rows: r.rows, computeMs: r.computeMs, ok: r.ok });
+    meter.record({ tenant: r.tenant, model: r.model, version: r.version, rows: r.rows, computeMs: r.computeMs, ok: r.ok, invalid: r.invalid === true });
   }
 }
 
@@ -117,7 +119,7 @@ async function rawUsage(d: Database): Promise<UsageRow[]> {
   const rows = await d.db.selectFrom('usage').selectAll().execute();
   return rows.map((r) => ({
     tenant: r.tenant, model: r.model, version: Number(r.version), period: Number(r.period),
-    requests: Number(r.requests), rows: Number(r.rows), computeMs: Number(r.compute_ms), errors: Number(r.errors),
+    requests: Number(r.requests), rows: Number(r.rows), computeMs: Number(r.compute_ms), errors: Number(r.errors), invalid: Number(r.invalid),
   })).sort((a, b) => a.period - b.period || (a.tenant < b.tenant ? -1 : a.tenant > b.tenant ? 1 : 0)
     || (a.model < b.model ? -1 : a.model > b.model ? 1 : 0) || a.version - b.version);
 }
@@ -390,7 +392,7 @@ function usageSuite(dialect: Dialect, makeTarget: () => Promise<Target>): void {
       meter.record({ tenant: 'acme', model: 'm', version: 1, rows: 4, computeMs: 2.5, ok: true });
       const until = Date.now() + 5000;
       while ((await rawUsage(d)).length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
-      assert.deepEqual(await rawUsage(d), [{ tenant: 'acme', model: 'm', version: 1, period: T0, requests: 1, rows: 4, computeMs: 2.5, errors: 0 }]);
+      assert.deepEqual(await rawUsage(d), [{ tenant: 'acme', model: 'm', version: 1, period: T0, requests: 1, rows: 4, computeMs: 2.5, errors: 0, invalid: 0 }]);
       await meter.close();
     });
   });
@@ -405,12 +407,14 @@ describe('usage meter (no database needed)', () => {
     meter.record({ tenant: 'acme', model: 'resnet', version: 3, rows: 8, computeMs: 1500, ok: true });
     meter.record({ tenant: 'acme', model: 'resnet', version: 3, rows: 2, computeMs: 500, ok: true });
     meter.record({ tenant: 'acme', model: 'resnet', version: 3, rows: 1, computeMs: 250, ok: false });
+    meter.record({ tenant: 'acme', model: 'resnet', version: 3, rows: 4, computeMs: 0, ok: false, invalid: true });
     meter.record({ tenant: '', model: 'resnet', version: 12, rows: 5, computeMs: 0, ok: true });
     const text = await registry.metrics();
     const acme = { tenant: 'acme', model: 'resnet', version: '3' };
     assert.equal(metricValue(text, 'switchyard_tenant_requests_total', { ...acme, outcome: 'success' }), 2);
     assert.equal(metricValue(text, 'switchyard_tenant_requests_total', { ...acme, outcome: 'error' }), 1);
-    assert.equal(metricValue(text, 'switchyard_tenant_rows_total', acme), 11);
+    assert.equal(metricValue(text, 'switchyard_tenant_requests_total', { ...acme, outcome: 'invalid' }), 1);
+    assert.equal(metricValue(text, 'switchyard_tenant_rows_total', acme), 10, 'rows of served requests only');
     assert.equal(metricValue(text, 'switchyard_tenant_compute_seconds_total', acme), 2.25);
     const anon = { tenant: '', model: 'resnet', version: '12' };
     assert.equal(metricValue(text, 'switchyard_tenant_requests_total', { ...anon, outcome: 'success' }), 1);

@@ -23,6 +23,9 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** Who the request acts as; null on public routes. */
     principal: Principal | null;
+    /** Audited changes: the target as a GET answered before the change, and what the change answered (JSON, bounded). */
+    auditBefore: unknown;
+    auditAfter: unknown;
   }
   interface FastifyContextConfig {
     access?: AccessRule;
@@ -115,6 +118,8 @@ export function installGateway(app: FastifyInstance, opts: GatewayHttpOptions): 
   const { gateway, audit, logger } = opts;
   const authorizer = opts.authorizer ?? new Authorizer({ gateway, modelExists: opts.modelExists, ...(opts.metrics ? { metrics: opts.metrics } : {}) });
   app.decorateRequest('principal', null);
+  app.decorateRequest('auditBefore', null);
+  app.decorateRequest('auditAfter', null);
 
   /** The decision (authorize.ts) for a request's route rule and parameters; limit headers on every limited response. */
   const admit = (req: FastifyRequest, reply: FastifyReply, rule: AccessRule, p: Principal): Promise<void> | undefined => {
@@ -176,15 +181,33 @@ export function installGateway(app: FastifyInstance, opts: GatewayHttpOptions): 
     return payload;
   };
 
+  // An audited change records the state it replaced: what a GET of the same resource answered just before
+  // (with the caller's own key, so nothing it could not read), and what the change answered.
+  const captureBefore = async (req: FastifyRequest): Promise<void> => {
+    const headers: Record<string, string> = {};
+    for (const h of ['authorization', ACTOR_HEADER]) {
+      const v = req.headers[h];
+      if (typeof v === 'string') headers[h] = v;
+    }
+    const r = await app.inject({ method: 'GET', url: req.url.split('?')[0]!, headers }).catch(() => null);
+    req.auditBefore = r !== null && r.statusCode === 200 ? boundedJson(r.body) : null;
+  };
+  const captureAfter = async (req: FastifyRequest, reply: FastifyReply, payload: unknown): Promise<unknown> => {
+    if (reply.statusCode < 300 && req.method !== 'DELETE' && typeof payload === 'string') req.auditAfter = boundedJson(payload);
+    return payload;
+  };
+
   // Control-plane changes are written to the audit log once answered.
   const record = async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
     const p = req.principal;
     const params = req.params as Record<string, string> | undefined;
     const target = params && Object.keys(params).length > 0 ? Object.entries(params).map(([k, v]) => `${k}=${v}`).join(' ') : null;
+    const changed = reply.statusCode < 300 && (req.auditBefore !== null || req.auditAfter !== null);
     const entry = {
       at: Date.now(), actor: p?.actor ?? 'unauthenticated', tenant: p?.kind === 'tenant' ? p.tenant.name : null,
       action: `${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]}`, target, status: reply.statusCode,
-      ip: req.ip, userAgent: req.headers['user-agent'] ?? null, requestId: req.id, detail: null,
+      ip: req.ip, userAgent: req.headers['user-agent'] ?? null, requestId: req.id,
+      detail: changed ? { before: req.auditBefore, after: req.auditAfter } : null,
     };
     // Every control-plane change (and refused attempt) is in the server log too, beside the audit log's row.
     logger.info({ requestId: entry.requestId, actor: entry.actor, tenant: entry.tenant, action: entry.action, target, status: entry.status }, entry.status < 400 ? 'control-plane change' : 'control-plane change refused');
@@ -202,8 +225,25 @@ export function installGateway(app: FastifyInstance, opts: GatewayHttpOptions): 
     route.config = { ...route.config, access: rule };
     if (!rule.public) route.onRequest = [authorize, ...hooks(route.onRequest)];
     if (rule.createsModel || (methods.includes('POST') && route.url === '/api/v1/models')) route.onSend = [...hooks(route.onSend), recordOwner];
-    if (audit && rule.audited) route.onResponse = [...hooks(route.onResponse), record];
+    if (audit && rule.audited) {
+      if (methods.some((m) => m === 'PUT' || m === 'PATCH' || m === 'DELETE')) route.preHandler = [...hooks(route.preHandler), captureBefore];
+      route.onSend = [...hooks(route.onSend), captureAfter];
+      route.onResponse = [...hooks(route.onResponse), record];
+    }
   });
+}
+
+/** Largest before / after value kept in an audit entry, in bytes of JSON; larger ones are noted, not stored. */
+const MAX_AUDIT_VALUE_BYTES = 16 * 1024;
+
+/** A JSON response body as a value for the audit log (null when not JSON; a note when too large). */
+function boundedJson(text: string): unknown {
+  if (text.length > MAX_AUDIT_VALUE_BYTES) return { truncated: true, bytes: Buffer.byteLength(text) };
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return null;
+  }
 }
 
 /** A route option's hooks as an array. */

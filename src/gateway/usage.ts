@@ -105,11 +105,13 @@ export interface UsageRecord {
   tenant: string;
   model: string;
   version: number;
-  /** Rows (dim 0) the request carried. */
+  /** Rows (dim 0) the request carried; counted for served requests only (a refused one was not inferred). */
   rows: number;
   /** Compute time attributed to the request, milliseconds. */
   computeMs: number;
   ok: boolean;
+  /** A failed request the caller caused (4xx: invalid input, unknown model): counted as `invalid`, not as an error. */
+  invalid?: boolean;
 }
 
 /** Usage in one period (or over the whole range for `groupBy: 'total'`). */
@@ -123,10 +125,14 @@ export interface UsageRow {
    */
   period: number;
   requests: number;
+  /** Rows of the served requests. */
   rows: number;
   /** Milliseconds. */
   computeMs: number;
+  /** Requests that failed for a server-side reason (5xx). */
   errors: number;
+  /** Requests refused as the caller's fault (4xx: invalid input, unknown model or version). */
+  invalid: number;
 }
 
 export interface UsageQuery extends PeriodRange {
@@ -142,12 +148,13 @@ export type UsageMeterOptions = MeterOptions;
 const USAGE_TABLE: CounterTable<UsageRow> = {
   name: 'usage',
   keys: [['tenant', 'tenant'], ['model', 'model'], ['version', 'version']],
-  counters: [['requests', 'requests', false], ['rows', 'rows', false], ['computeMs', 'compute_ms', true], ['errors', 'errors', false]],
+  counters: [['requests', 'requests', false], ['rows', 'rows', false], ['computeMs', 'compute_ms', true], ['errors', 'errors', false], ['invalid', 'invalid', false]],
 };
 
 interface SeriesCounters {
   success: HotCounterChild;
   error: HotCounterChild;
+  invalid: HotCounterChild;
   rows: HotCounterChild;
   computeS: HotCounterChild;
 }
@@ -155,7 +162,7 @@ interface SeriesCounters {
 /** The `switchyard_tenant_*` counters, and the children of one (tenant, model, version) series. */
 function usageChildren(registry: Registry): (r: UsageRecord) => SeriesCounters {
   const tmv = ['tenant', 'model', 'version'] as const;
-  const requests = registeredCounter(registry, 'switchyard_tenant_requests_total', 'Inference requests per tenant, model version and outcome (success|error).', [...tmv, 'outcome']);
+  const requests = registeredCounter(registry, 'switchyard_tenant_requests_total', 'Inference requests per tenant, model version and outcome (success|invalid|error: invalid = refused as the caller\'s fault, 4xx).', [...tmv, 'outcome']);
   const rows = registeredCounter(registry, 'switchyard_tenant_rows_total', 'Rows (dim 0) inferred per tenant and model version.', tmv);
   const computeS = registeredCounter(registry, 'switchyard_tenant_compute_seconds_total', 'Compute time attributed to each tenant and model version.', tmv);
   return (r) => {
@@ -163,6 +170,7 @@ function usageChildren(registry: Registry): (r: UsageRecord) => SeriesCounters {
     return {
       success: requests.child(r.tenant, r.model, v, 'success'),
       error: requests.child(r.tenant, r.model, v, 'error'),
+      invalid: requests.child(r.tenant, r.model, v, 'invalid'),
       rows: rows.child(r.tenant, r.model, v),
       computeS: computeS.child(r.tenant, r.model, v),
     };
@@ -199,18 +207,20 @@ export class UsageMeter extends Meter<UsageRecord, UsageRow, SeriesCounters> {
   }
 
   protected zero(r: UsageRecord, period: number): UsageRow {
-    return { tenant: r.tenant, model: r.model, version: r.version, period, requests: 0, rows: 0, computeMs: 0, errors: 0 };
+    return { tenant: r.tenant, model: r.model, version: r.version, period, requests: 0, rows: 0, computeMs: 0, errors: 0, invalid: 0 };
   }
 
   protected add(d: UsageRow, r: UsageRecord, c: SeriesCounters | null): void {
-    const rows = amount(r.rows);
+    const rows = r.ok ? amount(r.rows) : 0;
     const computeMs = amount(r.computeMs);
+    const invalid = !r.ok && r.invalid === true;
     d.requests += 1;
     d.rows += rows;
     d.computeMs += computeMs;
-    if (!r.ok) d.errors += 1;
+    if (invalid) d.invalid += 1;
+    else if (!r.ok) d.errors += 1;
     if (c !== null) {
-      (r.ok ? c.success : c.error).inc();
+      (r.ok ? c.success : invalid ? c.invalid : c.error).inc();
       if (rows > 0) c.rows.inc(rows);
       if (computeMs > 0) c.computeS.inc(computeMs / 1000);
     }

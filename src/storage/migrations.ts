@@ -436,6 +436,15 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         for (const t of ['batch_chunks', 'batch_jobs', 'batch_file_parts', 'batch_files']) await db.schema.dropTable(t).ifExists().execute();
       },
     },
+    '0008_usage_invalid': {
+      async up(db: AnyDb): Promise<void> {
+        // Requests refused as invalid input (4xx) counted apart from server errors (5xx).
+        await db.schema.alterTable('usage').addColumn('invalid', 'bigint', (c) => c.notNull().defaultTo(0)).execute();
+      },
+      async down(db: AnyDb): Promise<void> {
+        await db.schema.alterTable('usage').dropColumn('invalid').execute();
+      },
+    },
   };
 }
 

@@ -109,7 +109,10 @@ export interface UsageTable {
   requests: number;
   rows: number;
   compute_ms: number;
+  /** Requests that failed for a server-side reason (5xx). */
   errors: number;
+  /** Requests refused as invalid (4xx: bad input, unknown model or version). */
+  invalid: number;
 }
 
 export interface LlmUsageTable {

@@ -10,6 +10,7 @@ import { readDataset, redactRule, toCsv, toJsonl } from '../../monitoring/index.
 import type { MonitoringService } from '../../monitoring/index.js';
 import type { Registry } from '../../registry/index.js';
 import { actorOf, isoTime, strictValidation } from './routes.js';
+import { checkCreatableId, inNamespace } from './tenant-scope.js';
 import * as S from './schemas.js';
 
 export interface MonitoringAdminOptions {
@@ -20,6 +21,8 @@ export interface MonitoringAdminOptions {
     owns(req: FastifyRequest, model: string): boolean;
     /** A tenant's key (whose queries must name a model it can see). */
     isTenant(req: FastifyRequest): boolean;
+    /** The tenant a request acts for; null for the platform (and open mode). */
+    tenant?(req: FastifyRequest): string | null;
   };
 }
 
@@ -42,6 +45,7 @@ export async function monitoringAdminRoutes(app: FastifyInstance, opts: Monitori
   const visible = opts.access?.visible ?? (() => true);
   const owns = opts.access?.owns ?? (() => true);
   const isTenant = opts.access?.isTenant ?? (() => false);
+  const tenantOf = opts.access?.tenant ?? (() => null);
   strictValidation(app);
   // Reference datasets arrive as raw CSV / JSONL bodies.
   app.addContentTypeParser(['text/csv', 'application/x-ndjson', 'application/jsonl'], { parseAs: 'buffer', bodyLimit: 256 * 1024 * 1024 }, (_req, body, done) => done(null, body));
@@ -166,27 +170,30 @@ export async function monitoringAdminRoutes(app: FastifyInstance, opts: Monitori
 
   // ---- alerts ----
 
-  const ruleVisible = (req: FastifyRequest, model: string): boolean => visible(req, model);
+  // Alert rules are the tenant's own: ids in its namespace ("<tenant>.<rule>"); a foreign id is answered exactly as a missing one.
+  const ruleVisible = (req: FastifyRequest, id: string): boolean => inNamespace(tenantOf(req), id);
+  const missingRule = (id: string): Error => err('SY_ERR_REGISTRY_NOT_FOUND', `alert rule "${id}" not found`);
+  const ruleParams = { type: 'object', required: ['rule'], properties: { rule: { type: 'string', description: 'Rule id (a tenant\'s: "<tenant>.<name>").' } } };
 
   app.get('/api/v1/alerts/rules', {
-    schema: { tags: ALERT_TAGS, summary: 'Alerting rules', response: { 200: anyObject } },
-  }, async (req) => ({ rules: (await monitoring.alerts.listRules()).filter((r) => ruleVisible(req, r.model)).map(redactRule) }));
+    schema: { tags: ALERT_TAGS, summary: 'Alerting rules (a tenant key: its own)', response: { 200: anyObject } },
+  }, async (req) => ({ rules: (await monitoring.alerts.listRules()).filter((r) => ruleVisible(req, r.id)).map(redactRule) }));
 
   app.get<{ Params: { rule: string } }>('/api/v1/alerts/rules/:rule', {
-    schema: { tags: ALERT_TAGS, summary: 'An alerting rule', params: { type: 'object', required: ['rule'], properties: { rule: { type: 'string', description: 'Rule id.' } } }, response: { 200: anyObject, ...S.errors(404) } },
+    schema: { tags: ALERT_TAGS, summary: 'An alerting rule', params: ruleParams, response: { 200: anyObject, ...S.errors(404) } },
   }, async (req) => {
-    const rule = await monitoring.alerts.getRule(req.params.rule);
-    if (!ruleVisible(req, rule.model)) throw err('SY_ERR_REGISTRY_NOT_FOUND', `no alert rule "${req.params.rule}"`);
-    return redactRule(rule);
+    if (!ruleVisible(req, req.params.rule)) throw missingRule(req.params.rule);
+    return redactRule(await monitoring.alerts.getRule(req.params.rule));
   });
 
   app.put<{ Params: { rule: string }; Body: Record<string, unknown> }>('/api/v1/alerts/rules/:rule', {
     schema: {
-      tags: ALERT_TAGS, summary: 'Create or replace an alerting rule (drift, feature_drift, quality, latency_p99, error_rate; webhook with HMAC signature)',
-      params: { type: 'object', required: ['rule'], properties: { rule: { type: 'string', description: 'Rule id.' } } }, headers: S.actorHeaders,
+      tags: ALERT_TAGS, summary: 'Create or replace an alerting rule (drift, feature_drift, quality, latency_p99, error_rate; webhook with HMAC signature); a tenant key names it "<tenant>.<rule>"',
+      params: ruleParams, headers: S.actorHeaders,
       body: anyObject, response: { 200: anyObject, ...S.errors(400, 403, 404) },
     },
   }, async (req) => {
+    checkCreatableId(tenantOf(req), req.params.rule, 'alert rule');
     const body: Record<string, unknown> = { ...req.body, id: req.params.rule };
     const model = typeof body['model'] === 'string' ? body['model'] : null;
     if (model !== null) {
@@ -197,11 +204,9 @@ export async function monitoringAdminRoutes(app: FastifyInstance, opts: Monitori
   });
 
   app.delete<{ Params: { rule: string } }>('/api/v1/alerts/rules/:rule', {
-    schema: { tags: ALERT_TAGS, summary: 'Delete an alerting rule', params: { type: 'object', required: ['rule'], properties: { rule: { type: 'string', description: 'Rule id.' } } }, headers: S.actorHeaders, response: { 204: S.noContent, ...S.errors(403, 404) } },
+    schema: { tags: ALERT_TAGS, summary: 'Delete an alerting rule', params: ruleParams, headers: S.actorHeaders, response: { 204: S.noContent, ...S.errors(404) } },
   }, async (req, reply) => {
-    const rule = await monitoring.alerts.getRule(req.params.rule);
-    if (!ruleVisible(req, rule.model)) throw err('SY_ERR_REGISTRY_NOT_FOUND', `no alert rule "${req.params.rule}"`);
-    if (!owns(req, rule.model)) throw err('SY_ERR_FORBIDDEN', `only the owner of model "${rule.model}" may delete its alerts`);
+    if (!ruleVisible(req, req.params.rule)) throw missingRule(req.params.rule);
     await monitoring.alerts.deleteRule(req.params.rule);
     return reply.code(204).send();
   });
@@ -210,7 +215,7 @@ export async function monitoringAdminRoutes(app: FastifyInstance, opts: Monitori
     schema: { tags: ALERT_TAGS, summary: 'Current state of every alerting rule (inactive, pending, firing)', response: { 200: anyObject } },
   }, async (req) => {
     const rules = new Map((await monitoring.alerts.listRules()).map((r) => [r.id, r]));
-    return { alerts: monitoring.alerts.states().filter((s) => { const r = rules.get(s.rule); return r !== undefined && ruleVisible(req, r.model); }) };
+    return { alerts: monitoring.alerts.states().filter((s) => rules.has(s.rule) && ruleVisible(req, s.rule)) };
   });
 
   app.get<{ Querystring: { rule?: string; limit?: number; before?: number } }>('/api/v1/alerts/events', {
@@ -220,10 +225,9 @@ export async function monitoringAdminRoutes(app: FastifyInstance, opts: Monitori
       response: { 200: anyObject },
     },
   }, async (req) => {
-    const rules = new Map((await monitoring.alerts.listRules()).map((r) => [r.id, r]));
     const q = req.query;
     const events = await monitoring.alerts.events({ ...(q.rule === undefined ? {} : { rule: q.rule }), ...(q.limit === undefined ? {} : { limit: q.limit }), ...(q.before === undefined ? {} : { before: q.before }) });
-    return { events: events.filter((e) => { const r = rules.get(e.rule); return r === undefined ? !isTenant(req) : ruleVisible(req, r.model); }) };
+    return { events: events.filter((e) => ruleVisible(req, e.rule)) };
   });
 }
 

@@ -14,6 +14,7 @@ import { routingPolicySchema } from '../../registry/index.js';
 import type { TrafficRouter } from '../../routing/index.js';
 import { actorOf, strictValidation } from './routes.js';
 import * as S from './schemas.js';
+import { checkCreatableId } from './tenant-scope.js';
 
 export interface RoutingAdminOptions {
   readonly registry: Registry;
@@ -24,6 +25,8 @@ export interface RoutingAdminOptions {
     visible(req: FastifyRequest, model: string): boolean;
     /** May this request change the model (owner or platform)? */
     owns(req: FastifyRequest, model: string): boolean;
+    /** The tenant a request acts for; null for the platform (and open mode). */
+    tenant?(req: FastifyRequest): string | null;
   };
 }
 
@@ -193,6 +196,7 @@ export async function routingAdminRoutes(app: FastifyInstance, opts: RoutingAdmi
   const { registry, router, experiments, tracker } = opts;
   const visible = opts.access?.visible ?? (() => true);
   const owns = opts.access?.owns ?? (() => true);
+  const tenantOf = opts.access?.tenant ?? (() => null);
   strictValidation(app);
 
   const routingOf = (m: ModelRecord): Record<string, unknown> => ({
@@ -237,17 +241,16 @@ export async function routingAdminRoutes(app: FastifyInstance, opts: RoutingAdmi
 
   // ---- experiments ----
 
-  /** The experiment if this request may see it (else the same 404 as a missing one). */
+  /**
+   * The experiment if this request may see it, else the same 404 as a missing one. An experiment belongs to its
+   * model's owner: a tenant sees those on its own models (not on models merely shared with it).
+   */
   const visibleExperiment = async (req: FastifyRequest, id: string): Promise<ExperimentRecord> => {
     const exp = await experiments.get(id);
-    if (!visible(req, exp.model)) throw err('SY_ERR_EXPERIMENT_NOT_FOUND', `no experiment "${id}"`);
+    if (!owns(req, exp.model)) throw err('SY_ERR_EXPERIMENT_NOT_FOUND', `no experiment "${id}"`);
     return exp;
   };
-  const ownedExperiment = async (req: FastifyRequest, id: string): Promise<ExperimentRecord> => {
-    const exp = await visibleExperiment(req, id);
-    if (!owns(req, exp.model)) throw err('SY_ERR_FORBIDDEN', `only the owner of model "${exp.model}" may change experiment "${id}"`);
-    return exp;
-  };
+  const ownedExperiment = visibleExperiment;
 
   app.get<{ Querystring: { model?: string; status?: ExperimentStatus } }>('/api/v1/experiments', {
     schema: {
@@ -259,7 +262,7 @@ export async function routingAdminRoutes(app: FastifyInstance, opts: RoutingAdmi
     const filter: { model?: string; status?: ExperimentStatus } = {};
     if (req.query.model !== undefined) filter.model = req.query.model;
     if (req.query.status !== undefined) filter.status = req.query.status;
-    return (await experiments.list(filter)).filter((e) => visible(req, e.model));
+    return (await experiments.list(filter)).filter((e) => owns(req, e.model));
   });
 
   app.post<{ Body: { id?: string; model: string; description?: string; control?: string; guardrails?: Record<string, unknown> } }>('/api/v1/experiments', {
@@ -269,6 +272,8 @@ export async function routingAdminRoutes(app: FastifyInstance, opts: RoutingAdmi
     },
   }, async (req, reply) => {
     const { model: name, ...rest } = req.body;
+    // A tenant names its experiments in its namespace: an id taken by another tenant is never a 409 (no oracle).
+    if (rest.id !== undefined) checkCreatableId(tenantOf(req), rest.id, 'experiment');
     if (!visible(req, name)) throw err('SY_ERR_REGISTRY_NOT_FOUND', `no registered model "${name}"`);
     if (!owns(req, name)) throw err('SY_ERR_FORBIDDEN', `only the owner of model "${name}" may start an experiment on it`);
     const model = await registry.getModel(name);
