@@ -9,11 +9,13 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import OpenAI, { toFile } from 'openai';
 import { OpenAiLineRunner } from '../src/api/index.js';
 import { BatchService } from '../src/batch/index.js';
 import { createLogger } from '../src/server.js';
+import { describeNeeding } from './registry-helpers.js';
+import { LLAMA, llamaMissing } from './llama-runtime.js';
 import { writeTinyLlama } from '../tools/gguf/tiny-llama.js';
 import { encoder } from '../tools/onnx/zoo.js';
 import { assertClose, startSwitchyard, type TestServer } from './helpers.js';
@@ -26,7 +28,7 @@ interface OutLine { id: string; custom_id: string; response: { status_code: numb
 const jsonl = (rows: unknown[]): string => rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
 const parseLines = (text: string): OutLine[] => text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as OutLine);
 
-describe('OpenAI Batch API (files + batches, official SDK)', () => {
+describeNeeding('OpenAI Batch API (files + batches, official SDK)', LLAMA, await llamaMissing(), () => {
   let server: TestServer;
   let client: OpenAI;
   let work: string;

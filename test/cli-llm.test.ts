@@ -11,9 +11,11 @@ import type { AddressInfo } from 'node:net';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import { loadLlmConfig } from '../src/config/llm-config.js';
 import OpenAI from 'openai';
+import { describeNeeding } from './registry-helpers.js';
+import { LLAMA, llamaMissing } from './llama-runtime.js';
 import { writeTinyLlama } from '../tools/gguf/tiny-llama.js';
 import { startSwitchyard, type TestServer } from './helpers.js';
 import { runCli, ok, fails, rows, type Run } from './cli-helpers.js';
@@ -36,7 +38,7 @@ async function sseServer(events: string[]): Promise<{ server: Server; url: strin
 const chunk = (content: string): string =>
   `data: ${JSON.stringify({ id: 'c', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: { content }, finish_reason: null }] })}\n\n`;
 
-describe('switchyard llm CLI', () => {
+describeNeeding('switchyard llm CLI', LLAMA, await llamaMissing(), () => {
   let srv: TestServer;
   let work: string;
   let url: string[];

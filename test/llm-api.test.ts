@@ -9,9 +9,11 @@ import type { AddressInfo } from 'node:net';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import OpenAI from 'openai';
 import { encoder } from '../tools/onnx/zoo.js';
+import { describeNeeding } from './registry-helpers.js';
+import { LLAMA, llamaMissing } from './llama-runtime.js';
 import { writeTinyLlama } from '../tools/gguf/tiny-llama.js';
 import { startSwitchyard, type TestServer } from './helpers.js';
 
@@ -53,7 +55,7 @@ async function brokenUpstream(): Promise<{ server: Server; url: string }> {
   return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1` };
 }
 
-describe('OpenAI-compatible API', () => {
+describeNeeding('OpenAI-compatible API', LLAMA, await llamaMissing(), () => {
   let local: TestServer;
   let proxy: TestServer;
   let broken: { server: Server; url: string };

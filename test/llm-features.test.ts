@@ -9,9 +9,11 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, before, it } from 'node:test';
 import { Ajv } from 'ajv';
 import OpenAI from 'openai';
+import { describeNeeding } from './registry-helpers.js';
+import { LLAMA, llamaMissing } from './llama-runtime.js';
 import { tinyLlamaTokenId, writeTinyLlama } from '../tools/gguf/tiny-llama.js';
 import { startSwitchyard, type TestServer } from './helpers.js';
 
@@ -56,7 +58,7 @@ function badRequest(param: string, pattern?: RegExp): (e: unknown) => boolean {
   };
 }
 
-describe('llama backend: OpenAI parameters', () => {
+describeNeeding('llama backend: OpenAI parameters', LLAMA, await llamaMissing(), () => {
   let srv: TestServer;
   let client: OpenAI;
   let work: string;

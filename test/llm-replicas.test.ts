@@ -17,6 +17,7 @@ import { after, before, it } from 'node:test';
 import { startReplica, type Replica } from './replica-helpers.js';
 import { Redis } from 'ioredis';
 import { writeTinyLlama } from '../tools/gguf/tiny-llama.js';
+import { LLAMA, llamaMissing } from './llama-runtime.js';
 import { deleteKeys, describeNeeding, PG_BASE, pgSchema, postgresReachable, REDIS_URL as REDIS, redisReachable } from './registry-helpers.js';
 
 const ADMIN = 'llm-replica-test-admin-key-0123456789';
@@ -50,9 +51,10 @@ interface Usage { prompt_tokens: number; completion_tokens: number; total_tokens
 const down = [
   await postgresReachable().then((e) => e && `Postgres at ${PG_BASE}: ${e}`),
   await redisReachable().then((e) => e && `Redis at ${REDIS}: ${e}`),
+  await llamaMissing(),
 ].filter(Boolean).join('; ') || null;
 
-describeNeeding('LLM token limits across three replicas (Redis)', 'Postgres and Redis', down, () => {
+describeNeeding('LLM token limits across three replicas (Redis)', `Postgres, Redis and ${LLAMA}`, down, () => {
   const replicas: Replica[] = [];
   const schema = pgSchema();
   const tenant = `llmrep${Math.random().toString(36).slice(2, 10)}`;

@@ -2,12 +2,16 @@
  * @module
  * The part of node-llama-cpp's API the llama runtime uses, declared locally, and loading it on demand.
  *
- * node-llama-cpp is an optional dependency (its prebuilt CUDA and Vulkan binaries are large, and most
- * deployments serve ONNX on CPU): the build must not need its type declarations, and a server without it runs
- * every other backend. It is imported the first time a `backend: llama` model loads; when it is missing, that
- * load fails with the install command.
+ * node-llama-cpp is not in the default install (its prebuilt CUDA and Vulkan binaries are ~650 MB, and most
+ * deployments serve ONNX on CPU): `npm run install:llama` puts it, with the CPU binary for this platform, in
+ * `.llama-runtime/`. The build does not need its type declarations, and a server without it runs every other
+ * backend. It is imported the first time a `backend: llama` model loads (from node_modules when the application
+ * installed it, else from the runtime directory); when it is missing, that load fails naming the command.
  */
+import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { err } from '../../errors.js';
 import type { LlamaModelConfig } from '../../config/index.js';
 
@@ -103,15 +107,37 @@ export interface NodeLlamaCpp {
 const PACKAGE = 'node-llama-cpp';
 
 /** The command that installs the local-LLM runtime (named in the error when it is missing). */
-export const INSTALL_COMMAND = 'npm install node-llama-cpp';
+export const INSTALL_COMMAND = 'npm run install:llama';
+
+/**
+ * Where `npm run install:llama` puts the runtime: `.llama-runtime/` in the package's root (this file is
+ * dist/src/runtimes/llama/bindings.js), or the directory in SWITCHYARD_LLAMA_RUNTIME.
+ */
+export function runtimeDir(): string {
+  return process.env['SWITCHYARD_LLAMA_RUNTIME'] ?? fileURLToPath(new URL('../../../../.llama-runtime/', import.meta.url));
+}
+
+async function importRuntime(): Promise<NodeLlamaCpp> {
+  try {
+    return await import(PACKAGE) as NodeLlamaCpp; // installed with the application (npm install node-llama-cpp)
+  } catch (first) {
+    let entry: string;
+    try {
+      entry = createRequire(join(runtimeDir(), 'package.json')).resolve(PACKAGE);
+    } catch {
+      throw first;
+    }
+    return await import(pathToFileURL(entry).href) as NodeLlamaCpp;
+  }
+}
 
 let bindings: Promise<NodeLlamaCpp> | null = null;
 
 /** node-llama-cpp, imported once; a clear configuration error naming the install command when it is missing. */
 export function loadBindings(): Promise<NodeLlamaCpp> {
-  bindings ??= (import(PACKAGE) as Promise<NodeLlamaCpp>).catch((e: unknown) => {
+  bindings ??= importRuntime().catch((e: unknown) => {
     bindings = null;
-    throw err('SY_ERR_CONFIG_INVALID', `a "backend: llama" model needs the local-LLM runtime node-llama-cpp, which is not installed: run \`${INSTALL_COMMAND}\` (see docs/llm.md)`, { cause: e });
+    throw err('SY_ERR_CONFIG_INVALID', `a "backend: llama" model needs the local-LLM runtime node-llama-cpp, which is not installed: run \`${INSTALL_COMMAND}\` (CPU build, ~85 MB; \`${INSTALL_COMMAND} -- --gpu\` adds the GPU builds; see docs/llm.md)`, { cause: e });
   });
   return bindings;
 }
