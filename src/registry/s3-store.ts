@@ -133,7 +133,8 @@ export class S3ArtifactStore implements ArtifactStore {
       const h = await this.#client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
       return h.ContentLength ?? -1;
     } catch (e) {
-      if (notFound(e)) return -1;
+      // 403: without s3:ListBucket, S3 answers a HEAD of a missing object with 403; the upload says if access is denied.
+      if (notFound(e) || (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 403) return -1;
       throw unavailable(`could not reach s3://${this.bucket}/${key}`, e);
     }
   }
