@@ -21,7 +21,7 @@ const batch = (model: string, rows: number): BatchEvent => ({ model, version: '1
 describe('serving timeline', () => {
   it('counts requests, errors and batches per 10 s step; quantiles from the bins; the ring forgets the oldest step', () => {
     let now = 1_000_000_000_000; // a step boundary
-    const tl = new ServingTimeline({ stepMs: 10_000, steps: 6, now: () => now });
+    const tl = new ServingTimeline({ stepMs: 10_000, steps: 6, now: () => now, tickMs: 0 });
     for (let i = 1; i <= 100; i++) tl.record(req('m', i === 100 ? 800 : 2)); // 99 at 2 ms, one at 800 ms
     tl.record(req('m', 5, { ok: false, reason: 'runtime_error' }));
     tl.record(req('m', 1, { ok: false, reason: 'invalid_input' }));
@@ -30,28 +30,32 @@ describe('serving timeline', () => {
     tl.recordBatch(batch('m', 3));
     tl.recordBatch(batch('m', 3));
     now += 20_000; // two steps later
+    tl.record(req('m', 2));
+    assert.equal(tl.read('m', 10_000).requests[0], 0, 'until the clock is read again, events count in the step of the last tick');
+    tl.tick();
     tl.record(req('m', 20));
     const r = tl.read('m');
     assert.equal(r.t.length, 6);
     assert.equal(r.t[5], now);
-    assert.deepEqual(r.requests, [0, 0, 0, 103, 0, 1]);
+    assert.deepEqual(r.requests, [0, 0, 0, 104, 0, 1]);
     assert.deepEqual(r.errors, [0, 0, 0, 1, 0, 0]);
     assert.equal(r.p50Ms[4], null, 'a step without requests has no quantile');
-    // 101 successes in step 3: 100 at ≤ 2.5 ms (bin 1..2.5), one in the 500..1000 bin.
+    // 102 successes in step 3: 101 at ≤ 2.5 ms (bin 1..2.5), one in the 500..1000 bin.
     assert.ok(r.p50Ms[3]! > 1 && r.p50Ms[3]! <= 2.5, `p50 ${r.p50Ms[3]}`);
-    assert.ok(r.p99Ms[3]! <= 2.5, 'the 99th of 101 is still a fast one');
-    assert.equal(r.totals.requests, 104);
+    assert.ok(r.p99Ms[3]! <= 2.5, 'the 99th percentile of 102 is still a fast one');
+    assert.equal(r.totals.requests, 105);
     assert.equal(r.totals.errors, 1);
     assert.equal(r.totals.clientErrors, 1);
     assert.equal(r.totals.cached, 1);
-    assert.equal(r.totals.errorRate, Math.round((1 / 103) * 1000) / 1000, 'errors over requests that were not the caller\'s fault');
-    assert.equal(r.totals.rate, Math.round((104 / 60) * 1e6) / 1e6);
+    assert.equal(r.totals.errorRate, Math.round((1 / 104) * 1000) / 1000, 'errors over requests that were not the caller\'s fault');
+    assert.equal(r.totals.rate, Math.round((105 / 60) * 1e6) / 1e6);
     assert.deepEqual(r.batches.counts.slice(0, 3), [1, 0, 2], 'rows 1 → bin ≤1; rows 3 → bin ≤4');
     assert.equal(r.batches.meanRows, Math.round((7 / 3) * 1000) / 1000);
     assert.equal(r.queueMs[5], 5);
     assert.equal(r.computeMs[5], 10);
     // Six steps later the first step's slot is reused: its counts are gone, not added to.
     now += 60_000;
+    tl.tick();
     tl.record(req('m', 3));
     const later = tl.read('m');
     assert.deepEqual(later.requests, [0, 0, 0, 0, 0, 1]);
@@ -71,7 +75,7 @@ describe('serving timeline', () => {
   });
 
   it('bounds the number of models it keeps', () => {
-    const tl = new ServingTimeline({ maxModels: 2 });
+    const tl = new ServingTimeline({ maxModels: 2, tickMs: 0 });
     for (const m of ['a', 'b', 'c']) tl.record(req(m, 1));
     assert.deepEqual(tl.models().sort(), ['a', 'b']);
   });

@@ -1,7 +1,7 @@
 /**
  * The web console end to end in a real browser: Debian's Chromium driven by playwright-core against a real
  * server (onnxruntime models, embedded SQLite, authentication on) with real data — traffic, a routing policy,
- * a reference profile, logged predictions, tenants and keys, feature definitions. Signs in, checks that every
+ * a reference profile, logged predictions, tenants and keys, feature definitions, a batch job. Signs in, checks that every
  * page shows its data with no console errors, moves an alias in the UI (then served over V2), changes a canary
  * weight in the UI (then in the policy), and checks that a tenant's key cannot see another tenant's model.
  * Screenshots go to .scratch/console/ (git-ignored). In CI a missing Chromium fails the test.
@@ -34,6 +34,7 @@ describe('web console in Chromium', { skip }, () => {
   let profileDir: string;
   let acmeKey = '';
   let acmeKeyId = '';
+  let batchId = '';
 
   const call = async (method: string, path: string, body?: unknown, key = ADMIN, type = 'application/json'): Promise<Record<string, unknown>> => {
     const res = await fetch(`${srv.url}${path}`, {
@@ -90,7 +91,7 @@ describe('web console in Chromium', { skip }, () => {
     const header = Array.from({ length: 64 }, (_, i) => `features[${i}]`).join(',');
     const rows = Array.from({ length: 300 }, (_, r) => floats(64, 1000 + r).map((v) => v.toFixed(4)).join(','));
     await call('POST', `/api/v1/models/${MODEL}/versions/1/profile`, `${[header, ...rows].join('\n')}\n`, ADMIN, 'text/csv');
-    for (let i = 0; i < 40; i++) await infer(`/v2/models/${MODEL}/versions/1/infer`, i);
+    for (let i = 0; i < 25; i++) await infer(`/v2/models/${MODEL}/versions/1/infer`, i);
     for (let i = 0; i < 10; i++) await infer(`/v2/models/${MODEL}/infer`, 100 + i, acmeKey);
     await infer(`/v2/models/${OTHER}/infer`, 7);
     await srv.sy.monitoring.log.flush();
@@ -98,6 +99,14 @@ describe('web console in Chromium', { skip }, () => {
     await call('PUT', '/api/v1/features/entities/user', { joinKeys: [{ name: 'user_id', type: 'int64' }] });
     await call('PUT', '/api/v1/features/views/user_profile', { entities: ['user'], features: [{ name: 'f0', type: 'float32' }, { name: 'f1', type: 'float32' }], ttlSeconds: 7200 });
     await call('POST', '/api/v1/features/push', { view: 'user_profile', rows: [{ user_id: 7, event_time: Date.now() - 60_000, f0: 0.5, f1: 1.25 }] });
+
+    // A batch job (OpenAI Batch API) whose lines name a model that does not exist: each line fails on its own.
+    const form = new FormData();
+    form.set('purpose', 'batch');
+    const lines = [1, 2].map((i) => JSON.stringify({ custom_id: `r${i}`, method: 'POST', url: '/v1/embeddings', body: { model: 'no-such-encoder', input: `text ${i}` } }));
+    form.set('file', new Blob([`${lines.join('\n')}\n`], { type: 'application/jsonl' }), 'input.jsonl');
+    const file = await (await fetch(`${srv.url}/v1/files`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}` }, body: form })).json() as { id: string };
+    batchId = (await call('POST', '/v1/batches', { input_file_id: file.id, endpoint: '/v1/embeddings', completion_window: '24h' }))['id'] as string;
 
     profileDir = await mkdtemp(join(tmpdir(), 'switchyard-chromium-'));
     browser = await chromium.launchPersistentContext(profileDir, {
@@ -146,6 +155,9 @@ describe('web console in Chromium', { skip }, () => {
     await show(page, 'features', 'features');
     await page.getByRole('table', { name: 'Entities' }).getByRole('cell', { name: 'user', exact: true }).waitFor();
     await page.getByRole('table', { name: 'Feature views' }).getByRole('cell', { name: 'user_profile', exact: true }).waitFor();
+
+    await show(page, 'batches', 'batches');
+    await page.getByRole('table', { name: 'Batch jobs' }).getByRole('cell', { name: batchId, exact: true }).waitFor();
 
     await page.getByRole('button', { name: 'Toggle dark mode' }).click();
     await show(page, 'overview', 'overview-dark');

@@ -363,6 +363,7 @@ export class MonitoringService {
     await this.#channel?.close();
     diagnostics.unsubscribe(channels.request.name as string, this.#onRequest);
     diagnostics.unsubscribe(channels.batch.name as string, this.#onBatch);
+    this.timeline.close();
     await this.alerts.close();
     await this.log.close();
   }

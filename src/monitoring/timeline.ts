@@ -42,6 +42,12 @@ export interface TimelineOptions {
   readonly maxModels?: number;
   /** Clock, ms since the epoch. Default Date.now. */
   readonly now?: () => number;
+  /**
+   * How often the current step is read from the clock, ms (events are counted in the step as of the last tick:
+   * reading the clock per event would cost more than the rest of `record`). 0 = only when `tick()` is called
+   * (tests). Default 1000.
+   */
+  readonly tickMs?: number;
 }
 
 /** One model's serving over a window: per-step columns (null where a step had no data) and totals. */
@@ -109,13 +115,22 @@ class Series {
     this.epochs = new Float64Array(steps).fill(-1);
   }
 
+  /** The step last written and its row offset (most events land in the current step). */
+  step = -1;
+  off = 0;
+
   /** The row offset for step `n`, zeroed first when it held an older step. */
   row(n: number): number {
+    if (n === this.step) return this.off;
     const slot = n % this.epochs.length;
     const off = slot * STRIDE;
     if (this.epochs[slot] !== n) {
       this.data.fill(0, off, off + STRIDE);
       this.epochs[slot] = n;
+    }
+    if (n > this.step) {
+      this.step = n;
+      this.off = off;
     }
     return off;
   }
@@ -130,6 +145,12 @@ export class ServingTimeline {
   readonly #now: () => number;
   readonly #maxModels: number;
   readonly #series = new Map<string, Series>();
+  readonly #timer: NodeJS.Timeout | null;
+  /** The current step number, as of the last tick. */
+  #step = 0;
+  /** The series of the model recorded last (consecutive events are often the same model's). */
+  #lastModel: string | null = null;
+  #last: Series | null = null;
 
   constructor(opts: TimelineOptions = {}) {
     this.stepMs = opts.stepMs ?? 10_000;
@@ -137,14 +158,31 @@ export class ServingTimeline {
     this.#now = opts.now ?? Date.now;
     this.#maxModels = opts.maxModels ?? 1000;
     if (!(this.stepMs > 0) || !Number.isInteger(this.steps) || this.steps < 1) throw new RangeError('stepMs must be > 0 and steps a positive integer');
+    this.tick();
+    const tickMs = opts.tickMs ?? 1000;
+    this.#timer = tickMs > 0 ? setInterval(() => this.tick(), tickMs) : null;
+    this.#timer?.unref();
+  }
+
+  /** Read the clock: events from now on count in its step. */
+  tick(): void {
+    this.#step = Math.floor(this.#now() / this.stepMs);
+  }
+
+  /** Stop the clock timer. */
+  close(): void {
+    if (this.#timer) clearInterval(this.#timer);
   }
 
   #seriesOf(model: string): Series | null {
+    if (model === this.#lastModel) return this.#last;
     let s = this.#series.get(model);
     if (s === undefined) {
       if (this.#series.size >= this.#maxModels) return null;
       this.#series.set(model, (s = new Series(this.steps)));
     }
+    this.#lastModel = model;
+    this.#last = s;
     return s;
   }
 
@@ -153,7 +191,7 @@ export class ServingTimeline {
     const s = this.#seriesOf(e.model);
     if (s === null) return;
     const d = s.data;
-    const o = s.row(Math.floor(this.#now() / this.stepMs));
+    const o = s.row(this.#step);
     d[o + REQUESTS]!++;
     if (e.cached) d[o + CACHED]!++;
     if (e.ok) {
@@ -173,7 +211,7 @@ export class ServingTimeline {
     const s = this.#seriesOf(e.model);
     if (s === null) return;
     const d = s.data;
-    const o = s.row(Math.floor(this.#now() / this.stepMs));
+    const o = s.row(this.#step);
     d[o + BATCHES]!++;
     d[o + BATCH_ROWS]! += e.rows;
     d[o + BATCH + binOf(BATCH_BOUNDS_ROWS, e.rows)]!++;
@@ -187,7 +225,8 @@ export class ServingTimeline {
   /** A model's last `windowMs` (default: the whole window), one point per step; zeros when it had no traffic. */
   read(model: string, windowMs = this.stepMs * this.steps): ModelTimeline {
     const n = Math.max(1, Math.min(this.steps, Math.ceil(windowMs / this.stepMs)));
-    const current = Math.floor(this.#now() / this.stepMs);
+    this.tick();
+    const current = this.#step;
     const s = this.#series.get(model);
     const sum = new Float64Array(STRIDE);
     const out = { t: [] as number[], requests: [] as number[], errors: [] as number[], p50Ms: [] as (number | null)[], p95Ms: [] as (number | null)[], p99Ms: [] as (number | null)[], queueMs: [] as (number | null)[], computeMs: [] as (number | null)[] };

@@ -2,6 +2,7 @@
 import { render } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
 import { api, ApiError, session, whenUnauthorized, type Whoami } from './api';
+import { Batches } from './pages/batches';
 import { Features } from './pages/features';
 import { Models } from './pages/models';
 import { Monitoring } from './pages/monitoring';
@@ -19,6 +20,7 @@ const PAGES: { id: string; title: string; key: string }[] = [
   { id: 'tenants', title: 'Tenants', key: '4' },
   { id: 'monitoring', title: 'Monitoring', key: '5' },
   { id: 'features', title: 'Features', key: '6' },
+  { id: 'batches', title: 'Batch jobs', key: '7' },
 ];
 
 type Theme = 'light' | 'dark';
@@ -78,7 +80,7 @@ function App() {
     api<Whoami>('GET', '/api/v1/whoami').then(setWho, () => session.clear()).finally(() => setChecking(false));
   }, []);
   useEffect(() => {
-    // Alt+1…6 switch pages; the nav links are reachable with Tab as well.
+    // Alt+1…7 switch pages; the nav links are reachable with Tab as well.
     const on = (e: KeyboardEvent): void => {
       if (!e.altKey || e.ctrlKey || e.metaKey) return;
       const p = PAGES.find((x) => x.key === e.key);
@@ -122,6 +124,7 @@ function App() {
         {page === 'tenants' ? <Tenants who={who} args={route.args} /> : null}
         {page === 'monitoring' ? <Monitoring who={who} args={route.args} /> : null}
         {page === 'features' ? <Features who={who} /> : null}
+        {page === 'batches' ? <Batches who={who} /> : null}
       </main>
     </div>
   );
