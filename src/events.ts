@@ -98,6 +98,12 @@ export interface LlmTokenEvent { model: string; first: boolean; seconds: number 
 /** A failed upstream attempt (each retry counts). */
 export interface LlmUpstreamErrorEvent { model: string; deployment: string; reason: string }
 
+/** A batch chunk this replica ran: committed (its lines now count) or discarded (lease lost, job stopped). */
+export interface BatchChunkEvent { endpoint: string; committed: boolean; succeeded: number; failed: number; seconds: number }
+
+/** A batch job ended here (completed, failed, expired, cancelled), published by the replica that ended it. */
+export interface BatchJobEvent { endpoint: string; status: string }
+
 export const channels = {
   request: diagnostics.channel('switchyard:inference:request'),
   served: diagnostics.channel('switchyard:inference:served'),
@@ -113,4 +119,6 @@ export const channels = {
   llmRequest: diagnostics.channel('switchyard:llm:request'),
   llmToken: diagnostics.channel('switchyard:llm:token'),
   llmUpstreamError: diagnostics.channel('switchyard:llm:upstream-error'),
+  batchChunk: diagnostics.channel('switchyard:batch:chunk'),
+  batchJob: diagnostics.channel('switchyard:batch:job'),
 } as const;

@@ -110,6 +110,13 @@ describeNeeding('OpenAI Batch API (files + batches, official SDK)', LLAMA, await
     assert.match(JSON.stringify(errs[0]!.response!.body), /input/);
     assert.ok(b.usage && b.usage.input_tokens > 0);
 
+    const metrics = await (await fetch(`${server.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })).text();
+    const value = (re: RegExp): number => Number(re.exec(metrics)?.[1] ?? NaN);
+    assert.ok(value(/^switchyard_batch_lines_total\{endpoint="\/v1\/embeddings",outcome="succeeded"\} (\d+)/m) >= 7, 'lines metric');
+    assert.ok(value(/^switchyard_batch_lines_total\{endpoint="\/v1\/embeddings",outcome="failed"\} (\d+)/m) >= 1, 'failed lines metric');
+    assert.ok(value(/^switchyard_batch_jobs_total\{status="completed"\} (\d+)/m) >= 1, 'jobs metric');
+    assert.ok(value(/^switchyard_batch_chunks_total\{outcome="committed"\} (\d+)/m) >= 3, 'chunks metric');
+
     const listed = await client.batches.list({ limit: 10 });
     assert.ok(listed.data.some((x) => x.id === b.id));
     const files = await client.files.list();

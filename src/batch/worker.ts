@@ -13,6 +13,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import { channels, type BatchChunkEvent, type BatchJobEvent } from '../events.js';
 import type { Flow } from '../serving/index.js';
 import { newFileId, type FileStore } from './files.js';
 import { addUsage, JobStore, ZERO_USAGE, type JobRecord, type JobStatus, type JobUsage, type LeasedChunk, type NewChunk } from './jobs.js';
@@ -187,9 +188,10 @@ export class BatchWorkers {
       : checkInput((await files.read(job.inputFileId)).toString('utf8'), job.spec.endpoint as BatchEndpoint);
     const now = this.#now();
     if (checked.errors.length > 0) {
-      await jobs.transition(job.id, this.owner, ['validating'], async (_t, times) => ({
+      const failed = await jobs.transition(job.id, this.owner, ['validating'], async (_t, times) => ({
         status: 'failed', errors: JSON.stringify(checked.errors), times: JSON.stringify({ ...times, failed_at: now }), lease_owner: null, lease_until: null,
       }));
+      if (failed) jobEnded(job, 'failed');
       return;
     }
     const chunks: NewChunk[] = [];
@@ -213,7 +215,7 @@ export class BatchWorkers {
   async #finish(job: JobRecord, to: Extract<JobStatus, 'completed' | 'cancelled' | 'expired'>, from: readonly JobStatus[]): Promise<void> {
     const { jobs, files } = this.#o;
     const now = this.#now();
-    await jobs.transition(job.id, this.owner, from, async (t, times) => {
+    const ended = await jobs.transition(job.id, this.owner, from, async (t, times) => {
       let succeeded = 0;
       let failed = 0;
       let usage = ZERO_USAGE;
@@ -245,12 +247,19 @@ export class BatchWorkers {
         times: JSON.stringify({ ...times, [`${to}_at`]: now }), lease_owner: null, lease_until: null,
       };
     });
+    if (ended) jobEnded(job, to);
   }
 
   async #runChunk(c: LeasedChunk, stall: boolean): Promise<void> {
     const { jobs, leaseMs, logger } = this.#o;
     const job = await this.#jobOf(c.jobId);
     if (job === null) return;
+    const started = performance.now();
+    const publish = (committed: boolean, succeeded = 0, failed = 0): void => {
+      if (channels.batchChunk.hasSubscribers) {
+        channels.batchChunk.publish({ endpoint: job.spec.endpoint, committed, succeeded, failed, seconds: (performance.now() - started) / 1000 } satisfies BatchChunkEvent);
+      }
+    };
     const stop = new AbortController();
     const onClose = (): void => stop.abort();
     this.#stop.signal.addEventListener('abort', onClose, { once: true });
@@ -269,12 +278,15 @@ export class BatchWorkers {
       }
       if (stop.signal.aborted) {
         if (lease.state === 'stopped') await jobs.releaseChunk(c, this.owner);
+        publish(false);
         return;
       }
       if (!(await jobs.commitChunk(c, this.owner, result))) {
         logger.info({ job: c.jobId, chunk: c.seq }, 'batch chunk discarded: its lease was lost or its job stopped');
+        publish(false);
         return;
       }
+      publish(true, result.succeeded, result.failed);
       this.#committed++;
       for (const u of result.lineUsage) this.#o.usage?.record({ tenant: job.tenant, ok: true, ...u });
       this.wake();
@@ -339,6 +351,10 @@ export class BatchWorkers {
     }
     return { output, errorOutput, succeeded, failed, usage, lineUsage };
   }
+}
+
+function jobEnded(job: JobRecord, status: JobStatus): void {
+  if (channels.batchJob.hasSubscribers) channels.batchJob.publish({ endpoint: job.spec.endpoint, status } satisfies BatchJobEvent);
 }
 
 /** The id of a job's output or error file: fixed by the job id, so a redone finalize overwrites, never duplicates. */

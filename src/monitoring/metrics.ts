@@ -11,6 +11,7 @@ import {
 } from '../events.js';
 import type { ResultCache, TrafficRouter } from '../routing/index.js';
 import { watchLlm, type LlmModelsView } from './llm-metrics.js';
+import { watchBatch } from './batch-metrics.js';
 import { HotCounter, HotHistogram, type HotCounterChild, type HotHistogramChild } from '../hot-metrics.js';
 import type { ModelManager } from '../serving/index.js';
 
@@ -217,6 +218,7 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
   diagnostics.subscribe(channels.unload.name as string, onUnload);
   diagnostics.subscribe(channels.coldStart.name as string, onColdStart);
   let unwatchLlm = (): void => undefined;
+  const unwatchBatch = watchBatch(registry);
   return {
     registry,
     watchCache,
@@ -226,6 +228,7 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
     },
     close() {
       unwatchLlm();
+      unwatchBatch();
       for (const [c, f] of routingSubs) diagnostics.unsubscribe(c.name as string, f);
       diagnostics.unsubscribe(channels.request.name as string, onRequest);
       diagnostics.unsubscribe(channels.batch.name as string, onBatch);
