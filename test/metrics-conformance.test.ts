@@ -50,6 +50,7 @@ describe('GET /metrics', () => {
       assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'), `missing ${name}`);
     }
     assert.doesNotMatch(text, /^switchyard_(process|nodejs)_/m, 'no prefixed copies of the standard names');
+    assert.match(text, /^# TYPE switchyard_event_loop_lag_seconds histogram$/m, 'event-loop lag histogram');
     const version = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
     assert.ok(text.includes(`switchyard_build_info{version="${version}",node_version="${process.version}"} 1`), 'build info');
   });

@@ -28,6 +28,29 @@ export interface Metrics {
   close(): void;
 }
 
+/** How often the event loop's lag is sampled. */
+const LAG_SAMPLE_MS = 100;
+
+/**
+ * `switchyard_event_loop_lag_seconds`: how late a timer due every 100 ms fires — the time a request arriving
+ * then waits before the server can even read it. A histogram, so p99 and the share of stalls over a bound
+ * (e.g. a liveness probe's timeout) can be alerted on.
+ */
+function watchEventLoopLag(registry: Registry): () => void {
+  const lag = new Histogram({
+    name: 'switchyard_event_loop_lag_seconds', help: 'How late the event loop ran a timer due every 100 ms (time a new request waits before it is read).',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry],
+  });
+  let due = performance.now() + LAG_SAMPLE_MS;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    lag.observe(Math.max(0, now - due) / 1000);
+    due = now + LAG_SAMPLE_MS;
+  }, LAG_SAMPLE_MS);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
 /** Create a registry, subscribe to the serving channels and expose the manager's live state as gauges. */
 export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: boolean; router?: TrafficRouter; version?: string } = {}): Metrics {
   const registry = new Registry();
@@ -40,6 +63,7 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
       registry.removeSingleMetric(`nodejs_${name}`);
     }
   }
+  const stopLag = watchEventLoopLag(registry);
   new Gauge({
     name: 'switchyard_build_info', help: 'Always 1; the labels say which build runs (Switchyard version, Node.js version).',
     labelNames: ['version', 'node_version'], registers: [registry],
@@ -227,6 +251,7 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
       unwatchLlm = watchLlm(registry, models);
     },
     close() {
+      stopLag();
       unwatchLlm();
       unwatchBatch();
       for (const [c, f] of routingSubs) diagnostics.unsubscribe(c.name as string, f);

@@ -16,6 +16,7 @@ import type { Database } from '../storage/index.js';
 import { PgChannel } from '../storage/index.js';
 import type { Tensor } from '../tensor/index.js';
 import { AlertEngine, type AlertRule, type AlertSignals } from './alerts.js';
+import { profileDataset } from './profile-job.js';
 import { buildProfile, defaultFeatures, DriftMonitor, rowsFromRecords, type DriftReport, type ReferenceProfile } from './drift.js';
 import { PredictionLog, type PredictionQuery } from './prediction-log.js';
 import type { PredictionSink } from './prediction-log.js';
@@ -178,10 +179,15 @@ export class MonitoringService {
   // ── reference profiles ──
 
   /** Build and store the reference profile of a version from rows (a dataset) or from its logged predictions. */
-  async setProfile(model: string, version: number, source: { rows: Iterable<Record<string, number | string | null>>; label: string } | { log: PredictionQuery }, names: Readonly<Record<string, readonly string[]>> | undefined, actor: string): Promise<ProfileRecord> {
+  async setProfile(model: string, version: number, source: { rows: Iterable<Record<string, number | string | null>>; label: string } | { log: PredictionQuery } | { dataset: Uint8Array; format: 'csv' | 'jsonl' }, names: Readonly<Record<string, readonly string[]>> | undefined, actor: string): Promise<ProfileRecord> {
     const v = await this.#registry.getVersion(model, version);
     if (v.signature === null) throw err('SY_ERR_REGISTRY_CONFLICT', `model "${model}" version ${version} has no signature yet`);
     const features: FeatureSpec[] = defaultFeatures(v.signature, names === undefined ? {} : { names });
+    if ('dataset' in source) {
+      // An uploaded dataset is parsed and profiled in a worker thread: the event loop keeps serving meanwhile.
+      const built = await profileDataset({ bytes: source.dataset, format: source.format, features, target: `model "${model}" version ${version}` });
+      return this.#storeProfile(model, version, built.profile, `dataset (${source.format}, ${built.rows} rows)`, actor);
+    }
     let rows: Iterable<Record<string, number | string | null>>;
     let label: string;
     if ('log' in source) {
@@ -197,7 +203,10 @@ export class MonitoringService {
         throw err('SY_ERR_BAD_REQUEST', `the dataset has none of the monitored features of model "${model}" version ${version} (expected columns such as ${features.slice(0, 3).map((f) => `"${f.name}"`).join(', ')}; name them with "names" or match the tensor columns)`);
       }
     }
-    const profile = buildProfile(features, rows);
+    return this.#storeProfile(model, version, buildProfile(features, rows), label, actor);
+  }
+
+  async #storeProfile(model: string, version: number, profile: ReferenceProfile, label: string, actor: string): Promise<ProfileRecord> {
     if (profile.rows === 0) throw err('SY_ERR_BAD_REQUEST', 'the reference data has no rows');
     const now = Date.now();
     const row = { model, version, profile: JSON.stringify(profile), source: label, created_by: actor, created_at: now };

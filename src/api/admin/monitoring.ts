@@ -6,7 +6,7 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { err } from '../../errors.js';
-import { readDataset, redactRule, toCsv, toJsonl } from '../../monitoring/index.js';
+import { redactRule, toCsv, toJsonl } from '../../monitoring/index.js';
 import type { MonitoringService } from '../../monitoring/index.js';
 import type { Registry } from '../../registry/index.js';
 import { actorOf, isoTime, strictValidation } from './routes.js';
@@ -116,8 +116,7 @@ export async function monitoringAdminRoutes(app: FastifyInstance, opts: Monitori
       const format = req.query.format ?? (type === 'text/csv' ? 'csv' : type === 'application/x-ndjson' || type === 'application/jsonl' ? 'jsonl' : null);
       if (format === null) throw err('SY_ERR_UNSUPPORTED_MEDIA', `send the dataset as text/csv or application/x-ndjson (got "${type || 'none'}"), or JSON {"source":"log"}`);
       if (!Buffer.isBuffer(req.body)) throw err('SY_ERR_BAD_REQUEST', 'request body is empty');
-      const rows = await readDataset(req.body, format);
-      rec = await monitoring.setProfile(name, version, { rows, label: `dataset (${format}, ${rows.length} rows)` }, undefined, actorOf(req));
+      rec = await monitoring.setProfile(name, version, { dataset: req.body, format }, undefined, actorOf(req));
     }
     return reply.code(201).send(rec);
   });
