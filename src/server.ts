@@ -9,7 +9,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import { pino, type Logger } from 'pino';
 import { Redis } from 'ioredis';
 import { Counter, Gauge } from 'prom-client';
-import { adminRoutes, batchRoutes, featureDataRoutes, featureDefinitionRoutes, installAccessLog, frameworkErrors, GrpcTransport, installErrorShape, lazyChildLogger, llmAdminRoutes, llmRoutes, monitoringAdminRoutes, OpenAiLineRunner, overviewRoutes, registerOpenApi, requestIdGenerator, routingAdminRoutes, tenancyRoutes, uiRoutes, v2ExtensionRoutes, v2Routes } from './api/index.js';
+import { adminRoutes, batchRoutes, featureDataRoutes, featureDefinitionRoutes, installAccessLog, frameworkErrors, GrpcTransport, installErrorShape, installShutdownGate, settlesWithin, lazyChildLogger, llmAdminRoutes, llmRoutes, monitoringAdminRoutes, OpenAiLineRunner, overviewRoutes, registerOpenApi, requestIdGenerator, routingAdminRoutes, tenancyRoutes, uiRoutes, v2ExtensionRoutes, v2Routes } from './api/index.js';
 import { authEnabled, checkExposure, loadLlmConfig, type ServerConfig } from './config/index.js';
 import { ExperimentStore, ExperimentTracker } from './experiments/index.js';
 import { createMetrics, DatabasePredictionSink, filterExposition, JsonlPredictionSink, type Metrics, MonitoringService } from './monitoring/index.js';
@@ -185,14 +185,21 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     genReqId: (req) => requestId(req.headers['x-request-id']),
     childLoggerFactory: lazyChildLogger,
     frameworkErrors,
-    return503OnClosing: true,
+    // Late arrivals get the documented 503 from the shutdown gate below, not Fastify's own body.
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
+    // Slow clients: headers within headersTimeoutMs, the whole request within requestTimeoutMs, idle keep-alive
+    // connections closed after keepAliveTimeoutMs (node:http checks at connectionsCheckingInterval).
+    requestTimeout: config.requestTimeoutMs,
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    http: { headersTimeout: config.headersTimeoutMs, connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(config.headersTimeoutMs / 4))) },
   });
 
   app.addHook('onRequest', (req, reply, done) => {
     reply.header('x-request-id', req.id);
     done();
   });
+  const shutdownGate = installShutdownGate(app);
   installErrorShape(app);
   installAccessLog(app, { logger, sampleRate: config.accessLogSampleRate });
   // One Authorizer for every transport: the HTTP hooks and gRPC share its limit counters.
@@ -272,9 +279,19 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   let closing: Promise<void> | null = null;
   const close = (): Promise<void> => {
     closing ??= (async () => {
-      await Promise.all([app.close(), grpc.close(config.shutdownGraceMs), batch.close()]);
+      // The grace period starts now and bounds the drain: HTTP, gRPC, batch jobs and queued requests drain
+      // together; past it, queued requests are refused (503) and connections still open are closed, even with
+      // a run that never finishes.
+      shutdownGate.close();
+      const grace = config.shutdownGraceMs;
+      const managerClosed = manager.close(grace);
+      const drained = Promise.all([app.close(), grpc.close(grace), batch.close(), managerClosed]);
+      if (!(await settlesWithin(drained, grace + SHUTDOWN_SLACK_MS))) {
+        logger.warn({ graceMs: grace }, 'shutdown grace period over: closing connections whose requests are still running');
+        app.server.closeAllConnections();
+        await settlesWithin(drained, SHUTDOWN_SLACK_MS);
+      }
       await llm.close();
-      await manager.close(config.shutdownGraceMs);
       await llmUsage.close().catch((e: unknown) => logger.error({ err: e }, 'final LLM usage flush failed'));
       await tokenLimiter.close();
       stopMetering();
@@ -295,6 +312,9 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   };
   return { app, manager, registry, metrics, logger, gateway, usage, audit, router, experiments, tracker, cache, monitoring, features, llm, inference, grpc, llmUsage, batch, bootstrapKey, close };
 }
+
+/** What closing may take beyond the grace period: refusing what is still queued, closing connections, releasing models. */
+const SHUTDOWN_SLACK_MS = 500;
 
 /** Limit-store failures: a counter and at most one log line per 10 s. */
 function limitStoreErrors(logger: Logger, metrics: Metrics, mode: 'open' | 'closed', name = 'switchyard_ratelimit_store_errors_total'): (e: Error) => void {

@@ -8,6 +8,7 @@ export { tenancyRoutes } from './admin/tenancy.js';
 export { v2Routes } from './v2/routes.js';
 export { v2ExtensionRoutes } from './v2/extensions.js';
 export { frameworkErrors, installErrorShape } from './reply-error.js';
+export { installShutdownGate, settlesWithin } from './shutdown.js';
 export { installAccessLog } from './access-log.js';
 export { lazyChildLogger, requestIdGenerator } from './request-scope.js';
 export { monitoringAdminRoutes } from './admin/monitoring.js';

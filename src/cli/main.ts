@@ -36,6 +36,7 @@ const num = (name: string) => (v: string): number => {
 interface ServeFlags {
   modelRepository?: string; port?: number; grpcPort?: number; grpcMaxMessageMb?: number; host?: string; logLevel?: ServerConfig['logLevel']; accessLogSampleRate?: number;
   maxBodyMb?: number; maxInflateMb?: number; maxRequestRows?: number; maxRequestElements?: number; executionProvider?: ServerConfig['executionProvider']; shutdownGraceMs?: number;
+  headersTimeoutMs?: number; requestTimeoutMs?: number; keepAliveTimeoutMs?: number;
   dataDir?: string; database?: string; databaseTimeoutMs?: number; memoryBudget?: number; loadWaitMs?: number; maxArtifactMb?: number;
   auth?: boolean; adminKey?: string; insecure?: boolean; redis?: string; rateLimitFail?: 'open' | 'closed';
   redisTimeoutMs?: number; authCacheMs?: number; usageFlushMs?: number; cacheMaxMb?: number;
@@ -104,7 +105,10 @@ program
   .addOption(new Option('--max-request-rows <rows>', `most rows per inference request, checked before decoding (413); a model's max_request_rows overrides it; 0 = no limit [env SWITCHYARD_MAX_REQUEST_ROWS] (default: ${SERVER_DEFAULTS.maxRequestRows})`).argParser(int('max-request-rows')))
   .addOption(new Option('--max-request-elements <n>', `most tensor elements per inference request, checked before decoding (413); a model's max_request_elements overrides it; 0 = no limit [env SWITCHYARD_MAX_REQUEST_ELEMENTS] (default: ${SERVER_DEFAULTS.maxRequestElements})`).argParser(int('max-request-elements')))
   .addOption(new Option('--execution-provider <ep>', `default onnxruntime execution provider for models whose config names none; cuda falls back to cpu when unavailable [env SWITCHYARD_EXECUTION_PROVIDER] (default: "${SERVER_DEFAULTS.executionProvider}")`).choices(['cpu', 'cuda']))
-  .addOption(new Option('--shutdown-grace-ms <ms>', `on SIGTERM/SIGINT, how long queued requests may take to finish [env SWITCHYARD_SHUTDOWN_GRACE_MS] (default: ${SERVER_DEFAULTS.shutdownGraceMs})`).argParser(int('shutdown-grace-ms')))
+  .addOption(new Option('--shutdown-grace-ms <ms>', `on SIGTERM/SIGINT, how long queued and running requests may take to finish: an upper bound, after which they are refused and connections closed [env SWITCHYARD_SHUTDOWN_GRACE_MS] (default: ${SERVER_DEFAULTS.shutdownGraceMs})`).argParser(int('shutdown-grace-ms')))
+  .addOption(new Option('--headers-timeout-ms <ms>', `longest a client may take to send a request's headers (then 408 and the connection closes) [env SWITCHYARD_HEADERS_TIMEOUT_MS] (default: ${SERVER_DEFAULTS.headersTimeoutMs})`).argParser(int('headers-timeout-ms')))
+  .addOption(new Option('--request-timeout-ms <ms>', `longest a client may take to send a whole request, body included (408); raise it for large uploads on slow links; 0 = no limit [env SWITCHYARD_REQUEST_TIMEOUT_MS] (default: ${SERVER_DEFAULTS.requestTimeoutMs})`).argParser(int('request-timeout-ms')))
+  .addOption(new Option('--keep-alive-timeout-ms <ms>', `how long an idle keep-alive connection is kept [env SWITCHYARD_KEEP_ALIVE_TIMEOUT_MS] (default: ${SERVER_DEFAULTS.keepAliveTimeoutMs})`).argParser(int('keep-alive-timeout-ms')))
   .addOption(new Option('--auth', 'require an API key (Authorization: Bearer) on every endpoint except /v2/health/* and /docs; with no --admin-key and no stored platform key, one is generated and printed once [env SWITCHYARD_AUTH=1] (default: off on loopback)'))
   .addOption(new Option('--admin-key <key>', 'a platform admin key (16+ characters, e.g. from a secret store); implies --auth [env SWITCHYARD_ADMIN_KEY]'))
   .addOption(new Option('--insecure', 'allow a non-loopback --host without authentication (refused otherwise) [env SWITCHYARD_INSECURE=1]'))

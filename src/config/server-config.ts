@@ -49,6 +49,12 @@ export const serverConfigSchema = z.strictObject({
   maxRequestElements: z.number().int().min(0),
   /** Execution provider for models whose config names none: cpu or cuda. Default cpu. Env SWITCHYARD_EXECUTION_PROVIDER. */
   executionProvider: z.enum(['cpu', 'cuda']),
+  /** Longest a client may take to send a request's headers, in ms (then the connection is closed: 408). Default 10000. Env SWITCHYARD_HEADERS_TIMEOUT_MS. */
+  headersTimeoutMs: z.number().int().min(1),
+  /** Longest a client may take to send a whole request (headers and body), in ms (408); raise it for large uploads on slow links; 0 = no limit. Default 60000. Env SWITCHYARD_REQUEST_TIMEOUT_MS. */
+  requestTimeoutMs: z.number().int().min(0),
+  /** How long an idle keep-alive connection is kept, in ms. Default 5000. Env SWITCHYARD_KEEP_ALIVE_TIMEOUT_MS. */
+  keepAliveTimeoutMs: z.number().int().min(1),
   /** How long shutdown waits for queued requests to finish, in ms. Default 10000. Env SWITCHYARD_SHUTDOWN_GRACE_MS. */
   shutdownGraceMs: z.number().int().min(0),
   /** Require an API key on every endpoint but the health probes and /docs. Env SWITCHYARD_AUTH (1/true). */
@@ -138,6 +144,9 @@ export const SERVER_DEFAULTS: ServerConfig = Object.freeze({
   maxRequestElements: 8_388_608,
   executionProvider: 'cpu',
   shutdownGraceMs: 10_000,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 60_000,
+  keepAliveTimeoutMs: 5000,
   auth: false,
   adminKey: '',
   insecure: false,
@@ -193,6 +202,9 @@ const ENV: Record<keyof ServerConfig, { name: string; kind: EnvKind }> = {
   maxRequestElements: { name: 'SWITCHYARD_MAX_REQUEST_ELEMENTS', kind: 'number' },
   executionProvider: { name: 'SWITCHYARD_EXECUTION_PROVIDER', kind: 'string' },
   shutdownGraceMs: { name: 'SWITCHYARD_SHUTDOWN_GRACE_MS', kind: 'number' },
+  headersTimeoutMs: { name: 'SWITCHYARD_HEADERS_TIMEOUT_MS', kind: 'number' },
+  requestTimeoutMs: { name: 'SWITCHYARD_REQUEST_TIMEOUT_MS', kind: 'number' },
+  keepAliveTimeoutMs: { name: 'SWITCHYARD_KEEP_ALIVE_TIMEOUT_MS', kind: 'number' },
   auth: { name: 'SWITCHYARD_AUTH', kind: 'boolean' },
   adminKey: { name: 'SWITCHYARD_ADMIN_KEY', kind: 'string' },
   insecure: { name: 'SWITCHYARD_INSECURE', kind: 'boolean' },
