@@ -228,6 +228,18 @@ describeNeeding('llama backend: OpenAI parameters', LLAMA, await llamaMissing(),
     await assert.rejects(client.completions.create({ model: 'tiny', prompt: 'a', logit_bias: { 99999: 5 } }), badRequest('logit_bias', /outside the vocabulary/));
   });
 
+  it('a request takes the sequence holding the longest prefix of its prompt: usage.prompt_tokens_details.cached_tokens', async () => {
+    const system = 'You are a terse assistant. '.repeat(8);
+    const ask = (content: string): Promise<OpenAI.ChatCompletion> => client.chat.completions.create({ model: 'tiny', messages: [{ role: 'system', content: system }, { role: 'user', content }], max_tokens: 2, temperature: 0 });
+    const other = (): Promise<OpenAI.ChatCompletion> => client.chat.completions.create({ model: 'tiny', messages: user('something else entirely'), max_tokens: 2 });
+    await ask('first');
+    await other(); // the other sequence (the tiny model has 2): it shares nothing with the system prompt
+    const again = await ask('second');
+    const cached = again.usage!.prompt_tokens_details!.cached_tokens!;
+    assert.ok(cached > system.length / 2, `the system prompt was reused: ${cached} of ${again.usage!.prompt_tokens} tokens`);
+    assert.ok(cached < again.usage!.prompt_tokens);
+  });
+
   it('parameters the runtime does not implement are a 400 naming them; the server keeps serving', async () => {
     const ask = (extra: Record<string, unknown>): Promise<unknown> => client.chat.completions.create({ model: 'tiny', messages: user('x'), max_tokens: 2, ...extra } as OpenAI.ChatCompletionCreateParamsNonStreaming);
     await assert.rejects(ask({ audio: { voice: 'alloy', format: 'mp3' }, modalities: ['text', 'audio'] }), badRequest('audio', /Unsupported parameter: 'audio'/));

@@ -24,6 +24,8 @@ export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** Local models: prompt tokens reused from the sequence's previous request (not evaluated again). */
+  prompt_tokens_details?: { cached_tokens: number };
 }
 
 /** OpenAI error `type` values. */

@@ -23,7 +23,7 @@ import { defaultThreads, llamaFor, loadBindings, type ChatWrapper, type Llama, t
 import { Generation, type CallSyntax, type Finished, type GenEvent, type Plan } from './generate.js';
 import { grammarSchema } from './json-schema.js';
 import { availableFunctions, chatHistory, chatLogprob, checkParams, completionLogprobs, tokenBias, toolSchemas, vocabularySize, type TokenLogprob } from './request.js';
-import { SequencePool } from './slots.js';
+import { SequencePool, sharedPrefix } from './slots.js';
 
 /** A request made ready to run: prompt tokens, the per-choice cap and the plan's request-wide parts. */
 interface Prepared { readonly tokens: Token[]; readonly maxTokens: number; readonly plan: Omit<Plan, 'sampling'> & { readonly seed: number | null; readonly base: Plan['sampling'] } }
@@ -97,8 +97,9 @@ export class LlamaBackend implements LlmBackend {
 
   async complete(req: GenerationRequest): Promise<Record<string, unknown>> {
     const prepared = await this.#prepare(req);
-    const seq = await this.#pool.acquire(req.signal, this.#config.name);
+    const seq = await this.#pool.acquire(req.signal, this.#config.name, prepared.tokens);
     const choices: Choice[] = [];
+    const cached = cachedTokens(seq.contextTokens, prepared.tokens);
     try {
       for (let i = 0; i < req.params.n && !req.signal.aborted; i++) {
         const c: Choice = { text: '', logprobs: [], call: null, fin: { finishReason: 'length', completionTokens: 0 } };
@@ -121,7 +122,7 @@ export class LlamaBackend implements LlmBackend {
     } finally {
       this.#pool.release(seq);
     }
-    const usage = usageOf(prepared.tokens.length, choices.reduce((n, c) => n + c.fin.completionTokens, 0));
+    const usage = usageOf(prepared.tokens.length, choices.reduce((n, c) => n + c.fin.completionTokens, 0), cached);
     const head = { id: responseId(req.kind), created: Math.floor(Date.now() / 1000), model: req.model };
     const withLogprobs = req.params.logprobs;
     if (req.kind === 'chat') {
@@ -148,8 +149,9 @@ export class LlamaBackend implements LlmBackend {
 
   async stream(req: GenerationRequest): Promise<ChunkStream> {
     const prepared = await this.#prepare(req);
-    const seq = await this.#pool.acquire(req.signal, this.#config.name);
+    const seq = await this.#pool.acquire(req.signal, this.#config.name, prepared.tokens);
     const chat = req.kind === 'chat';
+    const cached = cachedTokens(seq.contextTokens, prepared.tokens);
     const head = { id: responseId(req.kind), object: chat ? 'chat.completion.chunk' : 'text_completion', created: Math.floor(Date.now() / 1000), model: req.model };
     const withLogprobs = req.params.logprobs;
     const chunk = (index: number, delta: Record<string, unknown>, finish: string | null, logprobs: readonly TokenLogprob[] | null, offset = 0): Record<string, unknown> => {
@@ -191,7 +193,7 @@ export class LlamaBackend implements LlmBackend {
           gen = null;
           if (req.signal.aborted) return;
         }
-        usage = usageOf(prepared.tokens.length, completion);
+        usage = usageOf(prepared.tokens.length, completion, cached);
       } finally {
         await gen?.return(undefined as never);
         pool.release(seq);
@@ -340,8 +342,14 @@ async function primed(gen: AsyncGenerator<Record<string, unknown>>, usage: () =>
   return { get usage() { return usage(); }, [Symbol.asyncIterator]: () => iterator };
 }
 
-function usageOf(prompt: number, completion: number): Usage {
-  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion };
+/** Prompt tokens the sequence already holds (reused, not evaluated again; the last prompt token always is). */
+function cachedTokens(held: readonly Token[], prompt: readonly Token[]): number {
+  return Math.min(sharedPrefix(held, prompt), prompt.length - 1);
+}
+
+/** OpenAI's usage, with `prompt_tokens_details.cached_tokens`: the prompt's prefix reused from the sequence. */
+function usageOf(prompt: number, completion: number, cached: number): Usage {
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion, prompt_tokens_details: { cached_tokens: cached } };
 }
 
 function responseId(kind: 'chat' | 'completion'): string {
