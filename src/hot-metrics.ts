@@ -18,11 +18,16 @@ import { Counter, Histogram, type CounterConfiguration, type HistogramConfigurat
 export interface HotCounterChild {
   /** Add `by` (default 1); anything not a positive number is ignored (hot paths never throw). */
   inc(by?: number): void;
+  /** The count so far. */
+  readonly value: number;
 }
 
 export interface HotHistogramChild {
   /** Count one observation; NaN is ignored. */
   observe(value: number): void;
+  /** Sum and count of the observations so far. */
+  readonly sum: number;
+  readonly count: number;
 }
 
 type Labels = Record<string, string>;

@@ -11,6 +11,7 @@ import { Redis } from 'ioredis';
 import { Counter, Gauge } from 'prom-client';
 import { adminRoutes, batchRoutes, featureDataRoutes, featureDefinitionRoutes, installAccessLog, frameworkErrors, GrpcTransport, installErrorShape, installShutdownGate, settlesWithin, lazyChildLogger, llmAdminRoutes, llmRoutes, monitoringAdminRoutes, OpenAiLineRunner, overviewRoutes, registerOpenApi, requestIdGenerator, routingAdminRoutes, tenancyRoutes, uiRoutes, v2ExtensionRoutes, v2Routes } from './api/index.js';
 import { authEnabled, checkExposure, loadLlmConfig, type ServerConfig } from './config/index.js';
+import { databaseUrl } from './config/index.js';
 import { ExperimentStore, ExperimentTracker } from './experiments/index.js';
 import { createMetrics, DatabasePredictionSink, filterExposition, JsonlPredictionSink, type Metrics, MonitoringService } from './monitoring/index.js';
 import type { PredictionSink } from './monitoring/index.js';
@@ -75,7 +76,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     },
   });
   const registry = await Registry.open({
-    databaseUrl: config.database || `sqlite:${join(dataDir, 'switchyard.db')}`,
+    databaseUrl: databaseUrl(config),
     artifactDir: join(dataDir, 'artifacts'),
     artifactStore,
     inspect: async (path) => signatureJson(await runtime.inspect(path)),

@@ -13,6 +13,7 @@ import { experimentsCommand } from './experiments.js';
 import { featuresCommand } from './features.js';
 import { monitorCommand } from './monitor.js';
 import { llmCommand } from './llm.js';
+import { migrateCommand } from './migrate.js';
 import { VERSION } from '../version.js';
 
 const int = (name: string) => (v: string): number => {
@@ -151,6 +152,7 @@ program.addCommand(experimentsCommand());
 program.addCommand(featuresCommand());
 program.addCommand(monitorCommand());
 program.addCommand(llmCommand());
+program.addCommand(migrateCommand());
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   process.stderr.write(`switchyard: ${isSwitchyardError(e) ? e.message : (e as Error).stack ?? String(e)}\n`);

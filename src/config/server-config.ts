@@ -3,6 +3,7 @@
  * The server's typed configuration: defaults < environment (SWITCHYARD_*) < command-line flags, validated once
  * at start with errors that name the setting, then frozen.
  */
+import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { err } from '../errors.js';
 
@@ -249,6 +250,11 @@ const LOOPBACK = /^(localhost|127(?:\.\d{1,3}){3}|::1|\[::1\])$/i;
 /** Whether `host` binds only the loopback interface. */
 export function isLoopback(host: string): boolean {
   return LOOPBACK.test(host);
+}
+
+/** The metadata store URL: `database`, else SQLite in the data dir. */
+export function databaseUrl(c: Pick<ServerConfig, 'database' | 'dataDir'>): string {
+  return c.database || `sqlite:${join(resolve(c.dataDir), 'switchyard.db')}`;
 }
 
 /** Whether requests must carry an API key. */

@@ -14,6 +14,7 @@ import { watchLlm, type LlmModelsView } from './llm-metrics.js';
 import { watchBatch } from './batch-metrics.js';
 import { HotCounter, HotHistogram, type HotCounterChild, type HotHistogramChild } from '../hot-metrics.js';
 import type { ModelManager } from '../serving/index.js';
+import { watchAutoscaling, type VersionCounters } from './autoscaling.js';
 
 const SECONDS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const ROWS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
@@ -52,7 +53,7 @@ function watchEventLoopLag(registry: Registry): () => void {
 }
 
 /** Create a registry, subscribe to the serving channels and expose the manager's live state as gauges. */
-export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: boolean; router?: TrafficRouter; version?: string } = {}): Metrics {
+export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: boolean; router?: TrafficRouter; version?: string; now?: () => number } = {}): Metrics {
   const registry = new Registry();
   if (opts.defaultMetrics !== false) {
     // The standard names (process_*, nodejs_*), unprefixed: stock Node.js dashboards and alerts read them as is.
@@ -76,6 +77,7 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
   const compute = new HotHistogram({ name: 'switchyard_inference_compute_duration_seconds', help: 'Execution time of the batch a request ran in.', labelNames: mv, buckets: SECONDS, registers: [registry] });
   const batchRows = new HotHistogram({ name: 'switchyard_batch_size_rows', help: 'Rows (dim 0) per executed batch.', labelNames: mv, buckets: ROWS, registers: [registry] });
   const batchRequests = new HotHistogram({ name: 'switchyard_batch_size_requests', help: 'Requests per executed batch.', labelNames: mv, buckets: ROWS, registers: [registry] });
+  const busy = new HotCounter({ name: 'switchyard_instance_busy_seconds_total', help: 'Instance-seconds spent executing batches (rate / instances = utilization).', labelNames: mv, registers: [registry] });
   const loadTime = new Gauge({ name: 'switchyard_model_load_duration_seconds', help: 'Time the last load of a model version took (including warmup).', labelNames: mv, registers: [registry] });
   const loads = new Counter({ name: 'switchyard_model_loads_total', help: 'Model version loads, by cause (startup, request = cold start, swap) and result.', labelNames: ['model', 'cause', 'result'], registers: [registry] });
   const unloads = new Counter({ name: 'switchyard_model_unloads_total', help: 'Model version unloads, by reason (evicted = memory budget, retired = no longer routed, removed = archived/deleted).', labelNames: ['model', 'reason'], registers: [registry] });
@@ -114,6 +116,14 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
       for (const m of manager.list()) for (const v of m.versions) this.set({ model: m.name, version: v.label }, v.batcher?.running ?? 0);
     },
   });
+  const loadedVersion = (model: string, label: string) => manager.versionsOf(model).find((v) => v.label === label);
+  new Gauge({
+    name: 'switchyard_model_instances', help: 'Execution instances of each loaded model version (0 while not loaded).', labelNames: mv, registers: [registry],
+    collect() {
+      this.reset();
+      for (const m of manager.list()) for (const v of m.versions) this.set({ model: m.name, version: v.label }, v.loaded?.instances.length ?? 0);
+    },
+  });
   new Gauge({
     name: 'switchyard_model_ready', help: '1 when the model version is READY, else 0.', labelNames: [...mv, 'state'], registers: [registry],
     collect() {
@@ -122,8 +132,12 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
     },
   });
 
-  // Hot children, cached per model version: the hot path does no label handling at all.
-  type Children = { success: HotCounterChild; total: HotHistogramChild; queue: HotHistogramChild; compute: HotHistogramChild; batchRows: HotHistogramChild; batchRequests: HotHistogramChild };
+  // Hot children, cached per model version: the hot path does no label handling at all. Created when a version
+  // loads, so its series exist (at zero) before its first request.
+  type Children = {
+    success: HotCounterChild; total: HotHistogramChild; queue: HotHistogramChild; compute: HotHistogramChild; batchRows: HotHistogramChild; batchRequests: HotHistogramChild;
+    busy: HotCounterChild; counters: VersionCounters;
+  };
   const cache = new Map<string, Map<string, Children>>();
   const children = (model: string, version: string): Children => {
     let byVersion = cache.get(model);
@@ -132,7 +146,13 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
     if (!c) {
       c = {
         success: success.child(model, version), total: total.child(model, version), queue: queue.child(model, version), compute: compute.child(model, version),
-        batchRows: batchRows.child(model, version), batchRequests: batchRequests.child(model, version),
+        batchRows: batchRows.child(model, version), batchRequests: batchRequests.child(model, version), busy: busy.child(model, version),
+        counters: {
+          model, version,
+          queueSeconds: () => c!.queue,
+          busySeconds: () => c!.busy.value,
+          instances: () => loadedVersion(model, version)?.loaded?.instances.length ?? 0,
+        },
       };
       byVersion.set(version, c);
     }
@@ -156,11 +176,13 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
     const c = children(e.model, e.version);
     c.batchRows.observe(e.rows);
     c.batchRequests.observe(e.requests);
+    c.busy.inc(e.computeMs / 1000);
   };
   const onLoad = (m: unknown): void => {
     const e = m as LoadEvent;
     loadTime.labels(e.model, e.version).set(e.durationMs / 1000);
     loads.labels(e.model, e.cause, e.ok ? 'ok' : 'failed').inc();
+    if (e.ok) children(e.model, e.version);
   };
   const onUnload = (m: unknown): void => {
     const e = m as UnloadEvent;
@@ -234,7 +256,17 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
   };
 
   // Versions that loaded before we subscribed.
-  for (const m of manager.list()) for (const v of m.versions) if (v.loadMs > 0) loadTime.labels(m.name, v.label).set(v.loadMs / 1000);
+  for (const m of manager.list()) {
+    for (const v of m.versions) {
+      if (v.loadMs > 0) loadTime.labels(m.name, v.label).set(v.loadMs / 1000);
+      if (v.ready) children(m.name, v.label);
+      // Start-up loads finished before this subscribed: count them as the load events would have.
+      if (v.ready || v.state === 'UNAVAILABLE') loads.labels(m.name, 'startup', v.ready ? 'ok' : 'failed').inc();
+    }
+  }
+  watchAutoscaling(registry, function* () {
+    for (const byVersion of cache.values()) for (const c of byVersion.values()) yield c.counters;
+  }, opts.now);
 
   diagnostics.subscribe(channels.request.name as string, onRequest);
   diagnostics.subscribe(channels.batch.name as string, onBatch);

@@ -33,6 +33,8 @@ export interface OpenDatabaseOptions {
   /** Postgres: longest a connection attempt or one statement may take, in ms (then 503). Default 5000. */
   readonly timeoutMs?: number;
   readonly logger?: Logger;
+  /** Apply pending migrations after opening. Default true (`switchyard migrate --check` opens without). */
+  readonly migrate?: boolean;
 }
 
 const SCHEMA_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
@@ -105,15 +107,21 @@ async function openPostgres(url: string, opts: OpenDatabaseOptions): Promise<Dat
   return { db, dialect: 'postgres', pgConfig, schema, health, close: () => db.destroy() };
 }
 
-/** Open the metadata store named by `url` and bring its schema up to date. */
+/** Where the migrator keeps its tables: the Postgres schema (`public` when none is set); null on SQLite. */
+export function migrationSchema(database: Database): string | null {
+  return database.dialect === 'postgres' ? database.schema ?? 'public' : null;
+}
+
+/** Open the metadata store named by `url` and bring its schema up to date (unless `migrate` is false). */
 export async function openDatabase(url: string, opts: OpenDatabaseOptions = {}): Promise<Database> {
   const s = scheme(url);
   let database: Database;
   if (s === 'sqlite') database = await openSqlite(url);
   else if (s === 'postgres' || s === 'postgresql') database = await openPostgres(url, opts);
   else throw err('SY_ERR_CONFIG_INVALID', `database URL scheme "${s}:" is not supported (use sqlite: or postgres://)`);
+  if (opts.migrate === false) return database;
   try {
-    await migrate(database.db, database.dialect, database.dialect === 'postgres' ? database.schema ?? 'public' : null);
+    await migrate(database.db, database.dialect, migrationSchema(database));
   } catch (e) {
     await database.close().catch(() => undefined);
     throw e;

@@ -458,17 +458,31 @@ class InCodeProvider implements MigrationProvider {
   }
 }
 
-/** Apply every pending migration (Postgres: in `schema`, when one is set); a failure is a configuration error naming the migration. */
-export async function migrate(db: Kysely<DB>, dialect: Dialect, schema: string | null = null): Promise<void> {
-  const migrator = new Migrator({
+function migrator(db: Kysely<DB>, dialect: Dialect, schema: string | null): Migrator {
+  return new Migrator({
     db, provider: new InCodeProvider(dialect), migrationTableName: 'sy_migrations', migrationLockTableName: 'sy_migrations_lock',
     // Kysely looks for its tables across every schema unless told which: without this, another schema's
     // migration tables on the same database would be taken for ours.
     ...(schema === null ? {} : { migrationTableSchema: schema }),
   });
-  const { error, results } = await migrator.migrateToLatest();
+}
+
+/**
+ * Apply every pending migration (Postgres: in `schema`, when one is set) and return the names applied; a
+ * failure is a configuration error naming the migration. Safe to run from several processes at once: the
+ * migrator holds a lock table while it works.
+ */
+export async function migrate(db: Kysely<DB>, dialect: Dialect, schema: string | null = null): Promise<string[]> {
+  const { error, results } = await migrator(db, dialect, schema).migrateToLatest();
   if (error !== undefined) {
     const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? '(migrator)';
     throw err('SY_ERR_CONFIG_INVALID', `metadata store migration ${failed} failed: ${(error as Error).message ?? String(error)}`, { cause: error });
   }
+  return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+}
+
+/** Every migration in order, with whether the store has it applied (nothing is changed). */
+export async function migrationStatus(db: Kysely<DB>, dialect: Dialect, schema: string | null = null): Promise<{ name: string; applied: boolean }[]> {
+  const all = await migrator(db, dialect, schema).getMigrations();
+  return all.map((m) => ({ name: m.name, applied: m.executedAt !== undefined }));
 }
