@@ -1,248 +1,160 @@
 /**
  * @module
- * The server's typed configuration: defaults < environment (SWITCHYARD_*) < command-line flags, validated once
- * at start with errors that name the setting, then frozen.
+ * The server's options: ONE table ({@link SERVER_OPTIONS}: key, type and checks, default, unit, help) from which
+ * the config schema, the defaults, the environment variables (SWITCHYARD_<KEY>), the config-file keys and the
+ * `serve` command-line flags (--<key>) are all derived. Adding an option is one table entry.
+ *
+ * Precedence: defaults < config file (`--config FILE` or SWITCHYARD_CONFIG; YAML or JSON) < environment <
+ * command-line flags. Validated once at start with errors that name the setting and where its value came from,
+ * then frozen.
  */
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { err } from '../errors.js';
 
-export const serverConfigSchema = z.strictObject({
-  /** Directory of models (DIR/<model>/<version>/model.onnx) imported into the registry at start; '' = none. Env SWITCHYARD_MODEL_REPOSITORY. */
-  modelRepository: z.string(),
-  /** Directory for the embedded database and the local artifact store. Default ./data. Env SWITCHYARD_DATA_DIR. */
-  dataDir: z.string().min(1),
-  /** Metadata store URL: sqlite:FILE or postgres://…; '' = sqlite:<dataDir>/switchyard.db. Env SWITCHYARD_DATABASE. */
-  database: z.string().refine((u) => u === '' || /^(sqlite:|postgres(ql)?:\/\/)/.test(u), 'must start with sqlite: or postgres://'),
-  /** Postgres: longest a connection attempt or one statement may take, in ms; then the call answers 503 SY_ERR_DATABASE_UNAVAILABLE. Default 5000. Env SWITCHYARD_DATABASE_TIMEOUT_MS. */
-  databaseTimeoutMs: z.number().int().min(100),
-  /** Bytes all resident model versions may hold together; 0 = unlimited. Env SWITCHYARD_MEMORY_BUDGET. */
-  memoryBudget: z.number().int().min(0),
-  /** Longest a request waits for its model version to load, in ms (then 503 + Retry-After). Default 30000. Env SWITCHYARD_LOAD_WAIT_MS. */
-  loadWaitMs: z.number().int().min(0),
+type Scalar = string | number | boolean;
+
+/** One server option. Its env var is SWITCHYARD_<KEY_IN_SNAKE_CASE>, its flag --<key-in-kebab-case>. */
+export interface OptionSpec<T extends Scalar = Scalar> {
+  readonly schema: z.ZodType<T>;
+  readonly default: T;
   /**
-   * Server readiness (`/v2/health/ready`): false = ready once start-up loading finished and the versions loaded
-   * at start are servable (a version registered later that fails is unready on its own); true = every servable
-   * version must be ready. Default false. Env SWITCHYARD_STRICT_READINESS.
+   * The value's placeholder in --help, doubling as its unit: `ms`, `mib`, `bytes` (also takes 512M, 2G), `dir`,
+   * `url`, … Absent for a boolean switch (a switch whose default is true is turned off with --no-<key>).
    */
-  strictReadiness: z.boolean(),
-  /** Largest model artifact accepted by the admin upload, in MiB. Default 2048. Env SWITCHYARD_MAX_ARTIFACT_MB. */
-  maxArtifactMb: z.number().positive(),
-  /** TCP port; 0 picks a free one. Default 8000. Env SWITCHYARD_PORT. */
-  port: z.number().int().min(0).max(65535),
-  /** gRPC port (Open Inference Protocol over gRPC, same --host); 0 = no gRPC listener. Default 8001. Env SWITCHYARD_GRPC_PORT. */
-  grpcPort: z.number().int().min(0).max(65535),
-  /** Largest gRPC message received or sent, in MiB; 0 = the same as maxBodyMb. Default 0. Env SWITCHYARD_GRPC_MAX_MESSAGE_MB. */
-  grpcMaxMessageMb: z.number().min(0).max(4096),
-  /** Bind address. Default 127.0.0.1 (loopback only). Env SWITCHYARD_HOST. */
-  host: z.string().min(1),
-  /** pino level: fatal, error, warn, info, debug, trace, silent. Default info. Env SWITCHYARD_LOG_LEVEL. */
-  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
-  /** Share of HTTP requests written to the access log at info, 0..1 (at debug level every request is). Default 0. Env SWITCHYARD_ACCESS_LOG_SAMPLE_RATE. */
-  accessLogSampleRate: z.number().min(0).max(1),
-  /** Largest accepted request body, in MiB (after decompression too). Default 64. Env SWITCHYARD_MAX_BODY_MB. */
-  maxBodyMb: z.number().positive().max(4096),
-  /** Largest inference request body after decompression (Content-Encoding gzip or deflate), in MiB; inflating stops there (413). Default 16. Env SWITCHYARD_MAX_INFLATE_MB. */
-  maxInflateMb: z.number().positive().max(4096),
-  /** Most rows (dim 0 of each input) one inference request may carry, checked on the shapes before any data is decoded (413); a model's max_request_rows overrides it; 0 = no limit. Default 1024. Env SWITCHYARD_MAX_REQUEST_ROWS. */
-  maxRequestRows: z.number().int().min(0),
-  /** Most tensor elements (all inputs together) one inference request may carry, checked before decoding (413); a model's max_request_elements overrides it; 0 = no limit. Default 8388608 (32 MiB of FP32). Env SWITCHYARD_MAX_REQUEST_ELEMENTS. */
-  maxRequestElements: z.number().int().min(0),
-  /** Execution provider for models whose config names none: cpu or cuda. Default cpu. Env SWITCHYARD_EXECUTION_PROVIDER. */
-  executionProvider: z.enum(['cpu', 'cuda']),
-  /** Longest a client may take to send a request's headers, in ms (then the connection is closed: 408). Default 10000. Env SWITCHYARD_HEADERS_TIMEOUT_MS. */
-  headersTimeoutMs: z.number().int().min(1),
-  /** Longest a client may take to send a whole request (headers and body), in ms (408); raise it for large uploads on slow links; 0 = no limit. Default 60000. Env SWITCHYARD_REQUEST_TIMEOUT_MS. */
-  requestTimeoutMs: z.number().int().min(0),
-  /** How long an idle keep-alive connection is kept, in ms. Default 5000. Env SWITCHYARD_KEEP_ALIVE_TIMEOUT_MS. */
-  keepAliveTimeoutMs: z.number().int().min(1),
-  /** How long shutdown waits for queued requests to finish, in ms. Default 10000. Env SWITCHYARD_SHUTDOWN_GRACE_MS. */
-  shutdownGraceMs: z.number().int().min(0),
-  /** Require an API key on every endpoint but the health probes and /docs. Env SWITCHYARD_AUTH (1/true). */
-  auth: z.boolean(),
-  /** A platform admin key (any string of 16+ characters; implies auth). '' = none given: with auth on, one is generated and printed once at first start. Env SWITCHYARD_ADMIN_KEY. */
-  adminKey: z.string().refine((k) => k === '' || k.length >= 16, 'must be at least 16 characters'),
-  /** Allow serving on a non-loopback address without authentication. Env SWITCHYARD_INSECURE. */
-  insecure: z.boolean(),
-  /** Redis URL for limits shared by all replicas (redis://host:6379); '' = in-process limits. Env SWITCHYARD_REDIS. */
-  redis: z.string().refine((u) => u === '' || /^rediss?:\/\//.test(u), 'must start with redis:// or rediss://'),
-  /** When Redis is unreachable: admit requests unchecked (open) or refuse them with 503 (closed). Default open. Env SWITCHYARD_RATE_LIMIT_FAIL. */
-  rateLimitFail: z.enum(['open', 'closed']),
-  /** Longest a limit check waits for Redis, in ms. Default 50. Env SWITCHYARD_REDIS_TIMEOUT_MS. */
-  redisTimeoutMs: z.number().int().min(1),
-  /** How long keys, tenants and model access are cached; changes made through another replica apply within this. Default 5000. Env SWITCHYARD_AUTH_CACHE_MS. */
-  authCacheMs: z.number().int().min(0),
-  /** How often usage counters are written to the metadata store, in ms. Default 10000. Env SWITCHYARD_USAGE_FLUSH_MS. */
-  usageFlushMs: z.number().int().min(100),
-  /** Bytes (MiB) the in-process result cache may hold, for models whose routing policy enables caching (with --redis the cache is in Redis). Default 64. Env SWITCHYARD_CACHE_MAX_MB. */
-  cacheMaxMb: z.number().min(1),
-  /** Share of requests per model written to the prediction log, 0..1. Default 0.01. Env SWITCHYARD_MONITOR_SAMPLE_RATE. */
-  monitorSampleRate: z.number().min(0).max(1),
-  /** Where the prediction log goes: the metadata store (`database`), JSONL files under the data dir (`jsonl`) or nowhere (`off`). Default database. Env SWITCHYARD_PREDICTION_LOG. */
-  predictionLog: z.enum(['database', 'jsonl', 'off']),
-  /** Days the prediction log keeps records. Default 7. Env SWITCHYARD_PREDICTION_RETENTION_DAYS. */
-  predictionRetentionDays: z.number().gt(0),
-  /** Share of requests fed to drift monitoring, for versions with a reference profile, 0..1. Default 1. Env SWITCHYARD_DRIFT_SAMPLE_RATE. */
-  driftSampleRate: z.number().min(0).max(1),
-  /** Drift sliding window, ms. Default 3600000 (1 h). Env SWITCHYARD_DRIFT_WINDOW_MS. */
-  driftWindowMs: z.number().int().min(60_000),
-  /** How often drift reports are computed, stored and exported as gauges, ms. Default 60000. Env SWITCHYARD_DRIFT_EVAL_MS. */
-  driftEvalMs: z.number().int().min(1000),
-  /** How often alert rules are evaluated, ms. Default 15000. Env SWITCHYARD_ALERT_EVAL_MS. */
-  alertEvalMs: z.number().int().min(100),
-  /** NATS server for windowed feature views that read a JetStream stream (nats://host:4222); '' = none. Env SWITCHYARD_NATS. */
-  nats: z.string().refine((u) => u === '' || /^(nats|tls):\/\//.test(u), 'must start with nats:// or tls://'),
-  /** The LLM model catalog (YAML or JSON) served by the OpenAI-compatible API under /v1; '' = none. Env SWITCHYARD_LLM_CONFIG. */
-  llmConfig: z.string(),
-  /** Batch workers in this replica (leasing chunks of batch jobs from the metadata store); 0 = none. Default 2. Env SWITCHYARD_BATCH_WORKERS. */
-  batchWorkers: z.number().int().min(0).max(64),
-  /** Lease of a batch chunk (a visibility timeout renewed while it runs), in ms: how soon another replica redoes a dead one's chunk. Default 30000. Env SWITCHYARD_BATCH_LEASE_MS. */
-  batchLeaseMs: z.number().int().min(100),
-  /** Lines per batch chunk (the unit of leasing, commit and redo after a crash). Default 100. Env SWITCHYARD_BATCH_CHUNK_LINES. */
-  batchChunkLines: z.number().int().min(1).max(100_000),
-  /** Serve the web console at /ui (static files built from web/ at install). Default true. Env SWITCHYARD_UI (0/false turns it off). */
-  ui: z.boolean(),
-  /** Where model artifacts are stored: '' = <dataDir>/artifacts; a directory; or s3://bucket/prefix (any S3-compatible server). Env SWITCHYARD_ARTIFACTS. */
-  artifacts: z.string().refine((u) => !/^[a-z][a-z0-9+.-]*:\/\//i.test(u) || /^(s3|file):\/\//.test(u), 'must be a directory, file:///dir or s3://bucket/prefix'),
-  /** Directory of the local artifact cache (with s3:// artifacts); '' = <dataDir>/artifact-cache. Env SWITCHYARD_ARTIFACT_CACHE_DIR. */
-  artifactCacheDir: z.string(),
-  /** MiB the artifact cache may hold (files in use excepted), least recently used evicted first. Default 20480. Env SWITCHYARD_ARTIFACT_CACHE_MB. */
-  artifactCacheMb: z.number().positive(),
-  /** S3 API endpoint for non-AWS servers (http://minio:9000); '' = AWS, or AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL. Env SWITCHYARD_S3_ENDPOINT. */
-  s3Endpoint: z.string().refine((u) => u === '' || /^https?:\/\//.test(u), 'must start with http:// or https://'),
-  /** S3 region; '' = AWS_REGION / AWS_DEFAULT_REGION / the AWS profile (us-east-1 with an endpoint and none of those). Env SWITCHYARD_S3_REGION. */
-  s3Region: z.string(),
-  /** Path-style S3 URLs (endpoint/bucket/key), needed by most non-AWS servers. Env SWITCHYARD_S3_PATH_STYLE. */
-  s3PathStyle: z.boolean(),
-  /** S3 checksums: when-required (works with every S3-compatible server) or when-supported (the AWS SDK's default). Default when-required. Env SWITCHYARD_S3_CHECKSUM. */
-  s3Checksum: z.enum(['when-required', 'when-supported']),
-  /** Size of an S3 upload part and of a download range, MiB (5..5120). Default 16. Env SWITCHYARD_S3_PART_MB. */
-  s3PartMb: z.number().min(5).max(5120),
-  /** S3 upload parts or download ranges in flight at once. Default 4. Env SWITCHYARD_S3_CONCURRENCY. */
-  s3Concurrency: z.number().int().min(1).max(64),
-});
+  readonly arg?: string;
+  /** One-letter flag alias. */
+  readonly short?: string;
+  /** The default as --help and the docs show it, where the value says little ('' → "none"). */
+  readonly shown?: string;
+  /** Other environment variables the component reads as a fallback (documentation only). */
+  readonly envAlso?: string;
+  readonly help: string;
+}
 
-export type ServerConfig = Readonly<z.infer<typeof serverConfigSchema>>;
+const o = <T extends Scalar>(spec: OptionSpec<T>): OptionSpec<T> => spec;
 
-export const SERVER_DEFAULTS: ServerConfig = Object.freeze({
-  modelRepository: '',
-  dataDir: 'data',
-  database: '',
-  databaseTimeoutMs: 5000,
-  memoryBudget: 0,
-  loadWaitMs: 30_000,
-  strictReadiness: false,
-  maxArtifactMb: 2048,
-  port: 8000,
-  grpcPort: 8001,
-  grpcMaxMessageMb: 0,
-  host: '127.0.0.1',
-  logLevel: 'info',
-  accessLogSampleRate: 0,
-  maxBodyMb: 64,
-  maxInflateMb: 16,
-  maxRequestRows: 1024,
-  maxRequestElements: 8_388_608,
-  executionProvider: 'cpu',
-  shutdownGraceMs: 10_000,
-  headersTimeoutMs: 10_000,
-  requestTimeoutMs: 60_000,
-  keepAliveTimeoutMs: 5000,
-  auth: false,
-  adminKey: '',
-  insecure: false,
-  redis: '',
-  rateLimitFail: 'open',
-  redisTimeoutMs: 50,
-  authCacheMs: 5000,
-  usageFlushMs: 10_000,
-  cacheMaxMb: 64,
-  monitorSampleRate: 0.01,
-  predictionLog: 'database',
-  predictionRetentionDays: 7,
-  driftSampleRate: 1,
-  driftWindowMs: 3_600_000,
-  driftEvalMs: 60_000,
-  alertEvalMs: 15_000,
-  nats: '',
-  llmConfig: '',
-  batchWorkers: 2,
-  batchLeaseMs: 30_000,
-  batchChunkLines: 100,
-  ui: true,
-  artifacts: '',
-  artifactCacheDir: '',
-  artifactCacheMb: 20_480,
-  s3Endpoint: '',
-  s3Region: '',
-  s3PathStyle: false,
-  s3Checksum: 'when-required',
-  s3PartMb: 16,
-  s3Concurrency: 4,
-});
-
-type EnvKind = 'string' | 'number' | 'boolean';
-const ENV: Record<keyof ServerConfig, { name: string; kind: EnvKind }> = {
-  modelRepository: { name: 'SWITCHYARD_MODEL_REPOSITORY', kind: 'string' },
-  dataDir: { name: 'SWITCHYARD_DATA_DIR', kind: 'string' },
-  database: { name: 'SWITCHYARD_DATABASE', kind: 'string' },
-  databaseTimeoutMs: { name: 'SWITCHYARD_DATABASE_TIMEOUT_MS', kind: 'number' },
-  memoryBudget: { name: 'SWITCHYARD_MEMORY_BUDGET', kind: 'number' },
-  loadWaitMs: { name: 'SWITCHYARD_LOAD_WAIT_MS', kind: 'number' },
-  strictReadiness: { name: 'SWITCHYARD_STRICT_READINESS', kind: 'boolean' },
-  maxArtifactMb: { name: 'SWITCHYARD_MAX_ARTIFACT_MB', kind: 'number' },
-  port: { name: 'SWITCHYARD_PORT', kind: 'number' },
-  grpcPort: { name: 'SWITCHYARD_GRPC_PORT', kind: 'number' },
-  grpcMaxMessageMb: { name: 'SWITCHYARD_GRPC_MAX_MESSAGE_MB', kind: 'number' },
-  host: { name: 'SWITCHYARD_HOST', kind: 'string' },
-  logLevel: { name: 'SWITCHYARD_LOG_LEVEL', kind: 'string' },
-  accessLogSampleRate: { name: 'SWITCHYARD_ACCESS_LOG_SAMPLE_RATE', kind: 'number' },
-  maxBodyMb: { name: 'SWITCHYARD_MAX_BODY_MB', kind: 'number' },
-  maxInflateMb: { name: 'SWITCHYARD_MAX_INFLATE_MB', kind: 'number' },
-  maxRequestRows: { name: 'SWITCHYARD_MAX_REQUEST_ROWS', kind: 'number' },
-  maxRequestElements: { name: 'SWITCHYARD_MAX_REQUEST_ELEMENTS', kind: 'number' },
-  executionProvider: { name: 'SWITCHYARD_EXECUTION_PROVIDER', kind: 'string' },
-  shutdownGraceMs: { name: 'SWITCHYARD_SHUTDOWN_GRACE_MS', kind: 'number' },
-  headersTimeoutMs: { name: 'SWITCHYARD_HEADERS_TIMEOUT_MS', kind: 'number' },
-  requestTimeoutMs: { name: 'SWITCHYARD_REQUEST_TIMEOUT_MS', kind: 'number' },
-  keepAliveTimeoutMs: { name: 'SWITCHYARD_KEEP_ALIVE_TIMEOUT_MS', kind: 'number' },
-  auth: { name: 'SWITCHYARD_AUTH', kind: 'boolean' },
-  adminKey: { name: 'SWITCHYARD_ADMIN_KEY', kind: 'string' },
-  insecure: { name: 'SWITCHYARD_INSECURE', kind: 'boolean' },
-  redis: { name: 'SWITCHYARD_REDIS', kind: 'string' },
-  rateLimitFail: { name: 'SWITCHYARD_RATE_LIMIT_FAIL', kind: 'string' },
-  redisTimeoutMs: { name: 'SWITCHYARD_REDIS_TIMEOUT_MS', kind: 'number' },
-  authCacheMs: { name: 'SWITCHYARD_AUTH_CACHE_MS', kind: 'number' },
-  usageFlushMs: { name: 'SWITCHYARD_USAGE_FLUSH_MS', kind: 'number' },
-  cacheMaxMb: { name: 'SWITCHYARD_CACHE_MAX_MB', kind: 'number' },
-  monitorSampleRate: { name: 'SWITCHYARD_MONITOR_SAMPLE_RATE', kind: 'number' },
-  predictionLog: { name: 'SWITCHYARD_PREDICTION_LOG', kind: 'string' },
-  predictionRetentionDays: { name: 'SWITCHYARD_PREDICTION_RETENTION_DAYS', kind: 'number' },
-  driftSampleRate: { name: 'SWITCHYARD_DRIFT_SAMPLE_RATE', kind: 'number' },
-  driftWindowMs: { name: 'SWITCHYARD_DRIFT_WINDOW_MS', kind: 'number' },
-  driftEvalMs: { name: 'SWITCHYARD_DRIFT_EVAL_MS', kind: 'number' },
-  alertEvalMs: { name: 'SWITCHYARD_ALERT_EVAL_MS', kind: 'number' },
-  nats: { name: 'SWITCHYARD_NATS', kind: 'string' },
-  llmConfig: { name: 'SWITCHYARD_LLM_CONFIG', kind: 'string' },
-  batchWorkers: { name: 'SWITCHYARD_BATCH_WORKERS', kind: 'number' },
-  batchLeaseMs: { name: 'SWITCHYARD_BATCH_LEASE_MS', kind: 'number' },
-  batchChunkLines: { name: 'SWITCHYARD_BATCH_CHUNK_LINES', kind: 'number' },
-  ui: { name: 'SWITCHYARD_UI', kind: 'boolean' },
-  artifacts: { name: 'SWITCHYARD_ARTIFACTS', kind: 'string' },
-  artifactCacheDir: { name: 'SWITCHYARD_ARTIFACT_CACHE_DIR', kind: 'string' },
-  artifactCacheMb: { name: 'SWITCHYARD_ARTIFACT_CACHE_MB', kind: 'number' },
-  s3Endpoint: { name: 'SWITCHYARD_S3_ENDPOINT', kind: 'string' },
-  s3Region: { name: 'SWITCHYARD_S3_REGION', kind: 'string' },
-  s3PathStyle: { name: 'SWITCHYARD_S3_PATH_STYLE', kind: 'boolean' },
-  s3Checksum: { name: 'SWITCHYARD_S3_CHECKSUM', kind: 'string' },
-  s3PartMb: { name: 'SWITCHYARD_S3_PART_MB', kind: 'number' },
-  s3Concurrency: { name: 'SWITCHYARD_S3_CONCURRENCY', kind: 'number' },
+/** Every server option. Keep one entry per line; the flag, env var and config-file key follow from the key. */
+export const SERVER_OPTIONS = {
+  modelRepository: o({ schema: z.string(), default: '', arg: 'dir', short: 'm', shown: 'none', help: 'model repository directory (DIR/<model>/<version>/model.onnx), imported into the registry at start' }),
+  dataDir: o({ schema: z.string().min(1), default: 'data', arg: 'dir', help: 'where the embedded database and the local artifact store live' }),
+  database: o({ schema: z.string().refine((u) => u === '' || /^(sqlite:|postgres(ql)?:\/\/)/.test(u), 'must start with sqlite: or postgres://'), default: '', arg: 'url', shown: 'sqlite:<data-dir>/switchyard.db', help: 'metadata store: sqlite:FILE or postgres://user@host:5432/db[?schema=NAME]' }),
+  databaseTimeoutMs: o({ schema: z.number().int().min(100), default: 5000, arg: 'ms', help: 'Postgres: longest a connection attempt or one statement may take; then the call answers 503 (the data plane keeps serving from memory)' }),
+  memoryBudget: o({ schema: z.number().int().min(0), default: 0, arg: 'bytes', help: 'bytes all resident model versions may hold together (512M, 2G, …); least recently used idle, unpinned versions are unloaded to make room; 0 = unlimited' }),
+  loadWaitMs: o({ schema: z.number().int().min(0), default: 30_000, arg: 'ms', help: 'how long a request waits for its model version to load before 503 + Retry-After' }),
+  strictReadiness: o({ schema: z.boolean(), default: false, help: 'GET /v2/health/ready is 200 only while every servable version is ready; by default it is 200 once start-up loading finished and the versions loaded at start are servable (a version registered later that fails to load is unready on its own)' }),
+  maxArtifactMb: o({ schema: z.number().positive(), default: 2048, arg: 'mib', help: 'largest model artifact the admin API accepts, in MiB' }),
+  port: o({ schema: z.number().int().min(0).max(65535), default: 8000, arg: 'port', short: 'p', help: 'TCP port, 0 for any free port' }),
+  grpcPort: o({ schema: z.number().int().min(0).max(65535), default: 8001, arg: 'port', help: 'gRPC port for the Open Inference Protocol (inference.GRPCInferenceService, grpc.health.v1.Health) on the same --host; 0 = no gRPC listener' }),
+  grpcMaxMessageMb: o({ schema: z.number().min(0).max(4096), default: 0, arg: 'mib', help: 'largest gRPC message received or sent, in MiB; 0 = the same as --max-body-mb' }),
+  host: o({ schema: z.string().min(1), default: '127.0.0.1', arg: 'address', shown: '"127.0.0.1", loopback only', help: 'bind address' }),
+  logLevel: o({ schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), default: 'info', arg: 'level', help: 'log level' }),
+  accessLogSampleRate: o({ schema: z.number().min(0).max(1), default: 0, arg: 'share', help: 'share of HTTP requests written to the access log at info, 0..1 (request id, route, status, latency, tenant, model); at --log-level debug every request is' }),
+  maxBodyMb: o({ schema: z.number().positive().max(4096), default: 64, arg: 'mib', help: 'largest request body in MiB, also after decompression' }),
+  maxInflateMb: o({ schema: z.number().positive().max(4096), default: 16, arg: 'mib', help: 'largest inference body after gzip/deflate decompression in MiB; inflating stops there with 413' }),
+  maxRequestRows: o({ schema: z.number().int().min(0), default: 1024, arg: 'rows', help: 'most rows per inference request, checked before decoding (413); a model\'s max_request_rows overrides it; 0 = no limit' }),
+  maxRequestElements: o({ schema: z.number().int().min(0), default: 8_388_608, arg: 'n', help: 'most tensor elements per inference request, checked before decoding (413); a model\'s max_request_elements overrides it; 0 = no limit' }),
+  executionProvider: o({ schema: z.enum(['cpu', 'cuda']), default: 'cpu', arg: 'ep', help: 'default onnxruntime execution provider for models whose config names none; cuda falls back to cpu when unavailable' }),
+  shutdownGraceMs: o({ schema: z.number().int().min(0), default: 10_000, arg: 'ms', help: 'on SIGTERM/SIGINT, how long queued requests may take to finish' }),
+  headersTimeoutMs: o({ schema: z.number().int().min(1), default: 10_000, arg: 'ms', help: 'longest a client may take to send a request\'s headers (then 408 and the connection closes)' }),
+  requestTimeoutMs: o({ schema: z.number().int().min(0), default: 60_000, arg: 'ms', help: 'longest a client may take to send a whole request, body included (408); raise it for large uploads on slow links; 0 = no limit' }),
+  keepAliveTimeoutMs: o({ schema: z.number().int().min(1), default: 5000, arg: 'ms', help: 'how long an idle keep-alive connection is kept' }),
+  auth: o({ schema: z.boolean(), default: false, shown: 'off on loopback', help: 'require an API key (Authorization: Bearer) on every endpoint except /v2/health/* and /docs; with no --admin-key and no stored platform key, one is generated and printed once' }),
+  adminKey: o({ schema: z.string().refine((k) => k === '' || k.length >= 16, 'must be at least 16 characters'), default: '', arg: 'key', help: 'a platform admin key (16+ characters, e.g. from a secret store); implies --auth' }),
+  insecure: o({ schema: z.boolean(), default: false, help: 'allow a non-loopback --host without authentication (refused otherwise)' }),
+  redis: o({ schema: z.string().refine((u) => u === '' || /^rediss?:\/\//.test(u), 'must start with redis:// or rediss://'), default: '', arg: 'url', shown: 'in-process limits', help: 'Redis for tenant limits shared by all replicas (redis://127.0.0.1:6379)' }),
+  rateLimitFail: o({ schema: z.enum(['open', 'closed']), default: 'open', arg: 'mode', help: 'when Redis is unreachable: open admits requests unchecked, closed refuses them with 503' }),
+  redisTimeoutMs: o({ schema: z.number().int().min(1), default: 50, arg: 'ms', help: 'longest a limit check waits for Redis' }),
+  authCacheMs: o({ schema: z.number().int().min(0), default: 5000, arg: 'ms', help: 'how long keys, tenants and model access are cached; changes made on another replica apply within this' }),
+  usageFlushMs: o({ schema: z.number().int().min(100), default: 10_000, arg: 'ms', help: 'how often usage counters are written to the metadata store; a crash loses at most this much' }),
+  cacheMaxMb: o({ schema: z.number().min(1), default: 64, arg: 'mb', help: 'memory for the result cache of models whose routing policy enables it (in-process; with --redis the cache lives in Redis)' }),
+  monitorSampleRate: o({ schema: z.number().min(0).max(1), default: 0.01, arg: 'rate', help: 'share of requests per model written to the prediction log, 0..1' }),
+  predictionLog: o({ schema: z.enum(['database', 'jsonl', 'off']), default: 'database', arg: 'sink', help: 'where sampled predictions go: database (the metadata store), jsonl (files under <data-dir>/predictions, rotated), off' }),
+  predictionRetentionDays: o({ schema: z.number().gt(0), default: 7, arg: 'days', help: 'how long the prediction log keeps records' }),
+  driftSampleRate: o({ schema: z.number().min(0).max(1), default: 1, arg: 'rate', help: 'share of requests fed to drift monitoring (versions with a reference profile), 0..1' }),
+  driftWindowMs: o({ schema: z.number().int().min(60_000), default: 3_600_000, arg: 'ms', help: 'drift sliding window' }),
+  driftEvalMs: o({ schema: z.number().int().min(1000), default: 60_000, arg: 'ms', help: 'how often drift reports are computed, stored and exported' }),
+  alertEvalMs: o({ schema: z.number().int().min(100), default: 15_000, arg: 'ms', help: 'how often alert rules are evaluated' }),
+  nats: o({ schema: z.string().refine((u) => u === '' || /^(nats|tls):\/\//.test(u), 'must start with nats:// or tls://'), default: '', arg: 'url', shown: 'none', help: 'NATS server (JetStream) for windowed feature views that consume a NATS stream (nats://127.0.0.1:4222)' }),
+  llmConfig: o({ schema: z.string(), default: '', arg: 'file', shown: 'none', help: 'LLM models (YAML or JSON) served by the OpenAI-compatible API under /v1: local GGUF models (llama.cpp), upstream providers, ONNX embedding encoders' }),
+  batchWorkers: o({ schema: z.number().int().min(0).max(64), default: 2, arg: 'n', help: 'batch workers in this replica, leasing chunks of batch jobs from the metadata store; 0 = none' }),
+  batchLeaseMs: o({ schema: z.number().int().min(100), default: 30_000, arg: 'ms', help: 'lease of a batch chunk, renewed while it runs: how soon another replica redoes a dead replica\'s chunk' }),
+  batchChunkLines: o({ schema: z.number().int().min(1).max(100_000), default: 100, arg: 'n', help: 'lines per batch chunk (the unit of leasing and commit)' }),
+  ui: o({ schema: z.boolean(), default: true, shown: 'served', help: 'serve the web console at /ui' }),
+  artifacts: o({ schema: z.string().refine((u) => !/^[a-z][a-z0-9+.-]*:\/\//i.test(u) || /^(s3|file):\/\//.test(u), 'must be a directory, file:///dir or s3://bucket/prefix'), default: '', arg: 'url', shown: '<data-dir>/artifacts', help: 'where model artifacts are stored: a directory, or s3://bucket/prefix on any S3-compatible server (credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the AWS profile or the pod\'s role)' }),
+  artifactCacheDir: o({ schema: z.string(), default: '', arg: 'dir', shown: '<data-dir>/artifact-cache', help: 'local cache of s3:// artifacts, content-addressed by sha256 and kept across restarts' }),
+  artifactCacheMb: o({ schema: z.number().positive(), default: 20_480, arg: 'mib', help: 'MiB the artifact cache may hold, least recently used evicted first (files being loaded excepted)' }),
+  s3Endpoint: o({ schema: z.string().refine((u) => u === '' || /^https?:\/\//.test(u), 'must start with http:// or https://'), default: '', arg: 'url', shown: 'AWS', envAlso: 'AWS_ENDPOINT_URL_S3', help: 'S3 API endpoint of a non-AWS server, e.g. http://minio:9000' }),
+  s3Region: o({ schema: z.string(), default: '', arg: 'region', shown: 'the AWS profile\'s; us-east-1 with --s3-endpoint', envAlso: 'AWS_REGION', help: 'S3 region' }),
+  s3PathStyle: o({ schema: z.boolean(), default: false, help: 'path-style S3 URLs (endpoint/bucket/key), which most non-AWS servers need' }),
+  s3Checksum: o({ schema: z.enum(['when-required', 'when-supported']), default: 'when-required', arg: 'mode', help: 'S3 request checksums: when-required works with every S3-compatible server (downloads are verified by sha256 regardless); when-supported is the AWS SDK default' }),
+  s3PartMb: o({ schema: z.number().min(5).max(5120), default: 16, arg: 'mib', help: 'size of one S3 upload part and one download range' }),
+  s3Concurrency: o({ schema: z.number().int().min(1).max(64), default: 4, arg: 'n', help: 'S3 upload parts or download ranges in flight at once' }),
 };
 
-function envValue(v: string, kind: EnvKind): unknown {
-  if (kind === 'number') return Number(v);
-  if (kind === 'boolean') return /^(1|true|yes|on)$/i.test(v) ? true : /^(0|false|no|off)$/i.test(v) ? false : v;
-  return v;
+export type ServerOptionKey = keyof typeof SERVER_OPTIONS;
+export type ServerConfig = { readonly [K in ServerOptionKey]: (typeof SERVER_OPTIONS)[K]['default'] };
+
+const KEYS = Object.keys(SERVER_OPTIONS) as ServerOptionKey[];
+const spec = (k: ServerOptionKey): OptionSpec => SERVER_OPTIONS[k] as OptionSpec;
+
+export const serverConfigSchema = z.strictObject(
+  Object.fromEntries(KEYS.map((k) => [k, spec(k).schema])) as { [K in ServerOptionKey]: (typeof SERVER_OPTIONS)[K]['schema'] },
+);
+
+export const SERVER_DEFAULTS: ServerConfig = Object.freeze(Object.fromEntries(KEYS.map((k) => [k, spec(k).default])) as ServerConfig);
+
+/** `maxBodyMb` → `max-body-mb`. */
+export const optionFlag = (key: string): string => key.replace(/[A-Z]/g, (m) => `-${m.toLowerCase()}`);
+/** `maxBodyMb` → `SWITCHYARD_MAX_BODY_MB`. */
+export const optionEnv = (key: string): string => `SWITCHYARD_${optionFlag(key).replaceAll('-', '_').toUpperCase()}`;
+/** The environment variable naming the config file. */
+export const CONFIG_ENV = 'SWITCHYARD_CONFIG';
+
+/** The allowed values of an enum option, else undefined. */
+export function optionChoices(s: OptionSpec): readonly string[] | undefined {
+  return s.schema instanceof z.ZodEnum ? (s.schema.options as string[]) : undefined;
+}
+
+/** Bytes, optionally with a binary suffix: 512M, 2G, 1.5GiB; NaN when it is not one. */
+export function parseBytes(v: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i.exec(v.trim());
+  if (!m) return NaN;
+  return Math.floor(Number(m[1]) * 1024 ** ' kmgt'.indexOf((m[2] || ' ').toLowerCase()));
+}
+
+/**
+ * An option's value from text (a flag, an env var, a string in the config file) in its type; what does not
+ * parse is returned as is, for the schema to reject with its message.
+ */
+export function optionFromText(s: OptionSpec, v: string): unknown {
+  if (typeof s.default === 'boolean') return /^(1|true|yes|on)$/i.test(v) ? true : /^(0|false|no|off)$/i.test(v) ? false : v;
+  if (typeof s.default !== 'number') return v;
+  const n = s.arg === 'bytes' ? parseBytes(v) : v.trim() === '' ? NaN : Number(v);
+  return Number.isNaN(n) ? v : n;
+}
+
+/** The config file's settings: keys as in {@link SERVER_OPTIONS} (camelCase) or as the flags (kebab-case). */
+function readConfigFile(path: string): Record<string, unknown> {
+  let doc: unknown;
+  try {
+    doc = parseYaml(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw err('SY_ERR_CONFIG_INVALID', `cannot read config file ${path}: ${(e as Error).message}`, { cause: e });
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw err('SY_ERR_CONFIG_INVALID', `config file ${path}: must be a mapping of option: value`);
+  const byName = new Map<string, ServerOptionKey>();
+  for (const k of KEYS) byName.set(k, k).set(optionFlag(k), k);
+  const out: Record<string, unknown> = {};
+  for (const [name, v] of Object.entries(doc)) {
+    const key = byName.get(name);
+    if (key === undefined) throw err('SY_ERR_CONFIG_INVALID', `config file ${path}: unknown option "${name}" (the options are those of \`switchyard serve --help\`, without the dashes)`);
+    out[key] = typeof v === 'string' ? optionFromText(spec(key), v) : v;
+  }
+  return out;
 }
 
 const LOOPBACK = /^(localhost|127(?:\.\d{1,3}){3}|::1|\[::1\])$/i;
@@ -269,22 +181,40 @@ export function checkExposure(c: ServerConfig): void {
   }
 }
 
-/** Merge defaults < env < flags and validate. `flags` holds only what the user passed. */
-export function loadServerConfig(flags: Partial<Record<keyof ServerConfig, unknown>>, env: NodeJS.ProcessEnv = process.env): ServerConfig {
+/**
+ * Merge defaults < config file < env < flags and validate. `flags` holds only what the user passed (values in
+ * their types); `flags.config` (or SWITCHYARD_CONFIG) names the config file.
+ */
+export function loadServerConfig(flags: Partial<Record<ServerOptionKey | 'config', unknown>>, env: NodeJS.ProcessEnv = process.env): ServerConfig {
   const merged: Record<string, unknown> = { ...SERVER_DEFAULTS };
-  for (const [key, spec] of Object.entries(ENV)) {
-    const v = env[spec.name];
-    if (v !== undefined && v !== '') merged[key] = envValue(v, spec.kind);
+  const from: Record<string, string> = {};
+  const file = typeof flags.config === 'string' && flags.config !== '' ? flags.config : env[CONFIG_ENV];
+  if (file !== undefined && file !== '') {
+    for (const [key, v] of Object.entries(readConfigFile(file))) {
+      merged[key] = v;
+      from[key] = `config file ${file}`;
+    }
   }
-  for (const [key, v] of Object.entries(flags)) if (v !== undefined) merged[key] = v;
+  for (const key of KEYS) {
+    const v = env[optionEnv(key)];
+    if (v === undefined || v === '') continue;
+    merged[key] = optionFromText(spec(key), v);
+    from[key] = optionEnv(key);
+  }
+  for (const [key, v] of Object.entries(flags)) {
+    if (v === undefined || key === 'config') continue;
+    merged[key] = v;
+    from[key] = `--${optionFlag(key)}`;
+  }
   const r = serverConfigSchema.safeParse(merged);
   if (!r.success) {
     const msg = r.error.issues.map((i) => {
       const key = String(i.path[0] ?? '');
-      const env = ENV[key as keyof ServerConfig]?.name;
-      return `${key}${env ? ` (flag or ${env})` : ''}: ${i.message}`;
+      if (i.code === 'unrecognized_keys') return `unknown option(s) ${i.keys.join(', ')}`;
+      const where = from[key] ?? `--${optionFlag(key)} or ${optionEnv(key)}`;
+      return `${key} (${where}): ${i.message}`;
     }).join('; ');
     throw err('SY_ERR_CONFIG_INVALID', `invalid configuration: ${msg}`);
   }
-  return Object.freeze(r.data);
+  return Object.freeze(r.data) as ServerConfig;
 }
