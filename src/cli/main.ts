@@ -39,8 +39,11 @@ function serveOption(key: ServerOptionKey): Option[] {
   if (typeof o.default === 'string') return [opt];
   return [opt.argParser((v: string) => {
     const n = optionFromText(o, v);
-    if (typeof n !== 'number') throw new InvalidArgumentError(o.arg === 'bytes' ? 'must be a byte count such as 536870912, 512M or 2G' : 'must be a number');
-    return n;
+    if (typeof n === 'number') return n;
+    if (o.arg === 'bytes') throw new InvalidArgumentError(`${flag} must be a byte count such as 536870912, 512M or 2G`);
+    // An integer option: its default passes the schema, the default plus a half does not.
+    const integer = !o.schema.safeParse((o.default as number) + 0.5).success;
+    throw new InvalidArgumentError(`${flag} must be ${integer ? 'an integer' : 'a number'}`);
   })];
 }
 
