@@ -39,6 +39,20 @@ describe('tenant-scoped addressing', () => {
   });
   after(() => srv.close());
 
+  it('a platform key created with the read scope reads everything and changes nothing (it cannot mint admin keys)', async () => {
+    const created = await call(ADMIN, 'POST', '/api/v1/admin-keys', { name: 'prometheus', scopes: ['read'] });
+    assert.equal(created.statusCode, 201, created.body);
+    const reader = body(created)['key'] as string;
+    assert.equal((await call(reader, 'GET', '/api/v1/tenants')).statusCode, 200);
+    assert.equal((await call(reader, 'GET', '/api/v1/models/beta.m')).statusCode, 200, 'a platform reader sees every model');
+    const mint = await call(reader, 'POST', '/api/v1/admin-keys', { scopes: ['read', 'infer', 'admin'] });
+    assert.equal(mint.statusCode, 403, mint.body);
+    assert.equal(body(mint)['code'], 'SY_ERR_FORBIDDEN');
+    assert.equal((await call(reader, 'POST', '/api/v1/tenants', { name: 'gamma' })).statusCode, 403);
+    const full = body(await call(ADMIN, 'POST', '/api/v1/admin-keys', { scopes: ['read', 'infer', 'admin'] }))['key'] as string;
+    assert.equal((await call(full, 'POST', '/api/v1/admin-keys', { scopes: ['read'] })).statusCode, 201, 'an admin-scoped platform key still mints keys');
+  });
+
   it('alert rules: created in the tenant namespace only; another tenant\'s answer as a missing one', async () => {
     const rule = { kind: 'error_rate', model: 'acme.m', threshold: 0.5 };
     assert.equal((await call(acme, 'PUT', '/api/v1/alerts/rules/acme.errors', rule)).statusCode, 200);

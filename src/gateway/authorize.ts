@@ -22,7 +22,7 @@ import type { Principal, Scope } from './types.js';
 export interface AccessRule {
   /** Public routes (health probes, API docs) need no key. */
   readonly public: boolean;
-  /** Any of these scopes admits (platform keys have all). */
+  /** Any of these scopes admits (the configured admin key and open mode hold all; a created platform key, its own). */
   readonly scopes: readonly Scope[];
   /** The route parameter holding a model name, or null (transports fill `AccessTarget.model` from it). */
   readonly modelParam: string | null;

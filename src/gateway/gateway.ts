@@ -242,7 +242,11 @@ export class Gateway {
   // ---- authorization ----
 
   hasScope(p: Principal, ...anyOf: Scope[]): boolean {
-    return p.kind === 'platform' || anyOf.some((s) => p.key.scopes.includes(s));
+    // The configured admin key and open mode have no record and hold every scope; a platform key created through
+    // the API holds only the scopes it was created with (a 'read' platform key, e.g. for Prometheus, only reads).
+    if (p.key === null) return true;
+    const held = p.key.scopes;
+    return anyOf.some((s) => held.includes(s));
   }
 
   /** Whether `p` may see model `model` (platform: all; a tenant: what it owns or what is shared with it). */
