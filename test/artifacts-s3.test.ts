@@ -208,7 +208,7 @@ describe('S3 artifact store with a local cache (s3rver on loopback)', () => {
 
   it('refuses malformed artifact settings naming the setting', () => {
     assert.throws(() => loadServerConfig({ artifacts: 'gs://bucket/x' }, {}), /artifacts.*s3:\/\/bucket\/prefix/);
-    assert.throws(() => loadServerConfig({ s3Endpoint: 'minio:9000' }, {}), /s3Endpoint \(flag or SWITCHYARD_S3_ENDPOINT\)/);
+    assert.throws(() => loadServerConfig({ s3Endpoint: 'minio:9000' }, {}), /s3Endpoint \(--s3-endpoint\): must start with http:\/\/ or https:\/\//);
     assert.throws(() => loadServerConfig({ s3PartMb: 1 }, {}), /s3PartMb/);
     assert.equal(loadServerConfig({}, { SWITCHYARD_ARTIFACTS: 's3://b-1/p', SWITCHYARD_S3_PATH_STYLE: '1' }).s3PathStyle, true);
     assert.throws(() => new S3ArtifactStore({ url: 's3://A_B/x', cache: null as unknown as ArtifactCache, client }), /not a valid S3 bucket name/);
