@@ -9,7 +9,7 @@
  *   inference                             the data plane: InferenceService, embeddings
  *   routing features serving experiments monitoring batch
  *   runtimes registry
- *   storage tensor config errors.ts events.ts hot-metrics.ts version.ts csv.ts
+ *   storage tensor config errors.ts events.ts hot-metrics.ts version.ts csv.ts units.ts
  */
 const TIERS = [
   ['cli', 'server\\.ts'],
@@ -18,7 +18,7 @@ const TIERS = [
   ['inference'],
   ['routing', 'features', 'serving', 'experiments', 'monitoring', 'batch'],
   ['runtimes', 'registry'],
-  ['storage', 'tensor', 'config', 'errors\\.ts', 'events\\.ts', 'hot-metrics\\.ts', 'version\\.ts', 'csv\\.ts'],
+  ['storage', 'tensor', 'config', 'errors\\.ts', 'events\\.ts', 'hot-metrics\\.ts', 'version\\.ts', 'csv\\.ts', 'units\\.ts'],
 ];
 const re = (names) => `^src/(${names.join('|')})(/|$)`;
 

@@ -92,17 +92,7 @@ export function fields(rows: Array<Record<string, string>>): string {
   return t.toString();
 }
 
-export function humanBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = -1;
-  do {
-    v /= 1024;
-    i++;
-  } while (v >= 1024 && i < units.length - 1);
-  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
-}
+export { humanBytes } from '../units.js';
 
 export const when = (iso: string): string => iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z');
 export const kv = (o: Readonly<Record<string, unknown>>): string => Object.entries(o).map(([k, v]) => `${k}=${String(v)}`).join(', ') || '-';

@@ -1,16 +1,8 @@
 /** Number, byte and time formatting shared by the pages. */
-export function bytes(n: number | null | undefined): string {
-  if (n === null || n === undefined) return '–';
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = -1;
-  do {
-    v /= 1024;
-    i++;
-  } while (v >= 1024 && i < units.length - 1);
-  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
-}
+import { humanBytes } from '../../src/units';
+
+/** A byte count in binary units (the CLI's formatting), '–' when unknown. */
+export const bytes = (n: number | null | undefined): string => (n === null || n === undefined ? '–' : humanBytes(n));
 
 export function num(v: number | null | undefined, digits = 2): string {
   if (v === null || v === undefined || Number.isNaN(v)) return '–';
