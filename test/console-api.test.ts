@@ -146,6 +146,29 @@ describe('GET /api/v1/overview and /ui', () => {
     assert.ok(doc.paths['/api/v1/overview']?.get, 'documented');
   });
 
+  it('drift bins: reference vs window counts per feature, only for models the key sees, documented', async () => {
+    const header = Array.from({ length: 64 }, (_, i) => `features[${i}]`).join(',');
+    const rows = Array.from({ length: 50 }, (_, r) => floats(64, 100 + r).map((v) => v.toFixed(5)).join(','));
+    const set = await srv.sy.app.inject({ method: 'POST', url: '/api/v1/models/acme.m/versions/1/profile', payload: `${[header, ...rows].join('\n')}\n`, headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'text/csv' } });
+    assert.equal(set.statusCode, 201, set.body);
+    const r = await send('POST', '/v2/models/acme.m/infer', { inputs: [{ name: 'features', datatype: 'FP32', shape: [4, 64], data: floats(256, 5) }] });
+    assert.equal(r.statusCode, 200, r.body);
+    const b = await get('/api/v1/models/acme.m/drift/bins?feature=features%5B3%5D', acme);
+    assert.equal(b.statusCode, 200, b.body);
+    const [v1] = b.json().bins;
+    assert.equal(v1.version, 1);
+    assert.equal(v1.rows, 4);
+    assert.deepEqual(v1.features.map((f: { name: string }) => f.name), ['features[3]']);
+    const f = v1.features[0];
+    assert.equal(f.kind, 'numeric');
+    assert.equal(f.reference.length, f.edges.length + 1);
+    assert.equal(f.reference.reduce((s: number, c: number) => s + c, 0), 50);
+    assert.equal(f.current.reduce((s: number, c: number) => s + c, 0), 4);
+    assert.equal((await get('/api/v1/models/acme.m/drift/bins?feature=nope', acme)).statusCode, 404);
+    assert.equal((await get('/api/v1/models/beta.m/drift/bins', acme)).statusCode, 404, "another tenant's model is not found");
+    assert.ok((await get('/docs/json')).json().paths['/api/v1/models/{name}/drift/bins']?.get, 'documented');
+  });
+
   it('serves the built console at /ui/ without a key, with a CSP; /ui redirects', async (t) => {
     if (!existsSync(fileURLToPath(new URL('../web/index.html', import.meta.url)))) {
       if (process.env['CI'] === 'true') assert.fail('the console is not built (npm ci runs prepare: vite build)');

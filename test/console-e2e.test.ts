@@ -84,15 +84,22 @@ describe('web console in Chromium', { skip }, () => {
     // Registry and routing: production → 1, a 90/10 canary, a metric per version.
     await call('PUT', `/api/v1/models/${MODEL}/aliases/production`, { version: 1 });
     await call('PUT', `/api/v1/models/${MODEL}/versions/1/tags/stage`, { value: 'prod' });
-    await call('PUT', `/api/v1/models/${MODEL}/routing?reason=canary`, { arms: [{ name: 'control', target: '1', weight: 90 }, { name: 'canary', target: '2', weight: 10 }] });
+    await call('PUT', `/api/v1/models/${MODEL}/routing?reason=canary`, { arms: [{ name: 'control', target: '1', weight: 90 }, { name: 'canary', target: '2', weight: 10 }], sticky: { key: 'header:x-user-id' } });
     await call('POST', '/api/v1/experiments', { id: 'scorer-v2', model: MODEL, description: 'v2 vs v1', control: 'control' });
-    await call('POST', '/api/v1/experiments/scorer-v2/events', { unit: 'user-1', metric: 'converted' });
     // Drift reference for version 1 from a dataset, then traffic (logged: sample rate 1).
     const header = Array.from({ length: 64 }, (_, i) => `features[${i}]`).join(',');
     const rows = Array.from({ length: 300 }, (_, r) => floats(64, 1000 + r).map((v) => v.toFixed(4)).join(','));
     await call('POST', `/api/v1/models/${MODEL}/versions/1/profile`, `${[header, ...rows].join('\n')}\n`, ADMIN, 'text/csv');
     for (let i = 0; i < 25; i++) await infer(`/v2/models/${MODEL}/versions/1/infer`, i);
-    for (let i = 0; i < 10; i++) await infer(`/v2/models/${MODEL}/infer`, 100 + i, acmeKey);
+    // Sticky by user: each user is exposed to one arm of the experiment; four of them convert.
+    for (let i = 0; i < 10; i++) {
+      const res = await fetch(`${srv.url}/v2/models/${MODEL}/infer`, {
+        method: 'POST', headers: { authorization: `Bearer ${acmeKey}`, 'content-type': 'application/json', 'x-user-id': `user-${i}` },
+        body: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: floats(64, 100 + i) }] }),
+      });
+      assert.equal(res.status, 200, await res.text());
+    }
+    await call('POST', '/api/v1/experiments/scorer-v2/events', { events: [0, 3, 5, 8].map((i) => ({ unit: `user-${i}`, metric: 'converted' })) });
     await infer(`/v2/models/${OTHER}/infer`, 7);
     await srv.sy.monitoring.log.flush();
     // Features: an entity, a view, rows.
@@ -141,6 +148,7 @@ describe('web console in Chromium', { skip }, () => {
     await show(page, `traffic/${MODEL}`, 'traffic');
     await page.getByLabel('Weight of arm canary').waitFor();
     await page.getByRole('table', { name: 'Arms of scorer-v2' }).getByRole('cell', { name: 'control (control)' }).waitFor();
+    await page.getByRole('img', { name: 'converted: conversion rate per arm of scorer-v2 over time' }).locator('canvas').waitFor();
 
     await show(page, 'tenants', 'tenants');
     await page.getByRole('table', { name: 'Tenants' }).getByRole('link', { name: 'acme' }).waitFor();
@@ -151,6 +159,7 @@ describe('web console in Chromium', { skip }, () => {
     await show(page, `monitoring/${MODEL}`, 'monitoring');
     await page.getByRole('table', { name: 'Features of version 1' }).getByRole('cell', { name: 'features[0]', exact: true }).waitFor();
     assert.ok(await page.getByRole('table', { name: 'Predictions' }).locator('tbody tr').count() > 0);
+    await page.getByRole('figure', { name: /^Reference vs current histogram of features\[\d+\], version 1$/ }).getByText(/current window \((2[5-9]|3[0-5]) values\)/).waitFor();
 
     await show(page, 'features', 'features');
     await page.getByRole('table', { name: 'Entities' }).getByRole('cell', { name: 'user', exact: true }).waitFor();

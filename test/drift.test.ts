@@ -316,6 +316,33 @@ test('shifted mean, changed variance and changed category mix drift, near the po
   assert.equal(r.datasetDrift, true);
 });
 
+test('bins(): the reference and window counts the metrics compare, numeric and categorical (an unseen category last)', () => {
+  const profile = reference(41, 4000);
+  const m = new DriftMonitor(profile, { now: () => 0, minRows: 10 });
+  feed(m, rng(42), 1000, { mix: { a: 0.4, b: 0.3, z: 0.3 } });
+  const bins = m.bins();
+  const report = m.report();
+  assert.equal(bins.rows, 1000);
+  assert.equal(bins.windowStart, report.windowStart);
+  for (const f of bins.features) {
+    const d = byName(report.features, f.name);
+    assert.equal(f.kind, d.kind);
+    assert.equal(f.reference.length, f.current.length, f.name);
+    assert.equal(f.current.reduce((s, c) => s + c, 0), 1000, `${f.name}: every valid value is in a bin`);
+    close(psi(f.reference, f.current), d.psi!, 1e-12, `${f.name}: psi of the bins is the report's`);
+    close(jsDistance(f.reference, f.current), d.js!, 1e-12, `${f.name}: js of the bins is the report's`);
+    if (f.kind === 'numeric') {
+      assert.equal(f.current.length, f.edges.length + 1);
+      assert.equal(f.reference.reduce((s, c) => s + c, 0), 4000);
+    }
+  }
+  const c = bins.features.find((f) => f.name === 'c')!;
+  assert.ok(c.kind === 'categorical');
+  assert.deepEqual(c.categories.slice(-1), ['z'], 'a category only the window has comes after the reference\'s');
+  assert.equal(c.reference[c.categories.indexOf('z')], 0);
+  assert.equal(c.current[c.categories.indexOf('c')], 0, 'a reference category the window lacks counts 0');
+});
+
 test('monitor metrics equal psi/js/ks of independently binned counts', () => {
   const profile = reference(31, 4000);
   const m = new DriftMonitor(profile, { now: () => 0 });

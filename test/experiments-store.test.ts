@@ -501,6 +501,40 @@ function suite(open: Opener): void {
       });
     });
 
+    it('timeline: cumulative results at each boundary (exposures and events up to it); the last point is the report', async () => {
+      await withStore(async (store) => {
+        const exp = await store.create({ model: 'm', arms: ARMS }, 'alice');
+        for (const [unit, arm] of [['u1', 'control'], ['u2', 'control'], ['u3', 'candidate'], ['u4', 'candidate']] as const) store.expose(exp.id, arm, unit);
+        const t0 = Date.parse(exp.createdAt);
+        const at = (minutes: number): string => new Date(t0 + minutes * 60_000).toISOString();
+        await store.addEvents(exp.id, [
+          { unit: 'u1', metric: 'click', value: 1, at: at(30) },
+          { unit: 'u3', metric: 'click', value: 1, at: at(90) },
+          { unit: 'u4', metric: 'click', value: 2, at: at(90) },
+        ]);
+        const t = await store.timeline(exp.id, { from: t0, until: t0 + 7_200_000, points: 2 });
+        assert.equal(t.stepMs, 3_600_000);
+        assert.deepEqual(t.points.map((p) => p.at), [at(60), at(120)]);
+        const [h1, h2] = t.points;
+        assert.deepEqual(h1!.arms.map((a) => [a.name, a.exposures, a.metrics['click']?.units, a.metrics['click']?.conversionRate]), [['control', 2, 1, 0.5], ['candidate', 2, 0, 0]]);
+        assert.deepEqual(h2!.arms.map((a) => [a.name, a.metrics['click']?.units, a.metrics['click']?.mean]), [['control', 1, 1], ['candidate', 2, 1.5]]);
+        assert.equal(h1!.comparisons[0]?.conversion?.rateB, 0);
+        assert.equal(h2!.comparisons[0]?.conversion?.rateB, 1);
+        // Before the exposures: nothing yet.
+        const early = await store.timeline(exp.id, { from: t0 - 7_200_000, until: t0 - 3_600_000, points: 1 });
+        assert.deepEqual(early.points[0]!.arms.map((a) => a.exposures), [0, 0]);
+        // Up to the end of the data, the last point says what the report says.
+        const r = await store.report(exp.id);
+        const last = (await store.timeline(exp.id, { until: t0 + 7_200_000 })).points.at(-1)!;
+        assert.deepEqual(last.arms, r.arms.map(({ requests: _, ...a }) => a));
+        assert.deepEqual(last.comparisons, r.comparisons);
+        assert.deepEqual(last.srm, r.srm);
+        await rejectsWith(store.timeline(exp.id, { points: 0 }), 'SY_ERR_BAD_REQUEST');
+        await rejectsWith(store.timeline(exp.id, { from: t0, until: t0 }), 'SY_ERR_BAD_REQUEST');
+        await rejectsWith(store.timeline('nope'), 'SY_ERR_EXPERIMENT_NOT_FOUND');
+      });
+    });
+
     it('numbers match an independent computation over seeded synthetic data', async () => {
       await withStore(async (store) => {
         const arms: ExperimentArm[] = [

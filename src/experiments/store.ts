@@ -21,9 +21,8 @@ import { err } from '../errors.js';
 import { iso } from '../storage/index.js';
 import { ARM_NAME, MODEL_NAME } from '../registry/index.js';
 import type { Database, DB, ExperimentsTable } from '../storage/index.js';
-import {
-  sampleRatioMismatch, twoProportionZTest, welchTTest, type MeanTest, type ProportionTest, type SrmTest,
-} from './stats.js';
+import type { SrmTest } from './stats.js';
+import { aggregate, summarize, type ArmOutcomes, type Comparison } from './report.js';
 
 export type ExperimentStatus = 'running' | 'stopped' | 'rolled_back';
 
@@ -82,36 +81,10 @@ export interface OutcomeEvent {
   readonly at?: string;
 }
 
-export interface MetricSummary {
-  /** Exposed units of the arm with at least one event of the metric. */
-  readonly units: number;
-  /** units / exposures; null when the arm has no exposures. */
-  readonly conversionRate: number | null;
-  /** Mean of the per-unit sums over converting units; null when units is 0. */
-  readonly mean: number | null;
-  /** Sample standard deviation of the per-unit sums; null when units < 2. */
-  readonly stddev: number | null;
-  /** Sum of every event value of the arm's units. */
-  readonly sum: number;
-}
+export type { Comparison, MetricSummary } from './report.js';
 
-export interface ArmReport {
-  readonly name: string;
-  readonly target: string;
-  /** Normalised to sum 1. */
-  readonly weight: number;
-  readonly control: boolean;
-  /** Distinct units first exposed to this arm. */
-  readonly exposures: number;
+export interface ArmReport extends ArmOutcomes {
   readonly requests: { readonly hash: number; readonly random: number };
-  readonly metrics: Readonly<Record<string, MetricSummary>>;
-}
-
-export interface Comparison {
-  readonly arm: string;
-  readonly metric: string;
-  readonly conversion: ProportionTest | null;
-  readonly mean: MeanTest | null;
 }
 
 export interface ExperimentReport {
@@ -124,6 +97,27 @@ export interface ExperimentReport {
   /** Events whose unit was never exposed. */
   readonly unattributedEvents: number;
 }
+
+/** Cumulative results at one time: what the report would have said then (without request counters). */
+export interface ExperimentPoint {
+  /** The boundary (ISO 8601): units exposed and events that happened at or before it. */
+  readonly at: string;
+  readonly arms: readonly ArmOutcomes[];
+  readonly comparisons: readonly Comparison[];
+  readonly srm: SrmTest | null;
+}
+
+export interface ExperimentTimeline {
+  readonly experiment: ExperimentRecord;
+  readonly from: string;
+  readonly until: string;
+  readonly stepMs: number;
+  /** Oldest first; the last one is at `until`. */
+  readonly points: readonly ExperimentPoint[];
+}
+
+/** Boundaries a timeline may have at most. */
+export const MAX_TIMELINE_POINTS = 100;
 
 export interface ExperimentStoreOptions {
   /** How often pending exposures and traffic are written, ms. Default 1000. */
@@ -233,13 +227,6 @@ function toRecord(r: Selectable<ExperimentsTable>): ExperimentRecord {
 function isUniqueViolation(e: unknown): boolean {
   const code = (e as { code?: unknown } | null)?.code;
   return code === '23505' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === 'SQLITE_CONSTRAINT_UNIQUE';
-}
-
-/** Sample standard deviation from moments; cancellation noise (all values equal) reads as 0. */
-function stddevOf(n: number, sum: number, sumSq: number): number | null {
-  if (n < 2) return null;
-  const ss = sumSq - (sum * sum) / n;
-  return ss <= 1e-13 * Math.abs(sumSq) ? 0 : Math.sqrt(ss / (n - 1));
 }
 
 /**
@@ -443,25 +430,9 @@ export class ExperimentStore {
     await this.flush().catch(() => undefined); // logged in #flushNow; report what is stored
     const experiment = await this.get(id);
     const db = this.#db;
-    const [exposureRows, trafficRows, metricRows, unattributedRow] = await Promise.all([
-      db.selectFrom('experiment_exposures')
-        .select((eb) => ['arm', eb.fn.countAll<number | string>().as('n')])
-        .where('experiment', '=', id).groupBy('arm').execute(),
+    const [agg, trafficRows, unattributedRow] = await Promise.all([
+      aggregate(db, id),
       db.selectFrom('experiment_traffic').select(['arm', 'assignment', 'requests']).where('experiment', '=', id).execute(),
-      db.selectFrom((eb) => eb.selectFrom('experiment_events as e')
-        .innerJoin('experiment_exposures as x', (j) => j.onRef('x.experiment', '=', 'e.experiment').onRef('x.unit', '=', 'e.unit'))
-        .select((s) => ['x.arm as arm', 'e.metric as metric', s.fn.sum<number>('e.value').as('v')])
-        .where('e.experiment', '=', id)
-        .groupBy(['x.arm', 'e.metric', 'e.unit'])
-        .as('per_unit'))
-        .select((eb) => [
-          'arm', 'metric',
-          eb.fn.countAll<number | string>().as('units'),
-          eb.fn.sum<number | string>('v').as('total'),
-          eb.fn.sum<number | string>(sql`v * v`).as('total_sq'),
-        ])
-        .groupBy(['arm', 'metric'])
-        .execute(),
       db.selectFrom('experiment_events as e')
         .select((eb) => eb.fn.countAll<number | string>().as('n'))
         .where('e.experiment', '=', id)
@@ -469,8 +440,6 @@ export class ExperimentStore {
           .whereRef('x.experiment', '=', 'e.experiment').whereRef('x.unit', '=', 'e.unit'))))
         .executeTakeFirst(),
     ]);
-
-    const exposures = new Map(exposureRows.map((r) => [r.arm, Number(r.n)]));
     const requests = new Map<string, { hash: number; random: number }>();
     for (const r of trafficRows) {
       const cur = requests.get(r.arm) ?? { hash: 0, random: 0 };
@@ -478,58 +447,36 @@ export class ExperimentStore {
       else if (r.assignment === 'random') cur.random += Number(r.requests);
       requests.set(r.arm, cur);
     }
-    const moments = new Map<string, { n: number; sum: number; sumSq: number }>();
-    const metricNames = new Set<string>();
-    for (const r of metricRows) {
-      moments.set(r.arm + SEP + r.metric, { n: Number(r.units), sum: Number(r.total), sumSq: Number(r.total_sq) });
-      metricNames.add(r.metric);
-    }
-    const metrics = [...metricNames].sort();
-    const weightSum = experiment.arms.reduce((s, a) => s + a.weight, 0);
-
-    const arms: ArmReport[] = experiment.arms.map((a) => {
-      const exp = exposures.get(a.name) ?? 0;
-      return {
-        name: a.name, target: a.target, weight: weightSum > 0 ? a.weight / weightSum : 0, control: a.name === experiment.control,
-        exposures: exp,
-        requests: requests.get(a.name) ?? { hash: 0, random: 0 },
-        metrics: Object.fromEntries(metrics.map((m) => {
-          const mo = moments.get(a.name + SEP + m) ?? { n: 0, sum: 0, sumSq: 0 };
-          const summary: MetricSummary = {
-            units: mo.n,
-            conversionRate: exp > 0 ? mo.n / exp : null,
-            mean: mo.n > 0 ? mo.sum / mo.n : null,
-            stddev: stddevOf(mo.n, mo.sum, mo.sumSq),
-            sum: mo.sum,
-          };
-          return [m, summary];
-        })),
-      };
-    });
-
-    const comparisons: Comparison[] = [];
-    const control = arms.find((a) => a.control);
-    if (control !== undefined) {
-      for (const a of arms) {
-        if (a.control) continue;
-        for (const m of metrics) {
-          const c = moments.get(control.name + SEP + m) ?? { n: 0, sum: 0, sumSq: 0 };
-          const t = moments.get(a.name + SEP + m) ?? { n: 0, sum: 0, sumSq: 0 };
-          comparisons.push({
-            arm: a.name, metric: m,
-            // Units are a subset of exposures; min() guards against rows of a unit exposed after its events were summed.
-            conversion: twoProportionZTest(Math.min(c.n, control.exposures), control.exposures, Math.min(t.n, a.exposures), a.exposures),
-            mean: welchTTest(c, t),
-          });
-        }
-      }
-    }
-
+    const { arms, comparisons, srm } = summarize(experiment, agg);
     return {
-      experiment, generatedAt: iso(Date.now()), arms, comparisons,
-      srm: sampleRatioMismatch(arms.map((a) => a.exposures), experiment.arms.map((a) => a.weight)),
+      experiment, generatedAt: iso(Date.now()),
+      arms: arms.map((a) => ({ ...a, requests: requests.get(a.name) ?? { hash: 0, random: 0 } })),
+      comparisons, srm,
       unattributedEvents: Number(unattributedRow?.n ?? 0),
     };
+  }
+
+  /**
+   * Results over time: the report's statistics computed cumulatively at `points` evenly spaced boundaries from
+   * `from` (default: the experiment's creation) to `until` (default: when it stopped, else now) — each point
+   * counts the units first exposed and the events that happened at or before its boundary. Request counters are
+   * not kept per time and are absent. Flushes first, like {@link report}.
+   */
+  async timeline(id: string, q: { from?: number; until?: number; points?: number } = {}): Promise<ExperimentTimeline> {
+    const points = q.points ?? 24;
+    if (!Number.isSafeInteger(points) || points < 1 || points > MAX_TIMELINE_POINTS) throw bad(`timeline: "points" must be an integer from 1 to ${MAX_TIMELINE_POINTS}`);
+    await this.flush().catch(() => undefined);
+    const experiment = await this.get(id);
+    const from = q.from ?? Date.parse(experiment.createdAt);
+    const until = q.until ?? (experiment.stoppedAt === null ? Date.now() : Date.parse(experiment.stoppedAt));
+    if (!Number.isFinite(from) || !Number.isFinite(until) || !(until > from)) throw bad('timeline: "until" must be after "from"');
+    const stepMs = (until - from) / points;
+    const out: ExperimentPoint[] = [];
+    for (let i = 1; i <= points; i++) {
+      const at = i === points ? until : Math.round(from + stepMs * i);
+      out.push({ at: iso(at), ...summarize(experiment, await aggregate(this.#db, id, at)) });
+    }
+    return { experiment, from: iso(from), until: iso(until), stepMs, points: out };
   }
 
   /** Stop the timer and flush once (rejects if that flush fails; the data stays in memory). */

@@ -65,6 +65,28 @@ export interface DriftReport {
   readonly thresholds: DriftThresholds;
 }
 
+/**
+ * The reference and current-window counts of one feature over the bins its drift metrics use. Numeric: `edges`
+ * (k-1 ascending edges make k bins; bin i holds edges[i-1] <= x < edges[i], the first and last are open-ended).
+ * Categorical: `categories`, the reference's first, then categories only the window has (as PSI / JS align them).
+ */
+export type FeatureBins = {
+  readonly name: string;
+  readonly source: 'input' | 'output';
+  /** Per bin, the reference profile's counts. */
+  readonly reference: readonly number[];
+  /** Per bin, the current window's counts (valid values only: NaN and missing are in the drift report's quality). */
+  readonly current: readonly number[];
+} & ({ readonly kind: 'numeric'; readonly edges: readonly number[] } | { readonly kind: 'categorical'; readonly categories: readonly string[] });
+
+/** {@link DriftMonitor.bins}: the histograms behind a report, over the same window. */
+export interface DriftBins {
+  readonly windowStart: string;
+  readonly windowEnd: string;
+  readonly rows: number;
+  readonly features: readonly FeatureBins[];
+}
+
 export interface DriftMonitorOptions {
   /** Window length; default 3_600_000 (1 h). */
   readonly windowMs?: number;
@@ -308,11 +330,45 @@ export class DriftMonitor {
     else b.type++;
   }
 
-  report(): DriftReport {
+  /** The buckets inside the window now, merged per feature. */
+  private window(): { now: number; lowest: number; live: Bucket[]; merged: Slot[] } {
     const now = this.nowFn();
     const cur = Math.floor(now / this.width);
     const lowest = cur - this.ring.length + 1;
     const live = this.ring.filter((b) => b.idx >= lowest && b.idx <= cur);
+    const merged = this.feats.map((f, i) => {
+      const m = this.emptySlot(f);
+      for (const b of live) {
+        const s = b.slots[i]!;
+        if (m.num && s.num) m.num.merge(s.num);
+        if (m.cat && s.cat) m.cat.merge(s.cat);
+        m.oor += s.oor;
+      }
+      return m;
+    });
+    return { now, lowest, live, merged };
+  }
+
+  /** Reference vs current-window counts per feature, over the bins {@link report}'s metrics compare. */
+  bins(): DriftBins {
+    const { now, lowest, live, merged } = this.window();
+    const features = this.feats.map((f, i): FeatureBins => {
+      const s = merged[i]!;
+      const base = { name: f.spec.name, source: f.spec.source };
+      if (s.num && f.refNum) return { ...base, kind: 'numeric', edges: f.refNum.edges, reference: Array.from(f.refNum.counts), current: Array.from(s.num.counts) };
+      const ref = f.refCat!.counts();
+      const [r, q] = alignCategories(ref, s.cat!.counts());
+      const categories = [...ref.keys()];
+      for (const k of s.cat!.counts().keys()) if (!ref.has(k)) categories.push(k);
+      return { ...base, kind: 'categorical', categories, reference: Array.from(r), current: Array.from(q) };
+    });
+    let rows = 0;
+    for (const b of live) rows += b.rows;
+    return { windowStart: new Date(lowest * this.width).toISOString(), windowEnd: new Date(now).toISOString(), rows, features };
+  }
+
+  report(): DriftReport {
+    const { now, lowest, live, merged } = this.window();
     let rows = 0;
     let shapeViolations = 0;
     let typeViolations = 0;
@@ -321,16 +377,7 @@ export class DriftMonitor {
       shapeViolations += b.shape;
       typeViolations += b.type;
     }
-    const features = this.feats.map((f, i) => {
-      const merged = this.emptySlot(f);
-      for (const b of live) {
-        const s = b.slots[i]!;
-        if (merged.num && s.num) merged.num.merge(s.num);
-        if (merged.cat && s.cat) merged.cat.merge(s.cat);
-        merged.oor += s.oor;
-      }
-      return this.featureDrift(f, merged);
-    });
+    const features = this.feats.map((f, i) => this.featureDrift(f, merged[i]!));
     let withMetrics = 0;
     let drifted = 0;
     for (const f of features) {

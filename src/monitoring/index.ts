@@ -6,7 +6,7 @@ export { readDataset } from './dataset.js';
 export { type PredictionSink, toCsv, toJsonl } from './prediction-log.js';
 export { type AlertEventRecord, type AlertRule, type AlertState, redactRule } from './alerts.js';
 export { MonitoringService, type ProfileRecord } from './service.js';
-export { type DriftReport, type FeatureDrift } from './drift.js';
+export { type DriftBins, type DriftReport, type FeatureBins, type FeatureDrift } from './drift.js';
 export { type PredictionRecord, type TensorJson } from './types.js';
 export { filterExposition } from './filter.js';
 export { DatabasePredictionSink } from './log-sink-database.js';

@@ -17,7 +17,7 @@ import { PgChannel } from '../storage/index.js';
 import type { Tensor } from '../tensor/index.js';
 import { AlertEngine, type AlertRule, type AlertSignals } from './alerts.js';
 import { profileDataset } from './profile-job.js';
-import { buildProfile, defaultFeatures, DriftMonitor, rowsFromRecords, type DriftReport, type ReferenceProfile } from './drift.js';
+import { buildProfile, defaultFeatures, DriftMonitor, rowsFromRecords, type DriftBins, type DriftReport, type ReferenceProfile } from './drift.js';
 import { PredictionLog, type PredictionQuery } from './prediction-log.js';
 import type { PredictionSink } from './prediction-log.js';
 import type { FeatureSpec, PredictionRecord } from './types.js';
@@ -257,6 +257,13 @@ export class MonitoringService {
     const report = mon.report();
     this.#latest.set(key(model, version), { model, version, report });
     return report;
+  }
+
+  /** Reference vs current-window counts per feature of a version (the histograms behind {@link drift}). */
+  driftBins(model: string, version: number): DriftBins {
+    const mon = this.#monitorOf(model, version);
+    if (mon === undefined) throw err('SY_ERR_REGISTRY_NOT_FOUND', `model "${model}" version ${version} has no reference profile: set one first (POST /api/v1/models/${model}/versions/${version}/profile)`);
+    return mon.bins();
   }
 
   /** Versions of `model` that have a reference profile. */

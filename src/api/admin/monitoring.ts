@@ -148,6 +148,35 @@ export async function monitoringAdminRoutes(app: FastifyInstance, opts: Monitori
     return { model: name, reports: versions.map((version) => ({ version, report: monitoring.drift(name, version) })) };
   });
 
+  app.get<{ Params: { name: string }; Querystring: { version?: string; feature?: string } }>('/api/v1/models/:name/drift/bins', {
+    schema: {
+      tags: TAGS, summary: 'Reference vs current-window histogram per feature (the bins PSI, JS and KS compare), per monitored version',
+      description: 'Per feature: `reference` and `current` counts per bin. Numeric features give `edges` (k-1 ascending edges make k bins; '
+        + 'bin i holds edges[i-1] <= x < edges[i], the first and last bins open-ended); categorical ones `categories` (the reference\'s, then '
+        + 'those only the window has). Current counts are valid values in the drift window (NaN and missing values are in the drift report).',
+      params: S.nameParams,
+      querystring: {
+        type: 'object', additionalProperties: false,
+        properties: {
+          version: { type: 'string', description: 'Version number or alias (default: every version with a profile).' },
+          feature: { type: 'string', description: 'Only this feature (404 when no monitored version has it).' },
+        },
+      },
+      response: { 200: anyObject, ...S.errors(404) },
+    },
+  }, async (req) => {
+    const { name } = req.params;
+    await registry.getModel(name);
+    const versions = req.query.version === undefined ? monitoring.monitoredVersions(name) : [await versionOf(name, req.query.version)];
+    const { feature } = req.query;
+    const bins = versions.map((version) => {
+      const b = monitoring.driftBins(name, version);
+      return { version, ...b, features: feature === undefined ? b.features : b.features.filter((f) => f.name === feature) };
+    });
+    if (feature !== undefined && !bins.some((b) => b.features.length > 0)) throw err('SY_ERR_REGISTRY_NOT_FOUND', `model "${name}" has no monitored feature "${feature}"`);
+    return { model: name, bins };
+  });
+
   app.get<{ Params: { name: string }; Querystring: Range & { version?: string; limit?: number } }>('/api/v1/models/:name/drift/history', {
     schema: {
       tags: TAGS, summary: 'Drift reports as computed periodically (newest first)', params: S.nameParams,

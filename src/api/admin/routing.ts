@@ -3,16 +3,16 @@
  * Traffic management and experiments in the admin API (`/api/v1`): a model's routing policy (read, replace,
  * remove; every change is a new revision in the registry's event log) with its live circuit-breaker and
  * shadow state, and experiments (create on a model's arms, stop, delete, outcome events, report with
- * statistics and guardrails). Tenants see and change only what their models allow, as elsewhere.
+ * statistics and guardrails, results over time). Tenants see and change only what their models allow, as elsewhere.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { err } from '../../errors.js';
-import type { ExperimentRecord, ExperimentStatus, ExperimentStore, ExperimentTracker, OutcomeEvent } from '../../experiments/index.js';
+import { MAX_TIMELINE_POINTS, type ExperimentRecord, type ExperimentStatus, type ExperimentStore, type ExperimentTracker, type OutcomeEvent } from '../../experiments/index.js';
 import type { ModelRecord, Registry } from '../../registry/index.js';
 import { routingPolicySchema } from '../../registry/index.js';
 import type { TrafficRouter } from '../../routing/index.js';
-import { actorOf, strictValidation } from './routes.js';
+import { actorOf, isoTime, strictValidation } from './routes.js';
 import * as S from './schemas.js';
 import { checkCreatableId } from './tenant-scope.js';
 
@@ -152,6 +152,26 @@ const reportSchema = {
       },
     },
     shadows: { type: 'array', items: shadowSchema },
+  },
+} as const;
+
+const timelineSchema = {
+  type: 'object',
+  description: "The report's statistics over time, computed cumulatively at evenly spaced boundaries: each point counts the units first exposed and the outcome events that happened at or before it (no request counters: those are not kept per time).",
+  required: ['experiment', 'from', 'until', 'stepMs', 'points'],
+  properties: {
+    experiment: experimentSchema,
+    from: { type: 'string', format: 'date-time' },
+    until: { type: 'string', format: 'date-time' },
+    stepMs: { type: 'number', description: 'Milliseconds between boundaries.' },
+    points: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['at', 'arms', 'comparisons', 'srm'],
+        properties: { at: { type: 'string', format: 'date-time' }, arms: reportSchema.properties.arms, comparisons: reportSchema.properties.comparisons, srm: reportSchema.properties.srm },
+      },
+    },
   },
 } as const;
 
@@ -332,6 +352,30 @@ export async function routingAdminRoutes(app: FastifyInstance, opts: RoutingAdmi
     const events: OutcomeEvent[] = list.map((e) => ({ unit: e.unit, metric: e.metric, value: e.value ?? 1, ...(e.at === undefined ? {} : { at: e.at }) }));
     const accepted = await experiments.addEvents(exp.id, events);
     return reply.code(202).send({ accepted });
+  });
+
+  app.get<{ Params: { id: string }; Querystring: { points?: number; from?: string; until?: string } }>('/api/v1/experiments/:id/timeline', {
+    schema: {
+      tags: EXP_TAGS, summary: 'Experiment results over time: per-arm outcomes, lift with confidence intervals and SRM at evenly spaced times',
+      params: idParams,
+      querystring: {
+        type: 'object', additionalProperties: false,
+        properties: {
+          points: { type: 'integer', minimum: 1, maximum: MAX_TIMELINE_POINTS, description: `Boundaries, evenly spaced, the last at \`until\` (default 24, at most ${MAX_TIMELINE_POINTS}).` },
+          from: { type: 'string', description: 'ISO-8601 start (default: when the experiment was created).' },
+          until: { type: 'string', description: 'ISO-8601 end (default: when it stopped, else now).' },
+        },
+      },
+      response: { 200: timelineSchema, ...S.errors(400, 404) },
+    },
+  }, async (req) => {
+    const exp = await visibleExperiment(req, req.params.id);
+    const q = req.query;
+    return experiments.timeline(exp.id, {
+      ...(q.points === undefined ? {} : { points: q.points }),
+      ...(q.from === undefined ? {} : { from: Date.parse(isoTime(q.from, 'from')) }),
+      ...(q.until === undefined ? {} : { until: Date.parse(isoTime(q.until, 'until')) }),
+    });
   });
 
   app.get<{ Params: { id: string } }>('/api/v1/experiments/:id/report', {

@@ -1,9 +1,9 @@
-/** Monitoring: drift per feature (now and over time), data quality, and the prediction log with filters. */
+/** Monitoring: drift per feature (now, over time, and the reference-vs-current histogram), data quality, and the prediction log with filters. */
 import { useState } from 'preact/hooks';
 import { apiText, enc, type Model, type Whoami } from '../api';
 import { download, num, pct, when } from '../format';
 import { go, href } from '../router';
-import { Card, Code, Empty, LineChart, Picker, Show, Table, useApi } from '../ui';
+import { Bars, Card, Code, Empty, LineChart, Picker, Show, Table, useApi } from '../ui';
 
 interface FeatureDrift { name: string; kind: string; source: string; count: number; psi: number | null; js: number | null; ks: number | null; ksPValue: number | null; drifted: boolean; quality: { missingRate: number | null; nanRate: number | null; outOfRangeRate: number | null } }
 interface DriftReport { windowStart: string; windowEnd: string; rows: number; features: FeatureDrift[]; driftedShare: number | null; datasetDrift: boolean; quality: { shapeViolations: number; typeViolations: number } }
@@ -11,6 +11,46 @@ interface TensorJson { name: string; datatype: string; shape: number[]; data: un
 interface Prediction { at: string; model: string; version: number; tenant: string; arm: string | null; requestId: string; latencyMs: number; inputs: TensorJson[]; outputs: TensorJson[] }
 
 const METRICS = ['psi', 'js', 'ks'] as const;
+
+type FeatureBins = { name: string; source: string; reference: number[]; current: number[] } & ({ kind: 'numeric'; edges: number[] } | { kind: 'categorical'; categories: string[] });
+
+/** Bin labels: numeric bins by their edges (the first and last open-ended), categorical ones by category. */
+function binLabels(f: FeatureBins): string[] {
+  if (f.kind === 'categorical') return f.categories;
+  const e = f.edges.map((x) => num(x, 3));
+  if (e.length === 0) return ['all'];
+  return [`< ${e[0]}`, ...e.slice(1).map((x, i) => `${e[i]}–${x}`), `≥ ${e[e.length - 1]}`];
+}
+
+const shares = (c: number[]): number[] => {
+  const n = c.reduce((s, x) => s + x, 0);
+  return c.map((x) => (n > 0 ? Math.round((x / n) * 10_000) / 10_000 : 0));
+};
+
+/** Reference vs current-window histogram of one feature (GET …/drift/bins), as shares of each side's values. */
+function Histogram({ model, version, features }: { model: string; version: number; features: FeatureDrift[] }) {
+  const first = features.find((f) => f.drifted)?.name ?? features[0]?.name ?? '';
+  const [feature, setFeature] = useState(first);
+  const l = useApi<{ bins: { version: number; rows: number; features: FeatureBins[] }[] }>(
+    feature ? `/api/v1/models/${enc(model)}/drift/bins?version=${version}&feature=${enc(feature)}` : null, 30_000);
+  return (
+    <div class="histogram">
+      <Picker label="Histogram of feature" value={feature} options={features.map((f) => f.name)} onChange={setFeature} />
+      {feature ? <Show l={l}>{(d) => {
+        const f = d.bins[0]?.features[0];
+        if (!f) return <Empty title={`No bins for ${feature}.`} />;
+        const cur = f.current.reduce((s, x) => s + x, 0);
+        return (
+          <>
+            <Bars label={`Reference vs current histogram of ${f.name}, version ${version}`} labels={binLabels(f)} values={shares(f.reference)} compare={shares(f.current)}
+              names={[`reference (${num(f.reference.reduce((s, x) => s + x, 0))} values)`, `current window (${num(cur)} values)`]} />
+            {cur === 0 ? <p class="muted small">No values of {f.name} in the window yet: the current side fills as the version serves requests.</p> : null}
+          </>
+        );
+      }}</Show> : null}
+    </div>
+  );
+}
 
 function History({ model, version }: { model: string; version: number }) {
   const l = useApi<{ history: { at: string; version: number; report: DriftReport }[] }>(`/api/v1/models/${enc(model)}/drift/history?version=${version}&limit=200`);
@@ -42,6 +82,7 @@ function Drift({ model }: { model: string }) {
           <Table label={`Features of version ${version}`} head={['Feature', 'Kind', 'Values', 'PSI', 'JS', 'KS', 'KS p', 'Drifted', 'Missing', 'NaN', 'Out of range']}
             rows={r.features.map((f) => [f.name, `${f.kind} ${f.source}`, num(f.count), num(f.psi, 4), num(f.js, 4), num(f.ks, 4), num(f.ksPValue, 4),
               f.drifted ? <span class="badge firing">drifted</span> : 'no', pct(f.quality.missingRate), pct(f.quality.nanRate), pct(f.quality.outOfRangeRate)])} />
+          <Histogram model={model} version={version} features={r.features} />
           <History model={model} version={version} />
         </Card>
       ))}</>}

@@ -1,9 +1,10 @@
-/** Traffic: a model's routing policy (arms, shadows, fallback, breakers, cache), canary weights, experiments. */
+/** Traffic: a model's routing policy (arms, shadows, fallback, breakers, cache), canary weights, experiments (now and over time). */
 import { useEffect, useState } from 'preact/hooks';
 import { api, enc, type Model, type Whoami } from '../api';
 import { csv, download, num, pct, when } from '../format';
 import { go, href } from '../router';
 import { Card, Code, ConfirmButton, Empty, Picker, Show, Table, useApi } from '../ui';
+import { ResultsOverTime } from './experiment-timeline';
 import type { ModelSeries } from './overview';
 
 interface Arm { name: string; target: string; weight: number }
@@ -77,6 +78,7 @@ function ExperimentReport({ e }: { e: Experiment }) {
                 c.conversion ? pct(c.conversion.diff, 2) : '–', c.conversion ? `${pct(c.conversion.ciLow, 2)} … ${pct(c.conversion.ciHigh, 2)}` : '–', num(c.conversion?.pValue, 4),
                 c.mean ? num(c.mean.diff, 3) : '–', c.mean ? `${num(c.mean.ciLow, 3)} … ${num(c.mean.ciHigh, 3)}` : '–', num(c.mean?.pValue, 4)])} />
           )}
+          <ResultsOverTime id={e.id} />
           <details><summary>Guardrails (this replica)</summary><pre>{JSON.stringify(rep.guardrails, null, 2)}</pre></details>
         </>
       )}</Show>
