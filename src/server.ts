@@ -9,7 +9,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import { pino, type Logger } from 'pino';
 import { Redis } from 'ioredis';
 import { Counter, Gauge } from 'prom-client';
-import { adminRoutes, batchRoutes, featureDataRoutes, featureDefinitionRoutes, installAccessLog, frameworkErrors, GrpcTransport, installErrorShape, installShutdownGate, settlesWithin, lazyChildLogger, llmAdminRoutes, llmRoutes, monitoringAdminRoutes, OpenAiLineRunner, overviewRoutes, registerOpenApi, requestIdGenerator, routingAdminRoutes, tenancyRoutes, uiRoutes, v2ExtensionRoutes, v2Routes } from './api/index.js';
+import { adminRoutes, batchJobRoutes, batchRoutes, InferenceRowRunner, featureDataRoutes, featureDefinitionRoutes, installAccessLog, frameworkErrors, GrpcTransport, installErrorShape, installShutdownGate, settlesWithin, lazyChildLogger, llmAdminRoutes, llmRoutes, monitoringAdminRoutes, OpenAiLineRunner, overviewRoutes, registerOpenApi, requestIdGenerator, routingAdminRoutes, tenancyRoutes, uiRoutes, v2ExtensionRoutes, v2Routes } from './api/index.js';
 import { authEnabled, checkExposure, loadLlmConfig, type ServerConfig } from './config/index.js';
 import { databaseUrl } from './config/index.js';
 import { ExperimentStore, ExperimentTracker } from './experiments/index.js';
@@ -172,6 +172,7 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   const batch = await BatchService.create({
     database, logger, usage: llmUsage, workers: config.batchWorkers, leaseMs: config.batchLeaseMs, chunkLines: config.batchChunkLines,
     runner: new OpenAiLineRunner({ service: llm, canSee: (tenant, model) => gateway.tenantCanSee(tenant, model) }),
+    rowRunner: new InferenceRowRunner({ inference, canSee: (tenant, model) => gateway.tenantCanSee(tenant, model) }),
     stallAfterChunks: process.env['SWITCHYARD_TEST_BATCH_STALL_AFTER'] && Number.isInteger(stall) ? stall : null,
   });
   const modelExists = (name: string): Promise<boolean> => registry.getModel(name).then(() => true, () => false);
@@ -260,6 +261,10 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   });
   await app.register(batchRoutes, {
     prefix: '/v1', batch, tenantOf: (req) => tenantOf(req.principal), keyIdOf: (req) => req.principal?.key?.id ?? null, maxFileBytes: bodyLimit,
+  });
+  await app.register(batchJobRoutes, {
+    batch, tenantOf: (req) => tenantOf(req.principal), keyIdOf: (req) => req.principal?.key?.id ?? null, maxFileBytes: bodyLimit,
+    mayReadPaths: (req) => req.principal === null || req.principal.kind !== 'tenant',
   });
   await app.register(llmAdminRoutes, { usage: llmUsage });
   app.get('/metrics', async (req, reply) => {

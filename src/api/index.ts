@@ -16,6 +16,8 @@ export { featureDataRoutes } from './admin/features-data.js';
 export { featureDefinitionRoutes } from './admin/features-defs.js';
 export { llmRoutes } from './openai/routes.js';
 export { batchRoutes } from './openai/batches.js';
+export { batchJobRoutes, type BatchJobRouteOptions } from './admin/batch-jobs.js';
+export { InferenceRowRunner } from './admin/batch-runner.js';
 export { OpenAiLineRunner } from './openai/line-runner.js';
 export { llmAdminRoutes } from './admin/llm.js';
 export { GrpcTransport, type GrpcOptions, grpcStatus, GRPC_STATUS_BY_HTTP, loadProtos } from './grpc/index.js';

@@ -7,7 +7,10 @@
  */
 export { BatchService, COMPLETION_WINDOWS, type BatchServiceOptions, type NewOpenAiBatch } from './service.js';
 export { FileStore, newFileId, PART_BYTES, type FileRecord } from './files.js';
-export { JobStore, TERMINAL, type JobRecord, type JobStatus, type JobTimes, type JobUsage, type OpenAiSpec } from './jobs.js';
+export { JobStore, TERMINAL, type JobKindName, type JobRecord, type JobStatus, type JobTimes, type JobUsage, type OpenAiJob, type OpenAiSpec, type V2Job } from './jobs.js';
+export { DEFAULT_CHUNK_ROWS, INPUT_FORMATS, MAX_JOB_ROWS, OUTPUT_FORMATS, formatOf, type InputFormat, type OutputFormat, type V2Spec, type V2SpecRequest } from './v2-spec.js';
+export type { JobKind } from './kinds.js';
 export { BATCH_ENDPOINTS, MAX_BATCH_TASKS, checkInput, type BatchEndpoint, type LineError } from './openai-format.js';
 export { BATCH_FLOW_WEIGHT, BatchWorkers } from './worker.js';
-export type { LineContext, LineOutcome, LineRunner, LineUsage, UsageSink } from './types.js';
+export type { LineContext, LineOutcome, LineRunner, LineUsage, RowRequest, RowRunner, RowSignature, UsageSink } from './types.js';
+export { v2JobView, type V2JobView } from './v2-view.js';

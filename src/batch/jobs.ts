@@ -25,6 +25,7 @@
 import { sql, type ExpressionBuilder, type Kysely, type SelectQueryBuilder, type Transaction } from 'kysely';
 import type { DB, Dialect } from '../storage/index.js';
 import type { LineError } from './openai-format.js';
+import type { V2Spec } from './v2-spec.js';
 
 export type JobStatus = 'validating' | 'failed' | 'in_progress' | 'finalizing' | 'completed' | 'expired' | 'cancelling' | 'cancelled';
 export const TERMINAL: ReadonlySet<JobStatus> = new Set(['failed', 'completed', 'expired', 'cancelled']);
@@ -56,12 +57,10 @@ export interface OpenAiSpec {
   readonly keyId: string | null;
 }
 
-export interface JobRecord {
+interface JobFields {
   readonly id: string;
   readonly tenant: string;
-  readonly kind: 'openai';
   readonly status: JobStatus;
-  readonly spec: OpenAiSpec;
   readonly inputFileId: string;
   readonly outputFileId: string | null;
   readonly errorFileId: string | null;
@@ -75,6 +74,21 @@ export interface JobRecord {
   readonly createdAt: number;
   readonly expiresAt: number | null;
 }
+
+/** A /v1/batches batch. */
+export interface OpenAiJob extends JobFields {
+  readonly kind: 'openai';
+  readonly spec: OpenAiSpec;
+}
+
+/** A V2 batch job (`/api/v1/batch/jobs`): rows of a file scored by a model. */
+export interface V2Job extends JobFields {
+  readonly kind: 'v2';
+  readonly spec: V2Spec;
+}
+
+export type JobKindName = 'openai' | 'v2';
+export type JobRecord = OpenAiJob | V2Job;
 
 /** A chunk a worker holds the lease on. */
 export interface LeasedChunk {
@@ -108,12 +122,12 @@ type Row = DB['batch_jobs'];
 
 function toRecord(r: Row): JobRecord {
   return {
-    id: r.id, tenant: r.tenant, kind: r.kind as 'openai', status: r.status as JobStatus, spec: JSON.parse(r.spec) as OpenAiSpec,
+    id: r.id, tenant: r.tenant, kind: r.kind as JobKindName, status: r.status as JobStatus, spec: JSON.parse(r.spec) as unknown,
     inputFileId: r.input_file_id, outputFileId: r.output_file_id, errorFileId: r.error_file_id,
     errors: r.errors === null ? null : JSON.parse(r.errors) as LineError[], total: Number(r.total), succeeded: Number(r.succeeded), failed: Number(r.failed),
     usage: r.usage === null ? null : JSON.parse(r.usage) as JobUsage, chunks: Number(r.chunks), times: JSON.parse(r.times) as JobTimes,
     createdAt: Number(r.created_at), expiresAt: r.expires_at === null ? null : Number(r.expires_at),
-  };
+  } as JobRecord;
 }
 
 export const ZERO_USAGE: JobUsage = Object.freeze({ input_tokens: 0, output_tokens: 0, total_tokens: 0 });
@@ -148,9 +162,9 @@ export class JobStore {
     }).execute();
   }
 
-  /** The tenant's job (with live counts while it runs), or null. */
-  async get(tenant: string, id: string): Promise<JobRecord | null> {
-    const r = await this.#db.selectFrom('batch_jobs').selectAll().where('id', '=', id).where('tenant', '=', tenant).executeTakeFirst();
+  /** The tenant's job of `kind` (with live counts while it runs), or null. */
+  async get(tenant: string, id: string, kind: JobKindName): Promise<JobRecord | null> {
+    const r = await this.#db.selectFrom('batch_jobs').selectAll().where('id', '=', id).where('tenant', '=', tenant).where('kind', '=', kind).executeTakeFirst();
     if (!r) return null;
     return (await this.#withLiveCounts([toRecord(r)]))[0]!;
   }
@@ -162,8 +176,8 @@ export class JobStore {
   }
 
   /** The tenant's jobs, newest first, after the job `after` (a cursor from the previous page). */
-  async list(tenant: string, limit: number, after: string | null): Promise<JobRecord[]> {
-    let q = this.#db.selectFrom('batch_jobs').selectAll().where('tenant', '=', tenant);
+  async list(tenant: string, kind: JobKindName, limit: number, after: string | null): Promise<JobRecord[]> {
+    let q = this.#db.selectFrom('batch_jobs').selectAll().where('tenant', '=', tenant).where('kind', '=', kind);
     if (after !== null) {
       const a = await this.#db.selectFrom('batch_jobs').select(['created_at', 'id']).where('id', '=', after).where('tenant', '=', tenant).executeTakeFirst();
       if (a) q = q.where((eb) => eb.or([eb('created_at', '<', a.created_at), eb.and([eb('created_at', '=', a.created_at), eb('id', '<', a.id)])]));
@@ -191,9 +205,9 @@ export class JobStore {
    * its committed chunks produced). Returns the job after the change, or the job unchanged with `changed: false`
    * when it is past cancelling (finalizing or ended); null when there is no such job.
    */
-  async requestCancel(tenant: string, id: string, now: number): Promise<{ job: JobRecord; changed: boolean } | null> {
+  async requestCancel(tenant: string, id: string, kind: JobKindName, now: number): Promise<{ job: JobRecord; changed: boolean } | null> {
     const changed = await this.#db.transaction().execute(async (t) => {
-      const j = await this.#lock(t.selectFrom('batch_jobs').select(['status', 'times']).where('id', '=', id).where('tenant', '=', tenant), 'update').executeTakeFirst();
+      const j = await this.#lock(t.selectFrom('batch_jobs').select(['status', 'times']).where('id', '=', id).where('tenant', '=', tenant).where('kind', '=', kind), 'update').executeTakeFirst();
       if (!j) return null;
       if (j.status !== 'validating' && j.status !== 'in_progress') return j.status === 'cancelling';
       const times: JobTimes = { ...JSON.parse(j.times) as JobTimes, cancelling_at: now };
@@ -201,7 +215,7 @@ export class JobStore {
       return true;
     });
     if (changed === null) return null;
-    const job = await this.get(tenant, id);
+    const job = await this.get(tenant, id, kind);
     return job === null ? null : { job, changed };
   }
 
@@ -269,7 +283,7 @@ export class JobStore {
   }
 
   /** A job's chunks in order, a page at a time, with what finalizing needs. */
-  static async *chunksOf(t: Transaction<DB>, jobId: string): AsyncGenerator<Pick<DB['batch_chunks'], 'seq' | 'state' | 'input' | 'output' | 'error_output' | 'succeeded' | 'failed' | 'usage'>> {
+  static async *chunksOf(t: Kysely<DB>, jobId: string): AsyncGenerator<Pick<DB['batch_chunks'], 'seq' | 'state' | 'input' | 'output' | 'error_output' | 'succeeded' | 'failed' | 'usage'>> {
     const PAGE = 64;
     for (let seq = 0; ; seq += PAGE) {
       const rows = await t.selectFrom('batch_chunks').select(['seq', 'state', 'input', 'output', 'error_output', 'succeeded', 'failed', 'usage'])
@@ -277,6 +291,11 @@ export class JobStore {
       yield* rows;
       if (rows.length < PAGE) return;
     }
+  }
+
+  /** A job's chunk inputs, in order (retry-failed reads them). */
+  async *chunkInputs(jobId: string): AsyncGenerator<string> {
+    for await (const c of JobStore.chunksOf(this.#db, jobId)) yield c.input;
   }
 
   // ---- chunks ----
@@ -318,6 +337,22 @@ export class JobStore {
         usage: JSON.stringify(res.usage), done_by: owner, lease_owner: null, lease_until: null,
       }).where('job_id', '=', c.jobId).where('seq', '=', c.seq).where('lease_owner', '=', owner).where('state', '=', 'running').executeTakeFirst();
       return Number(r.numUpdatedRows) === 1;
+    });
+  }
+
+  /**
+   * A job in progress whose committed chunks failed more than `budget` lines stops taking chunks: it goes to
+   * finalizing (which ends it as failed, keeping what committed). True when this call moved it.
+   */
+  async stopOverBudget(jobId: string, budget: number, now: number): Promise<boolean> {
+    return this.#db.transaction().execute(async (t) => {
+      const j = await this.#lock(t.selectFrom('batch_jobs').select(['status', 'times']).where('id', '=', jobId), 'update').executeTakeFirst();
+      if (j?.status !== 'in_progress') return false;
+      const r = await t.selectFrom('batch_chunks').select((eb) => eb.fn.sum<number>('failed').as('bad')).where('job_id', '=', jobId).where('state', '=', 'done').executeTakeFirst();
+      if (Number(r?.bad ?? 0) <= budget) return false;
+      const times: JobTimes = { ...JSON.parse(j.times) as JobTimes, finalizing_at: now };
+      await t.updateTable('batch_jobs').set({ status: 'finalizing', times: JSON.stringify(times) }).where('id', '=', jobId).execute();
+      return true;
     });
   }
 

@@ -4,6 +4,7 @@
  * endpoint would (the OpenAI transport provides it: same validation, models, visibility and response bodies),
  * and a sink for each committed line's usage.
  */
+import type { TensorSpecJson } from '../runtimes/index.js';
 import type { Flow } from '../serving/index.js';
 
 /** Who a batch line runs for: the job's tenant, in the batch flow. */
@@ -41,4 +42,34 @@ export interface LineRunner {
 /** Where committed lines' usage goes (the LLM usage meter: tokens and spend per tenant and model). */
 export interface UsageSink {
   record(r: { tenant: string; model: string; promptTokens: number; completionTokens: number; cost: number; ok: boolean }): void;
+}
+
+/** A model's signature as a V2 batch job needs it: inputs and outputs (V2 JSON) and whether dim 0 is the batch. */
+export interface RowSignature {
+  readonly inputs: readonly TensorSpecJson[];
+  readonly outputs: readonly TensorSpecJson[];
+  /** Dim 0 of every input and output is the batch (max_batch_size > 0): rows are stacked into one request. */
+  readonly batched: boolean;
+}
+
+/** Rows for the model: each input's values per row (flat, in row-major order), all rows the same length. */
+export interface RowRequest {
+  readonly model: string;
+  readonly version: string | null;
+  readonly inputs: ReadonlyMap<string, readonly (readonly unknown[])[]>;
+  readonly rows: number;
+  /** Outputs to return, in order (null = all, in signature order). */
+  readonly outputs: readonly string[] | null;
+}
+
+/**
+ * Runs rows of a V2 batch job through the inference core (the admin API provides it over InferenceService: the
+ * same routing, fair queueing, monitoring and tenancy usage as online requests). Throws a SwitchyardError when
+ * the request fails (bad input 4xx, overload 429/503, 5xx).
+ */
+export interface RowRunner {
+  /** The signature of the version that would serve; throws SY_ERR_MODEL_NOT_FOUND when the tenant cannot use it. */
+  signature(tenant: string, model: string, version: string | null): Promise<RowSignature>;
+  /** Score the rows; returns each requested output's per-row value as JSON text (a scalar for one-element rows). */
+  run(req: RowRequest, ctx: LineContext): Promise<Array<{ readonly name: string; readonly rows: readonly string[] }>>;
 }

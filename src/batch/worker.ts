@@ -16,19 +16,19 @@ import type { Logger } from 'pino';
 import { channels, type BatchChunkEvent, type BatchJobEvent } from '../events.js';
 import type { Flow } from '../serving/index.js';
 import { newFileId, type FileStore } from './files.js';
-import { addUsage, JobStore, ZERO_USAGE, type JobRecord, type JobStatus, type JobUsage, type LeasedChunk, type NewChunk } from './jobs.js';
-import { checkInput, responseLine, unrunLine, type BatchEndpoint } from './openai-format.js';
-import type { LineRunner, UsageSink } from './types.js';
+import { linesOf } from './kinds.js';
+import { addUsage, JobStore, ZERO_USAGE, type JobKindName, type JobRecord, type JobStatus, type JobUsage, type LeasedChunk } from './jobs.js';
+import type { JobKind } from './kinds.js';
+import type { UsageSink } from './types.js';
 
 /** The fair-queueing weight of batch flows (a tenant's online flow has its tenant weight, 1 by default). */
 export const BATCH_FLOW_WEIGHT = 0.05;
-/** A line refused for load (429, 503) is tried again this many times, after its retry hint. */
-const LOAD_RETRIES = 8;
 
 export interface BatchWorkerOptions {
   readonly jobs: JobStore;
   readonly files: FileStore;
-  readonly runner: LineRunner;
+  /** What each kind of job does with its input, lines and output (one executor for all). */
+  readonly kinds: Readonly<Record<JobKindName, JobKind>>;
   readonly logger: Logger;
   /** Concurrent workers in this process (0 = this replica runs no batch work). */
   readonly workers: number;
@@ -43,17 +43,8 @@ export interface BatchWorkerOptions {
   readonly now?: () => number;
   /** Test hook: commit this many chunks, then stall before committing the next. Null = never. */
   readonly stallAfterChunks?: number | null;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms).unref());
-
-function usageOf(u: { promptTokens: number; completionTokens: number } | null): JobUsage {
-  return u === null ? ZERO_USAGE : { input_tokens: u.promptTokens, output_tokens: u.completionTokens, total_tokens: u.promptTokens + u.completionTokens };
-}
-
-/** Each line's text (the chunk input is JSONL). */
-function linesOf(input: string): string[] {
-  return input.split('\n').filter((l) => l !== '');
+  /** Called once a job ended here (by this replica's finalize, cancel, expiry or validation failure). */
+  readonly onEnded?: ((job: JobRecord) => void) | null;
 }
 
 export class BatchWorkers {
@@ -179,31 +170,27 @@ export class BatchWorkers {
     if (moved) await this.#finish(job, 'completed', ['finalizing']);
   }
 
-  /** Check the input file and split it into chunks (in progress), or fail the job naming every bad line. */
+  /** Check the input and split it into chunks (in progress), or fail the job naming what is wrong. */
   async #validate(job: JobRecord): Promise<void> {
-    const { jobs, files, chunkLines } = this.#o;
-    const meta = await files.get(job.tenant, job.inputFileId);
-    const checked = meta === null
-      ? { lines: [], model: null, errors: [{ code: 'file_not_found', line: null, message: `The input file ${job.inputFileId} no longer exists.`, param: 'input_file_id' }] }
-      : checkInput((await files.read(job.inputFileId)).toString('utf8'), job.spec.endpoint as BatchEndpoint);
+    const { jobs, chunkLines } = this.#o;
+    const checked = await this.#kind(job).prepare(job, chunkLines);
     const now = this.#now();
-    if (checked.errors.length > 0) {
+    if ('errors' in checked) {
       const failed = await jobs.transition(job.id, this.owner, ['validating'], async (_t, times) => ({
         status: 'failed', errors: JSON.stringify(checked.errors), times: JSON.stringify({ ...times, failed_at: now }), lease_owner: null, lease_until: null,
       }));
-      if (failed) jobEnded(job, 'failed');
+      if (failed) await this.#ended(job, 'failed');
       return;
     }
-    const chunks: NewChunk[] = [];
-    for (let i = 0; i < checked.lines.length; i += chunkLines) {
-      const part = checked.lines.slice(i, i + chunkLines);
-      chunks.push({ firstLine: part[0]!.line, lines: part.length, input: part.map((l) => `${l.text}\n`).join('') });
-    }
     await jobs.transition(job.id, this.owner, ['validating'], async (t, times) => {
-      await JobStore.insertChunks(t, job.id, chunks);
-      return { status: 'in_progress', total: checked.lines.length, chunks: chunks.length, times: JSON.stringify({ ...times, in_progress_at: now }) };
+      await JobStore.insertChunks(t, job.id, checked.chunks);
+      return { status: 'in_progress', total: checked.total, chunks: checked.chunks.length, times: JSON.stringify({ ...times, in_progress_at: now }) };
     });
     this.wake();
+  }
+
+  #kind(job: JobRecord): JobKind {
+    return this.#o.kinds[job.kind];
   }
 
   /**
@@ -214,40 +201,61 @@ export class BatchWorkers {
    */
   async #finish(job: JobRecord, to: Extract<JobStatus, 'completed' | 'cancelled' | 'expired'>, from: readonly JobStatus[]): Promise<void> {
     const { jobs, files } = this.#o;
+    const kind = this.#kind(job);
+    const budget = kind.failureBudget(job);
     const now = this.#now();
+    let final: JobStatus = to;
     const ended = await jobs.transition(job.id, this.owner, from, async (t, times) => {
       let succeeded = 0;
       let failed = 0;
       let usage = ZERO_USAGE;
-      const pass = async function* (what: 'output' | 'errors'): AsyncGenerator<Uint8Array> {
+      const outputs = async function* (): AsyncGenerator<string> {
+        for await (const c of JobStore.chunksOf(t, job.id)) {
+          if (c.state !== 'done') continue;
+          succeeded += Number(c.succeeded);
+          failed += Number(c.failed);
+          if (c.usage !== null) usage = addUsage(usage, JSON.parse(c.usage) as JobUsage);
+          if (c.output) yield c.output;
+        }
+      };
+      const errorLines = async function* (): AsyncGenerator<Uint8Array> {
         for await (const c of JobStore.chunksOf(t, job.id)) {
           if (c.state === 'done') {
-            if (what === 'output') {
-              succeeded += Number(c.succeeded);
-              failed += Number(c.failed);
-              if (c.usage !== null) usage = addUsage(usage, JSON.parse(c.usage) as JobUsage);
-              if (c.output) yield Buffer.from(c.output);
-            } else if (c.error_output) yield Buffer.from(c.error_output);
-          } else if (what === 'errors' && to === 'expired') {
-            const lines = linesOf(c.input).map((l) => `${unrunLine((JSON.parse(l) as { custom_id: string }).custom_id, 'batch_expired', 'This request could not be executed before the completion window expired.')}\n`);
-            failed += lines.length;
-            yield Buffer.from(lines.join(''));
+            if (c.error_output) yield Buffer.from(c.error_output);
+          } else if (to === 'expired') {
+            const text = kind.unrun(job, c.input, 'batch_expired', 'This request could not be executed before the completion window expired.');
+            failed += linesOf(text).length;
+            yield Buffer.from(text);
           }
         }
       };
-      const meta = (kind: string) => ({ id: derivedId(job.id, kind), tenant: job.tenant, purpose: 'batch_output', filename: `${job.id}_${kind}.jsonl`, createdAt: now, expiresAt: null });
-      const out = await files.put(meta('output'), pass('output'), t);
-      const errs = await files.put(meta('error'), pass('errors'), t);
-      const outId = out.bytes > 0 ? out.id : null;
+      const out = kind.outputFile(job, outputs());
+      const meta = (k: string, filename: string) => ({ id: derivedId(job.id, k), tenant: job.tenant, purpose: 'batch_output', filename, createdAt: now, expiresAt: null });
+      const outFile = await files.put(meta('output', out.filename), out.content, t);
+      const errs = await files.put(meta('error', `${job.id}_error.jsonl`), errorLines(), t);
+      const outId = outFile.bytes > 0 ? outFile.id : null;
       const errId = errs.bytes > 0 ? errs.id : null;
-      if (outId === null) await t.deleteFrom('batch_files').where('id', '=', out.id).execute();
+      if (outId === null) await t.deleteFrom('batch_files').where('id', '=', outFile.id).execute();
       if (errId === null) await t.deleteFrom('batch_files').where('id', '=', errs.id).execute();
+      const over = to === 'completed' && budget !== null && failed > budget;
+      final = over ? 'failed' : to;
       return {
-        status: to, output_file_id: outId, error_file_id: errId, succeeded, failed, usage: JSON.stringify(usage),
-        times: JSON.stringify({ ...times, [`${to}_at`]: now }), lease_owner: null, lease_until: null,
+        status: final, output_file_id: outId, error_file_id: errId, succeeded, failed, usage: JSON.stringify(usage),
+        errors: over ? JSON.stringify([{ code: 'failure_budget_exceeded', line: null, message: `${failed} rows failed; the job allows at most ${budget}.`, param: 'maxFailedRows' }]) : null,
+        times: JSON.stringify({ ...times, [`${final}_at`]: now }), lease_owner: null, lease_until: null,
       };
     });
-    if (ended) jobEnded(job, to);
+    if (ended) await this.#ended(job, final);
+  }
+
+  /** Metrics and the job's end hook (a webhook), once a job ended here. */
+  async #ended(job: JobRecord, status: JobStatus): Promise<void> {
+    if (channels.batchJob.hasSubscribers) channels.batchJob.publish({ endpoint: this.#kind(job).endpoint(job), status } satisfies BatchJobEvent);
+    const hook = this.#o.onEnded;
+    if (hook) {
+      const done = await this.#o.jobs.byId(job.id);
+      if (done !== null) hook(done);
+    }
   }
 
   async #runChunk(c: LeasedChunk, stall: boolean): Promise<void> {
@@ -257,7 +265,7 @@ export class BatchWorkers {
     const started = performance.now();
     const publish = (committed: boolean, succeeded = 0, failed = 0): void => {
       if (channels.batchChunk.hasSubscribers) {
-        channels.batchChunk.publish({ endpoint: job.spec.endpoint, committed, succeeded, failed, seconds: (performance.now() - started) / 1000 } satisfies BatchChunkEvent);
+        channels.batchChunk.publish({ endpoint: this.#kind(job).endpoint(job), committed, succeeded, failed, seconds: (performance.now() - started) / 1000 } satisfies BatchChunkEvent);
       }
     };
     const stop = new AbortController();
@@ -269,7 +277,8 @@ export class BatchWorkers {
       if (lease.state !== 'held') stop.abort();
     };
     try {
-      const result = await this.#leased(renew, () => this.#runLines(job, c, stop.signal));
+      const flow: Flow = { id: `batch:${job.tenant}`, weight: BATCH_FLOW_WEIGHT };
+      const result = await this.#leased(renew, () => this.#kind(job).runChunk(job, c, { flow, signal: stop.signal }));
       if (stall) {
         this.#stalled = true;
         logger.warn({ job: c.jobId, chunk: c.seq }, 'batch worker stalled before commit (test hook SWITCHYARD_TEST_BATCH_STALL_AFTER)');
@@ -289,6 +298,8 @@ export class BatchWorkers {
       publish(true, result.succeeded, result.failed);
       this.#committed++;
       for (const u of result.lineUsage) this.#o.usage?.record({ tenant: job.tenant, ok: true, ...u });
+      const budget = this.#kind(job).failureBudget(job);
+      if (budget !== null && result.failed > 0) await jobs.stopOverBudget(job.id, budget, this.#now());
       this.wake();
     } finally {
       this.#stop.signal.removeEventListener('abort', onClose);
@@ -307,59 +318,11 @@ export class BatchWorkers {
     }
     return j;
   }
-
-  async #runLines(job: JobRecord, c: LeasedChunk, signal: AbortSignal): Promise<{ output: string; errorOutput: string; succeeded: number; failed: number; usage: JobUsage; lineUsage: Array<{ model: string; promptTokens: number; completionTokens: number; cost: number }> }> {
-    const flow: Flow = { id: `batch:${job.tenant}`, weight: BATCH_FLOW_WEIGHT };
-    const lines = linesOf(c.input);
-    const outcomes = await Promise.all(lines.map(async (text) => {
-      const line = JSON.parse(text) as { custom_id: string; url: string; body: Record<string, unknown> };
-      const requestId = `req_${randomBytes(12).toString('hex')}`;
-      for (let attempt = 0; ; attempt++) {
-        let o;
-        try {
-          o = await this.#o.runner.run(line.url, line.body, { tenant: job.tenant, keyId: job.spec.keyId, requestId, flow, signal });
-        } catch (e) {
-          this.#o.logger.error({ err: e, job: job.id }, 'batch line runner threw');
-          o = { status: 500, body: { error: { message: 'The server had an error while processing your request.', type: 'server_error', param: null, code: null } }, usage: null };
-        }
-        if ((o.status === 429 || o.status === 503) && attempt < LOAD_RETRIES && !signal.aborted) {
-          await sleep(Math.min(5000, 100 * 2 ** attempt));
-          continue;
-        }
-        return { customId: line.custom_id, requestId, ...o };
-      }
-    }));
-    let output = '';
-    let errorOutput = '';
-    let succeeded = 0;
-    let failed = 0;
-    let usage = ZERO_USAGE;
-    const lineUsage = [];
-    for (const o of outcomes) {
-      const text = `${responseLine(o.customId, o.status, o.requestId, o.body)}\n`;
-      if (o.status >= 200 && o.status < 300) {
-        output += text;
-        succeeded++;
-      } else {
-        errorOutput += text;
-        failed++;
-      }
-      if (o.usage !== null) {
-        usage = addUsage(usage, usageOf(o.usage));
-        lineUsage.push(o.usage);
-      }
-    }
-    return { output, errorOutput, succeeded, failed, usage, lineUsage };
-  }
-}
-
-function jobEnded(job: JobRecord, status: JobStatus): void {
-  if (channels.batchJob.hasSubscribers) channels.batchJob.publish({ endpoint: job.spec.endpoint, status } satisfies BatchJobEvent);
 }
 
 /** The id of a job's output or error file: fixed by the job id, so a redone finalize overwrites, never duplicates. */
 function derivedId(jobId: string, kind: string): string {
-  return `file-${kind === 'output' ? 'o' : 'e'}${jobId.replace(/^batch_/, '')}`;
+  return `file-${kind === 'output' ? 'o' : 'e'}${jobId.replace(/^(batch|bjob)_/, '')}`;
 }
 
 export { newFileId };

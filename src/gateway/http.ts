@@ -80,6 +80,10 @@ export function classify(method: string, url: string): AccessRule {
     if (url.startsWith('/v1/models')) return { ...AUTHENTICATED, scopes: ['read', 'infer'] };
     return { ...AUTHENTICATED, scopes: ['infer'], limited: true };
   }
+  if (url.startsWith('/api/v1/batch/')) {
+    // V2 batch jobs are inference (an infer key creates and reads its tenant's jobs); reading them is also a read.
+    return { ...AUTHENTICATED, scopes: read ? ['read', 'infer', 'admin'] : ['infer', 'admin'], audited: !read };
+  }
   if (url.startsWith('/api/v1/')) return { ...AUTHENTICATED, scopes: read ? ['read', 'admin'] : ['admin'], audited: !read };
   return AUTHENTICATED;
 }

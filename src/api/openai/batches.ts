@@ -8,7 +8,7 @@
 import { Readable } from 'node:stream';
 import multipart from '@fastify/multipart';
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
-import { BATCH_ENDPOINTS, newFileId, type BatchEndpoint, type BatchService, type FileRecord, type JobRecord } from '../../batch/index.js';
+import { BATCH_ENDPOINTS, newFileId, type BatchEndpoint, type BatchService, type FileRecord, type OpenAiJob } from '../../batch/index.js';
 import { err } from '../../errors.js';
 import { LlmError } from '../../runtimes/index.js';
 import { installOpenAiErrors } from './routes.js';
@@ -81,7 +81,7 @@ export function fileObject(f: FileRecord): Record<string, unknown> {
   };
 }
 
-export function batchObject(j: JobRecord): Record<string, unknown> {
+export function batchObject(j: OpenAiJob): Record<string, unknown> {
   const t = j.times;
   const u = j.usage;
   return {
@@ -128,8 +128,8 @@ export const batchRoutes: FastifyPluginAsync<BatchRouteOptions> = async (app, op
     if (f === null) throw new LlmError('SY_ERR_FILE_NOT_FOUND', `No such File object: ${id}`, { param: 'id' });
     return f;
   };
-  const jobOr404 = async (req: FastifyRequest, id: string): Promise<JobRecord> => {
-    const j = await batch.jobs.get(opts.tenantOf(req), id);
+  const jobOr404 = async (req: FastifyRequest, id: string): Promise<OpenAiJob> => {
+    const j = await batch.jobs.get(opts.tenantOf(req), id, 'openai') as OpenAiJob | null;
     if (j === null) throw new LlmError('SY_ERR_BATCH_NOT_FOUND', `No such Batch object: ${id}`, { param: 'batch_id' });
     return j;
   };
@@ -223,7 +223,7 @@ export const batchRoutes: FastifyPluginAsync<BatchRouteOptions> = async (app, op
 
   app.get('/batches', { schema: { tags: TAGS, summary: "List the tenant's batches, newest first", querystring: PAGE, response: { 200: list(BATCH), ...ERRORS } } }, async (req) => {
     const q = req.query as { limit: number; after?: string };
-    return page(await batch.jobs.list(opts.tenantOf(req), q.limit + 1, q.after ?? null), q.limit, batchObject);
+    return page(await batch.jobs.list(opts.tenantOf(req), 'openai', q.limit + 1, q.after ?? null) as OpenAiJob[], q.limit, batchObject);
   });
 
   const batchParams = { type: 'object', required: ['batch_id'], properties: { batch_id: { type: 'string' } } } as const;
@@ -235,7 +235,7 @@ export const batchRoutes: FastifyPluginAsync<BatchRouteOptions> = async (app, op
   }, async (req) => {
     const id = (req.params as { batch_id: string }).batch_id;
     try {
-      return batchObject(await batch.cancel(opts.tenantOf(req), id));
+      return batchObject(await batch.cancel(opts.tenantOf(req), id, 'openai') as OpenAiJob);
     } catch (e) {
       if ((e as { code?: string }).code === 'SY_ERR_BATCH_NOT_FOUND') throw new LlmError('SY_ERR_BATCH_NOT_FOUND', `No such Batch object: ${id}`, { param: 'batch_id' });
       throw e;
