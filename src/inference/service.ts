@@ -14,6 +14,9 @@
  * What happened is published on the diagnostics channels (events.ts): `request` per attempt (tenant, arm,
  * rows, compute share: usage and metrics subscribe), `route`, `served` (experiments subscribe), `fallback`,
  * `cache`. Monitoring samples requests through {@link PredictionSampler}. Nothing here knows a transport.
+ *
+ * Longer than our ~500-line guide on purpose: the one entry of the data plane (plan, attempts, admission,
+ * accounting) reads best in one place; the pieces that stand alone live beside it (limits, extensions).
  */
 import { err, type SwitchyardError } from '../errors.js';
 import { channels, type CacheEvent, type FailureReason, type FallbackEvent, type RequestEvent, type RouteEvent, type ServedEvent } from '../events.js';
@@ -23,7 +26,7 @@ import { signatureJson, tensorSpecJson, type SignatureJson, type TensorSpecJson 
 import { checkDeclared, inputSpec, orderInputs, type Job, type ModelManager, type ModelVersion, type RepositoryEntry } from '../serving/index.js';
 import { cloneTensor, concatRows, decodeJsonData, dtypeFromV2, elementCount, named, sliceRows, type Tensor } from '../tensor/index.js';
 import { classifyOutcome, tritonModelConfig, tritonStats, type TritonModelConfig, type TritonModelStats } from './extensions.js';
-import type { InferBody, InferCall, InferOutcome, NamedTensor } from './types.js';
+import type { Caller, InferBody, InferCall, InferOutcome, NamedTensor } from './types.js';
 import { NO_LIMITS, type RequestLimits } from './limits.js';
 import type { ModelConfig } from '../config/index.js';
 
@@ -339,6 +342,55 @@ export class InferenceService {
   }
 
   /**
+   * Admission before a transport reads the body: SY_ERR_QUEUE_FULL (503, Retry-After) when no version this call
+   * could be served by would queue it now, else null. The candidates are the named version; else every arm of
+   * the model's policy (the arm may depend on a key in the body) and its fallback chain, or the default route.
+   * Only a certain refusal is answered early: whatever does not resolve here (unknown model or version, a
+   * version loading) is admitted and {@link infer} answers it as usual; and an admitted call may still be
+   * refused at submit when the queue filled meanwhile. The refusal is counted like one at submit.
+   */
+  admit(model: string, version: string | null, caller: Caller): SwitchyardError | null {
+    const flow = caller.flow;
+    let first: ModelVersion;
+    try {
+      const manager = this.#manager;
+      if (version !== null) {
+        first = manager.resolve(model, version);
+        if (first.admits(flow)) return null;
+      } else {
+        const served = manager.model(model);
+        const policy = this.#router?.policy(served) ?? null;
+        if (policy === null || policy.arms.length === 0) {
+          first = manager.resolve(model);
+          if (first.admits(flow)) return null;
+        } else {
+          first = this.#router!.armVersion(served, policy.arms[0]!);
+          for (const arm of policy.arms) if (this.#router!.armVersion(served, arm).admits(flow)) return null;
+        }
+        if (policy !== null && (policy.spec.fallback?.length ?? 0) > 0) {
+          for (const f of this.#router!.fallbacks(served, policy)) if (f.mv === null || f.mv.admits(flow)) return null;
+        }
+      }
+    } catch {
+      return null;
+    }
+    const e = err('SY_ERR_QUEUE_FULL', `model "${first.model}" is at capacity: its queue is full; retry after the Retry-After delay`, { retryAfterS: 1 });
+    this.#refused(first, caller, e);
+    return e;
+  }
+
+  /** Count a call refused before it was read (as #request counts a failed attempt). */
+  #refused(mv: ModelVersion, caller: Caller, e: SwitchyardError): void {
+    const s = this.#stats.get(mv);
+    if (s !== undefined) s.fail.count++;
+    if (!channels.request.hasSubscribers) return;
+    channels.request.publish({
+      origin: this, model: mv.model, version: mv.label, versionNumber: mv.version, tenant: caller.tenant, arm: null,
+      ok: false, reason: failureReason(e), rows: 0, cached: false, totalMs: 0, queueMs: 0, computeMs: 0, computeShareMs: 0,
+    } satisfies RequestEvent);
+  }
+
+  /**
    * Run one inference: plan (explicit version or the model's routing policy), try the routed version and then
    * its fallback chain, send shadows. Throws a SwitchyardError (bad input 4xx, overload 503, ...).
    *
@@ -460,6 +512,9 @@ export class InferenceService {
         await manager.acquire(mv); // not resident: load it (bounded wait)
         acquired = true;
       }
+      // Refused before the body is decoded (transports check at arrival too; the queue may have filled since,
+      // e.g. while the body was read): under overload a refusal must cost much less than the work it protects.
+      if (!mv.admits(call.caller.flow)) throw err('SY_ERR_QUEUE_FULL', `model "${mv.model}" version ${mv.label}: queue is full`, { retryAfterS: 1 });
       prepared = await ctx.prepare(mv, this.#features);
       const sig = mv.signature!;
       const monitor = this.#monitor;

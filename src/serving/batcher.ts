@@ -262,6 +262,15 @@ export class Batcher {
     return job;
   }
 
+  /**
+   * Whether {@link submit} would take a request of `flow` now (room in the queue, or a longer flow to evict),
+   * changing nothing: transports ask it before reading a request's body, so that a refusal costs no decoding.
+   * True once closed (submit then answers why).
+   */
+  admits(flow: Flow = DEFAULT_FLOW): boolean {
+    return this.#closed || this.#queued < this.#opts.maxQueueSize || this.#longerThan(flow) !== null;
+  }
+
   cancel(job: Job, reason: SwitchyardError): void {
     if (job.state === DONE) return;
     if (job.lane !== null) {
@@ -343,6 +352,16 @@ export class Batcher {
    * arriving flow, counting the arrival, would still hold less; otherwise reject the arrival.
    */
   #makeRoom(flow: Flow): void {
+    const longest = this.#longerThan(flow);
+    const max = this.#opts.maxQueueSize;
+    if (longest === null) throw err('SY_ERR_QUEUE_FULL', `queue is full (${max} requests waiting)`, { retryAfterS: 1 });
+    let victim = longest.lanes[0]!.tail!;
+    for (const l of longest.lanes) if (before(victim, l.tail!)) victim = l.tail!;
+    this.cancel(victim, err('SY_ERR_QUEUE_FULL', `queue is full (${max} requests waiting; evicted for a flow with fewer queued)`, { retryAfterS: 1 }));
+  }
+
+  /** The flow holding the most queued requests per unit weight, if it holds more than `flow` would with one more; else null. */
+  #longerThan(flow: Flow): FlowState | null {
     const mine = this.#flows.get(flow.id);
     let load = ((mine?.queued ?? 0) + 1) / flow.weight;
     let longest: FlowState | null = null;
@@ -352,11 +371,7 @@ export class Batcher {
         load = fs.queued / fs.weight;
       }
     }
-    const max = this.#opts.maxQueueSize;
-    if (longest === null) throw err('SY_ERR_QUEUE_FULL', `queue is full (${max} requests waiting)`, { retryAfterS: 1 });
-    let victim = longest.lanes[0]!.tail!;
-    for (const l of longest.lanes) if (before(victim, l.tail!)) victim = l.tail!;
-    this.cancel(victim, err('SY_ERR_QUEUE_FULL', `queue is full (${max} requests waiting; evicted for a flow with fewer queued)`, { retryAfterS: 1 }));
+    return longest;
   }
 
   #freeInstance(): ModelInstance | null {

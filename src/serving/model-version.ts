@@ -95,6 +95,11 @@ export class ModelVersion {
     this.lastUsed = ++tick;
   }
 
+  /** Whether a request of `flow` would be queued now (see Batcher.admits); a version not READY admits (its load decides). */
+  admits(flow: Flow = DEFAULT_FLOW): boolean {
+    return this.state !== 'READY' || this.batcher === null || this.batcher.admits(flow);
+  }
+
   /**
    * Queue a request of `flow` (fair queueing between flows, see the batcher); inputs in signature order.
    * Throws 503 when not ready or the queue is full.

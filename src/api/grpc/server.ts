@@ -237,10 +237,16 @@ export class GrpcTransport {
   async #infer(req: WireInferRequest, p: Principal, md: Metadata, timeoutUs: number, signal: CancelSignal): Promise<WireInferResponse> {
     let decoded: GrpcInferRequest | null = null;
     const id = req.id;
-    const out = await this.#opts.inference.infer({
-      model: req.model_name, version: req.model_version === '' ? null : req.model_version,
-      body: { kind: 'deferred', decode: () => (decoded = decodeInferRequest(req, this.#opts.inference.requestLimits(req.model_name))).body },
-      caller: new GrpcCaller(p, md, id === '' ? this.#requestId(undefined) : id), timeoutUs, signal,
+    const inference = this.#opts.inference;
+    const version = req.model_version === '' ? null : req.model_version;
+    const caller = new GrpcCaller(p, md, id === '' ? this.#requestId(undefined) : id);
+    // As on REST: a call no queue would take is refused before its tensors are decoded.
+    const refused = inference.admit(req.model_name, version, caller);
+    if (refused !== null) throw refused;
+    const out = await inference.infer({
+      model: req.model_name, version,
+      body: { kind: 'deferred', decode: () => (decoded = decodeInferRequest(req, inference.requestLimits(req.model_name))).body },
+      caller, timeoutUs, signal,
     });
     return encodeInferResponse(out, id, (decoded as GrpcInferRequest | null)?.raw ?? true, routeParameters(out));
   }

@@ -51,6 +51,9 @@ async function inflateSlot<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
+/** A refused request's body up to this size is read and discarded (keeping the connection); a larger one closes it. */
+const DISCARD_BODY_BYTES = 64 * 1024;
+
 type ModelParams = { model: string; version?: string };
 
 const EXTENSIONS = ['binary_tensor_data', 'parameters', ...EXTENSION_NAMES];
@@ -154,6 +157,16 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
     if (res.headerLength === null) return reply.type('application/json').send(res.body);
     return reply.header('inference-header-content-length', String(res.headerLength)).type('application/octet-stream').send(res.body);
   };
-  app.post('/v2/models/:model/infer', infer);
-  app.post('/v2/models/:model/versions/:version/infer', infer);
+  // Goodput under overload: a call that no queue would take now is refused from its headers (after the
+  // gateway's authorize hook: the caller's flow counts), before its body is read or decoded, so that a refusal
+  // costs far less than the work it protects. A body that may be large (or has no length) is not read at all:
+  // the connection closes after the answer; a small one is discarded by node:http and the connection kept.
+  const admission = (req: FastifyRequest<{ Params: ModelParams }>, reply: FastifyReply, done: () => void): void => {
+    const refused = inference.admit(req.params.model, req.params.version ?? null, new RequestCaller(req));
+    if (refused === null) return done();
+    if (!(Number(req.headers['content-length']) <= DISCARD_BODY_BYTES)) reply.header('connection', 'close');
+    sendError(reply, toWireError(refused));
+  };
+  app.post('/v2/models/:model/infer', { onRequest: admission }, infer);
+  app.post('/v2/models/:model/versions/:version/infer', { onRequest: admission }, infer);
 }
