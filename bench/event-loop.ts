@@ -7,23 +7,14 @@
  * probe's and the inference's p50 / p99 / max in both phases and the ratios to the baseline.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Pool } from 'undici';
 import { mlp, writeModelRepository } from '../tools/onnx/zoo.js';
-import { noisyMachineHeader, quantile, startServer, stopServer } from './lib.js';
+import { benchPort, noisyMachineHeader, quantile, startServer, stopServer } from './lib.js';
 
 const MB = Number(process.env['EVENT_LOOP_DATASET_MB'] ?? 100);
 const INFER = JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: Array.from({ length: 64 }, (_, i) => Math.sin(i)) }] });
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 /** A CSV of `mb` MiB: the model's 64 input columns, seeded pseudo-random values. */
 function dataset(mb: number): Buffer {
@@ -82,7 +73,7 @@ async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-bench-el-'));
   const repo = join(dir, 'repo');
   await writeModelRepository(repo, { mlp: { versions: { 1: mlp() } } });
-  const port = await freePort();
+  const port = await benchPort();
   const cli = new URL('../src/cli/main.js', import.meta.url).pathname;
   const server = await startServer('switchyard', [cli, 'serve', '--port', String(port), '--grpc-port', '0', '--log-level', 'warn', '--model-repository', repo,
     '--data-dir', join(dir, 'data'), '--max-body-mb', String(Math.ceil(MB * 1.2) + 8)], port);

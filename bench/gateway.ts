@@ -12,7 +12,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mlp, writeModelRepository } from '../tools/onnx/zoo.js';
-import { fmt, Report, sequentialLatency, startServer, stopServer, throughput } from './lib.js';
+import { benchPort, fmt, Report, sequentialLatency, startServer, stopServer, throughput } from './lib.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 64);
@@ -24,12 +24,11 @@ const body = JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', sha
 
 const report = new Report();
 const say = report.say;
-let port = 19_000 + Math.floor(Math.random() * 1000);
 
 interface Run { rps: number; p50: number }
 
 async function run(name: string, dir: string, repo: string, mode: 'open' | 'memory' | 'redis'): Promise<Run> {
-  const p = port++;
+  const p = await benchPort();
   const args = [cli, 'serve', '--model-repository', repo, '--data-dir', join(dir, `data-${mode}`), '--port', String(p), '--grpc-port', '0', '--log-level', 'warn'];
   if (mode !== 'open') args.push('--admin-key', ADMIN);
   if (mode === 'redis') args.push('--redis', REDIS, '--rate-limit-fail', 'closed', '--redis-timeout-ms', '1000');

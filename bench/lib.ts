@@ -7,10 +7,32 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
 import { once } from 'node:events';
+import { createServer, type AddressInfo } from 'node:net';
 import autocannon from 'autocannon';
 import { Client } from 'undici';
 
 export interface Target { name: string; url: string; proc: ChildProcess }
+
+let portsHanded = 0;
+
+/**
+ * A port for a benchmark server. With BENCH_PORT set: BENCH_PORT, BENCH_PORT + 1, … in the order asked (to
+ * pin them, e.g. behind a firewall); otherwise one the OS reports free (listen on port 0, read it, close), so
+ * benchmarks run beside tests and each other without colliding.
+ */
+export async function benchPort(): Promise<number> {
+  const base = process.env['BENCH_PORT'];
+  if (base !== undefined && base !== '') {
+    const n = Number(base);
+    if (!Number.isInteger(n) || n < 1 || n > 65_000) throw new Error(`BENCH_PORT must be a port number (1..65000), got "${base}"`);
+    return n + portsHanded++;
+  }
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
 
 export async function startServer(name: string, args: string[], port: number): Promise<Target> {
   const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });

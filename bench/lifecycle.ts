@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Pool } from 'undici';
 import { mlp } from '../tools/onnx/zoo.js';
-import { quantile, startServer, stopServer, type Target } from './lib.js';
+import { benchPort, quantile, startServer, stopServer, type Target } from './lib.js';
 
 const BODY = JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: Array.from({ length: 64 }, (_, i) => Math.sin(i)) }] });
 
@@ -65,7 +65,7 @@ async function stop(s: { t: Target; pool: Pool; data: string }): Promise<void> {
 }
 
 async function hotSwap(): Promise<void> {
-  const s = await start('swap', 8111, []);
+  const s = await start('swap', await benchPort(), []);
   try {
     await post(s.pool, '/api/v1/models/fraud/versions?alias=production', Buffer.from(mlp(1)), 'application/octet-stream');
     await post(s.pool, '/api/v1/models/fraud/versions', Buffer.from(mlp(2)), 'application/octet-stream');
@@ -122,8 +122,8 @@ async function residency(): Promise<void> {
       await stop(s);
     }
   };
-  const all = await run('resident-all', 8112, 0);
-  const budgeted = await run('budget', 8113, BUDGET);
+  const all = await run('resident-all', await benchPort(), 0);
+  const budgeted = await run('budget', await benchPort(), BUDGET);
   const mib = (b: number): string => `${(b / 2 ** 20).toFixed(1)} MiB`;
   console.log(`residency (${MODELS} lazy models, random traffic, 16 connections, 6 s)`);
   for (const [name, r] of [['no budget (all resident)', all], [`budget ${mib(BUDGET)} (~20 fit)`, budgeted]] as const) {

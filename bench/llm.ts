@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Client } from 'undici';
-import { loadAverage, machineName, percentiles, Report, startServer, stopServer, throughput } from './lib.js';
+import { benchPort, loadAverage, machineName, percentiles, Report, startServer, stopServer, throughput } from './lib.js';
 
 const N = Number(process.env['BENCH_LATENCY_N'] ?? 3000);
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
@@ -76,13 +76,13 @@ const say = report.say;
 const ms = (x: number): string => x.toFixed(3);
 
 const dir = await mkdtemp(join(tmpdir(), 'switchyard-bench-llm-'));
-const base = 21_000 + Math.floor(Math.random() * 1000);
-const stubUrl = `http://127.0.0.1:${base}`;
-const stub = await startStub(base);
+const [stubPort, syPort, barePort] = [await benchPort(), await benchPort(), await benchPort()];
+const stubUrl = `http://127.0.0.1:${stubPort}`;
+const stub = await startStub(stubPort);
 const config = join(dir, 'llm.json');
 await writeFile(config, JSON.stringify({ models: [{ name: 'stub', backend: 'upstream', deployments: [{ url: `${stubUrl}/v1` }] }] }));
-const bare = await startServer('bare proxy', [bareJs, String(base + 2), stubUrl], base + 2);
-const sy = await startServer('switchyard', [cli, 'serve', '--port', String(base + 1), '--grpc-port', '0', '--log-level', 'warn', '--data-dir', join(dir, 'data'), '--llm-config', config], base + 1);
+const bare = await startServer('bare proxy', [bareJs, String(barePort), stubUrl], barePort);
+const sy = await startServer('switchyard', [cli, 'serve', '--port', String(syPort), '--grpc-port', '0', '--log-level', 'warn', '--data-dir', join(dir, 'data'), '--llm-config', config], syPort);
 try {
   say(`Switchyard LLM gateway benchmark — ${new Date().toISOString().slice(0, 10)} — ${machineName()}`);
   say(`NOTE: 2 vCPUs shared by the stub upstream, Switchyard and this client; load average at start: ${loadAverage()}.`);

@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mlp, writeModelRepository } from '../tools/onnx/zoo.js';
-import { cpuUs, fmt, loadAverage, machineName, noisyMachineHeader, Report, sequentialLatency, signed, startServer, stopServer, throughput } from './lib.js';
+import { benchPort, cpuUs, fmt, loadAverage, machineName, noisyMachineHeader, Report, sequentialLatency, signed, startServer, stopServer, throughput } from './lib.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 64);
@@ -33,7 +33,6 @@ const report = new Report();
 const say = report.say;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const W = 47;
-let port = 21_000 + Math.floor(Math.random() * 1000);
 
 interface Run { rps: number; p99Ms: number; p50: number; p99: number; requests: number; cpuUsPerReq: number | null; note: string }
 
@@ -113,7 +112,7 @@ async function driftCheck(url: string): Promise<string> {
 }
 
 async function run(sc: Scenario, dir: string, repo: string): Promise<Run> {
-  const p = port++;
+  const p = await benchPort();
   const args = [cli, 'serve', '--model-repository', repo, '--data-dir', join(dir, `data-${p}`), '--port', String(p), '--grpc-port', '0', '--log-level', 'warn', ...sc.args];
   const t = await startServer(sc.name, args, p);
   try {

@@ -16,12 +16,11 @@
  * runs another build's server, to compare before and after a change in the same conditions.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
 import { encoder, mlp, writeModelRepository } from '../tools/onnx/zoo.js';
-import { fmt, noisyMachineHeader, Report, startServer, stopServer } from './lib.js';
+import { benchPort, fmt, noisyMachineHeader, Report, startServer, stopServer } from './lib.js';
 
 const QUEUE = Number(process.env['OVERLOAD_QUEUE'] ?? 32);
 const FACTOR = Number(process.env['OVERLOAD_FACTOR'] ?? 10);
@@ -33,14 +32,6 @@ const MODEL = process.env['OVERLOAD_MODEL'] ?? 'mlp';
 const BODY = MODEL === 'encoder'
   ? JSON.stringify({ inputs: [{ name: 'input_ids', datatype: 'INT64', shape: [ROWS, 64], data: Array.from({ length: 64 * ROWS }, (_, i) => (i * 7) % 1000) }] })
   : JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [ROWS, 64], data: Array.from({ length: 64 * ROWS }, (_, i) => Math.sin(i)) }] });
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 interface Run { offered: number; goodput: number; refused: number; other: number; p50: number; p99: number }
 
@@ -61,7 +52,7 @@ async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-bench-overload-'));
   const repo = join(dir, 'repo');
   await writeModelRepository(repo, { [MODEL]: { versions: { 1: MODEL === 'encoder' ? encoder() : mlp() }, config: { instances: 1, max_batch_size: 64, max_queue_delay_us: 0, max_queue_size: QUEUE } } });
-  const port = await freePort();
+  const port = await benchPort();
   const cli = process.env['OVERLOAD_SERVER'] ?? new URL('../src/cli/main.js', import.meta.url).pathname;
   const server = await startServer('switchyard', [cli, 'serve', '--port', String(port), '--grpc-port', '0', '--log-level', 'warn', '--model-repository', repo, '--data-dir', join(dir, 'data')], port);
   try {

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mlp, writeModelRepository } from '../tools/onnx/zoo.js';
-import { cpuUs, fmt, loadAverage, machineName, noisyMachineHeader, Report, sequentialLatency, signed, startServer, stopServer, throughput } from './lib.js';
+import { benchPort, cpuUs, fmt, loadAverage, machineName, noisyMachineHeader, Report, sequentialLatency, signed, startServer, stopServer, throughput } from './lib.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 64);
@@ -30,7 +30,6 @@ const USER = 'bench-user-42';
 const report = new Report();
 const say = report.say;
 const W = 44;
-let port = 20_000 + Math.floor(Math.random() * 1000);
 
 interface Run { rps: number; p99Ms: number; p50: number; p99: number; requests: number; cpuUsPerReq: number | null; note: string }
 
@@ -106,7 +105,7 @@ async function redisReachable(url: string): Promise<boolean> {
 }
 
 async function run(sc: Scenario, dir: string, repo: string): Promise<Run> {
-  const p = port++;
+  const p = await benchPort();
   const args = [cli, 'serve', '--model-repository', repo, '--data-dir', join(dir, `data-${p}`), '--port', String(p), '--grpc-port', '0', '--log-level', 'warn'];
   if (sc.redis === true) args.push('--redis', REDIS);
   const t = await startServer(sc.name, args, p);

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
 import { encoder, mlp, writeModelRepository } from '../tools/onnx/zoo.js';
-import { fmt, Report, sequentialLatency, startServer, stopServer, throughput, type Target } from './lib.js';
+import { benchPort, fmt, Report, sequentialLatency, startServer, stopServer, throughput, type Target } from './lib.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 64);
@@ -29,7 +29,6 @@ const rand = (n: number, f: (i: number) => number): number[] => Array.from({ len
 const mlpBody = JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: rand(64, (i) => Math.sin(i) / 2) }] });
 const encBody = JSON.stringify({ inputs: [{ name: 'input_ids', datatype: 'INT64', shape: [1, 64], data: rand(64, (i) => (i * 37) % 1000) }] });
 
-let nextPort = 18_000 + Math.floor(Math.random() * 1000);
 const results: Record<string, unknown> = {};
 const report = new Report();
 const say = report.say;
@@ -55,7 +54,7 @@ async function withServers<T>(specs: [string, string[]][], fn: (t: Target[]) => 
   const started: Target[] = [];
   try {
     for (const [name, args] of specs) {
-      const port = nextPort++;
+      const port = await benchPort();
       started.push(await startServer(name, args.map((a) => a.replace('{PORT}', String(port))), port));
     }
     return await fn(started);

@@ -10,6 +10,10 @@ export interface Gate {
   readonly runtime: Runtime;
   /** First element (as a number) of each row of input 0, in the order the gated instances were asked to run them. */
   readonly ran: number[];
+  /** Rows of each gated run, in the order the runs were asked for (the batches the scheduler formed). */
+  readonly batches: number[];
+  /** Gated runs now waiting at the gate (instances held busy). */
+  readonly waiting: number;
   /** Runs from now on wait until `open()`. */
   close(): void;
   open(): void;
@@ -20,6 +24,8 @@ export function gatedRuntime(shas: readonly string[]): Gate {
   let wait: Promise<void> = Promise.resolve();
   let release: () => void = () => undefined;
   const ran: number[] = [];
+  const batches: number[] = [];
+  let held = 0;
   const runtime: Runtime = {
     name: 'onnx-gated',
     inspect: (p) => onnxRuntime.inspect(p),
@@ -39,11 +45,14 @@ export function gatedRuntime(shas: readonly string[]): Gate {
               const t = inputs[0]!;
               const per = t.shape[0]! === 0 ? 0 : t.data.length / t.shape[0]!;
               for (let r = 0; r < t.shape[0]!; r++) ran.push(Number((t.data as ArrayLike<number | bigint>)[r * per]));
+              batches.push(t.shape[0]!);
               waiting++;
+              held++;
               try {
                 await wait;
               } finally {
                 waiting--;
+                held--;
               }
               return inst.run(inputs);
             },
@@ -54,7 +63,10 @@ export function gatedRuntime(shas: readonly string[]): Gate {
     },
   };
   return {
-    runtime, ran,
+    runtime, ran, batches,
+    get waiting() {
+      return held;
+    },
     close() {
       wait = new Promise<void>((resolve) => {
         release = resolve;
