@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { connect, type ClientHttp2Session } from 'node:http2';
 import { after, before, describe, it } from 'node:test';
 import { credentials, Metadata, status as Status, type Client, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import { GRPC_STATUS_BY_HTTP, grpcStatus, loadProtos } from '../src/api/index.js';
@@ -199,6 +200,50 @@ describe('gRPC: the inference service', () => {
     const a = await rpc(client, 'ModelInfer', { ...mlpRequest('mlp', 2, 9), raw_input_contents: [f] });
     const b = await rpc(client, 'ModelInfer', { ...mlpRequest('mlp', 2, 9), raw_input_contents: [shifted.subarray(1)] });
     assert.deepEqual(scores(a), scores(b));
+  });
+
+  it('the HTTP/2 front answers ModelInfer itself; compressed calls and other RPCs go through grpc-js; bad frames are refused', async () => {
+    assert.equal(srv.sy.grpc.fastPath, true, 'the grpc-js version in use no longer lets the front delegate streams (front.ts)');
+    // A gzip-compressed call (grpc-encoding: gzip) is handed to grpc-js and answers the same.
+    const gz = new protos.InferenceClient(`127.0.0.1:${port}`, credentials.createInsecure(), { 'grpc.default_compression_algorithm': 2 });
+    try {
+      assert.deepEqual(scores(await rpc(gz, 'ModelInfer', mlpRequest('mlp', 2, 4))), scores(await rpc(client, 'ModelInfer', mlpRequest('mlp', 2, 4))));
+    } finally {
+      gz.close();
+    }
+    // Raw HTTP/2 calls: what no grpc-js client sends.
+    const session: ClientHttp2Session = connect(`http://127.0.0.1:${port}`);
+    const call = (body: Buffer, extra: Record<string, string> = {}) => new Promise<{ status: string; message: string; code: string | undefined }>((resolve, reject) => {
+      const st = session.request({ ':method': 'POST', ':path': '/inference.GRPCInferenceService/ModelInfer', 'content-type': 'application/grpc', te: 'trailers', ...extra });
+      const done = (h: Record<string, unknown>): void => resolve({ status: String(h['grpc-status']), message: decodeURI(String(h['grpc-message'])), code: h['x-switchyard-error-code'] as string | undefined });
+      st.on('response', (h) => { if (h['grpc-status'] !== undefined) done(h); });
+      st.on('trailers', done);
+      st.on('data', () => undefined);
+      st.on('error', reject);
+      st.end(body);
+    });
+    const frame = (m: Buffer, flag = 0): Buffer => {
+      const b = Buffer.alloc(5 + m.length);
+      b[0] = flag;
+      b.writeUInt32BE(m.length, 1);
+      m.copy(b, 5);
+      return b;
+    };
+    const good = protos.inference['ModelInfer']!.requestSerialize(mlpRequest('mlp', 1, 2));
+    try {
+      assert.equal((await call(frame(good))).status, '0');
+      const garbage = await call(frame(Buffer.from([0x0a])));
+      assert.deepEqual([garbage.status, garbage.code], [String(Status.INVALID_ARGUMENT), 'SY_ERR_BAD_REQUEST']);
+      assert.match(garbage.message, /ModelInferRequest could not be decoded/);
+      assert.equal((await call(Buffer.concat([frame(good), frame(good)]))).status, String(Status.UNIMPLEMENTED));
+      assert.equal((await call(Buffer.alloc(0))).status, String(Status.UNIMPLEMENTED));
+      assert.equal((await call(frame(good).subarray(0, 20))).status, String(Status.INTERNAL));
+      assert.equal((await call(frame(good, 1))).status, String(Status.INTERNAL));
+      assert.match((await call(frame(good), { 'grpc-timeout': 'soon' })).message, /Invalid grpc-timeout/);
+      assert.equal((await call(frame(good), { 'grpc-timeout': '10S' })).status, '0');
+    } finally {
+      session.close();
+    }
   });
 
   it('malformed messages are INVALID_ARGUMENT naming the problem, and the server keeps serving', async () => {
@@ -399,10 +444,24 @@ describe('gRPC: auth, visibility, limits and message size over metadata', () => 
     assert.deepEqual((await rpc<{ models: Msg[] }>(client, 'RepositoryIndex', {}, bearer(ADMIN))).models.map((m) => m['name']).sort(), ['acme.m', 'beta.m']);
   });
 
-  it('a rate-limited key gets RESOURCE_EXHAUSTED with retry-after in the trailers, in a stream as error_message', async () => {
-    await rpc(client, 'ModelInfer', mlpRequest('acme.m', 1, 1), bearer(keys['limited']!));
+  it('a limited key gets x-ratelimit-* metadata as REST headers; refused: RESOURCE_EXHAUSTED with retry-after and the limit state in the trailers, in a stream as error_message', async () => {
+    // Success: the limit state as initial metadata (REST: response headers).
+    const headers = await new Promise<Metadata>((resolve, reject) => {
+      const c = (client as unknown as Record<string, (r: Msg, m: Metadata, cb: (e: ServiceError | null) => void) => { on(e: 'metadata', l: (m: Metadata) => void): void }>)['ModelInfer']!
+        .call(client, mlpRequest('acme.m', 1, 1), bearer(keys['limited']!), (e) => (e ? reject(e) : undefined));
+      c.on('metadata', resolve);
+    });
+    assert.deepEqual([headers.get('x-ratelimit-limit-requests')[0], headers.get('x-ratelimit-remaining-requests')[0]], ['1', '0']);
+    assert.match(String(headers.get('x-ratelimit-reset-requests')[0]), /^\d/);
+    const unlimited = await new Promise<Metadata>((resolve, reject) => {
+      const c = (client as unknown as Record<string, (r: Msg, m: Metadata, cb: (e: ServiceError | null) => void) => { on(e: 'metadata', l: (m: Metadata) => void): void }>)['ModelInfer']!
+        .call(client, mlpRequest('acme.m', 1, 1), bearer(ADMIN), (e) => (e ? reject(e) : undefined));
+      c.on('metadata', resolve);
+    });
+    assert.deepEqual(unlimited.get('x-ratelimit-limit-requests'), [], 'the platform key (no tenant limits) gets no limit metadata');
     const e = await fails(rpc(client, 'ModelInfer', mlpRequest('acme.m', 1, 1), bearer(keys['limited']!)), Status.RESOURCE_EXHAUSTED, 'SY_ERR_RATE_LIMITED', /rate limit exceeded/);
     assert.ok(Number(e.metadata.get('retry-after')[0]) >= 1);
+    assert.deepEqual([e.metadata.get('x-ratelimit-remaining-requests')[0], e.metadata.get('x-switchyard-limit-reason')[0]], ['0', 'rate']);
     const stream = (client as unknown as { ModelStreamInfer(m: Metadata): ClientDuplexStream<Msg, Msg> }).ModelStreamInfer(bearer(keys['limited']!));
     const got: Msg[] = [];
     const done = new Promise<void>((resolve, reject) => {

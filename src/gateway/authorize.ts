@@ -62,6 +62,31 @@ const REJECTION = {
   unavailable: 'SY_ERR_LIMITER_UNAVAILABLE',
 } as const;
 
+/**
+ * The limit state of an admission as response headers (REST) or metadata (gRPC): `x-ratelimit-*-requests` from
+ * the most restrictive rate-limited scope, `x-switchyard-quota-*` from the most constraining quota, and
+ * `x-switchyard-limit-reason` on a refusal. Null when the admission carries none of them.
+ */
+export function limitHeaders(a: Admission): Record<string, string> | null {
+  let h: Record<string, string> | null = null;
+  if (a.limit !== null) {
+    h = {
+      'x-ratelimit-limit-requests': String(a.limit),
+      'x-ratelimit-remaining-requests': String(a.remaining ?? 0),
+      'x-ratelimit-reset-requests': formatDuration(a.resetMs ?? 0),
+    };
+  }
+  if (a.quota !== null) {
+    h ??= {};
+    h['x-switchyard-quota-period'] = a.quota.period;
+    h['x-switchyard-quota-limit'] = String(a.quota.limit);
+    h['x-switchyard-quota-remaining'] = String(a.quota.remaining);
+    h['x-switchyard-quota-reset'] = formatDuration(a.quota.resetMs);
+  }
+  if (!a.allowed) (h ??= {})['x-switchyard-limit-reason'] = a.reason ?? 'unavailable';
+  return h;
+}
+
 /** Go-style duration, as OpenAI's x-ratelimit-reset-* headers: 20ms, 1.5s, 6m0s, 1h2m3s. */
 export function formatDuration(ms: number): string {
   const v = Math.max(0, Math.ceil(ms));

@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { err } from '../errors.js';
 import type { AuditLog } from './audit.js';
-import { Authorizer, formatDuration, type AccessRule } from './authorize.js';
+import { Authorizer, limitHeaders, type AccessRule } from './authorize.js';
 import type { Gateway } from './gateway.js';
 import type { Admission } from './limiter.js';
 import type { Principal } from './types.js';
@@ -101,17 +101,8 @@ export interface GatewayHttpOptions {
 }
 
 function setLimitHeaders(reply: FastifyReply, a: Admission): void {
-  if (a.limit !== null) {
-    reply.header('x-ratelimit-limit-requests', String(a.limit));
-    reply.header('x-ratelimit-remaining-requests', String(a.remaining ?? 0));
-    reply.header('x-ratelimit-reset-requests', formatDuration(a.resetMs ?? 0));
-  }
-  if (a.quota !== null) {
-    reply.header('x-switchyard-quota-period', a.quota.period);
-    reply.header('x-switchyard-quota-limit', String(a.quota.limit));
-    reply.header('x-switchyard-quota-remaining', String(a.quota.remaining));
-    reply.header('x-switchyard-quota-reset', formatDuration(a.quota.resetMs));
-  }
+  const h = limitHeaders(a);
+  if (h !== null) reply.headers(h);
 }
 
 /**
@@ -144,7 +135,6 @@ export function installGateway(app: FastifyInstance, opts: GatewayHttpOptions): 
   const limited = (reply: FastifyReply, a: Admission, p: Principal): void => {
     setLimitHeaders(reply, a);
     if (!a.allowed) {
-      reply.header('x-switchyard-limit-reason', a.reason ?? 'unavailable');
       throw authorizer.rejection(a, p);
     }
     reply.raw.once('close', () => a.release());

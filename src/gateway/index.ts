@@ -6,7 +6,7 @@
 export { AuditLog, type AuditQuery } from './audit.js';
 export { Gateway, flowOf, tenantOf, type TenancyChange } from './gateway.js';
 export { checkCreatable, installGateway } from './http.js';
-export { Authorizer, formatDuration, type AccessRule, type AccessTarget, type AuthorizerOptions } from './authorize.js';
+export { Authorizer, formatDuration, limitHeaders, type AccessRule, type AccessTarget, type AuthorizerOptions } from './authorize.js';
 export { MemoryLimiter, type Limiter } from './limiter.js';
 export { RedisLimiter } from './redis-limiter.js';
 export { TenantStore } from './store.js';

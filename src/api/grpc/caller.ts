@@ -4,18 +4,18 @@
  * authenticated principal, the request id (the request's `id`, else a generated one), and header lookup in the
  * call's metadata (a routing policy keyed on a header reads the metadata entry of that name).
  */
-import type { Metadata } from '@grpc/grpc-js';
 import { flowOf, tenantOf, type Principal } from '../../gateway/index.js';
 import type { Caller } from '../../inference/index.js';
 import type { Flow } from '../../serving/index.js';
+import type { MetadataReader } from './front.js';
 
 export class GrpcCaller implements Caller {
   readonly tenant: string;
   readonly flow: Flow | undefined;
   readonly keyId: string | null;
-  readonly #metadata: Metadata;
+  readonly #metadata: MetadataReader;
 
-  constructor(p: Principal, metadata: Metadata, readonly requestId: string) {
+  constructor(p: Principal, metadata: MetadataReader, readonly requestId: string) {
     this.tenant = tenantOf(p);
     this.flow = flowOf(p);
     this.keyId = p.key?.id ?? null;

@@ -19,6 +19,9 @@
  * grpc.health.v1.Health        nothing (public)        SERVING when the server is ready
  * ```
  *
+ * Unary ModelInfer arrives through the HTTP/2 front (front.ts: a measured hot path) and everything else through
+ * grpc-js; both call the same handlers. Limit state goes out as metadata (initial on success, trailing on refusal).
+ *
  * Deadlines become the call's timeout (what is left of it when the request is queued); a cancelled call aborts
  * the call's signal (a queued request is dropped). Limit admissions are released when the call ends.
  */
@@ -28,12 +31,13 @@ import {
 } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { err } from '../../errors.js';
-import type { AccessRule, AuditLog, Authorizer, Gateway, Principal } from '../../gateway/index.js';
+import { limitHeaders, type AccessRule, type AuditLog, type Authorizer, type Gateway, type Principal } from '../../gateway/index.js';
 import { routeParameters, type CancelSignal, type InferenceService } from '../../inference/index.js';
 import { requestIdGenerator } from '../request-scope.js';
 import { toWireError } from '../reply-error.js';
 import { GrpcCaller } from './caller.js';
 import { decodeInferRequest, encodeInferResponse, type GrpcInferRequest, type WireInferRequest, type WireInferResponse } from './codec.js';
+import { Http2Front, type FastMethod, type MetadataReader, type UnaryCall, type UnaryCallback } from './front.js';
 import { loadProtos } from './proto.js';
 import { toServiceError } from './status.js';
 
@@ -70,7 +74,7 @@ const ACTOR = 'x-switchyard-actor';
 const INFERENCE_SERVICE = 'inference.GRPCInferenceService';
 const EXTENSIONS = ['parameters', 'model_configuration', 'statistics', 'model_repository', 'classification'];
 
-function first(md: Metadata, key: string): string | undefined {
+function first(md: MetadataReader, key: string): string | undefined {
   const v = md.get(key)[0];
   return v === undefined ? undefined : typeof v === 'string' ? v : v.toString('utf8');
 }
@@ -92,7 +96,7 @@ class CallSignal implements CancelSignal {
   #aborted = false;
   #listeners: (() => void)[] | null = null;
 
-  constructor(call: { once(e: 'cancelled', l: () => void): unknown; cancelled: boolean }) {
+  constructor(call: { once(e: 'cancelled', l: () => void): unknown; readonly cancelled: boolean }) {
     if (call.cancelled) this.#aborted = true;
     else call.once('cancelled', () => this.#abort());
   }
@@ -122,6 +126,14 @@ class CallSignal implements CancelSignal {
   }
 }
 
+/** Limit state (x-ratelimit-*, quota, refusal reason) of a refused admission's error: sent in its trailers. */
+const LIMIT_METADATA = new WeakMap<object, Record<string, string>>();
+
+function metadataOf(h: Record<string, string>, into = new Metadata()): Metadata {
+  for (const k in h) into.set(k, h[k]!);
+  return into;
+}
+
 /** A gRPC status with no catalog code (e.g. UNIMPLEMENTED), answered as is. */
 class GrpcStatusError extends Error implements ServiceError {
   readonly details: string;
@@ -138,6 +150,8 @@ export class GrpcTransport {
   readonly #server: Server;
   readonly #requestId = requestIdGenerator();
   readonly #watchers = new Set<ServerWritableStream<unknown, unknown>>();
+  /** The HTTP/2 front answering unary ModelInfer itself (null: grpc-js binds its own listener). */
+  readonly #front: Http2Front | null;
   #port: number | null = null;
   #closing: Promise<void> | null = null;
 
@@ -150,6 +164,20 @@ export class GrpcTransport {
     const protos = loadProtos();
     this.#server.addService(protos.inference, this.#inferenceService());
     this.#server.addService(protos.health, this.#healthService());
+    const modelInfer = protos.inference['ModelInfer']!;
+    const fast: FastMethod = {
+      deserialize: modelInfer.requestDeserialize, serialize: modelInfer.responseSerialize as (v: unknown) => Buffer,
+      handler: this.#modelInfer as FastMethod['handler'],
+      undecodable: (e) => toServiceError(err('SY_ERR_BAD_REQUEST', `ModelInferRequest could not be decoded: ${e instanceof Error ? e.message : String(e)}`)),
+    };
+    this.#front = Http2Front.supported(this.#server)
+      ? new Http2Front({ grpc: this.#server, fast: new Map([[modelInfer.path, fast]]), maxMessageBytes: max, logger: opts.logger })
+      : null;
+  }
+
+  /** Whether unary ModelInfer is answered by the HTTP/2 front (front.ts) rather than through grpc-js. */
+  get fastPath(): boolean {
+    return this.#front !== null;
   }
 
   /** The bound port once listening, else null. */
@@ -158,7 +186,8 @@ export class GrpcTransport {
   }
 
   /** Listen on `host:port` (port 0: any free port); resolves with the bound port. */
-  listen(port: number, host: string): Promise<number> {
+  async listen(port: number, host: string): Promise<number> {
+    if (this.#front !== null) return (this.#port = await this.#front.listen(port, host));
     const address = host.includes(':') && !host.startsWith('[') ? `[${host}]:${port}` : `${host}:${port}`;
     return new Promise((resolve, reject) => {
       this.#server.bindAsync(address, ServerCredentials.createInsecure(), (e, bound) => {
@@ -174,6 +203,10 @@ export class GrpcTransport {
     this.#closing ??= new Promise<void>((resolve) => {
       for (const w of this.#watchers) w.end();
       this.#watchers.clear();
+      if (this.#front !== null) {
+        void this.#front.close(graceMs).then(() => this.#server.forceShutdown()).then(resolve);
+        return;
+      }
       const timer = setTimeout(() => {
         this.#server.forceShutdown();
         resolve();
@@ -188,7 +221,7 @@ export class GrpcTransport {
 
   // ── auth ─────────────────────────────────────────────────────────────────────────────────────────────
 
-  #authenticate(md: Metadata): Principal | Promise<Principal> {
+  #authenticate(md: MetadataReader): Principal | Promise<Principal> {
     const actor = first(md, ACTOR)?.trim();
     return this.#opts.gateway.authenticate(first(md, 'authorization'), actor ? actor : null);
   }
@@ -197,16 +230,23 @@ export class GrpcTransport {
   async #admit(p: Principal, rule: AccessRule, model: string | null): Promise<Admission | null> {
     if (rule.modelParam !== null && model === '') throw err('SY_ERR_BAD_REQUEST', `${rule.modelParam} is empty`);
     const a = await this.#opts.authorizer.authorize(p, rule, { model, tenant: null });
-    if (a !== null && !a.allowed) throw this.#opts.authorizer.rejection(a, p);
+    if (a !== null && !a.allowed) {
+      const e = this.#opts.authorizer.rejection(a, p);
+      const h = limitHeaders(a);
+      if (h !== null) LIMIT_METADATA.set(e, h);
+      throw e;
+    }
     return a;
   }
 
   /**
    * A unary RPC: authenticate, authorize (`rule`, on the model `target` names), run `fn`, answer; errors go out
-   * with their gRPC status and the catalog code in trailing metadata.
+   * with their gRPC status and the catalog code in trailing metadata. A limited call's limit state (x-ratelimit-*,
+   * x-switchyard-quota-*, as REST's headers) goes out as initial metadata on success, in the trailers on refusal.
+   * Called by grpc-js, and by the HTTP/2 front for ModelInfer (front.ts).
    */
-  #unary<Req, Res>(rule: AccessRule | null, target: (req: Req) => string | null, fn: (req: Req, p: Principal | null, call: ServerUnaryCall<Req, Res>) => Res | Promise<Res>) {
-    return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
+  #unary<Req, Res>(rule: AccessRule | null, target: (req: Req) => string | null, fn: (req: Req, p: Principal | null, call: UnaryCall<Req>) => Res | Promise<Res>) {
+    return (call: UnaryCall<Req>, callback: UnaryCallback<Res>): void => {
       let admission: Admission | null = null;
       const run = async (): Promise<Res> => {
         if (rule === null) return fn(call.request, null, call);
@@ -215,7 +255,12 @@ export class GrpcTransport {
         return fn(call.request, p, call);
       };
       run().then((res) => {
-        admission?.release();
+        const a = admission as Admission | null;
+        if (a !== null) {
+          a.release();
+          const h = limitHeaders(a);
+          if (h !== null) call.sendMetadata(metadataOf(h));
+        }
         callback(null, res);
       }, (e: unknown) => {
         admission?.release();
@@ -227,6 +272,8 @@ export class GrpcTransport {
   #error(e: unknown): ServiceError {
     if (e instanceof GrpcStatusError) return e;
     const se = toServiceError(e);
+    const limits = typeof e === 'object' && e !== null ? LIMIT_METADATA.get(e) : undefined;
+    if (limits !== undefined) metadataOf(limits, se.metadata);
     if (se.code === Status.INTERNAL && toWireError(e).code === 'SY_ERR_INTERNAL') this.#opts.logger.error({ err: e }, 'gRPC call failed');
     return se;
   }
@@ -234,7 +281,7 @@ export class GrpcTransport {
   // ── inference ────────────────────────────────────────────────────────────────────────────────────────
 
   /** One inference for an admitted principal: decode (on the core's first attempt), run, encode. */
-  async #infer(req: WireInferRequest, p: Principal, md: Metadata, timeoutUs: number, signal: CancelSignal): Promise<WireInferResponse> {
+  async #infer(req: WireInferRequest, p: Principal, md: MetadataReader, timeoutUs: number, signal: CancelSignal): Promise<WireInferResponse> {
     let decoded: GrpcInferRequest | null = null;
     const id = req.id;
     const inference = this.#opts.inference;
@@ -340,7 +387,7 @@ export class GrpcTransport {
   }
 
   /** Run a repository action and record it in the audit log with its outcome's HTTP status (as the REST routes are). */
-  async #audited(p: Principal | null, call: ServerUnaryCall<unknown, unknown>, action: string, model: string, run: () => Promise<void>): Promise<object> {
+  async #audited(p: Principal | null, call: UnaryCall<unknown>, action: string, model: string, run: () => Promise<void>): Promise<object> {
     try {
       await run();
     } catch (e) {
@@ -351,7 +398,7 @@ export class GrpcTransport {
     return {};
   }
 
-  async #audit(p: Principal | null, call: ServerUnaryCall<unknown, unknown>, action: string, model: string, status: number): Promise<void> {
+  async #audit(p: Principal | null, call: UnaryCall<unknown>, action: string, model: string, status: number): Promise<void> {
     const audit = this.#opts.audit;
     if (audit === null) return;
     try {
