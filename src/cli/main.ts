@@ -15,6 +15,7 @@ import { experimentsCommand } from './experiments.js';
 import { featuresCommand } from './features.js';
 import { monitorCommand } from './monitor.js';
 import { llmCommand } from './llm.js';
+import { batchCommand } from './batch.js';
 import { migrateCommand } from './migrate.js';
 import { VERSION } from '../version.js';
 
@@ -98,6 +99,7 @@ program.addCommand(routingCommand());
 program.addCommand(experimentsCommand());
 program.addCommand(featuresCommand());
 program.addCommand(monitorCommand());
+program.addCommand(batchCommand());
 program.addCommand(llmCommand());
 program.addCommand(migrateCommand());
 
