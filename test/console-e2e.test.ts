@@ -189,7 +189,7 @@ describe('web console in Chromium', { skip }, () => {
     assert.deepEqual(aliases['aliases'], { production: 2 });
     // The hot swap serves the new target once it is loaded; the old version drains meanwhile.
     let served = '';
-    for (let i = 0; i < 200 && served !== '2'; i++) {
+    for (let i = 0; served !== '2'; i++) { // no deadline: the test runner's timeout bounds a hang
       served = String((await infer(`/v2/models/${MODEL}/versions/production/infer`, i))['model_version']);
       if (served !== '2') await new Promise((r) => setTimeout(r, 50));
     }

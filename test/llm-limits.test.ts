@@ -379,9 +379,7 @@ describe('RedisTokenLimiter when Redis is unreachable (no Redis needed)', () => 
       const errors: Error[] = [];
       const l = new RedisTokenLimiter({ url: `redis://127.0.0.1:${await closedPort()}`, failMode, onBackendError: (e) => errors.push(e) });
       try {
-        const t0 = performance.now();
-        const r = await l.reserve([scope('t:a', 10, 100)], 5);
-        assert.ok(performance.now() - t0 < 1000);
+        const r = await l.reserve([scope('t:a', 10, 100)], 5); // answers (a hang would be the runner's timeout)
         if (failMode === 'open') assert.deepEqual([r.allowed, r.degraded, r.reason, r.requests, r.tokens], [true, true, null, null, null]);
         else assert.deepEqual([r.allowed, r.degraded, r.reason, r.retryAfterMs], [false, false, 'unavailable', 1000]);
         await r.settle(50);
