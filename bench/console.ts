@@ -30,7 +30,7 @@ const say = report.say;
 function events(): RequestEvent[] {
   return Array.from({ length: 64 }, (_, i) => ({
     origin: {}, model: `model-${i % 8}`, version: '1', versionNumber: 1, tenant: '', arm: null, ok: i % 50 !== 0, reason: i % 50 === 0 ? 'runtime_error' : null,
-    rows: 1, cached: false, totalMs: 0.2 + (i % 13) * 0.37, queueMs: 0.05, computeMs: 0.1, computeShareMs: 0.1,
+    rows: 1, cached: false, totalMs: 0.2 + (i % 13) * 0.37, queueMs: 0.05, computeMs: 0.1, computeShareMs: 0.1, keyId: null,
   }));
 }
 

@@ -21,6 +21,8 @@ export interface RequestEvent {
   versionNumber: number;
   /** Tenant name, '' for none. */
   tenant: string;
+  /** The caller's API key id; null for none (open mode, internal callers). */
+  keyId: string | null;
   arm: string | null;
   ok: boolean;
   reason: FailureReason | null;

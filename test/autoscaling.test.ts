@@ -119,7 +119,7 @@ describe('autoscaling gauges on a live server', () => {
       for (let i = 0; i < 4; i++) channels.batch.publish(batch);
       const request = (queueMs: number): RequestEvent => ({
         origin: m, model: 'mlp', version: served.label, versionNumber: served.version, tenant: '', arm: null, ok: true, reason: null, rows: 1, cached: false,
-        totalMs: queueMs + 1, queueMs, computeMs: 1, computeShareMs: 1,
+        totalMs: queueMs + 1, queueMs, computeMs: 1, computeShareMs: 1, keyId: null,
       });
       for (let i = 0; i < 4; i++) channels.request.publish(request(10));
       now = 1000;

@@ -14,7 +14,7 @@ import { floats, startSwitchyard, type TestServer } from './helpers.js';
 
 const req = (model: string, totalMs: number, extra: Partial<RequestEvent> = {}): RequestEvent => ({
   origin: {}, model, version: '1', versionNumber: 1, tenant: '', arm: null, ok: true, reason: null, rows: 1, cached: false,
-  totalMs, queueMs: totalMs / 4, computeMs: totalMs / 2, computeShareMs: totalMs / 2, ...extra,
+  totalMs, queueMs: totalMs / 4, computeMs: totalMs / 2, computeShareMs: totalMs / 2, keyId: null, ...extra,
 });
 const batch = (model: string, rows: number): BatchEvent => ({ model, version: '1', rows, requests: rows, computeMs: 1 });
 

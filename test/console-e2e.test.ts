@@ -155,6 +155,9 @@ describe('web console in Chromium', { skip }, () => {
     await show(page, 'tenants/acme', 'tenant');
     await page.getByRole('table', { name: 'Keys' }).getByRole('cell', { name: acmeKeyId, exact: true }).waitFor();
     await page.getByRole('img', { name: 'Usage per hour by model' }).locator('canvas').waitFor();
+    await page.getByRole('radio', { name: 'API key' }).check();
+    await page.getByRole('img', { name: 'Usage per hour by API key' }).locator('canvas').waitFor();
+    await page.getByRole('table', { name: 'Usage totals' }).getByRole('cell', { name: `dashboard (${acmeKeyId})`, exact: true }).waitFor();
 
     await show(page, `monitoring/${MODEL}`, 'monitoring');
     await page.getByRole('table', { name: 'Features of version 1' }).getByRole('cell', { name: 'features[0]', exact: true }).waitFor();

@@ -249,6 +249,8 @@ describe('tenancy gateway', () => {
   it('accounts usage per tenant, model and version; a tenant reads only its own', async () => {
     const before = expect(await as(srv, acme.key).get('/api/v1/usage?group_by=total&model=acme.m'), 200, 'usage');
     const n0 = ((before['usage'] as Json[])[0]?.['requests'] as number | undefined) ?? 0;
+    const byKey0 = expect(await as(srv, acme.key).get(`/api/v1/usage?group_by=total&model=acme.m&key=${acme.id}`), 200, 'usage of the key');
+    const k0 = ((byKey0['usage'] as Json[])[0]?.['requests'] as number | undefined) ?? 0;
     for (let i = 0; i < 3; i++) expect(await as(srv, acme.key).post('/v2/models/acme.m/infer', inferBody(i)), 200, 'infer');
     expect(await as(srv, acme.key).post('/v2/models/acme.m/infer', { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 3], data: [1, 2, 3] }] }), 400, 'bad input');
     const u = expect(await as(srv, acme.key).get('/api/v1/usage?group_by=total&model=acme.m'), 200, 'usage');
@@ -262,6 +264,13 @@ describe('tenancy gateway', () => {
     const r0 = ((before['usage'] as Json[])[0]?.['rows'] as number | undefined) ?? 0;
     assert.equal(rows[0]!['rows'], r0 + 3, 'rows of the served requests only');
     assert.ok((rows[0]!['computeMs'] as number) > 0);
+    assert.equal(rows[0]!['keyId'], null, 'summed over keys by default');
+    // Per API key: the four requests are on the row of the key that made them; the rows add up to the total.
+    const perKey = expect(await as(srv, acmeRead.key).get('/api/v1/usage?group_by=total&model=acme.m&by_key=true'), 200, 'by key')['usage'] as Json[];
+    assert.equal(perKey.find((r) => r['keyId'] === acme.id)?.['requests'], k0 + 4);
+    assert.equal(perKey.reduce((n, r) => n + (r['requests'] as number), 0), rows[0]!['requests']);
+    const oneKey = expect(await as(srv, ADMIN).get(`/api/v1/usage?group_by=total&key=${acme.id}`), 200, 'one key')['usage'] as Json[];
+    assert.ok(oneKey.length > 0 && oneKey.every((r) => r['keyId'] === acme.id && r['tenant'] === 'acme'));
     const all = expect(await as(srv, acme.key).get('/api/v1/usage?group_by=total'), 200, 'all');
     assert.ok((all['usage'] as Json[]).every((r) => r['tenant'] === 'acme'), 'only its own tenant');
     expect(await as(srv, acme.key).get('/api/v1/usage?tenant=beta'), 404, "another tenant's usage");

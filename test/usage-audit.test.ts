@@ -44,24 +44,30 @@ class Clock {
   readonly now = (): number => this.t;
 }
 
-const key = (r: { tenant: string; model: string; version: number }, period: number): string => `${r.tenant}|${r.model}|${r.version}|${period}`;
+const key = (r: { tenant: string; model: string; version: number }, keyId: string | null, period: number): string => `${r.tenant}|${r.model}|${r.version}|${keyId}|${period}`;
 
-/** Independent reference: sums per (tenant, model, version, bucket), in the documented order. */
+/**
+ * Independent reference: sums per (tenant, model, version, bucket) — and API key with `byKey` or `keyId` (the
+ * table's rows are per key: compare them with `byKey: true`) — in the documented order.
+ */
 function expected(recs: readonly (UsageRecord & { at: number })[], q: UsageQuery = {}): UsageRow[] {
   const groupBy = q.groupBy ?? 'hour';
+  const perKey = q.byKey === true || q.keyId !== undefined;
   const out = new Map<string, UsageRow>();
   for (const r of recs) {
     const hour = Math.floor(r.at / HOUR_MS) * HOUR_MS;
     if (q.tenant !== undefined && r.tenant !== q.tenant) continue;
     if (q.model !== undefined && r.model !== q.model) continue;
     if (q.version !== undefined && r.version !== q.version) continue;
+    if (q.keyId !== undefined && (r.keyId ?? '') !== q.keyId) continue;
     if (q.from !== undefined && hour < q.from) continue;
     if (q.to !== undefined && hour >= q.to) continue;
     const bucket = groupBy === 'hour' ? hour : groupBy === 'day' ? Math.floor(hour / DAY_MS) * DAY_MS : -1;
-    const k = key(r, bucket);
+    const keyId = perKey ? r.keyId ?? '' : null;
+    const k = key(r, keyId, bucket);
     let row = out.get(k);
     if (!row) {
-      row = { tenant: r.tenant, model: r.model, version: r.version, period: groupBy === 'total' ? hour : bucket, requests: 0, rows: 0, computeMs: 0, errors: 0, invalid: 0 };
+      row = { tenant: r.tenant, model: r.model, version: r.version, keyId, period: groupBy === 'total' ? hour : bucket, requests: 0, rows: 0, computeMs: 0, errors: 0, invalid: 0 };
       out.set(k, row);
     }
     row.period = Math.min(row.period, groupBy === 'total' ? hour : bucket);
@@ -71,8 +77,12 @@ function expected(recs: readonly (UsageRecord & { at: number })[], q: UsageQuery
     if (!r.ok && r.invalid === true) row.invalid += 1;
     else if (!r.ok) row.errors += 1;
   }
-  return [...out.values()].sort((a, b) => a.period - b.period || (a.tenant < b.tenant ? -1 : a.tenant > b.tenant ? 1 : 0)
-    || (a.model < b.model ? -1 : a.model > b.model ? 1 : 0) || a.version - b.version);
+  return [...out.values()].sort(byRowOrder);
+}
+
+function byRowOrder(a: UsageRow, b: UsageRow): number {
+  const str = (x: string | null, y: string | null): number => (x === null || y === null || x === y ? 0 : x < y ? -1 : 1);
+  return a.period - b.period || str(a.tenant, b.tenant) || str(a.model, b.model) || a.version - b.version || str(a.keyId, b.keyId);
 }
 
 /** mulberry32: a seeded PRNG; `rnd(m)` is an integer in [0, m). The replica processes run its source too. */
@@ -111,17 +121,16 @@ function workload(n: number, start = T0 + 20 * HOUR_MS, hours = 8, seed = 1): (U
 function feed(meter: UsageMeter, clock: Clock, recs: readonly (UsageRecord & { at: number })[]): void {
   for (const r of recs) {
     clock.t = r.at;
-    meter.record({ tenant: r.tenant, model: r.model, version: r.version, rows: r.rows, computeMs: r.computeMs, ok: r.ok, invalid: r.invalid === true });
+    meter.record({ tenant: r.tenant, model: r.model, version: r.version, ...(r.keyId === undefined ? {} : { keyId: r.keyId }), rows: r.rows, computeMs: r.computeMs, ok: r.ok, invalid: r.invalid === true });
   }
 }
 
 async function rawUsage(d: Database): Promise<UsageRow[]> {
   const rows = await d.db.selectFrom('usage').selectAll().execute();
   return rows.map((r) => ({
-    tenant: r.tenant, model: r.model, version: Number(r.version), period: Number(r.period),
+    tenant: r.tenant, model: r.model, version: Number(r.version), keyId: r.key_id, period: Number(r.period),
     requests: Number(r.requests), rows: Number(r.rows), computeMs: Number(r.compute_ms), errors: Number(r.errors), invalid: Number(r.invalid),
-  })).sort((a, b) => a.period - b.period || (a.tenant < b.tenant ? -1 : a.tenant > b.tenant ? 1 : 0)
-    || (a.model < b.model ? -1 : a.model > b.model ? 1 : 0) || a.version - b.version);
+  })).sort(byRowOrder);
 }
 
 async function withStore(makeTarget: () => Promise<Target>, fn: (d: Database, target: Target) => Promise<void>): Promise<void> {
@@ -209,11 +218,54 @@ function usageSuite(dialect: Dialect, makeTarget: () => Promise<Target>): void {
       assert.equal(meter.pendingKeys, 0);
       const want = expected(recs);
       assert.ok(want.length > 50, `workload spreads over many keys (${want.length})`);
-      assert.deepEqual(await rawUsage(d), want);
+      assert.deepEqual(await rawUsage(d), expected(recs, { byKey: true }));
       assert.deepEqual(await meter.query({}), want);
       assert.deepEqual(await meter.query({ groupBy: 'hour' }), want);
       await meter.close();
     });
+  });
+
+  it('per API key: rows per key with byKey, a key filter (\'\' = no key), summed over keys otherwise', async () => {
+    await withStore(makeTarget, async (d) => {
+      const clock = new Clock();
+      const meter = new UsageMeter({ db: d.db, flushIntervalMs: MANUAL, now: clock.now });
+      const KEYS = ['', 'key_a', 'key_b'];
+      const recs = workload(1500).map((r, i) => ({ ...r, keyId: KEYS[i % 3]! }));
+      feed(meter, clock, recs.slice(0, 1000));
+      await meter.flush();
+      feed(meter, clock, recs.slice(1000)); // some unflushed: reads merge them per key too
+      for (const q of [{}, { groupBy: 'total' }, { groupBy: 'day', tenant: 'acme' }] as UsageQuery[]) {
+        assert.deepEqual(await meter.query(q), expected(recs, q), `summed over keys ${JSON.stringify(q)}`);
+        assert.deepEqual(await meter.query({ ...q, byKey: true }), expected(recs, { ...q, byKey: true }), `per key ${JSON.stringify(q)}`);
+      }
+      for (const keyId of KEYS) assert.deepEqual(await meter.query({ keyId, groupBy: 'total' }), expected(recs, { keyId, groupBy: 'total' }), `key "${keyId}"`);
+      const perKey = await meter.query({ byKey: true, groupBy: 'total', model: 'bert', version: 1, tenant: 'acme' });
+      assert.deepEqual(perKey.map((r) => r.keyId), KEYS);
+      assert.equal(perKey.reduce((n, r) => n + r.requests, 0), (await meter.query({ groupBy: 'total', model: 'bert', version: 1, tenant: 'acme' }))[0]!.requests);
+      await meter.close();
+      assert.deepEqual(await rawUsage(d), expected(recs, { byKey: true }));
+    });
+  });
+
+  it('migration 0009 keeps the usage rows of an older store (key "") and 0009 down sums keys back', async () => {
+    const target = await makeTarget();
+    try {
+      const d = await openDatabase(target.url);
+      try {
+        await d.db.insertInto('usage').values({ tenant: 'acme', model: 'm', version: 1, key_id: 'k1', period: T0, requests: 2, rows: 3, compute_ms: 0.5, errors: 0, invalid: 1 }).execute();
+        await d.db.insertInto('usage').values({ tenant: 'acme', model: 'm', version: 1, key_id: 'k2', period: T0, requests: 5, rows: 7, compute_ms: 1.25, errors: 1, invalid: 0 }).execute();
+        const { down, up } = (await import('../src/storage/migrations.js')).migrations(d.dialect)['0009_usage_key']!;
+        await down!(d.db as never);
+        const old = await sql<Record<string, unknown>>`select * from usage`.execute(d.db);
+        assert.deepEqual(old.rows.map((r) => [r['tenant'], Number(r['requests']), Number(r['rows']), Number(r['compute_ms']), Number(r['errors']), Number(r['invalid']), 'key_id' in r]), [['acme', 7, 10, 1.75, 1, 1, false]]);
+        await up(d.db as never);
+        assert.deepEqual(await rawUsage(d), [{ tenant: 'acme', model: 'm', version: 1, keyId: '', period: T0, requests: 7, rows: 10, computeMs: 1.75, errors: 1, invalid: 1 }]);
+      } finally {
+        await d.close();
+      }
+    } finally {
+      await target.cleanup();
+    }
   });
 
   it('groups by UTC day and in total, and filters by tenant (\'\' included), model, version and [from, to)', async () => {
@@ -263,7 +315,7 @@ function usageSuite(dialect: Dialect, makeTarget: () => Promise<Target>): void {
       // A query racing a flush sees each delta exactly once.
       const [, during] = await Promise.all([meter.flush(), meter.query({ groupBy: 'total' })]);
       assert.deepEqual(during, expected(all, { groupBy: 'total' }));
-      assert.deepEqual(await rawUsage(d), expected(all));
+      assert.deepEqual(await rawUsage(d), expected(all, { byKey: true }));
       await meter.flush(); // nothing pending: no change
       assert.deepEqual(await meter.query({}), expected(all));
       await meter.close();
@@ -289,7 +341,7 @@ function usageSuite(dialect: Dialect, makeTarget: () => Promise<Target>): void {
           all.push(...ra, ...rb);
           await Promise.all([a.flush(), b.flush(), a.flush()]);
         }
-        assert.deepEqual(await rawUsage(d), expected(all));
+        assert.deepEqual(await rawUsage(d), expected(all, { byKey: true }));
         assert.deepEqual(await a.query({ groupBy: 'total' }), expected(all, { groupBy: 'total' }));
         await Promise.all([a.close(), b.close()]);
       } finally {
@@ -304,7 +356,7 @@ function usageSuite(dialect: Dialect, makeTarget: () => Promise<Target>): void {
       const per = 200;
       await Promise.all([replica(target.url, 11, rounds, per), replica(target.url, 22, rounds, per), replica(target.url, 33, rounds, per)]);
       const all = [...replicaRecords(11, rounds, per), ...replicaRecords(22, rounds, per), ...replicaRecords(33, rounds, per)];
-      assert.deepEqual(await rawUsage(d), expected(all));
+      assert.deepEqual(await rawUsage(d), expected(all, { byKey: true }));
       const total = await new UsageMeter({ db: d.db, flushIntervalMs: MANUAL }).query({ groupBy: 'total' });
       assert.equal(total.reduce((n, r) => n + r.requests, 0), 3 * rounds * per);
     });
@@ -340,10 +392,10 @@ function usageSuite(dialect: Dialect, makeTarget: () => Promise<Target>): void {
       await meter.flush();
       await meter.flush();
       const all = [...recs, ...more];
-      assert.deepEqual(await rawUsage(d), expected(all), 'written once');
+      assert.deepEqual(await rawUsage(d), expected(all, { byKey: true }), 'written once');
       assert.equal(meter.pendingKeys, 0);
       await meter.close();
-      assert.deepEqual(await rawUsage(d), expected(all));
+      assert.deepEqual(await rawUsage(d), expected(all, { byKey: true }));
     });
   });
 
@@ -382,7 +434,7 @@ function usageSuite(dialect: Dialect, makeTarget: () => Promise<Target>): void {
       } finally {
         await db.close();
       }
-      assert.deepEqual(await rawUsage(d), expected(recs));
+      assert.deepEqual(await rawUsage(d), expected(recs, { byKey: true }));
     });
   });
 
@@ -392,7 +444,7 @@ function usageSuite(dialect: Dialect, makeTarget: () => Promise<Target>): void {
       meter.record({ tenant: 'acme', model: 'm', version: 1, rows: 4, computeMs: 2.5, ok: true });
       const until = Date.now() + 5000;
       while ((await rawUsage(d)).length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
-      assert.deepEqual(await rawUsage(d), [{ tenant: 'acme', model: 'm', version: 1, period: T0, requests: 1, rows: 4, computeMs: 2.5, errors: 0, invalid: 0 }]);
+      assert.deepEqual(await rawUsage(d), [{ tenant: 'acme', model: 'm', version: 1, keyId: '', period: T0, requests: 1, rows: 4, computeMs: 2.5, errors: 0, invalid: 0 }]);
       await meter.close();
     });
   });

@@ -105,20 +105,23 @@ async function share(model: string, tenant: string, flags: ConnFlags & { remove?
   print(`Model ${a.model}: owner ${a.owner ?? '(platform)'}, shared with ${a.shared.join(', ') || 'nobody'}.`);
 }
 
-interface UsageFlags extends ConnFlags { tenant?: string; model?: string; from?: string; to?: string; groupBy?: string }
+interface UsageFlags extends ConnFlags { tenant?: string; model?: string; key?: string; byKey?: boolean; from?: string; to?: string; groupBy?: string }
 
 async function usage(flags: UsageFlags): Promise<void> {
   const q = new URLSearchParams();
   if (flags.tenant) q.set('tenant', flags.tenant);
   if (flags.model) q.set('model', flags.model);
+  if (flags.key !== undefined) q.set('key', flags.key);
+  if (flags.byKey) q.set('by_key', 'true');
   if (flags.from) q.set('from', flags.from);
   if (flags.to) q.set('to', flags.to);
   q.set('group_by', flags.groupBy ?? 'day');
-  const r = await call<{ usage: Array<{ tenant: string; model: string; version: number; period: string; requests: number; rows: number; computeMs: number; errors: number }> }>(flags, 'GET', `/api/v1/usage?${q}`);
+  const r = await call<{ usage: Array<{ tenant: string; model: string; version: number; keyId: string | null; period: string; requests: number; rows: number; computeMs: number; errors: number }> }>(flags, 'GET', `/api/v1/usage?${q}`);
   if (flags.json) return printJson(r);
   if (r.usage.length === 0) return print('No usage recorded.');
-  print(table(['PERIOD', 'TENANT', 'MODEL', 'VERSION', 'REQUESTS', 'ROWS', 'COMPUTE (s)', 'ERRORS'], r.usage.map((u) => [
-    when(u.period), u.tenant || '(none)', u.model, u.version, u.requests, u.rows, (u.computeMs / 1000).toFixed(3), u.errors,
+  const perKey = flags.byKey === true || flags.key !== undefined;
+  print(table(['PERIOD', 'TENANT', 'MODEL', 'VERSION', ...(perKey ? ['KEY'] : []), 'REQUESTS', 'ROWS', 'COMPUTE (s)', 'ERRORS'], r.usage.map((u) => [
+    when(u.period), u.tenant || '(none)', u.model, u.version, ...(perKey ? [u.keyId || '(none)'] : []), u.requests, u.rows, (u.computeMs / 1000).toFixed(3), u.errors,
   ])));
 }
 
@@ -160,9 +163,11 @@ export function tenantsCommand(): Command {
     .action(action(share));
 
   withConnection(tenants.command('usage')
-    .description('Usage per tenant, model and version: requests, rows, compute seconds, errors.')
+    .description('Usage per tenant, model and version (and API key with --by-key): requests, rows, compute seconds, errors.')
     .option('--tenant <name>', 'only this tenant')
     .option('--model <name>', 'only this model')
+    .option('--key <id>', 'only requests made with this API key id ("" = without a key); implies --by-key')
+    .option('--by-key', 'one row per API key too')
     .option('--from <time>', 'ISO time, inclusive')
     .option('--to <time>', 'ISO time, exclusive')
     .addOption(new Option('--group-by <period>', 'hour, day or total').choices(['hour', 'day', 'total']).default('day')))

@@ -1,7 +1,7 @@
 /**
  * @module
  * Usage accounting of the gateway, one hourly series per key: the inference API's usage per (tenant, model,
- * version, hour) — requests, rows, compute, errors — in the `usage` table ({@link UsageMeter}), and the LLM API's
+ * version, API key, hour) — requests, rows, compute, errors — in the `usage` table ({@link UsageMeter}), and the LLM API's
  * usage and spend per (tenant, model, hour) — requests, errors, prompt and completion tokens, cost in the
  * currency of the model catalog's prices — in the `llm_usage` table ({@link LlmUsageMeter}).
  *
@@ -105,6 +105,8 @@ export interface UsageRecord {
   tenant: string;
   model: string;
   version: number;
+  /** The API key's id; '' or absent for none (open mode, internal callers). */
+  keyId?: string;
   /** Rows (dim 0) the request carried; counted for served requests only (a refused one was not inferred). */
   rows: number;
   /** Compute time attributed to the request, milliseconds. */
@@ -119,6 +121,8 @@ export interface UsageRow {
   tenant: string;
   model: string;
   version: number;
+  /** The API key's id ('' for none) when the query splits by key ({@link UsageQuery.byKey}), else null. */
+  keyId: string | null;
   /**
    * Start of the bucket, epoch ms (UTC): the hour for 'hour', the UTC day for 'day', and for 'total' the earliest
    * hour that has usage in the group.
@@ -140,6 +144,10 @@ export interface UsageQuery extends PeriodRange {
   tenant?: string;
   model?: string;
   version?: number;
+  /** Exact API key id ('' selects requests made without a key); implies {@link byKey}. */
+  keyId?: string;
+  /** One row per API key too (rows carry `keyId`); default false: keys are summed over (`keyId` null). */
+  byKey?: boolean;
 }
 
 /** Metrics: `switchyard_tenant_*` counters. */
@@ -147,7 +155,7 @@ export type UsageMeterOptions = MeterOptions;
 
 const USAGE_TABLE: CounterTable<UsageRow> = {
   name: 'usage',
-  keys: [['tenant', 'tenant'], ['model', 'model'], ['version', 'version']],
+  keys: [['tenant', 'tenant'], ['model', 'model'], ['version', 'version'], ['keyId', 'key_id']],
   counters: [['requests', 'requests', false], ['rows', 'rows', false], ['computeMs', 'compute_ms', true], ['errors', 'errors', false], ['invalid', 'invalid', false]],
 };
 
@@ -195,19 +203,20 @@ export class UsageMeter extends Meter<UsageRecord, UsageRow, SeriesCounters> {
   /** Flushed rows merged with this meter's unflushed deltas, filtered and grouped; sorted by period, tenant, model, version. */
   query(q: UsageQuery): Promise<UsageRow[]> {
     if (q.version !== undefined && !Number.isSafeInteger(q.version)) return Promise.reject(err('SY_ERR_BAD_REQUEST', 'usage query: "version" must be an integer'));
-    return this.select(q);
+    const { byKey, ...rest } = q;
+    return this.select(byKey === true || q.keyId !== undefined ? rest : { ...rest, collapse: ['keyId'] });
   }
 
   protected seriesOf(r: UsageRecord): string | null {
-    if (typeof r.tenant !== 'string' || typeof r.model !== 'string' || !Number.isSafeInteger(r.version)) {
-      this.log?.warn({ tenant: r.tenant, model: r.model, version: r.version }, 'usage record dropped: tenant/model must be strings and version an integer');
+    if (typeof r.tenant !== 'string' || typeof r.model !== 'string' || !Number.isSafeInteger(r.version) || (r.keyId !== undefined && typeof r.keyId !== 'string')) {
+      this.log?.warn({ tenant: r.tenant, model: r.model, version: r.version }, 'usage record dropped: tenant/model/keyId must be strings and version an integer');
       return null;
     }
-    return r.tenant + SEP + r.model + SEP + r.version;
+    return r.tenant + SEP + r.model + SEP + r.version + SEP + (r.keyId ?? '');
   }
 
   protected zero(r: UsageRecord, period: number): UsageRow {
-    return { tenant: r.tenant, model: r.model, version: r.version, period, requests: 0, rows: 0, computeMs: 0, errors: 0, invalid: 0 };
+    return { tenant: r.tenant, model: r.model, version: r.version, keyId: r.keyId ?? '', period, requests: 0, rows: 0, computeMs: 0, errors: 0, invalid: 0 };
   }
 
   protected add(d: UsageRow, r: UsageRecord, c: SeriesCounters | null): void {

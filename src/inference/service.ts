@@ -385,7 +385,7 @@ export class InferenceService {
     if (s !== undefined) s.fail.count++;
     if (!channels.request.hasSubscribers) return;
     channels.request.publish({
-      origin: this, model: mv.model, version: mv.label, versionNumber: mv.version, tenant: caller.tenant, arm: null,
+      origin: this, model: mv.model, version: mv.label, versionNumber: mv.version, tenant: caller.tenant, keyId: caller.keyId, arm: null,
       ok: false, reason: failureReason(e), rows: 0, cached: false, totalMs: 0, queueMs: 0, computeMs: 0, computeShareMs: 0,
     } satisfies RequestEvent);
   }
@@ -637,7 +637,7 @@ export class InferenceService {
     }
     if (!channels.request.hasSubscribers) return;
     channels.request.publish({
-      origin: this, model: mv.model, version: mv.label, versionNumber: mv.version, tenant: ctx.call.caller.tenant, arm: ctx.arm,
+      origin: this, model: mv.model, version: mv.label, versionNumber: mv.version, tenant: ctx.call.caller.tenant, keyId: ctx.call.caller.keyId, arm: ctx.arm,
       ok, reason: ok ? null : failureReason(e), rows, cached, totalMs, queueMs, computeMs, computeShareMs: share,
     } satisfies RequestEvent);
   }

@@ -70,10 +70,13 @@ export interface HourlyCountersOptions<R extends PeriodRow> {
   readonly now?: (() => number) | undefined;
 }
 
-/** A query: exact values of key fields (absent: any), and the range. */
-export type CounterQuery<R extends PeriodRow> = Partial<Omit<R, 'period'>> & PeriodRange;
+/**
+ * A query: exact values of key fields (absent: any), and the range. `collapse`: key fields summed over instead of
+ * grouped by (they read as null in the results; a value given for one still filters).
+ */
+export type CounterQuery<R extends PeriodRow> = Partial<Omit<R, 'period'>> & PeriodRange & { readonly collapse?: readonly (keyof R & string)[] };
 
-type Fields = Record<string, string | number>;
+type Fields = Record<string, string | number | null>;
 const fields = (r: PeriodRow): Fields => r as unknown as Fields;
 
 /** Rejects a range that is not epoch milliseconds, or an unknown grouping, with SY_ERR_BAD_REQUEST naming `what`. */
@@ -252,18 +255,22 @@ export class HourlyCounters<R extends PeriodRow> {
     for (const [f, c] of t.keys) if (want[f] !== undefined) conds.push(sql`${sql.ref(c)} = ${want[f]}`);
     if (q.from !== undefined) conds.push(sql`period >= ${q.from}`);
     if (q.to !== undefined) conds.push(sql`period < ${q.to}`);
-    const keyCols = t.keys.map(([, c]) => sql.ref(c));
+    const collapsed = new Set<string>(q.collapse ?? []);
+    const grouped = t.keys.filter(([f]) => !collapsed.has(f));
+    const keyCols = grouped.map(([, c]) => sql.ref(c));
     const sums = t.counters.map(([, c, float]) => sql`sum(${float ? sql`cast(${sql.ref(c)} as double precision)` : sql.ref(c)}) as ${sql.ref(c)}`);
-    const { rows: stored } = await sql<Record<string, unknown>>`select ${sql.join(keyCols)}, ${groupBy === 'total' ? sql`min(period)` : bucket} as bucket, ${sql.join(sums)}
+    const groupCols = groupBy === 'total' ? keyCols : [...keyCols, bucket];
+    const { rows: stored } = await sql<Record<string, unknown>>`select ${sql.join([...keyCols, sql`${groupBy === 'total' ? sql`min(period)` : bucket} as bucket`, ...sums])}
       from ${sql.table(t.name)} ${conds.length > 0 ? sql`where ${sql.join(conds, sql` and `)}` : sql``}
-      group by ${sql.join(groupBy === 'total' ? keyCols : [...keyCols, bucket])}`.execute(this.#db);
+      ${groupCols.length > 0 ? sql`group by ${sql.join(groupCols)}` : sql``}`.execute(this.#db);
 
     // Read after the await: rows recorded meanwhile are in memory only (no flush can run while we hold the lock).
     const groups = new Map<string, R>();
-    const keyOf = (r: Fields): string => t.keys.map(([f]) => r[f]).join(SEP) + (groupBy === 'total' ? '' : SEP + r['period']);
+    const keyOf = (r: Fields): string => grouped.map(([f]) => r[f]).join(SEP) + (groupBy === 'total' ? '' : SEP + r['period']);
     for (const s of stored) {
+      if (s['bucket'] === null) continue; // 'total' over no rows at all (no group by): one row of nulls
       const r: Fields = { period: Number(s['bucket']) };
-      for (const [f, c] of t.keys) r[f] = s[c] as string | number;
+      for (const [f, c] of t.keys) r[f] = collapsed.has(f) ? null : s[c] as string | number;
       for (const [f, c] of t.counters) r[f] = Number(s[c]);
       groups.set(keyOf(r), r as unknown as R);
     }
@@ -275,7 +282,9 @@ export class HourlyCounters<R extends PeriodRow> {
       const k = keyOf({ ...p, period });
       const g = groups.get(k);
       if (g === undefined) {
-        groups.set(k, { ...d, period });
+        const row: Fields = { ...p, period };
+        for (const f of collapsed) row[f] = null;
+        groups.set(k, row as unknown as R);
       } else {
         if (period < g.period) g.period = period; // 'total': earliest hour
         this.#addCounters(g, d);
@@ -289,9 +298,9 @@ export class HourlyCounters<R extends PeriodRow> {
     const x = fields(a);
     const y = fields(b);
     for (const [f] of this.#table.keys) {
-      const u = x[f]!;
-      const v = y[f]!;
-      if (u === v) continue;
+      const u = x[f] ?? null;
+      const v = y[f] ?? null;
+      if (u === v || u === null || v === null) continue;
       return typeof u === 'number' && typeof v === 'number' ? u - v : u < v ? -1 : 1;
     }
     return 0;

@@ -445,7 +445,46 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.alterTable('usage').dropColumn('invalid').execute();
       },
     },
+    '0009_usage_key': {
+      async up(db: AnyDb): Promise<void> {
+        // Usage per API key too ('' = no key: open mode, internal callers), for per-key breakdowns. The key is part
+        // of the primary key, which SQLite cannot alter: the table is rebuilt (the same way on both dialects);
+        // existing rows move over with key ''.
+        await rebuildUsage(db, true);
+      },
+      async down(db: AnyDb): Promise<void> {
+        await rebuildUsage(db, false);
+      },
+    },
   };
+}
+
+/** Rebuild `usage` with (`withKey`) or without the `key_id` column in its primary key; rows are summed per new key. */
+async function rebuildUsage(db: AnyDb, withKey: boolean): Promise<void> {
+  let t = db.schema.createTable('usage_next')
+    .addColumn('tenant', 'text', (c) => c.notNull())
+    .addColumn('model', 'text', (c) => c.notNull())
+    .addColumn('version', 'integer', (c) => c.notNull());
+  if (withKey) t = t.addColumn('key_id', 'text', (c) => c.notNull().defaultTo(''));
+  await t
+    .addColumn('period', 'bigint', (c) => c.notNull())
+    .addColumn('requests', 'bigint', (c) => c.notNull().defaultTo(0))
+    .addColumn('rows', 'bigint', (c) => c.notNull().defaultTo(0))
+    .addColumn('compute_ms', 'double precision', (c) => c.notNull().defaultTo(0))
+    .addColumn('errors', 'bigint', (c) => c.notNull().defaultTo(0))
+    .addColumn('invalid', 'bigint', (c) => c.notNull().defaultTo(0))
+    // A new constraint name: on Postgres the old table's usage_pk index still exists until it is dropped.
+    .addPrimaryKeyConstraint(withKey ? 'usage_key_pk' : 'usage_pk', (withKey ? ['tenant', 'model', 'version', 'key_id', 'period'] : ['tenant', 'model', 'version', 'period']) as never)
+    .execute();
+  const keys = sql.join(['tenant', 'model', 'version', 'period'].map((c) => sql.ref(c)));
+  const counters = ['requests', 'rows', 'compute_ms', 'errors', 'invalid'].map((c) => sql.ref(c));
+  await (withKey
+    ? sql`insert into usage_next (${keys}, key_id, ${sql.join(counters)}) select ${keys}, '', ${sql.join(counters)} from usage`
+    : sql`insert into usage_next (${keys}, ${sql.join(counters)}) select ${keys}, ${sql.join(counters.map((c) => sql`sum(${c})`))} from usage group by ${keys}`
+  ).execute(db);
+  await db.schema.dropTable('usage').execute();
+  await db.schema.alterTable('usage_next').renameTo('usage').execute();
+  await db.schema.createIndex('usage_period').on('usage').column('period').execute();
 }
 
 class InCodeProvider implements MigrationProvider {

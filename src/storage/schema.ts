@@ -105,6 +105,8 @@ export interface UsageTable {
   tenant: string;
   model: string;
   version: number;
+  /** The API key's id; '' for none (open mode, internal callers). */
+  key_id: string;
   period: number;
   requests: number;
   rows: number;

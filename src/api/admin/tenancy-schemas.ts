@@ -155,6 +155,8 @@ export const usageQuery = {
     tenant: { type: 'string' },
     model: { type: 'string' },
     version: { type: 'integer', minimum: 1 },
+    key: { type: 'string', description: 'Only requests made with this API key id ("" = without a key); implies by_key.' },
+    by_key: { type: 'boolean', default: false, description: 'One row per API key too (rows carry keyId); otherwise keys are summed over and keyId is null.' },
     ...usageRangeProperties,
   },
 } as const;
@@ -167,11 +169,12 @@ export const usageListSchema = {
       type: 'array',
       items: {
         type: 'object',
-        required: ['tenant', 'model', 'version', 'period', 'requests', 'rows', 'computeMs', 'errors', 'invalid'],
+        required: ['tenant', 'model', 'version', 'keyId', 'period', 'requests', 'rows', 'computeMs', 'errors', 'invalid'],
         properties: {
           tenant: str('Tenant ("" = unauthenticated / platform traffic).'),
           model: { type: 'string' },
           version: { type: 'integer' },
+          keyId: { type: ['string', 'null'], description: 'API key id ("" = no key) with by_key or key; null when keys are summed over.' },
           period: time('Start of the hour or day (for group_by total: of the first).'),
           requests: { type: 'integer' },
           rows: { type: 'integer', description: 'Rows of the served requests.' },

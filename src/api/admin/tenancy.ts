@@ -202,9 +202,9 @@ export async function tenancyRoutes(app: FastifyInstance, opts: TenancyRoutesOpt
 
   // ---- usage and audit ----
 
-  app.get<{ Querystring: { tenant?: string; model?: string; version?: number; from?: string; to?: string; group_by?: 'hour' | 'day' | 'total' } }>('/api/v1/usage', {
+  app.get<{ Querystring: { tenant?: string; model?: string; version?: number; key?: string; by_key?: boolean; from?: string; to?: string; group_by?: 'hour' | 'day' | 'total' } }>('/api/v1/usage', {
     schema: {
-      tags: TAGS, summary: 'Usage per tenant, model and version: requests, rows, compute time, errors (a tenant key sees its own)',
+      tags: TAGS, summary: 'Usage per tenant, model and version (and API key, with by_key): requests, rows, compute time, errors (a tenant key sees its own)',
       querystring: T.usageQuery, response: { 200: T.usageListSchema, ...S.errors(400, 401, 404) },
     },
   }, async (req) => {
@@ -212,6 +212,8 @@ export async function tenancyRoutes(app: FastifyInstance, opts: TenancyRoutesOpt
     const query: UsageQuery = { ...scopedRange(req, q), groupBy: q.group_by ?? 'hour' };
     if (q.model !== undefined) query.model = q.model;
     if (q.version !== undefined) query.version = q.version;
+    if (q.key !== undefined) query.keyId = q.key;
+    if (q.by_key === true) query.byKey = true;
     const rows = await usage.query(query);
     return { usage: rows.map((r) => ({ ...r, period: new Date(r.period).toISOString() })) };
   });

@@ -1,4 +1,4 @@
-/** Tenants: tenants and their limits, API keys (create, revoke), usage over time with several series overlaid. */
+/** Tenants: tenants and their limits, API keys (create, revoke), usage over time with several models, tenants or API keys overlaid. */
 import { useState } from 'preact/hooks';
 import { api, enc, type Whoami } from '../api';
 import { num, when } from '../format';
@@ -7,22 +7,25 @@ import { Card, Code, ConfirmButton, Empty, ErrorBox, LineChart, Picker, Show, Ta
 
 interface Tenant { name: string; description: string; tier: string; weight: number; effectiveLimits: Record<string, unknown>; disabled: boolean; createdAt: string }
 interface Key { id: string; tenant: string | null; name: string; scopes: string[]; createdBy: string; createdAt: string; expiresAt: string | null; revokedAt: string | null; status: string }
-interface UsageRow { tenant: string; model: string; version: number; period: string; requests: number; rows: number; computeMs: number; errors: number }
+interface UsageRow { tenant: string; model: string; version: number; keyId: string | null; period: string; requests: number; rows: number; computeMs: number; errors: number }
 
 const SCOPES = ['infer', 'read', 'admin'] as const;
 
-/** Usage per hour (last 48 h), one line per `by` value (tenant or model), for requests or compute. */
-function UsageChart({ rows, by }: { rows: UsageRow[]; by: 'tenant' | 'model' }) {
+/** The start of the usage window: 48 h before the current hour (stable within the hour, so the URL is too). */
+const usageFrom = (): string => new Date(Math.floor(Date.now() / 3_600_000) * 3_600_000 - 48 * 3_600_000).toISOString();
+
+/** Usage per hour (last 48 h), one line per `by` value (tenant, model or API key), for requests or compute. */
+function UsageChart({ rows, by, name = (v) => v || '(platform)' }: { rows: UsageRow[]; by: 'tenant' | 'model' | 'keyId'; name?: (v: string) => string }) {
   const [measure, setMeasure] = useState<'requests' | 'computeMs' | 'errors' | 'rows'>('requests');
   if (rows.length === 0) return <Empty title="No usage recorded in the last 48 hours.">Usage is counted per tenant, model and hour when requests are served and written every 10 s (<Code>--usage-flush-ms</Code>).</Empty>;
   const hours = [...new Set(rows.map((r) => Date.parse(r.period)))].sort((a, b) => a - b);
   const first = hours[0]!;
   const x: number[] = [];
   for (let t = first; t <= hours[hours.length - 1]!; t += 3_600_000) x.push(t);
-  const keys = [...new Set(rows.map((r) => r[by] || '(platform)'))].sort();
+  const keys = [...new Set(rows.map((r) => name(r[by] ?? '')))].sort();
   const series = keys.map((k) => {
     const values: (number | null)[] = x.map(() => 0);
-    for (const r of rows) if ((r[by] || '(platform)') === k) values[Math.round((Date.parse(r.period) - first) / 3_600_000)]! += r[measure];
+    for (const r of rows) if (name(r[by] ?? '') === k) values[Math.round((Date.parse(r.period) - first) / 3_600_000)]! += r[measure];
     return { label: k, values };
   });
   return (
@@ -30,9 +33,9 @@ function UsageChart({ rows, by }: { rows: UsageRow[]; by: 'tenant' | 'model' }) 
       <label class="picker">Measure <select value={measure} onChange={(e) => setMeasure((e.target as HTMLSelectElement).value as typeof measure)}>
         <option value="requests">requests</option><option value="rows">rows</option><option value="computeMs">compute ms</option><option value="errors">errors</option>
       </select></label>
-      <LineChart label={`Usage per hour by ${by}`} x={x} series={series} height={220} />
-      <Table label="Usage totals" head={[by, 'Requests', 'Rows', 'Compute ms', 'Errors']} rows={keys.map((k) => {
-        const mine = rows.filter((r) => (r[by] || '(platform)') === k);
+      <LineChart label={`Usage per hour by ${by === 'keyId' ? 'API key' : by}`} x={x} series={series} height={220} />
+      <Table label="Usage totals" head={[by === 'keyId' ? 'API key' : by, 'Requests', 'Rows', 'Compute ms', 'Errors']} rows={keys.map((k) => {
+        const mine = rows.filter((r) => name(r[by] ?? '') === k);
         const sum = (f: 'requests' | 'rows' | 'computeMs' | 'errors'): string => num(mine.reduce((a, r) => a + r[f], 0), 1);
         return [k, sum('requests'), sum('rows'), sum('computeMs'), sum('errors')];
       })} />
@@ -64,8 +67,13 @@ function NewKey({ tenant, done }: { tenant: string; done: () => void }) {
 function TenantPage({ name, canManage }: { name: string; canManage: boolean }) {
   const t = useApi<Tenant>(`/api/v1/tenants/${enc(name)}`);
   const keys = useApi<{ keys: Key[] }>(`/api/v1/tenants/${enc(name)}/keys`);
-  const from = new Date(Date.now() - 48 * 3_600_000).toISOString();
-  const usage = useApi<{ usage: UsageRow[] }>(`/api/v1/usage?tenant=${enc(name)}&group_by=hour&from=${enc(from)}`, 30_000);
+  const [byKey, setByKey] = useState(false);
+  const usage = useApi<{ usage: UsageRow[] }>(`/api/v1/usage?tenant=${enc(name)}&group_by=hour&from=${enc(usageFrom())}${byKey ? '&by_key=true' : ''}`, 30_000);
+  const keyName = (id: string): string => {
+    if (id === '') return '(no key)';
+    const k = keys.data?.keys.find((x) => x.id === id);
+    return k ? `${k.name} (${id})` : id;
+  };
   return (
     <div>
       <Show l={t}>{(x) => (
@@ -82,8 +90,13 @@ function TenantPage({ name, canManage }: { name: string; canManage: boolean }) {
         )}</Show>
         {canManage ? <NewKey tenant={name} done={keys.reload} /> : null}
       </Card>
-      <Card title="Usage over time, by model (last 48 h)">
-        <Show l={usage}>{(d) => <UsageChart rows={d.usage} by="model" />}</Show>
+      <Card title={`Usage over time, by ${byKey ? 'API key' : 'model'} (last 48 h)`}>
+        <fieldset class="inline toggle">
+          <legend>Overlay one line per</legend>
+          <label><input type="radio" name="usage-by" checked={!byKey} onChange={() => setByKey(false)} /> model</label>
+          <label><input type="radio" name="usage-by" checked={byKey} onChange={() => setByKey(true)} /> API key</label>
+        </fieldset>
+        <Show l={usage}>{(d) => (byKey ? <UsageChart rows={d.usage} by="keyId" name={keyName} /> : <UsageChart rows={d.usage} by="model" />)}</Show>
       </Card>
     </div>
   );
@@ -95,8 +108,7 @@ export function Tenants({ who, args }: { who: Whoami; args: string[] }) {
   const own = who.tenant?.name ?? '';
   const name = platform ? args[0] ?? '' : own;
   const tenants = useApi<{ tenants: Tenant[] }>(platform ? '/api/v1/tenants' : null);
-  const from = new Date(Date.now() - 48 * 3_600_000).toISOString();
-  const usage = useApi<{ usage: UsageRow[] }>(platform && !name ? `/api/v1/usage?group_by=hour&from=${enc(from)}` : null, 30_000);
+  const usage = useApi<{ usage: UsageRow[] }>(platform && !name ? `/api/v1/usage?group_by=hour&from=${enc(usageFrom())}` : null, 30_000);
   return (
     <div>
       <h1>Tenants</h1>
