@@ -181,13 +181,35 @@ class NatsWindowConsumer extends BaseConsumer<JsMsg> {
     this.loop = this.#run(this.#messages).catch((e: unknown) => this.log.error({ err: e, view: o.view.name }, 'NATS window consumer stopped'));
   }
 
+  /**
+   * Messages are applied in batches of up to `batch`, and a partial batch as soon as the messages that arrived
+   * together have all been received: the flush is scheduled with setImmediate, which runs after the iterator
+   * has yielded everything it holds (it yields through microtasks). The iterator's getPending() cannot tell:
+   * the client queues its pull refills among the messages and counts them in flight without uncounting them,
+   * so after the last message of such a chunk it stayed at 1 and the tail waited for ack_wait's redelivery.
+   * Batches are applied one after another, in order; a full buffer waits for the batches before it.
+   */
   async #run(iter: ConsumerMessages): Promise<void> {
     const buf: JsMsg[] = [];
+    let applying: Promise<void> = Promise.resolve();
+    let scheduled = false;
+    const flush = (): Promise<void> => {
+      scheduled = false;
+      if (buf.length > 0) {
+        const msgs = buf.splice(0);
+        applying = applying.then(() => this.#process(msgs)).catch((e: unknown) => this.log.error({ err: e, view: this.opts.view.name }, 'NATS window consumer failed to apply a batch; it will be redelivered'));
+      }
+      return applying;
+    };
     for await (const m of iter) {
       buf.push(m);
-      if (buf.length >= this.batch || iter.getPending() === 0) await this.#process(buf.splice(0));
+      if (buf.length >= this.batch) await flush();
+      else if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush);
+      }
     }
-    if (buf.length > 0) await this.#process(buf.splice(0));
+    await flush();
   }
 
   async #process(msgs: JsMsg[]): Promise<void> {
