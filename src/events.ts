@@ -92,6 +92,11 @@ export interface LlmRequestEvent {
   outcome: string;
   /** End-to-end duration; null when the request never ran (refused before it started). */
   seconds: number | null;
+  /**
+   * Time per output token after the first, of a stream that produced two or more: (last text chunk − first text
+   * chunk) / (completion tokens − 1), seconds; null otherwise.
+   */
+  tpot: number | null;
 }
 
 /** A streamed response produced text: its first chunk (`first`, seconds since arrival) or a later one (seconds since the previous). */

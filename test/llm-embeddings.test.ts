@@ -113,7 +113,7 @@ describe('onnx-embeddings backend (real onnxruntime through the serving core)', 
     });
     const tokens = input.reduce((s, t) => s + Buffer.byteLength(t, 'utf8'), 0);
     assert.deepEqual(res.usage, { prompt_tokens: tokens, total_tokens: tokens });
-    assert.deepEqual(b.load(), { active: 0, queued: 0 });
+    assert.deepEqual(b.load(), { active: 0, queued: 0, slots: null });
   });
 
   it('concurrent requests batch together and each gets its own vectors back', async () => {
@@ -133,7 +133,7 @@ describe('onnx-embeddings backend (real onnxruntime through the serving core)', 
     const ours = batches.filter((e) => e.model === 'encoder');
     assert.ok(ours.some((e) => e.requests > 1), `some batch held several requests: ${JSON.stringify(ours.map((e) => e.requests))}`);
     assert.equal(ours.reduce((s, e) => s + e.rows, 0), row, 'every row ran exactly once');
-    assert.deepEqual(b.load(), { active: 0, queued: 0 });
+    assert.deepEqual(b.load(), { active: 0, queued: 0, slots: null });
   });
 
   it('splits a request into jobs of at most max_batch_size rows and joins them back in order', async () => {
@@ -222,7 +222,7 @@ describe('onnx-embeddings backend (real onnxruntime through the serving core)', 
     leaving.abort();
     await rejects(queued, { status: 499, code: 'client_closed' });
     assert.equal((await busy).vectors.length, 30);
-    assert.deepEqual(b.load(), { active: 0, queued: 0 });
+    assert.deepEqual(b.load(), { active: 0, queued: 0, slots: null });
   });
 });
 

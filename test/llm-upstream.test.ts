@@ -177,7 +177,7 @@ let ids = 0;
 function chatReq(body: Record<string, unknown> = {}, signal: CancelSignal = new ClientSignal()): GenerationRequest {
   const messages = [{ role: 'user' as const, content: 'hi' }];
   return {
-    kind: 'chat', model: 'm', messages, prompt: '', signal, requestId: `req-${++ids}`,
+    kind: 'chat', model: 'm', messages, prompt: '', signal, requestId: `req-${++ids}`, flow: null,
     params: {
       maxTokens: null, temperature: 1, topP: 1, seed: null, stop: [], n: 1, frequencyPenalty: 0, presencePenalty: 0, logitBias: new Map(), logprobs: false, topLogprobs: 0,
     },
@@ -232,7 +232,7 @@ describe('upstream backend: pass-through', () => {
     assert.equal(res['model'], 'up-model');
     assert.deepEqual(res['usage'], USAGE);
     assert.equal((res['choices'] as Array<{ message: { content: string } }>)[0]!.message.content, 'Hello');
-    assert.deepEqual(b.load(), { active: 0, queued: 0 });
+    assert.deepEqual(b.load(), { active: 0, queued: 0, slots: null });
     assert.equal(b.kind, 'upstream');
     assert.deepEqual(b.capabilities, { chat: true, completions: true, embeddings: false });
     assert.equal(b.contextLength, null);

@@ -248,8 +248,8 @@ export class OnnxEmbeddingBackend implements LlmBackend {
   }
 
   /** Requests in flight (queued or running in the encoder's batcher: its queue depth is the model's own gauge). */
-  load(): { active: number; queued: number } {
-    return { active: this.#inflight, queued: 0 };
+  load(): { active: number; queued: number; slots: null } {
+    return { active: this.#inflight, queued: 0, slots: null };
   }
 
   /** Nothing to release: the serving core owns the model and drains it on its own close. */

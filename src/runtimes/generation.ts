@@ -150,6 +150,8 @@ export interface GenerationRequest {
   /** Aborted when the client goes away: stop generating, free the sequence. */
   readonly signal: CancelSignal;
   readonly requestId: string;
+  /** The fair-queueing flow waiting for a local model's sequence (the tenant and its weight); null = the default flow. */
+  readonly flow: { readonly id: string; readonly weight: number } | null;
 }
 
 /**
@@ -220,7 +222,7 @@ export interface LlmBackend {
   /** Streaming: resolves once the first chunk is ready (rejects before that with a status-bearing LlmError). */
   stream(req: GenerationRequest): Promise<ChunkStream>;
   embed(req: EmbeddingRequest): Promise<EmbeddingResult>;
-  /** Counts for /metrics: sequences generating now and requests waiting for one. */
-  load(): { active: number; queued: number };
+  /** Counts for /metrics: sequences generating now, requests waiting for one, and the sequences there are (null: no fixed number). */
+  load(): { active: number; queued: number; slots: number | null };
   close(): Promise<void>;
 }

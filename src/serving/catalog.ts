@@ -11,6 +11,7 @@ import { channels, type LlmUpstreamErrorEvent } from '../events.js';
 import { LlamaBackend, UpstreamBackend } from '../runtimes/index.js';
 import type { LlmConfig, LlmModelConfig, OnnxEmbeddingModelConfig } from '../config/index.js';
 import type { LlmBackend } from '../runtimes/index.js';
+import { FairLlmBackend, FairSlots } from './llm-queue.js';
 
 export interface LlmModel {
   readonly name: string;
@@ -76,7 +77,7 @@ export class LlmService {
 function createBackend(config: LlmModelConfig, opts: LlmServiceOptions, onUpstreamError: (deployment: string, reason: string) => void): Promise<LlmBackend> | LlmBackend {
   const logger = opts.logger;
   switch (config.backend) {
-    case 'llama': return LlamaBackend.create(config, { logger });
+    case 'llama': return LlamaBackend.create(config, { logger }).then((b) => new FairLlmBackend(b, new FairSlots(config.name, config.sequences, config.maxQueue)));
     case 'upstream': return new UpstreamBackend(config, { logger, onUpstreamError });
     case 'onnx-embeddings':
       if (opts.embeddings === undefined) throw new Error(`LLM model "${config.name}": onnx-embeddings models need the inference core (none given)`);

@@ -63,7 +63,7 @@ export class OpenAiLineRunner implements LineRunner {
     if (p.stream) throw new LlmError('SY_ERR_BAD_REQUEST', "Invalid value for 'stream': a batch request cannot stream.", { param: 'stream', openaiCode: 'invalid_value' });
     const m = this.#model(p.model, ctx);
     if (kind === 'chat' ? !m.backend.capabilities.chat : !m.backend.capabilities.completions) throw unsupported(m, kind === 'chat' ? 'chat completions' : 'completions');
-    const g = generationRequest(kind, p, m.name, body, ctx.signal, ctx.requestId);
+    const g = generationRequest(kind, p, m.name, body, ctx.signal, ctx.requestId, ctx.flow);
     await m.backend.estimate(g);
     const out = await m.backend.complete(g);
     out['model'] = m.name;

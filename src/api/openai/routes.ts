@@ -18,7 +18,7 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest 
 import type { LlmUsageMeter, TokenLimiter, TokenReservation, TokenScope } from '../../gateway/index.js';
 import type { LlmModel, LlmService } from '../../serving/index.js';
 import { ClientSignal, LlmError, RAW_JSON, type EmbeddingInput, type Usage } from '../../runtimes/index.js';
-import { formatDuration } from '../../gateway/index.js';
+import { flowOf, formatDuration } from '../../gateway/index.js';
 import { channels, type LlmRequestEvent, type LlmTokenEvent } from '../../events.js';
 import { RequestCaller } from '../caller.js';
 import { SseWriter } from './sse-writer.js';
@@ -56,9 +56,9 @@ function clientSignal(reply: FastifyReply): ClientSignal {
 }
 
 /** Publish a finished (or refused) request for the LLM metrics; `started` null = it never ran (no duration). */
-function counted(model: string, endpoint: Endpoint, outcome: string, started: number | null): void {
+function counted(model: string, endpoint: Endpoint, outcome: string, started: number | null, tpot: number | null = null): void {
   if (!channels.llmRequest.hasSubscribers) return;
-  channels.llmRequest.publish({ model, endpoint, outcome, seconds: started === null ? null : (performance.now() - started) / 1000 } satisfies LlmRequestEvent);
+  channels.llmRequest.publish({ model, endpoint, outcome, seconds: started === null ? null : (performance.now() - started) / 1000, tpot } satisfies LlmRequestEvent);
 }
 
 function outcomeOf(e: LlmError): string {
@@ -171,13 +171,13 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
   }
 
   /** After a request: settle the reservation, record usage and spend, count the outcome. */
-  function finish(req: FastifyRequest, m: LlmModel, endpoint: Endpoint, started: number, r: TokenReservation | null, usage: Usage, outcome: string): void {
+  function finish(req: FastifyRequest, m: LlmModel, endpoint: Endpoint, started: number, r: TokenReservation | null, usage: Usage, outcome: string, tpot: number | null = null): void {
     r?.settle(usage.total_tokens).catch((e: unknown) => req.log.warn({ err: e }, 'settling a token reservation failed'));
     opts.usage?.record({
       tenant: opts.tenantOf(req), model: m.name, promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens,
       cost: service.cost(m, usage.prompt_tokens, usage.completion_tokens), ok: outcome === 'success',
     });
-    counted(m.name, endpoint, outcome, started);
+    counted(m.name, endpoint, outcome, started, tpot);
   }
 
   async function generate(kind: 'chat' | 'completion', req: FastifyRequest, reply: FastifyReply): Promise<unknown> {
@@ -186,7 +186,7 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
     const p: ParsedGeneration = kind === 'chat' ? parseChat(req.body) : parseCompletion(req.body);
     const m = modelOrThrow(req, p.model);
     if (kind === 'chat' ? !m.backend.capabilities.chat : !m.backend.capabilities.completions) throw unsupported(m, kind === 'chat' ? 'chat completions' : 'completions');
-    const g = generationRequest(kind, p, m.name, req.body as Record<string, unknown>, clientSignal(reply), req.id);
+    const g = generationRequest(kind, p, m.name, req.body as Record<string, unknown>, clientSignal(reply), req.id, flowOf(req.principal) ?? null);
     const est = await m.backend.estimate(g).catch((e: unknown) => {
       counted(m.name, endpoint, outcomeOf(toLlmError(e)), null);
       throw e;
@@ -224,6 +224,7 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
     const sse = new SseWriter(res);
     let last: Record<string, unknown> | null = null;
     let textChunks = 0;
+    let firstText = 0;
     let lastText = 0;
     let outcome = 'success';
     /** The stream's usage, or (upstream silent, client gone) the prompt estimate plus one token per text chunk. */
@@ -237,6 +238,7 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
           if (channels.llmToken.hasSubscribers) {
             channels.llmToken.publish({ model: m.name, first: textChunks === 0, seconds: (now - (textChunks === 0 ? started : lastText)) / 1000 } satisfies LlmTokenEvent);
           }
+          if (textChunks === 0) firstText = now;
           lastText = now;
           textChunks++;
         }
@@ -264,7 +266,9 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
       req.log.warn({ err: e, model: m.name }, 'LLM stream failed after it started; sent an error event');
       sse.end(`data: ${JSON.stringify(le.body())}\n\n`);
     }
-    finish(req, m, endpoint, started, reservation, usageSoFar(), outcome);
+    const final = usageSoFar();
+    const tpot = textChunks > 0 && final.completion_tokens > 1 ? (lastText - firstText) / 1000 / (final.completion_tokens - 1) : null;
+    finish(req, m, endpoint, started, reservation, final, outcome, tpot);
     return reply;
   }
 

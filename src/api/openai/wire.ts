@@ -175,10 +175,11 @@ export function parseChat(body: unknown): ParsedGeneration {
 /** The backends' request for a parsed generation body (the route and the batch line runner build it alike). */
 export function generationRequest(
   kind: 'chat' | 'completion', p: ParsedGeneration, model: string, body: Record<string, unknown>, signal: CancelSignal, requestId: string,
+  flow: GenerationRequest['flow'],
 ): GenerationRequest {
   return {
     kind, model, messages: p.messages, prompt: p.prompt, params: p.params, tools: p.tools, toolChoice: p.toolChoice,
-    parallelToolCalls: p.parallelToolCalls, responseFormat: p.responseFormat, body, signal, requestId,
+    parallelToolCalls: p.parallelToolCalls, responseFormat: p.responseFormat, body, signal, requestId, flow,
   };
 }
 

@@ -86,8 +86,8 @@ export class LlamaBackend implements LlmBackend {
     return backend;
   }
 
-  load(): { active: number; queued: number } {
-    return { active: this.#pool.active, queued: this.#pool.queued };
+  load(): { active: number; queued: number; slots: number } {
+    return { active: this.#pool.active, queued: this.#pool.queued, slots: this.#pool.size };
   }
 
   async estimate(req: GenerationRequest): Promise<TokenEstimate> {

@@ -1,7 +1,9 @@
 /**
  * @module
  * The sequences of one llama.cpp context as slots: a request takes a free one or waits in a bounded FIFO (beyond
- * `maxQueue`, 503 with retry-after); a waiter whose client leaves is dropped. A request takes the free sequence
+ * `maxQueue`, 503 with retry-after); a waiter whose client leaves is dropped. Served through the catalog, the
+ * tenant-fair queue in front (serving/llm-queue.ts) lets no more requests through than there are sequences, so
+ * this FIFO stays empty there and only the choice of sequence below matters. A request takes the free sequence
  * whose kept tokens share the longest prefix with its prompt when that covers at least half of it (that prefix
  * is not evaluated again: a shared system prompt, a conversation's earlier turns), else the least recently used. llama.cpp evaluates the tokens of
  * every busy sequence together in shared batches (continuous batching: a request joins or leaves between two

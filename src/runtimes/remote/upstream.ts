@@ -203,8 +203,8 @@ export class UpstreamBackend implements LlmBackend {
       });
   }
 
-  load(): { active: number; queued: number } {
-    return { active: this.#inflight, queued: 0 };
+  load(): { active: number; queued: number; slots: null } {
+    return { active: this.#inflight, queued: 0, slots: null };
   }
 
   async close(): Promise<void> {
