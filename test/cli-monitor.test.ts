@@ -47,7 +47,7 @@ async function runIn(args: string[]): Promise<Run> {
   process.exitCode = undefined;
   process.stdout.write = capture(out, (s) => (stdout += s));
   process.stderr.write = capture(err, (s) => (stderr += s));
-  let code = 0;
+  let code: number;
   try {
     await cmd.parseAsync(args, { from: 'user' });
     code = Number(process.exitCode ?? 0);

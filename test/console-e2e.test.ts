@@ -20,7 +20,6 @@ import { floats, startSwitchyard, type TestServer } from './helpers.js';
 const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
 const ADMIN = 'console-e2e-platform-admin-key-0123';
 const SHOTS = fileURLToPath(new URL('../../.scratch/console/', import.meta.url));
-const DEBUG = process.env['CONSOLE_E2E_DEBUG'] === '1';
 const BUILT = fileURLToPath(new URL('../web/index.html', import.meta.url));
 const MODEL = 'acme.scorer';
 const OTHER = 'beta.secret';

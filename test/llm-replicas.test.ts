@@ -176,7 +176,7 @@ describeNeeding('LLM token limits across three replicas (Redis)', `Postgres, Red
     const expected = { requests: admitted, errors: 0, promptTokens: admitted * probeUsage.prompt_tokens, completionTokens: admitted * MAX_TOKENS };
     const end = Date.now() + 10_000;
     for (const r of replicas) {
-      let seen: unknown = null;
+      let seen: unknown;
       for (;;) {
         const res = await fetch(`${r.url}/api/v1/llm/usage?tenant=${tenant}&group_by=total`, { headers: { authorization: `Bearer ${ADMIN}` } });
         assert.equal(res.status, 200);

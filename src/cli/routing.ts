@@ -108,12 +108,6 @@ function describePolicy(r: RoutingState): void {
 
 // ---- flag parsers ----
 
-const nonNegative = (what: string) => (v: string): number => {
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError(`${what} must be a number ≥ 0`);
-  return n;
-};
-
 const positiveInt = (what: string) => (v: string): number => {
   const n = Number(v);
   if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`${what} must be a positive integer`);

@@ -8,8 +8,8 @@ import { z } from 'zod';
 import { err } from '../errors.js';
 import { MODEL_NAME } from '../registry/index.js';
 import type {
-  AggregationDef, DefinitionKind, EntityDef, EntityKey, FeatureDef, FeatureRef, FeatureServiceDef, FeatureViewDef,
-  ServiceFeature, ValueType, ViewDef, WindowViewDef,
+  AggregationDef, DefinitionKind, EntityDef, EntityKey, FeatureDef, FeatureServiceDef, FeatureViewDef,
+  ServiceFeature, ViewDef, WindowViewDef,
 } from './types.js';
 
 /** Names of entities, views, features, aggregations, services and join keys. */

@@ -5,7 +5,7 @@
  * service per model binding).
  */
 import type {
-  AggregationDef, EntityDef, FeatureDef, FeatureRef, FeatureServiceDef, ValueType, ViewDef,
+  AggregationDef, EntityDef, FeatureRef, FeatureServiceDef, ValueType, ViewDef,
 } from './types.js';
 import { bad, type JoinKey } from './definition-schemas.js';
 

@@ -345,7 +345,7 @@ export class FeatureStore {
       if (this.#consumers.has(name)) continue;
       const src = view.source!;
       const toEvent = (payload: Raw): WindowEvent => this.#events(view, [payload])[0]!;
-      let c: StreamConsumer | null = null;
+      let c: StreamConsumer;
       if (src.type === 'nats') {
         if (this.#opts.natsUrl === null) {
           this.#log.warn({ view: name }, 'windowed view reads a NATS stream but no --nats URL is configured; its events can still be pushed');

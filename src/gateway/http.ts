@@ -165,7 +165,7 @@ export function installGateway(app: FastifyInstance, opts: GatewayHttpOptions): 
     const p = req.principal;
     if (p?.kind !== 'tenant' || reply.statusCode !== 201) return payload;
     const rule = req.routeOptions.config.access;
-    let created: string | null = null;
+    let created: string | null;
     if (rule?.createsModel) created = (req.params as Record<string, string>)['name'] ?? null;
     else created = (req.body as { name?: string } | null)?.name ?? null;
     if (created !== null && !gateway.owns(p, created)) {

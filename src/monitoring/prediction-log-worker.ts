@@ -85,6 +85,7 @@ try {
   });
 } catch (e) {
   // A plain Error: the `error` event carries its message (a SqliteError would arrive as `{ code }` only).
+  // eslint-disable-next-line preserve-caught-error -- a worker's error event carries a plain Error (no cause) faithfully
   throw new Error(reason(e));
 }
 

@@ -43,9 +43,9 @@ export async function importRepository(registry: ImportTarget, dir: string, log:
   for (const rm of await scanRepository(dir)) {
     if (rm.configError) configErrors.set(rm.name, rm.configError);
     const config: Record<string, unknown> = rm.configError ? {} : { version_policy: { latest: { num_versions: 1 } }, ...rm.config };
-    let existing: ModelRecord | null = await registry.getModel(rm.name).catch((e: unknown) => (notFound(e) ? null : Promise.reject(e)));
+    const existing: ModelRecord | null = await registry.getModel(rm.name).catch((e: unknown) => (notFound(e) ? null : Promise.reject(e)));
     if (!existing) {
-      existing = await registry.createModel({ name: rm.name, description: `imported from ${dir}`, loadPolicy: 'preload', config }, ACTOR)
+      await registry.createModel({ name: rm.name, description: `imported from ${dir}`, loadPolicy: 'preload', config }, ACTOR)
         .catch((e: unknown) => (conflict(e) ? registry.getModel(rm.name) : Promise.reject(e)));
     } else if (JSON.stringify(existing.config) !== JSON.stringify(config)) {
       await registry.updateModel(rm.name, { config }, ACTOR);

@@ -532,7 +532,7 @@ export class ModelManager {
     const estimate = this.#measured.get(mv.artifact.sha256) ?? floor;
     mv.residentBytes = estimate; // the reservation counts while loading
     this.#loadingNow = mv;
-    let failure: string | null = null;
+    let failure: string | null;
     try {
       if (this.#budget > 0) await this.#makeRoom(mv, estimate, start + this.#loadWaitMs);
       const rss0 = process.memoryUsage.rss();

@@ -58,7 +58,7 @@ function sampleInput(what: string, spec: TensorSpec, input: WarmupInput, rows: n
     else if (input.binary_data !== undefined) row = decodeBinaryData(spec.name, dtype, one, Buffer.from(input.binary_data, 'base64'));
     else throw new Error('input_data_file is read by the repository import only; give data or binary_data in a registered config');
   } catch (e) {
-    throw new Error(`${what}: ${(e as Error).message}`);
+    throw new Error(`${what}: ${(e as Error).message}`, { cause: e });
   }
   if (!batched || rows === 1) return { dtype, shape, data: row };
   // Repeat the one-row sample `rows` times.

@@ -28,7 +28,10 @@ type Raw = Record<string, unknown>;
 function columnsOf(rows: readonly Raw[]): string[] {
   const cols: string[] = [];
   const seen = new Set<string>();
-  for (const r of rows) for (const k of Object.keys(r)) if (!seen.has(k)) (seen.add(k), cols.push(k));
+  for (const r of rows) for (const k of Object.keys(r)) if (!seen.has(k)) {
+    seen.add(k);
+    cols.push(k);
+  }
   return cols;
 }
 
