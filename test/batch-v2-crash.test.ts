@@ -100,7 +100,7 @@ describe('V2 batch job after kill -9 (SQLite, one replica restarted)', () => {
     const args = [...common, '--data-dir', dataDir, '--batch-workers', '1'];
     const a = await startReplica(args, 4, { SWITCHYARD_TEST_BATCH_STALL_AFTER: '2' });
     let b: Replica | null = null;
-    let id = '';
+    let id: string;
     try {
       const stalled = stallOf(a);
       id = await startJob(a);
@@ -133,7 +133,7 @@ describeNeeding('V2 batch job shared by two replicas, one killed (Postgres)', 'P
     const args = (i: number, workers: number): string[] => [...common, '--data-dir', join(dir, `pg-data${i}`), '--database', schema.url, '--batch-workers', String(workers), '--batch-lease-ms', '1000'];
     const a = await startReplica(args(0, 1), 4, { SWITCHYARD_TEST_BATCH_STALL_AFTER: '2' });
     let b: Replica | null = null;
-    let id = '';
+    let id: string;
     try {
       const stalled = stallOf(a);
       id = await startJob(a);
