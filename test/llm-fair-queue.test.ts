@@ -167,13 +167,13 @@ class GatedBackend implements LlmBackend {
 
   async stream(req: GenerationRequest): Promise<ChunkStream> {
     const gate = this.#gate(req);
-    const self = this;
+    const running = this.running;
     async function* chunks(): AsyncGenerator<Record<string, unknown>> {
       try {
         yield { id: req.requestId };
         await gate;
       } finally {
-        self.running.delete(req.requestId);
+        running.delete(req.requestId);
       }
     }
     return { usage: null, [Symbol.asyncIterator]: () => chunks() };
