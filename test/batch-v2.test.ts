@@ -47,7 +47,6 @@ function suite(name: string, database: () => string): void {
     });
     after(async () => server?.close());
 
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the assertions read the JSON answers field by field
     const api = async (method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> => {
       const res = await fetch(`${url}${path}`, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? null : JSON.stringify(body) });
       const text = await res.text();
@@ -67,7 +66,6 @@ function suite(name: string, database: () => string): void {
         await sleep(30);
       }
     };
-    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the assertions read the JSON answers field by field
     const lines = async (id: string, which: 'output' | 'errors'): Promise<any[]> => {
       const res = await fetch(`${url}/api/v1/batch/jobs/${id}/${which}`);
       assert.equal(res.status, 200);
