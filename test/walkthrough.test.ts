@@ -16,7 +16,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -26,7 +26,11 @@ import { startReplica, type Replica } from './replica-helpers.js';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = join(ROOT, 'dist/src/cli/main.js');
 
-interface Block { source: string; index: number; text: string }
+interface Block {
+  source: string;
+  index: number;
+  text: string;
+}
 
 /** The ```sh blocks of `markdown` (only those of its `section` when given: from that `## ` heading to the next). */
 function shBlocks(markdown: string, source: string, section?: string): Block[] {
@@ -47,7 +51,10 @@ function shownOutputs(block: string): string[] {
   const out: string[] = [];
   for (const line of block.split('\n')) {
     if (!line.startsWith('# ') || line.includes('…')) continue;
-    const shown = line.slice(2).replace(/\s{2,}\(.*\)$/, '').trim();
+    const shown = line
+      .slice(2)
+      .replace(/\s{2,}\(.*\)$/, '')
+      .trim();
     if (shown !== '') out.push(shown);
   }
   return out;
@@ -91,16 +98,23 @@ describe('the README tour and docs/walkthrough.md run as written', { skip }, () 
     assert.match(blocks[0]!.text, /^SY=\$\{SY:-http:\/\/127\.0\.0\.1:8000\}/, 'the first block names the server with $SY');
   });
 
-  it('npx switchyard is this package\'s CLI', () => {
+  it("npx switchyard is this package's CLI", () => {
     const version = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
-    const out = execFileSync('npx', ['--no-install', 'switchyard', '--version'], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const out = execFileSync('npx', ['--no-install', 'switchyard', '--version'], {
+      cwd: ROOT,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
     assert.equal(out.trim(), version);
   });
 
   it('every block exits 0 and prints what it shows', async () => {
     const bin = join(scratch, 'bin');
-    execFileSync('mkdir', ['-p', bin]);
-    writeFileSync(join(bin, 'npx'), `#!/bin/sh\n[ "$1" = switchyard ] || { echo "walkthrough test: only npx switchyard is provided" >&2; exit 127; }\nshift\nexec "${process.execPath}" "${CLI}" "$@"\n`);
+    mkdirSync(bin, { recursive: true });
+    writeFileSync(
+      join(bin, 'npx'),
+      `#!/bin/sh\n[ "$1" = switchyard ] || { echo "walkthrough test: only npx switchyard is provided" >&2; exit 127; }\nshift\nexec "${process.execPath}" "${CLI}" "$@"\n`,
+    );
     chmodSync(join(bin, 'npx'), 0o755);
     const marker = (i: number): string => `@@walkthrough-block-${i}@@`;
     const script = [
@@ -111,17 +125,33 @@ describe('the README tour and docs/walkthrough.md run as written', { skip }, () 
       `printf '\\n%s\\n' '${marker(blocks.length)}'`,
     ].join('\n');
     const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      execFile('bash', ['-c', script], {
-        cwd: ROOT, maxBuffer: 64 << 20, timeout: 300_000,
-        env: { ...process.env, SY: server.url, PATH: `${bin}:${process.env['PATH'] ?? ''}`, TMPDIR: scratch, SWITCHYARD_URL: '', SWITCHYARD_API_KEY: '' },
-      }, (e, so, se) => resolve({ code: e ? (typeof e.code === 'number' ? e.code : -1) : 0, stdout: so, stderr: se }));
+      execFile(
+        'bash',
+        ['-c', script],
+        {
+          cwd: ROOT,
+          maxBuffer: 64 << 20,
+          timeout: 300_000,
+          env: {
+            ...process.env,
+            SY: server.url,
+            PATH: `${bin}:${process.env['PATH'] ?? ''}`,
+            TMPDIR: scratch,
+            SWITCHYARD_URL: '',
+            SWITCHYARD_API_KEY: '',
+          },
+        },
+        (e, so, se) => resolve({ code: e ? (typeof e.code === 'number' ? e.code : -1) : 0, stdout: so, stderr: se }),
+      );
     });
     const outs = stdout.split(/\n@@walkthrough-block-\d+@@\n/).slice(1);
     const errs = stderr.split(/\n@@walkthrough-block-\d+@@\n/).slice(1);
     const ran = outs.length - 1; // the last marker follows the last block
     if (code !== 0) {
       const b = blocks[Math.max(0, ran - 1)]!;
-      assert.fail(`the shell exited ${code} in ${b.source} sh block ${b.index + 1}:\n${b.text}\n--- stdout\n${outs.at(-1) ?? ''}\n--- stderr\n${errs.at(-1) ?? stderr}`);
+      assert.fail(
+        `the shell exited ${code} in ${b.source} sh block ${b.index + 1}:\n${b.text}\n--- stdout\n${outs.at(-1) ?? ''}\n--- stderr\n${errs.at(-1) ?? stderr}`,
+      );
     }
     assert.equal(ran, blocks.length, 'every block ran');
     for (const [i, b] of blocks.entries()) {
