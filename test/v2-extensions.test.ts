@@ -8,7 +8,7 @@ import { failsWarmup, fixedAffine, mlp } from '../tools/onnx/zoo.js';
 import { identity, startWithFiles } from './ext-helpers.js';
 import { floats, type TestServer } from './helpers.js';
 
-type Json = any; // eslint-disable-line @typescript-eslint/no-explicit-any -- response bodies read field by field
+type Json = any; // response bodies read field by field
 
 let srv: TestServer;
 before(async () => {
