@@ -282,11 +282,16 @@ export class JobStore {
     }
   }
 
-  /** A job's chunks in order, a page at a time, with what finalizing needs. */
-  static async *chunksOf(t: Kysely<DB>, jobId: string): AsyncGenerator<Pick<DB['batch_chunks'], 'seq' | 'state' | 'input' | 'output' | 'error_output' | 'succeeded' | 'failed' | 'usage'>> {
-    const PAGE = 64;
+  /**
+   * A job's chunks in order, a page at a time, with what finalizing needs. `input` is read only for chunks that
+   * are not done, or for every chunk with `allInputs` (inputs are the large column: finalizing a completed job
+   * never reads them).
+   */
+  static async *chunksOf(t: Kysely<DB>, jobId: string, allInputs = false): AsyncGenerator<Pick<DB['batch_chunks'], 'seq' | 'state' | 'input' | 'output' | 'error_output' | 'succeeded' | 'failed' | 'usage'>> {
+    const PAGE = 16;
+    const input = allInputs ? sql<string>`input` : sql<string>`CASE WHEN state = 'done' THEN '' ELSE input END`;
     for (let seq = 0; ; seq += PAGE) {
-      const rows = await t.selectFrom('batch_chunks').select(['seq', 'state', 'input', 'output', 'error_output', 'succeeded', 'failed', 'usage'])
+      const rows = await t.selectFrom('batch_chunks').select(['seq', 'state', input.as('input'), 'output', 'error_output', 'succeeded', 'failed', 'usage'])
         .where('job_id', '=', jobId).where('seq', '>=', seq).where('seq', '<', seq + PAGE).orderBy('seq').execute();
       yield* rows;
       if (rows.length < PAGE) return;
@@ -295,7 +300,7 @@ export class JobStore {
 
   /** A job's chunk inputs, in order (retry-failed reads them). */
   async *chunkInputs(jobId: string): AsyncGenerator<string> {
-    for await (const c of JobStore.chunksOf(this.#db, jobId)) yield c.input;
+    for await (const c of JobStore.chunksOf(this.#db, jobId, true)) yield c.input;
   }
 
   // ---- chunks ----

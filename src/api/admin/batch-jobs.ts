@@ -75,6 +75,12 @@ export const batchJobRoutes: FastifyPluginAsync<BatchJobRouteOptions> = async (a
   const { batch } = opts;
   await app.register(multipart, { throwFileSizeLimit: true, limits: { fileSize: opts.maxFileBytes + 1, files: 1, fields: 2, parts: 4 } });
   const view = (j: V2Job): Record<string, unknown> => v2JobView(j, batch.now());
+  // Open progress streams end when the server starts closing (a stream would otherwise hold shutdown until its job ended).
+  const streams = new Set<() => void>();
+  app.addHook('preClose', (done) => {
+    for (const stop of streams) stop();
+    done();
+  });
   const jobOr404 = async (req: FastifyRequest): Promise<V2Job> => {
     const id = (req.params as { id: string }).id;
     const j = await batch.jobs.get(opts.tenantOf(req), id, 'v2') as V2Job | null;
@@ -166,20 +172,36 @@ export const batchJobRoutes: FastifyPluginAsync<BatchJobRouteOptions> = async (a
     const res = reply.raw;
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-request-id': req.id });
     let closed = false;
-    req.raw.on('close', () => (closed = true));
+    let wake: (() => void) | null = null;
+    const stop = (): void => {
+      closed = true;
+      wake?.();
+    };
+    streams.add(stop);
+    req.raw.on('close', stop);
     let last = '';
-    for (;;) {
-      const data = JSON.stringify(view(job));
-      const ended = TERMINAL.has(job.status);
-      if (data !== last || ended) res.write(`event: ${ended ? 'end' : 'progress'}\ndata: ${data}\n\n`);
-      last = data;
-      if (ended || closed) break;
-      await new Promise((r) => setTimeout(r, intervalMs));
-      if (closed) break;
-      const next = await batch.jobs.get(job.tenant, job.id, 'v2').catch(() => null);
-      if (next === null) break;
-      job = next as V2Job;
+    try {
+      for (;;) {
+        const data = JSON.stringify(view(job));
+        const ended = TERMINAL.has(job.status);
+        if (data !== last || ended) res.write(`event: ${ended ? 'end' : 'progress'}\ndata: ${data}\n\n`);
+        last = data;
+        if (ended || closed) break;
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, intervalMs);
+          wake = () => {
+            clearTimeout(t);
+            r();
+          };
+        });
+        if (closed) break;
+        const next = await batch.jobs.get(job.tenant, job.id, 'v2').catch(() => null);
+        if (next === null) break;
+        job = next as V2Job;
+      }
+    } finally {
+      streams.delete(stop);
+      res.end();
     }
-    res.end();
   });
 };
