@@ -138,6 +138,11 @@ export function addUsage(a: JobUsage, b: JobUsage): JobUsage {
 
 /** Rows per INSERT when chunks are created (6 parameters each: far under either driver's limit). */
 const INSERT_ROWS = 200;
+/** About this many characters of chunk input per INSERT. */
+const INSERT_BYTES = 256 * 1024;
+
+/** Let the event loop run queued work (online requests) before going on. */
+export const yieldLoop = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 export class JobStore {
   readonly #db: Kysely<DB>;
@@ -275,10 +280,17 @@ export class JobStore {
 
   /** Insert a validated job's chunks (inside its transition). */
   static async insertChunks(t: Transaction<DB>, jobId: string, chunks: readonly NewChunk[]): Promise<void> {
-    for (let i = 0; i < chunks.length; i += INSERT_ROWS) {
-      await t.insertInto('batch_chunks').values(chunks.slice(i, i + INSERT_ROWS).map((c, k) => ({
+    for (let i = 0; i < chunks.length;) {
+      // At most INSERT_ROWS chunks or about INSERT_BYTES of input per statement, the event loop free in between
+      // (SQLite's driver runs a statement synchronously: one huge INSERT would stall online requests).
+      let j = i;
+      let bytes = 0;
+      while (j < chunks.length && j - i < INSERT_ROWS && (j === i || bytes + chunks[j]!.input.length <= INSERT_BYTES)) bytes += chunks[j++]!.input.length;
+      await t.insertInto('batch_chunks').values(chunks.slice(i, j).map((c, k) => ({
         job_id: jobId, seq: i + k, first_line: c.firstLine, lines: c.lines, input: c.input, state: 'pending', attempts: 0, succeeded: 0, failed: 0,
       }))).execute();
+      i = j;
+      await yieldLoop();
     }
   }
 

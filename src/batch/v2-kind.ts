@@ -17,7 +17,7 @@ import { ByteWriter, parquetWriteRows } from 'hyparquet-writer';
 import { isSwitchyardError } from '../errors.js';
 import type { TensorSpecJson } from '../runtimes/index.js';
 import type { FileStore } from './files.js';
-import { ZERO_USAGE, type JobRecord, type LeasedChunk, type NewChunk, type V2Job } from './jobs.js';
+import { yieldLoop, ZERO_USAGE, type JobRecord, type LeasedChunk, type NewChunk, type V2Job } from './jobs.js';
 import { linesOf, utf8Parts, type ChunkRun, type JobKind, type OutputFile, type Prepared, type RunContext } from './kinds.js';
 import { LOAD_RETRIES, sleep } from './openai-kind.js';
 import type { LineContext, RowRunner, RowSignature } from './types.js';
@@ -180,6 +180,7 @@ export class V2Kind implements JobKind {
           text = '';
           lines = 0;
         }
+        if (total % 256 === 0) await yieldLoop();
       }
       if (lines > 0) chunks.push({ firstLine: first, lines, input: text });
     } catch (e) {
@@ -202,7 +203,13 @@ export class V2Kind implements JobKind {
 
   async runChunk(job: JobRecord, c: LeasedChunk, ctx: RunContext): Promise<ChunkRun> {
     const j = job as V2Job;
-    const rows = linesOf(c.input).map((l) => JSON.parse(l) as ChunkRow);
+    const lines = linesOf(c.input);
+    const rows: ChunkRow[] = new Array<ChunkRow>(lines.length);
+    // Parsed in slices with the event loop free in between: a chunk's JSON never stalls online requests for long.
+    for (let i = 0; i < lines.length; i++) {
+      rows[i] = JSON.parse(lines[i]!) as ChunkRow;
+      if (i % 128 === 127) await yieldLoop();
+    }
     const results = new Map<ChunkRow, Record<string, string> | Failure>();
     const good = rows.filter((r) => r.x !== undefined);
     for (const r of rows) if (r.e !== undefined) results.set(r, { failure: true, code: r.e.code, message: r.e.message });
@@ -211,7 +218,9 @@ export class V2Kind implements JobKind {
     let errorOutput = '';
     let succeeded = 0;
     let failed = 0;
-    for (const r of rows) {
+    for (let i = 0; i < rows.length; i++) {
+      if (i % 256 === 255) await yieldLoop();
+      const r = rows[i]!;
       const res = results.get(r)!;
       if (isFailure(res)) {
         errorOutput += `${errorLine(j, r, res)}\n`;
