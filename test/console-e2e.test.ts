@@ -8,7 +8,8 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -21,6 +22,8 @@ const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
 const ADMIN = 'console-e2e-platform-admin-key-0123';
 const SHOTS = fileURLToPath(new URL('../../.scratch/console/', import.meta.url));
 const BUILT = fileURLToPath(new URL('../web/index.html', import.meta.url));
+/** axe-core, the accessibility engine (a devDependency; evaluated in the page over the DevTools protocol, which the CSP does not govern). */
+const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 const MODEL = 'acme.scorer';
 const OTHER = 'beta.secret';
 
@@ -170,7 +173,7 @@ describe('web console in Chromium', { skip }, () => {
     await show(page, 'batches', 'batches');
     await page.getByRole('table', { name: 'Batch jobs' }).getByRole('cell', { name: batchId, exact: true }).waitFor();
 
-    await page.getByRole('button', { name: 'Toggle dark mode' }).click();
+    await page.getByRole('button', { name: 'Dark theme', pressed: false }).click();
     await show(page, 'overview', 'overview-dark');
     assert.equal(await page.evaluate('document.documentElement.dataset.theme'), 'dark');
     assert.deepEqual(errors, []);
@@ -211,6 +214,59 @@ describe('web console in Chromium', { skip }, () => {
     assert.deepEqual(arms.map((a) => [a.name, a.weight]), [['control', 50], ['canary', 50]]);
     await page.screenshot({ path: join(SHOTS, 'traffic-changed.png') });
     assert.deepEqual(errors, []);
+    await page.close();
+  });
+
+  it('accessibility: no axe-core WCAG 2.1 A/AA violations on any page, light or dark; landmarks, keyboard and focus', async () => {
+    const axeSource = await readFile(AXE, 'utf8');
+    interface AxeResult { violations: { id: string; impact: string; help: string; nodes: { target: string[] }[] }[] }
+    const audit = async (page: Page, where: string): Promise<string[]> => {
+      // Wait for the data: no "Loading…" left.
+      while (await page.locator('[aria-busy="true"]').count() > 0) await page.waitForTimeout(50);
+      if (!await page.evaluate('typeof window.axe !== "undefined"')) await page.evaluate(axeSource);
+      const r = await page.evaluate(`axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } })`) as AxeResult;
+      return r.violations.map((v) => `${where}: ${v.id} (${v.impact}) ${v.help} — ${v.nodes.slice(0, 4).map((n) => n.target.join(' ')).join(' | ')}`);
+    };
+    const page = await browser.newPage();
+    await page.goto(`${srv.url}/ui/`);
+    await page.getByLabel('API key').waitFor();
+    const found = await audit(page, 'sign-in');
+    // Keyboard only: the key field has focus, Enter signs in.
+    await page.keyboard.type(ADMIN);
+    await page.keyboard.press('Enter');
+    await page.getByRole('navigation', { name: 'Pages' }).waitFor();
+    // The first Tab reaches "Skip to content", which moves focus to the main landmark.
+    await page.keyboard.press('Tab');
+    assert.equal(await page.evaluate('document.activeElement.textContent'), 'Skip to content');
+    await page.keyboard.press('Enter');
+    assert.equal(await page.evaluate('document.activeElement.id'), 'main');
+    await page.getByRole('main').waitFor();
+    // Alt+2 switches to Models; the page title names the page.
+    await page.keyboard.press('Alt+2');
+    await page.getByRole('heading', { level: 1, name: 'Models' }).waitFor();
+    assert.equal(await page.title(), "Models — Switchyard console");
+    const views = ['overview', 'models', `models/${MODEL}`, `traffic/${MODEL}`, 'tenants', 'tenants/acme', `monitoring/${MODEL}`, 'features', 'batches'];
+    for (const theme of ['light', 'dark']) {
+      const toggle = page.getByRole('button', { name: 'Dark theme' });
+      if ((await toggle.getAttribute('aria-pressed') === 'true') !== (theme === 'dark')) await toggle.click();
+      for (const v of views) {
+        await page.goto(`${srv.url}/ui/#/${v}`);
+        await page.getByRole('heading', { level: 1 }).first().waitFor();
+        found.push(...await audit(page, `${theme} #/${v}`));
+      }
+    }
+    assert.deepEqual(found, []);
+    // A confirmation is a modal dialog: focus starts on Cancel, Escape closes it and focus returns to its button.
+    await page.goto(`${srv.url}/ui/#/models/${MODEL}`);
+    const archive = page.getByRole('button', { name: 'Archive' }).first();
+    await archive.focus();
+    await page.keyboard.press('Enter');
+    const dialog = page.getByRole('dialog');
+    await dialog.waitFor();
+    assert.equal(await page.evaluate('document.activeElement.textContent'), 'Cancel');
+    await page.keyboard.press('Escape');
+    await dialog.waitFor({ state: 'hidden' });
+    assert.equal(await page.evaluate('document.activeElement.textContent'), 'Archive');
     await page.close();
   });
 

@@ -93,9 +93,14 @@ function App() {
     return () => removeEventListener('keydown', on);
   }, []);
 
+  const page = PAGES.some((p) => p.id === route.page) ? route.page : 'overview';
+  useEffect(() => {
+    // The tab's title names the page (and its subject), so history and screen readers tell views apart.
+    document.title = who ? `${PAGES.find((p) => p.id === page)!.title}${route.args[0] ? `: ${route.args[0]}` : ''} — Switchyard console` : 'Sign in — Switchyard console';
+  }, [who, page, route.args[0]]);
+
   if (checking) return <p class="muted">Loading…</p>;
   if (!who) return <SignIn onSignedIn={setWho} />;
-  const page = PAGES.some((p) => p.id === route.page) ? route.page : 'overview';
   const signOut = (): void => {
     session.clear();
     setWho(null);
@@ -113,7 +118,7 @@ function App() {
         <div class="who">
           <div title="Signed in as">{who.kind === 'platform' ? 'Platform' : `Tenant ${who.tenant?.name ?? ''}`}</div>
           <div class="muted small">{who.key ? who.key.id : who.actor}</div>
-          <button type="button" onClick={() => setTheme(theme === 'dark' ? 'light' : 'dark')} aria-label="Toggle dark mode">{theme === 'dark' ? 'Light' : 'Dark'} theme</button>
+          <button type="button" onClick={() => setTheme(theme === 'dark' ? 'light' : 'dark')} aria-pressed={theme === 'dark'}>Dark theme</button>
           <button type="button" onClick={signOut}>Sign out</button>
         </div>
       </nav>

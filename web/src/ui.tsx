@@ -65,9 +65,24 @@ export function Card({ title, children, actions }: { title: string; children: Co
   );
 }
 
+/**
+ * A table in a scroll box. When the box overflows it becomes a tab stop (a named group), so a keyboard user can
+ * scroll it with the arrow keys (WCAG 2.1.1; axe-core's scrollable-region-focusable); otherwise it adds none.
+ */
 export function Table({ head, rows, label }: { head: ComponentChildren[]; rows: ComponentChildren[][]; label: string }) {
+  const ref = useRef<HTMLDivElement>(null);
+  const [scrolls, setScrolls] = useState(false);
+  useEffect(() => {
+    const el = ref.current;
+    if (!el) return;
+    const check = (): void => setScrolls(el.scrollHeight > el.clientHeight + 1 || el.scrollWidth > el.clientWidth + 1);
+    check();
+    const ro = new ResizeObserver(check);
+    ro.observe(el);
+    return () => ro.disconnect();
+  }, [rows.length, head.length]);
   return (
-    <div class="table-wrap">
+    <div class="table-wrap" ref={ref} {...(scrolls ? { tabIndex: 0, role: 'group', 'aria-label': `${label} (scrollable)` } : {})}>
       <table aria-label={label}>
         <thead><tr>{head.map((h, i) => <th key={i} scope="col">{h}</th>)}</tr></thead>
         <tbody>{rows.map((r, i) => <tr key={i}>{r.map((c, j) => <td key={j}>{c}</td>)}</tr>)}</tbody>
