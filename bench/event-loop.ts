@@ -67,7 +67,7 @@ async function measure(url: string, done: Promise<unknown>): Promise<Phase> {
   return out;
 }
 
-const fmt = (xs: number[]): string => `p50 ${quantile(xs, 0.5).toFixed(2)} ms, p99 ${quantile(xs, 0.99).toFixed(2)} ms, max ${Math.max(...xs).toFixed(1)} ms (n=${xs.length})`;
+const fmt = (xs: number[]): string => `p50 ${quantile(xs, 0.5).toFixed(2)} ms, p99 ${quantile(xs, 0.99).toFixed(2)} ms, max ${xs.reduce((a, b) => Math.max(a, b), -Infinity).toFixed(1)} ms (n=${xs.length})`;
 
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-bench-el-'));

@@ -3,7 +3,7 @@
  * The monitoring/ folder's public surface: other folders import from here only.
  */
 export { readDataset } from './dataset.js';
-export { type PredictionSink, toCsv, toJsonl } from './prediction-log.js';
+export { type PredictionSink, csvParts, jsonlParts, jsonParts, toCsv, toJsonl } from './prediction-log.js';
 export { type AlertEventRecord, type AlertRule, type AlertState, redactRule } from './alerts.js';
 export { MonitoringService, type ProfileRecord } from './service.js';
 export { type DriftBins, type DriftReport, type FeatureBins, type FeatureDrift } from './drift.js';

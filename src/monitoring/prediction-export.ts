@@ -12,6 +12,18 @@ export function toJsonl(records: readonly PredictionRecord[]): string {
   return out;
 }
 
+/** {@link toJsonl}'s text, one line at a time (a response streams it in slices). */
+export function* jsonlParts(records: readonly PredictionRecord[]): Generator<string> {
+  for (const r of records) yield recordLine(r);
+}
+
+/** `{"predictions": [...]}` (what JSON.stringify writes), one record at a time. */
+export function* jsonParts(records: readonly PredictionRecord[]): Generator<string> {
+  yield '{"predictions":[';
+  for (let i = 0; i < records.length; i++) yield (i === 0 ? '' : ',') + JSON.stringify(records[i]);
+  yield ']}';
+}
+
 /** A record as one JSONL line, `at` first (readers may pick it out without parsing the line). */
 export function recordLine(r: PredictionRecord): string {
   return JSON.stringify({
@@ -67,6 +79,16 @@ interface CsvTensor {
  * BYTES string is written quoted (`""`). Booleans are true/false; numbers in JavaScript's shortest form.
  */
 export function toCsv(records: readonly PredictionRecord[]): string {
+  let out = '';
+  for (const part of csvParts(records)) out += part;
+  return out;
+}
+
+/** Lines per csv-stringify call in {@link csvParts}. */
+const CSV_SLICE_LINES = 256;
+
+/** {@link toCsv}'s text in parts of up to 256 lines (the header first), produced as they are asked for. */
+export function* csvParts(records: readonly PredictionRecord[]): Generator<string> {
   const fixed = ['at', 'model', 'version', 'tenant', 'arm', 'request_id', 'latency_ms', 'row'];
   const tensors = new Map<string, CsvTensor>();
   const rows = records.map(rowsOf);
@@ -93,8 +115,9 @@ export function toCsv(records: readonly PredictionRecord[]): string {
     t.headers = headers;
   }
   const columns = [...tensors.values()];
-  const lines: Cell[][] = [[...fixed, ...columns.flatMap((t) => t.headers)]];
-  records.forEach((r, i) => {
+  let lines: Cell[][] = [[...fixed, ...columns.flatMap((t) => t.headers)]];
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i]!;
     const nRows = rows[i]!;
     const byKey = new Map<string, TensorJson>();
     for (const t of r.inputs) byKey.set(`input\u0000${t.name}`, t);
@@ -116,6 +139,10 @@ export function toCsv(records: readonly PredictionRecord[]): string {
       }
       lines.push(cells);
     }
-  });
-  return stringify(lines, CSV_OPTIONS);
+    if (lines.length >= CSV_SLICE_LINES) {
+      yield stringify(lines, CSV_OPTIONS);
+      lines = [];
+    }
+  }
+  if (lines.length > 0) yield stringify(lines, CSV_OPTIONS);
 }

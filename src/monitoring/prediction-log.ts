@@ -38,7 +38,7 @@ export {
   toRecord, unpackTensor,
 } from './prediction-record.js';
 export type { BufferedPrediction, BufferedTensor, NormalizedQuery, PredictionQuery, PredictionSink } from './prediction-record.js';
-export { CSV_MAX_ELEMENT_COLUMNS, recordLine, toCsv, toJsonl } from './prediction-export.js';
+export { CSV_MAX_ELEMENT_COLUMNS, csvParts, jsonlParts, jsonParts, recordLine, toCsv, toJsonl } from './prediction-export.js';
 
 /** Fraction of requests logged per model unless configured: 1%. */
 export const DEFAULT_SAMPLE_RATE = 0.01;

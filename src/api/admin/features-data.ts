@@ -11,6 +11,7 @@ import { err } from '../../errors.js';
 import type { FeatureStore } from '../../features/index.js';
 import { readDataset } from '../../monitoring/index.js';
 import { strictValidation } from './routes.js';
+import { slicedBody } from './sliced-body.js';
 import * as S from './schemas.js';
 
 export interface FeatureDataOptions {
@@ -47,11 +48,25 @@ function toParquet(rows: readonly Raw[]): Buffer {
   return Buffer.from(parquetWriteBuffer({ columnData }));
 }
 
-/** CSV with CRLF line ends; null and absent values as empty cells, objects and arrays as JSON. */
-function toCsv(rows: readonly Raw[]): string {
+/** CSV with CRLF line ends; null and absent values as empty cells, objects and arrays as JSON; in parts of up to 256 lines. */
+function* csvParts(rows: readonly Raw[]): Generator<string> {
   const cols = columnsOf(rows);
   const cell = (v: unknown): string => (v === null || v === undefined ? '' : typeof v === 'string' ? v : JSON.stringify(v));
-  return stringify([cols, ...rows.map((r) => cols.map((c) => cell(r[c])))], { record_delimiter: 'windows', quoted_match: /[\r\n]/ });
+  const options = { record_delimiter: 'windows', quoted_match: /[\r\n]/ } as const;
+  yield stringify([cols], options);
+  for (let i = 0; i < rows.length; i += 256) yield stringify(rows.slice(i, i + 256).map((r) => cols.map((c) => cell(r[c]))), options);
+}
+
+/** One JSON object per line. */
+function* jsonlParts(rows: readonly Raw[]): Generator<string> {
+  for (const r of rows) yield `${JSON.stringify(r)}\n`;
+}
+
+/** `{"rows": [...]}` (what JSON.stringify writes), one row at a time. */
+function* jsonParts(rows: readonly Raw[]): Generator<string> {
+  yield '{"rows":[';
+  for (let i = 0; i < rows.length; i++) yield (i === 0 ? '' : ',') + JSON.stringify(rows[i]);
+  yield ']}';
 }
 
 export async function featureDataRoutes(app: FastifyInstance, opts: FeatureDataOptions): Promise<void> {
@@ -139,9 +154,10 @@ export async function featureDataRoutes(app: FastifyInstance, opts: FeatureDataO
     }
     if (entities.length > 1_000_000) throw err('SY_ERR_BAD_REQUEST', 'at most 1000000 entity rows per export');
     const rows = await features.export(entities, refs, { includeLateWrites: late });
-    if (q.format === 'csv') return reply.type('text/csv; charset=utf-8').send(toCsv(rows));
+    // Text formats stream in slices and never hold the event loop (sliced-body.ts); Parquet is written whole.
+    if (q.format === 'csv') return reply.type('text/csv; charset=utf-8').send(slicedBody(csvParts(rows)));
     if (q.format === 'parquet') return reply.type('application/vnd.apache.parquet').header('content-disposition', 'attachment; filename="training.parquet"').send(toParquet(rows));
-    if (q.format === 'jsonl') return reply.type('application/x-ndjson').send(rows.map((r) => JSON.stringify(r)).join('\n') + (rows.length ? '\n' : ''));
-    return reply.type('application/json').send(JSON.stringify({ rows }));
+    if (q.format === 'jsonl') return reply.type('application/x-ndjson').send(slicedBody(jsonlParts(rows)));
+    return reply.type('application/json').send(slicedBody(jsonParts(rows)));
   });
 }

@@ -6,10 +6,11 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { err } from '../../errors.js';
-import { redactRule, toCsv, toJsonl } from '../../monitoring/index.js';
+import { csvParts, jsonlParts, jsonParts, redactRule } from '../../monitoring/index.js';
 import type { MonitoringService } from '../../monitoring/index.js';
 import type { Registry } from '../../registry/index.js';
 import { actorOf, isoTime, strictValidation } from './routes.js';
+import { slicedBody } from './sliced-body.js';
 import { checkCreatableId, inNamespace } from './tenant-scope.js';
 import * as S from './schemas.js';
 
@@ -80,9 +81,10 @@ export async function monitoringAdminRoutes(app: FastifyInstance, opts: Monitori
       ...(since === undefined ? {} : { since }), ...(until === undefined ? {} : { until }), limit: q.limit ?? 1000,
     });
     const shown = records.filter((r) => visible(req, r.model));
-    if (q.format === 'jsonl') return reply.type('application/x-ndjson').header('content-disposition', 'attachment; filename="predictions.jsonl"').send(toJsonl(shown));
-    if (q.format === 'csv') return reply.type('text/csv; charset=utf-8').header('content-disposition', 'attachment; filename="predictions.csv"').send(toCsv(shown));
-    return reply.type('application/json').send(JSON.stringify({ predictions: shown }));
+    // Streamed in slices: a 100,000-record export never holds the event loop (see sliced-body.ts).
+    if (q.format === 'jsonl') return reply.type('application/x-ndjson').header('content-disposition', 'attachment; filename="predictions.jsonl"').send(slicedBody(jsonlParts(shown)));
+    if (q.format === 'csv') return reply.type('text/csv; charset=utf-8').header('content-disposition', 'attachment; filename="predictions.csv"').send(slicedBody(csvParts(shown)));
+    return reply.type('application/json').send(slicedBody(jsonParts(shown)));
   });
 
   // ---- reference profiles ----
