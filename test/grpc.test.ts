@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { connect, type ClientHttp2Session } from 'node:http2';
 import { after, before, describe, it } from 'node:test';
+import protobuf from 'protobufjs';
 import { credentials, Metadata, status as Status, type Client, type ClientDuplexStream, type ServiceError } from '@grpc/grpc-js';
 import { GRPC_STATUS_BY_HTTP, grpcStatus, loadProtos } from '../src/api/index.js';
 import { ERRORS, type ErrorCode } from '../src/errors.js';
@@ -462,6 +463,24 @@ describe('gRPC: auth, visibility, limits and message size over metadata', () => 
     const e = await fails(rpc(client, 'ModelInfer', mlpRequest('acme.m', 1, 1), bearer(keys['limited']!)), Status.RESOURCE_EXHAUSTED, 'SY_ERR_RATE_LIMITED', /rate limit exceeded/);
     assert.ok(Number(e.metadata.get('retry-after')[0]) >= 1);
     assert.deepEqual([e.metadata.get('x-ratelimit-remaining-requests')[0], e.metadata.get('x-switchyard-limit-reason')[0]], ['0', 'rate']);
+    // gRPC's rich error model: google.rpc.Status with ErrorInfo and RetryInfo, decoded from our own reading of the published definitions.
+    const rpcProto = protobuf.parse(`syntax = "proto3"; package google.rpc;
+      message Any { string type_url = 1; bytes value = 2; }
+      message Duration { int64 seconds = 1; int32 nanos = 2; }
+      message Status { int32 code = 1; string message = 2; repeated Any details = 3; }
+      message RetryInfo { Duration retry_delay = 1; }
+      message ErrorInfo { string reason = 1; string domain = 2; map<string, string> metadata = 3; }`, { keepCase: true }).root;
+    const st = rpcProto.lookupType('google.rpc.Status').toObject(rpcProto.lookupType('google.rpc.Status').decode(e.metadata.get('grpc-status-details-bin')[0] as Buffer), { longs: Number }) as
+      { code: number; message: string; details: { type_url: string; value: Uint8Array }[] };
+    assert.equal(st.code, Status.RESOURCE_EXHAUSTED);
+    assert.match(st.message, /rate limit exceeded/);
+    const detail = (t: string): Record<string, unknown> => {
+      const d = st.details.find((x) => x.type_url === `type.googleapis.com/google.rpc.${t}`);
+      assert.ok(d, `${t} in the status details`);
+      return rpcProto.lookupType(`google.rpc.${t}`).toObject(rpcProto.lookupType(`google.rpc.${t}`).decode(d.value), { longs: Number });
+    };
+    assert.deepEqual(detail('ErrorInfo'), { reason: 'SY_ERR_RATE_LIMITED', domain: 'switchyard' });
+    assert.equal((detail('RetryInfo')['retry_delay'] as { seconds: number }).seconds, Number(e.metadata.get('retry-after')[0]));
     const stream = (client as unknown as { ModelStreamInfer(m: Metadata): ClientDuplexStream<Msg, Msg> }).ModelStreamInfer(bearer(keys['limited']!));
     const got: Msg[] = [];
     const done = new Promise<void>((resolve, reject) => {

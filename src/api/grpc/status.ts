@@ -3,7 +3,8 @@
  * The one mapping from the error catalog (src/errors.ts) to gRPC status codes, and a thrown error as a gRPC
  * `ServiceError`: the status, the message, and trailing metadata carrying the catalog code
  * (`x-switchyard-error-code`), `retry-after` (seconds) when a retry can succeed later and `x-should-retry: false`
- * on server errors a retry cannot fix — the same hints the REST transports send as headers.
+ * on server errors a retry cannot fix — the same hints the REST transports send as headers — and the same facts in
+ * gRPC's rich error model (`grpc-status-details-bin`: ErrorInfo, RetryInfo; details.ts).
  *
  * The gRPC status follows from the catalog's HTTP status (docs/errors.md lists the table); a test keeps every
  * catalog code mapped.
@@ -11,6 +12,7 @@
 import { Metadata, status as Status, type ServiceError } from '@grpc/grpc-js';
 import type { ErrorCode } from '../../errors.js';
 import { toWireError } from '../reply-error.js';
+import { statusDetails } from './details.js';
 
 /** gRPC status by the catalog's HTTP status. */
 export const GRPC_STATUS_BY_HTTP: Readonly<Record<number, Status>> = Object.freeze({
@@ -49,5 +51,6 @@ export function toServiceError(e: unknown): ServiceError {
   if (w.retryAfterS !== null) metadata.set('retry-after', String(w.retryAfterS));
   if (w.status >= 500 && !w.retryable) metadata.set('x-should-retry', 'false');
   const code = grpcStatus(w.code, w.status);
+  metadata.set('grpc-status-details-bin', statusDetails(code, w.message, w.code, w.retryAfterS));
   return Object.assign(new Error(w.message), { code, details: w.message, metadata });
 }
