@@ -151,6 +151,7 @@ describe('web console in Chromium', { skip }, () => {
     await page.getByLabel('Weight of arm canary').waitFor();
     await page.getByRole('table', { name: 'Arms of scorer-v2' }).getByRole('cell', { name: 'control (control)' }).waitFor();
     await page.getByRole('img', { name: 'converted: conversion rate per arm of scorer-v2 over time' }).locator('canvas').waitFor();
+    await page.getByRole('region', { name: 'Results over time of scorer-v2' }).screenshot({ path: join(SHOTS, 'experiment-timeline.png') });
 
     await show(page, 'tenants', 'tenants');
     await page.getByRole('table', { name: 'Tenants' }).getByRole('link', { name: 'acme' }).waitFor();
@@ -160,11 +161,14 @@ describe('web console in Chromium', { skip }, () => {
     await page.getByRole('radio', { name: 'API key' }).check();
     await page.getByRole('img', { name: 'Usage per hour by API key' }).locator('canvas').waitFor();
     await page.getByRole('table', { name: 'Usage totals' }).getByRole('cell', { name: `dashboard (${acmeKeyId})`, exact: true }).waitFor();
+    await page.getByRole('region', { name: /^Usage over time, by API key/ }).screenshot({ path: join(SHOTS, 'usage-by-key.png') });
 
     await show(page, `monitoring/${MODEL}`, 'monitoring');
     await page.getByRole('table', { name: 'Features of version 1' }).getByRole('cell', { name: 'features[0]', exact: true }).waitFor();
     assert.ok(await page.getByRole('table', { name: 'Predictions' }).locator('tbody tr').count() > 0);
-    await page.getByRole('figure', { name: /^Reference vs current histogram of features\[\d+\], version 1$/ }).getByText(/current window \((2[5-9]|3[0-5]) values\)/).waitFor();
+    const histogram = page.getByRole('figure', { name: /^Reference vs current histogram of features\[\d+\], version 1$/ });
+    await histogram.getByText(/current window \((2[5-9]|3[0-5]) values\)/).waitFor();
+    await page.locator('.histogram').screenshot({ path: join(SHOTS, 'drift-histogram.png') });
 
     await show(page, 'features', 'features');
     await page.getByRole('table', { name: 'Entities' }).getByRole('cell', { name: 'user', exact: true }).waitFor();

@@ -18,10 +18,12 @@ const usageFrom = (): string => new Date(Math.floor(Date.now() / 3_600_000) * 3_
 function UsageChart({ rows, by, name = (v) => v || '(platform)' }: { rows: UsageRow[]; by: 'tenant' | 'model' | 'keyId'; name?: (v: string) => string }) {
   const [measure, setMeasure] = useState<'requests' | 'computeMs' | 'errors' | 'rows'>('requests');
   if (rows.length === 0) return <Empty title="No usage recorded in the last 48 hours.">Usage is counted per tenant, model and hour when requests are served and written every 10 s (<Code>--usage-flush-ms</Code>).</Empty>;
-  const hours = [...new Set(rows.map((r) => Date.parse(r.period)))].sort((a, b) => a - b);
-  const first = hours[0]!;
+  // Every hour of the window on the x axis (not only those with usage: a single hour would leave uPlot no range).
+  const hours = rows.map((r) => Date.parse(r.period));
+  const first = Math.min(Date.parse(usageFrom()), ...hours);
+  const last = Math.max(Math.floor(Date.now() / 3_600_000) * 3_600_000, ...hours);
   const x: number[] = [];
-  for (let t = first; t <= hours[hours.length - 1]!; t += 3_600_000) x.push(t);
+  for (let t = first; t <= last; t += 3_600_000) x.push(t);
   const keys = [...new Set(rows.map((r) => name(r[by] ?? '')))].sort();
   const series = keys.map((k) => {
     const values: (number | null)[] = x.map(() => 0);
