@@ -308,6 +308,13 @@ describe('gRPC: the inference service', () => {
     assert.deepEqual(config['input'], [{ name: 'features', data_type: 'TYPE_FP32', dims: ['64'] }]);
     assert.deepEqual(config['output'], [{ name: 'score', data_type: 'TYPE_FP32', dims: ['1'] }]);
     assert.deepEqual(config['version_policy'], { all: {}, policy_choice: 'all' });
+    // The version's batching settings and Switchyard's own parameters, as over REST.
+    const batching = config['dynamic_batching'] as Msg;
+    assert.deepEqual(batching['preferred_batch_size'], []);
+    assert.equal(typeof batching['max_queue_delay_microseconds'], 'string');
+    assert.deepEqual(batching['default_queue_policy'], { timeout_action: 'REJECT', default_timeout_microseconds: '0', allow_timeout_override: true, max_queue_size: 1024 });
+    assert.equal((config['parameters'] as Record<string, Msg>)['intra_op_threads']!['string_value'], String(Number((config['parameters'] as Record<string, Msg>)['intra_op_threads']!['string_value'])));
+    assert.ok(['inline', 'worker'].includes((config['parameters'] as Record<string, Msg>)['instance_mode']!['string_value'] as string));
     assert.equal(((await rpc<{ config: Msg }>(client, 'ModelConfig', { name: 'id_bytes' })).config['input'] as Msg[])[0]!['data_type'], 'TYPE_STRING');
 
     await rpc(client, 'ModelInfer', mlpRequest('mlp', 4, 3));
