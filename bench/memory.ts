@@ -11,8 +11,10 @@
  *  - 64 concurrent gzip bombs (99 KiB that inflate to ~100 MiB: refused 413 at --max-inflate-mb);
  *  - 20 invalid 5 MiB JSON bodies (400), 4 at a time.
  * Prints each probe's status counts and RSS, RSS before / peak / after, the ratio after ÷ before, and the V8 heap
- * and external memory after (from /metrics), to tell which part holds what did not return.
- * `MEMORY_SERVER=<other build>/dist/src/cli/main.js` runs another build's server.
+ * and external memory (from /metrics), to tell which part holds what did not return; then RSS and heap after
+ * 2,000 light requests (allocation makes V8 collect what an idle heap still held).
+ * `MEMORY_SERVER=<other build>/dist/src/cli/main.js` runs another build's server. The server inherits this
+ * process's environment: run it with and without `MALLOC_ARENA_MAX=2` (what the container image sets) to compare.
  */
 import { readFile, mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
@@ -84,11 +86,21 @@ async function main(): Promise<void> {
   try {
     report.say(`Switchyard memory benchmark — ${new Date().toISOString().slice(0, 10)} — ${machineName()}`);
     report.say(`NOTE: ${cpus().length} vCPUs shared with other work (load average at start: ${loadAverage()}); RSS is the server process's.`);
+    report.say(`MALLOC_ARENA_MAX=${process.env['MALLOC_ARENA_MAX'] ?? '(unset: glibc default)'} (inherited by the server; the container image sets 2)`);
     const mib = (b: number): string => `${(b / MiB).toFixed(0)} MiB`;
+    const heap = async (): Promise<string> => {
+      const metrics = await (await fetch(`${server.url}/metrics`)).text();
+      const gauge = (name: string): string => {
+        const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(metrics);
+        return m === null ? '?' : mib(Number(m[1]));
+      };
+      return `V8 heap used ${gauge('nodejs_heap_size_used_bytes')} of ${gauge('nodejs_heap_size_total_bytes')} committed, external ${gauge('nodejs_external_memory_bytes')}`;
+    };
     // Warm: the same kinds of request at a small size, so that code paths and pools exist before "before".
     await probe(pool, 200, 4, inferBody(16), {});
     await new Promise((r) => setTimeout(r, 2000));
     const before = await rss(pid);
+    report.say(`before: RSS ${mib(before)}; ${await heap()}`);
     let peak = before;
     const sampler = setInterval(() => void rss(pid).then((v) => { peak = Math.max(peak, v); }, () => undefined), 50);
     const big = inferBody(1024);
@@ -103,13 +115,13 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, SETTLE_S * 1000));
     clearInterval(sampler);
     const after = await rss(pid);
-    const metrics = await (await fetch(`${server.url}/metrics`)).text();
-    const gauge = (name: string): string => {
-      const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(metrics);
-      return m === null ? '?' : mib(Number(m[1]));
-    };
-    report.say(`after: V8 heap used ${gauge('nodejs_heap_size_used_bytes')} of ${gauge('nodejs_heap_size_total_bytes')} committed, external ${gauge('nodejs_external_memory_bytes')}`);
+    report.say(`after ${SETTLE_S} s idle: ${await heap()}`);
     report.say(`RSS before ${mib(before)}, peak ${mib(peak)}, at the end of the probes ${mib(ended)}, after ${SETTLE_S} s idle ${mib(after)}: after / before = ${(after / before).toFixed(2)} (goal <= 1.10)`);
+    // A server seldom idles: light traffic allocates, so V8 collects what the idle heap still held.
+    await probe(pool, 2000, 4, inferBody(1), {});
+    await new Promise((r) => setTimeout(r, 2000));
+    const light = await rss(pid);
+    report.say(`after 2,000 light requests: RSS ${mib(light)} (${(light / before).toFixed(2)} x before); ${await heap()}`);
     if (process.env['MEMORY_SAVE'] !== undefined) await report.save(process.env['MEMORY_SAVE']);
   } finally {
     await pool.close();
