@@ -69,7 +69,7 @@ describeNeeding('switchyard llm CLI', LLAMA, await llamaMissing(), () => {
     assert.match(models, /GET \/v1\/models/);
     for (const f of ['<model>', '<message>', '--system', '--max-tokens', '--temperature', '--stream']) assert.ok(chat.includes(f), `${f} in\n${chat}`);
     assert.match(chat, /\[DONE\]/);
-    for (const f of ['--tenant', '--model', '--from', '--to', '--group-by']) assert.ok(usage.includes(f), `${f} in\n${usage}`);
+    for (const f of ['--tenant', '--model', '--since', '--until', '--group-by']) assert.ok(usage.includes(f), `${f} in\n${usage}`);
     assert.match(usage, /hour.*day.*total/s);
     for (const f of ['<file>', '--name', '--json']) assert.ok(tiny.includes(f), `${f} in\n${tiny}`);
   });
@@ -114,7 +114,7 @@ describeNeeding('switchyard llm CLI', LLAMA, await llamaMissing(), () => {
     await srv.sy.llmUsage.flush();
     const [table, json, none] = await Promise.all([
       run(['llm', 'usage', '--group-by', 'total', ...url]),
-      run(['llm', 'usage', '--model', 'tiny-chat', '--from', '1h', ...url, '--json']),
+      run(['llm', 'usage', '--model', 'tiny-chat', '--since', '1h', ...url, '--json']),
       run(['llm', 'usage', '--model', 'other', ...url]),
     ]);
     const [row] = rows(ok(table));
@@ -136,13 +136,13 @@ describeNeeding('switchyard llm CLI', LLAMA, await llamaMissing(), () => {
     const [unknown, badFlag, badTime] = await Promise.all([
       run(['llm', 'chat', 'no-such-model', 'hi', ...url]),
       run(['llm', 'chat', 'tiny-chat', 'hi', '--temperature', '3', ...url]),
-      run(['llm', 'usage', '--from', 'yesterday', ...url]),
+      run(['llm', 'usage', '--since', 'yesterday', ...url]),
     ]);
     fails(unknown, /^switchyard: 404 The model 'no-such-model' does not exist or you do not have access to it\.\n$/);
     const stream = await run(['llm', 'chat', 'no-such-model', 'hi', '--stream', ...url]);
     fails(stream, /404 The model 'no-such-model' does not exist/);
     fails(badFlag, /--temperature.*must be a number from 0 to 2/);
-    fails(badTime, /--from.*ISO-8601/);
+    fails(badTime, /--since.*ISO-8601/);
   });
 
   it('a stream that fails or ends without [DONE] exits 1 after the text it got', async () => {

@@ -101,7 +101,7 @@ describe('switchyard monitor CLI', () => {
       'profile delete': [],
       drift: ['--version', '--history', '--since', '--until', '--limit'],
       'alerts status': [],
-      'alerts set': ['--kind', '--model', '--threshold', '--version', '--feature', '--metric', '--for-ms', '--webhook', '--secret', '--disabled', '--description'],
+      'alerts set': ['--kind', '--model', '--threshold', '--version', '--feature', '--metric', '--for', '--webhook', '--secret', '--disabled', '--description'],
       'alerts rules': [],
       'alerts delete': [],
       'alerts events': ['--rule', '--limit', '--before'],
@@ -217,7 +217,7 @@ describe('switchyard monitor CLI', () => {
       '--description', 'input drift', ...url,
     ]));
     assert.match(set, /Alert rule fraud-drift set: fires when the share of drifted features of fraud is above 0\.3 at once; webhook .*\/hook \(HMAC-signed\)/);
-    ok(await runIn(['alerts', 'set', 'fraud-p99', '--kind', 'latency_p99', '--model', 'fraud', '--version', '1', '--threshold', '5000', '--for-ms', '60000', '--disabled', ...url]));
+    ok(await runIn(['alerts', 'set', 'fraud-p99', '--kind', 'latency_p99', '--model', 'fraud', '--version', '1', '--threshold', '5000', '--for', '1m', '--disabled', ...url]));
     ok(await runIn(['alerts', 'set', 'fraud-missing', '--kind', 'quality', '--model', 'fraud', '--feature', 'features[3]', '--metric', 'nan_rate', '--threshold', '0.05', ...url]));
 
     const rules = rows(ok(await runIn(['alerts', 'rules', ...url])));
@@ -286,7 +286,7 @@ describe('switchyard monitor CLI', () => {
       [['alerts', 'set', 'x', '--kind', 'drift', '--model', 'fraud', '--threshold', '-1'], /--threshold.*must be a number ≥ 0/],
       [['alerts', 'delete', 'nosuch'], /^switchyard: 404 .*nosuch/],
       [['predictions', '--limit', '0'], /--limit must be a positive integer/],
-      [['predictions', '--since', 'yesterday'], /--since.*ISO-8601 time .* or a duration ago/],
+      [['predictions', '--since', 'yesterday'], /--since.*ISO-8601 time .* or a duration such as 500ms, 30s, 15m, 2h or 7d ago/],
       [['predictions', '--output', join(srv.dir, 'out.txt')], /cannot tell the format of .*out\.txt/],
       [['predictions', '--format', 'csv', '--json'], /--json .* cannot be combined with --format/],
     ];

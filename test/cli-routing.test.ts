@@ -53,12 +53,12 @@ describe('switchyard routing and experiments CLI', () => {
     for (const c of ['list', 'show', 'create', 'stop', 'delete', 'event', 'events', 'report']) assert.match(eh, new RegExp(`\\b${c}\\b.*\\S`), `experiments --help lacks ${c}`);
     const expect: Record<string, string[]> = {
       'routing show': [],
-      'routing set': ['--file', '--policy', '--reason', '--arm', '--sticky', '--seed', '--shadow', '--fallback', '--timeout-ms', '--circuit-breaker', '--cache-ttl-ms'],
+      'routing set': ['--file', '--policy', '--reason', '--arm', '--sticky', '--seed', '--shadow', '--fallback', '--timeout', '--circuit-breaker', '--cache-ttl'],
       'routing canary': ['--control', '--reason'],
       'routing clear': ['--reason'],
       'experiments list': ['--model', '--status'],
       'experiments show': [],
-      'experiments create': ['--id', '--description', '--control', '--max-error-rate', '--max-p99-ms', '--min-requests', '--no-auto-rollback'],
+      'experiments create': ['--id', '--description', '--control', '--max-error-rate', '--max-p99', '--min-requests', '--no-auto-rollback'],
       'experiments stop': ['--reason'],
       'experiments delete': [],
       'experiments event': ['--at'],
@@ -88,8 +88,8 @@ describe('switchyard routing and experiments CLI', () => {
 
     const out = ok(await run([
       'routing', 'set', 'fraud', '--arm', 'control=production:95', '--arm', 'canary=2:5', '--sticky', 'header:x-user-id', '--seed', 's1',
-      '--shadow', '2:0.25', '--fallback', '1', '--fallback', 'fraud:2', '--fallback', 'other:', '--timeout-ms', '5000',
-      '--circuit-breaker', '--cache-ttl-ms', '1500', '--reason', 'first canary', '--actor', 'alice', ...url,
+      '--shadow', '2:0.25', '--fallback', '1', '--fallback', 'fraud:2', '--fallback', 'other:', '--timeout', '5s',
+      '--circuit-breaker', '--cache-ttl', '1.5s', '--reason', 'first canary', '--actor', 'alice', ...url,
     ]));
     assert.match(out, /Routing policy of fraud set \(revision 1\)/);
     assert.match(out, /control\s*│\s*production\s*│\s*95%/);
@@ -137,7 +137,7 @@ describe('switchyard routing and experiments CLI', () => {
 
   it('experiments: create, list, show, events, report, stop, delete', async () => {
     const created = ok(await run([
-      'experiments', 'create', 'fraud', '--id', 'exp1', '--description', 'v2 vs production', '--max-error-rate', '5%', '--max-p99-ms', '500',
+      'experiments', 'create', 'fraud', '--id', 'exp1', '--description', 'v2 vs production', '--max-error-rate', '5%', '--max-p99', '500ms',
       '--min-requests', '10', '--no-auto-rollback', '--actor', 'alice', ...url,
     ]));
     assert.match(created, /Started experiment exp1 on fraud: control=production 50%, canary=2 50%; control control/);
@@ -233,7 +233,9 @@ describe('switchyard routing and experiments CLI', () => {
     assert.match(await parseError(routingCommand, ['set', 'fraud', '--shadow', '2:1.5']), /--shadow.*between 0 and 1/);
     assert.match(await parseError(routingCommand, ['set', 'fraud', '--arm', 'a=1:-1']), /weight of arm "a" must be a number ≥ 0/);
     assert.match(await parseError(routingCommand, ['set', 'fraud', '--fallback', ':2']), /--fallback.*model name before ":"/);
-    assert.match(await parseError(routingCommand, ['set', 'fraud', '--timeout-ms', '0']), /--timeout-ms must be a positive integer/);
+    assert.match(await parseError(routingCommand, ['set', 'fraud', '--timeout', '0s']), /--timeout must be more than 0/);
+    assert.match(await parseError(routingCommand, ['set', 'fraud', '--timeout', '200']), /--timeout must be a duration such as 500ms.*a bare number has no unit: 200ms or 200s\?/);
+    assert.match(await parseError(routingCommand, ['set', 'fraud', '--timeout-ms', '200']), /--timeout-ms.*was replaced by --timeout <duration>/);
     assert.match(await parseError(routingCommand, ['canary', 'fraud', '2', '150']), /percentage from 0 to 100/);
     assert.match(await parseError(experimentsCommand, ['create', 'fraud', '--max-error-rate', '2']), /--max-error-rate.*rate from 0 to 1/);
     assert.match(await parseError(experimentsCommand, ['list', '--status', 'paused']), /--status.*paused.*running/);
@@ -241,7 +243,7 @@ describe('switchyard routing and experiments CLI', () => {
     assert.match(await parseError(experimentsCommand, ['event', 'exp1', 'u1', 'converted', 'lots']), /must be a number/);
 
     await assert.rejects(policyFromFlags({ file: 'x.json', policy: '{}' }), /either with --file or with --policy, not both/);
-    await assert.rejects(policyFromFlags({ file: 'x.json', sticky: 'header:x', timeoutMs: 5 }), /--file gives the whole policy; it cannot be combined with --sticky, --timeout-ms/);
+    await assert.rejects(policyFromFlags({ file: 'x.json', sticky: 'header:x', timeout: 5 }), /--file gives the whole policy; it cannot be combined with --sticky, --timeout/);
     await assert.rejects(policyFromFlags({}), /no policy given: use --file, --policy, or build one with --arm/);
     await assert.rejects(policyFromFlags({ arm: [{ name: 'a', target: '1', weight: 1 }], seed: 's' }), /--seed needs --sticky/);
     await assert.rejects(policyFromFlags({ sticky: 'header:x' }), /--sticky needs --arm/);

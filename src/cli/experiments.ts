@@ -7,6 +7,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { durationArg, retiredOption } from './args.js';
 import type { ArmReport, Comparison, ExperimentRecord, ExperimentStatus, GuardrailStatus, SrmTest } from '../experiments/index.js';
 import { action, call, CliError, enc, fields, print, printJson, table, when, withConnection, type ConnFlags } from './client.js';
 import { armsTable, ms, num, percent, shadowStatsTable, type ShadowStatsRow } from './routing.js';
@@ -32,12 +33,6 @@ interface EventIn { unit: string; metric: string; value?: number; at?: string }
 const positiveInt = (what: string) => (v: string): number => {
   const n = Number(v);
   if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`${what} must be a positive integer`);
-  return n;
-};
-
-const positive = (what: string) => (v: string): number => {
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || n <= 0) throw new InvalidArgumentError(`${what} must be a number > 0`);
   return n;
 };
 
@@ -124,7 +119,7 @@ async function show(id: string, flags: ConnFlags): Promise<void> {
 
 interface CreateFlags extends ConnFlags {
   id?: string; description?: string; control?: string;
-  maxErrorRate?: number; maxP99Ms?: number; minRequests?: number; autoRollback?: boolean;
+  maxErrorRate?: number; maxP99?: number; minRequests?: number; autoRollback?: boolean;
 }
 
 async function create(model: string, flags: CreateFlags): Promise<void> {
@@ -134,7 +129,7 @@ async function create(model: string, flags: CreateFlags): Promise<void> {
   if (flags.control !== undefined) body['control'] = flags.control;
   const g: Record<string, unknown> = {};
   if (flags.maxErrorRate !== undefined) g['maxErrorRate'] = flags.maxErrorRate;
-  if (flags.maxP99Ms !== undefined) g['maxP99Ms'] = flags.maxP99Ms;
+  if (flags.maxP99 !== undefined) g['maxP99Ms'] = flags.maxP99;
   if (flags.minRequests !== undefined) g['minRequests'] = flags.minRequests;
   if (flags.autoRollback === false) g['autoRollback'] = false;
   if (Object.keys(g).length) body['guardrails'] = g;
@@ -331,7 +326,8 @@ export function experimentsCommand(): Command {
     .option('-d, --description <text>', 'description')
     .option('--control <arm>', 'control arm name (default: the first arm)')
     .addOption(new Option('--max-error-rate <rate>', "guardrail: roll back when a non-control arm's error rate exceeds this (0..1 or 5%)").argParser(rateArg))
-    .addOption(new Option('--max-p99-ms <ms>', "guardrail: roll back when a non-control arm's p99 latency exceeds this many ms").argParser(positive('--max-p99-ms')))
+    .addOption(new Option('--max-p99 <duration>', "guardrail: roll back when a non-control arm's p99 latency exceeds this (a duration such as 250ms)").argParser(durationArg('--max-p99')))
+    .addOption(retiredOption('--max-p99-ms <ms>', '--max-p99 <duration> (e.g. --max-p99 250ms)'))
     .addOption(new Option('--min-requests <n>', 'guardrails judge an arm only with at least this many requests in the window (default: 100)').argParser(positiveInt('--min-requests')))
     .option('--no-auto-rollback', 'on a guardrail breach only report it; do not roll traffic back to the control'))
     .action(action(create));

@@ -15,7 +15,9 @@ import { CsvSyntaxError, csvRecordsSync, type CsvRecord } from '../csv.js';
 import type {
   DefinitionKind, DefinitionRecord, EntityDef, FeatureRead, FeatureServiceDef, ValueType, ViewDef,
 } from '../features/index.js';
-import { action, call, CliError, enc, fields, kv, print, printJson, table, when, withConnection, type ConnFlags } from './client.js';
+import { outputOption, retiredOption } from './args.js';
+import { action, call, CliError, enc, fields, kv, print, printJson, request, table, when, withConnection, type ConnFlags } from './client.js';
+import { countBytes, progress } from './progress.js';
 
 /** Rows per push request. */
 export const PUSH_CHUNK = 1000;
@@ -391,6 +393,18 @@ async function push(view: string, flags: PushFlags): Promise<void> {
   if (rows.length === 0) throw new CliError(`${where} holds no rows`);
   const chunks = chunk(rows, PUSH_CHUNK);
   const totals: Record<string, number> = {};
+  const bar = progress(`push ${view}`, rows.length, 'rows');
+  try {
+    await pushChunks(view, flags, chunks, totals, bar);
+  } finally {
+    bar.done();
+  }
+  if (flags.json) return printJson({ view, rows: rows.length, requests: chunks.length, ...totals });
+  const detail = Object.keys(totals).length ? `: ${kv(totals)}` : '';
+  print(`Pushed ${rows.length} row${rows.length === 1 ? '' : 's'} to ${view} in ${chunks.length} request${chunks.length === 1 ? '' : 's'}${detail}.`);
+}
+
+async function pushChunks(view: string, flags: PushFlags, chunks: Json[][], totals: Record<string, number>, bar: { add(n: number): void }): Promise<void> {
   for (let n = 0; n < chunks.length; n++) {
     const body: Json = { view, rows: chunks[n] };
     if (flags.id !== undefined) body['pushId'] = chunkPushId(flags.id, n, chunks.length);
@@ -402,10 +416,8 @@ async function push(view: string, flags: PushFlags): Promise<void> {
       throw new CliError(`${e.message} (rows ${n * PUSH_CHUNK + 1}–${n * PUSH_CHUNK + chunks[n]!.length}; the ${n * PUSH_CHUNK} before were pushed)`);
     }
     for (const [k, v] of Object.entries(r ?? {})) if (typeof v === 'number' && k !== 'rows') totals[k] = (totals[k] ?? 0) + v;
+    bar.add(chunks[n]!.length);
   }
-  if (flags.json) return printJson({ view, rows: rows.length, requests: chunks.length, ...totals });
-  const detail = Object.keys(totals).length ? `: ${kv(totals)}` : '';
-  print(`Pushed ${rows.length} row${rows.length === 1 ? '' : 's'} to ${view} in ${chunks.length} request${chunks.length === 1 ? '' : 's'}${detail}.`);
 }
 
 interface OnlineResult { entity: Json; features: Record<string, FeatureRead> }
@@ -427,7 +439,7 @@ async function get(flags: GetFlags): Promise<void> {
   print(table(['ENTITY', 'FEATURE', 'VALUE', 'STATUS', 'EVENT TIME'], onlineRows(r.results)));
 }
 
-interface ExportFlags extends ConnFlags { entities: string; features?: string[]; service?: string; out?: string; format?: RowFormat }
+interface ExportFlags extends ConnFlags { entities: string; features?: string[]; service?: string; output?: string; format?: RowFormat }
 
 async function exportSet(flags: ExportFlags): Promise<void> {
   if ((flags.features === undefined) === (flags.service === undefined)) throw new CliError('give either --features view:feature,… or --service <name>');
@@ -440,19 +452,27 @@ async function exportSet(flags: ExportFlags): Promise<void> {
   const body: Json = { entities };
   if (flags.features !== undefined) body['features'] = flags.features;
   if (flags.service !== undefined) body['service'] = flags.service;
-  const r = await call<{ rows: Json[] }>(flags, 'POST', '/api/v1/features/export', { json: body });
-  const format = flags.format ?? (flags.out === undefined ? 'csv' : formatOf(flags.out) ?? 'csv');
+  const res = await request(flags, 'POST', '/api/v1/features/export', { json: body });
+  const length = Number(res.headers.get('content-length') ?? NaN);
+  const bar = progress('export', Number.isFinite(length) ? length : null, 'bytes');
+  let r: { rows: Json[] };
+  try {
+    r = JSON.parse(await new Response(res.body?.pipeThrough(countBytes(bar)) ?? null).text()) as { rows: Json[] };
+  } finally {
+    bar.done();
+  }
+  const format = flags.format ?? (flags.output === undefined ? 'csv' : formatOf(flags.output) ?? 'csv');
   const out = format === 'csv' ? toCsv(r.rows) : toJsonl(r.rows);
-  if (flags.out === undefined) {
+  if (flags.output === undefined) {
     process.stdout.write(out);
     return;
   }
   try {
-    await writeFile(flags.out, out);
+    await writeFile(flags.output, out);
   } catch (e) {
-    throw new CliError(`cannot write ${flags.out}: ${(e as Error).message}`);
+    throw new CliError(`cannot write ${flags.output}: ${(e as Error).message}`);
   }
-  print(`Wrote ${r.rows.length} row${r.rows.length === 1 ? '' : 's'} to ${flags.out} (${format}).`);
+  print(`Wrote ${r.rows.length} row${r.rows.length === 1 ? '' : 's'} to ${flags.output} (${format}).`);
 }
 
 // ---- commands ----
@@ -505,8 +525,9 @@ export function featuresCommand(): Command {
     .requiredOption('--entities <file>', 'entity rows: .csv (header: join keys, timestamp) or .jsonl; timestamp ISO-8601 or epoch ms')
     .addOption(new Option('--features <refs>', 'comma-separated view:feature references').argParser(featuresArg).conflicts('service'))
     .option('--service <name>', "a feature service's features")
-    .option('-o, --out <file>', 'write here (default: standard output)')
-    .addOption(new Option('--format <format>', 'output format (default: from --out, else csv)').choices(['csv', 'jsonl'])))
+    .addOption(outputOption('the training set'))
+    .addOption(retiredOption('--out <file>', '-o, --output <file>'))
+    .addOption(new Option('--format <format>', 'output format (default: from --output, else csv)').choices(['csv', 'jsonl'])))
     .action(action(exportSet));
 
   return features;

@@ -12,7 +12,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { DONE, SseReader } from '../runtimes/index.js';
 import type { Usage } from '../runtimes/index.js';
 import { action, call, CliError, print, printJson, request, table, when, withConnection, type ConnFlags } from './client.js';
-import { timeArg } from './monitor.js';
+import { retiredOption, timeArg } from './args.js';
 import { num } from './routing.js';
 
 interface ModelJson { id: string; object: 'model'; created: number; owned_by: string }
@@ -50,15 +50,15 @@ async function models(flags: ConnFlags): Promise<void> {
   print(table(['ID', 'OWNED BY'], r.data.map((m) => [m.id, m.owned_by])));
 }
 
-interface UsageFlags extends ConnFlags { tenant?: string; model?: string; from?: string; to?: string; groupBy?: string }
+interface UsageFlags extends ConnFlags { tenant?: string; model?: string; since?: string; until?: string; groupBy?: string }
 
 async function usage(flags: UsageFlags): Promise<void> {
   const q = new URLSearchParams();
   if (flags.tenant !== undefined) q.set('tenant', flags.tenant);
   if (flags.model !== undefined) q.set('model', flags.model);
-  if (flags.from !== undefined) q.set('from', flags.from);
-  if (flags.to !== undefined) q.set('to', flags.to);
-  if (flags.groupBy !== undefined) q.set('group_by', flags.groupBy);
+  if (flags.since !== undefined) q.set('from', flags.since);
+  if (flags.until !== undefined) q.set('to', flags.until);
+  q.set('group_by', flags.groupBy ?? 'day');
   const qs = q.toString();
   const r = await call<LlmUsageJson>(flags, 'GET', `/api/v1/llm/usage${qs ? `?${qs}` : ''}`);
   if (flags.json) return printJson(r);
@@ -210,9 +210,11 @@ export function llmCommand(): Command {
     .description('LLM API usage and spend per tenant, model and period (GET /api/v1/llm/usage): requests, errors, prompt and completion tokens, cost by the model catalog\'s prices. A tenant key sees its own tenant.')
     .option('--tenant <name>', 'only this tenant')
     .option('--model <name>', 'only this model (the name clients send in "model")')
-    .addOption(new Option('--from <time>', 'from this time, inclusive, in hour buckets: ISO-8601 or a duration ago (30m, 2h, 7d)').argParser(timeArg))
-    .addOption(new Option('--to <time>', 'up to this time, exclusive: ISO-8601 or a duration ago').argParser(timeArg))
-    .addOption(new Option('--group-by <period>', 'one row per hour, per UTC day, or one total per tenant and model (period = its first hour) (default: hour)').choices(['hour', 'day', 'total'])))
+    .addOption(new Option('--since <time>', 'from this time, inclusive, in hour buckets: ISO-8601 or a duration ago (30m, 2h, 7d)').argParser(timeArg))
+    .addOption(new Option('--until <time>', 'up to this time, exclusive: ISO-8601 or a duration ago').argParser(timeArg))
+    .addOption(retiredOption('--from <time>', '--since <time>'))
+    .addOption(retiredOption('--to <time>', '--until <time>'))
+    .addOption(new Option('--group-by <period>', 'one row per hour, per UTC day, or one total per tenant and model (period = its first hour)').choices(['hour', 'day', 'total']).default('day')))
     .action(action(usage));
 
   llm.command('write-tiny-model')

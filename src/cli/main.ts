@@ -17,6 +17,7 @@ import { monitorCommand } from './monitor.js';
 import { llmCommand } from './llm.js';
 import { batchCommand } from './batch.js';
 import { migrateCommand } from './migrate.js';
+import { auditCommand, whoamiCommand } from './admin.js';
 import { VERSION } from '../version.js';
 
 /** The `serve` flag of a table option: typed by the table, help with its env var and default. */
@@ -102,6 +103,8 @@ program.addCommand(monitorCommand());
 program.addCommand(batchCommand());
 program.addCommand(llmCommand());
 program.addCommand(migrateCommand());
+program.addCommand(auditCommand());
+program.addCommand(whoamiCommand());
 
 program.parseAsync(process.argv).catch((e: unknown) => {
   process.stderr.write(`switchyard: ${isSwitchyardError(e) ? e.message : (e as Error).stack ?? String(e)}\n`);

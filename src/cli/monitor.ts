@@ -12,6 +12,8 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { durationArg, retiredOption, timeArg } from './args.js';
+import { countBytes, progress } from './progress.js';
 import type { AlertEventRecord, AlertRule, AlertState, DriftReport, FeatureDrift, PredictionRecord, ProfileRecord, TensorJson } from '../monitoring/index.js';
 import { action, call, CliError, enc, fields, humanBytes, print, printJson, request, table, when, withConnection, type ConnFlags } from './client.js';
 import { num, percent } from './routing.js';
@@ -36,27 +38,12 @@ const positiveInt = (what: string, max = Number.MAX_SAFE_INTEGER) => (v: string)
   return n;
 };
 
-const nonNegativeInt = (what: string) => (v: string): number => {
-  const n = Number(v);
-  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n)) throw new InvalidArgumentError(`${what} must be an integer ≥ 0`);
-  return n;
-};
-
 function thresholdArg(v: string): number {
   const n = Number(v);
   if (v.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError('must be a number ≥ 0');
   return n;
 }
 
-const UNIT_MS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** An ISO-8601 time, or a duration ago such as 30m, 2h or 7d (made an ISO time now). */
-export function timeArg(v: string): string {
-  const rel = /^(\d+(?:\.\d+)?)([smhd])$/.exec(v.trim());
-  if (rel) return new Date(Date.now() - Number(rel[1]) * UNIT_MS[rel[2] as string]!).toISOString();
-  if (Number.isNaN(Date.parse(v))) throw new InvalidArgumentError('must be an ISO-8601 time (2026-11-21T12:00:00Z) or a duration ago (30m, 2h, 7d)');
-  return v;
-}
 
 /** `--names tensor=a,b,c`: custom feature names for a tensor's columns (repeatable). */
 function namesArg(v: string, prev: Record<string, string[]> = {}): Record<string, string[]> {
@@ -246,10 +233,15 @@ async function profileSet(model: string, version: string, flags: ProfileSetFlags
     } catch (e) {
       throw new CliError(`cannot read ${file}: ${(e as Error).message}`);
     }
-    const body = Readable.toWeb(createReadStream(file)) as ReadableStream<Uint8Array>;
-    rec = await call<ProfileRecord>(flags, 'POST', `${profilePath(model, version)}?format=${format}`, {
-      body, headers: { 'content-type': format === 'csv' ? 'text/csv' : 'application/x-ndjson' },
-    });
+    const bar = progress(`profile ${model}/${version}`, (await stat(file)).size, 'bytes');
+    const body = (Readable.toWeb(createReadStream(file)) as ReadableStream<Uint8Array>).pipeThrough(countBytes(bar));
+    try {
+      rec = await call<ProfileRecord>(flags, 'POST', `${profilePath(model, version)}?format=${format}`, {
+        body, headers: { 'content-type': format === 'csv' ? 'text/csv' : 'application/x-ndjson' },
+      });
+    } finally {
+      bar.done();
+    }
   } else {
     if (flags.format !== undefined) throw new CliError('--format only applies with --file');
     const json: Record<string, unknown> = { source: 'log' };
@@ -329,7 +321,7 @@ async function alertStates(flags: ConnFlags): Promise<void> {
 
 interface AlertSetFlags extends ConnFlags {
   kind: AlertRule['kind']; model: string; threshold: number; version?: number; feature?: string; metric?: string;
-  forMs?: number; webhook?: string; secret?: string; disabled?: boolean; description?: string;
+  for?: number; webhook?: string; secret?: string; disabled?: boolean; description?: string;
 }
 
 async function alertSet(id: string, flags: AlertSetFlags): Promise<void> {
@@ -338,7 +330,7 @@ async function alertSet(id: string, flags: AlertSetFlags): Promise<void> {
   if (flags.version !== undefined) rule['version'] = flags.version;
   if (flags.feature !== undefined) rule['feature'] = flags.feature;
   if (flags.metric !== undefined) rule['metric'] = flags.metric;
-  if (flags.forMs !== undefined) rule['forMs'] = flags.forMs;
+  if (flags.for !== undefined) rule['forMs'] = flags.for;
   if (flags.webhook !== undefined) rule['webhook'] = flags.secret === undefined ? { url: flags.webhook } : { url: flags.webhook, secret: flags.secret };
   if (flags.disabled) rule['enabled'] = false;
   if (flags.description !== undefined) rule['description'] = flags.description;
@@ -440,7 +432,7 @@ export function monitorCommand(): Command {
     .action(action(alertStates));
 
   withConnection(alerts.command('set')
-    .description('Create or replace an alert rule: it fires when the watched value stays above --threshold for --for-ms, and resolves when it is at or below; each transition is recorded and POSTed to the webhook.')
+    .description('Create or replace an alert rule: it fires when the watched value stays above --threshold for --for, and resolves when it is at or below; each transition is recorded and POSTed to the webhook.')
     .argument('<id>', 'rule id: letters, digits, _ . - (at most 64)')
     .addOption(new Option('--kind <kind>', 'what it watches: drift (share of drifted features), feature_drift (a feature\'s psi / js / ks), quality (a feature\'s missing / NaN / out-of-range rate), latency_p99 (ms), error_rate (0..1)').choices([...KINDS]).makeOptionMandatory())
     .requiredOption('--model <name>', 'the model it watches')
@@ -448,7 +440,8 @@ export function monitorCommand(): Command {
     .addOption(new Option('--version <n>', 'only this version number (default: every monitored version, the worst wins)').argParser(positiveInt('--version')))
     .option('--feature <name>', 'feature_drift / quality: only this feature (default: the worst feature)')
     .addOption(new Option('--metric <metric>', 'feature_drift: psi (default), js or ks; quality: missing_rate (default), nan_rate or out_of_range_rate').choices([...METRICS]))
-    .addOption(new Option('--for-ms <ms>', 'how long the value must stay above the threshold before the rule fires (default 0: at once)').argParser(nonNegativeInt('--for-ms')))
+    .addOption(new Option('--for <duration>', 'how long the value must stay above the threshold before the rule fires: a duration such as 30s or 10m (default 0s: at once)').argParser(durationArg('--for', { zero: true })))
+    .addOption(retiredOption('--for-ms <ms>', '--for <duration> (e.g. --for 10m)'))
     .option('--webhook <url>', 'http(s) URL that receives each firing / resolved event as JSON (retried with backoff)')
     .option('--secret <secret>', 'with --webhook: sign deliveries with HMAC-SHA256 (x-switchyard-signature); stored on the server, never shown')
     .option('--disabled', 'store the rule disabled (not evaluated; a firing rule resolves)')

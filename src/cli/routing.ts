@@ -7,6 +7,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { durationArg, retiredOption } from './args.js';
 import type { RoutingPolicy, RoutingPolicyInput } from '../registry/index.js';
 import { action, call, CliError, enc, fields, print, printJson, table, withConnection, type ConnFlags } from './client.js';
 
@@ -108,12 +109,6 @@ function describePolicy(r: RoutingState): void {
 
 // ---- flag parsers ----
 
-const positiveInt = (what: string) => (v: string): number => {
-  const n = Number(v);
-  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`${what} must be a positive integer`);
-  return n;
-};
-
 /** A fraction 0..1, or a percentage such as 10%. */
 function fraction(what: string, v: string): number {
   const pct = v.endsWith('%');
@@ -134,9 +129,9 @@ function armArg(v: string, prev: ArmIn[] = []): ArmIn[] {
 
 function shadowArg(v: string, prev: ShadowIn[] = []): ShadowIn[] {
   const parts = v.trim().split(':');
-  if (parts.length < 2 || parts.length > 3 || !parts[0]) throw new InvalidArgumentError('must be target:fraction[:timeoutMs], e.g. 3:0.1 or staging:10%');
+  if (parts.length < 2 || parts.length > 3 || !parts[0]) throw new InvalidArgumentError('must be target:fraction[:timeout], e.g. 3:0.1, staging:10% or 3:0.1:500ms');
   const s: ShadowIn = { target: parts[0], fraction: fraction('the shadow fraction', parts[1] ?? '') };
-  if (parts[2] !== undefined) s.timeoutMs = positiveInt('the shadow timeout (ms)')(parts[2]);
+  if (parts[2] !== undefined) s.timeoutMs = durationArg('the shadow timeout')(parts[2]);
   return [...prev, s];
 }
 
@@ -181,12 +176,12 @@ async function show(model: string, flags: ConnFlags): Promise<void> {
 interface SetFlags extends ConnFlags {
   file?: string; policy?: string; reason?: string;
   arm?: ArmIn[]; sticky?: string; seed?: string; shadow?: ShadowIn[]; fallback?: FallbackIn[];
-  timeoutMs?: number; circuitBreaker?: boolean; cache?: boolean; cacheTtlMs?: number;
+  timeout?: number; circuitBreaker?: boolean; cache?: boolean; cacheTtl?: number;
 }
 
 const CONVENIENCE = [
   ['arm', '--arm'], ['sticky', '--sticky'], ['seed', '--seed'], ['shadow', '--shadow'], ['fallback', '--fallback'],
-  ['timeoutMs', '--timeout-ms'], ['circuitBreaker', '--circuit-breaker'], ['cache', '--cache'], ['cacheTtlMs', '--cache-ttl-ms'],
+  ['timeout', '--timeout'], ['circuitBreaker', '--circuit-breaker'], ['cache', '--cache'], ['cacheTtl', '--cache-ttl'],
 ] as const;
 
 async function readStdin(): Promise<string> {
@@ -229,7 +224,7 @@ export async function policyFromFlags(flags: SetFlags): Promise<unknown> {
     return parsePolicyJson(text, file === '-' ? 'standard input' : file);
   }
   if (used.length === 0) {
-    throw new CliError('no policy given: use --file, --policy, or build one with --arm, --sticky, --shadow, --fallback, --timeout-ms, --circuit-breaker, --cache (to remove a policy: switchyard routing clear)');
+    throw new CliError('no policy given: use --file, --policy, or build one with --arm, --sticky, --shadow, --fallback, --timeout, --circuit-breaker, --cache (to remove a policy: switchyard routing clear)');
   }
   if (flags.seed !== undefined && flags.sticky === undefined) throw new CliError('--seed needs --sticky (the seed is hashed with the sticky routing key)');
   if (flags.sticky !== undefined && flags.arm === undefined) throw new CliError('--sticky needs --arm (sticky routing splits traffic over arms)');
@@ -238,9 +233,9 @@ export async function policyFromFlags(flags: SetFlags): Promise<unknown> {
   if (flags.sticky !== undefined) p.sticky = flags.seed === undefined ? { key: flags.sticky } : { key: flags.sticky, seed: flags.seed };
   if (flags.shadow) p.shadow = flags.shadow;
   if (flags.fallback) p.fallback = flags.fallback;
-  if (flags.timeoutMs !== undefined) p.timeoutMs = flags.timeoutMs;
+  if (flags.timeout !== undefined) p.timeoutMs = flags.timeout;
   if (flags.circuitBreaker) p.circuitBreaker = {};
-  if (flags.cacheTtlMs !== undefined) p.cache = { ttlMs: flags.cacheTtlMs };
+  if (flags.cacheTtl !== undefined) p.cache = { ttlMs: flags.cacheTtl };
   else if (flags.cache) p.cache = {};
   return p;
 }
@@ -292,12 +287,14 @@ export function routingCommand(): Command {
     .addOption(new Option('--arm <name=target:weight>', 'a weighted arm: name=version-or-alias:weight (repeatable; weights are relative), e.g. control=production:95').argParser(armArg))
     .addOption(new Option('--sticky <source>', 'sticky assignment by a hashed routing key: header:<name> (e.g. header:x-user-id) or parameter:<name>').argParser(stickyArg))
     .option('--seed <seed>', 'with --sticky: seed hashed with the key (default: the model name); change it to reshuffle assignments')
-    .addOption(new Option('--shadow <target:fraction>', 'copy this fraction (0..1 or 10%) of requests to a version or alias, off the request path; optional :timeoutMs (repeatable)').argParser(shadowArg))
+    .addOption(new Option('--shadow <target:fraction>', 'copy this fraction (0..1 or 10%) of requests to a version or alias, off the request path; optional :timeout, a duration such as 500ms (repeatable)').argParser(shadowArg))
     .addOption(new Option('--fallback <[model:]version>', 'fallback when the routed version fails, in order (repeatable): 2 or stable = this model\'s version/alias; other:2 = model other version 2; other: = model other\'s default route').argParser(fallbackArg))
-    .addOption(new Option('--timeout-ms <ms>', 'per-attempt timeout before falling back').argParser(positiveInt('--timeout-ms')))
+    .addOption(new Option('--timeout <duration>', 'per-attempt timeout before falling back: a duration such as 200ms or 2s').argParser(durationArg('--timeout')))
+    .addOption(retiredOption('--timeout-ms <ms>', '--timeout <duration> (e.g. --timeout 200ms)'))
     .option('--circuit-breaker', 'per-version circuit breaker with the defaults (opens at 50% errors over ≥20 requests in 10 s; 30 s cooldown)')
     .option('--cache', 'cache results with the default TTL (60 s)')
-    .addOption(new Option('--cache-ttl-ms <ms>', 'cache results for this many ms').argParser(positiveInt('--cache-ttl-ms'))))
+    .addOption(new Option('--cache-ttl <duration>', 'cache results this long: a duration such as 60s or 5m').argParser(durationArg('--cache-ttl')))
+    .addOption(retiredOption('--cache-ttl-ms <ms>', '--cache-ttl <duration> (e.g. --cache-ttl 60s)')))
     .action(action(set));
 
   withConnection(routing.command('canary')

@@ -6,7 +6,8 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { LIMIT_FIELDS, SCOPES, type ApiKeyRecord, type ModelAccess, type TenantRecord } from '../gateway/index.js';
-import { action, call, enc, fields, kv, print, printJson, table, when, withConnection, type ConnFlags } from './client.js';
+import { futureTimeArg, retiredOption, timeArg } from './args.js';
+import { action, call, CliError, enc, fields, kv, print, printJson, table, when, withConnection, type ConnFlags } from './client.js';
 
 const positive = (what: string, integer: boolean) => (v: string): number => {
   const n = Number(v);
@@ -14,14 +15,6 @@ const positive = (what: string, integer: boolean) => (v: string): number => {
   return n;
 };
 
-/** An expiry: an ISO time, or a duration from now such as 30d, 12h, 90m. */
-export function expiryArg(v: string): string {
-  const m = /^(\d+)([dhm])$/.exec(v.trim());
-  if (m) return new Date(Date.now() + Number(m[1]) * { d: 86_400_000, h: 3_600_000, m: 60_000 }[m[2] as 'd' | 'h' | 'm']).toISOString();
-  const t = Date.parse(v);
-  if (Number.isNaN(t)) throw new InvalidArgumentError('must be an ISO-8601 time or a duration such as 30d, 12h or 90m');
-  return new Date(t).toISOString();
-}
 
 function scopesArg(v: string): string[] {
   const scopes = v.split(',').map((s) => s.trim()).filter(Boolean);
@@ -72,25 +65,71 @@ async function list(flags: ConnFlags): Promise<void> {
 
 interface KeysFlags extends ConnFlags, LimitFlags { create?: boolean; scopes?: string[]; name?: string; expires?: string }
 
-async function keys(tenant: string, flags: KeysFlags): Promise<void> {
+/** List keys at `path` or, with --create, make one there (`tenant` null: platform admin keys). */
+async function keysAt(path: string, tenant: string | null, flags: KeysFlags, defaultScopes: string[]): Promise<void> {
+  if (!flags.create) {
+    const given = (['scopes', 'name', 'expires'] as const).filter((k) => flags[k] !== undefined);
+    if (given.length) throw new CliError(`${given.map((k) => `--${k}`).join(', ')} only apply with --create`);
+  }
   if (flags.create) {
-    const body: Record<string, unknown> = { scopes: flags.scopes ?? ['infer', 'read'] };
+    const body: Record<string, unknown> = { scopes: flags.scopes ?? defaultScopes };
     if (flags.name !== undefined) body['name'] = flags.name;
     if (flags.expires !== undefined) body['expiresAt'] = flags.expires;
     const limits = limitsOf(flags);
     if (Object.keys(limits).length) body['limits'] = limits;
-    const k = await call<ApiKeyRecord & { key: string }>(flags, 'POST', `/api/v1/tenants/${enc(tenant)}/keys`, { json: body });
+    const k = await call<ApiKeyRecord & { key: string }>(flags, 'POST', path, { json: body });
     if (flags.json) return printJson(k);
-    print(fields([{ Id: k.id }, { Tenant: tenant }, { Scopes: k.scopes.join(',') }, { Expires: k.expiresAt ? when(k.expiresAt) : 'never' }]));
+    print(fields([{ Id: k.id }, { Tenant: tenant ?? '(platform admin)' }, { Scopes: k.scopes.join(',') }, { Expires: k.expiresAt ? when(k.expiresAt) : 'never' }]));
     print(`\nAPI key (shown once; only its hash is stored):\n${k.key}`);
     return;
   }
-  const r = await call<{ keys: ApiKeyRecord[] }>(flags, 'GET', `/api/v1/tenants/${enc(tenant)}/keys`);
+  const r = await call<{ keys: ApiKeyRecord[] }>(flags, 'GET', path);
   if (flags.json) return printJson(r);
-  if (r.keys.length === 0) return print(`Tenant ${tenant} has no API keys.`);
+  if (r.keys.length === 0) return print(tenant === null ? 'No platform admin keys.' : `Tenant ${tenant} has no API keys.`);
   print(table(['ID', 'NAME', 'SCOPES', 'STATUS', 'EXPIRES', 'CREATED', 'BY'], r.keys.map((k) => [
     k.id, k.name || '-', k.scopes.join(','), k.status, k.expiresAt ? when(k.expiresAt) : 'never', when(k.createdAt), k.createdBy,
   ])));
+}
+
+async function keys(tenant: string, flags: KeysFlags): Promise<void> {
+  await keysAt(`/api/v1/tenants/${enc(tenant)}/keys`, tenant, flags, ['infer', 'read']);
+}
+
+async function adminKeys(flags: KeysFlags): Promise<void> {
+  await keysAt('/api/v1/admin-keys', null, flags, ['admin']);
+}
+
+function describeTenant(t: TenantRecord): void {
+  print(fields([
+    { Name: t.name }, { Description: t.description || '-' }, { Tier: t.tier }, { Weight: String(t.weight) },
+    { Limits: limitText(t) }, { Disabled: t.disabled ? 'yes' : 'no' }, { Created: when(t.createdAt) },
+  ]));
+}
+
+async function show(name: string, flags: ConnFlags): Promise<void> {
+  const t = await call<TenantRecord>(flags, 'GET', `/api/v1/tenants/${enc(name)}`);
+  if (flags.json) return printJson(t);
+  describeTenant(t);
+}
+
+async function update(name: string, flags: ConnFlags & LimitFlags & { tier?: string; weight?: number; description?: string; disabled?: boolean }): Promise<void> {
+  const body: Record<string, unknown> = {};
+  if (flags.tier !== undefined) body['tier'] = flags.tier;
+  if (flags.weight !== undefined) body['weight'] = flags.weight;
+  if (flags.description !== undefined) body['description'] = flags.description;
+  if (flags.disabled !== undefined) body['disabled'] = flags.disabled;
+  const limits = limitsOf(flags);
+  if (Object.keys(limits).length) body['limits'] = limits;
+  if (Object.keys(body).length === 0) throw new CliError('nothing to change: give --tier, --weight, --description, --disabled / --no-disabled or a limit (--rps, --burst, …)');
+  const t = await call<TenantRecord>(flags, 'PATCH', `/api/v1/tenants/${enc(name)}`, { json: body });
+  if (flags.json) return printJson(t);
+  print(`Updated tenant ${t.name} (tier ${t.tier}, weight ${t.weight}, limits ${limitText(t)}${t.disabled ? ', disabled' : ''}).`);
+}
+
+async function remove(name: string, flags: ConnFlags): Promise<void> {
+  const r = await call<unknown>(flags, 'DELETE', `/api/v1/tenants/${enc(name)}`);
+  if (flags.json) return printJson(r ?? { tenant: name, deleted: true });
+  print(`Deleted tenant ${name}.`);
 }
 
 async function revoke(id: string, flags: ConnFlags): Promise<void> {
@@ -105,7 +144,7 @@ async function share(model: string, tenant: string, flags: ConnFlags & { remove?
   print(`Model ${a.model}: owner ${a.owner ?? '(platform)'}, shared with ${a.shared.join(', ') || 'nobody'}.`);
 }
 
-interface UsageFlags extends ConnFlags { tenant?: string; model?: string; key?: string; byKey?: boolean; from?: string; to?: string; groupBy?: string }
+interface UsageFlags extends ConnFlags { tenant?: string; model?: string; key?: string; byKey?: boolean; since?: string; until?: string; groupBy?: string }
 
 async function usage(flags: UsageFlags): Promise<void> {
   const q = new URLSearchParams();
@@ -113,8 +152,8 @@ async function usage(flags: UsageFlags): Promise<void> {
   if (flags.model) q.set('model', flags.model);
   if (flags.key !== undefined) q.set('key', flags.key);
   if (flags.byKey) q.set('by_key', 'true');
-  if (flags.from) q.set('from', flags.from);
-  if (flags.to) q.set('to', flags.to);
+  if (flags.since) q.set('from', flags.since);
+  if (flags.until) q.set('to', flags.until);
   q.set('group_by', flags.groupBy ?? 'day');
   const r = await call<{ usage: Array<{ tenant: string; model: string; version: number; keyId: string | null; period: string; requests: number; rows: number; computeMs: number; errors: number }> }>(flags, 'GET', `/api/v1/usage?${q}`);
   if (flags.json) return printJson(r);
@@ -128,7 +167,7 @@ async function usage(flags: UsageFlags): Promise<void> {
 /** `switchyard tenants`: manage tenants, their keys, shares and usage on a running server. */
 export function tenantsCommand(): Command {
   const tenants = new Command('tenants')
-    .description('Manage tenants of a running Switchyard server: create, list, API keys, revoke, share models, usage.');
+    .description('Manage tenants of a running Switchyard server: create, list, show, update, delete, API keys (tenant and platform admin), revoke, share models, usage.');
 
   withConnection(withLimits(tenants.command('create')
     .description('Create a tenant (platform admin key). Limits override the tier\'s defaults.')
@@ -147,8 +186,36 @@ export function tenantsCommand(): Command {
     .option('--create', 'create a key instead of listing')
     .addOption(new Option('--scopes <list>', 'comma-separated scopes for --create: infer, read, admin (default: infer,read)').argParser(scopesArg))
     .option('--name <label>', 'a label for the new key')
-    .addOption(new Option('--expires <when>', 'expiry for --create: ISO time or duration (30d, 12h, 90m); default never').argParser(expiryArg))))
+    .addOption(new Option('--expires <when>', 'expiry for --create: an ISO-8601 time or a duration from now (30s, 12h, 90d); default never').argParser(futureTimeArg))))
     .action(action(keys));
+
+  withConnection(withLimits(tenants.command('admin-keys')
+    .description('List platform admin keys, or with --create make one (the key is printed once). Needs a platform admin key.')
+    .option('--create', 'create a key instead of listing')
+    .addOption(new Option('--scopes <list>', 'comma-separated scopes for --create: infer, read, admin (default: admin)').argParser(scopesArg))
+    .option('--name <label>', 'a label for the new key')
+    .addOption(new Option('--expires <when>', 'expiry for --create: an ISO-8601 time or a duration from now (30s, 12h, 90d); default never').argParser(futureTimeArg))))
+    .action(action(adminKeys));
+
+  withConnection(tenants.command('show')
+    .description("Show a tenant: tier, weight, effective limits, whether it is disabled.")
+    .argument('<name>', 'tenant name'))
+    .action(action(show));
+
+  withConnection(withLimits(tenants.command('update')
+    .description("Change a tenant's tier, weight, description, limits, or disable it (its keys stop working; --no-disabled enables it again).")
+    .argument('<name>', 'tenant name')
+    .option('--tier <tier>', 'free, standard, premium or unlimited')
+    .addOption(new Option('--weight <w>', "share of a busy model's capacity (fair queueing)").argParser(positive('--weight', false)))
+    .option('-d, --description <text>', 'description')
+    .option('--disabled', 'disable the tenant')
+    .option('--no-disabled', 'enable it again')))
+    .action(action(update));
+
+  withConnection(tenants.command('delete')
+    .description('Delete a tenant and its API keys (they stop working); the models it owned become platform models.')
+    .argument('<name>', 'tenant name'))
+    .action(action(remove));
 
   withConnection(tenants.command('revoke')
     .description('Revoke an API key by its id (the sy_… prefix shown in listings); it stops working at once on this server, within the auth cache time on others.')
@@ -168,8 +235,10 @@ export function tenantsCommand(): Command {
     .option('--model <name>', 'only this model')
     .option('--key <id>', 'only requests made with this API key id ("" = without a key); implies --by-key')
     .option('--by-key', 'one row per API key too')
-    .option('--from <time>', 'ISO time, inclusive')
-    .option('--to <time>', 'ISO time, exclusive')
+    .addOption(new Option('--since <time>', 'from this time, inclusive: ISO-8601 or a duration ago (30m, 2h, 7d)').argParser(timeArg))
+    .addOption(new Option('--until <time>', 'up to this time, exclusive: ISO-8601 or a duration ago').argParser(timeArg))
+    .addOption(retiredOption('--from <time>', '--since <time>'))
+    .addOption(retiredOption('--to <time>', '--until <time>'))
     .addOption(new Option('--group-by <period>', 'hour, day or total').choices(['hour', 'day', 'total']).default('day')))
     .action(action(usage));
 
