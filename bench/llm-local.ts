@@ -11,7 +11,9 @@
  *   stream a `POST /v1/completions` with `stream: true`, read to `[DONE]`, tokens counted from `usage`.
  *
  * Rounds alternate direct / Switchyard so the machine's noise lands on both. Reported: aggregate tokens/s
- * (median of rounds), Switchyard / direct, and aggregate at N streams / at 1 stream.
+ * (median of rounds), Switchyard / direct, and aggregate at N streams / at 1 stream; and CPU time per token of
+ * the process that generated (this one for direct, the server for Switchyard: /proc/<pid>/stat), which other
+ * work on a shared machine disturbs far less than wall time: its ratio is Switchyard's per-token overhead.
  * Env: BENCH_LLM_TOKENS (128), BENCH_ROUNDS (5), BENCH_LLM_THREADS (max(1, cores − 1), both sides),
  * BENCH_LLM_EMBD (256), BENCH_LLM_LAYERS (4), BENCH_SAVE (a file for the report).
  */
@@ -23,7 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { Client } from 'undici';
 import { loadBindings } from '../src/runtimes/llama/bindings.js';
 import { writeTinyLlama } from '../tools/gguf/tiny-llama.js';
-import { benchPort, loadAverage, machineName, quantile, Report, startServer, stopServer } from './lib.js';
+import { benchPort, cpuUs, loadAverage, machineName, quantile, Report, startServer, stopServer } from './lib.js';
 
 const TOKENS = Number(process.env['BENCH_LLM_TOKENS'] ?? 128);
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 5);
@@ -50,9 +52,13 @@ const model = await llama.loadModel({ modelPath: gguf, gpuLayers: 0 });
 const context = await model.createContext({ sequences: SEQUENCES, contextSize: CONTEXT * SEQUENCES, threads: THREADS });
 const sequences = Array.from({ length: SEQUENCES }, () => context.getSequence());
 
-/** `streams` generations at once, one per sequence; returns tokens generated and seconds. */
-async function direct(streams: number): Promise<{ tokens: number; seconds: number }> {
+/** What one round measured: tokens generated, wall seconds, and CPU seconds of the process that generated them. */
+interface Round { tokens: number; seconds: number; cpu: number }
+
+/** `streams` generations at once, one per sequence, in this process. */
+async function direct(streams: number): Promise<Round> {
   const t0 = performance.now();
+  const c0 = process.cpuUsage();
   const counts = await Promise.all(sequences.slice(0, streams).map(async (seq, i) => {
     await seq.clearHistory();
     const input = [model.tokens.bos!, ...model.tokenize(prompt(i), false)];
@@ -65,7 +71,8 @@ async function direct(streams: number): Promise<{ tokens: number; seconds: numbe
     }
     return n;
   }));
-  return { tokens: counts.reduce((a, b) => a + b, 0), seconds: (performance.now() - t0) / 1000 };
+  const c = process.cpuUsage(c0);
+  return { tokens: counts.reduce((a, b) => a + b, 0), seconds: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6 };
 }
 
 // Switchyard: a server process serving the same file with the same context shape.
@@ -76,8 +83,9 @@ const sy = await startServer('switchyard', [cli, 'serve', '--port', String(port)
 const clients = Array.from({ length: SEQUENCES }, () => new Client(sy.url, { pipelining: 1 }));
 
 /** `streams` streamed completions at once, each read to [DONE]; tokens from each stream's usage chunk. */
-async function viaSwitchyard(streams: number): Promise<{ tokens: number; seconds: number }> {
+async function viaSwitchyard(streams: number): Promise<Round> {
   const t0 = performance.now();
+  const c0 = await cpuUs(sy.proc.pid);
   const counts = await Promise.all(clients.slice(0, streams).map(async (c, i) => {
     const body = JSON.stringify({ model: 'tiny', prompt: prompt(i), max_tokens: TOKENS, temperature: 0, stream: true, stream_options: { include_usage: true } });
     const res = await c.request({ path: '/v1/completions', method: 'POST', body, headers: { 'content-type': 'application/json' } });
@@ -86,7 +94,9 @@ async function viaSwitchyard(streams: number): Promise<{ tokens: number; seconds
     const usage = text.split('\n\n').map((e) => e.slice(6)).filter((e) => e.includes('"usage":{')).at(-1);
     return (JSON.parse(usage!) as { usage: { completion_tokens: number } }).usage.completion_tokens;
   }));
-  return { tokens: counts.reduce((a, b) => a + b, 0), seconds: (performance.now() - t0) / 1000 };
+  const seconds = (performance.now() - t0) / 1000;
+  const c1 = await cpuUs(sy.proc.pid);
+  return { tokens: counts.reduce((a, b) => a + b, 0), seconds, cpu: c0 === null || c1 === null ? NaN : (c1 - c0) / 1e6 };
 }
 
 try {
@@ -100,6 +110,8 @@ try {
   for (const n of CONCURRENCY) {
     const d: number[] = [];
     const s: number[] = [];
+    const dc: number[] = [];
+    const sc: number[] = [];
     for (let r = 0; r < ROUNDS; r++) {
       const first = r % 2 === 0;
       const a = first ? await direct(n) : await viaSwitchyard(n);
@@ -108,6 +120,8 @@ try {
       if (dr.tokens !== n * TOKENS || sr.tokens !== n * TOKENS) throw new Error(`expected ${n * TOKENS} tokens, got direct ${dr.tokens}, Switchyard ${sr.tokens}`);
       d.push(dr.tokens / dr.seconds);
       s.push(sr.tokens / sr.seconds);
+      dc.push((dr.cpu * 1000) / dr.tokens);
+      sc.push((sr.cpu * 1000) / sr.tokens);
     }
     const dm = quantile(d, 0.5);
     const sm = quantile(s, 0.5);
@@ -117,6 +131,9 @@ try {
     }
     say(`  ${String(n).padStart(2)} stream(s)  direct ${dm.toFixed(0).padStart(6)} tok/s | via Switchyard ${sm.toFixed(0).padStart(6)} tok/s | Switchyard/direct ${(sm / dm).toFixed(3)}`
       + ` | aggregate vs 1 stream: direct ${(dm / base.direct).toFixed(2)}x, Switchyard ${(sm / base.sy).toFixed(2)}x`);
+    const dcm = quantile(dc, 0.5);
+    const scm = quantile(sc, 0.5);
+    say(`  ${''.padStart(12)} CPU per token: direct ${dcm.toFixed(3)} ms (this process) | Switchyard ${scm.toFixed(3)} ms (server process) | Switchyard/direct ${(scm / dcm).toFixed(3)}`);
   }
   if (process.env['BENCH_SAVE']) await report.save(process.env['BENCH_SAVE']);
 } finally {
