@@ -7,7 +7,9 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { credentials, Metadata, status as Status, type Client as GrpcClient, type ServiceError } from '@grpc/grpc-js';
 import { Client } from 'undici';
+import { loadProtos } from '../src/api/index.js';
 import { Batcher } from '../src/serving/batcher.js';
 import type { ModelInstance } from '../src/runtimes/index.js';
 import { mlp } from '../tools/onnx/zoo.js';
@@ -93,6 +95,28 @@ describe('admission before the body is read', () => {
     // The connection that carried a small refused body still serves.
     const again = await client.request({ method: 'POST', path: '/v2/models/mlp/versions/1/infer', headers: JSON_HEADERS, body: body(3) });
     assert.equal(again.statusCode, 200, await again.body.text());
+  });
+
+  it('gRPC ModelInfer for a full queue: UNAVAILABLE + SY_ERR_QUEUE_FULL before its tensors are decoded', async () => {
+    const port = await srv.sy.grpc.listen(0, '127.0.0.1');
+    const grpc = new (loadProtos().InferenceClient)(`127.0.0.1:${port}`, credentials.createInsecure()) as GrpcClient;
+    gate.close();
+    const warm = gate.ran.length;
+    const held = [0, 1, 2].map((i) => inject('/v2/models/mlp/versions/1/infer', body(i)));
+    try {
+      await until(() => gate.ran.length > warm && queued() === QUEUE);
+      // 23 bytes for a [1,64] FP32 input: INVALID_ARGUMENT had the tensors been decoded.
+      const call = (grpc as unknown as Record<string, (r: object, m: Metadata, cb: (e: ServiceError | null) => void) => void>)['ModelInfer']!.bind(grpc);
+      const e = await new Promise<ServiceError | null>((resolve) => call({ model_name: 'mlp', model_version: '1', inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64] }], raw_input_contents: [Buffer.alloc(23)] }, new Metadata(), resolve));
+      assert.ok(e !== null, 'refused');
+      assert.equal(e.code, Status.UNAVAILABLE, e.details);
+      assert.equal(e.metadata.get('x-switchyard-error-code')[0], 'SY_ERR_QUEUE_FULL', e.details);
+      assert.equal(gate.ran.length, warm + 1, 'the refused call never reached the runtime');
+    } finally {
+      gate.open();
+      for (const r of await Promise.all(held)) assert.equal(r.statusCode, 200, r.body);
+      grpc.close();
+    }
   });
 
   it('a routing policy admits on the capacity of all its arms: one arm full, the other free → admitted', async () => {
