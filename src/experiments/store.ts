@@ -14,127 +14,23 @@
  * Reports aggregate in SQL: events are summed per (arm, metric, unit), then counted and summed (with squares) per
  * (arm, metric); means, standard deviations and tests come from those moments.
  */
-import { randomInt } from 'node:crypto';
-import { sql, type Kysely, type Selectable, type Transaction } from 'kysely';
+import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Logger } from 'pino';
 import { err } from '../errors.js';
 import { iso } from '../storage/index.js';
-import { ARM_NAME, MODEL_NAME } from '../registry/index.js';
-import type { Database, DB, ExperimentsTable } from '../storage/index.js';
-import type { SrmTest } from './stats.js';
-import { aggregate, summarize, type ArmOutcomes, type Comparison } from './report.js';
+import { MODEL_NAME } from '../registry/index.js';
+import type { Database, DB } from '../storage/index.js';
+import { aggregate, summarize } from './report.js';
+import {
+  EXPERIMENT_ID, MAX_EVENTS_PER_CALL, MAX_TIMELINE_POINTS, METRIC_NAME,
+  type CreateExperimentInput, type ExperimentArm, type ExperimentPoint, type ExperimentRecord, type ExperimentReport,
+  type ExperimentStatus, type ExperimentStoreOptions, type ExperimentTimeline, type OutcomeEvent,
+} from './types.js';
+import { bad, checkArms, checkGuardrails, isObject, isUniqueViolation, newId, toRecord, type StoredConfig } from './validation.js';
 
-export type ExperimentStatus = 'running' | 'stopped' | 'rolled_back';
 
-export interface ExperimentArm {
-  readonly name: string;
-  /** Version number or alias of the experiment's model. */
-  readonly target: string;
-  /** Relative weight (normalised in reports and SRM). */
-  readonly weight: number;
-}
-
-export interface Guardrails {
-  /** Roll back when a non-control arm's error rate exceeds this (0..1); absent = not checked. */
-  readonly maxErrorRate?: number;
-  /** Roll back when a non-control arm's p99 latency exceeds this many ms; absent = not checked. */
-  readonly maxP99Ms?: number;
-  /** Only judge an arm with at least this many requests in the window. Default 100. */
-  readonly minRequests: number;
-  /** Roll traffic back to the control on a breach (else only report it). Default true. */
-  readonly autoRollback: boolean;
-}
-
-export interface ExperimentRecord {
-  readonly id: string;
-  readonly model: string;
-  readonly description: string;
-  readonly status: ExperimentStatus;
-  readonly arms: readonly ExperimentArm[];
-  /** Name of the control arm. */
-  readonly control: string;
-  readonly guardrails: Guardrails;
-  readonly createdBy: string;
-  readonly createdAt: string;
-  readonly stoppedAt: string | null;
-  readonly stopReason: string | null;
-}
-
-export interface CreateExperimentInput {
-  /** Default: generated (`exp_<10 base36>`); must match {@link EXPERIMENT_ID}. */
-  readonly id?: string;
-  readonly model: string;
-  readonly description?: string;
-  /** At least 2, unique names. */
-  readonly arms: readonly ExperimentArm[];
-  /** An arm name; default the first arm. */
-  readonly control?: string;
-  readonly guardrails?: Partial<Guardrails>;
-}
-
-/** One outcome of a unit (e.g. a conversion or a revenue amount). */
-export interface OutcomeEvent {
-  readonly unit: string;
-  readonly metric: string;
-  readonly value: number;
-  /** ISO 8601; default now. */
-  readonly at?: string;
-}
-
-export type { Comparison, MetricSummary } from './report.js';
-
-export interface ArmReport extends ArmOutcomes {
-  readonly requests: { readonly hash: number; readonly random: number };
-}
-
-export interface ExperimentReport {
-  readonly experiment: ExperimentRecord;
-  readonly generatedAt: string;
-  readonly arms: readonly ArmReport[];
-  readonly comparisons: readonly Comparison[];
-  /** Over exposures per arm vs arm weights. */
-  readonly srm: SrmTest | null;
-  /** Events whose unit was never exposed. */
-  readonly unattributedEvents: number;
-}
-
-/** Cumulative results at one time: what the report would have said then (without request counters). */
-export interface ExperimentPoint {
-  /** The boundary (ISO 8601): units exposed and events that happened at or before it. */
-  readonly at: string;
-  readonly arms: readonly ArmOutcomes[];
-  readonly comparisons: readonly Comparison[];
-  readonly srm: SrmTest | null;
-}
-
-export interface ExperimentTimeline {
-  readonly experiment: ExperimentRecord;
-  readonly from: string;
-  readonly until: string;
-  readonly stepMs: number;
-  /** Oldest first; the last one is at `until`. */
-  readonly points: readonly ExperimentPoint[];
-}
-
-/** Boundaries a timeline may have at most. */
-export const MAX_TIMELINE_POINTS = 100;
-
-export interface ExperimentStoreOptions {
-  /** How often pending exposures and traffic are written, ms. Default 1000. */
-  flushMs?: number;
-  /** Pending (unwritten) exposures kept at most; beyond, new ones are dropped and counted. Default 100000. */
-  maxPendingUnits?: number;
-  logger?: Logger;
-}
-
-export const EXPERIMENT_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-export const METRIC_NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/;
-export const MAX_EVENTS_PER_CALL = 1000;
-const MAX_ARMS = 16;
 const MAX_UNIT = 256;
 const MAX_TEXT = 1024;
-const MAX_TARGET = 64;
-const MAX_WEIGHT = 1_000_000;
 /** Distinct (experiment, arm, assignment) counters kept pending at most. */
 const MAX_TRAFFIC_KEYS = 10_000;
 const ERROR_LOG_INTERVAL_MS = 10_000;
@@ -142,92 +38,10 @@ const ERROR_LOG_INTERVAL_MS = 10_000;
 const CHUNK = 500;
 const SEP = '\u0000';
 const STATUSES: readonly ExperimentStatus[] = ['running', 'stopped', 'rolled_back'];
-const GUARDRAIL_KEYS = new Set(['maxErrorRate', 'maxP99Ms', 'minRequests', 'autoRollback']);
 const ISO_DATE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})$/;
 
 interface PendingExposure { readonly experiment: string; readonly unit: string; readonly arm: string; readonly at: number }
 interface PendingTraffic { readonly experiment: string; readonly arm: string; readonly assignment: 'hash' | 'random'; requests: number }
-interface StoredConfig { arms: ExperimentArm[]; control: string; guardrails: Guardrails }
-
-const bad = (msg: string): Error => err('SY_ERR_BAD_REQUEST', msg);
-const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
-
-function newId(): string {
-  let s = 'exp_';
-  for (let i = 0; i < 10; i++) s += randomInt(36).toString(36);
-  return s;
-}
-
-function checkArms(arms: unknown): ExperimentArm[] {
-  if (!Array.isArray(arms) || arms.length < 2 || arms.length > MAX_ARMS) throw bad(`experiment: "arms" must be a list of 2 to ${MAX_ARMS} arms`);
-  const names = new Set<string>();
-  let total = 0;
-  const out = arms.map((a: unknown, i) => {
-    if (!isObject(a)) throw bad(`experiment: arms[${i}] must be an object`);
-    const { name, target, weight } = a;
-    if (typeof name !== 'string' || !ARM_NAME.test(name)) throw bad(`experiment: arms[${i}].name must match ${ARM_NAME.source}`);
-    if (names.has(name)) throw bad(`experiment: arm name "${name}" is used twice`);
-    names.add(name);
-    if (typeof target !== 'string' || target.length === 0 || target.length > MAX_TARGET) throw bad(`experiment: arms[${i}].target must be a version number or alias`);
-    if (typeof weight !== 'number' || !Number.isFinite(weight) || weight < 0 || weight > MAX_WEIGHT) {
-      throw bad(`experiment: arms[${i}].weight must be a number in [0, ${MAX_WEIGHT}]`);
-    }
-    total += weight;
-    return { name, target, weight };
-  });
-  if (!(total > 0)) throw bad('experiment: at least one arm needs a weight above 0');
-  return out;
-}
-
-function checkGuardrails(g: unknown): Guardrails {
-  if (g === undefined) return { minRequests: 100, autoRollback: true };
-  if (!isObject(g)) throw bad('experiment: "guardrails" must be an object');
-  for (const k of Object.keys(g)) if (!GUARDRAIL_KEYS.has(k)) throw bad(`experiment: unknown guardrail "${k}"`);
-  const { maxErrorRate, maxP99Ms, minRequests = 100, autoRollback = true } = g;
-  if (maxErrorRate !== undefined && (typeof maxErrorRate !== 'number' || !(maxErrorRate >= 0 && maxErrorRate <= 1))) {
-    throw bad('experiment: guardrails.maxErrorRate must be a number in [0, 1]');
-  }
-  if (maxP99Ms !== undefined && (typeof maxP99Ms !== 'number' || !Number.isFinite(maxP99Ms) || maxP99Ms <= 0)) {
-    throw bad('experiment: guardrails.maxP99Ms must be a positive number of milliseconds');
-  }
-  if (typeof minRequests !== 'number' || !Number.isSafeInteger(minRequests) || minRequests < 1) {
-    throw bad('experiment: guardrails.minRequests must be a positive integer');
-  }
-  if (typeof autoRollback !== 'boolean') throw bad('experiment: guardrails.autoRollback must be true or false');
-  return {
-    ...(maxErrorRate === undefined ? {} : { maxErrorRate }),
-    ...(maxP99Ms === undefined ? {} : { maxP99Ms }),
-    minRequests, autoRollback,
-  };
-}
-
-function parseConfig(text: string): StoredConfig {
-  const c = JSON.parse(text) as Partial<StoredConfig>;
-  const arms = Array.isArray(c.arms) ? c.arms : [];
-  const g: Record<string, unknown> = isObject(c.guardrails) ? c.guardrails : {};
-  const guardrails: Guardrails = {
-    ...(typeof g['maxErrorRate'] === 'number' ? { maxErrorRate: g['maxErrorRate'] } : {}),
-    ...(typeof g['maxP99Ms'] === 'number' ? { maxP99Ms: g['maxP99Ms'] } : {}),
-    minRequests: typeof g['minRequests'] === 'number' ? g['minRequests'] : 100,
-    autoRollback: typeof g['autoRollback'] === 'boolean' ? g['autoRollback'] : true,
-  };
-  return { arms, control: typeof c.control === 'string' ? c.control : arms[0]?.name ?? '', guardrails };
-}
-
-function toRecord(r: Selectable<ExperimentsTable>): ExperimentRecord {
-  const c = parseConfig(r.config);
-  return {
-    id: r.id, model: r.model, description: r.description, status: r.status as ExperimentStatus,
-    arms: c.arms, control: c.control, guardrails: c.guardrails,
-    createdBy: r.created_by, createdAt: iso(Number(r.created_at)),
-    stoppedAt: r.stopped_at === null ? null : iso(Number(r.stopped_at)), stopReason: r.stop_reason,
-  };
-}
-
-function isUniqueViolation(e: unknown): boolean {
-  const code = (e as { code?: unknown } | null)?.code;
-  return code === '23505' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === 'SQLITE_CONSTRAINT_UNIQUE';
-}
 
 /**
  * Experiments, their exposures, traffic and outcome events.

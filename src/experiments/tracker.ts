@@ -11,7 +11,8 @@ import { channels, type RouteEvent, type ServedEvent } from '../events.js';
 import type { Registry, RegistryEvent } from '../registry/index.js';
 import type { Assignment } from '../routing/index.js';
 import { WindowStats, type WindowSnapshot } from '../routing/index.js';
-import type { ExperimentRecord, ExperimentStore } from './store.js';
+import type { ExperimentStore } from './store.js';
+import type { ExperimentRecord } from './types.js';
 
 export interface GuardrailStatus {
   readonly arm: string;
