@@ -468,7 +468,7 @@ function redisSuite(): void {
       assert.equal(errors.length, 2);
       const proxy = await redisProxy(port);
       try {
-        await until(() => l.connected, 5000);
+        await until(() => l.connected);
         const a = await l.admit(s);
         assert.deepEqual([a.allowed, a.degraded, a.remaining], [true, false, 99]);
         assert.equal(errors.length, 2);

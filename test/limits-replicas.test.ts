@@ -84,10 +84,8 @@ describe('tenant limits across three replicas (Redis)', { skip: down && !inCi ? 
     // Every replica sees the tenant, the key and the model (access caches refresh every 300 ms). Requests refused
     // before the limiter (401 unknown key, 404 model not visible yet) spend no token; each replica's first 200 does.
     for (const r of replicas) {
-      const end = Date.now() + 10_000;
-      let status = 0;
-      while (Date.now() < end && (status = await send(r)) !== 200) await new Promise((res) => setTimeout(res, 100));
-      assert.equal(status, 200, `replica ${r.url} serves the tenant`);
+      // Until replica r serves the tenant (a 200); no deadline: a hang is the runner's timeout.
+      while ((await send(r)) !== 200) await new Promise((res) => setTimeout(res, 100));
       warmup++;
     }
 

@@ -119,12 +119,10 @@ describeNeeding('LLM token limits across three replicas (Redis)', `Postgres, Red
 
     // Every replica knows the key (GET /v1/models reserves nothing, so the bucket stays full).
     for (const r of replicas) {
-      const end = Date.now() + 10_000;
-      let status = 0;
-      while (Date.now() < end && (status = (await fetch(`${r.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } })).status) !== 200) {
+      // Until replica r knows the tenant's key (a 200); no deadline: a hang is the runner's timeout.
+      while ((await fetch(`${r.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } })).status !== 200) {
         await new Promise((res) => setTimeout(res, 100));
       }
-      assert.equal(status, 200, `replica ${r.url} knows the tenant's key`);
     }
 
     const t0 = performance.now();
@@ -174,14 +172,11 @@ describeNeeding('LLM token limits across three replicas (Redis)', `Postgres, Red
 
     // Usage: each replica flushes every 200 ms into the shared Postgres; every replica then reads the same sums.
     const expected = { requests: admitted, errors: 0, promptTokens: admitted * probeUsage.prompt_tokens, completionTokens: admitted * MAX_TOKENS };
-    const end = Date.now() + 10_000;
     for (const r of replicas) {
-      let seen: unknown;
-      for (;;) {
+      for (;;) { // no deadline (a loaded machine may be slow): a hang is the runner's timeout
         const res = await fetch(`${r.url}/api/v1/llm/usage?tenant=${tenant}&group_by=total`, { headers: { authorization: `Bearer ${ADMIN}` } });
         assert.equal(res.status, 200);
         const rows = ((await res.json()) as { usage: Array<Record<string, unknown>> }).usage;
-        seen = rows;
         if (rows.length === 1 && rows[0]!['requests'] === admitted) {
           const row = rows[0]!;
           assert.deepEqual({ tenant: row['tenant'], model: row['model'] }, { tenant, model: MODEL });
@@ -189,7 +184,6 @@ describeNeeding('LLM token limits across three replicas (Redis)', `Postgres, Red
           break;
         }
         assert.ok(rows.length <= 1 && Number(rows[0]?.['requests'] ?? 0) < admitted, `usage never exceeds the admitted requests: ${JSON.stringify(rows)}`);
-        if (Date.now() > end) assert.fail(`replica ${r.url}: usage did not reach ${admitted} requests: ${JSON.stringify(seen)}`);
         await new Promise((res) => setTimeout(res, 100));
       }
     }
