@@ -807,7 +807,7 @@ services:
     seen.length = 0;
     await writeFile(join(dir, 'entities.csv'), 'user_id,timestamp\n1,2025-01-02T00:00:00Z\n2,1735776000000\n');
     const csvOut = join(dir, 'train.csv');
-    assert.match(ok(await run(['features', 'export', '--entities', join(dir, 'entities.csv'), '--features', 'user_stats:clicks', '--out', csvOut, ...u()])), /Wrote 2 rows to .*train\.csv \(csv\)/);
+    assert.match(ok(await run(['features', 'export', '--entities', join(dir, 'entities.csv'), '--features', 'user_stats:clicks', '--output', csvOut, ...u()])), /Wrote 2 rows to .*train\.csv \(csv\)/);
     assert.deepEqual(seen[0]!['body'], { entities: [{ user_id: '1', timestamp: '2025-01-02T00:00:00Z' }, { user_id: '2', timestamp: 1735776000000 }], features: ['user_stats:clicks'] });
     assert.equal(await readFile(csvOut, 'utf8'), 'user_id,timestamp,user_stats:clicks\n1,2025-01-02T00:00:00Z,"a,""b"""\n2,1735776000000,\n');
     const jsonlOut = join(dir, 'train.jsonl');
