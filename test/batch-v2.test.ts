@@ -155,11 +155,18 @@ function suite(name: string, database: () => string): void {
       const path = join(server.dir, 'ids.parquet');
       await writeFile(path, new Uint8Array(parquetWriteBuffer({ columnData: [{ name: 'n', data: ids.map((_, i) => i * 10) }, ...Array.from({ length: 8 }, (_, k) => ({ name: `t${k}`, data: ids.map((r) => r[k]!) }))] })));
       const mapping = { input_ids: Array.from({ length: 8 }, (_, k) => `t${k}`) };
-      const ok = await until((await api('POST', '/api/v1/batch/jobs', { model: 'encoder', input: { path }, mapping, includedFields: ['n'], chunkRows: 1, maxFailedRows: 2 })).json.id);
+      // Chunks of 4 rows: a bad row shares its request with good ones, and only the bad row fails.
+      const ok = await until((await api('POST', '/api/v1/batch/jobs', { model: 'encoder', input: { path }, mapping, includedFields: ['n'], chunkRows: 4, maxFailedRows: 2 })).json.id);
       assert.equal(ok.status, 'completed');
       assert.deepEqual(ok.counts, { total: N, succeeded: N - 2, failed: 2, done: N });
       const errs = await lines(ok.id, 'errors');
       assert.deepEqual(errs.map((e) => [e.row, e.n]), [[2, 20], [6, 60]]);
+      // Rerun alone, a row fails as a runtime failure; rerun batched with other rows by the serving core, the core's own isolation names it bad input.
+      for (const e of errs) assert.ok(['SY_ERR_INFERENCE_FAILED', 'SY_ERR_INPUT_REJECTED'].includes(e.error.code), e.error.code);
+      const want = await encReference(ids.filter((_, i) => i !== 2 && i !== 6));
+      const got = await lines(ok.id, 'output');
+      assert.deepEqual(got.map((o) => o.row), [0, 1, 3, 4, 5, 7]);
+      got.forEach((o, i) => assertClose(o.embedding, want[i]!, 1e-5, `row ${o.row}`));
       const over = await until((await api('POST', '/api/v1/batch/jobs', { model: 'encoder', input: { path }, mapping, chunkRows: 1, maxFailedRows: 1 })).json.id);
       assert.equal(over.status, 'failed');
       assert.equal(over.errors![0]!.code, 'failure_budget_exceeded');

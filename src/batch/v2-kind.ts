@@ -5,7 +5,8 @@
  * count per row from the serving version's signature), and stores each chunk as JSONL of mapped rows; a record
  * that cannot be mapped is kept in its chunk as a failed row with the reason, so it lands in the error file in
  * order and counts against the failure budget. Running a chunk stacks its rows into one request in the job's
- * low-weight flow; when the model refuses it as bad input, its rows are run one by one so only the bad ones fail.
+ * low-weight flow; when that request fails (other than for load), its rows are run one by one so only the rows
+ * that fail alone fail.
  *
  * Chunk line: `{"r": row, "k": key, "p": {pass-through}, "x": {input: [values]}}` or, for a failed row, `"e":
  * {code, message}` instead of `"x"`. Output line: `{"row", "key"?, ...pass-through, <output>: value}`; error
@@ -233,7 +234,7 @@ export class V2Kind implements JobKind {
     return { output, errorOutput, succeeded, failed, usage: ZERO_USAGE, lineUsage: [] };
   }
 
-  /** Score `rows` together; bad input (4xx) with more than one row is retried row by row so only bad rows fail. */
+  /** Score `rows` together; a failure other than load (429, 503) is retried row by row so only the failing rows fail. */
   async #score(job: V2Job, rows: readonly ChunkRow[], results: Map<ChunkRow, Record<string, string> | Failure>, ctx: RunContext, split: boolean): Promise<void> {
     const spec = job.spec;
     const inputs = new Map<string, unknown[][]>();
@@ -250,7 +251,9 @@ export class V2Kind implements JobKind {
           await sleep(Math.min(5000, 100 * 2 ** attempt));
           continue;
         }
-        if (status >= 400 && status < 500 && status !== 429 && split && rows.length > 1) {
+        // Bad input, or a runtime failure that one row's values may cause (an id beyond a vocabulary): run the
+        // rows one by one, so only the rows that fail alone fail.
+        if (split && rows.length > 1 && status >= 400 && status !== 429 && status !== 503 && !ctx.signal.aborted) {
           await Promise.all(rows.map((r) => this.#score(job, [r], results, ctx, false)));
           return;
         }
