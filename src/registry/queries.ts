@@ -1,13 +1,15 @@
 /**
  * @module
  * The registry's reads, shared by the service's plain reads and its transactions: models with aliases, version
- * rows, row locks, alias history, event queries and the consistent snapshot. Also the transaction runner
+ * rows, row locks, alias history, event queries, the consistent snapshot and the check that a routing policy's
+ * targets exist. Also the transaction runner
  * (`BEGIN IMMEDIATE` on SQLite so writers from several processes queue on busy_timeout instead of failing).
  */
 import { sql, type Kysely } from 'kysely';
 import { err } from '../errors.js';
 import type { DB, Dialect, VersionsTable } from '../storage/index.js';
 import { eventRecord, modelRecord, parseTime, versionRecord } from './records.js';
+import type { RoutingPolicy } from './routing-policy.js';
 import type { EventQuery, ModelRecord, RegistryEvent, RegistrySnapshot, VersionRecord } from './types.js';
 
 /** A handle bound to one connection (inside a transaction) or the pool. */
@@ -149,4 +151,26 @@ export async function readSnapshot(db: Db, dialect: Dialect): Promise<RegistrySn
     }
     return { models: models.map((m) => ({ ...m, versions: byModel.get(m.name) ?? [] })) };
   }, 'snapshot');
+}
+
+/** Every version and alias a policy names must exist (an unknown target is a typo, not a plan): 400 naming it. */
+export async function checkRoutingTargets(tx: Db, model: string, p: RoutingPolicy): Promise<void> {
+  const refs: { where: string; model: string; ref: string | undefined }[] = [
+    ...(p.arms ?? []).map((a, i) => ({ where: `arms.${i}.target`, model, ref: a.target })),
+    ...(p.shadow ?? []).map((x, i) => ({ where: `shadow.${i}.target`, model, ref: x.target })),
+    ...(p.fallback ?? []).map((f, i) => ({ where: `fallback.${i}`, model: f.model ?? model, ref: f.version })),
+  ];
+  for (const r of refs) {
+    if (r.model !== model) {
+      const m = await tx.selectFrom('models').select('name').where('name', '=', r.model).executeTakeFirst();
+      if (m === undefined) throw err('SY_ERR_BAD_REQUEST', `invalid routing policy: ${r.where}: no registered model "${r.model}"`);
+    }
+    if (r.ref === undefined) continue;
+    if (/^\d+$/.test(r.ref)) {
+      const v = await tx.selectFrom('versions').select(['archived_at']).where('model', '=', r.model).where('version', '=', Number(r.ref)).executeTakeFirst();
+      if (v === undefined || v.archived_at !== null) throw err('SY_ERR_BAD_REQUEST', `invalid routing policy: ${r.where}: model "${r.model}" has no version ${r.ref}${v ? ' (archived)' : ''}`);
+    } else if ((await readAlias(tx, r.model, r.ref)) === null) {
+      throw err('SY_ERR_BAD_REQUEST', `invalid routing policy: ${r.where}: model "${r.model}" has no alias "${r.ref}"`);
+    }
+  }
 }

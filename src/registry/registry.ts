@@ -7,11 +7,11 @@
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { err } from '../errors.js';
-import { parseRoutingPolicy, type RoutingPolicy } from './routing-policy.js';
+import { parseRoutingPolicy } from './routing-policy.js';
 import { type Database, type Dialect, isUniqueViolation, openDatabase, PgChannel, type VersionsTable } from '../storage/index.js';
 import { type ArtifactLease, LocalArtifactStore, type ArtifactStore } from './artifacts.js';
 import {
-  inTransaction, insertModel, lockModel, readAlias, readAliasAt, readEvents, readEventsById, readEventsAfter, readLastEventId, readModel, readModels, readSnapshot, readVersionRow,
+  checkRoutingTargets, inTransaction, insertModel, lockModel, readAlias, readAliasAt, readEvents, readEventsById, readEventsAfter, readLastEventId, readModel, readModels, readSnapshot, readVersionRow,
   notFound, type Db,
 } from './queries.js';
 import {
@@ -486,28 +486,6 @@ export class Registry {
       if (used === undefined) await this.#store.remove(ref);
     } catch (e) {
       this.#logger?.warn({ err: e, sha256: ref.sha256 }, 'could not remove a rejected artifact');
-    }
-  }
-}
-
-/** Every version and alias a policy names must exist (an unknown target is a typo, not a plan): 400 naming it. */
-async function checkRoutingTargets(tx: Db, model: string, p: RoutingPolicy): Promise<void> {
-  const refs: { where: string; model: string; ref: string | undefined }[] = [
-    ...(p.arms ?? []).map((a, i) => ({ where: `arms.${i}.target`, model, ref: a.target })),
-    ...(p.shadow ?? []).map((x, i) => ({ where: `shadow.${i}.target`, model, ref: x.target })),
-    ...(p.fallback ?? []).map((f, i) => ({ where: `fallback.${i}`, model: f.model ?? model, ref: f.version })),
-  ];
-  for (const r of refs) {
-    if (r.model !== model) {
-      const m = await tx.selectFrom('models').select('name').where('name', '=', r.model).executeTakeFirst();
-      if (m === undefined) throw err('SY_ERR_BAD_REQUEST', `invalid routing policy: ${r.where}: no registered model "${r.model}"`);
-    }
-    if (r.ref === undefined) continue;
-    if (/^\d+$/.test(r.ref)) {
-      const v = await tx.selectFrom('versions').select(['archived_at']).where('model', '=', r.model).where('version', '=', Number(r.ref)).executeTakeFirst();
-      if (v === undefined || v.archived_at !== null) throw err('SY_ERR_BAD_REQUEST', `invalid routing policy: ${r.where}: model "${r.model}" has no version ${r.ref}${v ? ' (archived)' : ''}`);
-    } else if ((await readAlias(tx, r.model, r.ref)) === null) {
-      throw err('SY_ERR_BAD_REQUEST', `invalid routing policy: ${r.where}: model "${r.model}" has no alias "${r.ref}"`);
     }
   }
 }

@@ -6,6 +6,10 @@
  * what nothing routes to any more, and keeps resident versions within a memory budget by unloading the least
  * recently used idle ones. It never reads the registry per request: registry events trigger a reconcile of
  * the one model they concern.
+ *
+ * Longer than our ~500-line guide on purpose: each version's lifecycle (LOADING → READY → UNLOADING, swaps,
+ * the memory budget's evictions) is one state machine over the same per-model maps; loading, warmup and
+ * import already live beside it.
  */
 import type { Logger } from 'pino';
 import { modelConfigSchema, resolveModelConfig, type ModelConfig, type VersionPolicy } from '../config/index.js';

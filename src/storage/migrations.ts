@@ -2,6 +2,9 @@
  * @module
  * The metadata store's schema, as one ordered list of migrations shared by SQLite and Postgres (a dialect
  * switch only where the two differ: the events id column). Applied by `openDatabase` through Kysely's Migrator.
+ *
+ * Longer than our ~500-line guide on purpose: migrations are one append-only, ordered list; splitting it
+ * would hide their order.
  */
 import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 import { err } from '../errors.js';

@@ -21,6 +21,9 @@
  * Timeouts: `timeoutMs` until the response headers arrive (undici's coarse timers: up to about a second late)
  * and, streaming, until the first chunk; after it, `timeoutMs` of silence between body chunks. Once a stream's first chunk is returned nothing is retried: a
  * break is an LlmError thrown from the iterator (`upstream_stream_incomplete`).
+ *
+ * Longer than our ~500-line guide on purpose: one upstream's request life (attempts, retries, timeouts, the
+ * streaming body and its break) is one state machine whose parts share the same per-request fields.
  */
 import { Buffer } from 'node:buffer';
 import type { Readable } from 'node:stream';
