@@ -374,7 +374,7 @@ export class InferenceService {
     } catch {
       return null;
     }
-    const e = err('SY_ERR_QUEUE_FULL', `model "${first.model}" is at capacity: its queue is full; retry after the Retry-After delay`, { retryAfterS: 1 });
+    const e = first.batcher?.fullError() ?? err('SY_ERR_QUEUE_FULL', 'queue is full', { retryAfterS: 1 });
     this.#refused(first, caller, e);
     return e;
   }
@@ -514,7 +514,7 @@ export class InferenceService {
       }
       // Refused before the body is decoded (transports check at arrival too; the queue may have filled since,
       // e.g. while the body was read): under overload a refusal must cost much less than the work it protects.
-      if (!mv.admits(call.caller.flow)) throw err('SY_ERR_QUEUE_FULL', `model "${mv.model}" version ${mv.label}: queue is full`, { retryAfterS: 1 });
+      if (!mv.admits(call.caller.flow)) throw mv.batcher!.fullError();
       prepared = await ctx.prepare(mv, this.#features);
       const sig = mv.signature!;
       const monitor = this.#monitor;

@@ -159,6 +159,11 @@ export class Batcher {
     return this.#closed || this.#fq.queued < this.#opts.maxQueueSize || this.#fq.victim(flow) !== null;
   }
 
+  /** The refusal of a request the queue has no room for (what submit throws; admission answers the same). */
+  fullError(): SwitchyardError {
+    return err('SY_ERR_QUEUE_FULL', `queue is full (${this.#opts.maxQueueSize} requests waiting)`, { retryAfterS: 1 });
+  }
+
   cancel(job: Job, reason: SwitchyardError): void {
     if (job.state === DONE) return;
     if (job.lane !== null) {
@@ -194,7 +199,7 @@ export class Batcher {
   #makeRoom(flow: Flow): void {
     const victim = this.#fq.victim(flow);
     const max = this.#opts.maxQueueSize;
-    if (victim === null) throw err('SY_ERR_QUEUE_FULL', `queue is full (${max} requests waiting)`, { retryAfterS: 1 });
+    if (victim === null) throw this.fullError();
     this.cancel(victim, err('SY_ERR_QUEUE_FULL', `queue is full (${max} requests waiting; evicted for a flow with fewer queued)`, { retryAfterS: 1 }));
   }
 
