@@ -24,7 +24,10 @@ const re = (names) => `^src/(${names.join('|')})(/|$)`;
 
 const upward = TIERS.slice(1).map((tier, i) => ({
   name: `no-upward-from-${tier.join('-').replace(/\\\./g, '.')}`,
-  comment: `${tier.join(', ').replace(/\\\./g, '.')} may not import from a tier above it (${TIERS.slice(0, i + 1).flat().join(', ').replace(/\\\./g, '.')}).`,
+  comment: `${tier.join(', ').replace(/\\\./g, '.')} may not import from a tier above it (${TIERS.slice(0, i + 1)
+    .flat()
+    .join(', ')
+    .replace(/\\\./g, '.')}).`,
   severity: 'error',
   from: { path: re(tier) },
   to: { path: re(TIERS.slice(0, i + 1).flat()) },
@@ -49,7 +52,7 @@ module.exports = {
     },
     {
       name: 'root-through-index',
-      comment: "Root files (server.ts, errors.ts, ...) import a folder through its index.ts.",
+      comment: 'Root files (server.ts, errors.ts, ...) import a folder through its index.ts.',
       severity: 'error',
       from: { path: '^src/[^/]+\\.ts$' },
       to: { path: '^src/[^/]+/', pathNot: '^src/[^/]+/index\\.ts$' },

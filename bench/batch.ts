@@ -40,7 +40,15 @@ function rng(seed: number): () => number {
   };
 }
 
-interface Workload { name: string; bytes: Uint8Array; rows: number; input: string; perRow: number; value: (r: () => number) => number; tensor: (flat: number[], n: number) => ort.Tensor }
+interface Workload {
+  name: string;
+  bytes: Uint8Array;
+  rows: number;
+  input: string;
+  perRow: number;
+  value: (r: () => number) => number;
+  tensor: (flat: number[], n: number) => ort.Tensor;
+}
 
 /** Best rows/s of raw onnxruntime over `flat` (rows × perRow values) across batch sizes. */
 async function raw(w: Workload, flat: number[], say: (s: string) => void): Promise<number> {
@@ -69,8 +77,17 @@ async function raw(w: Workload, flat: number[], say: (s: string) => void): Promi
 
 async function api(url: string, method: string, path: string, body?: unknown): Promise<any> {
   // A pooled keep-alive connection the server closed as idle while this process was busy: try once more.
-  const res = await fetch(`${url}${path}`, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? null : JSON.stringify(body) })
-    .catch(() => fetch(`${url}${path}`, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? null : JSON.stringify(body) }));
+  const res = await fetch(`${url}${path}`, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? null : JSON.stringify(body),
+  }).catch(() =>
+    fetch(`${url}${path}`, {
+      method,
+      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      body: body === undefined ? null : JSON.stringify(body),
+    }),
+  );
   const json = await res.json();
   if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
   return json;
@@ -102,12 +119,46 @@ async function main(): Promise<void> {
     encoder: { versions: { 1: encBytes }, config: { max_batch_size: 1024 } },
   });
   const workloads: Workload[] = [
-    { name: 'mlp', bytes: mlpBytes, rows: ROWS, input: 'features', perRow: 64, value: (r) => r() * 2 - 1, tensor: (f, n) => new ort.Tensor('float32', Float32Array.from(f), [n, 64]) },
-    { name: 'encoder', bytes: encBytes, rows: ENC_ROWS, input: 'input_ids', perRow: ENC.seqLen, value: (r) => Math.floor(r() * ENC.vocab), tensor: (f, n) => new ort.Tensor('int64', BigInt64Array.from(f.map(BigInt)), [n, ENC.seqLen]) },
+    {
+      name: 'mlp',
+      bytes: mlpBytes,
+      rows: ROWS,
+      input: 'features',
+      perRow: 64,
+      value: (r) => r() * 2 - 1,
+      tensor: (f, n) => new ort.Tensor('float32', Float32Array.from(f), [n, 64]),
+    },
+    {
+      name: 'encoder',
+      bytes: encBytes,
+      rows: ENC_ROWS,
+      input: 'input_ids',
+      perRow: ENC.seqLen,
+      value: (r) => Math.floor(r() * ENC.vocab),
+      tensor: (f, n) => new ort.Tensor('int64', BigInt64Array.from(f.map(BigInt)), [n, ENC.seqLen]),
+    },
   ];
   const port = await benchPort();
-  const server = await startServer('switchyard', [cli, 'serve', '--port', String(port), '--grpc-port', '0', '--log-level', 'warn', '--model-repository', join(dir, 'repo'),
-    '--data-dir', join(dir, 'data'), '--batch-workers', String(WORKERS)], port);
+  const server = await startServer(
+    'switchyard',
+    [
+      cli,
+      'serve',
+      '--port',
+      String(port),
+      '--grpc-port',
+      '0',
+      '--log-level',
+      'warn',
+      '--model-repository',
+      join(dir, 'repo'),
+      '--data-dir',
+      join(dir, 'data'),
+      '--batch-workers',
+      String(WORKERS),
+    ],
+    port,
+  );
   try {
     say('\n## Throughput: batch job vs raw onnxruntime (best batch size), same rows');
     for (const w of workloads) {
@@ -115,7 +166,15 @@ async function main(): Promise<void> {
       const flat = Array.from({ length: w.rows * w.perRow }, () => w.value(r));
       // Values as the file carries them (float32-exact decimals for the mlp), so both runs see the same inputs.
       const rows: string[] = [];
-      for (let i = 0; i < w.rows; i++) rows.push(JSON.stringify({ x: w.input === 'features' ? Array.from(Float32Array.from(flat.slice(i * w.perRow, (i + 1) * w.perRow))) : flat.slice(i * w.perRow, (i + 1) * w.perRow) }));
+      for (let i = 0; i < w.rows; i++)
+        rows.push(
+          JSON.stringify({
+            x:
+              w.input === 'features'
+                ? Array.from(Float32Array.from(flat.slice(i * w.perRow, (i + 1) * w.perRow)))
+                : flat.slice(i * w.perRow, (i + 1) * w.perRow),
+          }),
+        );
       const file = join(dir, `${w.name}.jsonl`);
       await writeFile(file, `${rows.join('\n')}\n`);
       say(`  ${w.name}:`);
@@ -131,16 +190,23 @@ async function main(): Promise<void> {
     await throughput(server.url, '/v2/models/mlp/infer', body, CONNECTIONS, 2);
     const alone = await throughput(server.url, '/v2/models/mlp/infer', body, CONNECTIONS, SECONDS);
     say(`  alone:          p99 ${fmt(alone.p99Ms, 2)} ms, p50 ${fmt(alone.p50Ms, 2)} ms, ${fmt(alone.rps)} req/s, non-2xx ${alone.non2xx}`);
-    const created = await api(server.url, 'POST', '/api/v1/batch/jobs', { model: 'mlp', input: { path: join(dir, 'mlp.jsonl') }, mapping: { features: 'x' }, chunkRows: 1000 });
+    const created = await api(server.url, 'POST', '/api/v1/batch/jobs', {
+      model: 'mlp',
+      input: { path: join(dir, 'mlp.jsonl') },
+      mapping: { features: 'x' },
+      chunkRows: 1000,
+    });
     // Wait until the job is scoring rows (reading and chunking the file is not what this measures).
     for (;;) {
       const j = await api(server.url, 'GET', `/api/v1/batch/jobs/${created.id}`);
-      if (j.counts.done > 0 || j.status !== 'validating' && j.status !== 'in_progress') break;
+      if (j.counts.done > 0 || (j.status !== 'validating' && j.status !== 'in_progress')) break;
       await new Promise((r) => setTimeout(r, 50));
     }
     const during = await throughput(server.url, '/v2/models/mlp/infer', body, CONNECTIONS, SECONDS);
     const after = await api(server.url, 'GET', `/api/v1/batch/jobs/${created.id}`);
-    say(`  with a job:     p99 ${fmt(during.p99Ms, 2)} ms, p50 ${fmt(during.p50Ms, 2)} ms, ${fmt(during.rps)} req/s, non-2xx ${during.non2xx} (job ${after.status}, ${after.counts.done}/${after.counts.total} rows, ${fmt(after.progress.rowsPerSecond ?? 0)} rows/s)`);
+    say(
+      `  with a job:     p99 ${fmt(during.p99Ms, 2)} ms, p50 ${fmt(during.p50Ms, 2)} ms, ${fmt(during.rps)} req/s, non-2xx ${during.non2xx} (job ${after.status}, ${after.counts.done}/${after.counts.total} rows, ${fmt(after.progress.rowsPerSecond ?? 0)} rows/s)`,
+    );
     if (after.status !== 'completed') say('  (the job was still running at the end of the window: the whole window had it running)');
     else say('  (the job finished inside the window: raise BENCH_BATCH_ROWS for a window fully under load)');
     say(`  ratio p99 with job / alone: ${fmt(during.p99Ms / alone.p99Ms, 2)}`);

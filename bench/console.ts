@@ -29,8 +29,21 @@ const say = report.say;
 
 function events(): RequestEvent[] {
   return Array.from({ length: 64 }, (_, i) => ({
-    origin: {}, model: `model-${i % 8}`, version: '1', versionNumber: 1, tenant: '', arm: null, ok: i % 50 !== 0, reason: i % 50 === 0 ? 'runtime_error' : null,
-    rows: 1, cached: false, totalMs: 0.2 + (i % 13) * 0.37, queueMs: 0.05, computeMs: 0.1, computeShareMs: 0.1, keyId: null,
+    origin: {},
+    model: `model-${i % 8}`,
+    version: '1',
+    versionNumber: 1,
+    tenant: '',
+    arm: null,
+    ok: i % 50 !== 0,
+    reason: i % 50 === 0 ? 'runtime_error' : null,
+    rows: 1,
+    cached: false,
+    totalMs: 0.2 + (i % 13) * 0.37,
+    queueMs: 0.05,
+    computeMs: 0.1,
+    computeShareMs: 0.1,
+    keyId: null,
   }));
 }
 
@@ -45,7 +58,9 @@ async function main(): Promise<void> {
   const evs = events();
   const tl = new ServingTimeline();
   let sink = 0;
-  const noop = (e: RequestEvent): void => { sink += e.rows; };
+  const noop = (e: RequestEvent): void => {
+    sink += e.rows;
+  };
   const record = (e: RequestEvent): void => tl.record(e);
   nsPerEvent(record, evs);
   nsPerEvent(noop, evs);
@@ -57,14 +72,18 @@ async function main(): Promise<void> {
   }
   const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const added = med(rec) - med(base);
-  say(`record(): ${fmt(med(rec), 1)} ns/event vs ${fmt(med(base), 1)} ns for the no-op loop → ${fmt(added, 1)} ns added per request (median of 3 × ${EVENTS / 1e6}M)`);
+  say(
+    `record(): ${fmt(med(rec), 1)} ns/event vs ${fmt(med(base), 1)} ns for the no-op loop → ${fmt(added, 1)} ns added per request (median of 3 × ${EVENTS / 1e6}M)`,
+  );
   if (sink < 0) say(String(sink));
 
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-bench-console-'));
   await writeModelRepository(join(dir, 'repo'), { mlp: { versions: { 1: mlp(7) } } });
   const config = loadServerConfig({ modelRepository: join(dir, 'repo'), dataDir: join(dir, 'data'), port: 0, logLevel: 'silent', predictionLog: 'off' }, {});
   const sy = await createSwitchyard(config, createLogger('silent'));
-  const payload = JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: Array.from({ length: 64 }, (_, i) => Math.sin(i) / 2) }] });
+  const payload = JSON.stringify({
+    inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: Array.from({ length: 64 }, (_, i) => Math.sin(i) / 2) }],
+  });
   const real = sy.monitoring.timeline.record.bind(sy.monitoring.timeline);
   const serve = async (on: boolean): Promise<number> => {
     sy.monitoring.timeline.record = on ? real : () => undefined;
@@ -84,7 +103,9 @@ async function main(): Promise<void> {
       off.push(await serve(false));
       on.push(await serve(true));
     }
-    say(`served request (in-process, sequential, ${REQUESTS} × ${ROUNDS} each): ${fmt(med(on), 1)} CPU µs/request recording vs ${fmt(med(off), 1)} µs with record() a no-op → ratio ${fmt(med(on) / med(off), 3)}`);
+    say(
+      `served request (in-process, sequential, ${REQUESTS} × ${ROUNDS} each): ${fmt(med(on), 1)} CPU µs/request recording vs ${fmt(med(off), 1)} µs with record() a no-op → ratio ${fmt(med(on) / med(off), 3)}`,
+    );
     say(`  per round, recording: ${on.map((x) => fmt(x, 1)).join(' ')}; no-op: ${off.map((x) => fmt(x, 1)).join(' ')}`);
     say(`record()'s ${fmt(added, 1)} ns is ${fmt((100 * added) / 1000 / med(off), 3)}% of a request's ${fmt(med(off), 1)} CPU µs`);
     say(`timeline after the run: ${sy.monitoring.timeline.read('mlp').totals.requests} requests of mlp in the last hour`);

@@ -35,7 +35,10 @@ function dataset(mb: number): Buffer {
   return Buffer.from(parts.join(''));
 }
 
-interface Phase { probe: number[]; infer: number[] }
+interface Phase {
+  probe: number[];
+  infer: number[];
+}
 
 /** Probe every 5 ms and infer in a closed loop until `done` resolves. */
 async function measure(url: string, done: Promise<unknown>): Promise<Phase> {
@@ -43,7 +46,9 @@ async function measure(url: string, done: Promise<unknown>): Promise<Phase> {
   const inferPool = new Pool(url, { connections: 1 });
   const out: Phase = { probe: [], infer: [] };
   let stop = false;
-  void done.finally(() => { stop = true; });
+  void done.finally(() => {
+    stop = true;
+  });
   const probes = (async () => {
     while (!stop) {
       const t0 = performance.now();
@@ -67,7 +72,8 @@ async function measure(url: string, done: Promise<unknown>): Promise<Phase> {
   return out;
 }
 
-const fmt = (xs: number[]): string => `p50 ${quantile(xs, 0.5).toFixed(2)} ms, p99 ${quantile(xs, 0.99).toFixed(2)} ms, max ${xs.reduce((a, b) => Math.max(a, b), -Infinity).toFixed(1)} ms (n=${xs.length})`;
+const fmt = (xs: number[]): string =>
+  `p50 ${quantile(xs, 0.5).toFixed(2)} ms, p99 ${quantile(xs, 0.99).toFixed(2)} ms, max ${xs.reduce((a, b) => Math.max(a, b), -Infinity).toFixed(1)} ms (n=${xs.length})`;
 
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-bench-el-'));
@@ -75,8 +81,26 @@ async function main(): Promise<void> {
   await writeModelRepository(repo, { mlp: { versions: { 1: mlp() } } });
   const port = await benchPort();
   const cli = new URL('../src/cli/main.js', import.meta.url).pathname;
-  const server = await startServer('switchyard', [cli, 'serve', '--port', String(port), '--grpc-port', '0', '--log-level', 'warn', '--model-repository', repo,
-    '--data-dir', join(dir, 'data'), '--max-body-mb', String(Math.ceil(MB * 1.2) + 8)], port);
+  const server = await startServer(
+    'switchyard',
+    [
+      cli,
+      'serve',
+      '--port',
+      String(port),
+      '--grpc-port',
+      '0',
+      '--log-level',
+      'warn',
+      '--model-repository',
+      repo,
+      '--data-dir',
+      join(dir, 'data'),
+      '--max-body-mb',
+      String(Math.ceil(MB * 1.2) + 8),
+    ],
+    port,
+  );
   try {
     const csv = dataset(MB);
     const idle = await measure(server.url, new Promise((r) => setTimeout(r, 5000)));
@@ -93,11 +117,17 @@ async function main(): Promise<void> {
     const seconds = (performance.now() - t0) / 1000;
     await upload.close();
     for (const line of noisyMachineHeader('event-loop benchmark')) console.log(line);
-    console.log(`dataset: ${(csv.length / 2 ** 20).toFixed(1)} MiB CSV, ${rec.profile.rows} rows x 64 columns, uploaded and profiled in ${seconds.toFixed(1)} s`);
+    console.log(
+      `dataset: ${(csv.length / 2 ** 20).toFixed(1)} MiB CSV, ${rec.profile.rows} rows x 64 columns, uploaded and profiled in ${seconds.toFixed(1)} s`,
+    );
     console.log(`live probe, idle:      ${fmt(idle.probe)}`);
-    console.log(`live probe, profiling: ${fmt(busy.probe)}  (p99 ratio ${(quantile(busy.probe, 0.99) / quantile(idle.probe, 0.99)).toFixed(2)}x; target p99 < 50 ms)`);
+    console.log(
+      `live probe, profiling: ${fmt(busy.probe)}  (p99 ratio ${(quantile(busy.probe, 0.99) / quantile(idle.probe, 0.99)).toFixed(2)}x; target p99 < 50 ms)`,
+    );
     console.log(`inference, idle:       ${fmt(idle.infer)}`);
-    console.log(`inference, profiling:  ${fmt(busy.infer)}  (p99 ratio ${(quantile(busy.infer, 0.99) / quantile(idle.infer, 0.99)).toFixed(2)}x; target <= 2x)`);
+    console.log(
+      `inference, profiling:  ${fmt(busy.infer)}  (p99 ratio ${(quantile(busy.infer, 0.99) / quantile(idle.infer, 0.99)).toFixed(2)}x; target <= 2x)`,
+    );
   } finally {
     await stopServer(server);
     await rm(dir, { recursive: true, force: true });

@@ -78,14 +78,19 @@ async function drive(mv: ModelVersion, streams: readonly Stream[], ms: number, b
   const send = (s: Stream, o: Outcome, due: number): void => {
     try {
       const job = mv.submit([ids()], 1, 0, null, s.flow);
-      inFlight.push(job.result.then(() => {
-        const now = performance.now();
-        o.latencies.push(now - due);
-        if (now - t0 >= SETTLE_MS && now - t0 <= ms) o.settledDone++;
-      }, (e: { code?: string }) => {
-        if (e.code !== 'SY_ERR_QUEUE_FULL') throw e;
-        o.rejected++;
-      }));
+      inFlight.push(
+        job.result.then(
+          () => {
+            const now = performance.now();
+            o.latencies.push(now - due);
+            if (now - t0 >= SETTLE_MS && now - t0 <= ms) o.settledDone++;
+          },
+          (e: { code?: string }) => {
+            if (e.code !== 'SY_ERR_QUEUE_FULL') throw e;
+            o.rejected++;
+          },
+        ),
+      );
     } catch (e) {
       if ((e as { code?: string }).code !== 'SY_ERR_QUEUE_FULL') throw e;
       o.rejected++;
@@ -142,8 +147,14 @@ try {
   const streams: Record<Mode, Stream[]> = {
     flood: [{ flow: A, rate: 'flood' }],
     alone: [{ flow: B, rate: rateB }],
-    fair: [{ flow: A, rate: rateA }, { flow: B, rate: rateB }],
-    fifo: [{ flow: DEFAULT_FLOW, rate: rateA }, { flow: DEFAULT_FLOW, rate: rateB }],
+    fair: [
+      { flow: A, rate: rateA },
+      { flow: B, rate: rateB },
+    ],
+    fifo: [
+      { flow: DEFAULT_FLOW, rate: rateA },
+      { flow: DEFAULT_FLOW, rate: rateB },
+    ],
   };
   const modes: Mode[] = ['flood', 'alone', 'fair', 'fifo'];
   const latB: Record<Mode, number[]> = { flood: [], alone: [], fair: [], fifo: [] };
@@ -175,17 +186,19 @@ try {
   const p99 = { alone: pct(latB.alone, 99), fair: pct(latB.fair, 99), fifo: pct(latB.fifo, 99) };
   const fmt = (xs: number[]): string => `${pct(xs, 50).toFixed(1)}/${pct(xs, 99).toFixed(1)}`;
   const report = [
-    `capacity ${capacity.toFixed(0)} req/s (windows ${Math.min(...thr.flood).toFixed(0)}..${Math.max(...thr.flood).toFixed(0)}, `
-      + `first estimate ${estimate.toFixed(0)}); B sends ${rateB}/s, A ${rateA}/s`,
-    `B p50/p99 ms: alone ${fmt(latB.alone)} (n=${latB.alone.length}), fair ${fmt(latB.fair)} (p99 ratio ${(p99.fair / p99.alone).toFixed(2)}), `
-      + `fifo ${fmt(latB.fifo)} (${rejectedB.fifo} of B rejected)`,
+    `capacity ${capacity.toFixed(0)} req/s (windows ${Math.min(...thr.flood).toFixed(0)}..${Math.max(...thr.flood).toFixed(0)}, ` +
+      `first estimate ${estimate.toFixed(0)}); B sends ${rateB}/s, A ${rateA}/s`,
+    `B p50/p99 ms: alone ${fmt(latB.alone)} (n=${latB.alone.length}), fair ${fmt(latB.fair)} (p99 ratio ${(p99.fair / p99.alone).toFixed(2)}), ` +
+      `fifo ${fmt(latB.fifo)} (${rejectedB.fifo} of B rejected)`,
     `A fair ${fairA.toFixed(0)} req/s vs capacity - B ${share.toFixed(0)} (${rejectedA} of A rejected); A fifo ${mean(thr.fifo).toFixed(0)} req/s`,
   ].join('\n');
   rep.say(`Switchyard fair-queueing benchmark — ${new Date().toISOString().slice(0, 10)} — ${machineName()}, load average ${loadAverage()}`);
   for (const line of report.split('\n')) rep.say(line);
   rep.say(`capacity swing across flood windows ${swing.toFixed(2)}× (above ~2.5× the machine was too unsteady for the latency ratios)`);
-  rep.say(`RATIOS: B p99 fair/alone ${(p99.fair / p99.alone).toFixed(2)} (claim ≤ 2), fifo/fair ${(p99.fifo / p99.fair).toFixed(1)} (contrast), `
-    + `A fair throughput/(capacity − B) ${(fairA / share).toFixed(2)} (claim ~1); B rejected while fair: ${rejectedB.alone + rejectedB.fair}`);
+  rep.say(
+    `RATIOS: B p99 fair/alone ${(p99.fair / p99.alone).toFixed(2)} (claim ≤ 2), fifo/fair ${(p99.fifo / p99.fair).toFixed(1)} (contrast), ` +
+      `A fair throughput/(capacity − B) ${(fairA / share).toFixed(2)} (claim ~1); B rejected while fair: ${rejectedB.alone + rejectedB.fair}`,
+  );
   if (process.env['BENCH_SAVE']) await rep.save(process.env['BENCH_SAVE']);
 } finally {
   await srv.close();

@@ -64,7 +64,10 @@ try {
   const machine = `${cpus()[0]?.model ?? 'unknown CPU'} × ${cpus().length} cores, Node ${process.version}`;
   const info = await redis.info('server');
   const redisVersion = /redis_version:(\S+)/.exec(info)?.[1] ?? '?';
-  const load = (): string => loadavg().map((x) => x.toFixed(2)).join(' ');
+  const load = (): string =>
+    loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ');
   say(`Switchyard feature store benchmark — ${new Date().toISOString().slice(0, 10)} — ${machine}`);
   say(`NOTE: ${cpus().length} vCPUs shared by Redis and this process, on a noisy machine (other work may run beside it; load`);
   say(`      average at start: ${load()}): tail latencies (p99) move with the neighbours. All scenarios run interleaved in`);
@@ -154,13 +157,18 @@ try {
   const store = results[scenarios[2]!.name]!;
   const hm = results[scenarios[3]!.name]!;
   say('');
-  say(`RedisOnlineStore.read + featureRead vs raw pipeline: p50 ${fmt(store.p50 / raw.p50, 2)}x (${fmt(store.p50 - raw.p50)} µs), p99 ${fmt(store.p99 / raw.p99, 2)}x (${fmt(store.p99 - raw.p99)} µs)`);
+  say(
+    `RedisOnlineStore.read + featureRead vs raw pipeline: p50 ${fmt(store.p50 / raw.p50, 2)}x (${fmt(store.p50 - raw.p50)} µs), p99 ${fmt(store.p99 / raw.p99, 2)}x (${fmt(store.p99 - raw.p99)} µs)`,
+  );
   say(`  (HMGET variant: p50 ${fmt(hm.p50 / raw.p50, 2)}x, p99 ${fmt(hm.p99 / raw.p99, 2)}x)`);
   const pass = store.p99 <= TARGET_P99_US;
   say(`target p99 ≤ ${TARGET_P99_US} µs (1 entity × 50 features, loopback Redis): ${fmt(store.p99)} µs — ${pass ? 'PASS' : 'FAIL'}`);
   say(`load average at end: ${load()}`);
   await mkdir('.bench', { recursive: true });
-  await writeFile('.bench/features.json', `${JSON.stringify({ date: new Date().toISOString(), machine, redis: redisVersion, n: N, rounds: ROUNDS, results, targetP99Us: TARGET_P99_US, pass }, null, 2)}\n`);
+  await writeFile(
+    '.bench/features.json',
+    `${JSON.stringify({ date: new Date().toISOString(), machine, redis: redisVersion, n: N, rounds: ROUNDS, results, targetP99Us: TARGET_P99_US, pass }, null, 2)}\n`,
+  );
   await report.save('.bench/features.txt');
   if (!pass) process.exitCode = 1;
 } finally {

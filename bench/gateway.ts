@@ -25,11 +25,27 @@ const body = JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', sha
 const report = new Report();
 const say = report.say;
 
-interface Run { rps: number; p50: number }
+interface Run {
+  rps: number;
+  p50: number;
+}
 
 async function run(name: string, dir: string, repo: string, mode: 'open' | 'memory' | 'redis'): Promise<Run> {
   const p = await benchPort();
-  const args = [cli, 'serve', '--model-repository', repo, '--data-dir', join(dir, `data-${mode}`), '--port', String(p), '--grpc-port', '0', '--log-level', 'warn'];
+  const args = [
+    cli,
+    'serve',
+    '--model-repository',
+    repo,
+    '--data-dir',
+    join(dir, `data-${mode}`),
+    '--port',
+    String(p),
+    '--grpc-port',
+    '0',
+    '--log-level',
+    'warn',
+  ];
   if (mode !== 'open') args.push('--admin-key', ADMIN);
   if (mode === 'redis') args.push('--redis', REDIS, '--rate-limit-fail', 'closed', '--redis-timeout-ms', '1000');
   const t = await startServer(name, args, p);
@@ -38,11 +54,14 @@ async function run(name: string, dir: string, repo: string, mode: 'open' | 'memo
     if (mode !== 'open') {
       const tenant = `bench${Math.random().toString(36).slice(2, 8)}`;
       const admin = async (method: string, path: string, payload: unknown): Promise<Record<string, unknown>> => {
-        const init: RequestInit = { method, headers: { authorization: `Bearer ${ADMIN}`, ...(payload === undefined ? {} : { 'content-type': 'application/json' }) } };
+        const init: RequestInit = {
+          method,
+          headers: { authorization: `Bearer ${ADMIN}`, ...(payload === undefined ? {} : { 'content-type': 'application/json' }) },
+        };
         if (payload !== undefined) init.body = JSON.stringify(payload);
         const r = await fetch(`${t.url}${path}`, init);
         if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${await r.text()}`);
-        return await r.json() as Record<string, unknown>;
+        return (await r.json()) as Record<string, unknown>;
       };
       await admin('POST', '/api/v1/tenants', { name: tenant, tier: 'unlimited', limits: { rps: 1e6, burst: 1e6, concurrency: 100_000, dailyQuota: 1e9 } });
       await admin('PUT', '/api/v1/models/mlp/shares/*', undefined);
@@ -73,7 +92,10 @@ try {
   say(`  in-process limits: ${fmt(memory.rps / open.rps, 2)}x throughput, +${fmt(memory.p50 - open.p50, 3)} ms p50`);
   say(`  Redis limits:      ${fmt(redis.rps / open.rps, 2)}x throughput, +${fmt(redis.p50 - open.p50, 3)} ms p50`);
   await mkdir('.bench', { recursive: true });
-  await writeFile('.bench/gateway.json', `${JSON.stringify({ date: new Date().toISOString(), machine, seconds: SECONDS, connections: CONNECTIONS, open, memory, redis }, null, 2)}\n`);
+  await writeFile(
+    '.bench/gateway.json',
+    `${JSON.stringify({ date: new Date().toISOString(), machine, seconds: SECONDS, connections: CONNECTIONS, open, memory, redis }, null, 2)}\n`,
+  );
   await report.save('.bench/gateway.txt');
 } finally {
   await rm(dir, { recursive: true, force: true });

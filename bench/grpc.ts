@@ -35,13 +35,20 @@ const report = new Report();
 const say = report.say;
 
 interface Workload {
-  name: string; model: string; streams: number; input: string; datatype: 'FP32' | 'INT64'; data: number[];
+  name: string;
+  model: string;
+  streams: number;
+  input: string;
+  datatype: 'FP32' | 'INT64';
+  data: number[];
 }
 const rand = (n: number, f: (i: number) => number): number[] => Array.from({ length: n }, (_, i) => f(i));
-const WORKLOADS: Workload[] = ([
-  { name: 'mlp', model: 'mlp', streams: 64, input: 'features', datatype: 'FP32' as const, data: rand(64, (i) => Math.sin(i) / 2) },
-  { name: 'encoder', model: 'encoder', streams: 16, input: 'input_ids', datatype: 'INT64' as const, data: rand(64, (i) => (i * 37) % 1000) },
-] satisfies Workload[]).filter((w) => ONLY === '' || w.name === ONLY);
+const WORKLOADS: Workload[] = (
+  [
+    { name: 'mlp', model: 'mlp', streams: 64, input: 'features', datatype: 'FP32' as const, data: rand(64, (i) => Math.sin(i) / 2) },
+    { name: 'encoder', model: 'encoder', streams: 16, input: 'input_ids', datatype: 'INT64' as const, data: rand(64, (i) => (i * 37) % 1000) },
+  ] satisfies Workload[]
+).filter((w) => ONLY === '' || w.name === ONLY);
 
 const rawOf = (w: Workload): Buffer => {
   const a = w.datatype === 'FP32' ? Float32Array.from(w.data) : BigInt64Array.from(w.data, (x) => BigInt(x));
@@ -49,7 +56,11 @@ const rawOf = (w: Workload): Buffer => {
 };
 
 /** One measured round: completed requests per second and CPU µs per request (server, load generator). */
-interface Round { rps: number; serverUs: number; clientUs: number }
+interface Round {
+  rps: number;
+  serverUs: number;
+  clientUs: number;
+}
 
 /** Run `load` (returns completed requests) and charge the server's and this process's CPU time to its requests. */
 async function measured(pid: number | undefined, load: () => Promise<number>): Promise<Round> {
@@ -83,28 +94,40 @@ function grpcFrame(message: Buffer): Buffer {
  * encoded request; a call counts when its trailers say grpc-status 0 (anything else throws). Resolves with the
  * calls completed in `seconds`; with `keep`, the first response's message bytes go to it.
  */
-async function h2Load(sessions: readonly ClientHttp2Session[], path: string, frame: Buffer, streams: number, seconds: number, keep?: (message: Buffer) => void): Promise<number> {
+async function h2Load(
+  sessions: readonly ClientHttp2Session[],
+  path: string,
+  frame: Buffer,
+  streams: number,
+  seconds: number,
+  keep?: (message: Buffer) => void,
+): Promise<number> {
   const headers = { ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers' };
   const end = performance.now() + seconds * 1000;
   let done = 0;
-  const call = (s: ClientHttp2Session): Promise<void> => new Promise((resolve, reject) => {
-    const st = s.request(headers);
-    let status: string | undefined;
-    const chunks: Buffer[] | null = keep === undefined ? null : [];
-    st.on('response', (h) => { status = h['grpc-status'] as string | undefined; }); // a trailers-only answer (an error)
-    st.on('trailers', (t) => { status = t['grpc-status'] as string | undefined; });
-    st.on('data', (d: Buffer) => chunks?.push(d));
-    st.on('end', () => {
-      if (status !== '0') return reject(new Error(`${path}: grpc-status ${status}`));
-      if (chunks !== null && keep !== undefined) {
-        keep(Buffer.concat(chunks).subarray(5));
-        keep = undefined;
-      }
-      resolve();
+  const call = (s: ClientHttp2Session): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const st = s.request(headers);
+      let status: string | undefined;
+      const chunks: Buffer[] | null = keep === undefined ? null : [];
+      st.on('response', (h) => {
+        status = h['grpc-status'] as string | undefined;
+      }); // a trailers-only answer (an error)
+      st.on('trailers', (t) => {
+        status = t['grpc-status'] as string | undefined;
+      });
+      st.on('data', (d: Buffer) => chunks?.push(d));
+      st.on('end', () => {
+        if (status !== '0') return reject(new Error(`${path}: grpc-status ${status}`));
+        if (chunks !== null && keep !== undefined) {
+          keep(Buffer.concat(chunks).subarray(5));
+          keep = undefined;
+        }
+        resolve();
+      });
+      st.on('error', reject);
+      st.end(frame);
     });
-    st.on('error', reject);
-    st.end(frame);
-  });
   const loop = async (_: unknown, i: number): Promise<void> => {
     const s = sessions[i % sessions.length]!;
     while (performance.now() < end) {
@@ -118,7 +141,9 @@ async function h2Load(sessions: readonly ClientHttp2Session[], path: string, fra
 
 /** Closed loop through grpc-js clients: `streams` ModelInfer calls in flight for `seconds`; calls completed. */
 async function grpcJsLoad(clients: readonly Client[], req: Record<string, unknown>, streams: number, seconds: number): Promise<number> {
-  const infers = clients.map((c) => (c as unknown as Record<string, (r: unknown, m: Metadata, cb: (e: ServiceError | null) => void) => void>)['ModelInfer']!.bind(c));
+  const infers = clients.map((c) =>
+    (c as unknown as Record<string, (r: unknown, m: Metadata, cb: (e: ServiceError | null) => void) => void>)['ModelInfer']!.bind(c),
+  );
   const md = new Metadata();
   const end = performance.now() + seconds * 1000;
   let done = 0;
@@ -146,27 +171,40 @@ const port = await benchPort();
 const grpcPort = await benchPort();
 for (const line of noisyMachineHeader('gRPC transport benchmark')) say(line);
 say(`rounds ${ROUNDS} × ${ROUND_SECONDS} s per transport, interleaved; medians; one server process (--grpc-port ${grpcPort}), the load`);
-say('generators in this one; CPU µs per request: the server\'s (all its threads) and the load generator\'s');
-const server = await startServer('switchyard', [cli, 'serve', '--model-repository', repo, '--data-dir', join(dir, 'data'), '--port', String(port), '--grpc-port', String(grpcPort), '--log-level', 'warn'], port);
+say("generators in this one; CPU µs per request: the server's (all its threads) and the load generator's");
+const server = await startServer(
+  'switchyard',
+  [cli, 'serve', '--model-repository', repo, '--data-dir', join(dir, 'data'), '--port', String(port), '--grpc-port', String(grpcPort), '--log-level', 'warn'],
+  port,
+);
 const pid = server.proc.pid;
 // Several HTTP/2 connections, as autocannon opens one per stream (a single one serializes on one socket).
 const CONNECTIONS = 8;
 const protos = loadProtos();
 const sessions = Array.from({ length: CONNECTIONS }, () => connect(`http://127.0.0.1:${grpcPort}`));
-const clients = Array.from({ length: CONNECTIONS }, () => new protos.InferenceClient(`127.0.0.1:${grpcPort}`, credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 }));
+const clients = Array.from(
+  { length: CONNECTIONS },
+  () => new protos.InferenceClient(`127.0.0.1:${grpcPort}`, credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 }),
+);
 const modelInfer = protos.inference['ModelInfer']!;
 try {
   for (const w of WORKLOADS) {
     const url = `${server.url}/v2/models/${w.model}/infer`;
     const json = JSON.stringify({ inputs: [{ name: w.input, datatype: w.datatype, shape: [1, 64], data: w.data }] });
     const raw = rawOf(w);
-    const head = Buffer.from(JSON.stringify({ inputs: [{ name: w.input, datatype: w.datatype, shape: [1, 64], parameters: { binary_data_size: raw.length } }], parameters: { binary_data_output: true } }));
+    const head = Buffer.from(
+      JSON.stringify({
+        inputs: [{ name: w.input, datatype: w.datatype, shape: [1, 64], parameters: { binary_data_size: raw.length } }],
+        parameters: { binary_data_output: true },
+      }),
+    );
     const binary = Buffer.concat([head, raw]);
     const greq = { model_name: w.model, inputs: [{ name: w.input, datatype: w.datatype, shape: [1, 64] }], raw_input_contents: [raw] };
     const frame = grpcFrame(modelInfer.requestSerialize(greq));
     const runs = {
       json: () => http(url, json, { 'content-type': 'application/json' }, w.streams, ROUND_SECONDS),
-      binary: () => http(url, binary, { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(head.length) }, w.streams, ROUND_SECONDS),
+      binary: () =>
+        http(url, binary, { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(head.length) }, w.streams, ROUND_SECONDS),
       grpc: () => h2Load(sessions, modelInfer.path, frame, w.streams, ROUND_SECONDS),
       grpcjs: () => grpcJsLoad(clients, greq, w.streams, ROUND_SECONDS),
     };
@@ -193,13 +231,18 @@ try {
     say(`\n${w.name} at ${w.streams} streams ([1,64] ${w.datatype} per request):`);
     say(`  ${''.padEnd(34)} ${'req/s'.padStart(8)}  ${'ratio'.padStart(6)}  ${'server µs/req'.padStart(13)}  ${'client µs/req'.padStart(13)}   rounds (req/s)`);
     const labels: Record<Transport, string> = {
-      json: 'HTTP V2 JSON (baseline, autocannon)', binary: 'HTTP V2 binary (autocannon)', grpc: 'gRPC raw contents (HTTP/2 gen.)', grpcjs: 'gRPC raw contents (grpc-js client)',
+      json: 'HTTP V2 JSON (baseline, autocannon)',
+      binary: 'HTTP V2 binary (autocannon)',
+      grpc: 'gRPC raw contents (HTTP/2 gen.)',
+      grpcjs: 'gRPC raw contents (grpc-js client)',
     };
     for (const k of transports) {
       const m = median(got[k].map((x) => x.rps));
       const sv = median(got[k].map((x) => x.serverUs));
       const cl = median(got[k].map((x) => x.clientUs));
-      say(`  ${labels[k].padEnd(34)} ${fmt(m).padStart(8)}  ${fmt(m / base, 2).padStart(5)}×  ${`${fmt(sv)} (${fmt(sv / baseCpu, 2)}×)`.padStart(13)}  ${fmt(cl).padStart(13)}   ${got[k].map((x) => fmt(x.rps)).join(', ')}`);
+      say(
+        `  ${labels[k].padEnd(34)} ${fmt(m).padStart(8)}  ${fmt(m / base, 2).padStart(5)}×  ${`${fmt(sv)} (${fmt(sv / baseCpu, 2)}×)`.padStart(13)}  ${fmt(cl).padStart(13)}   ${got[k].map((x) => fmt(x.rps)).join(', ')}`,
+      );
     }
   }
 } finally {

@@ -11,7 +11,11 @@ import { createServer, type AddressInfo } from 'node:net';
 import autocannon from 'autocannon';
 import { Client } from 'undici';
 
-export interface Target { name: string; url: string; proc: ChildProcess }
+export interface Target {
+  name: string;
+  url: string;
+  proc: ChildProcess;
+}
 
 let portsHanded = 0;
 
@@ -43,7 +47,9 @@ export async function startServer(name: string, args: string[], port: number): P
     try {
       const r = await fetch(`${url}/v2/health/ready`);
       if (r.ok) break;
-    } catch { /* not up yet */ }
+    } catch {
+      /* not up yet */
+    }
     if (Date.now() > deadline) throw new Error(`${name} did not become ready`);
     await new Promise((r) => setTimeout(r, 200));
   }
@@ -56,19 +62,43 @@ export async function stopServer(t: Target): Promise<void> {
   await once(t.proc, 'exit');
 }
 
-export interface Throughput { rps: number; p50Ms: number; p99Ms: number; errors: number; non2xx: number }
+export interface Throughput {
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+  non2xx: number;
+}
 
 /** Requests per second at `connections` concurrent keep-alive connections over `seconds`. */
-export async function throughput(url: string, path: string, body: string, connections: number, seconds: number, headers: Record<string, string> = {}): Promise<Throughput> {
+export async function throughput(
+  url: string,
+  path: string,
+  body: string,
+  connections: number,
+  seconds: number,
+  headers: Record<string, string> = {},
+): Promise<Throughput> {
   const r = await autocannon({
-    url: url + path, method: 'POST', body, connections, duration: seconds, pipelining: 1,
+    url: url + path,
+    method: 'POST',
+    body,
+    connections,
+    duration: seconds,
+    pipelining: 1,
     headers: { 'content-type': 'application/json', ...headers },
   });
   return { rps: r.requests.average, p50Ms: r.latency.p50, p99Ms: r.latency.p99, errors: r.errors, non2xx: r.non2xx };
 }
 
 /** Sequential requests on one keep-alive connection; returns latency percentiles in ms. */
-export async function sequentialLatency(url: string, path: string, body: string, n: number, headers: Record<string, string> = {}): Promise<{ p50: number; p90: number; p99: number }> {
+export async function sequentialLatency(
+  url: string,
+  path: string,
+  body: string,
+  n: number,
+  headers: Record<string, string> = {},
+): Promise<{ p50: number; p90: number; p99: number }> {
   const client = new Client(url, { pipelining: 1 });
   const samples: number[] = [];
   try {
@@ -137,7 +167,10 @@ export function noisyMachineHeader(title: string): string[] {
 export const machineName = (): string => `${cpus()[0]?.model ?? 'unknown CPU'} × ${cpus().length} cores, Node ${process.version}`;
 
 /** The 1, 5 and 15 minute load averages. */
-export const loadAverage = (): string => loadavg().map((x) => x.toFixed(2)).join(' ');
+export const loadAverage = (): string =>
+  loadavg()
+    .map((x) => x.toFixed(2))
+    .join(' ');
 
 /** Benchmark output: each line printed as it comes and kept, to be written to a file at the end. */
 export class Report {
@@ -157,4 +190,3 @@ export class Report {
 export const fmt = (n: number, d = 0): string => n.toFixed(d);
 /** `n` with `d` decimals and an explicit sign. */
 export const signed = (n: number, d: number): string => `${n >= 0 ? '+' : ''}${n.toFixed(d)}`;
-

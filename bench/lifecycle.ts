@@ -41,20 +41,26 @@ async function load(pool: Pool, conns: number, ms: number, path: () => string): 
   const lat: number[] = [];
   let failed = 0;
   const end = performance.now() + ms;
-  await Promise.all(Array.from({ length: conns }, async () => {
-    while (performance.now() < end) {
-      const t0 = performance.now();
-      const r = await post(pool, path(), BODY).catch(() => ({ status: 0, text: '' }));
-      lat.push(performance.now() - t0);
-      if (r.status !== 200) failed++;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: conns }, async () => {
+      while (performance.now() < end) {
+        const t0 = performance.now();
+        const r = await post(pool, path(), BODY).catch(() => ({ status: 0, text: '' }));
+        lat.push(performance.now() - t0);
+        if (r.status !== 200) failed++;
+      }
+    }),
+  );
   return { lat, failed, n: lat.length };
 }
 
 async function start(name: string, port: number, args: string[]): Promise<{ t: Target; pool: Pool; data: string }> {
   const data = await mkdtemp(join(tmpdir(), `sy-bench-${name}-`));
-  const t = await startServer(name, ['dist/src/cli/main.js', 'serve', '--port', String(port), '--grpc-port', '0', '--data-dir', data, '--log-level', 'warn', ...args], port);
+  const t = await startServer(
+    name,
+    ['dist/src/cli/main.js', 'serve', '--port', String(port), '--grpc-port', '0', '--data-dir', data, '--log-level', 'warn', ...args],
+    port,
+  );
   return { t, pool: new Pool(t.url, { connections: 32 }), data };
 }
 
@@ -86,7 +92,9 @@ async function hotSwap(): Promise<void> {
     const p99w = quantile(swapping.lat, 0.99);
     console.log('hot swap (16 connections, alias flipped every 200 ms)');
     console.log(`  steady:   ${steady.n} requests, ${steady.failed} failed, p50 ${quantile(steady.lat, 0.5).toFixed(2)} ms, p99 ${p99s.toFixed(2)} ms`);
-    console.log(`  swapping: ${swapping.n} requests, ${swapping.failed} failed, ${flips} flips, p50 ${quantile(swapping.lat, 0.5).toFixed(2)} ms, p99 ${p99w.toFixed(2)} ms`);
+    console.log(
+      `  swapping: ${swapping.n} requests, ${swapping.failed} failed, ${flips} flips, p50 ${quantile(swapping.lat, 0.5).toFixed(2)} ms, p99 ${p99w.toFixed(2)} ms`,
+    );
     console.log(`  p99 during swaps / steady p99: ${(p99w / p99s).toFixed(2)}x; failed requests: ${swapping.failed}`);
   } finally {
     await stop(s);
@@ -101,7 +109,12 @@ async function residency(): Promise<void> {
     const s = await start(label, port, ['--memory-budget', String(budget), '--load-wait-ms', '60000']);
     try {
       for (let i = 0; i < MODELS; i++) {
-        const r = await s.pool.request({ path: '/api/v1/models', method: 'POST', body: JSON.stringify({ name: `m${i}`, loadPolicy: 'lazy', config: { instances: 1 } }), headers: { 'content-type': 'application/json' } });
+        const r = await s.pool.request({
+          path: '/api/v1/models',
+          method: 'POST',
+          body: JSON.stringify({ name: `m${i}`, loadPolicy: 'lazy', config: { instances: 1 } }),
+          headers: { 'content-type': 'application/json' },
+        });
         await r.body.text();
         await post(s.pool, `/api/v1/models/m${i}/versions`, bytes, 'application/octet-stream');
       }
@@ -109,7 +122,7 @@ async function residency(): Promise<void> {
       for (let i = 0; i < MODELS; i++) await post(s.pool, `/v2/models/m${i}/infer`, BODY);
       const rss0 = await metric(s.pool, /^process_resident_memory_bytes (\S+)$/gm);
       let seed = 7;
-      const rand = (): number => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) % MODELS);
+      const rand = (): number => (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) % MODELS;
       const colds0 = await metric(s.pool, /^switchyard_model_cold_start_wait_seconds_count\{[^}]*\} (\S+)$/gm);
       const evictions0 = await metric(s.pool, /^switchyard_model_unloads_total\{[^}]*reason="evicted"\} (\S+)$/gm);
       const res = await load(s.pool, 16, 6000, () => `/v2/models/m${rand()}/infer`);
@@ -117,7 +130,16 @@ async function residency(): Promise<void> {
       const evictions = await metric(s.pool, /^switchyard_model_unloads_total\{[^}]*reason="evicted"\} (\S+)$/gm);
       const colds = await metric(s.pool, /^switchyard_model_cold_start_wait_seconds_count\{[^}]*\} (\S+)$/gm);
       const used = await metric(s.pool, /^switchyard_memory_used_bytes (\S+)$/gm);
-      return { ...res, rps: res.n / 6, p99: quantile(res.lat, 0.99), growth: rss1 - rss0, evictions: evictions - evictions0, colds: colds - colds0, used, rss1 };
+      return {
+        ...res,
+        rps: res.n / 6,
+        p99: quantile(res.lat, 0.99),
+        growth: rss1 - rss0,
+        evictions: evictions - evictions0,
+        colds: colds - colds0,
+        used,
+        rss1,
+      };
     } finally {
       await stop(s);
     }
@@ -126,10 +148,17 @@ async function residency(): Promise<void> {
   const budgeted = await run('budget', await benchPort(), BUDGET);
   const mib = (b: number): string => `${(b / 2 ** 20).toFixed(1)} MiB`;
   console.log(`residency (${MODELS} lazy models, random traffic, 16 connections, 6 s)`);
-  for (const [name, r] of [['no budget (all resident)', all], [`budget ${mib(BUDGET)} (~20 fit)`, budgeted]] as const) {
-    console.log(`  ${name}: ${r.n} requests (${r.rps.toFixed(0)} req/s), ${r.failed} failed, p99 ${r.p99.toFixed(1)} ms, cold starts ${r.colds}, evictions ${r.evictions}, accounted ${mib(r.used)}, RSS ${mib(r.rss1)}`);
+  for (const [name, r] of [
+    ['no budget (all resident)', all],
+    [`budget ${mib(BUDGET)} (~20 fit)`, budgeted],
+  ] as const) {
+    console.log(
+      `  ${name}: ${r.n} requests (${r.rps.toFixed(0)} req/s), ${r.failed} failed, p99 ${r.p99.toFixed(1)} ms, cold starts ${r.colds}, evictions ${r.evictions}, accounted ${mib(r.used)}, RSS ${mib(r.rss1)}`,
+    );
   }
-  console.log(`  budget throughput / all-resident throughput: ${(budgeted.rps / all.rps).toFixed(2)}x; server RSS with budget ${mib(budgeted.rss1)} vs all resident ${mib(all.rss1)}: the budget saves ${mib(all.rss1 - budgeted.rss1)}`);
+  console.log(
+    `  budget throughput / all-resident throughput: ${(budgeted.rps / all.rps).toFixed(2)}x; server RSS with budget ${mib(budgeted.rss1)} vs all resident ${mib(all.rss1)}: the budget saves ${mib(all.rss1 - budgeted.rss1)}`,
+  );
 }
 
 console.log(`Switchyard lifecycle benchmark — ${new Date().toISOString()} — node ${process.version}`);

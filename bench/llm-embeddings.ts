@@ -33,20 +33,58 @@ const SEQ = 32;
 const BATCH = CLIENTS * INPUTS;
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
-const WORDS = ['the', 'switch', 'yard', 'model', 'serves', 'many', 'tenants', 'fair', 'queue', 'token', 'batch', 'stream', 'vector', 'text',
-  'fast', 'slow', 'train', 'track', 'signal', 'route', 'canary', 'shadow', 'replica', 'cache', 'embed', 'encode', 'pool', 'mean', 'norm', 'run'];
+const WORDS = [
+  'the',
+  'switch',
+  'yard',
+  'model',
+  'serves',
+  'many',
+  'tenants',
+  'fair',
+  'queue',
+  'token',
+  'batch',
+  'stream',
+  'vector',
+  'text',
+  'fast',
+  'slow',
+  'train',
+  'track',
+  'signal',
+  'route',
+  'canary',
+  'shadow',
+  'replica',
+  'cache',
+  'embed',
+  'encode',
+  'pool',
+  'mean',
+  'norm',
+  'run',
+];
 const special = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
 const vocab: Record<string, number> = { '[PAD]': 0, '[UNK]': 1, '[CLS]': 2, '[SEP]': 3, '.': 4, ',': 5, '##s': 6, '##ing': 7 };
 for (const w of WORDS) vocab[w] = Object.keys(vocab).length;
 const TOKENIZER = {
-  version: '1.0', truncation: null, padding: null,
+  version: '1.0',
+  truncation: null,
+  padding: null,
   added_tokens: [special(0, '[PAD]'), special(1, '[UNK]'), special(2, '[CLS]'), special(3, '[SEP]')],
   normalizer: { type: 'BertNormalizer', clean_text: true, handle_chinese_chars: true, strip_accents: null, lowercase: true },
   pre_tokenizer: { type: 'BertPreTokenizer' },
   post_processor: {
     type: 'TemplateProcessing',
     single: [{ SpecialToken: { id: '[CLS]', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '[SEP]', type_id: 0 } }],
-    pair: [{ SpecialToken: { id: '[CLS]', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '[SEP]', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }, { SpecialToken: { id: '[SEP]', type_id: 1 } }],
+    pair: [
+      { SpecialToken: { id: '[CLS]', type_id: 0 } },
+      { Sequence: { id: 'A', type_id: 0 } },
+      { SpecialToken: { id: '[SEP]', type_id: 0 } },
+      { Sequence: { id: 'B', type_id: 1 } },
+      { SpecialToken: { id: '[SEP]', type_id: 1 } },
+    ],
     special_tokens: { '[CLS]': { id: '[CLS]', ids: [2], tokens: ['[CLS]'] }, '[SEP]': { id: '[SEP]', ids: [3], tokens: ['[SEP]'] } },
   },
   decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
@@ -72,17 +110,44 @@ await writeModelRepository(join(dir, 'repo'), {
   encoder: { versions: { 1: MODEL }, config: { instances: 1, intra_op_threads: THREADS, max_batch_size: BATCH, max_queue_delay_us: 1000 } },
 });
 await writeFile(join(dir, 'tokenizer.json'), JSON.stringify(TOKENIZER));
-await writeFile(join(dir, 'llm.json'), JSON.stringify({ models: [{ name: 'embed', backend: 'onnx-embeddings', model: 'encoder', tokenizer: { path: 'tokenizer.json' } }] }));
-const tokenizer = loadTokenizer(OnnxEmbeddingModelSchema.parse({ name: 'embed', backend: 'onnx-embeddings', model: 'encoder', tokenizer: { path: join(dir, 'tokenizer.json') } }));
+await writeFile(
+  join(dir, 'llm.json'),
+  JSON.stringify({ models: [{ name: 'embed', backend: 'onnx-embeddings', model: 'encoder', tokenizer: { path: 'tokenizer.json' } }] }),
+);
+const tokenizer = loadTokenizer(
+  OnnxEmbeddingModelSchema.parse({ name: 'embed', backend: 'onnx-embeddings', model: 'encoder', tokenizer: { path: join(dir, 'tokenizer.json') } }),
+);
 const batches = Array.from({ length: texts.length / BATCH }, (_, b) => {
   const rows = tokenize(texts.slice(b * BATCH, (b + 1) * BATCH), SEQ, tokenizer, false);
   const ids = new BigInt64Array(BATCH * SEQ);
-  rows.forEach((r, i) => r.ids.forEach((id, j) => { ids[i * SEQ + j] = BigInt(id); }));
+  rows.forEach((r, i) =>
+    r.ids.forEach((id, j) => {
+      ids[i * SEQ + j] = BigInt(id);
+    }),
+  );
   return new ort.Tensor('int64', ids, [BATCH, SEQ]);
 });
 const port = await benchPort();
-const sy = await startServer('switchyard', [cli, 'serve', '--port', String(port), '--grpc-port', '0', '--log-level', 'warn', '--data-dir', join(dir, 'data'),
-  '--model-repository', join(dir, 'repo'), '--llm-config', join(dir, 'llm.json')], port);
+const sy = await startServer(
+  'switchyard',
+  [
+    cli,
+    'serve',
+    '--port',
+    String(port),
+    '--grpc-port',
+    '0',
+    '--log-level',
+    'warn',
+    '--data-dir',
+    join(dir, 'data'),
+    '--model-repository',
+    join(dir, 'repo'),
+    '--llm-config',
+    join(dir, 'llm.json'),
+  ],
+  port,
+);
 const clients = Array.from({ length: CLIENTS }, () => new Client(sy.url, { pipelining: 1 }));
 const session = await ort.InferenceSession.create(MODEL, { intraOpNumThreads: THREADS, interOpNumThreads: 1 });
 
@@ -91,15 +156,22 @@ async function viaSwitchyard(): Promise<number> {
   const end = performance.now() + SECONDS * 1000;
   const t0 = performance.now();
   let done = 0;
-  await Promise.all(clients.map(async (c, k) => {
-    for (let i = k * 7; performance.now() < end; i += INPUTS) {
-      const input = Array.from({ length: INPUTS }, (_, j) => texts[(i + j) % texts.length]!);
-      const res = await c.request({ path: '/v1/embeddings', method: 'POST', body: JSON.stringify({ model: 'embed', input, encoding_format: 'float' }), headers: { 'content-type': 'application/json' } });
-      const body = await res.body.json() as { data?: unknown[] };
-      if (res.statusCode !== 200 || body.data?.length !== INPUTS) throw new Error(`status ${res.statusCode}: ${JSON.stringify(body).slice(0, 200)}`);
-      done += INPUTS;
-    }
-  }));
+  await Promise.all(
+    clients.map(async (c, k) => {
+      for (let i = k * 7; performance.now() < end; i += INPUTS) {
+        const input = Array.from({ length: INPUTS }, (_, j) => texts[(i + j) % texts.length]!);
+        const res = await c.request({
+          path: '/v1/embeddings',
+          method: 'POST',
+          body: JSON.stringify({ model: 'embed', input, encoding_format: 'float' }),
+          headers: { 'content-type': 'application/json' },
+        });
+        const body = (await res.body.json()) as { data?: unknown[] };
+        if (res.statusCode !== 200 || body.data?.length !== INPUTS) throw new Error(`status ${res.statusCode}: ${JSON.stringify(body).slice(0, 200)}`);
+        done += INPUTS;
+      }
+    }),
+  );
   return done / ((performance.now() - t0) / 1000);
 }
 
@@ -119,7 +191,9 @@ try {
   say(`Switchyard embeddings benchmark — ${new Date().toISOString().slice(0, 10)} — ${machineName()}`);
   say(`NOTE: a 2 vCPU VM shared with other work (noisy); load average at start: ${loadAverage()}.`);
   say(`Encoder (tools/onnx/zoo.ts): 2 layers, d 128, ${SEQ} tokens; WordPiece tokenizer.json; ${THREADS} intra-op thread(s) on both sides.`);
-  say(`Switchyard: ${CLIENTS} clients × ${INPUTS} texts per /v1/embeddings request (batches up to ${BATCH}); model alone: onnxruntime-node, batches of ${BATCH} pre-tokenized rows.`);
+  say(
+    `Switchyard: ${CLIENTS} clients × ${INPUTS} texts per /v1/embeddings request (batches up to ${BATCH}); model alone: onnxruntime-node, batches of ${BATCH} pre-tokenized rows.`,
+  );
   say(`${ROUNDS} rounds of ${SECONDS}s each, alternating; medians.`);
   await direct();
   await viaSwitchyard();

@@ -53,47 +53,73 @@ const context = await model.createContext({ sequences: SEQUENCES, contextSize: C
 const sequences = Array.from({ length: SEQUENCES }, () => context.getSequence());
 
 /** What one round measured: tokens generated, wall seconds, and CPU seconds of the process that generated them. */
-interface Round { tokens: number; seconds: number; cpu: number }
+interface Round {
+  tokens: number;
+  seconds: number;
+  cpu: number;
+}
 
 /** `streams` generations at once, one per sequence, in this process. */
 async function direct(streams: number): Promise<Round> {
   const t0 = performance.now();
   const c0 = process.cpuUsage();
-  const counts = await Promise.all(sequences.slice(0, streams).map(async (seq, i) => {
-    await seq.clearHistory();
-    const input = [model.tokens.bos!, ...model.tokenize(prompt(i), false)];
-    let n = 0;
-    const gen = seq.evaluate(input, { temperature: 0 });
-    try {
-      for await (const _ of gen) if (++n >= TOKENS) break;
-    } finally {
-      await gen.return();
-    }
-    return n;
-  }));
+  const counts = await Promise.all(
+    sequences.slice(0, streams).map(async (seq, i) => {
+      await seq.clearHistory();
+      const input = [model.tokens.bos!, ...model.tokenize(prompt(i), false)];
+      let n = 0;
+      const gen = seq.evaluate(input, { temperature: 0 });
+      try {
+        for await (const _ of gen) if (++n >= TOKENS) break;
+      } finally {
+        await gen.return();
+      }
+      return n;
+    }),
+  );
   const c = process.cpuUsage(c0);
   return { tokens: counts.reduce((a, b) => a + b, 0), seconds: (performance.now() - t0) / 1000, cpu: (c.user + c.system) / 1e6 };
 }
 
 // Switchyard: a server process serving the same file with the same context shape.
 const config = join(dir, 'llm.json');
-await writeFile(config, JSON.stringify({ models: [{ name: 'tiny', backend: 'llama', path: gguf, contextSize: CONTEXT, sequences: SEQUENCES, threads: THREADS }] }));
+await writeFile(
+  config,
+  JSON.stringify({ models: [{ name: 'tiny', backend: 'llama', path: gguf, contextSize: CONTEXT, sequences: SEQUENCES, threads: THREADS }] }),
+);
 const port = await benchPort();
-const sy = await startServer('switchyard', [cli, 'serve', '--port', String(port), '--grpc-port', '0', '--log-level', 'warn', '--data-dir', join(dir, 'data'), '--llm-config', config], port);
+const sy = await startServer(
+  'switchyard',
+  [cli, 'serve', '--port', String(port), '--grpc-port', '0', '--log-level', 'warn', '--data-dir', join(dir, 'data'), '--llm-config', config],
+  port,
+);
 const clients = Array.from({ length: SEQUENCES }, () => new Client(sy.url, { pipelining: 1 }));
 
 /** `streams` streamed completions at once, each read to [DONE]; tokens from each stream's usage chunk. */
 async function viaSwitchyard(streams: number): Promise<Round> {
   const t0 = performance.now();
   const c0 = await cpuUs(sy.proc.pid);
-  const counts = await Promise.all(clients.slice(0, streams).map(async (c, i) => {
-    const body = JSON.stringify({ model: 'tiny', prompt: prompt(i), max_tokens: TOKENS, temperature: 0, stream: true, stream_options: { include_usage: true } });
-    const res = await c.request({ path: '/v1/completions', method: 'POST', body, headers: { 'content-type': 'application/json' } });
-    const text = await res.body.text();
-    if (res.statusCode !== 200 || !text.endsWith('data: [DONE]\n\n')) throw new Error(`status ${res.statusCode}: ${text.slice(0, 200)}`);
-    const usage = text.split('\n\n').map((e) => e.slice(6)).filter((e) => e.includes('"usage":{')).at(-1);
-    return (JSON.parse(usage!) as { usage: { completion_tokens: number } }).usage.completion_tokens;
-  }));
+  const counts = await Promise.all(
+    clients.slice(0, streams).map(async (c, i) => {
+      const body = JSON.stringify({
+        model: 'tiny',
+        prompt: prompt(i),
+        max_tokens: TOKENS,
+        temperature: 0,
+        stream: true,
+        stream_options: { include_usage: true },
+      });
+      const res = await c.request({ path: '/v1/completions', method: 'POST', body, headers: { 'content-type': 'application/json' } });
+      const text = await res.body.text();
+      if (res.statusCode !== 200 || !text.endsWith('data: [DONE]\n\n')) throw new Error(`status ${res.statusCode}: ${text.slice(0, 200)}`);
+      const usage = text
+        .split('\n\n')
+        .map((e) => e.slice(6))
+        .filter((e) => e.includes('"usage":{'))
+        .at(-1);
+      return (JSON.parse(usage!) as { usage: { completion_tokens: number } }).usage.completion_tokens;
+    }),
+  );
   const seconds = (performance.now() - t0) / 1000;
   const c1 = await cpuUs(sy.proc.pid);
   return { tokens: counts.reduce((a, b) => a + b, 0), seconds, cpu: c0 === null || c1 === null ? NaN : (c1 - c0) / 1e6 };
@@ -103,7 +129,9 @@ try {
   say(`Switchyard local LLM benchmark — ${new Date().toISOString().slice(0, 10)} — ${machineName()}`);
   say(`NOTE: a 2 vCPU VM shared with other work (noisy); load average at start: ${loadAverage()}.`);
   say(`Model: tools/gguf/tiny-llama.ts, embd ${EMBD}, ${LAYERS} layers, ff ${EMBD * 2} (random weights, no end token); ${TOKENS} tokens per stream,`);
-  say(`temperature 0; one context of ${SEQUENCES} sequences × ${CONTEXT} tokens, ${THREADS} llama.cpp thread(s) on both sides; ${ROUNDS} rounds, alternating, medians.`);
+  say(
+    `temperature 0; one context of ${SEQUENCES} sequences × ${CONTEXT} tokens, ${THREADS} llama.cpp thread(s) on both sides; ${ROUNDS} rounds, alternating, medians.`,
+  );
   await direct(1); // warm-up: first evaluations, page faults
   await viaSwitchyard(1);
   const base = { direct: 0, sy: 0 };
@@ -117,7 +145,8 @@ try {
       const a = first ? await direct(n) : await viaSwitchyard(n);
       const b = first ? await viaSwitchyard(n) : await direct(n);
       const [dr, sr] = first ? [a, b] : [b, a];
-      if (dr.tokens !== n * TOKENS || sr.tokens !== n * TOKENS) throw new Error(`expected ${n * TOKENS} tokens, got direct ${dr.tokens}, Switchyard ${sr.tokens}`);
+      if (dr.tokens !== n * TOKENS || sr.tokens !== n * TOKENS)
+        throw new Error(`expected ${n * TOKENS} tokens, got direct ${dr.tokens}, Switchyard ${sr.tokens}`);
       d.push(dr.tokens / dr.seconds);
       s.push(sr.tokens / sr.seconds);
       dc.push((dr.cpu * 1000) / dr.tokens);
@@ -129,11 +158,15 @@ try {
       base.direct = dm;
       base.sy = sm;
     }
-    say(`  ${String(n).padStart(2)} stream(s)  direct ${dm.toFixed(0).padStart(6)} tok/s | via Switchyard ${sm.toFixed(0).padStart(6)} tok/s | Switchyard/direct ${(sm / dm).toFixed(3)}`
-      + ` | aggregate vs 1 stream: direct ${(dm / base.direct).toFixed(2)}x, Switchyard ${(sm / base.sy).toFixed(2)}x`);
+    say(
+      `  ${String(n).padStart(2)} stream(s)  direct ${dm.toFixed(0).padStart(6)} tok/s | via Switchyard ${sm.toFixed(0).padStart(6)} tok/s | Switchyard/direct ${(sm / dm).toFixed(3)}` +
+        ` | aggregate vs 1 stream: direct ${(dm / base.direct).toFixed(2)}x, Switchyard ${(sm / base.sy).toFixed(2)}x`,
+    );
     const dcm = quantile(dc, 0.5);
     const scm = quantile(sc, 0.5);
-    say(`  ${''.padStart(12)} CPU per token: direct ${dcm.toFixed(3)} ms (this process) | Switchyard ${scm.toFixed(3)} ms (server process) | Switchyard/direct ${(scm / dcm).toFixed(3)}`);
+    say(
+      `  ${''.padStart(12)} CPU per token: direct ${dcm.toFixed(3)} ms (this process) | Switchyard ${scm.toFixed(3)} ms (server process) | Switchyard/direct ${(scm / dcm).toFixed(3)}`,
+    );
   }
   if (process.env['BENCH_SAVE']) await report.save(process.env['BENCH_SAVE']);
 } finally {

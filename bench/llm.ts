@@ -27,7 +27,10 @@ const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 const stubJs = fileURLToPath(new URL('./servers/openai-stub.js', import.meta.url));
 const bareJs = fileURLToPath(new URL('./servers/bare-proxy.js', import.meta.url));
 
-const messages = [{ role: 'system', content: 'You are a helpful assistant.' }, { role: 'user', content: 'Say something about switchyards.' }];
+const messages = [
+  { role: 'system', content: 'You are a helpful assistant.' },
+  { role: 'user', content: 'Say something about switchyards.' },
+];
 const plain = JSON.stringify({ model: 'stub', messages, max_tokens: 16 });
 const streamed = JSON.stringify({ model: 'stub', messages, max_tokens: 16, stream: true, stream_options: { include_usage: true } });
 
@@ -82,23 +85,36 @@ const stub = await startStub(stubPort);
 const config = join(dir, 'llm.json');
 await writeFile(config, JSON.stringify({ models: [{ name: 'stub', backend: 'upstream', deployments: [{ url: `${stubUrl}/v1` }] }] }));
 const bare = await startServer('bare proxy', [bareJs, String(barePort), stubUrl], barePort);
-const sy = await startServer('switchyard', [cli, 'serve', '--port', String(syPort), '--grpc-port', '0', '--log-level', 'warn', '--data-dir', join(dir, 'data'), '--llm-config', config], syPort);
+const sy = await startServer(
+  'switchyard',
+  [cli, 'serve', '--port', String(syPort), '--grpc-port', '0', '--log-level', 'warn', '--data-dir', join(dir, 'data'), '--llm-config', config],
+  syPort,
+);
 try {
   say(`Switchyard LLM gateway benchmark — ${new Date().toISOString().slice(0, 10)} — ${machineName()}`);
   say(`NOTE: 2 vCPUs shared by the stub upstream, Switchyard and this client; load average at start: ${loadAverage()}.`);
   say(`Upstream: canned OpenAI-compatible stub (16 content chunks when streaming). ${N} requests per target after ${WARMUP} warmup,`);
   say('alternating direct / through Switchyard on one keep-alive connection each (c=1); a stream is timed until [DONE] is read.');
-  for (const [name, body] of [['non-streaming', plain], ['streaming + include_usage', streamed]] as const) {
+  for (const [name, body] of [
+    ['non-streaming', plain],
+    ['streaming + include_usage', streamed],
+  ] as const) {
     const r = await interleaved(stubUrl, sy.url, body);
     const floor = await interleaved(stubUrl, bare.url, body);
     say(`  ${name.padEnd(28)} direct p50 ${ms(r.direct.p50)} p99 ${ms(r.direct.p99)} ms | via Switchyard p50 ${ms(r.gateway.p50)} p99 ${ms(r.gateway.p99)} ms`);
-    say(`  ${''.padEnd(28)} overhead p50 ${ms(r.gateway.p50 - r.direct.p50)} ms, p90 ${ms(r.gateway.p90 - r.direct.p90)} ms, p99 ${ms(r.gateway.p99 - r.direct.p99)} ms (target p50 <= 0.5 ms)`);
-    say(`  ${''.padEnd(28)} bare pass-through proxy (the floor): overhead p50 ${ms(floor.gateway.p50 - floor.direct.p50)} ms, p99 ${ms(floor.gateway.p99 - floor.direct.p99)} ms`);
+    say(
+      `  ${''.padEnd(28)} overhead p50 ${ms(r.gateway.p50 - r.direct.p50)} ms, p90 ${ms(r.gateway.p90 - r.direct.p90)} ms, p99 ${ms(r.gateway.p99 - r.direct.p99)} ms (target p50 <= 0.5 ms)`,
+    );
+    say(
+      `  ${''.padEnd(28)} bare pass-through proxy (the floor): overhead p50 ${ms(floor.gateway.p50 - floor.direct.p50)} ms, p99 ${ms(floor.gateway.p99 - floor.direct.p99)} ms`,
+    );
   }
   say(`Throughput at ${CONNECTIONS} connections × ${SECONDS}s (non-streaming):`);
   const d = await throughput(stubUrl, '/v1/chat/completions', plain, CONNECTIONS, SECONDS);
   const g = await throughput(sy.url, '/v1/chat/completions', plain, CONNECTIONS, SECONDS);
-  say(`  direct ${d.rps.toFixed(0)} req/s, via Switchyard ${g.rps.toFixed(0)} req/s (${(g.rps / d.rps).toFixed(2)}x; the stub and the gateway share 2 vCPUs); errors ${d.errors + g.errors}, non-2xx ${d.non2xx + g.non2xx}`);
+  say(
+    `  direct ${d.rps.toFixed(0)} req/s, via Switchyard ${g.rps.toFixed(0)} req/s (${(g.rps / d.rps).toFixed(2)}x; the stub and the gateway share 2 vCPUs); errors ${d.errors + g.errors}, non-2xx ${d.non2xx + g.non2xx}`,
+  );
   await mkdir('.bench', { recursive: true });
   await report.save('.bench/llm.txt');
 } finally {

@@ -80,7 +80,11 @@ async function main(): Promise<void> {
   await writeModelRepository(repo, { mlp: { versions: { 1: mlp() } } });
   const port = await freePort();
   const cli = process.env['MEMORY_SERVER'] ?? new URL('../src/cli/main.js', import.meta.url).pathname;
-  const server = await startServer('switchyard', [cli, 'serve', '--port', String(port), '--grpc-port', '0', '--log-level', 'warn', '--model-repository', repo, '--data-dir', join(dir, 'data')], port);
+  const server = await startServer(
+    'switchyard',
+    [cli, 'serve', '--port', String(port), '--grpc-port', '0', '--log-level', 'warn', '--model-repository', repo, '--data-dir', join(dir, 'data')],
+    port,
+  );
   const pid = server.proc.pid!;
   const pool = new Pool(server.url, { connections: 64, bodyTimeout: 0, headersTimeout: 0 });
   try {
@@ -102,13 +106,28 @@ async function main(): Promise<void> {
     const before = await rss(pid);
     report.say(`before: RSS ${mib(before)}; ${await heap()}`);
     let peak = before;
-    const sampler = setInterval(() => void rss(pid).then((v) => { peak = Math.max(peak, v); }, () => undefined), 50);
+    const sampler = setInterval(
+      () =>
+        void rss(pid).then(
+          (v) => {
+            peak = Math.max(peak, v);
+          },
+          () => undefined,
+        ),
+      50,
+    );
     const big = inferBody(1024);
-    report.say(`40 x 1024-row requests (${(big.length / MiB).toFixed(1)} MiB): ${JSON.stringify(await probe(pool, 40, 4, big, {}))}; RSS now ${mib(await rss(pid))}`);
+    report.say(
+      `40 x 1024-row requests (${(big.length / MiB).toFixed(1)} MiB): ${JSON.stringify(await probe(pool, 40, 4, big, {}))}; RSS now ${mib(await rss(pid))}`,
+    );
     const huge = inferBody(49_000);
-    report.say(`4 concurrent ${(huge.length / MiB).toFixed(0)} MiB bodies: ${JSON.stringify(await probe(pool, 4, 4, huge, {}))}; RSS now ${mib(await rss(pid))}`);
+    report.say(
+      `4 concurrent ${(huge.length / MiB).toFixed(0)} MiB bodies: ${JSON.stringify(await probe(pool, 4, 4, huge, {}))}; RSS now ${mib(await rss(pid))}`,
+    );
     const bomb = gzipSync(Buffer.alloc(100 * MiB, 0x20), { level: 9 });
-    report.say(`64 concurrent gzip bombs (${(bomb.length / 1024).toFixed(0)} KiB -> 100 MiB): ${JSON.stringify(await probe(pool, 64, 64, bomb, { 'content-encoding': 'gzip' }))}; RSS now ${mib(await rss(pid))}`);
+    report.say(
+      `64 concurrent gzip bombs (${(bomb.length / 1024).toFixed(0)} KiB -> 100 MiB): ${JSON.stringify(await probe(pool, 64, 64, bomb, { 'content-encoding': 'gzip' }))}; RSS now ${mib(await rss(pid))}`,
+    );
     const junk = Buffer.concat([Buffer.from('{"inputs":[{"name":"features","datatype":"FP32","shape":[1,64],"data":['), Buffer.alloc(5 * MiB, 0x31)]);
     report.say(`20 invalid 5 MiB bodies: ${JSON.stringify(await probe(pool, 20, 4, junk, {}))}; RSS now ${mib(await rss(pid))}`);
     const ended = await rss(pid);
@@ -116,7 +135,9 @@ async function main(): Promise<void> {
     clearInterval(sampler);
     const after = await rss(pid);
     report.say(`after ${SETTLE_S} s idle: ${await heap()}`);
-    report.say(`RSS before ${mib(before)}, peak ${mib(peak)}, at the end of the probes ${mib(ended)}, after ${SETTLE_S} s idle ${mib(after)}: after / before = ${(after / before).toFixed(2)} (goal <= 1.10)`);
+    report.say(
+      `RSS before ${mib(before)}, peak ${mib(peak)}, at the end of the probes ${mib(ended)}, after ${SETTLE_S} s idle ${mib(after)}: after / before = ${(after / before).toFixed(2)} (goal <= 1.10)`,
+    );
     // A server seldom idles: light traffic allocates, so V8 collects what the idle heap still held.
     await probe(pool, 2000, 4, inferBody(1), {});
     await new Promise((r) => setTimeout(r, 2000));

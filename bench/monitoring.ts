@@ -16,7 +16,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mlp, writeModelRepository } from '../tools/onnx/zoo.js';
-import { benchPort, cpuUs, fmt, loadAverage, machineName, noisyMachineHeader, Report, sequentialLatency, signed, startServer, stopServer, throughput } from './lib.js';
+import {
+  benchPort,
+  cpuUs,
+  fmt,
+  loadAverage,
+  machineName,
+  noisyMachineHeader,
+  Report,
+  sequentialLatency,
+  signed,
+  startServer,
+  stopServer,
+  throughput,
+} from './lib.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 64);
@@ -34,18 +47,30 @@ const say = report.say;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const W = 47;
 
-interface Run { rps: number; p99Ms: number; p50: number; p99: number; requests: number; cpuUsPerReq: number | null; note: string }
-
+interface Run {
+  rps: number;
+  p99Ms: number;
+  p50: number;
+  p99: number;
+  requests: number;
+  cpuUsPerReq: number | null;
+  note: string;
+}
 
 /** Counter values from /metrics whose line starts with `prefix` (labels included), summed. */
 async function metric(url: string, prefix: string): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text();
   let sum = 0;
-  for (const l of text.split('\n')) if (l.startsWith(prefix) && (l[prefix.length] === ' ' || l[prefix.length] === '{')) sum += Number(l.slice(l.lastIndexOf(' ') + 1));
+  for (const l of text.split('\n'))
+    if (l.startsWith(prefix) && (l[prefix.length] === ' ' || l[prefix.length] === '{')) sum += Number(l.slice(l.lastIndexOf(' ') + 1));
   return sum;
 }
 
-interface LogCounts { served: number; written: number; dropped: number }
+interface LogCounts {
+  served: number;
+  written: number;
+  dropped: number;
+}
 async function logCounts(url: string): Promise<LogCounts> {
   return {
     served: await metric(url, 'switchyard_inference_success_total'),
@@ -73,7 +98,11 @@ function profileCsv(): string {
 }
 
 async function setProfile(url: string): Promise<string> {
-  const r = await fetch(`${url}/api/v1/models/mlp/versions/1/profile`, { method: 'POST', headers: { 'content-type': 'text/csv', 'x-switchyard-actor': 'bench' }, body: profileCsv() });
+  const r = await fetch(`${url}/api/v1/models/mlp/versions/1/profile`, {
+    method: 'POST',
+    headers: { 'content-type': 'text/csv', 'x-switchyard-actor': 'bench' },
+    body: profileCsv(),
+  });
   const text = await r.text();
   if (r.status !== 201) throw new Error(`POST profile: ${r.status} ${text}`);
   const p = JSON.parse(text) as { source: string; profile: { rows: number; features: unknown[] } };
@@ -91,19 +120,23 @@ async function logCheck(url: string, underLoad: LogCounts): Promise<string> {
   await sleep(FLUSH_WAIT_MS);
   const r = await fetch(`${url}/api/v1/predictions?model=mlp&limit=5`);
   if (r.status !== 200) throw new Error(`GET /api/v1/predictions: ${r.status} ${await r.text()}`);
-  const got = (await r.json() as { predictions: { model: string; inputs: { data: unknown[] }[] }[] }).predictions;
+  const got = ((await r.json()) as { predictions: { model: string; inputs: { data: unknown[] }[] }[] }).predictions;
   if (got.length === 0) throw new Error('prediction log: GET /api/v1/predictions?model=mlp returned no records');
   const c = await logCounts(url);
   const share = c.served === 0 ? 0 : (100 * c.written) / c.served;
-  return `log: GET /api/v1/predictions?model=mlp&limit=5 → ${got.length} records (${got[0]!.inputs[0]?.data.length ?? 0} input values each)\n`
-    + `      log: served ${c.served}, written_total ${c.written} (${fmt(share, 2)}%), dropped_total ${c.dropped} `
-    + `(end of throughput run: written ${underLoad.written}, dropped ${underLoad.dropped}, served ${underLoad.served})`;
+  return (
+    `log: GET /api/v1/predictions?model=mlp&limit=5 → ${got.length} records (${got[0]!.inputs[0]?.data.length ?? 0} input values each)\n` +
+    `      log: served ${c.served}, written_total ${c.written} (${fmt(share, 2)}%), dropped_total ${c.dropped} ` +
+    `(end of throughput run: written ${underLoad.written}, dropped ${underLoad.dropped}, served ${underLoad.served})`
+  );
 }
 
 async function driftCheck(url: string): Promise<string> {
   const r = await fetch(`${url}/api/v1/models/mlp/drift`);
   if (r.status !== 200) throw new Error(`GET drift: ${r.status} ${await r.text()}`);
-  const d = await r.json() as { reports: { version: number; report: { rows: number; driftedShare: number | null; datasetDrift: boolean; features: unknown[] } }[] };
+  const d = (await r.json()) as {
+    reports: { version: number; report: { rows: number; driftedShare: number | null; datasetDrift: boolean; features: unknown[] } }[];
+  };
   const rep = d.reports[0];
   if (rep === undefined) throw new Error('drift: no monitored version');
   if (rep.report.rows === 0) throw new Error('drift: the window observed no rows');
@@ -113,7 +146,21 @@ async function driftCheck(url: string): Promise<string> {
 
 async function run(sc: Scenario, dir: string, repo: string): Promise<Run> {
   const p = await benchPort();
-  const args = [cli, 'serve', '--model-repository', repo, '--data-dir', join(dir, `data-${p}`), '--port', String(p), '--grpc-port', '0', '--log-level', 'warn', ...sc.args];
+  const args = [
+    cli,
+    'serve',
+    '--model-repository',
+    repo,
+    '--data-dir',
+    join(dir, `data-${p}`),
+    '--port',
+    String(p),
+    '--grpc-port',
+    '0',
+    '--log-level',
+    'warn',
+    ...sc.args,
+  ];
   const t = await startServer(sc.name, args, p);
   try {
     const notes: string[] = [];
@@ -131,7 +178,9 @@ async function run(sc: Scenario, dir: string, repo: string): Promise<Run> {
     if (underLoad !== null) notes.push(await logCheck(t.url, underLoad));
     if (sc.profile === true) notes.push(await driftCheck(t.url));
     const cpu = cpuUsPerReq === null ? 'n/a' : fmt(cpuUsPerReq, 0);
-    say(`  ${sc.name.padEnd(W)} ${fmt(r.rps).padStart(7)} req/s  p99 ${fmt(r.p99Ms, 1).padStart(5)} ms  server CPU ${cpu.padStart(4)} µs/req | c=1 p50 ${fmt(l.p50, 3)} ms  p99 ${fmt(l.p99, 3)} ms`);
+    say(
+      `  ${sc.name.padEnd(W)} ${fmt(r.rps).padStart(7)} req/s  p99 ${fmt(r.p99Ms, 1).padStart(5)} ms  server CPU ${cpu.padStart(4)} µs/req | c=1 p50 ${fmt(l.p50, 3)} ms  p99 ${fmt(l.p99, 3)} ms`,
+    );
     for (const n of notes) say(`      ${n}`);
     return { rps: r.rps, p99Ms: r.p99Ms, p50: l.p50, p99: l.p99, requests, cpuUsPerReq, note: notes.join('; ') };
   } finally {
@@ -145,7 +194,13 @@ const scenarios: Scenario[] = [
   { name: '3. prediction log 100% (SQLite)', args: ['--prediction-log', 'database', '--monitor-sample-rate', '1'], logRate: 1, target: 0.75 },
   { name: '4. prediction log 100% (JSONL)', args: ['--prediction-log', 'jsonl', '--monitor-sample-rate', '1'], logRate: 1, target: 0.75 },
   { name: '5. drift 100%, log off', args: ['--prediction-log', 'off', '--drift-sample-rate', '1'], logRate: null, profile: true },
-  { name: '6. log 1% (SQLite) + drift 100%', args: ['--prediction-log', 'database', '--monitor-sample-rate', '0.01', '--drift-sample-rate', '1'], logRate: 0.01, profile: true, target: 0.9 },
+  {
+    name: '6. log 1% (SQLite) + drift 100%',
+    args: ['--prediction-log', 'database', '--monitor-sample-rate', '0.01', '--drift-sample-rate', '1'],
+    logRate: 0.01,
+    profile: true,
+    target: 0.9,
+  },
 ];
 
 const dir = await mkdtemp(join(tmpdir(), 'switchyard-bench-monitoring-'));
@@ -166,7 +221,9 @@ try {
   for (const sc of scenarios) results.push([sc, await run(sc, dir, repo)]);
   const end = await run({ ...baseline, name: '1. monitoring off: baseline again (drift check)' }, dir, repo);
   const base = { rps: (start.rps + end.rps) / 2, p50: (start.p50 + end.p50) / 2 };
-  say(`vs baseline (same run; mean of first and last: ${fmt(base.rps)} req/s, c=1 p50 ${fmt(base.p50, 3)} ms; last/first throughput ${fmt(end.rps / start.rps, 2)}x):`);
+  say(
+    `vs baseline (same run; mean of first and last: ${fmt(base.rps)} req/s, c=1 p50 ${fmt(base.p50, 3)} ms; last/first throughput ${fmt(end.rps / start.rps, 2)}x):`,
+  );
   const verdicts: { name: string; ratio: number; target: number; pass: boolean }[] = [];
   for (const [sc, r] of results) {
     const ratio = r.rps / base.rps;
@@ -177,19 +234,26 @@ try {
       verdict = `  target ≥ ${fmt(sc.target, 2)}x: ${pass ? 'PASS' : 'FAIL'}`;
     }
     const baseCpu = start.cpuUsPerReq === null || end.cpuUsPerReq === null ? null : (start.cpuUsPerReq + end.cpuUsPerReq) / 2;
-    const cpu = r.cpuUsPerReq === null || baseCpu === null
-      ? '' : `, server CPU ${signed(r.cpuUsPerReq - baseCpu, 0).padStart(3)} µs/req (CPU-bound ${fmt(baseCpu / r.cpuUsPerReq, 2)}x)`;
+    const cpu =
+      r.cpuUsPerReq === null || baseCpu === null
+        ? ''
+        : `, server CPU ${signed(r.cpuUsPerReq - baseCpu, 0).padStart(3)} µs/req (CPU-bound ${fmt(baseCpu / r.cpuUsPerReq, 2)}x)`;
     say(`  ${sc.name.padEnd(W)} ${fmt(ratio, 3)}x throughput, ${signed(r.p50 - base.p50, 3)} ms p50 (c=1)${cpu}${verdict}`);
   }
   const failed = verdicts.filter((v) => !v.pass);
-  say(failed.length === 0
-    ? `targets: all ${verdicts.length} met`
-    : `targets: ${failed.length} of ${verdicts.length} NOT met — ${failed.map((v) => `${v.name.replace(/^\d+\. /, '')} ${fmt(v.ratio, 3)}x < ${fmt(v.target, 2)}x`).join('; ')}`);
+  say(
+    failed.length === 0
+      ? `targets: all ${verdicts.length} met`
+      : `targets: ${failed.length} of ${verdicts.length} NOT met — ${failed.map((v) => `${v.name.replace(/^\d+\. /, '')} ${fmt(v.ratio, 3)}x < ${fmt(v.target, 2)}x`).join('; ')}`,
+  );
   say('"CPU-bound" = baseline server CPU per request ÷ this scenario\'s: the throughput ratio to expect where the server\'s CPU');
-  say('is the bottleneck; less sensitive to the machine\'s noise than req/s. The PASS/FAIL verdicts use measured throughput.');
+  say("is the bottleneck; less sensitive to the machine's noise than req/s. The PASS/FAIL verdicts use measured throughput.");
   say(`load average at end: ${loadAverage()}`);
   await mkdir('.bench', { recursive: true });
-  await writeFile('.bench/monitoring.json', `${JSON.stringify({ date: new Date().toISOString(), machine: machineName(), seconds: SECONDS, connections: CONNECTIONS, latencyN: LATENCY_N, baseline: { start, end }, results: Object.fromEntries(results.map(([sc, r]) => [sc.name, r])), verdicts }, null, 2)}\n`);
+  await writeFile(
+    '.bench/monitoring.json',
+    `${JSON.stringify({ date: new Date().toISOString(), machine: machineName(), seconds: SECONDS, connections: CONNECTIONS, latencyN: LATENCY_N, baseline: { start, end }, results: Object.fromEntries(results.map(([sc, r]) => [sc.name, r])), verdicts }, null, 2)}\n`,
+  );
   await report.save('.bench/monitoring.txt');
 } finally {
   await rm(dir, { recursive: true, force: true });

@@ -29,21 +29,41 @@ const ROWS = Number(process.env['OVERLOAD_ROWS'] ?? 1);
 const CONNECTIONS = 256;
 /** `mlp` (default; cheap per row: the HTTP stack dominates a request's cost) or `encoder` (the issue's case: compute dominates). */
 const MODEL = process.env['OVERLOAD_MODEL'] ?? 'mlp';
-const BODY = MODEL === 'encoder'
-  ? JSON.stringify({ inputs: [{ name: 'input_ids', datatype: 'INT64', shape: [ROWS, 64], data: Array.from({ length: 64 * ROWS }, (_, i) => (i * 7) % 1000) }] })
-  : JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [ROWS, 64], data: Array.from({ length: 64 * ROWS }, (_, i) => Math.sin(i)) }] });
+const BODY =
+  MODEL === 'encoder'
+    ? JSON.stringify({
+        inputs: [{ name: 'input_ids', datatype: 'INT64', shape: [ROWS, 64], data: Array.from({ length: 64 * ROWS }, (_, i) => (i * 7) % 1000) }],
+      })
+    : JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [ROWS, 64], data: Array.from({ length: 64 * ROWS }, (_, i) => Math.sin(i)) }] });
 
-interface Run { offered: number; goodput: number; refused: number; other: number; p50: number; p99: number }
+interface Run {
+  offered: number;
+  goodput: number;
+  refused: number;
+  other: number;
+  p50: number;
+  p99: number;
+}
 
 async function run(url: string, connections: number, overallRate?: number): Promise<Run> {
   const r = await autocannon({
-    url: `${url}/v2/models/${MODEL}/infer`, method: 'POST', body: BODY, connections, duration: SECONDS, pipelining: 1,
-    headers: { 'content-type': 'application/json' }, ...(overallRate === undefined ? {} : { overallRate }),
+    url: `${url}/v2/models/${MODEL}/infer`,
+    method: 'POST',
+    body: BODY,
+    connections,
+    duration: SECONDS,
+    pipelining: 1,
+    headers: { 'content-type': 'application/json' },
+    ...(overallRate === undefined ? {} : { overallRate }),
   });
   const s = r.duration;
   return {
-    offered: r.requests.total / s, goodput: r['2xx'] / s, refused: r['5xx'] / s, other: r.errors + r.timeouts + (r.non2xx - r['5xx']),
-    p50: r.latency.p50, p99: r.latency.p99,
+    offered: r.requests.total / s,
+    goodput: r['2xx'] / s,
+    refused: r['5xx'] / s,
+    other: r.errors + r.timeouts + (r.non2xx - r['5xx']),
+    p50: r.latency.p50,
+    p99: r.latency.p99,
   };
 }
 
@@ -51,10 +71,19 @@ async function main(): Promise<void> {
   const report = new Report();
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-bench-overload-'));
   const repo = join(dir, 'repo');
-  await writeModelRepository(repo, { [MODEL]: { versions: { 1: MODEL === 'encoder' ? encoder() : mlp() }, config: { instances: 1, max_batch_size: 64, max_queue_delay_us: 0, max_queue_size: QUEUE } } });
+  await writeModelRepository(repo, {
+    [MODEL]: {
+      versions: { 1: MODEL === 'encoder' ? encoder() : mlp() },
+      config: { instances: 1, max_batch_size: 64, max_queue_delay_us: 0, max_queue_size: QUEUE },
+    },
+  });
   const port = await benchPort();
   const cli = process.env['OVERLOAD_SERVER'] ?? new URL('../src/cli/main.js', import.meta.url).pathname;
-  const server = await startServer('switchyard', [cli, 'serve', '--port', String(port), '--grpc-port', '0', '--log-level', 'warn', '--model-repository', repo, '--data-dir', join(dir, 'data')], port);
+  const server = await startServer(
+    'switchyard',
+    [cli, 'serve', '--port', String(port), '--grpc-port', '0', '--log-level', 'warn', '--model-repository', repo, '--data-dir', join(dir, 'data')],
+    port,
+  );
   try {
     for (const line of noisyMachineHeader('overload benchmark')) report.say(line);
     report.say(`server: ${cli}`);
@@ -62,14 +91,20 @@ async function main(): Promise<void> {
     const closed = Math.max(1, Math.floor(QUEUE / 2));
     await run(server.url, closed); // warm up
     const before = await run(server.url, closed);
-    report.say(`capacity (closed loop, ${closed} connections):       ${fmt(before.goodput)} req/s completed, p50 ${before.p50} ms, p99 ${before.p99} ms, other failures ${before.other}`);
+    report.say(
+      `capacity (closed loop, ${closed} connections):       ${fmt(before.goodput)} req/s completed, p50 ${before.p50} ms, p99 ${before.p99} ms, other failures ${before.other}`,
+    );
     const target = Math.round(FACTOR * before.goodput);
     const over = await run(server.url, CONNECTIONS, target);
-    report.say(`overload (${CONNECTIONS} connections, target ${target} req/s): offered ${fmt(over.offered)} req/s (${fmt(over.offered / before.goodput, 1)}x capacity), completed ${fmt(over.goodput)} req/s, refused ${fmt(over.refused)} req/s, other failures ${over.other}; latency of all p50 ${over.p50} ms, p99 ${over.p99} ms`);
+    report.say(
+      `overload (${CONNECTIONS} connections, target ${target} req/s): offered ${fmt(over.offered)} req/s (${fmt(over.offered / before.goodput, 1)}x capacity), completed ${fmt(over.goodput)} req/s, refused ${fmt(over.refused)} req/s, other failures ${over.other}; latency of all p50 ${over.p50} ms, p99 ${over.p99} ms`,
+    );
     const after = await run(server.url, closed);
     report.say(`capacity again (closed loop, ${closed} connections): ${fmt(after.goodput)} req/s completed`);
     const capacity = (before.goodput + after.goodput) / 2;
-    report.say(`goodput ratio under overload: ${fmt(over.goodput / capacity, 2)} of capacity (goal >= 0.9; capacity runs differ by ${fmt(Math.abs(before.goodput - after.goodput) / capacity * 100, 0)}%)`);
+    report.say(
+      `goodput ratio under overload: ${fmt(over.goodput / capacity, 2)} of capacity (goal >= 0.9; capacity runs differ by ${fmt((Math.abs(before.goodput - after.goodput) / capacity) * 100, 0)}%)`,
+    );
     if (process.env['OVERLOAD_SAVE'] !== undefined) await report.save(process.env['OVERLOAD_SAVE']);
   } finally {
     await stopServer(server);

@@ -15,7 +15,20 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mlp, writeModelRepository } from '../tools/onnx/zoo.js';
-import { benchPort, cpuUs, fmt, loadAverage, machineName, noisyMachineHeader, Report, sequentialLatency, signed, startServer, stopServer, throughput } from './lib.js';
+import {
+  benchPort,
+  cpuUs,
+  fmt,
+  loadAverage,
+  machineName,
+  noisyMachineHeader,
+  Report,
+  sequentialLatency,
+  signed,
+  startServer,
+  stopServer,
+  throughput,
+} from './lib.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 10);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 64);
@@ -31,8 +44,15 @@ const report = new Report();
 const say = report.say;
 const W = 44;
 
-interface Run { rps: number; p99Ms: number; p50: number; p99: number; requests: number; cpuUsPerReq: number | null; note: string }
-
+interface Run {
+  rps: number;
+  p99Ms: number;
+  p50: number;
+  p99: number;
+  requests: number;
+  cpuUsPerReq: number | null;
+  note: string;
+}
 
 interface Scenario {
   readonly name: string;
@@ -53,7 +73,11 @@ async function infer(url: string, headers: Record<string, string> = {}): Promise
 }
 
 /** Served versions (x-switchyard-model-version) and arms over n probes, each with headers from `h(i)`. */
-async function sample(url: string, n: number, h: (i: number) => Record<string, string> = () => ({})): Promise<{ versions: Map<string, number>; arms: Map<string, number> }> {
+async function sample(
+  url: string,
+  n: number,
+  h: (i: number) => Record<string, string> = () => ({}),
+): Promise<{ versions: Map<string, number>; arms: Map<string, number> }> {
   const versions = new Map<string, number>();
   const arms = new Map<string, number>();
   for (let i = 0; i < n; i++) {
@@ -65,7 +89,11 @@ async function sample(url: string, n: number, h: (i: number) => Record<string, s
   }
   return { versions, arms };
 }
-const show = (m: Map<string, number>): string => [...m].sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}:${v}`).join(' ');
+const show = (m: Map<string, number>): string =>
+  [...m]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([k, v]) => `${k}:${v}`)
+    .join(' ');
 
 /** Counter values from /metrics whose line starts with `prefix` (labels included), summed. */
 async function metric(url: string, prefix: string): Promise<number> {
@@ -78,7 +106,8 @@ async function metric(url: string, prefix: string): Promise<number> {
 async function cacheHitCheck(url: string): Promise<string> {
   const first = (await infer(url)).headers.get('x-switchyard-cache');
   const second = (await infer(url)).headers.get('x-switchyard-cache');
-  if (second !== 'hit') throw new Error(`result cache: expected x-switchyard-cache: hit on a repeated request, got ${String(second)} (first: ${String(first)})`);
+  if (second !== 'hit')
+    throw new Error(`result cache: expected x-switchyard-cache: hit on a repeated request, got ${String(second)} (first: ${String(first)})`);
   return `probe: x-switchyard-cache ${String(first)} then ${second}`;
 }
 
@@ -111,7 +140,11 @@ async function run(sc: Scenario, dir: string, repo: string): Promise<Run> {
   const t = await startServer(sc.name, args, p);
   try {
     if (sc.policy !== undefined) {
-      const r = await fetch(`${t.url}/api/v1/models/mlp/routing`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(sc.policy) });
+      const r = await fetch(`${t.url}/api/v1/models/mlp/routing`, {
+        method: 'PUT',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(sc.policy),
+      });
       if (!r.ok) throw new Error(`${sc.name}: PUT routing: ${r.status} ${await r.text()}`);
       await r.arrayBuffer();
     }
@@ -127,7 +160,9 @@ async function run(sc: Scenario, dir: string, repo: string): Promise<Run> {
     const cpuUsPerReq = cpu0 === null || cpu1 === null || requests === 0 ? null : (cpu1 - cpu0) / requests;
     const after = sc.after === undefined ? '' : await sc.after(t.url, requests);
     const cpu = cpuUsPerReq === null ? 'n/a' : fmt(cpuUsPerReq, 0);
-    say(`  ${sc.name.padEnd(W)} ${fmt(r.rps).padStart(7)} req/s  p99 ${fmt(r.p99Ms, 1).padStart(5)} ms  server CPU ${cpu.padStart(4)} µs/req | c=1 p50 ${fmt(l.p50, 3)} ms  p99 ${fmt(l.p99, 3)} ms`);
+    say(
+      `  ${sc.name.padEnd(W)} ${fmt(r.rps).padStart(7)} req/s  p99 ${fmt(r.p99Ms, 1).padStart(5)} ms  server CPU ${cpu.padStart(4)} µs/req | c=1 p50 ${fmt(l.p50, 3)} ms  p99 ${fmt(l.p99, 3)} ms`,
+    );
     for (const n of [note, after]) if (n !== '') say(`      ${n}`);
     return { rps: r.rps, p99Ms: r.p99Ms, p50: l.p50, p99: l.p99, requests, cpuUsPerReq, note: [note, after].filter((x) => x !== '').join('; ') };
   } finally {
@@ -145,7 +180,12 @@ const scenarios: Scenario[] = [
   },
   {
     name: '2. weighted canary 95/5 (random)',
-    policy: { arms: [{ name: 'control', target: '1', weight: 95 }, { name: 'canary', target: '2', weight: 5 }] },
+    policy: {
+      arms: [
+        { name: 'control', target: '1', weight: 95 },
+        { name: 'canary', target: '2', weight: 5 },
+      ],
+    },
     check: async (url) => {
       const s = await sample(url, 400);
       if ((s.versions.get('2') ?? 0) === 0 || (s.versions.get('1') ?? 0) === 0) throw new Error(`canary: both versions should serve, got ${show(s.versions)}`);
@@ -154,7 +194,13 @@ const scenarios: Scenario[] = [
   },
   {
     name: '3. sticky A/B 50/50 (header:x-user-id)',
-    policy: { arms: [{ name: 'a', target: '1', weight: 50 }, { name: 'b', target: '2', weight: 50 }], sticky: { key: 'header:x-user-id' } },
+    policy: {
+      arms: [
+        { name: 'a', target: '1', weight: 50 },
+        { name: 'b', target: '2', weight: 50 },
+      ],
+      sticky: { key: 'header:x-user-id' },
+    },
     headers: { 'x-user-id': USER },
     check: async (url) => {
       const many = await sample(url, 200, (i) => ({ 'x-user-id': `user-${i}` }));
@@ -173,7 +219,7 @@ const scenarios: Scenario[] = [
       return `probe (20): arms ${show(s.arms)}, versions ${show(s.versions)}`;
     },
     after: async (url) => {
-      const r = await (await fetch(`${url}/api/v1/models/mlp/routing`)).json() as { circuits: { version: string; state: string }[] };
+      const r = (await (await fetch(`${url}/api/v1/models/mlp/routing`)).json()) as { circuits: { version: string; state: string }[] };
       const fb = await metric(url, 'switchyard_routing_fallbacks_total');
       return `after: circuits ${r.circuits.map((c) => `${c.version}=${c.state}`).join(' ') || '(none)'}, fallbacks ${fb}`;
     },
@@ -203,21 +249,29 @@ try {
   for (const sc of rest) results.push([sc.name, await run(sc, dir, repo)]);
   const redisName = '6. result cache, all hits (Redis)';
   if (await redisReachable(REDIS)) {
-    results.push([redisName, await run({ name: redisName, policy: { cache: { ttlMs: 600_000 } }, redis: true, check: cacheHitCheck, after: cacheCounts }, dir, repo)]);
+    results.push([
+      redisName,
+      await run({ name: redisName, policy: { cache: { ttlMs: 600_000 } }, redis: true, check: cacheHitCheck, after: cacheCounts }, dir, repo),
+    ]);
   } else {
     say(`  ${redisName.padEnd(W)} skipped: Redis unreachable (${REDIS})`);
     results.push([redisName, null]);
   }
   const end = await run({ ...baseScenario!, name: '1. no policy: baseline again (drift check)' }, dir, repo);
   const base = { rps: (start.rps + end.rps) / 2, p50: (start.p50 + end.p50) / 2 };
-  say(`vs baseline (same run; mean of first and last: ${fmt(base.rps)} req/s, c=1 p50 ${fmt(base.p50, 3)} ms; last/first throughput ${fmt(end.rps / start.rps, 2)}x):`);
+  say(
+    `vs baseline (same run; mean of first and last: ${fmt(base.rps)} req/s, c=1 p50 ${fmt(base.p50, 3)} ms; last/first throughput ${fmt(end.rps / start.rps, 2)}x):`,
+  );
   for (const [name, r] of results) {
     if (r === null) say(`  ${name.padEnd(W)} skipped: Redis unreachable`);
     else say(`  ${name.padEnd(W)} ${fmt(r.rps / base.rps, 2)}x throughput, ${signed(r.p50 - base.p50, 3)} ms p50 (c=1)`);
   }
   say(`load average at end: ${loadAverage()}`);
   await mkdir('.bench', { recursive: true });
-  await writeFile('.bench/routing.json', `${JSON.stringify({ date: new Date().toISOString(), machine: machineName(), seconds: SECONDS, connections: CONNECTIONS, latencyN: LATENCY_N, baseline: { start, end }, results: Object.fromEntries(results) }, null, 2)}\n`);
+  await writeFile(
+    '.bench/routing.json',
+    `${JSON.stringify({ date: new Date().toISOString(), machine: machineName(), seconds: SECONDS, connections: CONNECTIONS, latencyN: LATENCY_N, baseline: { start, end }, results: Object.fromEntries(results) }, null, 2)}\n`,
+  );
   await report.save('.bench/routing.txt');
 } finally {
   await rm(dir, { recursive: true, force: true });

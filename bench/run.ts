@@ -55,7 +55,13 @@ async function withServers<T>(specs: [string, string[]][], fn: (t: Target[]) => 
   try {
     for (const [name, args] of specs) {
       const port = await benchPort();
-      started.push(await startServer(name, args.map((a) => a.replace('{PORT}', String(port))), port));
+      started.push(
+        await startServer(
+          name,
+          args.map((a) => a.replace('{PORT}', String(port))),
+          port,
+        ),
+      );
     }
     return await fn(started);
   } finally {
@@ -69,7 +75,20 @@ const median = (xs: number[]): number => {
 };
 
 /** A fresh data directory per server: the default (./data) would also load every model earlier runs registered. */
-const switchyardArgs = (repo: string): string[] => [cli, 'serve', '--model-repository', repo, '--data-dir', `${repo}-data`, '--port', '{PORT}', '--grpc-port', '0', '--log-level', 'warn'];
+const switchyardArgs = (repo: string): string[] => [
+  cli,
+  'serve',
+  '--model-repository',
+  repo,
+  '--data-dir',
+  `${repo}-data`,
+  '--port',
+  '{PORT}',
+  '--grpc-port',
+  '0',
+  '--log-level',
+  'warn',
+];
 
 async function benchMlp(dir: string): Promise<void> {
   const repo = join(dir, 'mlp-repo');
@@ -92,12 +111,16 @@ async function benchMlp(dir: string): Promise<void> {
       const rps = new Map<Target, number>();
       for (const t of [...pair, naive!]) rps.set(t, await measure(t, path, mlpBody, warm, ROUND_SECONDS));
       const round = { ceiling: rps.get(ceiling!)!, naive: rps.get(naive!)!, switchyard: rps.get(sy!)! };
-      say(`  ${''.padEnd(28)} switchyard / ceiling = ${fmt(round.switchyard / round.ceiling, 2)}x   switchyard / naive = ${fmt(round.switchyard / round.naive, 2)}x`);
+      say(
+        `  ${''.padEnd(28)} switchyard / ceiling = ${fmt(round.switchyard / round.ceiling, 2)}x   switchyard / naive = ${fmt(round.switchyard / round.naive, 2)}x`,
+      );
       rounds.push(round);
     }
     const ratioCeiling = median(rounds.map((x) => x.switchyard / x.ceiling));
     const ratioNaive = median(rounds.map((x) => x.switchyard / x.naive));
-    say(`  median of ${ROUNDS} rounds: switchyard / ceiling = ${fmt(ratioCeiling, 2)}x (target ≥ 0.85)   switchyard / naive = ${fmt(ratioNaive, 2)}x (target ≥ 1.3)`);
+    say(
+      `  median of ${ROUNDS} rounds: switchyard / ceiling = ${fmt(ratioCeiling, 2)}x (target ≥ 0.85)   switchyard / naive = ${fmt(ratioNaive, 2)}x (target ≥ 1.3)`,
+    );
 
     say(`\n    latency at concurrency 1 (${LATENCY_N} sequential requests, one keep-alive connection)`);
     const lat = async (t: Target): Promise<number> => {
@@ -155,7 +178,10 @@ try {
   if (ONLY !== 'encoder') await benchMlp(dir);
   if (ONLY !== 'mlp') await benchEncoder(dir);
   await mkdir('.bench', { recursive: true });
-  await writeFile('.bench/results.json', `${JSON.stringify({ date: new Date().toISOString(), machine, seconds: SECONDS, connections: CONNECTIONS, ...results }, null, 2)}\n`);
+  await writeFile(
+    '.bench/results.json',
+    `${JSON.stringify({ date: new Date().toISOString(), machine, seconds: SECONDS, connections: CONNECTIONS, ...results }, null, 2)}\n`,
+  );
   await report.save('.bench/results.txt');
 } finally {
   await rm(dir, { recursive: true, force: true });

@@ -57,7 +57,11 @@ async function main(): Promise<void> {
     console.log(`model: ${(bytes.length / 1e6).toFixed(1)} MB (MatMul ${DIM}×${DIM} FP32); ${ROUNDS} rounds`);
     const local: Partial<ServerConfig> = { dataDir: join(dir, 'local') };
     const remote = (cache: string): Partial<ServerConfig> => ({
-      dataDir: join(dir, 's3'), artifacts: `s3://${s3.bucket}/bench`, s3Endpoint: s3.endpoint, s3PathStyle: true, artifactCacheDir: join(dir, cache),
+      dataDir: join(dir, 's3'),
+      artifacts: `s3://${s3.bucket}/bench`,
+      s3Endpoint: s3.endpoint,
+      s3PathStyle: true,
+      artifactCacheDir: join(dir, cache),
     });
     // Register the model once in each metadata store (a push: to local disk, to S3 through a cache then dropped).
     for (const config of [local, remote('push-cache')]) {
@@ -76,11 +80,15 @@ async function main(): Promise<void> {
       times.warm.push(await coldStart(remote(`cache-${i}`)));
       const again = s3.count('GET', key) - before - downloaded;
       if (downloaded === 0 || again !== 0) throw new Error(`round ${i}: ${downloaded} GETs cold, ${again} warm (expected >0 and 0)`);
-      console.log(`round ${i + 1}: local ${times.local[i]!.toFixed(0)} ms, s3 cold ${times.cold[i]!.toFixed(0)} ms (${downloaded} ranged GETs), s3 warm ${times.warm[i]!.toFixed(0)} ms (0 GETs)`);
+      console.log(
+        `round ${i + 1}: local ${times.local[i]!.toFixed(0)} ms, s3 cold ${times.cold[i]!.toFixed(0)} ms (${downloaded} ranged GETs), s3 warm ${times.warm[i]!.toFixed(0)} ms (0 GETs)`,
+      );
     }
     const med = (xs: number[]): number => quantile(xs, 0.5);
     const base = med(times.local);
-    console.log(`median cold start to first answer: local ${base.toFixed(0)} ms | s3 cold ${med(times.cold).toFixed(0)} ms = ${(med(times.cold) / base).toFixed(2)}× local | s3 warm restart ${med(times.warm).toFixed(0)} ms = ${(med(times.warm) / base).toFixed(2)}× local`);
+    console.log(
+      `median cold start to first answer: local ${base.toFixed(0)} ms | s3 cold ${med(times.cold).toFixed(0)} ms = ${(med(times.cold) / base).toFixed(2)}× local | s3 warm restart ${med(times.warm).toFixed(0)} ms = ${(med(times.warm) / base).toFixed(2)}× local`,
+    );
   } finally {
     await s3.close();
     await rm(dir, { recursive: true, force: true });

@@ -63,10 +63,14 @@ class Lines {
     const at = e as unknown as { lines?: number; empty_lines?: number };
     const line = this.#start({ lines: at.lines ?? this.#end + 1, empty_lines: at.empty_lines ?? this.#empty });
     switch (e.code) {
-      case 'CSV_QUOTE_NOT_CLOSED': return new CsvSyntaxError(line, 'unterminated quoted field');
-      case 'INVALID_OPENING_QUOTE': return new CsvSyntaxError(line, 'a quote inside an unquoted field (quote the whole field and double inner quotes)');
-      case 'CSV_INVALID_CLOSING_QUOTE': return new CsvSyntaxError(line, 'unexpected character after a closing quote');
-      default: return new CsvSyntaxError(line, e.message);
+      case 'CSV_QUOTE_NOT_CLOSED':
+        return new CsvSyntaxError(line, 'unterminated quoted field');
+      case 'INVALID_OPENING_QUOTE':
+        return new CsvSyntaxError(line, 'a quote inside an unquoted field (quote the whole field and double inner quotes)');
+      case 'CSV_INVALID_CLOSING_QUOTE':
+        return new CsvSyntaxError(line, 'unexpected character after a closing quote');
+      default:
+        return new CsvSyntaxError(line, e.message);
     }
   }
 }

@@ -6,8 +6,7 @@
 import diagnostics from 'node:diagnostics_channel';
 
 /** Failure reasons, used as the `reason` label on failure counters. */
-export type FailureReason =
-  | 'invalid_input' | 'not_found' | 'not_ready' | 'queue_full' | 'timeout' | 'cancelled' | 'runtime_error' | 'shutting_down' | 'other';
+export type FailureReason = 'invalid_input' | 'not_found' | 'not_ready' | 'queue_full' | 'timeout' | 'cancelled' | 'runtime_error' | 'shutting_down' | 'other';
 
 /**
  * One inference attempt on a version finished (success or failure), with its timings in milliseconds. Usage
@@ -38,37 +37,81 @@ export interface RequestEvent {
 }
 
 /** One batch executed on an instance. */
-export interface BatchEvent { model: string; version: string; rows: number; requests: number; computeMs: number }
+export interface BatchEvent {
+  model: string;
+  version: string;
+  rows: number;
+  requests: number;
+  computeMs: number;
+}
 
 /** Why a version was loaded: at start, on a request (cold start), to swap an alias / default to it. */
 export type LoadCause = 'startup' | 'request' | 'swap';
 
 /** A model version finished loading (or failed to). */
-export interface LoadEvent { model: string; version: string; ok: boolean; durationMs: number; cause: LoadCause; residentBytes: number }
+export interface LoadEvent {
+  model: string;
+  version: string;
+  ok: boolean;
+  durationMs: number;
+  cause: LoadCause;
+  residentBytes: number;
+}
 
 /** Why a version was unloaded: the memory budget, no longer routed to (after a swap), removed from the registry, asked to (repository unload). */
 export type UnloadReason = 'evicted' | 'retired' | 'removed' | 'requested';
 
 /** A model version was unloaded. */
-export interface UnloadEvent { model: string; version: string; reason: UnloadReason }
+export interface UnloadEvent {
+  model: string;
+  version: string;
+  reason: UnloadReason;
+}
 
 /** A request waited for its version to load (a cold start), for `waitMs`. */
-export interface ColdStartEvent { model: string; version: string; waitMs: number; ok: boolean }
+export interface ColdStartEvent {
+  model: string;
+  version: string;
+  waitMs: number;
+  ok: boolean;
+}
 
 /** A request that named no version was routed by its model's traffic policy. */
-export interface RouteEvent { origin: object; model: string; arm: string; unit: string | null; assignment: 'hash' | 'random' | 'excluded' | 'fixed' }
+export interface RouteEvent {
+  origin: object;
+  model: string;
+  arm: string;
+  unit: string | null;
+  assignment: 'hash' | 'random' | 'excluded' | 'fixed';
+}
 
 /**
  * A request routed to an arm by its model's policy finished: ok, or failed on the server side (bad input is not counted). For
  * guardrails, a request its arm could not serve counts as that arm's failure even when a fallback rescued it.
  */
-export interface ServedEvent { origin: object; model: string; arm: string | null; ok: boolean; latencyMs: number }
+export interface ServedEvent {
+  origin: object;
+  model: string;
+  arm: string | null;
+  ok: boolean;
+  latencyMs: number;
+}
 
 /** A request was served by a fallback target after `from` failed (reason: a failure reason or `circuit_open`). */
-export interface FallbackEvent { model: string; from: string; to: string; reason: string }
+export interface FallbackEvent {
+  model: string;
+  from: string;
+  to: string;
+  reason: string;
+}
 
 /** A version's circuit breaker changed state. */
-export interface CircuitEvent { model: string; version: string; from: 'closed' | 'open' | 'half_open'; to: 'closed' | 'open' | 'half_open' }
+export interface CircuitEvent {
+  model: string;
+  version: string;
+  from: 'closed' | 'open' | 'half_open';
+  to: 'closed' | 'open' | 'half_open';
+}
 
 /** A shadow copy finished (or was dropped). `target` is the shadow's version or alias as the policy names it. */
 export interface ShadowEvent {
@@ -82,7 +125,10 @@ export interface ShadowEvent {
 }
 
 /** A result-cache lookup. */
-export interface CacheEvent { model: string; hit: boolean }
+export interface CacheEvent {
+  model: string;
+  hit: boolean;
+}
 
 /** An OpenAI-API request finished (streams: after the last event). */
 export interface LlmRequestEvent {
@@ -100,16 +146,33 @@ export interface LlmRequestEvent {
 }
 
 /** A streamed response produced text: its first chunk (`first`, seconds since arrival) or a later one (seconds since the previous). */
-export interface LlmTokenEvent { model: string; first: boolean; seconds: number }
+export interface LlmTokenEvent {
+  model: string;
+  first: boolean;
+  seconds: number;
+}
 
 /** A failed upstream attempt (each retry counts). */
-export interface LlmUpstreamErrorEvent { model: string; deployment: string; reason: string }
+export interface LlmUpstreamErrorEvent {
+  model: string;
+  deployment: string;
+  reason: string;
+}
 
 /** A batch chunk this replica ran: committed (its lines now count) or discarded (lease lost, job stopped). */
-export interface BatchChunkEvent { endpoint: string; committed: boolean; succeeded: number; failed: number; seconds: number }
+export interface BatchChunkEvent {
+  endpoint: string;
+  committed: boolean;
+  succeeded: number;
+  failed: number;
+  seconds: number;
+}
 
 /** A batch job ended here (completed, failed, expired, cancelled), published by the replica that ended it. */
-export interface BatchJobEvent { endpoint: string; status: string }
+export interface BatchJobEvent {
+  endpoint: string;
+  status: string;
+}
 
 export const channels = {
   request: diagnostics.channel('switchyard:inference:request'),

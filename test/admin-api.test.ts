@@ -54,13 +54,28 @@ describe('admin API /api/v1', () => {
 
   const inject = (opts: InjectOptions): Promise<LightMyRequestResponse> => t.app.inject(opts);
   const rawPush = (name: string, body: Buffer, query = '', headers: Record<string, string> = {}) =>
-    inject({ method: 'POST', url: `/api/v1/models/${name}/versions${query}`, payload: body, headers: { 'content-type': 'application/octet-stream', ...headers } });
+    inject({
+      method: 'POST',
+      url: `/api/v1/models/${name}/versions${query}`,
+      payload: body,
+      headers: { 'content-type': 'application/octet-stream', ...headers },
+    });
 
   describe('models', () => {
     it('creates a model (201) and records the actor', async () => {
       const r = await inject({
-        method: 'POST', url: '/api/v1/models', headers: { 'x-switchyard-actor': 'alice' },
-        payload: { name: 'fraud', description: 'fraud scorer', owner: 'risk', tags: { team: 'risk' }, loadPolicy: 'lazy', pinned: true, config: { max_batch_size: 8 } },
+        method: 'POST',
+        url: '/api/v1/models',
+        headers: { 'x-switchyard-actor': 'alice' },
+        payload: {
+          name: 'fraud',
+          description: 'fraud scorer',
+          owner: 'risk',
+          tags: { team: 'risk' },
+          loadPolicy: 'lazy',
+          pinned: true,
+          config: { max_batch_size: 8 },
+        },
       });
       assert.equal(r.statusCode, 201, r.body);
       const m = json<ModelRecord>(r);
@@ -84,10 +99,22 @@ describe('admin API /api/v1', () => {
       assertError(await inject({ method: 'POST', url: '/api/v1/models', payload: { description: 'x' } }), 400, /body\.name is required/, 'SY_ERR_BAD_REQUEST');
       assertError(await inject({ method: 'POST', url: '/api/v1/models', payload: { name: 'x', pinned: 'very' } }), 400, /body\.pinned must be boolean/);
       assertError(await inject({ method: 'POST', url: '/api/v1/models', payload: { name: 'x', colour: 'red' } }), 400, /unknown field "colour"/);
-      assertError(await inject({ method: 'POST', url: '/api/v1/models', payload: { name: 'x', loadPolicy: 'eager' } }), 400, /body\.loadPolicy must be equal to one of the allowed values/);
-      assertError(await inject({ method: 'POST', url: '/api/v1/models', payload: '{"name":', headers: { 'content-type': 'application/json' } }), 400, /JSON/i, 'SY_ERR_INVALID_JSON');
+      assertError(
+        await inject({ method: 'POST', url: '/api/v1/models', payload: { name: 'x', loadPolicy: 'eager' } }),
+        400,
+        /body\.loadPolicy must be equal to one of the allowed values/,
+      );
+      assertError(
+        await inject({ method: 'POST', url: '/api/v1/models', payload: '{"name":', headers: { 'content-type': 'application/json' } }),
+        400,
+        /JSON/i,
+        'SY_ERR_INVALID_JSON',
+      );
       const list = json<{ models: ModelRecord[] }>(await inject({ url: '/api/v1/models' }));
-      assert.deepEqual(list.models.map((m) => m.name), ['fraud']);
+      assert.deepEqual(
+        list.models.map((m) => m.name),
+        ['fraud'],
+      );
     });
 
     it('lists, updates (PATCH) and shows a model', async () => {
@@ -104,10 +131,16 @@ describe('admin API /api/v1', () => {
 
     it('unknown model → 404 everywhere', async () => {
       for (const [method, url, payload] of [
-        ['GET', '/api/v1/models/nope'], ['PATCH', '/api/v1/models/nope', { owner: 'x' }], ['DELETE', '/api/v1/models/nope'],
-        ['GET', '/api/v1/models/nope/versions'], ['GET', '/api/v1/models/nope/versions/1'], ['GET', '/api/v1/models/nope/aliases'],
-        ['GET', '/api/v1/models/nope/aliases/prod'], ['PUT', '/api/v1/models/nope/aliases/prod', { version: 1 }],
-        ['PUT', '/api/v1/models/nope/tags/k', { value: 'v' }], ['POST', '/api/v1/models/nope/versions/1/archive'],
+        ['GET', '/api/v1/models/nope'],
+        ['PATCH', '/api/v1/models/nope', { owner: 'x' }],
+        ['DELETE', '/api/v1/models/nope'],
+        ['GET', '/api/v1/models/nope/versions'],
+        ['GET', '/api/v1/models/nope/versions/1'],
+        ['GET', '/api/v1/models/nope/aliases'],
+        ['GET', '/api/v1/models/nope/aliases/prod'],
+        ['PUT', '/api/v1/models/nope/aliases/prod', { version: 1 }],
+        ['PUT', '/api/v1/models/nope/tags/k', { value: 'v' }],
+        ['POST', '/api/v1/models/nope/versions/1/archive'],
       ] as const) {
         const r = await inject({ method, url, ...(payload ? { payload } : {}) });
         assertError(r, 404, /nope/);
@@ -117,8 +150,9 @@ describe('admin API /api/v1', () => {
 
   describe('versions', () => {
     it('uploads raw bytes with query-string metadata and an alias (201)', async () => {
-      const q = '?description=first&alias=production&tag=stage%3Dcanary&tag=owner%3Dbob&metric=auc%3D0.91&metric=loss%3D0.2'
-        + '&param=lr%3D0.01&param=opt%3Dadam%3Dyes&source_run=run-42&dataset=ds-2025&code_ref=abc123';
+      const q =
+        '?description=first&alias=production&tag=stage%3Dcanary&tag=owner%3Dbob&metric=auc%3D0.91&metric=loss%3D0.2' +
+        '&param=lr%3D0.01&param=opt%3Dadam%3Dyes&source_run=run-42&dataset=ds-2025&code_ref=abc123';
       const r = await rawPush('fraud', V1, q, { 'x-switchyard-actor': 'bob' });
       assert.equal(r.statusCode, 201, r.body);
       const v = json<VersionRecord & { alias?: string }>(r);
@@ -134,15 +168,28 @@ describe('admin API /api/v1', () => {
       assert.equal(v.status, 'ready');
       assert.equal(v.artifact.size, V1.length);
       assert.match(v.artifact.sha256, /^[0-9a-f]{64}$/);
-      assert.deepEqual(v.signature, { inputs: [{ name: 'features', datatype: 'FP32', shape: [-1, 64] }], outputs: [{ name: 'score', datatype: 'FP32', shape: [-1, 1] }] });
+      assert.deepEqual(v.signature, {
+        inputs: [{ name: 'features', datatype: 'FP32', shape: [-1, 64] }],
+        outputs: [{ name: 'score', datatype: 'FP32', shape: [-1, 1] }],
+      });
       assert.equal(v.archivedAt, null);
       const aliases = json<{ aliases: Record<string, number> }>(await inject({ url: '/api/v1/models/fraud/aliases' }));
       assert.deepEqual(aliases.aliases, { production: 1 });
     });
 
     it('uploads multipart with metadata before the file (streamed) and after it (held)', async () => {
-      const meta = { description: 'second', alias: 'staging', tags: { stage: 'test' }, metrics: { auc: 0.93 }, params: { lr: 0.02, deep: true }, lineage: { sourceRun: 'run-43', codeRef: 'def456' } };
-      const a = await multipart([['metadata', JSON.stringify(meta)], ['file', V2]]);
+      const meta = {
+        description: 'second',
+        alias: 'staging',
+        tags: { stage: 'test' },
+        metrics: { auc: 0.93 },
+        params: { lr: 0.02, deep: true },
+        lineage: { sourceRun: 'run-43', codeRef: 'def456' },
+      };
+      const a = await multipart([
+        ['metadata', JSON.stringify(meta)],
+        ['file', V2],
+      ]);
       const r = await inject({ method: 'POST', url: '/api/v1/models/fraud/versions', ...a });
       assert.equal(r.statusCode, 201, r.body);
       const v = json<VersionRecord & { alias?: string }>(r);
@@ -155,7 +202,10 @@ describe('admin API /api/v1', () => {
       assert.deepEqual(v.lineage, { sourceRun: 'run-43', codeRef: 'def456' });
       assert.equal(v.artifact.size, V2.length);
 
-      const b = await multipart([['file', V3], ['metadata', JSON.stringify({ description: 'third', version: 7 })]]);
+      const b = await multipart([
+        ['file', V3],
+        ['metadata', JSON.stringify({ description: 'third', version: 7 })],
+      ]);
       const r2 = await inject({ method: 'POST', url: '/api/v1/models/fraud/versions', ...b });
       assert.equal(r2.statusCode, 201, r2.body);
       assert.equal(json<VersionRecord>(r2).version, 7);
@@ -168,14 +218,17 @@ describe('admin API /api/v1', () => {
       assert.equal(json<VersionRecord>(r3).version, 1);
     });
 
-    it('accepts artifacts larger than Fastify\'s body limit (only maxArtifactBytes applies), raw and multipart', async () => {
+    it("accepts artifacts larger than Fastify's body limit (only maxArtifactBytes applies), raw and multipart", async () => {
       const big = Buffer.from(encoder({ layers: 1 }));
       assert.ok(big.length > 2 * 1024 * 1024, `encoder is ${big.length} bytes`);
       const r = await rawPush('bigmodel', big);
       assert.equal(r.statusCode, 201, r.body);
       assert.equal(json<VersionRecord>(r).artifact.size, big.length);
       assert.deepEqual(json<VersionRecord>(r).signature?.inputs, [{ name: 'input_ids', datatype: 'INT64', shape: [-1, 64] }]);
-      const m = await multipart([['metadata', '{"description":"big"}'], ['file', big]]);
+      const m = await multipart([
+        ['metadata', '{"description":"big"}'],
+        ['file', big],
+      ]);
       const r2 = await inject({ method: 'POST', url: '/api/v1/models/bigmodel/versions', ...m });
       assert.equal(r2.statusCode, 201, r2.body);
       assert.equal(json<VersionRecord>(r2).version, 2);
@@ -190,23 +243,43 @@ describe('admin API /api/v1', () => {
       assertError(await rawPush('fraud', V1, '?colour=red'), 400, /unknown field "colour"/);
       assertError(await rawPush('fraud', V1, '?alias=1bad'), 400, /invalid alias/);
       assertError(await rawPush('fraud', V1, '?version=1'), 409, /already has version 1/);
-      const m1 = await multipart([['metadata', '{"metrics":{"auc":"x"}}'], ['file', V1]]);
+      const m1 = await multipart([
+        ['metadata', '{"metrics":{"auc":"x"}}'],
+        ['file', V1],
+      ]);
       assertError(await inject({ method: 'POST', url: '/api/v1/models/fraud/versions', ...m1 }), 400, /metadata\.metrics\.auc must be a number/);
-      const m2 = await multipart([['metadata', '{not json'], ['file', V1]]);
+      const m2 = await multipart([
+        ['metadata', '{not json'],
+        ['file', V1],
+      ]);
       assertError(await inject({ method: 'POST', url: '/api/v1/models/fraud/versions', ...m2 }), 400, /metadata is not valid JSON/);
       const m3 = await multipart([['metadata', '{"description":"no file"}']]);
       assertError(await inject({ method: 'POST', url: '/api/v1/models/fraud/versions', ...m3 }), 400, /no "file" part/);
-      const m4 = await multipart([['metadata', '{"colour":"red"}'], ['file', V1]]);
+      const m4 = await multipart([
+        ['metadata', '{"colour":"red"}'],
+        ['file', V1],
+      ]);
       assertError(await inject({ method: 'POST', url: '/api/v1/models/fraud/versions', ...m4 }), 400, /unknown field "colour"/);
-      assertError(await inject({ method: 'POST', url: '/api/v1/models/fraud/versions', payload: 'x', headers: { 'content-type': 'text/plain' } }), 415, /./, 'SY_ERR_UNSUPPORTED_MEDIA');
+      assertError(
+        await inject({ method: 'POST', url: '/api/v1/models/fraud/versions', payload: 'x', headers: { 'content-type': 'text/plain' } }),
+        415,
+        /./,
+        'SY_ERR_UNSUPPORTED_MEDIA',
+      );
       const vs = json<{ versions: VersionRecord[] }>(await inject({ url: '/api/v1/models/fraud/versions' }));
-      assert.deepEqual(vs.versions.map((v) => v.version), [1, 2, 7]);
+      assert.deepEqual(
+        vs.versions.map((v) => v.version),
+        [1, 2, 7],
+      );
     });
 
     it('corrupt artifact → 400 with the registry message, nothing registered (raw and multipart)', async () => {
       const before = json<{ events: RegistryEvent[] }>(await inject({ url: '/api/v1/events?limit=10000' })).events.length;
       assertError(await rawPush('fraud', CORRUPT, '?alias=broken'), 400, /not a loadable model/);
-      const m = await multipart([['metadata', '{"alias":"broken"}'], ['file', CORRUPT]]);
+      const m = await multipart([
+        ['metadata', '{"alias":"broken"}'],
+        ['file', CORRUPT],
+      ]);
       assertError(await inject({ method: 'POST', url: '/api/v1/models/fraud/versions', ...m }), 400, /not a loadable model/);
       assertError(await rawPush('ghost', CORRUPT), 400, /not a loadable model/, 'SY_ERR_ARTIFACT_INVALID');
       for (const r of [await rawPush('fraud', CORRUPT), await inject({ method: 'POST', url: '/api/v1/models/fraud/versions', ...m })]) {
@@ -214,7 +287,10 @@ describe('admin API /api/v1', () => {
         assert.ok(!message.includes(tmpdir()) && !/\/[\w.-]+\/[\w.-]+/.test(message), `no server path in a client error: ${message}`);
       }
       const vs = json<{ versions: VersionRecord[] }>(await inject({ url: '/api/v1/models/fraud/versions?include_archived=true' }));
-      assert.deepEqual(vs.versions.map((v) => v.version), [1, 2, 7]);
+      assert.deepEqual(
+        vs.versions.map((v) => v.version),
+        [1, 2, 7],
+      );
       assertError(await inject({ url: '/api/v1/models/ghost' }), 404, /ghost/, 'SY_ERR_REGISTRY_NOT_FOUND');
       const after = json<{ events: RegistryEvent[] }>(await inject({ url: '/api/v1/events?limit=10000' })).events.length;
       assert.equal(after, before);
@@ -238,7 +314,10 @@ describe('admin API /api/v1', () => {
       assert.equal(m.name, 'fraud');
       assert.equal(m.latestVersion, 7);
       assert.deepEqual(m.aliases, { production: 1, staging: 2 });
-      assert.deepEqual(m.versions.map((v) => v.version), [1, 2, 7]);
+      assert.deepEqual(
+        m.versions.map((v) => v.version),
+        [1, 2, 7],
+      );
       assert.deepEqual(m.serving, [{ version: 1, state: 'READY', residentBytes: 1234 }]);
       assert.ok(servingCalls.includes('fraud'));
     });
@@ -271,7 +350,12 @@ describe('admin API /api/v1', () => {
 
   describe('aliases', () => {
     it('moves an alias and reports from/to; bad targets are refused', async () => {
-      const r = await inject({ method: 'PUT', url: '/api/v1/models/fraud/aliases/production', payload: { version: 2 }, headers: { 'x-switchyard-actor': 'carol' } });
+      const r = await inject({
+        method: 'PUT',
+        url: '/api/v1/models/fraud/aliases/production',
+        payload: { version: 2 },
+        headers: { 'x-switchyard-actor': 'carol' },
+      });
       assert.equal(r.statusCode, 200, r.body);
       assert.deepEqual(json(r), { alias: 'production', from: 1, to: 2 });
       const n = await inject({ method: 'PUT', url: '/api/v1/models/fraud/aliases/canary', payload: { version: 7 } });
@@ -279,7 +363,11 @@ describe('admin API /api/v1', () => {
       const bad = await inject({ method: 'PUT', url: '/api/v1/models/fraud/aliases/production', payload: { version: 99 } });
       assert.ok(bad.statusCode === 404 || bad.statusCode === 409, bad.body);
       assertError(bad, bad.statusCode, /99/);
-      assertError(await inject({ method: 'PUT', url: '/api/v1/models/fraud/aliases/production', payload: { version: 'two' } }), 400, /body\.version must be integer/);
+      assertError(
+        await inject({ method: 'PUT', url: '/api/v1/models/fraud/aliases/production', payload: { version: 'two' } }),
+        400,
+        /body\.version must be integer/,
+      );
       assertError(await inject({ method: 'PUT', url: '/api/v1/models/fraud/aliases/production', payload: {} }), 400, /body\.version is required/);
       assertError(await inject({ method: 'PUT', url: '/api/v1/models/fraud/aliases/9lives', payload: { version: 1 } }), 400, /invalid alias/);
       const all = json<{ aliases: Record<string, number> }>(await inject({ url: '/api/v1/models/fraud/aliases' }));
@@ -317,9 +405,15 @@ describe('admin API /api/v1', () => {
       assert.equal(a.statusCode, 200, a.body);
       assert.ok(json<VersionRecord>(a).archivedAt !== null);
       const vs = json<{ versions: VersionRecord[] }>(await inject({ url: '/api/v1/models/fraud/versions' }));
-      assert.deepEqual(vs.versions.map((v) => v.version), [1, 2]);
+      assert.deepEqual(
+        vs.versions.map((v) => v.version),
+        [1, 2],
+      );
       const all = json<{ versions: VersionRecord[] }>(await inject({ url: '/api/v1/models/fraud/versions?include_archived=true' }));
-      assert.deepEqual(all.versions.map((v) => v.version), [1, 2, 7]);
+      assert.deepEqual(
+        all.versions.map((v) => v.version),
+        [1, 2, 7],
+      );
       assertError(await inject({ url: '/api/v1/models/fraud/versions?include_archived=maybe' }), 400, /include_archived must be boolean/);
     });
   });
@@ -387,17 +481,24 @@ describe('admin API /api/v1', () => {
           assert.ok(op, `OpenAPI lacks ${m.toUpperCase()} ${path}`);
           assert.ok(op.responses && Object.keys(op.responses).some((c) => c.startsWith('2')), `${m} ${path}: no 2xx response`);
           assert.ok(op.responses['500'], `${m} ${path}: no error response`);
-          const schema = (op.responses['500'] as { content?: Record<string, { schema?: { required?: string[]; properties?: Record<string, unknown> } }> }).content?.['application/json']?.schema;
+          const schema = (op.responses['500'] as { content?: Record<string, { schema?: { required?: string[]; properties?: Record<string, unknown> } }> })
+            .content?.['application/json']?.schema;
           assert.deepEqual(schema?.required, ['error', 'code'], `${m} ${path}: the error schema requires error and code`);
           assert.ok(schema?.properties?.['code'], `${m} ${path}: the error schema lacks code`);
         }
       }
       assert.ok(!Object.keys(doc.paths).some((p) => p.startsWith('/docs')), 'docs routes must be hidden');
-      const upload = doc.paths['/api/v1/models/{name}/versions']!['post'] as { requestBody: { content: Record<string, unknown> }; parameters: Array<{ name: string; in: string }> };
+      const upload = doc.paths['/api/v1/models/{name}/versions']!['post'] as {
+        requestBody: { content: Record<string, unknown> };
+        parameters: Array<{ name: string; in: string }>;
+      };
       assert.ok(upload.requestBody.content['application/octet-stream']);
       assert.ok(upload.requestBody.content['multipart/form-data']);
       for (const q of ['description', 'alias', 'tag', 'metric', 'param', 'source_run', 'dataset', 'code_ref', 'version']) {
-        assert.ok(upload.parameters.some((p) => p.in === 'query' && p.name === q), `upload lacks query parameter ${q}`);
+        assert.ok(
+          upload.parameters.some((p) => p.in === 'query' && p.name === q),
+          `upload lacks query parameter ${q}`,
+        );
       }
       const create = doc.paths['/api/v1/models']!['post'] as { requestBody: { content: { 'application/json': { schema: { required: string[] } } } } };
       assert.deepEqual(create.requestBody.content['application/json'].schema.required, ['name']);
@@ -415,11 +516,22 @@ describe('admin API upload limit', () => {
   after(async () => t.close());
 
   it('answers 413 for a raw or multipart artifact over the limit, registering nothing', async () => {
-    const raw = await t.app.inject({ method: 'POST', url: '/api/v1/models/big/versions', payload: V1, headers: { 'content-type': 'application/octet-stream' } });
+    const raw = await t.app.inject({
+      method: 'POST',
+      url: '/api/v1/models/big/versions',
+      payload: V1,
+      headers: { 'content-type': 'application/octet-stream' },
+    });
     assertError(raw, 413, /larger than the upload limit of 4096 bytes/);
-    const m = await multipart([['metadata', '{}'], ['file', V1]]);
+    const m = await multipart([
+      ['metadata', '{}'],
+      ['file', V1],
+    ]);
     assertError(await t.app.inject({ method: 'POST', url: '/api/v1/models/big/versions', ...m }), 413, /larger than the upload limit/);
-    const m2 = await multipart([['file', V1], ['metadata', '{}']]);
+    const m2 = await multipart([
+      ['file', V1],
+      ['metadata', '{}'],
+    ]);
     assertError(await t.app.inject({ method: 'POST', url: '/api/v1/models/big/versions', ...m2 }), 413, /larger than the upload limit/);
     assertError(await t.app.inject({ url: '/api/v1/models/big' }), 404, /big/);
   });
@@ -434,7 +546,10 @@ describe('admin API upload limit', () => {
       },
     });
     const r = await fetch(`http://127.0.0.1:${addr.port}/api/v1/models/big/versions`, {
-      method: 'POST', body, headers: { 'content-type': 'application/octet-stream' }, duplex: 'half',
+      method: 'POST',
+      body,
+      headers: { 'content-type': 'application/octet-stream' },
+      duplex: 'half',
     } as RequestInit);
     assert.equal(r.status, 413);
     const tooLarge = (await r.json()) as { error: string; code: string };

@@ -46,7 +46,15 @@ describe('S3 artifact store with a local cache (s3rver on loopback)', () => {
   /** A store over its own cache directory `name` (a "replica"); `maxBytes` bounds the cache. */
   async function store(name: string, maxBytes = 1024 * MIB, prefix = 'models'): Promise<{ store: S3ArtifactStore; cache: ArtifactCache }> {
     const cache = await ArtifactCache.open({ dir: join(dir, name), maxBytes });
-    const st = new S3ArtifactStore({ url: `s3://${s3.bucket}/${prefix}`, cache, endpoint: s3.endpoint, pathStyle: true, partBytes: 5 * MIB, concurrency: 3, client });
+    const st = new S3ArtifactStore({
+      url: `s3://${s3.bucket}/${prefix}`,
+      cache,
+      endpoint: s3.endpoint,
+      pathStyle: true,
+      partBytes: 5 * MIB,
+      concurrency: 3,
+      client,
+    });
     stores.push(st);
     return { store: st, cache };
   }
@@ -60,7 +68,10 @@ describe('S3 artifact store with a local cache (s3rver on loopback)', () => {
     const head = await client.send(new HeadObjectCommand({ Bucket: s3.bucket, Key: key }));
     assert.equal(head.ContentLength, bytes.length);
     const list = await client.send(new ListObjectsV2Command({ Bucket: s3.bucket, Prefix: 'models/' }));
-    assert.ok(list.Contents?.some((o) => o.Key === key), 'listed under the prefix');
+    assert.ok(
+      list.Contents?.some((o) => o.Key === key),
+      'listed under the prefix',
+    );
     const gets = s3.count('GET', key);
     const lease = await st.open(ref);
     assert.deepEqual(await readFile(lease.path), bytes);
@@ -140,13 +151,17 @@ describe('S3 artifact store with a local cache (s3rver on loopback)', () => {
     lease.release();
     assert.equal(s3.count('GET', key) - before, 2, 'no GET after the restart');
     assert.equal(again.stats.hits, 1);
-    assert.deepEqual((await filesIn(join(dir, 'once-read'))).filter((f) => f.includes('.tmp-')), [], "the dead process's temp file is gone");
+    assert.deepEqual(
+      (await filesIn(join(dir, 'once-read'))).filter((f) => f.includes('.tmp-')),
+      [],
+      "the dead process's temp file is gone",
+    );
   });
 
   it('the cache is bounded by bytes, least recently used first, and never evicts a file in use', async () => {
     const { store: pusher } = await store('lru-push');
     const refs = await Promise.all([0, 1, 2].map(() => pusher.put(randomBytes(100_000))));
-    const [a, b, c] = refs as [typeof refs[0], typeof refs[0], typeof refs[0]];
+    const [a, b, c] = refs as [(typeof refs)[0], (typeof refs)[0], (typeof refs)[0]];
     const { store: reader, cache } = await store('lru-read', 250_000);
     (await reader.open(a)).release();
     (await reader.open(b)).release();
@@ -174,7 +189,10 @@ describe('S3 artifact store with a local cache (s3rver on loopback)', () => {
     const ref = await st.put(randomBytes(1000));
     const key = ref.uri.slice(`s3://${s3.bucket}/`.length);
     await st.remove(ref);
-    await assert.rejects(client.send(new HeadObjectCommand({ Bucket: s3.bucket, Key: key })), (e: unknown) => (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404);
+    await assert.rejects(
+      client.send(new HeadObjectCommand({ Bucket: s3.bucket, Key: key })),
+      (e: unknown) => (e as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode === 404,
+    );
     assert.equal(cache.has(ref.sha256), false);
     assert.equal(s3.count('DELETE', key), 1);
   });
@@ -192,7 +210,11 @@ describe('S3 artifact store with a local cache (s3rver on loopback)', () => {
     await first.close();
 
     const infer = async (sy: typeof first): Promise<number> => {
-      const r = await sy.sy.app.inject({ method: 'POST', url: '/v2/models/scorer/infer', payload: { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: floats(64, 3) }] } });
+      const r = await sy.sy.app.inject({
+        method: 'POST',
+        url: '/v2/models/scorer/infer',
+        payload: { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: floats(64, 3) }] },
+      });
       assert.equal(r.statusCode, 200, r.body);
       return (r.json() as { outputs: { data: number[] }[] }).outputs[0]!.data[0]!;
     };

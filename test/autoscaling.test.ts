@@ -36,7 +36,7 @@ describe('WindowedRatio', () => {
     let last = 0;
     for (let t = 0; t <= 100_000 + WINDOW_MS / 2; t += 7) last = w.read(t, num(t), t);
     // Half the window after the change: Δnum = W/2, Δden within [W, W + SAMPLE_EVERY_MS].
-    assert.ok(last <= 0.5 + 1e-9 && last >= (WINDOW_MS / 2) / (WINDOW_MS + SAMPLE_EVERY_MS), `ratio ${last}`);
+    assert.ok(last <= 0.5 + 1e-9 && last >= WINDOW_MS / 2 / (WINDOW_MS + SAMPLE_EVERY_MS), `ratio ${last}`);
     for (let t = 100_000 + WINDOW_MS / 2; t <= 100_000 + WINDOW_MS + 2 * SAMPLE_EVERY_MS; t += 7) last = w.read(t, num(t), t);
     assert.equal(last, 1, 'a window after the change, only the new rate counts');
   });
@@ -49,19 +49,30 @@ describe('autoscaling gauges on a live server', () => {
   });
   after(() => srv.close());
   const scrape = async (): Promise<string> => (await srv.sy.app.inject('/metrics')).body;
-  const infer = (rows: number, seed: number) => srv.sy.app.inject({
-    method: 'POST', url: '/v2/models/mlp/infer', payload: { inputs: [{ name: 'features', datatype: 'FP32', shape: [rows, 64], data: floats(64 * rows, seed) }] },
-  });
+  const infer = (rows: number, seed: number) =>
+    srv.sy.app.inject({
+      method: 'POST',
+      url: '/v2/models/mlp/infer',
+      payload: { inputs: [{ name: 'features', datatype: 'FP32', shape: [rows, 64], data: floats(64 * rows, seed) }] },
+    });
 
   it('exports every per-version series at zero from the load on, before the first request', async () => {
     const text = await scrape();
     const v1 = '{model="mlp",version="1"}';
     for (const s of [
-      `switchyard_inference_success_total${v1}`, `switchyard_inference_request_duration_seconds_count${v1}`, `switchyard_inference_queue_duration_seconds_sum${v1}`,
-      `switchyard_inference_compute_duration_seconds_count${v1}`, `switchyard_batch_size_rows_count${v1}`, `switchyard_batch_size_requests_count${v1}`,
-      `switchyard_instance_busy_seconds_total${v1}`, `switchyard_queue_time_per_request_seconds${v1}`, `switchyard_instance_utilization${v1}`,
-      `switchyard_queue_depth${v1}`, `switchyard_inflight_requests${v1}`,
-    ]) assert.equal(sample(text, s), 0, `${s} should be 0 before any request`);
+      `switchyard_inference_success_total${v1}`,
+      `switchyard_inference_request_duration_seconds_count${v1}`,
+      `switchyard_inference_queue_duration_seconds_sum${v1}`,
+      `switchyard_inference_compute_duration_seconds_count${v1}`,
+      `switchyard_batch_size_rows_count${v1}`,
+      `switchyard_batch_size_requests_count${v1}`,
+      `switchyard_instance_busy_seconds_total${v1}`,
+      `switchyard_queue_time_per_request_seconds${v1}`,
+      `switchyard_instance_utilization${v1}`,
+      `switchyard_queue_depth${v1}`,
+      `switchyard_inflight_requests${v1}`,
+    ])
+      assert.equal(sample(text, s), 0, `${s} should be 0 before any request`);
     assert.equal(sample(text, 'switchyard_saturation'), 0);
     assert.ok((sample(text, `switchyard_model_instances${v1}`) ?? 0) >= 1);
   });
@@ -76,7 +87,7 @@ describe('autoscaling gauges on a live server', () => {
     assert.equal(sample(text, `switchyard_queue_time_per_request_seconds${v2}`), 0);
   });
 
-  it('queue time per request is Triton\'s formula over the exported counters', async () => {
+  it("queue time per request is Triton's formula over the exported counters", async () => {
     const sent = await Promise.all(Array.from({ length: 12 }, (_, i) => infer(1 + (i % 3), i)));
     for (const r of sent) assert.equal(r.statusCode, 200);
     const text = await scrape();
@@ -118,8 +129,21 @@ describe('autoscaling gauges on a live server', () => {
       const batch = { model: 'mlp', version: served.label, rows: 4, requests: 2, computeMs: (instances * 1000) / 16 } satisfies BatchEvent;
       for (let i = 0; i < 4; i++) channels.batch.publish(batch);
       const request = (queueMs: number): RequestEvent => ({
-        origin: m, model: 'mlp', version: served.label, versionNumber: served.version, tenant: '', arm: null, ok: true, reason: null, rows: 1, cached: false,
-        totalMs: queueMs + 1, queueMs, computeMs: 1, computeShareMs: 1, keyId: null,
+        origin: m,
+        model: 'mlp',
+        version: served.label,
+        versionNumber: served.version,
+        tenant: '',
+        arm: null,
+        ok: true,
+        reason: null,
+        rows: 1,
+        cached: false,
+        totalMs: queueMs + 1,
+        queueMs,
+        computeMs: 1,
+        computeShareMs: 1,
+        keyId: null,
       });
       for (let i = 0; i < 4; i++) channels.request.publish(request(10));
       now = 1000;

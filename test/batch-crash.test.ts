@@ -26,9 +26,14 @@ import { startReplica, type Replica } from './replica-helpers.js';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const LINES = 10;
 const inputs = Array.from({ length: LINES }, (_, i) => `crash line ${i}`);
-const jsonl = inputs.map((input, i) => JSON.stringify({ custom_id: `r${i}`, method: 'POST', url: '/v1/embeddings', body: { model: 'embed', input } })).join('\n');
+const jsonl = inputs
+  .map((input, i) => JSON.stringify({ custom_id: `r${i}`, method: 'POST', url: '/v1/embeddings', body: { model: 'embed', input } }))
+  .join('\n');
 
-interface OutLine { custom_id: string; response: { status_code: number; body: { data: Array<{ embedding: number[] }> } } }
+interface OutLine {
+  custom_id: string;
+  response: { status_code: number; body: { data: Array<{ embedding: number[] }> } };
+}
 
 /** Resolves when the replica logs that the test hook stalled it. */
 function stallOf(r: Replica): Promise<void> {
@@ -70,8 +75,14 @@ async function checkOutput(r: Replica, b: OpenAI.Batches.Batch): Promise<void> {
   assert.equal(b.status, 'completed', JSON.stringify(b));
   assert.deepEqual(b.request_counts, { total: LINES, completed: LINES, failed: 0 });
   const client = clientOf(r);
-  const out = (await (await client.files.content(b.output_file_id!)).text()).split('\n').filter(Boolean).map((l) => JSON.parse(l) as OutLine);
-  assert.deepEqual(out.map((l) => l.custom_id), inputs.map((_, i) => `r${i}`));
+  const out = (await (await client.files.content(b.output_file_id!)).text())
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as OutLine);
+  assert.deepEqual(
+    out.map((l) => l.custom_id),
+    inputs.map((_, i) => `r${i}`),
+  );
   for (const [i, l] of out.entries()) {
     assert.equal(l.response.status_code, 200);
     const online = await client.embeddings.create({ model: 'embed', input: inputs[i]! });
@@ -84,7 +95,9 @@ let common: string[] = [];
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'sy-batch-crash-'));
-  await writeModelRepository(join(dir, 'repo'), { encoder: { versions: { 1: encoder({ layers: 1, dModel: 32, heads: 2, seqLen: 32, ffn: 64, vocab: 300 }) } } });
+  await writeModelRepository(join(dir, 'repo'), {
+    encoder: { versions: { 1: encoder({ layers: 1, dModel: 32, heads: 2, seqLen: 32, ffn: 64, vocab: 300 }) } },
+  });
   const cfg = join(dir, 'llm.json');
   await writeFile(cfg, JSON.stringify({ models: [{ name: 'embed', backend: 'onnx-embeddings', model: 'encoder' }] }));
   common = ['--model-repository', join(dir, 'repo'), '--llm-config', cfg, '--batch-chunk-lines', '2'];
@@ -116,9 +129,16 @@ describe('batch job after kill -9 (SQLite, one replica restarted)', () => {
     const db = await openDatabase(`sqlite:${join(data, 'switchyard.db')}`);
     try {
       const c = await new JobStore(db.db, db.dialect).committers(id);
-      assert.deepEqual(c.map((x) => x.attempts), [1, 1, 2, 1, 1], 'committed chunks are never redone; the stalled one is redone once');
+      assert.deepEqual(
+        c.map((x) => x.attempts),
+        [1, 1, 2, 1, 1],
+        'committed chunks are never redone; the stalled one is redone once',
+      );
       assert.equal(c[0]!.doneBy, c[1]!.doneBy);
-      assert.ok(c.slice(2).every((x) => x.doneBy !== c[0]!.doneBy && x.doneBy === c[2]!.doneBy), JSON.stringify(c));
+      assert.ok(
+        c.slice(2).every((x) => x.doneBy !== c[0]!.doneBy && x.doneBy === c[2]!.doneBy),
+        JSON.stringify(c),
+      );
     } finally {
       await db.close();
     }
@@ -133,8 +153,18 @@ describeNeeding('batch job shared by two replicas, one killed (Postgres)', 'Post
     if (pgDown === null) await schema.drop();
   });
 
-  it('the second replica takes the free chunks, then the dead one\'s after its lease runs out; every line exactly once', async () => {
-    const args = (i: number, workers: number): string[] => [...common, '--data-dir', join(dir, `pg-data${i}`), '--database', schema.url, '--batch-workers', String(workers), '--batch-lease-ms', '1000'];
+  it("the second replica takes the free chunks, then the dead one's after its lease runs out; every line exactly once", async () => {
+    const args = (i: number, workers: number): string[] => [
+      ...common,
+      '--data-dir',
+      join(dir, `pg-data${i}`),
+      '--database',
+      schema.url,
+      '--batch-workers',
+      String(workers),
+      '--batch-lease-ms',
+      '1000',
+    ];
     const a = await startReplica(args(0, 1), 4, { SWITCHYARD_TEST_BATCH_STALL_AFTER: '2' });
     let b: Replica | null = null;
     let id: string;
@@ -155,11 +185,17 @@ describeNeeding('batch job shared by two replicas, one killed (Postgres)', 'Post
     const db = await openDatabase(schema.url);
     try {
       const c = await new JobStore(db.db, db.dialect).committers(id);
-      assert.deepEqual(c.map((x) => x.attempts), [1, 1, 2, 1, 1]);
+      assert.deepEqual(
+        c.map((x) => x.attempts),
+        [1, 1, 2, 1, 1],
+      );
       const owners = new Set(c.map((x) => x.doneBy));
       assert.equal(owners.size, 2, 'both replicas committed chunks of the one job');
       assert.equal(c[0]!.doneBy, c[1]!.doneBy);
-      assert.ok(c.slice(2).every((x) => x.doneBy !== c[0]!.doneBy), JSON.stringify(c));
+      assert.ok(
+        c.slice(2).every((x) => x.doneBy !== c[0]!.doneBy),
+        JSON.stringify(c),
+      );
     } finally {
       await db.close();
     }

@@ -19,19 +19,25 @@ const gate = gatedRuntime([createHash('sha256').update(MODEL).digest('hex')]);
 describe('batch isolation', () => {
   let srv: TestServer;
   before(async () => {
-    srv = await startSwitchyard({ enc: { versions: { 1: MODEL }, config: { instances: 1, max_batch_size: 8, max_queue_delay_us: 0 } } }, { runtime: gate.runtime });
+    srv = await startSwitchyard(
+      { enc: { versions: { 1: MODEL }, config: { instances: 1, max_batch_size: 8, max_queue_delay_us: 0 } } },
+      { runtime: gate.runtime },
+    );
   });
   after(async () => {
     gate.open();
     await srv.close();
   });
 
-  const infer = (first: number) => srv.sy.app.inject({
-    method: 'POST', url: '/v2/models/enc/infer', headers: { 'content-type': 'application/json' },
-    payload: JSON.stringify({ inputs: [{ name: 'input_ids', datatype: 'INT64', shape: [1, SEQ], data: [first, 1, 2, 3] }] }),
-  });
+  const infer = (first: number) =>
+    srv.sy.app.inject({
+      method: 'POST',
+      url: '/v2/models/enc/infer',
+      headers: { 'content-type': 'application/json' },
+      payload: JSON.stringify({ inputs: [{ name: 'input_ids', datatype: 'INT64', shape: [1, SEQ], data: [first, 1, 2, 3] }] }),
+    });
 
-  it("a request with out-of-vocabulary ids fails alone with a 400; the requests batched with it succeed", async () => {
+  it('a request with out-of-vocabulary ids fails alone with a 400; the requests batched with it succeed', async () => {
     const batcher = srv.sy.manager.resolve('enc').batcher!;
     gate.ran.length = 0;
     gate.close();

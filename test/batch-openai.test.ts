@@ -23,10 +23,19 @@ import { assertClose, startSwitchyard, type TestServer } from './helpers.js';
 const ADMIN = 'batch-test-admin-key-0123456789';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-interface OutLine { id: string; custom_id: string; response: { status_code: number; request_id: string; body: Record<string, unknown> } | null; error: { code: string; message: string } | null }
+interface OutLine {
+  id: string;
+  custom_id: string;
+  response: { status_code: number; request_id: string; body: Record<string, unknown> } | null;
+  error: { code: string; message: string } | null;
+}
 
 const jsonl = (rows: unknown[]): string => rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
-const parseLines = (text: string): OutLine[] => text.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as OutLine);
+const parseLines = (text: string): OutLine[] =>
+  text
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => JSON.parse(l) as OutLine);
 
 describeNeeding('OpenAI Batch API (files + batches, official SDK)', LLAMA, await llamaMissing(), () => {
   let server: TestServer;
@@ -38,15 +47,22 @@ describeNeeding('OpenAI Batch API (files + batches, official SDK)', LLAMA, await
     const gguf = join(work, 'tiny.gguf');
     await writeTinyLlama(gguf);
     const cfg = join(work, 'llm.json');
-    await writeFile(cfg, JSON.stringify({
-      models: [
-        { name: 'tiny-chat', backend: 'llama', path: gguf, contextSize: 256, sequences: 2, pricing: { promptPer1k: 1, completionPer1k: 2 } },
-        { name: 'embed', backend: 'onnx-embeddings', model: 'encoder' },
-      ],
-    }));
-    server = await startSwitchyard({ encoder: { versions: { 1: encoder({ layers: 1, dModel: 32, heads: 2, seqLen: 32, ffn: 64, vocab: 300 }) } } }, {
-      listen: true, config: { adminKey: ADMIN, llmConfig: cfg, batchChunkLines: 3, batchWorkers: 2 },
-    });
+    await writeFile(
+      cfg,
+      JSON.stringify({
+        models: [
+          { name: 'tiny-chat', backend: 'llama', path: gguf, contextSize: 256, sequences: 2, pricing: { promptPer1k: 1, completionPer1k: 2 } },
+          { name: 'embed', backend: 'onnx-embeddings', model: 'encoder' },
+        ],
+      }),
+    );
+    server = await startSwitchyard(
+      { encoder: { versions: { 1: encoder({ layers: 1, dModel: 32, heads: 2, seqLen: 32, ffn: 64, vocab: 300 }) } } },
+      {
+        listen: true,
+        config: { adminKey: ADMIN, llmConfig: cfg, batchChunkLines: 3, batchWorkers: 2 },
+      },
+    );
     client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: ADMIN, maxRetries: 0 });
   });
 
@@ -92,7 +108,10 @@ describeNeeding('OpenAI Batch API (files + batches, official SDK)', LLAMA, await
     assert.ok(b.created_at <= b.in_progress_at! && b.in_progress_at! <= b.finalizing_at! && b.finalizing_at! <= b.completed_at!);
 
     const out = parseLines(await (await client.files.content(b.output_file_id!)).text());
-    assert.deepEqual(out.map((l) => l.custom_id), inputs.map((_, i) => `e-${i}`));
+    assert.deepEqual(
+      out.map((l) => l.custom_id),
+      inputs.map((_, i) => `e-${i}`),
+    );
     for (const [i, l] of out.entries()) {
       assert.match(l.id, /^batch_req_/);
       assert.equal(l.error, null);
@@ -125,7 +144,12 @@ describeNeeding('OpenAI Batch API (files + batches, official SDK)', LLAMA, await
 
   it('chat: output lines equal /v1/chat/completions (greedy) and usage is recorded for the tenant', async () => {
     const prompts = ['hello', 'switch the yard', 'a b c', 'tiny model'];
-    const rows = prompts.map((p, i) => ({ custom_id: `c-${i}`, method: 'POST', url: '/v1/chat/completions', body: { model: 'tiny-chat', messages: [{ role: 'user', content: p }], max_tokens: 5, temperature: 0 } }));
+    const rows = prompts.map((p, i) => ({
+      custom_id: `c-${i}`,
+      method: 'POST',
+      url: '/v1/chat/completions',
+      body: { model: 'tiny-chat', messages: [{ role: 'user', content: p }], max_tokens: 5, temperature: 0 },
+    }));
     const fileId = await upload(jsonl(rows));
     const b = await until((await client.batches.create({ input_file_id: fileId, endpoint: '/v1/chat/completions', completion_window: '24h' })).id, ended);
     assert.equal(b.status, 'completed', JSON.stringify(b));
@@ -135,7 +159,12 @@ describeNeeding('OpenAI Batch API (files + batches, official SDK)', LLAMA, await
     let tokens = 0;
     for (const [i, l] of out.entries()) {
       const body = l.response!.body as unknown as OpenAI.Chat.ChatCompletion;
-      const online = await client.chat.completions.create({ model: 'tiny-chat', messages: [{ role: 'user', content: prompts[i]! }], max_tokens: 5, temperature: 0 });
+      const online = await client.chat.completions.create({
+        model: 'tiny-chat',
+        messages: [{ role: 'user', content: prompts[i]! }],
+        max_tokens: 5,
+        temperature: 0,
+      });
       assert.equal(body.object, 'chat.completion');
       assert.equal(body.model, 'tiny-chat');
       assert.equal(body.choices[0]!.message.content, online.choices[0]!.message.content, `line ${i}`);
@@ -150,16 +179,28 @@ describeNeeding('OpenAI Batch API (files + batches, official SDK)', LLAMA, await
   it('a file that fails validation makes a failed batch naming each bad line', async () => {
     const good = { custom_id: 'a', method: 'POST', url: '/v1/embeddings', body: { model: 'embed', input: 'x' } };
     const text = [
-      JSON.stringify(good), '{not json', JSON.stringify({ ...good }), JSON.stringify({ ...good, custom_id: 'b', url: '/v1/completions' }),
+      JSON.stringify(good),
+      '{not json',
+      JSON.stringify({ ...good }),
+      JSON.stringify({ ...good, custom_id: 'b', url: '/v1/completions' }),
       JSON.stringify({ ...good, custom_id: 'c', body: { model: 'other', input: 'x' } }),
     ].join('\n');
     const b = await until((await client.batches.create({ input_file_id: await upload(text), endpoint: '/v1/embeddings', completion_window: '24h' })).id, ended);
     assert.equal(b.status, 'failed');
     assert.equal(typeof b.failed_at, 'number');
-    assert.deepEqual(b.errors!.data!.map((e) => [e.code, e.line, e.param]), [
-      ['invalid_json_line', 2, null], ['duplicate_custom_id', 3, 'custom_id'], ['url_mismatch', 4, 'url'], ['model_mismatch', 5, 'body.model'],
-    ]);
-    const empty = await until((await client.batches.create({ input_file_id: await upload('\n'), endpoint: '/v1/embeddings', completion_window: '24h' })).id, ended);
+    assert.deepEqual(
+      b.errors!.data!.map((e) => [e.code, e.line, e.param]),
+      [
+        ['invalid_json_line', 2, null],
+        ['duplicate_custom_id', 3, 'custom_id'],
+        ['url_mismatch', 4, 'url'],
+        ['model_mismatch', 5, 'body.model'],
+      ],
+    );
+    const empty = await until(
+      (await client.batches.create({ input_file_id: await upload('\n'), endpoint: '/v1/embeddings', completion_window: '24h' })).id,
+      ended,
+    );
     assert.equal(empty.status, 'failed');
     assert.equal(empty.errors!.data![0]!.code, 'empty_file');
   });
@@ -167,18 +208,36 @@ describeNeeding('OpenAI Batch API (files + batches, official SDK)', LLAMA, await
   it('refuses bad requests with OpenAI-shaped 4xx', async () => {
     await assert.rejects(client.batches.retrieve('batch_nope'), (e: unknown) => e instanceof OpenAI.NotFoundError && /No such Batch/.test(e.message));
     await assert.rejects(client.files.retrieve('file-nope'), (e: unknown) => e instanceof OpenAI.NotFoundError);
-    await assert.rejects(client.batches.create({ input_file_id: 'file-nope', endpoint: '/v1/embeddings', completion_window: '24h' }), (e: unknown) => e instanceof OpenAI.NotFoundError);
-    await assert.rejects(client.batches.create({ input_file_id: 'x', endpoint: '/v1/moderations' as '/v1/embeddings', completion_window: '24h' }), (e: unknown) => e instanceof OpenAI.BadRequestError);
-    await assert.rejects(client.files.create({ file: await toFile(Buffer.from('{}'), 'a.jsonl'), purpose: 'fine-tune' }), (e: unknown) => e instanceof OpenAI.BadRequestError && /purpose/.test(e.message));
+    await assert.rejects(
+      client.batches.create({ input_file_id: 'file-nope', endpoint: '/v1/embeddings', completion_window: '24h' }),
+      (e: unknown) => e instanceof OpenAI.NotFoundError,
+    );
+    await assert.rejects(
+      client.batches.create({ input_file_id: 'x', endpoint: '/v1/moderations' as '/v1/embeddings', completion_window: '24h' }),
+      (e: unknown) => e instanceof OpenAI.BadRequestError,
+    );
+    await assert.rejects(
+      client.files.create({ file: await toFile(Buffer.from('{}'), 'a.jsonl'), purpose: 'fine-tune' }),
+      (e: unknown) => e instanceof OpenAI.BadRequestError && /purpose/.test(e.message),
+    );
     const id = await upload('{}\n');
     assert.deepEqual(await client.files.delete(id), { id, object: 'file', deleted: true });
     await assert.rejects(client.files.content(id), (e: unknown) => e instanceof OpenAI.NotFoundError);
   });
 
   it('documents every route in the OpenAPI document', async () => {
-    const doc = await (await fetch(`${server.url}/docs/json`)).json() as { paths: Record<string, Record<string, unknown>> };
-    for (const [path, method] of [['/v1/files', 'post'], ['/v1/files', 'get'], ['/v1/files/{file_id}', 'get'], ['/v1/files/{file_id}', 'delete'],
-      ['/v1/files/{file_id}/content', 'get'], ['/v1/batches', 'post'], ['/v1/batches', 'get'], ['/v1/batches/{batch_id}', 'get'], ['/v1/batches/{batch_id}/cancel', 'post']] as const) {
+    const doc = (await (await fetch(`${server.url}/docs/json`)).json()) as { paths: Record<string, Record<string, unknown>> };
+    for (const [path, method] of [
+      ['/v1/files', 'post'],
+      ['/v1/files', 'get'],
+      ['/v1/files/{file_id}', 'get'],
+      ['/v1/files/{file_id}', 'delete'],
+      ['/v1/files/{file_id}/content', 'get'],
+      ['/v1/batches', 'post'],
+      ['/v1/batches', 'get'],
+      ['/v1/batches/{batch_id}', 'get'],
+      ['/v1/batches/{batch_id}/cancel', 'post'],
+    ] as const) {
       assert.ok(doc.paths[path]?.[method], `${method.toUpperCase()} ${path} in /docs/json`);
     }
   });
@@ -186,15 +245,28 @@ describeNeeding('OpenAI Batch API (files + batches, official SDK)', LLAMA, await
   /** A second set of workers on the server's store: stalls (test hook) after `n` chunks, on the clock `now`. */
   async function stalledWorkers(n: number, now: () => number): Promise<BatchService> {
     return BatchService.create({
-      database: server.sy.registry.database, logger: createLogger('silent'), usage: null, workers: 2, leaseMs: 60_000, chunkLines: 3, pollMs: 20,
-      runner: new OpenAiLineRunner({ service: server.sy.llm, canSee: () => true }), now, stallAfterChunks: n,
+      database: server.sy.registry.database,
+      logger: createLogger('silent'),
+      usage: null,
+      workers: 2,
+      leaseMs: 60_000,
+      chunkLines: 3,
+      pollMs: 20,
+      runner: new OpenAiLineRunner({ service: server.sy.llm, canSee: () => true }),
+      now,
+      stallAfterChunks: n,
     });
   }
 
-  it('cancel keeps the committed chunks\' output; expiry keeps it too and lists the rest as batch_expired', async () => {
+  it("cancel keeps the committed chunks' output; expiry keeps it too and lists the rest as batch_expired", async () => {
     await server.sy.batch.close(); // the server's own workers stop: only the stalled set below runs chunks
     let clock = Date.now();
-    const rows = Array.from({ length: 9 }, (_, i) => ({ custom_id: `k-${i}`, method: 'POST', url: '/v1/embeddings', body: { model: 'embed', input: `line ${i}` } }));
+    const rows = Array.from({ length: 9 }, (_, i) => ({
+      custom_id: `k-${i}`,
+      method: 'POST',
+      url: '/v1/embeddings',
+      body: { model: 'embed', input: `line ${i}` },
+    }));
     for (const end of ['cancel', 'expire'] as const) {
       const svc = await stalledWorkers(1, () => clock);
       try {
@@ -214,7 +286,10 @@ describeNeeding('OpenAI Batch API (files + batches, official SDK)', LLAMA, await
         assert.equal(b.status, end === 'cancel' ? 'cancelled' : 'expired');
         assert.equal(typeof (end === 'cancel' ? b.cancelled_at : b.expired_at), 'number');
         const out = parseLines(await (await client.files.content(b.output_file_id!)).text());
-        assert.deepEqual(out.map((l) => l.custom_id), ['k-0', 'k-1', 'k-2']);
+        assert.deepEqual(
+          out.map((l) => l.custom_id),
+          ['k-0', 'k-1', 'k-2'],
+        );
         if (end === 'cancel') {
           assert.deepEqual(b.request_counts, { total: 9, completed: 3, failed: 0 });
           assert.equal(b.error_file_id, null);
@@ -222,7 +297,10 @@ describeNeeding('OpenAI Batch API (files + batches, official SDK)', LLAMA, await
         } else {
           assert.deepEqual(b.request_counts, { total: 9, completed: 3, failed: 6 });
           const errs = parseLines(await (await client.files.content(b.error_file_id!)).text());
-          assert.deepEqual(errs.map((l) => [l.custom_id, l.error!.code, l.response]), rows.slice(3).map((r) => [r.custom_id, 'batch_expired', null]));
+          assert.deepEqual(
+            errs.map((l) => [l.custom_id, l.error!.code, l.response]),
+            rows.slice(3).map((r) => [r.custom_id, 'batch_expired', null]),
+          );
         }
       } finally {
         await svc.close();

@@ -52,7 +52,8 @@ async function startJob(r: Replica): Promise<string> {
   form.append('file', new Blob([jsonl]), 'rows.jsonl');
   const f = (await (await fetch(`${r.url}/api/v1/batch/files`, { method: 'POST', body: form })).json()) as { id: string };
   const res = await fetch(`${r.url}/api/v1/batch/jobs`, {
-    method: 'POST', headers: { 'content-type': 'application/json' },
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ model: 'mlp', input: { fileId: f.id }, mapping: { features: 'v' }, keyField: 'id', chunkRows: CHUNK }),
   });
   assert.equal(res.status, 201);
@@ -76,11 +77,25 @@ const ended = (j: Job): boolean => ['completed', 'failed', 'cancelled'].includes
 async function checkOutput(r: Replica, j: Job): Promise<void> {
   assert.equal(j.status, 'completed', JSON.stringify(j));
   assert.deepEqual(j.counts, { total: ROWS, succeeded: ROWS, failed: 0, done: ROWS });
-  const out = (await (await fetch(`${r.url}/api/v1/batch/jobs/${j.id}/output`)).text()).split('\n').filter(Boolean).map((l) => JSON.parse(l) as { row: number; key: string; score: number });
-  assert.deepEqual(out.map((o) => o.key), data.map((_, i) => `r${i}`));
-  assert.deepEqual(out.map((o) => o.row), [...Array(ROWS).keys()]);
+  const out = (await (await fetch(`${r.url}/api/v1/batch/jobs/${j.id}/output`)).text())
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { row: number; key: string; score: number });
+  assert.deepEqual(
+    out.map((o) => o.key),
+    data.map((_, i) => `r${i}`),
+  );
+  assert.deepEqual(
+    out.map((o) => o.row),
+    [...Array(ROWS).keys()],
+  );
   const ref = await referenceRun(MLP, { features: new ort.Tensor('float32', Float32Array.from(data.flat()), [ROWS, 64]) });
-  assertClose(out.map((o) => o.score), ref['score']!.data as Float32Array, 1e-6, 'scores');
+  assertClose(
+    out.map((o) => o.score),
+    ref['score']!.data as Float32Array,
+    1e-6,
+    'scores',
+  );
 }
 
 let dir = '';
@@ -116,7 +131,11 @@ describe('V2 batch job after kill -9 (SQLite, one replica restarted)', () => {
     const db = await openDatabase(`sqlite:${join(dataDir, 'switchyard.db')}`);
     try {
       const c = await new JobStore(db.db, db.dialect).committers(id);
-      assert.deepEqual(c.map((x) => x.attempts), [1, 1, 2, 1, 1], 'committed chunks are never redone; the stalled one is redone once');
+      assert.deepEqual(
+        c.map((x) => x.attempts),
+        [1, 1, 2, 1, 1],
+        'committed chunks are never redone; the stalled one is redone once',
+      );
     } finally {
       await db.close();
     }
@@ -129,8 +148,18 @@ describeNeeding('V2 batch job shared by two replicas, one killed (Postgres)', 'P
   after(async () => {
     if (pgDown === null) await schema.drop();
   });
-  it('the second replica takes the free chunks, then the dead one\'s after its lease runs out; every row exactly once', async () => {
-    const args = (i: number, workers: number): string[] => [...common, '--data-dir', join(dir, `pg-data${i}`), '--database', schema.url, '--batch-workers', String(workers), '--batch-lease-ms', '1000'];
+  it("the second replica takes the free chunks, then the dead one's after its lease runs out; every row exactly once", async () => {
+    const args = (i: number, workers: number): string[] => [
+      ...common,
+      '--data-dir',
+      join(dir, `pg-data${i}`),
+      '--database',
+      schema.url,
+      '--batch-workers',
+      String(workers),
+      '--batch-lease-ms',
+      '1000',
+    ];
     const a = await startReplica(args(0, 1), 4, { SWITCHYARD_TEST_BATCH_STALL_AFTER: '2' });
     let b: Replica | null = null;
     let id: string;
@@ -150,7 +179,10 @@ describeNeeding('V2 batch job shared by two replicas, one killed (Postgres)', 'P
     const db = await openDatabase(schema.url);
     try {
       const c = await new JobStore(db.db, db.dialect).committers(id);
-      assert.deepEqual(c.map((x) => x.attempts), [1, 1, 2, 1, 1]);
+      assert.deepEqual(
+        c.map((x) => x.attempts),
+        [1, 1, 2, 1, 1],
+      );
       assert.equal(new Set(c.map((x) => x.doneBy)).size, 2, 'both replicas committed chunks of the one job');
     } finally {
       await db.close();

@@ -21,7 +21,15 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 const MLP = mlp();
 const ENC_OPTS = { layers: 1, dModel: 32, heads: 2, seqLen: 8, ffn: 64, vocab: 50 };
 const ENC = encoder(ENC_OPTS);
-type Job = { id: string; status: string; counts: { total: number; succeeded: number; failed: number }; outputFileId: string | null; errorFileId: string | null; errors: Array<{ code: string }> | null; progress: { rowsPerSecond: number | null } };
+type Job = {
+  id: string;
+  status: string;
+  counts: { total: number; succeeded: number; failed: number };
+  outputFileId: string | null;
+  errorFileId: string | null;
+  errors: Array<{ code: string }> | null;
+  progress: { rowsPerSecond: number | null };
+};
 const ENDED = ['completed', 'failed', 'cancelled'];
 
 async function mlpReference(rows: number[][]): Promise<number[]> {
@@ -40,15 +48,23 @@ function suite(name: string, database: () => string): void {
     let server: TestServer;
     let url = '';
     before(async () => {
-      server = await startSwitchyard({ mlp: { versions: { 1: MLP } }, encoder: { versions: { 1: ENC } } }, {
-        listen: true, config: { batchWorkers: 2, database: database() },
-      });
+      server = await startSwitchyard(
+        { mlp: { versions: { 1: MLP } }, encoder: { versions: { 1: ENC } } },
+        {
+          listen: true,
+          config: { batchWorkers: 2, database: database() },
+        },
+      );
       url = server.url;
     });
     after(async () => server?.close());
 
     const api = async (method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> => {
-      const res = await fetch(`${url}${path}`, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? null : JSON.stringify(body) });
+      const res = await fetch(`${url}${path}`, {
+        method,
+        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        body: body === undefined ? null : JSON.stringify(body),
+      });
       const text = await res.text();
       return { status: res.status, json: text === '' ? null : JSON.parse(text) };
     };
@@ -69,23 +85,39 @@ function suite(name: string, database: () => string): void {
     const lines = async (id: string, which: 'output' | 'errors'): Promise<any[]> => {
       const res = await fetch(`${url}/api/v1/batch/jobs/${id}/${which}`);
       assert.equal(res.status, 200);
-      return (await res.text()).split('\n').filter(Boolean).map((l) => JSON.parse(l));
+      return (await res.text())
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l));
     };
 
     it('CSV upload, 64 scalar columns → features; key and pass-through; a bad row in the error file; output equals onnxruntime', async () => {
       const N = 23;
       const rows = Array.from({ length: N }, (_, i) => floats(64, i + 1).map((x) => Math.round(x * 1e4) / 1e4));
       const cols = Array.from({ length: 64 }, (_, i) => `f${i}`);
-      const csv = [['id', 'group', ...cols].join(','), ...rows.map((r, i) => [`id-${i}`, `"g,${i % 3}"`, ...r.map((x, k) => (i === 5 && k === 7 ? '' : String(x)))].join(','))].join('\n');
+      const csv = [
+        ['id', 'group', ...cols].join(','),
+        ...rows.map((r, i) => [`id-${i}`, `"g,${i % 3}"`, ...r.map((x, k) => (i === 5 && k === 7 ? '' : String(x)))].join(',')),
+      ].join('\n');
       const fileId = await upload('rows.csv', csv);
-      const created = await api('POST', '/api/v1/batch/jobs', { model: 'mlp', input: { fileId }, mapping: { features: cols }, keyField: 'id', includedFields: ['group'], chunkRows: 4 });
+      const created = await api('POST', '/api/v1/batch/jobs', {
+        model: 'mlp',
+        input: { fileId },
+        mapping: { features: cols },
+        keyField: 'id',
+        includedFields: ['group'],
+        chunkRows: 4,
+      });
       assert.equal(created.status, 201, JSON.stringify(created.json));
       const job = await until(created.json.id);
       assert.equal(job.status, 'completed');
       assert.deepEqual(job.counts, { total: N, succeeded: N - 1, failed: 1, done: N });
       assert.ok(job.progress.rowsPerSecond! > 0);
       const out = await lines(job.id, 'output');
-      assert.deepEqual(out.map((o) => o.row), [...Array(N).keys()].filter((i) => i !== 5));
+      assert.deepEqual(
+        out.map((o) => o.row),
+        [...Array(N).keys()].filter((i) => i !== 5),
+      );
       const want = await mlpReference(rows);
       for (const o of out) {
         assert.equal(o.key, `id-${o.row}`);
@@ -118,12 +150,21 @@ function suite(name: string, database: () => string): void {
         const port = (hook.address() as { port: number }).port;
         const fileId = await upload('ids.jsonl', ids.map((x, i) => JSON.stringify({ doc: `d${i}`, tokens: x })).join('\n'));
         const created = await api('POST', '/api/v1/batch/jobs', {
-          model: 'encoder', input: { fileId }, mapping: { input_ids: 'tokens' }, keyField: 'doc', outputFormat: 'parquet', chunkRows: 2, webhook: { url: `http://127.0.0.1:${port}/done` },
+          model: 'encoder',
+          input: { fileId },
+          mapping: { input_ids: 'tokens' },
+          keyField: 'doc',
+          outputFormat: 'parquet',
+          chunkRows: 2,
+          webhook: { url: `http://127.0.0.1:${port}/done` },
         });
         assert.equal(created.status, 201, JSON.stringify(created.json));
         const sse = await fetch(`${url}/api/v1/batch/jobs/${created.json.id}/events?intervalMs=50`);
         assert.equal(sse.headers.get('content-type'), 'text/event-stream');
-        const events = (await sse.text()).split('\n\n').filter(Boolean).map((e) => ({ event: /^event: (.*)$/m.exec(e)![1], data: JSON.parse(/^data: (.*)$/m.exec(e)![1]!) as Job }));
+        const events = (await sse.text())
+          .split('\n\n')
+          .filter(Boolean)
+          .map((e) => ({ event: /^event: (.*)$/m.exec(e)![1], data: JSON.parse(/^data: (.*)$/m.exec(e)![1]!) as Job }));
         assert.equal(events.at(-1)!.event, 'end');
         assert.equal(events.at(-1)!.data.status, 'completed');
         assert.ok(events.slice(0, -1).every((e) => e.event === 'progress'));
@@ -140,7 +181,10 @@ function suite(name: string, database: () => string): void {
           assertClose(emb as number[], want[i]!, 1e-5, `row ${i}`);
         });
         while (received.length < 2) await sleep(25); // no deadline: the test runner's timeout bounds a hang
-        assert.deepEqual(received.map((r) => r.attempt), ['1', '2']);
+        assert.deepEqual(
+          received.map((r) => r.attempt),
+          ['1', '2'],
+        );
         assert.equal(received[1]!.body.id, created.json.id);
         assert.equal(received[1]!.body.status, 'completed');
       } finally {
@@ -153,21 +197,45 @@ function suite(name: string, database: () => string): void {
       // Token ids ≥ the vocabulary (50) make the encoder's Gather fail for that row.
       const ids = Array.from({ length: N }, (_, i) => Array.from({ length: 8 }, (_, k) => (i === 2 || i === 6 ? 60 + k : (i + k) % 50)));
       const path = join(server.dir, 'ids.parquet');
-      await writeFile(path, new Uint8Array(parquetWriteBuffer({ columnData: [{ name: 'n', data: ids.map((_, i) => i * 10) }, ...Array.from({ length: 8 }, (_, k) => ({ name: `t${k}`, data: ids.map((r) => r[k]!) }))] })));
+      await writeFile(
+        path,
+        new Uint8Array(
+          parquetWriteBuffer({
+            columnData: [
+              { name: 'n', data: ids.map((_, i) => i * 10) },
+              ...Array.from({ length: 8 }, (_, k) => ({ name: `t${k}`, data: ids.map((r) => r[k]!) })),
+            ],
+          }),
+        ),
+      );
       const mapping = { input_ids: Array.from({ length: 8 }, (_, k) => `t${k}`) };
       // Chunks of 4 rows: a bad row shares its request with good ones, and only the bad row fails.
-      const ok = await until((await api('POST', '/api/v1/batch/jobs', { model: 'encoder', input: { path }, mapping, includedFields: ['n'], chunkRows: 4, maxFailedRows: 2 })).json.id);
+      const ok = await until(
+        (await api('POST', '/api/v1/batch/jobs', { model: 'encoder', input: { path }, mapping, includedFields: ['n'], chunkRows: 4, maxFailedRows: 2 })).json
+          .id,
+      );
       assert.equal(ok.status, 'completed');
       assert.deepEqual(ok.counts, { total: N, succeeded: N - 2, failed: 2, done: N });
       const errs = await lines(ok.id, 'errors');
-      assert.deepEqual(errs.map((e) => [e.row, e.n]), [[2, 20], [6, 60]]);
+      assert.deepEqual(
+        errs.map((e) => [e.row, e.n]),
+        [
+          [2, 20],
+          [6, 60],
+        ],
+      );
       // Rerun alone, a row fails as a runtime failure; rerun batched with other rows by the serving core, the core's own isolation names it bad input.
       for (const e of errs) assert.ok(['SY_ERR_INFERENCE_FAILED', 'SY_ERR_INPUT_REJECTED'].includes(e.error.code), e.error.code);
       const want = await encReference(ids.filter((_, i) => i !== 2 && i !== 6));
       const got = await lines(ok.id, 'output');
-      assert.deepEqual(got.map((o) => o.row), [0, 1, 3, 4, 5, 7]);
+      assert.deepEqual(
+        got.map((o) => o.row),
+        [0, 1, 3, 4, 5, 7],
+      );
       got.forEach((o, i) => assertClose(o.embedding, want[i]!, 1e-5, `row ${o.row}`));
-      const over = await until((await api('POST', '/api/v1/batch/jobs', { model: 'encoder', input: { path }, mapping, chunkRows: 1, maxFailedRows: 1 })).json.id);
+      const over = await until(
+        (await api('POST', '/api/v1/batch/jobs', { model: 'encoder', input: { path }, mapping, chunkRows: 1, maxFailedRows: 1 })).json.id,
+      );
       assert.equal(over.status, 'failed');
       assert.equal(over.errors![0]!.code, 'failure_budget_exceeded');
       const retry = await api('POST', `/api/v1/batch/jobs/${ok.id}/retry-failed`);
@@ -175,7 +243,13 @@ function suite(name: string, database: () => string): void {
       assert.equal(retry.json.retryOf, ok.id);
       const again = await until(retry.json.id);
       assert.deepEqual(again.counts, { total: 2, succeeded: 0, failed: 2, done: 2 });
-      assert.deepEqual((await lines(again.id, 'errors')).map((e) => [e.source_row, e.n]), [[2, 20], [6, 60]]);
+      assert.deepEqual(
+        (await lines(again.id, 'errors')).map((e) => [e.source_row, e.n]),
+        [
+          [2, 20],
+          [6, 60],
+        ],
+      );
     });
 
     it('bad specs: SY_ERR_BATCH_SPEC naming the field; unknown model 404; another job id 404', async () => {

@@ -15,7 +15,9 @@ class GatedInstance implements ModelInstance {
   seen: Tensor[] = [];
   #waiters: Array<() => void> = [];
   #inflight = 0;
-  get inflight(): number { return this.#inflight; }
+  get inflight(): number {
+    return this.#inflight;
+  }
   async run(inputs: readonly Tensor[]): Promise<Tensor[]> {
     this.#inflight++;
     this.batches.push(inputs[0]!.shape[0]!);
@@ -24,7 +26,9 @@ class GatedInstance implements ModelInstance {
     this.#inflight--;
     return [...inputs];
   }
-  finish(): void { this.#waiters.shift()?.(); }
+  finish(): void {
+    this.#waiters.shift()?.();
+  }
   async dispose(): Promise<void> {}
 }
 
@@ -71,7 +75,14 @@ describe('dynamic batcher', () => {
     await tick();
     inst.finish();
     const [ra, rc, rd] = await Promise.all([a.result, c.result, d.result]);
-    assert.deepEqual([ra[0]!.shape, rc[0]!.shape, rd[0]!.shape], [[1, 3], [1, 4], [1, 3]]);
+    assert.deepEqual(
+      [ra[0]!.shape, rc[0]!.shape, rd[0]!.shape],
+      [
+        [1, 3],
+        [1, 4],
+        [1, 3],
+      ],
+    );
   });
   it('waits up to max_queue_delay for a fuller batch, and sends at once at a preferred size', async () => {
     const inst = new GatedInstance();
@@ -116,7 +127,10 @@ describe('dynamic batcher', () => {
     b.submit([rowsOf(1)], 1, 0);
     b.submit([rowsOf(1)], 1, 0);
     b.submit([rowsOf(1)], 1, 0);
-    assert.throws(() => b.submit([rowsOf(1)], 1, 0), (e: { code: string; status: number; retryAfterS: number }) => e.code === 'SY_ERR_QUEUE_FULL' && e.status === 503 && e.retryAfterS > 0);
+    assert.throws(
+      () => b.submit([rowsOf(1)], 1, 0),
+      (e: { code: string; status: number; retryAfterS: number }) => e.code === 'SY_ERR_QUEUE_FULL' && e.status === 503 && e.retryAfterS > 0,
+    );
   });
   it('drops timed-out and abandoned requests from the queue without running them', async () => {
     const inst = new GatedInstance();
@@ -146,7 +160,13 @@ describe('dynamic batcher', () => {
     a.finish();
     c.finish();
     await Promise.all([s1.result, s2.result]);
-    assert.deepEqual([a.batches, c.batches], [[1, 4], [1, 4]]);
+    assert.deepEqual(
+      [a.batches, c.batches],
+      [
+        [1, 4],
+        [1, 4],
+      ],
+    );
     a.finish();
     c.finish();
     await Promise.all(rest.map((j) => j.result));
@@ -195,7 +215,10 @@ describe('fair queueing between flows', () => {
     const f = new Batcher([fifo], opts);
     const all = [...submit(f, DEFAULT_FLOW, 20, 1), ...submit(f, DEFAULT_FLOW, 2, 2)];
     await drain(fifo, f, all);
-    assert.deepEqual(fifo.seen.map((_, i) => count(rowValues(fifo, i), 2)), [0, 0, 0, 2]);
+    assert.deepEqual(
+      fifo.seen.map((_, i) => count(rowValues(fifo, i), 2)),
+      [0, 0, 0, 2],
+    );
   });
 
   it('the next request is the smallest tag across shape groups too', async () => {
@@ -224,7 +247,7 @@ describe('fair queueing between flows', () => {
     await drain(inst, b, jobs);
   });
 
-  it('longest-queue-drop: an arrival from a shorter flow evicts the longest flow\'s newest request', async () => {
+  it("longest-queue-drop: an arrival from a shorter flow evicts the longest flow's newest request", async () => {
     const inst = new GatedInstance();
     const b = new Batcher([inst], { ...opts, maxQueueSize: 4 });
     const a = submit(b, A, 5, 1); // one runs, four fill the queue
@@ -235,7 +258,7 @@ describe('fair queueing between flows', () => {
     assert.throws(() => b.submit([rowsOf(1)], 1, 0, null, A), isQueueFull, 'A (holding the most) is rejected on arrival');
     const b2 = b.submit([rowsOf(1, 2, 2)], 1, 0, null, B); // B 1+1 < A 3: evicts again; now 2:2
     await assert.rejects(a[3]!.result, isQueueFull);
-    assert.throws(() => b.submit([rowsOf(1)], 1, 0, null, B), isQueueFull, 'B would hold 3 against A\'s 2: rejected');
+    assert.throws(() => b.submit([rowsOf(1)], 1, 0, null, B), isQueueFull, "B would hold 3 against A's 2: rejected");
     assert.throws(() => b.submit([rowsOf(1)], 1, 0, null, A), isQueueFull, 'equal shares: rejected');
     await step(inst);
     assert.deepEqual(rowValues(inst, 1), [2, 1, 2, 1], 'survivors run in fair order (B started at V, ahead of A)');
@@ -265,7 +288,11 @@ describe('fair queueing between flows', () => {
       return { batches: inst.batches, order: inst.seen.flatMap((_, i) => rowValues(inst, i)).filter((v, i, xs) => v !== xs[i - 1]) };
     };
     const dflt = await run(DEFAULT_FLOW);
-    assert.deepEqual(dflt.order, Array.from({ length: 21 }, (_, i) => i), 'submission order');
+    assert.deepEqual(
+      dflt.order,
+      Array.from({ length: 21 }, (_, i) => i),
+      'submission order',
+    );
     assert.deepEqual(dflt.batches, [1, 8, 6, 6, 6, 6, 6, 3], 'each batch stops at the first request that does not fit');
     assert.deepEqual(await run({ id: 'tenant', weight: 5 }), dflt);
   });

@@ -9,7 +9,19 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import {
-  BUCKET_LUA, ceilMs, EPS, heldLevel, holds, levelAt, msUntil, msUntilFull, refill, retryMs, take, whole, type BucketShape,
+  BUCKET_LUA,
+  ceilMs,
+  EPS,
+  heldLevel,
+  holds,
+  levelAt,
+  msUntil,
+  msUntilFull,
+  refill,
+  retryMs,
+  take,
+  whole,
+  type BucketShape,
 } from '../src/gateway/bucket.js';
 import { MemoryLimiter, type LimitSpec } from '../src/gateway/limiter.js';
 import { MemoryTokenLimiter } from '../src/gateway/token-limits.js';
@@ -130,7 +142,9 @@ describe('both memory limiters follow the shared math (injected clock)', () => {
 describeNeeding('BUCKET_LUA on a real Redis', `Redis at ${REDIS_URL}`, await redisReachable(), () => {
   const prefix = `sy:bucket:test:${randomBytes(4).toString('hex')}:`;
   let redis: Redis;
-  before(() => { redis = new Redis(REDIS_URL); });
+  before(() => {
+    redis = new Redis(REDIS_URL);
+  });
   after(async () => {
     await deleteKeys(redis, prefix);
     redis.disconnect();
@@ -143,7 +157,7 @@ local l = bucket_level(KEYS[1], 'v', cap, rate, per)
 return {nowStr, string.format('%.17g', l), bucket_holds(l, cost) and 1 or 0, string.format('%.17g', bucket_take(l, cost, cap))}
 `;
   const probe = async (key: string, b: BucketShape, cost: number): Promise<{ now: number; level: number; holds: boolean; taken: number }> => {
-    const [now, level, h, taken] = await redis.eval(PROBE, 1, key, b.cap, b.rate, b.perMs, cost) as [string, string, number, string];
+    const [now, level, h, taken] = (await redis.eval(PROBE, 1, key, b.cap, b.rate, b.perMs, cost)) as [string, string, number, string];
     return { now: Number(now), level: Number(level), holds: h === 1, taken: Number(taken) };
   };
 
@@ -153,7 +167,12 @@ return {nowStr, string.format('%.17g', l), bucket_holds(l, cost) and 1 or 0, str
   });
 
   it('refills, compares and takes to the same floats as the TypeScript, timed by the server clock', async () => {
-    for (const [b, stored, ageMs, cost] of [[RPS, 0.3, 1234.5, 1], [TPM, -120.25, 7001, 37], [RPS, 4.9, 99_000, 1], [TPM, 3, 17, 600]] as const) {
+    for (const [b, stored, ageMs, cost] of [
+      [RPS, 0.3, 1234.5, 1],
+      [TPM, -120.25, 7001, 37],
+      [RPS, 4.9, 99_000, 1],
+      [TPM, 3, 17, 600],
+    ] as const) {
       const key = `${prefix}b:${b.perMs}:${stored}`;
       const [sec, usec] = await redis.time();
       const ts = Number(sec) * 1000 + Number(usec) / 1000 - ageMs;

@@ -33,12 +33,17 @@ describe('BYTES carried faithfully', () => {
 
   const binary = (elements: Uint8Array[], out: 'binary' | 'json' = 'binary') => {
     const chunk = bytesChunk(elements);
-    const { body, headerLength } = binaryBody({
-      inputs: [{ name: 's', datatype: 'BYTES', shape: [1, elements.length], parameters: { binary_data_size: chunk.length } }],
-      parameters: { binary_data_output: out === 'binary' },
-    }, [chunk]);
+    const { body, headerLength } = binaryBody(
+      {
+        inputs: [{ name: 's', datatype: 'BYTES', shape: [1, elements.length], parameters: { binary_data_size: chunk.length } }],
+        parameters: { binary_data_output: out === 'binary' },
+      },
+      [chunk],
+    );
     return srv.sy.app.inject({
-      method: 'POST', url: '/v2/models/echo/infer', payload: body,
+      method: 'POST',
+      url: '/v2/models/echo/infer',
+      payload: body,
       headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(headerLength) },
     });
   };
@@ -50,7 +55,10 @@ describe('BYTES carried faithfully', () => {
     const { json, rest } = splitBinary(r.rawPayload, Number(r.headers['inference-header-content-length']));
     assert.deepEqual(json.outputs[0]!.shape, [1, 3]);
     const got = decodeBinaryData('out', DTYPES.BYTES, 3, rest) as Uint8Array[];
-    assert.deepEqual(got.map((b) => Buffer.from(b).toString('hex')), sent.map((b) => Buffer.from(b).toString('hex')));
+    assert.deepEqual(
+      got.map((b) => Buffer.from(b).toString('hex')),
+      sent.map((b) => Buffer.from(b).toString('hex')),
+    );
   });
 
   it('refuses a NUL byte or invalid UTF-8 for the ONNX runtime (400 naming the input and element), never alters it', async () => {
@@ -66,18 +74,25 @@ describe('BYTES carried faithfully', () => {
   it("one caller's unfit bytes do not fail the requests it would have shared a batch with", async () => {
     const good = (i: number) => binary([new Uint8Array(Buffer.from(`ok ${i}`))]);
     const results = await Promise.all([good(0), binary([new Uint8Array([0xc3])]), good(1), good(2)]);
-    assert.deepEqual(results.map((r) => r.statusCode), [200, 400, 200, 200]);
+    assert.deepEqual(
+      results.map((r) => r.statusCode),
+      [200, 400, 200, 200],
+    );
   });
 
   it('JSON: text in and out; an unpaired surrogate is refused rather than replaced', async () => {
     const r = await srv.sy.app.inject({
-      method: 'POST', url: '/v2/models/echo/infer', headers: { 'content-type': 'application/json' },
+      method: 'POST',
+      url: '/v2/models/echo/infer',
+      headers: { 'content-type': 'application/json' },
       payload: JSON.stringify({ inputs: [{ name: 's', datatype: 'BYTES', shape: [1, 2], data: ['a "quoted" ✓', '𝄞'] }] }),
     });
     assert.equal(r.statusCode, 200, r.body);
     assert.deepEqual(r.json().outputs[0].data, ['a "quoted" ✓', '𝄞']);
     const lone = await srv.sy.app.inject({
-      method: 'POST', url: '/v2/models/echo/infer', headers: { 'content-type': 'application/json' },
+      method: 'POST',
+      url: '/v2/models/echo/infer',
+      headers: { 'content-type': 'application/json' },
       payload: '{"inputs":[{"name":"s","datatype":"BYTES","shape":[1,1],"data":["\\ud800x"]}]}',
     });
     assert.equal(lone.statusCode, 400, lone.body);
@@ -86,15 +101,20 @@ describe('BYTES carried faithfully', () => {
   });
 
   it('a BYTES value that is not UTF-8 is never written as a JSON string (the encoder refuses it)', () => {
-    assert.throws(() => encodeJsonData(DTYPES.BYTES, [new Uint8Array([0x61]), new Uint8Array([0xff])], 'output "out"'),
-      (e: Error & { code?: string }) => e.code === 'SY_ERR_NOT_REPRESENTABLE' && /output "out": BYTES element 1 is not valid UTF-8/.test(e.message));
+    assert.throws(
+      () => encodeJsonData(DTYPES.BYTES, [new Uint8Array([0x61]), new Uint8Array([0xff])], 'output "out"'),
+      (e: Error & { code?: string }) => e.code === 'SY_ERR_NOT_REPRESENTABLE' && /output "out": BYTES element 1 is not valid UTF-8/.test(e.message),
+    );
     assert.equal(encodeJsonData(DTYPES.BYTES, [new Uint8Array(Buffer.from('ü'))]), '["ü"]');
   });
 
   it('binary decoding never reads past the buffer and keeps the bytes as sent (views, no decoding)', () => {
     const body = bytesChunk([new Uint8Array([0, 0xff, 0x80]), new Uint8Array([1])]);
     const got = decodeBinaryData('s', DTYPES.BYTES, 2, body) as Uint8Array[];
-    assert.deepEqual(got.map((b) => [...b]), [[0, 0xff, 0x80], [1]]);
+    assert.deepEqual(
+      got.map((b) => [...b]),
+      [[0, 0xff, 0x80], [1]],
+    );
     assert.throws(() => decodeBinaryData('s', DTYPES.BYTES, 1, new Uint8Array([255, 255, 255, 255, 1])), /claims 4294967295 bytes, only 1 left/);
     assert.throws(() => decodeBinaryData('s', DTYPES.BYTES, 1, new Uint8Array([1, 0])), /truncated BYTES element length/);
   });

@@ -45,8 +45,19 @@ describe('switchyard CLI: one syntax, a command for every admin action', () => {
 
   it('--help works on every command, every command and option is described, and docs/cli.md lists every command', async () => {
     const docs = await readFile(new URL('../../docs/cli.md', import.meta.url), 'utf8');
-    const groups: Command[] = [modelsCommand(), tenantsCommand(), routingCommand(), experimentsCommand(), featuresCommand(), monitorCommand(),
-      batchCommand(), llmCommand(), migrateCommand(), auditCommand(), whoamiCommand()];
+    const groups: Command[] = [
+      modelsCommand(),
+      tenantsCommand(),
+      routingCommand(),
+      experimentsCommand(),
+      featuresCommand(),
+      monitorCommand(),
+      batchCommand(),
+      llmCommand(),
+      migrateCommand(),
+      auditCommand(),
+      whoamiCommand(),
+    ];
     let leaves = 0;
     const walk = (c: Command, path: string): void => {
       assert.ok(c.description().length > 0, `${path} has a description`);
@@ -89,8 +100,10 @@ describe('switchyard CLI: one syntax, a command for every admin action', () => {
   });
 
   it('model create, update, tag, untag, alias, unalias, delete', async () => {
-    assert.match(ok(await run(['models', 'create', 'churn', '--load-policy', 'lazy', '--owner', 'growth', '-d', 'churn model', ...url])),
-      /Registered model churn \(load lazy, owner growth: churn model\)/);
+    assert.match(
+      ok(await run(['models', 'create', 'churn', '--load-policy', 'lazy', '--owner', 'growth', '-d', 'churn model', ...url])),
+      /Registered model churn \(load lazy, owner growth: churn model\)/,
+    );
     const lazyPush = ok(await run(['models', 'push', good, '--name', 'churn', ...url]));
     assert.match(lazyPush, /Load: lazy model: it loads on its first request\./);
     assert.match(ok(await run(['models', 'update', 'churn', '--pinned', '--config', '{"instances":1}', ...url])), /Updated model churn \(load lazy, pinned/);
@@ -99,7 +112,10 @@ describe('switchyard CLI: one syntax, a command for every admin action', () => {
 
     ok(await run(['models', 'tag', 'churn', 'team=growth', 'tier=gold', ...url]));
     ok(await run(['models', 'tag', 'churn', 'stage=candidate', '--version', '1', ...url]));
-    let m = JSON.parse(ok(await run(['models', 'show', 'churn', '--json', ...url]))) as { tags: Record<string, string>; versions: Array<{ tags: Record<string, string> }> };
+    let m = JSON.parse(ok(await run(['models', 'show', 'churn', '--json', ...url]))) as {
+      tags: Record<string, string>;
+      versions: Array<{ tags: Record<string, string> }>;
+    };
     assert.deepEqual(m.tags, { team: 'growth', tier: 'gold' });
     assert.deepEqual(m.versions[0]!.tags, { stage: 'candidate' });
     ok(await run(['models', 'untag', 'churn', 'tier', ...url]));
@@ -122,17 +138,31 @@ describe('switchyard CLI: one syntax, a command for every admin action', () => {
     ok(await run(['tenants', 'create', 'beta', '--tier', 'free', ...url]));
     const shown = ok(await run(['tenants', 'show', 'beta', ...url]));
     assert.match(shown, /Tier\s*│\s*free/);
-    assert.match(ok(await run(['tenants', 'update', 'beta', '--tier', 'premium', '--weight', '3', '--rps', '40', ...url])), /Updated tenant beta \(tier premium, weight 3, limits .*rps=40/);
-    const key = (JSON.parse(ok(await run(['tenants', 'keys', 'beta', '--create', '--expires', '30s', '--json', ...url]))) as { key: string; id: string; expiresAt: string });
+    assert.match(
+      ok(await run(['tenants', 'update', 'beta', '--tier', 'premium', '--weight', '3', '--rps', '40', ...url])),
+      /Updated tenant beta \(tier premium, weight 3, limits .*rps=40/,
+    );
+    const key = JSON.parse(ok(await run(['tenants', 'keys', 'beta', '--create', '--expires', '30s', '--json', ...url]))) as {
+      key: string;
+      id: string;
+      expiresAt: string;
+    };
     assert.ok(Math.abs(Date.parse(key.expiresAt) - Date.now()) < 120_000, '--expires 30s is accepted (one duration syntax)');
     fails(await run(['tenants', 'keys', 'beta', '--name', 'x', ...url]), /--name only apply with --create/);
 
-    assert.match(ok(await run(['whoami', ...url], { SWITCHYARD_API_KEY: key.key })), new RegExp(`Tenant beta \\(tier premium\\), as beta/${key.id} \\(key ${key.id}, scopes infer,read, expires `));
+    assert.match(
+      ok(await run(['whoami', ...url], { SWITCHYARD_API_KEY: key.key })),
+      new RegExp(`Tenant beta \\(tier premium\\), as beta/${key.id} \\(key ${key.id}, scopes infer,read, expires `),
+    );
     assert.match(ok(await run(['whoami', ...url])), /Platform admin/);
     assert.match(ok(await run(['tenants', 'update', 'beta', '--disabled', ...url])), /, disabled\)/);
     fails(await run(['whoami', ...url], { SWITCHYARD_API_KEY: key.key }), /^switchyard: 40[13] /);
 
-    const admin = JSON.parse(ok(await run(['tenants', 'admin-keys', '--create', '--name', 'ops', '--json', ...url]))) as { id: string; key: string; scopes: string[] };
+    const admin = JSON.parse(ok(await run(['tenants', 'admin-keys', '--create', '--name', 'ops', '--json', ...url]))) as {
+      id: string;
+      key: string;
+      scopes: string[];
+    };
     assert.deepEqual(admin.scopes, ['admin']);
     assert.ok(rows(ok(await run(['tenants', 'admin-keys', ...url]))).some((r) => r[0] === admin.id && r[1] === 'ops'));
     assert.match(ok(await run(['whoami', ...url], { SWITCHYARD_API_KEY: admin.key })), /Platform admin/);
@@ -144,18 +174,30 @@ describe('switchyard CLI: one syntax, a command for every admin action', () => {
     const actions = audit.map((r) => r[4]);
     for (const a of ['PATCH /api/v1/tenants/:tenant', 'DELETE /api/v1/tenants/:tenant']) assert.ok(actions.includes(a), `${a} in ${actions.join(', ')}`);
     const deletes = rows(ok(await run(['audit', '--action', 'DELETE /api/v1/tenants*', ...url])));
-    assert.deepEqual(deletes.map((r) => [r[4], r[5], r[6]]), [['DELETE /api/v1/tenants/:tenant', 'tenant=beta', '204']]);
+    assert.deepEqual(
+      deletes.map((r) => [r[4], r[5], r[6]]),
+      [['DELETE /api/v1/tenants/:tenant', 'tenant=beta', '204']],
+    );
     const limited = JSON.parse(ok(await run(['audit', '--limit', '1', '--json', ...url]))) as { entries: Array<{ id: number }> };
     assert.equal(limited.entries.length, 1);
-    const older = JSON.parse(ok(await run(['audit', '--limit', '1', '--before', String(limited.entries[0]!.id), '--json', ...url]))) as { entries: Array<{ id: number }> };
+    const older = JSON.parse(ok(await run(['audit', '--limit', '1', '--before', String(limited.entries[0]!.id), '--json', ...url]))) as {
+      entries: Array<{ id: number }>;
+    };
     assert.ok(older.entries[0]!.id < limited.entries[0]!.id, 'paging with --before');
   });
 
   it('retired flags are refused with their replacement; -o/--output everywhere a file is written', async () => {
-    fails(await run(['monitor', 'alerts', 'set', 'r', '--kind', 'error_rate', '--model', 'm', '--threshold', '1', '--for-ms', '1000', ...url]), /--for-ms.*was replaced by --for <duration>/);
+    fails(
+      await run(['monitor', 'alerts', 'set', 'r', '--kind', 'error_rate', '--model', 'm', '--threshold', '1', '--for-ms', '1000', ...url]),
+      /--for-ms.*was replaced by --for <duration>/,
+    );
     fails(await run(['features', 'export', '--entities', 'e.csv', '--service', 's', '--out', 'x.csv', ...url]), /--out.*was replaced by -o, --output <file>/);
     fails(await run(['tenants', 'usage', '--from', '2026-01-01T00:00:00Z', ...url]), /--from.*was replaced by --since <time>/);
-    for (const cmd of [['features', 'export'], ['monitor', 'predictions'], ['batch', 'download']]) {
+    for (const cmd of [
+      ['features', 'export'],
+      ['monitor', 'predictions'],
+      ['batch', 'download'],
+    ]) {
       assert.match(ok(await run([...cmd, '--help'])), /-o, --output <file>/, cmd.join(' '));
     }
   });

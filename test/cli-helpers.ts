@@ -8,7 +8,11 @@ import { fileURLToPath } from 'node:url';
 
 export const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
-export interface Run { code: number; stdout: string; stderr: string }
+export interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
 
 /** Run the CLI with `env` over this process's environment (and `input` on stdin); never rejects. */
 export function runCli(args: readonly string[], opts: { env?: Record<string, string>; input?: string } = {}): Promise<Run> {
@@ -35,6 +39,14 @@ export function fails(r: Run, stderr: RegExp): void {
 
 /** The cells of the rows of cli-table3 tables (lines starting with │), header rows (all capitals) left out. */
 export function rows(text: string): string[][] {
-  return text.split('\n').filter((l) => l.startsWith('│')).map((l) => l.split('│').slice(1, -1).map((c) => c.trim()))
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith('│'))
+    .map((l) =>
+      l
+        .split('│')
+        .slice(1, -1)
+        .map((c) => c.trim()),
+    )
     .filter((cells) => !cells.every((c) => /^[A-Z][A-Z .()|-]*$/.test(c)));
 }

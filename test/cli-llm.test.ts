@@ -59,10 +59,16 @@ describeNeeding('switchyard llm CLI', LLAMA, await llamaMissing(), () => {
   });
 
   it('--help documents every subcommand and its flags', async () => {
-    const [top, llm, models, chat, usage, tiny] = (await Promise.all([
-      run(['--help']), run(['llm', '--help']), run(['llm', 'models', '--help']), run(['llm', 'chat', '--help']),
-      run(['llm', 'usage', '--help']), run(['llm', 'write-tiny-model', '--help']),
-    ])).map(ok) as [string, string, string, string, string, string];
+    const [top, llm, models, chat, usage, tiny] = (
+      await Promise.all([
+        run(['--help']),
+        run(['llm', '--help']),
+        run(['llm', 'models', '--help']),
+        run(['llm', 'chat', '--help']),
+        run(['llm', 'usage', '--help']),
+        run(['llm', 'write-tiny-model', '--help']),
+      ])
+    ).map(ok) as [string, string, string, string, string, string];
     assert.match(top, /\bllm\b/);
     for (const sub of ['models', 'chat', 'usage', 'write-tiny-model']) assert.match(llm, new RegExp(`\\b${sub}\\b`));
     for (const h of [models, chat, usage]) for (const f of ['--url', '--api-key', '--json']) assert.ok(h.includes(f), `${f} in\n${h}`);
@@ -79,7 +85,10 @@ describeNeeding('switchyard llm CLI', LLAMA, await llamaMissing(), () => {
     assert.deepEqual(rows(ok(table)), [['tiny-chat', 'switchyard']]);
     const body = JSON.parse(ok(json)) as { object: string; data: Array<{ id: string }> };
     assert.equal(body.object, 'list');
-    assert.deepEqual(body.data.map((m) => m.id), ['tiny-chat']);
+    assert.deepEqual(
+      body.data.map((m) => m.id),
+      ['tiny-chat'],
+    );
   });
 
   let text = '';
@@ -92,10 +101,19 @@ describeNeeding('switchyard llm CLI', LLAMA, await llamaMissing(), () => {
     assert.match(r.stderr, /^usage: \d+ prompt \+ 8 completion = \d+ tokens, finish_reason: length\n$/);
     // The same reply as the API gives (greedy decoding is deterministic).
     const api = await fetch(`${srv.url}/v1/chat/completions`, {
-      method: 'POST', headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'tiny-chat', messages: [{ role: 'system', content: 'be brief' }, { role: 'user', content: 'hello world' }], max_tokens: 8, temperature: 0 }),
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model: 'tiny-chat',
+        messages: [
+          { role: 'system', content: 'be brief' },
+          { role: 'user', content: 'hello world' },
+        ],
+        max_tokens: 8,
+        temperature: 0,
+      }),
     });
-    const body = await api.json() as { choices: Array<{ message: { content: string } }> };
+    const body = (await api.json()) as { choices: Array<{ message: { content: string } }> };
     assert.equal(text, `${body.choices[0]!.message.content}\n`);
   });
 
@@ -105,7 +123,10 @@ describeNeeding('switchyard llm CLI', LLAMA, await llamaMissing(), () => {
     assert.match(r.stderr, /^usage: \d+ prompt \+ 8 completion = \d+ tokens, finish_reason: length\n$/);
     // The message from standard input; --json prints one chunk per line, the usage chunk included.
     const j = await run(['llm', 'chat', 'tiny-chat', '-', ...GEN, '--stream', '--json', ...url], 'hello world');
-    const chunks = ok(j).trim().split('\n').map((l) => JSON.parse(l) as { object: string; choices: unknown[]; usage?: { completion_tokens: number } });
+    const chunks = ok(j)
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { object: string; choices: unknown[]; usage?: { completion_tokens: number } });
     assert.ok(chunks.every((c) => c.object === 'chat.completion.chunk'));
     assert.equal(chunks.at(-1)!.usage?.completion_tokens, 8);
   });
@@ -121,7 +142,10 @@ describeNeeding('switchyard llm CLI', LLAMA, await llamaMissing(), () => {
     // One request through the API and three through the CLI.
     assert.deepEqual([row![0], row![1], row![3], row![4], row![6]], ['(none)', 'tiny-chat', '4', '0', '32']);
     const body = JSON.parse(ok(json)) as { usage: Array<{ tenant: string; model: string; requests: number; completionTokens: number; promptTokens: number }> };
-    assert.equal(body.usage.reduce((n, u) => n + u.requests, 0), 4);
+    assert.equal(
+      body.usage.reduce((n, u) => n + u.requests, 0),
+      4,
+    );
     assert.ok(body.usage.every((u) => u.tenant === '' && u.model === 'tiny-chat' && u.promptTokens > 0));
     assert.equal(ok(none).trim(), 'No LLM usage recorded.');
   });
@@ -132,7 +156,7 @@ describeNeeding('switchyard llm CLI', LLAMA, await llamaMissing(), () => {
     assert.equal(r.usage?.completion_tokens, 2);
   });
 
-  it('prints the server\'s error and exits 1', async () => {
+  it("prints the server's error and exits 1", async () => {
     const [unknown, badFlag, badTime] = await Promise.all([
       run(['llm', 'chat', 'no-such-model', 'hi', ...url]),
       run(['llm', 'chat', 'tiny-chat', 'hi', '--temperature', '3', ...url]),
@@ -146,7 +170,11 @@ describeNeeding('switchyard llm CLI', LLAMA, await llamaMissing(), () => {
   });
 
   it('a stream that fails or ends without [DONE] exits 1 after the text it got', async () => {
-    const failing = await sseServer([chunk('par'), chunk('tial'), `data: ${JSON.stringify({ error: { message: 'upstream went away', type: 'server_error', param: null, code: 'upstream_error' } })}\n\n`]);
+    const failing = await sseServer([
+      chunk('par'),
+      chunk('tial'),
+      `data: ${JSON.stringify({ error: { message: 'upstream went away', type: 'server_error', param: null, code: 'upstream_error' } })}\n\n`,
+    ]);
     const cut = await sseServer([chunk('par'), chunk('tial')]);
     try {
       const [f, c] = await Promise.all([
@@ -175,7 +203,11 @@ describeNeeding('switchyard llm CLI', LLAMA, await llamaMissing(), () => {
     const cfg = await loadLlmConfig(cfgFile);
     assert.equal(cfg.models.length, 1);
     assert.deepEqual({ ...cfg.models[0] }, { ...cfg.models[0], name: 'demo', backend: 'llama', path: file });
-    const j = JSON.parse(ok(await run(['llm', 'write-tiny-model', join(work, 'second.gguf'), '--json']))) as { path: string; bytes: number; config: { models: Array<{ name: string }> } };
+    const j = JSON.parse(ok(await run(['llm', 'write-tiny-model', join(work, 'second.gguf'), '--json']))) as {
+      path: string;
+      bytes: number;
+      config: { models: Array<{ name: string }> };
+    };
     assert.equal(j.bytes, bytes.length);
     assert.equal(j.config.models[0]!.name, 'tiny-chat');
   });

@@ -59,11 +59,37 @@ describe('switchyard models CLI', () => {
   });
 
   it('push streams a file with metadata and an alias', async () => {
-    const out = ok(await run([
-      'models', 'push', v1File, '--name', 'fraud', '--alias', 'production', '--tag', 'stage=canary', '--tag', 'team=risk',
-      '--metric', 'auc=0.91', '--param', 'lr=0.01', '--description', 'first cut', '--source-run', 'run-1', '--dataset', 'ds-1',
-      '--code-ref', 'abc123', '--url', url, '--actor', 'alice',
-    ]));
+    const out = ok(
+      await run([
+        'models',
+        'push',
+        v1File,
+        '--name',
+        'fraud',
+        '--alias',
+        'production',
+        '--tag',
+        'stage=canary',
+        '--tag',
+        'team=risk',
+        '--metric',
+        'auc=0.91',
+        '--param',
+        'lr=0.01',
+        '--description',
+        'first cut',
+        '--source-run',
+        'run-1',
+        '--dataset',
+        'ds-1',
+        '--code-ref',
+        'abc123',
+        '--url',
+        url,
+        '--actor',
+        'alice',
+      ]),
+    );
     assert.match(out, /Registered fraud version 1 from v1\.onnx/);
     assert.match(out, /Alias production → 1/);
     const v = await t.registry.getVersion('fraud', 1);
@@ -90,7 +116,10 @@ describe('switchyard models CLI', () => {
     assert.equal(r.code, 1);
     assert.match(r.stderr, /^switchyard: 400 .*not a loadable model/);
     assert.equal(r.stdout, '');
-    assert.deepEqual((await t.registry.listVersions('fraud')).map((v) => v.version), [1, 2]);
+    assert.deepEqual(
+      (await t.registry.listVersions('fraud')).map((v) => v.version),
+      [1, 2],
+    );
     const m = await run(['models', 'push', join(t.dir, 'missing.onnx'), '--name', 'fraud', '--url', url]);
     assert.equal(m.code, 1);
     assert.match(m.stderr, /switchyard: cannot read .*missing\.onnx/);
@@ -105,7 +134,10 @@ describe('switchyard models CLI', () => {
     assert.match(out, /fraud/);
     assert.match(out, /production=1/);
     const j = JSON.parse(ok(await run(['models', 'list', '--url', url, '--json']))) as { models: Array<{ name: string; latestVersion: number }> };
-    assert.deepEqual(j.models.map((m) => [m.name, m.latestVersion]), [['fraud', 2]]);
+    assert.deepEqual(
+      j.models.map((m) => [m.name, m.latestVersion]),
+      [['fraud', 2]],
+    );
   });
 
   it('show prints fields, aliases and a versions table', async () => {
@@ -154,8 +186,16 @@ describe('switchyard models CLI', () => {
     assert.match(then, new RegExp(`Aliases of fraud at ${firstAt.replace(/\./g, '\\.')}`));
     assert.match(then, /production\s*│\s*1/);
     assert.match(then, /staging\s*│\s*\(unset\)/);
-    const now = JSON.parse(ok(await run(['models', 'history', 'fraud', '--at', new Date(Date.now() + 1000).toISOString(), '--url', url, '--json']))) as { aliases: Array<{ alias: string; version: number | null }> };
-    assert.deepEqual(now.aliases.map((a) => [a.alias, a.version]), [['production', 2], ['staging', 1]]);
+    const now = JSON.parse(ok(await run(['models', 'history', 'fraud', '--at', new Date(Date.now() + 1000).toISOString(), '--url', url, '--json']))) as {
+      aliases: Array<{ alias: string; version: number | null }>;
+    };
+    assert.deepEqual(
+      now.aliases.map((a) => [a.alias, a.version]),
+      [
+        ['production', 2],
+        ['staging', 1],
+      ],
+    );
     const bad = await run(['models', 'history', 'fraud', '--at', 'yesterday', '--url', url]);
     assert.notEqual(bad.code, 0);
     assert.match(bad.stderr, /ISO-8601/);
@@ -182,7 +222,10 @@ describe('switchyard models CLI', () => {
 
   it('connection refused exits 1 with a message naming the URL', async () => {
     const dead = `http://127.0.0.1:${await freePort()}`;
-    for (const args of [['models', 'list'], ['models', 'push', v1File, '--name', 'fraud']]) {
+    for (const args of [
+      ['models', 'list'],
+      ['models', 'push', v1File, '--name', 'fraud'],
+    ]) {
       const r = await run([...args, '--url', dead]);
       assert.equal(r.code, 1);
       assert.ok(r.stderr.includes(dead), r.stderr);

@@ -34,15 +34,16 @@ async function runIn(args: string[]): Promise<Run> {
   configure(cmd);
   const out = process.stdout.write;
   const err = process.stderr.write;
-  const capture = (orig: typeof out, add: (s: string) => void) => function (this: unknown, chunk: unknown, ...rest: unknown[]): boolean {
-    if (typeof chunk === 'string') {
-      add(chunk);
-      const cb = rest.find((x) => typeof x === 'function') as (() => void) | undefined;
-      cb?.();
-      return true;
-    }
-    return (orig as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
-  } as typeof out;
+  const capture = (orig: typeof out, add: (s: string) => void) =>
+    function (this: unknown, chunk: unknown, ...rest: unknown[]): boolean {
+      if (typeof chunk === 'string') {
+        add(chunk);
+        const cb = rest.find((x) => typeof x === 'function') as (() => void) | undefined;
+        cb?.();
+        return true;
+      }
+      return (orig as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
+    } as typeof out;
   const prev = process.exitCode;
   process.exitCode = undefined;
   process.stdout.write = capture(out, (s) => (stdout += s));
@@ -69,7 +70,8 @@ describe('switchyard monitor CLI', () => {
 
   const infer = async (rows: number, seed: number, mean = 0, requestId?: string): Promise<void> => {
     const r = await fetch(`${srv.url}/v2/models/fraud/infer`, {
-      method: 'POST', headers: { 'content-type': 'application/json', ...(requestId ? { 'x-request-id': requestId } : {}) },
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(requestId ? { 'x-request-id': requestId } : {}) },
       body: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [rows, 64], data: normals(rows * 64, seed, mean) }] }),
     });
     assert.equal(r.status, 200, await r.text());
@@ -78,7 +80,10 @@ describe('switchyard monitor CLI', () => {
   before(async () => {
     hook = await startWebhookReceiver('/hook');
     // Drift and alerts are evaluated by the test (the periodic timers are set far out).
-    srv = await startSwitchyard({ fraud: { versions: { 1: mlp(3) } } }, { listen: true, config: { monitorSampleRate: 1, driftEvalMs: 3_600_000, alertEvalMs: 3_600_000 } });
+    srv = await startSwitchyard(
+      { fraud: { versions: { 1: mlp(3) } } },
+      { listen: true, config: { monitorSampleRate: 1, driftEvalMs: 3_600_000, alertEvalMs: 3_600_000 } },
+    );
     url = ['--url', srv.url];
   });
   after(async () => {
@@ -87,9 +92,9 @@ describe('switchyard monitor CLI', () => {
   });
 
   it('--help documents every subcommand and its flags', async () => {
-    const [top, mh, ah, ph] = (await Promise.all([
-      run(['--help']), run(['monitor', '--help']), run(['monitor', 'alerts', '--help']), run(['monitor', 'profile', '--help']),
-    ])).map(ok) as [string, string, string, string];
+    const [top, mh, ah, ph] = (
+      await Promise.all([run(['--help']), run(['monitor', '--help']), run(['monitor', 'alerts', '--help']), run(['monitor', 'profile', '--help'])])
+    ).map(ok) as [string, string, string, string];
     assert.match(top, /monitor/);
     for (const c of ['predictions', 'profile', 'drift', 'alerts']) assert.match(mh, new RegExp(`\\b${c}\\b.*\\S`), `monitor --help lacks ${c}`);
     for (const c of ['status', 'set', 'rules', 'delete', 'events']) assert.match(ah, new RegExp(`\\b${c}\\b.*\\S`), `monitor alerts --help lacks ${c}`);
@@ -129,8 +134,13 @@ describe('switchyard monitor CLI', () => {
     assert.match(human, /req-a/);
     assert.match(human, /features FP32\[2,64\]/);
     assert.match(human, /2 predictions, oldest first/);
-    const j = JSON.parse(ok(await runIn(['predictions', '--model', 'fraud', '--version', '1', '--json', ...url]))) as { predictions: Array<{ requestId: string; inputs: Array<{ data: number[] }> }> };
-    assert.deepEqual(j.predictions.map((p) => p.requestId), ['req-a', 'req-b']);
+    const j = JSON.parse(ok(await runIn(['predictions', '--model', 'fraud', '--version', '1', '--json', ...url]))) as {
+      predictions: Array<{ requestId: string; inputs: Array<{ data: number[] }> }>;
+    };
+    assert.deepEqual(
+      j.predictions.map((p) => p.requestId),
+      ['req-a', 'req-b'],
+    );
     assert.equal(j.predictions[0]?.inputs[0]?.data.length, 64);
 
     const jsonl = ok(await runIn(['predictions', '--model', 'fraud', '--format', 'jsonl', '--limit', '1', ...url]));
@@ -140,11 +150,38 @@ describe('switchyard monitor CLI', () => {
 
     // The binary, streaming CSV to a file.
     const file = join(srv.dir, 'predictions.csv');
-    assert.match(ok(await run(['monitor', 'predictions', '--model', 'fraud', '--format', 'csv', '--output', file, ...url])), /Wrote .*predictions\.csv \(csv, [\d.]+ KiB\)/);
+    assert.match(
+      ok(await run(['monitor', 'predictions', '--model', 'fraud', '--format', 'csv', '--output', file, ...url])),
+      /Wrote .*predictions\.csv \(csv, [\d.]+ KiB\)/,
+    );
     const csv = (await readFile(file, 'utf8')).trimEnd().split('\r\n');
-    assert.equal(csv[0], ['at', 'model', 'version', 'tenant', 'arm', 'request_id', 'latency_ms', 'row', ...Array.from({ length: 64 }, (_, i) => `features[${i}]`), 'score[0]'].join(','));
+    assert.equal(
+      csv[0],
+      [
+        'at',
+        'model',
+        'version',
+        'tenant',
+        'arm',
+        'request_id',
+        'latency_ms',
+        'row',
+        ...Array.from({ length: 64 }, (_, i) => `features[${i}]`),
+        'score[0]',
+      ].join(','),
+    );
     assert.equal(csv.length, 4, 'a header and one line per request row (1 + 2)');
-    assert.deepEqual(csv.slice(1).map((l) => { const c = l.split(','); return [c[1], c[2], c[5], c[7]]; }), [['fraud', '1', 'req-a', '0'], ['fraud', '1', 'req-b', '0'], ['fraud', '1', 'req-b', '1']]);
+    assert.deepEqual(
+      csv.slice(1).map((l) => {
+        const c = l.split(',');
+        return [c[1], c[2], c[5], c[7]];
+      }),
+      [
+        ['fraud', '1', 'req-a', '0'],
+        ['fraud', '1', 'req-b', '0'],
+        ['fraud', '1', 'req-b', '1'],
+      ],
+    );
     // The extension picks the format when --format is not given.
     const jfile = join(srv.dir, 'p.jsonl');
     assert.match(ok(await runIn(['predictions', '--model', 'fraud', '-o', jfile, ...url])), /Wrote .*p\.jsonl \(jsonl/);
@@ -158,7 +195,13 @@ describe('switchyard monitor CLI', () => {
     const header = Array.from({ length: 64 }, (_, i) => `features[${i}]`).join(',');
     const values = normals(2000 * 64, 99);
     const lines = [header];
-    for (let r = 0; r < 2000; r++) lines.push(values.slice(r * 64, (r + 1) * 64).map((v) => v.toFixed(5)).join(','));
+    for (let r = 0; r < 2000; r++)
+      lines.push(
+        values
+          .slice(r * 64, (r + 1) * 64)
+          .map((v) => v.toFixed(5))
+          .join(','),
+      );
     const file = join(srv.dir, 'reference.csv');
     await writeFile(file, `${lines.join('\n')}\n`);
     const set = ok(await run(['monitor', 'profile', 'set', 'fraud', '1', '--file', file, '--actor', 'alice', ...url]));
@@ -175,7 +218,12 @@ describe('switchyard monitor CLI', () => {
     const col0 = Array.from({ length: 2000 }, (_, r) => Number(values[r * 64]!.toFixed(5)));
     assert.equal(Number(min), Number(Math.min(...col0).toPrecision(4)));
     assert.equal(Number(max), Number(Math.max(...col0).toPrecision(4)));
-    assert.deepEqual(rows(shown).find((r) => r[0] === 'score')?.slice(1, 6), ['output', 'score[0]', 'numeric', '-', '-']);
+    assert.deepEqual(
+      rows(shown)
+        .find((r) => r[0] === 'score')
+        ?.slice(1, 6),
+      ['output', 'score[0]', 'numeric', '-', '-'],
+    );
     const j = JSON.parse(ok(await runIn(['profile', 'show', 'fraud', '1', '--json', ...url]))) as { profile: { rows: number; features: unknown[] } };
     assert.equal(j.profile.rows, 2000);
     assert.equal(j.profile.features.length, 65);
@@ -195,11 +243,22 @@ describe('switchyard monitor CLI', () => {
     const table = rows(out).filter((r) => r.length === 11);
     assert.deepEqual(table.map((r) => r[0]).slice(-1), ['score'], 'the output feature has no reference values: last');
     const psi = table.slice(0, 64).map((r) => Number(r[3]));
-    assert.ok(psi.every((p, i) => p > 0.2 && (i === 0 || p <= psi[i - 1]!)), `sorted by PSI, highest first: ${psi.join(' ')}`);
-    assert.ok(table.slice(0, 64).every((r) => r[7] === 'yes' && r[8] === '0%' && r[9] === '0%'), 'drifted, nothing missing or NaN');
+    assert.ok(
+      psi.every((p, i) => p > 0.2 && (i === 0 || p <= psi[i - 1]!)),
+      `sorted by PSI, highest first: ${psi.join(' ')}`,
+    );
+    assert.ok(
+      table.slice(0, 64).every((r) => r[7] === 'yes' && r[8] === '0%' && r[9] === '0%'),
+      'drifted, nothing missing or NaN',
+    );
 
-    const j = JSON.parse(ok(await runIn(['drift', 'fraud', '--json', ...url]))) as { reports: Array<{ version: number; report: { rows: number; datasetDrift: boolean } }> };
-    assert.deepEqual(j.reports.map((r) => [r.version, r.report.rows, r.report.datasetDrift]), [[1, 1200, true]]);
+    const j = JSON.parse(ok(await runIn(['drift', 'fraud', '--json', ...url]))) as {
+      reports: Array<{ version: number; report: { rows: number; datasetDrift: boolean } }>;
+    };
+    assert.deepEqual(
+      j.reports.map((r) => [r.version, r.report.rows, r.report.datasetDrift]),
+      [[1, 1200, true]],
+    );
 
     assert.match(ok(await runIn(['drift', 'fraud', '--history', ...url])), /No drift reports stored for fraud yet/);
     await srv.sy.monitoring.evaluateDrift();
@@ -212,32 +271,98 @@ describe('switchyard monitor CLI', () => {
 
   it('alerts: set, rules, status, firing with a signed webhook, events, delete', async () => {
     assert.match(ok(await runIn(['alerts', ...url])), /No alert rules/);
-    const set = ok(await runIn([
-      'alerts', 'set', 'fraud-drift', '--kind', 'drift', '--model', 'fraud', '--threshold', '0.3', '--webhook', hook.url, '--secret', 's3cret',
-      '--description', 'input drift', ...url,
-    ]));
+    const set = ok(
+      await runIn([
+        'alerts',
+        'set',
+        'fraud-drift',
+        '--kind',
+        'drift',
+        '--model',
+        'fraud',
+        '--threshold',
+        '0.3',
+        '--webhook',
+        hook.url,
+        '--secret',
+        's3cret',
+        '--description',
+        'input drift',
+        ...url,
+      ]),
+    );
     assert.match(set, /Alert rule fraud-drift set: fires when the share of drifted features of fraud is above 0\.3 at once; webhook .*\/hook \(HMAC-signed\)/);
-    ok(await runIn(['alerts', 'set', 'fraud-p99', '--kind', 'latency_p99', '--model', 'fraud', '--version', '1', '--threshold', '5000', '--for', '1m', '--disabled', ...url]));
-    ok(await runIn(['alerts', 'set', 'fraud-missing', '--kind', 'quality', '--model', 'fraud', '--feature', 'features[3]', '--metric', 'nan_rate', '--threshold', '0.05', ...url]));
+    ok(
+      await runIn([
+        'alerts',
+        'set',
+        'fraud-p99',
+        '--kind',
+        'latency_p99',
+        '--model',
+        'fraud',
+        '--version',
+        '1',
+        '--threshold',
+        '5000',
+        '--for',
+        '1m',
+        '--disabled',
+        ...url,
+      ]),
+    );
+    ok(
+      await runIn([
+        'alerts',
+        'set',
+        'fraud-missing',
+        '--kind',
+        'quality',
+        '--model',
+        'fraud',
+        '--feature',
+        'features[3]',
+        '--metric',
+        'nan_rate',
+        '--threshold',
+        '0.05',
+        ...url,
+      ]),
+    );
 
     const rules = rows(ok(await runIn(['alerts', 'rules', ...url])));
-    assert.deepEqual(rules.map((r) => r.slice(0, 10)), [
-      ['fraud-drift', 'drift', 'fraud', 'any', '-', '-', '0.3', '0', hook.url, 'yes'],
-      ['fraud-missing', 'quality', 'fraud', 'any', 'features[3]', 'nan_rate', '0.05', '0', '-', 'yes'],
-      ['fraud-p99', 'latency_p99', 'fraud', '1', '-', '-', '5000', '60 s', '-', 'no'],
-    ]);
+    assert.deepEqual(
+      rules.map((r) => r.slice(0, 10)),
+      [
+        ['fraud-drift', 'drift', 'fraud', 'any', '-', '-', '0.3', '0', hook.url, 'yes'],
+        ['fraud-missing', 'quality', 'fraud', 'any', 'features[3]', 'nan_rate', '0.05', '0', '-', 'yes'],
+        ['fraud-p99', 'latency_p99', 'fraud', '1', '-', '-', '5000', '60 s', '-', 'no'],
+      ],
+    );
     const rj = ok(await runIn(['alerts', 'rules', '--json', ...url]));
     assert.ok(!rj.includes('s3cret'), 'the secret is never shown');
 
     const idle = rows(ok(await runIn(['alerts', 'status', ...url])));
-    assert.deepEqual(idle.map((r) => r.slice(0, 4)), [['fraud-drift', 'inactive', '-', '-'], ['fraud-missing', 'inactive', '-', '-'], ['fraud-p99', 'inactive', '-', '-']]);
+    assert.deepEqual(
+      idle.map((r) => r.slice(0, 4)),
+      [
+        ['fraud-drift', 'inactive', '-', '-'],
+        ['fraud-missing', 'inactive', '-', '-'],
+        ['fraud-p99', 'inactive', '-', '-'],
+      ],
+    );
 
     await srv.sy.monitoring.alerts.evaluate();
     await srv.sy.monitoring.alerts.idle();
     const firing = ok(await run(['monitor', 'alerts', ...url])); // the default subcommand, in the binary
     const fr = rows(firing).find((r) => r[0] === 'fraud-drift');
     assert.deepEqual([fr?.[1], fr?.[3], fr?.[4]], ['firing', '1', '> 0.3 at once']);
-    assert.deepEqual(rows(firing).find((r) => r[0] === 'fraud-missing')?.slice(1, 4), ['inactive', '-', '0']);
+    assert.deepEqual(
+      rows(firing)
+        .find((r) => r[0] === 'fraud-missing')
+        ?.slice(1, 4),
+      ['inactive', '-', '0'],
+    );
     assert.equal(hook.received.length, 1);
     const msg = hook.received[0]!;
     assert.equal((JSON.parse(msg.body) as { state: string }).state, 'firing');
@@ -246,14 +371,23 @@ describe('switchyard monitor CLI', () => {
     assert.match(ok(await runIn(['alerts', 'delete', 'fraud-drift', ...url])), /Deleted alert rule fraud-drift/);
     await srv.sy.monitoring.alerts.idle();
     const events = rows(ok(await runIn(['alerts', 'events', '--rule', 'fraud-drift', ...url])));
-    assert.deepEqual(events.map((e) => [e[2], e[3], e[5]]), [
-      ['fraud-drift', 'resolved', 'delivered (HTTP 204 after 1 attempt)'],
-      ['fraud-drift', 'firing', 'delivered (HTTP 204 after 1 attempt)'],
-    ]);
+    assert.deepEqual(
+      events.map((e) => [e[2], e[3], e[5]]),
+      [
+        ['fraud-drift', 'resolved', 'delivered (HTTP 204 after 1 attempt)'],
+        ['fraud-drift', 'firing', 'delivered (HTTP 204 after 1 attempt)'],
+      ],
+    );
     assert.match(events[0]![6]!, /rule deleted/);
     const one = JSON.parse(ok(await runIn(['alerts', 'events', '--limit', '1', '--json', ...url]))) as { events: Array<{ state: string }> };
-    assert.deepEqual(one.events.map((e) => e.state), ['resolved']);
-    assert.deepEqual(rows(ok(await runIn(['alerts', 'rules', ...url]))).map((r) => r[0]), ['fraud-missing', 'fraud-p99']);
+    assert.deepEqual(
+      one.events.map((e) => e.state),
+      ['resolved'],
+    );
+    assert.deepEqual(
+      rows(ok(await runIn(['alerts', 'rules', ...url]))).map((r) => r[0]),
+      ['fraud-missing', 'fraud-p99'],
+    );
   });
 
   it('profile delete stops drift monitoring', async () => {
@@ -278,9 +412,18 @@ describe('switchyard monitor CLI', () => {
       [['profile', 'set', 'fraud', '1', '--file', join(srv.dir, 'data.txt')], /cannot tell the format of .*data\.txt/],
       [['drift', 'fraud', '--version', '7'], /^switchyard: 404 /],
       [['drift', 'fraud', '--limit', '5'], /--limit only apply with --history/],
-      [['alerts', 'set', 'x', '--kind', 'quality', '--model', 'fraud', '--threshold', '2'], /^switchyard: 400 invalid alert rule: threshold: a rate: at most 1/],
-      [['alerts', 'set', 'x', '--kind', 'drift', '--model', 'fraud', '--threshold', '1', '--metric', 'psi'], /^switchyard: 400 .*metric: only for feature_drift and quality rules/],
-      [['alerts', 'set', 'x', '--kind', 'drift', '--model', 'fraud', '--threshold', '1', '--secret', 's'], /--secret signs webhook deliveries: it needs --webhook/],
+      [
+        ['alerts', 'set', 'x', '--kind', 'quality', '--model', 'fraud', '--threshold', '2'],
+        /^switchyard: 400 invalid alert rule: threshold: a rate: at most 1/,
+      ],
+      [
+        ['alerts', 'set', 'x', '--kind', 'drift', '--model', 'fraud', '--threshold', '1', '--metric', 'psi'],
+        /^switchyard: 400 .*metric: only for feature_drift and quality rules/,
+      ],
+      [
+        ['alerts', 'set', 'x', '--kind', 'drift', '--model', 'fraud', '--threshold', '1', '--secret', 's'],
+        /--secret signs webhook deliveries: it needs --webhook/,
+      ],
       [['alerts', 'set', 'x', '--kind', 'drift', '--model', 'fraud'], /--threshold <x>.*not specified/],
       [['alerts', 'set', 'x', '--kind', 'nope', '--model', 'fraud', '--threshold', '1'], /--kind.*nope.*drift, feature_drift/],
       [['alerts', 'set', 'x', '--kind', 'drift', '--model', 'fraud', '--threshold', '-1'], /--threshold.*must be a number ≥ 0/],

@@ -13,10 +13,12 @@ const ADMIN = 'cli-test-admin-key-0123456789abcdef';
 
 describe('switchyard tenants CLI', () => {
   let srv: TestServer;
-  const infer = (key: string) => fetch(`${srv.url}/v2/models/fraud/infer`, {
-    method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: floats(64, 1) }] }),
-  });
+  const infer = (key: string) =>
+    fetch(`${srv.url}/v2/models/fraud/infer`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: floats(64, 1) }] }),
+    });
 
   before(async () => {
     srv = await startSwitchyard({ fraud: { versions: { 1: mlp(3) } } }, { listen: true, config: { adminKey: ADMIN } });
@@ -31,7 +33,10 @@ describe('switchyard tenants CLI', () => {
 
   it('creates a tenant and a key, shares a model, reports usage, revokes the key', async () => {
     const url = ['--url', srv.url];
-    assert.match(ok(await run(['tenants', 'create', 'acme', '--tier', 'premium', '--rps', '50', '--daily-quota', '1000', '--rpm', '600', '--tpm', '90000', ...url])), /Created tenant acme \(tier premium/);
+    assert.match(
+      ok(await run(['tenants', 'create', 'acme', '--tier', 'premium', '--rps', '50', '--daily-quota', '1000', '--rpm', '600', '--tpm', '90000', ...url])),
+      /Created tenant acme \(tier premium/,
+    );
     const list = ok(await run(['tenants', 'list', ...url]));
     assert.match(list, /acme/);
     assert.match(list, /rps=50/);
@@ -46,8 +51,13 @@ describe('switchyard tenants CLI', () => {
     const keys = ok(await run(['tenants', 'keys', 'acme', ...url]));
     assert.match(keys, new RegExp(`${id}.*infer,read.*active`));
     assert.ok(!keys.includes(key.slice(16)), 'listings never show the secret');
-    const usage = JSON.parse(ok(await run(['tenants', 'usage', '--tenant', 'acme', '--group-by', 'total', '--json', ...url]))) as { usage: Array<{ model: string; requests: number }> };
-    assert.deepEqual(usage.usage.map((u) => [u.model, u.requests]), [['fraud', 1]]);
+    const usage = JSON.parse(ok(await run(['tenants', 'usage', '--tenant', 'acme', '--group-by', 'total', '--json', ...url]))) as {
+      usage: Array<{ model: string; requests: number }>;
+    };
+    assert.deepEqual(
+      usage.usage.map((u) => [u.model, u.requests]),
+      [['fraud', 1]],
+    );
     assert.match(ok(await run(['tenants', 'revoke', id, ...url])), new RegExp(`Revoked API key ${id} of tenant acme`));
     assert.equal((await infer(key)).status, 401, 'revoked');
     assert.match(ok(await run(['tenants', 'keys', 'acme', ...url])), /revoked/);

@@ -26,7 +26,9 @@ describe('switchyard CLI', () => {
     assert.match(e.stderr, /model repository \/nonexistent\/dir cannot be read/);
   });
   it('serve starts on the shipped examples, prints where it listens, serves, and stops cleanly on SIGTERM', async () => {
-    const p = spawn(process.execPath, [cli, 'serve', '--model-repository', examples, '--port', '0', '--grpc-port', '0', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, [cli, 'serve', '--model-repository', examples, '--port', '0', '--grpc-port', '0', '--log-level', 'warn'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     p.stdout.setEncoding('utf8');
     const url = await new Promise<string>((resolve, reject) => {

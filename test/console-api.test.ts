@@ -13,8 +13,22 @@ import { mlp } from '../tools/onnx/zoo.js';
 import { floats, startSwitchyard, type TestServer } from './helpers.js';
 
 const req = (model: string, totalMs: number, extra: Partial<RequestEvent> = {}): RequestEvent => ({
-  origin: {}, model, version: '1', versionNumber: 1, tenant: '', arm: null, ok: true, reason: null, rows: 1, cached: false,
-  totalMs, queueMs: totalMs / 4, computeMs: totalMs / 2, computeShareMs: totalMs / 2, keyId: null, ...extra,
+  origin: {},
+  model,
+  version: '1',
+  versionNumber: 1,
+  tenant: '',
+  arm: null,
+  ok: true,
+  reason: null,
+  rows: 1,
+  cached: false,
+  totalMs,
+  queueMs: totalMs / 4,
+  computeMs: totalMs / 2,
+  computeShareMs: totalMs / 2,
+  keyId: null,
+  ...extra,
 });
 const batch = (model: string, rows: number): BatchEvent => ({ model, version: '1', rows, requests: rows, computeMs: 1 });
 
@@ -47,7 +61,7 @@ describe('serving timeline', () => {
     assert.equal(r.totals.errors, 1);
     assert.equal(r.totals.clientErrors, 1);
     assert.equal(r.totals.cached, 1);
-    assert.equal(r.totals.errorRate, Math.round((1 / 104) * 1000) / 1000, 'errors over requests that were not the caller\'s fault');
+    assert.equal(r.totals.errorRate, Math.round((1 / 104) * 1000) / 1000, "errors over requests that were not the caller's fault");
     assert.equal(r.totals.rate, Math.round((105 / 60) * 1e6) / 1e6);
     assert.deepEqual(r.batches.counts.slice(0, 3), [1, 0, 2], 'rows 1 → bin ≤1; rows 3 → bin ≤4');
     assert.equal(r.batches.meanRows, Math.round((7 / 3) * 1000) / 1000);
@@ -86,7 +100,8 @@ describe('GET /api/v1/overview and /ui', () => {
   let srv: TestServer;
   let acme = '';
   const get = (url: string, key: string | null = ADMIN) => srv.sy.app.inject({ method: 'GET', url, headers: key ? { authorization: `Bearer ${key}` } : {} });
-  const send = (method: 'POST' | 'PUT', url: string, payload: object) => srv.sy.app.inject({ method, url, payload, headers: { authorization: `Bearer ${ADMIN}` } });
+  const send = (method: 'POST' | 'PUT', url: string, payload: object) =>
+    srv.sy.app.inject({ method, url, payload, headers: { authorization: `Bearer ${ADMIN}` } });
 
   before(async () => {
     srv = await startSwitchyard({ 'acme.m': { versions: { 1: mlp(7) } }, 'beta.m': { versions: { 1: mlp(8) } } }, { config: { adminKey: ADMIN } });
@@ -103,17 +118,20 @@ describe('GET /api/v1/overview and /ui', () => {
   });
   after(() => srv.close());
 
-  it('per-model series from the data plane\'s events, memory, and the platform\'s totals', async () => {
+  it("per-model series from the data plane's events, memory, and the platform's totals", async () => {
     const r = await get('/api/v1/overview');
     assert.equal(r.statusCode, 200, r.body);
     const o = r.json();
     assert.equal(o.stepSeconds, 10);
     assert.equal(o.windowSeconds, 3600);
-    assert.deepEqual(o.models.map((m: { model: string }) => m.model), ['acme.m', 'beta.m']);
+    assert.deepEqual(
+      o.models.map((m: { model: string }) => m.model),
+      ['acme.m', 'beta.m'],
+    );
     const a = o.models[0];
     assert.equal(a.t.length, 360);
     assert.equal(a.totals.requests, 4);
-    assert.equal(a.totals.clientErrors, 1, 'the bad input is the caller\'s');
+    assert.equal(a.totals.clientErrors, 1, "the bad input is the caller's");
     assert.equal(a.totals.errors, 0);
     assert.equal(a.batches.total, 3);
     assert.equal(a.batches.counts[1], 3, 'three batches of 2 rows');
@@ -126,8 +144,14 @@ describe('GET /api/v1/overview and /ui', () => {
 
   it("a tenant's key sees only its models, and not the server-wide memory use", async () => {
     const o = (await get('/api/v1/overview', acme)).json();
-    assert.deepEqual(o.models.map((m: { model: string }) => m.model), ['acme.m']);
-    assert.deepEqual(o.memory.resident.map((x: { model: string }) => x.model), ['acme.m']);
+    assert.deepEqual(
+      o.models.map((m: { model: string }) => m.model),
+      ['acme.m'],
+    );
+    assert.deepEqual(
+      o.memory.resident.map((x: { model: string }) => x.model),
+      ['acme.m'],
+    );
     assert.equal(o.memory.usedBytes, null);
     assert.equal((await get('/api/v1/overview', null)).statusCode, 401);
   });
@@ -148,8 +172,17 @@ describe('GET /api/v1/overview and /ui', () => {
 
   it('drift bins: reference vs window counts per feature, only for models the key sees, documented', async () => {
     const header = Array.from({ length: 64 }, (_, i) => `features[${i}]`).join(',');
-    const rows = Array.from({ length: 50 }, (_, r) => floats(64, 100 + r).map((v) => v.toFixed(5)).join(','));
-    const set = await srv.sy.app.inject({ method: 'POST', url: '/api/v1/models/acme.m/versions/1/profile', payload: `${[header, ...rows].join('\n')}\n`, headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'text/csv' } });
+    const rows = Array.from({ length: 50 }, (_, r) =>
+      floats(64, 100 + r)
+        .map((v) => v.toFixed(5))
+        .join(','),
+    );
+    const set = await srv.sy.app.inject({
+      method: 'POST',
+      url: '/api/v1/models/acme.m/versions/1/profile',
+      payload: `${[header, ...rows].join('\n')}\n`,
+      headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'text/csv' },
+    });
     assert.equal(set.statusCode, 201, set.body);
     const r = await send('POST', '/v2/models/acme.m/infer', { inputs: [{ name: 'features', datatype: 'FP32', shape: [4, 64], data: floats(256, 5) }] });
     assert.equal(r.statusCode, 200, r.body);
@@ -158,12 +191,21 @@ describe('GET /api/v1/overview and /ui', () => {
     const [v1] = b.json().bins;
     assert.equal(v1.version, 1);
     assert.equal(v1.rows, 4);
-    assert.deepEqual(v1.features.map((f: { name: string }) => f.name), ['features[3]']);
+    assert.deepEqual(
+      v1.features.map((f: { name: string }) => f.name),
+      ['features[3]'],
+    );
     const f = v1.features[0];
     assert.equal(f.kind, 'numeric');
     assert.equal(f.reference.length, f.edges.length + 1);
-    assert.equal(f.reference.reduce((s: number, c: number) => s + c, 0), 50);
-    assert.equal(f.current.reduce((s: number, c: number) => s + c, 0), 4);
+    assert.equal(
+      f.reference.reduce((s: number, c: number) => s + c, 0),
+      50,
+    );
+    assert.equal(
+      f.current.reduce((s: number, c: number) => s + c, 0),
+      4,
+    );
     assert.equal((await get('/api/v1/models/acme.m/drift/bins?feature=nope', acme)).statusCode, 404);
     assert.equal((await get('/api/v1/models/beta.m/drift/bins', acme)).statusCode, 404, "another tenant's model is not found");
     assert.ok((await get('/docs/json')).json().paths['/api/v1/models/{name}/drift/bins']?.get, 'documented');
@@ -185,7 +227,10 @@ describe('GET /api/v1/overview and /ui', () => {
     const js = await get(asset, null);
     assert.equal(js.statusCode, 200);
     assert.match(String(js.headers['cache-control']), /immutable/);
-    assert.ok(!/https?:\/\/(?!127\.0\.0\.1|localhost|www\.w3\.org)[a-z0-9.-]+\.[a-z]{2,}\/[^"'\s]*\.(?:js|css)/i.test(js.body), 'no script or style from elsewhere');
+    assert.ok(
+      !/https?:\/\/(?!127\.0\.0\.1|localhost|www\.w3\.org)[a-z0-9.-]+\.[a-z]{2,}\/[^"'\s]*\.(?:js|css)/i.test(js.body),
+      'no script or style from elsewhere',
+    );
     const redirect = await get('/ui', null);
     assert.equal(redirect.statusCode, 301);
     assert.equal(redirect.headers['location'], '/ui/');

@@ -36,7 +36,11 @@ const AXE = ((): string | null => {
 const MODEL = 'acme.scorer';
 const OTHER = 'beta.secret';
 
-const missing = !existsSync(CHROMIUM) ? `Chromium not found at ${CHROMIUM} (apt-get install chromium)` : !existsSync(BUILT) ? `the console is not built (${BUILT}): npm run build:web` : null;
+const missing = !existsSync(CHROMIUM)
+  ? `Chromium not found at ${CHROMIUM} (apt-get install chromium)`
+  : !existsSync(BUILT)
+    ? `the console is not built (${BUILT}): npm run build:web`
+    : null;
 const skip = missing !== null && process.env['CI'] !== 'true' ? `${missing}; required in CI` : false;
 
 describe('web console in Chromium', { skip }, () => {
@@ -49,12 +53,13 @@ describe('web console in Chromium', { skip }, () => {
 
   const call = async (method: string, path: string, body?: unknown, key = ADMIN, type = 'application/json'): Promise<Record<string, unknown>> => {
     const res = await fetch(`${srv.url}${path}`, {
-      method, headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': type }) },
+      method,
+      headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { 'content-type': type }) },
       ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
     });
     const text = await res.text();
     assert.ok(res.ok, `${method} ${path}: ${res.status} ${text}`);
-    return text ? JSON.parse(text) as Record<string, unknown> : {};
+    return text ? (JSON.parse(text) as Record<string, unknown>) : {};
   };
   const infer = (path: string, seed: number, key = ADMIN): Promise<Record<string, unknown>> =>
     call('POST', path, { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: floats(64, seed) }] }, key);
@@ -63,7 +68,9 @@ describe('web console in Chromium', { skip }, () => {
   const signIn = async (key: string): Promise<{ page: Page; errors: string[] }> => {
     const page = await browser.newPage();
     const errors: string[] = [];
-    page.on('console', (m) => { if (m.type() === 'error') errors.push(`${page.url()}: ${m.text()}`); });
+    page.on('console', (m) => {
+      if (m.type() === 'error') errors.push(`${page.url()}: ${m.text()}`);
+    });
     page.on('pageerror', (e) => errors.push(`${page.url()}: ${e.stack ?? e.message}`));
     await page.goto(`${srv.url}/ui/`);
     await page.getByLabel('API key').fill(key);
@@ -95,17 +102,28 @@ describe('web console in Chromium', { skip }, () => {
     // Registry and routing: production → 1, a 90/10 canary, a metric per version.
     await call('PUT', `/api/v1/models/${MODEL}/aliases/production`, { version: 1 });
     await call('PUT', `/api/v1/models/${MODEL}/versions/1/tags/stage`, { value: 'prod' });
-    await call('PUT', `/api/v1/models/${MODEL}/routing?reason=canary`, { arms: [{ name: 'control', target: '1', weight: 90 }, { name: 'canary', target: '2', weight: 10 }], sticky: { key: 'header:x-user-id' } });
+    await call('PUT', `/api/v1/models/${MODEL}/routing?reason=canary`, {
+      arms: [
+        { name: 'control', target: '1', weight: 90 },
+        { name: 'canary', target: '2', weight: 10 },
+      ],
+      sticky: { key: 'header:x-user-id' },
+    });
     await call('POST', '/api/v1/experiments', { id: 'scorer-v2', model: MODEL, description: 'v2 vs v1', control: 'control' });
     // Drift reference for version 1 from a dataset, then traffic (logged: sample rate 1).
     const header = Array.from({ length: 64 }, (_, i) => `features[${i}]`).join(',');
-    const rows = Array.from({ length: 300 }, (_, r) => floats(64, 1000 + r).map((v) => v.toFixed(4)).join(','));
+    const rows = Array.from({ length: 300 }, (_, r) =>
+      floats(64, 1000 + r)
+        .map((v) => v.toFixed(4))
+        .join(','),
+    );
     await call('POST', `/api/v1/models/${MODEL}/versions/1/profile`, `${[header, ...rows].join('\n')}\n`, ADMIN, 'text/csv');
     for (let i = 0; i < 25; i++) await infer(`/v2/models/${MODEL}/versions/1/infer`, i);
     // Sticky by user: each user is exposed to one arm of the experiment; four of them convert.
     for (let i = 0; i < 10; i++) {
       const res = await fetch(`${srv.url}/v2/models/${MODEL}/infer`, {
-        method: 'POST', headers: { authorization: `Bearer ${acmeKey}`, 'content-type': 'application/json', 'x-user-id': `user-${i}` },
+        method: 'POST',
+        headers: { authorization: `Bearer ${acmeKey}`, 'content-type': 'application/json', 'x-user-id': `user-${i}` },
         body: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: floats(64, 100 + i) }] }),
       });
       assert.equal(res.status, 200, await res.text());
@@ -115,21 +133,42 @@ describe('web console in Chromium', { skip }, () => {
     await srv.sy.monitoring.log.flush();
     // Features: an entity, a view, rows.
     await call('PUT', '/api/v1/features/entities/user', { joinKeys: [{ name: 'user_id', type: 'int64' }] });
-    await call('PUT', '/api/v1/features/views/user_profile', { entities: ['user'], features: [{ name: 'f0', type: 'float32' }, { name: 'f1', type: 'float32' }], ttlSeconds: 7200 });
+    await call('PUT', '/api/v1/features/views/user_profile', {
+      entities: ['user'],
+      features: [
+        { name: 'f0', type: 'float32' },
+        { name: 'f1', type: 'float32' },
+      ],
+      ttlSeconds: 7200,
+    });
     await call('POST', '/api/v1/features/push', { view: 'user_profile', rows: [{ user_id: 7, event_time: Date.now() - 60_000, f0: 0.5, f1: 1.25 }] });
 
     // A batch job (OpenAI Batch API) whose lines name a model that does not exist: each line fails on its own.
     const form = new FormData();
     form.set('purpose', 'batch');
-    const lines = [1, 2].map((i) => JSON.stringify({ custom_id: `r${i}`, method: 'POST', url: '/v1/embeddings', body: { model: 'no-such-encoder', input: `text ${i}` } }));
+    const lines = [1, 2].map((i) =>
+      JSON.stringify({ custom_id: `r${i}`, method: 'POST', url: '/v1/embeddings', body: { model: 'no-such-encoder', input: `text ${i}` } }),
+    );
     form.set('file', new Blob([`${lines.join('\n')}\n`], { type: 'application/jsonl' }), 'input.jsonl');
-    const file = await (await fetch(`${srv.url}/v1/files`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}` }, body: form })).json() as { id: string };
+    const file = (await (await fetch(`${srv.url}/v1/files`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}` }, body: form })).json()) as {
+      id: string;
+    };
     batchId = (await call('POST', '/v1/batches', { input_file_id: file.id, endpoint: '/v1/embeddings', completion_window: '24h' }))['id'] as string;
 
     profileDir = await mkdtemp(join(tmpdir(), 'switchyard-chromium-'));
     browser = await chromium.launchPersistentContext(profileDir, {
-      executablePath: CHROMIUM, headless: true, viewport: { width: 1200, height: 800 },
-      args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      executablePath: CHROMIUM,
+      headless: true,
+      viewport: { width: 1200, height: 800 },
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+      ],
     });
   });
   after(async () => {
@@ -169,12 +208,15 @@ describe('web console in Chromium', { skip }, () => {
     await page.getByRole('img', { name: 'Usage per hour by model' }).locator('canvas').waitFor();
     await page.getByRole('radio', { name: 'API key' }).check();
     await page.getByRole('img', { name: 'Usage per hour by API key' }).locator('canvas').waitFor();
-    await page.getByRole('table', { name: 'Usage totals' }).getByRole('cell', { name: `dashboard (${acmeKeyId})`, exact: true }).waitFor();
+    await page
+      .getByRole('table', { name: 'Usage totals' })
+      .getByRole('cell', { name: `dashboard (${acmeKeyId})`, exact: true })
+      .waitFor();
     await page.getByRole('region', { name: /^Usage over time, by API key/ }).screenshot({ path: join(SHOTS, 'usage-by-key.png') });
 
     await show(page, `monitoring/${MODEL}`, 'monitoring');
     await page.getByRole('table', { name: 'Features of version 1' }).getByRole('cell', { name: 'features[0]', exact: true }).waitFor();
-    assert.ok(await page.getByRole('table', { name: 'Predictions' }).locator('tbody tr').count() > 0);
+    assert.ok((await page.getByRole('table', { name: 'Predictions' }).locator('tbody tr').count()) > 0);
     const histogram = page.getByRole('figure', { name: /^Reference vs current histogram of features\[\d+\], version 1$/ });
     await histogram.getByText(/current window \((2[5-9]|3[0-5]) values\)/).waitFor();
     await page.locator('.histogram').screenshot({ path: join(SHOTS, 'drift-histogram.png') });
@@ -207,7 +249,8 @@ describe('web console in Chromium', { skip }, () => {
     assert.deepEqual(aliases['aliases'], { production: 2 });
     // The hot swap serves the new target once it is loaded; the old version drains meanwhile.
     let served = '';
-    for (let i = 0; served !== '2'; i++) { // no deadline: the test runner's timeout bounds a hang
+    for (let i = 0; served !== '2'; i++) {
+      // no deadline: the test runner's timeout bounds a hang
       served = String((await infer(`/v2/models/${MODEL}/versions/production/infer`, i))['model_version']);
       if (served !== '2') await new Promise((r) => setTimeout(r, 50));
     }
@@ -224,7 +267,13 @@ describe('web console in Chromium', { skip }, () => {
     await page.getByRole('heading', { name: /revision 2/ }).waitFor();
     const routing = await call('GET', `/api/v1/models/${MODEL}/routing`);
     const arms = (routing['policy'] as { arms: { name: string; weight: number }[] }).arms;
-    assert.deepEqual(arms.map((a) => [a.name, a.weight]), [['control', 50], ['canary', 50]]);
+    assert.deepEqual(
+      arms.map((a) => [a.name, a.weight]),
+      [
+        ['control', 50],
+        ['canary', 50],
+      ],
+    );
     await page.screenshot({ path: join(SHOTS, 'traffic-changed.png') });
     assert.deepEqual(errors, []);
     await page.close();
@@ -237,13 +286,21 @@ describe('web console in Chromium', { skip }, () => {
       return;
     }
     const axeSource = await readFile(AXE, 'utf8');
-    interface AxeResult { violations: { id: string; impact: string; help: string; nodes: { target: string[] }[] }[] }
+    interface AxeResult {
+      violations: { id: string; impact: string; help: string; nodes: { target: string[] }[] }[];
+    }
     const audit = async (page: Page, where: string): Promise<string[]> => {
       // Wait for the data: no "Loading…" left.
-      while (await page.locator('[aria-busy="true"]').count() > 0) await page.waitForTimeout(50);
-      if (!await page.evaluate('typeof window.axe !== "undefined"')) await page.evaluate(axeSource);
-      const r = await page.evaluate(`axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } })`) as AxeResult;
-      return r.violations.map((v) => `${where}: ${v.id} (${v.impact}) ${v.help} — ${v.nodes.slice(0, 4).map((n) => n.target.join(' ')).join(' | ')}`);
+      while ((await page.locator('[aria-busy="true"]').count()) > 0) await page.waitForTimeout(50);
+      if (!(await page.evaluate('typeof window.axe !== "undefined"'))) await page.evaluate(axeSource);
+      const r = (await page.evaluate(`axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] } })`)) as AxeResult;
+      return r.violations.map(
+        (v) =>
+          `${where}: ${v.id} (${v.impact}) ${v.help} — ${v.nodes
+            .slice(0, 4)
+            .map((n) => n.target.join(' '))
+            .join(' | ')}`,
+      );
     };
     const page = await browser.newPage();
     await page.goto(`${srv.url}/ui/`);
@@ -262,15 +319,15 @@ describe('web console in Chromium', { skip }, () => {
     // Alt+2 switches to Models; the page title names the page.
     await page.keyboard.press('Alt+2');
     await page.getByRole('heading', { level: 1, name: 'Models' }).waitFor();
-    assert.equal(await page.title(), "Models — Switchyard console");
+    assert.equal(await page.title(), 'Models — Switchyard console');
     const views = ['overview', 'models', `models/${MODEL}`, `traffic/${MODEL}`, 'tenants', 'tenants/acme', `monitoring/${MODEL}`, 'features', 'batches'];
     for (const theme of ['light', 'dark']) {
       const toggle = page.getByRole('button', { name: 'Dark theme' });
-      if ((await toggle.getAttribute('aria-pressed') === 'true') !== (theme === 'dark')) await toggle.click();
+      if (((await toggle.getAttribute('aria-pressed')) === 'true') !== (theme === 'dark')) await toggle.click();
       for (const v of views) {
         await page.goto(`${srv.url}/ui/#/${v}`);
         await page.getByRole('heading', { level: 1 }).first().waitFor();
-        found.push(...await audit(page, `${theme} #/${v}`));
+        found.push(...(await audit(page, `${theme} #/${v}`)));
       }
     }
     assert.deepEqual(found, []);
@@ -302,7 +359,10 @@ describe('web console in Chromium', { skip }, () => {
     await show(page, 'tenants', 'tenant-tenants');
     await page.getByRole('table', { name: 'Keys' }).getByRole('cell', { name: acmeKeyId, exact: true }).waitFor();
     // The only console errors: the browser reporting the 404s the API answered for beta's model.
-    assert.ok(errors.every((e) => /404/.test(e)), errors.join('\n'));
+    assert.ok(
+      errors.every((e) => /404/.test(e)),
+      errors.join('\n'),
+    );
     await page.close();
   });
 });

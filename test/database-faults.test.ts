@@ -42,13 +42,21 @@ describeNeeding('database faults (Postgres behind a fault proxy)', 'Postgres', a
       await sleep(100);
     }
   };
-  const aliasOf = (alias: string): number | undefined => srv.sy.manager.list().find((m) => m.name === 'acme.m')?.aliases.get(alias)?.version;
+  const aliasOf = (alias: string): number | undefined =>
+    srv.sy.manager
+      .list()
+      .find((m) => m.name === 'acme.m')
+      ?.aliases.get(alias)?.version;
 
   /** While the database is out: known keys serve, unknown keys and admin calls 503, readiness says so. */
   async function duringOutage(unknownKey: string): Promise<void> {
     await sleep(AUTH_CACHE_MS + 50); // every cached key is past the cache age now
     const results = await Promise.all(Array.from({ length: 20 }, () => infer(keys[0]!)));
-    assert.deepEqual(results.map((r) => r.statusCode), Array(20).fill(200), 'a known key keeps inferring while the database is out');
+    assert.deepEqual(
+      results.map((r) => r.statusCode),
+      Array(20).fill(200),
+      'a known key keeps inferring while the database is out',
+    );
     const admin = await call('GET', '/api/v1/tenants', ADMIN);
     assert.equal(admin.statusCode, 503, admin.body);
     assert.equal(JSON.parse(admin.body).code, 'SY_ERR_DATABASE_UNAVAILABLE');
@@ -59,7 +67,10 @@ describeNeeding('database faults (Postgres behind a fault proxy)', 'Postgres', a
     assert.ok(unknown.headers['retry-after'], 'Retry-After on the unknown key');
     assert.deepEqual(await ready(), { status: 200, controlPlane: 'unavailable' }, 'ready for traffic, control plane reported down');
     const after = await Promise.all(Array.from({ length: 20 }, () => infer(keys[0]!)));
-    assert.deepEqual(after.map((r) => r.statusCode), Array(20).fill(200));
+    assert.deepEqual(
+      after.map((r) => r.statusCode),
+      Array(20).fill(200),
+    );
   }
 
   /** After the database is back: readiness, admin calls, the unknown key, and a change made meanwhile elsewhere. */
@@ -75,9 +86,12 @@ describeNeeding('database faults (Postgres behind a fault proxy)', 'Postgres', a
     proxy = await startFaultProxy(direct.hostname, Number(direct.port || 5432));
     const proxied = new URL(schema.url);
     proxied.host = `127.0.0.1:${proxy.port}`;
-    srv = await startSwitchyard({ 'acme.m': { versions: { 1: mlp(7) } } }, {
-      config: { adminKey: ADMIN, authCacheMs: AUTH_CACHE_MS, database: proxied.toString(), databaseTimeoutMs: 1000, usageFlushMs: 200 },
-    });
+    srv = await startSwitchyard(
+      { 'acme.m': { versions: { 1: mlp(7) } } },
+      {
+        config: { adminKey: ADMIN, authCacheMs: AUTH_CACHE_MS, database: proxied.toString(), databaseTimeoutMs: 1000, usageFlushMs: 200 },
+      },
+    );
     const admin = (method: 'POST' | 'PUT', url: string, payload: object): Promise<LightMyRequestResponse> =>
       srv.sy.app.inject({ method, url, headers: { authorization: `Bearer ${ADMIN}` }, payload });
     assert.equal((await admin('POST', '/api/v1/tenants', { name: 'acme' })).statusCode, 201);
@@ -115,13 +129,13 @@ describeNeeding('database faults (Postgres behind a fault proxy)', 'Postgres', a
   });
 
   it('reset mid-connection: no crash, no 500, LISTEN re-established', async () => {
-    const inflight = [
-      ...Array.from({ length: 10 }, () => call('GET', '/api/v1/tenants', ADMIN)),
-      ...Array.from({ length: 10 }, () => infer(keys[0]!)),
-    ];
+    const inflight = [...Array.from({ length: 10 }, () => call('GET', '/api/v1/tenants', ADMIN)), ...Array.from({ length: 10 }, () => infer(keys[0]!))];
     proxy.reset();
     const statuses = (await Promise.all(inflight)).map((r) => r.statusCode);
-    assert.ok(statuses.every((s) => s === 200 || s === 503), `only 200 or 503 around a reset: ${statuses.join(',')}`);
+    assert.ok(
+      statuses.every((s) => s === 200 || s === 503),
+      `only 200 or 503 around a reset: ${statuses.join(',')}`,
+    );
     await other.setAlias('acme.m', 'after-reset', 1, 'other-replica');
     await recovered(keys[3]!, 'after-reset');
   });

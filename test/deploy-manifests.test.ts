@@ -27,11 +27,19 @@ const deploy = (p: string): string => `${root}deploy/${p}`;
 
 // ── Dockerfile ──
 
-interface Stage { from: string; name: string | null; lines: string[] }
+interface Stage {
+  from: string;
+  name: string | null;
+  lines: string[];
+}
 
 /** The Dockerfile's instructions (continuations joined, comments dropped), grouped by stage. */
 function stages(text: string): Stage[] {
-  const joined = text.replace(/\\\n/g, ' ').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  const joined = text
+    .replace(/\\\n/g, ' ')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
   const out: Stage[] = [];
   for (const line of joined) {
     const m = /^FROM\s+(\S+)(?:\s+AS\s+(\S+))?$/i.exec(line);
@@ -55,8 +63,14 @@ describe('deploy/Dockerfile (structure; no Docker engine here to build it)', () 
     assert.ok(all.length >= 2, 'at least two stages');
     const build = all.find((s) => s.name === 'build');
     assert.ok(build, 'a stage named build');
-    assert.ok(instr(build, 'RUN').some((r) => r.includes('tsc')), 'the build stage compiles TypeScript');
-    assert.ok(instr(build, 'RUN').some((r) => r.includes('npm prune --omit=dev')), 'dev dependencies are pruned');
+    assert.ok(
+      instr(build, 'RUN').some((r) => r.includes('tsc')),
+      'the build stage compiles TypeScript',
+    );
+    assert.ok(
+      instr(build, 'RUN').some((r) => r.includes('npm prune --omit=dev')),
+      'dev dependencies are pruned',
+    );
     const copies = instr(final, 'COPY');
     assert.ok(copies.length > 0 && copies.every((c) => c.includes('--from=build')), `the runtime stage copies only from build: ${copies.join(' | ')}`);
     assert.ok(!instr(final, 'RUN').some((r) => /apt-get install/.test(r)), 'no compilers in the runtime stage');
@@ -66,7 +80,10 @@ describe('deploy/Dockerfile (structure; no Docker engine here to build it)', () 
     const users = instr(final, 'USER');
     assert.equal(users.length, 1, 'one USER in the runtime stage');
     const [user, group] = users[0]!.split(':');
-    assert.ok(user !== 'root' && user !== '0' && /^\d+$/.test(user!), `USER ${users[0]} is numeric and not root (Kubernetes' runAsNonRoot needs a numeric uid)`);
+    assert.ok(
+      user !== 'root' && user !== '0' && /^\d+$/.test(user!),
+      `USER ${users[0]} is numeric and not root (Kubernetes' runAsNonRoot needs a numeric uid)`,
+    );
     assert.ok(group !== '0', 'not the root group');
     // Nothing switches back to root after USER.
     const after = final.lines.slice(final.lines.findIndex((l) => /^USER /i.test(l)) + 1);
@@ -80,7 +97,10 @@ describe('deploy/Dockerfile (structure; no Docker engine here to build it)', () 
   });
 
   it('copies only paths that exist and that its .dockerignore lets through', () => {
-    const ignore = readFileSync(deploy('Dockerfile.dockerignore'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+    const ignore = readFileSync(deploy('Dockerfile.dockerignore'), 'utf8')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l && !l.startsWith('#'));
     assert.equal(ignore[0], '**', 'everything excluded by default');
     const allowed = ignore.slice(1).map((l) => l.replace(/^!/, '').replace(/\/\*\*$/, ''));
     for (const s of all.filter((st) => st !== final)) {
@@ -104,12 +124,24 @@ function findKubectl(): string | null {
 }
 const kubectl = findKubectl();
 
-type Obj = { apiVersion: string; kind: string; metadata: { name: string; labels?: Record<string, string> }; spec?: Record<string, unknown>; data?: Record<string, string> };
+type Obj = {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; labels?: Record<string, string> };
+  spec?: Record<string, unknown>;
+  data?: Record<string, string>;
+};
 type Validatable = { validate(): void };
 const MODELS: Record<string, new (data: never) => Validatable> = {
-  'v1/ServiceAccount': ServiceAccount, 'v1/ConfigMap': ConfigMap, 'v1/Service': Service, 'v1/PersistentVolumeClaim': PersistentVolumeClaim,
-  'apps/v1/Deployment': Deployment, 'batch/v1/Job': Job, 'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
-  'autoscaling/v2/HorizontalPodAutoscaler': HorizontalPodAutoscaler, 'keda.sh/v1alpha1/ScaledObject': ScaledObject,
+  'v1/ServiceAccount': ServiceAccount,
+  'v1/ConfigMap': ConfigMap,
+  'v1/Service': Service,
+  'v1/PersistentVolumeClaim': PersistentVolumeClaim,
+  'apps/v1/Deployment': Deployment,
+  'batch/v1/Job': Job,
+  'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
+  'autoscaling/v2/HorizontalPodAutoscaler': HorizontalPodAutoscaler,
+  'keda.sh/v1alpha1/ScaledObject': ScaledObject,
   'monitoring.coreos.com/v1/ServiceMonitor': ServiceMonitor,
 };
 
@@ -121,7 +153,9 @@ function render(overlay: string): Obj[] {
   // `replicas` and components; name the version so that failure explains itself.
   const version = spawnSync(kubectl, ['version', '--client'], { encoding: 'utf8' }).stdout.replace(/\s+/g, ' ').trim();
   assert.equal(r.status, 0, `kubectl kustomize ${overlay} (${version}; the overlays need kustomize v4 or later, kubectl 1.21+): ${r.stderr}`);
-  return parseAllDocuments(r.stdout).map((d) => d.toJS() as Obj).filter((o) => o !== null);
+  return parseAllDocuments(r.stdout)
+    .map((d) => d.toJS() as Obj)
+    .filter((o) => o !== null);
 }
 
 const one = (objs: Obj[], kind: string, name?: string): Obj => {
@@ -133,15 +167,25 @@ const matches = (selector: Record<string, string>, labels: Record<string, string
   Object.keys(selector).length > 0 && Object.entries(selector).every(([k, v]) => labels?.[k] === v);
 
 type Container = {
-  name: string; args?: string[]; ports?: { name: string; containerPort: number }[]; env?: { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string } } }[];
-  envFrom?: { configMapRef?: { name: string } }[]; volumeMounts?: { name: string; mountPath: string }[];
+  name: string;
+  args?: string[];
+  ports?: { name: string; containerPort: number }[];
+  env?: { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string } } }[];
+  envFrom?: { configMapRef?: { name: string } }[];
+  volumeMounts?: { name: string; mountPath: string }[];
   securityContext?: { readOnlyRootFilesystem?: boolean; allowPrivilegeEscalation?: boolean };
-  startupProbe?: Probe; readinessProbe?: Probe; livenessProbe?: Probe; lifecycle?: { preStop?: { exec?: { command: string[] } } };
+  startupProbe?: Probe;
+  readinessProbe?: Probe;
+  livenessProbe?: Probe;
+  lifecycle?: { preStop?: { exec?: { command: string[] } } };
 };
 type Probe = { httpGet: { path: string; port: string }; periodSeconds: number; failureThreshold: number };
 type PodSpec = {
-  containers: Container[]; volumes?: { name: string; persistentVolumeClaim?: { claimName: string } }[]; terminationGracePeriodSeconds?: number;
-  securityContext?: { runAsNonRoot?: boolean; runAsUser?: number }; topologySpreadConstraints?: { labelSelector: { matchLabels: Record<string, string> } }[];
+  containers: Container[];
+  volumes?: { name: string; persistentVolumeClaim?: { claimName: string } }[];
+  terminationGracePeriodSeconds?: number;
+  securityContext?: { runAsNonRoot?: boolean; runAsUser?: number };
+  topologySpreadConstraints?: { labelSelector: { matchLabels: Record<string, string> } }[];
 };
 type Template = { metadata: { labels: Record<string, string> }; spec: PodSpec };
 const podOf = (o: Obj): Template => (o.spec as { template: Template }).template;
@@ -162,7 +206,7 @@ function environment(objs: Obj[], c: Container): Record<string, string> {
 function documentedEnv(command: string): Set<string> {
   const r = spawnSync(process.execPath, [fileURLToPath(new URL('../src/cli/main.js', import.meta.url)), command, '--help'], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
-  return new Set([...r.stdout.replace(/\s+/g, " ").matchAll(/\[env (SWITCHYARD_[A-Z_]+)/g)].map((m) => m[1]!));
+  return new Set([...r.stdout.replace(/\s+/g, ' ').matchAll(/\[env (SWITCHYARD_[A-Z_]+)/g)].map((m) => m[1]!));
 }
 
 /** Settings the server reads that are not its own (the AWS SDK's) and the runtime's. */
@@ -199,7 +243,8 @@ function checkServer(objs: Obj[]): { deployment: Obj; pod: Template; container: 
   for (const p of (service.spec as { ports: { targetPort: string }[] }).ports) assert.ok(ports.has(p.targetPort), `Service targetPort ${p.targetPort}`);
   const selector = (service.spec as { selector: Record<string, string> }).selector;
   assert.ok(matches(selector, pod.metadata.labels), 'the Service selects the server pods');
-  for (const job of objs.filter((o) => o.kind === 'Job')) assert.ok(!matches(selector, podOf(job).metadata.labels), `the Service does not select Job ${job.metadata.name}'s pods`);
+  for (const job of objs.filter((o) => o.kind === 'Job'))
+    assert.ok(!matches(selector, podOf(job).metadata.labels), `the Service does not select Job ${job.metadata.name}'s pods`);
   const probes = { startup: container.startupProbe, readiness: container.readinessProbe, liveness: container.livenessProbe };
   for (const [kind, p] of Object.entries(probes)) {
     assert.ok(p, `${kind} probe`);
@@ -218,59 +263,72 @@ function checkServer(objs: Obj[]): { deployment: Obj; pod: Template; container: 
   for (const name of Object.keys(env)) assert.ok(known.has(name) || FOREIGN_ENV.has(name), `${name}: not a documented setting of switchyard serve`);
   const values = Object.fromEntries(Object.entries(env).filter(([, v]) => !v.startsWith('<secret ')));
   values['SWITCHYARD_ADMIN_KEY'] = 'x'.repeat(24);
-  noThrow(() => loadServerConfig({}, values), 'the rendered settings in switchyard serve\'s config validation');
+  noThrow(() => loadServerConfig({}, values), "the rendered settings in switchyard serve's config validation");
   return { deployment, pod, container, env };
 }
 
-describe('Kustomize overlays (deploy/kustomize)', { skip: kubectl === null && !inCi ? 'kubectl is not installed; set CI=true to make this fail' : false }, () => {
-  it('embedded: one replica, Recreate, SQLite on its PVC, no autoscaler', () => {
-    const objs = render('embedded');
-    const { deployment, pod, env } = checkServer(objs);
-    const spec = deployment.spec as { replicas: number; strategy: { type: string } };
-    assert.equal(spec.replicas, 1);
-    assert.equal(spec.strategy.type, 'Recreate');
-    const data = pod.spec.volumes!.find((v) => v.name === 'data');
-    assert.equal(one(objs, 'PersistentVolumeClaim', data?.persistentVolumeClaim?.claimName).kind, 'PersistentVolumeClaim');
-    assert.equal(env['SWITCHYARD_DATABASE'], undefined, 'the default: SQLite in the data dir');
-    assert.equal(objs.filter((o) => o.kind === 'HorizontalPodAutoscaler' || o.kind === 'ScaledObject').length, 0);
-  });
+describe(
+  'Kustomize overlays (deploy/kustomize)',
+  { skip: kubectl === null && !inCi ? 'kubectl is not installed; set CI=true to make this fail' : false },
+  () => {
+    it('embedded: one replica, Recreate, SQLite on its PVC, no autoscaler', () => {
+      const objs = render('embedded');
+      const { deployment, pod, env } = checkServer(objs);
+      const spec = deployment.spec as { replicas: number; strategy: { type: string } };
+      assert.equal(spec.replicas, 1);
+      assert.equal(spec.strategy.type, 'Recreate');
+      const data = pod.spec.volumes!.find((v) => v.name === 'data');
+      assert.equal(one(objs, 'PersistentVolumeClaim', data?.persistentVolumeClaim?.claimName).kind, 'PersistentVolumeClaim');
+      assert.equal(env['SWITCHYARD_DATABASE'], undefined, 'the default: SQLite in the data dir');
+      assert.equal(objs.filter((o) => o.kind === 'HorizontalPodAutoscaler' || o.kind === 'ScaledObject').length, 0);
+    });
 
-  it('scaled: external stores from secrets, HPA, PDB, spread, ServiceMonitor, migration Job', () => {
-    const objs = render('scaled');
-    const { deployment, pod, env, container } = checkServer(objs);
-    assert.equal((deployment.spec as { replicas?: number }).replicas, undefined, 'the HPA owns the replica count');
-    for (const name of ['SWITCHYARD_DATABASE', 'SWITCHYARD_REDIS', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY']) assert.match(env[name] ?? '', /^<secret /, `${name} from a Secret`);
-    assert.match(env['SWITCHYARD_ARTIFACTS'] ?? '', /^s3:\/\//);
-    const hpa = one(objs, 'HorizontalPodAutoscaler', 'switchyard').spec as { scaleTargetRef: { kind: string; name: string }; minReplicas: number; metrics: { resource?: { name: string } }[] };
-    assert.deepEqual([hpa.scaleTargetRef.kind, hpa.scaleTargetRef.name], ['Deployment', 'switchyard']);
-    assert.ok(hpa.minReplicas >= 2);
-    assert.equal(hpa.metrics[0]?.resource?.name, 'cpu');
-    const pdb = one(objs, 'PodDisruptionBudget').spec as { selector: { matchLabels: Record<string, string> } };
-    assert.ok(matches(pdb.selector.matchLabels, pod.metadata.labels), 'the PDB covers the server pods');
-    const spread = pod.spec.topologySpreadConstraints ?? [];
-    assert.ok(spread.length >= 1 && spread.every((t) => matches(t.labelSelector.matchLabels, pod.metadata.labels)), 'topology spread over the server pods');
-    const sm = one(objs, 'ServiceMonitor').spec as { selector: { matchLabels: Record<string, string> }; endpoints: { port: string; path: string }[] };
-    const service = one(objs, 'Service', 'switchyard');
-    assert.ok(matches(sm.selector.matchLabels, service.metadata.labels), 'the ServiceMonitor selects the Service');
-    assert.ok((service.spec as { ports: { name: string }[] }).ports.some((p) => p.name === sm.endpoints[0]?.port));
-    assert.equal(sm.endpoints[0]?.path, '/metrics');
-    const job = podOf(one(objs, 'Job'));
-    const migrate = job.spec.containers[0]!;
-    assert.deepEqual(migrate.args, ['migrate']);
-    assert.equal(migrate.securityContext?.readOnlyRootFilesystem, true);
-    assert.equal(environment(objs, migrate)['SWITCHYARD_DATABASE'], env['SWITCHYARD_DATABASE'], 'the Job migrates the database the servers use');
-    assert.equal((migrate as { image?: string }).image, (container as { image?: string }).image, 'same image as the servers');
-  });
+    it('scaled: external stores from secrets, HPA, PDB, spread, ServiceMonitor, migration Job', () => {
+      const objs = render('scaled');
+      const { deployment, pod, env, container } = checkServer(objs);
+      assert.equal((deployment.spec as { replicas?: number }).replicas, undefined, 'the HPA owns the replica count');
+      for (const name of ['SWITCHYARD_DATABASE', 'SWITCHYARD_REDIS', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY'])
+        assert.match(env[name] ?? '', /^<secret /, `${name} from a Secret`);
+      assert.match(env['SWITCHYARD_ARTIFACTS'] ?? '', /^s3:\/\//);
+      const hpa = one(objs, 'HorizontalPodAutoscaler', 'switchyard').spec as {
+        scaleTargetRef: { kind: string; name: string };
+        minReplicas: number;
+        metrics: { resource?: { name: string } }[];
+      };
+      assert.deepEqual([hpa.scaleTargetRef.kind, hpa.scaleTargetRef.name], ['Deployment', 'switchyard']);
+      assert.ok(hpa.minReplicas >= 2);
+      assert.equal(hpa.metrics[0]?.resource?.name, 'cpu');
+      const pdb = one(objs, 'PodDisruptionBudget').spec as { selector: { matchLabels: Record<string, string> } };
+      assert.ok(matches(pdb.selector.matchLabels, pod.metadata.labels), 'the PDB covers the server pods');
+      const spread = pod.spec.topologySpreadConstraints ?? [];
+      assert.ok(spread.length >= 1 && spread.every((t) => matches(t.labelSelector.matchLabels, pod.metadata.labels)), 'topology spread over the server pods');
+      const sm = one(objs, 'ServiceMonitor').spec as { selector: { matchLabels: Record<string, string> }; endpoints: { port: string; path: string }[] };
+      const service = one(objs, 'Service', 'switchyard');
+      assert.ok(matches(sm.selector.matchLabels, service.metadata.labels), 'the ServiceMonitor selects the Service');
+      assert.ok((service.spec as { ports: { name: string }[] }).ports.some((p) => p.name === sm.endpoints[0]?.port));
+      assert.equal(sm.endpoints[0]?.path, '/metrics');
+      const job = podOf(one(objs, 'Job'));
+      const migrate = job.spec.containers[0]!;
+      assert.deepEqual(migrate.args, ['migrate']);
+      assert.equal(migrate.securityContext?.readOnlyRootFilesystem, true);
+      assert.equal(environment(objs, migrate)['SWITCHYARD_DATABASE'], env['SWITCHYARD_DATABASE'], 'the Job migrates the database the servers use');
+      assert.equal((migrate as { image?: string }).image, (container as { image?: string }).image, 'same image as the servers');
+    });
 
-  it('scaled-keda: a ScaledObject on queue time per request replaces the HPA, never scaling to zero', () => {
-    const objs = render('scaled-keda');
-    checkServer(objs);
-    assert.equal(objs.filter((o) => o.kind === 'HorizontalPodAutoscaler').length, 0, 'KEDA owns the HPA: ours is deleted');
-    const so = one(objs, 'ScaledObject').spec as { minReplicaCount: number; scaleTargetRef: { name: string }; triggers: { type: string; metricType?: string; metadata: { query?: string } }[] };
-    assert.equal(so.scaleTargetRef.name, 'switchyard');
-    assert.ok(so.minReplicaCount >= 1, 'no scale to zero on a metric the pods themselves export (the 0→1 deadlock)');
-    const prom = so.triggers.find((t) => t.type === 'prometheus');
-    assert.equal(prom?.metricType, 'Value', 'an average is not divided by the replica count');
-    assert.match(prom?.metadata.query ?? '', /switchyard_inference_queue_duration_seconds_sum/);
-  });
-});
+    it('scaled-keda: a ScaledObject on queue time per request replaces the HPA, never scaling to zero', () => {
+      const objs = render('scaled-keda');
+      checkServer(objs);
+      assert.equal(objs.filter((o) => o.kind === 'HorizontalPodAutoscaler').length, 0, 'KEDA owns the HPA: ours is deleted');
+      const so = one(objs, 'ScaledObject').spec as {
+        minReplicaCount: number;
+        scaleTargetRef: { name: string };
+        triggers: { type: string; metricType?: string; metadata: { query?: string } }[];
+      };
+      assert.equal(so.scaleTargetRef.name, 'switchyard');
+      assert.ok(so.minReplicaCount >= 1, 'no scale to zero on a metric the pods themselves export (the 0→1 deadlock)');
+      const prom = so.triggers.find((t) => t.type === 'prometheus');
+      assert.equal(prom?.metricType, 'Value', 'an average is not divided by the replica count');
+      assert.match(prom?.metadata.query ?? '', /switchyard_inference_queue_duration_seconds_sum/);
+    });
+  },
+);

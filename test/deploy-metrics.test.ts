@@ -41,9 +41,19 @@ export function metricNames(expr: string): string[] {
   return [...names];
 }
 
-type Panel = { id: number; type: string; title: string; gridPos: { x: number; y: number; w: number; h: number }; datasource?: { uid: string }; targets?: { expr: string; refId: string }[] };
+type Panel = {
+  id: number;
+  type: string;
+  title: string;
+  gridPos: { x: number; y: number; w: number; h: number };
+  datasource?: { uid: string };
+  targets?: { expr: string; refId: string }[];
+};
 const dashboard = JSON.parse(read('grafana/switchyard-dashboard.json')) as {
-  uid: string; title: string; panels: Panel[]; templating: { list: { name: string; type: string; definition?: string }[] };
+  uid: string;
+  title: string;
+  panels: Panel[];
+  templating: { list: { name: string; type: string; definition?: string }[] };
 };
 
 /** Every PromQL expression in deploy/, with where it comes from. */
@@ -66,7 +76,8 @@ function queries(): { where: string; expr: string }[] {
  * profiles, the LLM API, Redis): their families must be declared on /metrics, samples are not expected after
  * plain inference traffic.
  */
-const NEED_A_FEATURE = /^switchyard_(ratelimit_|tenant_|routing_|circuit_|shadow_|cache_requests|drift_|data_|llm_|model_cold_start|model_unloads|inference_failure_total)/;
+const NEED_A_FEATURE =
+  /^switchyard_(ratelimit_|tenant_|routing_|circuit_|shadow_|cache_requests|drift_|data_|llm_|model_cold_start|model_unloads|inference_failure_total)/;
 
 describe('deploy/grafana dashboard structure', () => {
   it('has unique panel ids, panels inside 24 columns, unique refIds, a Prometheus data source variable', () => {
@@ -82,7 +93,18 @@ describe('deploy/grafana dashboard structure', () => {
       assert.ok(refs.length > 0 && new Set(refs).size === refs.length, `${p.title}: targets with unique refIds`);
     }
     const titles = dashboard.panels.map((p) => p.title.toLowerCase()).join(' | ');
-    for (const topic of ['requests per second', 'p50 / p99', 'failures', 'queue vs compute', 'batch size', 'resident', 'memory budget', 'drift', 'limit', 'tokens']) {
+    for (const topic of [
+      'requests per second',
+      'p50 / p99',
+      'failures',
+      'queue vs compute',
+      'batch size',
+      'resident',
+      'memory budget',
+      'drift',
+      'limit',
+      'tokens',
+    ]) {
       assert.ok(titles.includes(topic), `a panel on ${topic}`);
     }
   });
@@ -95,48 +117,58 @@ describe('deploy/grafana dashboard structure', () => {
   });
 });
 
-describe('every metric deploy/ queries is on a live server after traffic', { skip: redisDown !== null && !inCi ? `Redis at ${REDIS_URL}: ${redisDown}; set CI=true to make this fail` : false }, () => {
-  let srv: TestServer;
-  before(async () => {
-    assert.equal(redisDown, null, `Redis at ${REDIS_URL} is needed`);
-    srv = await startSwitchyard({ mlp: { versions: { 1: mlp() } } }, { config: { redis: REDIS_URL } });
-    for (let i = 0; i < 6; i++) {
-      const r = await srv.sy.app.inject({ method: 'POST', url: '/v2/models/mlp/infer', payload: { inputs: [{ name: 'features', datatype: 'FP32', shape: [1 + (i % 2), 64], data: floats(64 * (1 + (i % 2)), i) }] } });
-      assert.equal(r.statusCode, 200);
-    }
-    const bad = await srv.sy.app.inject({ method: 'POST', url: '/v2/models/mlp/infer', payload: { inputs: [] } });
-    assert.equal(bad.statusCode, 400);
-  });
-  after(() => srv.close());
-
-  it('declares every queried family, with samples for those plain inference exercises', async () => {
-    const text = (await srv.sy.app.inject('/metrics')).body;
-    const declared = new Set([...text.matchAll(/^# TYPE (\S+) (\w+)$/gm)].map((m) => m[1]!));
-    const sampled = new Set([...text.matchAll(/^([A-Za-z_:][\w:]*)(?:\{| )/gm)].map((m) => m[1]!));
-    const all = queries();
-    assert.ok(all.length > 40, `found ${all.length} queries`);
-    const missing: string[] = [];
-    const names = new Set<string>();
-    for (const { where, expr } of all) {
-      const found = metricNames(expr);
-      assert.ok(found.length > 0, `${where}: no metric found in ${expr}`);
-      for (const name of found) {
-        names.add(name);
-        assert.match(name, /^switchyard_/, `${where}: ${name} is not a Switchyard metric (or the PromQL reader missed a keyword)`);
-        const family = name.replace(/_(bucket|sum|count)$/, '');
-        if (!declared.has(name) && !declared.has(family)) missing.push(`${name} (${where})`);
-        else if (!NEED_A_FEATURE.test(name) && !sampled.has(name)) missing.push(`${name} has no sample after traffic (${where})`);
+describe(
+  'every metric deploy/ queries is on a live server after traffic',
+  { skip: redisDown !== null && !inCi ? `Redis at ${REDIS_URL}: ${redisDown}; set CI=true to make this fail` : false },
+  () => {
+    let srv: TestServer;
+    before(async () => {
+      assert.equal(redisDown, null, `Redis at ${REDIS_URL} is needed`);
+      srv = await startSwitchyard({ mlp: { versions: { 1: mlp() } } }, { config: { redis: REDIS_URL } });
+      for (let i = 0; i < 6; i++) {
+        const r = await srv.sy.app.inject({
+          method: 'POST',
+          url: '/v2/models/mlp/infer',
+          payload: { inputs: [{ name: 'features', datatype: 'FP32', shape: [1 + (i % 2), 64], data: floats(64 * (1 + (i % 2)), i) }] },
+        });
+        assert.equal(r.statusCode, 200);
       }
-    }
-    assert.deepEqual(missing, []);
-    assert.ok(names.size > 30, `${names.size} distinct metrics queried`);
-  });
+      const bad = await srv.sy.app.inject({ method: 'POST', url: '/v2/models/mlp/infer', payload: { inputs: [] } });
+      assert.equal(bad.statusCode, 400);
+    });
+    after(() => srv.close());
 
-  it('answers the probe paths of the Deployment', async () => {
-    const dep = parse(read('kustomize/base/deployment.yaml')) as { spec: { template: { spec: { containers: Record<string, { httpGet?: { path: string } }>[] } } } };
-    const c = dep.spec.template.spec.containers[0]!;
-    const paths = ['startupProbe', 'readinessProbe', 'livenessProbe'].map((k) => c[k]?.httpGet?.path);
-    assert.equal(paths.filter((p) => p !== undefined).length, 3);
-    for (const p of paths) assert.equal((await srv.sy.app.inject(p!)).statusCode, 200, p);
-  });
-});
+    it('declares every queried family, with samples for those plain inference exercises', async () => {
+      const text = (await srv.sy.app.inject('/metrics')).body;
+      const declared = new Set([...text.matchAll(/^# TYPE (\S+) (\w+)$/gm)].map((m) => m[1]!));
+      const sampled = new Set([...text.matchAll(/^([A-Za-z_:][\w:]*)(?:\{| )/gm)].map((m) => m[1]!));
+      const all = queries();
+      assert.ok(all.length > 40, `found ${all.length} queries`);
+      const missing: string[] = [];
+      const names = new Set<string>();
+      for (const { where, expr } of all) {
+        const found = metricNames(expr);
+        assert.ok(found.length > 0, `${where}: no metric found in ${expr}`);
+        for (const name of found) {
+          names.add(name);
+          assert.match(name, /^switchyard_/, `${where}: ${name} is not a Switchyard metric (or the PromQL reader missed a keyword)`);
+          const family = name.replace(/_(bucket|sum|count)$/, '');
+          if (!declared.has(name) && !declared.has(family)) missing.push(`${name} (${where})`);
+          else if (!NEED_A_FEATURE.test(name) && !sampled.has(name)) missing.push(`${name} has no sample after traffic (${where})`);
+        }
+      }
+      assert.deepEqual(missing, []);
+      assert.ok(names.size > 30, `${names.size} distinct metrics queried`);
+    });
+
+    it('answers the probe paths of the Deployment', async () => {
+      const dep = parse(read('kustomize/base/deployment.yaml')) as {
+        spec: { template: { spec: { containers: Record<string, { httpGet?: { path: string } }>[] } } };
+      };
+      const c = dep.spec.template.spec.containers[0]!;
+      const paths = ['startupProbe', 'readinessProbe', 'livenessProbe'].map((k) => c[k]?.httpGet?.path);
+      assert.equal(paths.filter((p) => p !== undefined).length, 3);
+      for (const p of paths) assert.equal((await srv.sy.app.inject(p!)).statusCode, 200, p);
+    });
+  },
+);

@@ -63,8 +63,7 @@ import type { Tensor } from '../src/tensor/tensor.js';
 import { isSwitchyardError } from '../src/errors.js';
 import { prng } from '../tools/onnx/graph.js';
 
-const close = (a: number, b: number, tol: number, what = ''): void =>
-  assert.ok(Math.abs(a - b) <= tol, `${what} ${a} vs ${b} (tol ${tol})`);
+const close = (a: number, b: number, tol: number, what = ''): void => assert.ok(Math.abs(a - b) <= tol, `${what} ${a} vs ${b} (tol ${tol})`);
 
 // ── seeded PRNG: mulberry32 + Box-Muller ──
 const rng = prng;
@@ -91,7 +90,14 @@ const CASES: Array<[number[], number[], number, number, number, number]> = [
   [[10, 20, 30, 40, 0], [15, 25, 20, 30, 10], 0.7908299033974288, 0.26090528167116755, 0.1, 0.6993741991310154],
   [[100, 100, 100, 100], [100, 100, 100, 100], 0.0, 0.0, 0.0, 1.0],
   [[500, 300, 200], [300, 300, 400], 0.2407945608651872, 0.20673086033214078, 0.2, 8.496708510583118e-18],
-  [[1000, 900, 1100, 950, 1050, 1000, 980, 1020, 990, 1010], [80, 95, 110, 100, 105, 98, 102, 97, 103, 110], 0.006368084724508196, 0.033862562973477645, 0.02, 0.8602552205267467],
+  [
+    [1000, 900, 1100, 950, 1050, 1000, 980, 1020, 990, 1010],
+    [80, 95, 110, 100, 105, 98, 102, 97, 103, 110],
+    0.006368084724508196,
+    0.033862562973477645,
+    0.02,
+    0.8602552205267467,
+  ],
 ];
 
 test('psi, jsDistance and ksTest match scipy on count vectors', () => {
@@ -107,16 +113,26 @@ test('psi, jsDistance and ksTest match scipy on count vectors', () => {
   assert.ok(Number.isNaN(psi([0, 0], [1, 2])));
   assert.ok(Number.isNaN(jsDistance([1, 2], [0, 0])));
   assert.ok(Number.isNaN(ksTest([1, 2], [0, 0]).pValue));
-  assert.throws(() => psi([1, 2], [1, 2, 3]), (e: unknown) => isSwitchyardError(e) && e.status === 400);
+  assert.throws(
+    () => psi([1, 2], [1, 2, 3]),
+    (e: unknown) => isSwitchyardError(e) && e.status === 400,
+  );
   // JS distance is bounded by 1 (disjoint supports)
   close(jsDistance([1, 0], [0, 1]), 1, 1e-15);
 });
 
 test('kolmogorovSf matches scipy.special.kolmogorov', () => {
   const expected: Array<[number, number]> = [
-    [0.05, 1.0], [0.2, 0.999999999999495], [0.5, 0.9639452436648751], [0.8, 0.5441424115741981],
-    [0.99, 0.2808738392255489], [1.0, 0.26999967167735456], [1.2, 0.11224966667072497],
-    [1.5, 0.022217962616525127], [2.0, 0.0006709252557796953], [3.0, 3.045995948942526e-8],
+    [0.05, 1.0],
+    [0.2, 0.999999999999495],
+    [0.5, 0.9639452436648751],
+    [0.8, 0.5441424115741981],
+    [0.99, 0.2808738392255489],
+    [1.0, 0.26999967167735456],
+    [1.2, 0.11224966667072497],
+    [1.5, 0.022217962616525127],
+    [2.0, 0.0006709252557796953],
+    [3.0, 3.045995948942526e-8],
   ];
   for (const [x, sf] of expected) close(kolmogorovSf(x), sf, 1e-13 + 1e-10 * sf, `x=${x}`);
   assert.equal(kolmogorovSf(0), 1);
@@ -159,13 +175,19 @@ test('NumericSketch bins by edges; merge of sketches equals the sketch of the un
   close(a.sum, all.sum, 1e-9);
   close(a.sumSq, all.sumSq, 1e-9);
 
-  assert.throws(() => a.merge(new NumericSketch([0, 1])), (e: unknown) => isSwitchyardError(e) && e.code === 'SY_ERR_BAD_REQUEST');
+  assert.throws(
+    () => a.merge(new NumericSketch([0, 1])),
+    (e: unknown) => isSwitchyardError(e) && e.code === 'SY_ERR_BAD_REQUEST',
+  );
   assert.throws(() => new NumericSketch([1, 1]), /ascending/);
 
   // JSON round trip
   const back = NumericSketch.fromJSON(JSON.parse(JSON.stringify(all)));
   assert.deepEqual(back.toJSON(), all.toJSON());
-  assert.throws(() => NumericSketch.fromJSON({ edges: [0], counts: [1] }), (e: unknown) => isSwitchyardError(e) && e.status === 400);
+  assert.throws(
+    () => NumericSketch.fromJSON({ edges: [0], counts: [1] }),
+    (e: unknown) => isSwitchyardError(e) && e.status === 400,
+  );
 
   // clear
   all.clear();
@@ -208,7 +230,14 @@ test('CategoricalSketch: counts, cap into __other__, merge equals union, JSON', 
 
   const capped = new CategoricalSketch(2);
   for (const v of ['x', 'y', 'z', 'x', 'w']) capped.add(v);
-  assert.deepEqual(capped.counts(), new Map([['x', 2], ['y', 1], ['__other__', 2]]));
+  assert.deepEqual(
+    capped.counts(),
+    new Map([
+      ['x', 2],
+      ['y', 1],
+      ['__other__', 2],
+    ]),
+  );
   assert.equal(capped.n, 5);
   const back = CategoricalSketch.fromJSON(JSON.parse(JSON.stringify(capped)));
   assert.deepEqual(back.counts(), capped.counts());
@@ -229,7 +258,11 @@ const SIG = {
 const FEATURES = defaultFeatures(SIG);
 const REF_MIX = { a: 0.5, b: 0.3, c: 0.2 };
 
-interface Gen { mean0?: number; sd1?: number; mix?: Readonly<Record<string, number>> }
+interface Gen {
+  mean0?: number;
+  sd1?: number;
+  mix?: Readonly<Record<string, number>>;
+}
 
 function reference(seed: number, n: number): ReferenceProfile {
   const u = rng(seed);
@@ -328,17 +361,24 @@ test('bins(): the reference and window counts the metrics compare, numeric and c
     const d = byName(report.features, f.name);
     assert.equal(f.kind, d.kind);
     assert.equal(f.reference.length, f.current.length, f.name);
-    assert.equal(f.current.reduce((s, c) => s + c, 0), 1000, `${f.name}: every valid value is in a bin`);
+    assert.equal(
+      f.current.reduce((s, c) => s + c, 0),
+      1000,
+      `${f.name}: every valid value is in a bin`,
+    );
     close(psi(f.reference, f.current), d.psi!, 1e-12, `${f.name}: psi of the bins is the report's`);
     close(jsDistance(f.reference, f.current), d.js!, 1e-12, `${f.name}: js of the bins is the report's`);
     if (f.kind === 'numeric') {
       assert.equal(f.current.length, f.edges.length + 1);
-      assert.equal(f.reference.reduce((s, c) => s + c, 0), 4000);
+      assert.equal(
+        f.reference.reduce((s, c) => s + c, 0),
+        4000,
+      );
     }
   }
   const c = bins.features.find((f) => f.name === 'c')!;
   assert.ok(c.kind === 'categorical');
-  assert.deepEqual(c.categories.slice(-1), ['z'], 'a category only the window has comes after the reference\'s');
+  assert.deepEqual(c.categories.slice(-1), ['z'], "a category only the window has comes after the reference's");
   assert.equal(c.reference[c.categories.indexOf('z')], 0);
   assert.equal(c.current[c.categories.indexOf('c')], 0, 'a reference category the window lacks counts 0');
 });
@@ -486,7 +526,14 @@ test('observe reads FP16, INT64 and BOOL tensors', () => {
     ],
     outputs: [],
   });
-  assert.deepEqual(features.map((f) => [f.name, f.kind]), [['h', 'numeric'], ['i', 'numeric'], ['b', 'categorical']]);
+  assert.deepEqual(
+    features.map((f) => [f.name, f.kind]),
+    [
+      ['h', 'numeric'],
+      ['i', 'numeric'],
+      ['b', 'categorical'],
+    ],
+  );
   const rows = [
     { h: 0.5, i: 1, b: 'true' },
     { h: 1.5, i: 2, b: 'false' },
@@ -535,9 +582,15 @@ test('defaultFeatures: names, kinds, column limit, custom names', () => {
     ],
   );
   const custom = defaultFeatures(sig, { maxColumns: 2, names: { features: ['age', 'income'], dyn: ['a', 'b'] } });
-  assert.deepEqual(custom.map((f) => f.name), ['flag', 'text', 'a', 'b', 'probs[0]', 'probs[1]']);
+  assert.deepEqual(
+    custom.map((f) => f.name),
+    ['flag', 'text', 'a', 'b', 'probs[0]', 'probs[1]'],
+  );
   const named = defaultFeatures(sig, { names: { features: ['age', 'income'] } });
-  assert.deepEqual(named.slice(0, 3).map((f) => f.name), ['age', 'income', 'features[2]']);
+  assert.deepEqual(
+    named.slice(0, 3).map((f) => f.name),
+    ['age', 'income', 'features[2]'],
+  );
 });
 
 // ── datasets ──
@@ -553,7 +606,10 @@ test('readDataset CSV: quoted fields, missing cells, numbers, CRLF; format from 
   const dir = mkdtempSync(join(tmpdir(), 'sy-drift-'));
   const path = join(dir, 'ref.csv');
   writeFileSync(path, '\ufeffa,b\n1,x\n2,y\n');
-  assert.deepEqual(await readDataset(path), [{ a: 1, b: 'x' }, { a: 2, b: 'y' }]);
+  assert.deepEqual(await readDataset(path), [
+    { a: 1, b: 'x' },
+    { a: 2, b: 'y' },
+  ]);
   assert.deepEqual(await readDataset(Readable.from(['a,b\n3,', 'z\n']), 'csv'), [{ a: 3, b: 'z' }]);
 });
 
@@ -588,7 +644,13 @@ test('readDataset JSONL: tensor arrays map to <tensor>[i] or by feature specs; a
     { 'x[0]': 5, 'x[1]': 6, c: null, flag: null, extra: 7 },
   ]);
   const features = defaultFeatures(
-    { inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 2] }, { name: 'y', datatype: 'FP32', shape: [-1, 1] }], outputs: [] },
+    {
+      inputs: [
+        { name: 'x', datatype: 'FP32', shape: [-1, 2] },
+        { name: 'y', datatype: 'FP32', shape: [-1, 1] },
+      ],
+      outputs: [],
+    },
     { names: { x: ['age', 'income'] } },
   );
   assert.deepEqual(await readDataset(Buffer.from('{"x":[30,1000],"y":[0.5]}\n{"x":[40,2000],"y":0.7}\n'), 'jsonl', { features }), [
@@ -647,7 +709,12 @@ test('buildProfile + rowsFromRecords round trip; profile JSON round trip; identi
   }
   const rows = [...rowsFromRecords(FEATURES, records)];
   assert.equal(rows.length, 400);
-  assert.deepEqual(rows[0], { 'x[0]': (tensors[0]!.inputs[1]!.tensor.data as Float32Array)[0], 'x[1]': (tensors[0]!.inputs[1]!.tensor.data as Float32Array)[1], c: Buffer.from((tensors[0]!.inputs[0]!.tensor.data as Uint8Array[])[0]!).toString(), y: (tensors[0]!.outputs[0]!.tensor.data as Float32Array)[0] });
+  assert.deepEqual(rows[0], {
+    'x[0]': (tensors[0]!.inputs[1]!.tensor.data as Float32Array)[0],
+    'x[1]': (tensors[0]!.inputs[1]!.tensor.data as Float32Array)[1],
+    c: Buffer.from((tensors[0]!.inputs[0]!.tensor.data as Uint8Array[])[0]!).toString(),
+    y: (tensors[0]!.outputs[0]!.tensor.data as Float32Array)[0],
+  });
   assert.equal(Object.hasOwn(rows[399]!, 'y'), false); // the last record has no outputs: not observed
   // rows read from the tensors directly are the same
   assert.deepEqual(rowsFromTensors(FEATURES, tensors[0]!.inputs, tensors[0]!.outputs), rows.slice(0, 10));

@@ -16,9 +16,11 @@ describe('error catalog', () => {
     for (const [code, spec] of Object.entries(ERRORS) as Array<[string, ErrorSpec]>) {
       const row = rows.get(code);
       assert.ok(row, `${code} missing from the docs/errors.md table`);
-      assert.deepEqual(row, [
-        String(spec.status), spec.retryable ? 'yes' : 'no', `\`${spec.type}\``, spec.openaiCode === null ? '—' : `\`${spec.openaiCode}\``,
-      ], `${code}: docs/errors.md says | ${row.join(' | ')} |`);
+      assert.deepEqual(
+        row,
+        [String(spec.status), spec.retryable ? 'yes' : 'no', `\`${spec.type}\``, spec.openaiCode === null ? '—' : `\`${spec.openaiCode}\``],
+        `${code}: docs/errors.md says | ${row.join(' | ')} |`,
+      );
     }
   });
   it('docs/errors.md lists no code the catalog lacks', () => {

@@ -14,8 +14,14 @@ import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import { isSwitchyardError, type ErrorCode } from '../src/errors.js';
 import {
-  ExperimentStore, sampleRatioMismatch, twoProportionZTest, welchTTest,
-  type ExperimentArm, type ExperimentReport, type Moments, type OutcomeEvent,
+  ExperimentStore,
+  sampleRatioMismatch,
+  twoProportionZTest,
+  welchTTest,
+  type ExperimentArm,
+  type ExperimentReport,
+  type Moments,
+  type OutcomeEvent,
 } from '../src/experiments/index.js';
 import { openDatabase, type Database } from '../src/storage/index.js';
 import { PG_BASE, pgSchema, postgresReachable } from './registry-helpers.js';
@@ -88,7 +94,11 @@ function closeObj(actual: object | null, expected: object | null, what: string):
 }
 
 async function count(d: Database, table: 'experiment_exposures' | 'experiment_traffic' | 'experiment_events', experiment: string): Promise<number> {
-  const r = await d.db.selectFrom(table).select((eb) => eb.fn.countAll<number | string>().as('n')).where('experiment', '=', experiment).executeTakeFirstOrThrow();
+  const r = await d.db
+    .selectFrom(table)
+    .select((eb) => eb.fn.countAll<number | string>().as('n'))
+    .where('experiment', '=', experiment)
+    .executeTakeFirstOrThrow();
   return Number(r.n);
 }
 
@@ -110,7 +120,13 @@ function silentLogger(logged: unknown[] = []): Logger {
 }
 
 /** Independent reference for one arm and metric: per-unit sums over the arm's converting units, two-pass statistics. */
-interface RefMetric { units: number; values: number[]; sum: number; mean: number | null; stddev: number | null }
+interface RefMetric {
+  units: number;
+  values: number[];
+  sum: number;
+  mean: number | null;
+  stddev: number | null;
+}
 
 function refMetric(values: number[]): RefMetric {
   const n = values.length;
@@ -132,7 +148,10 @@ function momentsOf(values: readonly number[]): Moments {
 }
 
 function suite(open: Opener): void {
-  async function withStore(fn: (store: ExperimentStore, d: Database) => Promise<void>, opts: ConstructorParameters<typeof ExperimentStore>[1] = {}): Promise<void> {
+  async function withStore(
+    fn: (store: ExperimentStore, d: Database) => Promise<void>,
+    opts: ConstructorParameters<typeof ExperimentStore>[1] = {},
+  ): Promise<void> {
     const { database, cleanup } = await open();
     const store = new ExperimentStore(database, { flushMs: MANUAL, logger: silentLogger(), ...opts });
     try {
@@ -167,10 +186,17 @@ function suite(open: Opener): void {
 
     it('create with id, description, control and guardrails', async () => {
       await withStore(async (store) => {
-        const exp = await store.create({
-          id: 'checkout-v2.test_1', model: 'ranker', description: 'new ranking', arms: [...ARMS, { name: 'b', target: 'staging', weight: 0 }],
-          control: 'candidate', guardrails: { maxErrorRate: 0.05, maxP99Ms: 250, minRequests: 20, autoRollback: false },
-        }, 'bob');
+        const exp = await store.create(
+          {
+            id: 'checkout-v2.test_1',
+            model: 'ranker',
+            description: 'new ranking',
+            arms: [...ARMS, { name: 'b', target: 'staging', weight: 0 }],
+            control: 'candidate',
+            guardrails: { maxErrorRate: 0.05, maxP99Ms: 250, minRequests: 20, autoRollback: false },
+          },
+          'bob',
+        );
         assert.equal(exp.id, 'checkout-v2.test_1');
         assert.equal(exp.control, 'candidate');
         assert.deepEqual(exp.guardrails, { maxErrorRate: 0.05, maxP99Ms: 250, minRequests: 20, autoRollback: false });
@@ -207,11 +233,41 @@ function suite(open: Opener): void {
           { model: 'm', arms: [] },
           { model: 'm', arms: 'x' },
           { model: 'm', arms: [ARMS[0], ARMS[0]] },
-          { model: 'm', arms: [{ name: 'a', target: '1', weight: -1 }, { name: 'b', target: '1', weight: 1 }] },
-          { model: 'm', arms: [{ name: 'a', target: '1', weight: 0 }, { name: 'b', target: '1', weight: 0 }] },
-          { model: 'm', arms: [{ name: 'a', target: '1', weight: Number.NaN }, { name: 'b', target: '1', weight: 1 }] },
-          { model: 'm', arms: [{ name: 'a', target: '', weight: 1 }, { name: 'b', target: '1', weight: 1 }] },
-          { model: 'm', arms: [{ name: 'a/b', target: '1', weight: 1 }, { name: 'b', target: '1', weight: 1 }] },
+          {
+            model: 'm',
+            arms: [
+              { name: 'a', target: '1', weight: -1 },
+              { name: 'b', target: '1', weight: 1 },
+            ],
+          },
+          {
+            model: 'm',
+            arms: [
+              { name: 'a', target: '1', weight: 0 },
+              { name: 'b', target: '1', weight: 0 },
+            ],
+          },
+          {
+            model: 'm',
+            arms: [
+              { name: 'a', target: '1', weight: Number.NaN },
+              { name: 'b', target: '1', weight: 1 },
+            ],
+          },
+          {
+            model: 'm',
+            arms: [
+              { name: 'a', target: '', weight: 1 },
+              { name: 'b', target: '1', weight: 1 },
+            ],
+          },
+          {
+            model: 'm',
+            arms: [
+              { name: 'a/b', target: '1', weight: 1 },
+              { name: 'b', target: '1', weight: 1 },
+            ],
+          },
           { model: 'm', arms: ARMS, control: 'nobody' },
           { model: 'm', arms: ARMS, description: 7 },
           { model: 'm', arms: ARMS, guardrails: { maxErrorRate: 1.5 } },
@@ -238,8 +294,14 @@ function suite(open: Opener): void {
         await sleep(3);
         const stoppedA = await store.stop(a.id, 'stopped', null);
         const c = await store.create({ id: 'c', model: 'm1', arms: ARMS }, 'alice');
-        assert.deepEqual((await store.list()).map((e) => e.id), ['c', 'b', 'a']);
-        assert.deepEqual((await store.list({ model: 'm1' })).map((e) => e.id), ['c', 'a']);
+        assert.deepEqual(
+          (await store.list()).map((e) => e.id),
+          ['c', 'b', 'a'],
+        );
+        assert.deepEqual(
+          (await store.list({ model: 'm1' })).map((e) => e.id),
+          ['c', 'a'],
+        );
         assert.deepEqual(await store.list({ status: 'stopped' }), [stoppedA]);
         assert.deepEqual(await store.running(), [c, b]);
         assert.deepEqual(await store.list({ model: 'm1', status: 'running' }), [c]);
@@ -284,7 +346,11 @@ function suite(open: Opener): void {
         await store.delete(a.id);
         await rejectsWith(store.get(a.id), 'SY_ERR_EXPERIMENT_NOT_FOUND');
         await rejectsWith(store.delete(a.id), 'SY_ERR_EXPERIMENT_NOT_FOUND');
-        for (const [t, n] of [['experiment_exposures', 1], ['experiment_traffic', 2], ['experiment_events', 1]] as const) {
+        for (const [t, n] of [
+          ['experiment_exposures', 1],
+          ['experiment_traffic', 2],
+          ['experiment_events', 1],
+        ] as const) {
           assert.equal(await count(d, t, a.id), 0, t);
           assert.equal(await count(d, t, keep.id), n, t);
         }
@@ -293,7 +359,7 @@ function suite(open: Opener): void {
         await store.create({ id: 'a', model: 'm1', arms: ARMS }, 'alice');
         store.expose('a', 'candidate', 'u1');
         await store.flush();
-        assert.deepEqual([...await exposureArms(d, 'a')], [['u1', 'candidate']]);
+        assert.deepEqual([...(await exposureArms(d, 'a'))], [['u1', 'candidate']]);
       });
     });
   });
@@ -338,39 +404,51 @@ function suite(open: Opener): void {
         assert.deepEqual(await trafficOf(d, exp.id), { 'control/random': 8, 'candidate/random': 3, 'candidate/hash': 1 });
         assert.equal(await count(d, 'experiment_exposures', exp.id), 1);
         const report = await store.report(exp.id);
-        assert.deepEqual(report.arms.map((a) => [a.name, a.requests, a.exposures]), [['control', { hash: 0, random: 8 }, 0], ['candidate', { hash: 1, random: 3 }, 1]]);
+        assert.deepEqual(
+          report.arms.map((a) => [a.name, a.requests, a.exposures]),
+          [
+            ['control', { hash: 0, random: 8 }, 0],
+            ['candidate', { hash: 1, random: 3 }, 1],
+          ],
+        );
       });
     });
 
     it('a hot unit is not re-inserted every flush', async () => {
       // maxPendingUnits 2: if u1 went back into the pending map, u4 would be dropped.
-      await withStore(async (store, d) => {
-        const exp = await store.create({ model: 'm', arms: ARMS }, 'alice');
-        store.expose(exp.id, 'control', 'u1');
-        store.expose(exp.id, 'control', 'u2');
-        await store.flush();
-        for (let i = 0; i < 100; i++) store.expose(exp.id, 'control', 'u1');
-        store.expose(exp.id, 'control', 'u3');
-        store.expose(exp.id, 'control', 'u4');
-        assert.equal(store.droppedExposures, 0);
-        await store.flush();
-        assert.equal(await count(d, 'experiment_exposures', exp.id), 4);
-        assert.deepEqual(await trafficOf(d, exp.id), { 'control/hash': 104 });
-      }, { maxPendingUnits: 2 });
+      await withStore(
+        async (store, d) => {
+          const exp = await store.create({ model: 'm', arms: ARMS }, 'alice');
+          store.expose(exp.id, 'control', 'u1');
+          store.expose(exp.id, 'control', 'u2');
+          await store.flush();
+          for (let i = 0; i < 100; i++) store.expose(exp.id, 'control', 'u1');
+          store.expose(exp.id, 'control', 'u3');
+          store.expose(exp.id, 'control', 'u4');
+          assert.equal(store.droppedExposures, 0);
+          await store.flush();
+          assert.equal(await count(d, 'experiment_exposures', exp.id), 4);
+          assert.deepEqual(await trafficOf(d, exp.id), { 'control/hash': 104 });
+        },
+        { maxPendingUnits: 2 },
+      );
     });
 
     it('bounded: beyond maxPendingUnits new exposures are dropped and counted, traffic is not', async () => {
-      await withStore(async (store, d) => {
-        const exp = await store.create({ model: 'm', arms: ARMS }, 'alice');
-        for (let i = 0; i < 15; i++) store.expose(exp.id, 'control', `u${i}`);
-        assert.equal(store.droppedExposures, 5);
-        await store.flush();
-        assert.equal(await count(d, 'experiment_exposures', exp.id), 10);
-        assert.deepEqual(await trafficOf(d, exp.id), { 'control/hash': 15 });
-        store.expose(exp.id, 'control', 'u14');
-        await store.flush();
-        assert.equal(await count(d, 'experiment_exposures', exp.id), 11);
-      }, { maxPendingUnits: 10 });
+      await withStore(
+        async (store, d) => {
+          const exp = await store.create({ model: 'm', arms: ARMS }, 'alice');
+          for (let i = 0; i < 15; i++) store.expose(exp.id, 'control', `u${i}`);
+          assert.equal(store.droppedExposures, 5);
+          await store.flush();
+          assert.equal(await count(d, 'experiment_exposures', exp.id), 10);
+          assert.deepEqual(await trafficOf(d, exp.id), { 'control/hash': 15 });
+          store.expose(exp.id, 'control', 'u14');
+          await store.flush();
+          assert.equal(await count(d, 'experiment_exposures', exp.id), 11);
+        },
+        { maxPendingUnits: 10 },
+      );
     });
 
     it('units that cannot carry outcome events (empty, over 256 characters) count as traffic only', async () => {
@@ -387,22 +465,25 @@ function suite(open: Opener): void {
 
     it('a failed flush keeps the data, logs once per 10 s and the next flush writes it', async () => {
       const logged: unknown[] = [];
-      await withStore(async (store, d) => {
-        const exp = await store.create({ model: 'm', arms: ARMS }, 'alice');
-        store.expose(exp.id, 'control', 'u1');
-        store.expose(exp.id, 'candidate', null);
-        await sql`ALTER TABLE experiment_traffic RENAME TO experiment_traffic_away`.execute(d.db);
-        await assert.rejects(store.flush());
-        store.expose(exp.id, 'candidate', 'u1'); // still pending (in control): first arm wins
-        store.expose(exp.id, 'candidate', 'u2');
-        store.expose(exp.id, 'candidate', null);
-        await assert.rejects(store.flush());
-        assert.equal(logged.length, 1);
-        await sql`ALTER TABLE experiment_traffic_away RENAME TO experiment_traffic`.execute(d.db);
-        await store.flush();
-        assert.deepEqual(Object.fromEntries(await exposureArms(d, exp.id)), { u1: 'control', u2: 'candidate' });
-        assert.deepEqual(await trafficOf(d, exp.id), { 'control/hash': 1, 'candidate/hash': 2, 'candidate/random': 2 });
-      }, { logger: silentLogger(logged) });
+      await withStore(
+        async (store, d) => {
+          const exp = await store.create({ model: 'm', arms: ARMS }, 'alice');
+          store.expose(exp.id, 'control', 'u1');
+          store.expose(exp.id, 'candidate', null);
+          await sql`ALTER TABLE experiment_traffic RENAME TO experiment_traffic_away`.execute(d.db);
+          await assert.rejects(store.flush());
+          store.expose(exp.id, 'candidate', 'u1'); // still pending (in control): first arm wins
+          store.expose(exp.id, 'candidate', 'u2');
+          store.expose(exp.id, 'candidate', null);
+          await assert.rejects(store.flush());
+          assert.equal(logged.length, 1);
+          await sql`ALTER TABLE experiment_traffic_away RENAME TO experiment_traffic`.execute(d.db);
+          await store.flush();
+          assert.deepEqual(Object.fromEntries(await exposureArms(d, exp.id)), { u1: 'control', u2: 'candidate' });
+          assert.deepEqual(await trafficOf(d, exp.id), { 'control/hash': 1, 'candidate/hash': 2, 'candidate/random': 2 });
+        },
+        { logger: silentLogger(logged) },
+      );
     });
 
     it('pending data of an experiment deleted elsewhere is skipped, not retried forever', async () => {
@@ -421,12 +502,15 @@ function suite(open: Opener): void {
     });
 
     it('the timer flushes', async () => {
-      await withStore(async (store, d) => {
-        const exp = await store.create({ model: 'm', arms: ARMS }, 'alice');
-        store.expose(exp.id, 'control', 'u1');
-        while ((await count(d, 'experiment_exposures', exp.id)) === 0) await sleep(10); // no deadline: the test runner's timeout bounds a hang
-        assert.equal(await count(d, 'experiment_exposures', exp.id), 1);
-      }, { flushMs: 20 });
+      await withStore(
+        async (store, d) => {
+          const exp = await store.create({ model: 'm', arms: ARMS }, 'alice');
+          store.expose(exp.id, 'control', 'u1');
+          while ((await count(d, 'experiment_exposures', exp.id)) === 0) await sleep(10); // no deadline: the test runner's timeout bounds a hang
+          assert.equal(await count(d, 'experiment_exposures', exp.id), 1);
+        },
+        { flushMs: 20 },
+      );
     });
   });
 
@@ -441,8 +525,20 @@ function suite(open: Opener): void {
           { unit: 'u2', metric: 'latency', value: 0.25, at: '2025-03-04T12:00:00+02:00' },
         ]);
         assert.equal(n, 3);
-        const rows = await d.db.selectFrom('experiment_events').select(['unit', 'metric', 'value', 'at']).where('experiment', '=', exp.id).orderBy('id').execute();
-        assert.deepEqual(rows.map((r) => [r.metric, Number(r.value)]), [['click', 1], ['revenue.usd:net-2', -12.5], ['latency', 0.25]]);
+        const rows = await d.db
+          .selectFrom('experiment_events')
+          .select(['unit', 'metric', 'value', 'at'])
+          .where('experiment', '=', exp.id)
+          .orderBy('id')
+          .execute();
+        assert.deepEqual(
+          rows.map((r) => [r.metric, Number(r.value)]),
+          [
+            ['click', 1],
+            ['revenue.usd:net-2', -12.5],
+            ['latency', 0.25],
+          ],
+        );
         assert.ok(Math.abs(Number(rows[0]?.at) - Date.now()) < 60_000);
         assert.equal(Number(rows[1]?.at), Date.UTC(2025, 2, 4, 10, 11, 12, 345));
         assert.equal(Number(rows[2]?.at), Date.UTC(2025, 2, 4, 10));
@@ -474,7 +570,13 @@ function suite(open: Opener): void {
           null,
         ];
         for (const e of bad) await rejectsWith(store.addEvents(exp.id, [ok, e as OutcomeEvent]), 'SY_ERR_BAD_REQUEST');
-        await rejectsWith(store.addEvents(exp.id, Array.from({ length: 1001 }, () => ok)), 'SY_ERR_BAD_REQUEST');
+        await rejectsWith(
+          store.addEvents(
+            exp.id,
+            Array.from({ length: 1001 }, () => ok),
+          ),
+          'SY_ERR_BAD_REQUEST',
+        );
         assert.equal(await count(d, 'experiment_events', exp.id), 0);
         await rejectsWith(store.addEvents('nope', [ok]), 'SY_ERR_EXPERIMENT_NOT_FOUND');
         await rejectsWith(store.addEvents('nope', []), 'SY_ERR_EXPERIMENT_NOT_FOUND');
@@ -486,7 +588,16 @@ function suite(open: Opener): void {
     it('404 for an unknown experiment; an empty experiment reports zeros', async () => {
       await withStore(async (store) => {
         await rejectsWith(store.report('nope'), 'SY_ERR_EXPERIMENT_NOT_FOUND');
-        const exp = await store.create({ model: 'm', arms: [{ name: 'a', target: '1', weight: 3 }, { name: 'b', target: '2', weight: 1 }] }, 'alice');
+        const exp = await store.create(
+          {
+            model: 'm',
+            arms: [
+              { name: 'a', target: '1', weight: 3 },
+              { name: 'b', target: '2', weight: 1 },
+            ],
+          },
+          'alice',
+        );
         const before = Date.now();
         const r = await store.report(exp.id);
         assert.deepEqual(r.experiment, exp);
@@ -504,7 +615,13 @@ function suite(open: Opener): void {
     it('timeline: cumulative results at each boundary (exposures and events up to it); the last point is the report', async () => {
       await withStore(async (store) => {
         const exp = await store.create({ model: 'm', arms: ARMS }, 'alice');
-        for (const [unit, arm] of [['u1', 'control'], ['u2', 'control'], ['u3', 'candidate'], ['u4', 'candidate']] as const) store.expose(exp.id, arm, unit);
+        for (const [unit, arm] of [
+          ['u1', 'control'],
+          ['u2', 'control'],
+          ['u3', 'candidate'],
+          ['u4', 'candidate'],
+        ] as const)
+          store.expose(exp.id, arm, unit);
         const t0 = Date.parse(exp.createdAt);
         const at = (minutes: number): string => new Date(t0 + minutes * 60_000).toISOString();
         await store.addEvents(exp.id, [
@@ -514,19 +631,40 @@ function suite(open: Opener): void {
         ]);
         const t = await store.timeline(exp.id, { from: t0, until: t0 + 7_200_000, points: 2 });
         assert.equal(t.stepMs, 3_600_000);
-        assert.deepEqual(t.points.map((p) => p.at), [at(60), at(120)]);
+        assert.deepEqual(
+          t.points.map((p) => p.at),
+          [at(60), at(120)],
+        );
         const [h1, h2] = t.points;
-        assert.deepEqual(h1!.arms.map((a) => [a.name, a.exposures, a.metrics['click']?.units, a.metrics['click']?.conversionRate]), [['control', 2, 1, 0.5], ['candidate', 2, 0, 0]]);
-        assert.deepEqual(h2!.arms.map((a) => [a.name, a.metrics['click']?.units, a.metrics['click']?.mean]), [['control', 1, 1], ['candidate', 2, 1.5]]);
+        assert.deepEqual(
+          h1!.arms.map((a) => [a.name, a.exposures, a.metrics['click']?.units, a.metrics['click']?.conversionRate]),
+          [
+            ['control', 2, 1, 0.5],
+            ['candidate', 2, 0, 0],
+          ],
+        );
+        assert.deepEqual(
+          h2!.arms.map((a) => [a.name, a.metrics['click']?.units, a.metrics['click']?.mean]),
+          [
+            ['control', 1, 1],
+            ['candidate', 2, 1.5],
+          ],
+        );
         assert.equal(h1!.comparisons[0]?.conversion?.rateB, 0);
         assert.equal(h2!.comparisons[0]?.conversion?.rateB, 1);
         // Before the exposures: nothing yet.
         const early = await store.timeline(exp.id, { from: t0 - 7_200_000, until: t0 - 3_600_000, points: 1 });
-        assert.deepEqual(early.points[0]!.arms.map((a) => a.exposures), [0, 0]);
+        assert.deepEqual(
+          early.points[0]!.arms.map((a) => a.exposures),
+          [0, 0],
+        );
         // Up to the end of the data, the last point says what the report says.
         const r = await store.report(exp.id);
         const last = (await store.timeline(exp.id, { until: t0 + 7_200_000 })).points.at(-1)!;
-        assert.deepEqual(last.arms, r.arms.map(({ requests: _, ...a }) => a));
+        assert.deepEqual(
+          last.arms,
+          r.arms.map(({ requests: _, ...a }) => a),
+        );
         assert.deepEqual(last.comparisons, r.comparisons);
         assert.deepEqual(last.srm, r.srm);
         await rejectsWith(store.timeline(exp.id, { points: 0 }), 'SY_ERR_BAD_REQUEST');
@@ -609,7 +747,10 @@ function suite(open: Opener): void {
           refMetric([...(perUnit.get(metric) as Map<string, number>)].filter(([u]) => armOf.get(u) === arm).map(([, v]) => v));
 
         assert.equal(report.experiment.id, exp.id);
-        assert.deepEqual(report.arms.map((a) => a.name), names);
+        assert.deepEqual(
+          report.arms.map((a) => a.name),
+          names,
+        );
         for (const a of report.arms) {
           assert.equal(a.control, a.name === 'control');
           close(a.weight, a.name === 'alt' ? 0.5 : 0.25, `${a.name}.weight`);
@@ -631,8 +772,10 @@ function suite(open: Opener): void {
         }
         assert.equal(report.arms.find((a) => a.name === 'control')?.metrics['refund']?.units, 0);
 
-        assert.deepEqual(report.comparisons.map((c) => `${c.arm}/${c.metric}`),
-          ['treat/click', 'treat/purchase', 'treat/refund', 'alt/click', 'alt/purchase', 'alt/refund']);
+        assert.deepEqual(
+          report.comparisons.map((c) => `${c.arm}/${c.metric}`),
+          ['treat/click', 'treat/purchase', 'treat/refund', 'alt/click', 'alt/purchase', 'alt/refund'],
+        );
         const cExp = exposures.get('control') as number;
         for (const c of report.comparisons) {
           const base = ref('control', c.metric);
@@ -645,7 +788,14 @@ function suite(open: Opener): void {
         assert.ok(tp?.conversion && tp.conversion.diff > 0);
         assert.equal(report.comparisons.find((c) => c.metric === 'refund')?.mean, null);
 
-        closeObj(report.srm, sampleRatioMismatch(names.map((n) => exposures.get(n) as number), [1, 1, 2]), 'srm');
+        closeObj(
+          report.srm,
+          sampleRatioMismatch(
+            names.map((n) => exposures.get(n) as number),
+            [1, 1, 2],
+          ),
+          'srm',
+        );
         assert.equal(report.srm?.mismatch, false);
         assert.equal(report.unattributedEvents, ghosts);
       });
@@ -664,14 +814,20 @@ function suite(open: Opener): void {
           store.expose(fair.id, toControl ? 'control' : 'candidate', `u${i}`);
         }
         const s = await store.report(skewed.id);
-        assert.deepEqual(s.arms.map((a) => a.exposures), [6000, 4000]);
+        assert.deepEqual(
+          s.arms.map((a) => a.exposures),
+          [6000, 4000],
+        );
         assert.ok(s.srm);
         close(s.srm.chiSquare, 400, 'chiSquare');
         assert.equal(s.srm.df, 1);
         assert.ok(s.srm.pValue < 1e-15);
         assert.equal(s.srm.mismatch, true);
         const f = await store.report(fair.id);
-        assert.deepEqual(f.arms.map((a) => a.exposures), [fairControl, 10_000 - fairControl]);
+        assert.deepEqual(
+          f.arms.map((a) => a.exposures),
+          [fairControl, 10_000 - fairControl],
+        );
         closeObj(f.srm, sampleRatioMismatch([fairControl, 10_000 - fairControl], [1, 1]), 'fair srm');
         assert.equal(f.srm?.mismatch, false);
       });
@@ -711,7 +867,11 @@ if (pgDown !== null && inCi) {
     it('needs Postgres on 127.0.0.1:5432 in CI', () => assert.fail(`Postgres is unreachable at ${PG_BASE}: ${pgDown}`));
   });
 } else {
-  describe('experiment store on Postgres', { skip: pgDown === null ? false : `Postgres unreachable at ${PG_BASE} (${pgDown}); set CI=true to make this fail` }, () => {
-    suite(openPostgres);
-  });
+  describe(
+    'experiment store on Postgres',
+    { skip: pgDown === null ? false : `Postgres unreachable at ${PG_BASE} (${pgDown}); set CI=true to make this fail` },
+    () => {
+      suite(openPostgres);
+    },
+  );
 }

@@ -35,7 +35,12 @@ export function parsesText(): Uint8Array {
  * Start Switchyard on a repository of `models` plus `files` (paths relative to the repository root, e.g.
  * `m/labels.txt`), in a fresh temp data dir.
  */
-export async function startWithFiles(models: RepoSpec, files: Record<string, string | Uint8Array>, config: Partial<ServerConfig> = {}, runtime?: Runtime): Promise<TestServer> {
+export async function startWithFiles(
+  models: RepoSpec,
+  files: Record<string, string | Uint8Array>,
+  config: Partial<ServerConfig> = {},
+  runtime?: Runtime,
+): Promise<TestServer> {
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-ext-'));
   const repo = join(dir, 'repo');
   await writeModelRepository(repo, models);
@@ -46,7 +51,9 @@ export async function startWithFiles(models: RepoSpec, files: Record<string, str
   const cfg = loadServerConfig({ modelRepository: repo, dataDir: join(dir, 'data'), port: 0, logLevel: 'silent', shutdownGraceMs: 2000, ...config }, {});
   const sy = await createSwitchyard(cfg, createLogger('silent'), runtime ? { runtime } : {});
   return {
-    sy, dir, url: '',
+    sy,
+    dir,
+    url: '',
     async close() {
       await sy.close();
       await rm(dir, { recursive: true, force: true });

@@ -108,9 +108,15 @@ describe('fair queueing through a served model version (service time set by the 
   let srv: TestServer;
   let mv: ModelVersion;
   before(async () => {
-    srv = await startSwitchyard({
-      tiny: { versions: { 1: MODEL }, config: { instances: INSTANCES, instance_mode: 'worker', intra_op_threads: 1, max_batch_size: BATCH, max_queue_delay_us: 0, max_queue_size: QUEUE } },
-    }, { runtime: gate.runtime });
+    srv = await startSwitchyard(
+      {
+        tiny: {
+          versions: { 1: MODEL },
+          config: { instances: INSTANCES, instance_mode: 'worker', intra_op_threads: 1, max_batch_size: BATCH, max_queue_delay_us: 0, max_queue_size: QUEUE },
+        },
+      },
+      { runtime: gate.runtime },
+    );
     mv = srv.sy.manager.resolve('tiny');
   });
   after(async () => {
@@ -148,8 +154,9 @@ describe('fair queueing through a served model version (service time set by the 
     const fifo = await run('fifo');
     const max = (xs: number[]): number => Math.max(...xs);
     const min = (xs: number[]): number => Math.min(...xs);
-    const report = `B latency in steps: alone ${max(alone.latencies('B'))}, fair ${min(fair.latencies('B'))}..${max(fair.latencies('B'))}, `
-      + `fifo ${min(fifo.latencies('B'))}..${max(fifo.latencies('B'))}; rejected A ${fair.rejected('A')}, B fair ${fair.rejected('B')} fifo ${fifo.rejected('B')}`;
+    const report =
+      `B latency in steps: alone ${max(alone.latencies('B'))}, fair ${min(fair.latencies('B'))}..${max(fair.latencies('B'))}, ` +
+      `fifo ${min(fifo.latencies('B'))}..${max(fifo.latencies('B'))}; rejected A ${fair.rejected('A')}, B fair ${fair.rejected('B')} fifo ${fifo.rejected('B')}`;
 
     assert.equal(alone.latencies('B').length, STEPS * B_RATE, report);
     assert.deepEqual(new Set(alone.latencies('B')), new Set([1]), `alone, B's request completes at the next release\n${report}`);

@@ -6,7 +6,12 @@
  */
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 
-interface Pair { client: Socket; upstream: Socket | null; toUpstream: Buffer[]; toClient: Buffer[] }
+interface Pair {
+  client: Socket;
+  upstream: Socket | null;
+  toUpstream: Buffer[];
+  toClient: Buffer[];
+}
 
 export interface FaultProxy {
   readonly port: number;
@@ -55,15 +60,16 @@ export async function startFaultProxy(host: string, port: number): Promise<Fault
     client.on('close', () => drop(p));
     if (!hung) linkUpstream(p);
   };
-  const listen = (): Promise<void> => new Promise((resolve, reject) => {
-    const s = createServer(accept);
-    s.once('error', reject);
-    s.listen(listenPort, '127.0.0.1', () => {
-      server = s;
-      listenPort = (s.address() as AddressInfo).port;
-      resolve();
+  const listen = (): Promise<void> =>
+    new Promise((resolve, reject) => {
+      const s = createServer(accept);
+      s.once('error', reject);
+      s.listen(listenPort, '127.0.0.1', () => {
+        server = s;
+        listenPort = (s.address() as AddressInfo).port;
+        resolve();
+      });
     });
-  });
   const resetAll = (): void => {
     for (const p of [...pairs]) {
       pairs.delete(p);

@@ -16,12 +16,21 @@ import { featureDefinitionRoutes } from '../src/api/admin/features-defs.js';
 import { registerOpenApi } from '../src/api/admin/openapi.js';
 import { installErrorShape } from '../src/api/reply-error.js';
 import {
-  chunk, chunkPushId, entityArg, featuresArg, historyChanges, kindArg, onlineRows, parseApplyFile, parseCsv, parseJsonl, toCsv, typedRows,
+  chunk,
+  chunkPushId,
+  entityArg,
+  featuresArg,
+  historyChanges,
+  kindArg,
+  onlineRows,
+  parseApplyFile,
+  parseCsv,
+  parseJsonl,
+  toCsv,
+  typedRows,
 } from '../src/cli/features.js';
 import { isSwitchyardError, type ErrorCode } from '../src/errors.js';
-import {
-  buildCatalog, DEF_NAME, DefinitionStore, entityKey, parseEntity, parseService, parseView,
-} from '../src/features/definitions.js';
+import { buildCatalog, DEF_NAME, DefinitionStore, entityKey, parseEntity, parseService, parseView } from '../src/features/definitions.js';
 import type { FeatureViewDef, WindowViewDef } from '../src/features/types.js';
 import { openDatabase, type Database } from '../src/storage/index.js';
 import { PG_BASE, pgSchema, postgresReachable } from './registry-helpers.js';
@@ -50,14 +59,33 @@ async function rejectsCode(p: Promise<unknown>, code: ErrorCode, message: RegExp
 
 const user = { name: 'user', joinKeys: [{ name: 'user_id', type: 'int64' }] };
 const merchant = { name: 'merchant', description: 'A shop', joinKeys: [{ name: 'merchant_id', type: 'string' }] };
-const userStats = { name: 'user_stats', entities: ['user'], features: [{ name: 'clicks', type: 'int64' }, { name: 'spend', type: 'float64' }, { name: 'country', type: 'string' }], ttlSeconds: 3600 };
+const userStats = {
+  name: 'user_stats',
+  entities: ['user'],
+  features: [
+    { name: 'clicks', type: 'int64' },
+    { name: 'spend', type: 'float64' },
+    { name: 'country', type: 'string' },
+  ],
+  ttlSeconds: 3600,
+};
 const txWindow = {
-  kind: 'window', name: 'tx_window', entities: ['user', 'merchant'],
-  aggregations: [{ name: 'tx_count_5m', fn: 'count', window: '5m' }, { name: 'amount_sum_1h', fn: 'sum', field: 'amount', window: '1h' }],
+  kind: 'window',
+  name: 'tx_window',
+  entities: ['user', 'merchant'],
+  aggregations: [
+    { name: 'tx_count_5m', fn: 'count', window: '5m' },
+    { name: 'amount_sum_1h', fn: 'sum', field: 'amount', window: '1h' },
+  ],
 };
 const fraud = {
-  name: 'fraud', model: 'fraud_model',
-  features: [{ ref: 'user_stats:clicks', input: 'x', default: 0 }, { ref: 'user_stats:spend', input: 'x' }, { ref: 'tx_window:tx_count_5m', input: 'x', default: 0 }],
+  name: 'fraud',
+  model: 'fraud_model',
+  features: [
+    { ref: 'user_stats:clicks', input: 'x', default: 0 },
+    { ref: 'user_stats:spend', input: 'x' },
+    { ref: 'tx_window:tx_count_5m', input: 'x', default: 0 },
+  ],
 };
 
 describe('definition parsers', () => {
@@ -73,8 +101,23 @@ describe('definition parsers', () => {
     throwsCode(() => parseEntity({ name: 'u' }), 'SY_ERR_BAD_REQUEST', /joinKeys: /);
     throwsCode(() => parseEntity({ name: 'u', joinKeys: [{ name: 'id', type: 'uuid' }] }), 'SY_ERR_BAD_REQUEST', /joinKeys\[0\]\.type: /);
     throwsCode(() => parseEntity({ ...user, extra: 1 }), 'SY_ERR_BAD_REQUEST', /extra: unknown field/);
-    throwsCode(() => parseEntity({ name: 'u', joinKeys: [{ name: 'id', type: 'int64', nullable: true }] }), 'SY_ERR_BAD_REQUEST', /joinKeys\[0\]\.nullable: unknown field/);
-    throwsCode(() => parseEntity({ name: 'u', joinKeys: [{ name: 'id', type: 'int64' }, { name: 'id', type: 'string' }] }), 'SY_ERR_BAD_REQUEST', /join key "id" appears twice/);
+    throwsCode(
+      () => parseEntity({ name: 'u', joinKeys: [{ name: 'id', type: 'int64', nullable: true }] }),
+      'SY_ERR_BAD_REQUEST',
+      /joinKeys\[0\]\.nullable: unknown field/,
+    );
+    throwsCode(
+      () =>
+        parseEntity({
+          name: 'u',
+          joinKeys: [
+            { name: 'id', type: 'int64' },
+            { name: 'id', type: 'string' },
+          ],
+        }),
+      'SY_ERR_BAD_REQUEST',
+      /join key "id" appears twice/,
+    );
     throwsCode(() => parseEntity({ name: 'u', joinKeys: [{ name: 'event_time', type: 'string' }] }), 'SY_ERR_BAD_REQUEST', /join key "event_time" is reserved/);
     throwsCode(() => parseEntity('user'), 'SY_ERR_BAD_REQUEST', /must be a JSON object/);
     throwsCode(() => parseEntity({ ...user, description: 5 }), 'SY_ERR_BAD_REQUEST', /description: /);
@@ -82,7 +125,16 @@ describe('definition parsers', () => {
 
   it('parseView: a feature view with defaults (kind view, no max age, online and offline)', () => {
     const v = parseView({ name: 'v', entities: ['user'], features: [{ name: 'f', type: 'bool', description: 'flag' }] });
-    assert.deepEqual(v, { kind: 'view', name: 'v', description: '', entities: ['user'], features: [{ name: 'f', type: 'bool', description: 'flag' }], ttlSeconds: 0, online: true, offline: true });
+    assert.deepEqual(v, {
+      kind: 'view',
+      name: 'v',
+      description: '',
+      entities: ['user'],
+      features: [{ name: 'f', type: 'bool', description: 'flag' }],
+      ttlSeconds: 0,
+      online: true,
+      offline: true,
+    });
     const w = parseView({ ...userStats, kind: 'view', online: false }) as FeatureViewDef;
     assert.equal(w.ttlSeconds, 3600);
     assert.equal(w.online, false);
@@ -90,7 +142,18 @@ describe('definition parsers', () => {
     throwsCode(() => parseView({ ...userStats, ttlSeconds: -1 }), 'SY_ERR_BAD_REQUEST', /invalid feature view "user_stats": ttlSeconds: /);
     throwsCode(() => parseView({ ...userStats, ttlSeconds: 1.5 }), 'SY_ERR_BAD_REQUEST', /ttlSeconds: /);
     throwsCode(() => parseView({ ...userStats, online: 'yes' }), 'SY_ERR_BAD_REQUEST', /online: /);
-    throwsCode(() => parseView({ ...userStats, features: [{ name: 'a', type: 'int64' }, { name: 'a', type: 'string' }] }), 'SY_ERR_BAD_REQUEST', /feature "a" appears twice/);
+    throwsCode(
+      () =>
+        parseView({
+          ...userStats,
+          features: [
+            { name: 'a', type: 'int64' },
+            { name: 'a', type: 'string' },
+          ],
+        }),
+      'SY_ERR_BAD_REQUEST',
+      /feature "a" appears twice/,
+    );
     throwsCode(() => parseView({ ...userStats, features: [{ name: 'a', type: 'decimal' }] }), 'SY_ERR_BAD_REQUEST', /features\[0\]\.type: /);
     throwsCode(() => parseView({ ...userStats, features: [] }), 'SY_ERR_BAD_REQUEST', /features: /);
     throwsCode(() => parseView({ ...userStats, features: [{ name: 'event_time', type: 'int64' }] }), 'SY_ERR_BAD_REQUEST', /"event_time" is reserved/);
@@ -103,18 +166,47 @@ describe('definition parsers', () => {
   it('parseView: a windowed view (field required unless count, unique names, optional source)', () => {
     const w = parseView(txWindow) as WindowViewDef;
     assert.deepEqual(w, {
-      kind: 'window', name: 'tx_window', description: '', entities: ['user', 'merchant'],
-      aggregations: [{ name: 'tx_count_5m', fn: 'count', window: '5m' }, { name: 'amount_sum_1h', fn: 'sum', field: 'amount', window: '1h' }],
+      kind: 'window',
+      name: 'tx_window',
+      description: '',
+      entities: ['user', 'merchant'],
+      aggregations: [
+        { name: 'tx_count_5m', fn: 'count', window: '5m' },
+        { name: 'amount_sum_1h', fn: 'sum', field: 'amount', window: '1h' },
+      ],
     });
     assert.equal('source' in w, false);
     const nats = parseView({ ...txWindow, source: { type: 'nats', stream: 'TX', subject: 'tx.>', durable: 'sy' } }) as WindowViewDef;
     assert.deepEqual(nats.source, { type: 'nats', stream: 'TX', subject: 'tx.>', durable: 'sy' });
     const redis = parseView({ ...txWindow, source: { type: 'redis', stream: 'tx', group: 'sy' } }) as WindowViewDef;
     assert.deepEqual(redis.source, { type: 'redis', stream: 'tx', group: 'sy' });
-    throwsCode(() => parseView({ ...txWindow, aggregations: [{ name: 'm', fn: 'mean', window: '5m' }] }), 'SY_ERR_BAD_REQUEST', /invalid windowed view "tx_window": aggregations\[0\]\.field: required for mean/);
-    throwsCode(() => parseView({ ...txWindow, aggregations: [{ name: 'm', fn: 'count', window: '5m' }, { name: 'm', fn: 'count', window: '1h' }] }), 'SY_ERR_BAD_REQUEST', /aggregation "m" appears twice/);
-    throwsCode(() => parseView({ ...txWindow, aggregations: [{ name: 'm', fn: 'median', field: 'a', window: '5m' }] }), 'SY_ERR_BAD_REQUEST', /aggregations\[0\]\.fn: /);
-    throwsCode(() => parseView({ ...txWindow, aggregations: [{ name: 'm', fn: 'sum', field: 'a', window: '7d' }] }), 'SY_ERR_BAD_REQUEST', /aggregations\[0\]\.window: /);
+    throwsCode(
+      () => parseView({ ...txWindow, aggregations: [{ name: 'm', fn: 'mean', window: '5m' }] }),
+      'SY_ERR_BAD_REQUEST',
+      /invalid windowed view "tx_window": aggregations\[0\]\.field: required for mean/,
+    );
+    throwsCode(
+      () =>
+        parseView({
+          ...txWindow,
+          aggregations: [
+            { name: 'm', fn: 'count', window: '5m' },
+            { name: 'm', fn: 'count', window: '1h' },
+          ],
+        }),
+      'SY_ERR_BAD_REQUEST',
+      /aggregation "m" appears twice/,
+    );
+    throwsCode(
+      () => parseView({ ...txWindow, aggregations: [{ name: 'm', fn: 'median', field: 'a', window: '5m' }] }),
+      'SY_ERR_BAD_REQUEST',
+      /aggregations\[0\]\.fn: /,
+    );
+    throwsCode(
+      () => parseView({ ...txWindow, aggregations: [{ name: 'm', fn: 'sum', field: 'a', window: '7d' }] }),
+      'SY_ERR_BAD_REQUEST',
+      /aggregations\[0\]\.window: /,
+    );
     throwsCode(() => parseView({ ...txWindow, source: { type: 'kafka', topic: 't' } }), 'SY_ERR_BAD_REQUEST', /source/);
     throwsCode(() => parseView({ ...txWindow, source: { type: 'nats', stream: 'TX' } }), 'SY_ERR_BAD_REQUEST', /source\.subject: .*source\.durable: /);
     throwsCode(() => parseView({ ...txWindow, features: [] }), 'SY_ERR_BAD_REQUEST', /features: unknown field/);
@@ -123,16 +215,37 @@ describe('definition parsers', () => {
   it('parseService: refs as view:feature, defaults (onMissing error, staleIsMissing true), unique refs', () => {
     const s = parseService(fraud);
     assert.deepEqual(s, {
-      name: 'fraud', description: '', model: 'fraud_model', onMissing: 'error', staleIsMissing: true,
-      features: [{ ref: 'user_stats:clicks', input: 'x', default: 0 }, { ref: 'user_stats:spend', input: 'x' }, { ref: 'tx_window:tx_count_5m', input: 'x', default: 0 }],
+      name: 'fraud',
+      description: '',
+      model: 'fraud_model',
+      onMissing: 'error',
+      staleIsMissing: true,
+      features: [
+        { ref: 'user_stats:clicks', input: 'x', default: 0 },
+        { ref: 'user_stats:spend', input: 'x' },
+        { ref: 'tx_window:tx_count_5m', input: 'x', default: 0 },
+      ],
     });
     assert.equal('version' in s, false);
     const v = parseService({ name: 's', features: [{ ref: 'a:b' }], model: 'm', version: 3, onMissing: 'zero', staleIsMissing: false });
     assert.equal(v.version, 3);
     assert.equal(v.onMissing, 'zero');
     assert.equal(v.staleIsMissing, false);
-    assert.deepEqual(parseService({ name: 's', features: [{ ref: 'a:b', default: 'x' }, { ref: 'a:c', default: true }] }).features.map((f) => f.default), ['x', true]);
-    throwsCode(() => parseService({ name: 's', features: [{ ref: 'ab' }] }), 'SY_ERR_BAD_REQUEST', /invalid feature service "s": features\[0\]\.ref: .*"view:feature"/);
+    assert.deepEqual(
+      parseService({
+        name: 's',
+        features: [
+          { ref: 'a:b', default: 'x' },
+          { ref: 'a:c', default: true },
+        ],
+      }).features.map((f) => f.default),
+      ['x', true],
+    );
+    throwsCode(
+      () => parseService({ name: 's', features: [{ ref: 'ab' }] }),
+      'SY_ERR_BAD_REQUEST',
+      /invalid feature service "s": features\[0\]\.ref: .*"view:feature"/,
+    );
     throwsCode(() => parseService({ name: 's', features: [{ ref: 'a:b' }, { ref: 'a:b' }] }), 'SY_ERR_BAD_REQUEST', /feature "a:b" appears twice/);
     throwsCode(() => parseService({ name: 's', features: [{ ref: 'a:b' }], version: 2 }), 'SY_ERR_BAD_REQUEST', /version: needs "model"/);
     throwsCode(() => parseService({ name: 's', features: [{ ref: 'a:b' }], model: 'm', version: 0 }), 'SY_ERR_BAD_REQUEST', /version: /);
@@ -144,7 +257,10 @@ describe('definition parsers', () => {
 });
 
 describe('entityKey', () => {
-  const keys = [{ name: 'user_id', type: 'int64' }, { name: 'merchant_id', type: 'string' }] as const;
+  const keys = [
+    { name: 'user_id', type: 'int64' },
+    { name: 'merchant_id', type: 'string' },
+  ] as const;
 
   it('joins the values in join-key order, URI-encoded, ignoring other fields', () => {
     assert.equal(entityKey(keys, { merchant_id: 'shop', user_id: 7, amount: 3 }), 'user_id=7|merchant_id=shop');
@@ -154,7 +270,17 @@ describe('entityKey', () => {
 
   it('int64: a safe integer or an integer string, canonicalised', () => {
     const k = [{ name: 'id', type: 'int64' }] as const;
-    for (const [v, want] of [[42, '42'], ['42', '42'], ['007', '7'], ['+5', '5'], ['-0', '0'], [-3, '-3'], [' 12 ', '12'], ['9223372036854775807', '9223372036854775807'], ['-9223372036854775808', '-9223372036854775808']] as const) {
+    for (const [v, want] of [
+      [42, '42'],
+      ['42', '42'],
+      ['007', '7'],
+      ['+5', '5'],
+      ['-0', '0'],
+      [-3, '-3'],
+      [' 12 ', '12'],
+      ['9223372036854775807', '9223372036854775807'],
+      ['-9223372036854775808', '-9223372036854775808'],
+    ] as const) {
       assert.equal(entityKey(k, { id: v }), `id=${want}`, JSON.stringify(v));
     }
     assert.equal(entityKey(k, { id: '42' }), entityKey(k, { id: 42 }), 'string and number give the same key');
@@ -164,7 +290,11 @@ describe('entityKey', () => {
   });
 
   it('string keys must be non-empty strings (numbers as their text); a missing key is a 400 naming it', () => {
-    assert.equal(entityKey(keys, { user_id: 1, merchant_id: 5 }), entityKey(keys, { user_id: 1, merchant_id: '5' }), 'a number is its decimal text (CSV cells)');
+    assert.equal(
+      entityKey(keys, { user_id: 1, merchant_id: 5 }),
+      entityKey(keys, { user_id: 1, merchant_id: '5' }),
+      'a number is its decimal text (CSV cells)',
+    );
     throwsCode(() => entityKey(keys, { user_id: 1, merchant_id: true }), 'SY_ERR_BAD_REQUEST', /join key "merchant_id" must be a non-empty string/);
     throwsCode(() => entityKey(keys, { user_id: 1, merchant_id: '' }), 'SY_ERR_BAD_REQUEST', /join key "merchant_id" must be a non-empty string/);
     throwsCode(() => entityKey(keys, { user_id: 1 }), 'SY_ERR_BAD_REQUEST', /join key "merchant_id" is missing \(expected user_id, merchant_id\)/);
@@ -199,7 +329,10 @@ describe('catalog', () => {
   });
 
   it("joinKeys: the view's entities' join keys in order", () => {
-    assert.deepEqual(c.joinKeys('tx_window'), [{ name: 'user_id', type: 'int64' }, { name: 'merchant_id', type: 'string' }]);
+    assert.deepEqual(c.joinKeys('tx_window'), [
+      { name: 'user_id', type: 'int64' },
+      { name: 'merchant_id', type: 'string' },
+    ]);
     assert.deepEqual(c.joinKeys('user_stats'), [{ name: 'user_id', type: 'int64' }]);
     throwsCode(() => c.joinKeys('nope'), 'SY_ERR_BAD_REQUEST', /unknown feature view "nope"/);
     assert.equal(c.entities.size, 2);
@@ -219,7 +352,10 @@ describe('catalog', () => {
 
 // ---- the store, on SQLite and Postgres ----
 
-interface Target { open(): Promise<Database>; cleanup(): Promise<void> }
+interface Target {
+  open(): Promise<Database>;
+  cleanup(): Promise<void>;
+}
 
 async function sqliteTarget(): Promise<Target> {
   const root = await mkdtemp(join(tmpdir(), 'sy-featdefs-'));
@@ -250,7 +386,10 @@ function storeSuite(dialect: 'sqlite' | 'postgres', target: () => Promise<Target
 
   it('put appends revisions; an unchanged spec appends nothing and reports no change', async () => {
     const a = await store.put('entity', user, 'alice');
-    assert.deepEqual({ ...a, createdAt: 'x' }, { kind: 'entity', name: 'user', revision: 1, spec: parseEntity(user), createdBy: 'alice', createdAt: 'x', change: 'created' });
+    assert.deepEqual(
+      { ...a, createdAt: 'x' },
+      { kind: 'entity', name: 'user', revision: 1, spec: parseEntity(user), createdBy: 'alice', createdAt: 'x', change: 'created' },
+    );
     assert.ok(Math.abs(Date.parse(a.createdAt) - Date.now()) < 60_000);
     assert.equal(changes, 1);
     // Same spec in another key order and with the defaults spelled out: unchanged.
@@ -265,33 +404,81 @@ function storeSuite(dialect: 'sqlite' | 'postgres', target: () => Promise<Target
     assert.equal(changes, 2);
     assert.equal((await store.get('entity', 'user')).spec.description, 'A customer');
     await store.put('entity', merchant, 'alice');
-    assert.deepEqual((await store.list('entity')).map((r) => [r.name, r.revision]), [['merchant', 1], ['user', 2]]);
+    assert.deepEqual(
+      (await store.list('entity')).map((r) => [r.name, r.revision]),
+      [
+        ['merchant', 1],
+        ['user', 2],
+      ],
+    );
   });
 
   it('validates on put (400) and refers only to existing definitions', async () => {
     await rejectsCode(store.put('entity', { name: 'Bad', joinKeys: [] }, 'a'), 'SY_ERR_BAD_REQUEST', /invalid entity "Bad"/);
-    await rejectsCode(store.put('view', { ...userStats, entities: ['ghost'] }, 'a'), 'SY_ERR_BAD_REQUEST', /invalid feature view "user_stats": unknown entity "ghost"/);
-    await rejectsCode(store.put('view', { ...userStats, features: [{ name: 'user_id', type: 'int64' }] }, 'a'), 'SY_ERR_BAD_REQUEST', /"user_id" is both a join key and a feature/);
+    await rejectsCode(
+      store.put('view', { ...userStats, entities: ['ghost'] }, 'a'),
+      'SY_ERR_BAD_REQUEST',
+      /invalid feature view "user_stats": unknown entity "ghost"/,
+    );
+    await rejectsCode(
+      store.put('view', { ...userStats, features: [{ name: 'user_id', type: 'int64' }] }, 'a'),
+      'SY_ERR_BAD_REQUEST',
+      /"user_id" is both a join key and a feature/,
+    );
     await store.put('entity', { name: 'user_alias', joinKeys: [{ name: 'user_id', type: 'int64' }] }, 'a');
-    await rejectsCode(store.put('view', { ...userStats, entities: ['user', 'user_alias'] }, 'a'), 'SY_ERR_BAD_REQUEST', /join key "user_id" comes from two of its entities/);
+    await rejectsCode(
+      store.put('view', { ...userStats, entities: ['user', 'user_alias'] }, 'a'),
+      'SY_ERR_BAD_REQUEST',
+      /join key "user_id" comes from two of its entities/,
+    );
     await store.delete('entity', 'user_alias', 'a');
     await rejectsCode(store.put('wat' as 'entity', user, 'a'), 'SY_ERR_BAD_REQUEST', /unknown definition kind "wat"/);
 
     assert.equal((await store.put('view', userStats, 'a')).change, 'created');
     assert.equal((await store.put('view', txWindow, 'a')).change, 'created');
-    await rejectsCode(store.put('service', { ...fraud, features: [{ ref: 'user_stats:nope' }] }, 'a'), 'SY_ERR_BAD_REQUEST', /invalid feature service "fraud": unknown feature "user_stats:nope"/);
-    await rejectsCode(store.put('service', { ...fraud, features: [{ ref: 'user_stats:clicks', default: 1.5 }] }, 'a'), 'SY_ERR_BAD_REQUEST', /the default of "user_stats:clicks" \(1\.5\) is not a int64/);
+    await rejectsCode(
+      store.put('service', { ...fraud, features: [{ ref: 'user_stats:nope' }] }, 'a'),
+      'SY_ERR_BAD_REQUEST',
+      /invalid feature service "fraud": unknown feature "user_stats:nope"/,
+    );
+    await rejectsCode(
+      store.put('service', { ...fraud, features: [{ ref: 'user_stats:clicks', default: 1.5 }] }, 'a'),
+      'SY_ERR_BAD_REQUEST',
+      /the default of "user_stats:clicks" \(1\.5\) is not a int64/,
+    );
     await rejectsCode(store.put('service', { ...fraud, features: [{ ref: 'user_stats:country', default: 0 }] }, 'a'), 'SY_ERR_BAD_REQUEST', /is not a string/);
-    await rejectsCode(store.put('service', { ...fraud, features: [{ ref: 'user_stats:clicks', input: 'x' }, { ref: 'user_stats:country', input: 'x' }] }, 'a'), 'SY_ERR_BAD_REQUEST', /input "x" mixes a string feature/);
+    await rejectsCode(
+      store.put(
+        'service',
+        {
+          ...fraud,
+          features: [
+            { ref: 'user_stats:clicks', input: 'x' },
+            { ref: 'user_stats:country', input: 'x' },
+          ],
+        },
+        'a',
+      ),
+      'SY_ERR_BAD_REQUEST',
+      /input "x" mixes a string feature/,
+    );
     const s = await store.put('service', fraud, 'a');
     assert.equal(s.change, 'created');
     assert.deepEqual(s.spec, parseService(fraud));
   });
 
   it('one service per model binding (409 naming the bound one); version-specific and model-wide coexist', async () => {
-    await rejectsCode(store.put('service', { ...fraud, name: 'fraud_copy' }, 'a'), 'SY_ERR_REGISTRY_CONFLICT', /feature service "fraud" is already bound to model "fraud_model" \(every version\)/);
+    await rejectsCode(
+      store.put('service', { ...fraud, name: 'fraud_copy' }, 'a'),
+      'SY_ERR_REGISTRY_CONFLICT',
+      /feature service "fraud" is already bound to model "fraud_model" \(every version\)/,
+    );
     await store.put('service', { name: 'fraud_v3', model: 'fraud_model', version: 3, features: [{ ref: 'user_stats:spend' }] }, 'a');
-    await rejectsCode(store.put('service', { name: 'fraud_v3b', model: 'fraud_model', version: 3, features: [{ ref: 'user_stats:spend' }] }, 'a'), 'SY_ERR_REGISTRY_CONFLICT', /"fraud_v3" is already bound to model "fraud_model" version 3/);
+    await rejectsCode(
+      store.put('service', { name: 'fraud_v3b', model: 'fraud_model', version: 3, features: [{ ref: 'user_stats:spend' }] }, 'a'),
+      'SY_ERR_REGISTRY_CONFLICT',
+      /"fraud_v3" is already bound to model "fraud_model" version 3/,
+    );
     const c = await store.catalog();
     assert.equal(c.serviceFor('fraud_model', 3)?.name, 'fraud_v3');
     assert.equal(c.serviceFor('fraud_model', 1)?.name, 'fraud');
@@ -300,9 +487,31 @@ function storeSuite(dialect: 'sqlite' | 'postgres', target: () => Promise<Target
   });
 
   it('a change that breaks a referrer is 409 naming it', async () => {
-    await rejectsCode(store.put('view', { ...userStats, features: [{ name: 'spend', type: 'float64' }] }, 'a'), 'SY_ERR_REGISTRY_CONFLICT', /feature view "user_stats" is used by feature service "fraud": unknown feature "user_stats:clicks"/);
-    await rejectsCode(store.put('view', { ...userStats, features: [{ name: 'clicks', type: 'string' }, { name: 'spend', type: 'float64' }] }, 'a'), 'SY_ERR_REGISTRY_CONFLICT', /used by feature service "fraud": the default of "user_stats:clicks" \(0\) is not a string/);
-    await rejectsCode(store.put('entity', { name: 'user', joinKeys: [{ name: 'uid', type: 'string' }] }, 'a'), 'SY_ERR_REGISTRY_CONFLICT', /entity "user" is used by feature view "(user_stats|tx_window)": its join keys cannot change/);
+    await rejectsCode(
+      store.put('view', { ...userStats, features: [{ name: 'spend', type: 'float64' }] }, 'a'),
+      'SY_ERR_REGISTRY_CONFLICT',
+      /feature view "user_stats" is used by feature service "fraud": unknown feature "user_stats:clicks"/,
+    );
+    await rejectsCode(
+      store.put(
+        'view',
+        {
+          ...userStats,
+          features: [
+            { name: 'clicks', type: 'string' },
+            { name: 'spend', type: 'float64' },
+          ],
+        },
+        'a',
+      ),
+      'SY_ERR_REGISTRY_CONFLICT',
+      /used by feature service "fraud": the default of "user_stats:clicks" \(0\) is not a string/,
+    );
+    await rejectsCode(
+      store.put('entity', { name: 'user', joinKeys: [{ name: 'uid', type: 'string' }] }, 'a'),
+      'SY_ERR_REGISTRY_CONFLICT',
+      /entity "user" is used by feature view "(user_stats|tx_window)": its join keys cannot change/,
+    );
     // Compatible changes pass: a new feature, a new description.
     const u = await store.put('view', { ...userStats, features: [...userStats.features, { name: 'age', type: 'int64' }] }, 'a');
     assert.equal(u.change, 'updated');
@@ -321,12 +530,24 @@ function storeSuite(dialect: 'sqlite' | 'postgres', target: () => Promise<Target
     await rejectsCode(store.delete('service', 'fraud', 'carol'), 'SY_ERR_REGISTRY_NOT_FOUND', /no feature service "fraud"/);
     await store.delete('view', 'tx_window', 'carol');
     await store.delete('entity', 'merchant', 'carol');
-    assert.deepEqual((await store.list('entity')).map((r) => r.name), ['user']);
-    assert.deepEqual((await store.list('view')).map((r) => r.name), ['user_stats']);
+    assert.deepEqual(
+      (await store.list('entity')).map((r) => r.name),
+      ['user'],
+    );
+    assert.deepEqual(
+      (await store.list('view')).map((r) => r.name),
+      ['user_stats'],
+    );
     assert.deepEqual(await store.list('service'), []);
 
     const h = await store.history('service', 'fraud');
-    assert.deepEqual(h.map((r) => [r.revision, r.deleted, r.createdBy]), [[1, false, 'a'], [2, true, 'carol']]);
+    assert.deepEqual(
+      h.map((r) => [r.revision, r.deleted, r.createdBy]),
+      [
+        [1, false, 'a'],
+        [2, true, 'carol'],
+      ],
+    );
     assert.deepEqual(h[1]!.spec, h[0]!.spec, 'a delete keeps the last spec');
     await rejectsCode(store.history('entity', 'ghost'), 'SY_ERR_REGISTRY_NOT_FOUND', /no entity "ghost"/);
     await rejectsCode(store.get('entity', 'ghost'), 'SY_ERR_REGISTRY_NOT_FOUND', /no entity "ghost"/);
@@ -335,7 +556,14 @@ function storeSuite(dialect: 'sqlite' | 'postgres', target: () => Promise<Target
     const again = await store.put('service', { name: 'fraud', features: [{ ref: 'user_stats:clicks' }] }, 'dave');
     assert.equal(again.change, 'created');
     assert.equal(again.revision, 3);
-    assert.deepEqual((await store.history('service', 'fraud')).map((r) => [r.revision, r.deleted]), [[1, false], [2, true], [3, false]]);
+    assert.deepEqual(
+      (await store.history('service', 'fraud')).map((r) => [r.revision, r.deleted]),
+      [
+        [1, false],
+        [2, true],
+        [3, false],
+      ],
+    );
     // Re-creating the deleted entity with other join keys is fine: nothing refers to it.
     assert.equal((await store.put('entity', { ...merchant, joinKeys: [{ name: 'shop_id', type: 'int64' }] }, 'a')).revision, 3);
   });
@@ -355,14 +583,28 @@ function storeSuite(dialect: 'sqlite' | 'postgres', target: () => Promise<Target
     try {
       const stores = [store, new DefinitionStore(other)];
       const n = 12;
-      const results = await Promise.all(Array.from({ length: n }, (_, i) =>
-        stores[i % 2]!.put('entity', { name: 'racer', description: `d${i}`, joinKeys: [{ name: 'id', type: 'string' }] }, `w${i}`)));
-      assert.deepEqual(results.map((r) => r.revision).sort((a, b) => a - b), Array.from({ length: n }, (_, i) => i + 1));
+      const results = await Promise.all(
+        Array.from({ length: n }, (_, i) =>
+          stores[i % 2]!.put('entity', { name: 'racer', description: `d${i}`, joinKeys: [{ name: 'id', type: 'string' }] }, `w${i}`),
+        ),
+      );
+      assert.deepEqual(
+        results.map((r) => r.revision).sort((a, b) => a - b),
+        Array.from({ length: n }, (_, i) => i + 1),
+      );
       const h = await store.history('entity', 'racer');
-      assert.deepEqual(h.map((r) => r.revision), Array.from({ length: n }, (_, i) => i + 1));
+      assert.deepEqual(
+        h.map((r) => r.revision),
+        Array.from({ length: n }, (_, i) => i + 1),
+      );
       // The same spec from many writers at once: one revision.
-      const same = await Promise.all(Array.from({ length: 6 }, (_, i) => stores[i % 2]!.put('entity', { name: 'twin', joinKeys: [{ name: 'id', type: 'string' }] }, 'w')));
-      assert.deepEqual(same.map((r) => r.revision), [1, 1, 1, 1, 1, 1]);
+      const same = await Promise.all(
+        Array.from({ length: 6 }, (_, i) => stores[i % 2]!.put('entity', { name: 'twin', joinKeys: [{ name: 'id', type: 'string' }] }, 'w')),
+      );
+      assert.deepEqual(
+        same.map((r) => r.revision),
+        [1, 1, 1, 1, 1, 1],
+      );
       assert.equal(same.filter((r) => r.change === 'created').length, 1);
     } finally {
       if (other !== db) await other.close();
@@ -400,7 +642,13 @@ if (pgDown !== null && inCi) {
 
 // ---- admin routes ----
 
-interface TestApp { app: FastifyInstance; db: Database; store: DefinitionStore; url: string; close(): Promise<void> }
+interface TestApp {
+  app: FastifyInstance;
+  db: Database;
+  store: DefinitionStore;
+  url: string;
+  close(): Promise<void>;
+}
 
 /**
  * A bare Fastify app with the definition routes (platform = header x-platform: yes, or everything when `open`;
@@ -431,9 +679,12 @@ async function startApp(opts: { open?: boolean; listen?: boolean; data?: Json[] 
       return {
         results: b.entities.map((entity, i) => ({
           entity,
-          features: Object.fromEntries((b.features ?? ['svc:f']).map((f) => [f, i === 0
-            ? { value: 3.5, status: 'PRESENT', eventTime: '2025-01-02T03:04:05.000Z' }
-            : { value: null, status: 'NOT_FOUND', eventTime: null }])),
+          features: Object.fromEntries(
+            (b.features ?? ['svc:f']).map((f) => [
+              f,
+              i === 0 ? { value: 3.5, status: 'PRESENT', eventTime: '2025-01-02T03:04:05.000Z' } : { value: null, status: 'NOT_FOUND', eventTime: null },
+            ]),
+          ),
         })),
       };
     });
@@ -446,7 +697,10 @@ async function startApp(opts: { open?: boolean; listen?: boolean; data?: Json[] 
   await app.ready();
   const url = opts.listen ? await app.listen({ port: 0, host: '127.0.0.1' }) : '';
   return {
-    app, db, store, url,
+    app,
+    db,
+    store,
+    url,
     async close() {
       await app.close();
       await db.close();
@@ -457,9 +711,14 @@ async function startApp(opts: { open?: boolean; listen?: boolean; data?: Json[] 
 describe('admin routes', () => {
   let t: TestApp;
   const platform = { 'x-platform': 'yes' };
-  const send = async (method: 'GET' | 'PUT' | 'DELETE', url: string, payload?: unknown, headers: Record<string, string> = platform): Promise<{ status: number; body: Json & Json[] }> => {
+  const send = async (
+    method: 'GET' | 'PUT' | 'DELETE',
+    url: string,
+    payload?: unknown,
+    headers: Record<string, string> = platform,
+  ): Promise<{ status: number; body: Json & Json[] }> => {
     const r = await t.app.inject({ method, url, headers, ...(payload === undefined ? {} : { payload: payload as Json }) });
-    return { status: r.statusCode, body: r.body === '' ? ({} as Json & Json[]) : JSON.parse(r.body) as Json & Json[] };
+    return { status: r.statusCode, body: r.body === '' ? ({} as Json & Json[]) : (JSON.parse(r.body) as Json & Json[]) };
   };
   const body = (d: Json): Json => {
     const { name: _, ...rest } = d;
@@ -526,7 +785,10 @@ describe('admin routes', () => {
   it('GET lists, reads and shows history; DELETE is 409 while referenced, 204, then 404', async () => {
     let r = await send('GET', '/api/v1/features/entities', undefined, {});
     assert.equal(r.status, 200);
-    assert.deepEqual(r.body.map((d) => d['name']), ['merchant', 'user']);
+    assert.deepEqual(
+      r.body.map((d) => d['name']),
+      ['merchant', 'user'],
+    );
     r = await send('GET', '/api/v1/features/views/tx_window', undefined, {});
     assert.equal(r.status, 200);
     assert.equal((r.body['spec'] as Json)['kind'], 'window');
@@ -541,9 +803,21 @@ describe('admin routes', () => {
     assert.match(String(r.body['error']), /no feature service "fraud"/);
     r = await send('GET', '/api/v1/features/services/fraud/history', undefined, {});
     assert.equal(r.status, 200);
-    assert.deepEqual(r.body.map((x) => [x['revision'], x['deleted']]), [[1, false], [2, true]]);
+    assert.deepEqual(
+      r.body.map((x) => [x['revision'], x['deleted']]),
+      [
+        [1, false],
+        [2, true],
+      ],
+    );
     r = await send('GET', '/api/v1/features/entities/user/history', undefined, {});
-    assert.deepEqual(r.body.map((x) => [x['revision'], x['deleted'], (x['spec'] as Json)['description']]), [[1, false, ''], [2, false, 'x']]);
+    assert.deepEqual(
+      r.body.map((x) => [x['revision'], x['deleted'], (x['spec'] as Json)['description']]),
+      [
+        [1, false, ''],
+        [2, false, 'x'],
+      ],
+    );
     assert.equal((await send('GET', '/api/v1/features/views/ghost/history', undefined, {})).status, 404);
     assert.deepEqual((await send('GET', '/api/v1/features/services', undefined, {})).body, []);
   });
@@ -569,12 +843,21 @@ describe('admin routes', () => {
     assert.deepEqual((await send('GET', '/api/v1/features/services', undefined, {})).body, []);
     assert.equal((await send('GET', '/api/v1/features/services/hidden', undefined, {})).status, 404);
     assert.equal((await send('GET', '/api/v1/features/services/hidden/history', undefined, {})).status, 404);
-    assert.deepEqual((await send('GET', '/api/v1/features/services')).body.map((s) => s['name']), ['hidden']);
+    assert.deepEqual(
+      (await send('GET', '/api/v1/features/services')).body.map((s) => s['name']),
+      ['hidden'],
+    );
   });
 
   it('documents every route in OpenAPI (tag features, distinct parameter names)', async () => {
-    const doc = JSON.parse((await t.app.inject('/docs/json')).body) as { paths: Record<string, Record<string, { tags?: string[]; responses?: Json; requestBody?: Json }>> };
-    for (const [plural, param] of [['entities', 'entity'], ['views', 'view'], ['services', 'service']]) {
+    const doc = JSON.parse((await t.app.inject('/docs/json')).body) as {
+      paths: Record<string, Record<string, { tags?: string[]; responses?: Json; requestBody?: Json }>>;
+    };
+    for (const [plural, param] of [
+      ['entities', 'entity'],
+      ['views', 'view'],
+      ['services', 'service'],
+    ]) {
       const expected: Array<[string, string[]]> = [
         [`/api/v1/features/${plural}`, ['get']],
         [`/api/v1/features/${plural}/{${param}}`, ['get', 'put', 'delete']],
@@ -659,11 +942,22 @@ services: []
   });
 
   it('typedRows: CSV cells typed by the view definition; join keys stay text', () => {
-    const types = new Map([['clicks', 'int64'], ['spend', 'float64'], ['vip', 'bool'], ['country', 'string'], ['user_id', 'int64']] as const);
-    const rows = typedRows([
-      { user_id: '007', event_time: '2025-01-01T00:00:00Z', clicks: '3', spend: '1.5e2', vip: 'TRUE', country: '042', other: 'x' },
-      { user_id: '8', event_time: '1735689600000', clicks: null, spend: '-0.5', vip: '0', country: '', other: null },
-    ], types, 'rows.csv', new Set(['user_id']));
+    const types = new Map([
+      ['clicks', 'int64'],
+      ['spend', 'float64'],
+      ['vip', 'bool'],
+      ['country', 'string'],
+      ['user_id', 'int64'],
+    ] as const);
+    const rows = typedRows(
+      [
+        { user_id: '007', event_time: '2025-01-01T00:00:00Z', clicks: '3', spend: '1.5e2', vip: 'TRUE', country: '042', other: 'x' },
+        { user_id: '8', event_time: '1735689600000', clicks: null, spend: '-0.5', vip: '0', country: '', other: null },
+      ],
+      types,
+      'rows.csv',
+      new Set(['user_id']),
+    );
     assert.deepEqual(rows, [
       { user_id: '007', event_time: '2025-01-01T00:00:00Z', clicks: 3, spend: 150, vip: true, country: '042', other: 'x' },
       { user_id: '8', event_time: 1735689600000, spend: -0.5, vip: false, country: '' },
@@ -675,14 +969,48 @@ services: []
 
   it('chunks of 1000 with per-chunk push ids; CSV output; online rows; history changes', () => {
     const rows = Array.from({ length: 2500 }, (_, i) => i);
-    assert.deepEqual(chunk(rows, 1000).map((c) => [c[0], c.length]), [[0, 1000], [1000, 1000], [2000, 500]]);
+    assert.deepEqual(
+      chunk(rows, 1000).map((c) => [c[0], c.length]),
+      [
+        [0, 1000],
+        [1000, 1000],
+        [2000, 500],
+      ],
+    );
     assert.deepEqual(chunk([], 1000), []);
     assert.equal(chunkPushId('p', 0, 1), 'p');
-    assert.deepEqual([0, 1, 2].map((n) => chunkPushId('p', n, 3)), ['p-1', 'p-2', 'p-3']);
-    assert.equal(toCsv([{ a: 1, b: 'x,y' }, { a: null, c: ' q"' }]), 'a,b,c\n1,"x,y",\n,," q"""\n');
-    assert.deepEqual(onlineRows([{ entity: { user_id: '1' }, features: { 'v:f': { value: 2, status: 'PRESENT', eventTime: '2025-01-02T03:04:05.000Z' }, 'v:g': { value: null, status: 'NOT_FOUND', eventTime: null } } }]),
-      [['user_id=1', 'v:f', '2', 'PRESENT', '2025-01-02 03:04:05Z'], ['user_id=1', 'v:g', '-', 'NOT_FOUND', '-']]);
-    assert.deepEqual(historyChanges([{ deleted: false }, { deleted: false }, { deleted: true }, { deleted: false }]), ['created', 'updated', 'deleted', 'created']);
+    assert.deepEqual(
+      [0, 1, 2].map((n) => chunkPushId('p', n, 3)),
+      ['p-1', 'p-2', 'p-3'],
+    );
+    assert.equal(
+      toCsv([
+        { a: 1, b: 'x,y' },
+        { a: null, c: ' q"' },
+      ]),
+      'a,b,c\n1,"x,y",\n,," q"""\n',
+    );
+    assert.deepEqual(
+      onlineRows([
+        {
+          entity: { user_id: '1' },
+          features: {
+            'v:f': { value: 2, status: 'PRESENT', eventTime: '2025-01-02T03:04:05.000Z' },
+            'v:g': { value: null, status: 'NOT_FOUND', eventTime: null },
+          },
+        },
+      ]),
+      [
+        ['user_id=1', 'v:f', '2', 'PRESENT', '2025-01-02 03:04:05Z'],
+        ['user_id=1', 'v:g', '-', 'NOT_FOUND', '-'],
+      ],
+    );
+    assert.deepEqual(historyChanges([{ deleted: false }, { deleted: false }, { deleted: true }, { deleted: false }]), [
+      'created',
+      'updated',
+      'deleted',
+      'created',
+    ]);
   });
 });
 
@@ -745,7 +1073,10 @@ services:
     assert.match(out, /user_stats/);
     assert.match(out, /3600 s/);
     out = ok(await run(['features', 'entities', 'list', '--json', ...u()]));
-    assert.deepEqual((JSON.parse(out) as Json[]).map((d) => d['name']), ['merchant', 'user']);
+    assert.deepEqual(
+      (JSON.parse(out) as Json[]).map((d) => d['name']),
+      ['merchant', 'user'],
+    );
     out = ok(await run(['features', 'services', 'show', 'fraud', ...u()]));
     assert.match(out, /fraud_model \(every version\)/);
     assert.match(out, /user_stats:clicks/);
@@ -770,7 +1101,13 @@ services:
 
   it('apply stops at the first failure, naming the definition', async () => {
     const file = join(dir, 'bad.json');
-    await writeFile(file, JSON.stringify({ entities: [{ name: 'shop', joinKeys: [{ name: 'shop_id', type: 'string' }] }], views: [{ name: 'bad', entities: ['ghost'], features: [{ name: 'f', type: 'int64' }] }] }));
+    await writeFile(
+      file,
+      JSON.stringify({
+        entities: [{ name: 'shop', joinKeys: [{ name: 'shop_id', type: 'string' }] }],
+        views: [{ name: 'bad', entities: ['ghost'], features: [{ name: 'f', type: 'int64' }] }],
+      }),
+    );
     const r = await run(['features', 'apply', file, ...u()]);
     assert.equal(r.code, 1);
     assert.match(r.stdout, /entity shop: created/);
@@ -779,12 +1116,22 @@ services:
 
   it('push: CSV typed by the definition, in requests of 1000 with per-request push ids; JSONL as is', async () => {
     seen.length = 0;
-    const csv = ['user_id,event_time,clicks,spend,vip', ...Array.from({ length: 2500 }, (_, i) => `${i},2025-01-01T00:00:00Z,${i},${i / 2},${i % 2 === 0}`)].join('\n');
+    const csv = [
+      'user_id,event_time,clicks,spend,vip',
+      ...Array.from({ length: 2500 }, (_, i) => `${i},2025-01-01T00:00:00Z,${i},${i / 2},${i % 2 === 0}`),
+    ].join('\n');
     await writeFile(join(dir, 'rows.csv'), csv);
     const out = ok(await run(['features', 'push', 'user_stats', '--file', join(dir, 'rows.csv'), '--id', 'batch7', ...u()]));
     assert.match(out, /Pushed 2500 rows to user_stats in 3 requests: offlineNew=2500, onlineApplied=2497\./);
     const pushes = seen.filter((s) => s['path'] === 'push').map((s) => s['body'] as { view: string; rows: Json[]; pushId?: string });
-    assert.deepEqual(pushes.map((p) => [p.view, p.rows.length, p.pushId]), [['user_stats', 1000, 'batch7-1'], ['user_stats', 1000, 'batch7-2'], ['user_stats', 500, 'batch7-3']]);
+    assert.deepEqual(
+      pushes.map((p) => [p.view, p.rows.length, p.pushId]),
+      [
+        ['user_stats', 1000, 'batch7-1'],
+        ['user_stats', 1000, 'batch7-2'],
+        ['user_stats', 500, 'batch7-3'],
+      ],
+    );
     assert.deepEqual(pushes[0]!.rows[1], { user_id: '1', event_time: '2025-01-01T00:00:00Z', clicks: 1, spend: 0.5, vip: false });
     seen.length = 0;
     await writeFile(join(dir, 'rows.jsonl'), '{"user_id": 1, "event_time": "2025-01-01T00:00:00Z", "clicks": 2}\n');
@@ -807,16 +1154,33 @@ services:
     seen.length = 0;
     await writeFile(join(dir, 'entities.csv'), 'user_id,timestamp\n1,2025-01-02T00:00:00Z\n2,1735776000000\n');
     const csvOut = join(dir, 'train.csv');
-    assert.match(ok(await run(['features', 'export', '--entities', join(dir, 'entities.csv'), '--features', 'user_stats:clicks', '--output', csvOut, ...u()])), /Wrote 2 rows to .*train\.csv \(csv\)/);
-    assert.deepEqual(seen[0]!['body'], { entities: [{ user_id: '1', timestamp: '2025-01-02T00:00:00Z' }, { user_id: '2', timestamp: 1735776000000 }], features: ['user_stats:clicks'] });
+    assert.match(
+      ok(await run(['features', 'export', '--entities', join(dir, 'entities.csv'), '--features', 'user_stats:clicks', '--output', csvOut, ...u()])),
+      /Wrote 2 rows to .*train\.csv \(csv\)/,
+    );
+    assert.deepEqual(seen[0]!['body'], {
+      entities: [
+        { user_id: '1', timestamp: '2025-01-02T00:00:00Z' },
+        { user_id: '2', timestamp: 1735776000000 },
+      ],
+      features: ['user_stats:clicks'],
+    });
     assert.equal(await readFile(csvOut, 'utf8'), 'user_id,timestamp,user_stats:clicks\n1,2025-01-02T00:00:00Z,"a,""b"""\n2,1735776000000,\n');
     const jsonlOut = join(dir, 'train.jsonl');
     ok(await run(['features', 'export', '--entities', join(dir, 'entities.csv'), '--features', 'user_stats:clicks', '-o', jsonlOut, ...u()]));
-    assert.deepEqual((await readFile(jsonlOut, 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Json), [
-      { user_id: '1', timestamp: '2025-01-02T00:00:00Z', 'user_stats:clicks': 'a,"b"' },
-      { user_id: '2', timestamp: 1735776000000, 'user_stats:clicks': null },
-    ]);
-    const stdout = ok(await run(['features', 'export', '--entities', join(dir, 'entities.csv'), '--features', 'user_stats:clicks', '--format', 'jsonl', ...u()]));
+    assert.deepEqual(
+      (await readFile(jsonlOut, 'utf8'))
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as Json),
+      [
+        { user_id: '1', timestamp: '2025-01-02T00:00:00Z', 'user_stats:clicks': 'a,"b"' },
+        { user_id: '2', timestamp: 1735776000000, 'user_stats:clicks': null },
+      ],
+    );
+    const stdout = ok(
+      await run(['features', 'export', '--entities', join(dir, 'entities.csv'), '--features', 'user_stats:clicks', '--format', 'jsonl', ...u()]),
+    );
     assert.equal(stdout.trim().split('\n').length, 2);
   });
 });

@@ -46,7 +46,16 @@ const row = (entityKey: EntityKey, eventTime: number, values: Record<string, Fea
 const ent = (id: string | number): EntityKey => `user_id=${encodeURIComponent(String(id))}`;
 
 function view(name: string, ttlSeconds: number, features: string[] = ['a', 'b', 'c']): FeatureViewDef {
-  return { kind: 'view', name, description: '', entities: ['user'], features: features.map((f) => ({ name: f, type: 'float64' })), ttlSeconds, online: true, offline: true };
+  return {
+    kind: 'view',
+    name,
+    description: '',
+    entities: ['user'],
+    features: features.map((f) => ({ name: f, type: 'float64' })),
+    ttlSeconds,
+    online: true,
+    offline: true,
+  };
 }
 
 /** The newest row per entity of all `rows`; the first of equal event times wins. */
@@ -79,11 +88,18 @@ function onlineSuite(make: () => Promise<OnlineTarget>): void {
       assert.equal(await store.write('v1', [row(ent(1), T0, values), row(ent('a b|c'), T0 + 1, { a: 2 })]), 2);
       assert.equal(await store.write('v2', [row(ent(1), T0 + 5, { z: 'other' })]), 1);
       const got = await store.read([
-        { view: 'v1', entityKey: ent(1) }, { view: 'v1', entityKey: ent('a b|c') }, { view: 'v1', entityKey: ent(2) },
-        { view: 'v2', entityKey: ent(1) }, { view: 'nope', entityKey: ent(1) },
+        { view: 'v1', entityKey: ent(1) },
+        { view: 'v1', entityKey: ent('a b|c') },
+        { view: 'v1', entityKey: ent(2) },
+        { view: 'v2', entityKey: ent(1) },
+        { view: 'nope', entityKey: ent(1) },
       ]);
       assert.deepEqual(got.map(plain), [
-        { eventTime: T0, values }, { eventTime: T0 + 1, values: { a: 2 } }, null, { eventTime: T0 + 5, values: { z: 'other' } }, null,
+        { eventTime: T0, values },
+        { eventTime: T0 + 1, values: { a: 2 } },
+        null,
+        { eventTime: T0 + 5, values: { z: 'other' } },
+        null,
       ]);
       assert.deepEqual(await store.read([]), []);
     } finally {
@@ -115,7 +131,10 @@ function onlineSuite(make: () => Promise<OnlineTarget>): void {
       assert.equal(await store.write('v', [row(ent(1), T0, { a: 99 })]), 0);
       // Within one batch too: the second row for the same entity and time is ignored.
       assert.equal(await store.write('v', [row(ent(3), T0, { a: 3 }), row(ent(3), T0, { a: 33 })]), 1);
-      assert.deepEqual((await store.read([1, 2, 3].map((i) => ({ view: 'v', entityKey: ent(i) })))).map((r) => r?.values['a']), [1, 2, 3]);
+      assert.deepEqual(
+        (await store.read([1, 2, 3].map((i) => ({ view: 'v', entityKey: ent(i) })))).map((r) => r?.values['a']),
+        [1, 2, 3],
+      );
     } finally {
       await t.cleanup();
     }
@@ -136,7 +155,10 @@ function onlineSuite(make: () => Promise<OnlineTarget>): void {
       const want = newest(rows);
       const keys = [...want.keys()];
       const got = await store.read(keys.map((k) => ({ view: 'v', entityKey: k })));
-      assert.deepEqual(got.map(plain), keys.map((k) => plain(want.get(k)!)));
+      assert.deepEqual(
+        got.map(plain),
+        keys.map((k) => plain(want.get(k)!)),
+      );
     } finally {
       await t.cleanup();
     }
@@ -161,16 +183,24 @@ function onlineSuite(make: () => Promise<OnlineTarget>): void {
       const batches: PushRow[][] = [];
       for (let w = 0; w < writers; w++) batches.push(rows.filter((_, i) => i % writers === w));
       // Each writer sends its rows in small batches, all writers at once.
-      await Promise.all(batches.map(async (b) => {
-        for (let i = 0; i < b.length; i += 10) await store.write('v', b.slice(i, i + 10));
-      }));
+      await Promise.all(
+        batches.map(async (b) => {
+          for (let i = 0; i < b.length; i += 10) await store.write('v', b.slice(i, i + 10));
+        }),
+      );
       const want = newest(rows);
       const keys = [...want.keys()];
       const got = await store.read(keys.map((k) => ({ view: 'v', entityKey: k })));
-      assert.deepEqual(got.map(plain), keys.map((k) => plain(want.get(k)!)));
+      assert.deepEqual(
+        got.map(plain),
+        keys.map((k) => plain(want.get(k)!)),
+      );
       // Same rows again, all at once in single-row writes: nothing applies.
       const again = await Promise.all(rows.map((x) => store.write('v', [x])));
-      assert.equal(again.reduce((s, n) => s + n, 0), 0);
+      assert.equal(
+        again.reduce((s, n) => s + n, 0),
+        0,
+      );
     } finally {
       await t.cleanup();
     }
@@ -181,8 +211,14 @@ function onlineSuite(make: () => Promise<OnlineTarget>): void {
     try {
       const { store } = t;
       const features = Object.fromEntries(Array.from({ length: 50 }, (_, i) => [`f${i}`, i * 1.5]));
-      await store.write('va', Array.from({ length: 100 }, (_, i) => row(ent(i), T0 + i, { ...features, id: i })));
-      await store.write('vb', Array.from({ length: 100 }, (_, i) => row(ent(i), T0 - i, { id: 1000 - i })));
+      await store.write(
+        'va',
+        Array.from({ length: 100 }, (_, i) => row(ent(i), T0 + i, { ...features, id: i })),
+      );
+      await store.write(
+        'vb',
+        Array.from({ length: 100 }, (_, i) => row(ent(i), T0 - i, { id: 1000 - i })),
+      );
       const keys = Array.from({ length: 250 }, (_, i) => ({ view: i % 2 === 0 ? 'va' : 'vb', entityKey: ent(i % 125) }));
       const before = t.writes();
       const got = await store.read(keys);
@@ -208,10 +244,19 @@ function onlineSuite(make: () => Promise<OnlineTarget>): void {
     try {
       const { store } = t;
       await store.write('keep', [row(ent(1), T0, { a: 1 })]);
-      await store.write('drop', Array.from({ length: 30 }, (_, i) => row(ent(i), T0, { a: i })));
+      await store.write(
+        'drop',
+        Array.from({ length: 30 }, (_, i) => row(ent(i), T0, { a: i })),
+      );
       await store.dropView('drop');
-      const got = await store.read([{ view: 'drop', entityKey: ent(1) }, { view: 'keep', entityKey: ent(1) }]);
-      assert.deepEqual(got.map((r) => r?.values['a'] ?? null), [null, 1]);
+      const got = await store.read([
+        { view: 'drop', entityKey: ent(1) },
+        { view: 'keep', entityKey: ent(1) },
+      ]);
+      assert.deepEqual(
+        got.map((r) => r?.values['a'] ?? null),
+        [null, 1],
+      );
       // A dropped view starts over: an older event applies again.
       assert.equal(await store.write('drop', [row(ent(1), T0 - 1, { a: 'again' })]), 1);
     } finally {
@@ -266,7 +311,13 @@ function countingRedis(): { redis: Redis; writes(): number } {
     };
   };
   redis.on('ready', hook);
-  return { redis, writes: () => { hook(); return n; } };
+  return {
+    redis,
+    writes: () => {
+      hook();
+      return n;
+    },
+  };
 }
 
 /** Deletes every key under `prefix` (a test run's own keys). */
@@ -307,15 +358,24 @@ function redisSuite(): void {
     assert.deepEqual(await client.redis.hgetall(`${prefix}v:user_id=x%20y`), { __t: String(T0), a: '1', s: '"q"', n: 'null', b: 'true' });
     // 1200 rows: three script calls (chunks of 500).
     const w1 = client.writes();
-    assert.equal(await store.write('v', Array.from({ length: 1200 }, (_, i) => row(ent(`k${i}`), T0, { a: i }))), 1200);
+    assert.equal(
+      await store.write(
+        'v',
+        Array.from({ length: 1200 }, (_, i) => row(ent(`k${i}`), T0, { a: i })),
+      ),
+      1200,
+    );
     assert.equal(client.writes() - w1, 3);
     assert.equal(store.key('v', ent(1)), `${prefix}v:user_id=1`);
   });
 
-  it('reads named features with HMGET; re-loads the script after SCRIPT FLUSH; does not close the caller\'s client', async () => {
+  it("reads named features with HMGET; re-loads the script after SCRIPT FLUSH; does not close the caller's client", async () => {
     const store = new RedisOnlineStore({ redis: client.redis, prefix: `${runPrefix}hm:` });
     await store.write('v', [row(ent(1), T0, { a: 1, b: 'two', c: null })]);
-    const got = await store.read([{ view: 'v', entityKey: ent(1), features: ['b', 'c', 'zz'] }, { view: 'v', entityKey: ent(2), features: ['a'] }]);
+    const got = await store.read([
+      { view: 'v', entityKey: ent(1), features: ['b', 'c', 'zz'] },
+      { view: 'v', entityKey: ent(2), features: ['a'] },
+    ]);
     assert.deepEqual(got.map(plain), [{ eventTime: T0, values: { b: 'two', c: null } }, null]);
     const one = await store.read([{ view: 'v', entityKey: ent(1), features: ['a'] }]);
     assert.deepEqual(one.map(plain), [{ eventTime: T0, values: { a: 1 } }]);
@@ -338,14 +398,21 @@ if (redisDown !== null && inCi) {
     it('needs Redis on 127.0.0.1:6379 in CI', () => assert.fail(`Redis is unreachable at ${REDIS_URL}: ${redisDown}`));
   });
 } else {
-  describe('RedisOnlineStore on a real Redis', { skip: redisDown === null ? false : `Redis unreachable at ${REDIS_URL} (${redisDown}); set CI=true to make this fail` }, () => {
-    redisSuite();
-  });
+  describe(
+    'RedisOnlineStore on a real Redis',
+    { skip: redisDown === null ? false : `Redis unreachable at ${REDIS_URL} (${redisDown}); set CI=true to make this fail` },
+    () => {
+      redisSuite();
+    },
+  );
 }
 
 // ── offline store ──
 
-interface DbTarget { database: Database; cleanup(): Promise<void> }
+interface DbTarget {
+  database: Database;
+  cleanup(): Promise<void>;
+}
 
 async function sqliteDb(): Promise<DbTarget> {
   const database = await openDatabase('sqlite::memory:');
@@ -355,13 +422,22 @@ async function sqliteDb(): Promise<DbTarget> {
 async function postgresDb(): Promise<DbTarget> {
   const schema = pgSchema();
   const database = await openDatabase(schema.url);
-  return { database, async cleanup() { await database.close(); await schema.drop(); } };
+  return {
+    database,
+    async cleanup() {
+      await database.close();
+      await schema.drop();
+    },
+  };
 }
 
 /** An online store whose first `failures` writes throw (after doing nothing). */
 class FlakyOnline implements OnlineStore {
   readonly kind = 'memory' as const;
-  constructor(readonly inner: OnlineStore, private failures: number) {}
+  constructor(
+    readonly inner: OnlineStore,
+    private failures: number,
+  ) {}
   async write(v: string, rows: readonly PushRow[]): Promise<number> {
     if (this.failures > 0) {
       this.failures--;
@@ -369,27 +445,46 @@ class FlakyOnline implements OnlineStore {
     }
     return this.inner.write(v, rows);
   }
-  read(keys: readonly { readonly view: string; readonly entityKey: EntityKey }[]): Promise<(StoredRow | null)[]> { return this.inner.read(keys); }
-  dropView(v: string): Promise<void> { return this.inner.dropView(v); }
-  close(): Promise<void> { return this.inner.close(); }
+  read(keys: readonly { readonly view: string; readonly entityKey: EntityKey }[]): Promise<(StoredRow | null)[]> {
+    return this.inner.read(keys);
+  }
+  dropView(v: string): Promise<void> {
+    return this.inner.dropView(v);
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
 }
 
-interface RefRow { view: string; entityKey: EntityKey; eventTime: number; createdAt: number; values: Record<string, FeatureValue | null> }
+interface RefRow {
+  view: string;
+  entityKey: EntityKey;
+  eventTime: number;
+  createdAt: number;
+  values: Record<string, FeatureValue | null>;
+}
 
 /** Brute force: scan every stored row for each cell. */
-function reference(stored: readonly RefRow[], requests: readonly { keys: Record<string, EntityKey>; ts: number }[], features: readonly { view: FeatureViewDef; feature: string }[], late: boolean): (FeatureValue | null)[][] {
-  return requests.map((q) => features.map(({ view: v, feature }) => {
-    const key = q.keys[v.name];
-    let best: RefRow | null = null;
-    for (const r of stored) {
-      if (r.view !== v.name || r.entityKey !== key) continue;
-      if (r.eventTime > q.ts) continue;
-      if (v.ttlSeconds > 0 && q.ts - r.eventTime > v.ttlSeconds * 1000) continue;
-      if (!late && r.createdAt > q.ts) continue;
-      if (best === null || r.eventTime > best.eventTime) best = r;
-    }
-    return best === null ? null : best.values[feature] ?? null;
-  }));
+function reference(
+  stored: readonly RefRow[],
+  requests: readonly { keys: Record<string, EntityKey>; ts: number }[],
+  features: readonly { view: FeatureViewDef; feature: string }[],
+  late: boolean,
+): (FeatureValue | null)[][] {
+  return requests.map((q) =>
+    features.map(({ view: v, feature }) => {
+      const key = q.keys[v.name];
+      let best: RefRow | null = null;
+      for (const r of stored) {
+        if (r.view !== v.name || r.entityKey !== key) continue;
+        if (r.eventTime > q.ts) continue;
+        if (v.ttlSeconds > 0 && q.ts - r.eventTime > v.ttlSeconds * 1000) continue;
+        if (!late && r.createdAt > q.ts) continue;
+        if (best === null || r.eventTime > best.eventTime) best = r;
+      }
+      return best === null ? null : (best.values[feature] ?? null);
+    }),
+  );
 }
 
 function offlineSuite(open: () => Promise<DbTarget>): void {
@@ -406,7 +501,14 @@ function offlineSuite(open: () => Promise<DbTarget>): void {
       const mixed = [row(ent(0), T0, { a: 'changed' }), row(ent(0), T0 - 1, { a: 'new' }), row(ent(0), T0 - 1, { a: 'dup' })];
       assert.equal(await off.insert('v', mixed, T0 + 3), 1);
       assert.equal(await off.count('v'), 1501);
-      const pit = await off.pointInTime([{ keys: { v: ent(0) }, ts: T0 }, { keys: { v: ent(0) }, ts: T0 - 1 }], [{ view: view('v', 0), feature: 'a' }], { includeLateWrites: true });
+      const pit = await off.pointInTime(
+        [
+          { keys: { v: ent(0) }, ts: T0 },
+          { keys: { v: ent(0) }, ts: T0 - 1 },
+        ],
+        [{ view: view('v', 0), feature: 'a' }],
+        { includeLateWrites: true },
+      );
       assert.deepEqual(pit, [[0], ['new']]);
       // Another view is separate; dropView removes one view only.
       assert.equal(await off.insert('w', rows.slice(0, 10)), 10);
@@ -423,7 +525,10 @@ function offlineSuite(open: () => Promise<DbTarget>): void {
     try {
       const off = new OfflineStore(t.database);
       const r = prng(5);
-      const rows = shuffle(Array.from({ length: 300 }, (_, i) => row(ent(i % 17), T0 + i * 1000, { a: i, s: `v${i}` })), r.rnd);
+      const rows = shuffle(
+        Array.from({ length: 300 }, (_, i) => row(ent(i % 17), T0 + i * 1000, { a: i, s: `v${i}` })),
+        r.rnd,
+      );
       for (let i = 0; i < rows.length; i += 50) await off.insert('v', rows.slice(i, i + 50));
       const keys = [...Array.from({ length: 17 }, (_, i) => ent(i)), ent('missing')];
       const got = await off.latest('v', keys);
@@ -467,7 +572,8 @@ function offlineSuite(open: () => Promise<DbTarget>): void {
           if (x !== undefined) values[f.name] = x;
         }
         pushed.push({ view: v.name, entityKey, eventTime, createdAt, values });
-        if (r.rnd(15) === 0) pushed.push({ view: v.name, entityKey, eventTime, createdAt: createdAt + r.rnd(100) * MIN, values: { ...values, n: -1, score: -1, tier: 'late' } });
+        if (r.rnd(15) === 0)
+          pushed.push({ view: v.name, entityKey, eventTime, createdAt: createdAt + r.rnd(100) * MIN, values: { ...values, n: -1, score: -1, tier: 'late' } });
       }
       // Insert in created_at order, grouped by (view, created_at); the reference keeps the first per event.
       pushed.sort((a, b) => a.createdAt - b.createdAt);
@@ -488,7 +594,14 @@ function offlineSuite(open: () => Promise<DbTarget>): void {
             stored.push(p);
             fresh++;
           }
-          assert.equal(await off.insert(v.name, rows.map((p) => row(p.entityKey, p.eventTime, p.values)), pushed[i]!.createdAt), fresh);
+          assert.equal(
+            await off.insert(
+              v.name,
+              rows.map((p) => row(p.entityKey, p.eventTime, p.values)),
+              pushed[i]!.createdAt,
+            ),
+            fresh,
+          );
         }
         i = j;
       }
@@ -516,7 +629,11 @@ function offlineSuite(open: () => Promise<DbTarget>): void {
         assert.equal(got.length, requests.length);
         for (let i = 0; i < requests.length; i++) {
           for (let j = 0; j < features.length; j++) {
-            assert.deepEqual(got[i]![j], want[i]![j], `late=${late} row ${i} (ts ${requests[i]!.ts - T0}) feature ${features[j]!.view.name}:${features[j]!.feature}`);
+            assert.deepEqual(
+              got[i]![j],
+              want[i]![j],
+              `late=${late} row ${i} (ts ${requests[i]!.ts - T0}) feature ${features[j]!.view.name}:${features[j]!.feature}`,
+            );
             if (late && want[i]![j] !== null) cells.nonNull++;
           }
         }
@@ -594,7 +711,14 @@ function offlineSuite(open: () => Promise<DbTarget>): void {
       const online = new MemoryOnlineStore();
       const v = view('v', 0);
       const keys = Array.from({ length: 30 }, (_, i) => ent(i));
-      const push = (tag: string): Promise<unknown> => pushRows(off, online, v, keys.map((k) => row(k, T0, { a: tag })), T0);
+      const push = (tag: string): Promise<unknown> =>
+        pushRows(
+          off,
+          online,
+          v,
+          keys.map((k) => row(k, T0, { a: tag })),
+          T0,
+        );
       await Promise.all([push('x'), push('y'), push('z')]);
       const latest = await off.latest('v', keys);
       const onl = await online.read(keys.map((k) => ({ view: 'v', entityKey: k })));
@@ -622,16 +746,22 @@ if (pgDown !== null && inCi) {
     it('needs Postgres on 127.0.0.1:5432 in CI', () => assert.fail(`Postgres is unreachable at ${PG_BASE}: ${pgDown}`));
   });
 } else {
-  describe('OfflineStore on Postgres', { skip: pgDown === null ? false : `Postgres unreachable at ${PG_BASE} (${pgDown}); set CI=true to make this fail` }, () => {
-    offlineSuite(postgresDb);
-  });
+  describe(
+    'OfflineStore on Postgres',
+    { skip: pgDown === null ? false : `Postgres unreachable at ${PG_BASE} (${pgDown}); set CI=true to make this fail` },
+    () => {
+      offlineSuite(postgresDb);
+    },
+  );
 }
 
 if (redisDown === null) {
   describe('pushRows with SQLite offline and Redis online', () => {
     let redis: Redis;
     const prefix = `sy:fs:test:${randomBytes(4).toString('hex')}:push:`;
-    before(() => { redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 }); });
+    before(() => {
+      redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+    });
     after(async () => {
       await unlinkPrefix(redis, prefix);
       await redis.quit();

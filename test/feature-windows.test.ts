@@ -78,11 +78,21 @@ class Reference {
       const vals = a.field === undefined ? [] : inWindow.map((e) => e.values[a.field!]).filter((v): v is number => typeof v === 'number' && Number.isFinite(v));
       const sum = vals.reduce((x, y) => x + y, 0);
       switch (a.fn) {
-        case 'count': out[a.name] = a.field === undefined ? inWindow.length : vals.length; break;
-        case 'sum': out[a.name] = vals.length === 0 ? null : sum; break;
-        case 'mean': out[a.name] = vals.length === 0 ? null : sum / vals.length; break;
-        case 'min': out[a.name] = vals.length === 0 ? null : Math.min(...vals); break;
-        case 'max': out[a.name] = vals.length === 0 ? null : Math.max(...vals); break;
+        case 'count':
+          out[a.name] = a.field === undefined ? inWindow.length : vals.length;
+          break;
+        case 'sum':
+          out[a.name] = vals.length === 0 ? null : sum;
+          break;
+        case 'mean':
+          out[a.name] = vals.length === 0 ? null : sum / vals.length;
+          break;
+        case 'min':
+          out[a.name] = vals.length === 0 ? null : Math.min(...vals);
+          break;
+        case 'max':
+          out[a.name] = vals.length === 0 ? null : Math.max(...vals);
+          break;
       }
     }
     return out;
@@ -115,7 +125,10 @@ function fullView(name: string): WindowViewDef {
   return { kind: 'window', name, description: 'randomized', entities: ['user'], aggregations: aggs };
 }
 
-interface Arrival { e: WindowEvent; at: number }
+interface Arrival {
+  e: WindowEvent;
+  at: number;
+}
 
 /** ~30 h of events for a few entities, late (up to 27 h), a few ahead of the clock, ~10 % re-sent later (half with other values). */
 function randomStream(seed: number, n: number): { arrivals: Arrival[]; entities: EntityKey[]; t0: number } {
@@ -127,7 +140,8 @@ function randomStream(seed: number, n: number): { arrivals: Arrival[]; entities:
   for (let i = 0; i < n; i++) {
     const eventTime = t0 + Math.floor(rnd() * span);
     const r = rnd();
-    const late = r < 0.05 ? -rnd() * 120_000 : r < 0.75 ? rnd() * 20_000 : r < 0.9 ? rnd() * 900_000 : r < 0.98 ? rnd() * 4 * 3_600_000 : rnd() * 27 * 3_600_000;
+    const late =
+      r < 0.05 ? -rnd() * 120_000 : r < 0.75 ? rnd() * 20_000 : r < 0.9 ? rnd() * 900_000 : r < 0.98 ? rnd() * 4 * 3_600_000 : rnd() * 27 * 3_600_000;
     const values: Record<string, number> = { amount: Math.round((rnd() * 200 - 50) * 100) / 100 };
     if (rnd() < 0.6) values['qty'] = 1 + Math.floor(rnd() * 10);
     const e: WindowEvent = { eventId: `ev-${seed}-${i}`, entityKey: entities[Math.floor(rnd() ** 1.5 * entities.length)]!, eventTime, values };
@@ -162,7 +176,9 @@ function contract(kind: string, open: () => Promise<StoreHandle>): void {
         const { arrivals, entities } = randomStream(seed, 2500);
         const rnd = mulberry32(seed * 1000 + 3);
         const all = [...entities, 'user=nobody'];
-        let i = 0, chunkNo = 0, lastNow = 0;
+        let i = 0,
+          chunkNo = 0,
+          lastNow = 0;
         let totals = { applied: 0, duplicates: 0, tooOld: 0 };
         while (i < arrivals.length) {
           const size = 1 + Math.floor(rnd() * 60);
@@ -198,13 +214,28 @@ function contract(kind: string, open: () => Promise<StoreHandle>): void {
   it('applies the tooOld and future bounds at bucket granularity', async () => {
     const h = await open();
     try {
-      const view: WindowViewDef = { kind: 'window', name: 'bounds', description: '', entities: ['user'], aggregations: [{ name: 'n5', fn: 'count', window: '5m' }] };
+      const view: WindowViewDef = {
+        kind: 'window',
+        name: 'bounds',
+        description: '',
+        entities: ['user'],
+        aggregations: [{ name: 'n5', fn: 'count', window: '5m' }],
+      };
       const now = Date.UTC(2024, 0, 1, 12, 0, 30); // cur = 12:00:00; the window holds buckets 11:56 … 12:00
       const cur = Date.UTC(2024, 0, 1, 12, 0, 0);
       const ev = (id: string, t: number): WindowEvent => ({ eventId: id, entityKey: 'user=a', eventTime: t, values: {} });
-      const r = await h.store.add(view, [
-        ev('oldest-in', cur - 4 * 60_000), ev('just-out', cur - 4 * 60_000 - 1), ev('ahead-60s', now + 60_000), ev('ahead-60001', now + 60_001), ev('nan', NaN), ev('cur', cur),
-      ], now);
+      const r = await h.store.add(
+        view,
+        [
+          ev('oldest-in', cur - 4 * 60_000),
+          ev('just-out', cur - 4 * 60_000 - 1),
+          ev('ahead-60s', now + 60_000),
+          ev('ahead-60001', now + 60_001),
+          ev('nan', NaN),
+          ev('cur', cur),
+        ],
+        now,
+      );
       assert.deepEqual(r, { applied: 3, duplicates: 0, tooOld: 3 });
       // 11:56 and 12:00 are in; the event ahead lies in the 12:01 bucket, counted from 12:01 on.
       const at = async (t: number): Promise<unknown> => (await h.store.read(view, ['user=a'], t))[0];
@@ -215,9 +246,20 @@ function contract(kind: string, open: () => Promise<StoreHandle>): void {
       assert.deepEqual(await at(cur + 5 * 60_000), { n5: 1 });
       assert.deepEqual(await at(cur + 6 * 60_000), { n5: 0 });
       // A 24h aggregation keeps events up to 95 quarter-hours back, in quarter buckets only.
-      const both: WindowViewDef = { ...view, name: 'bounds2', aggregations: [{ name: 'n1h', fn: 'count', window: '1h' }, { name: 'n24', fn: 'count', window: '24h' }] };
+      const both: WindowViewDef = {
+        ...view,
+        name: 'bounds2',
+        aggregations: [
+          { name: 'n1h', fn: 'count', window: '1h' },
+          { name: 'n24', fn: 'count', window: '24h' },
+        ],
+      };
       const q = Date.UTC(2024, 0, 1, 12, 0, 0);
-      const r2 = await h.store.add(both, [ev('x1', q - 2 * 3_600_000), ev('x2', q - 95 * 900_000), ev('x3', q - 95 * 900_000 - 1), ev('x4', q - 59 * 60_000)], now);
+      const r2 = await h.store.add(
+        both,
+        [ev('x1', q - 2 * 3_600_000), ev('x2', q - 95 * 900_000), ev('x3', q - 95 * 900_000 - 1), ev('x4', q - 59 * 60_000)],
+        now,
+      );
       assert.deepEqual(r2, { applied: 3, duplicates: 0, tooOld: 1 });
       assert.deepEqual(await h.store.read(both, ['user=a'], now), [{ n1h: 1, n24: 3 }]);
       // An id re-sent after its marker expired is tooOld, never counted twice.
@@ -231,12 +273,24 @@ function contract(kind: string, open: () => Promise<StoreHandle>): void {
   it('ignores a duplicate with other values, within and across batches', async () => {
     const h = await open();
     try {
-      const view: WindowViewDef = { kind: 'window', name: 'dups', description: '', entities: ['user'], aggregations: [{ name: 's', fn: 'sum', field: 'v', window: '1h' }, { name: 'n', fn: 'count', window: '1h' }] };
+      const view: WindowViewDef = {
+        kind: 'window',
+        name: 'dups',
+        description: '',
+        entities: ['user'],
+        aggregations: [
+          { name: 's', fn: 'sum', field: 'v', window: '1h' },
+          { name: 'n', fn: 'count', window: '1h' },
+        ],
+      };
       const now = Date.UTC(2024, 0, 1, 12);
       const ev = (id: string, v: number): WindowEvent => ({ eventId: id, entityKey: 'user=a', eventTime: now - 1000, values: { v } });
       assert.deepEqual(await h.store.add(view, [ev('a', 1), ev('b', 2), ev('a', 100)], now), { applied: 2, duplicates: 1, tooOld: 0 });
       assert.deepEqual(await h.store.add(view, [ev('b', 200), ev('c', 4)], now + 1), { applied: 1, duplicates: 1, tooOld: 0 });
-      assert.deepEqual(await h.store.read(view, ['user=a', 'user=b'], now + 1), [{ s: 7, n: 3 }, { s: null, n: 0 }]);
+      assert.deepEqual(await h.store.read(view, ['user=a', 'user=b'], now + 1), [
+        { s: 7, n: 3 },
+        { s: null, n: 0 },
+      ]);
     } finally {
       await h.cleanup();
     }
@@ -249,16 +303,28 @@ function contract(kind: string, open: () => Promise<StoreHandle>): void {
       const now = Date.UTC(2024, 0, 1, 12);
       const rnd = mulberry32(99);
       const pool: WindowEvent[] = Array.from({ length: 1500 }, (_, i) => ({
-        eventId: `c${i}`, entityKey: `user=u${i % 4}`, eventTime: now - Math.floor(rnd() * 20 * 3_600_000), values: { amount: Math.round(rnd() * 1e4) / 100, qty: i % 7 },
+        eventId: `c${i}`,
+        entityKey: `user=u${i % 4}`,
+        eventTime: now - Math.floor(rnd() * 20 * 3_600_000),
+        values: { amount: Math.round(rnd() * 1e4) / 100, qty: i % 7 },
       }));
       // Eight writers, each 700 events from an overlapping slice (chunked in 2 script calls in Redis).
       const batches = Array.from({ length: 8 }, (_, w) => Array.from({ length: 700 }, (_, j) => pool[(w * 150 + j) % pool.length]!));
       const results = await Promise.all(batches.map((b) => h.store.add(view, b, now)));
       const distinct = new Set(batches.flat().map((e) => e.eventId)).size;
-      assert.equal(results.reduce((s, r) => s + r.applied, 0), distinct);
-      assert.equal(results.reduce((s, r) => s + r.duplicates, 0), 8 * 700 - distinct);
+      assert.equal(
+        results.reduce((s, r) => s + r.applied, 0),
+        distinct,
+      );
+      assert.equal(
+        results.reduce((s, r) => s + r.duplicates, 0),
+        8 * 700 - distinct,
+      );
       const ref = new Reference(view);
-      ref.add(pool.filter((e) => batches.flat().includes(e)), now);
+      ref.add(
+        pool.filter((e) => batches.flat().includes(e)),
+        now,
+      );
       const keys = ['user=u0', 'user=u1', 'user=u2', 'user=u3'];
       const got = await h.store.read(view, keys, now);
       keys.forEach((k, j) => assertAggregates(got[j]!, ref.read(k, now), `${kind} concurrent ${k}`));
@@ -270,7 +336,16 @@ function contract(kind: string, open: () => Promise<StoreHandle>): void {
   it('size() counts entity × bucket entries and shrinks when expired buckets are pruned; dropView forgets the view', async () => {
     const h = await open();
     try {
-      const view: WindowViewDef = { kind: 'window', name: 'sized', description: '', entities: ['user'], aggregations: [{ name: 'n5', fn: 'count', window: '5m' }, { name: 'n24', fn: 'count', window: '24h' }] };
+      const view: WindowViewDef = {
+        kind: 'window',
+        name: 'sized',
+        description: '',
+        entities: ['user'],
+        aggregations: [
+          { name: 'n5', fn: 'count', window: '5m' },
+          { name: 'n24', fn: 'count', window: '24h' },
+        ],
+      };
       const t = Date.UTC(2024, 0, 1, 12, 0, 10);
       const ev = (id: string, k: string, time: number): WindowEvent => ({ eventId: id, entityKey: k, eventTime: time, values: {} });
       assert.equal(await h.store.size(), 0);
@@ -279,7 +354,10 @@ function contract(kind: string, open: () => Promise<StoreHandle>): void {
       // Two hours later a new event for a prunes its minute buckets (outside 5m) and adds a minute and a quarter bucket.
       await h.store.add(view, [ev('a4', 'user=a', t + 2 * 3_600_000)], t + 2 * 3_600_000);
       assert.equal(await h.store.size(), 5);
-      assert.deepEqual(await h.store.read(view, ['user=a', 'user=b'], t + 2 * 3_600_000), [{ n5: 1, n24: 4 }, { n5: 0, n24: 1 }]);
+      assert.deepEqual(await h.store.read(view, ['user=a', 'user=b'], t + 2 * 3_600_000), [
+        { n5: 1, n24: 4 },
+        { n5: 0, n24: 1 },
+      ]);
       await h.store.dropView('sized');
       assert.equal(await h.store.size(), 0);
       assert.deepEqual(await h.store.read(view, ['user=a'], t + 2 * 3_600_000), [{ n5: 0, n24: 0 }]);
@@ -395,10 +473,15 @@ needs(`Redis at ${REDIS_URL}`, redisDown, 'RedisWindowStore on a real Redis', ()
 // ── stream consumers ──
 
 const streamView: WindowViewDef = {
-  kind: 'window', name: 'txn', description: 'stream', entities: ['user'],
+  kind: 'window',
+  name: 'txn',
+  description: 'stream',
+  entities: ['user'],
   aggregations: [
-    { name: 'n_1h', fn: 'count', window: '1h' }, { name: 'sum_24h', fn: 'sum', field: 'amount', window: '24h' },
-    { name: 'max_5m', fn: 'max', field: 'amount', window: '5m' }, { name: 'mean_24h', fn: 'mean', field: 'amount', window: '24h' },
+    { name: 'n_1h', fn: 'count', window: '1h' },
+    { name: 'sum_24h', fn: 'sum', field: 'amount', window: '24h' },
+    { name: 'max_5m', fn: 'max', field: 'amount', window: '5m' },
+    { name: 'mean_24h', fn: 'mean', field: 'amount', window: '24h' },
   ],
 };
 
@@ -408,7 +491,9 @@ function streamEvents(seed: number, n: number, now: number): WindowEvent[] {
   const out: WindowEvent[] = [];
   for (let i = 0; i < n; i++) {
     const e: WindowEvent = {
-      eventId: `s${seed}-${i}`, entityKey: `user=u${i % 5}`, eventTime: now - Math.floor((rnd() < 0.3 ? rnd() * 300_000 : rnd() * 3 * 3_600_000)),
+      eventId: `s${seed}-${i}`,
+      entityKey: `user=u${i % 5}`,
+      eventTime: now - Math.floor(rnd() < 0.3 ? rnd() * 300_000 : rnd() * 3 * 3_600_000),
       values: { amount: Math.round(rnd() * 10_000) / 100 },
     };
     out.push(e);
@@ -437,14 +522,18 @@ async function checkAgainstReference(store: WindowStore, events: readonly Window
 /** A store that applies the first batch and then throws ("crash before ack"), and fails every later batch (a dead process). */
 function crashingStore(real: WindowStore): WindowStore & { crashed: boolean } {
   const s = {
-    kind: real.kind, crashed: false,
+    kind: real.kind,
+    crashed: false,
     async add(view: WindowViewDef, events: readonly WindowEvent[], now?: number) {
       if (s.crashed) throw new Error('dead');
       await real.add(view, events, now);
       s.crashed = true;
       throw new Error('crashed after applying, before the ack');
     },
-    read: real.read.bind(real), size: real.size.bind(real), dropView: real.dropView.bind(real), close: real.close.bind(real),
+    read: real.read.bind(real),
+    size: real.size.bind(real),
+    dropView: real.dropView.bind(real),
+    close: real.close.bind(real),
   };
   return s;
 }
@@ -458,9 +547,13 @@ function payloadToEvent(p: unknown): WindowEvent {
   return { eventId: o.eventId, entityKey: `user=${encodeURIComponent(o.entity.user)}`, eventTime, values: o.values ?? {} };
 }
 
-const toPayload = (e: WindowEvent, i: number): string => JSON.stringify({
-  eventId: e.eventId, entity: { user: e.entityKey.slice('user='.length) }, eventTime: i % 2 === 0 ? new Date(e.eventTime).toISOString() : e.eventTime, values: e.values,
-});
+const toPayload = (e: WindowEvent, i: number): string =>
+  JSON.stringify({
+    eventId: e.eventId,
+    entity: { user: e.entityKey.slice('user='.length) },
+    eventTime: i % 2 === 0 ? new Date(e.eventTime).toISOString() : e.eventTime,
+    values: e.values,
+  });
 
 needs(`NATS JetStream at ${NATS_URL}`, natsDown, 'NATS JetStream consumer on a real server', () => {
   const run = randomBytes(4).toString('hex');
@@ -487,7 +580,10 @@ needs(`NATS JetStream at ${NATS_URL}`, natsDown, 'NATS JetStream consumer on a r
       for (const [i, e] of events.entries()) await js.publish(subject, toPayload(e, i));
       await js.publish(subject, 'not json');
       await js.publish(subject, JSON.stringify({ entity: { user: 'u1' } }));
-      await until(() => c.consumed + c.rejected >= events.length + 2, () => `consumed ${c.consumed}, rejected ${c.rejected} of ${events.length + 2}`);
+      await until(
+        () => c.consumed + c.rejected >= events.length + 2,
+        () => `consumed ${c.consumed}, rejected ${c.rejected} of ${events.length + 2}`,
+      );
       assert.equal(c.consumed, events.length);
       assert.equal(c.rejected, 2);
       assert.equal(c.redelivered, 0);
@@ -516,9 +612,23 @@ needs(`NATS JetStream at ${NATS_URL}`, natsDown, 'NATS JetStream consumer on a r
       const events = streamEvents(5, 200, now);
       for (const [i, e] of events.entries()) await js.publish(subject, toPayload(e, i));
       const crashing = crashingStore(real);
-      const a = natsConsumer({ url: NATS_URL, view: streamView, stream, subject, durable: 'fw', toEvent: payloadToEvent, store: crashing, batch: 40, ackWaitMs: 2000, retryDelayMs: 300 });
+      const a = natsConsumer({
+        url: NATS_URL,
+        view: streamView,
+        stream,
+        subject,
+        durable: 'fw',
+        toEvent: payloadToEvent,
+        store: crashing,
+        batch: 40,
+        ackWaitMs: 2000,
+        retryDelayMs: 300,
+      });
       await a.start();
-      await until(() => crashing.crashed, () => 'the first batch');
+      await until(
+        () => crashing.crashed,
+        () => 'the first batch',
+      );
       await a.stop();
       assert.equal(a.consumed, 0);
       // Held buckets, not a window's count: JetStream may hand out a first batch of only a few messages, all of
@@ -528,7 +638,10 @@ needs(`NATS JetStream at ${NATS_URL}`, natsDown, 'NATS JetStream consumer on a r
       const b = natsConsumer({ url: NATS_URL, view: streamView, stream, subject, durable: 'fw', toEvent: payloadToEvent, store: real, batch: 40 });
       await b.start();
       try {
-        await until(() => b.consumed >= events.length, () => `consumed ${b.consumed} of ${events.length}`);
+        await until(
+          () => b.consumed >= events.length,
+          () => `consumed ${b.consumed} of ${events.length}`,
+        );
         assert.ok(b.redelivered > 0, `redelivered ${b.redelivered}`);
         await checkAgainstReference(real, events, now, 'nats after crash');
       } finally {
@@ -556,9 +669,21 @@ needs(`Redis at ${REDIS_URL}`, redisDown, 'Redis Streams consumer on a real Redi
   });
 
   const xadd = async (stream: string, e: WindowEvent, i: number): Promise<void> => {
-    await redis.xadd(stream, '*', 'eventId', e.eventId, 'user', e.entityKey.slice('user='.length), 'eventTime', i % 2 === 0 ? new Date(e.eventTime).toISOString() : String(e.eventTime), 'amount', String(e.values['amount']));
+    await redis.xadd(
+      stream,
+      '*',
+      'eventId',
+      e.eventId,
+      'user',
+      e.entityKey.slice('user='.length),
+      'eventTime',
+      i % 2 === 0 ? new Date(e.eventTime).toISOString() : String(e.eventTime),
+      'amount',
+      String(e.values['amount']),
+    );
   };
-  const fieldsToEvent = (f: Record<string, string>): WindowEvent => payloadToEvent({ eventId: f['eventId'], entity: { user: f['user'] }, eventTime: f['eventTime'], values: { amount: Number(f['amount']) } });
+  const fieldsToEvent = (f: Record<string, string>): WindowEvent =>
+    payloadToEvent({ eventId: f['eventId'], entity: { user: f['user'] }, eventTime: f['eventTime'], values: { amount: Number(f['amount']) } });
 
   // The blocking read (an hour) is far longer than the runner's timeout for this test: a stop() that waited it out fails the test.
   it('creates the group, consumes to the reference aggregates (Redis window store), and stops a blocked read at once', { timeout: 300_000 }, async () => {
@@ -569,14 +694,30 @@ needs(`Redis at ${REDIS_URL}`, redisDown, 'Redis Streams consumer on a real Redi
     const events = streamEvents(11, 300, now);
     for (const [i, e] of events.entries()) await xadd(stream, e, i);
     await redis.xadd(stream, '*', 'garbage', '1');
-    const c = redisStreamConsumer({ redisUrl: REDIS_URL, view: streamView, stream, group: 'g', consumer: 'c1', toEvent: fieldsToEvent, store, batch: 64, blockMs: 3_600_000 });
+    const c = redisStreamConsumer({
+      redisUrl: REDIS_URL,
+      view: streamView,
+      stream,
+      group: 'g',
+      consumer: 'c1',
+      toEvent: fieldsToEvent,
+      store,
+      batch: 64,
+      blockMs: 3_600_000,
+    });
     await c.start();
     try {
-      await until(() => c.consumed + c.rejected >= events.length + 1, () => `consumed ${c.consumed} of ${events.length}`);
+      await until(
+        () => c.consumed + c.rejected >= events.length + 1,
+        () => `consumed ${c.consumed} of ${events.length}`,
+      );
       // Entries added while the consumer is blocked arrive too.
       const more = streamEvents(12, 20, now);
       for (const [i, e] of more.entries()) await xadd(stream, e, i);
-      await until(() => c.consumed >= events.length + more.length, () => `consumed ${c.consumed}`);
+      await until(
+        () => c.consumed >= events.length + more.length,
+        () => `consumed ${c.consumed}`,
+      );
       assert.equal(c.rejected, 1);
       assert.equal(c.redelivered, 0);
       await checkAgainstReference(store, [...events, ...more], now, 'redis streams');
@@ -599,13 +740,19 @@ needs(`Redis at ${REDIS_URL}`, redisDown, 'Redis Streams consumer on a real Redi
     const opts = { redisUrl: REDIS_URL, view: streamView, stream, group: 'g', consumer: 'c1', toEvent: fieldsToEvent, batch: 50, blockMs: 1000 };
     const a = redisStreamConsumer({ ...opts, store: crashing, retryDelayMs: 3_600_000 });
     await a.start();
-    await until(() => crashing.crashed, () => 'the first batch');
+    await until(
+      () => crashing.crashed,
+      () => 'the first batch',
+    );
     await a.stop(); // interrupts the retry delay
     assert.equal(a.consumed, 0);
     const b = redisStreamConsumer({ ...opts, store: real });
     await b.start();
     try {
-      await until(() => b.consumed >= events.length, () => `consumed ${b.consumed} of ${events.length}`);
+      await until(
+        () => b.consumed >= events.length,
+        () => `consumed ${b.consumed} of ${events.length}`,
+      );
       assert.equal(b.redelivered, 50);
       await checkAgainstReference(real, events, now, 'redis streams after crash');
     } finally {
@@ -624,12 +771,18 @@ needs(`Redis at ${REDIS_URL}`, redisDown, 'Redis Streams consumer on a real Redi
     const opts = { redisUrl: REDIS_URL, view: streamView, stream, group: 'g', toEvent: fieldsToEvent, batch: 40, blockMs: 200 };
     const a = redisStreamConsumer({ ...opts, consumer: 'replica-1', store: crashing, retryDelayMs: 60_000 });
     await a.start();
-    await until(() => crashing.crashed, () => 'the first batch');
+    await until(
+      () => crashing.crashed,
+      () => 'the first batch',
+    );
     await a.stop();
     const b = redisStreamConsumer({ ...opts, consumer: 'replica-2', store: real, claimIdleMs: 300 });
     await b.start();
     try {
-      await until(() => b.consumed >= events.length, () => `consumed ${b.consumed} of ${events.length}`);
+      await until(
+        () => b.consumed >= events.length,
+        () => `consumed ${b.consumed} of ${events.length}`,
+      );
       assert.equal(b.redelivered, 40);
       await checkAgainstReference(real, events, now, 'redis streams after claim');
       const pending = (await redis.xpending(stream, 'g')) as [number, ...unknown[]];

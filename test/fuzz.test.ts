@@ -34,12 +34,15 @@ describe(`fuzz: ${COUNT} malformed requests (seed ${SEED})`, { timeout: Math.max
     work = await mkdtemp(join(tmpdir(), 'sy-fuzz-'));
     const llm = join(work, 'llm.json');
     await writeFile(llm, JSON.stringify({ models: [{ name: 'text-embed', backend: 'onnx-embeddings', model: 'encoder' }] }));
-    srv = await startSwitchyard({
-      mlp: { versions: { 1: mlp(1) } },
-      aux: { versions: { 1: mlp(2) } },
-      encoder: { versions: { 1: encoder({ layers: 1, dModel: 32, heads: 2, seqLen: 16, ffn: 64, vocab: 300 }) } },
-      all_types: { versions: { 1: allTypes() } },
-    }, { listen: true, config: { maxBodyMb: MAX_BODY_MB, llmConfig: llm, predictionLog: 'off' } });
+    srv = await startSwitchyard(
+      {
+        mlp: { versions: { 1: mlp(1) } },
+        aux: { versions: { 1: mlp(2) } },
+        encoder: { versions: { 1: encoder({ layers: 1, dModel: 32, heads: 2, seqLen: 16, ffn: 64, vocab: 300 }) } },
+        all_types: { versions: { 1: allTypes() } },
+      },
+      { listen: true, config: { maxBodyMb: MAX_BODY_MB, llmConfig: llm, predictionLog: 'off' } },
+    );
   });
   after(async () => {
     await srv.close();
@@ -47,10 +50,13 @@ describe(`fuzz: ${COUNT} malformed requests (seed ${SEED})`, { timeout: Math.max
   });
 
   it('regressions the fuzzer found: deep nesting, malformed multipart and router errors are 4xx in the error shape', async () => {
-    const infer = (data: string, shape = '[1,64]') => srv.sy.app.inject({
-      method: 'POST', url: '/v2/models/mlp/infer', headers: { 'content-type': 'application/json' },
-      payload: `{"inputs":[{"name":"features","datatype":"FP32","shape":${shape},"data":${data}}]}`,
-    });
+    const infer = (data: string, shape = '[1,64]') =>
+      srv.sy.app.inject({
+        method: 'POST',
+        url: '/v2/models/mlp/infer',
+        headers: { 'content-type': 'application/json' },
+        payload: `{"inputs":[{"name":"features","datatype":"FP32","shape":${shape},"data":${data}}]}`,
+      });
     const deep = await infer(nestedText(10_000));
     assert.equal(deep.statusCode, 400, deep.body);
     assert.equal(deep.json().code, 'SY_ERR_INPUT_INVALID');
@@ -62,7 +68,9 @@ describe(`fuzz: ${COUNT} malformed requests (seed ${SEED})`, { timeout: Math.max
     assert.equal(mixed.statusCode, 400, mixed.body);
     const boundary = 'b0undary';
     const cut = await srv.sy.app.inject({
-      method: 'POST', url: '/api/v1/models/cut/versions', headers: { 'content-type': `multipart/form-data; boundary=${boundary}` },
+      method: 'POST',
+      url: '/api/v1/models/cut/versions',
+      headers: { 'content-type': `multipart/form-data; boundary=${boundary}` },
       payload: `--${boundary}\r\nContent-Disposition: form-data; name="file"; filename="m.onnx"\r\n\r\nabc`,
     });
     assert.equal(cut.statusCode, 400, cut.body);
@@ -74,10 +82,23 @@ describe(`fuzz: ${COUNT} malformed requests (seed ${SEED})`, { timeout: Math.max
 
   it('no 5xx, no hang, bounded RSS, and the server still serves', async (t) => {
     const report = await runFuzz({
-      url: srv.url, server: srv.sy.app.server, seed: SEED, count: COUNT, concurrency: CONCURRENCY,
-      bombBytes: 2 * MAX_BODY_MB * 1024 * 1024 + 1, hangMs: 60_000, documented: loneRuntimeFailure,
+      url: srv.url,
+      server: srv.sy.app.server,
+      seed: SEED,
+      count: COUNT,
+      concurrency: CONCURRENCY,
+      bombBytes: 2 * MAX_BODY_MB * 1024 * 1024 + 1,
+      hangMs: 60_000,
+      documented: loneRuntimeFailure,
     });
-    const summary = { seed: SEED, sent: report.sent, classes: report.classes, codes: report.codes, rssBeforeMiB: mib(report.rssBefore), rssAfterMiB: mib(report.rssAfter) };
+    const summary = {
+      seed: SEED,
+      sent: report.sent,
+      classes: report.classes,
+      codes: report.codes,
+      rssBeforeMiB: mib(report.rssBefore),
+      rssAfterMiB: mib(report.rssAfter),
+    };
     t.diagnostic(JSON.stringify(summary));
     if (process.env['FUZZ_REPORT']) console.log(JSON.stringify(summary, null, 2));
     assert.deepEqual(report.failures, [], `undocumented 5xx answers or hangs (replay with FUZZ_SEED=${SEED})`);
@@ -89,7 +110,8 @@ describe(`fuzz: ${COUNT} malformed requests (seed ${SEED})`, { timeout: Math.max
     assert.ok((report.classes['4xx'] ?? 0) > report.sent / 4, 'most cases are refused as bad input (the generators do break requests)');
     assert.ok(report.rssAfter - report.rssBefore < RSS_BOUND, `RSS grew ${mib(report.rssAfter - report.rssBefore)} MiB`);
     const ok = await fetch(`${srv.url}/v2/models/mlp/infer`, {
-      method: 'POST', headers: { 'content-type': 'application/json' },
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: floats(64, 3) }] }),
     });
     assert.equal(ok.status, 200, await ok.text());

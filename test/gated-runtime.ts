@@ -63,7 +63,9 @@ export function gatedRuntime(shas: readonly string[]): Gate {
     },
   };
   return {
-    runtime, ran, batches,
+    runtime,
+    ran,
+    batches,
     get waiting() {
       return held;
     },

@@ -13,17 +13,41 @@ import { effectiveLimits, TIERS, type ApiKeyRecord, type ModelAccess, type Princ
 import { isSwitchyardError } from '../src/errors.js';
 
 const tenant = (name: string, limits: TenantLimits = {}): TenantRecord => ({
-  name, description: '', tier: 'standard', weight: 1, limits, effectiveLimits: effectiveLimits(TIERS['standard']!.limits, limits),
-  disabled: false, createdAt: '', updatedAt: '',
+  name,
+  description: '',
+  tier: 'standard',
+  weight: 1,
+  limits,
+  effectiveLimits: effectiveLimits(TIERS['standard']!.limits, limits),
+  disabled: false,
+  createdAt: '',
+  updatedAt: '',
 });
 const key = (t: string, scopes: ApiKeyRecord['scopes']): ApiKeyRecord => ({
-  id: `sy_${t.padEnd(12, 'x')}`, tenant: t, name: '', scopes, limits: null, createdBy: 'admin', createdAt: '', expiresAt: null, revokedAt: null, status: 'active',
+  id: `sy_${t.padEnd(12, 'x')}`,
+  tenant: t,
+  name: '',
+  scopes,
+  limits: null,
+  createdBy: 'admin',
+  createdAt: '',
+  expiresAt: null,
+  revokedAt: null,
+  status: 'active',
 });
 const as = (t: TenantRecord, scopes: ApiKeyRecord['scopes']): Principal => ({ kind: 'tenant', actor: `${t.name}/k`, tenant: t, key: key(t.name, scopes) });
 const platform: Principal = { kind: 'platform', actor: 'admin', key: null };
 
 const INFER: AccessRule = {
-  public: false, scopes: ['infer'], modelParam: 'model', tenantParam: null, notFound: 'v2', mutatesModel: false, createsModel: false, limited: true, audited: false,
+  public: false,
+  scopes: ['infer'],
+  modelParam: 'model',
+  tenantParam: null,
+  notFound: 'v2',
+  mutatesModel: false,
+  createsModel: false,
+  limited: true,
+  audited: false,
 };
 const CHANGE: AccessRule = { ...INFER, scopes: ['admin'], notFound: 'registry', mutatesModel: true, limited: false };
 const TENANT_READ: AccessRule = { ...INFER, scopes: ['read', 'admin'], modelParam: null, tenantParam: 'tenant', limited: false };
@@ -55,11 +79,23 @@ describe('Authorizer (no transport)', () => {
     const acme = tenant('acme');
     const beta = tenant('beta');
     assert.equal(await authorizer.authorize(platform, INFER, { model: 'beta.private', tenant: null }), null, 'the platform sees everything, unlimited');
-    assert.equal(await code(() => authorizer.authorize(as(acme, ['infer']), INFER, { model: 'beta.private', tenant: null })), 'SY_ERR_MODEL_NOT_FOUND', 'invisible = absent');
+    assert.equal(
+      await code(() => authorizer.authorize(as(acme, ['infer']), INFER, { model: 'beta.private', tenant: null })),
+      'SY_ERR_MODEL_NOT_FOUND',
+      'invisible = absent',
+    );
     assert.equal(await code(() => authorizer.authorize(as(acme, ['read']), INFER, { model: 'acme.m', tenant: null })), 'SY_ERR_FORBIDDEN', 'scope');
-    assert.equal(await code(() => authorizer.authorize(as(beta, ['admin']), CHANGE, { model: 'acme.m', tenant: null })), 'SY_ERR_FORBIDDEN', 'shared read-only');
+    assert.equal(
+      await code(() => authorizer.authorize(as(beta, ['admin']), CHANGE, { model: 'acme.m', tenant: null })),
+      'SY_ERR_FORBIDDEN',
+      'shared read-only',
+    );
     assert.equal(await code(() => authorizer.authorize(as(beta, ['admin']), CHANGE, { model: 'beta.private', tenant: null })), 'none', 'the owner changes it');
-    assert.equal(await code(() => authorizer.authorize(as(acme, ['read']), TENANT_READ, { model: null, tenant: 'beta' })), 'SY_ERR_TENANT_NOT_FOUND', "another tenant's records");
+    assert.equal(
+      await code(() => authorizer.authorize(as(acme, ['read']), TENANT_READ, { model: null, tenant: 'beta' })),
+      'SY_ERR_TENANT_NOT_FOUND',
+      "another tenant's records",
+    );
     await gateway.close();
   });
 

@@ -24,7 +24,10 @@ type Msg = Record<string, unknown>;
 type Unary = (req: Msg, md: Metadata, opts: { deadline?: number }, cb: (e: ServiceError | null, r: Msg) => void) => void;
 
 function clientFor(port: number): Client {
-  return new protos.InferenceClient(`127.0.0.1:${port}`, credentials.createInsecure(), { 'grpc.max_send_message_length': -1, 'grpc.max_receive_message_length': -1 });
+  return new protos.InferenceClient(`127.0.0.1:${port}`, credentials.createInsecure(), {
+    'grpc.max_send_message_length': -1,
+    'grpc.max_receive_message_length': -1,
+  });
 }
 function healthFor(port: number): Client {
   return new protos.HealthClient(`127.0.0.1:${port}`, credentials.createInsecure());
@@ -39,7 +42,9 @@ const bearer = (key: string, extra: Record<string, string> = {}): Metadata => md
 
 function rpc<T = Msg>(c: Client, method: string, req: Msg, meta: Metadata = new Metadata(), deadlineMs?: number): Promise<T> {
   const fn = (c as unknown as Record<string, Unary>)[method]!.bind(c);
-  return new Promise((resolve, reject) => fn(req, meta, deadlineMs === undefined ? {} : { deadline: Date.now() + deadlineMs }, (e, r) => (e ? reject(e) : resolve(r as T))));
+  return new Promise((resolve, reject) =>
+    fn(req, meta, deadlineMs === undefined ? {} : { deadline: Date.now() + deadlineMs }, (e, r) => (e ? reject(e) : resolve(r as T))),
+  );
 }
 
 async function fails(p: Promise<unknown>, code: Status, catalog?: ErrorCode, message?: RegExp): Promise<ServiceError> {
@@ -94,7 +99,10 @@ const mlpRaw = (rows: number, seed: number): Buffer => {
   return Buffer.from(f.buffer, f.byteOffset, f.byteLength);
 };
 const mlpRequest = (model: string, rows: number, seed: number, extra: Msg = {}): Msg => ({
-  model_name: model, inputs: [{ name: 'features', datatype: 'FP32', shape: [rows, 64] }], raw_input_contents: [mlpRaw(rows, seed)], ...extra,
+  model_name: model,
+  inputs: [{ name: 'features', datatype: 'FP32', shape: [rows, 64] }],
+  raw_input_contents: [mlpRaw(rows, seed)],
+  ...extra,
 });
 const scores = (r: Msg): Float32Array => {
   const b = (r['raw_output_contents'] as Buffer[])[0]!;
@@ -135,11 +143,17 @@ describe('gRPC: the inference service', () => {
     assert.deepEqual(await rpc(client, 'ModelReady', { name: 'mlp', version: '2' }), { ready: true });
     const m = await rpc(client, 'ModelMetadata', { name: 'mlp' });
     assert.deepEqual(m, {
-      name: 'mlp', versions: ['1', '2'], platform: 'onnxruntime_onnx',
-      inputs: [{ name: 'features', datatype: 'FP32', shape: ['-1', '64'] }], outputs: [{ name: 'score', datatype: 'FP32', shape: ['-1', '1'] }],
+      name: 'mlp',
+      versions: ['1', '2'],
+      platform: 'onnxruntime_onnx',
+      inputs: [{ name: 'features', datatype: 'FP32', shape: ['-1', '64'] }],
+      outputs: [{ name: 'score', datatype: 'FP32', shape: ['-1', '1'] }],
     });
     const rest = (await srv.sy.app.inject('/v2/models/mlp')).json();
-    assert.deepEqual((m['inputs'] as Msg[]).map((t) => (t['shape'] as string[]).map(Number)), rest.inputs.map((t: { shape: number[] }) => t.shape));
+    assert.deepEqual(
+      (m['inputs'] as Msg[]).map((t) => (t['shape'] as string[]).map(Number)),
+      rest.inputs.map((t: { shape: number[] }) => t.shape),
+    );
     await fails(rpc(client, 'ModelMetadata', { name: 'nope' }), Status.NOT_FOUND, 'SY_ERR_MODEL_NOT_FOUND', /model "nope" not found/);
     await fails(rpc(client, 'ModelReady', { name: 'mlp', version: '9' }), Status.NOT_FOUND, 'SY_ERR_MODEL_NOT_FOUND');
   });
@@ -150,20 +164,34 @@ describe('gRPC: the inference service', () => {
     assert.equal(r['model_version'], '2');
     assert.equal(r['id'], 'req-1');
     const outs = r['outputs'] as Msg[];
-    assert.deepEqual(outs.map((o) => [o['name'], o['datatype'], o['shape'], o['contents']]), [['score', 'FP32', ['3', '1'], null]]);
-    const rest = (await srv.sy.app.inject({
-      method: 'POST', url: '/v2/models/mlp/infer', headers: { 'content-type': 'application/json' },
-      payload: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [3, 64], data: floats(192, 5) }] }),
-    })).json();
+    assert.deepEqual(
+      outs.map((o) => [o['name'], o['datatype'], o['shape'], o['contents']]),
+      [['score', 'FP32', ['3', '1'], null]],
+    );
+    const rest = (
+      await srv.sy.app.inject({
+        method: 'POST',
+        url: '/v2/models/mlp/infer',
+        headers: { 'content-type': 'application/json' },
+        payload: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [3, 64], data: floats(192, 5) }] }),
+      })
+    ).json();
     assert.deepEqual(Array.from(scores(r)), rest.outputs[0].data);
     // A named version, and typed contents in → typed contents out.
     const typed = await rpc(client, 'ModelInfer', {
-      model_name: 'mlp', model_version: '2', inputs: [{ name: 'features', datatype: 'FP32', shape: [3, 64], contents: { fp32_contents: Array.from(Float32Array.from(floats(192, 5))) } }],
+      model_name: 'mlp',
+      model_version: '2',
+      inputs: [{ name: 'features', datatype: 'FP32', shape: [3, 64], contents: { fp32_contents: Array.from(Float32Array.from(floats(192, 5))) } }],
     });
     assert.deepEqual((typed['raw_output_contents'] as Buffer[]).length, 0);
     assert.deepEqual(((typed['outputs'] as Msg[])[0]!['contents'] as Msg)['fp32_contents'], rest.outputs[0].data);
     // Requested outputs by name; an unknown one is INVALID_ARGUMENT naming it.
-    await fails(rpc(client, 'ModelInfer', mlpRequest('mlp', 1, 1, { outputs: [{ name: 'nope' }] })), Status.INVALID_ARGUMENT, 'SY_ERR_OUTPUT_UNKNOWN', /unknown output "nope"/);
+    await fails(
+      rpc(client, 'ModelInfer', mlpRequest('mlp', 1, 1, { outputs: [{ name: 'nope' }] })),
+      Status.INVALID_ARGUMENT,
+      'SY_ERR_OUTPUT_UNKNOWN',
+      /unknown output "nope"/,
+    );
   });
 
   for (const [v2] of ALL_TYPES) {
@@ -177,20 +205,38 @@ describe('gRPC: the inference service', () => {
       assert.deepEqual((raw['raw_output_contents'] as Buffer[])[0], s.raw);
       if (s.field === null) {
         // FP16 has no typed contents field: refused, naming raw_input_contents.
-        await fails(rpc(client, 'ModelInfer', { model_name: model, inputs: [{ name: 'x', datatype: v2, shape: [2, 3], contents: { fp32_contents: [1, 2, 3, 4, 5, 6] } }] }),
-          Status.INVALID_ARGUMENT, 'SY_ERR_INPUT_INVALID', /FP16 has no typed contents field; send it in raw_input_contents/);
+        await fails(
+          rpc(client, 'ModelInfer', {
+            model_name: model,
+            inputs: [{ name: 'x', datatype: v2, shape: [2, 3], contents: { fp32_contents: [1, 2, 3, 4, 5, 6] } }],
+          }),
+          Status.INVALID_ARGUMENT,
+          'SY_ERR_INPUT_INVALID',
+          /FP16 has no typed contents field; send it in raw_input_contents/,
+        );
         return;
       }
-      const typed = await rpc(client, 'ModelInfer', { model_name: model, inputs: [{ name: 'x', datatype: v2, shape: [2, 3], contents: { [s.field]: s.values } }] });
+      const typed = await rpc(client, 'ModelInfer', {
+        model_name: model,
+        inputs: [{ name: 'x', datatype: v2, shape: [2, 3], contents: { [s.field]: s.values } }],
+      });
       assert.equal((typed['raw_output_contents'] as Buffer[]).length, 0);
       const contents = (typed['outputs'] as Msg[])[0]!['contents'] as Record<string, unknown[]>;
       assert.deepEqual(contents[s.field], s.values);
       // Wrong element count, and the wrong contents field, are INVALID_ARGUMENT.
-      await fails(rpc(client, 'ModelInfer', { model_name: model, inputs: [{ name: 'x', datatype: v2, shape: [2, 3], contents: { [s.field]: s.values.slice(1) } }] }),
-        Status.INVALID_ARGUMENT, 'SY_ERR_INPUT_INVALID', /shape implies 6 elements/);
+      await fails(
+        rpc(client, 'ModelInfer', { model_name: model, inputs: [{ name: 'x', datatype: v2, shape: [2, 3], contents: { [s.field]: s.values.slice(1) } }] }),
+        Status.INVALID_ARGUMENT,
+        'SY_ERR_INPUT_INVALID',
+        /shape implies 6 elements/,
+      );
       const other = s.field === 'fp64_contents' ? 'fp32_contents' : 'fp64_contents';
-      await fails(rpc(client, 'ModelInfer', { model_name: model, inputs: [{ name: 'x', datatype: v2, shape: [2, 3], contents: { [other]: [1, 2, 3, 4, 5, 6] } }] }),
-        Status.INVALID_ARGUMENT, 'SY_ERR_INPUT_INVALID', new RegExp(`carried in contents.${s.field}`));
+      await fails(
+        rpc(client, 'ModelInfer', { model_name: model, inputs: [{ name: 'x', datatype: v2, shape: [2, 3], contents: { [other]: [1, 2, 3, 4, 5, 6] } }] }),
+        Status.INVALID_ARGUMENT,
+        'SY_ERR_INPUT_INVALID',
+        new RegExp(`carried in contents.${s.field}`),
+      );
     });
   }
 
@@ -214,15 +260,29 @@ describe('gRPC: the inference service', () => {
     }
     // Raw HTTP/2 calls: what no grpc-js client sends.
     const session: ClientHttp2Session = connect(`http://127.0.0.1:${port}`);
-    const call = (body: Buffer, extra: Record<string, string> = {}) => new Promise<{ status: string; message: string; code: string | undefined }>((resolve, reject) => {
-      const st = session.request({ ':method': 'POST', ':path': '/inference.GRPCInferenceService/ModelInfer', 'content-type': 'application/grpc', te: 'trailers', ...extra });
-      const done = (h: Record<string, unknown>): void => resolve({ status: String(h['grpc-status']), message: decodeURI(String(h['grpc-message'])), code: h['x-switchyard-error-code'] as string | undefined });
-      st.on('response', (h) => { if (h['grpc-status'] !== undefined) done(h); });
-      st.on('trailers', done);
-      st.on('data', () => undefined);
-      st.on('error', reject);
-      st.end(body);
-    });
+    const call = (body: Buffer, extra: Record<string, string> = {}) =>
+      new Promise<{ status: string; message: string; code: string | undefined }>((resolve, reject) => {
+        const st = session.request({
+          ':method': 'POST',
+          ':path': '/inference.GRPCInferenceService/ModelInfer',
+          'content-type': 'application/grpc',
+          te: 'trailers',
+          ...extra,
+        });
+        const done = (h: Record<string, unknown>): void =>
+          resolve({
+            status: String(h['grpc-status']),
+            message: decodeURI(String(h['grpc-message'])),
+            code: h['x-switchyard-error-code'] as string | undefined,
+          });
+        st.on('response', (h) => {
+          if (h['grpc-status'] !== undefined) done(h);
+        });
+        st.on('trailers', done);
+        st.on('data', () => undefined);
+        st.on('error', reject);
+        st.end(body);
+      });
     const frame = (m: Buffer, flag = 0): Buffer => {
       const b = Buffer.alloc(5 + m.length);
       b[0] = flag;
@@ -249,14 +309,35 @@ describe('gRPC: the inference service', () => {
 
   it('malformed messages are INVALID_ARGUMENT naming the problem, and the server keeps serving', async () => {
     const x = (extra: Msg) => ({ model_name: 'id_fp32', inputs: [{ name: 'x', datatype: 'FP32', shape: [2, 3] }], ...extra });
-    await fails(rpc(client, 'ModelInfer', x({ raw_input_contents: [Buffer.alloc(23)] })), Status.INVALID_ARGUMENT, 'SY_ERR_INPUT_INVALID', /imply 24 bytes but raw_input_contents holds 23/);
-    await fails(rpc(client, 'ModelInfer', x({ raw_input_contents: [Buffer.alloc(24), Buffer.alloc(24)] })), Status.INVALID_ARGUMENT, 'SY_ERR_BAD_REQUEST', /2 entries for 1 inputs/);
+    await fails(
+      rpc(client, 'ModelInfer', x({ raw_input_contents: [Buffer.alloc(23)] })),
+      Status.INVALID_ARGUMENT,
+      'SY_ERR_INPUT_INVALID',
+      /imply 24 bytes but raw_input_contents holds 23/,
+    );
+    await fails(
+      rpc(client, 'ModelInfer', x({ raw_input_contents: [Buffer.alloc(24), Buffer.alloc(24)] })),
+      Status.INVALID_ARGUMENT,
+      'SY_ERR_BAD_REQUEST',
+      /2 entries for 1 inputs/,
+    );
     await fails(rpc(client, 'ModelInfer', x({})), Status.INVALID_ARGUMENT, 'SY_ERR_INPUT_INVALID', /no data/);
     await fails(rpc(client, 'ModelInfer', { model_name: 'id_fp32', inputs: [] }), Status.INVALID_ARGUMENT, 'SY_ERR_BAD_REQUEST', /"inputs" must not be empty/);
-    await fails(rpc(client, 'ModelInfer', { model_name: 'id_fp32', inputs: [{ name: 'x', datatype: 'FP99', shape: [1] }], raw_input_contents: [Buffer.alloc(4)] }),
-      Status.INVALID_ARGUMENT, 'SY_ERR_INPUT_INVALID', /unknown datatype "FP99"/);
-    await fails(rpc(client, 'ModelInfer', { ...x({ raw_input_contents: [Buffer.alloc(24)] }), inputs: [{ name: 'x', datatype: 'FP32', shape: [2, 3], contents: { fp32_contents: [1] } }] }),
-      Status.INVALID_ARGUMENT, 'SY_ERR_BAD_REQUEST', /use one or the other/);
+    await fails(
+      rpc(client, 'ModelInfer', { model_name: 'id_fp32', inputs: [{ name: 'x', datatype: 'FP99', shape: [1] }], raw_input_contents: [Buffer.alloc(4)] }),
+      Status.INVALID_ARGUMENT,
+      'SY_ERR_INPUT_INVALID',
+      /unknown datatype "FP99"/,
+    );
+    await fails(
+      rpc(client, 'ModelInfer', {
+        ...x({ raw_input_contents: [Buffer.alloc(24)] }),
+        inputs: [{ name: 'x', datatype: 'FP32', shape: [2, 3], contents: { fp32_contents: [1] } }],
+      }),
+      Status.INVALID_ARGUMENT,
+      'SY_ERR_BAD_REQUEST',
+      /use one or the other/,
+    );
     // BYTES length prefixes that run past the buffer, or hold the wrong number of elements.
     const bytes = (raw: Buffer) => ({ model_name: 'id_bytes', inputs: [{ name: 'x', datatype: 'BYTES', shape: [1, 2] }], raw_input_contents: [raw] });
     await fails(rpc(client, 'ModelInfer', bytes(Buffer.from([5, 0, 0, 0, 97]))), Status.INVALID_ARGUMENT, 'SY_ERR_INPUT_INVALID', /claims 5 bytes/);
@@ -264,16 +345,42 @@ describe('gRPC: the inference service', () => {
     await fails(rpc(client, 'ModelInfer', bytes(Buffer.from([1, 0, 0, 0, 97]))), Status.INVALID_ARGUMENT, 'SY_ERR_INPUT_INVALID', /shape implies 2 elements/);
     await fails(rpc(client, 'ModelInfer', bytes(Buffer.from([1, 0]))), Status.INVALID_ARGUMENT, 'SY_ERR_INPUT_INVALID', /truncated/);
     // Bytes the ONNX runtime cannot take unaltered (a NUL, invalid UTF-8) are refused, typed or raw, never cut or replaced.
-    await fails(rpc(client, 'ModelInfer', { model_name: 'id_bytes', inputs: [{ name: 'x', datatype: 'BYTES', shape: [1, 2], contents: { bytes_contents: [Buffer.from('ok'), Buffer.from([97, 0, 98])] } }] }),
-      Status.INVALID_ARGUMENT, 'SY_ERR_NOT_REPRESENTABLE', /BYTES element 1 contains a NUL byte/);
-    await fails(rpc(client, 'ModelInfer', bytes(Buffer.from([1, 0, 0, 0, 0xff, 1, 0, 0, 0, 97]))), Status.INVALID_ARGUMENT, 'SY_ERR_NOT_REPRESENTABLE', /BYTES element 0 is not valid UTF-8/);
+    await fails(
+      rpc(client, 'ModelInfer', {
+        model_name: 'id_bytes',
+        inputs: [{ name: 'x', datatype: 'BYTES', shape: [1, 2], contents: { bytes_contents: [Buffer.from('ok'), Buffer.from([97, 0, 98])] } }],
+      }),
+      Status.INVALID_ARGUMENT,
+      'SY_ERR_NOT_REPRESENTABLE',
+      /BYTES element 1 contains a NUL byte/,
+    );
+    await fails(
+      rpc(client, 'ModelInfer', bytes(Buffer.from([1, 0, 0, 0, 0xff, 1, 0, 0, 0, 97]))),
+      Status.INVALID_ARGUMENT,
+      'SY_ERR_NOT_REPRESENTABLE',
+      /BYTES element 0 is not valid UTF-8/,
+    );
     // Values out of their datatype's range, a shape that does not fit the model.
-    await fails(rpc(client, 'ModelInfer', { model_name: 'id_int8', inputs: [{ name: 'x', datatype: 'INT8', shape: [1, 1], contents: { int_contents: [300] } }] }),
-      Status.INVALID_ARGUMENT, 'SY_ERR_INPUT_INVALID', /out of range for INT8/);
-    await fails(rpc(client, 'ModelInfer', { model_name: 'mlp', inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 3] }], raw_input_contents: [Buffer.alloc(12)] }),
-      Status.INVALID_ARGUMENT, 'SY_ERR_INPUT_INVALID');
-    await fails(rpc(client, 'ModelInfer', { model_name: 'mlp', inputs: [{ name: 'features', datatype: 'INT32', shape: [1, 64] }], raw_input_contents: [Buffer.alloc(256)] }),
-      Status.INVALID_ARGUMENT, 'SY_ERR_INPUT_INVALID');
+    await fails(
+      rpc(client, 'ModelInfer', { model_name: 'id_int8', inputs: [{ name: 'x', datatype: 'INT8', shape: [1, 1], contents: { int_contents: [300] } }] }),
+      Status.INVALID_ARGUMENT,
+      'SY_ERR_INPUT_INVALID',
+      /out of range for INT8/,
+    );
+    await fails(
+      rpc(client, 'ModelInfer', { model_name: 'mlp', inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 3] }], raw_input_contents: [Buffer.alloc(12)] }),
+      Status.INVALID_ARGUMENT,
+      'SY_ERR_INPUT_INVALID',
+    );
+    await fails(
+      rpc(client, 'ModelInfer', {
+        model_name: 'mlp',
+        inputs: [{ name: 'features', datatype: 'INT32', shape: [1, 64] }],
+        raw_input_contents: [Buffer.alloc(256)],
+      }),
+      Status.INVALID_ARGUMENT,
+      'SY_ERR_INPUT_INVALID',
+    );
     await fails(rpc(client, 'ModelInfer', { model_name: '', inputs: [] }), Status.INVALID_ARGUMENT, 'SY_ERR_BAD_REQUEST', /model_name is empty/);
     assert.deepEqual(await rpc(client, 'ServerLive', {}), { live: true });
   });
@@ -293,7 +400,10 @@ describe('gRPC: the inference service', () => {
     stream.end();
     await done;
     assert.equal(got.length, 4);
-    assert.deepEqual(got.map((m) => (m['infer_response'] as Msg | null)?.['id'] ?? null), ['a', null, null, 'd']);
+    assert.deepEqual(
+      got.map((m) => (m['infer_response'] as Msg | null)?.['id'] ?? null),
+      ['a', null, null, 'd'],
+    );
     assert.equal(got[0]!['error_message'], '');
     assert.match(got[1]!['error_message'] as string, /^SY_ERR_MODEL_NOT_FOUND: model "nope" not found/);
     assert.match(got[2]!['error_message'] as string, /^SY_ERR_INPUT_INVALID: /);
@@ -312,8 +422,16 @@ describe('gRPC: the inference service', () => {
     const batching = config['dynamic_batching'] as Msg;
     assert.deepEqual(batching['preferred_batch_size'], []);
     assert.equal(typeof batching['max_queue_delay_microseconds'], 'string');
-    assert.deepEqual(batching['default_queue_policy'], { timeout_action: 'REJECT', default_timeout_microseconds: '0', allow_timeout_override: true, max_queue_size: 1024 });
-    assert.equal((config['parameters'] as Record<string, Msg>)['intra_op_threads']!['string_value'], String(Number((config['parameters'] as Record<string, Msg>)['intra_op_threads']!['string_value'])));
+    assert.deepEqual(batching['default_queue_policy'], {
+      timeout_action: 'REJECT',
+      default_timeout_microseconds: '0',
+      allow_timeout_override: true,
+      max_queue_size: 1024,
+    });
+    assert.equal(
+      (config['parameters'] as Record<string, Msg>)['intra_op_threads']!['string_value'],
+      String(Number((config['parameters'] as Record<string, Msg>)['intra_op_threads']!['string_value'])),
+    );
     assert.ok(['inline', 'worker'].includes((config['parameters'] as Record<string, Msg>)['instance_mode']!['string_value'] as string));
     assert.equal(((await rpc<{ config: Msg }>(client, 'ModelConfig', { name: 'id_bytes' })).config['input'] as Msg[])[0]!['data_type'], 'TYPE_STRING');
 
@@ -332,9 +450,13 @@ describe('gRPC: the inference service', () => {
     await fails(rpc(client, 'ModelStatistics', { name: 'nope' }), Status.NOT_FOUND);
 
     const index = await rpc<{ models: Msg[] }>(client, 'RepositoryIndex', {});
-    assert.deepEqual(index.models.filter((m) => m['name'] === 'mlp'), [
-      { name: 'mlp', version: '1', state: 'READY', reason: '' }, { name: 'mlp', version: '2', state: 'READY', reason: '' },
-    ]);
+    assert.deepEqual(
+      index.models.filter((m) => m['name'] === 'mlp'),
+      [
+        { name: 'mlp', version: '1', state: 'READY', reason: '' },
+        { name: 'mlp', version: '2', state: 'READY', reason: '' },
+      ],
+    );
     assert.deepEqual(await rpc(client, 'RepositoryModelLoad', { model_name: 'mlp' }), {});
     await fails(rpc(client, 'RepositoryModelLoad', { model_name: 'nope' }), Status.NOT_FOUND);
     // Unload releases residency (the model stays servable: the next request loads it again).
@@ -349,7 +471,11 @@ describe('gRPC: the inference service', () => {
   it('the classification extension over gRPC: an output asked with classification comes back as top-k BYTES', async () => {
     const plain = await rpc<Msg>(client, 'ModelInfer', mlpRequest('mlp', 2, 11));
     const values = scores(plain);
-    const classified = await rpc<Msg>(client, 'ModelInfer', mlpRequest('mlp', 2, 11, { outputs: [{ name: 'score', parameters: { classification: { int64_param: '1' } } }] }));
+    const classified = await rpc<Msg>(
+      client,
+      'ModelInfer',
+      mlpRequest('mlp', 2, 11, { outputs: [{ name: 'score', parameters: { classification: { int64_param: '1' } } }] }),
+    );
     const out = (classified['outputs'] as Msg[])[0]!;
     assert.equal(out['datatype'], 'BYTES');
     assert.deepEqual(out['shape'], ['2', '1']);
@@ -360,16 +486,26 @@ describe('gRPC: the inference service', () => {
       texts.push(raw.toString('utf8', o + 4, o + 4 + n));
       o += 4 + n;
     }
-    assert.deepEqual(texts, Array.from(values, (v) => `${v.toFixed(6)}:0`));
+    assert.deepEqual(
+      texts,
+      Array.from(values, (v) => `${v.toFixed(6)}:0`),
+    );
   });
 
   it('a deadline bounds the call (DEADLINE_EXCEEDED); a cancelled call is dropped', async () => {
-    const req = (n: number) => ({ model_name: 'slow', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 512] }], raw_input_contents: [Buffer.alloc(2048)], id: String(n) });
+    const req = (n: number) => ({
+      model_name: 'slow',
+      inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 512] }],
+      raw_input_contents: [Buffer.alloc(2048)],
+      id: String(n),
+    });
     // Keep the single instance busy, then a request with a short deadline cannot be served in time.
     const busy = Array.from({ length: 4 }, (_, i) => rpc(client, 'ModelInfer', req(i)));
     await fails(rpc(client, 'ModelInfer', req(9), new Metadata(), 1), Status.DEADLINE_EXCEEDED);
     await Promise.all(busy);
-    const call = (client as unknown as Record<string, (r: Msg, m: Metadata, cb: (e: ServiceError | null) => void) => { cancel(): void }>)['ModelInfer']!.bind(client);
+    const call = (client as unknown as Record<string, (r: Msg, m: Metadata, cb: (e: ServiceError | null) => void) => { cancel(): void }>)['ModelInfer']!.bind(
+      client,
+    );
     const cancelled = new Promise<ServiceError | null>((resolve) => call(req(10), new Metadata(), resolve).cancel());
     assert.equal((await cancelled)?.code, Status.CANCELLED);
     assert.deepEqual(await rpc(client, 'ServerReady', {}), { ready: true });
@@ -396,10 +532,13 @@ describe('gRPC: auth, visibility, limits and message size over metadata', () => 
   let srv: TestServer;
   let client: Client;
   const keys: Record<string, string> = {};
-  const admin = (method: string, url: string, payload?: unknown) => srv.sy.app.inject({
-    method: method as 'POST', url, headers: { authorization: `Bearer ${ADMIN}`, ...(payload === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(payload === undefined ? {} : { payload: JSON.stringify(payload) }),
-  });
+  const admin = (method: string, url: string, payload?: unknown) =>
+    srv.sy.app.inject({
+      method: method as 'POST',
+      url,
+      headers: { authorization: `Bearer ${ADMIN}`, ...(payload === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(payload === undefined ? {} : { payload: JSON.stringify(payload) }),
+    });
   const key = async (tenant: string, scopes: string[], extra: Msg = {}): Promise<string> => {
     const r = await admin('POST', `/api/v1/tenants/${tenant}/keys`, { scopes, ...extra });
     assert.equal(r.statusCode, 201, r.body);
@@ -408,7 +547,10 @@ describe('gRPC: auth, visibility, limits and message size over metadata', () => 
 
   before(async () => {
     const M = mlp(7);
-    srv = await startSwitchyard({ 'acme.m': { versions: { 1: M } }, 'beta.m': { versions: { 1: M } } }, { config: { adminKey: ADMIN, grpcMaxMessageMb: 0.05 } });
+    srv = await startSwitchyard(
+      { 'acme.m': { versions: { 1: M } }, 'beta.m': { versions: { 1: M } } },
+      { config: { adminKey: ADMIN, grpcMaxMessageMb: 0.05 } },
+    );
     for (const t of ['acme', 'beta']) assert.equal((await admin('POST', '/api/v1/tenants', { name: t, tier: 'standard' })).statusCode, 201);
     assert.equal((await admin('PUT', '/api/v1/models/acme.m/owner', { tenant: 'acme' })).statusCode, 200);
     assert.equal((await admin('PUT', '/api/v1/models/beta.m/owner', { tenant: 'beta' })).statusCode, 200);
@@ -425,7 +567,12 @@ describe('gRPC: auth, visibility, limits and message size over metadata', () => 
 
   it('no key, a malformed header or an unknown key is UNAUTHENTICATED; health and liveness need none', async () => {
     await fails(rpc(client, 'ModelInfer', mlpRequest('acme.m', 1, 1)), Status.UNAUTHENTICATED, 'SY_ERR_UNAUTHENTICATED', /missing Authorization/);
-    await fails(rpc(client, 'ModelMetadata', { name: 'acme.m' }, md({ authorization: 'Basic x' })), Status.UNAUTHENTICATED, 'SY_ERR_UNAUTHENTICATED', /malformed/);
+    await fails(
+      rpc(client, 'ModelMetadata', { name: 'acme.m' }, md({ authorization: 'Basic x' })),
+      Status.UNAUTHENTICATED,
+      'SY_ERR_UNAUTHENTICATED',
+      /malformed/,
+    );
     await fails(rpc(client, 'ServerMetadata', {}, bearer('sy_nope_0123456789abcdef')), Status.UNAUTHENTICATED, 'SY_ERR_UNAUTHENTICATED');
     assert.deepEqual(await rpc(client, 'ServerLive', {}), { live: true });
     assert.deepEqual(await rpc(client, 'ServerReady', {}), { ready: true });
@@ -439,14 +586,25 @@ describe('gRPC: auth, visibility, limits and message size over metadata', () => 
     await fails(rpc(client, 'ModelMetadata', { name: 'beta.m' }, bearer(keys['acme']!)), Status.NOT_FOUND);
     await fails(rpc(client, 'ModelStatistics', { name: 'beta.m' }, bearer(keys['acme']!)), Status.NOT_FOUND);
     const visible = await rpc<{ model_stats: Msg[] }>(client, 'ModelStatistics', {}, bearer(keys['acme']!));
-    assert.ok(visible.model_stats.every((s) => s['name'] === 'acme.m'), 'statistics list only visible models');
-    await fails(rpc(client, 'ModelInfer', mlpRequest('acme.m', 1, 1), bearer(keys['acmeRead']!)), Status.PERMISSION_DENIED, 'SY_ERR_FORBIDDEN', /lacks the scope/);
+    assert.ok(
+      visible.model_stats.every((s) => s['name'] === 'acme.m'),
+      'statistics list only visible models',
+    );
+    await fails(
+      rpc(client, 'ModelInfer', mlpRequest('acme.m', 1, 1), bearer(keys['acmeRead']!)),
+      Status.PERMISSION_DENIED,
+      'SY_ERR_FORBIDDEN',
+      /lacks the scope/,
+    );
     assert.equal((await rpc(client, 'ModelMetadata', { name: 'acme.m' }, bearer(keys['acmeRead']!)))['name'], 'acme.m');
     assert.equal((await rpc(client, 'ModelInfer', mlpRequest('acme.m', 1, 1), bearer(keys['acme']!)))['model_name'], 'acme.m');
     // Repository control needs admin; a tenant admin sees only its own models.
     await fails(rpc(client, 'RepositoryIndex', {}, bearer(keys['acme']!)), Status.PERMISSION_DENIED);
     const idx = await rpc<{ models: Msg[] }>(client, 'RepositoryIndex', {}, bearer(keys['acmeAdmin']!));
-    assert.deepEqual(idx.models.map((m) => m['name']), ['acme.m']);
+    assert.deepEqual(
+      idx.models.map((m) => m['name']),
+      ['acme.m'],
+    );
     await fails(rpc(client, 'RepositoryModelLoad', { model_name: 'beta.m' }, bearer(keys['acmeAdmin']!)), Status.NOT_FOUND);
     assert.deepEqual(await rpc(client, 'RepositoryModelLoad', { model_name: 'acme.m' }, bearer(keys['acmeAdmin']!)), {});
     assert.deepEqual((await rpc<{ models: Msg[] }>(client, 'RepositoryIndex', {}, bearer(ADMIN))).models.map((m) => m['name']).sort(), ['acme.m', 'beta.m']);
@@ -455,30 +613,51 @@ describe('gRPC: auth, visibility, limits and message size over metadata', () => 
   it('a limited key gets x-ratelimit-* metadata as REST headers; refused: RESOURCE_EXHAUSTED with retry-after and the limit state in the trailers, in a stream as error_message', async () => {
     // Success: the limit state as initial metadata (REST: response headers).
     const headers = await new Promise<Metadata>((resolve, reject) => {
-      const c = (client as unknown as Record<string, (r: Msg, m: Metadata, cb: (e: ServiceError | null) => void) => { on(e: 'metadata', l: (m: Metadata) => void): void }>)['ModelInfer']!
-        .call(client, mlpRequest('acme.m', 1, 1), bearer(keys['limited']!), (e) => (e ? reject(e) : undefined));
+      const c = (
+        client as unknown as Record<
+          string,
+          (r: Msg, m: Metadata, cb: (e: ServiceError | null) => void) => { on(e: 'metadata', l: (m: Metadata) => void): void }
+        >
+      )['ModelInfer']!.call(client, mlpRequest('acme.m', 1, 1), bearer(keys['limited']!), (e) => (e ? reject(e) : undefined));
       c.on('metadata', resolve);
     });
     assert.deepEqual([headers.get('x-ratelimit-limit-requests')[0], headers.get('x-ratelimit-remaining-requests')[0]], ['1', '0']);
     assert.match(String(headers.get('x-ratelimit-reset-requests')[0]), /^\d/);
     const unlimited = await new Promise<Metadata>((resolve, reject) => {
-      const c = (client as unknown as Record<string, (r: Msg, m: Metadata, cb: (e: ServiceError | null) => void) => { on(e: 'metadata', l: (m: Metadata) => void): void }>)['ModelInfer']!
-        .call(client, mlpRequest('acme.m', 1, 1), bearer(ADMIN), (e) => (e ? reject(e) : undefined));
+      const c = (
+        client as unknown as Record<
+          string,
+          (r: Msg, m: Metadata, cb: (e: ServiceError | null) => void) => { on(e: 'metadata', l: (m: Metadata) => void): void }
+        >
+      )['ModelInfer']!.call(client, mlpRequest('acme.m', 1, 1), bearer(ADMIN), (e) => (e ? reject(e) : undefined));
       c.on('metadata', resolve);
     });
     assert.deepEqual(unlimited.get('x-ratelimit-limit-requests'), [], 'the platform key (no tenant limits) gets no limit metadata');
-    const e = await fails(rpc(client, 'ModelInfer', mlpRequest('acme.m', 1, 1), bearer(keys['limited']!)), Status.RESOURCE_EXHAUSTED, 'SY_ERR_RATE_LIMITED', /rate limit exceeded/);
+    const e = await fails(
+      rpc(client, 'ModelInfer', mlpRequest('acme.m', 1, 1), bearer(keys['limited']!)),
+      Status.RESOURCE_EXHAUSTED,
+      'SY_ERR_RATE_LIMITED',
+      /rate limit exceeded/,
+    );
     assert.ok(Number(e.metadata.get('retry-after')[0]) >= 1);
     assert.deepEqual([e.metadata.get('x-ratelimit-remaining-requests')[0], e.metadata.get('x-switchyard-limit-reason')[0]], ['0', 'rate']);
     // gRPC's rich error model: google.rpc.Status with ErrorInfo and RetryInfo, decoded from our own reading of the published definitions.
-    const rpcProto = protobuf.parse(`syntax = "proto3"; package google.rpc;
+    const rpcProto = protobuf.parse(
+      `syntax = "proto3"; package google.rpc;
       message Any { string type_url = 1; bytes value = 2; }
       message Duration { int64 seconds = 1; int32 nanos = 2; }
       message Status { int32 code = 1; string message = 2; repeated Any details = 3; }
       message RetryInfo { Duration retry_delay = 1; }
-      message ErrorInfo { string reason = 1; string domain = 2; map<string, string> metadata = 3; }`, { keepCase: true }).root;
-    const st = rpcProto.lookupType('google.rpc.Status').toObject(rpcProto.lookupType('google.rpc.Status').decode(e.metadata.get('grpc-status-details-bin')[0] as Buffer), { longs: Number }) as
-      { code: number; message: string; details: { type_url: string; value: Uint8Array }[] };
+      message ErrorInfo { string reason = 1; string domain = 2; map<string, string> metadata = 3; }`,
+      { keepCase: true },
+    ).root;
+    const st = rpcProto
+      .lookupType('google.rpc.Status')
+      .toObject(rpcProto.lookupType('google.rpc.Status').decode(e.metadata.get('grpc-status-details-bin')[0] as Buffer), { longs: Number }) as {
+      code: number;
+      message: string;
+      details: { type_url: string; value: Uint8Array }[];
+    };
     assert.equal(st.code, Status.RESOURCE_EXHAUSTED);
     assert.match(st.message, /rate limit exceeded/);
     const detail = (t: string): Record<string, unknown> => {
@@ -522,8 +701,22 @@ describe('gRPC: one core with REST', () => {
   before(async () => {
     srv = await startSwitchyard({ mlp: { versions: { 1: mlp(7), 2: mlp(8) }, config: { version_policy: { all: {} } } } }, { config: { adminKey: ADMIN } });
     client = clientFor(await srv.sy.grpc.listen(0, '127.0.0.1'));
-    assert.equal((await srv.sy.app.inject({ method: 'POST', url: '/api/v1/tenants', headers: { authorization: `Bearer ${ADMIN}` }, payload: { name: 'acme', tier: 'standard' } })).statusCode, 201);
-    assert.equal((await srv.sy.app.inject({ method: 'PUT', url: '/api/v1/models/mlp/owner', headers: { authorization: `Bearer ${ADMIN}` }, payload: { tenant: 'acme' } })).statusCode, 200);
+    assert.equal(
+      (
+        await srv.sy.app.inject({
+          method: 'POST',
+          url: '/api/v1/tenants',
+          headers: { authorization: `Bearer ${ADMIN}` },
+          payload: { name: 'acme', tier: 'standard' },
+        })
+      ).statusCode,
+      201,
+    );
+    assert.equal(
+      (await srv.sy.app.inject({ method: 'PUT', url: '/api/v1/models/mlp/owner', headers: { authorization: `Bearer ${ADMIN}` }, payload: { tenant: 'acme' } }))
+        .statusCode,
+      200,
+    );
   });
   after(async () => {
     client.close();
@@ -532,11 +725,24 @@ describe('gRPC: one core with REST', () => {
 
   it('a canary policy keyed on a header routes each key to the same arm over gRPC metadata and REST headers; usage counts both', async () => {
     const r = await srv.sy.app.inject({
-      method: 'PUT', url: '/api/v1/models/mlp/routing', headers: { authorization: `Bearer ${ADMIN}` },
-      payload: { arms: [{ name: 'stable', target: '1', weight: 80 }, { name: 'canary', target: '2', weight: 20 }], sticky: { key: 'header:x-user-id', seed: 'grpc' } },
+      method: 'PUT',
+      url: '/api/v1/models/mlp/routing',
+      headers: { authorization: `Bearer ${ADMIN}` },
+      payload: {
+        arms: [
+          { name: 'stable', target: '1', weight: 80 },
+          { name: 'canary', target: '2', weight: 20 },
+        ],
+        sticky: { key: 'header:x-user-id', seed: 'grpc' },
+      },
     });
     assert.equal(r.statusCode, 200, r.body);
-    const k = await srv.sy.app.inject({ method: 'POST', url: '/api/v1/tenants/acme/keys', headers: { authorization: `Bearer ${ADMIN}` }, payload: { scopes: ['infer'] } });
+    const k = await srv.sy.app.inject({
+      method: 'POST',
+      url: '/api/v1/tenants/acme/keys',
+      headers: { authorization: `Bearer ${ADMIN}` },
+      payload: { scopes: ['infer'] },
+    });
     const acme = k.json().key as string;
     const arms = new Set<string>();
     const N = 40;
@@ -545,7 +751,9 @@ describe('gRPC: one core with REST', () => {
       const g = await rpc(client, 'ModelInfer', mlpRequest('mlp', 1, u), bearer(acme, { 'x-user-id': user }));
       const p = g['parameters'] as Record<string, { string_param?: string }>;
       const rest = await srv.sy.app.inject({
-        method: 'POST', url: '/v2/models/mlp/infer', headers: { 'content-type': 'application/json', authorization: `Bearer ${acme}`, 'x-user-id': user },
+        method: 'POST',
+        url: '/v2/models/mlp/infer',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${acme}`, 'x-user-id': user },
         payload: JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: floats(64, u) }] }),
       });
       assert.equal(rest.statusCode, 200, rest.body);
@@ -557,7 +765,11 @@ describe('gRPC: one core with REST', () => {
     }
     assert.deepEqual([...arms].sort(), ['canary', 'stable']);
     const rows = await srv.sy.usage.query({ tenant: 'acme', model: 'mlp' } as Parameters<typeof srv.sy.usage.query>[0]);
-    assert.equal(rows.reduce((n, row) => n + row.requests, 0), 2 * N, 'gRPC and REST requests are metered alike');
+    assert.equal(
+      rows.reduce((n, row) => n + row.requests, 0),
+      2 * N,
+      'gRPC and REST requests are metered alike',
+    );
   });
 });
 

@@ -44,15 +44,24 @@ export interface StartOptions {
 export async function startSwitchyard(models: RepoSpec, opts: StartOptions = {}): Promise<TestServer> {
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-test-'));
   await writeModelRepository(join(dir, 'repo'), models);
-  const config = loadServerConfig({
-    modelRepository: Object.keys(models).length ? join(dir, 'repo') : '', dataDir: opts.dataDir ?? join(dir, 'data'),
-    port: 0, logLevel: 'silent', shutdownGraceMs: 2000, ...opts.config,
-  }, {});
+  const config = loadServerConfig(
+    {
+      modelRepository: Object.keys(models).length ? join(dir, 'repo') : '',
+      dataDir: opts.dataDir ?? join(dir, 'data'),
+      port: 0,
+      logLevel: 'silent',
+      shutdownGraceMs: 2000,
+      ...opts.config,
+    },
+    {},
+  );
   const sy = await createSwitchyard(config, opts.logger ?? createLogger('silent'), opts.runtime ? { runtime: opts.runtime } : {});
   let url = '';
   if (opts.listen) url = await sy.app.listen({ port: 0, host: '127.0.0.1' });
   return {
-    sy, dir, url,
+    sy,
+    dir,
+    url,
     async close() {
       await sy.close();
       await rm(dir, { recursive: true, force: true });
@@ -94,7 +103,16 @@ export function binaryBody(header: object, chunks: Uint8Array[]): { body: Buffer
 }
 
 /** Split a binary-extension response into its JSON header and the remaining bytes. */
-export function splitBinary(body: Buffer, headerLength: number): { json: { outputs: Array<{ name: string; datatype: string; shape: number[]; parameters?: { binary_data_size?: number }; data?: unknown[] }> } & Record<string, unknown>; rest: Buffer } {
+export function splitBinary(
+  body: Buffer,
+  headerLength: number,
+): {
+  json: { outputs: Array<{ name: string; datatype: string; shape: number[]; parameters?: { binary_data_size?: number }; data?: unknown[] }> } & Record<
+    string,
+    unknown
+  >;
+  rest: Buffer;
+} {
   return { json: JSON.parse(body.subarray(0, headerLength).toString('utf8')), rest: body.subarray(headerLength) };
 }
 

@@ -9,7 +9,8 @@ function pair(): { plain: Registry; hot: Registry; h: Histogram; hh: HotHistogra
   const hot = new Registry();
   const buckets = [0.001, 0.01, 0.1, 1];
   return {
-    plain, hot,
+    plain,
+    hot,
     h: new Histogram({ name: 'x_seconds', help: 'latency', labelNames: ['model', 'version'], buckets, registers: [plain] }),
     hh: new HotHistogram({ name: 'x_seconds', help: 'latency', labelNames: ['model', 'version'], buckets, registers: [hot] }),
     c: new Counter({ name: 'y_total', help: 'count', labelNames: ['model'], registers: [plain] }),

@@ -29,31 +29,42 @@ describe('inference core: every entry goes through one data plane', () => {
   let srv: TestServer;
   let work: string;
   const keys: Record<string, string> = {};
-  const inject = (key: string, method: 'GET' | 'POST' | 'PUT', url: string, payload?: unknown, headers: Record<string, string> = {}) => srv.sy.app.inject({
-    method, url, headers: { authorization: `Bearer ${key}`, ...headers }, ...(payload === undefined ? {} : { payload: payload as object }),
-  });
+  const inject = (key: string, method: 'GET' | 'POST' | 'PUT', url: string, payload?: unknown, headers: Record<string, string> = {}) =>
+    srv.sy.app.inject({
+      method,
+      url,
+      headers: { authorization: `Bearer ${key}`, ...headers },
+      ...(payload === undefined ? {} : { payload: payload as object }),
+    });
   const ok = async (key: string, method: 'GET' | 'POST' | 'PUT', url: string, payload?: unknown, headers: Record<string, string> = {}) => {
     const r = await inject(key, method, url, payload, headers);
     assert.ok(r.statusCode < 300, `${method} ${url}: ${r.statusCode} ${r.body}`);
     return r.json() as Record<string, unknown>;
   };
-  const embed = (tenant: string, model: string, input: string, headers: Record<string, string> = {}) => inject(keys[tenant]!, 'POST', '/v1/embeddings', { model, input }, headers);
+  const embed = (tenant: string, model: string, input: string, headers: Record<string, string> = {}) =>
+    inject(keys[tenant]!, 'POST', '/v1/embeddings', { model, input }, headers);
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), 'switchyard-core-'));
     const llmConfig = join(work, 'llm.json');
-    await writeFile(llmConfig, JSON.stringify({
-      models: [
-        { name: 'embed', backend: 'onnx-embeddings', model: 'encoder', maxLength: SEQ },
-        { name: 'embed-gated', backend: 'onnx-embeddings', model: 'gated', maxLength: SEQ },
-        { name: 'embed-private', backend: 'onnx-embeddings', model: 'private', maxLength: SEQ },
-      ],
-    }));
-    srv = await startSwitchyard({
-      encoder: { versions: { 1: ENCODER_V1, 2: ENCODER_V2 }, config: { version_policy: { all: {} }, instances: 1 } },
-      gated: { versions: { 1: GATED }, config: { instances: 1, max_batch_size: 1, max_queue_delay_us: 0, max_queue_size: 64 } },
-      private: { versions: { 1: ENCODER_V1 }, config: { instances: 1 } },
-    }, { runtime: gate.runtime, config: { adminKey: ADMIN, llmConfig, monitorSampleRate: 1, usageFlushMs: 3_600_000 } });
+    await writeFile(
+      llmConfig,
+      JSON.stringify({
+        models: [
+          { name: 'embed', backend: 'onnx-embeddings', model: 'encoder', maxLength: SEQ },
+          { name: 'embed-gated', backend: 'onnx-embeddings', model: 'gated', maxLength: SEQ },
+          { name: 'embed-private', backend: 'onnx-embeddings', model: 'private', maxLength: SEQ },
+        ],
+      }),
+    );
+    srv = await startSwitchyard(
+      {
+        encoder: { versions: { 1: ENCODER_V1, 2: ENCODER_V2 }, config: { version_policy: { all: {} }, instances: 1 } },
+        gated: { versions: { 1: GATED }, config: { instances: 1, max_batch_size: 1, max_queue_delay_us: 0, max_queue_size: 64 } },
+        private: { versions: { 1: ENCODER_V1 }, config: { instances: 1 } },
+      },
+      { runtime: gate.runtime, config: { adminKey: ADMIN, llmConfig, monitorSampleRate: 1, usageFlushMs: 3_600_000 } },
+    );
     for (const t of ['acme', 'beta']) {
       await ok(ADMIN, 'POST', '/api/v1/tenants', { name: t, tier: 'unlimited' });
       keys[t] = (await ok(ADMIN, 'POST', `/api/v1/tenants/${t}/keys`, { scopes: ['infer', 'read'] }))['key'] as string;
@@ -89,10 +100,15 @@ describe('inference core: every entry goes through one data plane', () => {
   it('two tenants driving /v1/embeddings above capacity get fair shares, as on V2', async () => {
     const viaEmbeddings = await contend((tenant, token) => embed(tenant, 'embed-gated', token));
     const ids = (token: string): number[] => Array.from({ length: SEQ }, (_, j) => (j === 0 ? token.charCodeAt(0) + 3 : 0));
-    const viaV2 = await contend((tenant, token) => inject(keys[tenant]!, 'POST', '/v2/models/gated/infer', {
-      inputs: [{ name: 'input_ids', datatype: 'INT64', shape: [1, SEQ], data: ids(token) }],
-    }));
-    for (const [what, order] of [['embeddings', viaEmbeddings], ['V2', viaV2]] as const) {
+    const viaV2 = await contend((tenant, token) =>
+      inject(keys[tenant]!, 'POST', '/v2/models/gated/infer', {
+        inputs: [{ name: 'input_ids', datatype: 'INT64', shape: [1, SEQ], data: ids(token) }],
+      }),
+    );
+    for (const [what, order] of [
+      ['embeddings', viaEmbeddings],
+      ['V2', viaV2],
+    ] as const) {
       assert.equal(order.length, 16, `${what}: every queued row ran once`);
       assert.deepEqual(order.filter((t) => t === 'b').length, 4);
       // One FIFO lane would run beta's rows after all 12 of acme's (positions 12..15); fair queueing interleaves them.
@@ -101,7 +117,13 @@ describe('inference core: every entry goes through one data plane', () => {
   });
 
   it('a canary policy on the encoder splits embedding traffic by its sticky key, like V2 traffic', async () => {
-    const policy = { arms: [{ name: 'stable', target: '1', weight: 3 }, { name: 'canary', target: '2', weight: 1 }], sticky: { key: 'header:x-user' } };
+    const policy = {
+      arms: [
+        { name: 'stable', target: '1', weight: 3 },
+        { name: 'canary', target: '2', weight: 1 },
+      ],
+      sticky: { key: 'header:x-user' },
+    };
     await ok(ADMIN, 'PUT', '/api/v1/models/encoder/routing', policy);
     const compiled = new CompiledPolicy('encoder', 1, parseRoutingPolicy(policy));
     const served = (): Record<string, number> => Object.fromEntries(srv.sy.inference.statistics('encoder').map((s) => [s.version, s.success.count]));
@@ -131,11 +153,21 @@ describe('inference core: every entry goes through one data plane', () => {
 
   it('embeddings are in the prediction log (tenant, version, arm) and in tenancy usage (rows, compute)', async () => {
     const usage = async (): Promise<{ requests: number; rows: number; computeMs: number }> => {
-      const u = (await ok(keys['beta']!, 'GET', '/api/v1/usage?group_by=total&model=encoder'))['usage'] as { requests: number; rows: number; computeMs: number }[];
+      const u = (await ok(keys['beta']!, 'GET', '/api/v1/usage?group_by=total&model=encoder'))['usage'] as {
+        requests: number;
+        rows: number;
+        computeMs: number;
+      }[];
       return u[0] ?? { requests: 0, rows: 0, computeMs: 0 };
     };
     const before = await usage();
-    const r = await inject(keys['beta']!, 'POST', '/v1/embeddings', { model: 'embed', input: ['one', 'two', 'three'] }, { 'x-request-id': 'emb-log-1', 'x-user': 'user-1' });
+    const r = await inject(
+      keys['beta']!,
+      'POST',
+      '/v1/embeddings',
+      { model: 'embed', input: ['one', 'two', 'three'] },
+      { 'x-request-id': 'emb-log-1', 'x-user': 'user-1' },
+    );
     assert.equal(r.statusCode, 200, r.body);
     const after = await usage();
     assert.equal(after.requests, before.requests + 1);
@@ -143,8 +175,9 @@ describe('inference core: every entry goes through one data plane', () => {
     assert.ok(after.computeMs > before.computeMs, 'compute share charged');
     await srv.sy.monitoring.log.flush();
     const got = await ok(ADMIN, 'GET', '/api/v1/predictions?model=encoder&limit=100');
-    const rec = (got['predictions'] as { requestId: string; tenant: string; version: number; arm: string | null; inputs: { name: string; shape: number[] }[] }[])
-      .find((p) => p.requestId === 'emb-log-1');
+    const rec = (
+      got['predictions'] as { requestId: string; tenant: string; version: number; arm: string | null; inputs: { name: string; shape: number[] }[] }[]
+    ).find((p) => p.requestId === 'emb-log-1');
     assert.ok(rec, 'the embedding request is in the prediction log');
     assert.equal(rec.tenant, 'beta');
     assert.ok(rec.arm === 'stable' || rec.arm === 'canary', `routed by the policy: ${rec.arm}`);

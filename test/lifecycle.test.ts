@@ -82,7 +82,11 @@ describe('lazy loading', () => {
     const srv = await startSwitchyard({}, { config: { loadWaitMs: 1 } });
     try {
       await push(srv, 'heavy', slow(96), { lazy: true, config: { instances: 1, instance_mode: 'worker' } });
-      const r = await srv.sy.app.inject({ method: 'POST', url: '/v2/models/heavy/infer', payload: { inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 512], data: floats(512, 1) }] } });
+      const r = await srv.sy.app.inject({
+        method: 'POST',
+        url: '/v2/models/heavy/infer',
+        payload: { inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 512], data: floats(512, 1) }] },
+      });
       assert.equal(r.statusCode, 503);
       assert.equal(r.headers['retry-after'], '1');
       assert.match(r.json().error, /model "heavy" version 1 is still loading after 1 ms/);
@@ -105,7 +109,10 @@ describe('hot swap', () => {
       await reg.setAlias('fraud', 'production', 1, 'test');
       await srv.sy.manager.settled();
       assert.equal((await infer(srv, 'fraud')).version, '1', 'default route follows production');
-      const expected = new Map([['1', (await infer(srv, 'fraud/versions/1')).value], ['2', (await infer(srv, 'fraud/versions/2')).value]]);
+      const expected = new Map([
+        ['1', (await infer(srv, 'fraud/versions/1')).value],
+        ['2', (await infer(srv, 'fraud/versions/2')).value],
+      ]);
 
       let stop = false;
       const failures: string[] = [];
@@ -182,7 +189,7 @@ describe('memory-budgeted residency', () => {
       assert.equal((await infer(srv, 'm0')).status, 200);
 
       let seed = 42;
-      const rand = (n: number): number => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) % n);
+      const rand = (n: number): number => (seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) % n;
       const failures: string[] = [];
       let maxUsed = 0;
       let maxResident = 0;
@@ -202,7 +209,10 @@ describe('memory-budgeted residency', () => {
       assert.equal(srv.sy.manager.resolve('m0').state, 'READY', 'the pinned model was never evicted');
       // Every eviction released its runtime memory: the loaded models still alive are exactly the resident versions.
       await srv.sy.manager.settled();
-      const resident = srv.sy.manager.list().flatMap((m) => m.versions).filter((v) => v.state === 'READY').length;
+      const resident = srv.sy.manager
+        .list()
+        .flatMap((m) => m.versions)
+        .filter((v) => v.state === 'READY').length;
       assert.equal(counting.live(), resident, `loaded models not disposed (${counting.live()}) = resident versions (${resident})`);
       const metrics = (await srv.sy.app.inject('/metrics')).body;
       const evictions = [...metrics.matchAll(/switchyard_model_unloads_total\{model="m\d+",reason="evicted"\} (\d+)/g)].reduce((a, m) => a + Number(m[1]), 0);

@@ -22,7 +22,15 @@ const scope = (key: string, s: Partial<LimitSpec>): LimitScope => ({ key, spec: 
 /** A settable clock for the memory backend. */
 function clock(iso: string): { now: () => number; set(iso: string): void; advance(ms: number): void } {
   let t = Date.parse(iso);
-  return { now: () => t, set: (s) => { t = Date.parse(s); }, advance: (ms) => { t += ms; } };
+  return {
+    now: () => t,
+    set: (s) => {
+      t = Date.parse(s);
+    },
+    advance: (ms) => {
+      t += ms;
+    },
+  };
 }
 
 function headers(a: Admission): unknown {
@@ -152,11 +160,7 @@ describe('MemoryLimiter (injected clock)', () => {
   it('reports the longest-lasting failure: monthly, daily, rate, concurrency; retryAfterMs is the largest wait', async () => {
     const c = clock('2024-05-31T23:59:00.000Z');
     const l = new MemoryLimiter({ now: c.now });
-    const s = [
-      scope('k:key', { rps: 1, burst: 1, concurrency: 1 }),
-      scope('t:acme', { dailyQuota: 1 }),
-      scope('m:acme:resnet', { monthlyQuota: 1 }),
-    ];
+    const s = [scope('k:key', { rps: 1, burst: 1, concurrency: 1 }), scope('t:acme', { dailyQuota: 1 }), scope('m:acme:resnet', { monthlyQuota: 1 })];
     const first = await l.admit(s);
     assert.equal(first.allowed, true);
     let r = await l.admit(s);
@@ -202,7 +206,10 @@ describe('MemoryLimiter (injected clock)', () => {
     assert.equal(a.quota, null);
     assert.equal(a.degraded, false);
     const free = await l.admit([scope('t:free', {})]);
-    assert.deepEqual([free.allowed, free.reason, free.limit, free.remaining, free.resetMs, free.quota, free.retryAfterMs], [true, null, null, null, null, null, 0]);
+    assert.deepEqual(
+      [free.allowed, free.reason, free.limit, free.remaining, free.resetMs, free.quota, free.retryAfterMs],
+      [true, null, null, null, null, null, 0],
+    );
     assert.equal((await l.admit([])).allowed, true);
   });
 
@@ -260,15 +267,24 @@ async function redisProxy(port: number): Promise<{ port: number; frozen: boolean
     const up = connect(REDIS_PORT, REDIS_HOST);
     upstreams.add(up);
     up.on('error', () => client.destroy());
-    up.on('close', () => { upstreams.delete(up); client.destroy(); });
+    up.on('close', () => {
+      upstreams.delete(up);
+      client.destroy();
+    });
     client.on('close', () => up.destroy());
     client.on('data', (d) => up.write(d));
-    up.on('data', (d) => { if (!state.frozen) client.write(d); });
+    up.on('data', (d) => {
+      if (!state.frozen) client.write(d);
+    });
   }, port);
   return {
     port: srv.port,
-    get frozen() { return state.frozen; },
-    set frozen(v: boolean) { state.frozen = v; },
+    get frozen() {
+      return state.frozen;
+    },
+    set frozen(v: boolean) {
+      state.frozen = v;
+    },
     close: async () => {
       for (const u of upstreams) u.destroy();
       await srv.close();
@@ -308,7 +324,11 @@ function redisSuite(): void {
   });
   afterEach(() => {
     const errs = backendErrors.splice(0);
-    assert.deepEqual(errs.map((e) => e.message), [], 'no backend errors');
+    assert.deepEqual(
+      errs.map((e) => e.message),
+      [],
+      'no backend errors',
+    );
   });
   after(async () => {
     await Promise.all(open.map((l) => l.close()));
@@ -331,16 +351,20 @@ function redisSuite(): void {
     let admitted = 0;
     let calls = 0;
     const stopAt = Date.now() + 3000;
-    await Promise.all(ls.flatMap((l) => Array.from({ length: 4 }, async () => {
-      while (Date.now() < stopAt) {
-        const a = await l.admit(s);
-        calls++;
-        if (a.allowed) {
-          admitted++;
-          first ??= admin.hget(bucket, 'ts');
-        }
-      }
-    })));
+    await Promise.all(
+      ls.flatMap((l) =>
+        Array.from({ length: 4 }, async () => {
+          while (Date.now() < stopAt) {
+            const a = await l.admit(s);
+            calls++;
+            if (a.allowed) {
+              admitted++;
+              first ??= admin.hget(bucket, 'ts');
+            }
+          }
+        }),
+      ),
+    );
     const t0 = Number(await first);
     const t1 = Number(await admin.hget(bucket, 'ts'));
     const expected = burst + (rps * (t1 - t0)) / 1000;
@@ -358,23 +382,27 @@ function redisSuite(): void {
     let served = 0;
     let rejected = 0;
     const stopAt = Date.now() + 600;
-    await Promise.all(ls.flatMap((l) => Array.from({ length: 6 }, async () => {
-      while (Date.now() < stopAt) {
-        const a = await l.admit(s);
-        if (!a.allowed) {
-          assert.equal(a.reason, 'concurrency');
-          rejected++;
-          await sleep(1);
-          continue;
-        }
-        inFlight++;
-        peak = Math.max(peak, inFlight);
-        await sleep(2 + Math.random() * 6);
-        inFlight--;
-        served++;
-        a.release();
-      }
-    })));
+    await Promise.all(
+      ls.flatMap((l) =>
+        Array.from({ length: 6 }, async () => {
+          while (Date.now() < stopAt) {
+            const a = await l.admit(s);
+            if (!a.allowed) {
+              assert.equal(a.reason, 'concurrency');
+              rejected++;
+              await sleep(1);
+              continue;
+            }
+            inFlight++;
+            peak = Math.max(peak, inFlight);
+            await sleep(2 + Math.random() * 6);
+            inFlight--;
+            served++;
+            a.release();
+          }
+        }),
+      ),
+    );
     assert.equal(peak, 3, 'never more than 3 in flight across the 3 instances, and the cap was reached');
     assert.ok(served > 30 && rejected > 0, `served ${served}, rejected ${rejected}`);
     await sleep(50);
@@ -397,7 +425,7 @@ function redisSuite(): void {
     assert.equal((await other.admit(s)).reason, 'concurrency', "b's slot is still held");
     b.release();
     await sleep(20);
-    assert.equal((await admin.zcard(`${prefix}c:t:lease`)), 0, 'release removed the lease');
+    assert.equal(await admin.zcard(`${prefix}c:t:lease`), 0, 'release removed the lease');
   });
 
   it('quotas are shared and atomic: 90 concurrent requests on 3 instances, exactly the quota admitted', async () => {
@@ -513,9 +541,13 @@ if (redisDown !== null && inCi) {
     it(`needs Redis on ${REDIS_HOST}:${REDIS_PORT} in CI`, () => assert.fail(`Redis is unreachable at ${REDIS_URL}: ${redisDown}`));
   });
 } else {
-  describe('RedisLimiter on a real Redis', { skip: redisDown === null ? false : `Redis unreachable at ${REDIS_URL} (${redisDown}); set CI=true to make this fail` }, () => {
-    redisSuite();
-  });
+  describe(
+    'RedisLimiter on a real Redis',
+    { skip: redisDown === null ? false : `Redis unreachable at ${REDIS_URL} (${redisDown}); set CI=true to make this fail` },
+    () => {
+      redisSuite();
+    },
+  );
 }
 
 describe('RedisLimiter when Redis is unreachable or hung (no Redis needed)', () => {
@@ -532,7 +564,11 @@ describe('RedisLimiter when Redis is unreachable or hung (no Redis needed)', () 
         if (i === 0) await sleep(50); // let the first connection attempt fail, so later errors name the cause
       }
       for (const a of results) {
-        if (failMode === 'open') assert.deepEqual([a.allowed, a.degraded, a.reason, a.limit, a.remaining, a.resetMs, a.quota, a.retryAfterMs], [true, true, null, null, null, null, null, 0]);
+        if (failMode === 'open')
+          assert.deepEqual(
+            [a.allowed, a.degraded, a.reason, a.limit, a.remaining, a.resetMs, a.quota, a.retryAfterMs],
+            [true, true, null, null, null, null, null, 0],
+          );
         else assert.deepEqual([a.allowed, a.reason, a.scope, a.retryAfterMs, a.degraded], [false, 'unavailable', null, 1000, false]);
         a.release();
         a.release();
@@ -567,7 +603,11 @@ describe('RedisLimiter when Redis is unreachable or hung (no Redis needed)', () 
   }
 
   it('an admit with nothing to limit needs no backend', async () => {
-    const l = new RedisLimiter({ url: `redis://127.0.0.1:${await closedPort()}`, failMode: 'closed', onBackendError: () => assert.fail('no backend call expected') });
+    const l = new RedisLimiter({
+      url: `redis://127.0.0.1:${await closedPort()}`,
+      failMode: 'closed',
+      onBackendError: () => assert.fail('no backend call expected'),
+    });
     const a = await l.admit([scope('t:free', {})]);
     assert.deepEqual([a.allowed, a.degraded], [true, false]);
     await l.close();

@@ -20,7 +20,6 @@ import { PG_BASE, pgSchema, postgresReachable, REDIS_URL as REDIS, redisReachabl
 const BURST = 300;
 const ADMIN = 'replica-test-admin-key-0123456789';
 
-
 const pgDown = await postgresReachable();
 const redisDown = await redisReachable();
 const inCi = process.env['CI'] === 'true';
@@ -38,12 +37,30 @@ describe('tenant limits across three replicas (Redis)', { skip: down && !inCi ? 
     assert.equal(down, '', `services must be reachable: ${down}`);
     dir = await mkdtemp(join(tmpdir(), 'sy-limits-'));
     await writeModelRepository(join(dir, 'repo'), { [`${tenant}.m`]: { versions: { 1: mlp(7) } } });
-    const common = ['--database', schema.url, '--data-dir', join(dir, 'data'), '--redis', REDIS, '--admin-key', ADMIN,
-      '--auth-cache-ms', '300', '--redis-timeout-ms', '2000', '--rate-limit-fail', 'closed'];
+    const common = [
+      '--database',
+      schema.url,
+      '--data-dir',
+      join(dir, 'data'),
+      '--redis',
+      REDIS,
+      '--admin-key',
+      ADMIN,
+      '--auth-cache-ms',
+      '300',
+      '--redis-timeout-ms',
+      '2000',
+      '--rate-limit-fail',
+      'closed',
+    ];
     replicas.push(await startReplica([...common, '--model-repository', join(dir, 'repo')]));
-    replicas.push(...await Promise.all([startReplica(common), startReplica(common)]));
+    replicas.push(...(await Promise.all([startReplica(common), startReplica(common)])));
     const admin = async (method: string, path: string, payload: unknown): Promise<Record<string, unknown>> => {
-      const r = await fetch(`${replicas[0]!.url}${path}`, { method, headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify(payload) });
+      const r = await fetch(`${replicas[0]!.url}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+        body: JSON.stringify(payload),
+      });
       const text = await r.text();
       assert.ok(r.ok, `${method} ${path}: ${r.status} ${text}`);
       return JSON.parse(text) as Record<string, unknown>;
@@ -69,7 +86,9 @@ describe('tenant limits across three replicas (Redis)', { skip: down && !inCi ? 
 
   async function send(r: Replica): Promise<number> {
     const res = await r.pool.request({
-      method: 'POST', path: `/v2/models/${tenant}.m/infer`, body,
+      method: 'POST',
+      path: `/v2/models/${tenant}.m/infer`,
+      body,
       headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
     });
     await res.body.dump();
@@ -106,7 +125,10 @@ describe('tenant limits across three replicas (Redis)', { skip: down && !inCi ? 
     assert.equal(admitted + (counts.get(429) ?? 0), offered, `every other request is a 429: ${detail}`);
     for (const r of replicas) {
       const m = await (await fetch(`${r.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })).text();
-      assert.ok(/switchyard_ratelimit_decisions_total\{tenant="[^"]+",result="rate"\} [1-9]/.test(m), `replica ${r.url} rejected some: each enforces the shared limit`);
+      assert.ok(
+        /switchyard_ratelimit_decisions_total\{tenant="[^"]+",result="rate"\} [1-9]/.test(m),
+        `replica ${r.url} rejected some: each enforces the shared limit`,
+      );
     }
   });
 });

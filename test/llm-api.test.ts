@@ -48,7 +48,8 @@ async function brokenUpstream(): Promise<{ server: Server; url: string }> {
     req.resume();
     req.on('end', () => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
-      const chunk = (content: string): string => `data: ${JSON.stringify({ id: 'x', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: { content }, finish_reason: null }] })}\n\n`;
+      const chunk = (content: string): string =>
+        `data: ${JSON.stringify({ id: 'x', object: 'chat.completion.chunk', created: 1, model: 'm', choices: [{ index: 0, delta: { content }, finish_reason: null }] })}\n\n`;
       res.write(chunk('par'));
       res.write(chunk('tial'));
       setTimeout(() => res.socket?.destroy(), 20);
@@ -75,15 +76,25 @@ describeNeeding('OpenAI-compatible API', LLAMA, await llamaMissing(), () => {
       { name: 'embed', backend: 'onnx-embeddings', model: 'encoder', tenants: ['someone-else'] },
       { name: 'one-seat', backend: 'llama', path: gguf, contextSize: 256, sequences: 1, maxQueue: 0 },
     ]);
-    local = await startSwitchyard({ encoder: { versions: { 1: encoder({ layers: 1, dModel: 32, heads: 2, seqLen: 32, ffn: 64, vocab: 300 }) } } }, {
-      listen: true, config: { adminKey: ADMIN, llmConfig: cfg },
-    });
+    local = await startSwitchyard(
+      { encoder: { versions: { 1: encoder({ layers: 1, dModel: 32, heads: 2, seqLen: 32, ffn: 64, vocab: 300 }) } } },
+      {
+        listen: true,
+        config: { adminKey: ADMIN, llmConfig: cfg },
+      },
+    );
     broken = await brokenUpstream();
     const proxyCfg = await llmConfig(work, [
       { name: 'proxied', backend: 'upstream', deployments: [{ url: `${local.url}/v1`, model: 'tiny-chat', apiKey: ADMIN }], embeddings: true },
       {
-        name: 'with-fallback', backend: 'upstream', retries: 2, backoffMs: 1,
-        deployments: [{ url: 'http://127.0.0.1:9/v1', model: 'tiny-chat' }, { url: `${local.url}/v1`, model: 'tiny-chat', apiKey: ADMIN }],
+        name: 'with-fallback',
+        backend: 'upstream',
+        retries: 2,
+        backoffMs: 1,
+        deployments: [
+          { url: 'http://127.0.0.1:9/v1', model: 'tiny-chat' },
+          { url: `${local.url}/v1`, model: 'tiny-chat', apiKey: ADMIN },
+        ],
       },
       { name: 'breaks', backend: 'upstream', deployments: [{ url: broken.url }] },
     ]);
@@ -109,9 +120,16 @@ describeNeeding('OpenAI-compatible API', LLAMA, await llamaMissing(), () => {
   });
 
   it('chat completion: usage, max_tokens, deterministic greedy decoding', async () => {
-    const ask = (): Promise<OpenAI.ChatCompletion> => client.chat.completions.create({
-      model: 'tiny-chat', messages: [{ role: 'system', content: 'be brief' }, { role: 'user', content: 'hello world' }], max_tokens: 12, temperature: 0,
-    });
+    const ask = (): Promise<OpenAI.ChatCompletion> =>
+      client.chat.completions.create({
+        model: 'tiny-chat',
+        messages: [
+          { role: 'system', content: 'be brief' },
+          { role: 'user', content: 'hello world' },
+        ],
+        max_tokens: 12,
+        temperature: 0,
+      });
     const a = await ask();
     const b = await ask();
     assert.equal(a.object, 'chat.completion');
@@ -129,7 +147,14 @@ describeNeeding('OpenAI-compatible API', LLAMA, await llamaMissing(), () => {
   it('streams the same text, ends with a usage chunk and [DONE]', async () => {
     const messages: OpenAI.ChatCompletionMessageParam[] = [{ role: 'user', content: 'stream me' }];
     const whole = await client.chat.completions.create({ model: 'tiny-chat', messages, max_tokens: 10, temperature: 0 });
-    const stream = await client.chat.completions.create({ model: 'tiny-chat', messages, max_tokens: 10, temperature: 0, stream: true, stream_options: { include_usage: true } });
+    const stream = await client.chat.completions.create({
+      model: 'tiny-chat',
+      messages,
+      max_tokens: 10,
+      temperature: 0,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
     const chunks = await collect(stream);
     const text = chunks.map((c) => c.choices[0]?.delta.content ?? '').join('');
     assert.equal(text, whole.choices[0]!.message.content);
@@ -137,13 +162,18 @@ describeNeeding('OpenAI-compatible API', LLAMA, await llamaMissing(), () => {
     const usage = chunks.at(-1)!;
     assert.deepEqual(usage.choices, [], 'the usage chunk has empty choices');
     assert.deepEqual(counts(usage.usage!), counts(whole.usage!));
-    assert.equal(usage.usage!.prompt_tokens_details?.cached_tokens, whole.usage!.prompt_tokens - 1, 'the same prompt again: all of it reused but the last token');
+    assert.equal(
+      usage.usage!.prompt_tokens_details?.cached_tokens,
+      whole.usage!.prompt_tokens - 1,
+      'the same prompt again: all of it reused but the last token',
+    );
     assert.equal(chunks.at(-2)!.choices[0]!.finish_reason, 'length');
     assert.ok(chunks.every((c) => c.object === 'chat.completion.chunk' && c.model === 'tiny-chat' && c.id === chunks[0]!.id));
 
     // Raw wire: the last event is [DONE]; without include_usage there is no usage chunk.
     const res = await fetch(`${local.url}/v1/chat/completions`, {
-      method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN}` },
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN}` },
       body: JSON.stringify({ model: 'tiny-chat', messages, max_tokens: 3, stream: true }),
     });
     assert.match(res.headers.get('content-type') ?? '', /^text\/event-stream/);
@@ -175,8 +205,10 @@ describeNeeding('OpenAI-compatible API', LLAMA, await llamaMissing(), () => {
 
   it('serves concurrent sequences (more requests than sequences) with the same answers', async () => {
     const prompts = ['alpha', 'beta', 'gamma', 'delta', 'epsilon'];
-    const one = (p: string): Promise<string> => client.chat.completions.create({ model: 'tiny-chat', messages: [{ role: 'user', content: p }], max_tokens: 8, temperature: 0 })
-      .then((r) => r.choices[0]!.message.content!);
+    const one = (p: string): Promise<string> =>
+      client.chat.completions
+        .create({ model: 'tiny-chat', messages: [{ role: 'user', content: p }], max_tokens: 8, temperature: 0 })
+        .then((r) => r.choices[0]!.message.content!);
     const sequential: string[] = [];
     for (const p of prompts) sequential.push(await one(p));
     const concurrent = await Promise.all(prompts.map(one));
@@ -186,7 +218,10 @@ describeNeeding('OpenAI-compatible API', LLAMA, await llamaMissing(), () => {
   it('a client that leaves mid-stream frees its sequence; a full model answers 503, never hangs', async () => {
     const backend = local.sy.llm.get('one-seat')!.backend;
     const ac = new AbortController();
-    const stream = await client.chat.completions.create({ model: 'one-seat', messages: [{ role: 'user', content: 'long' }], max_tokens: 200, stream: true }, { signal: ac.signal });
+    const stream = await client.chat.completions.create(
+      { model: 'one-seat', messages: [{ role: 'user', content: 'long' }], max_tokens: 200, stream: true },
+      { signal: ac.signal },
+    );
     const it = stream[Symbol.asyncIterator]();
     await it.next();
     assert.equal(backend.load().active, 1);
@@ -218,7 +253,10 @@ describeNeeding('OpenAI-compatible API', LLAMA, await llamaMissing(), () => {
       assert.equal(a.length, 32);
       for (let j = 0; j < a.length; j++) assert.ok(Math.abs(a[j]! - b[j]!) < 1e-6);
     }
-    await assert.rejects(client.embeddings.create({ model: 'tiny-chat', input: 'x' }), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'model');
+    await assert.rejects(
+      client.embeddings.create({ model: 'tiny-chat', input: 'x' }),
+      (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'model',
+    );
   });
 
   it('errors have the OpenAI shape and status', async () => {
@@ -228,24 +266,38 @@ describeNeeding('OpenAI-compatible API', LLAMA, await llamaMissing(), () => {
       assert.equal(e.code, 'model_not_found');
       return true;
     });
-    await assert.rejects(client.chat.completions.create({ model: 'tiny-chat', messages: [{ role: 'user', content: 'x'.repeat(400) }], max_tokens: 10 }), (e: unknown) => {
-      assert.ok(e instanceof OpenAI.BadRequestError);
-      assert.equal(e.code, 'context_length_exceeded');
-      assert.match(e.message, /maximum context length is 256 tokens/);
-      return true;
-    });
+    await assert.rejects(
+      client.chat.completions.create({ model: 'tiny-chat', messages: [{ role: 'user', content: 'x'.repeat(400) }], max_tokens: 10 }),
+      (e: unknown) => {
+        assert.ok(e instanceof OpenAI.BadRequestError);
+        assert.equal(e.code, 'context_length_exceeded');
+        assert.match(e.message, /maximum context length is 256 tokens/);
+        return true;
+      },
+    );
     await assert.rejects(client.chat.completions.create({ model: 'tiny-chat', messages: [{ role: 'user', content: 'x' }], temperature: 7 }), (e: unknown) => {
       assert.ok(e instanceof OpenAI.BadRequestError);
       assert.equal(e.param, 'temperature');
       return true;
     });
-    await assert.rejects(new OpenAI({ baseURL: `${local.url}/v1`, apiKey: 'sy_wrong_key', maxRetries: 0 }).models.list(), (e: unknown) => e instanceof OpenAI.AuthenticationError);
-    const bad = await fetch(`${local.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN}` }, body: '{"model": ' });
+    await assert.rejects(
+      new OpenAI({ baseURL: `${local.url}/v1`, apiKey: 'sy_wrong_key', maxRetries: 0 }).models.list(),
+      (e: unknown) => e instanceof OpenAI.AuthenticationError,
+    );
+    const bad = await fetch(`${local.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN}` },
+      body: '{"model": ',
+    });
     assert.equal(bad.status, 400);
-    const body = await bad.json() as { error: { message: string; type: string; param: unknown; code: unknown } };
+    const body = (await bad.json()) as { error: { message: string; type: string; param: unknown; code: unknown } };
     assert.equal(body.error.type, 'invalid_request_error');
     assert.ok('param' in body.error && 'code' in body.error);
-    const missing = await fetch(`${local.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN}` }, body: '{"model":"tiny-chat"}' });
+    const missing = await fetch(`${local.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN}` },
+      body: '{"model":"tiny-chat"}',
+    });
     assert.equal(missing.status, 400);
     assert.equal(((await missing.json()) as { error: { param: string } }).error.param, 'messages');
     // The server is still serving.
@@ -255,16 +307,23 @@ describeNeeding('OpenAI-compatible API', LLAMA, await llamaMissing(), () => {
 
   it('token limits per tenant: 429 with retry-after, retry-after-ms and x-ratelimit-* headers', async () => {
     const admin = async (path: string, body: unknown): Promise<Record<string, unknown>> => {
-      const r = await fetch(`${local.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN}` }, body: JSON.stringify(body) });
+      const r = await fetch(`${local.url}${path}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN}` },
+        body: JSON.stringify(body),
+      });
       assert.ok(r.ok, `${path}: ${r.status} ${await r.clone().text()}`);
-      return await r.json() as Record<string, unknown>;
+      return (await r.json()) as Record<string, unknown>;
     };
     await admin('/api/v1/tenants', { name: 'tokens', tier: 'unlimited', limits: { tpm: 200 } });
     const key = (await admin('/api/v1/tenants/tokens/keys', { scopes: ['infer', 'read'] }))['key'] as string;
     const tenant = new OpenAI({ baseURL: `${local.url}/v1`, apiKey: key, maxRetries: 0 });
     // A model listed for other tenants only does not exist for this one.
     assert.deepEqual((await collect(tenant.models.list())).map((m) => m.id).sort(), ['one-seat', 'tiny-chat']);
-    await assert.rejects(tenant.embeddings.create({ model: 'embed', input: 'x' }), (e: unknown) => e instanceof OpenAI.NotFoundError && e.code === 'model_not_found');
+    await assert.rejects(
+      tenant.embeddings.create({ model: 'embed', input: 'x' }),
+      (e: unknown) => e instanceof OpenAI.NotFoundError && e.code === 'model_not_found',
+    );
     const req = { model: 'tiny-chat', messages: [{ role: 'user' as const, content: 'hi' }], max_tokens: 40 };
     const first = await tenant.chat.completions.create(req).withResponse();
     assert.equal(first.response.headers.get('x-ratelimit-limit-tokens'), '200');
@@ -292,7 +351,15 @@ describeNeeding('OpenAI-compatible API', LLAMA, await llamaMissing(), () => {
     assert.ok(Number(rejected.headers?.get('retry-after-ms')) <= durationMs(rejected.headers?.get('x-ratelimit-reset-tokens') ?? ''));
     // A request that can never fit the limit: 429 without retry-after, x-should-retry false; the SDK sends it once.
     let sent = 0;
-    const counting = new OpenAI({ baseURL: `${local.url}/v1`, apiKey: key, maxRetries: 3, fetch: (url, init) => { sent++; return fetch(url, init); } });
+    const counting = new OpenAI({
+      baseURL: `${local.url}/v1`,
+      apiKey: key,
+      maxRetries: 3,
+      fetch: (url, init) => {
+        sent++;
+        return fetch(url, init);
+      },
+    });
     await assert.rejects(counting.chat.completions.create({ ...req, max_tokens: 200 }), (e: unknown) => {
       assert.ok(e instanceof OpenAI.RateLimitError, String(e));
       assert.equal(e.code, 'request_too_large');
@@ -318,11 +385,23 @@ describeNeeding('OpenAI-compatible API', LLAMA, await llamaMissing(), () => {
     assert.equal(proxied.model, 'proxied');
     assert.equal(proxied.choices[0]!.message.content, direct.choices[0]!.message.content);
     assert.deepEqual(counts(proxied.usage!), counts(direct.usage!));
-    const chunks = await collect(await viaProxy.chat.completions.create({ model: 'proxied', messages, max_tokens: 9, temperature: 0, stream: true, stream_options: { include_usage: true } }));
+    const chunks = await collect(
+      await viaProxy.chat.completions.create({
+        model: 'proxied',
+        messages,
+        max_tokens: 9,
+        temperature: 0,
+        stream: true,
+        stream_options: { include_usage: true },
+      }),
+    );
     assert.equal(chunks.map((c) => c.choices[0]?.delta.content ?? '').join(''), direct.choices[0]!.message.content);
     assert.deepEqual(counts(chunks.at(-1)!.usage!), counts(direct.usage!));
     const plain = await collect(await viaProxy.chat.completions.create({ model: 'proxied', messages, max_tokens: 3, stream: true }));
-    assert.ok(plain.every((c) => c.choices.length === 1), 'no usage chunk when the client did not ask for one');
+    assert.ok(
+      plain.every((c) => c.choices.length === 1),
+      'no usage chunk when the client did not ask for one',
+    );
     const emb = await viaProxy.embeddings.create({ model: 'proxied', input: 'x' }).catch((e: unknown) => e);
     assert.ok(emb instanceof OpenAI.APIError, 'the upstream model has no embeddings: its 400 is passed through');
     assert.equal((emb as InstanceType<typeof OpenAI.APIError>).status, 400);
@@ -338,11 +417,18 @@ describeNeeding('OpenAI-compatible API', LLAMA, await llamaMissing(), () => {
   it('a stream that breaks upstream ends with an error event, never a silent end', async () => {
     const stream = await viaProxy.chat.completions.create({ model: 'breaks', messages: [{ role: 'user', content: 'x' }], stream: true });
     const seen: string[] = [];
-    await assert.rejects((async () => {
-      for await (const c of stream) seen.push(c.choices[0]?.delta.content ?? '');
-    })(), (e: unknown) => e instanceof OpenAI.APIError && /ended before \[DONE\]/.test(e.message));
+    await assert.rejects(
+      (async () => {
+        for await (const c of stream) seen.push(c.choices[0]?.delta.content ?? '');
+      })(),
+      (e: unknown) => e instanceof OpenAI.APIError && /ended before \[DONE\]/.test(e.message),
+    );
     assert.deepEqual(seen.join(''), 'partial');
-    const raw = await fetch(`${proxy.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN}` }, body: JSON.stringify({ model: 'breaks', messages: [{ role: 'user', content: 'x' }], stream: true }) });
+    const raw = await fetch(`${proxy.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${ADMIN}` },
+      body: JSON.stringify({ model: 'breaks', messages: [{ role: 'user', content: 'x' }], stream: true }),
+    });
     const events = (await raw.text()).split('\n\n').filter(Boolean);
     assert.ok(!events.includes('data: [DONE]'));
     const last = JSON.parse(events.at(-1)!.slice(6)) as { error: { message: string; type: string; code: string } };
@@ -351,7 +437,14 @@ describeNeeding('OpenAI-compatible API', LLAMA, await llamaMissing(), () => {
 
   it('exports LLM metrics', async () => {
     const text = await (await fetch(`${local.url}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })).text();
-    for (const name of ['switchyard_llm_time_to_first_token_seconds_bucket', 'switchyard_llm_inter_token_latency_seconds_bucket', 'switchyard_llm_requests_total', 'switchyard_llm_active_sequences', 'switchyard_llm_queue_length', 'switchyard_llm_tokens_total']) {
+    for (const name of [
+      'switchyard_llm_time_to_first_token_seconds_bucket',
+      'switchyard_llm_inter_token_latency_seconds_bucket',
+      'switchyard_llm_requests_total',
+      'switchyard_llm_active_sequences',
+      'switchyard_llm_queue_length',
+      'switchyard_llm_tokens_total',
+    ]) {
       assert.match(text, new RegExp(`^${name}\\{[^}]*model="tiny-chat"`, 'm'), name);
     }
   });

@@ -37,8 +37,14 @@ const TOKENS = tokenModel();
 const config = (over: Record<string, unknown> = {}) =>
   OnnxEmbeddingModelSchema.parse({ name: 'text-embed', backend: 'onnx-embeddings', model: 'encoder', ...over });
 
-const request = (input: string[], dimensions: number | null = null, signal = new AbortController().signal): EmbeddingRequest =>
-  ({ model: 'text-embed', input, dimensions, body: {}, signal, requestId: 'req-1' });
+const request = (input: string[], dimensions: number | null = null, signal = new AbortController().signal): EmbeddingRequest => ({
+  model: 'text-embed',
+  input,
+  dimensions,
+  body: {},
+  signal,
+  requestId: 'req-1',
+});
 
 function normalized(v: ArrayLike<number>): number[] {
   const norm = Math.sqrt(Array.from(v).reduce((s, x) => s + x * x, 0));
@@ -49,10 +55,12 @@ function normalized(v: ArrayLike<number>): number[] {
 function byteIds(texts: readonly string[], seq: number): { ids: ort.Tensor; mask: ort.Tensor } {
   const ids = new BigInt64Array(texts.length * seq);
   const mask = new BigInt64Array(texts.length * seq);
-  texts.forEach((t, r) => Buffer.from(t, 'utf8').forEach((b, j) => {
-    ids[r * seq + j] = BigInt(b + 3);
-    mask[r * seq + j] = 1n;
-  }));
+  texts.forEach((t, r) =>
+    Buffer.from(t, 'utf8').forEach((b, j) => {
+      ids[r * seq + j] = BigInt(b + 3);
+      mask[r * seq + j] = 1n;
+    }),
+  );
   return { ids: new ort.Tensor('int64', ids, [texts.length, seq]), mask: new ort.Tensor('int64', mask, [texts.length, seq]) };
 }
 
@@ -131,8 +139,15 @@ describe('onnx-embeddings backend (real onnxruntime through the serving core)', 
       for (const v of res.vectors) assertClose(v, ref[row]!, 1e-5, `request ${i} row ${row++}`);
     });
     const ours = batches.filter((e) => e.model === 'encoder');
-    assert.ok(ours.some((e) => e.requests > 1), `some batch held several requests: ${JSON.stringify(ours.map((e) => e.requests))}`);
-    assert.equal(ours.reduce((s, e) => s + e.rows, 0), row, 'every row ran exactly once');
+    assert.ok(
+      ours.some((e) => e.requests > 1),
+      `some batch held several requests: ${JSON.stringify(ours.map((e) => e.requests))}`,
+    );
+    assert.equal(
+      ours.reduce((s, e) => s + e.rows, 0),
+      row,
+      'every row ran exactly once',
+    );
     assert.deepEqual(b.load(), { active: 0, queued: 0, slots: null });
   });
 
@@ -143,8 +158,14 @@ describe('onnx-embeddings backend (real onnxruntime through the serving core)', 
     const ref = await referenceVectors(input);
     res.vectors.forEach((v, i) => assertClose(v, ref[i]!, 1e-5, `input ${i}`));
     const ours = batches.filter((e) => e.model === 'encoder_b4');
-    assert.ok(ours.every((e) => e.rows <= 4), JSON.stringify(ours));
-    assert.equal(ours.reduce((s, e) => s + e.rows, 0), 10);
+    assert.ok(
+      ours.every((e) => e.rows <= 4),
+      JSON.stringify(ours),
+    );
+    assert.equal(
+      ours.reduce((s, e) => s + e.rows, 0),
+      10,
+    );
   });
 
   it('dimensions truncates, then re-normalizes; more than the model has is a 400 naming its size', async () => {
@@ -195,7 +216,12 @@ describe('onnx-embeddings backend (real onnxruntime through the serving core)', 
     const b = backend();
     const gen = {} as GenerationRequest;
     for (const call of [b.estimate(gen), b.complete(gen), b.stream(gen)]) {
-      await rejects(call, { status: 400, code: 'model_not_supported', param: 'model', message: /model "text-embed" is an embedding model; use \/v1\/embeddings/ });
+      await rejects(call, {
+        status: 400,
+        code: 'model_not_supported',
+        param: 'model',
+        message: /model "text-embed" is an embedding model; use \/v1\/embeddings/,
+      });
     }
   });
 
@@ -228,10 +254,25 @@ describe('onnx-embeddings backend (real onnxruntime through the serving core)', 
 
 describe('poolRows', () => {
   it('passes [N,D] rows through, means or takes the first token of [N,T,D], and refuses other ranks', () => {
-    assert.deepEqual(poolRows([1, 2, 3, 4], [2, 2], [1, 1], 'mean')!.map((v) => [...v]), [[1, 2], [3, 4]]);
+    assert.deepEqual(
+      poolRows([1, 2, 3, 4], [2, 2], [1, 1], 'mean')!.map((v) => [...v]),
+      [
+        [1, 2],
+        [3, 4],
+      ],
+    );
     const tokens = [1, 2, 3, 4, 9, 9, /* row 1 */ 5, 6, 7, 8, 1, 0];
-    assert.deepEqual(poolRows(tokens, [2, 3, 2], [2, 3], 'mean')!.map((v) => [...v]), [[2, 3], [13 / 3, 14 / 3].map(Math.fround)]);
-    assert.deepEqual(poolRows(tokens, [2, 3, 2], [2, 3], 'cls')!.map((v) => [...v]), [[1, 2], [5, 6]]);
+    assert.deepEqual(
+      poolRows(tokens, [2, 3, 2], [2, 3], 'mean')!.map((v) => [...v]),
+      [[2, 3], [13 / 3, 14 / 3].map(Math.fround)],
+    );
+    assert.deepEqual(
+      poolRows(tokens, [2, 3, 2], [2, 3], 'cls')!.map((v) => [...v]),
+      [
+        [1, 2],
+        [5, 6],
+      ],
+    );
     assert.equal(poolRows([1], [1], [1], 'mean'), null);
   });
 });

@@ -12,13 +12,17 @@ import { ClientSignal, type ChunkStream, type GenerationRequest, type LlmBackend
 const flow = (id: string, weight = 1): { id: string; weight: number } => ({ id, weight });
 
 /** Who has been granted, in order; each grant's permit is released by the test. */
-function recorder(slots: FairSlots): { order: string[]; ask(who: string, f: { id: string; weight: number }, cost?: number, signal?: ClientSignal): Promise<void> } {
+function recorder(slots: FairSlots): {
+  order: string[];
+  ask(who: string, f: { id: string; weight: number }, cost?: number, signal?: ClientSignal): Promise<void>;
+} {
   const order: string[] = [];
   return {
     order,
-    ask: (who, f, cost = 100, signal = new ClientSignal()) => slots.acquire(f, cost, signal).then(() => {
-      order.push(who);
-    }),
+    ask: (who, f, cost = 100, signal = new ClientSignal()) =>
+      slots.acquire(f, cost, signal).then(() => {
+        order.push(who);
+      }),
   };
 }
 
@@ -26,7 +30,7 @@ function recorder(slots: FairSlots): { order: string[]; ask(who: string, f: { id
 const settle = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 describe('FairSlots: sequences handed out fairly across tenants', () => {
-  it('with tenant A holding N queued requests, B is served at the next completion (not after A\'s backlog)', async () => {
+  it("with tenant A holding N queued requests, B is served at the next completion (not after A's backlog)", async () => {
     const slots = new FairSlots('m', 2, 64);
     const r = recorder(slots);
     for (let i = 0; i < 10; i++) void r.ask(`A${i}`, flow('A'));
@@ -59,10 +63,10 @@ describe('FairSlots: sequences handed out fairly across tenants', () => {
       completions++;
       await settle();
     }
-    assert.equal(completions, 9, 'B is served only after 9 of A\'s completions');
+    assert.equal(completions, 9, "B is served only after 9 of A's completions");
   });
 
-  it('weights: a weight-3 tenant gets three sequences for each of a weight-1 tenant\'s while both are backlogged', async () => {
+  it("weights: a weight-3 tenant gets three sequences for each of a weight-1 tenant's while both are backlogged", async () => {
     const slots = new FairSlots('m', 1, 64);
     const r = recorder(slots);
     void r.ask('hold', flow('X'));
@@ -91,12 +95,15 @@ describe('FairSlots: sequences handed out fairly across tenants', () => {
     assert.deepEqual(r.order.slice(1), ['long', 'short', 'short', 'short', 'short', 'long']);
   });
 
-  it('a full queue evicts the longest tenant\'s newest request for a shorter tenant; the longest tenant\'s own arrival is refused', async () => {
+  it("a full queue evicts the longest tenant's newest request for a shorter tenant; the longest tenant's own arrival is refused", async () => {
     const slots = new FairSlots('m', 1, 3);
     const r = recorder(slots);
     const outcomes: string[] = [];
     const track = (who: string, p: Promise<void>): void => {
-      p.then(() => outcomes.push(`${who}:ok`), (e: { code: string; status: number; retryAfterMs: number | null }) => outcomes.push(`${who}:${e.code}:${e.status}:${e.retryAfterMs}`));
+      p.then(
+        () => outcomes.push(`${who}:ok`),
+        (e: { code: string; status: number; retryAfterMs: number | null }) => outcomes.push(`${who}:${e.code}:${e.status}:${e.retryAfterMs}`),
+      );
     };
     for (let i = 0; i < 4; i++) track(`A${i}`, r.ask(`A${i}`, flow('A')));
     await settle();
@@ -106,7 +113,7 @@ describe('FairSlots: sequences handed out fairly across tenants', () => {
     assert.deepEqual(outcomes, ['A0:ok', 'A4:SY_ERR_MODEL_OVERLOADED:503:1000'], 'A may not grow past the bound');
     track('B0', r.ask('B0', flow('B')));
     await settle();
-    assert.deepEqual(outcomes.slice(2), ['A3:SY_ERR_MODEL_OVERLOADED:503:1000'], 'B evicts A\'s newest');
+    assert.deepEqual(outcomes.slice(2), ['A3:SY_ERR_MODEL_OVERLOADED:503:1000'], "B evicts A's newest");
     assert.equal(slots.queued, 3);
     slots.release();
     await settle();
@@ -127,7 +134,10 @@ describe('FairSlots: sequences handed out fairly across tenants', () => {
     const r = recorder(slots);
     void r.ask('hold', flow('X'));
     const gone = new ClientSignal();
-    const left = r.ask('A0', flow('A'), 100, gone).then(() => 'ok', (e: { code: string }) => e.code);
+    const left = r.ask('A0', flow('A'), 100, gone).then(
+      () => 'ok',
+      (e: { code: string }) => e.code,
+    );
     await settle();
     assert.equal(slots.queued, 1);
     gone.abort();
@@ -135,7 +145,10 @@ describe('FairSlots: sequences handed out fairly across tenants', () => {
     assert.equal(slots.queued, 0);
     // Charged for A0, A's next request would start a turn behind B's; uncharged, the older one goes first.
     void r.ask('A1', flow('A'));
-    const late = r.ask('B0', flow('B')).then(() => 'ok', (e: { code: string }) => e.code);
+    const late = r.ask('B0', flow('B')).then(
+      () => 'ok',
+      (e: { code: string }) => e.code,
+    );
     await settle();
     slots.release();
     await settle();
@@ -143,7 +156,13 @@ describe('FairSlots: sequences handed out fairly across tenants', () => {
     slots.close(Object.assign(new Error('bye'), { code: 'SY_ERR_SHUTTING_DOWN' }));
     assert.equal(await late, 'SY_ERR_SHUTTING_DOWN');
     assert.equal(slots.queued, 0);
-    assert.equal(await slots.acquire(flow('C'), 1, new ClientSignal()).then(() => 'ok', (e: { code: string }) => e.code), 'SY_ERR_SHUTTING_DOWN');
+    assert.equal(
+      await slots.acquire(flow('C'), 1, new ClientSignal()).then(
+        () => 'ok',
+        (e: { code: string }) => e.code,
+      ),
+      'SY_ERR_SHUTTING_DOWN',
+    );
   });
 });
 
@@ -179,16 +198,22 @@ class GatedBackend implements LlmBackend {
     return { usage: null, [Symbol.asyncIterator]: () => chunks() };
   }
 
-  async embed(): Promise<never> { throw new Error('no'); }
-  load(): { active: number; queued: number; slots: number } { return { active: this.running.size, queued: 0, slots: 2 }; }
+  async embed(): Promise<never> {
+    throw new Error('no');
+  }
+  load(): { active: number; queued: number; slots: number } {
+    return { active: this.running.size, queued: 0, slots: 2 };
+  }
   async close(): Promise<void> {}
 
   #gate(req: GenerationRequest): Promise<void> {
     this.started.push(req.requestId);
-    return new Promise((resolve) => this.running.set(req.requestId, () => {
-      this.running.delete(req.requestId);
-      resolve();
-    }));
+    return new Promise((resolve) =>
+      this.running.set(req.requestId, () => {
+        this.running.delete(req.requestId);
+        resolve();
+      }),
+    );
   }
 
   finish(id: string): void {
@@ -198,14 +223,36 @@ class GatedBackend implements LlmBackend {
 
 function request(id: string, tenant: string, maxTokens = 100): GenerationRequest {
   return {
-    kind: 'completion', model: 'm', messages: [], prompt: 'x', requestId: id, signal: new ClientSignal(), flow: flow(tenant),
-    params: { maxTokens, temperature: 1, topP: 1, seed: null, stop: [], n: 1, frequencyPenalty: 0, presencePenalty: 0, logitBias: new Map(), logprobs: false, topLogprobs: 0 },
-    tools: [], toolChoice: 'none', parallelToolCalls: true, responseFormat: { type: 'text' }, body: {},
+    kind: 'completion',
+    model: 'm',
+    messages: [],
+    prompt: 'x',
+    requestId: id,
+    signal: new ClientSignal(),
+    flow: flow(tenant),
+    params: {
+      maxTokens,
+      temperature: 1,
+      topP: 1,
+      seed: null,
+      stop: [],
+      n: 1,
+      frequencyPenalty: 0,
+      presencePenalty: 0,
+      logitBias: new Map(),
+      logprobs: false,
+      topLogprobs: 0,
+    },
+    tools: [],
+    toolChoice: 'none',
+    parallelToolCalls: true,
+    responseFormat: { type: 'text' },
+    body: {},
   };
 }
 
 describe('FairLlmBackend: a local model behind the fair queue', () => {
-  it('tenant A\'s burst of long generations: B\'s request starts after one of A\'s completions; load() reports the queue', async () => {
+  it("tenant A's burst of long generations: B's request starts after one of A's completions; load() reports the queue", async () => {
     const inner = new GatedBackend();
     const b = new FairLlmBackend(inner, new FairSlots('m', 2, 64));
     const done: Promise<unknown>[] = [];
@@ -235,7 +282,7 @@ describe('FairLlmBackend: a local model behind the fair queue', () => {
       second = s;
     });
     await settle();
-    assert.equal(second, null, 'one sequence: B waits while A\'s stream is open');
+    assert.equal(second, null, "one sequence: B waits while A's stream is open");
     const it1 = s1[Symbol.asyncIterator]();
     assert.deepEqual((await it1.next()).value, { id: 'A0' });
     const end = it1.next();

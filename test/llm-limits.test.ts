@@ -12,7 +12,12 @@ import { randomBytes } from 'node:crypto';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import {
-  MemoryTokenLimiter, OVER_CAPACITY_RETRY_MS, RedisTokenLimiter, type TokenLimiter, type TokenReservation, type TokenScope,
+  MemoryTokenLimiter,
+  OVER_CAPACITY_RETRY_MS,
+  RedisTokenLimiter,
+  type TokenLimiter,
+  type TokenReservation,
+  type TokenScope,
 } from '../src/gateway/token-limits.js';
 import { Gateway } from '../src/gateway/gateway.js';
 import type { TenantStore } from '../src/gateway/store.js';
@@ -47,8 +52,14 @@ function semantics(make: () => Promise<Subject>): void {
     const k = s.key('rpm');
     const rs: TokenReservation[] = [];
     for (let i = 0; i < 6; i++) rs.push(await s.limiter.reserve([scope(k, 5, null)], 1000));
-    assert.deepEqual(rs.map((r) => r.allowed), [true, true, true, true, true, false]);
-    assert.deepEqual(rs.map((r) => r.requests?.remaining), [4, 3, 2, 1, 0, 0]);
+    assert.deepEqual(
+      rs.map((r) => r.allowed),
+      [true, true, true, true, true, false],
+    );
+    assert.deepEqual(
+      rs.map((r) => r.requests?.remaining),
+      [4, 3, 2, 1, 0, 0],
+    );
     assert.deepEqual([rs[0]!.requests?.limit, rs[0]!.tokens, rs[0]!.degraded], [5, null, false]);
     const no = rs[5]!;
     assert.deepEqual([no.reason, no.scope], ['requests', k]);
@@ -61,8 +72,14 @@ function semantics(make: () => Promise<Subject>): void {
     const k = s.key('tpm');
     const rs: TokenReservation[] = [];
     for (let i = 0; i < 4; i++) rs.push(await s.limiter.reserve([scope(k, null, 100)], 30));
-    assert.deepEqual(rs.map((r) => r.allowed), [true, true, true, false]);
-    assert.deepEqual(rs.map((r) => r.tokens?.remaining), [70, 40, 10, 10]);
+    assert.deepEqual(
+      rs.map((r) => r.allowed),
+      [true, true, true, false],
+    );
+    assert.deepEqual(
+      rs.map((r) => r.tokens?.remaining),
+      [70, 40, 10, 10],
+    );
     assert.deepEqual([rs[3]!.reason, rs[3]!.scope, rs[3]!.requests], ['tokens', k, null]);
     assertWait(s, rs[3]!.retryAfterMs, 12_000); // 20 tokens at 100 per minute
     const last = await s.limiter.reserve([scope(k, null, 100)], 10);
@@ -209,16 +226,36 @@ describe('MemoryTokenLimiter', () => {
 
 describe('Gateway.tokenScopes', () => {
   const tenant = (limits: TenantLimits): TenantRecord => ({
-    name: 'acme', description: '', tier: 'standard', weight: 2, limits, effectiveLimits: effectiveLimits(TIERS['standard']!.limits, limits),
-    disabled: false, createdAt: '', updatedAt: '',
+    name: 'acme',
+    description: '',
+    tier: 'standard',
+    weight: 2,
+    limits,
+    effectiveLimits: effectiveLimits(TIERS['standard']!.limits, limits),
+    disabled: false,
+    createdAt: '',
+    updatedAt: '',
   });
   const key = (limits: ApiKeyRecord['limits']): ApiKeyRecord => ({
-    id: 'sy_abcdefghijkl', tenant: 'acme', name: '', scopes: ['infer'], limits, createdBy: 'admin', createdAt: '', expiresAt: null, revokedAt: null, status: 'active',
+    id: 'sy_abcdefghijkl',
+    tenant: 'acme',
+    name: '',
+    scopes: ['infer'],
+    limits,
+    createdBy: 'admin',
+    createdAt: '',
+    expiresAt: null,
+    revokedAt: null,
+    status: 'active',
   });
   const as = (t: TenantRecord, k: ApiKeyRecord): Principal => ({ kind: 'tenant', actor: 'acme/k', tenant: t, key: k });
-  const gateway = (): Promise<Gateway> => Gateway.create({
-    store: { listAccess: async () => new Map() } as unknown as TenantStore, authRequired: true, adminKey: null, limiter: null,
-  });
+  const gateway = (): Promise<Gateway> =>
+    Gateway.create({
+      store: { listAccess: async () => new Map() } as unknown as TenantStore,
+      authRequired: true,
+      adminKey: null,
+      limiter: null,
+    });
 
   it('no built-in tier sets rpm or tpm: nothing to enforce for existing tenants', async () => {
     for (const [name, tier] of Object.entries(TIERS)) assert.deepEqual([tier.limits.rpm, tier.limits.tpm], [null, null], name);
@@ -236,11 +273,20 @@ describe('Gateway.tokenScopes', () => {
       { key: 'llm:k:sy_abcdefghijkl', rpm: null, tpm: 20_000 },
       { key: 'llm:m:acme:tiny', rpm: null, tpm: 5000 },
     ]);
-    assert.deepEqual(g.tokenScopes(p, 'fast').map((s) => s.key), ['llm:t:acme', 'llm:k:sy_abcdefghijkl']);
+    assert.deepEqual(
+      g.tokenScopes(p, 'fast').map((s) => s.key),
+      ['llm:t:acme', 'llm:k:sy_abcdefghijkl'],
+    );
     assert.deepEqual(g.tokenScopes({ kind: 'platform', actor: 'admin', key: null }, 'tiny'), []);
     // A key or model limited only by rpm / tpm adds no request-limiter scope.
-    assert.deepEqual(g.limitScopes(p, 'tiny').map((s) => s.key), ['t:acme']);
-    assert.deepEqual(g.limitScopes(p, 'fast').map((s) => s.key), ['t:acme', 'm:acme:fast']);
+    assert.deepEqual(
+      g.limitScopes(p, 'tiny').map((s) => s.key),
+      ['t:acme'],
+    );
+    assert.deepEqual(
+      g.limitScopes(p, 'fast').map((s) => s.key),
+      ['t:acme', 'm:acme:fast'],
+    );
     await g.close();
   });
 });
@@ -259,7 +305,11 @@ process.stdout.write(JSON.stringify({ admitted: rs.filter((r) => r.allowed).leng
 await l.close();
 `;
 
-interface ReserverProcess { ready: Promise<void>; result: Promise<{ admitted: number; errors: string[] }>; go(): void }
+interface ReserverProcess {
+  ready: Promise<void>;
+  result: Promise<{ admitted: number; errors: string[] }>;
+  go(): void;
+}
 
 function reserver(args: readonly string[]): ReserverProcess {
   const limitsUrl = new URL('../src/gateway/token-limits.js', import.meta.url).href;
@@ -267,12 +317,16 @@ function reserver(args: readonly string[]): ReserverProcess {
   let out = '';
   let err = '';
   let onReady: () => void = () => {};
-  const ready = new Promise<void>((r) => { onReady = r; });
+  const ready = new Promise<void>((r) => {
+    onReady = r;
+  });
   p.stdout.on('data', (b: Buffer) => {
     out += b.toString();
     if (out.startsWith('ready\n')) onReady();
   });
-  p.stderr.on('data', (b: Buffer) => { err += b.toString(); });
+  p.stderr.on('data', (b: Buffer) => {
+    err += b.toString();
+  });
   const result = new Promise<{ admitted: number; errors: string[] }>((resolve, reject) => {
     p.on('error', reject);
     p.on('exit', (code, signal) => {
@@ -280,7 +334,16 @@ function reserver(args: readonly string[]): ReserverProcess {
       resolve(JSON.parse(out.slice('ready\n'.length)) as { admitted: number; errors: string[] });
     });
   });
-  return { ready: Promise.race([ready, result.then(() => { throw new Error('exited before ready'); })]), result, go: () => p.stdin.end('go\n') };
+  return {
+    ready: Promise.race([
+      ready,
+      result.then(() => {
+        throw new Error('exited before ready');
+      }),
+    ]),
+    result,
+    go: () => p.stdin.end('go\n'),
+  };
 }
 
 describeNeeding('RedisTokenLimiter on a real Redis', `Redis at ${REDIS_URL}`, await redisReachable(), () => {
@@ -303,7 +366,11 @@ describeNeeding('RedisTokenLimiter on a real Redis', `Redis at ${REDIS_URL}`, aw
     await admin.connect();
   });
   afterEach(() => {
-    assert.deepEqual(backendErrors.splice(0).map((e) => e.message), [], 'no backend errors');
+    assert.deepEqual(
+      backendErrors.splice(0).map((e) => e.message),
+      [],
+      'no backend errors',
+    );
   });
   after(async () => {
     await Promise.all(open.map((l) => l.close()));
@@ -335,8 +402,15 @@ describeNeeding('RedisTokenLimiter on a real Redis', `Redis at ${REDIS_URL}`, aw
     await Promise.all(ps.map((p) => p.ready));
     for (const p of ps) p.go();
     const results = await Promise.all(ps.map((p) => p.result));
-    assert.deepEqual(results.flatMap((r) => r.errors), []);
-    assert.equal(results.reduce((n, r) => n + r.admitted, 0), 33, `admitted per process: ${results.map((r) => r.admitted).join(', ')}`);
+    assert.deepEqual(
+      results.flatMap((r) => r.errors),
+      [],
+    );
+    assert.equal(
+      results.reduce((n, r) => n + r.admitted, 0),
+      33,
+      `admitted per process: ${results.map((r) => r.admitted).join(', ')}`,
+    );
   });
 
   it('settles through Redis: a refund made on one instance is seen by another', async () => {
@@ -359,7 +433,13 @@ describeNeeding('RedisTokenLimiter on a real Redis', `Redis at ${REDIS_URL}`, aw
     await r.settle(0); // no error reported (checked after each test), no rejection
     const after = await l.reserve(s, 1);
     assert.deepEqual([after.allowed, after.reason], [false, 'unavailable']);
-    assert.match(backendErrors.splice(0).map((e) => e.message).join(), /token limiter: closed/);
+    assert.match(
+      backendErrors
+        .splice(0)
+        .map((e) => e.message)
+        .join(),
+      /token limiter: closed/,
+    );
   });
 
   it('keeps each bucket under its own key, expiring a minute after it is full again', async () => {

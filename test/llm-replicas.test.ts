@@ -27,12 +27,16 @@ const MAX_TOKENS = 16;
 const K = 12;
 const OFFERED = 60;
 
-
-interface Answer { status: number; headers: Record<string, string | string[] | undefined>; body: Record<string, unknown> }
+interface Answer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Record<string, unknown>;
+}
 
 async function chat(r: Replica, key: string, content: string): Promise<Answer> {
   const res = await r.pool.request({
-    method: 'POST', path: '/v1/chat/completions',
+    method: 'POST',
+    path: '/v1/chat/completions',
     headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
     body: JSON.stringify({ model: MODEL, messages: [{ role: 'user', content }], max_tokens: MAX_TOKENS, temperature: 0 }),
   });
@@ -46,13 +50,20 @@ async function chat(r: Replica, key: string, content: string): Promise<Answer> {
   return { status: res.statusCode, headers: res.headers, body };
 }
 
-interface Usage { prompt_tokens: number; completion_tokens: number; total_tokens: number }
+interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
 
-const down = [
-  await postgresReachable().then((e) => e && `Postgres at ${PG_BASE}: ${e}`),
-  await redisReachable().then((e) => e && `Redis at ${REDIS}: ${e}`),
-  await llamaMissing(),
-].filter(Boolean).join('; ') || null;
+const down =
+  [
+    await postgresReachable().then((e) => e && `Postgres at ${PG_BASE}: ${e}`),
+    await redisReachable().then((e) => e && `Redis at ${REDIS}: ${e}`),
+    await llamaMissing(),
+  ]
+    .filter(Boolean)
+    .join('; ') || null;
 
 describeNeeding('LLM token limits across three replicas (Redis)', `Postgres, Redis and ${LLAMA}`, down, () => {
   const replicas: Replica[] = [];
@@ -69,11 +80,29 @@ describeNeeding('LLM token limits across three replicas (Redis)', `Postgres, Red
     const cfg = join(dir, 'llm.json');
     // threads: 1 — three processes share the machine's cores; llama.cpp's spinning threads collapse when oversubscribed.
     await writeFile(cfg, JSON.stringify({ models: [{ name: MODEL, backend: 'llama', path: gguf, contextSize: 256, sequences: 4, threads: 1 }] }));
-    const common = (i: number): string[] => ['--database', schema.url, '--data-dir', join(dir, `data${i}`), '--redis', REDIS, '--admin-key', ADMIN,
-      '--llm-config', cfg, '--usage-flush-ms', '200', '--auth-cache-ms', '300', '--redis-timeout-ms', '2000', '--rate-limit-fail', 'closed'];
+    const common = (i: number): string[] => [
+      '--database',
+      schema.url,
+      '--data-dir',
+      join(dir, `data${i}`),
+      '--redis',
+      REDIS,
+      '--admin-key',
+      ADMIN,
+      '--llm-config',
+      cfg,
+      '--usage-flush-ms',
+      '200',
+      '--auth-cache-ms',
+      '300',
+      '--redis-timeout-ms',
+      '2000',
+      '--rate-limit-fail',
+      'closed',
+    ];
     // The first one migrates the schema; then the other two.
     replicas.push(await startReplica(common(0), OFFERED));
-    replicas.push(...await Promise.all([startReplica(common(1), OFFERED), startReplica(common(2), OFFERED)]));
+    replicas.push(...(await Promise.all([startReplica(common(1), OFFERED), startReplica(common(2), OFFERED)])));
   });
 
   after(async () => {
@@ -81,7 +110,9 @@ describeNeeding('LLM token limits across three replicas (Redis)', `Postgres, Red
       await r.pool.close();
       r.proc.kill('SIGTERM');
     }
-    await Promise.all(replicas.map((r) => new Promise((res) => (r.proc.exitCode !== null || r.proc.signalCode !== null ? res(null) : r.proc.once('exit', res)))));
+    await Promise.all(
+      replicas.map((r) => new Promise((res) => (r.proc.exitCode !== null || r.proc.signalCode !== null ? res(null) : r.proc.once('exit', res)))),
+    );
     if (down === null) {
       const redis = new Redis(REDIS);
       try {
@@ -107,7 +138,11 @@ describeNeeding('LLM token limits across three replicas (Redis)', `Postgres, Red
     const tpm = K * used + Math.round(used / 2);
 
     const admin = async (method: string, path: string, payload: unknown): Promise<Record<string, unknown>> => {
-      const r = await fetch(`${replicas[0]!.url}${path}`, { method, headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify(payload) });
+      const r = await fetch(`${replicas[0]!.url}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
+        body: JSON.stringify(payload),
+      });
       const text = await r.text();
       assert.ok(r.ok, `${method} ${path}: ${r.status} ${text}`);
       return JSON.parse(text) as Record<string, unknown>;
@@ -135,7 +170,8 @@ describeNeeding('LLM token limits across three replicas (Redis)', `Postgres, Red
     const statuses = new Map<number, number>();
     for (const a of answers) statuses.set(a.status, (statuses.get(a.status) ?? 0) + 1);
     const admitted = statuses.get(200) ?? 0;
-    const detail = `admitted ${admitted} of ${OFFERED} in ${elapsedMs.toFixed(0)} ms; ${used} tokens per request, tpm ${tpm}, ` +
+    const detail =
+      `admitted ${admitted} of ${OFFERED} in ${elapsedMs.toFixed(0)} ms; ${used} tokens per request, tpm ${tpm}, ` +
       `refill during the burst ${refill.toFixed(2)} tokens, at most ${most}; statuses ${JSON.stringify([...statuses])}`;
     t.diagnostic(detail);
     assert.equal(K * used <= tpm && (K + 1) * used > tpm, true);
@@ -173,14 +209,18 @@ describeNeeding('LLM token limits across three replicas (Redis)', `Postgres, Red
     // Usage: each replica flushes every 200 ms into the shared Postgres; every replica then reads the same sums.
     const expected = { requests: admitted, errors: 0, promptTokens: admitted * probeUsage.prompt_tokens, completionTokens: admitted * MAX_TOKENS };
     for (const r of replicas) {
-      for (;;) { // no deadline (a loaded machine may be slow): a hang is the runner's timeout
+      for (;;) {
+        // no deadline (a loaded machine may be slow): a hang is the runner's timeout
         const res = await fetch(`${r.url}/api/v1/llm/usage?tenant=${tenant}&group_by=total`, { headers: { authorization: `Bearer ${ADMIN}` } });
         assert.equal(res.status, 200);
         const rows = ((await res.json()) as { usage: Array<Record<string, unknown>> }).usage;
         if (rows.length === 1 && rows[0]!['requests'] === admitted) {
           const row = rows[0]!;
           assert.deepEqual({ tenant: row['tenant'], model: row['model'] }, { tenant, model: MODEL });
-          assert.deepEqual({ requests: row['requests'], errors: row['errors'], promptTokens: row['promptTokens'], completionTokens: row['completionTokens'] }, expected);
+          assert.deepEqual(
+            { requests: row['requests'], errors: row['errors'], promptTokens: row['promptTokens'], completionTokens: row['completionTokens'] },
+            expected,
+          );
           break;
         }
         assert.ok(rows.length <= 1 && Number(rows[0]?.['requests'] ?? 0) < admitted, `usage never exceeds the admitted requests: ${JSON.stringify(rows)}`);
@@ -191,6 +231,9 @@ describeNeeding('LLM token limits across three replicas (Redis)', `Postgres, Red
     const own = await fetch(`${replicas[2]!.url}/api/v1/llm/usage?group_by=total`, { headers: { authorization: `Bearer ${key}` } });
     assert.equal(own.status, 200);
     const ownRows = ((await own.json()) as { usage: Array<Record<string, unknown>> }).usage;
-    assert.deepEqual(ownRows.map((r) => [r['tenant'], r['requests']]), [[tenant, admitted]]);
+    assert.deepEqual(
+      ownRows.map((r) => [r['tenant'], r['requests']]),
+      [[tenant, admitted]],
+    );
   });
 });

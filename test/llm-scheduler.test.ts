@@ -27,7 +27,10 @@ describeNeeding('llama backend behind the tenant-fair queue', LLAMA, await llama
     const gguf = join(work, 'tiny.gguf');
     await writeTinyLlama(gguf, { context: 256 });
     const cfg = join(work, 'llm.json');
-    await writeFile(cfg, JSON.stringify({ models: [{ name: 'tiny', backend: 'llama', path: gguf, contextSize: 256, sequences: 1, maxQueue: 16, threads: 1 }] }));
+    await writeFile(
+      cfg,
+      JSON.stringify({ models: [{ name: 'tiny', backend: 'llama', path: gguf, contextSize: 256, sequences: 1, maxQueue: 16, threads: 1 }] }),
+    );
     srv = await startSwitchyard({}, { listen: true, config: { llmConfig: cfg } });
   });
 
@@ -36,32 +39,37 @@ describeNeeding('llama backend behind the tenant-fair queue', LLAMA, await llama
     await rm(work, { recursive: true, force: true });
   });
 
-  const request = (tenant: string, prompt: string): GenerationRequest => generationRequest(
-    'completion', parseCompletion({ model: 'tiny', prompt, max_tokens: 8, temperature: 0 }), 'tiny', {}, new ClientSignal(), `r${++ids}`, { id: tenant, weight: 1 },
-  );
+  const request = (tenant: string, prompt: string): GenerationRequest =>
+    generationRequest('completion', parseCompletion({ model: 'tiny', prompt, max_tokens: 8, temperature: 0 }), 'tiny', {}, new ClientSignal(), `r${++ids}`, {
+      id: tenant,
+      weight: 1,
+    });
   const drain = async (s: ChunkStream): Promise<void> => {
     for await (const _ of s);
   };
 
-  it('tenant A holds the one sequence with 4 more queued: B\'s request starts at A\'s first completion', async () => {
+  it("tenant A holds the one sequence with 4 more queued: B's request starts at A's first completion", async () => {
     const backend = srv.sy.llm.get('tiny')!.backend;
     const first = await backend.stream(request('A', 'a long story'));
     const started: string[] = [];
     const pending = new Map<string, Promise<ChunkStream>>();
     const ask = (who: string, tenant: string): void => {
-      pending.set(who, backend.stream(request(tenant, `${who} says hello`)).then((s) => {
-        started.push(who);
-        return s;
-      }));
+      pending.set(
+        who,
+        backend.stream(request(tenant, `${who} says hello`)).then((s) => {
+          started.push(who);
+          return s;
+        }),
+      );
     };
     for (let i = 1; i <= 4; i++) ask(`A${i}`, 'A');
     ask('B', 'B');
     await new Promise((r) => setImmediate(r));
-    assert.deepEqual(started, [], 'the one sequence is held by A\'s open stream');
+    assert.deepEqual(started, [], "the one sequence is held by A's open stream");
     assert.deepEqual(backend.load(), { active: 1, queued: 5, slots: 1 });
     await drain(first);
     const b = await pending.get('B')!;
-    assert.deepEqual(started, ['B'], 'B started next, ahead of A\'s four queued requests');
+    assert.deepEqual(started, ['B'], "B started next, ahead of A's four queued requests");
     await drain(b);
     for (let i = 1; i <= 4; i++) await drain(await pending.get(`A${i}`)!);
     assert.deepEqual(started, ['B', 'A1', 'A2', 'A3', 'A4']);
@@ -71,7 +79,14 @@ describeNeeding('llama backend behind the tenant-fair queue', LLAMA, await llama
   it('/metrics after a streamed generation: time to first token, time per output token, slots, occupancy, queue length', async () => {
     const client = new OpenAI({ baseURL: `${srv.url}/v1`, apiKey: 'sk-any', maxRetries: 0 });
     const chunks = [];
-    const stream = await client.completions.create({ model: 'tiny', prompt: 'count with me', max_tokens: 8, temperature: 0, stream: true, stream_options: { include_usage: true } });
+    const stream = await client.completions.create({
+      model: 'tiny',
+      prompt: 'count with me',
+      max_tokens: 8,
+      temperature: 0,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
     for await (const c of stream) chunks.push(c);
     const completion = chunks.at(-1)!.usage!.completion_tokens;
     assert.ok(completion >= 2, `two or more tokens (temperature 0 on this model gives ${completion})`);

@@ -25,10 +25,16 @@ describe('SseReader', () => {
   it('reads events split anywhere across reads: lines, CRLF, multi-line data, comments, UTF-8 characters', async () => {
     const euro = Buffer.from('data: {"t":"€"}\n\n');
     const cut = euro.indexOf(0xe2) + 1; // inside the 3-byte character
-    const r = new SseReader(source([
-      'data: {"a"', ':1}\n', '\n: a comment\r\ndata: line one\r\ndata: line two\r\n\r\n',
-      euro.subarray(0, cut), euro.subarray(cut), 'event: ignored\ndata: [DONE]\n\n',
-    ]));
+    const r = new SseReader(
+      source([
+        'data: {"a"',
+        ':1}\n',
+        '\n: a comment\r\ndata: line one\r\ndata: line two\r\n\r\n',
+        euro.subarray(0, cut),
+        euro.subarray(cut),
+        'event: ignored\ndata: [DONE]\n\n',
+      ]),
+    );
     assert.deepEqual(await all(r), ['{"a":1}', 'line one\nline two', '{"t":"€"}', DONE, null]);
   });
 
@@ -57,11 +63,28 @@ class FakeResponse {
   destroyed = false;
   writableEnded = false;
   #listeners = new Map<string, (() => void)[]>();
-  write(s: string): boolean { this.writes.push(s); return true; }
-  end(s = ''): void { this.ended = s; this.writableEnded = true; }
-  once(ev: string, f: () => void): this { this.#listeners.set(ev, [...(this.#listeners.get(ev) ?? []), f]); return this; }
-  off(ev: string, f: () => void): this { this.#listeners.set(ev, (this.#listeners.get(ev) ?? []).filter((g) => g !== f)); return this; }
-  emit(ev: string): void { for (const f of this.#listeners.get(ev) ?? []) f(); }
+  write(s: string): boolean {
+    this.writes.push(s);
+    return true;
+  }
+  end(s = ''): void {
+    this.ended = s;
+    this.writableEnded = true;
+  }
+  once(ev: string, f: () => void): this {
+    this.#listeners.set(ev, [...(this.#listeners.get(ev) ?? []), f]);
+    return this;
+  }
+  off(ev: string, f: () => void): this {
+    this.#listeners.set(
+      ev,
+      (this.#listeners.get(ev) ?? []).filter((g) => g !== f),
+    );
+    return this;
+  }
+  emit(ev: string): void {
+    for (const f of this.#listeners.get(ev) ?? []) f();
+  }
 }
 
 describe('SseWriter', () => {

@@ -21,39 +21,82 @@ import { assertClose, referenceRun, startSwitchyard, type TestServer } from './h
 const special = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
 
 const WORDPIECE = {
-  version: '1.0', truncation: null, padding: null,
+  version: '1.0',
+  truncation: null,
+  padding: null,
   added_tokens: [special(0, '[PAD]'), special(1, '[UNK]'), special(2, '[CLS]'), special(3, '[SEP]')],
   normalizer: { type: 'BertNormalizer', clean_text: true, handle_chinese_chars: true, strip_accents: null, lowercase: true },
   pre_tokenizer: { type: 'BertPreTokenizer' },
   post_processor: {
     type: 'TemplateProcessing',
     single: [{ SpecialToken: { id: '[CLS]', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '[SEP]', type_id: 0 } }],
-    pair: [{ SpecialToken: { id: '[CLS]', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '[SEP]', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }, { SpecialToken: { id: '[SEP]', type_id: 1 } }],
+    pair: [
+      { SpecialToken: { id: '[CLS]', type_id: 0 } },
+      { Sequence: { id: 'A', type_id: 0 } },
+      { SpecialToken: { id: '[SEP]', type_id: 0 } },
+      { Sequence: { id: 'B', type_id: 1 } },
+      { SpecialToken: { id: '[SEP]', type_id: 1 } },
+    ],
     special_tokens: { '[CLS]': { id: '[CLS]', ids: [2], tokens: ['[CLS]'] }, '[SEP]': { id: '[SEP]', ids: [3], tokens: ['[SEP]'] } },
   },
   decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
   model: {
-    type: 'WordPiece', unk_token: '[UNK]', continuing_subword_prefix: '##', max_input_chars_per_word: 100,
+    type: 'WordPiece',
+    unk_token: '[UNK]',
+    continuing_subword_prefix: '##',
+    max_input_chars_per_word: 100,
     vocab: { '[PAD]': 0, '[UNK]': 1, '[CLS]': 2, '[SEP]': 3, hello: 4, ',': 5, world: 6, run: 7, '##ning': 8, '!': 9, cafe: 10, the: 11 },
   },
 };
 
 const BPE = {
-  version: '1.0', truncation: null, padding: null, added_tokens: [], normalizer: null,
-  pre_tokenizer: { type: 'Whitespace' }, post_processor: null, decoder: null,
+  version: '1.0',
+  truncation: null,
+  padding: null,
+  added_tokens: [],
+  normalizer: null,
+  pre_tokenizer: { type: 'Whitespace' },
+  post_processor: null,
+  decoder: null,
   model: {
-    type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: false,
+    type: 'BPE',
+    dropout: null,
+    unk_token: null,
+    continuing_subword_prefix: null,
+    end_of_word_suffix: null,
+    fuse_unk: false,
     vocab: { l: 0, o: 1, w: 2, e: 3, r: 4, lo: 5, low: 6, er: 7, n: 8, s: 9, t: 10 },
     merges: ['l o', 'lo w', 'e r'],
   },
 };
 
 const UNIGRAM = {
-  version: '1.0', truncation: null, padding: null, added_tokens: [special(0, '<unk>')], normalizer: null,
-  pre_tokenizer: { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'always', split: true }, post_processor: null, decoder: null,
+  version: '1.0',
+  truncation: null,
+  padding: null,
+  added_tokens: [special(0, '<unk>')],
+  normalizer: null,
+  pre_tokenizer: { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'always', split: true },
+  post_processor: null,
+  decoder: null,
   model: {
-    type: 'Unigram', unk_id: 0,
-    vocab: [['<unk>', 0], ['\u2581', -2], ['\u2581hello', -1], ['hel', -3], ['lo', -3], ['\u2581world', -1], ['h', -5], ['e', -5], ['l', -5], ['o', -5], ['w', -5], ['r', -5], ['d', -5]],
+    type: 'Unigram',
+    unk_id: 0,
+    vocab: [
+      ['<unk>', 0],
+      ['\u2581', -2],
+      ['\u2581hello', -1],
+      ['hel', -3],
+      ['lo', -3],
+      ['\u2581world', -1],
+      ['h', -5],
+      ['e', -5],
+      ['l', -5],
+      ['o', -5],
+      ['w', -5],
+      ['r', -5],
+      ['d', -5],
+    ],
   },
 };
 
@@ -73,12 +116,15 @@ describe('tokenizers for ONNX embedding models', () => {
     await writeFile(file('wordpiece.json'), JSON.stringify(WORDPIECE));
     await writeFile(file('bpe.json'), JSON.stringify(BPE));
     await writeFile(file('unigram.json'), JSON.stringify(UNIGRAM));
-    await writeFile(file('llm.json'), JSON.stringify({
-      models: [
-        { name: 'bert-like', backend: 'onnx-embeddings', model: 'encoder', tokenizer: { path: 'wordpiece.json' } },
-        { name: 'bert-truncating', backend: 'onnx-embeddings', model: 'encoder', tokenizer: { path: 'wordpiece.json' }, truncate: true },
-      ],
-    }));
+    await writeFile(
+      file('llm.json'),
+      JSON.stringify({
+        models: [
+          { name: 'bert-like', backend: 'onnx-embeddings', model: 'encoder', tokenizer: { path: 'wordpiece.json' } },
+          { name: 'bert-truncating', backend: 'onnx-embeddings', model: 'encoder', tokenizer: { path: 'wordpiece.json' }, truncate: true },
+        ],
+      }),
+    );
     srv = await startSwitchyard({ encoder: { versions: { 1: ENCODER } } }, { listen: true, config: { llmConfig: file('llm.json') } });
     client = new OpenAI({ baseURL: `${srv.url}/v1`, apiKey: 'sk-any', maxRetries: 0 });
   });
@@ -88,7 +134,8 @@ describe('tokenizers for ONNX embedding models', () => {
   });
 
   it('WordPiece (BERT normalizer, [CLS] … [SEP]), BPE (merges by rank) and Unigram (Viterbi) encode to the ids worked out by hand', () => {
-    const ids = (tokenizer: string, text: string): readonly number[] => tokenize([text], 64, loadTokenizer(cfg({ tokenizer: { path: file(tokenizer) } })), false)[0]!.ids;
+    const ids = (tokenizer: string, text: string): readonly number[] =>
+      tokenize([text], 64, loadTokenizer(cfg({ tokenizer: { path: file(tokenizer) } })), false)[0]!.ids;
     // lowercased, accents stripped, punctuation split, "running" = run ##ning, unknown word [UNK]
     assert.deepEqual(ids('wordpiece.json', 'Hello, WORLD running! Café zzz'), [2, 4, 5, 6, 7, 8, 9, 10, 1, 3]);
     // "lower" = l o w e r → lo → low, er; "lowest" = low e s t
@@ -105,7 +152,9 @@ describe('tokenizers for ONNX embedding models', () => {
   it('/v1/embeddings: a text gives the vector of onnxruntime on the hand-made ids; a token-id array gives the same', async () => {
     const handIds = [2, 4, 5, 6, 7, 8, 3]; // "hello, world running"
     const padded = new BigInt64Array(SEQ);
-    handIds.forEach((id, j) => { padded[j] = BigInt(id); });
+    handIds.forEach((id, j) => {
+      padded[j] = BigInt(id);
+    });
     const out = (await referenceRun(ENCODER, { input_ids: new ort.Tensor('int64', padded, [1, SEQ]) }))['embedding']!.data as Float32Array;
     const norm = Math.hypot(...out);
     const reference = Array.from(out, (x) => x / norm);
@@ -116,7 +165,10 @@ describe('tokenizers for ONNX embedding models', () => {
     assertClose(byIds.data[0]!.embedding, reference, 1e-5, 'token ids');
     const many = await client.embeddings.create({ model: 'bert-like', input: [handIds, [2, 11, 3]], encoding_format: 'float' });
     assert.equal(many.data.length, 2);
-    await assert.rejects(client.embeddings.create({ model: 'bert-like', input: [2, 99, 3] }), (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'input' && /outside this model's vocabulary/.test(e.message));
+    await assert.rejects(
+      client.embeddings.create({ model: 'bert-like', input: [2, 99, 3] }),
+      (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === 'input' && /outside this model's vocabulary/.test(e.message),
+    );
   });
 
   it('a long input is a 400 naming its length, or with truncate: true cut to the sequence length keeping [CLS] and [SEP]', async () => {

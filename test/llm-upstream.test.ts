@@ -35,7 +35,9 @@ class FakeUpstream {
 
   constructor(public handler: Handler) {
     this.#server = createServer((req, res) => this.#serve(req, res));
-    this.#server.on('connection', () => { this.connections++; });
+    this.#server.on('connection', () => {
+      this.connections++;
+    });
   }
 
   static async start(handler: Handler = openai()): Promise<FakeUpstream> {
@@ -54,7 +56,9 @@ class FakeUpstream {
   #serve(req: IncomingMessage, res: ServerResponse): void {
     let text = '';
     req.setEncoding('utf8');
-    req.on('data', (c: string) => { text += c; });
+    req.on('data', (c: string) => {
+      text += c;
+    });
     req.on('end', () => {
       const hit: Hit = { path: req.url ?? '', headers: req.headers, body: JSON.parse(text) as Record<string, unknown>, aborted: false };
       const n = this.hits.push(hit) - 1;
@@ -70,7 +74,9 @@ class FakeUpstream {
 }
 
 const servers: FakeUpstream[] = [];
-after(async () => { await Promise.all(servers.map((s) => s.close())); });
+after(async () => {
+  await Promise.all(servers.map((s) => s.close()));
+});
 
 const USAGE = { prompt_tokens: 5, completion_tokens: 2, total_tokens: 7 };
 
@@ -110,12 +116,17 @@ function openai(delayMs = 0): Handler {
         res.end(`${sse(chunksFor(body))}data: [DONE]\n\n`);
       } else {
         json(res, 200, {
-          id: 'x', object: 'chat.completion', created: 1, model: body['model'],
-          choices: [{ index: 0, message: { role: 'assistant', content: 'Hello' }, finish_reason: 'stop' }], usage: USAGE,
+          id: 'x',
+          object: 'chat.completion',
+          created: 1,
+          model: body['model'],
+          choices: [{ index: 0, message: { role: 'assistant', content: 'Hello' }, finish_reason: 'stop' }],
+          usage: USAGE,
         });
       }
     };
-    if (delayMs > 0) setTimeout(reply, delayMs); else reply();
+    if (delayMs > 0) setTimeout(reply, delayMs);
+    else reply();
   };
 }
 
@@ -124,7 +135,11 @@ function json(res: ServerResponse, status: number, body: unknown, headers: Recor
   res.end(JSON.stringify(body));
 }
 
-function status(code: number, body: unknown = { error: { message: `failure ${code}`, type: 'server_error', param: null, code: null } }, headers: Record<string, string> = {}): Handler {
+function status(
+  code: number,
+  body: unknown = { error: { message: `failure ${code}`, type: 'server_error', param: null, code: null } },
+  headers: Record<string, string> = {},
+): Handler {
   return (res) => json(res, code, body, headers);
 }
 
@@ -161,11 +176,21 @@ async function freeUrl(): Promise<string> {
 
 const silent = pino({ level: 'silent' });
 const backends: UpstreamBackend[] = [];
-after(async () => { await Promise.all(backends.map((b) => b.close())); });
+after(async () => {
+  await Promise.all(backends.map((b) => b.close()));
+});
 
-function backend(deployments: ReadonlyArray<string | Record<string, unknown>>, extra: Record<string, unknown> = {}, opts: Partial<UpstreamBackendOptions> = {}): UpstreamBackend {
+function backend(
+  deployments: ReadonlyArray<string | Record<string, unknown>>,
+  extra: Record<string, unknown> = {},
+  opts: Partial<UpstreamBackendOptions> = {},
+): UpstreamBackend {
   const config = UpstreamModelSchema.parse({
-    name: 'm', backend: 'upstream', backoffMs: 5, timeoutMs: 2000, ...extra,
+    name: 'm',
+    backend: 'upstream',
+    backoffMs: 5,
+    timeoutMs: 2000,
+    ...extra,
     deployments: deployments.map((d) => (typeof d === 'string' ? { url: d, model: 'up-model' } : d)),
   });
   const b = new UpstreamBackend(config, { logger: silent, ...opts });
@@ -177,11 +202,30 @@ let ids = 0;
 function chatReq(body: Record<string, unknown> = {}, signal: CancelSignal = new ClientSignal()): GenerationRequest {
   const messages = [{ role: 'user' as const, content: 'hi' }];
   return {
-    kind: 'chat', model: 'm', messages, prompt: '', signal, requestId: `req-${++ids}`, flow: null,
+    kind: 'chat',
+    model: 'm',
+    messages,
+    prompt: '',
+    signal,
+    requestId: `req-${++ids}`,
+    flow: null,
     params: {
-      maxTokens: null, temperature: 1, topP: 1, seed: null, stop: [], n: 1, frequencyPenalty: 0, presencePenalty: 0, logitBias: new Map(), logprobs: false, topLogprobs: 0,
+      maxTokens: null,
+      temperature: 1,
+      topP: 1,
+      seed: null,
+      stop: [],
+      n: 1,
+      frequencyPenalty: 0,
+      presencePenalty: 0,
+      logitBias: new Map(),
+      logprobs: false,
+      topLogprobs: 0,
     },
-    tools: [], toolChoice: 'none', parallelToolCalls: true, responseFormat: { type: 'text' },
+    tools: [],
+    toolChoice: 'none',
+    parallelToolCalls: true,
+    responseFormat: { type: 'text' },
     body: { model: 'm', messages, ...body },
   };
 }
@@ -193,7 +237,7 @@ async function collect(s: ChunkStream): Promise<Record<string, unknown>[]> {
 }
 
 function contentOf(chunks: readonly Record<string, unknown>[]): string {
-  return chunks.map((c) => ((c['choices'] as Array<{ delta: { content?: string } }>)[0]?.delta.content ?? '')).join('');
+  return chunks.map((c) => (c['choices'] as Array<{ delta: { content?: string } }>)[0]?.delta.content ?? '').join('');
 }
 
 /** Polls `cond` every 5 ms. No deadline (a loaded machine may be slow): a hang is the test runner's timeout. */
@@ -254,7 +298,10 @@ describe('upstream backend: streaming', () => {
     assert.equal(up.hits[0]!.body['stream'], true);
     assert.equal(chunks.length, 4);
     assert.equal(contentOf(chunks), 'Hello');
-    assert.ok(chunks.every((c) => !('usage' in c)), 'no chunk carries usage');
+    assert.ok(
+      chunks.every((c) => !('usage' in c)),
+      'no chunk carries usage',
+    );
     assert.deepEqual(s.usage, USAGE);
     await until(() => b.load().active === 0);
   });
@@ -278,8 +325,7 @@ describe('upstream backend: streaming', () => {
 
   it('parses SSE split across reads, with \\r\\n, comments, multi-byte text and usage on a content chunk', async () => {
     const model = 'up-model';
-    const text = sse([chunk(model, { content: 'héllo ' }), { ...chunk(model, { content: '日本' }, 'stop'), usage: USAGE }, '[DONE]'])
-      .replace(/\n/g, '\r\n');
+    const text = sse([chunk(model, { content: 'héllo ' }), { ...chunk(model, { content: '日本' }, 'stop'), usage: USAGE }, '[DONE]']).replace(/\n/g, '\r\n');
     const raw = `: keep-alive\r\n\r\n${text}`;
     // 7-byte pieces: cuts inside the multi-byte characters and between \r and \n.
     const bytes = Buffer.from(raw);
@@ -312,8 +358,12 @@ describe('upstream backend: streaming', () => {
     const b = backend([broken.url, spare.url], {}, { onUpstreamError: (_d, reason) => errors.push(reason) });
     const s = await b.stream(chatReq());
     const got: Record<string, unknown>[] = [];
-    await assert.rejects(async () => { for await (const c of s) got.push(c); },
-      isLlmError({ status: 502, code: 'upstream_stream_incomplete' }));
+    await assert.rejects(
+      async () => {
+        for await (const c of s) got.push(c);
+      },
+      isLlmError({ status: 502, code: 'upstream_stream_incomplete' }),
+    );
     assert.equal(contentOf(got), 'ab');
     assert.equal(spare.hits.length, 0);
     assert.deepEqual(errors, ['stream_broken']);
@@ -321,20 +371,24 @@ describe('upstream backend: streaming', () => {
 
   it('throws the upstream error event sent mid-stream', async () => {
     const model = 'up-model';
-    const up = await FakeUpstream.start(pieces([
-      sse([chunk(model, { content: 'a' })]),
-      sse([{ error: { message: 'the model crashed', type: 'server_error', code: 'model_crashed' } }]),
-    ]));
+    const up = await FakeUpstream.start(
+      pieces([sse([chunk(model, { content: 'a' })]), sse([{ error: { message: 'the model crashed', type: 'server_error', code: 'model_crashed' } }])]),
+    );
     const b = backend([up.url]);
     const s = await b.stream(chatReq());
     const got: Record<string, unknown>[] = [];
-    await assert.rejects(async () => { for await (const c of s) got.push(c); }, (e) => {
-      assert.ok(e instanceof LlmError);
-      assert.equal(e.status, 502);
-      assert.equal(e.openaiCode, 'model_crashed');
-      assert.match(e.message, /the model crashed/);
-      return true;
-    });
+    await assert.rejects(
+      async () => {
+        for await (const c of s) got.push(c);
+      },
+      (e) => {
+        assert.ok(e instanceof LlmError);
+        assert.equal(e.status, 502);
+        assert.equal(e.openaiCode, 'model_crashed');
+        assert.match(e.message, /the model crashed/);
+        return true;
+      },
+    );
     assert.equal(got.length, 1);
   });
 
@@ -351,14 +405,19 @@ describe('upstream backend: retries and fallback', () => {
     const bad = await FakeUpstream.start(status(500));
     const good = await FakeUpstream.start();
     const reported: Array<[string, string]> = [];
-    const onUpstreamError = (d: string, r: string): void => { reported.push([d, r]); };
+    const onUpstreamError = (d: string, r: string): void => {
+      reported.push([d, r]);
+    };
     const res = await backend([bad.url, good.url], { balance: 'weighted' }, { onUpstreamError }).complete(chatReq());
     assert.equal(res['object'], 'chat.completion');
     const chunks = await collect(await backend([bad.url, good.url], { balance: 'weighted' }, { onUpstreamError }).stream(chatReq()));
     assert.equal(contentOf(chunks), 'Hello');
     assert.equal(bad.hits.length, 2);
     assert.equal(good.hits.length, 2);
-    assert.deepEqual(reported, [[bad.url, 'server_error'], [bad.url, 'server_error']]);
+    assert.deepEqual(reported, [
+      [bad.url, 'server_error'],
+      [bad.url, 'server_error'],
+    ]);
   });
 
   it('falls back when the first deployment refuses connections', async () => {
@@ -448,7 +507,10 @@ describe('upstream backend: retries and fallback', () => {
     assert.equal(bad.hits.length, 1);
     assert.equal(good.hits.length, 0);
 
-    bad.handler = (res) => { res.writeHead(404, { 'content-type': 'text/plain' }); res.end('Not Found'); };
+    bad.handler = (res) => {
+      res.writeHead(404, { 'content-type': 'text/plain' });
+      res.end('Not Found');
+    };
     await assert.rejects(backend([bad.url]).complete(chatReq()), (e) => {
       isLlmError({ status: 404, type: 'invalid_request_error' })(e);
       assert.match((e as LlmError).message, /HTTP 404/);
@@ -456,7 +518,7 @@ describe('upstream backend: retries and fallback', () => {
     });
   });
 
-  it('treats an upstream 401 as the gateway\'s credentials failing: fails over, else 502, never retried in place', async () => {
+  it("treats an upstream 401 as the gateway's credentials failing: fails over, else 502, never retried in place", async () => {
     const denied = await FakeUpstream.start(status(401, { error: { message: 'Incorrect API key provided: sk-ab**cd', type: 'invalid_request_error' } }));
     const alone = backend([{ url: denied.url, apiKey: 'sk-abcd' }], { retries: 2 });
     await assert.rejects(alone.complete(chatReq()), (e) => {
@@ -485,7 +547,10 @@ describe('upstream backend: retries and fallback', () => {
   });
 
   it('times out waiting for the first chunk after the headers, and falls back', async () => {
-    const silentStream = await FakeUpstream.start((res) => { startSse(res); res.write(': still thinking\n\n'); });
+    const silentStream = await FakeUpstream.start((res) => {
+      startSse(res);
+      res.write(': still thinking\n\n');
+    });
     const good = await FakeUpstream.start();
     const b = backend([silentStream.url, good.url], { timeoutMs: 150, balance: 'weighted' });
     const t0 = performance.now();
@@ -512,7 +577,13 @@ describe('upstream backend: balancing and cooldown', () => {
   it('weighted splits 3:1', async () => {
     const heavy = await FakeUpstream.start();
     const light = await FakeUpstream.start();
-    const b = backend([{ url: heavy.url, weight: 3 }, { url: light.url, weight: 1 }], { balance: 'weighted' });
+    const b = backend(
+      [
+        { url: heavy.url, weight: 3 },
+        { url: light.url, weight: 1 },
+      ],
+      { balance: 'weighted' },
+    );
     for (let i = 0; i < 400; i++) await b.complete(chatReq());
     assert.ok(heavy.hits.length >= 270 && heavy.hits.length <= 330, `heavy got ${heavy.hits.length}`);
     assert.equal(heavy.hits.length + light.hits.length, 400);
@@ -544,8 +615,20 @@ describe('upstream backend: balancing and cooldown', () => {
 describe('upstream backend: client aborts', () => {
   // The routes pass a ClientSignal; an AbortSignal fits the same contract.
   const signals: [string, () => { signal: CancelSignal; abort(): void }][] = [
-    ['ClientSignal', () => { const c = new ClientSignal(); return { signal: c, abort: () => c.abort() }; }],
-    ['AbortSignal', () => { const c = new AbortController(); return { signal: c.signal, abort: () => c.abort() }; }],
+    [
+      'ClientSignal',
+      () => {
+        const c = new ClientSignal();
+        return { signal: c, abort: () => c.abort() };
+      },
+    ],
+    [
+      'AbortSignal',
+      () => {
+        const c = new AbortController();
+        return { signal: c.signal, abort: () => c.abort() };
+      },
+    ],
   ];
   for (const [kind, make] of signals) {
     it(`aborts the upstream request when the client goes away before the response (${kind})`, async () => {
@@ -564,7 +647,10 @@ describe('upstream backend: client aborts', () => {
 
     it(`ends iteration quietly and closes the upstream stream when the client goes away mid-stream (${kind})`, async () => {
       const model = 'up-model';
-      const slow = await FakeUpstream.start((res) => { startSse(res); res.write(sse([chunk(model, { content: 'a' })])); });
+      const slow = await FakeUpstream.start((res) => {
+        startSse(res);
+        res.write(sse([chunk(model, { content: 'a' })]));
+      });
       const b = backend([slow.url]);
       const ac = make();
       const s = await b.stream(chatReq({}, ac.signal));
@@ -583,7 +669,11 @@ describe('upstream backend: client aborts', () => {
 describe('upstream backend: embeddings and estimates', () => {
   function embedReq(input: string[]): EmbeddingRequest {
     return {
-      model: 'm', input, dimensions: null, signal: new AbortController().signal, requestId: 'e1',
+      model: 'm',
+      input,
+      dimensions: null,
+      signal: new AbortController().signal,
+      requestId: 'e1',
       body: { model: 'm', input, encoding_format: 'base64' },
     };
   }

@@ -35,11 +35,23 @@ async function freshStore(dialect: Dialect): Promise<{ d: Database; drop(): Prom
   if (dialect === 'postgres') {
     const schema = pgSchema();
     const d = await openDatabase(schema.url);
-    return { d, drop: async () => { await d.close(); await schema.drop(); } };
+    return {
+      d,
+      drop: async () => {
+        await d.close();
+        await schema.drop();
+      },
+    };
   }
   const dir = await mkdtemp(join(tmpdir(), 'sy-llm-usage-'));
   const d = await openDatabase(`sqlite:${join(dir, 'meta.db')}`);
-  return { d, drop: async () => { await d.close(); await rm(dir, { recursive: true, force: true }); } };
+  return {
+    d,
+    drop: async () => {
+      await d.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 /**
@@ -53,8 +65,12 @@ function workload(n: number, start: number, hours: number, seed: number): Timed[
     return Math.floor((s / 4294967296) * m);
   };
   return Array.from({ length: n }, () => ({
-    tenant: ['', 'acme', 'beta'][rnd(3)]!, model: ['gpt-4o-mini', 'tiny-chat', 'llama-3'][rnd(3)]!,
-    promptTokens: rnd(2000), completionTokens: rnd(500), cost: rnd(4096) / 1024, ok: rnd(9) !== 0,
+    tenant: ['', 'acme', 'beta'][rnd(3)]!,
+    model: ['gpt-4o-mini', 'tiny-chat', 'llama-3'][rnd(3)]!,
+    promptTokens: rnd(2000),
+    completionTokens: rnd(500),
+    cost: rnd(4096) / 1024,
+    ok: rnd(9) !== 0,
     at: start + rnd(hours) * HOUR + rnd(HOUR),
   }));
 }
@@ -91,10 +107,18 @@ function feed(meter: LlmUsageMeter, clock: { t: number }, recs: readonly Timed[]
 
 async function tableRows(d: Database): Promise<LlmUsageRow[]> {
   const rows = await d.db.selectFrom('llm_usage').selectAll().execute();
-  return rows.map((r) => ({
-    tenant: r.tenant, model: r.model, period: Number(r.period), requests: Number(r.requests), errors: Number(r.errors),
-    promptTokens: Number(r.prompt_tokens), completionTokens: Number(r.completion_tokens), cost: Number(r.cost),
-  })).sort((a, b) => a.period - b.period || a.tenant.localeCompare(b.tenant) || a.model.localeCompare(b.model));
+  return rows
+    .map((r) => ({
+      tenant: r.tenant,
+      model: r.model,
+      period: Number(r.period),
+      requests: Number(r.requests),
+      errors: Number(r.errors),
+      promptTokens: Number(r.prompt_tokens),
+      completionTokens: Number(r.completion_tokens),
+      cost: Number(r.cost),
+    }))
+    .sort((a, b) => a.period - b.period || a.tenant.localeCompare(b.tenant) || a.model.localeCompare(b.model));
 }
 
 /** A counter's value for `labels` (0 when never incremented). */
@@ -119,57 +143,75 @@ function meterSuite(dialect: Dialect): void {
     }
   };
 
-  it('sums exactly per (tenant, model, hour): in the table after a flush and through query', () => withMeter(async (meter, clock, d) => {
-    assert.equal(d.dialect, dialect);
-    const recs = workload(3000, T0 + 20 * HOUR, 8, 1);
-    feed(meter, clock, recs);
-    await meter.flush();
-    assert.equal(meter.pendingKeys, 0);
-    const want = expected(recs);
-    assert.ok(want.length > 40, `spread over many keys (${want.length})`);
-    assert.deepEqual(await tableRows(d), want);
-    assert.deepEqual(await meter.query({}), want);
-  }));
+  it('sums exactly per (tenant, model, hour): in the table after a flush and through query', () =>
+    withMeter(async (meter, clock, d) => {
+      assert.equal(d.dialect, dialect);
+      const recs = workload(3000, T0 + 20 * HOUR, 8, 1);
+      feed(meter, clock, recs);
+      await meter.flush();
+      assert.equal(meter.pendingKeys, 0);
+      const want = expected(recs);
+      assert.ok(want.length > 40, `spread over many keys (${want.length})`);
+      assert.deepEqual(await tableRows(d), want);
+      assert.deepEqual(await meter.query({}), want);
+    }));
 
-  it('groups by UTC day and in total, filters by tenant (\'\' included), model and [from, to)', () => withMeter(async (meter, clock) => {
-    const recs = workload(2000, T0 + 20 * HOUR, 8, 2); // crosses the day boundary at T0 + 24 h
-    feed(meter, clock, recs);
-    await meter.flush();
-    const day = await meter.query({ groupBy: 'day' });
-    assert.deepEqual(day, expected(recs, { groupBy: 'day' }));
-    assert.deepEqual([...new Set(day.map((r) => r.period))], [T0, T0 + DAY]);
-    const total = await meter.query({ groupBy: 'total' });
-    assert.equal(total.length, 9);
-    assert.equal(total.reduce((n, r) => n + r.requests, 0), recs.length);
-    const queries: LlmUsageQuery[] = [
-      { groupBy: 'total' }, { tenant: '' }, { tenant: 'acme' }, { tenant: 'nobody' }, { model: 'tiny-chat' },
-      { tenant: 'beta', model: 'llama-3', groupBy: 'day' }, { from: T0 + 22 * HOUR }, { to: T0 + 22 * HOUR },
-      { from: T0 + 21 * HOUR + 1, to: T0 + 25 * HOUR + 1 }, { tenant: 'acme', from: T0 + 23 * HOUR, groupBy: 'total' },
-    ];
-    for (const q of queries) assert.deepEqual(await meter.query(q), expected(recs, q), JSON.stringify(q));
-    await assert.rejects(meter.query({ groupBy: 'week' as 'day' }), (e: unknown) => isSwitchyardError(e) && e.code === 'SY_ERR_BAD_REQUEST' && /LLM usage query/.test(e.message));
-    await assert.rejects(meter.query({ from: Number.NaN }), (e: unknown) => isSwitchyardError(e) && e.code === 'SY_ERR_BAD_REQUEST');
-  }));
+  it("groups by UTC day and in total, filters by tenant ('' included), model and [from, to)", () =>
+    withMeter(async (meter, clock) => {
+      const recs = workload(2000, T0 + 20 * HOUR, 8, 2); // crosses the day boundary at T0 + 24 h
+      feed(meter, clock, recs);
+      await meter.flush();
+      const day = await meter.query({ groupBy: 'day' });
+      assert.deepEqual(day, expected(recs, { groupBy: 'day' }));
+      assert.deepEqual([...new Set(day.map((r) => r.period))], [T0, T0 + DAY]);
+      const total = await meter.query({ groupBy: 'total' });
+      assert.equal(total.length, 9);
+      assert.equal(
+        total.reduce((n, r) => n + r.requests, 0),
+        recs.length,
+      );
+      const queries: LlmUsageQuery[] = [
+        { groupBy: 'total' },
+        { tenant: '' },
+        { tenant: 'acme' },
+        { tenant: 'nobody' },
+        { model: 'tiny-chat' },
+        { tenant: 'beta', model: 'llama-3', groupBy: 'day' },
+        { from: T0 + 22 * HOUR },
+        { to: T0 + 22 * HOUR },
+        { from: T0 + 21 * HOUR + 1, to: T0 + 25 * HOUR + 1 },
+        { tenant: 'acme', from: T0 + 23 * HOUR, groupBy: 'total' },
+      ];
+      for (const q of queries) assert.deepEqual(await meter.query(q), expected(recs, q), JSON.stringify(q));
+      await assert.rejects(
+        meter.query({ groupBy: 'week' as 'day' }),
+        (e: unknown) => isSwitchyardError(e) && e.code === 'SY_ERR_BAD_REQUEST' && /LLM usage query/.test(e.message),
+      );
+      await assert.rejects(meter.query({ from: Number.NaN }), (e: unknown) => isSwitchyardError(e) && e.code === 'SY_ERR_BAD_REQUEST');
+    }));
 
-  it('reads merge unflushed deltas with flushed rows, without double counting', () => withMeter(async (meter, clock, d) => {
-    const first = workload(500, T0, 4, 3);
-    const second = workload(500, T0 + 2 * HOUR, 4, 4); // overlaps hours 2..3
-    feed(meter, clock, first);
-    assert.deepEqual(await meter.query({}), expected(first), 'nothing flushed yet');
-    assert.deepEqual(await tableRows(d), []);
-    await meter.flush();
-    feed(meter, clock, second);
-    const all = [...first, ...second];
-    const [, during] = await Promise.all([meter.flush(), meter.query({ groupBy: 'total' })]);
-    assert.deepEqual(during, expected(all, { groupBy: 'total' }));
-    assert.deepEqual(await tableRows(d), expected(all));
-  }));
+  it('reads merge unflushed deltas with flushed rows, without double counting', () =>
+    withMeter(async (meter, clock, d) => {
+      const first = workload(500, T0, 4, 3);
+      const second = workload(500, T0 + 2 * HOUR, 4, 4); // overlaps hours 2..3
+      feed(meter, clock, first);
+      assert.deepEqual(await meter.query({}), expected(first), 'nothing flushed yet');
+      assert.deepEqual(await tableRows(d), []);
+      await meter.flush();
+      feed(meter, clock, second);
+      const all = [...first, ...second];
+      const [, during] = await Promise.all([meter.flush(), meter.query({ groupBy: 'total' })]);
+      assert.deepEqual(during, expected(all, { groupBy: 'total' }));
+      assert.deepEqual(await tableRows(d), expected(all));
+    }));
 
   it('a failed flush keeps its deltas and a later flush writes them exactly once', () => {
     const registry = new Registry();
     return withMeter(async (meter, clock, d) => {
       if (dialect === 'postgres') {
-        await sql`CREATE FUNCTION llm_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.tenant = 'zz' THEN RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END $$`.execute(d.db);
+        await sql`CREATE FUNCTION llm_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.tenant = 'zz' THEN RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END $$`.execute(
+          d.db,
+        );
         await sql`CREATE TRIGGER llm_poison BEFORE INSERT ON llm_usage FOR EACH ROW EXECUTE FUNCTION llm_poison()`.execute(d.db);
       } else {
         await sql`CREATE TRIGGER llm_poison BEFORE INSERT ON llm_usage WHEN NEW.tenant = 'zz' BEGIN SELECT RAISE(ABORT, 'poisoned'); END`.execute(d.db);
@@ -246,9 +288,10 @@ describe('GET /api/v1/llm/usage', () => {
     a.decorateRequest('principal', null);
     a.addHook('onRequest', async (req) => {
       const t = req.headers['x-test-tenant'];
-      req.principal = typeof t === 'string'
-        ? { kind: 'tenant', actor: `${t}/k`, tenant: { name: t }, key: { id: 'k', scopes: ['read'] } } as unknown as Principal
-        : { kind: 'platform', actor: 'admin', key: null };
+      req.principal =
+        typeof t === 'string'
+          ? ({ kind: 'tenant', actor: `${t}/k`, tenant: { name: t }, key: { id: 'k', scopes: ['read'] } } as unknown as Principal)
+          : { kind: 'platform', actor: 'admin', key: null };
     });
     await a.register(llmAdminRoutes, { usage: meter });
     return a;
@@ -272,7 +315,9 @@ describe('GET /api/v1/llm/usage', () => {
       const all = await get('/api/v1/llm/usage?group_by=total');
       assert.equal(all.status, 200);
       assert.deepEqual(all.body.usage, iso(expected(recs, { groupBy: 'total' })));
-      const hourly = await get(`/api/v1/llm/usage?tenant=beta&model=tiny-chat&from=${new Date(T0 + 3 * HOUR).toISOString()}&to=${new Date(T0 + DAY).toISOString()}`);
+      const hourly = await get(
+        `/api/v1/llm/usage?tenant=beta&model=tiny-chat&from=${new Date(T0 + 3 * HOUR).toISOString()}&to=${new Date(T0 + DAY).toISOString()}`,
+      );
       assert.deepEqual(hourly.body.usage, iso(expected(recs, { tenant: 'beta', model: 'tiny-chat', from: T0 + 3 * HOUR, to: T0 + DAY })));
 
       const own = await get('/api/v1/llm/usage?group_by=day', 'acme');

@@ -10,7 +10,11 @@ let srv: TestServer;
 before(async () => {
   srv = await startSwitchyard({ mlp: { versions: { 1: mlp() } } });
   for (let i = 0; i < 5; i++) {
-    await srv.sy.app.inject({ method: 'POST', url: '/v2/models/mlp/infer', payload: { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: floats(64, i) }] } });
+    await srv.sy.app.inject({
+      method: 'POST',
+      url: '/v2/models/mlp/infer',
+      payload: { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: floats(64, i) }] },
+    });
   }
   await srv.sy.app.inject({ method: 'POST', url: '/v2/models/mlp/infer', payload: { inputs: [] } });
 });
@@ -46,7 +50,14 @@ describe('GET /metrics', () => {
   });
   it('exports the standard process and Node.js metric names, unprefixed, and the build info', async () => {
     const text = (await srv.sy.app.inject('/metrics')).body;
-    for (const name of ['process_cpu_seconds_total', 'process_resident_memory_bytes', 'process_start_time_seconds', 'nodejs_heap_size_used_bytes', 'nodejs_eventloop_lag_seconds', 'nodejs_gc_duration_seconds']) {
+    for (const name of [
+      'process_cpu_seconds_total',
+      'process_resident_memory_bytes',
+      'process_start_time_seconds',
+      'nodejs_heap_size_used_bytes',
+      'nodejs_eventloop_lag_seconds',
+      'nodejs_gc_duration_seconds',
+    ]) {
       assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'), `missing ${name}`);
     }
     assert.doesNotMatch(text, /^switchyard_(process|nodejs)_/m, 'no prefixed copies of the standard names');
@@ -71,14 +82,19 @@ describe('Open Inference Protocol conformance (test/fixtures/open-inference-sche
   it('model metadata', async () => check('metadata_model_response', (await srv.sy.app.inject('/v2/models/mlp/versions/1')).json()));
   it('model metadata error', async () => check('metadata_model_error_response', (await srv.sy.app.inject('/v2/models/none')).json()));
   it('inference request (as sent) and response', async () => {
-    const req = { id: 'x1', parameters: { p: 1 }, inputs: [{ name: 'features', datatype: 'FP32', shape: [2, 64], data: floats(128, 3) }], outputs: [{ name: 'score' }] };
+    const req = {
+      id: 'x1',
+      parameters: { p: 1 },
+      inputs: [{ name: 'features', datatype: 'FP32', shape: [2, 64], data: floats(128, 3) }],
+      outputs: [{ name: 'score' }],
+    };
     check('inference_request', req);
     const r = await srv.sy.app.inject({ method: 'POST', url: '/v2/models/mlp/infer', payload: req });
     assert.equal(r.statusCode, 200);
     check('inference_response', r.json());
   });
   it('inference error', async () => {
-    const r = await srv.sy.app.inject({ method: 'POST', url: '/v2/models/mlp/infer', payload: '{' , headers: { 'content-type': 'application/json' } });
+    const r = await srv.sy.app.inject({ method: 'POST', url: '/v2/models/mlp/infer', payload: '{', headers: { 'content-type': 'application/json' } });
     assert.equal(r.statusCode, 400);
     check('inference_error_response', r.json());
   });

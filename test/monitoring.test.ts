@@ -11,14 +11,18 @@ import { mlp } from '../tools/onnx/zoo.js';
 import { normals, startSwitchyard, startWebhookReceiver, type TestServer, type WebhookReceiver } from './helpers.js';
 
 const ROWS = 100;
-const batch = (seed: number, mean = 0, rows = ROWS) => JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [rows, 64], data: normals(rows * 64, seed, mean) }] });
+const batch = (seed: number, mean = 0, rows = ROWS) =>
+  JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [rows, 64], data: normals(rows * 64, seed, mean) }] });
 
 describe('model monitoring', () => {
   let srv: TestServer;
   let hook: WebhookReceiver;
-  const inject = (method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: string | object, type = 'application/json') => srv.sy.app.inject({
-    method, url, ...(payload === undefined ? {} : { payload: typeof payload === 'string' ? payload : JSON.stringify(payload), headers: { 'content-type': type } }),
-  });
+  const inject = (method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: string | object, type = 'application/json') =>
+    srv.sy.app.inject({
+      method,
+      url,
+      ...(payload === undefined ? {} : { payload: typeof payload === 'string' ? payload : JSON.stringify(payload), headers: { 'content-type': type } }),
+    });
   const send = async (n: number, seed: number, mean = 0, rows = ROWS): Promise<void> => {
     for (let i = 0; i < n; i++) {
       const r = await inject('POST', '/v2/models/mlp/infer', batch(seed + i, mean, rows));
@@ -36,10 +40,23 @@ describe('model monitoring', () => {
   });
 
   it('logs sampled predictions with version, request id and tensors; exports JSON, JSONL and CSV', async () => {
-    const r = await srv.sy.app.inject({ method: 'POST', url: '/v2/models/mlp/infer', headers: { 'content-type': 'application/json', 'x-request-id': 'req-log-1' }, payload: batch(1) });
+    const r = await srv.sy.app.inject({
+      method: 'POST',
+      url: '/v2/models/mlp/infer',
+      headers: { 'content-type': 'application/json', 'x-request-id': 'req-log-1' },
+      payload: batch(1),
+    });
     assert.equal(r.statusCode, 200);
     await srv.sy.monitoring.log.flush();
-    const got = (await inject('GET', '/api/v1/predictions?model=mlp&limit=10')).json() as { predictions: { requestId: string; version: number; inputs: { name: string; shape: number[]; data: number[] }[]; outputs: { name: string; shape: number[] }[]; latencyMs: number }[] };
+    const got = (await inject('GET', '/api/v1/predictions?model=mlp&limit=10')).json() as {
+      predictions: {
+        requestId: string;
+        version: number;
+        inputs: { name: string; shape: number[]; data: number[] }[];
+        outputs: { name: string; shape: number[] }[];
+        latencyMs: number;
+      }[];
+    };
     const rec = got.predictions.find((p) => p.requestId === 'req-log-1');
     assert.ok(rec, 'the request is in the log');
     assert.equal(rec.version, 1);
@@ -47,7 +64,12 @@ describe('model monitoring', () => {
     assert.equal(rec.inputs[0]!.data.length, 0, 'a tensor over the element bound is logged by shape only');
     assert.equal((rec.inputs[0] as { truncated?: boolean }).truncated, true);
     const small = JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: normals(64, 3) }] });
-    await srv.sy.app.inject({ method: 'POST', url: '/v2/models/mlp/infer', headers: { 'content-type': 'application/json', 'x-request-id': 'req-log-2' }, payload: small });
+    await srv.sy.app.inject({
+      method: 'POST',
+      url: '/v2/models/mlp/infer',
+      headers: { 'content-type': 'application/json', 'x-request-id': 'req-log-2' },
+      payload: small,
+    });
     await srv.sy.monitoring.log.flush();
     const all = (await inject('GET', '/api/v1/predictions?model=mlp&limit=10')).json() as typeof got;
     const one = all.predictions.find((p) => p.requestId === 'req-log-2')!;
@@ -68,7 +90,13 @@ describe('model monitoring', () => {
     const header = Array.from({ length: 64 }, (_, i) => `features[${i}]`).join(',');
     const values = normals(5000 * 64, 99);
     const lines = [header];
-    for (let r = 0; r < 5000; r++) lines.push(values.slice(r * 64, (r + 1) * 64).map((v) => v.toFixed(5)).join(','));
+    for (let r = 0; r < 5000; r++)
+      lines.push(
+        values
+          .slice(r * 64, (r + 1) * 64)
+          .map((v) => v.toFixed(5))
+          .join(','),
+      );
     const set = await inject('POST', '/api/v1/models/mlp/versions/1/profile', `${lines.join('\n')}\n`, 'text/csv');
     assert.equal(set.statusCode, 201, set.body);
     assert.equal(set.json().profile.rows, 5000);
@@ -96,7 +124,12 @@ describe('model monitoring', () => {
   it('an alert rule fires on drift and resolves, with signed webhook deliveries recorded', async () => {
     const bad = await inject('PUT', '/api/v1/alerts/rules/x', { kind: 'drift', model: 'mlp' });
     assert.equal(bad.statusCode, 400, 'threshold is required');
-    const put = await inject('PUT', '/api/v1/alerts/rules/mlp-drift', { kind: 'drift', model: 'mlp', threshold: 0.3, webhook: { url: hook.url, secret: 's3cret' } });
+    const put = await inject('PUT', '/api/v1/alerts/rules/mlp-drift', {
+      kind: 'drift',
+      model: 'mlp',
+      threshold: 0.3,
+      webhook: { url: hook.url, secret: 's3cret' },
+    });
     assert.equal(put.statusCode, 200, put.body);
     assert.equal(put.json().webhook.secret, undefined, 'the secret is never shown');
     await srv.sy.monitoring.alerts.evaluate();
@@ -119,7 +152,10 @@ describe('model monitoring', () => {
     await srv.sy.monitoring.alerts.evaluate();
     await srv.sy.monitoring.alerts.idle();
     const events = (await inject('GET', '/api/v1/alerts/events?rule=mlp-drift')).json().events as { state: string; delivery: string }[];
-    assert.deepEqual(events.map((e) => e.state), ['resolved', 'firing']);
+    assert.deepEqual(
+      events.map((e) => e.state),
+      ['resolved', 'firing'],
+    );
     assert.ok(events.every((e) => e.delivery === 'delivered'));
     assert.equal(JSON.parse(hook.received.at(-1)!.body).state, 'resolved');
   });

@@ -71,14 +71,23 @@ describe('NATS JetStream consumer: a partial pull is applied promptly', { skip }
       await (await jetstreamManager(nc)).streams.add({ name: stream, subjects: [subject] });
       const js = jetstream(nc);
       let n = 0;
-      const publish = (count: number) => Promise.all(Array.from({ length: count }, () => js.publish(subject, JSON.stringify({ id: `e${n++}`, user: 'a', t: now - 1000 }))));
+      const publish = (count: number) =>
+        Promise.all(Array.from({ length: count }, () => js.publish(subject, JSON.stringify({ id: `e${n++}`, user: 'a', t: now - 1000 }))));
       await publish(3); // waiting before the consumer starts: delivered together by its first pull
       await c.start();
-      await until(() => c.consumed >= 3, 10_000, () => `consumed ${c.consumed} of 3`);
+      await until(
+        () => c.consumed >= 3,
+        10_000,
+        () => `consumed ${c.consumed} of 3`,
+      );
       for (let burst = 0; burst < 5; burst++) {
         const want = c.consumed + 3;
         await publish(3);
-        await until(() => c.consumed >= want, 10_000, () => `burst ${burst}: consumed ${c.consumed} of ${want}`);
+        await until(
+          () => c.consumed >= want,
+          10_000,
+          () => `burst ${burst}: consumed ${c.consumed} of ${want}`,
+        );
       }
       assert.equal(c.consumed, 18);
       assert.equal(c.redelivered, 0);

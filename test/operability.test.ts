@@ -28,7 +28,8 @@ function capture(level: string): { logger: Logger; lines: Line[] } {
 }
 
 async function withTenant(srv: TestServer): Promise<string> {
-  const admin = (method: 'POST' | 'PUT', url: string, payload: object) => srv.sy.app.inject({ method, url, headers: { authorization: `Bearer ${ADMIN}` }, payload });
+  const admin = (method: 'POST' | 'PUT', url: string, payload: object) =>
+    srv.sy.app.inject({ method, url, headers: { authorization: `Bearer ${ADMIN}` }, payload });
   assert.equal((await admin('POST', '/api/v1/tenants', { name: 'acme' })).statusCode, 201);
   assert.equal((await admin('PUT', '/api/v1/models/acme.m/owner', { tenant: 'acme' })).statusCode, 200);
   const k = await admin('POST', '/api/v1/tenants/acme/keys', { scopes: ['infer', 'read'] });
@@ -43,9 +44,19 @@ describe('access log and control-plane log', () => {
     const srv = await startSwitchyard({ 'acme.m': { versions: { 1: mlp(3) } } }, { logger, config: { adminKey: ADMIN } });
     try {
       const key = await withTenant(srv);
-      const r = await srv.sy.app.inject({ method: 'POST', url: '/v2/models/acme.m/infer', headers: { authorization: `Bearer ${key}`, 'x-request-id': 'probe-1' }, payload: inferBody });
+      const r = await srv.sy.app.inject({
+        method: 'POST',
+        url: '/v2/models/acme.m/infer',
+        headers: { authorization: `Bearer ${key}`, 'x-request-id': 'probe-1' },
+        payload: inferBody,
+      });
       assert.equal(r.statusCode, 200);
-      const bad = await srv.sy.app.inject({ method: 'POST', url: '/v2/models/acme.m/infer', headers: { authorization: `Bearer ${key}`, 'x-request-id': 'probe-2' }, payload: { inputs: [] } });
+      const bad = await srv.sy.app.inject({
+        method: 'POST',
+        url: '/v2/models/acme.m/infer',
+        headers: { authorization: `Bearer ${key}`, 'x-request-id': 'probe-2' },
+        payload: { inputs: [] },
+      });
       assert.equal(bad.statusCode, 400);
       const access = lines.filter((l) => l['msg'] === 'request');
       const one = access.find((l) => l['requestId'] === 'probe-1');
@@ -58,15 +69,24 @@ describe('access log and control-plane log', () => {
       assert.equal(typeof one['latencyMs'], 'number');
       assert.equal(access.find((l) => l['requestId'] === 'probe-2')?.['status'], 400);
       const changes = lines.filter((l) => l['msg'] === 'control-plane change');
-      assert.ok(changes.some((l) => l['action'] === 'POST /api/v1/tenants' && l['status'] === 201 && l['actor'] === 'admin' && l['level'] === 30), 'tenant creation logged');
-      assert.ok(changes.some((l) => l['action'] === 'PUT /api/v1/models/:name/owner' && l['target'] === 'name=acme.m'), 'ownership change logged');
+      assert.ok(
+        changes.some((l) => l['action'] === 'POST /api/v1/tenants' && l['status'] === 201 && l['actor'] === 'admin' && l['level'] === 30),
+        'tenant creation logged',
+      );
+      assert.ok(
+        changes.some((l) => l['action'] === 'PUT /api/v1/models/:name/owner' && l['target'] === 'name=acme.m'),
+        'ownership change logged',
+      );
     } finally {
       await srv.close();
     }
   });
 
   it('at info: only the sampled share; nothing when the rate is 0', async () => {
-    for (const [rate, expected] of [[1, 3], [0, 0]] as const) {
+    for (const [rate, expected] of [
+      [1, 3],
+      [0, 0],
+    ] as const) {
       const { logger, lines } = capture('info');
       const srv = await startSwitchyard({ m: { versions: { 1: mlp(3) } } }, { logger, config: { accessLogSampleRate: rate } });
       try {
@@ -113,12 +133,24 @@ describe('OpenAPI document (/docs/json)', () => {
   });
 
   it('describes the V2 and /v1 data planes', () => {
-    const infer = doc.paths['/v2/models/{model}/versions/{version}/infer']?.['post'] as { requestBody?: { content: Record<string, { schema: { required?: string[] } }> }; responses: Record<string, unknown>; parameters: Array<{ name: string }> };
+    const infer = doc.paths['/v2/models/{model}/versions/{version}/infer']?.['post'] as {
+      requestBody?: { content: Record<string, { schema: { required?: string[] } }> };
+      responses: Record<string, unknown>;
+      parameters: Array<{ name: string }>;
+    };
     assert.ok(infer, 'V2 infer');
     assert.deepEqual(infer.requestBody?.content['application/json']?.schema.required, ['inputs']);
     assert.deepEqual(infer.parameters.map((p) => p.name).sort(), ['model', 'version']);
     assert.ok(infer.responses['200'] && infer.responses['4XX'] && infer.responses['5XX']);
-    for (const [path, method] of [['/v2/health/ready', 'get'], ['/v2/models/{model}', 'get'], ['/v2', 'get'], ['/v1/chat/completions', 'post'], ['/v1/embeddings', 'post'], ['/v1/models', 'get'], ['/v1/models/{model}', 'get']] as const) {
+    for (const [path, method] of [
+      ['/v2/health/ready', 'get'],
+      ['/v2/models/{model}', 'get'],
+      ['/v2', 'get'],
+      ['/v1/chat/completions', 'post'],
+      ['/v1/embeddings', 'post'],
+      ['/v1/models', 'get'],
+      ['/v1/models/{model}', 'get'],
+    ] as const) {
       const op = doc.paths[path]?.[method] as { responses?: Record<string, unknown> } | undefined;
       assert.ok(op?.responses?.['200'], `${method.toUpperCase()} ${path} has a described 200`);
     }

@@ -51,7 +51,12 @@ describe('admission before the body is read', () => {
   before(async () => {
     gate = gatedRuntime([createHash('sha256').update(V1).digest('hex')]);
     srv = await startSwitchyard(
-      { mlp: { versions: { 1: V1, 2: V2 }, config: { version_policy: { all: {} }, instances: 1, max_batch_size: 1, max_queue_delay_us: 0, max_queue_size: QUEUE } } },
+      {
+        mlp: {
+          versions: { 1: V1, 2: V2 },
+          config: { version_policy: { all: {} }, instances: 1, max_batch_size: 1, max_queue_delay_us: 0, max_queue_size: QUEUE },
+        },
+      },
       { listen: true, runtime: gate.runtime },
     );
     client = new Client(srv.url);
@@ -71,7 +76,7 @@ describe('admission before the body is read', () => {
 
     // A body that is not even JSON: refused for the queue, not parsed (400 would mean it was decoded).
     const bad = await client.request({ method: 'POST', path: '/v2/models/mlp/versions/1/infer', headers: JSON_HEADERS, body: '{not json' });
-    const badBody = await bad.body.json() as { code: string };
+    const badBody = (await bad.body.json()) as { code: string };
     assert.equal(bad.statusCode, 503, JSON.stringify(badBody));
     assert.equal(badBody.code, 'SY_ERR_QUEUE_FULL');
     assert.equal(bad.headers['retry-after'], '1');
@@ -107,7 +112,13 @@ describe('admission before the body is read', () => {
       await until(() => gate.ran.length > warm && queued() === QUEUE);
       // 23 bytes for a [1,64] FP32 input: INVALID_ARGUMENT had the tensors been decoded.
       const call = (grpc as unknown as Record<string, (r: object, m: Metadata, cb: (e: ServiceError | null) => void) => void>)['ModelInfer']!.bind(grpc);
-      const e = await new Promise<ServiceError | null>((resolve) => call({ model_name: 'mlp', model_version: '1', inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64] }], raw_input_contents: [Buffer.alloc(23)] }, new Metadata(), resolve));
+      const e = await new Promise<ServiceError | null>((resolve) =>
+        call(
+          { model_name: 'mlp', model_version: '1', inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64] }], raw_input_contents: [Buffer.alloc(23)] },
+          new Metadata(),
+          resolve,
+        ),
+      );
       assert.ok(e !== null, 'refused');
       assert.equal(e.code, Status.UNAVAILABLE, e.details);
       assert.equal(e.metadata.get('x-switchyard-error-code')[0], 'SY_ERR_QUEUE_FULL', e.details);
@@ -120,7 +131,17 @@ describe('admission before the body is read', () => {
   });
 
   it('a routing policy admits on the capacity of all its arms: one arm full, the other free → admitted', async () => {
-    const put = await srv.sy.app.inject({ method: 'PUT', url: '/api/v1/models/mlp/routing', headers: JSON_HEADERS, payload: JSON.stringify({ arms: [{ name: 'a', target: '1', weight: 1 }, { name: 'b', target: '2', weight: 0 }] }) });
+    const put = await srv.sy.app.inject({
+      method: 'PUT',
+      url: '/api/v1/models/mlp/routing',
+      headers: JSON_HEADERS,
+      payload: JSON.stringify({
+        arms: [
+          { name: 'a', target: '1', weight: 1 },
+          { name: 'b', target: '2', weight: 0 },
+        ],
+      }),
+    });
     assert.equal(put.statusCode, 200, put.body);
     gate.close();
     const warm = gate.ran.length;
@@ -135,13 +156,23 @@ describe('admission before the body is read', () => {
     assert.ok(del.statusCode < 300, del.body);
     assert.equal(srv.sy.inference.admit('mlp', null, { tenant: '', flow: undefined, keyId: null, requestId: 't', header: () => undefined }), null);
     // ... and a policy whose only arm is the full version refuses early.
-    const only = await srv.sy.app.inject({ method: 'PUT', url: '/api/v1/models/mlp/routing', headers: JSON_HEADERS, payload: JSON.stringify({ arms: [{ name: 'a', target: '1', weight: 1 }] }) });
+    const only = await srv.sy.app.inject({
+      method: 'PUT',
+      url: '/api/v1/models/mlp/routing',
+      headers: JSON_HEADERS,
+      payload: JSON.stringify({ arms: [{ name: 'a', target: '1', weight: 1 }] }),
+    });
     assert.equal(only.statusCode, 200, only.body);
     const refused = await inject('/v2/models/mlp/infer', '{not json');
     assert.equal(refused.statusCode, 503, refused.body);
     assert.equal(refused.json().code, 'SY_ERR_QUEUE_FULL');
     // With a fallback that has room, it is admitted again.
-    const fb = await srv.sy.app.inject({ method: 'PUT', url: '/api/v1/models/mlp/routing', headers: JSON_HEADERS, payload: JSON.stringify({ arms: [{ name: 'a', target: '1', weight: 1 }], fallback: [{ version: '2' }] }) });
+    const fb = await srv.sy.app.inject({
+      method: 'PUT',
+      url: '/api/v1/models/mlp/routing',
+      headers: JSON_HEADERS,
+      payload: JSON.stringify({ arms: [{ name: 'a', target: '1', weight: 1 }], fallback: [{ version: '2' }] }),
+    });
     assert.equal(fb.statusCode, 200, fb.body);
     const served = await inject('/v2/models/mlp/infer', body(9));
     assert.equal(served.statusCode, 200, served.body);
@@ -154,7 +185,9 @@ describe('admission before the body is read', () => {
 describe('Batcher.admits agrees with submit', () => {
   it('a full queue refuses the flow holding the most and admits a flow that would evict it', () => {
     const instance: ModelInstance = { inflight: 1, run: () => new Promise(() => undefined), dispose: async () => undefined };
-    const b = new Batcher([instance], { maxBatchSize: 0, maxQueueDelayUs: 0, maxQueueSize: 2, preferredBatchSizes: [] } as unknown as ConstructorParameters<typeof Batcher>[1]);
+    const b = new Batcher([instance], { maxBatchSize: 0, maxQueueDelayUs: 0, maxQueueSize: 2, preferredBatchSizes: [] } as unknown as ConstructorParameters<
+      typeof Batcher
+    >[1]);
     const t = { dtype: { v2: 'FP32' }, shape: [1], data: new Float32Array(1) } as unknown as Parameters<Batcher['submit']>[0][number];
     const a = { id: 'a', weight: 1 };
     const c = { id: 'c', weight: 1 };

@@ -35,7 +35,8 @@ export async function openTestRegistry(): Promise<TestRegistry> {
   const dir = await mkdtemp(join(tmpdir(), 'switchyard-registry-'));
   const registry = await Registry.open({ databaseUrl: `sqlite:${join(dir, 'db.sqlite')}`, artifactDir: join(dir, 'artifacts'), inspect: inspectOnnx });
   return {
-    registry, dir,
+    registry,
+    dir,
     async close() {
       await registry.close();
       await rm(dir, { recursive: true, force: true });
@@ -62,7 +63,9 @@ export async function startAdminApp(opts: { listen?: boolean } & Partial<Omit<Ad
   await app.ready();
   const url = opts.listen ? await app.listen({ port: 0, host: '127.0.0.1' }) : '';
   return {
-    ...reg, app, url,
+    ...reg,
+    app,
+    url,
     async close() {
       await app.close();
       await reg.close();

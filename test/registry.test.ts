@@ -18,7 +18,6 @@ import { openDatabase } from '../src/storage/index.js';
 import { mlp } from '../tools/onnx/zoo.js';
 import { inspectOnnx, PG_BASE, pgSchema, postgresReachable } from './registry-helpers.js';
 
-
 const inspect = inspectOnnx;
 
 async function rejectsWith(p: Promise<unknown>, code: string, pattern?: RegExp): Promise<void> {
@@ -30,7 +29,11 @@ async function rejectsWith(p: Promise<unknown>, code: string, pattern?: RegExp):
   });
 }
 
-interface Target { url: string; dir: string; cleanup(): Promise<void> }
+interface Target {
+  url: string;
+  dir: string;
+  cleanup(): Promise<void>;
+}
 
 async function sqliteTarget(): Promise<Target> {
   const root = await mkdtemp(join(tmpdir(), 'sy-registry-'));
@@ -77,7 +80,10 @@ function registrySuite(dialect: 'sqlite' | 'postgres', makeTarget: () => Promise
     assert.match(m.createdAt, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
     assert.deepEqual(await reg.getModel('crud'), m);
     await reg.createModel({ name: 'crud-b' }, ACTOR);
-    assert.deepEqual((await reg.listModels()).map((x) => x.name).filter((n) => n.startsWith('crud')), ['crud', 'crud-b']);
+    assert.deepEqual(
+      (await reg.listModels()).map((x) => x.name).filter((n) => n.startsWith('crud')),
+      ['crud', 'crud-b'],
+    );
 
     await rejectsWith(reg.createModel({ name: 'crud' }, ACTOR), 'SY_ERR_REGISTRY_CONFLICT', /crud/);
     await rejectsWith(reg.createModel({ name: '-bad name' }, ACTOR), 'SY_ERR_BAD_REQUEST');
@@ -97,13 +103,24 @@ function registrySuite(dialect: 'sqlite' | 'postgres', makeTarget: () => Promise
     await reg.deleteModel('crud-b', 'carol');
     await rejectsWith(reg.getModel('crud-b'), 'SY_ERR_REGISTRY_NOT_FOUND');
     const ev = await reg.events({ model: 'crud-b' });
-    assert.deepEqual(ev.map((e) => [e.type, e.actor]), [['model_created', ACTOR], ['model_deleted', 'carol']]);
+    assert.deepEqual(
+      ev.map((e) => [e.type, e.actor]),
+      [
+        ['model_created', ACTOR],
+        ['model_deleted', 'carol'],
+      ],
+    );
     const upd = (await reg.events({ model: 'crud' })).find((e) => e.type === 'model_updated');
     assert.equal(upd?.actor, 'bob');
   });
 
   it('pushes versions with signatures, lists, gets and resolves them', async () => {
-    const v1 = await reg.pushVersion('scorer', Buffer.from(mlp(1)), { description: 'first', metrics: { auc: 0.91 }, params: { lr: '0.1' }, lineage: { dataset: 'ds1' } }, ACTOR);
+    const v1 = await reg.pushVersion(
+      'scorer',
+      Buffer.from(mlp(1)),
+      { description: 'first', metrics: { auc: 0.91 }, params: { lr: '0.1' }, lineage: { dataset: 'ds1' } },
+      ACTOR,
+    );
     assert.equal(v1.version, 1);
     assert.equal(v1.status, 'ready');
     assert.equal(v1.createdBy, ACTOR);
@@ -118,7 +135,10 @@ function registrySuite(dialect: 'sqlite' | 'postgres', makeTarget: () => Promise
     const v2 = await reg.pushVersion('scorer', Readable.from([Buffer.from(mlp(2))]), {}, ACTOR);
     assert.equal(v2.version, 2);
     assert.equal((await reg.getModel('scorer')).latestVersion, 2);
-    assert.deepEqual((await reg.listVersions('scorer')).map((v) => v.version), [1, 2]);
+    assert.deepEqual(
+      (await reg.listVersions('scorer')).map((v) => v.version),
+      [1, 2],
+    );
     assert.deepEqual(await reg.getVersion('scorer', 1), v1);
     assert.deepEqual(await reg.resolveVersion('scorer', '2'), v2);
     const path = await reg.artifactPath(v1);
@@ -127,7 +147,10 @@ function registrySuite(dialect: 'sqlite' | 'postgres', makeTarget: () => Promise
     await rejectsWith(reg.resolveVersion('scorer', 'nosuch'), 'SY_ERR_REGISTRY_NOT_FOUND', /nosuch/);
     await rejectsWith(reg.pushVersion('absent', Buffer.from(mlp(3)), { createModel: false }, ACTOR), 'SY_ERR_REGISTRY_NOT_FOUND', /absent/);
     const ev = await reg.events({ model: 'scorer' });
-    assert.deepEqual(ev.map((e) => `${e.type}:${e.version}`), ['model_created:null', 'version_created:1', 'version_created:2']);
+    assert.deepEqual(
+      ev.map((e) => `${e.type}:${e.version}`),
+      ['model_created:null', 'version_created:1', 'version_created:2'],
+    );
     assert.ok(ev.every((e, i) => i === 0 || e.id > ev[i - 1]!.id));
   });
 
@@ -163,9 +186,14 @@ function registrySuite(dialect: 'sqlite' | 'postgres', makeTarget: () => Promise
     await rejectsWith(reg.aliasAt('aliased', 'production', 'yesterday'), 'SY_ERR_BAD_REQUEST');
 
     const moves = (await reg.events({ model: 'aliased' })).filter((e) => e.alias === 'production');
-    assert.deepEqual(moves.map((e) => [e.type, e.fromVersion, e.toVersion, e.actor]), [
-      ['alias_moved', null, 1, ACTOR], ['alias_moved', 1, 2, 'bob'], ['alias_removed', 2, null, ACTOR],
-    ]);
+    assert.deepEqual(
+      moves.map((e) => [e.type, e.fromVersion, e.toVersion, e.actor]),
+      [
+        ['alias_moved', null, 1, ACTOR],
+        ['alias_moved', 1, 2, 'bob'],
+        ['alias_removed', 2, null, ACTOR],
+      ],
+    );
     assert.deepEqual((await reg.getModel('aliased')).aliases, { staging: 3 });
     await rejectsWith(reg.removeAlias('aliased', 'production', ACTOR), 'SY_ERR_REGISTRY_NOT_FOUND', /production/);
     await rejectsWith(reg.setAlias('aliased', '123', 1, ACTOR), 'SY_ERR_BAD_REQUEST');
@@ -176,7 +204,10 @@ function registrySuite(dialect: 'sqlite' | 'postgres', makeTarget: () => Promise
     assert.equal(v1.statusReason, 'warmup failed');
     await rejectsWith(reg.setAlias('aliased', 'canary', 1, ACTOR), 'SY_ERR_REGISTRY_CONFLICT', /not ready/);
     const st = (await reg.events({ model: 'aliased' })).filter((e) => e.type === 'version_status');
-    assert.deepEqual(st.map((e) => [e.version, e.value]), [[1, 'failed']]);
+    assert.deepEqual(
+      st.map((e) => [e.version, e.value]),
+      [[1, 'failed']],
+    );
   });
 
   it('archives versions only when no alias points at them', async () => {
@@ -187,12 +218,21 @@ function registrySuite(dialect: 'sqlite' | 'postgres', makeTarget: () => Promise
     await reg.setAlias('arch', 'prod', 2, ACTOR);
     const a = await reg.archiveVersion('arch', 1, ACTOR);
     assert.ok(a.archivedAt !== null);
-    assert.deepEqual((await reg.listVersions('arch')).map((v) => v.version), [2]);
-    assert.deepEqual((await reg.listVersions('arch', { includeArchived: true })).map((v) => v.version), [1, 2]);
+    assert.deepEqual(
+      (await reg.listVersions('arch')).map((v) => v.version),
+      [2],
+    );
+    assert.deepEqual(
+      (await reg.listVersions('arch', { includeArchived: true })).map((v) => v.version),
+      [1, 2],
+    );
     await rejectsWith(reg.setAlias('arch', 'prod', 1, ACTOR), 'SY_ERR_REGISTRY_CONFLICT', /archived/);
     assert.equal((await reg.getVersion('arch', 1)).archivedAt, a.archivedAt);
     const ev = (await reg.events({ model: 'arch' })).filter((e) => e.type === 'version_archived');
-    assert.deepEqual(ev.map((e) => e.version), [1]);
+    assert.deepEqual(
+      ev.map((e) => e.version),
+      [1],
+    );
   });
 
   it('sets and removes model and version tags', async () => {
@@ -210,14 +250,23 @@ function registrySuite(dialect: 'sqlite' | 'postgres', makeTarget: () => Promise
     await rejectsWith(reg.setTag('tagged', null, 'k'.repeat(129), 'x', ACTOR), 'SY_ERR_BAD_REQUEST');
     await rejectsWith(reg.setTag('tagged', 7, 'k', 'x', ACTOR), 'SY_ERR_REGISTRY_NOT_FOUND');
     const ev = (await reg.events({ model: 'tagged' })).filter((e) => e.type.startsWith('tag_'));
-    assert.deepEqual(ev.map((e) => [e.type, e.version, e.key, e.value]), [
-      ['tag_set', null, 'team', 'fraud'], ['tag_set', 1, 'validated', 'yes'], ['tag_removed', 1, 'from', null], ['tag_removed', null, 'team', null],
-    ]);
+    assert.deepEqual(
+      ev.map((e) => [e.type, e.version, e.key, e.value]),
+      [
+        ['tag_set', null, 'team', 'fraud'],
+        ['tag_set', 1, 'validated', 'yes'],
+        ['tag_removed', 1, 'from', null],
+        ['tag_removed', null, 'team', null],
+      ],
+    );
   });
 
   it('allocates unique, contiguous numbers to concurrent pushes', async () => {
     const pushed = await Promise.all(Array.from({ length: 10 }, (_, i) => reg.pushVersion('busy', Buffer.from(mlp(100 + i)), {}, `w${i}`)));
-    assert.deepEqual(pushed.map((v) => v.version).sort((a, b) => a - b), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert.deepEqual(
+      pushed.map((v) => v.version).sort((a, b) => a - b),
+      [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+    );
     assert.equal((await reg.getModel('busy')).latestVersion, 10);
     const ev = await reg.events({ model: 'busy' });
     assert.equal(ev.filter((e) => e.type === 'model_created').length, 1);
@@ -243,7 +292,10 @@ function registrySuite(dialect: 'sqlite' | 'postgres', makeTarget: () => Promise
     await rejectsWith(reg.pushVersion('explicit', Buffer.from(mlp(43)), { version: 5 }, ACTOR), 'SY_ERR_REGISTRY_CONFLICT', /version 5/);
     assert.equal((await reg.pushVersion('explicit', Buffer.from(mlp(44)), { version: 3 }, ACTOR)).version, 3);
     assert.equal((await reg.getModel('explicit')).latestVersion, 6);
-    assert.deepEqual((await reg.listVersions('explicit')).map((v) => v.version), [3, 5, 6]);
+    assert.deepEqual(
+      (await reg.listVersions('explicit')).map((v) => v.version),
+      [3, 5, 6],
+    );
     await rejectsWith(reg.pushVersion('explicit', Buffer.from(mlp(45)), { version: 0 }, ACTOR), 'SY_ERR_BAD_REQUEST');
   });
 
@@ -265,8 +317,14 @@ function registrySuite(dialect: 'sqlite' | 'postgres', makeTarget: () => Promise
     assert.equal(a.artifact.uri, b.artifact.uri);
     assert.equal(a.artifact.size, bytes.length);
     const shard = join(target.dir, a.artifact.sha256.slice(0, 2));
-    assert.deepEqual((await readdir(shard)).filter((f) => f.startsWith(a.artifact.sha256)), [`${a.artifact.sha256}.onnx`]);
-    assert.deepEqual((await readdir(target.dir)).filter((f) => f.startsWith('.tmp')), []);
+    assert.deepEqual(
+      (await readdir(shard)).filter((f) => f.startsWith(a.artifact.sha256)),
+      [`${a.artifact.sha256}.onnx`],
+    );
+    assert.deepEqual(
+      (await readdir(target.dir)).filter((f) => f.startsWith('.tmp')),
+      [],
+    );
     await reg.deleteModel('dedup-a', ACTOR);
     await inspect(await reg.artifactPath(b));
     const again = await reg.pushVersion('dedup-a', bytes, {}, ACTOR);
@@ -279,8 +337,11 @@ function registrySuite(dialect: 'sqlite' | 'postgres', makeTarget: () => Promise
     await reg.createModel({ name: 'watched' }, ACTOR);
     await reg.setTag('watched', null, 'k', 'v', ACTOR);
     await rejectsWith(reg.createModel({ name: 'watched' }, ACTOR), 'SY_ERR_REGISTRY_CONFLICT');
-    assert.deepEqual(seen.map((e) => e.type), ['model_created', 'tag_set']);
-    assert.deepEqual(seen, (await reg.events({ model: 'watched' })));
+    assert.deepEqual(
+      seen.map((e) => e.type),
+      ['model_created', 'tag_set'],
+    );
+    assert.deepEqual(seen, await reg.events({ model: 'watched' }));
     off();
     await reg.removeTag('watched', null, 'k', ACTOR);
     assert.equal(seen.length, 2);
@@ -304,8 +365,17 @@ function registrySuite(dialect: 'sqlite' | 'postgres', makeTarget: () => Promise
     const snap = await reg.snapshot();
     const events = await reg.events({ limit: 10_000 });
     const scorer = snap.models.find((m) => m.name === 'scorer');
-    assert.deepEqual(scorer?.versions.map((v) => v.version), [1, 2]);
-    assert.deepEqual(snap.models.find((m) => m.name === 'arch')?.versions.map((v) => [v.version, v.archivedAt !== null]), [[1, true], [2, false]]);
+    assert.deepEqual(
+      scorer?.versions.map((v) => v.version),
+      [1, 2],
+    );
+    assert.deepEqual(
+      snap.models.find((m) => m.name === 'arch')?.versions.map((v) => [v.version, v.archivedAt !== null]),
+      [
+        [1, true],
+        [2, false],
+      ],
+    );
     await reg.close();
     reg = await open();
     assert.deepEqual(await reg.snapshot(), snap);
@@ -327,7 +397,13 @@ function registrySuite(dialect: 'sqlite' | 'postgres', makeTarget: () => Promise
         await other.setTag('remote', null, 'k', 'v', 'elsewhere');
         while (seen.filter((e) => e.model === 'remote').length < 2) await sleep(20); // no deadline: the test runner's timeout bounds a hang
         const remote = seen.filter((e) => e.model === 'remote');
-        assert.deepEqual(remote.map((e) => [e.type, e.actor]), [['model_created', 'elsewhere'], ['tag_set', 'elsewhere']]);
+        assert.deepEqual(
+          remote.map((e) => [e.type, e.actor]),
+          [
+            ['model_created', 'elsewhere'],
+            ['tag_set', 'elsewhere'],
+          ],
+        );
         assert.equal(own.length, 2, 'an instance hears its own events once');
       } finally {
         await other.close();

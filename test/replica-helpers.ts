@@ -8,12 +8,17 @@ import { Pool } from 'undici';
 
 const CLI = new URL('../src/cli/main.js', import.meta.url).pathname;
 
-export interface Replica { proc: ChildProcess; url: string; pool: Pool }
+export interface Replica {
+  proc: ChildProcess;
+  url: string;
+  pool: Pool;
+}
 
 /** Start `switchyard serve --port 0 --log-level warn ...args`; `connections` sizes the pool to it; `env` adds to the environment. */
 export async function startReplica(args: readonly string[], connections = 16, env: Record<string, string> = {}): Promise<Replica> {
   const proc = spawn(process.execPath, [CLI, 'serve', '--port', '0', '--grpc-port', '0', '--log-level', 'warn', ...args], {
-    stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, ...env },
   });
   const url = await new Promise<string>((resolve, reject) => {
     const lines = createInterface({ input: proc.stdout! });

@@ -10,16 +10,19 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
-import {
-  cacheKey, decodeOutputs, encodeOutputs, MemoryResultCache, RedisResultCache, type CacheKeyParts,
-} from '../src/routing/cache.js';
+import { cacheKey, decodeOutputs, encodeOutputs, MemoryResultCache, RedisResultCache, type CacheKeyParts } from '../src/routing/cache.js';
 import { DTYPES, type TensorData, type V2Datatype } from '../src/tensor/dtype.js';
 import type { Tensor } from '../src/tensor/tensor.js';
 import { REDIS_URL, redisReachable } from './registry-helpers.js';
 
 const t = (dtype: V2Datatype, shape: number[], data: TensorData): Tensor => ({ dtype: DTYPES[dtype], shape, data });
 const f32 = (values: number[], shape = [values.length]): Tensor => t('FP32', shape, Float32Array.from(values));
-const bytes = (values: string[], shape = [values.length]): Tensor => t('BYTES', shape, values.map((x) => new Uint8Array(Buffer.from(x))));
+const bytes = (values: string[], shape = [values.length]): Tensor =>
+  t(
+    'BYTES',
+    shape,
+    values.map((x) => new Uint8Array(Buffer.from(x))),
+  );
 
 const BASE: CacheKeyParts = { tenant: 'acme', model: 'iris', version: 3, artifactSha256: 'a'.repeat(64), inputs: [f32([1, 2, 3, 4])] };
 const key = (p: Partial<CacheKeyParts>): string => cacheKey({ ...BASE, ...p });
@@ -296,9 +299,13 @@ if (redisDown !== null && inCi) {
     it(`needs Redis at ${REDIS_URL} in CI`, () => assert.fail(`Redis is unreachable at ${REDIS_URL}: ${redisDown}`));
   });
 } else {
-  describe('RedisResultCache on a real Redis', { skip: redisDown === null ? false : `Redis unreachable at ${REDIS_URL} (${redisDown}); set CI=true to make this fail` }, () => {
-    redisSuite();
-  });
+  describe(
+    'RedisResultCache on a real Redis',
+    { skip: redisDown === null ? false : `Redis unreachable at ${REDIS_URL} (${redisDown}); set CI=true to make this fail` },
+    () => {
+      redisSuite();
+    },
+  );
 }
 
 describe('RedisResultCache when Redis is dead or hung (no Redis needed)', () => {

@@ -322,8 +322,17 @@ describe('ShadowStats', () => {
   it('aggregates outcomes, differences, agreement and latency', () => {
     const st = new ShadowStats();
     assert.deepEqual(st.snapshot(), {
-      copies: 0, ok: 0, errors: 0, timeouts: 0, dropped: 0,
-      meanMaxAbsDiff: null, maxAbsDiff: null, agreement: null, p50Ms: null, p99Ms: null, mismatches: 0,
+      copies: 0,
+      ok: 0,
+      errors: 0,
+      timeouts: 0,
+      dropped: 0,
+      meanMaxAbsDiff: null,
+      maxAbsDiff: null,
+      agreement: null,
+      p50Ms: null,
+      p99Ms: null,
+      mismatches: 0,
     });
     st.record('ok', 10, { maxAbsDiff: 0.1, agreement: 1, rows: 3, mismatches: [] });
     st.record('ok', 20, { maxAbsDiff: 0.3, agreement: 0, rows: 1, mismatches: ['x: missing in shadow'] });

@@ -23,7 +23,10 @@ const V2 = mlp(8);
 const V3 = mlp(9);
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
-interface Fault { delayMs?: number; fail?: boolean }
+interface Fault {
+  delayMs?: number;
+  fail?: boolean;
+}
 /** Faults by artifact sha256, applied to runs after load (warmup is never affected: faults are set once serving). */
 const faults = new Map<string, Fault>();
 
@@ -53,14 +56,19 @@ const faultyRuntime: Runtime = {
   },
 };
 
-const request = (seed: number, params?: Record<string, unknown>) => JSON.stringify({
-  inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: floats(64, seed) }],
-  ...(params ? { parameters: params } : {}),
-});
+const request = (seed: number, params?: Record<string, unknown>) =>
+  JSON.stringify({
+    inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: floats(64, seed) }],
+    ...(params ? { parameters: params } : {}),
+  });
 
 describe('arm assignment', () => {
   const policy = parseRoutingPolicy({
-    arms: [{ name: 'a', target: '1', weight: 20 }, { name: 'b', target: '2', weight: 30 }, { name: 'c', target: '3', weight: 50 }],
+    arms: [
+      { name: 'a', target: '1', weight: 20 },
+      { name: 'b', target: '2', weight: 30 },
+      { name: 'c', target: '3', weight: 50 },
+    ],
     sticky: { key: 'header:x-user-id', seed: 'exp-1' },
   });
 
@@ -73,7 +81,11 @@ describe('arm assignment', () => {
       assert.equal(a.assignment, 'hash');
       counts.set(a.arm.name, (counts.get(a.arm.name) ?? 0) + 1);
     }
-    for (const [arm, w] of [['a', 0.2], ['b', 0.3], ['c', 0.5]] as const) {
+    for (const [arm, w] of [
+      ['a', 0.2],
+      ['b', 0.3],
+      ['c', 0.5],
+    ] as const) {
       const sigma = Math.sqrt(n * w * (1 - w));
       const got = counts.get(arm) ?? 0;
       assert.ok(Math.abs(got - n * w) < 5 * sigma, `arm ${arm}: ${got} of ${n}, expected ${n * w} ± ${Math.round(5 * sigma)}`);
@@ -96,7 +108,7 @@ describe('arm assignment', () => {
   it('without a key assigns at random by weight and says so', () => {
     const p = new CompiledPolicy('m', 1, policy);
     let seq = 0;
-    const rnd = (): number => ((seq++ * 0.6180339887) % 1);
+    const rnd = (): number => (seq++ * 0.6180339887) % 1;
     const counts = new Map<string, number>();
     for (let i = 0; i < 10_000; i++) {
       const a = p.assign(undefined, rnd);
@@ -122,7 +134,16 @@ describe('arm assignment', () => {
 
   it('rejects bad policies with a message naming the field', () => {
     assert.throws(() => parseRoutingPolicy({ arms: [{ name: 'a', target: '1', weight: 0 }] }), /at least one arm needs a weight/);
-    assert.throws(() => parseRoutingPolicy({ arms: [{ name: 'a', target: '1', weight: 1 }, { name: 'a', target: '2', weight: 1 }] }), /duplicate arm name/);
+    assert.throws(
+      () =>
+        parseRoutingPolicy({
+          arms: [
+            { name: 'a', target: '1', weight: 1 },
+            { name: 'a', target: '2', weight: 1 },
+          ],
+        }),
+      /duplicate arm name/,
+    );
     assert.throws(() => parseRoutingPolicy({ sticky: { key: 'header:x' } }), /sticky: needs arms/);
     assert.throws(() => parseRoutingPolicy({ arms: [], bogus: 1 }), /invalid routing policy/);
     assert.throws(() => parseRoutingPolicy({ shadow: [{ target: '2', fraction: 2 }] }), /shadow\.0\.fraction/);
@@ -133,20 +154,20 @@ describe('routing policies on a live server', () => {
   let srv: TestServer;
   const inject = (method: 'GET' | 'POST' | 'PUT' | 'DELETE', url: string, payload?: unknown, headers: Record<string, string> = {}) =>
     srv.sy.app.inject({
-      method, url, headers: { ...(payload === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+      method,
+      url,
+      headers: { ...(payload === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
       ...(payload === undefined ? {} : { payload: typeof payload === 'string' ? payload : JSON.stringify(payload) }),
     });
   const setPolicy = async (policy: unknown): Promise<void> => {
     const r = await inject('PUT', '/api/v1/models/mlp/routing', policy);
     assert.equal(r.statusCode, 200, r.body);
   };
-  const infer = (seed = 1, headers: Record<string, string> = {}, params?: Record<string, unknown>) => inject('POST', '/v2/models/mlp/infer', request(seed, params), headers);
+  const infer = (seed = 1, headers: Record<string, string> = {}, params?: Record<string, unknown>) =>
+    inject('POST', '/v2/models/mlp/infer', request(seed, params), headers);
 
   before(async () => {
-    srv = await startSwitchyard(
-      { mlp: { versions: { 1: V1, 2: V2, 3: V3 }, config: { version_policy: { all: {} } } } },
-      { runtime: faultyRuntime },
-    );
+    srv = await startSwitchyard({ mlp: { versions: { 1: V1, 2: V2, 3: V3 }, config: { version_policy: { all: {} } } } }, { runtime: faultyRuntime });
   });
   after(() => srv.close());
 
@@ -158,7 +179,13 @@ describe('routing policies on a live server', () => {
     assert.equal(typo.statusCode, 400);
     assert.match(typo.json().error, /arms\.0\.target: model "mlp" has no version 99/);
     assert.match((await inject('PUT', '/api/v1/models/mlp/routing', { fallback: [{ version: 'prod' }] })).json().error, /has no alias "prod"/);
-    await setPolicy({ arms: [{ name: 'a', target: '1', weight: 1 }, { name: 'b', target: '2', weight: 1 }], sticky: { key: 'header:x-user-id', seed: 's1' } });
+    await setPolicy({
+      arms: [
+        { name: 'a', target: '1', weight: 1 },
+        { name: 'b', target: '2', weight: 1 },
+      ],
+      sticky: { key: 'header:x-user-id', seed: 's1' },
+    });
     const got = (await inject('GET', '/api/v1/models/mlp/routing')).json();
     assert.equal(got.revision, 1);
     assert.equal(got.policy.sticky.hashVersion, 2, 'defaults filled in');
@@ -182,11 +209,20 @@ describe('routing policies on a live server', () => {
     assert.equal(direct.headers['x-switchyard-arm'], undefined);
     const events = (await inject('GET', '/api/v1/models/mlp/events')).json() as { events: { type: string; key: string }[] } | { type: string; key: string }[];
     const list = Array.isArray(events) ? events : events.events;
-    assert.ok(list.some((e) => e.type === 'routing_set' && e.key === '1'), 'routing_set event with revision 1');
+    assert.ok(
+      list.some((e) => e.type === 'routing_set' && e.key === '1'),
+      'routing_set event with revision 1',
+    );
   });
 
   it('routes by a request parameter; no key falls back to random and is counted separately', async () => {
-    await setPolicy({ arms: [{ name: 'a', target: '1', weight: 1 }, { name: 'b', target: '2', weight: 1 }], sticky: { key: 'parameter:user_id' } });
+    await setPolicy({
+      arms: [
+        { name: 'a', target: '1', weight: 1 },
+        { name: 'b', target: '2', weight: 1 },
+      ],
+      sticky: { key: 'parameter:user_id' },
+    });
     const first = await infer(1, {}, { user_id: 'alice' });
     for (let i = 0; i < 5; i++) assert.equal((await infer(i, {}, { user_id: 'alice' })).headers['x-switchyard-arm'], first.headers['x-switchyard-arm']);
     for (let i = 0; i < 5; i++) assert.equal((await infer(i)).statusCode, 200);
@@ -199,7 +235,8 @@ describe('routing policies on a live server', () => {
     faults.set(sha(V2), { fail: true });
     try {
       await setPolicy({
-        arms: [{ name: 'main', target: '2', weight: 1 }], fallback: [{ version: '1' }],
+        arms: [{ name: 'main', target: '2', weight: 1 }],
+        fallback: [{ version: '1' }],
         circuitBreaker: { errorRate: 0.5, minRequests: 4, windowMs: 60_000, cooldownMs: 300 },
       });
       for (let i = 0; i < 4; i++) {
@@ -312,10 +349,19 @@ describe('routing policies on a live server', () => {
   });
 
   it('experiments: exposures at routing time, outcome events, a report with statistics, and stop', async () => {
-    await setPolicy({ arms: [{ name: 'control', target: '1', weight: 1 }, { name: 'treatment', target: '2', weight: 1 }], sticky: { key: 'header:x-user-id', seed: 'exp' } });
+    await setPolicy({
+      arms: [
+        { name: 'control', target: '1', weight: 1 },
+        { name: 'treatment', target: '2', weight: 1 },
+      ],
+      sticky: { key: 'header:x-user-id', seed: 'exp' },
+    });
     const created = await inject('POST', '/api/v1/experiments', { id: 'exp-ab', model: 'mlp', description: 'v2 vs v1' });
     assert.equal(created.statusCode, 201, created.body);
-    assert.deepEqual(created.json().arms.map((a: { name: string }) => a.name), ['control', 'treatment']);
+    assert.deepEqual(
+      created.json().arms.map((a: { name: string }) => a.name),
+      ['control', 'treatment'],
+    );
     assert.equal((await inject('POST', '/api/v1/experiments', { model: 'mlp' })).statusCode, 409, 'one running experiment per model');
     const armOf = new Map<string, string>();
     for (let u = 0; u < 60; u++) {
@@ -348,8 +394,18 @@ describe('routing policies on a live server', () => {
   });
 
   it('a guardrail breach on the canary rolls traffic back to the control and writes an event saying why', async () => {
-    await setPolicy({ arms: [{ name: 'control', target: '1', weight: 1 }, { name: 'canary', target: '3', weight: 1 }] });
-    const created = await inject('POST', '/api/v1/experiments', { id: 'canary-3', model: 'mlp', control: 'control', guardrails: { maxErrorRate: 0.2, minRequests: 5 } });
+    await setPolicy({
+      arms: [
+        { name: 'control', target: '1', weight: 1 },
+        { name: 'canary', target: '3', weight: 1 },
+      ],
+    });
+    const created = await inject('POST', '/api/v1/experiments', {
+      id: 'canary-3',
+      model: 'mlp',
+      control: 'control',
+      guardrails: { maxErrorRate: 0.2, minRequests: 5 },
+    });
     assert.equal(created.statusCode, 201, created.body);
     faults.set(sha(V3), { fail: true });
     try {
@@ -364,10 +420,17 @@ describe('routing policies on a live server', () => {
       assert.equal(exp.status, 'rolled_back');
       assert.match(exp.stopReason, /error rate/);
       const policy = (await inject('GET', '/api/v1/models/mlp/routing')).json().policy;
-      assert.deepEqual(policy.arms.map((a: { name: string; weight: number }) => [a.name, a.weight]), [['control', 1], ['canary', 0]]);
+      assert.deepEqual(
+        policy.arms.map((a: { name: string; weight: number }) => [a.name, a.weight]),
+        [
+          ['control', 1],
+          ['canary', 0],
+        ],
+      );
       await srv.sy.manager.settled();
       for (let i = 0; i < 10; i++) assert.equal((await infer(i)).json().model_version, '1', 'all traffic on the control');
-      const log = (await inject('GET', '/api/v1/models/mlp/events')).json() as { type: string; value: string; actor: string }[] | { events: { type: string; value: string; actor: string }[] };
+      const log = (await inject('GET', '/api/v1/models/mlp/events')).json() as
+        { type: string; value: string; actor: string }[] | { events: { type: string; value: string; actor: string }[] };
       const list = Array.isArray(log) ? log : log.events;
       const rollback = list.filter((e) => e.type === 'routing_set').at(-1)!;
       assert.equal(rollback.actor, 'switchyard:guardrail');
@@ -381,11 +444,13 @@ describe('routing policies on a live server', () => {
 describe('result cache and tenants', () => {
   const ADMIN = 'routing-test-admin-key-0123456789';
   let srv: TestServer;
-  const call = (key: string, method: 'GET' | 'POST' | 'PUT', url: string, payload?: unknown) => srv.sy.app.inject({
-    method, url,
-    headers: { authorization: `Bearer ${key}`, ...(payload === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(payload === undefined ? {} : { payload: typeof payload === 'string' ? payload : JSON.stringify(payload) }),
-  });
+  const call = (key: string, method: 'GET' | 'POST' | 'PUT', url: string, payload?: unknown) =>
+    srv.sy.app.inject({
+      method,
+      url,
+      headers: { authorization: `Bearer ${key}`, ...(payload === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(payload === undefined ? {} : { payload: typeof payload === 'string' ? payload : JSON.stringify(payload) }),
+    });
   before(async () => {
     srv = await startSwitchyard({ mlp: { versions: { 1: V1 } } }, { config: { adminKey: ADMIN } });
   });
@@ -406,18 +471,27 @@ describe('result cache and tenants', () => {
     assert.equal(a1.headers['x-switchyard-cache'], 'miss');
     assert.equal((await call(acme, 'POST', '/v2/models/mlp/infer', request(5))).headers['x-switchyard-cache'], 'hit');
     const b1 = await call(beta, 'POST', '/v2/models/mlp/infer', request(5));
-    assert.equal(b1.headers['x-switchyard-cache'], 'miss', 'beta does not see acme\'s entry');
+    assert.equal(b1.headers['x-switchyard-cache'], 'miss', "beta does not see acme's entry");
     assert.deepEqual(b1.json().outputs, a1.json().outputs, 'same model, same answer: computed again');
     // A tenant may route its own model, but not fall back to a model it cannot see.
     const own = await call(ADMIN, 'POST', '/api/v1/tenants/acme/keys', { scopes: ['admin', 'infer', 'read'] });
     const acmeAdmin = own.json().key as string;
-    const pushed = await srv.sy.app.inject({ method: 'POST', url: '/api/v1/models/acme.scorer/versions', headers: { authorization: `Bearer ${acmeAdmin}`, 'content-type': 'application/octet-stream' }, payload: Buffer.from(V1) });
+    const pushed = await srv.sy.app.inject({
+      method: 'POST',
+      url: '/api/v1/models/acme.scorer/versions',
+      headers: { authorization: `Bearer ${acmeAdmin}`, 'content-type': 'application/octet-stream' },
+      payload: Buffer.from(V1),
+    });
     assert.equal(pushed.statusCode, 201, pushed.body);
     assert.equal((await call(ADMIN, 'POST', '/api/v1/models', { name: 'platform.secret' })).statusCode, 201);
     const leak = await call(acmeAdmin, 'PUT', '/api/v1/models/acme.scorer/routing', { fallback: [{ model: 'platform.secret' }] });
     assert.equal(leak.statusCode, 400);
     assert.match(leak.json().error, /fallback model "platform.secret" not found/);
-    assert.equal((await call(acmeAdmin, 'PUT', '/api/v1/models/acme.scorer/routing', { fallback: [{ model: 'mlp' }] })).statusCode, 200, 'a shared model is fine');
+    assert.equal(
+      (await call(acmeAdmin, 'PUT', '/api/v1/models/acme.scorer/routing', { fallback: [{ model: 'mlp' }] })).statusCode,
+      200,
+      'a shared model is fine',
+    );
     // A tenant cannot change the routing of a model it does not own.
     assert.equal((await call(acme, 'PUT', '/api/v1/models/mlp/routing', {})).statusCode, 403);
   });

@@ -50,5 +50,9 @@ export async function startS3(bucket = 'sy-models', address = '127.0.0.1'): Prom
 
 /** The environment a Switchyard process needs to reach `s3` (credentials as AWS's usual variables). */
 export function s3Env(): Record<string, string> {
-  return { AWS_ACCESS_KEY_ID: S3_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: S3_CREDENTIALS.secretAccessKey, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' };
+  return {
+    AWS_ACCESS_KEY_ID: S3_CREDENTIALS.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: S3_CREDENTIALS.secretAccessKey,
+    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
+  };
 }

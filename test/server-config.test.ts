@@ -57,7 +57,10 @@ describe('server configuration', () => {
 
   it('bad values name the setting and where the value came from', async () => {
     const cfg = await file('bad.yaml', 'port: 70000\n');
-    assert.throws(() => loadServerConfig({ config: cfg }, {}), (e: Error & { code?: string }) => e.code === 'SY_ERR_CONFIG_INVALID' && /port \(config file .*bad\.yaml\)/.test(e.message));
+    assert.throws(
+      () => loadServerConfig({ config: cfg }, {}),
+      (e: Error & { code?: string }) => e.code === 'SY_ERR_CONFIG_INVALID' && /port \(config file .*bad\.yaml\)/.test(e.message),
+    );
     assert.throws(() => loadServerConfig({}, { SWITCHYARD_PORT: 'abc' }), /port \(SWITCHYARD_PORT\)/);
     assert.throws(() => loadServerConfig({ logLevel: 'loud' }, {}), /logLevel \(--log-level\)/);
     const unknown = await file('unknown.yaml', 'prot: 1\n');

@@ -21,7 +21,11 @@ describe('model lifecycle', () => {
       assert.match(ready.json().reason, /warmup failed/);
       assert.equal((await app.inject('/v2/health/ready')).statusCode, 503, 'server not ready while a model is not');
       assert.equal((await app.inject('/v2/models/mlp/ready')).statusCode, 200);
-      const r = await app.inject({ method: 'POST', url: '/v2/models/broken/infer', payload: { inputs: [{ name: 'x', datatype: 'FP32', shape: [4], data: [1, 2, 3, 4] }] } });
+      const r = await app.inject({
+        method: 'POST',
+        url: '/v2/models/broken/infer',
+        payload: { inputs: [{ name: 'x', datatype: 'FP32', shape: [4], data: [1, 2, 3, 4] }] },
+      });
       assert.equal(r.statusCode, 503);
       assert.equal(r.headers['retry-after'], '1');
       assert.match(r.json().error, /not ready \(UNAVAILABLE: warmup failed/);
@@ -64,7 +68,11 @@ describe('queue limits and timeouts (real onnxruntime)', () => {
   it('a full queue answers 503 with Retry-After; admitted requests still succeed', async () => {
     const srv = await startSwitchyard({ slow: SLOW });
     try {
-      const rs = await Promise.all(Array.from({ length: 12 }, () => srv.sy.app.inject({ method: 'POST', url: '/v2/models/slow/infer', payload: slowReq(16), headers: { 'content-type': 'application/json' } })));
+      const rs = await Promise.all(
+        Array.from({ length: 12 }, () =>
+          srv.sy.app.inject({ method: 'POST', url: '/v2/models/slow/infer', payload: slowReq(16), headers: { 'content-type': 'application/json' } }),
+        ),
+      );
       const ok = rs.filter((r) => r.statusCode === 200);
       const full = rs.filter((r) => r.statusCode === 503);
       assert.ok(full.length > 0, 'some requests were rejected');
@@ -89,8 +97,18 @@ describe('queue limits and timeouts (real onnxruntime)', () => {
       // Wait until the blocker occupies the only instance, so the timed requests must queue behind it.
       const batcher = srv.sy.manager.resolve('slow').batcher!;
       while (batcher.running === 0) await new Promise((r) => setTimeout(r, 1));
-      const viaParam = app.inject({ method: 'POST', url: '/v2/models/slow/infer', headers: { 'content-type': 'application/json' }, payload: JSON.stringify({ ...JSON.parse(slowReq(1)), parameters: { timeout: 1000 } }) });
-      const viaHeader = app.inject({ method: 'POST', url: '/v2/models/slow/infer', headers: { 'content-type': 'application/json', 'x-request-timeout-ms': '1' }, payload: slowReq(1) });
+      const viaParam = app.inject({
+        method: 'POST',
+        url: '/v2/models/slow/infer',
+        headers: { 'content-type': 'application/json' },
+        payload: JSON.stringify({ ...JSON.parse(slowReq(1)), parameters: { timeout: 1000 } }),
+      });
+      const viaHeader = app.inject({
+        method: 'POST',
+        url: '/v2/models/slow/infer',
+        headers: { 'content-type': 'application/json', 'x-request-timeout-ms': '1' },
+        payload: slowReq(1),
+      });
       const [b, p, h] = await Promise.all([blocker, viaParam, viaHeader]);
       assert.equal(b.statusCode, 200);
       for (const r of [p, h]) {
@@ -138,10 +156,14 @@ describe('instance mode auto', () => {
         // (the artifact path is the registry's, so the heavy model is told apart by its input: slow() takes "x")
         if (!options.inline || loaded.signature.inputs[0]?.name !== 'x') return loaded;
         const instances = loaded.instances.map((i) => ({
-          get inflight() { return i.inflight; },
+          get inflight() {
+            return i.inflight;
+          },
           run: (inputs: Parameters<typeof i.run>[0]) => {
             const until = performance.now() + 30;
-            while (performance.now() < until) { /* a slow synchronous model */ }
+            while (performance.now() < until) {
+              /* a slow synchronous model */
+            }
             return i.run(inputs);
           },
           dispose: () => i.dispose(),

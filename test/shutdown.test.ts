@@ -19,13 +19,18 @@ const body = JSON.stringify({ inputs: [{ name: 'features', datatype: 'FP32', sha
 describe('shutdown', () => {
   it('the grace period bounds close(): a run that never finishes does not hold the process; late arrivals get 503 + Retry-After', async () => {
     const gate = gatedRuntime([createHash('sha256').update(MLP).digest('hex')]);
-    const srv = await startSwitchyard({ mlp: { versions: { 1: MLP }, config: { instances: 1 } } }, { listen: true, runtime: gate.runtime, config: { shutdownGraceMs: 200 } });
+    const srv = await startSwitchyard(
+      { mlp: { versions: { 1: MLP }, config: { instances: 1 } } },
+      { listen: true, runtime: gate.runtime, config: { shutdownGraceMs: 200 } },
+    );
     gate.close();
     const warm = gate.ran.length; // rows the warmup ran
     const client = new Client(srv.url);
     try {
-      const stuck = client.request({ method: 'POST', path: '/v2/models/mlp/infer', headers: { 'content-type': 'application/json' }, body })
-        .then((r) => ({ status: r.statusCode }), (e: Error) => ({ error: e.name }));
+      const stuck = client.request({ method: 'POST', path: '/v2/models/mlp/infer', headers: { 'content-type': 'application/json' }, body }).then(
+        (r) => ({ status: r.statusCode }),
+        (e: Error) => ({ error: e.name }),
+      );
       await until(() => gate.ran.length > warm); // the request is running inside the gated instance
       let closed = false;
       const closing = srv.sy.close().then(() => {
@@ -56,20 +61,24 @@ describe('slow clients', () => {
   after(() => srv.close());
 
   /** Open a raw connection, send `chunks` and resolve with what the server wrote once it closes the connection. */
-  const slowClient = (url: string, first: string): Promise<string> => new Promise((resolve, reject) => {
-    const { hostname, port } = new URL(url);
-    const sock = connect(Number(port), hostname, () => sock.write(first));
-    let got = '';
-    sock.on('data', (d: Buffer) => (got += d.toString()));
-    sock.on('close', () => resolve(got));
-    sock.on('error', reject);
-  });
+  const slowClient = (url: string, first: string): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const { hostname, port } = new URL(url);
+      const sock = connect(Number(port), hostname, () => sock.write(first));
+      let got = '';
+      sock.on('data', (d: Buffer) => (got += d.toString()));
+      sock.on('close', () => resolve(got));
+      sock.on('error', reject);
+    });
 
   it('headers not completed within headersTimeoutMs, or a body not completed within requestTimeoutMs: 408 and the connection is closed', async () => {
     srv = await startSwitchyard({ mlp: { versions: { 1: MLP } } }, { listen: true, config: { headersTimeoutMs: 100, requestTimeoutMs: 300 } });
     const headers = await slowClient(srv.url, 'POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n');
     assert.match(headers, /^HTTP\/1\.1 408/);
-    const bodyCut = await slowClient(srv.url, `POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 10)}`);
+    const bodyCut = await slowClient(
+      srv.url,
+      `POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 10)}`,
+    );
     assert.match(bodyCut, /^HTTP\/1\.1 408/);
     // The server still serves.
     const ok = await fetch(`${srv.url}/v2/models/mlp/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });

@@ -37,7 +37,7 @@ const as = (srv: TestServer, key: string | null) => ({
 
 function expect(r: LightMyRequestResponse, status: number, what: string): Json {
   assert.equal(r.statusCode, status, `${what}: expected ${status}, got ${r.statusCode}: ${r.body.slice(0, 300)}`);
-  return r.body ? JSON.parse(r.body) as Json : {};
+  return r.body ? (JSON.parse(r.body) as Json) : {};
 }
 
 async function createKey(srv: TestServer, tenant: string, scopes: string[], extra: Json = {}): Promise<{ id: string; key: string }> {
@@ -55,11 +55,14 @@ describe('tenancy gateway', () => {
   let expired: { id: string; key: string };
 
   before(async () => {
-    srv = await startSwitchyard({
-      'acme.m': { versions: { 1: MODEL } },
-      'beta.m': { versions: { 1: MODEL } },
-      shared: { versions: { 1: MODEL } },
-    }, { config: { adminKey: ADMIN, authCacheMs: 60_000 } });
+    srv = await startSwitchyard(
+      {
+        'acme.m': { versions: { 1: MODEL } },
+        'beta.m': { versions: { 1: MODEL } },
+        shared: { versions: { 1: MODEL } },
+      },
+      { config: { adminKey: ADMIN, authCacheMs: 60_000 } },
+    );
     const admin = as(srv, ADMIN);
     expect(await admin.post('/api/v1/tenants', { name: 'acme', tier: 'standard' }), 201, 'create acme');
     expect(await admin.post('/api/v1/tenants', { name: 'beta', tier: 'standard' }), 201, 'create beta');
@@ -95,17 +98,26 @@ describe('tenancy gateway', () => {
     for (const [path, ops] of Object.entries(doc.paths)) for (const m of Object.keys(ops)) endpoints.push([m.toUpperCase(), path]);
     assert.ok(endpoints.length > 30, `found ${endpoints.length} endpoints`);
     const publicPaths = new Set(['/v2/health/live', '/v2/health/ready']);
-    const fill = (path: string, model: string, tenant: string): string => path
-      .replace('{model}', model).replace('{name}', model).replace('{version}', '1').replace('{alias}', 'production')
-      .replace('{key}', 'k').replace('{tenant}', tenant).replace('{id}', acme.id);
+    const fill = (path: string, model: string, tenant: string): string =>
+      path
+        .replace('{model}', model)
+        .replace('{name}', model)
+        .replace('{version}', '1')
+        .replace('{alias}', 'production')
+        .replace('{key}', 'k')
+        .replace('{tenant}', tenant)
+        .replace('{id}', acme.id);
     let probed = 0;
     for (const [method, path] of endpoints) {
       if (publicPaths.has(path)) continue;
       const url = fill(path, 'acme.m', 'acme');
-      const send = (header: string | undefined) => req(srv, null, {
-        method: method as HTTPMethods, url, ...(header === undefined ? {} : { header }),
-        ...(method === 'GET' || method === 'DELETE' ? {} : { payload: {} }),
-      });
+      const send = (header: string | undefined) =>
+        req(srv, null, {
+          method: method as HTTPMethods,
+          url,
+          ...(header === undefined ? {} : { header }),
+          ...(method === 'GET' || method === 'DELETE' ? {} : { payload: {} }),
+        });
       for (const [what, header, pattern] of [
         ['no key', undefined, /missing Authorization/],
         ['malformed (Basic)', 'Basic dXNlcjpwYXNz', /malformed/],
@@ -129,13 +141,24 @@ describe('tenancy gateway', () => {
       const other = await req(srv, beta.key, { method: method as HTTPMethods, url, ...(method === 'GET' || method === 'DELETE' ? {} : { payload: {} }) });
       if (names) {
         const ghostUrl = fill(path, 'acme.ghost', 'ghost').replace(acme.id, 'sy_aaaaaaaaaaaa');
-        const ghost = await req(srv, beta.key, { method: method as HTTPMethods, url: ghostUrl, ...(method === 'GET' || method === 'DELETE' ? {} : { payload: {} }) });
+        const ghost = await req(srv, beta.key, {
+          method: method as HTTPMethods,
+          url: ghostUrl,
+          ...(method === 'GET' || method === 'DELETE' ? {} : { payload: {} }),
+        });
         // 404, or 403 for platform-only actions, which refuse every tenant key whatever the target.
-        assert.ok(other.statusCode === 404 || (other.statusCode === 403 && /platform admin key/.test(other.body)), `${method} ${url} with another tenant's key: ${other.statusCode} ${other.body.slice(0, 200)}`);
+        assert.ok(
+          other.statusCode === 404 || (other.statusCode === 403 && /platform admin key/.test(other.body)),
+          `${method} ${url} with another tenant's key: ${other.statusCode} ${other.body.slice(0, 200)}`,
+        );
         assert.equal(other.statusCode, ghost.statusCode, `${method} ${path}: same status as for a missing one`);
-        assert.equal(other.body.replaceAll('acme.m', 'X').replaceAll('acme', 'X').replaceAll(acme.id, 'X'),
-          ghost.body.replaceAll('acme.ghost', 'X').replaceAll('ghost', 'X').replaceAll('sy_aaaaaaaaaaaa', 'X'), `${method} ${path}: same body as for a missing one`);
-      } else if (path !== '/api/v1/audit') { // beta's audit entries name what beta itself tried, acme.m included
+        assert.equal(
+          other.body.replaceAll('acme.m', 'X').replaceAll('acme', 'X').replaceAll(acme.id, 'X'),
+          ghost.body.replaceAll('acme.ghost', 'X').replaceAll('ghost', 'X').replaceAll('sy_aaaaaaaaaaaa', 'X'),
+          `${method} ${path}: same body as for a missing one`,
+        );
+      } else if (path !== '/api/v1/audit') {
+        // beta's audit entries name what beta itself tried, acme.m included
         assert.ok(!other.body.includes('acme.m'), `${method} ${path} with another tenant's key leaks acme.m: ${other.body.slice(0, 300)}`);
       }
       probed++;
@@ -153,7 +176,11 @@ describe('tenancy gateway', () => {
     expect(await as(srv, acme.key).put('/api/v1/models/acme.m/aliases/production', { version: 1 }), 403, 'no admin scope');
     expect(await as(srv, acmeAdmin.key).put('/api/v1/models/acme.m/aliases/production', { version: 1 }), 200, 'admin scope');
     const list = expect(await as(srv, acme.key).get('/api/v1/models'), 200, 'list');
-    assert.deepEqual((list['models'] as Json[]).map((m) => m['name']), ['acme.m'], 'a tenant lists only its models');
+    assert.deepEqual(
+      (list['models'] as Json[]).map((m) => m['name']),
+      ['acme.m'],
+      'a tenant lists only its models',
+    );
     expect(await as(srv, acme.key).post('/api/v1/tenants', { name: 'evil' }), 403, 'platform-only');
     expect(await as(srv, acme.key).get('/v2/models/shared'), 404, 'platform models are not visible until shared');
   });
@@ -173,9 +200,13 @@ describe('tenancy gateway', () => {
   });
 
   it('a tenant creates models only in its namespace and owns them', async () => {
-    const up = (key: string, name: string) => req(srv, key, {
-      method: 'POST', url: `/api/v1/models/${name}/versions`, payload: MODEL, headers: { 'content-type': 'application/octet-stream' },
-    });
+    const up = (key: string, name: string) =>
+      req(srv, key, {
+        method: 'POST',
+        url: `/api/v1/models/${name}/versions`,
+        payload: MODEL,
+        headers: { 'content-type': 'application/octet-stream' },
+      });
     expect(await up(acmeAdmin.key, 'acme.fresh'), 201, 'upload in own namespace');
     expect(await up(acme.key, 'acme.other'), 403, 'needs the admin scope');
     expect(await up(acmeAdmin.key, 'beta.sneaky'), 404, "another tenant's namespace");
@@ -252,7 +283,11 @@ describe('tenancy gateway', () => {
     const byKey0 = expect(await as(srv, acme.key).get(`/api/v1/usage?group_by=total&model=acme.m&key=${acme.id}`), 200, 'usage of the key');
     const k0 = ((byKey0['usage'] as Json[])[0]?.['requests'] as number | undefined) ?? 0;
     for (let i = 0; i < 3; i++) expect(await as(srv, acme.key).post('/v2/models/acme.m/infer', inferBody(i)), 200, 'infer');
-    expect(await as(srv, acme.key).post('/v2/models/acme.m/infer', { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 3], data: [1, 2, 3] }] }), 400, 'bad input');
+    expect(
+      await as(srv, acme.key).post('/v2/models/acme.m/infer', { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 3], data: [1, 2, 3] }] }),
+      400,
+      'bad input',
+    );
     const u = expect(await as(srv, acme.key).get('/api/v1/usage?group_by=total&model=acme.m'), 200, 'usage');
     const rows = u['usage'] as Json[];
     assert.equal(rows.length, 1);
@@ -268,14 +303,23 @@ describe('tenancy gateway', () => {
     // Per API key: the four requests are on the row of the key that made them; the rows add up to the total.
     const perKey = expect(await as(srv, acmeRead.key).get('/api/v1/usage?group_by=total&model=acme.m&by_key=true'), 200, 'by key')['usage'] as Json[];
     assert.equal(perKey.find((r) => r['keyId'] === acme.id)?.['requests'], k0 + 4);
-    assert.equal(perKey.reduce((n, r) => n + (r['requests'] as number), 0), rows[0]!['requests']);
+    assert.equal(
+      perKey.reduce((n, r) => n + (r['requests'] as number), 0),
+      rows[0]!['requests'],
+    );
     const oneKey = expect(await as(srv, ADMIN).get(`/api/v1/usage?group_by=total&key=${acme.id}`), 200, 'one key')['usage'] as Json[];
     assert.ok(oneKey.length > 0 && oneKey.every((r) => r['keyId'] === acme.id && r['tenant'] === 'acme'));
     const all = expect(await as(srv, acme.key).get('/api/v1/usage?group_by=total'), 200, 'all');
-    assert.ok((all['usage'] as Json[]).every((r) => r['tenant'] === 'acme'), 'only its own tenant');
+    assert.ok(
+      (all['usage'] as Json[]).every((r) => r['tenant'] === 'acme'),
+      'only its own tenant',
+    );
     expect(await as(srv, acme.key).get('/api/v1/usage?tenant=beta'), 404, "another tenant's usage");
     const platform = expect(await as(srv, ADMIN).get('/api/v1/usage?group_by=total'), 200, 'platform');
-    assert.ok((platform['usage'] as Json[]).some((r) => r['tenant'] === 'beta'), 'the platform sees every tenant');
+    assert.ok(
+      (platform['usage'] as Json[]).some((r) => r['tenant'] === 'beta'),
+      'the platform sees every tenant',
+    );
   });
 
   it('audits control-plane changes with who, what, when and from where; tenants read their own', async () => {
@@ -288,10 +332,16 @@ describe('tenancy gateway', () => {
     assert.equal(e['ip'], '127.0.0.1');
     assert.ok(Date.parse(e['at'] as string) > Date.now() - 600_000);
     const denied = expect(await as(srv, ADMIN).get('/api/v1/audit?action=POST /api/v1/tenants&limit=1000'), 200, 'audit');
-    assert.ok((denied['entries'] as Json[]).some((x) => x['status'] === 403 && String(x['actor']).startsWith('acme/')), 'refused attempts are recorded too');
+    assert.ok(
+      (denied['entries'] as Json[]).some((x) => x['status'] === 403 && String(x['actor']).startsWith('acme/')),
+      'refused attempts are recorded too',
+    );
     const mine = expect(await as(srv, acmeAdmin.key).get('/api/v1/audit?limit=1000'), 200, 'tenant audit');
     assert.ok((mine['entries'] as Json[]).length > 0);
-    assert.ok((mine['entries'] as Json[]).every((x) => x['tenant'] === 'acme'), 'only its own tenant');
+    assert.ok(
+      (mine['entries'] as Json[]).every((x) => x['tenant'] === 'acme'),
+      'only its own tenant',
+    );
     expect(await as(srv, acme.key).get('/api/v1/audit'), 403, 'needs the admin scope');
   });
 
@@ -310,9 +360,12 @@ describe('tenancy gateway', () => {
 describe('limit store unreachable', () => {
   for (const mode of ['open', 'closed'] as const) {
     it(`fails ${mode}: bounded wait, a metric, no crash`, async () => {
-      const srv = await startSwitchyard({ 'acme.m': { versions: { 1: MODEL } } }, {
-        config: { adminKey: ADMIN, redis: 'redis://127.0.0.1:1', rateLimitFail: mode, redisTimeoutMs: 100 },
-      });
+      const srv = await startSwitchyard(
+        { 'acme.m': { versions: { 1: MODEL } } },
+        {
+          config: { adminKey: ADMIN, redis: 'redis://127.0.0.1:1', rateLimitFail: mode, redisTimeoutMs: 100 },
+        },
+      );
       try {
         const admin = as(srv, ADMIN);
         expect(await admin.post('/api/v1/tenants', { name: 'acme', limits: { rps: 1000 } }), 201, 'tenant');
@@ -362,7 +415,10 @@ describe('authentication modes', () => {
   });
 
   it('refuses a non-loopback address without auth unless --insecure', async () => {
-    await assert.rejects(createSwitchyard(loadServerConfig({ host: '0.0.0.0', logLevel: 'silent' }, {})), /refusing to serve 0\.0\.0\.0 \(not loopback\) without authentication/);
+    await assert.rejects(
+      createSwitchyard(loadServerConfig({ host: '0.0.0.0', logLevel: 'silent' }, {})),
+      /refusing to serve 0\.0\.0\.0 \(not loopback\) without authentication/,
+    );
     await assert.rejects(createSwitchyard(loadServerConfig({ host: '10.1.2.3', logLevel: 'silent' }, {})), /--insecure/);
   });
 

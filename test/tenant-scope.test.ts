@@ -22,7 +22,11 @@ describe('tenant-scoped addressing', () => {
   /** Same status, code and message, with the id in the message standing for itself. */
   const sameAnswer = (a: LightMyRequestResponse, b: LightMyRequestResponse, aId: string, bId: string, what: string): void => {
     assert.equal(a.statusCode, b.statusCode, `${what}: ${a.body} vs ${b.body}`);
-    assert.deepEqual({ ...body(a), error: String(body(a)['error']).replace(aId, 'ID') }, { ...body(b), error: String(body(b)['error']).replace(bId, 'ID') }, what);
+    assert.deepEqual(
+      { ...body(a), error: String(body(a)['error']).replace(aId, 'ID') },
+      { ...body(b), error: String(body(b)['error']).replace(bId, 'ID') },
+      what,
+    );
   };
 
   before(async () => {
@@ -31,7 +35,8 @@ describe('tenant-scoped addressing', () => {
       assert.equal((await call(ADMIN, 'POST', '/api/v1/tenants', { name: t })).statusCode, 201);
       assert.equal((await call(ADMIN, 'PUT', `/api/v1/models/${t}.m/owner`, { tenant: t })).statusCode, 200);
     }
-    const key = async (t: string): Promise<string> => body(await call(ADMIN, 'POST', `/api/v1/tenants/${t}/keys`, { scopes: ['infer', 'read', 'admin'] }))['key'] as string;
+    const key = async (t: string): Promise<string> =>
+      body(await call(ADMIN, 'POST', `/api/v1/tenants/${t}/keys`, { scopes: ['infer', 'read', 'admin'] }))['key'] as string;
     acme = await key('acme');
     beta = await key('beta');
     // acme shares its model with beta (read + infer): its alert rules and experiments stay acme's.
@@ -53,7 +58,7 @@ describe('tenant-scoped addressing', () => {
     assert.equal((await call(full, 'POST', '/api/v1/admin-keys', { scopes: ['read'] })).statusCode, 201, 'an admin-scoped platform key still mints keys');
   });
 
-  it('alert rules: created in the tenant namespace only; another tenant\'s answer as a missing one', async () => {
+  it("alert rules: created in the tenant namespace only; another tenant's answer as a missing one", async () => {
     const rule = { kind: 'error_rate', model: 'acme.m', threshold: 0.5 };
     assert.equal((await call(acme, 'PUT', '/api/v1/alerts/rules/acme.errors', rule)).statusCode, 200);
     // Outside its namespace: 403 whether the id exists or not.
@@ -64,13 +69,29 @@ describe('tenant-scoped addressing', () => {
     assert.equal(body(await call(acme, 'GET', '/api/v1/alerts/rules/acme.errors'))['threshold'], 0.5, 'not overwritten');
     // Read and delete: the same 404 as a rule that does not exist, though beta can see acme.m.
     for (const method of ['GET', 'DELETE'] as const) {
-      sameAnswer(await call(beta, method, '/api/v1/alerts/rules/acme.errors'), await call(beta, method, '/api/v1/alerts/rules/beta.none'), 'acme.errors', 'beta.none', `${method} a foreign rule`);
+      sameAnswer(
+        await call(beta, method, '/api/v1/alerts/rules/acme.errors'),
+        await call(beta, method, '/api/v1/alerts/rules/beta.none'),
+        'acme.errors',
+        'beta.none',
+        `${method} a foreign rule`,
+      );
       assert.equal((await call(beta, method, '/api/v1/alerts/rules/acme.errors')).statusCode, 404);
     }
-    assert.deepEqual((body(await call(beta, 'GET', '/api/v1/alerts/rules'))['rules'] as Json[]).map((r) => r['id']), [], 'beta lists none of acme\'s');
-    assert.deepEqual((body(await call(beta, 'GET', '/api/v1/alerts'))['alerts'] as Json[]), []);
-    assert.deepEqual((body(await call(acme, 'GET', '/api/v1/alerts/rules'))['rules'] as Json[]).map((r) => r['id']), ['acme.errors']);
-    assert.ok((body(await call(ADMIN, 'GET', '/api/v1/alerts/rules'))['rules'] as Json[]).some((r) => r['id'] === 'acme.errors'), 'the platform sees every rule');
+    assert.deepEqual(
+      (body(await call(beta, 'GET', '/api/v1/alerts/rules'))['rules'] as Json[]).map((r) => r['id']),
+      [],
+      "beta lists none of acme's",
+    );
+    assert.deepEqual(body(await call(beta, 'GET', '/api/v1/alerts'))['alerts'] as Json[], []);
+    assert.deepEqual(
+      (body(await call(acme, 'GET', '/api/v1/alerts/rules'))['rules'] as Json[]).map((r) => r['id']),
+      ['acme.errors'],
+    );
+    assert.ok(
+      (body(await call(ADMIN, 'GET', '/api/v1/alerts/rules'))['rules'] as Json[]).some((r) => r['id'] === 'acme.errors'),
+      'the platform sees every rule',
+    );
   });
 
   it('experiments: a tenant picks ids in its namespace only (a taken id is never a 409 to another tenant)', async () => {
@@ -88,7 +109,9 @@ describe('tenant-scoped addressing', () => {
     assert.equal((await call(acme, 'PUT', '/api/v1/alerts/rules/acme.audited', { kind: 'error_rate', model: 'acme.m', threshold: 0.2 })).statusCode, 200);
     assert.equal((await call(acme, 'PUT', '/api/v1/alerts/rules/acme.audited', { kind: 'error_rate', model: 'acme.m', threshold: 0.3 })).statusCode, 200);
     assert.equal((await call(ADMIN, 'PATCH', '/api/v1/tenants/beta', { weight: 3 })).statusCode, 200);
-    const entries = body(await call(ADMIN, 'GET', '/api/v1/audit?limit=50'))['entries'] as Array<Json & { detail: { before: Json | null; after: Json | null } | null }>;
+    const entries = body(await call(ADMIN, 'GET', '/api/v1/audit?limit=50'))['entries'] as Array<
+      Json & { detail: { before: Json | null; after: Json | null } | null }
+    >;
     const put = entries.find((e) => e['action'] === 'PUT /api/v1/alerts/rules/:rule' && e['target'] === 'rule=acme.audited' && e.detail?.before !== null);
     assert.ok(put, 'the replacing PUT is audited with its before value');
     assert.equal(put.detail!.before!['threshold'], 0.2);

@@ -1,7 +1,16 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
-  concatRows, decodeBinaryData, decodeJsonData, DTYPES, encodeBinaryData, encodeJsonData, fromHalfBits, newArray, sliceRows, toHalfBits,
+  concatRows,
+  decodeBinaryData,
+  decodeJsonData,
+  DTYPES,
+  encodeBinaryData,
+  encodeJsonData,
+  fromHalfBits,
+  newArray,
+  sliceRows,
+  toHalfBits,
 } from '../src/tensor/index.js';
 import { SwitchyardError } from '../src/errors.js';
 
@@ -9,7 +18,16 @@ const utf8s = (xs: readonly string[]): Uint8Array[] => xs.map((x) => new Uint8Ar
 
 describe('FP16 conversion', () => {
   it('round-trips exactly representable values and known bit patterns', () => {
-    const cases: Array<[number, number]> = [[0, 0x0000], [1, 0x3c00], [-2, 0xc000], [0.5, 0x3800], [65504, 0x7bff], [2 ** -24, 0x0001], [Infinity, 0x7c00], [-Infinity, 0xfc00]];
+    const cases: Array<[number, number]> = [
+      [0, 0x0000],
+      [1, 0x3c00],
+      [-2, 0xc000],
+      [0.5, 0x3800],
+      [65504, 0x7bff],
+      [2 ** -24, 0x0001],
+      [Infinity, 0x7c00],
+      [-Infinity, 0xfc00],
+    ];
     for (const [v, bits] of cases) {
       assert.equal(toHalfBits(v), bits, `toHalfBits(${v})`);
       assert.equal(fromHalfBits(bits), v, `fromHalfBits(${bits})`);
@@ -23,11 +41,17 @@ describe('FP16 conversion', () => {
 describe('JSON tensor data', () => {
   it('accepts nested and flat data equally', () => {
     const flat = decodeJsonData('x', DTYPES.FP32, 4, [1, 2, 3, 4]);
-    const nested = decodeJsonData('x', DTYPES.FP32, 4, [[1, 2], [3, 4]]);
+    const nested = decodeJsonData('x', DTYPES.FP32, 4, [
+      [1, 2],
+      [3, 4],
+    ]);
     assert.deepEqual([...(nested as Float32Array)], [...(flat as Float32Array)]);
   });
   it('names the input, element and expected type on a bad element', () => {
-    assert.throws(() => decodeJsonData('ids', DTYPES.INT32, 2, [1, 'a']), (e: SwitchyardError) => e.status === 400 && /input "ids": element 1 is "a", expected an integer/.test(e.message));
+    assert.throws(
+      () => decodeJsonData('ids', DTYPES.INT32, 2, [1, 'a']),
+      (e: SwitchyardError) => e.status === 400 && /input "ids": element 1 is "a", expected an integer/.test(e.message),
+    );
     assert.throws(() => decodeJsonData('b', DTYPES.BOOL, 1, [1]), /expected true or false/);
     assert.throws(() => decodeJsonData('u', DTYPES.UINT8, 1, [256]), /expected an integer in \[0, 255\]/);
     assert.throws(() => decodeJsonData('i', DTYPES.INT8, 1, [1.5]), /element 0 is 1.5/);
@@ -53,7 +77,10 @@ describe('binary tensor data', () => {
     const strings = utf8s(['hello', '', 'wörld']);
     const bytes = encodeBinaryData(DTYPES.BYTES, strings);
     assert.equal(bytes.length, 3 * 4 + 5 + 0 + 6);
-    assert.deepEqual((decodeBinaryData('s', DTYPES.BYTES, 3, bytes) as Uint8Array[]).map((b) => new Uint8Array(b)), strings);
+    assert.deepEqual(
+      (decodeBinaryData('s', DTYPES.BYTES, 3, bytes) as Uint8Array[]).map((b) => new Uint8Array(b)),
+      strings,
+    );
   });
   it('decodes from an unaligned offset', () => {
     const buf = Buffer.alloc(9);
@@ -78,7 +105,10 @@ describe('row concat and slice', () => {
     const s = sliceRows(c, 1, 2);
     assert.deepEqual(s.shape, [2, 2]);
     assert.deepEqual([...(s.data as Int32Array)], [3, 4, 5, 6]);
-    const strs = concatRows([{ dtype: DTYPES.BYTES, shape: [1], data: utf8s(['x']) }, { dtype: DTYPES.BYTES, shape: [1], data: utf8s(['y']) }]);
+    const strs = concatRows([
+      { dtype: DTYPES.BYTES, shape: [1], data: utf8s(['x']) },
+      { dtype: DTYPES.BYTES, shape: [1], data: utf8s(['y']) },
+    ]);
     assert.deepEqual(sliceRows(strs, 1, 1).data, utf8s(['y']));
   });
 });
@@ -93,14 +123,20 @@ describe('newArray (small arrays on shared slabs)', () => {
     assert.ok(a instanceof Float32Array && b instanceof BigInt64Array && c instanceof Float32Array);
     for (const x of [a, b, c]) {
       assert.equal(x.byteOffset % 8, 0, 'aligned for every element size');
-      assert.ok(Array.prototype.every.call(x, (v: number | bigint) => Number(v) === 0), 'zeroed');
+      assert.ok(
+        Array.prototype.every.call(x, (v: number | bigint) => Number(v) === 0),
+        'zeroed',
+      );
     }
     (a as Float32Array).fill(1);
     (b as BigInt64Array).fill(2n);
     (c as Float32Array).fill(3);
     assert.deepEqual([...a], [1, 1, 1]);
     assert.deepEqual([...b], [2n, 2n]);
-    assert.ok((c as Float32Array).every((v) => v === 3), 'writing one view leaves the others alone');
+    assert.ok(
+      (c as Float32Array).every((v) => v === 3),
+      'writing one view leaves the others alone',
+    );
     const big = newArray(fp32, 4096);
     assert.equal(big.byteOffset, 0);
     assert.equal(big.buffer.byteLength, 4096 * 4, 'a large array has its own buffer');
@@ -110,7 +146,12 @@ describe('newArray (small arrays on shared slabs)', () => {
       v.fill(i);
       return v;
     });
-    many.forEach((v, i) => assert.ok(v.every((x) => x === i), `array ${i} kept its values`));
+    many.forEach((v, i) =>
+      assert.ok(
+        v.every((x) => x === i),
+        `array ${i} kept its values`,
+      ),
+    );
     assert.throws(() => newArray(DTYPES.BYTES, 1), /BYTES has no typed array/);
   });
 });

@@ -22,7 +22,10 @@ import { DAY_MS, HOUR_MS, UsageMeter, type UsageQuery, type UsageRecord, type Us
 import { PG_BASE, pgSchema, postgresReachable } from './registry-helpers.js';
 
 /** A fresh, empty metadata store; `url` opens more handles on it. */
-interface Target { url: string; cleanup(): Promise<void> }
+interface Target {
+  url: string;
+  cleanup(): Promise<void>;
+}
 
 async function sqliteTarget(): Promise<Target> {
   const root = await mkdtemp(join(tmpdir(), 'sy-usage-'));
@@ -44,7 +47,8 @@ class Clock {
   readonly now = (): number => this.t;
 }
 
-const key = (r: { tenant: string; model: string; version: number }, keyId: string | null, period: number): string => `${r.tenant}|${r.model}|${r.version}|${keyId}|${period}`;
+const key = (r: { tenant: string; model: string; version: number }, keyId: string | null, period: number): string =>
+  `${r.tenant}|${r.model}|${r.version}|${keyId}|${period}`;
 
 /**
  * Independent reference: sums per (tenant, model, version, bucket) — and API key with `byKey` or `keyId` (the
@@ -63,11 +67,22 @@ function expected(recs: readonly (UsageRecord & { at: number })[], q: UsageQuery
     if (q.from !== undefined && hour < q.from) continue;
     if (q.to !== undefined && hour >= q.to) continue;
     const bucket = groupBy === 'hour' ? hour : groupBy === 'day' ? Math.floor(hour / DAY_MS) * DAY_MS : -1;
-    const keyId = perKey ? r.keyId ?? '' : null;
+    const keyId = perKey ? (r.keyId ?? '') : null;
     const k = key(r, keyId, bucket);
     let row = out.get(k);
     if (!row) {
-      row = { tenant: r.tenant, model: r.model, version: r.version, keyId, period: groupBy === 'total' ? hour : bucket, requests: 0, rows: 0, computeMs: 0, errors: 0, invalid: 0 };
+      row = {
+        tenant: r.tenant,
+        model: r.model,
+        version: r.version,
+        keyId,
+        period: groupBy === 'total' ? hour : bucket,
+        requests: 0,
+        rows: 0,
+        computeMs: 0,
+        errors: 0,
+        invalid: 0,
+      };
       out.set(k, row);
     }
     row.period = Math.min(row.period, groupBy === 'total' ? hour : bucket);
@@ -109,8 +124,12 @@ function workload(n: number, start = T0 + 20 * HOUR_MS, hours = 8, seed = 1): (U
   const rnd = prng(seed);
   for (let i = 0; i < n; i++) {
     const r = {
-      tenant: TENANTS[rnd(3)] as string, model: MODELS[rnd(2)] as string, version: 1 + rnd(2),
-      rows: 1 + rnd(16), computeMs: rnd(40) / 4, ok: rnd(7) !== 0,
+      tenant: TENANTS[rnd(3)] as string,
+      model: MODELS[rnd(2)] as string,
+      version: 1 + rnd(2),
+      rows: 1 + rnd(16),
+      computeMs: rnd(40) / 4,
+      ok: rnd(7) !== 0,
       at: start + rnd(hours) * HOUR_MS + rnd(HOUR_MS),
     };
     out.push({ ...r, invalid: !r.ok && i % 2 === 0 }); // half the failures the caller's (4xx)
@@ -121,16 +140,35 @@ function workload(n: number, start = T0 + 20 * HOUR_MS, hours = 8, seed = 1): (U
 function feed(meter: UsageMeter, clock: Clock, recs: readonly (UsageRecord & { at: number })[]): void {
   for (const r of recs) {
     clock.t = r.at;
-    meter.record({ tenant: r.tenant, model: r.model, version: r.version, ...(r.keyId === undefined ? {} : { keyId: r.keyId }), rows: r.rows, computeMs: r.computeMs, ok: r.ok, invalid: r.invalid === true });
+    meter.record({
+      tenant: r.tenant,
+      model: r.model,
+      version: r.version,
+      ...(r.keyId === undefined ? {} : { keyId: r.keyId }),
+      rows: r.rows,
+      computeMs: r.computeMs,
+      ok: r.ok,
+      invalid: r.invalid === true,
+    });
   }
 }
 
 async function rawUsage(d: Database): Promise<UsageRow[]> {
   const rows = await d.db.selectFrom('usage').selectAll().execute();
-  return rows.map((r) => ({
-    tenant: r.tenant, model: r.model, version: Number(r.version), keyId: r.key_id, period: Number(r.period),
-    requests: Number(r.requests), rows: Number(r.rows), computeMs: Number(r.compute_ms), errors: Number(r.errors), invalid: Number(r.invalid),
-  })).sort(byRowOrder);
+  return rows
+    .map((r) => ({
+      tenant: r.tenant,
+      model: r.model,
+      version: Number(r.version),
+      keyId: r.key_id,
+      period: Number(r.period),
+      requests: Number(r.requests),
+      rows: Number(r.rows),
+      computeMs: Number(r.compute_ms),
+      errors: Number(r.errors),
+      invalid: Number(r.invalid),
+    }))
+    .sort(byRowOrder);
 }
 
 async function withStore(makeTarget: () => Promise<Target>, fn: (d: Database, target: Target) => Promise<void>): Promise<void> {
@@ -183,10 +221,15 @@ function replica(dbUrl: string, seed: number, rounds: number, perRound: number):
   const usageUrl = new URL('../src/gateway/usage.js', import.meta.url).href;
   const storageUrl = new URL('../src/storage/index.js', import.meta.url).href;
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, ['--input-type=module', '-e', REPLICA, usageUrl, storageUrl, dbUrl, String(seed), String(rounds), String(perRound), String(T0)],
-      { stdio: ['ignore', 'ignore', 'pipe'], timeout: 60_000 });
+    const p = spawn(
+      process.execPath,
+      ['--input-type=module', '-e', REPLICA, usageUrl, storageUrl, dbUrl, String(seed), String(rounds), String(perRound), String(T0)],
+      { stdio: ['ignore', 'ignore', 'pipe'], timeout: 60_000 },
+    );
     let stderr = '';
-    p.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
+    p.stderr.on('data', (b: Buffer) => {
+      stderr += b.toString();
+    });
     p.on('error', reject);
     p.on('exit', (code, signal) => (code === 0 ? resolve() : reject(new Error(`replica ${seed} exited ${code ?? signal}: ${stderr}`))));
   });
@@ -225,7 +268,7 @@ function usageSuite(dialect: Dialect, makeTarget: () => Promise<Target>): void {
     });
   });
 
-  it('per API key: rows per key with byKey, a key filter (\'\' = no key), summed over keys otherwise', async () => {
+  it("per API key: rows per key with byKey, a key filter ('' = no key), summed over keys otherwise", async () => {
     await withStore(makeTarget, async (d) => {
       const clock = new Clock();
       const meter = new UsageMeter({ db: d.db, flushIntervalMs: MANUAL, now: clock.now });
@@ -240,8 +283,14 @@ function usageSuite(dialect: Dialect, makeTarget: () => Promise<Target>): void {
       }
       for (const keyId of KEYS) assert.deepEqual(await meter.query({ keyId, groupBy: 'total' }), expected(recs, { keyId, groupBy: 'total' }), `key "${keyId}"`);
       const perKey = await meter.query({ byKey: true, groupBy: 'total', model: 'bert', version: 1, tenant: 'acme' });
-      assert.deepEqual(perKey.map((r) => r.keyId), KEYS);
-      assert.equal(perKey.reduce((n, r) => n + r.requests, 0), (await meter.query({ groupBy: 'total', model: 'bert', version: 1, tenant: 'acme' }))[0]!.requests);
+      assert.deepEqual(
+        perKey.map((r) => r.keyId),
+        KEYS,
+      );
+      assert.equal(
+        perKey.reduce((n, r) => n + r.requests, 0),
+        (await meter.query({ groupBy: 'total', model: 'bert', version: 1, tenant: 'acme' }))[0]!.requests,
+      );
       await meter.close();
       assert.deepEqual(await rawUsage(d), expected(recs, { byKey: true }));
     });
@@ -252,14 +301,33 @@ function usageSuite(dialect: Dialect, makeTarget: () => Promise<Target>): void {
     try {
       const d = await openDatabase(target.url);
       try {
-        await d.db.insertInto('usage').values({ tenant: 'acme', model: 'm', version: 1, key_id: 'k1', period: T0, requests: 2, rows: 3, compute_ms: 0.5, errors: 0, invalid: 1 }).execute();
-        await d.db.insertInto('usage').values({ tenant: 'acme', model: 'm', version: 1, key_id: 'k2', period: T0, requests: 5, rows: 7, compute_ms: 1.25, errors: 1, invalid: 0 }).execute();
+        await d.db
+          .insertInto('usage')
+          .values({ tenant: 'acme', model: 'm', version: 1, key_id: 'k1', period: T0, requests: 2, rows: 3, compute_ms: 0.5, errors: 0, invalid: 1 })
+          .execute();
+        await d.db
+          .insertInto('usage')
+          .values({ tenant: 'acme', model: 'm', version: 1, key_id: 'k2', period: T0, requests: 5, rows: 7, compute_ms: 1.25, errors: 1, invalid: 0 })
+          .execute();
         const { down, up } = (await import('../src/storage/migrations.js')).migrations(d.dialect)['0009_usage_key']!;
         await down!(d.db as never);
         const old = await sql<Record<string, unknown>>`select * from usage`.execute(d.db);
-        assert.deepEqual(old.rows.map((r) => [r['tenant'], Number(r['requests']), Number(r['rows']), Number(r['compute_ms']), Number(r['errors']), Number(r['invalid']), 'key_id' in r]), [['acme', 7, 10, 1.75, 1, 1, false]]);
+        assert.deepEqual(
+          old.rows.map((r) => [
+            r['tenant'],
+            Number(r['requests']),
+            Number(r['rows']),
+            Number(r['compute_ms']),
+            Number(r['errors']),
+            Number(r['invalid']),
+            'key_id' in r,
+          ]),
+          [['acme', 7, 10, 1.75, 1, 1, false]],
+        );
         await up(d.db as never);
-        assert.deepEqual(await rawUsage(d), [{ tenant: 'acme', model: 'm', version: 1, keyId: '', period: T0, requests: 7, rows: 10, computeMs: 1.75, errors: 1, invalid: 1 }]);
+        assert.deepEqual(await rawUsage(d), [
+          { tenant: 'acme', model: 'm', version: 1, keyId: '', period: T0, requests: 7, rows: 10, computeMs: 1.75, errors: 1, invalid: 1 },
+        ]);
       } finally {
         await d.close();
       }
@@ -268,7 +336,7 @@ function usageSuite(dialect: Dialect, makeTarget: () => Promise<Target>): void {
     }
   });
 
-  it('groups by UTC day and in total, and filters by tenant (\'\' included), model, version and [from, to)', async () => {
+  it("groups by UTC day and in total, and filters by tenant ('' included), model, version and [from, to)", async () => {
     await withStore(makeTarget, async (d) => {
       const clock = new Clock();
       const meter = new UsageMeter({ db: d.db, flushIntervalMs: MANUAL, now: clock.now });
@@ -281,11 +349,20 @@ function usageSuite(dialect: Dialect, makeTarget: () => Promise<Target>): void {
       const total = await meter.query({ groupBy: 'total' });
       assert.deepEqual(total, expected(recs, { groupBy: 'total' }));
       assert.equal(total.length, 3 * 2 * 2);
-      assert.equal(total.reduce((n, r) => n + r.requests, 0), recs.length);
+      assert.equal(
+        total.reduce((n, r) => n + r.requests, 0),
+        recs.length,
+      );
       const queries: UsageQuery[] = [
-        { tenant: '' }, { tenant: 'acme' }, { tenant: 'nobody' }, { model: 'bert' }, { version: 2 },
+        { tenant: '' },
+        { tenant: 'acme' },
+        { tenant: 'nobody' },
+        { model: 'bert' },
+        { version: 2 },
         { tenant: 'beta', model: 'resnet', version: 1 },
-        { from: T0 + 22 * HOUR_MS }, { to: T0 + 22 * HOUR_MS }, { from: T0 + 21 * HOUR_MS, to: T0 + 25 * HOUR_MS },
+        { from: T0 + 22 * HOUR_MS },
+        { to: T0 + 22 * HOUR_MS },
+        { from: T0 + 21 * HOUR_MS, to: T0 + 25 * HOUR_MS },
         { from: T0 + 21 * HOUR_MS + 1, to: T0 + 25 * HOUR_MS + 1 }, // [from, to) on the hour start
         { tenant: '', from: T0 + 22 * HOUR_MS, to: T0 + 26 * HOUR_MS, groupBy: 'day' },
         { model: 'resnet', from: T0 + 23 * HOUR_MS, groupBy: 'total' },
@@ -358,7 +435,10 @@ function usageSuite(dialect: Dialect, makeTarget: () => Promise<Target>): void {
       const all = [...replicaRecords(11, rounds, per), ...replicaRecords(22, rounds, per), ...replicaRecords(33, rounds, per)];
       assert.deepEqual(await rawUsage(d), expected(all, { byKey: true }));
       const total = await new UsageMeter({ db: d.db, flushIntervalMs: MANUAL }).query({ groupBy: 'total' });
-      assert.equal(total.reduce((n, r) => n + r.requests, 0), 3 * rounds * per);
+      assert.equal(
+        total.reduce((n, r) => n + r.requests, 0),
+        3 * rounds * per,
+      );
     });
   });
 
@@ -369,13 +449,16 @@ function usageSuite(dialect: Dialect, makeTarget: () => Promise<Target>): void {
       const meter = new UsageMeter({ db: d.db, flushIntervalMs: MANUAL, now: clock.now, metrics: registry });
       // A trigger refuses one tenant; its key sorts last, after more than one statement's worth of rows.
       if (dialect === 'postgres') {
-        await sql`CREATE FUNCTION usage_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.tenant = 'zz-poison' THEN RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END $$`.execute(d.db);
+        await sql`CREATE FUNCTION usage_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN IF NEW.tenant = 'zz-poison' THEN RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END $$`.execute(
+          d.db,
+        );
         await sql`CREATE TRIGGER usage_poison BEFORE INSERT ON "usage" FOR EACH ROW EXECUTE FUNCTION usage_poison()`.execute(d.db);
       } else {
         await sql`CREATE TRIGGER usage_poison BEFORE INSERT ON "usage" WHEN NEW.tenant = 'zz-poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END`.execute(d.db);
       }
       const recs: (UsageRecord & { at: number })[] = [];
-      for (let i = 0; i < 1200; i++) recs.push({ tenant: 'acme', model: `m${i % 600}`, version: 1, rows: 1, computeMs: 1, ok: true, at: T0 + Math.floor(i / 600) * HOUR_MS });
+      for (let i = 0; i < 1200; i++)
+        recs.push({ tenant: 'acme', model: `m${i % 600}`, version: 1, rows: 1, computeMs: 1, ok: true, at: T0 + Math.floor(i / 600) * HOUR_MS });
       recs.push({ tenant: 'zz-poison', model: 'm', version: 1, rows: 3, computeMs: 2, ok: false, at: T0 });
       feed(meter, clock, recs);
       await assert.rejects(meter.flush(), /poisoned/);
@@ -444,7 +527,9 @@ function usageSuite(dialect: Dialect, makeTarget: () => Promise<Target>): void {
       meter.record({ tenant: 'acme', model: 'm', version: 1, rows: 4, computeMs: 2.5, ok: true });
       const until = Date.now() + 5000;
       while ((await rawUsage(d)).length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
-      assert.deepEqual(await rawUsage(d), [{ tenant: 'acme', model: 'm', version: 1, keyId: '', period: T0, requests: 1, rows: 4, computeMs: 2.5, errors: 0, invalid: 0 }]);
+      assert.deepEqual(await rawUsage(d), [
+        { tenant: 'acme', model: 'm', version: 1, keyId: '', period: T0, requests: 1, rows: 4, computeMs: 2.5, errors: 0, invalid: 0 },
+      ]);
       await meter.close();
     });
   });
@@ -483,7 +568,15 @@ describe('usage meter (no database needed)', () => {
   it('record() never throws: bad numbers count as 0, bad keys are dropped, a failing clock is contained', async () => {
     const registry = new Registry();
     let broken = false;
-    const meter = new UsageMeter({ db: fakeDb(), flushIntervalMs: MANUAL, metrics: registry, now: () => { if (broken) throw new Error('clock'); return T0; } });
+    const meter = new UsageMeter({
+      db: fakeDb(),
+      flushIntervalMs: MANUAL,
+      metrics: registry,
+      now: () => {
+        if (broken) throw new Error('clock');
+        return T0;
+      },
+    });
     meter.record({ tenant: 't', model: 'm', version: 1, rows: Number.NaN, computeMs: -5, ok: true });
     meter.record({ tenant: 't', model: 'm', version: 1, rows: Number.POSITIVE_INFINITY, computeMs: Number.NaN, ok: false });
     meter.record({ tenant: 't', model: 'm', version: 1.5, rows: 1, computeMs: 1, ok: true });
@@ -500,14 +593,26 @@ describe('usage meter (no database needed)', () => {
 
   it('rejects a non-positive flush interval instead of spinning or defaulting', () => {
     for (const flushIntervalMs of [0, -1, Number.NaN]) {
-      assert.throws(() => new UsageMeter({ db: fakeDb(), flushIntervalMs }), (e: unknown) => isSwitchyardError(e) && e.code === 'SY_ERR_CONFIG_INVALID');
+      assert.throws(
+        () => new UsageMeter({ db: fakeDb(), flushIntervalMs }),
+        (e: unknown) => isSwitchyardError(e) && e.code === 'SY_ERR_CONFIG_INVALID',
+      );
     }
   });
 });
 
 const entry = (over: Partial<AuditEntry> = {}): AuditEntry => ({
-  at: T0, actor: 'admin', tenant: null, action: 'tenant.create', target: null, status: 200, ip: '10.0.0.1',
-  userAgent: null, requestId: null, detail: null, ...over,
+  at: T0,
+  actor: 'admin',
+  tenant: null,
+  action: 'tenant.create',
+  target: null,
+  status: 200,
+  ip: '10.0.0.1',
+  userAgent: null,
+  requestId: null,
+  detail: null,
+  ...over,
 });
 
 function auditSuite(dialect: Dialect, makeTarget: () => Promise<Target>): void {
@@ -528,22 +633,55 @@ function auditSuite(dialect: Dialect, makeTarget: () => Promise<Target>): void {
       const stored: AuditRecord[] = [];
       for (const [i, s] of specs.entries()) stored.push(await audit.append(entry({ ...s, at: T0 + i * 1000 })));
       const ids = stored.map((r) => r.id);
-      assert.deepEqual([...ids].sort((a, b) => a - b), ids, 'ids increase');
+      assert.deepEqual(
+        [...ids].sort((a, b) => a - b),
+        ids,
+        'ids increase',
+      );
       assert.deepEqual(stored[0], { ...entry({ ...specs[0], at: T0 }), id: ids[0] });
       const newest = [...stored].reverse();
       assert.deepEqual(await audit.query({}), newest);
       const only = (pred: (r: (typeof stored)[number]) => boolean): typeof stored => newest.filter(pred);
-      assert.deepEqual(await audit.query({ tenant: 'acme' }), only((r) => r.tenant === 'acme'));
-      assert.deepEqual(await audit.query({ actor: 'key_1' }), only((r) => r.actor === 'key_1'));
-      assert.deepEqual(await audit.query({ action: 'key.create' }), only((r) => r.action === 'key.create'));
-      assert.deepEqual(await audit.query({ action: 'key.*' }), only((r) => r.action.startsWith('key.')), 'prefix, case-sensitive');
-      assert.deepEqual(await audit.query({ action: 'key*' }), only((r) => r.action.startsWith('key')));
-      assert.deepEqual(await audit.query({ action: 'key%*' }), only((r) => r.action === 'key%x'), '% is literal');
-      assert.deepEqual(await audit.query({ action: 'POST /api/*' }), only((r) => r.action.startsWith('POST /api/')));
+      assert.deepEqual(
+        await audit.query({ tenant: 'acme' }),
+        only((r) => r.tenant === 'acme'),
+      );
+      assert.deepEqual(
+        await audit.query({ actor: 'key_1' }),
+        only((r) => r.actor === 'key_1'),
+      );
+      assert.deepEqual(
+        await audit.query({ action: 'key.create' }),
+        only((r) => r.action === 'key.create'),
+      );
+      assert.deepEqual(
+        await audit.query({ action: 'key.*' }),
+        only((r) => r.action.startsWith('key.')),
+        'prefix, case-sensitive',
+      );
+      assert.deepEqual(
+        await audit.query({ action: 'key*' }),
+        only((r) => r.action.startsWith('key')),
+      );
+      assert.deepEqual(
+        await audit.query({ action: 'key%*' }),
+        only((r) => r.action === 'key%x'),
+        '% is literal',
+      );
+      assert.deepEqual(
+        await audit.query({ action: 'POST /api/*' }),
+        only((r) => r.action.startsWith('POST /api/')),
+      );
       assert.deepEqual(await audit.query({ action: '*' }), newest);
       assert.deepEqual(await audit.query({ action: 'key' }), []);
-      assert.deepEqual(await audit.query({ from: T0 + 2000, to: T0 + 5000 }), only((r) => r.at >= T0 + 2000 && r.at < T0 + 5000));
-      assert.deepEqual(await audit.query({ tenant: 'beta', actor: 'root', action: 'key.*', from: T0 + 4000 }), only((r) => r.id === ids[4]));
+      assert.deepEqual(
+        await audit.query({ from: T0 + 2000, to: T0 + 5000 }),
+        only((r) => r.at >= T0 + 2000 && r.at < T0 + 5000),
+      );
+      assert.deepEqual(
+        await audit.query({ tenant: 'beta', actor: 'root', action: 'key.*', from: T0 + 4000 }),
+        only((r) => r.id === ids[4]),
+      );
       const withDetail = await audit.query({ tenant: 'beta', action: 'key.create' });
       assert.deepEqual(withDetail[0]?.detail, { reason: 'quota' });
       assert.equal(withDetail[0]?.status, 403);
@@ -553,8 +691,23 @@ function auditSuite(dialect: Dialect, makeTarget: () => Promise<Target>): void {
   it('limits (default 100, at most 1000) and pages with the id cursor', async () => {
     await withStore(makeTarget, async (d) => {
       const audit = new AuditLog({ db: d.db });
-      const rows = Array.from({ length: 1005 }, (_, i) => ({ at: T0 + i, actor: `a${i % 3}`, tenant: 't', action: 'x.y', target: null, status: 200, ip: '::1', user_agent: null, request_id: null, detail: null }));
-      for (let i = 0; i < rows.length; i += 200) await d.db.insertInto('audit_log').values(rows.slice(i, i + 200)).execute();
+      const rows = Array.from({ length: 1005 }, (_, i) => ({
+        at: T0 + i,
+        actor: `a${i % 3}`,
+        tenant: 't',
+        action: 'x.y',
+        target: null,
+        status: 200,
+        ip: '::1',
+        user_agent: null,
+        request_id: null,
+        detail: null,
+      }));
+      for (let i = 0; i < rows.length; i += 200)
+        await d.db
+          .insertInto('audit_log')
+          .values(rows.slice(i, i + 200))
+          .execute();
       assert.equal((await audit.query({})).length, 100);
       assert.equal((await audit.query({ limit: 5000 })).length, 1000);
       assert.deepEqual(await audit.query({ limit: 0 }), []);
@@ -567,7 +720,10 @@ function auditSuite(dialect: Dialect, makeTarget: () => Promise<Target>): void {
         seen.push(...page.map((r) => r.at));
         before = page.at(-1)?.id;
       }
-      const want = rows.filter((r) => r.actor === 'a1').map((r) => r.at).reverse();
+      const want = rows
+        .filter((r) => r.actor === 'a1')
+        .map((r) => r.at)
+        .reverse();
       assert.deepEqual(seen, want, 'every a1 entry once, newest first');
     });
   });

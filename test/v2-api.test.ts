@@ -25,7 +25,12 @@ before(async () => {
 after(() => srv.close());
 
 const post = (url: string, payload: unknown, headers: Record<string, string> = {}) =>
-  srv.sy.app.inject({ method: 'POST', url, headers: { 'content-type': 'application/json', ...headers }, payload: typeof payload === 'string' || Buffer.isBuffer(payload) ? payload : JSON.stringify(payload) });
+  srv.sy.app.inject({
+    method: 'POST',
+    url,
+    headers: { 'content-type': 'application/json', ...headers },
+    payload: typeof payload === 'string' || Buffer.isBuffer(payload) ? payload : JSON.stringify(payload),
+  });
 
 const mlpRequest = (rows: number, seed: number) => ({ inputs: [{ name: 'features', datatype: 'FP32', shape: [rows, 64], data: floats(rows * 64, seed) }] });
 
@@ -51,7 +56,9 @@ describe('V2 health and metadata', () => {
     const r = await srv.sy.app.inject('/v2/models/mlp');
     assert.equal(r.statusCode, 200);
     assert.deepEqual(r.json(), {
-      name: 'mlp', versions: ['1', '2'], platform: 'onnxruntime_onnx',
+      name: 'mlp',
+      versions: ['1', '2'],
+      platform: 'onnxruntime_onnx',
       inputs: [{ name: 'features', datatype: 'FP32', shape: [-1, 64] }],
       outputs: [{ name: 'score', datatype: 'FP32', shape: [-1, 1] }],
     });
@@ -99,7 +106,9 @@ describe('V2 inference (JSON)', () => {
   it('splits batched outputs back to the right callers under concurrency', async () => {
     const n = 120;
     const rowsOf = (i: number): number => 1 + (i % 3);
-    const responses = await Promise.all(Array.from({ length: n }, (_, i) => post('/v2/models/mlp/versions/1/infer', { id: `c${i}`, ...mlpRequest(rowsOf(i), 1000 + i) })));
+    const responses = await Promise.all(
+      Array.from({ length: n }, (_, i) => post('/v2/models/mlp/versions/1/infer', { id: `c${i}`, ...mlpRequest(rowsOf(i), 1000 + i) })),
+    );
     for (let i = 0; i < n; i++) {
       const r = responses[i]!;
       assert.equal(r.statusCode, 200, r.body);
@@ -127,13 +136,24 @@ describe('V2 inference (JSON)', () => {
   });
   it('round-trips every datatype, nested or flat', async () => {
     const values: Record<string, unknown[]> = {
-      BOOL: [true, false, true, false], UINT8: [0, 1, 254, 255], UINT16: [0, 1, 65534, 65535], UINT32: [0, 1, 4294967294, 4294967295],
-      UINT64: [0, 1, 2 ** 40, 2 ** 53 - 1], INT8: [-128, -1, 0, 127], INT16: [-32768, -1, 0, 32767], INT32: [-2147483648, -1, 0, 2147483647],
-      INT64: [-(2 ** 53 - 1), -1, 0, 2 ** 53 - 1], FP16: [0, 1, -2, 0.5], FP32: [0.25, -1.5, 3, 1e-3], FP64: [0.1, -1e300, 3, Math.PI],
+      BOOL: [true, false, true, false],
+      UINT8: [0, 1, 254, 255],
+      UINT16: [0, 1, 65534, 65535],
+      UINT32: [0, 1, 4294967294, 4294967295],
+      UINT64: [0, 1, 2 ** 40, 2 ** 53 - 1],
+      INT8: [-128, -1, 0, 127],
+      INT16: [-32768, -1, 0, 32767],
+      INT32: [-2147483648, -1, 0, 2147483647],
+      INT64: [-(2 ** 53 - 1), -1, 0, 2 ** 53 - 1],
+      FP16: [0, 1, -2, 0.5],
+      FP32: [0.25, -1.5, 3, 1e-3],
+      FP64: [0.1, -1e300, 3, Math.PI],
       BYTES: ['', 'a', 'héllo', 'x y'],
     };
     const inputs = ALL_TYPES.map(([v2], i) => ({
-      name: `in_${v2.toLowerCase()}`, datatype: v2, shape: [2, 2],
+      name: `in_${v2.toLowerCase()}`,
+      datatype: v2,
+      shape: [2, 2],
       data: i % 2 ? values[v2] : [values[v2]!.slice(0, 2), values[v2]!.slice(2)],
     }));
     const r = await post('/v2/models/all_types/infer', { inputs });
@@ -149,13 +169,33 @@ describe('V2 inference (JSON)', () => {
     }
   });
   it('returns only the requested outputs, in the requested order', async () => {
-    const inputs = ALL_TYPES.map(([v2]) => ({ name: `in_${v2.toLowerCase()}`, datatype: v2, shape: [1, 1], data: [v2 === 'BOOL' ? true : v2 === 'BYTES' ? 'z' : 1] }));
+    const inputs = ALL_TYPES.map(([v2]) => ({
+      name: `in_${v2.toLowerCase()}`,
+      datatype: v2,
+      shape: [1, 1],
+      data: [v2 === 'BOOL' ? true : v2 === 'BYTES' ? 'z' : 1],
+    }));
     const r = await post('/v2/models/all_types/infer', { inputs, outputs: [{ name: 'out_int8' }, { name: 'out_bytes' }] });
     assert.equal(r.statusCode, 200, r.body);
-    assert.deepEqual(r.json().outputs.map((o: { name: string }) => o.name), ['out_int8', 'out_bytes']);
+    assert.deepEqual(
+      r.json().outputs.map((o: { name: string }) => o.name),
+      ['out_int8', 'out_bytes'],
+    );
   });
   it('serves an unbatched model (fixed first dimension)', async () => {
-    const r = await post('/v2/models/fixed_affine/infer', { inputs: [{ name: 'x', datatype: 'FP32', shape: [2, 3], data: [[1, 2, 3], [4, 5, 6]] }] });
+    const r = await post('/v2/models/fixed_affine/infer', {
+      inputs: [
+        {
+          name: 'x',
+          datatype: 'FP32',
+          shape: [2, 3],
+          data: [
+            [1, 2, 3],
+            [4, 5, 6],
+          ],
+        },
+      ],
+    });
     assert.equal(r.statusCode, 200, r.body);
     assert.deepEqual(r.json().outputs[0].data, [3, 5, 7, 9, 11, 13]);
   });
@@ -170,24 +210,50 @@ describe('V2 inference (JSON)', () => {
 describe('V2 binary tensor data extension', () => {
   const typed: Record<string, () => Uint8Array> = {};
   const sample: Record<string, unknown[]> = {
-    BOOL: [1, 0], UINT8: [1, 255], UINT16: [1, 65535], UINT32: [1, 4294967295], UINT64: [1n, 2n ** 63n], INT8: [-128, 127],
-    INT16: [-32768, 32767], INT32: [-5, 5], INT64: [-(2n ** 62n), 3n], FP16: [toHalfBits(1.5), toHalfBits(-2)], FP32: [1.25, -0.5], FP64: [Math.E, -1e-300],
+    BOOL: [1, 0],
+    UINT8: [1, 255],
+    UINT16: [1, 65535],
+    UINT32: [1, 4294967295],
+    UINT64: [1n, 2n ** 63n],
+    INT8: [-128, 127],
+    INT16: [-32768, 32767],
+    INT32: [-5, 5],
+    INT64: [-(2n ** 62n), 3n],
+    FP16: [toHalfBits(1.5), toHalfBits(-2)],
+    FP32: [1.25, -0.5],
+    FP64: [Math.E, -1e-300],
     BYTES: ['bin', 'ärY'],
   };
   for (const [v2] of ALL_TYPES) {
     typed[v2] = () => {
       const d = DTYPES[v2 as keyof typeof DTYPES];
-      return encodeBinaryData(d, d.array === null ? (sample[v2] as string[]).map((x) => new Uint8Array(Buffer.from(x))) : new (d.array as unknown as new (a: unknown[]) => Uint8Array)(sample[v2]!));
+      return encodeBinaryData(
+        d,
+        d.array === null
+          ? (sample[v2] as string[]).map((x) => new Uint8Array(Buffer.from(x)))
+          : new (d.array as unknown as new (a: unknown[]) => Uint8Array)(sample[v2]!),
+      );
     };
   }
 
   it('takes binary inputs and returns binary outputs for every datatype', async () => {
     const chunks = ALL_TYPES.map(([v2]) => typed[v2]!());
-    const { body, headerLength } = binaryBody({
-      inputs: ALL_TYPES.map(([v2], i) => ({ name: `in_${v2.toLowerCase()}`, datatype: v2, shape: [1, 2], parameters: { binary_data_size: chunks[i]!.length } })),
-      parameters: { binary_data_output: true },
-    }, chunks);
-    const r = await post('/v2/models/all_types/infer', body, { 'inference-header-content-length': String(headerLength), 'content-type': 'application/octet-stream' });
+    const { body, headerLength } = binaryBody(
+      {
+        inputs: ALL_TYPES.map(([v2], i) => ({
+          name: `in_${v2.toLowerCase()}`,
+          datatype: v2,
+          shape: [1, 2],
+          parameters: { binary_data_size: chunks[i]!.length },
+        })),
+        parameters: { binary_data_output: true },
+      },
+      chunks,
+    );
+    const r = await post('/v2/models/all_types/infer', body, {
+      'inference-header-content-length': String(headerLength),
+      'content-type': 'application/octet-stream',
+    });
     assert.equal(r.statusCode, 200, r.body);
     assert.equal(r.headers['content-type'], 'application/octet-stream');
     const hl = Number(r.headers['inference-header-content-length']);
@@ -204,7 +270,10 @@ describe('V2 binary tensor data extension', () => {
   });
   it('mixes binary inputs with JSON outputs, and per-output binary_data', async () => {
     const x = Float32Array.from(floats(128, 77));
-    const { body, headerLength } = binaryBody({ inputs: [{ name: 'features', datatype: 'FP32', shape: [2, 64], parameters: { binary_data_size: x.byteLength } }] }, [new Uint8Array(x.buffer)]);
+    const { body, headerLength } = binaryBody(
+      { inputs: [{ name: 'features', datatype: 'FP32', shape: [2, 64], parameters: { binary_data_size: x.byteLength } }] },
+      [new Uint8Array(x.buffer)],
+    );
     const asJson = await post('/v2/models/mlp/versions/1/infer', body, { 'inference-header-content-length': String(headerLength) });
     assert.equal(asJson.statusCode, 200, asJson.body);
     assertClose(asJson.json().outputs[0].data, await mlpReference(MLP1, 2, 77), TOL, 'binary in, JSON out');
@@ -215,7 +284,12 @@ describe('V2 binary tensor data extension', () => {
     assertClose(new Float32Array(rest.buffer.slice(rest.byteOffset, rest.byteOffset + 8)), await mlpReference(MLP1, 2, 77), TOL, 'JSON in, binary out');
   });
   it('FP16 JSON values are converted to half precision', async () => {
-    const inputs = ALL_TYPES.map(([v2]) => ({ name: `in_${v2.toLowerCase()}`, datatype: v2, shape: [1, 1], data: [v2 === 'BOOL' ? true : v2 === 'BYTES' ? 'z' : v2 === 'FP16' ? 0.1 : 1] }));
+    const inputs = ALL_TYPES.map(([v2]) => ({
+      name: `in_${v2.toLowerCase()}`,
+      datatype: v2,
+      shape: [1, 1],
+      data: [v2 === 'BOOL' ? true : v2 === 'BYTES' ? 'z' : v2 === 'FP16' ? 0.1 : 1],
+    }));
     const r = await post('/v2/models/all_types/infer', { inputs, outputs: [{ name: 'out_fp16' }] });
     assert.deepEqual(r.json().outputs[0].data, [fromHalfBits(toHalfBits(0.1))]);
   });
@@ -226,22 +300,122 @@ describe('V2 bad input: a precise 4xx, and the server keeps serving', () => {
     { what: 'malformed JSON', body: '{"inputs": [', status: 400, code: 'SY_ERR_INVALID_JSON', match: /not valid JSON/ },
     { what: 'not an object', body: '[1,2]', status: 400, code: 'SY_ERR_BAD_REQUEST', match: /must be a JSON object/ },
     { what: 'no inputs', body: { inputs: [] }, status: 400, code: 'SY_ERR_BAD_REQUEST', match: /"inputs" must be a non-empty array/ },
-    { what: 'wrong dtype', body: { inputs: [{ name: 'features', datatype: 'FP64', shape: [1, 64], data: floats(64, 1) }] }, status: 400, code: 'SY_ERR_INPUT_INVALID', match: /input "features": datatype FP64 does not match the model's FP32/ },
-    { what: 'unknown dtype', body: { inputs: [{ name: 'features', datatype: 'FLOAT', shape: [1, 64], data: [] }] }, status: 400, code: 'SY_ERR_INPUT_INVALID', match: /unknown datatype "FLOAT"/ },
-    { what: 'wrong shape', body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 63], data: floats(63, 1) }] }, status: 400, code: 'SY_ERR_INPUT_INVALID', match: /shape \[1,63\] does not match the model's \[-1,64\] \(dim 1 must be 64\)/ },
-    { what: 'wrong rank', body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [64], data: floats(64, 1) }] }, status: 400, code: 'SY_ERR_INPUT_INVALID', match: /rank 1, the model expects rank 2/ },
-    { what: 'data length mismatch', body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [2, 64], data: floats(64, 1) }] }, status: 400, code: 'SY_ERR_INPUT_INVALID', match: /shape implies 128 elements but data has 64/ },
-    { what: 'bad element', body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: [...floats(63, 1), 'x'] }] }, status: 400, code: 'SY_ERR_INPUT_INVALID', match: /element 63 is "x", expected a number/ },
-    { what: 'unknown input name', body: { inputs: [{ name: 'feature', datatype: 'FP32', shape: [1, 64], data: floats(64, 1) }] }, status: 400, code: 'SY_ERR_INPUT_INVALID', match: /unknown input "feature" for model "mlp"; expected inputs: features/ },
-    { what: 'duplicate input', body: { inputs: [mlpRequest(1, 1).inputs[0], mlpRequest(1, 1).inputs[0]] }, status: 400, code: 'SY_ERR_BAD_REQUEST', match: /appears more than once/ },
-    { what: 'negative shape', body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [-1, 64], data: [] }] }, status: 400, code: 'SY_ERR_BAD_REQUEST', match: /non-negative integers/ },
-    { what: 'unknown output', body: { ...mlpRequest(1, 1), outputs: [{ name: 'nope' }] }, status: 400, code: 'SY_ERR_OUTPUT_UNKNOWN', match: /unknown output "nope" for model "mlp"; outputs are: score/ },
-    { what: 'bad timeout parameter', body: { ...mlpRequest(1, 1), parameters: { timeout: -5 } }, status: 400, code: 'SY_ERR_BAD_REQUEST', match: /parameters.timeout/ },
-    { what: 'binary size without header', body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], parameters: { binary_data_size: 256 } }] }, status: 400, code: 'SY_ERR_BAD_REQUEST', match: /no Inference-Header-Content-Length/ },
-    { what: 'header length past body', body: mlpRequest(1, 1), headers: { 'inference-header-content-length': '999999' }, status: 400, code: 'SY_ERR_BAD_REQUEST', match: /exceeds the body length/ },
-    { what: 'unsupported encoding', body: mlpRequest(1, 1), headers: { 'content-encoding': 'br' }, status: 415, code: 'SY_ERR_UNSUPPORTED_MEDIA', match: /Content-Encoding "br" is not supported/ },
-    { what: 'unknown model', url: '/v2/models/nope/infer', body: mlpRequest(1, 1), status: 404, code: 'SY_ERR_MODEL_NOT_FOUND', match: /model "nope" not found/ },
-    { what: 'unknown version', url: '/v2/models/mlp/versions/7/infer', body: mlpRequest(1, 1), status: 404, code: 'SY_ERR_MODEL_NOT_FOUND', match: /model "mlp" has no version "7"/ },
+    {
+      what: 'wrong dtype',
+      body: { inputs: [{ name: 'features', datatype: 'FP64', shape: [1, 64], data: floats(64, 1) }] },
+      status: 400,
+      code: 'SY_ERR_INPUT_INVALID',
+      match: /input "features": datatype FP64 does not match the model's FP32/,
+    },
+    {
+      what: 'unknown dtype',
+      body: { inputs: [{ name: 'features', datatype: 'FLOAT', shape: [1, 64], data: [] }] },
+      status: 400,
+      code: 'SY_ERR_INPUT_INVALID',
+      match: /unknown datatype "FLOAT"/,
+    },
+    {
+      what: 'wrong shape',
+      body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 63], data: floats(63, 1) }] },
+      status: 400,
+      code: 'SY_ERR_INPUT_INVALID',
+      match: /shape \[1,63\] does not match the model's \[-1,64\] \(dim 1 must be 64\)/,
+    },
+    {
+      what: 'wrong rank',
+      body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [64], data: floats(64, 1) }] },
+      status: 400,
+      code: 'SY_ERR_INPUT_INVALID',
+      match: /rank 1, the model expects rank 2/,
+    },
+    {
+      what: 'data length mismatch',
+      body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [2, 64], data: floats(64, 1) }] },
+      status: 400,
+      code: 'SY_ERR_INPUT_INVALID',
+      match: /shape implies 128 elements but data has 64/,
+    },
+    {
+      what: 'bad element',
+      body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], data: [...floats(63, 1), 'x'] }] },
+      status: 400,
+      code: 'SY_ERR_INPUT_INVALID',
+      match: /element 63 is "x", expected a number/,
+    },
+    {
+      what: 'unknown input name',
+      body: { inputs: [{ name: 'feature', datatype: 'FP32', shape: [1, 64], data: floats(64, 1) }] },
+      status: 400,
+      code: 'SY_ERR_INPUT_INVALID',
+      match: /unknown input "feature" for model "mlp"; expected inputs: features/,
+    },
+    {
+      what: 'duplicate input',
+      body: { inputs: [mlpRequest(1, 1).inputs[0], mlpRequest(1, 1).inputs[0]] },
+      status: 400,
+      code: 'SY_ERR_BAD_REQUEST',
+      match: /appears more than once/,
+    },
+    {
+      what: 'negative shape',
+      body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [-1, 64], data: [] }] },
+      status: 400,
+      code: 'SY_ERR_BAD_REQUEST',
+      match: /non-negative integers/,
+    },
+    {
+      what: 'unknown output',
+      body: { ...mlpRequest(1, 1), outputs: [{ name: 'nope' }] },
+      status: 400,
+      code: 'SY_ERR_OUTPUT_UNKNOWN',
+      match: /unknown output "nope" for model "mlp"; outputs are: score/,
+    },
+    {
+      what: 'bad timeout parameter',
+      body: { ...mlpRequest(1, 1), parameters: { timeout: -5 } },
+      status: 400,
+      code: 'SY_ERR_BAD_REQUEST',
+      match: /parameters.timeout/,
+    },
+    {
+      what: 'binary size without header',
+      body: { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], parameters: { binary_data_size: 256 } }] },
+      status: 400,
+      code: 'SY_ERR_BAD_REQUEST',
+      match: /no Inference-Header-Content-Length/,
+    },
+    {
+      what: 'header length past body',
+      body: mlpRequest(1, 1),
+      headers: { 'inference-header-content-length': '999999' },
+      status: 400,
+      code: 'SY_ERR_BAD_REQUEST',
+      match: /exceeds the body length/,
+    },
+    {
+      what: 'unsupported encoding',
+      body: mlpRequest(1, 1),
+      headers: { 'content-encoding': 'br' },
+      status: 415,
+      code: 'SY_ERR_UNSUPPORTED_MEDIA',
+      match: /Content-Encoding "br" is not supported/,
+    },
+    {
+      what: 'unknown model',
+      url: '/v2/models/nope/infer',
+      body: mlpRequest(1, 1),
+      status: 404,
+      code: 'SY_ERR_MODEL_NOT_FOUND',
+      match: /model "nope" not found/,
+    },
+    {
+      what: 'unknown version',
+      url: '/v2/models/mlp/versions/7/infer',
+      body: mlpRequest(1, 1),
+      status: 404,
+      code: 'SY_ERR_MODEL_NOT_FOUND',
+      match: /model "mlp" has no version "7"/,
+    },
     { what: 'unknown route', url: '/v2/modelz', body: {}, status: 404, code: 'SY_ERR_ROUTE_NOT_FOUND', match: /no route for POST \/v2\/modelz/ },
   ];
   for (const c of cases) {
@@ -257,7 +431,9 @@ describe('V2 bad input: a precise 4xx, and the server keeps serving', () => {
     });
   }
   it('binary data size mismatch names the input', async () => {
-    const { body, headerLength } = binaryBody({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], parameters: { binary_data_size: 8 } }] }, [new Uint8Array(8)]);
+    const { body, headerLength } = binaryBody({ inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 64], parameters: { binary_data_size: 8 } }] }, [
+      new Uint8Array(8),
+    ]);
     const r = await post('/v2/models/mlp/versions/1/infer', body, { 'inference-header-content-length': String(headerLength) });
     assert.equal(r.statusCode, 400);
     assert.match(r.json().error, /input "features": shape and datatype FP32 imply 256 bytes but binary_data_size is 8/);

@@ -12,14 +12,20 @@ type Json = any; // response bodies read field by field
 
 let srv: TestServer;
 before(async () => {
-  srv = await startWithFiles({
-    // One instance, no queue delay: sequential requests run as batches of exactly their rows.
-    mlp: { versions: { 1: mlp(7), 2: mlp(8) }, config: { version_policy: { all: {} }, instances: 1, instance_mode: 'worker', preferred_batch_sizes: [4, 8], max_queue_delay_us: 100 } },
-    fixed_affine: { versions: { 1: fixedAffine() } },
-    scores: { versions: { 1: identity(4) } },
-    plain: { versions: { 1: identity(4) }, config: { labels: [] } },
-    broken: { versions: { 1: failsWarmup() } },
-  }, { 'scores/labels.txt': 'cat\ndog\nbird\nfish\n' });
+  srv = await startWithFiles(
+    {
+      // One instance, no queue delay: sequential requests run as batches of exactly their rows.
+      mlp: {
+        versions: { 1: mlp(7), 2: mlp(8) },
+        config: { version_policy: { all: {} }, instances: 1, instance_mode: 'worker', preferred_batch_sizes: [4, 8], max_queue_delay_us: 100 },
+      },
+      fixed_affine: { versions: { 1: fixedAffine() } },
+      scores: { versions: { 1: identity(4) } },
+      plain: { versions: { 1: identity(4) }, config: { labels: [] } },
+      broken: { versions: { 1: failsWarmup() } },
+    },
+    { 'scores/labels.txt': 'cat\ndog\nbird\nfish\n' },
+  );
 });
 after(() => srv.close());
 
@@ -36,22 +42,29 @@ const mlpBody = (rows: number) => ({ inputs: [{ name: 'features', datatype: 'FP3
 describe('server metadata', () => {
   it('lists the implemented extensions', async () => {
     const { body } = await get('/v2');
-    for (const e of ['binary_tensor_data', 'parameters', 'statistics', 'model_repository', 'model_configuration', 'classification']) assert.ok(body.extensions.includes(e), e);
+    for (const e of ['binary_tensor_data', 'parameters', 'statistics', 'model_repository', 'model_configuration', 'classification'])
+      assert.ok(body.extensions.includes(e), e);
   });
 });
 
 describe('model statistics extension', () => {
-  it('counts known requests per version in Triton\'s shape, with batch_stats per batch size', async () => {
+  it("counts known requests per version in Triton's shape, with batch_stats per batch size", async () => {
     const zero = (await get('/v2/models/mlp/versions/1/stats')).body;
     assert.equal(zero.model_stats.length, 1);
     const z = zero.model_stats[0];
-    assert.deepEqual({ name: z.name, version: z.version, last: z.last_inference, n: z.inference_count, e: z.execution_count, b: z.batch_stats }, { name: 'mlp', version: '1', last: 0, n: 0, e: 0, b: [] });
+    assert.deepEqual(
+      { name: z.name, version: z.version, last: z.last_inference, n: z.inference_count, e: z.execution_count, b: z.batch_stats },
+      { name: 'mlp', version: '1', last: 0, n: 0, e: 0, b: [] },
+    );
     for (const key of ['success', 'fail', 'queue', 'compute_input', 'compute_infer', 'compute_output', 'cache_hit', 'cache_miss']) {
       assert.deepEqual(z.inference_stats[key], { count: 0, ns: 0 }, key);
     }
     for (const rows of [1, 1, 3]) assert.equal((await post('/v2/models/mlp/versions/1/infer', mlpBody(rows))).status, 200);
     // A body that does not fit the signature counts as a failure of the version it was sent to.
-    assert.equal((await post('/v2/models/mlp/versions/1/infer', { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 3], data: [1, 2, 3] }] })).status, 400);
+    assert.equal(
+      (await post('/v2/models/mlp/versions/1/infer', { inputs: [{ name: 'features', datatype: 'FP32', shape: [1, 3], data: [1, 2, 3] }] })).status,
+      400,
+    );
     const s = (await get('/v2/models/mlp/versions/1/stats')).body.model_stats[0];
     assert.equal(s.inference_count, 5);
     assert.equal(s.execution_count, 3);
@@ -61,12 +74,24 @@ describe('model statistics extension', () => {
     assert.equal(s.inference_stats.queue.count, 3);
     assert.equal(s.inference_stats.compute_infer.count, 3);
     assert.ok(s.last_inference > 0);
-    assert.deepEqual(s.batch_stats.map((b: Json) => [b.batch_size, b.compute_infer.count]), [[1, 2], [3, 1]]);
+    assert.deepEqual(
+      s.batch_stats.map((b: Json) => [b.batch_size, b.compute_infer.count]),
+      [
+        [1, 2],
+        [3, 1],
+      ],
+    );
     assert.ok(s.batch_stats[0].compute_infer.ns > 0);
     assert.deepEqual(s.batch_stats[0].compute_input, { count: 0, ns: 0 });
 
     const model = (await get('/v2/models/mlp/stats')).body.model_stats;
-    assert.deepEqual(model.map((x: Json) => [x.version, x.inference_count]), [['1', 5], ['2', 0]]);
+    assert.deepEqual(
+      model.map((x: Json) => [x.version, x.inference_count]),
+      [
+        ['1', 5],
+        ['2', 0],
+      ],
+    );
     const all = (await get('/v2/models/stats')).body.model_stats;
     assert.deepEqual([...new Set(all.map((x: Json) => x.name))], ['broken', 'fixed_affine', 'mlp', 'plain', 'scores']);
     assert.equal((await get('/v2/models/nope/stats')).status, 404);
@@ -104,7 +129,10 @@ describe('model configuration extension', () => {
 describe('model repository extension', () => {
   it('index lists every servable version with its state; unload releases residency; load makes it resident', async () => {
     const index = (await post('/v2/repository/index')).body as Json[];
-    assert.deepEqual(index.find((e) => e.name === 'fixed_affine'), { name: 'fixed_affine', version: '1', state: 'READY', reason: '' });
+    assert.deepEqual(
+      index.find((e) => e.name === 'fixed_affine'),
+      { name: 'fixed_affine', version: '1', state: 'READY', reason: '' },
+    );
     const broken = index.find((e) => e.name === 'broken')!;
     assert.equal(broken.state, 'UNAVAILABLE');
     assert.match(broken.reason, /warmup failed/);
@@ -142,19 +170,28 @@ describe('model repository extension', () => {
 
 describe('classification extension', () => {
   const x = [0.1, 0.7, 0.05, 0.15, 3, 1, 2, 0];
-  const ask = (model: string, count: unknown, binary = false) => post(`/v2/models/${model}/infer`, {
-    inputs: [{ name: 'x', datatype: 'FP32', shape: [2, 4], data: x }],
-    outputs: [{ name: 'y', parameters: { classification: count, ...(binary ? { binary_data: true } : {}) } }],
-  });
+  const ask = (model: string, count: unknown, binary = false) =>
+    post(`/v2/models/${model}/infer`, {
+      inputs: [{ name: 'x', datatype: 'FP32', shape: [2, 4], data: x }],
+      outputs: [{ name: 'y', parameters: { classification: count, ...(binary ? { binary_data: true } : {}) } }],
+    });
   it('top-k "value:index:label" per row, labels from labels.txt beside the model', async () => {
     const r = await ask('scores', 2);
     assert.equal(r.status, 200, JSON.stringify(r.body));
-    assert.deepEqual(r.body.outputs[0], { name: 'y', datatype: 'BYTES', shape: [2, 2], data: ['0.700000:1:dog', '0.150000:3:fish', '3.000000:0:cat', '2.000000:2:bird'] });
+    assert.deepEqual(r.body.outputs[0], {
+      name: 'y',
+      datatype: 'BYTES',
+      shape: [2, 2],
+      data: ['0.700000:1:dog', '0.150000:3:fish', '3.000000:0:cat', '2.000000:2:bird'],
+    });
   });
   it('without labels: "value:index"; an unbatched output is one row', async () => {
     const r = await ask('plain', 1);
     assert.deepEqual(r.body.outputs[0].data, ['0.700000:1', '3.000000:0']);
-    const f = await post('/v2/models/fixed_affine/infer', { inputs: [{ name: 'x', datatype: 'FP32', shape: [2, 3], data: [1, 9, 3, 4, 5, 6] }], outputs: [{ name: 'y', parameters: { classification: 3 } }] });
+    const f = await post('/v2/models/fixed_affine/infer', {
+      inputs: [{ name: 'x', datatype: 'FP32', shape: [2, 3], data: [1, 9, 3, 4, 5, 6] }],
+      outputs: [{ name: 'y', parameters: { classification: 3 } }],
+    });
     assert.deepEqual(f.body.outputs[0], { name: 'y', datatype: 'BYTES', shape: [3], data: ['19.000000:1', '13.000000:5', '11.000000:4'] });
   });
   it('refuses a bad class count and one larger than the output', async () => {
@@ -169,8 +206,12 @@ describe('classification extension', () => {
 
 describe('extensions with authentication', () => {
   const ADMIN = 'test-platform-admin-key-0123456789';
-  it('repository control needs the admin scope and the model\'s owner; listings show only visible models', async () => {
-    const a = await startWithFiles({ 'acme.m': { versions: { 1: mlp(1) } }, 'beta.m': { versions: { 1: mlp(2) } } }, {}, { adminKey: ADMIN, authCacheMs: 60_000 });
+  it("repository control needs the admin scope and the model's owner; listings show only visible models", async () => {
+    const a = await startWithFiles(
+      { 'acme.m': { versions: { 1: mlp(1) } }, 'beta.m': { versions: { 1: mlp(2) } } },
+      {},
+      { adminKey: ADMIN, authCacheMs: 60_000 },
+    );
     try {
       const call = async (key: string, method: 'GET' | 'POST' | 'PUT', url: string, payload?: Json) => {
         const r = await a.sy.app.inject({ method, url, headers: { authorization: `Bearer ${key}` }, ...(payload === undefined ? {} : { payload }) });
@@ -196,13 +237,22 @@ describe('extensions with authentication', () => {
       const other = await call(admin, 'POST', '/v2/repository/models/beta.m/unload');
       assert.equal(other.status, 404);
       assert.equal(a.sy.manager.resolve('beta.m').state, 'READY');
-      assert.deepEqual(((await call(reader, 'POST', '/v2/repository/index')).body as Json[]).map((e) => e.name), ['acme.m']);
-      assert.deepEqual((await call(reader, 'GET', '/v2/models/stats')).body.model_stats.map((e: Json) => e.name), ['acme.m']);
+      assert.deepEqual(
+        ((await call(reader, 'POST', '/v2/repository/index')).body as Json[]).map((e) => e.name),
+        ['acme.m'],
+      );
+      assert.deepEqual(
+        (await call(reader, 'GET', '/v2/models/stats')).body.model_stats.map((e: Json) => e.name),
+        ['acme.m'],
+      );
       assert.equal((await call(reader, 'GET', '/v2/models/beta.m/stats')).status, 404);
       assert.equal((await call(reader, 'GET', '/v2/models/beta.m/config')).status, 404);
       assert.equal((await call(reader, 'GET', '/v2/models/acme.m/config')).status, 200);
       // The platform key sees and controls everything.
-      assert.deepEqual(((await call(ADMIN, 'POST', '/v2/repository/index')).body as Json[]).map((e) => e.name), ['acme.m', 'beta.m']);
+      assert.deepEqual(
+        ((await call(ADMIN, 'POST', '/v2/repository/index')).body as Json[]).map((e) => e.name),
+        ['acme.m', 'beta.m'],
+      );
     } finally {
       await a.close();
     }

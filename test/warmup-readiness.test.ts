@@ -22,24 +22,32 @@ async function readiness(srv: TestServer, model: string): Promise<{ status: numb
 
 /** Length-prefixed BYTES elements (the V2 binary layout of a BYTES tensor). */
 function bytesFile(...items: string[]): Buffer {
-  return Buffer.concat(items.flatMap((s) => {
-    const len = Buffer.alloc(4);
-    len.writeUInt32LE(Buffer.byteLength(s));
-    return [len, Buffer.from(s)];
-  }));
+  return Buffer.concat(
+    items.flatMap((s) => {
+      const len = Buffer.alloc(4);
+      len.writeUInt32LE(Buffer.byteLength(s));
+      return [len, Buffer.from(s)];
+    }),
+  );
 }
 
 describe('model_warmup', () => {
   it('a model that parses its string input is ready only with a configured sample (inline, file, binary file) or no warmup', async () => {
     const text = parsesText();
-    const srv = await startWithFiles({
-      dflt: { versions: { 1: text } },
-      inline: { versions: { 1: text }, config: { model_warmup: [{ name: 'twelve', batch_size: 2, inputs: { text: { data_type: 'TYPE_STRING', dims: [1], data: ['12'] } } }] } },
-      none: { versions: { 1: text }, config: { model_warmup: [] } },
-      json_file: { versions: { 1: text }, config: { model_warmup: [sample({ input_data_file: 'text.json' })] } },
-      raw_file: { versions: { 1: text }, config: { model_warmup: [sample({ input_data_file: 'text.bin' })] } },
-      random: { versions: { 1: text }, config: { model_warmup: [sample({ random_data: true })] } },
-    }, { 'json_file/warmup/text.json': '["7"]', 'raw_file/warmup/text.bin': bytesFile('42') });
+    const srv = await startWithFiles(
+      {
+        dflt: { versions: { 1: text } },
+        inline: {
+          versions: { 1: text },
+          config: { model_warmup: [{ name: 'twelve', batch_size: 2, inputs: { text: { data_type: 'TYPE_STRING', dims: [1], data: ['12'] } } }] },
+        },
+        none: { versions: { 1: text }, config: { model_warmup: [] } },
+        json_file: { versions: { 1: text }, config: { model_warmup: [sample({ input_data_file: 'text.json' })] } },
+        raw_file: { versions: { 1: text }, config: { model_warmup: [sample({ input_data_file: 'text.bin' })] } },
+        random: { versions: { 1: text }, config: { model_warmup: [sample({ random_data: true })] } },
+      },
+      { 'json_file/warmup/text.json': '["7"]', 'raw_file/warmup/text.bin': bytesFile('42') },
+    );
     try {
       const d = await readiness(srv, 'dflt');
       assert.equal(d.status, 503);
@@ -68,7 +76,9 @@ describe('model_warmup', () => {
         const loaded = await onnxRuntime.load(path, options);
         const key = `${loaded.signature.inputs[0]!.name}:${options.instances}`;
         const instances = loaded.instances.map((i) => ({
-          get inflight() { return i.inflight; },
+          get inflight() {
+            return i.inflight;
+          },
           run: (inputs: Parameters<typeof i.run>[0]) => {
             runs.set(key, (runs.get(key) ?? 0) + 1);
             return i.run(inputs);
@@ -79,10 +89,23 @@ describe('model_warmup', () => {
       },
     };
     // Worker instances: no main-thread timing trial runs through the instances.
-    const srv = await startSwitchyard({
-      thrice: { versions: { 1: mlp(1) }, config: { instance_mode: 'worker', instances: 2, model_warmup: [{ count: 3, inputs: { features: { zero_data: true } } }] } },
-      dflt: { versions: { 1: parsesText() }, config: { instance_mode: 'worker', instances: 1, model_warmup: [{ inputs: { text: { data: ['1'] } } }, { count: 2, inputs: { text: { data: ['2'] } } }] } },
-    }, { runtime: counting });
+    const srv = await startSwitchyard(
+      {
+        thrice: {
+          versions: { 1: mlp(1) },
+          config: { instance_mode: 'worker', instances: 2, model_warmup: [{ count: 3, inputs: { features: { zero_data: true } } }] },
+        },
+        dflt: {
+          versions: { 1: parsesText() },
+          config: {
+            instance_mode: 'worker',
+            instances: 1,
+            model_warmup: [{ inputs: { text: { data: ['1'] } } }, { count: 2, inputs: { text: { data: ['2'] } } }],
+          },
+        },
+      },
+      { runtime: counting },
+    );
     try {
       assert.equal(runs.get('features:2'), 6, '3 runs on each of 2 instances');
       assert.equal(runs.get('text:1'), 3, 'two samples: 1 + 2 runs');
@@ -135,7 +158,7 @@ describe('server readiness', () => {
       const later = await readiness(srv, 'later');
       assert.equal(later.status, 503);
       assert.match(later.reason!, /warmup failed/);
-      const v2 = (await srv.sy.app.inject('/v2/models/good/versions/2/ready'));
+      const v2 = await srv.sy.app.inject('/v2/models/good/versions/2/ready');
       assert.equal(v2.statusCode, 503);
       assert.equal((await readiness(srv, 'good')).status, 200);
       const h = await srv.sy.app.inject('/v2/health/ready');

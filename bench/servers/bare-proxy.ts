@@ -13,7 +13,12 @@ const upstream = new Pool(process.argv[3] ?? 'http://127.0.0.1:8000', { connecti
 const app = Fastify({ logger: false });
 app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => done(null, body));
 app.post('/v1/chat/completions', async (req, reply) => {
-  const res = await upstream.request({ path: '/v1/chat/completions', method: 'POST', body: req.body as string, headers: { 'content-type': 'application/json' } });
+  const res = await upstream.request({
+    path: '/v1/chat/completions',
+    method: 'POST',
+    body: req.body as string,
+    headers: { 'content-type': 'application/json' },
+  });
   reply.code(res.statusCode).header('content-type', String(res.headers['content-type'] ?? 'application/json'));
   return reply.send(res.body);
 });

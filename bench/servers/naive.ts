@@ -20,7 +20,11 @@ app.post('/v2/models/:model/infer', async (req, reply) => {
   const out = await session.run({ [inputName!]: new ort.Tensor(type, data, inp.shape) });
   const t = out[outputName!]!;
   const values = Array.from(t.data as Float32Array);
-  return reply.type('application/json').send(`{"model_name":"m","model_version":"1","outputs":[{"name":"${outputName}","datatype":"FP32","shape":[${t.dims.join(',')}],"data":[${values.join(',')}]}]}`);
+  return reply
+    .type('application/json')
+    .send(
+      `{"model_name":"m","model_version":"1","outputs":[{"name":"${outputName}","datatype":"FP32","shape":[${t.dims.join(',')}],"data":[${values.join(',')}]}]}`,
+    );
 });
 app.get('/v2/health/ready', async () => ({ ready: true }));
 await app.listen({ port, host: '127.0.0.1' });

@@ -11,18 +11,28 @@ const port = Number(process.argv[2] ?? 0);
 const chunks = Number(process.argv[3] ?? 16);
 const usage = { prompt_tokens: 12, completion_tokens: chunks, total_tokens: 12 + chunks };
 const completion = JSON.stringify({
-  id: 'chatcmpl-stub', object: 'chat.completion', created: 1, model: 'stub',
-  choices: [{ index: 0, message: { role: 'assistant', content: 'tok '.repeat(chunks), refusal: null }, logprobs: null, finish_reason: 'length' }], usage,
+  id: 'chatcmpl-stub',
+  object: 'chat.completion',
+  created: 1,
+  model: 'stub',
+  choices: [{ index: 0, message: { role: 'assistant', content: 'tok '.repeat(chunks), refusal: null }, logprobs: null, finish_reason: 'length' }],
+  usage,
 });
 const chunk = (delta: Record<string, unknown>, finish: string | null): string =>
   `data: ${JSON.stringify({ id: 'chatcmpl-stub', object: 'chat.completion.chunk', created: 1, model: 'stub', choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }] })}\n\n`;
-const stream = [chunk({ role: 'assistant', content: '' }, null), ...Array.from({ length: chunks }, () => chunk({ content: 'tok ' }, null)), chunk({}, 'length')].join('');
+const stream = [
+  chunk({ role: 'assistant', content: '' }, null),
+  ...Array.from({ length: chunks }, () => chunk({ content: 'tok ' }, null)),
+  chunk({}, 'length'),
+].join('');
 const usageChunk = `data: ${JSON.stringify({ id: 'chatcmpl-stub', object: 'chat.completion.chunk', created: 1, model: 'stub', choices: [], usage })}\n\n`;
 
 createServer((req, res) => {
   let body = '';
   req.setEncoding('utf8');
-  req.on('data', (d: string) => { body += d; });
+  req.on('data', (d: string) => {
+    body += d;
+  });
   req.on('end', () => {
     if (req.url === '/health') {
       res.end('ok');

@@ -44,8 +44,14 @@ function modelOf(req: FastifyRequest): string | null {
 export function accessEntry(req: FastifyRequest, reply: FastifyReply): AccessEntry {
   const p = req.principal;
   return {
-    requestId: req.id, method: req.method, route: req.routeOptions.url ?? req.url.split('?')[0]!, status: reply.statusCode,
-    latencyMs: Math.round(reply.elapsedTime * 1000) / 1000, tenant: p?.kind === 'tenant' ? p.tenant.name : null, model: modelOf(req), actor: p?.actor ?? null,
+    requestId: req.id,
+    method: req.method,
+    route: req.routeOptions.url ?? req.url.split('?')[0]!,
+    status: reply.statusCode,
+    latencyMs: Math.round(reply.elapsedTime * 1000) / 1000,
+    tenant: p?.kind === 'tenant' ? p.tenant.name : null,
+    model: modelOf(req),
+    actor: p?.actor ?? null,
   };
 }
 

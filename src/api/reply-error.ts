@@ -30,7 +30,13 @@ const BY_STATUS: Readonly<Record<number, ErrorCode>> = {
   429: 'SY_ERR_RATE_LIMITED',
 };
 
-export interface WireError { status: number; code: ErrorCode; message: string; retryAfterS: number | null; retryable: boolean }
+export interface WireError {
+  status: number;
+  code: ErrorCode;
+  message: string;
+  retryAfterS: number | null;
+  retryable: boolean;
+}
 
 export function toWireError(e: unknown): WireError {
   if (isSwitchyardError(e)) return { status: e.status, code: e.code, message: e.message, retryAfterS: e.retryAfterS, retryable: e.retryable };
@@ -38,7 +44,7 @@ export function toWireError(e: unknown): WireError {
   const known = fe.code ? FASTIFY_CLIENT[fe.code] : undefined;
   if (known) return { status: known.status, code: known.code, message: known.message(fe), retryAfterS: null, retryable: false };
   if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
-    const code = fe instanceof SyntaxError && fe.statusCode === 400 ? 'SY_ERR_INVALID_JSON' : BY_STATUS[fe.statusCode] ?? 'SY_ERR_BAD_REQUEST';
+    const code = fe instanceof SyntaxError && fe.statusCode === 400 ? 'SY_ERR_INVALID_JSON' : (BY_STATUS[fe.statusCode] ?? 'SY_ERR_BAD_REQUEST');
     return { status: fe.statusCode, code, message: fe.message, retryAfterS: null, retryable: false };
   }
   return { status: 500, code: 'SY_ERR_INTERNAL', message: 'internal server error', retryAfterS: null, retryable: false };
@@ -48,9 +54,11 @@ export function toWireError(e: unknown): WireError {
 export function sendError(reply: FastifyReply, w: WireError): FastifyReply {
   if (w.retryAfterS !== null) reply.header('retry-after', String(w.retryAfterS));
   if (w.status >= 500 && !w.retryable) reply.header('x-should-retry', 'false');
-  return reply.code(w.status).type('application/json').send(`{"error":${JSON.stringify(w.message)},"code":"${w.code}"}`);
+  return reply
+    .code(w.status)
+    .type('application/json')
+    .send(`{"error":${JSON.stringify(w.message)},"code":"${w.code}"}`);
 }
-
 
 /**
  * Fastify's `frameworkErrors` option: errors its router meets before any route runs (a malformed URL, a path
@@ -67,5 +75,13 @@ export function installErrorShape(app: FastifyInstance): void {
     if (w.status >= 500) req.log.error({ err: e }, 'request failed');
     return sendError(reply, w);
   });
-  app.setNotFoundHandler((req, reply) => sendError(reply, { status: 404, code: 'SY_ERR_ROUTE_NOT_FOUND', message: `no route for ${req.method} ${req.url.split('?')[0]}`, retryAfterS: null, retryable: false }));
+  app.setNotFoundHandler((req, reply) =>
+    sendError(reply, {
+      status: 404,
+      code: 'SY_ERR_ROUTE_NOT_FOUND',
+      message: `no route for ${req.method} ${req.url.split('?')[0]}`,
+      retryAfterS: null,
+      retryable: false,
+    }),
+  );
 }

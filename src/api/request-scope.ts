@@ -27,7 +27,11 @@ type Call = (...args: unknown[]) => void;
  */
 class LazyChildLogger {
   #real: FastifyBaseLogger | null = null;
-  constructor(private readonly parent: FastifyBaseLogger, private readonly bindings: Bindings, private readonly options: object) {}
+  constructor(
+    private readonly parent: FastifyBaseLogger,
+    private readonly bindings: Bindings,
+    private readonly options: object,
+  ) {}
 
   get real(): FastifyBaseLogger {
     return (this.#real ??= this.parent.child(this.bindings, this.options));
@@ -38,13 +42,27 @@ class LazyChildLogger {
   set level(l: string) {
     this.real.level = l;
   }
-  fatal(...a: unknown[]): void { (this.real.fatal as Call)(...a); }
-  error(...a: unknown[]): void { (this.real.error as Call)(...a); }
-  warn(...a: unknown[]): void { (this.real.warn as Call)(...a); }
-  info(...a: unknown[]): void { (this.real.info as Call)(...a); }
-  debug(...a: unknown[]): void { (this.real.debug as Call)(...a); }
-  trace(...a: unknown[]): void { (this.real.trace as Call)(...a); }
-  silent(...a: unknown[]): void { (this.real.silent as Call)(...a); }
+  fatal(...a: unknown[]): void {
+    (this.real.fatal as Call)(...a);
+  }
+  error(...a: unknown[]): void {
+    (this.real.error as Call)(...a);
+  }
+  warn(...a: unknown[]): void {
+    (this.real.warn as Call)(...a);
+  }
+  info(...a: unknown[]): void {
+    (this.real.info as Call)(...a);
+  }
+  debug(...a: unknown[]): void {
+    (this.real.debug as Call)(...a);
+  }
+  trace(...a: unknown[]): void {
+    (this.real.trace as Call)(...a);
+  }
+  silent(...a: unknown[]): void {
+    (this.real.silent as Call)(...a);
+  }
   child(bindings: Bindings, options?: object): FastifyBaseLogger {
     return this.real.child(bindings, options);
   }

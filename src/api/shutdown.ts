@@ -23,7 +23,13 @@ export function installShutdownGate(app: FastifyInstance): ShutdownGate {
   app.addHook('onRequest', (_req, reply, done) => {
     if (!closing) return done();
     reply.header('connection', 'close');
-    sendError(reply, { status: 503, code: 'SY_ERR_SHUTTING_DOWN', message: 'the server is shutting down; retry on another replica', retryAfterS: RETRY_AFTER_S, retryable: true });
+    sendError(reply, {
+      status: 503,
+      code: 'SY_ERR_SHUTTING_DOWN',
+      message: 'the server is shutting down; retry on another replica',
+      retryAfterS: RETRY_AFTER_S,
+      retryable: true,
+    });
   });
   return {
     close() {
@@ -39,7 +45,10 @@ export function installShutdownGate(app: FastifyInstance): ShutdownGate {
 export function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([
-    p.then(() => true, () => true),
+    p.then(
+      () => true,
+      () => true,
+    ),
     new Promise<boolean>((r) => {
       timer = setTimeout(() => r(false), ms);
     }),

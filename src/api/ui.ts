@@ -15,7 +15,8 @@ export interface UiOptions {
 }
 
 /** Only this server's own files and API; inline styles are the chart library's (uPlot sizes its canvases with them). */
-const CSP = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+const CSP =
+  "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 function secure(reply: FastifyReply, path: string): void {
   reply.header('content-security-policy', CSP);
@@ -33,8 +34,13 @@ export async function uiRoutes(app: FastifyInstance, opts: UiOptions): Promise<v
   }
   app.get('/ui', { schema: { hide: true } }, (_req, reply) => reply.redirect('/ui/', 301));
   await app.register(fastifyStatic, {
-    root: opts.root, prefix: '/ui/', index: 'index.html', wildcard: true, decorateReply: false,
+    root: opts.root,
+    prefix: '/ui/',
+    index: 'index.html',
+    wildcard: true,
+    decorateReply: false,
     setHeaders: (reply, path) => secure(reply, path),
-    cacheControl: false, schemaHide: true,
+    cacheControl: false,
+    schemaHide: true,
   });
 }

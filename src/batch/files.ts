@@ -30,7 +30,15 @@ export function newFileId(): string {
 }
 
 function toRecord(r: DB['batch_files']): FileRecord {
-  return { id: r.id, tenant: r.tenant, purpose: r.purpose, filename: r.filename, bytes: Number(r.bytes), createdAt: Number(r.created_at), expiresAt: r.expires_at === null ? null : Number(r.expires_at) };
+  return {
+    id: r.id,
+    tenant: r.tenant,
+    purpose: r.purpose,
+    filename: r.filename,
+    bytes: Number(r.bytes),
+    createdAt: Number(r.created_at),
+    expiresAt: r.expires_at === null ? null : Number(r.expires_at),
+  };
 }
 
 export class FileStore {
@@ -45,15 +53,27 @@ export class FileStore {
     const write = async (t: Db): Promise<FileRecord> => {
       await t.deleteFrom('batch_file_parts').where('file_id', '=', meta.id).execute();
       await t.deleteFrom('batch_files').where('id', '=', meta.id).execute();
-      await t.insertInto('batch_files').values({
-        id: meta.id, tenant: meta.tenant, purpose: meta.purpose, filename: meta.filename, bytes: 0, created_at: meta.createdAt, expires_at: meta.expiresAt,
-      }).execute();
+      await t
+        .insertInto('batch_files')
+        .values({
+          id: meta.id,
+          tenant: meta.tenant,
+          purpose: meta.purpose,
+          filename: meta.filename,
+          bytes: 0,
+          created_at: meta.createdAt,
+          expires_at: meta.expiresAt,
+        })
+        .execute();
       let bytes = 0;
       let seq = 0;
       for await (const p of parts) {
         for (let at = 0; at < p.length; at += PART_BYTES) {
           const data = p.subarray(at, Math.min(p.length, at + PART_BYTES));
-          await t.insertInto('batch_file_parts').values({ file_id: meta.id, seq: seq++, data: Buffer.from(data.buffer, data.byteOffset, data.byteLength) }).execute();
+          await t
+            .insertInto('batch_file_parts')
+            .values({ file_id: meta.id, seq: seq++, data: Buffer.from(data.buffer, data.byteOffset, data.byteLength) })
+            .execute();
           bytes += data.length;
         }
       }
@@ -74,7 +94,12 @@ export class FileStore {
     let q = this.#db.selectFrom('batch_files').selectAll().where('tenant', '=', tenant);
     if (opts.purpose !== null) q = q.where('purpose', '=', opts.purpose);
     if (opts.after !== null) {
-      const a = await this.#db.selectFrom('batch_files').select(['created_at', 'id']).where('id', '=', opts.after).where('tenant', '=', tenant).executeTakeFirst();
+      const a = await this.#db
+        .selectFrom('batch_files')
+        .select(['created_at', 'id'])
+        .where('id', '=', opts.after)
+        .where('tenant', '=', tenant)
+        .executeTakeFirst();
       if (a) {
         const op = opts.order === 'desc' ? '<' : '>';
         q = q.where((eb) => eb.or([eb('created_at', op, a.created_at), eb.and([eb('created_at', '=', a.created_at), eb('id', op, a.id)])]));
@@ -99,8 +124,14 @@ export class FileStore {
   async *content(id: string): AsyncGenerator<Uint8Array> {
     const PAGE = 4;
     for (let seq = 0; ; seq += PAGE) {
-      const rows = await this.#db.selectFrom('batch_file_parts').select(['seq', 'data']).where('file_id', '=', id)
-        .where('seq', '>=', seq).where('seq', '<', seq + PAGE).orderBy('seq').execute();
+      const rows = await this.#db
+        .selectFrom('batch_file_parts')
+        .select(['seq', 'data'])
+        .where('file_id', '=', id)
+        .where('seq', '>=', seq)
+        .where('seq', '<', seq + PAGE)
+        .orderBy('seq')
+        .execute();
       for (const r of rows) yield r.data;
       if (rows.length < PAGE) return;
     }

@@ -7,8 +7,29 @@
  */
 export { BatchService, COMPLETION_WINDOWS, type BatchServiceOptions, type NewOpenAiBatch } from './service.js';
 export { FileStore, newFileId, PART_BYTES, type FileRecord } from './files.js';
-export { JobStore, TERMINAL, type JobKindName, type JobRecord, type JobStatus, type JobTimes, type JobUsage, type OpenAiJob, type OpenAiSpec, type V2Job } from './jobs.js';
-export { DEFAULT_CHUNK_ROWS, INPUT_FORMATS, MAX_JOB_ROWS, OUTPUT_FORMATS, formatOf, type InputFormat, type OutputFormat, type V2Spec, type V2SpecRequest } from './v2-spec.js';
+export {
+  JobStore,
+  TERMINAL,
+  type JobKindName,
+  type JobRecord,
+  type JobStatus,
+  type JobTimes,
+  type JobUsage,
+  type OpenAiJob,
+  type OpenAiSpec,
+  type V2Job,
+} from './jobs.js';
+export {
+  DEFAULT_CHUNK_ROWS,
+  INPUT_FORMATS,
+  MAX_JOB_ROWS,
+  OUTPUT_FORMATS,
+  formatOf,
+  type InputFormat,
+  type OutputFormat,
+  type V2Spec,
+  type V2SpecRequest,
+} from './v2-spec.js';
 export type { JobKind } from './kinds.js';
 export { BATCH_ENDPOINTS, MAX_BATCH_TASKS, checkInput, type BatchEndpoint, type LineError } from './openai-format.js';
 export { BATCH_FLOW_WEIGHT, BatchWorkers } from './worker.js';

@@ -83,7 +83,12 @@ export function checkInput(content: string, endpoint: BatchEndpoint): CheckedInp
       continue;
     }
     if (seen.has(id)) {
-      add({ code: 'duplicate_custom_id', line, message: 'The custom_id for this request is a duplicate of another request. The custom_id parameter must be unique for each request in a batch.', param: 'custom_id' });
+      add({
+        code: 'duplicate_custom_id',
+        line,
+        message: 'The custom_id for this request is a duplicate of another request. The custom_id parameter must be unique for each request in a batch.',
+        param: 'custom_id',
+      });
       continue;
     }
     seen.add(id);
@@ -107,14 +112,24 @@ export function checkInput(content: string, endpoint: BatchEndpoint): CheckedInp
     }
     if (model === null) model = m;
     else if (m !== model) {
-      add({ code: 'model_mismatch', line, message: `The provided model '${m}' does not match the model of the other requests in this batch ('${model}'). A batch uses one model.`, param: 'body.model' });
+      add({
+        code: 'model_mismatch',
+        line,
+        message: `The provided model '${m}' does not match the model of the other requests in this batch ('${model}'). A batch uses one model.`,
+        param: 'body.model',
+      });
       continue;
     }
     lines.push({ line, text });
   }
   if (lines.length === 0 && errors.length === 0) add({ code: 'empty_file', line: null, message: 'The batch input file is empty.', param: null });
   if (lines.length > MAX_BATCH_TASKS) {
-    add({ code: 'too_many_tasks', line: null, message: `The batch input file has ${lines.length} requests; a batch holds at most ${MAX_BATCH_TASKS}.`, param: null });
+    add({
+      code: 'too_many_tasks',
+      line: null,
+      message: `The batch input file has ${lines.length} requests; a batch holds at most ${MAX_BATCH_TASKS}.`,
+      param: null,
+    });
   }
   return { lines, errors, model };
 }

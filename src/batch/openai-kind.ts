@@ -43,9 +43,14 @@ export class OpenAiKind implements JobKind {
   async prepare(job: JobRecord, chunkLines: number): Promise<Prepared> {
     const spec = (job as OpenAiJob).spec;
     const meta = await this.#files.get(job.tenant, job.inputFileId);
-    const checked = meta === null
-      ? { lines: [], model: null, errors: [{ code: 'file_not_found', line: null, message: `The input file ${job.inputFileId} no longer exists.`, param: 'input_file_id' }] }
-      : checkInput((await this.#files.read(job.inputFileId)).toString('utf8'), spec.endpoint as BatchEndpoint);
+    const checked =
+      meta === null
+        ? {
+            lines: [],
+            model: null,
+            errors: [{ code: 'file_not_found', line: null, message: `The input file ${job.inputFileId} no longer exists.`, param: 'input_file_id' }],
+          }
+        : checkInput((await this.#files.read(job.inputFileId)).toString('utf8'), spec.endpoint as BatchEndpoint);
     if (checked.errors.length > 0) return { errors: checked.errors };
     const chunks: NewChunk[] = [];
     for (let i = 0; i < checked.lines.length; i += chunkLines) {
@@ -56,7 +61,9 @@ export class OpenAiKind implements JobKind {
   }
 
   unrun(_job: JobRecord, input: string, code: string, message: string): string {
-    return linesOf(input).map((l) => `${unrunLine((JSON.parse(l) as { custom_id: string }).custom_id, code, message)}\n`).join('');
+    return linesOf(input)
+      .map((l) => `${unrunLine((JSON.parse(l) as { custom_id: string }).custom_id, code, message)}\n`)
+      .join('');
   }
 
   outputFile(job: JobRecord, lines: AsyncIterable<string>): OutputFile {
@@ -65,24 +72,30 @@ export class OpenAiKind implements JobKind {
 
   async runChunk(job: JobRecord, c: LeasedChunk, ctx: RunContext): Promise<ChunkRun> {
     const spec = (job as OpenAiJob).spec;
-    const outcomes = await Promise.all(linesOf(c.input).map(async (text) => {
-      const line = JSON.parse(text) as { custom_id: string; url: string; body: Record<string, unknown> };
-      const requestId = `req_${randomBytes(12).toString('hex')}`;
-      for (let attempt = 0; ; attempt++) {
-        let o;
-        try {
-          o = await this.#runner.run(line.url, line.body, { tenant: job.tenant, keyId: spec.keyId, requestId, flow: ctx.flow, signal: ctx.signal });
-        } catch (e) {
-          this.#logger.error({ err: e, job: job.id }, 'batch line runner threw');
-          o = { status: 500, body: { error: { message: 'The server had an error while processing your request.', type: 'server_error', param: null, code: null } }, usage: null };
+    const outcomes = await Promise.all(
+      linesOf(c.input).map(async (text) => {
+        const line = JSON.parse(text) as { custom_id: string; url: string; body: Record<string, unknown> };
+        const requestId = `req_${randomBytes(12).toString('hex')}`;
+        for (let attempt = 0; ; attempt++) {
+          let o;
+          try {
+            o = await this.#runner.run(line.url, line.body, { tenant: job.tenant, keyId: spec.keyId, requestId, flow: ctx.flow, signal: ctx.signal });
+          } catch (e) {
+            this.#logger.error({ err: e, job: job.id }, 'batch line runner threw');
+            o = {
+              status: 500,
+              body: { error: { message: 'The server had an error while processing your request.', type: 'server_error', param: null, code: null } },
+              usage: null,
+            };
+          }
+          if ((o.status === 429 || o.status === 503) && attempt < LOAD_RETRIES && !ctx.signal.aborted) {
+            await sleep(Math.min(5000, 100 * 2 ** attempt));
+            continue;
+          }
+          return { customId: line.custom_id, requestId, ...o };
         }
-        if ((o.status === 429 || o.status === 503) && attempt < LOAD_RETRIES && !ctx.signal.aborted) {
-          await sleep(Math.min(5000, 100 * 2 ** attempt));
-          continue;
-        }
-        return { customId: line.custom_id, requestId, ...o };
-      }
-    }));
+      }),
+    );
     let output = '';
     let errorOutput = '';
     let succeeded = 0;

@@ -79,9 +79,16 @@ export class BatchService {
       run: () => Promise.reject(err('SY_ERR_MODEL_NOT_FOUND', 'this server runs no V2 batch jobs')),
     };
     this.workers = new BatchWorkers({
-      jobs: this.jobs, files: this.files, logger, workers: opts.workers,
+      jobs: this.jobs,
+      files: this.files,
+      logger,
+      workers: opts.workers,
       kinds: { openai: new OpenAiKind(this.files, opts.runner, logger), v2: new V2Kind(this.files, rowRunner, logger) },
-      leaseMs: opts.leaseMs, chunkLines: opts.chunkLines, pollMs: opts.pollMs ?? 500, usage: opts.usage, now: this.#now,
+      leaseMs: opts.leaseMs,
+      chunkLines: opts.chunkLines,
+      pollMs: opts.pollMs ?? 500,
+      usage: opts.usage,
+      now: this.#now,
       stallAfterChunks: opts.stallAfterChunks ?? null,
       onEnded: (job) => {
         if (job.kind !== 'v2' || job.spec.webhook === null) return;
@@ -112,10 +119,23 @@ export class BatchService {
     const window = COMPLETION_WINDOWS[b.completionWindow];
     if (window === undefined) throw err('SY_ERR_BAD_REQUEST', `completion_window must be one of ${Object.keys(COMPLETION_WINDOWS).join(', ')}`);
     const job: OpenAiJob = {
-      id: `batch_${randomBytes(16).toString('hex')}`, tenant, kind: 'openai', status: 'validating',
+      id: `batch_${randomBytes(16).toString('hex')}`,
+      tenant,
+      kind: 'openai',
+      status: 'validating',
       spec: { endpoint: b.endpoint, completion_window: b.completionWindow, metadata: b.metadata, keyId: b.keyId },
-      inputFileId: b.inputFileId, outputFileId: null, errorFileId: null, errors: null, total: 0, succeeded: 0, failed: 0, usage: null,
-      chunks: 0, times: {}, createdAt: now, expiresAt: now + window,
+      inputFileId: b.inputFileId,
+      outputFileId: null,
+      errorFileId: null,
+      errors: null,
+      total: 0,
+      succeeded: 0,
+      failed: 0,
+      usage: null,
+      chunks: 0,
+      times: {},
+      createdAt: now,
+      expiresAt: now + window,
     };
     await this.jobs.create(job);
     this.workers.wake();
@@ -138,9 +158,23 @@ export class BatchService {
     const spec = checkSpec(req, sig, { filename, keyId, retryOf });
     const now = this.#now();
     const job: V2Job = {
-      id: `bjob_${randomBytes(16).toString('hex')}`, tenant, kind: 'v2', status: 'validating', spec,
-      inputFileId: 'fileId' in spec.input ? spec.input.fileId : '', outputFileId: null, errorFileId: null, errors: null, total: 0, succeeded: 0, failed: 0,
-      usage: null, chunks: 0, times: {}, createdAt: now, expiresAt: null,
+      id: `bjob_${randomBytes(16).toString('hex')}`,
+      tenant,
+      kind: 'v2',
+      status: 'validating',
+      spec,
+      inputFileId: 'fileId' in spec.input ? spec.input.fileId : '',
+      outputFileId: null,
+      errorFileId: null,
+      errors: null,
+      total: 0,
+      succeeded: 0,
+      failed: 0,
+      usage: null,
+      chunks: 0,
+      times: {},
+      createdAt: now,
+      expiresAt: null,
     };
     await this.jobs.create(job);
     this.workers.wake();
@@ -153,9 +187,10 @@ export class BatchService {
    * the original row number as `source_row`. 409 when the job has not ended or no row can be retried.
    */
   async retryFailed(tenant: string, id: string, keyId: string | null): Promise<V2Job> {
-    const job = await this.jobs.get(tenant, id, 'v2') as V2Job | null;
+    const job = (await this.jobs.get(tenant, id, 'v2')) as V2Job | null;
     if (job === null) throw err('SY_ERR_BATCH_NOT_FOUND', `No such batch job: ${id}`);
-    if (!['completed', 'failed', 'cancelled'].includes(job.status)) throw err('SY_ERR_BATCH_STATE', `job ${id} is ${job.status}: retry its failed rows once it ended`);
+    if (!['completed', 'failed', 'cancelled'].includes(job.status))
+      throw err('SY_ERR_BATCH_STATE', `job ${id} is ${job.status}: retry its failed rows once it ended`);
     const failed = new Set<number>();
     if (job.errorFileId !== null) {
       let rest = '';
@@ -167,7 +202,8 @@ export class BatchService {
       if (rest !== '') failed.add((JSON.parse(rest) as { row: number }).row);
     }
     const spec = job.spec;
-    if (spec.includedFields.includes('source_row')) throw err('SY_ERR_BATCH_SPEC', 'includedFields: "source_row" is taken by retry-failed for the original row number');
+    if (spec.includedFields.includes('source_row'))
+      throw err('SY_ERR_BATCH_SPEC', 'includedFields: "source_row" is taken by retry-failed for the original row number');
     let text = '';
     let n = 0;
     for await (const input of this.jobs.chunkInputs(id)) {
@@ -179,13 +215,30 @@ export class BatchService {
       }
     }
     if (n === 0) throw err('SY_ERR_BATCH_STATE', `job ${id} has no failed rows that reached the model to retry`);
-    const file = await this.files.put({ id: newFileId(), tenant, purpose: 'batch_input', filename: `${id}_retry.jsonl`, createdAt: this.#now(), expiresAt: null }, [Buffer.from(text)]);
+    const file = await this.files.put(
+      { id: newFileId(), tenant, purpose: 'batch_input', filename: `${id}_retry.jsonl`, createdAt: this.#now(), expiresAt: null },
+      [Buffer.from(text)],
+    );
     const mapping = Object.fromEntries(Object.keys(spec.mapping).map((name) => [name, name]));
-    return this.createV2(tenant, {
-      model: spec.model, version: spec.version, input: { fileId: file.id }, format: 'jsonl', mapping, keyField: spec.keyField === null ? null : 'key',
-      includedFields: ['source_row', ...spec.includedFields], outputs: spec.outputs, outputFormat: spec.outputFormat, maxFailedRows: spec.maxFailedRows,
-      chunkRows: spec.chunkRows, webhook: spec.webhook === null ? null : { url: spec.webhook },
-    }, keyId, id);
+    return this.createV2(
+      tenant,
+      {
+        model: spec.model,
+        version: spec.version,
+        input: { fileId: file.id },
+        format: 'jsonl',
+        mapping,
+        keyField: spec.keyField === null ? null : 'key',
+        includedFields: ['source_row', ...spec.includedFields],
+        outputs: spec.outputs,
+        outputFormat: spec.outputFormat,
+        maxFailedRows: spec.maxFailedRows,
+        chunkRows: spec.chunkRows,
+        webhook: spec.webhook === null ? null : { url: spec.webhook },
+      },
+      keyId,
+      id,
+    );
   }
 
   /** Cancel: the job after the request (cancelling), 404 when none, 409 when it already ended. */

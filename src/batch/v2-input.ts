@@ -100,7 +100,8 @@ async function* readJsonl(stream: NodeJS.ReadableStream): AsyncGenerator<InputRe
         yield { row: row++, fields: null, error: { code: 'invalid_json', message: 'the line is not valid JSON' } };
         continue;
       }
-      if (v === null || typeof v !== 'object' || Array.isArray(v)) yield { row: row++, fields: null, error: { code: 'invalid_json', message: 'the line is not a JSON object' } };
+      if (v === null || typeof v !== 'object' || Array.isArray(v))
+        yield { row: row++, fields: null, error: { code: 'invalid_json', message: 'the line is not a JSON object' } };
       else yield { row: row++, fields: v as Record<string, unknown>, error: null };
     }
   } finally {

@@ -48,7 +48,14 @@ function plan(spec: V2Spec, sig: RowSignature): InputPlan[] {
   return sig.inputs.map((i: TensorSpecJson) => {
     const dims = rowShape(i, sig.batched);
     const unit = dims.filter((d) => d >= 0).reduce((a, b) => a * b, 1);
-    return { name: i.name, columns: spec.mapping[i.name] ?? i.name, fixed: !dims.includes(-1), unit, bytes: i.datatype === 'BYTES', bool: i.datatype === 'BOOL' };
+    return {
+      name: i.name,
+      columns: spec.mapping[i.name] ?? i.name,
+      fixed: !dims.includes(-1),
+      unit,
+      bytes: i.datatype === 'BYTES',
+      bool: i.datatype === 'BOOL',
+    };
   });
 }
 
@@ -99,7 +106,7 @@ function valuesOf(p: InputPlan, fields: Readonly<Record<string, unknown>>): unkn
 
 /** A field's value for the output: as it was read (JSON-safe). */
 function passValue(v: unknown): unknown {
-  return typeof v === 'bigint' ? String(v) : v ?? null;
+  return typeof v === 'bigint' ? String(v) : (v ?? null);
 }
 
 export class V2Kind implements JobKind {
@@ -193,7 +200,9 @@ export class V2Kind implements JobKind {
   }
 
   unrun(job: JobRecord, input: string, code: string, message: string): string {
-    return linesOf(input).map((l) => `${errorLine(job as V2Job, JSON.parse(l) as ChunkRow, { code, message })}\n`).join('');
+    return linesOf(input)
+      .map((l) => `${errorLine(job as V2Job, JSON.parse(l) as ChunkRow, { code, message })}\n`)
+      .join('');
   }
 
   outputFile(job: JobRecord, lines: AsyncIterable<string>): OutputFile {
@@ -235,11 +244,27 @@ export class V2Kind implements JobKind {
   }
 
   /** Score `rows` together; a failure other than load (429, 503) is retried row by row so only the failing rows fail. */
-  async #score(job: V2Job, rows: readonly ChunkRow[], results: Map<ChunkRow, Record<string, string> | Failure>, ctx: RunContext, split: boolean): Promise<void> {
+  async #score(
+    job: V2Job,
+    rows: readonly ChunkRow[],
+    results: Map<ChunkRow, Record<string, string> | Failure>,
+    ctx: RunContext,
+    split: boolean,
+  ): Promise<void> {
     const spec = job.spec;
     const inputs = new Map<string, unknown[][]>();
-    for (const name of Object.keys(rows[0]!.x!)) inputs.set(name, rows.map((r) => r.x![name]!));
-    const lineCtx: LineContext = { tenant: job.tenant, keyId: spec.keyId, requestId: `bjr_${randomBytes(12).toString('hex')}`, flow: ctx.flow, signal: ctx.signal };
+    for (const name of Object.keys(rows[0]!.x!))
+      inputs.set(
+        name,
+        rows.map((r) => r.x![name]!),
+      );
+    const lineCtx: LineContext = {
+      tenant: job.tenant,
+      keyId: spec.keyId,
+      requestId: `bjr_${randomBytes(12).toString('hex')}`,
+      flow: ctx.flow,
+      signal: ctx.signal,
+    };
     for (let attempt = 0; ; attempt++) {
       try {
         const out = await this.#runner.run({ model: spec.model, version: spec.version, inputs, rows: rows.length, outputs: spec.outputs }, lineCtx);
@@ -258,7 +283,11 @@ export class V2Kind implements JobKind {
           return;
         }
         if (!isSwitchyardError(e)) this.#logger.error({ err: e, job: job.id }, 'batch row runner threw');
-        const failure: Failure = { failure: true, code: isSwitchyardError(e) ? e.code : 'SY_ERR_INTERNAL', message: isSwitchyardError(e) ? e.message : 'internal error while scoring the rows' };
+        const failure: Failure = {
+          failure: true,
+          code: isSwitchyardError(e) ? e.code : 'SY_ERR_INTERNAL',
+          message: isSwitchyardError(e) ? e.message : 'internal error while scoring the rows',
+        };
         for (const r of rows) results.set(r, failure);
         return;
       }

@@ -88,11 +88,21 @@ export function rowShape(spec: TensorSpecJson, batched: boolean): number[] {
  * Check a job request against the model's signature and return the spec. `filename` is the uploaded file's
  * name (its extension gives the default format). Throws SY_ERR_BATCH_SPEC naming the field.
  */
-export function checkSpec(req: V2SpecRequest, sig: { inputs: readonly TensorSpecJson[]; outputs: readonly TensorSpecJson[] }, ctx: { filename: string; keyId: string | null; retryOf?: string | null }): V2Spec {
-  const input: InputSource = req.input.fileId !== undefined && req.input.path === undefined ? { fileId: req.input.fileId }
-    : req.input.path !== undefined && req.input.fileId === undefined ? { path: req.input.path }
-      : bad('input', 'give exactly one of fileId (an uploaded file) and path (a file the server reads)');
-  const format = req.format ?? formatOf(ctx.filename) ?? bad('format', `cannot tell the format of "${ctx.filename}" from its name: give format (${INPUT_FORMATS.join(', ')})`);
+export function checkSpec(
+  req: V2SpecRequest,
+  sig: { inputs: readonly TensorSpecJson[]; outputs: readonly TensorSpecJson[] },
+  ctx: { filename: string; keyId: string | null; retryOf?: string | null },
+): V2Spec {
+  const input: InputSource =
+    req.input.fileId !== undefined && req.input.path === undefined
+      ? { fileId: req.input.fileId }
+      : req.input.path !== undefined && req.input.fileId === undefined
+        ? { path: req.input.path }
+        : bad('input', 'give exactly one of fileId (an uploaded file) and path (a file the server reads)');
+  const format =
+    req.format ??
+    formatOf(ctx.filename) ??
+    bad('format', `cannot tell the format of "${ctx.filename}" from its name: give format (${INPUT_FORMATS.join(', ')})`);
   const inputNames = new Set(sig.inputs.map((i) => i.name));
   const mapping: Record<string, string | readonly string[]> = {};
   for (const [name, cols] of Object.entries(req.mapping ?? {})) {
@@ -130,7 +140,19 @@ export function checkSpec(req: V2SpecRequest, sig: { inputs: readonly TensorSpec
     webhook = u.href;
   }
   return {
-    model: req.model, version: req.version ?? null, input, format, mapping, keyField: req.keyField ?? null, includedFields: included, outputs,
-    outputFormat: req.outputFormat ?? 'jsonl', maxFailedRows, chunkRows, webhook, keyId: ctx.keyId, retryOf: ctx.retryOf ?? null,
+    model: req.model,
+    version: req.version ?? null,
+    input,
+    format,
+    mapping,
+    keyField: req.keyField ?? null,
+    includedFields: included,
+    outputs,
+    outputFormat: req.outputFormat ?? 'jsonl',
+    maxFailedRows,
+    chunkRows,
+    webhook,
+    keyId: ctx.keyId,
+    retryOf: ctx.retryOf ?? null,
   };
 }

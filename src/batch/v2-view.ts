@@ -22,16 +22,32 @@ export function v2JobView(j: V2Job, now: number): V2JobView {
   const rate = seconds > 0 ? done / seconds : null;
   const running = !TERMINAL.has(j.status);
   return {
-    id: j.id, status: j.status, model: s.model, version: s.version, input: s.input, format: s.format, mapping: s.mapping, keyField: s.keyField,
-    includedFields: s.includedFields, outputs: s.outputs, outputFormat: s.outputFormat, maxFailedRows: s.maxFailedRows, chunkRows: s.chunkRows,
-    webhook: s.webhook, retryOf: s.retryOf,
+    id: j.id,
+    status: j.status,
+    model: s.model,
+    version: s.version,
+    input: s.input,
+    format: s.format,
+    mapping: s.mapping,
+    keyField: s.keyField,
+    includedFields: s.includedFields,
+    outputs: s.outputs,
+    outputFormat: s.outputFormat,
+    maxFailedRows: s.maxFailedRows,
+    chunkRows: s.chunkRows,
+    webhook: s.webhook,
+    retryOf: s.retryOf,
     counts: { total: j.total, succeeded: j.succeeded, failed: j.failed, done },
     progress: {
       fraction: j.total > 0 ? done / j.total : 0,
       rowsPerSecond: rate,
       etaSeconds: running && rate !== null && rate > 0 && j.total > 0 ? (j.total - done) / rate : null,
     },
-    outputFileId: j.outputFileId, errorFileId: j.errorFileId, errors: j.errors,
-    createdAt: iso(j.createdAt), startedAt: iso(started), endedAt: iso(end),
+    outputFileId: j.outputFileId,
+    errorFileId: j.errorFileId,
+    errors: j.errors,
+    createdAt: iso(j.createdAt),
+    startedAt: iso(started),
+    endedAt: iso(end),
   };
 }

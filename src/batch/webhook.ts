@@ -27,7 +27,9 @@ export async function deliverWebhook(url: string, body: unknown, o: WebhookOptio
     if (i > 0) await sleep(o.backoffMs * 2 ** (i - 1));
     try {
       const res = await fetch(url, {
-        method: 'POST', body: text, signal: AbortSignal.timeout(o.timeoutMs),
+        method: 'POST',
+        body: text,
+        signal: AbortSignal.timeout(o.timeoutMs),
         headers: { 'content-type': 'application/json', 'user-agent': 'switchyard-batch-webhook', 'x-switchyard-attempt': String(i + 1) },
       });
       await res.arrayBuffer().catch(() => undefined);

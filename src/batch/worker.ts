@@ -126,7 +126,10 @@ export class BatchWorkers {
     const { jobs, leaseMs } = this.#o;
     const job = await jobs.claimJob(this.owner, this.#now(), leaseMs);
     if (job) {
-      await this.#leased(() => jobs.renewJob(job.id, this.owner, this.#now() + leaseMs), () => this.#jobWork(job));
+      await this.#leased(
+        () => jobs.renewJob(job.id, this.owner, this.#now() + leaseMs),
+        () => this.#jobWork(job),
+      );
       await jobs.releaseJob(job.id, this.owner);
       return true;
     }
@@ -151,7 +154,10 @@ export class BatchWorkers {
 
   /** Run `work` while renewing a lease every third of its length. */
   async #leased<T>(renew: () => Promise<unknown>, work: () => Promise<T>): Promise<T> {
-    const t = setInterval(() => void renew().catch((e: unknown) => this.#o.logger.warn({ err: e }, 'batch lease renewal failed')), Math.max(10, Math.floor(this.#o.leaseMs / 3)));
+    const t = setInterval(
+      () => void renew().catch((e: unknown) => this.#o.logger.warn({ err: e }, 'batch lease renewal failed')),
+      Math.max(10, Math.floor(this.#o.leaseMs / 3)),
+    );
     try {
       return await work();
     } finally {
@@ -166,7 +172,10 @@ export class BatchWorkers {
     if (job.status === 'finalizing') return this.#finish(job, 'completed', ['finalizing']);
     if (job.status !== 'in_progress') return;
     if (job.expiresAt !== null && job.expiresAt < now) return this.#finish(job, 'expired', ['in_progress']);
-    const moved = await this.#o.jobs.transition(job.id, this.owner, ['in_progress'], async (_t, times) => ({ status: 'finalizing', times: JSON.stringify({ ...times, finalizing_at: now }) }));
+    const moved = await this.#o.jobs.transition(job.id, this.owner, ['in_progress'], async (_t, times) => ({
+      status: 'finalizing',
+      times: JSON.stringify({ ...times, finalizing_at: now }),
+    }));
     if (moved) await this.#finish(job, 'completed', ['finalizing']);
   }
 
@@ -177,7 +186,11 @@ export class BatchWorkers {
     const now = this.#now();
     if ('errors' in checked) {
       const failed = await jobs.transition(job.id, this.owner, ['validating'], async (_t, times) => ({
-        status: 'failed', errors: JSON.stringify(checked.errors), times: JSON.stringify({ ...times, failed_at: now }), lease_owner: null, lease_until: null,
+        status: 'failed',
+        errors: JSON.stringify(checked.errors),
+        times: JSON.stringify({ ...times, failed_at: now }),
+        lease_owner: null,
+        lease_until: null,
       }));
       if (failed) await this.#ended(job, 'failed');
       return;
@@ -230,7 +243,14 @@ export class BatchWorkers {
         }
       };
       const out = kind.outputFile(job, outputs());
-      const meta = (k: string, filename: string) => ({ id: derivedId(job.id, k), tenant: job.tenant, purpose: 'batch_output', filename, createdAt: now, expiresAt: null });
+      const meta = (k: string, filename: string) => ({
+        id: derivedId(job.id, k),
+        tenant: job.tenant,
+        purpose: 'batch_output',
+        filename,
+        createdAt: now,
+        expiresAt: null,
+      });
       const outFile = await files.put(meta('output', out.filename), out.content, t);
       const errs = await files.put(meta('error', `${job.id}_error.jsonl`), errorLines(), t);
       const outId = outFile.bytes > 0 ? outFile.id : null;
@@ -240,9 +260,20 @@ export class BatchWorkers {
       const over = to === 'completed' && budget !== null && failed > budget;
       final = over ? 'failed' : to;
       return {
-        status: final, output_file_id: outId, error_file_id: errId, succeeded, failed, usage: JSON.stringify(usage),
-        errors: over ? JSON.stringify([{ code: 'failure_budget_exceeded', line: null, message: `${failed} rows failed; the job allows at most ${budget}.`, param: 'maxFailedRows' }]) : null,
-        times: JSON.stringify({ ...times, [`${final}_at`]: now }), lease_owner: null, lease_until: null,
+        status: final,
+        output_file_id: outId,
+        error_file_id: errId,
+        succeeded,
+        failed,
+        usage: JSON.stringify(usage),
+        errors: over
+          ? JSON.stringify([
+              { code: 'failure_budget_exceeded', line: null, message: `${failed} rows failed; the job allows at most ${budget}.`, param: 'maxFailedRows' },
+            ])
+          : null,
+        times: JSON.stringify({ ...times, [`${final}_at`]: now }),
+        lease_owner: null,
+        lease_until: null,
       };
     });
     if (ended) await this.#ended(job, final);
@@ -265,7 +296,13 @@ export class BatchWorkers {
     const started = performance.now();
     const publish = (committed: boolean, succeeded = 0, failed = 0): void => {
       if (channels.batchChunk.hasSubscribers) {
-        channels.batchChunk.publish({ endpoint: this.#kind(job).endpoint(job), committed, succeeded, failed, seconds: (performance.now() - started) / 1000 } satisfies BatchChunkEvent);
+        channels.batchChunk.publish({
+          endpoint: this.#kind(job).endpoint(job),
+          committed,
+          succeeded,
+          failed,
+          seconds: (performance.now() - started) / 1000,
+        } satisfies BatchChunkEvent);
       }
     };
     const stop = new AbortController();
@@ -314,7 +351,7 @@ export class BatchWorkers {
       const row = await this.#o.jobs.byId(id);
       if (row === null) return null;
       if (this.#jobCache.size > 256) this.#jobCache.clear();
-      this.#jobCache.set(id, j = row);
+      this.#jobCache.set(id, (j = row));
     }
     return j;
   }

@@ -8,7 +8,8 @@ import { positiveIntArg, timeArg } from './args.js';
 import { action, call, print, printJson, table, when, withConnection, type ConnFlags } from './client.js';
 
 interface Whoami {
-  kind: 'platform' | 'tenant'; actor: string;
+  kind: 'platform' | 'tenant';
+  actor: string;
   tenant: { name: string; tier: string } | null;
   key: { id: string; scopes: string[]; expiresAt: string | null } | null;
 }
@@ -16,14 +17,35 @@ interface Whoami {
 async function whoami(flags: ConnFlags): Promise<void> {
   const w = await call<Whoami>(flags, 'GET', '/api/v1/whoami');
   if (flags.json) return printJson(w);
-  const key = w.key === null ? 'no key: open mode' : `key ${w.key.id}, scopes ${w.key.scopes.join(',')}${w.key.expiresAt ? `, expires ${when(w.key.expiresAt)}` : ''}`;
-  print(w.kind === 'platform' ? `Platform admin, as ${w.actor} (${key}).` : `Tenant ${w.tenant?.name ?? '?'} (tier ${w.tenant?.tier ?? '?'}), as ${w.actor} (${key}).`);
+  const key =
+    w.key === null ? 'no key: open mode' : `key ${w.key.id}, scopes ${w.key.scopes.join(',')}${w.key.expiresAt ? `, expires ${when(w.key.expiresAt)}` : ''}`;
+  print(
+    w.kind === 'platform'
+      ? `Platform admin, as ${w.actor} (${key}).`
+      : `Tenant ${w.tenant?.name ?? '?'} (tier ${w.tenant?.tier ?? '?'}), as ${w.actor} (${key}).`,
+  );
 }
 
-interface AuditFlags extends ConnFlags { tenant?: string; by?: string; action?: string; since?: string; until?: string; limit?: number; before?: number }
+interface AuditFlags extends ConnFlags {
+  tenant?: string;
+  by?: string;
+  action?: string;
+  since?: string;
+  until?: string;
+  limit?: number;
+  before?: number;
+}
 
 /** An entry as GET /api/v1/audit returns it. */
-interface AuditJson { id: number; at: string; actor: string; tenant: string | null; action: string; target: string | null; status: number }
+interface AuditJson {
+  id: number;
+  at: string;
+  actor: string;
+  tenant: string | null;
+  action: string;
+  target: string | null;
+  status: number;
+}
 
 async function audit(flags: AuditFlags): Promise<void> {
   const q = new URLSearchParams();
@@ -37,30 +59,38 @@ async function audit(flags: AuditFlags): Promise<void> {
   const r = await call<{ entries: AuditJson[] }>(flags, 'GET', `/api/v1/audit${q.size ? `?${q}` : ''}`);
   if (flags.json) return printJson(r);
   if (r.entries.length === 0) return print('No audit entries.');
-  print(table(['ID', 'TIME', 'ACTOR', 'TENANT', 'ACTION', 'TARGET', 'STATUS'], r.entries.map((e) => [
-    e.id, when(e.at), e.actor, e.tenant ?? '-', e.action, e.target ?? '-', e.status,
-  ])));
+  print(
+    table(
+      ['ID', 'TIME', 'ACTOR', 'TENANT', 'ACTION', 'TARGET', 'STATUS'],
+      r.entries.map((e) => [e.id, when(e.at), e.actor, e.tenant ?? '-', e.action, e.target ?? '-', e.status]),
+    ),
+  );
   const last = r.entries.at(-1);
   if (last !== undefined && r.entries.length >= (flags.limit ?? 100)) print(`Older entries: --before ${last.id}`);
 }
 
 /** `switchyard whoami`. */
 export function whoamiCommand(): Command {
-  return withConnection(new Command('whoami')
-    .description('Show who the API key in --api-key / SWITCHYARD_API_KEY is: a platform admin or a tenant, and its key id.'))
-    .action(action(whoami));
+  return withConnection(
+    new Command('whoami').description('Show who the API key in --api-key / SWITCHYARD_API_KEY is: a platform admin or a tenant, and its key id.'),
+  ).action(action(whoami));
 }
 
 /** `switchyard audit`. */
 export function auditCommand(): Command {
-  return withConnection(new Command('audit')
-    .description('The audit log of control-plane actions, newest first: who (key id), which tenant, what, the outcome. Needs an admin key (a tenant admin key sees its own tenant).')
-    .option('--tenant <name>', "only actions made with this tenant's keys")
-    .option('--by <actor>', 'only actions by this actor: an API key id, or the --actor name given in open mode (--actor itself names who you are)')
-    .option('--action <action>', 'only this action (METHOD route, e.g. "POST /api/v1/tenants"), or a prefix ending in *, e.g. "DELETE /api/v1/models*"')
-    .addOption(new Option('--since <time>', 'from this time, inclusive: ISO-8601 or a duration ago (30m, 2h, 7d)').argParser(timeArg))
-    .addOption(new Option('--until <time>', 'up to this time, exclusive: ISO-8601 or a duration ago').argParser(timeArg))
-    .addOption(new Option('--limit <n>', 'at most this many entries (server default 100, at most 1000)').argParser(positiveIntArg('--limit', 1000)))
-    .addOption(new Option('--before <id>', 'only entries with a smaller id (paging: the last id of the previous page)').argParser(positiveIntArg('--before'))))
-    .action(action(audit));
+  return withConnection(
+    new Command('audit')
+      .description(
+        'The audit log of control-plane actions, newest first: who (key id), which tenant, what, the outcome. Needs an admin key (a tenant admin key sees its own tenant).',
+      )
+      .option('--tenant <name>', "only actions made with this tenant's keys")
+      .option('--by <actor>', 'only actions by this actor: an API key id, or the --actor name given in open mode (--actor itself names who you are)')
+      .option('--action <action>', 'only this action (METHOD route, e.g. "POST /api/v1/tenants"), or a prefix ending in *, e.g. "DELETE /api/v1/models*"')
+      .addOption(new Option('--since <time>', 'from this time, inclusive: ISO-8601 or a duration ago (30m, 2h, 7d)').argParser(timeArg))
+      .addOption(new Option('--until <time>', 'up to this time, exclusive: ISO-8601 or a duration ago').argParser(timeArg))
+      .addOption(new Option('--limit <n>', 'at most this many entries (server default 100, at most 1000)').argParser(positiveIntArg('--limit', 1000)))
+      .addOption(
+        new Option('--before <id>', 'only entries with a smaller id (paging: the last id of the previous page)').argParser(positiveIntArg('--before')),
+      ),
+  ).action(action(audit));
 }

@@ -25,15 +25,18 @@ export function durationMs(v: string): number | null {
 }
 
 /** A parser for a positive duration flag (`--for 10m`), in milliseconds; `zero` allows `0s`. */
-export const durationArg = (flag: string, opts: { zero?: boolean } = {}) => (v: string): number => {
-  const ms = durationMs(v);
-  if (ms === null) {
-    const bare = /^\d+(\.\d+)?$/.test(v.trim()) ? ` (a bare number has no unit: ${v.trim()}ms or ${v.trim()}s?)` : '';
-    throw new InvalidArgumentError(`${flag} must be ${DURATION_SYNTAX}${bare}`);
-  }
-  if (ms < 0 || (ms === 0 && !opts.zero) || !Number.isSafeInteger(ms)) throw new InvalidArgumentError(`${flag} must be ${opts.zero ? 'at least 0' : 'more than 0'}`);
-  return ms;
-};
+export const durationArg =
+  (flag: string, opts: { zero?: boolean } = {}) =>
+  (v: string): number => {
+    const ms = durationMs(v);
+    if (ms === null) {
+      const bare = /^\d+(\.\d+)?$/.test(v.trim()) ? ` (a bare number has no unit: ${v.trim()}ms or ${v.trim()}s?)` : '';
+      throw new InvalidArgumentError(`${flag} must be ${DURATION_SYNTAX}${bare}`);
+    }
+    if (ms < 0 || (ms === 0 && !opts.zero) || !Number.isSafeInteger(ms))
+      throw new InvalidArgumentError(`${flag} must be ${opts.zero ? 'at least 0' : 'more than 0'}`);
+    return ms;
+  };
 
 /** An ISO-8601 time, or a duration ago (`30m`, `7d`): a time in the past, as an ISO string. */
 export function timeArg(v: string): string {
@@ -52,12 +55,14 @@ export function futureTimeArg(v: string): string {
 }
 
 /** A positive integer flag (`--limit 100`), at most `max`. */
-export const positiveIntArg = (flag: string, max = Number.MAX_SAFE_INTEGER) => (v: string): number => {
-  const n = Number(v);
-  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} must be a positive integer`);
-  if (n > max) throw new InvalidArgumentError(`${flag} must be at most ${max}`);
-  return n;
-};
+export const positiveIntArg =
+  (flag: string, max = Number.MAX_SAFE_INTEGER) =>
+  (v: string): number => {
+    const n = Number(v);
+    if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} must be a positive integer`);
+    if (n > max) throw new InvalidArgumentError(`${flag} must be at most ${max}`);
+    return n;
+  };
 
 /**
  * A retired flag: hidden from help, and refused with a message naming its replacement (undici's habit: a

@@ -16,11 +16,21 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { action, call, CliError, enc, fields, print, printJson, request, table, when, withConnection, type ConnFlags } from './client.js';
 
 interface JobJson {
-  id: string; status: string; model: string; version: string | null; format: string; outputFormat: string; retryOf: string | null;
+  id: string;
+  status: string;
+  model: string;
+  version: string | null;
+  format: string;
+  outputFormat: string;
+  retryOf: string | null;
   counts: { total: number; succeeded: number; failed: number; done: number };
   progress: { fraction: number; rowsPerSecond: number | null; etaSeconds: number | null };
-  outputFileId: string | null; errorFileId: string | null; errors: Array<{ code: string; message: string }> | null;
-  createdAt: string; startedAt: string | null; endedAt: string | null;
+  outputFileId: string | null;
+  errorFileId: string | null;
+  errors: Array<{ code: string; message: string }> | null;
+  createdAt: string;
+  startedAt: string | null;
+  endedAt: string | null;
 }
 
 const ENDED = new Set(['completed', 'failed', 'cancelled']);
@@ -63,9 +73,12 @@ export function progressLine(j: JobJson, width = 30): string {
 function show(flags: ConnFlags, j: JobJson): void {
   if (flags.json) return printJson(j);
   const rows: Array<Record<string, string>> = [
-    { id: j.id }, { status: j.status }, { model: j.version === null ? j.model : `${j.model}:${j.version}` },
+    { id: j.id },
+    { status: j.status },
+    { model: j.version === null ? j.model : `${j.model}:${j.version}` },
     { rows: `${j.counts.done}/${j.counts.total} (${j.counts.succeeded} ok, ${j.counts.failed} failed)` },
-    { 'rows/s': num(j.progress.rowsPerSecond, 1) }, { eta: duration(j.progress.etaSeconds) },
+    { 'rows/s': num(j.progress.rowsPerSecond, 1) },
+    { eta: duration(j.progress.etaSeconds) },
     { output: j.outputFileId === null ? '-' : `${j.outputFormat} (switchyard batch download ${j.id})` },
     { errors: j.errorFileId === null ? '-' : `switchyard batch download ${j.id} --errors` },
     { created: when(j.createdAt) },
@@ -102,16 +115,30 @@ async function follow(flags: ConnFlags, id: string): Promise<JobJson> {
 async function finish(flags: ConnFlags & { wait?: boolean }, j: JobJson): Promise<void> {
   const done = flags.wait ? await follow(flags, j.id) : j;
   show(flags, done);
-  if (flags.wait && done.status !== 'completed') throw new CliError(`job ${done.id} ended ${done.status}${done.errors?.[0] ? `: ${done.errors[0].message}` : ''}`);
+  if (flags.wait && done.status !== 'completed')
+    throw new CliError(`job ${done.id} ended ${done.status}${done.errors?.[0] ? `: ${done.errors[0].message}` : ''}`);
 }
 
 interface CreateFlags extends ConnFlags {
-  model: string; modelVersion?: string; input?: string; inputPath?: string; format?: string; map?: Record<string, string | string[]>;
-  keyField?: string; include?: string[]; outputs?: string; outputFormat?: string; maxFailedRows?: number; chunkRows?: number; webhook?: string; wait?: boolean;
+  model: string;
+  modelVersion?: string;
+  input?: string;
+  inputPath?: string;
+  format?: string;
+  map?: Record<string, string | string[]>;
+  keyField?: string;
+  include?: string[];
+  outputs?: string;
+  outputFormat?: string;
+  maxFailedRows?: number;
+  chunkRows?: number;
+  webhook?: string;
+  wait?: boolean;
 }
 
 async function create(flags: CreateFlags): Promise<void> {
-  if ((flags.input === undefined) === (flags.inputPath === undefined)) throw new CliError('give exactly one of --input FILE (uploaded) and --input-path PATH (read by the server)');
+  if ((flags.input === undefined) === (flags.inputPath === undefined))
+    throw new CliError('give exactly one of --input FILE (uploaded) and --input-path PATH (read by the server)');
   let input: { fileId: string } | { path: string };
   if (flags.input !== undefined) {
     let bytes: Buffer;
@@ -142,9 +169,12 @@ async function list(flags: ConnFlags & { limit?: number }): Promise<void> {
   const r = await call<{ jobs: JobJson[]; hasMore: boolean }>(flags, 'GET', `/api/v1/batch/jobs?limit=${flags.limit ?? 50}`);
   if (flags.json) return printJson(r);
   if (r.jobs.length === 0) return print('No batch jobs.');
-  print(table(['ID', 'STATUS', 'MODEL', 'ROWS', 'FAILED', 'ROWS/S', 'CREATED'], r.jobs.map((j) => [
-    j.id, j.status, j.model, `${j.counts.done}/${j.counts.total}`, j.counts.failed, num(j.progress.rowsPerSecond, 1), when(j.createdAt),
-  ])));
+  print(
+    table(
+      ['ID', 'STATUS', 'MODEL', 'ROWS', 'FAILED', 'ROWS/S', 'CREATED'],
+      r.jobs.map((j) => [j.id, j.status, j.model, `${j.counts.done}/${j.counts.total}`, j.counts.failed, num(j.progress.rowsPerSecond, 1), when(j.createdAt)]),
+    ),
+  );
 }
 
 async function get(id: string, flags: ConnFlags & { wait?: boolean }): Promise<void> {
@@ -174,30 +204,44 @@ const waitOption = (): Option => new Option('--wait', 'follow the job until it e
 
 export function batchCommand(): Command {
   const batch = new Command('batch').description('V2 batch jobs: score every row of a JSONL, CSV or Parquet file with a model (/api/v1/batch; docs/batch.md)');
-  withConnection(batch.command('create')
-    .description('Create a job: upload --input FILE (or name --input-path PATH on the server) and score its rows with --model')
-    .requiredOption('--model <name>', 'the model that scores the rows')
-    .option('--model-version <version>', 'a version or alias (default: the model\'s routing)')
-    .option('--input <file>', 'a local file, uploaded first')
-    .option('--input-path <path>', 'a file the server reads (platform key only)')
-    .addOption(new Option('--format <format>', 'input format (default: from the file name)').choices(['jsonl', 'csv', 'parquet']))
-    .option('--map <input=columns>', 'map a model input to a column (an array, or a scalar for a one-element input) or to COL1,COL2,... (one element each); repeatable; unmapped inputs read the column of their own name', mapArg)
-    .option('--key-field <column>', 'copied to each output row as "key"')
-    .option('--include <column>', 'a column copied to each output and error row (repeatable)', collect)
-    .option('--outputs <names>', 'outputs to write, comma-separated (default: all)')
-    .addOption(new Option('--output-format <format>', 'output file format').choices(['jsonl', 'parquet']).default('jsonl'))
-    .option('--max-failed-rows <n>', 'fail the job when more rows fail (default: never)', intArg(0))
-    .option('--chunk-rows <n>', 'rows per chunk (the unit of lease, commit and redo; default 1000)', intArg(1))
-    .option('--webhook <url>', 'POSTed the job (JSON) when it ends')
-    .addOption(waitOption()))
-    .action(action(create));
-  withConnection(batch.command('list').description('The jobs, newest first').option('--limit <n>', 'at most this many (default 50)', intArg(1))).action(action(list));
+  withConnection(
+    batch
+      .command('create')
+      .description('Create a job: upload --input FILE (or name --input-path PATH on the server) and score its rows with --model')
+      .requiredOption('--model <name>', 'the model that scores the rows')
+      .option('--model-version <version>', "a version or alias (default: the model's routing)")
+      .option('--input <file>', 'a local file, uploaded first')
+      .option('--input-path <path>', 'a file the server reads (platform key only)')
+      .addOption(new Option('--format <format>', 'input format (default: from the file name)').choices(['jsonl', 'csv', 'parquet']))
+      .option(
+        '--map <input=columns>',
+        'map a model input to a column (an array, or a scalar for a one-element input) or to COL1,COL2,... (one element each); repeatable; unmapped inputs read the column of their own name',
+        mapArg,
+      )
+      .option('--key-field <column>', 'copied to each output row as "key"')
+      .option('--include <column>', 'a column copied to each output and error row (repeatable)', collect)
+      .option('--outputs <names>', 'outputs to write, comma-separated (default: all)')
+      .addOption(new Option('--output-format <format>', 'output file format').choices(['jsonl', 'parquet']).default('jsonl'))
+      .option('--max-failed-rows <n>', 'fail the job when more rows fail (default: never)', intArg(0))
+      .option('--chunk-rows <n>', 'rows per chunk (the unit of lease, commit and redo; default 1000)', intArg(1))
+      .option('--webhook <url>', 'POSTed the job (JSON) when it ends')
+      .addOption(waitOption()),
+  ).action(action(create));
+  withConnection(batch.command('list').description('The jobs, newest first').option('--limit <n>', 'at most this many (default 50)', intArg(1))).action(
+    action(list),
+  );
   withConnection(batch.command('get').description('A job: status, rows done, rows/s, ETA, files').argument('<id>').addOption(waitOption())).action(action(get));
   withConnection(batch.command('cancel').description('Cancel a job (rows already committed stay in its output)').argument('<id>')).action(action(cancel));
-  withConnection(batch.command('download').description("Write a job's output file (or --errors: its error file) to --output or stdout").argument('<id>')
-    .option('--errors', 'the error file (failed rows with their reason) instead of the output')
-    .option('-o, --output <file>', 'where to write it (default: stdout)')).action(action(download));
-  withConnection(batch.command('retry-failed').description('A new job over the rows of an ended job that failed when they ran').argument('<id>').addOption(waitOption()))
-    .action(action(retryFailed));
+  withConnection(
+    batch
+      .command('download')
+      .description("Write a job's output file (or --errors: its error file) to --output or stdout")
+      .argument('<id>')
+      .option('--errors', 'the error file (failed rows with their reason) instead of the output')
+      .option('-o, --output <file>', 'where to write it (default: stdout)'),
+  ).action(action(download));
+  withConnection(
+    batch.command('retry-failed').description('A new job over the rows of an ended job that failed when they ran').argument('<id>').addOption(waitOption()),
+  ).action(action(retryFailed));
   return batch;
 }

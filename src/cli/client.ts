@@ -9,7 +9,12 @@ import { Command, Option } from 'commander';
 
 export const DEFAULT_URL = 'http://127.0.0.1:8000';
 
-export interface ConnFlags { url?: string; actor?: string; apiKey?: string; json?: boolean }
+export interface ConnFlags {
+  url?: string;
+  actor?: string;
+  apiKey?: string;
+  json?: boolean;
+}
 
 /** A failure already formatted for the user. */
 export class CliError extends Error {}
@@ -37,11 +42,17 @@ export async function request(flags: ConnFlags, method: string, path: string, in
   }
   let res: Response;
   try {
-    res = await fetch(`${base}${path}`, { method, headers, ...(body === undefined ? {} : { body }), ...(init.body instanceof ReadableStream ? { duplex: 'half' } : {}) } as RequestInit);
+    res = await fetch(`${base}${path}`, {
+      method,
+      headers,
+      ...(body === undefined ? {} : { body }),
+      ...(init.body instanceof ReadableStream ? { duplex: 'half' } : {}),
+    } as RequestInit);
   } catch (e) {
     const cause = (e as { cause?: { code?: string; message?: string } }).cause;
     const code = cause?.code;
-    if (code === 'ECONNREFUSED') throw new CliError(`cannot connect to the Switchyard server at ${base} (connection refused): is it running? Set --url or SWITCHYARD_URL.`);
+    if (code === 'ECONNREFUSED')
+      throw new CliError(`cannot connect to the Switchyard server at ${base} (connection refused): is it running? Set --url or SWITCHYARD_URL.`);
     if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') throw new CliError(`cannot resolve the Switchyard server host in ${base} (${code})`);
     throw new CliError(`request to ${base}${path} failed: ${cause?.message ?? (e as Error).message}`);
   }
@@ -95,7 +106,10 @@ export function fields(rows: Array<Record<string, string>>): string {
 export { humanBytes } from '../units.js';
 
 export const when = (iso: string): string => iso.replace('T', ' ').replace(/\.\d+Z$/, 'Z');
-export const kv = (o: Readonly<Record<string, unknown>>): string => Object.entries(o).map(([k, v]) => `${k}=${String(v)}`).join(', ') || '-';
+export const kv = (o: Readonly<Record<string, unknown>>): string =>
+  Object.entries(o)
+    .map(([k, v]) => `${k}=${String(v)}`)
+    .join(', ') || '-';
 
 /** Runs an action, turning failures into `switchyard: …` on stderr and exit status 1. */
 export function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
@@ -118,4 +132,3 @@ export function withConnection(cmd: Command): Command {
     .addOption(new Option('--actor <name>', 'without a key (open mode): who makes the change, recorded in the event log (default: "anonymous")'))
     .addOption(new Option('--json', 'print the raw JSON response instead of a table'));
 }
-

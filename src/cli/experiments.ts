@@ -26,15 +26,22 @@ interface ReportJson {
   shadows: ShadowStatsRow[];
 }
 
-interface EventIn { unit: string; metric: string; value?: number; at?: string }
+interface EventIn {
+  unit: string;
+  metric: string;
+  value?: number;
+  at?: string;
+}
 
 // ---- parsers and formatting ----
 
-const positiveInt = (what: string) => (v: string): number => {
-  const n = Number(v);
-  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`${what} must be a positive integer`);
-  return n;
-};
+const positiveInt =
+  (what: string) =>
+  (v: string): number => {
+    const n = Number(v);
+    if (!/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`${what} must be a positive integer`);
+    return n;
+  };
 
 /** A rate 0..1, or a percentage such as 5%. */
 function rateArg(v: string): number {
@@ -97,16 +104,26 @@ async function list(flags: ConnFlags & { model?: string; status?: ExperimentStat
   const r = await call<ExperimentRecord[]>(flags, 'GET', `/api/v1/experiments${qs ? `?${qs}` : ''}`);
   if (flags.json) return printJson(r);
   if (r.length === 0) return print('No experiments.');
-  print(table(['ID', 'MODEL', 'STATUS', 'ARMS', 'CONTROL', 'CREATED', 'BY', 'DESCRIPTION'], r.map((e) => [
-    e.id, e.model, e.status, armsText(e), e.control, when(e.createdAt), e.createdBy, e.description || '-',
-  ])));
+  print(
+    table(
+      ['ID', 'MODEL', 'STATUS', 'ARMS', 'CONTROL', 'CREATED', 'BY', 'DESCRIPTION'],
+      r.map((e) => [e.id, e.model, e.status, armsText(e), e.control, when(e.createdAt), e.createdBy, e.description || '-']),
+    ),
+  );
 }
 
 function describe(e: ExperimentRecord): void {
-  print(fields([
-    { Id: e.id }, { Model: e.model }, { Description: e.description || '-' }, { Status: statusText(e) },
-    { Control: e.control }, { Guardrails: guardrailsText(e) }, { Created: `${when(e.createdAt)} by ${e.createdBy}` },
-  ]));
+  print(
+    fields([
+      { Id: e.id },
+      { Model: e.model },
+      { Description: e.description || '-' },
+      { Status: statusText(e) },
+      { Control: e.control },
+      { Guardrails: guardrailsText(e) },
+      { Created: `${when(e.createdAt)} by ${e.createdBy}` },
+    ]),
+  );
   print('\nArms:');
   print(armsTable(e.arms, e.control));
 }
@@ -118,8 +135,13 @@ async function show(id: string, flags: ConnFlags): Promise<void> {
 }
 
 interface CreateFlags extends ConnFlags {
-  id?: string; description?: string; control?: string;
-  maxErrorRate?: number; maxP99?: number; minRequests?: number; autoRollback?: boolean;
+  id?: string;
+  description?: string;
+  control?: string;
+  maxErrorRate?: number;
+  maxP99?: number;
+  minRequests?: number;
+  autoRollback?: boolean;
 }
 
 async function create(model: string, flags: CreateFlags): Promise<void> {
@@ -140,9 +162,13 @@ async function create(model: string, flags: CreateFlags): Promise<void> {
 }
 
 async function stop(id: string, flags: ConnFlags & { reason?: string }): Promise<void> {
-  const e = await call<ExperimentRecord>(flags, 'POST', `/api/v1/experiments/${enc(id)}/stop`, { json: flags.reason === undefined ? {} : { reason: flags.reason } });
+  const e = await call<ExperimentRecord>(flags, 'POST', `/api/v1/experiments/${enc(id)}/stop`, {
+    json: flags.reason === undefined ? {} : { reason: flags.reason },
+  });
   if (flags.json) return printJson(e);
-  print(`Stopped experiment ${e.id} on ${e.model}${e.stoppedAt ? ` at ${when(e.stoppedAt)}` : ''}. The routing policy is unchanged (see "switchyard routing show ${e.model}").`);
+  print(
+    `Stopped experiment ${e.id} on ${e.model}${e.stoppedAt ? ` at ${when(e.stoppedAt)}` : ''}. The routing policy is unchanged (see "switchyard routing show ${e.model}").`,
+  );
 }
 
 async function remove(id: string, flags: ConnFlags): Promise<void> {
@@ -174,10 +200,12 @@ export function parseEvents(text: string, where: string): EventIn[] {
     } catch (e) {
       throw new CliError(`${at}: not valid JSON (${(e as Error).message})`);
     }
-    if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new CliError(`${at}: must be a JSON object {"unit": …, "metric": …, "value": …, "at": …}`);
+    if (v === null || typeof v !== 'object' || Array.isArray(v))
+      throw new CliError(`${at}: must be a JSON object {"unit": …, "metric": …, "value": …, "at": …}`);
     const o = v as Record<string, unknown>;
     const extra = Object.keys(o).filter((k) => !['unit', 'metric', 'value', 'at'].includes(k));
-    if (extra.length) throw new CliError(`${at}: unknown field${extra.length > 1 ? 's' : ''} ${extra.map((k) => `"${k}"`).join(', ')} (allowed: unit, metric, value, at)`);
+    if (extra.length)
+      throw new CliError(`${at}: unknown field${extra.length > 1 ? 's' : ''} ${extra.map((k) => `"${k}"`).join(', ')} (allowed: unit, metric, value, at)`);
     if (typeof o['unit'] !== 'string' || o['unit'] === '') throw new CliError(`${at}: "unit" must be a non-empty string`);
     if (typeof o['metric'] !== 'string' || o['metric'] === '') throw new CliError(`${at}: "metric" must be a non-empty string`);
     const e: EventIn = { unit: o['unit'], metric: o['metric'] };
@@ -208,7 +236,10 @@ async function events(id: string, flags: ConnFlags & { file: string }): Promise<
     throw new CliError(`cannot read ${flags.file}: ${(e as Error).message}`);
   }
   const list = parseEvents(text, flags.file === '-' ? 'standard input' : flags.file);
-  if (list.length === 0) throw new CliError(`${flags.file === '-' ? 'standard input' : flags.file} holds no events (one JSON object per line: {"unit": …, "metric": …, "value": …})`);
+  if (list.length === 0)
+    throw new CliError(
+      `${flags.file === '-' ? 'standard input' : flags.file} holds no events (one JSON object per line: {"unit": …, "metric": …, "value": …})`,
+    );
   let accepted = 0;
   let requests = 0;
   for (let i = 0; i < list.length; i += EVENTS_PER_CALL) {
@@ -223,17 +254,21 @@ async function events(id: string, flags: ConnFlags & { file: string }): Promise<
     }
   }
   if (flags.json) return printJson({ accepted, events: list.length, requests });
-  print(`Sent ${list.length} event${list.length === 1 ? '' : 's'} to experiment ${id} in ${requests} request${requests === 1 ? '' : 's'}; accepted: ${accepted}.`);
+  print(
+    `Sent ${list.length} event${list.length === 1 ? '' : 's'} to experiment ${id} in ${requests} request${requests === 1 ? '' : 's'}; accepted: ${accepted}.`,
+  );
 }
 
 function metricTable(r: ReportJson, metric: string): string {
   const control = r.arms.find((a) => a.control);
   const comps = new Map(r.comparisons.filter((c) => c.metric === metric).map((c) => [c.arm, c]));
   // Mean columns only for value metrics: any mean test, or a per-unit mean other than 1 (plain conversions are all 1).
-  const withMean = [...comps.values()].some((c) => c.mean !== null) || r.arms.some((a) => {
-    const m = a.metrics[metric];
-    return m !== undefined && m.mean !== null && m.mean !== 1;
-  });
+  const withMean =
+    [...comps.values()].some((c) => c.mean !== null) ||
+    r.arms.some((a) => {
+      const m = a.metrics[metric];
+      return m !== undefined && m.mean !== null && m.mean !== 1;
+    });
   // One number of decimals for every mean in the table.
   const dp = decimalsFor([
     ...r.arms.map((a) => a.metrics[metric]?.mean ?? 0),
@@ -280,9 +315,12 @@ async function report(id: string, flags: ConnFlags): Promise<void> {
   print(`Experiment ${e.id} on ${e.model}: ${statusText(e)}${e.description ? ` — ${e.description}` : ''}`);
   print(`Report generated ${when(r.generatedAt)}.\n`);
   print('Arms:');
-  print(table(['ARM', 'TARGET', 'WEIGHT', 'EXPOSURES', 'REQUESTS (HASH)', 'REQUESTS (RANDOM)'], r.arms.map((a) => [
-    a.name + (a.control ? ' (control)' : ''), a.target, percent(a.weight), a.exposures, a.requests.hash, a.requests.random,
-  ])));
+  print(
+    table(
+      ['ARM', 'TARGET', 'WEIGHT', 'EXPOSURES', 'REQUESTS (HASH)', 'REQUESTS (RANDOM)'],
+      r.arms.map((a) => [a.name + (a.control ? ' (control)' : ''), a.target, percent(a.weight), a.exposures, a.requests.hash, a.requests.random]),
+    ),
+  );
   const metrics = [...new Set(r.arms.flatMap((a) => Object.keys(a.metrics)))].sort();
   if (metrics.length === 0) {
     print('\nNo outcome events yet (send them with "switchyard experiments event" or "events").');
@@ -293,10 +331,20 @@ async function report(id: string, flags: ConnFlags): Promise<void> {
   print(`\n${srmText(r)}`);
   if (r.unattributedEvents > 0) print(`Unattributed events (unit never exposed): ${r.unattributedEvents}.`);
   print(`\nGuardrails (${guardrailsText(e)}; this server's window):`);
-  print(table(['ARM', 'REQUESTS', 'ERRORS', 'ERROR RATE', 'P50', 'P99', 'BREACH'], r.guardrails.map((g) => [
-    g.arm + (g.control ? ' (control)' : ''), g.window.requests, g.window.errors, g.window.errorRate === null ? '-' : percent(g.window.errorRate),
-    ms(g.window.p50Ms), ms(g.window.p99Ms), g.breach ?? (g.control ? '-' : 'none'),
-  ])));
+  print(
+    table(
+      ['ARM', 'REQUESTS', 'ERRORS', 'ERROR RATE', 'P50', 'P99', 'BREACH'],
+      r.guardrails.map((g) => [
+        g.arm + (g.control ? ' (control)' : ''),
+        g.window.requests,
+        g.window.errors,
+        g.window.errorRate === null ? '-' : percent(g.window.errorRate),
+        ms(g.window.p50Ms),
+        ms(g.window.p99Ms),
+        g.breach ?? (g.control ? '-' : 'none'),
+      ]),
+    ),
+  );
   if (r.shadows.length > 0) {
     print('\nShadows (this server):');
     print(shadowStatsTable(r.shadows));
@@ -305,63 +353,88 @@ async function report(id: string, flags: ConnFlags): Promise<void> {
 
 /** `switchyard experiments`: experiments on models' routing arms on a running server. */
 export function experimentsCommand(): Command {
-  const experiments = new Command('experiments')
-    .description("Run experiments on a model's routing arms on a running Switchyard server: create, list, show, stop, delete, record outcome events, report.");
+  const experiments = new Command('experiments').description(
+    "Run experiments on a model's routing arms on a running Switchyard server: create, list, show, stop, delete, record outcome events, report.",
+  );
 
-  withConnection(experiments.command('list')
-    .description('List experiments, newest first.')
-    .option('--model <name>', 'only experiments on this model')
-    .addOption(new Option('--status <status>', 'only experiments in this state').choices(['running', 'stopped', 'rolled_back'])))
-    .action(action(list));
+  withConnection(
+    experiments
+      .command('list')
+      .description('List experiments, newest first.')
+      .option('--model <name>', 'only experiments on this model')
+      .addOption(new Option('--status <status>', 'only experiments in this state').choices(['running', 'stopped', 'rolled_back'])),
+  ).action(action(list));
 
-  withConnection(experiments.command('show')
-    .description("Show an experiment: status, arms (weights in %), control and guardrails.")
-    .argument('<id>', 'experiment id'))
-    .action(action(show));
+  withConnection(
+    experiments.command('show').description('Show an experiment: status, arms (weights in %), control and guardrails.').argument('<id>', 'experiment id'),
+  ).action(action(show));
 
-  withConnection(experiments.command('create')
-    .description("Start an experiment on a model's current routing arms (it needs at least 2; see \"switchyard routing set\"). Exposures are recorded from now on, by the sticky routing key.")
-    .argument('<model>', 'registered model name')
-    .option('--id <id>', 'experiment id (default: generated, exp_…)')
-    .option('-d, --description <text>', 'description')
-    .option('--control <arm>', 'control arm name (default: the first arm)')
-    .addOption(new Option('--max-error-rate <rate>', "guardrail: roll back when a non-control arm's error rate exceeds this (0..1 or 5%)").argParser(rateArg))
-    .addOption(new Option('--max-p99 <duration>', "guardrail: roll back when a non-control arm's p99 latency exceeds this (a duration such as 250ms)").argParser(durationArg('--max-p99')))
-    .addOption(retiredOption('--max-p99-ms <ms>', '--max-p99 <duration> (e.g. --max-p99 250ms)'))
-    .addOption(new Option('--min-requests <n>', 'guardrails judge an arm only with at least this many requests in the window (default: 100)').argParser(positiveInt('--min-requests')))
-    .option('--no-auto-rollback', 'on a guardrail breach only report it; do not roll traffic back to the control'))
-    .action(action(create));
+  withConnection(
+    experiments
+      .command('create')
+      .description(
+        'Start an experiment on a model\'s current routing arms (it needs at least 2; see "switchyard routing set"). Exposures are recorded from now on, by the sticky routing key.',
+      )
+      .argument('<model>', 'registered model name')
+      .option('--id <id>', 'experiment id (default: generated, exp_…)')
+      .option('-d, --description <text>', 'description')
+      .option('--control <arm>', 'control arm name (default: the first arm)')
+      .addOption(new Option('--max-error-rate <rate>', "guardrail: roll back when a non-control arm's error rate exceeds this (0..1 or 5%)").argParser(rateArg))
+      .addOption(
+        new Option('--max-p99 <duration>', "guardrail: roll back when a non-control arm's p99 latency exceeds this (a duration such as 250ms)").argParser(
+          durationArg('--max-p99'),
+        ),
+      )
+      .addOption(retiredOption('--max-p99-ms <ms>', '--max-p99 <duration> (e.g. --max-p99 250ms)'))
+      .addOption(
+        new Option('--min-requests <n>', 'guardrails judge an arm only with at least this many requests in the window (default: 100)').argParser(
+          positiveInt('--min-requests'),
+        ),
+      )
+      .option('--no-auto-rollback', 'on a guardrail breach only report it; do not roll traffic back to the control'),
+  ).action(action(create));
 
-  withConnection(experiments.command('stop')
-    .description('Stop an experiment (the routing policy is unchanged).')
-    .argument('<id>', 'experiment id')
-    .option('--reason <text>', 'why (recorded with the experiment and in the event log)'))
-    .action(action(stop));
+  withConnection(
+    experiments
+      .command('stop')
+      .description('Stop an experiment (the routing policy is unchanged).')
+      .argument('<id>', 'experiment id')
+      .option('--reason <text>', 'why (recorded with the experiment and in the event log)'),
+  ).action(action(stop));
 
-  withConnection(experiments.command('delete')
-    .description('Delete an experiment with its exposures and events.')
-    .argument('<id>', 'experiment id'))
-    .action(action(remove));
+  withConnection(experiments.command('delete').description('Delete an experiment with its exposures and events.').argument('<id>', 'experiment id')).action(
+    action(remove),
+  );
 
-  withConnection(experiments.command('event')
-    .description('Record one outcome event for a unit (the routing key the request was assigned by, e.g. the user id).')
-    .argument('<id>', 'experiment id')
-    .argument('<unit>', 'routing key of the unit, e.g. the x-user-id value')
-    .argument('<metric>', 'metric name, e.g. converted or revenue')
-    .argument('[value]', 'value (default 1: a conversion); put -- before a negative value', numberArg)
-    .addOption(new Option('--at <time>', 'when it happened, ISO-8601 (default: now)').argParser(isoArg)))
-    .action(action(event));
+  withConnection(
+    experiments
+      .command('event')
+      .description('Record one outcome event for a unit (the routing key the request was assigned by, e.g. the user id).')
+      .argument('<id>', 'experiment id')
+      .argument('<unit>', 'routing key of the unit, e.g. the x-user-id value')
+      .argument('<metric>', 'metric name, e.g. converted or revenue')
+      .argument('[value]', 'value (default 1: a conversion); put -- before a negative value', numberArg)
+      .addOption(new Option('--at <time>', 'when it happened, ISO-8601 (default: now)').argParser(isoArg)),
+  ).action(action(event));
 
-  withConnection(experiments.command('events')
-    .description(`Record outcome events from a JSON Lines file: one {"unit", "metric", "value"?, "at"?} object per line, sent in batches of ${EVENTS_PER_CALL}; prints the total accepted.`)
-    .argument('<id>', 'experiment id')
-    .requiredOption('-f, --file <path>', 'JSON Lines file of events ("-" = standard input)'))
-    .action(action(events));
+  withConnection(
+    experiments
+      .command('events')
+      .description(
+        `Record outcome events from a JSON Lines file: one {"unit", "metric", "value"?, "at"?} object per line, sent in batches of ${EVENTS_PER_CALL}; prints the total accepted.`,
+      )
+      .argument('<id>', 'experiment id')
+      .requiredOption('-f, --file <path>', 'JSON Lines file of events ("-" = standard input)'),
+  ).action(action(events));
 
-  withConnection(experiments.command('report')
-    .description('Report: per arm exposures and requests; per metric each arm vs the control (rate or mean, difference, 95% CI, p-value); sample-ratio-mismatch check; guardrails; shadows.')
-    .argument('<id>', 'experiment id'))
-    .action(action(report));
+  withConnection(
+    experiments
+      .command('report')
+      .description(
+        'Report: per arm exposures and requests; per metric each arm vs the control (rate or mean, difference, 95% CI, p-value); sample-ratio-mismatch check; guardrails; shadows.',
+      )
+      .argument('<id>', 'experiment id'),
+  ).action(action(report));
 
   return experiments;
 }

@@ -62,7 +62,8 @@ export function parseApplyFile(text: string, source: string): ApplyPlan {
   }
   if (!isObject(doc)) throw new CliError(`${source}: must be an object with "entities", "views" and/or "services" lists`);
   const extra = Object.keys(doc).filter((k) => !Object.hasOwn(KINDS, k));
-  if (extra.length) throw new CliError(`${source}: unknown key${extra.length > 1 ? 's' : ''} ${extra.map((k) => `"${k}"`).join(', ')} (allowed: entities, views, services)`);
+  if (extra.length)
+    throw new CliError(`${source}: unknown key${extra.length > 1 ? 's' : ''} ${extra.map((k) => `"${k}"`).join(', ')} (allowed: entities, views, services)`);
   const plan: Record<KindPlural, Json[]> = { entities: [], views: [], services: [] };
   for (const plural of Object.keys(KINDS) as KindPlural[]) {
     const list = doc[plural];
@@ -78,7 +79,8 @@ export function parseApplyFile(text: string, source: string): ApplyPlan {
       plan[plural].push(d);
     });
   }
-  if (plan.entities.length + plan.views.length + plan.services.length === 0) throw new CliError(`${source}: no definitions (expected "entities", "views" and/or "services" lists)`);
+  if (plan.entities.length + plan.views.length + plan.services.length === 0)
+    throw new CliError(`${source}: no definitions (expected "entities", "views" and/or "services" lists)`);
   return plan;
 }
 
@@ -204,13 +206,17 @@ export function entityArg(v: string, prev: Json[] = []): Json[] {
 
 /** Comma-separated feature refs ("view:feature"). */
 export function featuresArg(v: string): string[] {
-  const refs = v.split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const refs = v
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
   if (refs.length === 0) throw new InvalidArgumentError('give at least one feature as view:feature');
   for (const r of refs) if (!/^[^:]+:[^:]+$/.test(r)) throw new InvalidArgumentError(`"${r}" is not a feature reference (view:feature)`);
   return refs;
 }
 
-const cellText = (v: unknown): string => (v === null || v === undefined ? '' : typeof v === 'string' ? v : typeof v === 'object' ? JSON.stringify(v) : String(v));
+const cellText = (v: unknown): string =>
+  v === null || v === undefined ? '' : typeof v === 'string' ? v : typeof v === 'object' ? JSON.stringify(v) : String(v);
 
 /** Rows as CSV: columns in order of first appearance, null as an empty cell; text with edge spaces quoted. */
 export function toCsv(rows: readonly Json[]): string {
@@ -227,4 +233,3 @@ export function toCsv(rows: readonly Json[]): string {
 }
 
 export const toJsonl = (rows: readonly Json[]): string => rows.map((r) => JSON.stringify(r)).join('\n') + (rows.length ? '\n' : '');
-

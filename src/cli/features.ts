@@ -8,21 +8,45 @@
  */
 import { writeFile } from 'node:fs/promises';
 import { Command, Option } from 'commander';
-import type {
-  DefinitionKind, DefinitionRecord, EntityDef, FeatureRead, FeatureServiceDef, ValueType, ViewDef,
-} from '../features/index.js';
+import type { DefinitionKind, DefinitionRecord, EntityDef, FeatureRead, FeatureServiceDef, ValueType, ViewDef } from '../features/index.js';
 import { outputOption, retiredOption } from './args.js';
 import { action, call, CliError, enc, fields, kv, print, printJson, request, table, when, withConnection, type ConnFlags } from './client.js';
 import {
-  chunk, chunkPushId, entityArg, featuresArg, formatOf, kindArg, KINDS, parseApplyFile, parseCsv, parseJsonl, readText, toCsv, toJsonl,
+  chunk,
+  chunkPushId,
+  entityArg,
+  featuresArg,
+  formatOf,
+  kindArg,
+  KINDS,
+  parseApplyFile,
+  parseCsv,
+  parseJsonl,
+  readText,
+  toCsv,
+  toJsonl,
   typedRows,
-  type KindPlural, type RowFormat,
+  type KindPlural,
+  type RowFormat,
 } from './feature-files.js';
 import { countBytes, progress } from './progress.js';
 
 export {
-  chunk, chunkPushId, entityArg, featuresArg, kindArg, parseApplyFile, parseCsv, parseJsonl, toCsv, typedRows,
-  type ApplyPlan, type ColumnTypes, type CsvRow, type KindPlural, type RowFormat,
+  chunk,
+  chunkPushId,
+  entityArg,
+  featuresArg,
+  kindArg,
+  parseApplyFile,
+  parseCsv,
+  parseJsonl,
+  toCsv,
+  typedRows,
+  type ApplyPlan,
+  type ColumnTypes,
+  type CsvRow,
+  type KindPlural,
+  type RowFormat,
 } from './feature-files.js';
 
 /** Rows per push request. */
@@ -38,7 +62,8 @@ const defPath = (plural: KindPlural, name?: string): string => `/api/v1/features
 
 const describeKeys = (e: EntityDef): string => e.joinKeys.map((k) => `${k.name}:${k.type}`).join(', ');
 const ttlText = (s: number): string => (s === 0 ? 'none' : `${s} s`);
-const binding = (s: FeatureServiceDef): string => (s.model === undefined ? '-' : `${s.model}${s.version === undefined ? ' (every version)' : ` v${s.version}`}`);
+const binding = (s: FeatureServiceDef): string =>
+  s.model === undefined ? '-' : `${s.model}${s.version === undefined ? ' (every version)' : ` v${s.version}`}`;
 const valueText = (v: unknown): string => (v === null || v === undefined ? '-' : typeof v === 'string' ? v : JSON.stringify(v));
 
 async function list(plural: KindPlural, flags: ConnFlags): Promise<void> {
@@ -47,22 +72,57 @@ async function list(plural: KindPlural, flags: ConnFlags): Promise<void> {
   if (r.length === 0) return print(`No ${KINDS[plural].text === 'entity' ? 'entities' : `${KINDS[plural].text}s`}.`);
   const updated = (d: DefRecord): string => `${when(d.createdAt)} by ${d.createdBy}`;
   if (plural === 'entities') {
-    print(table(['NAME', 'JOIN KEYS', 'REVISION', 'UPDATED', 'DESCRIPTION'], r.map((d) => {
-      const e = d.spec as EntityDef;
-      return [d.name, describeKeys(e), d.revision, updated(d), e.description || '-'];
-    })));
+    print(
+      table(
+        ['NAME', 'JOIN KEYS', 'REVISION', 'UPDATED', 'DESCRIPTION'],
+        r.map((d) => {
+          const e = d.spec as EntityDef;
+          return [d.name, describeKeys(e), d.revision, updated(d), e.description || '-'];
+        }),
+      ),
+    );
   } else if (plural === 'views') {
-    print(table(['NAME', 'KIND', 'ENTITIES', 'FEATURES', 'MAX AGE', 'ONLINE', 'OFFLINE', 'REVISION', 'UPDATED'], r.map((d) => {
-      const v = d.spec as ViewDef;
-      return v.kind === 'window'
-        ? [d.name, `window${v.source ? ` (${v.source.type})` : ''}`, v.entities.join(', '), v.aggregations.map((a) => a.name).join(', '), '-', 'yes', 'no', d.revision, updated(d)]
-        : [d.name, 'view', v.entities.join(', '), v.features.map((f) => f.name).join(', '), ttlText(v.ttlSeconds), v.online ? 'yes' : 'no', v.offline ? 'yes' : 'no', d.revision, updated(d)];
-    })));
+    print(
+      table(
+        ['NAME', 'KIND', 'ENTITIES', 'FEATURES', 'MAX AGE', 'ONLINE', 'OFFLINE', 'REVISION', 'UPDATED'],
+        r.map((d) => {
+          const v = d.spec as ViewDef;
+          return v.kind === 'window'
+            ? [
+                d.name,
+                `window${v.source ? ` (${v.source.type})` : ''}`,
+                v.entities.join(', '),
+                v.aggregations.map((a) => a.name).join(', '),
+                '-',
+                'yes',
+                'no',
+                d.revision,
+                updated(d),
+              ]
+            : [
+                d.name,
+                'view',
+                v.entities.join(', '),
+                v.features.map((f) => f.name).join(', '),
+                ttlText(v.ttlSeconds),
+                v.online ? 'yes' : 'no',
+                v.offline ? 'yes' : 'no',
+                d.revision,
+                updated(d),
+              ];
+        }),
+      ),
+    );
   } else {
-    print(table(['NAME', 'FEATURES', 'MODEL', 'ON MISSING', 'REVISION', 'UPDATED', 'DESCRIPTION'], r.map((d) => {
-      const s = d.spec as FeatureServiceDef;
-      return [d.name, s.features.length, binding(s), s.onMissing, d.revision, updated(d), s.description || '-'];
-    })));
+    print(
+      table(
+        ['NAME', 'FEATURES', 'MODEL', 'ON MISSING', 'REVISION', 'UPDATED', 'DESCRIPTION'],
+        r.map((d) => {
+          const s = d.spec as FeatureServiceDef;
+          return [d.name, s.features.length, binding(s), s.onMissing, d.revision, updated(d), s.description || '-'];
+        }),
+      ),
+    );
   }
 }
 
@@ -77,28 +137,70 @@ function describe(d: DefRecord): void {
   if (d.kind === 'view') {
     const v = d.spec as ViewDef;
     if (v.kind === 'window') {
-      const src = v.source === undefined ? 'none (events are pushed)'
-        : v.source.type === 'nats' ? `NATS stream ${v.source.stream}, subject ${v.source.subject}, durable ${v.source.durable}` : `Redis stream ${v.source.stream}, group ${v.source.group}`;
-      print(fields([...head, { Kind: 'window (sliding-window aggregations)' }, { Description: v.description || '-' }, { Entities: v.entities.join(', ') }, { Source: src }, rev]));
+      const src =
+        v.source === undefined
+          ? 'none (events are pushed)'
+          : v.source.type === 'nats'
+            ? `NATS stream ${v.source.stream}, subject ${v.source.subject}, durable ${v.source.durable}`
+            : `Redis stream ${v.source.stream}, group ${v.source.group}`;
+      print(
+        fields([
+          ...head,
+          { Kind: 'window (sliding-window aggregations)' },
+          { Description: v.description || '-' },
+          { Entities: v.entities.join(', ') },
+          { Source: src },
+          rev,
+        ]),
+      );
       print('\nAggregations:');
-      print(table(['NAME', 'FN', 'FIELD', 'WINDOW'], v.aggregations.map((a) => [a.name, a.fn, a.field ?? '-', a.window])));
+      print(
+        table(
+          ['NAME', 'FN', 'FIELD', 'WINDOW'],
+          v.aggregations.map((a) => [a.name, a.fn, a.field ?? '-', a.window]),
+        ),
+      );
     } else {
-      print(fields([
-        ...head, { Kind: 'view (pushed rows)' }, { Description: v.description || '-' }, { Entities: v.entities.join(', ') },
-        { 'Max age': ttlText(v.ttlSeconds) }, { Online: v.online ? 'yes' : 'no' }, { Offline: v.offline ? 'yes' : 'no' }, rev,
-      ]));
+      print(
+        fields([
+          ...head,
+          { Kind: 'view (pushed rows)' },
+          { Description: v.description || '-' },
+          { Entities: v.entities.join(', ') },
+          { 'Max age': ttlText(v.ttlSeconds) },
+          { Online: v.online ? 'yes' : 'no' },
+          { Offline: v.offline ? 'yes' : 'no' },
+          rev,
+        ]),
+      );
       print('\nFeatures:');
-      print(table(['NAME', 'TYPE', 'DESCRIPTION'], v.features.map((f) => [f.name, f.type, f.description || '-'])));
+      print(
+        table(
+          ['NAME', 'TYPE', 'DESCRIPTION'],
+          v.features.map((f) => [f.name, f.type, f.description || '-']),
+        ),
+      );
     }
     return;
   }
   const s = d.spec as FeatureServiceDef;
-  print(fields([
-    ...head, { Description: s.description || '-' }, { Model: binding(s) }, { 'On missing': s.onMissing === 'error' ? 'error (400)' : 'zero' },
-    { 'Stale is missing': s.staleIsMissing ? 'yes' : 'no' }, rev,
-  ]));
+  print(
+    fields([
+      ...head,
+      { Description: s.description || '-' },
+      { Model: binding(s) },
+      { 'On missing': s.onMissing === 'error' ? 'error (400)' : 'zero' },
+      { 'Stale is missing': s.staleIsMissing ? 'yes' : 'no' },
+      rev,
+    ]),
+  );
   print('\nFeatures (in order):');
-  print(table(['#', 'FEATURE', 'INPUT', 'DEFAULT'], s.features.map((f, i) => [i + 1, f.ref, f.input ?? '-', f.default === undefined ? '-' : JSON.stringify(f.default)])));
+  print(
+    table(
+      ['#', 'FEATURE', 'INPUT', 'DEFAULT'],
+      s.features.map((f, i) => [i + 1, f.ref, f.input ?? '-', f.default === undefined ? '-' : JSON.stringify(f.default)]),
+    ),
+  );
 }
 
 /** What each revision did: created (first, or after a delete), updated, deleted. */
@@ -112,7 +214,12 @@ async function show(plural: KindPlural, name: string, flags: ConnFlags & { histo
     if (flags.json) return printJson(h);
     const changes = historyChanges(h);
     print(`History of ${KINDS[plural].text} ${name}:`);
-    print(table(['REVISION', 'WHEN', 'BY', 'CHANGE'], h.map((r, i) => [r.revision, when(r.createdAt), r.createdBy, changes[i]!])));
+    print(
+      table(
+        ['REVISION', 'WHEN', 'BY', 'CHANGE'],
+        h.map((r, i) => [r.revision, when(r.createdAt), r.createdBy, changes[i]!]),
+      ),
+    );
     return;
   }
   const d = await call<DefRecord>(flags, 'GET', defPath(plural, name));
@@ -166,7 +273,11 @@ async function columnTypes(flags: ConnFlags, view: string): Promise<{ types: Map
   return { types, joinKeys };
 }
 
-interface PushFlags extends ConnFlags { file: string; id?: string; format?: RowFormat }
+interface PushFlags extends ConnFlags {
+  file: string;
+  id?: string;
+  format?: RowFormat;
+}
 
 async function push(view: string, flags: PushFlags): Promise<void> {
   const where = flags.file === '-' ? 'standard input' : flags.file;
@@ -209,14 +320,23 @@ async function pushChunks(view: string, flags: PushFlags, chunks: Json[][], tota
   }
 }
 
-interface OnlineResult { entity: Json; features: Record<string, FeatureRead> }
+interface OnlineResult {
+  entity: Json;
+  features: Record<string, FeatureRead>;
+}
 
 /** Online results as table rows: one per (entity, feature). */
 export function onlineRows(results: readonly OnlineResult[]): string[][] {
-  return results.flatMap((r) => Object.entries(r.features).map(([ref, f]) => [kv(r.entity), ref, valueText(f.value), f.status, f.eventTime === null ? '-' : when(f.eventTime)]));
+  return results.flatMap((r) =>
+    Object.entries(r.features).map(([ref, f]) => [kv(r.entity), ref, valueText(f.value), f.status, f.eventTime === null ? '-' : when(f.eventTime)]),
+  );
 }
 
-interface GetFlags extends ConnFlags { entity: Json[]; features?: string[]; service?: string }
+interface GetFlags extends ConnFlags {
+  entity: Json[];
+  features?: string[];
+  service?: string;
+}
 
 async function get(flags: GetFlags): Promise<void> {
   if ((flags.features === undefined) === (flags.service === undefined)) throw new CliError('give either --features view:feature,… or --service <name>');
@@ -228,7 +348,13 @@ async function get(flags: GetFlags): Promise<void> {
   print(table(['ENTITY', 'FEATURE', 'VALUE', 'STATUS', 'EVENT TIME'], onlineRows(r.results)));
 }
 
-interface ExportFlags extends ConnFlags { entities: string; features?: string[]; service?: string; output?: string; format?: RowFormat }
+interface ExportFlags extends ConnFlags {
+  entities: string;
+  features?: string[];
+  service?: string;
+  output?: string;
+  format?: RowFormat;
+}
 
 async function exportSet(flags: ExportFlags): Promise<void> {
   if ((flags.features === undefined) === (flags.service === undefined)) throw new CliError('give either --features view:feature,… or --service <name>');
@@ -250,7 +376,7 @@ async function exportSet(flags: ExportFlags): Promise<void> {
   } finally {
     bar.done();
   }
-  const format = flags.format ?? (flags.output === undefined ? 'csv' : formatOf(flags.output) ?? 'csv');
+  const format = flags.format ?? (flags.output === undefined ? 'csv' : (formatOf(flags.output) ?? 'csv'));
   const out = format === 'csv' ? toCsv(r.rows) : toJsonl(r.rows);
   if (flags.output === undefined) {
     process.stdout.write(out);
@@ -268,56 +394,80 @@ async function exportSet(flags: ExportFlags): Promise<void> {
 
 /** `switchyard features`: feature store definitions and data on a running server. */
 export function featuresCommand(): Command {
-  const features = new Command('features')
-    .description('The feature store on a running Switchyard server: entities, feature views, windowed views and feature services (list, show, apply, delete; versioned), push rows, read online values, export point-in-time training sets.');
+  const features = new Command('features').description(
+    'The feature store on a running Switchyard server: entities, feature views, windowed views and feature services (list, show, apply, delete; versioned), push rows, read online values, export point-in-time training sets.',
+  );
 
   for (const plural of Object.keys(KINDS) as KindPlural[]) {
     const { text } = KINDS[plural];
     const many = plural === 'entities' ? 'entities' : `${text}s${plural === 'views' ? ' and windowed views' : ''}`;
     const c = features.command(plural).description(`List ${many} ("list", the default) or show one ("show <name> [--history]").`);
-    withConnection(c.command('list', { isDefault: true }).description(`List current ${many}, by name.`)).action(action((flags: ConnFlags) => list(plural, flags)));
-    withConnection(c.command('show')
-      .description(`Show ${plural === 'entities' ? 'an' : 'a'} ${text}${plural === 'services' ? ' (its features in order, inputs and defaults)' : ''}; --history lists every revision.`)
-      .argument('<name>', `${text} name`)
-      .option('--history', 'every revision, oldest first (who, when, created/updated/deleted)'))
-      .action(action((name: string, flags: ConnFlags & { history?: boolean }) => show(plural, name, flags)));
+    withConnection(c.command('list', { isDefault: true }).description(`List current ${many}, by name.`)).action(
+      action((flags: ConnFlags) => list(plural, flags)),
+    );
+    withConnection(
+      c
+        .command('show')
+        .description(
+          `Show ${plural === 'entities' ? 'an' : 'a'} ${text}${plural === 'services' ? ' (its features in order, inputs and defaults)' : ''}; --history lists every revision.`,
+        )
+        .argument('<name>', `${text} name`)
+        .option('--history', 'every revision, oldest first (who, when, created/updated/deleted)'),
+    ).action(action((name: string, flags: ConnFlags & { history?: boolean }) => show(plural, name, flags)));
   }
 
-  withConnection(features.command('apply')
-    .description('Create or update definitions from a file (JSON, or YAML unless named .json): {entities: [...], views: [...], services: [...]}, each with a name; applied in that order (platform admin key). Prints created / updated / unchanged per definition.')
-    .argument('<file>', 'definitions file ("-" = standard input, read as YAML)'))
-    .action(action(apply));
+  withConnection(
+    features
+      .command('apply')
+      .description(
+        'Create or update definitions from a file (JSON, or YAML unless named .json): {entities: [...], views: [...], services: [...]}, each with a name; applied in that order (platform admin key). Prints created / updated / unchanged per definition.',
+      )
+      .argument('<file>', 'definitions file ("-" = standard input, read as YAML)'),
+  ).action(action(apply));
 
-  withConnection(features.command('delete')
-    .description('Delete a definition (refused while a view uses the entity, or a service the view; the history is kept).')
-    .argument('<kind>', 'entity, view or service', kindArg)
-    .argument('<name>', 'definition name'))
-    .action(action(remove));
+  withConnection(
+    features
+      .command('delete')
+      .description('Delete a definition (refused while a view uses the entity, or a service the view; the history is kept).')
+      .argument('<kind>', 'entity, view or service', kindArg)
+      .argument('<name>', 'definition name'),
+  ).action(action(remove));
 
-  withConnection(features.command('push')
-    .description(`Push rows into a view from JSON Lines or CSV, ${PUSH_CHUNK} rows per request. Feature views: join keys, event_time (ISO-8601 or epoch ms) and feature values per row; windowed views: join keys, event_id, event_time and the aggregated fields. CSV cells are typed by the view's definition.`)
-    .argument('<view>', 'feature view or windowed view')
-    .requiredOption('-f, --file <path>', 'rows: .jsonl/.ndjson (one JSON object per line) or .csv (header row); "-" = standard input with --format')
-    .addOption(new Option('--format <format>', 'file format (default: from the file name)').choices(['csv', 'jsonl']))
-    .option('--id <pushId>', 'a label for the push, echoed by the server (with several requests: <id>-1, <id>-2, …); retries are safe without it: rows are idempotent by entity and event time'))
-    .action(action(push));
+  withConnection(
+    features
+      .command('push')
+      .description(
+        `Push rows into a view from JSON Lines or CSV, ${PUSH_CHUNK} rows per request. Feature views: join keys, event_time (ISO-8601 or epoch ms) and feature values per row; windowed views: join keys, event_id, event_time and the aggregated fields. CSV cells are typed by the view's definition.`,
+      )
+      .argument('<view>', 'feature view or windowed view')
+      .requiredOption('-f, --file <path>', 'rows: .jsonl/.ndjson (one JSON object per line) or .csv (header row); "-" = standard input with --format')
+      .addOption(new Option('--format <format>', 'file format (default: from the file name)').choices(['csv', 'jsonl']))
+      .option(
+        '--id <pushId>',
+        'a label for the push, echoed by the server (with several requests: <id>-1, <id>-2, …); retries are safe without it: rows are idempotent by entity and event time',
+      ),
+  ).action(action(push));
 
-  withConnection(features.command('get')
-    .description('Read online feature values (value, status PRESENT / NOT_FOUND / OUTSIDE_MAX_AGE, event time) for entities.')
-    .requiredOption('-e, --entity <key=value>', 'an entity by its join keys (repeatable; a composite key as k1=v1,k2=v2)', entityArg)
-    .addOption(new Option('--features <refs>', 'comma-separated view:feature references').argParser(featuresArg).conflicts('service'))
-    .option('--service <name>', "a feature service's features"))
-    .action(action(get));
+  withConnection(
+    features
+      .command('get')
+      .description('Read online feature values (value, status PRESENT / NOT_FOUND / OUTSIDE_MAX_AGE, event time) for entities.')
+      .requiredOption('-e, --entity <key=value>', 'an entity by its join keys (repeatable; a composite key as k1=v1,k2=v2)', entityArg)
+      .addOption(new Option('--features <refs>', 'comma-separated view:feature references').argParser(featuresArg).conflicts('service'))
+      .option('--service <name>', "a feature service's features"),
+  ).action(action(get));
 
-  withConnection(features.command('export')
-    .description('Export a point-in-time-correct training set: for each entity row (join keys + timestamp), each feature as known at that time.')
-    .requiredOption('--entities <file>', 'entity rows: .csv (header: join keys, timestamp) or .jsonl; timestamp ISO-8601 or epoch ms')
-    .addOption(new Option('--features <refs>', 'comma-separated view:feature references').argParser(featuresArg).conflicts('service'))
-    .option('--service <name>', "a feature service's features")
-    .addOption(outputOption('the training set'))
-    .addOption(retiredOption('--out <file>', '-o, --output <file>'))
-    .addOption(new Option('--format <format>', 'output format (default: from --output, else csv)').choices(['csv', 'jsonl'])))
-    .action(action(exportSet));
+  withConnection(
+    features
+      .command('export')
+      .description('Export a point-in-time-correct training set: for each entity row (join keys + timestamp), each feature as known at that time.')
+      .requiredOption('--entities <file>', 'entity rows: .csv (header: join keys, timestamp) or .jsonl; timestamp ISO-8601 or epoch ms')
+      .addOption(new Option('--features <refs>', 'comma-separated view:feature references').argParser(featuresArg).conflicts('service'))
+      .option('--service <name>', "a feature service's features")
+      .addOption(outputOption('the training set'))
+      .addOption(retiredOption('--out <file>', '-o, --output <file>'))
+      .addOption(new Option('--format <format>', 'output format (default: from --output, else csv)').choices(['csv', 'jsonl'])),
+  ).action(action(exportSet));
 
   return features;
 }

@@ -15,17 +15,37 @@ import { action, call, CliError, print, printJson, request, table, when, withCon
 import { retiredOption, timeArg } from './args.js';
 import { num } from './routing.js';
 
-interface ModelJson { id: string; object: 'model'; created: number; owned_by: string }
+interface ModelJson {
+  id: string;
+  object: 'model';
+  created: number;
+  owned_by: string;
+}
 
 interface LlmUsageJson {
   usage: Array<{
-    tenant: string; model: string; period: string; requests: number; errors: number;
-    promptTokens: number; completionTokens: number; cost: number;
+    tenant: string;
+    model: string;
+    period: string;
+    requests: number;
+    errors: number;
+    promptTokens: number;
+    completionTokens: number;
+    cost: number;
   }>;
 }
 
-interface ChatChoiceJson { index: number; message?: { content?: string | null }; delta?: { content?: string | null }; finish_reason?: string | null }
-interface ChatJson { choices?: ChatChoiceJson[]; usage?: Usage | null; error?: { message?: string; code?: string | null } }
+interface ChatChoiceJson {
+  index: number;
+  message?: { content?: string | null };
+  delta?: { content?: string | null };
+  finish_reason?: string | null;
+}
+interface ChatJson {
+  choices?: ChatChoiceJson[];
+  usage?: Usage | null;
+  error?: { message?: string; code?: string | null };
+}
 
 // ---- flag parsers ----
 
@@ -47,10 +67,21 @@ async function models(flags: ConnFlags): Promise<void> {
   const r = await call<{ object: 'list'; data: ModelJson[] }>(flags, 'GET', '/v1/models');
   if (flags.json) return printJson(r);
   if (r.data.length === 0) return print('No LLM models (start the server with --llm-config FILE).');
-  print(table(['ID', 'OWNED BY'], r.data.map((m) => [m.id, m.owned_by])));
+  print(
+    table(
+      ['ID', 'OWNED BY'],
+      r.data.map((m) => [m.id, m.owned_by]),
+    ),
+  );
 }
 
-interface UsageFlags extends ConnFlags { tenant?: string; model?: string; since?: string; until?: string; groupBy?: string }
+interface UsageFlags extends ConnFlags {
+  tenant?: string;
+  model?: string;
+  since?: string;
+  until?: string;
+  groupBy?: string;
+}
 
 async function usage(flags: UsageFlags): Promise<void> {
   const q = new URLSearchParams();
@@ -63,12 +94,20 @@ async function usage(flags: UsageFlags): Promise<void> {
   const r = await call<LlmUsageJson>(flags, 'GET', `/api/v1/llm/usage${qs ? `?${qs}` : ''}`);
   if (flags.json) return printJson(r);
   if (r.usage.length === 0) return print('No LLM usage recorded.');
-  print(table(['TENANT', 'MODEL', 'PERIOD', 'REQUESTS', 'ERRORS', 'PROMPT TOKENS', 'COMPLETION TOKENS', 'COST'], r.usage.map((u) => [
-    u.tenant || '(none)', u.model, when(u.period), u.requests, u.errors, u.promptTokens, u.completionTokens, num(u.cost),
-  ])));
+  print(
+    table(
+      ['TENANT', 'MODEL', 'PERIOD', 'REQUESTS', 'ERRORS', 'PROMPT TOKENS', 'COMPLETION TOKENS', 'COST'],
+      r.usage.map((u) => [u.tenant || '(none)', u.model, when(u.period), u.requests, u.errors, u.promptTokens, u.completionTokens, num(u.cost)]),
+    ),
+  );
 }
 
-interface ChatFlags extends ConnFlags { system?: string; maxTokens?: number; temperature?: number; stream?: boolean }
+interface ChatFlags extends ConnFlags {
+  system?: string;
+  maxTokens?: number;
+  temperature?: number;
+  stream?: boolean;
+}
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
@@ -175,50 +214,61 @@ async function writeTinyModel(file: string, flags: { name: string; json?: boolea
   print('');
   print('LLM config (save as llm.yaml, start with "switchyard serve --llm-config llm.yaml"):');
   print('');
-  print([
-    'models:',
-    `  - name: ${flags.name}`,
-    '    backend: llama',
-    `    path: ${yamlPath}`,
-    '    contextSize: 256',
-    '    sequences: 2',
-  ].join('\n'));
+  print(['models:', `  - name: ${flags.name}`, '    backend: llama', `    path: ${yamlPath}`, '    contextSize: 256', '    sequences: 2'].join('\n'));
   print('');
   print(`Then: switchyard llm chat ${flags.name} "hello" --max-tokens 16 --temperature 0`);
 }
 
 /** `switchyard llm`: the OpenAI-compatible API of a running server: models, chat, usage; a tiny test model. */
 export function llmCommand(): Command {
-  const llm = new Command('llm')
-    .description('The OpenAI-compatible LLM API (/v1) of a running Switchyard server: list models, chat, usage and spend; write a tiny test model.');
+  const llm = new Command('llm').description(
+    'The OpenAI-compatible LLM API (/v1) of a running Switchyard server: list models, chat, usage and spend; write a tiny test model.',
+  );
 
-  withConnection(llm.command('models')
-    .description('List the LLM models the server serves (GET /v1/models): id (what clients send in "model") and owner.'))
-    .action(action(models));
+  withConnection(
+    llm.command('models').description('List the LLM models the server serves (GET /v1/models): id (what clients send in "model") and owner.'),
+  ).action(action(models));
 
-  withConnection(llm.command('chat')
-    .description('Send one chat completion (POST /v1/chat/completions) and print the reply; the token usage and finish reason go to standard error. --stream prints the text as it is generated; a stream that fails or ends without [DONE] exits with status 1. --json prints the response (streamed: one chunk per line).')
-    .argument('<model>', 'LLM model id (see "switchyard llm models")')
-    .argument('<message>', 'the user message ("-" = read it from standard input)')
-    .option('--system <text>', 'a system message sent before the user message')
-    .addOption(new Option('--max-tokens <n>', "most tokens to generate (default: the model's defaultMaxTokens)").argParser(positiveIntArg))
-    .addOption(new Option('--temperature <t>', 'sampling temperature, 0 to 2; 0 = greedy, deterministic for local models (default: 1)').argParser(temperatureArg))
-    .option('--stream', 'stream the reply as server-sent events and print each piece of text as it arrives'))
-    .action(action(chat));
+  withConnection(
+    llm
+      .command('chat')
+      .description(
+        'Send one chat completion (POST /v1/chat/completions) and print the reply; the token usage and finish reason go to standard error. --stream prints the text as it is generated; a stream that fails or ends without [DONE] exits with status 1. --json prints the response (streamed: one chunk per line).',
+      )
+      .argument('<model>', 'LLM model id (see "switchyard llm models")')
+      .argument('<message>', 'the user message ("-" = read it from standard input)')
+      .option('--system <text>', 'a system message sent before the user message')
+      .addOption(new Option('--max-tokens <n>', "most tokens to generate (default: the model's defaultMaxTokens)").argParser(positiveIntArg))
+      .addOption(
+        new Option('--temperature <t>', 'sampling temperature, 0 to 2; 0 = greedy, deterministic for local models (default: 1)').argParser(temperatureArg),
+      )
+      .option('--stream', 'stream the reply as server-sent events and print each piece of text as it arrives'),
+  ).action(action(chat));
 
-  withConnection(llm.command('usage')
-    .description('LLM API usage and spend per tenant, model and period (GET /api/v1/llm/usage): requests, errors, prompt and completion tokens, cost by the model catalog\'s prices. A tenant key sees its own tenant.')
-    .option('--tenant <name>', 'only this tenant')
-    .option('--model <name>', 'only this model (the name clients send in "model")')
-    .addOption(new Option('--since <time>', 'from this time, inclusive, in hour buckets: ISO-8601 or a duration ago (30m, 2h, 7d)').argParser(timeArg))
-    .addOption(new Option('--until <time>', 'up to this time, exclusive: ISO-8601 or a duration ago').argParser(timeArg))
-    .addOption(retiredOption('--from <time>', '--since <time>'))
-    .addOption(retiredOption('--to <time>', '--until <time>'))
-    .addOption(new Option('--group-by <period>', 'one row per hour, per UTC day, or one total per tenant and model (period = its first hour)').choices(['hour', 'day', 'total']).default('day')))
-    .action(action(usage));
+  withConnection(
+    llm
+      .command('usage')
+      .description(
+        "LLM API usage and spend per tenant, model and period (GET /api/v1/llm/usage): requests, errors, prompt and completion tokens, cost by the model catalog's prices. A tenant key sees its own tenant.",
+      )
+      .option('--tenant <name>', 'only this tenant')
+      .option('--model <name>', 'only this model (the name clients send in "model")')
+      .addOption(new Option('--since <time>', 'from this time, inclusive, in hour buckets: ISO-8601 or a duration ago (30m, 2h, 7d)').argParser(timeArg))
+      .addOption(new Option('--until <time>', 'up to this time, exclusive: ISO-8601 or a duration ago').argParser(timeArg))
+      .addOption(retiredOption('--from <time>', '--since <time>'))
+      .addOption(retiredOption('--to <time>', '--until <time>'))
+      .addOption(
+        new Option('--group-by <period>', 'one row per hour, per UTC day, or one total per tenant and model (period = its first hour)')
+          .choices(['hour', 'day', 'total'])
+          .default('day'),
+      ),
+  ).action(action(usage));
 
-  llm.command('write-tiny-model')
-    .description('Write a tiny Llama-architecture GGUF model with random weights (about 0.5 MB; nothing is downloaded) and print an LLM config that serves it with the local llama backend. For tests and demos: it generates random words.')
+  llm
+    .command('write-tiny-model')
+    .description(
+      'Write a tiny Llama-architecture GGUF model with random weights (about 0.5 MB; nothing is downloaded) and print an LLM config that serves it with the local llama backend. For tests and demos: it generates random words.',
+    )
     .argument('<file>', 'where to write the .gguf file (folders are created)')
     .option('--name <model>', 'model name in the printed config', 'tiny-chat')
     .option('--json', 'print {path, bytes, config} as JSON instead of the YAML snippet')

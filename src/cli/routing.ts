@@ -21,9 +21,18 @@ export interface RoutingState {
 }
 
 export interface ShadowStatsRow {
-  target: string; copies: number; ok: number; errors: number; timeouts: number; dropped: number;
-  meanMaxAbsDiff: number | null; maxAbsDiff: number | null; agreement: number | null;
-  p50Ms: number | null; p99Ms: number | null; mismatches: number;
+  target: string;
+  copies: number;
+  ok: number;
+  errors: number;
+  timeouts: number;
+  dropped: number;
+  meanMaxAbsDiff: number | null;
+  maxAbsDiff: number | null;
+  agreement: number | null;
+  p50Ms: number | null;
+  p99Ms: number | null;
+  mismatches: number;
 }
 
 type ArmIn = { name: string; target: string; weight: number };
@@ -52,17 +61,31 @@ export const ms = (x: number | null | undefined): string => (x === null || x ===
 /** Arms with their normalised weight as a percentage. */
 export function armsTable(arms: ReadonlyArray<{ name: string; target: string; weight: number }>, control?: string): string {
   const total = arms.reduce((s, a) => s + a.weight, 0);
-  return table(['ARM', 'TARGET', 'WEIGHT'], arms.map((a) => [
-    a.name + (a.name === control ? ' (control)' : ''), a.target, total > 0 ? percent(a.weight / total) : '0%',
-  ]));
+  return table(
+    ['ARM', 'TARGET', 'WEIGHT'],
+    arms.map((a) => [a.name + (a.name === control ? ' (control)' : ''), a.target, total > 0 ? percent(a.weight / total) : '0%']),
+  );
 }
 
 /** Running statistics of shadow targets on the server that answered. */
 export function shadowStatsTable(rows: readonly ShadowStatsRow[]): string {
-  return table(['TARGET', 'COPIES', 'OK', 'ERRORS', 'TIMEOUTS', 'DROPPED', 'AGREEMENT', 'MEAN MAX|DIFF|', 'MAX |DIFF|', 'P50', 'P99', 'MISMATCHES'], rows.map((s) => [
-    s.target, s.copies, s.ok, s.errors, s.timeouts, s.dropped, s.agreement === null ? '-' : percent(s.agreement),
-    num(s.meanMaxAbsDiff), num(s.maxAbsDiff), ms(s.p50Ms), ms(s.p99Ms), s.mismatches,
-  ]));
+  return table(
+    ['TARGET', 'COPIES', 'OK', 'ERRORS', 'TIMEOUTS', 'DROPPED', 'AGREEMENT', 'MEAN MAX|DIFF|', 'MAX |DIFF|', 'P50', 'P99', 'MISMATCHES'],
+    rows.map((s) => [
+      s.target,
+      s.copies,
+      s.ok,
+      s.errors,
+      s.timeouts,
+      s.dropped,
+      s.agreement === null ? '-' : percent(s.agreement),
+      num(s.meanMaxAbsDiff),
+      num(s.maxAbsDiff),
+      ms(s.p50Ms),
+      ms(s.p99Ms),
+      s.mismatches,
+    ]),
+  );
 }
 
 function fallbackText(f: { model?: string | undefined; version?: string | undefined }): string {
@@ -77,29 +100,49 @@ function describePolicy(r: RoutingState): void {
   } else {
     const sticky = p.sticky;
     const cb = p.circuitBreaker;
-    print(fields([
-      { Model: r.model },
-      { Revision: String(r.revision) },
-      { 'Sticky key': sticky ? sticky.key : 'none (random split per request)' },
-      ...(sticky ? [
-        { Seed: sticky.seed ?? `${r.model} (the model name)` },
-        { 'Hash version': String(sticky.hashVersion) },
-        { Coverage: percent(sticky.coverage) },
-        ...(sticky.namespace ? [{ Namespace: `${sticky.namespace[0]} [${sticky.namespace[1]}, ${sticky.namespace[2]})` }] : []),
-      ] : []),
-      { Fallback: p.fallback?.length ? p.fallback.map(fallbackText).join(' → ') : 'none' },
-      { Timeout: p.timeoutMs === undefined ? 'none' : `${p.timeoutMs} ms per attempt` },
-      { 'Circuit breaker': cb ? `opens at ${percent(cb.errorRate)} errors over ≥${cb.minRequests} requests in ${cb.windowMs} ms; cooldown ${cb.cooldownMs} ms` : 'off' },
-      { Cache: p.cache ? `on, TTL ${p.cache.ttlMs} ms` : 'off' },
-    ]));
+    print(
+      fields([
+        { Model: r.model },
+        { Revision: String(r.revision) },
+        { 'Sticky key': sticky ? sticky.key : 'none (random split per request)' },
+        ...(sticky
+          ? [
+              { Seed: sticky.seed ?? `${r.model} (the model name)` },
+              { 'Hash version': String(sticky.hashVersion) },
+              { Coverage: percent(sticky.coverage) },
+              ...(sticky.namespace ? [{ Namespace: `${sticky.namespace[0]} [${sticky.namespace[1]}, ${sticky.namespace[2]})` }] : []),
+            ]
+          : []),
+        { Fallback: p.fallback?.length ? p.fallback.map(fallbackText).join(' → ') : 'none' },
+        { Timeout: p.timeoutMs === undefined ? 'none' : `${p.timeoutMs} ms per attempt` },
+        {
+          'Circuit breaker': cb
+            ? `opens at ${percent(cb.errorRate)} errors over ≥${cb.minRequests} requests in ${cb.windowMs} ms; cooldown ${cb.cooldownMs} ms`
+            : 'off',
+        },
+        { Cache: p.cache ? `on, TTL ${p.cache.ttlMs} ms` : 'off' },
+      ]),
+    );
     print('\nArms:');
     print(p.arms?.length ? armsTable(p.arms) : '  (none: the default route)');
     print('\nShadows:');
-    print(p.shadow?.length ? table(['TARGET', 'FRACTION', 'TIMEOUT'], p.shadow.map((s) => [s.target, percent(s.fraction), `${s.timeoutMs} ms`])) : '  (none)');
+    print(
+      p.shadow?.length
+        ? table(
+            ['TARGET', 'FRACTION', 'TIMEOUT'],
+            p.shadow.map((s) => [s.target, percent(s.fraction), `${s.timeoutMs} ms`]),
+          )
+        : '  (none)',
+    );
   }
   if (r.circuits.length > 0) {
     print('\nCircuits (this server):');
-    print(table(['VERSION', 'STATE'], r.circuits.map((c) => [c.version, c.state])));
+    print(
+      table(
+        ['VERSION', 'STATE'],
+        r.circuits.map((c) => [c.version, c.state]),
+      ),
+    );
   }
   if (r.shadows.length > 0) {
     print('\nShadow statistics (this server):');
@@ -129,7 +172,8 @@ function armArg(v: string, prev: ArmIn[] = []): ArmIn[] {
 
 function shadowArg(v: string, prev: ShadowIn[] = []): ShadowIn[] {
   const parts = v.trim().split(':');
-  if (parts.length < 2 || parts.length > 3 || !parts[0]) throw new InvalidArgumentError('must be target:fraction[:timeout], e.g. 3:0.1, staging:10% or 3:0.1:500ms');
+  if (parts.length < 2 || parts.length > 3 || !parts[0])
+    throw new InvalidArgumentError('must be target:fraction[:timeout], e.g. 3:0.1, staging:10% or 3:0.1:500ms');
   const s: ShadowIn = { target: parts[0], fraction: fraction('the shadow fraction', parts[1] ?? '') };
   if (parts[2] !== undefined) s.timeoutMs = durationArg('the shadow timeout')(parts[2]);
   return [...prev, s];
@@ -152,7 +196,8 @@ function fallbackArg(v: string, prev: FallbackIn[] = []): FallbackIn[] {
 }
 
 function stickyArg(v: string): string {
-  if (!/^(?:header|parameter):\S+$/.test(v)) throw new InvalidArgumentError('must be header:<name> (e.g. header:x-user-id) or parameter:<name> (a V2 request parameter)');
+  if (!/^(?:header|parameter):\S+$/.test(v))
+    throw new InvalidArgumentError('must be header:<name> (e.g. header:x-user-id) or parameter:<name> (a V2 request parameter)');
   return v;
 }
 
@@ -164,8 +209,7 @@ function percentArg(v: string): number {
 
 // ---- commands ----
 
-const routingPath = (model: string, reason?: string): string =>
-  `/api/v1/models/${enc(model)}/routing${reason === undefined ? '' : `?reason=${enc(reason)}`}`;
+const routingPath = (model: string, reason?: string): string => `/api/v1/models/${enc(model)}/routing${reason === undefined ? '' : `?reason=${enc(reason)}`}`;
 
 async function show(model: string, flags: ConnFlags): Promise<void> {
   const r = await call<RoutingState>(flags, 'GET', routingPath(model));
@@ -174,14 +218,30 @@ async function show(model: string, flags: ConnFlags): Promise<void> {
 }
 
 interface SetFlags extends ConnFlags {
-  file?: string; policy?: string; reason?: string;
-  arm?: ArmIn[]; sticky?: string; seed?: string; shadow?: ShadowIn[]; fallback?: FallbackIn[];
-  timeout?: number; circuitBreaker?: boolean; cache?: boolean; cacheTtl?: number;
+  file?: string;
+  policy?: string;
+  reason?: string;
+  arm?: ArmIn[];
+  sticky?: string;
+  seed?: string;
+  shadow?: ShadowIn[];
+  fallback?: FallbackIn[];
+  timeout?: number;
+  circuitBreaker?: boolean;
+  cache?: boolean;
+  cacheTtl?: number;
 }
 
 const CONVENIENCE = [
-  ['arm', '--arm'], ['sticky', '--sticky'], ['seed', '--seed'], ['shadow', '--shadow'], ['fallback', '--fallback'],
-  ['timeout', '--timeout'], ['circuitBreaker', '--circuit-breaker'], ['cache', '--cache'], ['cacheTtl', '--cache-ttl'],
+  ['arm', '--arm'],
+  ['sticky', '--sticky'],
+  ['seed', '--seed'],
+  ['shadow', '--shadow'],
+  ['fallback', '--fallback'],
+  ['timeout', '--timeout'],
+  ['circuitBreaker', '--circuit-breaker'],
+  ['cache', '--cache'],
+  ['cacheTtl', '--cache-ttl'],
 ] as const;
 
 async function readStdin(): Promise<string> {
@@ -212,7 +272,8 @@ export async function policyFromFlags(flags: SetFlags): Promise<unknown> {
   const used = CONVENIENCE.filter(([k]) => flags[k] !== undefined).map(([, f]) => f);
   if (flags.file !== undefined && flags.policy !== undefined) throw new CliError('give the policy either with --file or with --policy, not both');
   if (flags.file !== undefined || flags.policy !== undefined) {
-    if (used.length) throw new CliError(`${flags.file !== undefined ? '--file' : '--policy'} gives the whole policy; it cannot be combined with ${used.join(', ')}`);
+    if (used.length)
+      throw new CliError(`${flags.file !== undefined ? '--file' : '--policy'} gives the whole policy; it cannot be combined with ${used.join(', ')}`);
     if (flags.policy !== undefined) return parsePolicyJson(flags.policy, '--policy');
     const file = flags.file as string;
     let text: string;
@@ -224,7 +285,9 @@ export async function policyFromFlags(flags: SetFlags): Promise<unknown> {
     return parsePolicyJson(text, file === '-' ? 'standard input' : file);
   }
   if (used.length === 0) {
-    throw new CliError('no policy given: use --file, --policy, or build one with --arm, --sticky, --shadow, --fallback, --timeout, --circuit-breaker, --cache (to remove a policy: switchyard routing clear)');
+    throw new CliError(
+      'no policy given: use --file, --policy, or build one with --arm, --sticky, --shadow, --fallback, --timeout, --circuit-breaker, --cache (to remove a policy: switchyard routing clear)',
+    );
   }
   if (flags.seed !== undefined && flags.sticky === undefined) throw new CliError('--seed needs --sticky (the seed is hashed with the sticky routing key)');
   if (flags.sticky !== undefined && flags.arm === undefined) throw new CliError('--sticky needs --arm (sticky routing splits traffic over arms)');
@@ -250,7 +313,10 @@ async function set(model: string, flags: SetFlags): Promise<void> {
 
 async function canary(model: string, target: string, pct: number, flags: ConnFlags & { control: string; reason?: string }): Promise<void> {
   const cur = await call<RoutingState>(flags, 'GET', routingPath(model));
-  const arms: ArmIn[] = [{ name: 'control', target: flags.control, weight: 100 - pct }, { name: 'canary', target, weight: pct }];
+  const arms: ArmIn[] = [
+    { name: 'control', target: flags.control, weight: 100 - pct },
+    { name: 'canary', target, weight: pct },
+  ];
   const policy = { ...(cur.policy ?? {}), arms };
   const r = await call<RoutingState>(flags, 'PUT', routingPath(model, flags.reason ?? `canary ${target} at ${pct}%`), { json: policy });
   if (flags.json) return printJson(r);
@@ -270,47 +336,83 @@ async function clear(model: string, flags: ConnFlags & { reason?: string }): Pro
 
 /** `switchyard routing`: show and change a model's traffic policy on a running server. */
 export function routingCommand(): Command {
-  const routing = new Command('routing')
-    .description("Show and change a model's traffic policy on a running Switchyard server: weighted arms (canary, A/B), sticky routing, shadows, fallback, timeout, circuit breaker, cache.");
+  const routing = new Command('routing').description(
+    "Show and change a model's traffic policy on a running Switchyard server: weighted arms (canary, A/B), sticky routing, shadows, fallback, timeout, circuit breaker, cache.",
+  );
 
-  withConnection(routing.command('show')
-    .description("Show a model's routing policy (revision, arms with weights in %, sticky key and seed, shadows, fallback chain, timeout, circuit breaker, cache) and this server's live circuits and shadow statistics.")
-    .argument('<model>', 'registered model name'))
-    .action(action(show));
+  withConnection(
+    routing
+      .command('show')
+      .description(
+        "Show a model's routing policy (revision, arms with weights in %, sticky key and seed, shadows, fallback chain, timeout, circuit breaker, cache) and this server's live circuits and shadow statistics.",
+      )
+      .argument('<model>', 'registered model name'),
+  ).action(action(show));
 
-  withConnection(routing.command('set')
-    .description('Replace a model\'s routing policy (a new revision). Give the whole policy as JSON (--file or --policy), or build one from flags, e.g. --arm control=production:95 --arm canary=3:5 --sticky header:x-user-id.')
-    .argument('<model>', 'registered model name')
-    .option('-f, --file <path>', 'policy JSON file ("-" = standard input); the output of "routing show --json" is accepted too')
-    .option('--policy <json>', 'the policy as a JSON string, e.g. \'{"arms":[{"name":"a","target":"1","weight":1}]}\'')
-    .option('--reason <text>', 'why (recorded in the registry event log)')
-    .addOption(new Option('--arm <name=target:weight>', 'a weighted arm: name=version-or-alias:weight (repeatable; weights are relative), e.g. control=production:95').argParser(armArg))
-    .addOption(new Option('--sticky <source>', 'sticky assignment by a hashed routing key: header:<name> (e.g. header:x-user-id) or parameter:<name>').argParser(stickyArg))
-    .option('--seed <seed>', 'with --sticky: seed hashed with the key (default: the model name); change it to reshuffle assignments')
-    .addOption(new Option('--shadow <target:fraction>', 'copy this fraction (0..1 or 10%) of requests to a version or alias, off the request path; optional :timeout, a duration such as 500ms (repeatable)').argParser(shadowArg))
-    .addOption(new Option('--fallback <[model:]version>', 'fallback when the routed version fails, in order (repeatable): 2 or stable = this model\'s version/alias; other:2 = model other version 2; other: = model other\'s default route').argParser(fallbackArg))
-    .addOption(new Option('--timeout <duration>', 'per-attempt timeout before falling back: a duration such as 200ms or 2s').argParser(durationArg('--timeout')))
-    .addOption(retiredOption('--timeout-ms <ms>', '--timeout <duration> (e.g. --timeout 200ms)'))
-    .option('--circuit-breaker', 'per-version circuit breaker with the defaults (opens at 50% errors over ≥20 requests in 10 s; 30 s cooldown)')
-    .option('--cache', 'cache results with the default TTL (60 s)')
-    .addOption(new Option('--cache-ttl <duration>', 'cache results this long: a duration such as 60s or 5m').argParser(durationArg('--cache-ttl')))
-    .addOption(retiredOption('--cache-ttl-ms <ms>', '--cache-ttl <duration> (e.g. --cache-ttl 60s)')))
-    .action(action(set));
+  withConnection(
+    routing
+      .command('set')
+      .description(
+        "Replace a model's routing policy (a new revision). Give the whole policy as JSON (--file or --policy), or build one from flags, e.g. --arm control=production:95 --arm canary=3:5 --sticky header:x-user-id.",
+      )
+      .argument('<model>', 'registered model name')
+      .option('-f, --file <path>', 'policy JSON file ("-" = standard input); the output of "routing show --json" is accepted too')
+      .option('--policy <json>', 'the policy as a JSON string, e.g. \'{"arms":[{"name":"a","target":"1","weight":1}]}\'')
+      .option('--reason <text>', 'why (recorded in the registry event log)')
+      .addOption(
+        new Option(
+          '--arm <name=target:weight>',
+          'a weighted arm: name=version-or-alias:weight (repeatable; weights are relative), e.g. control=production:95',
+        ).argParser(armArg),
+      )
+      .addOption(
+        new Option('--sticky <source>', 'sticky assignment by a hashed routing key: header:<name> (e.g. header:x-user-id) or parameter:<name>').argParser(
+          stickyArg,
+        ),
+      )
+      .option('--seed <seed>', 'with --sticky: seed hashed with the key (default: the model name); change it to reshuffle assignments')
+      .addOption(
+        new Option(
+          '--shadow <target:fraction>',
+          'copy this fraction (0..1 or 10%) of requests to a version or alias, off the request path; optional :timeout, a duration such as 500ms (repeatable)',
+        ).argParser(shadowArg),
+      )
+      .addOption(
+        new Option(
+          '--fallback <[model:]version>',
+          "fallback when the routed version fails, in order (repeatable): 2 or stable = this model's version/alias; other:2 = model other version 2; other: = model other's default route",
+        ).argParser(fallbackArg),
+      )
+      .addOption(
+        new Option('--timeout <duration>', 'per-attempt timeout before falling back: a duration such as 200ms or 2s').argParser(durationArg('--timeout')),
+      )
+      .addOption(retiredOption('--timeout-ms <ms>', '--timeout <duration> (e.g. --timeout 200ms)'))
+      .option('--circuit-breaker', 'per-version circuit breaker with the defaults (opens at 50% errors over ≥20 requests in 10 s; 30 s cooldown)')
+      .option('--cache', 'cache results with the default TTL (60 s)')
+      .addOption(new Option('--cache-ttl <duration>', 'cache results this long: a duration such as 60s or 5m').argParser(durationArg('--cache-ttl')))
+      .addOption(retiredOption('--cache-ttl-ms <ms>', '--cache-ttl <duration> (e.g. --cache-ttl 60s)')),
+  ).action(action(set));
 
-  withConnection(routing.command('canary')
-    .description('Send <percent>% of traffic to <target> and the rest to the control (arms "control" and "canary"), keeping the rest of the policy: the 5% → 50% → 100% ramp.')
-    .argument('<model>', 'registered model name')
-    .argument('<target>', 'canary version number or alias')
-    .argument('<percent>', 'share of traffic for the canary, 0 to 100', percentArg)
-    .option('--control <target>', 'control version number or alias', 'production')
-    .option('--reason <text>', 'why (recorded in the registry event log; default "canary <target> at <percent>%")'))
-    .action(action(canary));
+  withConnection(
+    routing
+      .command('canary')
+      .description(
+        'Send <percent>% of traffic to <target> and the rest to the control (arms "control" and "canary"), keeping the rest of the policy: the 5% → 50% → 100% ramp.',
+      )
+      .argument('<model>', 'registered model name')
+      .argument('<target>', 'canary version number or alias')
+      .argument('<percent>', 'share of traffic for the canary, 0 to 100', percentArg)
+      .option('--control <target>', 'control version number or alias', 'production')
+      .option('--reason <text>', 'why (recorded in the registry event log; default "canary <target> at <percent>%")'),
+  ).action(action(canary));
 
-  withConnection(routing.command('clear')
-    .description("Remove a model's routing policy: requests that name no version take the default route.")
-    .argument('<model>', 'registered model name')
-    .option('--reason <text>', 'why (recorded in the registry event log)'))
-    .action(action(clear));
+  withConnection(
+    routing
+      .command('clear')
+      .description("Remove a model's routing policy: requests that name no version take the default route.")
+      .argument('<model>', 'registered model name')
+      .option('--reason <text>', 'why (recorded in the registry event log)'),
+  ).action(action(clear));
 
   return routing;
 }

@@ -10,22 +10,24 @@ import { z } from 'zod';
 import { err } from '../errors.js';
 
 /** One warmup input: where its values come from (exactly one source), its datatype and dims (checked against the signature). */
-const warmupInput = z.strictObject({
-  /** Triton's name, e.g. `TYPE_FP32` (or the V2 name `FP32`); checked against the signature when given. */
-  data_type: z.string().min(1).optional(),
-  /** Dims without the batch dim for batched models (default: the signature's, dynamic dims as 1). */
-  dims: z.array(z.number().int().min(0)).optional(),
-  zero_data: z.literal(true).optional(),
-  random_data: z.literal(true).optional(),
-  /** Values of one sample (one row for batched models, repeated `batch_size` times), as in a V2 JSON request's `data`. */
-  data: z.array(z.unknown()).optional(),
-  /** Raw little-endian elements (BYTES: 4-byte length-prefixed) in base64: what the repository import makes of `input_data_file`. */
-  binary_data: z.string().optional(),
-  /** Repository import only: a file under the model's `warmup/` directory (`.json`: a JSON array of values; else raw binary). */
-  input_data_file: z.string().min(1).optional(),
-}).refine((i) => [i.zero_data, i.random_data, i.data, i.binary_data, i.input_data_file].filter((x) => x !== undefined).length === 1, {
-  message: 'give exactly one of zero_data, random_data, data, binary_data, input_data_file',
-});
+const warmupInput = z
+  .strictObject({
+    /** Triton's name, e.g. `TYPE_FP32` (or the V2 name `FP32`); checked against the signature when given. */
+    data_type: z.string().min(1).optional(),
+    /** Dims without the batch dim for batched models (default: the signature's, dynamic dims as 1). */
+    dims: z.array(z.number().int().min(0)).optional(),
+    zero_data: z.literal(true).optional(),
+    random_data: z.literal(true).optional(),
+    /** Values of one sample (one row for batched models, repeated `batch_size` times), as in a V2 JSON request's `data`. */
+    data: z.array(z.unknown()).optional(),
+    /** Raw little-endian elements (BYTES: 4-byte length-prefixed) in base64: what the repository import makes of `input_data_file`. */
+    binary_data: z.string().optional(),
+    /** Repository import only: a file under the model's `warmup/` directory (`.json`: a JSON array of values; else raw binary). */
+    input_data_file: z.string().min(1).optional(),
+  })
+  .refine((i) => [i.zero_data, i.random_data, i.data, i.binary_data, i.input_data_file].filter((x) => x !== undefined).length === 1, {
+    message: 'give exactly one of zero_data, random_data, data, binary_data, input_data_file',
+  });
 
 const warmupSample = z.strictObject({
   /** A name for logs and errors. */
@@ -172,11 +174,13 @@ export function parseModelConfig(text: string, source: string): ModelConfigFile 
 
 /** A config validation error as `key: problem[ unknown keys]; …`, naming each offending key. */
 export function describeConfigIssues(error: z.ZodError): string {
-  return error.issues.map((i) => {
-    const at = i.path.length ? i.path.join('.') : '(root)';
-    const keys = i.code === 'unrecognized_keys' ? ` ${i.keys.join(', ')}` : '';
-    return `${at}: ${i.message}${keys}`;
-  }).join('; ');
+  return error.issues
+    .map((i) => {
+      const at = i.path.length ? i.path.join('.') : '(root)';
+      const keys = i.code === 'unrecognized_keys' ? ` ${i.keys.join(', ')}` : '';
+      return `${at}: ${i.message}${keys}`;
+    })
+    .join('; ');
 }
 
 export async function readModelConfig(path: string): Promise<ModelConfigFile> {

@@ -65,20 +65,24 @@ const ZERO: Moments = { n: 0, sum: 0, sumSq: 0 };
  * first exposed and events that happened at or before it (events are attributed to the arm of their unit).
  */
 export async function aggregate(db: Kysely<DB>, id: string, until: number | null = null): Promise<Aggregates> {
-  let exposureQ = db.selectFrom('experiment_exposures')
+  let exposureQ = db
+    .selectFrom('experiment_exposures')
     .select((eb) => ['arm', eb.fn.countAll<number | string>().as('n')])
     .where('experiment', '=', id);
   if (until !== null) exposureQ = exposureQ.where('first_at', '<=', until);
-  const metricRows = await db.selectFrom((eb) => {
-    let inner = eb.selectFrom('experiment_events as e')
-      .innerJoin('experiment_exposures as x', (j) => j.onRef('x.experiment', '=', 'e.experiment').onRef('x.unit', '=', 'e.unit'))
-      .select((s) => ['x.arm as arm', 'e.metric as metric', s.fn.sum<number>('e.value').as('v')])
-      .where('e.experiment', '=', id);
-    if (until !== null) inner = inner.where('e.at', '<=', until).where('x.first_at', '<=', until);
-    return inner.groupBy(['x.arm', 'e.metric', 'e.unit']).as('per_unit');
-  })
+  const metricRows = await db
+    .selectFrom((eb) => {
+      let inner = eb
+        .selectFrom('experiment_events as e')
+        .innerJoin('experiment_exposures as x', (j) => j.onRef('x.experiment', '=', 'e.experiment').onRef('x.unit', '=', 'e.unit'))
+        .select((s) => ['x.arm as arm', 'e.metric as metric', s.fn.sum<number>('e.value').as('v')])
+        .where('e.experiment', '=', id);
+      if (until !== null) inner = inner.where('e.at', '<=', until).where('x.first_at', '<=', until);
+      return inner.groupBy(['x.arm', 'e.metric', 'e.unit']).as('per_unit');
+    })
     .select((eb) => [
-      'arm', 'metric',
+      'arm',
+      'metric',
       eb.fn.countAll<number | string>().as('units'),
       eb.fn.sum<number | string>('v').as('total'),
       eb.fn.sum<number | string>(sql`v * v`).as('total_sq'),
@@ -111,19 +115,24 @@ export function summarize(experiment: ExperimentShape, agg: Aggregates): { arms:
   const arms: ArmOutcomes[] = experiment.arms.map((a) => {
     const exp = agg.exposures.get(a.name) ?? 0;
     return {
-      name: a.name, target: a.target, weight: weightSum > 0 ? a.weight / weightSum : 0, control: a.name === experiment.control,
+      name: a.name,
+      target: a.target,
+      weight: weightSum > 0 ? a.weight / weightSum : 0,
+      control: a.name === experiment.control,
       exposures: exp,
-      metrics: Object.fromEntries(agg.metrics.map((m) => {
-        const mo = agg.moments.get(a.name + SEP + m) ?? ZERO;
-        const summary: MetricSummary = {
-          units: mo.n,
-          conversionRate: exp > 0 ? mo.n / exp : null,
-          mean: mo.n > 0 ? mo.sum / mo.n : null,
-          stddev: stddevOf(mo.n, mo.sum, mo.sumSq),
-          sum: mo.sum,
-        };
-        return [m, summary];
-      })),
+      metrics: Object.fromEntries(
+        agg.metrics.map((m) => {
+          const mo = agg.moments.get(a.name + SEP + m) ?? ZERO;
+          const summary: MetricSummary = {
+            units: mo.n,
+            conversionRate: exp > 0 ? mo.n / exp : null,
+            mean: mo.n > 0 ? mo.sum / mo.n : null,
+            stddev: stddevOf(mo.n, mo.sum, mo.sumSq),
+            sum: mo.sum,
+          };
+          return [m, summary];
+        }),
+      ),
     };
   });
   const comparisons: Comparison[] = [];
@@ -135,7 +144,8 @@ export function summarize(experiment: ExperimentShape, agg: Aggregates): { arms:
         const c = agg.moments.get(control.name + SEP + m) ?? ZERO;
         const t = agg.moments.get(a.name + SEP + m) ?? ZERO;
         comparisons.push({
-          arm: a.name, metric: m,
+          arm: a.name,
+          metric: m,
           // Units are a subset of exposures; min() guards against rows of a unit exposed after its events were summed.
           conversion: twoProportionZTest(Math.min(c.n, control.exposures), control.exposures, Math.min(t.n, a.exposures), a.exposures),
           mean: welchTTest(c, t),
@@ -143,5 +153,12 @@ export function summarize(experiment: ExperimentShape, agg: Aggregates): { arms:
       }
     }
   }
-  return { arms, comparisons, srm: sampleRatioMismatch(arms.map((a) => a.exposures), experiment.arms.map((a) => a.weight)) };
+  return {
+    arms,
+    comparisons,
+    srm: sampleRatioMismatch(
+      arms.map((a) => a.exposures),
+      experiment.arms.map((a) => a.weight),
+    ),
+  };
 }

@@ -15,7 +15,11 @@ import tCdf from '@stdlib/stats-base-dists-t-cdf';
 import tQuantile from '@stdlib/stats-base-dists-t-quantile';
 
 /** Sufficient statistics of a sample: count, sum and sum of squares. */
-export interface Moments { readonly n: number; readonly sum: number; readonly sumSq: number }
+export interface Moments {
+  readonly n: number;
+  readonly sum: number;
+  readonly sumSq: number;
+}
 
 export interface ProportionTest {
   readonly rateA: number;
@@ -84,7 +88,7 @@ export function twoProportionZTest(successA: number, nA: number, successB: numbe
   const z = diff / sePooled;
   // 2·Φ(-|z|) rather than 2·(1-Φ(|z|)): keeps precision in the tail.
   const pValue = Math.min(1, 2 * normalCdf(-Math.abs(z), 0, 1));
-  const seWald = Math.sqrt(rateA * (1 - rateA) / nA + rateB * (1 - rateB) / nB);
+  const seWald = Math.sqrt((rateA * (1 - rateA)) / nA + (rateB * (1 - rateB)) / nB);
   const half = zCritical(confidence) * seWald;
   return { rateA, rateB, diff, ciLow: diff - half, ciHigh: diff + half, z, pValue };
 }

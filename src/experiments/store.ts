@@ -22,12 +22,21 @@ import { MODEL_NAME } from '../registry/index.js';
 import type { Database, DB } from '../storage/index.js';
 import { aggregate, summarize } from './report.js';
 import {
-  EXPERIMENT_ID, MAX_EVENTS_PER_CALL, MAX_TIMELINE_POINTS, METRIC_NAME,
-  type CreateExperimentInput, type ExperimentArm, type ExperimentPoint, type ExperimentRecord, type ExperimentReport,
-  type ExperimentStatus, type ExperimentStoreOptions, type ExperimentTimeline, type OutcomeEvent,
+  EXPERIMENT_ID,
+  MAX_EVENTS_PER_CALL,
+  MAX_TIMELINE_POINTS,
+  METRIC_NAME,
+  type CreateExperimentInput,
+  type ExperimentArm,
+  type ExperimentPoint,
+  type ExperimentRecord,
+  type ExperimentReport,
+  type ExperimentStatus,
+  type ExperimentStoreOptions,
+  type ExperimentTimeline,
+  type OutcomeEvent,
 } from './types.js';
 import { bad, checkArms, checkGuardrails, isObject, isUniqueViolation, newId, toRecord, type StoredConfig } from './validation.js';
-
 
 const MAX_UNIT = 256;
 const MAX_TEXT = 1024;
@@ -40,8 +49,18 @@ const SEP = '\u0000';
 const STATUSES: readonly ExperimentStatus[] = ['running', 'stopped', 'rolled_back'];
 const ISO_DATE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})$/;
 
-interface PendingExposure { readonly experiment: string; readonly unit: string; readonly arm: string; readonly at: number }
-interface PendingTraffic { readonly experiment: string; readonly arm: string; readonly assignment: 'hash' | 'random'; requests: number }
+interface PendingExposure {
+  readonly experiment: string;
+  readonly unit: string;
+  readonly arm: string;
+  readonly at: number;
+}
+interface PendingTraffic {
+  readonly experiment: string;
+  readonly arm: string;
+  readonly assignment: 'hash' | 'random';
+  requests: number;
+}
 
 /**
  * Experiments, their exposures, traffic and outcome events.
@@ -77,7 +96,8 @@ export class ExperimentStore {
     const flushMs = opts.flushMs ?? 1000;
     const maxPending = opts.maxPendingUnits ?? 100_000;
     if (!Number.isFinite(flushMs) || flushMs <= 0) throw err('SY_ERR_CONFIG_INVALID', `experiment store: flushMs must be a positive number (got ${flushMs})`);
-    if (!Number.isSafeInteger(maxPending) || maxPending < 1) throw err('SY_ERR_CONFIG_INVALID', `experiment store: maxPendingUnits must be a positive integer (got ${maxPending})`);
+    if (!Number.isSafeInteger(maxPending) || maxPending < 1)
+      throw err('SY_ERR_CONFIG_INVALID', `experiment store: maxPendingUnits must be a positive integer (got ${maxPending})`);
     this.#db = database.db;
     this.#dialect = database.dialect;
     this.#log = opts.logger ?? null;
@@ -97,7 +117,8 @@ export class ExperimentStore {
     if (typeof id !== 'string' || !EXPERIMENT_ID.test(id)) throw bad(`experiment: "id" must match ${EXPERIMENT_ID.source}`);
     if (typeof input.model !== 'string' || !MODEL_NAME.test(input.model)) throw bad(`experiment: "model" must match ${MODEL_NAME.source}`);
     const description = input.description ?? '';
-    if (typeof description !== 'string' || description.length > MAX_TEXT) throw bad(`experiment: "description" must be a string of at most ${MAX_TEXT} characters`);
+    if (typeof description !== 'string' || description.length > MAX_TEXT)
+      throw bad(`experiment: "description" must be a string of at most ${MAX_TEXT} characters`);
     const arms = checkArms(input.arms);
     const control = input.control ?? (arms[0] as ExperimentArm).name;
     if (typeof control !== 'string' || !arms.some((a) => a.name === control)) throw bad(`experiment: control "${String(control)}" is not one of the arms`);
@@ -105,8 +126,15 @@ export class ExperimentStore {
     const model = input.model;
     const now = Date.now();
     const row = {
-      id, model, description, status: 'running', config: JSON.stringify({ arms, control, guardrails } satisfies StoredConfig),
-      created_by: actor, created_at: now, stopped_at: null, stop_reason: null,
+      id,
+      model,
+      description,
+      status: 'running',
+      config: JSON.stringify({ arms, control, guardrails } satisfies StoredConfig),
+      created_by: actor,
+      created_at: now,
+      stopped_at: null,
+      stop_reason: null,
     };
     try {
       await this.#db.transaction().execute(async (tx) => {
@@ -150,10 +178,13 @@ export class ExperimentStore {
   /** Change status (running → stopped | rolled_back); 409 if not running. */
   async stop(id: string, status: 'stopped' | 'rolled_back', reason: string | null): Promise<ExperimentRecord> {
     if (status !== 'stopped' && status !== 'rolled_back') throw bad('experiment: a stop sets status "stopped" or "rolled_back"');
-    if (reason !== null && (typeof reason !== 'string' || reason.length > MAX_TEXT)) throw bad(`experiment: the stop reason must be at most ${MAX_TEXT} characters`);
-    const res = await this.#db.updateTable('experiments')
+    if (reason !== null && (typeof reason !== 'string' || reason.length > MAX_TEXT))
+      throw bad(`experiment: the stop reason must be at most ${MAX_TEXT} characters`);
+    const res = await this.#db
+      .updateTable('experiments')
       .set({ status, stopped_at: Date.now(), stop_reason: reason })
-      .where('id', '=', id).where('status', '=', 'running')
+      .where('id', '=', id)
+      .where('status', '=', 'running')
       .executeTakeFirst();
     const current = await this.get(id); // 404 when it does not exist
     if (Number(res.numUpdatedRows) === 0) throw err('SY_ERR_EXPERIMENT_CONFLICT', `experiment "${id}" is not running (status ${current.status})`);
@@ -219,7 +250,11 @@ export class ExperimentStore {
     if (rows.length === 0) return 0;
     try {
       await this.#db.transaction().execute(async (tx) => {
-        for (let i = 0; i < rows.length; i += CHUNK) await tx.insertInto('experiment_events').values(rows.slice(i, i + CHUNK)).execute();
+        for (let i = 0; i < rows.length; i += CHUNK)
+          await tx
+            .insertInto('experiment_events')
+            .values(rows.slice(i, i + CHUNK))
+            .execute();
       });
     } catch (e) {
       // Deleted meanwhile: the foreign key refused the rows.
@@ -247,11 +282,21 @@ export class ExperimentStore {
     const [agg, trafficRows, unattributedRow] = await Promise.all([
       aggregate(db, id),
       db.selectFrom('experiment_traffic').select(['arm', 'assignment', 'requests']).where('experiment', '=', id).execute(),
-      db.selectFrom('experiment_events as e')
+      db
+        .selectFrom('experiment_events as e')
         .select((eb) => eb.fn.countAll<number | string>().as('n'))
         .where('e.experiment', '=', id)
-        .where((eb) => eb.not(eb.exists(eb.selectFrom('experiment_exposures as x').select(sql`1`.as('one'))
-          .whereRef('x.experiment', '=', 'e.experiment').whereRef('x.unit', '=', 'e.unit'))))
+        .where((eb) =>
+          eb.not(
+            eb.exists(
+              eb
+                .selectFrom('experiment_exposures as x')
+                .select(sql`1`.as('one'))
+                .whereRef('x.experiment', '=', 'e.experiment')
+                .whereRef('x.unit', '=', 'e.unit'),
+            ),
+          ),
+        )
         .executeTakeFirst(),
     ]);
     const requests = new Map<string, { hash: number; random: number }>();
@@ -263,9 +308,11 @@ export class ExperimentStore {
     }
     const { arms, comparisons, srm } = summarize(experiment, agg);
     return {
-      experiment, generatedAt: iso(Date.now()),
+      experiment,
+      generatedAt: iso(Date.now()),
       arms: arms.map((a) => ({ ...a, requests: requests.get(a.name) ?? { hash: 0, random: 0 } })),
-      comparisons, srm,
+      comparisons,
+      srm,
       unattributedEvents: Number(unattributedRow?.n ?? 0),
     };
   }
@@ -278,7 +325,8 @@ export class ExperimentStore {
    */
   async timeline(id: string, q: { from?: number; until?: number; points?: number } = {}): Promise<ExperimentTimeline> {
     const points = q.points ?? 24;
-    if (!Number.isSafeInteger(points) || points < 1 || points > MAX_TIMELINE_POINTS) throw bad(`timeline: "points" must be an integer from 1 to ${MAX_TIMELINE_POINTS}`);
+    if (!Number.isSafeInteger(points) || points < 1 || points > MAX_TIMELINE_POINTS)
+      throw bad(`timeline: "points" must be an integer from 1 to ${MAX_TIMELINE_POINTS}`);
     await this.flush().catch(() => undefined);
     const experiment = await this.get(id);
     const from = q.from ?? Date.parse(experiment.createdAt);
@@ -309,7 +357,10 @@ export class ExperimentStore {
 
   #exclusive<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.#lock.then(fn);
-    this.#lock = run.then(() => undefined, () => undefined);
+    this.#lock = run.then(
+      () => undefined,
+      () => undefined,
+    );
     return run;
   }
 
@@ -349,7 +400,10 @@ export class ExperimentStore {
       const now = Date.now();
       if (now - this.#lastErrorLog >= ERROR_LOG_INTERVAL_MS) {
         this.#lastErrorLog = now;
-        this.#log?.error({ err: e, exposures: this.#pending.size, traffic: this.#traffic.size }, 'experiment flush failed; pending data kept for the next flush');
+        this.#log?.error(
+          { err: e, exposures: this.#pending.size, traffic: this.#traffic.size },
+          'experiment flush failed; pending data kept for the next flush',
+        );
       }
       throw e;
     } finally {
@@ -363,24 +417,38 @@ export class ExperimentStore {
     const ids = [...new Set([...[...batch.values()].map((p) => p.experiment), ...[...traffic.values()].map((t) => t.experiment)])];
     const live = new Set<string>();
     for (let i = 0; i < ids.length; i += CHUNK) {
-      const rows = await tx.selectFrom('experiments').select('id').where('id', 'in', ids.slice(i, i + CHUNK)).execute();
+      const rows = await tx
+        .selectFrom('experiments')
+        .select('id')
+        .where('id', 'in', ids.slice(i, i + CHUNK))
+        .execute();
       for (const r of rows) live.add(r.id);
     }
     // Sorted keys: concurrent Postgres transactions lock rows in one order and cannot deadlock.
-    const exposures = [...batch.keys()].sort().map((k) => batch.get(k) as PendingExposure).filter((p) => live.has(p.experiment));
+    const exposures = [...batch.keys()]
+      .sort()
+      .map((k) => batch.get(k) as PendingExposure)
+      .filter((p) => live.has(p.experiment));
     for (let i = 0; i < exposures.length; i += CHUNK) {
-      await tx.insertInto('experiment_exposures')
+      await tx
+        .insertInto('experiment_exposures')
         .values(exposures.slice(i, i + CHUNK).map((p) => ({ experiment: p.experiment, unit: p.unit, arm: p.arm, first_at: p.at })))
         .onConflict((oc) => oc.columns(['experiment', 'unit']).doNothing())
         .execute();
     }
-    const counts = [...traffic.keys()].sort().map((k) => traffic.get(k) as PendingTraffic).filter((t) => live.has(t.experiment));
+    const counts = [...traffic.keys()]
+      .sort()
+      .map((k) => traffic.get(k) as PendingTraffic)
+      .filter((t) => live.has(t.experiment));
     for (let i = 0; i < counts.length; i += CHUNK) {
-      await tx.insertInto('experiment_traffic')
+      await tx
+        .insertInto('experiment_traffic')
         .values(counts.slice(i, i + CHUNK).map((t) => ({ experiment: t.experiment, arm: t.arm, assignment: t.assignment, requests: t.requests })))
-        .onConflict((oc) => oc.columns(['experiment', 'arm', 'assignment']).doUpdateSet((eb) => ({
-          requests: eb('experiment_traffic.requests', '+', eb.ref('excluded.requests')),
-        })))
+        .onConflict((oc) =>
+          oc.columns(['experiment', 'arm', 'assignment']).doUpdateSet((eb) => ({
+            requests: eb('experiment_traffic.requests', '+', eb.ref('excluded.requests')),
+          })),
+        )
         .execute();
     }
   }

@@ -65,13 +65,15 @@ export class ExperimentTracker {
 
   /** Re-read the running experiments (after a start or stop here or on another replica). */
   refresh(): Promise<void> {
-    this.#refresh = this.#refresh.then(async () => {
-      const next = new Map<string, { exp: ExperimentRecord; keys: Map<string, string> }>();
-      for (const exp of await this.#store.running()) {
-        next.set(exp.model, { exp, keys: new Map(exp.arms.map((a) => [a.name, `${exp.id}\u0000${a.name}`])) });
-      }
-      this.#byModel = next;
-    }).catch((e: unknown) => this.#log.error({ err: e }, 'reading running experiments failed'));
+    this.#refresh = this.#refresh
+      .then(async () => {
+        const next = new Map<string, { exp: ExperimentRecord; keys: Map<string, string> }>();
+        for (const exp of await this.#store.running()) {
+          next.set(exp.model, { exp, keys: new Map(exp.arms.map((a) => [a.name, `${exp.id}\u0000${a.name}`])) });
+        }
+        this.#byModel = next;
+      })
+      .catch((e: unknown) => this.#log.error({ err: e }, 'reading running experiments failed'));
     return this.#refresh;
   }
 

@@ -15,7 +15,11 @@ const MAX_TARGET = 64;
 const MAX_WEIGHT = 1_000_000;
 const GUARDRAIL_KEYS = new Set(['maxErrorRate', 'maxP99Ms', 'minRequests', 'autoRollback']);
 
-export interface StoredConfig { arms: ExperimentArm[]; control: string; guardrails: Guardrails }
+export interface StoredConfig {
+  arms: ExperimentArm[];
+  control: string;
+  guardrails: Guardrails;
+}
 
 export const bad = (msg: string): Error => err('SY_ERR_BAD_REQUEST', msg);
 export const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
@@ -36,7 +40,8 @@ export function checkArms(arms: unknown): ExperimentArm[] {
     if (typeof name !== 'string' || !ARM_NAME.test(name)) throw bad(`experiment: arms[${i}].name must match ${ARM_NAME.source}`);
     if (names.has(name)) throw bad(`experiment: arm name "${name}" is used twice`);
     names.add(name);
-    if (typeof target !== 'string' || target.length === 0 || target.length > MAX_TARGET) throw bad(`experiment: arms[${i}].target must be a version number or alias`);
+    if (typeof target !== 'string' || target.length === 0 || target.length > MAX_TARGET)
+      throw bad(`experiment: arms[${i}].target must be a version number or alias`);
     if (typeof weight !== 'number' || !Number.isFinite(weight) || weight < 0 || weight > MAX_WEIGHT) {
       throw bad(`experiment: arms[${i}].weight must be a number in [0, ${MAX_WEIGHT}]`);
     }
@@ -65,7 +70,8 @@ export function checkGuardrails(g: unknown): Guardrails {
   return {
     ...(maxErrorRate === undefined ? {} : { maxErrorRate }),
     ...(maxP99Ms === undefined ? {} : { maxP99Ms }),
-    minRequests, autoRollback,
+    minRequests,
+    autoRollback,
   };
 }
 
@@ -79,16 +85,23 @@ export function parseConfig(text: string): StoredConfig {
     minRequests: typeof g['minRequests'] === 'number' ? g['minRequests'] : 100,
     autoRollback: typeof g['autoRollback'] === 'boolean' ? g['autoRollback'] : true,
   };
-  return { arms, control: typeof c.control === 'string' ? c.control : arms[0]?.name ?? '', guardrails };
+  return { arms, control: typeof c.control === 'string' ? c.control : (arms[0]?.name ?? ''), guardrails };
 }
 
 export function toRecord(r: Selectable<ExperimentsTable>): ExperimentRecord {
   const c = parseConfig(r.config);
   return {
-    id: r.id, model: r.model, description: r.description, status: r.status as ExperimentStatus,
-    arms: c.arms, control: c.control, guardrails: c.guardrails,
-    createdBy: r.created_by, createdAt: iso(Number(r.created_at)),
-    stoppedAt: r.stopped_at === null ? null : iso(Number(r.stopped_at)), stopReason: r.stop_reason,
+    id: r.id,
+    model: r.model,
+    description: r.description,
+    status: r.status as ExperimentStatus,
+    arms: c.arms,
+    control: c.control,
+    guardrails: c.guardrails,
+    createdBy: r.created_by,
+    createdAt: iso(Number(r.created_at)),
+    stoppedAt: r.stopped_at === null ? null : iso(Number(r.stopped_at)),
+    stopReason: r.stop_reason,
   };
 }
 

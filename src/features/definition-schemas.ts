@@ -8,8 +8,16 @@ import { z } from 'zod';
 import { err } from '../errors.js';
 import { MODEL_NAME } from '../registry/index.js';
 import type {
-  AggregationDef, DefinitionKind, EntityDef, EntityKey, FeatureDef, FeatureServiceDef, FeatureViewDef,
-  ServiceFeature, ViewDef, WindowViewDef,
+  AggregationDef,
+  DefinitionKind,
+  EntityDef,
+  EntityKey,
+  FeatureDef,
+  FeatureServiceDef,
+  FeatureViewDef,
+  ServiceFeature,
+  ViewDef,
+  WindowViewDef,
 } from './types.js';
 
 /** Names of entities, views, features, aggregations, services and join keys. */
@@ -20,7 +28,6 @@ export const RESERVED_FIELDS: readonly string[] = ['event_time', 'event_id', 'ti
 
 export type AnyDefinition = EntityDef | ViewDef | FeatureServiceDef;
 export type JoinKey = { readonly name: string; readonly type: 'string' | 'int64' };
-
 
 const MAX_DESCRIPTION = 1024;
 const MAX_TTL_SECONDS = 100 * 365 * 86_400;
@@ -44,7 +51,10 @@ export const entitySchema = z.strictObject({
   name: defName,
   description,
   /** The entity's identifying keys, in key order. */
-  joinKeys: z.array(z.strictObject({ name: defName, type: z.enum(['string', 'int64']) })).min(1).max(8),
+  joinKeys: z
+    .array(z.strictObject({ name: defName, type: z.enum(['string', 'int64']) }))
+    .min(1)
+    .max(8),
 });
 
 const entityNames = z.array(defName).min(1).max(8);
@@ -54,7 +64,10 @@ export const featureViewSchema = z.strictObject({
   name: defName,
   description,
   entities: entityNames,
-  features: z.array(z.strictObject({ name: defName, type: valueType, description: z.string().max(MAX_DESCRIPTION).optional() })).min(1).max(1000),
+  features: z
+    .array(z.strictObject({ name: defName, type: valueType, description: z.string().max(MAX_DESCRIPTION).optional() }))
+    .min(1)
+    .max(1000),
   /** Max age of an online value in seconds (by event time); 0 = no limit. */
   ttlSeconds: z.number().int().min(0).max(MAX_TTL_SECONDS).default(0),
   online: z.boolean().default(true),
@@ -68,17 +81,24 @@ export const windowViewSchema = z.strictObject({
   name: defName,
   description,
   entities: entityNames,
-  aggregations: z.array(z.strictObject({
-    name: defName,
-    fn: z.enum(['count', 'sum', 'mean', 'min', 'max']),
-    /** The numeric event field aggregated; required unless fn is count. */
-    field: defName.optional(),
-    window: z.enum(['5m', '1h', '24h']),
-  })).min(1).max(200),
-  source: z.discriminatedUnion('type', [
-    z.strictObject({ type: z.literal('nats'), stream: streamText, subject: streamText, durable: streamText }),
-    z.strictObject({ type: z.literal('redis'), stream: streamText, group: streamText }),
-  ]).optional(),
+  aggregations: z
+    .array(
+      z.strictObject({
+        name: defName,
+        fn: z.enum(['count', 'sum', 'mean', 'min', 'max']),
+        /** The numeric event field aggregated; required unless fn is count. */
+        field: defName.optional(),
+        window: z.enum(['5m', '1h', '24h']),
+      }),
+    )
+    .min(1)
+    .max(200),
+  source: z
+    .discriminatedUnion('type', [
+      z.strictObject({ type: z.literal('nats'), stream: streamText, subject: streamText, durable: streamText }),
+      z.strictObject({ type: z.literal('redis'), stream: streamText, group: streamText }),
+    ])
+    .optional(),
 });
 
 const featureValue = z.union([z.number(), z.string().max(MAX_VALUE_TEXT), z.boolean()]);
@@ -86,12 +106,17 @@ const featureValue = z.union([z.number(), z.string().max(MAX_VALUE_TEXT), z.bool
 export const serviceSchema = z.strictObject({
   name: defName,
   description,
-  features: z.array(z.strictObject({
-    ref: z.string().regex(/^[a-z][a-z0-9_]{0,62}:[a-z][a-z0-9_]{0,62}$/, '"view:feature"'),
-    /** The model input tensor the feature fills (its columns in service order). */
-    input: z.string().min(1).max(256).optional(),
-    default: featureValue.optional(),
-  })).min(1).max(1000),
+  features: z
+    .array(
+      z.strictObject({
+        ref: z.string().regex(/^[a-z][a-z0-9_]{0,62}:[a-z][a-z0-9_]{0,62}$/, '"view:feature"'),
+        /** The model input tensor the feature fills (its columns in service order). */
+        input: z.string().min(1).max(256).optional(),
+        default: featureValue.optional(),
+      }),
+    )
+    .min(1)
+    .max(1000),
   model: z.string().regex(MODEL_NAME, 'a registered model name').optional(),
   version: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
   onMissing: z.enum(['error', 'zero']).default('error'),
@@ -127,15 +152,24 @@ function unique(names: readonly string[], what: string, where: string): void {
 }
 
 function reserved(names: readonly string[], what: string, where: string): void {
-  for (const n of names) if (RESERVED_FIELDS.includes(n)) bad(`${where}: ${what} "${n}" is reserved (${RESERVED_FIELDS.join(', ')} have a meaning in pushed rows)`);
+  for (const n of names)
+    if (RESERVED_FIELDS.includes(n)) bad(`${where}: ${what} "${n}" is reserved (${RESERVED_FIELDS.join(', ')} have a meaning in pushed rows)`);
 }
 
 /** Validate an entity and fill defaults; 400 naming each bad field. */
 export function parseEntity(v: unknown): EntityDef {
   const e = parseWith(entitySchema, v, 'entity');
   const where = `invalid entity "${e.name}"`;
-  unique(e.joinKeys.map((k) => k.name), 'join key', where);
-  reserved(e.joinKeys.map((k) => k.name), 'join key', where);
+  unique(
+    e.joinKeys.map((k) => k.name),
+    'join key',
+    where,
+  );
+  reserved(
+    e.joinKeys.map((k) => k.name),
+    'join key',
+    where,
+  );
   return { name: e.name, description: e.description, joinKeys: e.joinKeys.map((k) => ({ name: k.name, type: k.type })) };
 }
 
@@ -145,17 +179,35 @@ export function parseView(v: unknown): ViewDef {
   if (kind === 'window') return parseWindowView(v);
   if (kind !== undefined && kind !== 'view') {
     const name = (v as Record<string, unknown>)['name'];
-    bad(`invalid feature view${typeof name === 'string' ? ` "${name}"` : ''}: kind: must be "view" (pushed rows, the default) or "window" (sliding-window aggregations), got ${JSON.stringify(kind)}`);
+    bad(
+      `invalid feature view${typeof name === 'string' ? ` "${name}"` : ''}: kind: must be "view" (pushed rows, the default) or "window" (sliding-window aggregations), got ${JSON.stringify(kind)}`,
+    );
   }
   const p = parseWith(featureViewSchema, v, 'feature view');
   const where = `invalid feature view "${p.name}"`;
   unique(p.entities, 'entity', where);
-  unique(p.features.map((f) => f.name), 'feature', where);
-  reserved(p.features.map((f) => f.name), 'feature', where);
-  const features: FeatureDef[] = p.features.map((f) => (f.description === undefined ? { name: f.name, type: f.type } : { name: f.name, type: f.type, description: f.description }));
+  unique(
+    p.features.map((f) => f.name),
+    'feature',
+    where,
+  );
+  reserved(
+    p.features.map((f) => f.name),
+    'feature',
+    where,
+  );
+  const features: FeatureDef[] = p.features.map((f) =>
+    f.description === undefined ? { name: f.name, type: f.type } : { name: f.name, type: f.type, description: f.description },
+  );
   const out: FeatureViewDef = {
-    kind: 'view', name: p.name, description: p.description, entities: [...p.entities], features,
-    ttlSeconds: p.ttlSeconds, online: p.online, offline: p.offline,
+    kind: 'view',
+    name: p.name,
+    description: p.description,
+    entities: [...p.entities],
+    features,
+    ttlSeconds: p.ttlSeconds,
+    online: p.online,
+    offline: p.offline,
   };
   return out;
 }
@@ -164,8 +216,16 @@ function parseWindowView(v: unknown): WindowViewDef {
   const p = parseWith(windowViewSchema, v, 'windowed view');
   const where = `invalid windowed view "${p.name}"`;
   unique(p.entities, 'entity', where);
-  unique(p.aggregations.map((a) => a.name), 'aggregation', where);
-  reserved(p.aggregations.map((a) => a.name), 'aggregation', where);
+  unique(
+    p.aggregations.map((a) => a.name),
+    'aggregation',
+    where,
+  );
+  reserved(
+    p.aggregations.map((a) => a.name),
+    'aggregation',
+    where,
+  );
   const aggregations: AggregationDef[] = p.aggregations.map((a, i) => {
     if (a.field === undefined) {
       if (a.fn !== 'count') bad(`${where}: aggregations[${i}].field: required for ${a.fn} (only count takes no field)`);
@@ -179,7 +239,8 @@ function parseWindowView(v: unknown): WindowViewDef {
   const s = p.source;
   return {
     ...out,
-    source: s.type === 'nats' ? { type: 'nats', stream: s.stream, subject: s.subject, durable: s.durable } : { type: 'redis', stream: s.stream, group: s.group },
+    source:
+      s.type === 'nats' ? { type: 'nats', stream: s.stream, subject: s.subject, durable: s.durable } : { type: 'redis', stream: s.stream, group: s.group },
   };
 }
 
@@ -187,7 +248,11 @@ function parseWindowView(v: unknown): WindowViewDef {
 export function parseService(v: unknown): FeatureServiceDef {
   const p = parseWith(serviceSchema, v, 'feature service');
   const where = `invalid feature service "${p.name}"`;
-  unique(p.features.map((f) => f.ref), 'feature', where);
+  unique(
+    p.features.map((f) => f.ref),
+    'feature',
+    where,
+  );
   if (p.version !== undefined && p.model === undefined) bad(`${where}: version: needs "model" (the model whose version the service is bound to)`);
   const features: ServiceFeature[] = p.features.map((f) => {
     const o: { ref: string; input?: string; default?: string | number | boolean } = { ref: f.ref };
@@ -196,10 +261,13 @@ export function parseService(v: unknown): FeatureServiceDef {
     return o;
   });
   return {
-    name: p.name, description: p.description, features,
+    name: p.name,
+    description: p.description,
+    features,
     ...(p.model === undefined ? {} : { model: p.model }),
     ...(p.version === undefined ? {} : { version: p.version }),
-    onMissing: p.onMissing, staleIsMissing: p.staleIsMissing,
+    onMissing: p.onMissing,
+    staleIsMissing: p.staleIsMissing,
   };
 }
 
@@ -240,7 +308,8 @@ export function entityKey(joinKeys: readonly JoinKey[], values: Readonly<Record<
     } else {
       // A number is taken as its decimal text (CSV entity dataframes type numeric-looking cells as numbers).
       const t = typeof v === 'number' && Number.isFinite(v) ? String(v) : v;
-      if (typeof t !== 'string' || t.length === 0 || t.length > MAX_VALUE_TEXT) bad(`join key "${k.name}" must be a non-empty string (at most ${MAX_VALUE_TEXT} characters), got ${JSON.stringify(v)}`);
+      if (typeof t !== 'string' || t.length === 0 || t.length > MAX_VALUE_TEXT)
+        bad(`join key "${k.name}" must be a non-empty string (at most ${MAX_VALUE_TEXT} characters), got ${JSON.stringify(v)}`);
       text = t;
     }
     parts.push(`${k.name}=${encodeURIComponent(text)}`);

@@ -19,8 +19,17 @@ import { bindingClash, Catalog, serviceProblem, viewProblem, type FeatureCatalog
 import type { DefinitionKind, DefinitionRecord, EntityDef, FeatureServiceDef, ViewDef } from './types.js';
 
 export {
-  DEF_NAME, RESERVED_FIELDS, entityKey, entitySchema, featureViewSchema, parseDefinition, parseEntity, parseService, parseView,
-  serviceSchema, windowViewSchema,
+  DEF_NAME,
+  RESERVED_FIELDS,
+  entityKey,
+  entitySchema,
+  featureViewSchema,
+  parseDefinition,
+  parseEntity,
+  parseService,
+  parseView,
+  serviceSchema,
+  windowViewSchema,
 } from './definition-schemas.js';
 export type { AnyDefinition, JoinKey } from './definition-schemas.js';
 export { aggregationType, buildCatalog } from './feature-catalog.js';
@@ -40,15 +49,23 @@ function canonical(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
   if (v !== null && typeof v === 'object') {
     const o = v as Record<string, unknown>;
-    return `{${Object.keys(o).filter((k) => o[k] !== undefined).sort().map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`).join(',')}}`;
+    return `{${Object.keys(o)
+      .filter((k) => o[k] !== undefined)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`)
+      .join(',')}}`;
   }
   return JSON.stringify(v);
 }
 
 function record(row: FeatureDefinitionsTable): DefinitionRecord<AnyDefinition> {
   return {
-    kind: row.kind as DefinitionKind, name: row.name, revision: Number(row.revision), spec: JSON.parse(row.spec) as AnyDefinition,
-    createdBy: row.created_by, createdAt: iso(Number(row.created_at)),
+    kind: row.kind as DefinitionKind,
+    name: row.name,
+    revision: Number(row.revision),
+    spec: JSON.parse(row.spec) as AnyDefinition,
+    createdBy: row.created_by,
+    createdAt: iso(Number(row.created_at)),
   };
 }
 
@@ -92,10 +109,16 @@ export class DefinitionStore {
       const catalog = await this.#catalogOf(db);
       this.#checkPut(kind, def, catalog);
       const row: FeatureDefinitionsTable = {
-        kind, name: def.name, revision: (cur ? Number(cur.revision) : 0) + 1, spec: JSON.stringify(def), deleted: 0, created_by: actor, created_at: Date.now(),
+        kind,
+        name: def.name,
+        revision: (cur ? Number(cur.revision) : 0) + 1,
+        spec: JSON.stringify(def),
+        deleted: 0,
+        created_by: actor,
+        created_at: Date.now(),
       };
       await db.insertInto('feature_definitions').values(row).execute();
-      return { ...record(row), change: cur && cur.deleted === 0 ? 'updated' as const : 'created' as const };
+      return { ...record(row), change: cur && cur.deleted === 0 ? ('updated' as const) : ('created' as const) };
     });
     if (result.change !== 'unchanged') await this.#onChange();
     return result;
@@ -115,8 +138,13 @@ export class DefinitionStore {
 
   /** Every revision of a definition, oldest first, deletes included (marked); 404 when it never existed. */
   async history(kind: DefinitionKind, name: string): Promise<DefinitionRevision[]> {
-    const rows = await this.#db.selectFrom('feature_definitions').selectAll()
-      .where('kind', '=', checkKind(kind)).where('name', '=', name).orderBy('revision').execute();
+    const rows = await this.#db
+      .selectFrom('feature_definitions')
+      .selectAll()
+      .where('kind', '=', checkKind(kind))
+      .where('name', '=', name)
+      .orderBy('revision')
+      .execute();
     if (rows.length === 0) throw notFound(kind, name);
     return rows.map((r) => ({ ...record(r), deleted: r.deleted !== 0 }));
   }
@@ -135,9 +163,18 @@ export class DefinitionStore {
         const s = [...catalog.services.values()].find((x) => x.features.some((f) => f.ref.startsWith(`${name}:`)));
         if (s) throw err('SY_ERR_REGISTRY_CONFLICT', `feature view "${name}" is used by ${KIND_TEXT.service} "${s.name}"; delete or change that first`);
       }
-      await db.insertInto('feature_definitions').values({
-        kind, name, revision: Number(cur.revision) + 1, spec: cur.spec, deleted: 1, created_by: actor, created_at: Date.now(),
-      }).execute();
+      await db
+        .insertInto('feature_definitions')
+        .values({
+          kind,
+          name,
+          revision: Number(cur.revision) + 1,
+          spec: cur.spec,
+          deleted: 1,
+          created_by: actor,
+          created_at: Date.now(),
+        })
+        .execute();
     });
     await this.#onChange();
   }
@@ -167,7 +204,10 @@ export class DefinitionStore {
       if (p !== null) bad(`invalid ${what}: ${p}`);
       const other = bindingClash(s, next);
       if (other) {
-        throw err('SY_ERR_REGISTRY_CONFLICT', `${KIND_TEXT.service} "${other.name}" is already bound to model "${s.model}"${s.version === undefined ? ' (every version)' : ` version ${s.version}`}`);
+        throw err(
+          'SY_ERR_REGISTRY_CONFLICT',
+          `${KIND_TEXT.service} "${other.name}" is already bound to model "${s.model}"${s.version === undefined ? ' (every version)' : ` version ${s.version}`}`,
+        );
       }
     }
     // What refers to the changed definition must still fit.
@@ -192,17 +232,32 @@ export class DefinitionStore {
 
   /** The latest revision of a definition (deleted or not), or undefined. */
   async #latest(db: Kysely<DB>, kind: DefinitionKind, name: string): Promise<FeatureDefinitionsTable | undefined> {
-    return db.selectFrom('feature_definitions').selectAll()
-      .where('kind', '=', kind).where('name', '=', name).orderBy('revision', 'desc').limit(1).executeTakeFirst();
+    return db
+      .selectFrom('feature_definitions')
+      .selectAll()
+      .where('kind', '=', kind)
+      .where('name', '=', name)
+      .orderBy('revision', 'desc')
+      .limit(1)
+      .executeTakeFirst();
   }
 
   /** Current (latest, not deleted) rows, of one kind or all, by kind then name: one statement. */
   async #current(db: Kysely<DB>, kind?: DefinitionKind): Promise<FeatureDefinitionsTable[]> {
-    let latest = db.selectFrom('feature_definitions').select(['kind', 'name']).select((eb) => eb.fn.max('revision').as('rev')).groupBy(['kind', 'name']);
+    let latest = db
+      .selectFrom('feature_definitions')
+      .select(['kind', 'name'])
+      .select((eb) => eb.fn.max('revision').as('rev'))
+      .groupBy(['kind', 'name']);
     if (kind !== undefined) latest = latest.where('kind', '=', kind);
-    return db.selectFrom('feature_definitions as d')
+    return db
+      .selectFrom('feature_definitions as d')
       .innerJoin(latest.as('m'), (j) => j.onRef('m.kind', '=', 'd.kind').onRef('m.name', '=', 'd.name').onRef('m.rev', '=', 'd.revision'))
-      .selectAll('d').where('d.deleted', '=', 0).orderBy('d.kind').orderBy('d.name').execute();
+      .selectAll('d')
+      .where('d.deleted', '=', 0)
+      .orderBy('d.kind')
+      .orderBy('d.name')
+      .execute();
   }
 
   async #catalogOf(db: Kysely<DB>): Promise<FeatureCatalog> {

@@ -4,9 +4,7 @@
  * and the reference checks a definition must pass against it (known entities and refs, no clashing names, one
  * service per model binding).
  */
-import type {
-  AggregationDef, EntityDef, FeatureRef, FeatureServiceDef, ValueType, ViewDef,
-} from './types.js';
+import type { AggregationDef, EntityDef, FeatureRef, FeatureServiceDef, ValueType, ViewDef } from './types.js';
 import { bad, type JoinKey } from './definition-schemas.js';
 
 // ---- catalog ----
@@ -51,7 +49,7 @@ export class Catalog implements FeatureCatalog {
     for (const s of [...services].sort((a, b) => a.name.localeCompare(b.name))) {
       if (s.model === undefined) continue;
       let b = this.#bindings.get(s.model);
-      if (!b) this.#bindings.set(s.model, b = { byVersion: new Map() });
+      if (!b) this.#bindings.set(s.model, (b = { byVersion: new Map() }));
       if (s.version === undefined) b.all ??= s;
       else if (!b.byVersion.has(s.version)) b.byVersion.set(s.version, s);
     }
@@ -83,7 +81,7 @@ export class Catalog implements FeatureCatalog {
 
   serviceFor(model: string, version: number): FeatureServiceDef | undefined {
     const b = this.#bindings.get(model);
-    return b === undefined ? undefined : b.byVersion.get(version) ?? b.all;
+    return b === undefined ? undefined : (b.byVersion.get(version) ?? b.all);
   }
 }
 
@@ -105,7 +103,10 @@ export function viewProblem(v: ViewDef, c: FeatureCatalog): string | null {
       keys.push(k.name);
     }
   }
-  const names = v.kind === 'view' ? v.features.map((f) => f.name) : [...v.aggregations.map((a) => a.name), ...v.aggregations.flatMap((a) => (a.field === undefined ? [] : [a.field]))];
+  const names =
+    v.kind === 'view'
+      ? v.features.map((f) => f.name)
+      : [...v.aggregations.map((a) => a.name), ...v.aggregations.flatMap((a) => (a.field === undefined ? [] : [a.field]))];
   const clash = names.find((n) => keys.includes(n));
   if (clash !== undefined) return `"${clash}" is both a join key and a ${v.kind === 'view' ? 'feature' : 'aggregation or event field'}`;
   return null;
@@ -113,11 +114,15 @@ export function viewProblem(v: ViewDef, c: FeatureCatalog): string | null {
 
 function defaultFits(value: string | number | boolean, type: ValueType): boolean {
   switch (type) {
-    case 'int64': return typeof value === 'number' && Number.isSafeInteger(value);
+    case 'int64':
+      return typeof value === 'number' && Number.isSafeInteger(value);
     case 'float32':
-    case 'float64': return typeof value === 'number';
-    case 'string': return typeof value === 'string';
-    case 'bool': return typeof value === 'boolean';
+    case 'float64':
+      return typeof value === 'number';
+    case 'string':
+      return typeof value === 'string';
+    case 'bool':
+      return typeof value === 'boolean';
   }
 }
 

@@ -159,7 +159,11 @@ export class OfflineStore {
    * no limit) and — unless includeLateWrites — known by ts (created_at <= ts). The feature's value in that row,
    * or null (no such row, or the row lacks the feature: the row is taken as a whole, as online).
    */
-  async pointInTime(requests: readonly PointInTimeRequest[], features: readonly PointInTimeFeature[], opts: PointInTimeOptions = {}): Promise<(FeatureValue | null)[][]> {
+  async pointInTime(
+    requests: readonly PointInTimeRequest[],
+    features: readonly PointInTimeFeature[],
+    opts: PointInTimeOptions = {},
+  ): Promise<(FeatureValue | null)[][]> {
     const late = opts.includeLateWrites ?? false;
     const out: (FeatureValue | null)[][] = requests.map(() => new Array<FeatureValue | null>(features.length).fill(null));
     // Views in first-use order, with the columns they fill.
@@ -205,10 +209,12 @@ export class OfflineStore {
         .where('f.view', '=', view)
         .where('f.entity_key', 'in', chunk)
         .where('f.event_time', '=', (eb) =>
-          eb.selectFrom('feature_rows as g')
+          eb
+            .selectFrom('feature_rows as g')
             .select((e) => e.fn.max('g.event_time').as('m'))
             .whereRef('g.view', '=', 'f.view')
-            .whereRef('g.entity_key', '=', 'f.entity_key'))
+            .whereRef('g.entity_key', '=', 'f.entity_key'),
+        )
         .execute();
       for (const r of rows) out.set(r.entity_key, { eventTime: Number(r.event_time), values: JSON.parse(r.vals) as Values });
     }
@@ -239,7 +245,13 @@ export class OfflineStore {
  * the history holds it, so two racing pushes with the same event time and different values still leave both
  * stores agreeing. `onlineApplied` counts entities whose online row changed.
  */
-export async function pushRows(offline: OfflineStore | null, online: OnlineStore | null, view: FeatureViewDef, rows: readonly PushRow[], knownAt?: number): Promise<{ offlineNew: number; onlineApplied: number }> {
+export async function pushRows(
+  offline: OfflineStore | null,
+  online: OnlineStore | null,
+  view: FeatureViewDef,
+  rows: readonly PushRow[],
+  knownAt?: number,
+): Promise<{ offlineNew: number; onlineApplied: number }> {
   checkRows(rows);
   let toOnline = dedupe(rows);
   let offlineNew = 0;

@@ -18,7 +18,18 @@ import { OfflineStore, pushRows } from './offline.js';
 import { featureRead, MemoryOnlineStore, RedisOnlineStore } from './online.js';
 import { natsConsumer, redisStreamConsumer, type StreamConsumer } from './streams.js';
 import type {
-  EntityKey, FeatureRead, FeatureRef, FeatureServiceDef, FeatureValue, FeatureViewDef, OnlineStore, PushRow, ValueType, WindowEvent, WindowStore, WindowViewDef,
+  EntityKey,
+  FeatureRead,
+  FeatureRef,
+  FeatureServiceDef,
+  FeatureValue,
+  FeatureViewDef,
+  OnlineStore,
+  PushRow,
+  ValueType,
+  WindowEvent,
+  WindowStore,
+  WindowViewDef,
 } from './types.js';
 import { MemoryWindowStore } from './window-memory.js';
 import { RedisWindowStore } from './window-redis.js';
@@ -53,10 +64,14 @@ function timeOf(v: unknown, where: string): number {
 
 function checkValue(v: unknown, type: ValueType, where: string): FeatureValue | null {
   if (v === null || v === undefined) return null;
-  const ok = type === 'string' ? typeof v === 'string'
-    : type === 'bool' ? typeof v === 'boolean'
-      : type === 'int64' ? typeof v === 'number' && Number.isSafeInteger(v)
-        : typeof v === 'number' && Number.isFinite(v);
+  const ok =
+    type === 'string'
+      ? typeof v === 'string'
+      : type === 'bool'
+        ? typeof v === 'boolean'
+        : type === 'int64'
+          ? typeof v === 'number' && Number.isSafeInteger(v)
+          : typeof v === 'number' && Number.isFinite(v);
   if (!ok) throw err('SY_ERR_BAD_REQUEST', `${where}: expected ${type}, got ${JSON.stringify(v)}`);
   return v as FeatureValue;
 }
@@ -75,7 +90,11 @@ export class FeatureStore {
   readonly #consumerSpecs = new Map<string, string>();
   #reloading: Promise<void> = Promise.resolve();
   readonly #m: {
-    readLatency: Histogram; statuses: Counter; staleness: Histogram; pushLag: Histogram; pushed: Counter;
+    readLatency: Histogram;
+    statuses: Counter;
+    staleness: Histogram;
+    pushLag: Histogram;
+    pushed: Counter;
   };
 
   private constructor(opts: FeatureStoreOptions, defs: DefinitionStore, catalog: FeatureCatalog) {
@@ -90,20 +109,53 @@ export class FeatureStore {
     const windows = this.windows;
     const consumers = this.#consumers;
     this.#m = {
-      readLatency: new Histogram({ name: 'switchyard_feature_online_read_seconds', help: 'Online feature reads (one round trip for all entities and views of a request).', labelNames: ['store'], buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1], registers }),
-      statuses: new Counter({ name: 'switchyard_feature_reads_total', help: 'Online feature values read, by view and status (PRESENT, NOT_FOUND, OUTSIDE_MAX_AGE).', labelNames: ['view', 'status'], registers }),
-      staleness: new Histogram({ name: 'switchyard_feature_staleness_seconds', help: 'Age of the online values read (now − event time).', labelNames: ['view'], buckets: [1, 10, 60, 300, 900, 3600, 21600, 86400, 604800], registers }),
-      pushLag: new Histogram({ name: 'switchyard_feature_push_lag_seconds', help: 'Delay between an event and its push (now − event time at ingestion).', labelNames: ['view'], buckets: [0.01, 0.1, 1, 10, 60, 300, 3600, 86400], registers }),
-      pushed: new Counter({ name: 'switchyard_feature_rows_pushed_total', help: 'Rows pushed, by view and result (offline_new, online_applied, window_applied, duplicate, too_old).', labelNames: ['view', 'result'], registers }),
+      readLatency: new Histogram({
+        name: 'switchyard_feature_online_read_seconds',
+        help: 'Online feature reads (one round trip for all entities and views of a request).',
+        labelNames: ['store'],
+        buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
+        registers,
+      }),
+      statuses: new Counter({
+        name: 'switchyard_feature_reads_total',
+        help: 'Online feature values read, by view and status (PRESENT, NOT_FOUND, OUTSIDE_MAX_AGE).',
+        labelNames: ['view', 'status'],
+        registers,
+      }),
+      staleness: new Histogram({
+        name: 'switchyard_feature_staleness_seconds',
+        help: 'Age of the online values read (now − event time).',
+        labelNames: ['view'],
+        buckets: [1, 10, 60, 300, 900, 3600, 21600, 86400, 604800],
+        registers,
+      }),
+      pushLag: new Histogram({
+        name: 'switchyard_feature_push_lag_seconds',
+        help: 'Delay between an event and its push (now − event time at ingestion).',
+        labelNames: ['view'],
+        buckets: [0.01, 0.1, 1, 10, 60, 300, 3600, 86400],
+        registers,
+      }),
+      pushed: new Counter({
+        name: 'switchyard_feature_rows_pushed_total',
+        help: 'Rows pushed, by view and result (offline_new, online_applied, window_applied, duplicate, too_old).',
+        labelNames: ['view', 'result'],
+        registers,
+      }),
     };
     new Gauge({
-      name: 'switchyard_feature_window_state_size', help: 'Entity × bucket entries held for sliding-window features.', registers,
+      name: 'switchyard_feature_window_state_size',
+      help: 'Entity × bucket entries held for sliding-window features.',
+      registers,
       async collect() {
         this.set(await windows.size().catch(() => 0));
       },
     });
     new Gauge({
-      name: 'switchyard_feature_stream_lag_seconds', help: 'Delay between an event and its consumption from a stream (last seen), per view.', labelNames: ['view'], registers,
+      name: 'switchyard_feature_stream_lag_seconds',
+      help: 'Delay between an event and its consumption from a stream (last seen), per view.',
+      labelNames: ['view'],
+      registers,
       collect() {
         this.reset();
         for (const [view, c] of consumers) if (c.lagMs !== null) this.set({ view }, c.lagMs / 1000);
@@ -114,12 +166,14 @@ export class FeatureStore {
   static async create(opts: FeatureStoreOptions): Promise<FeatureStore> {
     let self: FeatureStore | null = null;
     const defs = new DefinitionStore(opts.database, { onChange: () => self?.changed() });
-    const store = self = new FeatureStore(opts, defs, await defs.catalog());
+    const store = (self = new FeatureStore(opts, defs, await defs.catalog()));
     const db = opts.database;
     if (db.pgConfig !== null) {
       // A change announced by another replica, or (after a lost connection) maybe missed: re-read the catalog.
       store.#channel = await PgChannel.start<{ changed: true }>(db.pgConfig, CHANNEL, db.schema ?? '', {
-        onMessage: () => void store.reload(), onReconnect: () => void store.reload(), logger: opts.logger,
+        onMessage: () => void store.reload(),
+        onReconnect: () => void store.reload(),
+        logger: opts.logger,
       });
     }
     await store.#syncConsumers();
@@ -133,23 +187,28 @@ export class FeatureStore {
   /** A definition changed here: reload, and tell the other replicas. */
   async changed(): Promise<void> {
     await this.reload();
-    await this.#channel?.notify(this.#opts.database.db, { changed: true }).catch((e: unknown) => this.#log.warn({ err: e }, 'feature definition NOTIFY failed'));
+    await this.#channel
+      ?.notify(this.#opts.database.db, { changed: true })
+      .catch((e: unknown) => this.#log.warn({ err: e }, 'feature definition NOTIFY failed'));
   }
 
   /** Re-read the catalog (serialised) and start / stop stream consumers to match it. */
   reload(): Promise<void> {
-    this.#reloading = this.#reloading.then(async () => {
-      const before = this.#catalog;
-      this.#catalog = await this.defs.catalog();
-      // A deleted view's data goes with it (idempotent: every replica may do it), so a view re-created under the
-      // same name starts empty.
-      for (const name of before.views.keys()) {
-        if (this.#catalog.views.has(name)) continue;
-        await Promise.all([this.online.dropView(name), this.windows.dropView(name), this.offline.dropView(name)])
-          .catch((e: unknown) => this.#log.error({ err: e, view: name }, 'dropping a deleted feature view\'s data failed'));
-      }
-      await this.#syncConsumers();
-    }).catch((e: unknown) => this.#log.error({ err: e }, 'reloading feature definitions failed'));
+    this.#reloading = this.#reloading
+      .then(async () => {
+        const before = this.#catalog;
+        this.#catalog = await this.defs.catalog();
+        // A deleted view's data goes with it (idempotent: every replica may do it), so a view re-created under the
+        // same name starts empty.
+        for (const name of before.views.keys()) {
+          if (this.#catalog.views.has(name)) continue;
+          await Promise.all([this.online.dropView(name), this.windows.dropView(name), this.offline.dropView(name)]).catch((e: unknown) =>
+            this.#log.error({ err: e, view: name }, "dropping a deleted feature view's data failed"),
+          );
+        }
+        await this.#syncConsumers();
+      })
+      .catch((e: unknown) => this.#log.error({ err: e }, 'reloading feature definitions failed'));
     return this.#reloading;
   }
 
@@ -180,7 +239,8 @@ export class FeatureStore {
     return rows.map((r, i) => {
       const where = `rows[${i}]`;
       const id = r['event_id'];
-      if (typeof id !== 'string' || id.length === 0 || id.length > 256) throw err('SY_ERR_BAD_REQUEST', `${where}: event_id (1-256 characters) is required for windowed view "${view.name}" (it makes redelivery count once)`);
+      if (typeof id !== 'string' || id.length === 0 || id.length > 256)
+        throw err('SY_ERR_BAD_REQUEST', `${where}: event_id (1-256 characters) is required for windowed view "${view.name}" (it makes redelivery count once)`);
       const values: Record<string, number> = {};
       for (const f of fields) {
         const v = r[f];
@@ -226,7 +286,8 @@ export class FeatureStore {
       if (s === undefined) throw err('SY_ERR_REGISTRY_NOT_FOUND', `no feature service "${service}"`);
       return s.features.map((f) => f.ref);
     }
-    if (features === undefined || features.length === 0) throw err('SY_ERR_BAD_REQUEST', 'name the features ("features": ["view:feature", …]) or a feature service ("service")');
+    if (features === undefined || features.length === 0)
+      throw err('SY_ERR_BAD_REQUEST', 'name the features ("features": ["view:feature", …]) or a feature service ("service")');
     for (const f of features) this.#catalog.resolve(f);
     return [...features];
   }
@@ -243,7 +304,15 @@ export class FeatureStore {
     const lookups = plain.flatMap((v) => keys.map((k) => ({ view: v.name, entityKey: k.get(v.name)! })));
     const [rows, aggs] = await Promise.all([
       lookups.length === 0 ? Promise.resolve([]) : this.online.read(lookups),
-      Promise.all(windowed.map((v) => this.windows.read(v, keys.map((k) => k.get(v.name)!), now))),
+      Promise.all(
+        windowed.map((v) =>
+          this.windows.read(
+            v,
+            keys.map((k) => k.get(v.name)!),
+            now,
+          ),
+        ),
+      ),
     ]);
     this.#m.readLatency.labels(this.online.kind).observe((performance.now() - t0) / 1000);
     const rowAt = new Map<string, (typeof rows)[number]>();
@@ -255,7 +324,8 @@ export class FeatureStore {
         let read: FeatureRead;
         if (r.view.kind === 'view') {
           read = featureRead(rowAt.get(`${r.view.name}\u0000${keys[ei]!.get(r.view.name)!}`) ?? null, r.feature, r.view.ttlSeconds, now);
-          if (read.status !== 'NOT_FOUND' && read.eventTime !== null) this.#m.staleness.labels(r.view.name).observe(Math.max(0, now - Date.parse(read.eventTime)) / 1000);
+          if (read.status !== 'NOT_FOUND' && read.eventTime !== null)
+            this.#m.staleness.labels(r.view.name).observe(Math.max(0, now - Date.parse(read.eventTime)) / 1000);
         } else {
           const v = aggAt.get(r.view.name)?.[ei]?.[r.feature] ?? null;
           read = { value: v, status: v === null ? 'NOT_FOUND' : 'PRESENT', eventTime: v === null ? null : new Date(now).toISOString() };
@@ -273,7 +343,8 @@ export class FeatureStore {
   async export(entityRows: readonly Raw[], refs: readonly FeatureRef[], opts: { includeLateWrites?: boolean } = {}): Promise<Record<string, unknown>[]> {
     const resolved = refs.map((ref) => ({ ref, ...this.#catalog.resolve(ref) }));
     for (const r of resolved) {
-      if (r.view.kind !== 'view') throw err('SY_ERR_BAD_REQUEST', `feature "${r.ref}" is a sliding-window aggregation: point-in-time export covers pushed feature views only`);
+      if (r.view.kind !== 'view')
+        throw err('SY_ERR_BAD_REQUEST', `feature "${r.ref}" is a sliding-window aggregation: point-in-time export covers pushed feature views only`);
       if (!r.view.offline) throw err('SY_ERR_BAD_REQUEST', `feature view "${r.view.name}" keeps no offline history (offline: false)`);
     }
     const views = [...new Set(resolved.map((r) => r.view.name))];
@@ -281,7 +352,11 @@ export class FeatureStore {
       const ts = timeOf(row['timestamp'] ?? row['event_time'], `entities[${i}] (timestamp)`);
       return { keys: Object.fromEntries(views.map((v) => [v, this.#key(v, row)])), ts };
     });
-    const values = await this.offline.pointInTime(requests, resolved.map((r) => ({ view: r.view as FeatureViewDef, feature: r.feature })), opts);
+    const values = await this.offline.pointInTime(
+      requests,
+      resolved.map((r) => ({ view: r.view as FeatureViewDef, feature: r.feature })),
+      opts,
+    );
     return entityRows.map((row, i) => {
       const out: Record<string, unknown> = { ...row };
       resolved.forEach((r, j) => (out[r.ref] = values[i]![j] ?? null));
@@ -295,18 +370,27 @@ export class FeatureStore {
    * Input tensors (V2 JSON) a model version's feature service fills for these entities (one per row), or null
    * when no service is bound. Missing values take the feature's default, else per the service's policy.
    */
-  async assemble(model: string, version: number, entities: readonly Raw[], inputs: readonly { name: string; datatype: string; shape: readonly number[] }[]): Promise<{ name: string; datatype: string; shape: number[]; data: (number | string | boolean)[] }[] | null> {
+  async assemble(
+    model: string,
+    version: number,
+    entities: readonly Raw[],
+    inputs: readonly { name: string; datatype: string; shape: readonly number[] }[],
+  ): Promise<{ name: string; datatype: string; shape: number[]; data: (number | string | boolean)[] }[] | null> {
     const service = this.#catalog.serviceFor(model, version);
     if (service === undefined) return null;
     const bound = service.features.filter((f) => f.input !== undefined);
     if (bound.length === 0) return null;
-    const results = await this.read(entities, bound.map((f) => f.ref));
+    const results = await this.read(
+      entities,
+      bound.map((f) => f.ref),
+    );
     const byInput = new Map<string, typeof bound>();
     for (const f of bound) byInput.set(f.input!, [...(byInput.get(f.input!) ?? []), f]);
     const out: { name: string; datatype: string; shape: number[]; data: (number | string | boolean)[] }[] = [];
     for (const [input, feats] of byInput) {
       const spec = inputs.find((s) => s.name === input);
-      if (spec === undefined) throw err('SY_ERR_BAD_REQUEST', `feature service "${service.name}" fills input "${input}", which model "${model}" version ${version} does not have`);
+      if (spec === undefined)
+        throw err('SY_ERR_BAD_REQUEST', `feature service "${service.name}" fills input "${input}", which model "${model}" version ${version} does not have`);
       const cols = spec.shape.length >= 2 ? spec.shape[spec.shape.length - 1]! : 1;
       if (cols !== -1 && cols !== feats.length) {
         throw err('SY_ERR_BAD_REQUEST', `feature service "${service.name}" puts ${feats.length} features into input "${input}", which takes ${cols} per row`);
@@ -320,12 +404,21 @@ export class FeatureStore {
     return out;
   }
 
-  #valueOrDefault(service: FeatureServiceDef, f: FeatureServiceDef['features'][number], read: FeatureRead, entity: Raw, datatype: string): number | string | boolean {
+  #valueOrDefault(
+    service: FeatureServiceDef,
+    f: FeatureServiceDef['features'][number],
+    read: FeatureRead,
+    entity: Raw,
+    datatype: string,
+  ): number | string | boolean {
     const missing = read.status === 'NOT_FOUND' || (read.status === 'OUTSIDE_MAX_AGE' && service.staleIsMissing) || read.value === null;
     if (!missing) return read.value!;
     if (f.default !== undefined) return f.default;
     if (service.onMissing === 'zero') return datatype === 'BYTES' ? '' : datatype === 'BOOL' ? false : 0;
-    throw err('SY_ERR_BAD_REQUEST', `feature "${f.ref}" is ${read.status === 'NOT_FOUND' ? 'missing' : 'stale (older than its max age)'} for entity ${JSON.stringify(entity)} and has no default (feature service "${service.name}")`);
+    throw err(
+      'SY_ERR_BAD_REQUEST',
+      `feature "${f.ref}" is ${read.status === 'NOT_FOUND' ? 'missing' : 'stale (older than its max age)'} for entity ${JSON.stringify(entity)} and has no default (feature service "${service.name}")`,
+    );
   }
 
   // ── streams ──
@@ -351,15 +444,30 @@ export class FeatureStore {
           this.#log.warn({ view: name }, 'windowed view reads a NATS stream but no --nats URL is configured; its events can still be pushed');
           continue;
         }
-        c = natsConsumer({ url: this.#opts.natsUrl, view, stream: src.stream, subject: src.subject, durable: src.durable, toEvent: (p) => toEvent(p as Raw), store: this.windows, logger: this.#log });
+        c = natsConsumer({
+          url: this.#opts.natsUrl,
+          view,
+          stream: src.stream,
+          subject: src.subject,
+          durable: src.durable,
+          toEvent: (p) => toEvent(p as Raw),
+          store: this.windows,
+          logger: this.#log,
+        });
       } else {
         if (this.#opts.redisUrl === null) {
           this.#log.warn({ view: name }, 'windowed view reads a Redis stream but no --redis URL is configured; its events can still be pushed');
           continue;
         }
         c = redisStreamConsumer({
-          redisUrl: this.#opts.redisUrl, view, stream: src.stream, group: src.group, consumer: `switchyard-${hostname()}`, // stable across restarts of the same host; XAUTOCLAIM recovers the pending entries of vanished ones
-          toEvent: (fields) => toEvent(parseStreamFields(fields)), store: this.windows, logger: this.#log,
+          redisUrl: this.#opts.redisUrl,
+          view,
+          stream: src.stream,
+          group: src.group,
+          consumer: `switchyard-${hostname()}`, // stable across restarts of the same host; XAUTOCLAIM recovers the pending entries of vanished ones
+          toEvent: (fields) => toEvent(parseStreamFields(fields)),
+          store: this.windows,
+          logger: this.#log,
         });
       }
       this.#consumers.set(name, c);

@@ -14,7 +14,16 @@
  * a NAK with `retryDelayMs` delay, Redis Streams re-reads this consumer's pending entries after `retryDelayMs`.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, JetStreamApiCodes, JetStreamApiError, type ConsumerMessages, type JsMsg } from '@nats-io/jetstream';
+import {
+  AckPolicy,
+  DeliverPolicy,
+  jetstream,
+  jetstreamManager,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  type ConsumerMessages,
+  type JsMsg,
+} from '@nats-io/jetstream';
 import { connect, nanos, type NatsConnection } from '@nats-io/transport-node';
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -110,7 +119,12 @@ abstract class BaseConsumer<M> implements StreamConsumer {
    * Converts messages to events (`onRejected` gets those `toEvent` rejects) and applies them as one batch;
    * `applied` is false when the store failed. `good` are the messages holding events.
    */
-  protected async apply(msgs: readonly M[], toEvent: (m: M) => WindowEvent, isRedelivery: (m: M) => boolean, onRejected: (m: M) => void): Promise<{ applied: boolean; good: M[] }> {
+  protected async apply(
+    msgs: readonly M[],
+    toEvent: (m: M) => WindowEvent,
+    isRedelivery: (m: M) => boolean,
+    onRejected: (m: M) => void,
+  ): Promise<{ applied: boolean; good: M[] }> {
     const events: WindowEvent[] = [];
     const good: M[] = [];
     for (const m of msgs) {
@@ -166,7 +180,10 @@ class NatsWindowConsumer extends BaseConsumer<JsMsg> {
       } catch (e) {
         if (!(e instanceof JetStreamApiError && e.code === JetStreamApiCodes.ConsumerNotFound)) throw e;
         await jsm.consumers.add(o.stream, {
-          durable_name: o.durable, ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.All, filter_subject: o.subject,
+          durable_name: o.durable,
+          ack_policy: AckPolicy.Explicit,
+          deliver_policy: DeliverPolicy.All,
+          filter_subject: o.subject,
           ack_wait: nanos(o.ackWaitMs ?? 30_000),
         });
         this.log.info({ stream: o.stream, durable: o.durable }, 'created NATS JetStream consumer');
@@ -197,7 +214,9 @@ class NatsWindowConsumer extends BaseConsumer<JsMsg> {
       scheduled = false;
       if (buf.length > 0) {
         const msgs = buf.splice(0);
-        applying = applying.then(() => this.#process(msgs)).catch((e: unknown) => this.log.error({ err: e, view: this.opts.view.name }, 'NATS window consumer failed to apply a batch; it will be redelivered'));
+        applying = applying
+          .then(() => this.#process(msgs))
+          .catch((e: unknown) => this.log.error({ err: e, view: this.opts.view.name }, 'NATS window consumer failed to apply a batch; it will be redelivered'));
       }
       return applying;
     };
@@ -213,7 +232,12 @@ class NatsWindowConsumer extends BaseConsumer<JsMsg> {
   }
 
   async #process(msgs: JsMsg[]): Promise<void> {
-    const r = await this.apply(msgs, (m) => this.opts.toEvent(m.json()), (m) => m.redelivered, (m) => m.term());
+    const r = await this.apply(
+      msgs,
+      (m) => this.opts.toEvent(m.json()),
+      (m) => m.redelivered,
+      (m) => m.term(),
+    );
     for (const m of r.good) {
       if (r.applied) m.ack();
       else m.nak(this.retryDelayMs);
@@ -273,7 +297,8 @@ class RedisStreamWindowConsumer extends BaseConsumer<Entry> {
   /** Moves entries idle ≥ claimIdleMs in other consumers into this one's pending list; returns how many. */
   async #claim(redis: Redis, idleMs: number): Promise<number> {
     const o = this.opts;
-    let cursor = '0-0', n = 0;
+    let cursor = '0-0',
+      n = 0;
     do {
       const reply = (await redis.call('XAUTOCLAIM', o.stream, o.group, o.consumer, idleMs, cursor, 'COUNT', 1000, 'JUSTID')) as [string, string[]];
       cursor = String(reply[0]);
@@ -308,9 +333,10 @@ class RedisStreamWindowConsumer extends BaseConsumer<Entry> {
         continue;
       }
       let reply: unknown;
-      const args = pendingFrom === null
-        ? ['GROUP', o.group, o.consumer, 'COUNT', this.batch, 'BLOCK', o.blockMs ?? 5000, 'STREAMS', o.stream, '>']
-        : ['GROUP', o.group, o.consumer, 'COUNT', this.batch, 'STREAMS', o.stream, pendingFrom];
+      const args =
+        pendingFrom === null
+          ? ['GROUP', o.group, o.consumer, 'COUNT', this.batch, 'BLOCK', o.blockMs ?? 5000, 'STREAMS', o.stream, '>']
+          : ['GROUP', o.group, o.consumer, 'COUNT', this.batch, 'STREAMS', o.stream, pendingFrom];
       this.#blocking = pendingFrom === null;
       try {
         reply = await redis.call('XREADGROUP', ...args);
@@ -330,7 +356,12 @@ class RedisStreamWindowConsumer extends BaseConsumer<Entry> {
         continue;
       }
       const fromPending = pendingFrom !== null;
-      const r = await this.apply(entries, (m) => o.toEvent(fieldsOf(m[1])), () => fromPending, () => undefined);
+      const r = await this.apply(
+        entries,
+        (m) => o.toEvent(fieldsOf(m[1])),
+        () => fromPending,
+        () => undefined,
+      );
       if (!r.applied) {
         await this.pause(this.retryDelayMs);
         pendingFrom = '0';

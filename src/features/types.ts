@@ -57,7 +57,9 @@ export interface WindowViewDef {
   readonly entities: readonly string[];
   readonly aggregations: readonly AggregationDef[];
   /** Optional stream the server consumes (at least once, deduplicated by event id); events can also be pushed. */
-  readonly source?: { readonly type: 'nats'; readonly stream: string; readonly subject: string; readonly durable: string } | { readonly type: 'redis'; readonly stream: string; readonly group: string };
+  readonly source?:
+    | { readonly type: 'nats'; readonly stream: string; readonly subject: string; readonly durable: string }
+    | { readonly type: 'redis'; readonly stream: string; readonly group: string };
 }
 
 export type ViewDef = FeatureViewDef | WindowViewDef;

@@ -3,12 +3,16 @@
  * In-process sliding-window state for windowed feature views (one replica); semantics in windows.ts.
  */
 import type { EntityKey, WindowEvent, WindowStore, WindowViewDef } from './types.js';
-import {
-  addTo, aggregate, bucketsFor, cutoff, fieldValues, floorTo, MINUTE, planOf, type Buckets, type Plan,
-} from './windows.js';
+import { addTo, aggregate, bucketsFor, cutoff, fieldValues, floorTo, MINUTE, planOf, type Buckets, type Plan } from './windows.js';
 
-interface EntityState extends Buckets { prunedAt: number }
-interface ViewState { plan: Plan; entities: Map<EntityKey, EntityState>; seen: Map<string, number> }
+interface EntityState extends Buckets {
+  prunedAt: number;
+}
+interface ViewState {
+  plan: Plan;
+  entities: Map<EntityKey, EntityState>;
+  seen: Map<string, number>;
+}
 
 /** In-process window state (one replica). */
 export class MemoryWindowStore implements WindowStore {
@@ -29,12 +33,20 @@ export class MemoryWindowStore implements WindowStore {
     if (vs === undefined) this.#views.set(view.name, (vs = { plan, entities: new Map(), seen: new Map() }));
     vs.plan = plan;
     const pruneTag = floorTo(now, MINUTE);
-    let applied = 0, duplicates = 0, tooOld = 0;
+    let applied = 0,
+      duplicates = 0,
+      tooOld = 0;
     for (const e of events) {
       const targets = bucketsFor(plan, e.eventTime, now);
-      if (targets.length === 0) { tooOld++; continue; }
+      if (targets.length === 0) {
+        tooOld++;
+        continue;
+      }
       const exp = vs.seen.get(e.eventId);
-      if (exp !== undefined && exp > now) { duplicates++; continue; }
+      if (exp !== undefined && exp > now) {
+        duplicates++;
+        continue;
+      }
       if (exp !== undefined) vs.seen.delete(e.eventId); // re-insert at the end: the map stays ordered by expiry
       vs.seen.set(e.eventId, now + plan.dedupeMs);
       let st = vs.entities.get(e.entityKey);

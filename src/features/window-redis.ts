@@ -6,9 +6,7 @@
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { EntityKey, WindowEvent, WindowStore, WindowViewDef } from './types.js';
-import {
-  ADD_CHUNK, aggregate, ALL, bucketsFor, cutoff, fieldValues, floorTo, MINUTE, planOf, type Buckets,
-} from './windows.js';
+import { ADD_CHUNK, aggregate, ALL, bucketsFor, cutoff, fieldValues, floorTo, MINUTE, planOf, type Buckets } from './windows.js';
 
 /**
  * KEYS: per event i, KEYS[2i-1] its dedupe marker and KEYS[2i] its entity hash. ARGV: [1] H (ms, PX / PEXPIRE),
@@ -93,7 +91,9 @@ export class RedisWindowStore implements WindowStore {
 
   async add(view: WindowViewDef, events: readonly WindowEvent[], now = this.#now()): Promise<{ applied: number; duplicates: number; tooOld: number }> {
     const plan = planOf(view);
-    let applied = 0, duplicates = 0, tooOld = 0;
+    let applied = 0,
+      duplicates = 0,
+      tooOld = 0;
     let keys: string[] = [];
     let evs: [string[], [string, string][]][] = [];
     const flush = async (): Promise<void> => {
@@ -107,7 +107,10 @@ export class RedisWindowStore implements WindowStore {
     };
     for (const e of events) {
       const targets = bucketsFor(plan, e.eventTime, now);
-      if (targets.length === 0) { tooOld++; continue; }
+      if (targets.length === 0) {
+        tooOld++;
+        continue;
+      }
       keys.push(`${this.#prefix}e:${view.name}:${e.eventId}`, `${this.#prefix}w:${view.name}:${e.entityKey}`);
       evs.push([targets.map((t) => `${t.g}${t.start}`), fieldValues(plan, e).map(([f, v]) => [f, String(v)])]);
       if (evs.length >= ADD_CHUNK) await flush();

@@ -58,9 +58,17 @@ const GRAIN_MS: Readonly<Record<Grain, number>> = { m: 60_000, q: 900_000 };
 const grainOf = (w: WindowSpec): Grain => (w === '24h' ? 'q' : 'm');
 
 /** Per-field stats of one bucket. */
-export interface Stats { c: number; s: number; mn: number; mx: number }
+export interface Stats {
+  c: number;
+  s: number;
+  mn: number;
+  mx: number;
+}
 /** One bucket: events counted and per-field stats. */
-export interface Bucket { n: number; f: Map<string, Stats> }
+export interface Bucket {
+  n: number;
+  f: Map<string, Stats>;
+}
 export type Buckets = Record<Grain, Map<number, Bucket>>;
 
 export interface Plan {
@@ -149,7 +157,11 @@ export function aggregate(plan: Plan, buckets: Buckets | undefined, now: number)
     const g = grainOf(a.window);
     const cur = floorTo(now, GRAIN_MS[g]);
     const lo = cur - WINDOW_MS[a.window];
-    let n = 0, c = 0, s = 0, mn = Infinity, mx = -Infinity;
+    let n = 0,
+      c = 0,
+      s = 0,
+      mn = Infinity,
+      mx = -Infinity;
     if (buckets !== undefined) {
       for (const [start, b] of buckets[g]) {
         if (start <= lo || start > cur) continue;
@@ -164,11 +176,21 @@ export function aggregate(plan: Plan, buckets: Buckets | undefined, now: number)
       }
     }
     switch (a.fn) {
-      case 'count': out[a.name] = a.field === undefined ? n : c; break;
-      case 'sum': out[a.name] = c === 0 ? null : s; break;
-      case 'mean': out[a.name] = c === 0 ? null : s / c; break;
-      case 'min': out[a.name] = c === 0 ? null : mn; break;
-      case 'max': out[a.name] = c === 0 ? null : mx; break;
+      case 'count':
+        out[a.name] = a.field === undefined ? n : c;
+        break;
+      case 'sum':
+        out[a.name] = c === 0 ? null : s;
+        break;
+      case 'mean':
+        out[a.name] = c === 0 ? null : s / c;
+        break;
+      case 'min':
+        out[a.name] = c === 0 ? null : mn;
+        break;
+      case 'max':
+        out[a.name] = c === 0 ? null : mx;
+        break;
     }
   }
   return out;

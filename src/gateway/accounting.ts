@@ -20,7 +20,13 @@ export function meterRequests(origin: object, meter: UsageMeter): () => void {
     const e = m as RequestEvent;
     if (e.origin !== origin) return;
     meter.record({
-      tenant: e.tenant, model: e.model, version: e.versionNumber, keyId: e.keyId ?? '', rows: e.rows, computeMs: e.computeShareMs, ok: e.ok,
+      tenant: e.tenant,
+      model: e.model,
+      version: e.versionNumber,
+      keyId: e.keyId ?? '',
+      rows: e.rows,
+      computeMs: e.computeShareMs,
+      ok: e.ok,
       invalid: e.reason !== null && CALLER_FAULTS.has(e.reason),
     });
   };

@@ -129,7 +129,8 @@ export class AuditLog {
   /** Durable append; resolves with the stored record once written. On failure: logs, counts and rethrows. */
   async append(e: AuditEntry): Promise<AuditRecord> {
     try {
-      const row = await this.#db.insertInto('audit_log')
+      const row = await this.#db
+        .insertInto('audit_log')
         .values({
           at: e.at,
           actor: e.actor,
@@ -145,8 +146,17 @@ export class AuditLog {
         .returning('id')
         .executeTakeFirstOrThrow();
       return {
-        id: Number(row.id), at: e.at, actor: e.actor, tenant: e.tenant, action: e.action, target: e.target, status: e.status,
-        ip: e.ip, userAgent: e.userAgent, requestId: e.requestId, detail: e.detail,
+        id: Number(row.id),
+        at: e.at,
+        actor: e.actor,
+        tenant: e.tenant,
+        action: e.action,
+        target: e.target,
+        status: e.status,
+        ip: e.ip,
+        userAgent: e.userAgent,
+        requestId: e.requestId,
+        detail: e.detail,
       };
     } catch (cause) {
       this.#failures?.inc();

@@ -100,13 +100,20 @@ export function formatDuration(ms: number): string {
 }
 
 function rejectionMessage(a: Admission, tenant: string): string {
-  const scope = a.scope ? ` (${a.scope.startsWith('k:') ? `key ${a.scope.slice(2)}` : a.scope.startsWith('m:') ? `model ${a.scope.slice(2 + tenant.length + 1)}` : `tenant ${tenant}`})` : '';
+  const scope = a.scope
+    ? ` (${a.scope.startsWith('k:') ? `key ${a.scope.slice(2)}` : a.scope.startsWith('m:') ? `model ${a.scope.slice(2 + tenant.length + 1)}` : `tenant ${tenant}`})`
+    : '';
   switch (a.reason) {
-    case 'rate': return `rate limit exceeded${scope}, burst ${a.limit ?? '?'}; retry in ${formatDuration(a.retryAfterMs)}`;
-    case 'concurrency': return `too many requests in flight${scope}; retry shortly`;
-    case 'quota_daily': return `daily request quota exhausted${scope}; resets in ${formatDuration(a.retryAfterMs)}`;
-    case 'quota_monthly': return `monthly request quota exhausted${scope}; resets in ${formatDuration(a.retryAfterMs)}`;
-    default: return 'rate limiting is unavailable (shared limit store unreachable) and limits fail closed; retry shortly';
+    case 'rate':
+      return `rate limit exceeded${scope}, burst ${a.limit ?? '?'}; retry in ${formatDuration(a.retryAfterMs)}`;
+    case 'concurrency':
+      return `too many requests in flight${scope}; retry shortly`;
+    case 'quota_daily':
+      return `daily request quota exhausted${scope}; resets in ${formatDuration(a.retryAfterMs)}`;
+    case 'quota_monthly':
+      return `monthly request quota exhausted${scope}; resets in ${formatDuration(a.retryAfterMs)}`;
+    default:
+      return 'rate limiting is unavailable (shared limit store unreachable) and limits fail closed; retry shortly';
   }
 }
 
@@ -127,11 +134,15 @@ export class Authorizer {
     this.#modelExists = opts.modelExists;
     const registers = opts.metrics ? [opts.metrics] : [];
     this.#decisions = new Counter({
-      name: 'switchyard_ratelimit_decisions_total', help: 'Limit checks of tenant requests, by result (admitted, rate, concurrency, quota_daily, quota_monthly, unavailable).',
-      labelNames: ['tenant', 'result'], registers,
+      name: 'switchyard_ratelimit_decisions_total',
+      help: 'Limit checks of tenant requests, by result (admitted, rate, concurrency, quota_daily, quota_monthly, unavailable).',
+      labelNames: ['tenant', 'result'],
+      registers,
     });
     this.#degraded = new Counter({
-      name: 'switchyard_ratelimit_unchecked_total', help: 'Requests admitted without a limit check because the limit store was unreachable (fail open).', registers,
+      name: 'switchyard_ratelimit_unchecked_total',
+      help: 'Requests admitted without a limit check because the limit store was unreachable (fail open).',
+      registers,
     });
   }
 
@@ -170,13 +181,16 @@ export class Authorizer {
       throw err('SY_ERR_FORBIDDEN', `API key ${p.kind === 'tenant' ? p.key.id : ''} lacks the scope for this action (needs ${rule.scopes.join(' or ')})`);
     }
     if (rule.mutatesModel && target.model !== null && visible && !gateway.owns(p, target.model)) {
-      throw err('SY_ERR_FORBIDDEN', `model "${target.model}" is shared with tenant "${p.kind === 'tenant' ? p.tenant.name : ''}" read-only; only its owner can change it`);
+      throw err(
+        'SY_ERR_FORBIDDEN',
+        `model "${target.model}" is shared with tenant "${p.kind === 'tenant' ? p.tenant.name : ''}" read-only; only its owner can change it`,
+      );
     }
     if (!rule.limited || !gateway.limiter || p.kind !== 'tenant') return null;
     const scopes = gateway.limitScopes(p, target.model);
     if (scopes.length === 0) return null;
     return gateway.limiter.admit(scopes).then((a) => {
-      this.#decision(p.tenant.name, a.allowed ? 'admitted' : a.reason ?? 'unavailable').inc();
+      this.#decision(p.tenant.name, a.allowed ? 'admitted' : (a.reason ?? 'unavailable')).inc();
       if (a.degraded) this.#degraded.inc();
       return a;
     });
@@ -187,7 +201,7 @@ export class Authorizer {
     let c = this.#children.get(k);
     if (!c) {
       if (this.#children.size > 10_000) this.#children.clear();
-      this.#children.set(k, c = this.#decisions.labels({ tenant, result }));
+      this.#children.set(k, (c = this.#decisions.labels({ tenant, result })));
     }
     return c;
   }

@@ -20,9 +20,7 @@ import type { Flow } from '../serving/index.js';
 import { digestKey, digestMatches, hashKey, keyId } from './keys.js';
 import type { Limiter, LimitScope } from './limiter.js';
 import type { StoredKey, TenantStore } from './store.js';
-import {
-  ALL_TENANTS, hasAnyLimit, hasTokenLimit, effectiveLimits, NO_LIMITS, type Limits, type Principal, type Scope, type TenantRecord,
-} from './types.js';
+import { ALL_TENANTS, hasAnyLimit, hasTokenLimit, effectiveLimits, NO_LIMITS, type Limits, type Principal, type Scope, type TenantRecord } from './types.js';
 
 export interface GatewayOptions {
   readonly store: TenantStore;
@@ -43,8 +41,15 @@ export interface GatewayOptions {
 /** What changed, for cache invalidation: keys (one by id, or all: a tenant changed) or model access. */
 export type TenancyChange = { readonly kind: 'keys'; readonly id?: string } | { readonly kind: 'access' };
 
-interface CachedKey { readonly stored: StoredKey | null; readonly tenant: TenantRecord | null; readonly at: number }
-interface Access { readonly owner: string | null; readonly shared: ReadonlySet<string> }
+interface CachedKey {
+  readonly stored: StoredKey | null;
+  readonly tenant: TenantRecord | null;
+  readonly at: number;
+}
+interface Access {
+  readonly owner: string | null;
+  readonly shared: ReadonlySet<string>;
+}
 
 const BEARER = /^Bearer +(\S+) *$/i;
 const MAX_CACHED_KEYS = 10_000;
@@ -52,7 +57,10 @@ const MAX_CACHED_KEYS = 10_000;
 export const STALE_WAIT_MS = 1000;
 
 function storeUnavailable(cause?: unknown): SwitchyardError {
-  return err('SY_ERR_DATABASE_UNAVAILABLE', 'the metadata store (database) is unavailable and this API key is not cached on this replica; retry shortly', { retryAfterS: 1, cause });
+  return err('SY_ERR_DATABASE_UNAVAILABLE', 'the metadata store (database) is unavailable and this API key is not cached on this replica; retry shortly', {
+    retryAfterS: 1,
+    cause,
+  });
 }
 
 function isStoreFault(e: unknown): boolean {
@@ -299,7 +307,6 @@ export class Gateway {
   tokenScopes(p: Principal, model: string): TokenScope[] {
     return scopedLimits(p, model, hasTokenLimit).map(([key, l]) => ({ key: `llm:${key}`, rpm: l.rpm, tpm: l.tpm }));
   }
-
 
   async close(): Promise<void> {
     clearInterval(this.#timer);

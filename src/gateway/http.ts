@@ -34,14 +34,23 @@ declare module 'fastify' {
 
 const PUBLIC_PATHS = new Set(['/v2/health/live', '/v2/health/ready']);
 const AUTHENTICATED: AccessRule = {
-  public: false, scopes: ['read', 'infer', 'admin'], modelParam: null, tenantParam: null, notFound: 'registry', mutatesModel: false, createsModel: false, limited: false, audited: false,
+  public: false,
+  scopes: ['read', 'infer', 'admin'],
+  modelParam: null,
+  tenantParam: null,
+  notFound: 'registry',
+  mutatesModel: false,
+  createsModel: false,
+  limited: false,
+  audited: false,
 };
 const ACTOR_HEADER = 'x-switchyard-actor';
 
 /** The access rule of a route, from its method and URL pattern. One table for the whole server. */
 export function classify(method: string, url: string): AccessRule {
   // The console's static files are public (no data in them): it signs in with a key and calls the API with it.
-  if (PUBLIC_PATHS.has(url) || url === '/docs' || url.startsWith('/docs/') || url === '/ui' || url.startsWith('/ui/')) return { ...AUTHENTICATED, public: true };
+  if (PUBLIC_PATHS.has(url) || url === '/docs' || url.startsWith('/docs/') || url === '/ui' || url.startsWith('/ui/'))
+    return { ...AUTHENTICATED, public: true };
   const read = method === 'GET' || method === 'HEAD';
   if (url === '/v2/models/stats') {
     // Statistics of every model the caller can see (the handler leaves out the others).
@@ -55,13 +64,22 @@ export function classify(method: string, url: string): AccessRule {
   if (url.startsWith('/v2/models/:model')) {
     const infer = url.endsWith('/infer');
     return {
-      ...AUTHENTICATED, scopes: infer ? ['infer'] : ['read', 'infer'], modelParam: 'model', notFound: 'v2', limited: true,
+      ...AUTHENTICATED,
+      scopes: infer ? ['infer'] : ['read', 'infer'],
+      modelParam: 'model',
+      notFound: 'v2',
+      limited: true,
     };
   }
   if (url.startsWith('/api/v1/models/:name')) {
     return {
-      ...AUTHENTICATED, scopes: read ? ['read', 'admin'] : ['admin'], modelParam: 'name', notFound: 'registry',
-      mutatesModel: !read, createsModel: method === 'POST' && url === '/api/v1/models/:name/versions', audited: !read,
+      ...AUTHENTICATED,
+      scopes: read ? ['read', 'admin'] : ['admin'],
+      modelParam: 'name',
+      notFound: 'registry',
+      mutatesModel: !read,
+      createsModel: method === 'POST' && url === '/api/v1/models/:name/versions',
+      audited: !read,
     };
   }
   if (url.startsWith('/api/v1/tenants/:tenant')) {
@@ -121,8 +139,8 @@ export function installGateway(app: FastifyInstance, opts: GatewayHttpOptions): 
     req.principal = p;
     const params = req.params as Record<string, string>;
     const target = {
-      model: rule.modelParam === null ? null : params[rule.modelParam] ?? null,
-      tenant: rule.tenantParam === null ? null : params[rule.tenantParam] ?? null,
+      model: rule.modelParam === null ? null : (params[rule.modelParam] ?? null),
+      tenant: rule.tenantParam === null ? null : (params[rule.tenantParam] ?? null),
     };
     const a = authorizer.authorize(p, rule, target);
     if (a === null) return undefined;
@@ -195,16 +213,30 @@ export function installGateway(app: FastifyInstance, opts: GatewayHttpOptions): 
   const record = async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
     const p = req.principal;
     const params = req.params as Record<string, string> | undefined;
-    const target = params && Object.keys(params).length > 0 ? Object.entries(params).map(([k, v]) => `${k}=${v}`).join(' ') : null;
+    const target =
+      params && Object.keys(params).length > 0
+        ? Object.entries(params)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(' ')
+        : null;
     const changed = reply.statusCode < 300 && (req.auditBefore !== null || req.auditAfter !== null);
     const entry = {
-      at: Date.now(), actor: p?.actor ?? 'unauthenticated', tenant: p?.kind === 'tenant' ? p.tenant.name : null,
-      action: `${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]}`, target, status: reply.statusCode,
-      ip: req.ip, userAgent: req.headers['user-agent'] ?? null, requestId: req.id,
+      at: Date.now(),
+      actor: p?.actor ?? 'unauthenticated',
+      tenant: p?.kind === 'tenant' ? p.tenant.name : null,
+      action: `${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]}`,
+      target,
+      status: reply.statusCode,
+      ip: req.ip,
+      userAgent: req.headers['user-agent'] ?? null,
+      requestId: req.id,
       detail: changed ? { before: req.auditBefore, after: req.auditAfter } : null,
     };
     // Every control-plane change (and refused attempt) is in the server log too, beside the audit log's row.
-    logger.info({ requestId: entry.requestId, actor: entry.actor, tenant: entry.tenant, action: entry.action, target, status: entry.status }, entry.status < 400 ? 'control-plane change' : 'control-plane change refused');
+    logger.info(
+      { requestId: entry.requestId, actor: entry.actor, tenant: entry.tenant, action: entry.action, target, status: entry.status },
+      entry.status < 400 ? 'control-plane change' : 'control-plane change refused',
+    );
     try {
       await audit!.append(entry);
     } catch (e) {

@@ -12,7 +12,15 @@ export { RedisLimiter } from './redis-limiter.js';
 export { TenantStore } from './store.js';
 export { MemoryTokenLimiter, RedisTokenLimiter, type TokenLimiter, type TokenReservation, type TokenScope } from './token-limits.js';
 export {
-  LIMIT_FIELDS, SCOPES, TENANT_NAME, type ApiKeyRecord, type CreateKeyInput, type CreateTenantInput, type ModelAccess, type Principal, type TenantRecord,
+  LIMIT_FIELDS,
+  SCOPES,
+  TENANT_NAME,
+  type ApiKeyRecord,
+  type CreateKeyInput,
+  type CreateTenantInput,
+  type ModelAccess,
+  type Principal,
+  type TenantRecord,
   type UpdateTenantInput,
 } from './types.js';
 export { LlmUsageMeter, UsageMeter, type UsageQuery } from './usage.js';

@@ -9,7 +9,11 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 const ID_ALPHABET = 'abcdefghijklmnopqrstuvwxyz234567';
 const KEY = /^(sy_[a-z2-7]{12})_([A-Za-z0-9_-]{43})$/;
 
-export interface NewKey { readonly id: string; readonly key: string; readonly hash: string }
+export interface NewKey {
+  readonly id: string;
+  readonly key: string;
+  readonly hash: string;
+}
 
 /** The stored form of a key: sha256, hex. */
 export function hashKey(key: string): string {

@@ -39,7 +39,10 @@ export interface LimitSpec {
  * One limit to enforce, e.g. key "t:acme" (tenant), "k:sy_ab12cd" (API key), "m:acme:resnet" (tenant×model).
  * Keys within one `admit` call must be distinct.
  */
-export interface LimitScope { readonly key: string; readonly spec: LimitSpec }
+export interface LimitScope {
+  readonly key: string;
+  readonly spec: LimitSpec;
+}
 
 /** Why a request was rejected; 'unavailable': the shared backend failed and the fail mode is 'closed'. */
 export type LimitReason = 'rate' | 'concurrency' | 'quota_daily' | 'quota_monthly' | 'unavailable';
@@ -209,9 +212,16 @@ export class AdmissionResult implements Admission {
   #release: (() => void) | null;
 
   constructor(
-    readonly allowed: boolean, readonly reason: LimitReason | null, readonly scope: string | null,
-    readonly limit: number | null, readonly remaining: number | null, readonly resetMs: number | null,
-    readonly retryAfterMs: number, readonly quota: QuotaState | null, readonly degraded: boolean, release: (() => void) | null,
+    readonly allowed: boolean,
+    readonly reason: LimitReason | null,
+    readonly scope: string | null,
+    readonly limit: number | null,
+    readonly remaining: number | null,
+    readonly resetMs: number | null,
+    readonly retryAfterMs: number,
+    readonly quota: QuotaState | null,
+    readonly degraded: boolean,
+    release: (() => void) | null,
   ) {
     this.#release = release;
   }
@@ -267,8 +277,13 @@ export function allPass(scopes: readonly LimitScope[], rates: readonly (BucketSh
  * @internal
  */
 export function decide(
-  scopes: readonly LimitScope[], rates: readonly (BucketShape | null)[], state: ArrayLike<number>,
-  allowed: boolean, now: number, periods: Periods, release: (() => void) | null,
+  scopes: readonly LimitScope[],
+  rates: readonly (BucketShape | null)[],
+  state: ArrayLike<number>,
+  allowed: boolean,
+  now: number,
+  periods: Periods,
+  release: (() => void) | null,
 ): Admission {
   const took = allowed ? 1 : 0;
   let rank = NO_RANK;
@@ -365,7 +380,9 @@ export class MemoryLimiter implements Limiter {
   }
 
   /** Scopes with state held (for tests and metrics). */
-  get size(): number { return this.#entries.size; }
+  get size(): number {
+    return this.#entries.size;
+  }
 
   async admit(scopes: readonly LimitScope[]): Promise<Admission> {
     const rates = rateBuckets(scopes);
@@ -423,16 +440,31 @@ export class MemoryLimiter implements Limiter {
     }
     if (++this.#sinceSweep >= SWEEP_EVERY) this.#sweep(now);
     const slots = held;
-    return decide(scopes, rates, state, allowed, now, periods, slots === null ? null : () => {
-      for (const e of slots) e.inFlight--;
-    });
+    return decide(
+      scopes,
+      rates,
+      state,
+      allowed,
+      now,
+      periods,
+      slots === null
+        ? null
+        : () => {
+            for (const e of slots) e.inFlight--;
+          },
+    );
   }
 
   /** Drops entries that hold nothing: full bucket, no request in flight, no count in a current period. */
   #sweep(now: number): void {
     this.#sinceSweep = 0;
     for (const [key, e] of this.#entries) {
-      if (e.inFlight === 0 && (e.bucket === undefined || now >= e.bucket.fullAt) && (e.dayUsed === 0 || now >= e.dayEnd) && (e.monthUsed === 0 || now >= e.monthEnd)) {
+      if (
+        e.inFlight === 0 &&
+        (e.bucket === undefined || now >= e.bucket.fullAt) &&
+        (e.dayUsed === 0 || now >= e.dayEnd) &&
+        (e.monthUsed === 0 || now >= e.monthEnd)
+      ) {
         this.#entries.delete(key);
       }
     }

@@ -78,8 +78,12 @@ export class LuaRunner<N extends string> {
       connectionName: opts.connectionName,
     });
     for (const [name, lua] of Object.entries<string>(opts.scripts)) redis.defineCommand(name, { lua });
-    redis.on('error', (e: Error) => { this.#lastConnError = e; });
-    redis.on('ready', () => { this.#lastConnError = null; });
+    redis.on('error', (e: Error) => {
+      this.#lastConnError = e;
+    });
+    redis.on('ready', () => {
+      this.#lastConnError = null;
+    });
     this.#redis = redis;
     // Credentials stay out of messages: name the server by host and port only.
     this.#where = `${redis.options.host ?? '?'}:${redis.options.port ?? '?'}`;
@@ -87,9 +91,13 @@ export class LuaRunner<N extends string> {
   }
 
   /** Whether the connection is up (false while connecting or reconnecting, and after close()). */
-  get ready(): boolean { return !this.#closed && this.#redis.status === 'ready'; }
+  get ready(): boolean {
+    return !this.#closed && this.#redis.status === 'ready';
+  }
 
-  get closed(): boolean { return this.#closed; }
+  get closed(): boolean {
+    return this.#closed;
+  }
 
   /** Why a command cannot be sent now (closed, or not connected and the last connection error). */
   unusable(): Error {

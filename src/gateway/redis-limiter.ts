@@ -33,8 +33,19 @@ import { randomBytes } from 'node:crypto';
 import { BUCKET_LUA, type BucketShape } from './bucket.js';
 import { LuaRunner, swallow } from './lua-runner.js';
 import {
-  allPass, rateBuckets, decide, degradedAdmission, isLimited, PeriodCache, STATE_WIDTH, unavailableAdmission, unlimited,
-  type Admission, type Limiter, type LimitScope, type Periods,
+  allPass,
+  rateBuckets,
+  decide,
+  degradedAdmission,
+  isLimited,
+  PeriodCache,
+  STATE_WIDTH,
+  unavailableAdmission,
+  unlimited,
+  type Admission,
+  type Limiter,
+  type LimitScope,
+  type Periods,
 } from './limiter.js';
 
 /** Options of {@link RedisLimiter}. */
@@ -183,13 +194,20 @@ export class RedisLimiter implements Limiter {
     this.#now = opts.now ?? Date.now;
     if (!(Number.isInteger(this.#leaseMs) && this.#leaseMs > 0)) throw new RangeError(`leaseMs must be an integer > 0, got ${this.#leaseMs}`);
     this.#conn = new LuaRunner({
-      url: opts.url, timeoutMs: opts.timeoutMs ?? 50, connectionName: 'switchyard-limiter', label: 'rate limiter',
-      scripts: { syAdmit: ADMIT_LUA, syRelease: RELEASE_LUA }, failMode: opts.failMode, onBackendError: opts.onBackendError,
+      url: opts.url,
+      timeoutMs: opts.timeoutMs ?? 50,
+      connectionName: 'switchyard-limiter',
+      label: 'rate limiter',
+      scripts: { syAdmit: ADMIT_LUA, syRelease: RELEASE_LUA },
+      failMode: opts.failMode,
+      onBackendError: opts.onBackendError,
     });
   }
 
   /** Whether the connection is up and admits are being checked (false while connecting or reconnecting). */
-  get connected(): boolean { return this.#conn.ready; }
+  get connected(): boolean {
+    return this.#conn.ready;
+  }
 
   async admit(scopes: readonly LimitScope[]): Promise<Admission> {
     const rates = rateBuckets(scopes);

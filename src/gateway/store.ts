@@ -9,11 +9,24 @@ import { isUniqueViolation, iso } from '../storage/index.js';
 import type { ApiKeysTable, DB, TenantsTable } from '../storage/index.js';
 import { generateKey } from './keys.js';
 import {
-  ALL_TENANTS, DEFAULT_TIER, effectiveLimits, LIMIT_FIELDS, SCOPES, TENANT_NAME, TIERS,
-  type ApiKeyRecord, type CreateKeyInput, type CreateTenantInput, type KeyStatus, type Limits, type ModelAccess, type Scope,
-  type TenantLimits, type TenantRecord, type UpdateTenantInput,
+  ALL_TENANTS,
+  DEFAULT_TIER,
+  effectiveLimits,
+  LIMIT_FIELDS,
+  SCOPES,
+  TENANT_NAME,
+  TIERS,
+  type ApiKeyRecord,
+  type CreateKeyInput,
+  type CreateTenantInput,
+  type KeyStatus,
+  type Limits,
+  type ModelAccess,
+  type Scope,
+  type TenantLimits,
+  type TenantRecord,
+  type UpdateTenantInput,
 } from './types.js';
-
 
 function bad(message: string): never {
   throw err('SY_ERR_BAD_REQUEST', message);
@@ -74,9 +87,15 @@ function tenantRecord(row: TenantsTable): TenantRecord {
   const limits = JSON.parse(row.limits) as TenantLimits;
   const tier = TIERS[row.tier] ?? TIERS[DEFAULT_TIER]!;
   return {
-    name: row.name, description: row.description, tier: row.tier, weight: Number(row.weight), limits,
-    effectiveLimits: effectiveLimits(tier.limits, limits), disabled: row.disabled === 1,
-    createdAt: iso(Number(row.created_at)), updatedAt: iso(Number(row.updated_at)),
+    name: row.name,
+    description: row.description,
+    tier: row.tier,
+    weight: Number(row.weight),
+    limits,
+    effectiveLimits: effectiveLimits(tier.limits, limits),
+    disabled: row.disabled === 1,
+    createdAt: iso(Number(row.created_at)),
+    updatedAt: iso(Number(row.updated_at)),
   };
 }
 
@@ -88,9 +107,13 @@ export function keyStatus(row: Pick<ApiKeysTable, 'revoked_at' | 'expires_at'>, 
 
 export function keyRecord(row: ApiKeysTable): ApiKeyRecord {
   return {
-    id: row.id, tenant: row.tenant, name: row.name, scopes: JSON.parse(row.scopes) as Scope[],
-    limits: row.limits === null ? null : JSON.parse(row.limits) as Partial<Limits>,
-    createdBy: row.created_by, createdAt: iso(Number(row.created_at)),
+    id: row.id,
+    tenant: row.tenant,
+    name: row.name,
+    scopes: JSON.parse(row.scopes) as Scope[],
+    limits: row.limits === null ? null : (JSON.parse(row.limits) as Partial<Limits>),
+    createdBy: row.created_by,
+    createdAt: iso(Number(row.created_at)),
     expiresAt: row.expires_at === null ? null : iso(Number(row.expires_at)),
     revokedAt: row.revoked_at === null ? null : iso(Number(row.revoked_at)),
     status: keyStatus(row),
@@ -98,7 +121,12 @@ export function keyRecord(row: ApiKeysTable): ApiKeyRecord {
 }
 
 /** A stored key row with its hash, for verification. */
-export interface StoredKey { readonly record: ApiKeyRecord; readonly hash: string; readonly expiresAt: number | null; readonly revoked: boolean }
+export interface StoredKey {
+  readonly record: ApiKeyRecord;
+  readonly hash: string;
+  readonly expiresAt: number | null;
+  readonly revoked: boolean;
+}
 
 export class TenantStore {
   readonly #db: Kysely<DB>;
@@ -114,8 +142,14 @@ export class TenantStore {
     const tier = checkTier(input.tier ?? DEFAULT_TIER);
     const now = Date.now();
     const row: TenantsTable = {
-      name, description: input.description ?? '', tier, weight: checkWeight(input.weight ?? TIERS[tier]!.weight),
-      limits: JSON.stringify(checkTenantLimits(input.limits ?? {})), disabled: 0, created_at: now, updated_at: now,
+      name,
+      description: input.description ?? '',
+      tier,
+      weight: checkWeight(input.weight ?? TIERS[tier]!.weight),
+      limits: JSON.stringify(checkTenantLimits(input.limits ?? {})),
+      disabled: 0,
+      created_at: now,
+      updated_at: now,
     };
     try {
       await this.#db.insertInto('tenants').values(row).execute();
@@ -178,8 +212,16 @@ export class TenantStore {
     const limits = input.limits === undefined || input.limits === null ? null : checkLimits(input.limits, 'limits');
     const { id, key, hash } = generateKey();
     const row: ApiKeysTable = {
-      id, tenant, name: input.name ?? '', hash, scopes: JSON.stringify(scopes), limits: limits === null ? null : JSON.stringify(limits),
-      created_by: actor, created_at: Date.now(), expires_at: expires, revoked_at: null,
+      id,
+      tenant,
+      name: input.name ?? '',
+      hash,
+      scopes: JSON.stringify(scopes),
+      limits: limits === null ? null : JSON.stringify(limits),
+      created_by: actor,
+      created_at: Date.now(),
+      expires_at: expires,
+      revoked_at: null,
     };
     await this.#db.insertInto('api_keys').values(row).execute();
     return { record: keyRecord(row), key };
@@ -219,7 +261,7 @@ export class TenantStore {
     const out = new Map<string, { model: string; owner: string | null; shared: string[] }>();
     for (const r of rows) {
       let a = out.get(r.model);
-      if (!a) out.set(r.model, a = { model: r.model, owner: null, shared: [] });
+      if (!a) out.set(r.model, (a = { model: r.model, owner: null, shared: [] }));
       if (r.role === 'owner') a.owner = r.tenant;
       else a.shared.push(r.tenant);
     }
@@ -232,7 +274,10 @@ export class TenantStore {
     return {
       model,
       owner: rows.find((r) => r.role === 'owner')?.tenant ?? null,
-      shared: rows.filter((r) => r.role !== 'owner').map((r) => r.tenant).sort(),
+      shared: rows
+        .filter((r) => r.role !== 'owner')
+        .map((r) => r.tenant)
+        .sort(),
     };
   }
 

@@ -32,9 +32,7 @@
  * and with the request limiter (limiter.ts, redis-limiter.ts) the token-bucket math (bucket.ts, in TypeScript and
  * Lua) and the Redis script runner with its fail-open / fail-closed answer (lua-runner.ts).
  */
-import {
-  BUCKET_LUA, heldLevel, holds, levelAt, msUntilFull, retryMs, take, whole, type BucketShape, type HeldLevel,
-} from './bucket.js';
+import { BUCKET_LUA, heldLevel, holds, levelAt, msUntilFull, retryMs, take, whole, type BucketShape, type HeldLevel } from './bucket.js';
 import { UNAVAILABLE_RETRY_MS } from './limiter.js';
 import { LuaRunner, swallow, type LuaReply } from './lua-runner.js';
 
@@ -150,8 +148,14 @@ class Reservation implements TokenReservation {
   #settle: ((actualTokens: number) => Promise<void>) | null;
 
   constructor(
-    readonly allowed: boolean, readonly scope: string | null, readonly reason: TokenLimitReason | null, readonly tooLarge: boolean, readonly retryAfterMs: number,
-    readonly requests: RateWindow | null, readonly tokens: RateWindow | null, readonly degraded: boolean,
+    readonly allowed: boolean,
+    readonly scope: string | null,
+    readonly reason: TokenLimitReason | null,
+    readonly tooLarge: boolean,
+    readonly retryAfterMs: number,
+    readonly requests: RateWindow | null,
+    readonly tokens: RateWindow | null,
+    readonly degraded: boolean,
     settle: ((actualTokens: number) => Promise<void>) | null,
   ) {
     this.#settle = settle;
@@ -176,7 +180,9 @@ const UNAVAILABLE: TokenReservation = new Reservation(false, null, 'unavailable'
  * (a request over a tpm capacity wins: it can never pass).
  */
 function decide(
-  buckets: readonly Bucket[], levels: ArrayLike<number>, allowed: boolean,
+  buckets: readonly Bucket[],
+  levels: ArrayLike<number>,
+  allowed: boolean,
   settle: ((actualTokens: number) => Promise<void>) | null,
 ): TokenReservation {
   let requests: RateWindow | null = null;
@@ -257,7 +263,9 @@ export class MemoryTokenLimiter implements TokenLimiter {
   }
 
   /** Buckets with state held (for tests). */
-  get size(): number { return this.#levels.size; }
+  get size(): number {
+    return this.#levels.size;
+  }
 
   async reserve(scopes: readonly TokenScope[], tokens: number): Promise<TokenReservation> {
     const buckets = bucketsOf(scopes, tokens);
@@ -362,13 +370,20 @@ export class RedisTokenLimiter implements TokenLimiter {
   constructor(opts: RedisTokenLimiterOptions) {
     this.#prefix = opts.prefix ?? 'sy:tl:';
     this.#conn = new LuaRunner({
-      url: opts.url, timeoutMs: opts.timeoutMs ?? 50, connectionName: 'switchyard-token-limiter', label: 'token limiter',
-      scripts: { syTokenBuckets: BUCKETS_LUA }, failMode: opts.failMode ?? 'open', onBackendError: opts.onBackendError,
+      url: opts.url,
+      timeoutMs: opts.timeoutMs ?? 50,
+      connectionName: 'switchyard-token-limiter',
+      label: 'token limiter',
+      scripts: { syTokenBuckets: BUCKETS_LUA },
+      failMode: opts.failMode ?? 'open',
+      onBackendError: opts.onBackendError,
     });
   }
 
   /** Whether the connection is up and reservations are being checked (false while connecting or reconnecting). */
-  get connected(): boolean { return this.#conn.ready; }
+  get connected(): boolean {
+    return this.#conn.ready;
+  }
 
   async reserve(scopes: readonly TokenScope[], tokens: number): Promise<TokenReservation> {
     const buckets = bucketsOf(scopes, tokens);

@@ -35,7 +35,10 @@ export interface TenantLimits extends Partial<Limits> {
   readonly models?: Readonly<Record<string, Partial<Limits>>>;
 }
 
-export interface TierSpec { readonly weight: number; readonly limits: Limits }
+export interface TierSpec {
+  readonly weight: number;
+  readonly limits: Limits;
+}
 
 /** No limit at all. */
 export const NO_LIMITS: Limits = { rps: null, burst: null, concurrency: null, dailyQuota: null, monthlyQuota: null, rpm: null, tpm: null };
@@ -135,4 +138,3 @@ export function hasAnyLimit(l: Limits): boolean {
 export function hasTokenLimit(l: Limits): boolean {
   return l.rpm !== null || l.tpm !== null;
 }
-

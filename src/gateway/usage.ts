@@ -63,7 +63,12 @@ abstract class Meter<Rec, R extends PeriodRow, S> extends HourlyCounters<R> {
     const make = opts.metrics ? children(opts.metrics) : null;
     const failures = opts.metrics ? flushFailureCounter(opts.metrics) : null;
     super({
-      db: opts.db, table, name: label, flushIntervalMs: opts.flushIntervalMs, logger: opts.logger, now: opts.now,
+      db: opts.db,
+      table,
+      name: label,
+      flushIntervalMs: opts.flushIntervalMs,
+      logger: opts.logger,
+      now: opts.now,
       onFlushFailure: () => failures?.inc(),
     });
     this.#label = label;
@@ -88,7 +93,7 @@ abstract class Meter<Rec, R extends PeriodRow, S> extends HourlyCounters<R> {
       let c: S | null = null;
       if (this.#children !== null) {
         c = this.#series.get(series) ?? null;
-        if (c === null) this.#series.set(series, c = this.#children(r));
+        if (c === null) this.#series.set(series, (c = this.#children(r)));
       }
       this.add(row, r, c);
     } catch (e) {
@@ -155,8 +160,19 @@ export type UsageMeterOptions = MeterOptions;
 
 const USAGE_TABLE: CounterTable<UsageRow> = {
   name: 'usage',
-  keys: [['tenant', 'tenant'], ['model', 'model'], ['version', 'version'], ['keyId', 'key_id']],
-  counters: [['requests', 'requests', false], ['rows', 'rows', false], ['computeMs', 'compute_ms', true], ['errors', 'errors', false], ['invalid', 'invalid', false]],
+  keys: [
+    ['tenant', 'tenant'],
+    ['model', 'model'],
+    ['version', 'version'],
+    ['keyId', 'key_id'],
+  ],
+  counters: [
+    ['requests', 'requests', false],
+    ['rows', 'rows', false],
+    ['computeMs', 'compute_ms', true],
+    ['errors', 'errors', false],
+    ['invalid', 'invalid', false],
+  ],
 };
 
 interface SeriesCounters {
@@ -170,7 +186,12 @@ interface SeriesCounters {
 /** The `switchyard_tenant_*` counters, and the children of one (tenant, model, version) series. */
 function usageChildren(registry: Registry): (r: UsageRecord) => SeriesCounters {
   const tmv = ['tenant', 'model', 'version'] as const;
-  const requests = registeredCounter(registry, 'switchyard_tenant_requests_total', 'Inference requests per tenant, model version and outcome (success|invalid|error: invalid = refused as the caller\'s fault, 4xx).', [...tmv, 'outcome']);
+  const requests = registeredCounter(
+    registry,
+    'switchyard_tenant_requests_total',
+    "Inference requests per tenant, model version and outcome (success|invalid|error: invalid = refused as the caller's fault, 4xx).",
+    [...tmv, 'outcome'],
+  );
   const rows = registeredCounter(registry, 'switchyard_tenant_rows_total', 'Rows (dim 0) inferred per tenant and model version.', tmv);
   const computeS = registeredCounter(registry, 'switchyard_tenant_compute_seconds_total', 'Compute time attributed to each tenant and model version.', tmv);
   return (r) => {
@@ -202,14 +223,23 @@ export class UsageMeter extends Meter<UsageRecord, UsageRow, SeriesCounters> {
 
   /** Flushed rows merged with this meter's unflushed deltas, filtered and grouped; sorted by period, tenant, model, version. */
   query(q: UsageQuery): Promise<UsageRow[]> {
-    if (q.version !== undefined && !Number.isSafeInteger(q.version)) return Promise.reject(err('SY_ERR_BAD_REQUEST', 'usage query: "version" must be an integer'));
+    if (q.version !== undefined && !Number.isSafeInteger(q.version))
+      return Promise.reject(err('SY_ERR_BAD_REQUEST', 'usage query: "version" must be an integer'));
     const { byKey, ...rest } = q;
     return this.select(byKey === true || q.keyId !== undefined ? rest : { ...rest, collapse: ['keyId'] });
   }
 
   protected seriesOf(r: UsageRecord): string | null {
-    if (typeof r.tenant !== 'string' || typeof r.model !== 'string' || !Number.isSafeInteger(r.version) || (r.keyId !== undefined && typeof r.keyId !== 'string')) {
-      this.log?.warn({ tenant: r.tenant, model: r.model, version: r.version }, 'usage record dropped: tenant/model/keyId must be strings and version an integer');
+    if (
+      typeof r.tenant !== 'string' ||
+      typeof r.model !== 'string' ||
+      !Number.isSafeInteger(r.version) ||
+      (r.keyId !== undefined && typeof r.keyId !== 'string')
+    ) {
+      this.log?.warn(
+        { tenant: r.tenant, model: r.model, version: r.version },
+        'usage record dropped: tenant/model/keyId must be strings and version an integer',
+      );
       return null;
     }
     return r.tenant + SEP + r.model + SEP + r.version + SEP + (r.keyId ?? '');
@@ -278,10 +308,16 @@ export type LlmUsageMeterOptions = MeterOptions;
 
 const LLM_USAGE_TABLE: CounterTable<LlmUsageRow> = {
   name: 'llm_usage',
-  keys: [['tenant', 'tenant'], ['model', 'model']],
+  keys: [
+    ['tenant', 'tenant'],
+    ['model', 'model'],
+  ],
   counters: [
-    ['requests', 'requests', false], ['errors', 'errors', false], ['promptTokens', 'prompt_tokens', false],
-    ['completionTokens', 'completion_tokens', false], ['cost', 'cost', true],
+    ['requests', 'requests', false],
+    ['errors', 'errors', false],
+    ['promptTokens', 'prompt_tokens', false],
+    ['completionTokens', 'completion_tokens', false],
+    ['cost', 'cost', true],
   ],
 };
 
@@ -293,8 +329,15 @@ interface LlmSeriesCounters {
 
 /** The `switchyard_llm_tokens_total` and `switchyard_llm_spend_total` counters, and the children of one (tenant, model) series. */
 function llmChildren(registry: Registry): (r: LlmUsageRecord) => LlmSeriesCounters {
-  const tokens = registeredCounter(registry, 'switchyard_llm_tokens_total', 'LLM API tokens per tenant, model and kind (prompt|completion).', ['tenant', 'model', 'kind']);
-  const spend = registeredCounter(registry, 'switchyard_llm_spend_total', 'LLM API spend per tenant and model, by the model catalog\'s prices.', ['tenant', 'model']);
+  const tokens = registeredCounter(registry, 'switchyard_llm_tokens_total', 'LLM API tokens per tenant, model and kind (prompt|completion).', [
+    'tenant',
+    'model',
+    'kind',
+  ]);
+  const spend = registeredCounter(registry, 'switchyard_llm_spend_total', "LLM API spend per tenant and model, by the model catalog's prices.", [
+    'tenant',
+    'model',
+  ]);
   return (r) => ({
     prompt: tokens.child(r.tenant, r.model, 'prompt'),
     completion: tokens.child(r.tenant, r.model, 'completion'),

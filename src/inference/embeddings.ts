@@ -26,7 +26,17 @@ import type { LoadedModel, TensorSpec } from '../runtimes/index.js';
 import type { ModelVersion } from '../serving/index.js';
 import { DTYPES, fromHalfBits, zeros, type Tensor } from '../tensor/index.js';
 import type { OnnxEmbeddingModelConfig } from '../config/index.js';
-import { LlmError, type ChunkStream, type EmbeddingCaller, type EmbeddingInput, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest, type LlmBackend, type TokenEstimate } from '../runtimes/index.js';
+import {
+  LlmError,
+  type ChunkStream,
+  type EmbeddingCaller,
+  type EmbeddingInput,
+  type EmbeddingRequest,
+  type EmbeddingResult,
+  type GenerationRequest,
+  type LlmBackend,
+  type TokenEstimate,
+} from '../runtimes/index.js';
 import type { InferenceService } from './service.js';
 import { loadTokenizer, type Encoded, type TextTokenizer } from './tokenizer.js';
 
@@ -51,7 +61,6 @@ export interface EncoderLayout {
   readonly dims: number | null;
 }
 
-
 function misconfigured(c: OnnxEmbeddingModelConfig, what: string): LlmError {
   return new LlmError('SY_ERR_MODEL_MISCONFIGURED', `embedding model "${c.name}" (ONNX model "${c.model}"): ${what}`);
 }
@@ -74,12 +83,14 @@ export function encoderLayout(mv: ModelVersion, c: OnnxEmbeddingModelConfig): En
   const inputs = sig.inputs;
   const ids = c.inputIds !== undefined ? findInput(inputs, c.inputIds, c) : inputs.findIndex((s) => s.dtype === DTYPES.INT64);
   if (ids < 0) throw misconfigured(c, 'no INT64 input for the token ids (set inputIds)');
-  const mask = c.attentionMask !== undefined
-    ? findInput(inputs, c.attentionMask, c)
-    : inputs.findIndex((s, i) => i !== ids && s.dtype === DTYPES.INT64 && /mask/i.test(s.name));
-  const types = c.tokenTypeIds !== undefined
-    ? findInput(inputs, c.tokenTypeIds, c)
-    : inputs.findIndex((s, i) => i !== ids && i !== mask && s.dtype === DTYPES.INT64 && /token_?type/i.test(s.name));
+  const mask =
+    c.attentionMask !== undefined
+      ? findInput(inputs, c.attentionMask, c)
+      : inputs.findIndex((s, i) => i !== ids && s.dtype === DTYPES.INT64 && /mask/i.test(s.name));
+  const types =
+    c.tokenTypeIds !== undefined
+      ? findInput(inputs, c.tokenTypeIds, c)
+      : inputs.findIndex((s, i) => i !== ids && i !== mask && s.dtype === DTYPES.INT64 && /token_?type/i.test(s.name));
   for (const s of inputs) if (s.shape.length !== 2) throw misconfigured(c, `input "${s.name}" has shape [${s.shape.join(',')}], expected [batch, sequence]`);
   const [batch, seq] = inputs[ids]!.shape as [number, number];
   if (batch !== -1 && batch !== 1) throw misconfigured(c, `the batch dim of "${inputs[ids]!.name}" is fixed at ${batch}; it must be dynamic or 1`);
@@ -87,7 +98,9 @@ export function encoderLayout(mv: ModelVersion, c: OnnxEmbeddingModelConfig): En
   if (output < 0) throw misconfigured(c, `no output "${c.output}" (outputs: ${sig.outputs.map((s) => s.name).join(', ')})`);
   const last = sig.outputs[output]!.shape.at(-1) ?? -1;
   return {
-    inputs, ids, output,
+    inputs,
+    ids,
+    output,
     mask: mask < 0 ? null : mask,
     types: types < 0 ? null : types,
     seqLen: seq > 0 ? seq : c.maxLength,
@@ -108,11 +121,19 @@ export function tokenize(input: readonly EmbeddingInput[], seqLen: number, token
     if (typeof x === 'string') return tokenizer.encode(x, seqLen, i);
     for (const id of x) {
       if (!(Number.isInteger(id) && id >= 0 && id < tokenizer.vocabSize)) {
-        throw new LlmError('SY_ERR_BAD_REQUEST', `'$.input' is invalid: input[${i}] holds the token id ${id}, outside this model's vocabulary (0..${tokenizer.vocabSize - 1})`, { param: 'input', openaiCode: null });
+        throw new LlmError(
+          'SY_ERR_BAD_REQUEST',
+          `'$.input' is invalid: input[${i}] holds the token id ${id}, outside this model's vocabulary (0..${tokenizer.vocabSize - 1})`,
+          { param: 'input', openaiCode: null },
+        );
       }
     }
     if (x.length > seqLen && !truncate) {
-      throw new LlmError('SY_ERR_CONTEXT_LENGTH_EXCEEDED', `input[${i}] is ${x.length} tokens; this model's maximum input length is ${seqLen} tokens. Shorten or split the input.`, { param: 'input' });
+      throw new LlmError(
+        'SY_ERR_CONTEXT_LENGTH_EXCEEDED',
+        `input[${i}] is ${x.length} tokens; this model's maximum input length is ${seqLen} tokens. Shorten or split the input.`,
+        { param: 'input' },
+      );
     }
     const ids = x.length > seqLen ? x.slice(0, seqLen) : x;
     return { ids, typeIds: new Array<number>(ids.length).fill(0) };
@@ -188,7 +209,10 @@ export function l2Normalize(v: Float32Array): Float32Array {
 /** 400 when `dimensions` is not between 1 and the model's embedding size `D`. */
 function checkDimensions(dimensions: number | null, D: number): void {
   if (dimensions === null || (dimensions >= 1 && dimensions <= D)) return;
-  throw new LlmError('SY_ERR_BAD_REQUEST', `dimensions must be between 1 and ${D} (this model's embedding size), got ${dimensions}`, { param: 'dimensions', openaiCode: null });
+  throw new LlmError('SY_ERR_BAD_REQUEST', `dimensions must be between 1 and ${D} (this model's embedding size), got ${dimensions}`, {
+    param: 'dimensions',
+    openaiCode: null,
+  });
 }
 
 export class OnnxEmbeddingBackend implements LlmBackend {
@@ -268,10 +292,17 @@ export class OnnxEmbeddingBackend implements LlmBackend {
       layout = encoderLayout(mv, this.#c);
       this.#layouts.set(loaded, layout);
       const { inputs, ids, mask, output, seqLen, maxRows } = layout;
-      this.#log.info({
-        version: mv.version, ids: inputs[ids]!.name, mask: mask === null ? null : inputs[mask]!.name,
-        output: mv.signature!.outputs[output]!.name, seqLen, maxRows,
-      }, 'embedding model layout');
+      this.#log.info(
+        {
+          version: mv.version,
+          ids: inputs[ids]!.name,
+          mask: mask === null ? null : inputs[mask]!.name,
+          output: mv.signature!.outputs[output]!.name,
+          seqLen,
+          maxRows,
+        },
+        'embedding model layout',
+      );
     }
     return layout;
   }
@@ -298,7 +329,9 @@ export class OnnxEmbeddingBackend implements LlmBackend {
           return { inputs: encodeRows(tokens, layout, this.#tokenizer.padId), rows: tokens.length, maxRows: layout.maxRows };
         },
       },
-      caller, timeoutUs: 0, signal: req.signal,
+      caller,
+      timeoutUs: 0,
+      signal: req.signal,
     });
     const { layout, tokens } = built.get(`${out.model}:${out.label}`)!;
     const vectors = this.#vectors(out.outputs[layout.output]!, tokens, req.dimensions);
@@ -309,7 +342,12 @@ export class OnnxEmbeddingBackend implements LlmBackend {
 
   /** Pool the output rows, then truncate to `dimensions` and normalize (as configured). */
   #vectors(out: Tensor, tokens: readonly Encoded[], dimensions: number | null): Float32Array[] {
-    const pooled = poolRows(floatValues(out, this.#c), out.shape, tokens.map((t) => t.ids.length), this.#c.pooling);
+    const pooled = poolRows(
+      floatValues(out, this.#c),
+      out.shape,
+      tokens.map((t) => t.ids.length),
+      this.#c.pooling,
+    );
     if (pooled === null) throw misconfigured(this.#c, `the embedding output has shape [${out.shape.join(',')}], expected [N,D] or [N,T,D]`);
     checkDimensions(dimensions, pooled[0]!.length);
     return pooled.map((v) => {

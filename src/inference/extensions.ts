@@ -11,7 +11,10 @@ import { decodeJsonData, DTYPES, fromHalfBits, type Tensor } from '../tensor/ind
 import type { InferOutcome } from './types.js';
 
 /** A count and the nanoseconds it took (Triton's StatisticDuration). */
-export interface Duration { count: number; ns: number }
+export interface Duration {
+  count: number;
+  ns: number;
+}
 
 /** One version's statistics in Triton's model statistics extension shape (`model_stats[]`). */
 export interface TritonModelStats {
@@ -24,9 +27,14 @@ export interface TritonModelStats {
   /** Batches (jobs) executed for this version's requests. */
   execution_count: number;
   inference_stats: {
-    success: Duration; fail: Duration; queue: Duration;
-    compute_input: Duration; compute_infer: Duration; compute_output: Duration;
-    cache_hit: Duration; cache_miss: Duration;
+    success: Duration;
+    fail: Duration;
+    queue: Duration;
+    compute_input: Duration;
+    compute_infer: Duration;
+    compute_output: Duration;
+    cache_hit: Duration;
+    cache_miss: Duration;
   };
   /** Per batch size (rows) executed: input copies and output copies are part of compute_infer (not measured apart: zeros). */
   batch_stats: { batch_size: number; compute_input: Duration; compute_infer: Duration; compute_output: Duration }[];
@@ -60,7 +68,10 @@ export interface TritonModelConfig {
  */
 export function tritonModelConfig(m: ServedModel, mv: ModelVersion): TritonModelConfig {
   const sig = mv.signature;
-  if (sig === null) throw err('SY_ERR_MODEL_NOT_READY', `model "${mv.model}" version ${mv.label} is not loaded (${mv.state}${mv.reason ? `: ${mv.reason}` : ''})`, { retryAfterS: 1 });
+  if (sig === null)
+    throw err('SY_ERR_MODEL_NOT_READY', `model "${mv.model}" version ${mv.label} is not loaded (${mv.state}${mv.reason ? `: ${mv.reason}` : ''})`, {
+      retryAfterS: 1,
+    });
   const c = mv.config;
   const batched = mv.maxBatchSize > 0;
   const dims = (shape: readonly number[]): number[] => [...(batched ? shape.slice(1) : shape)];
@@ -73,7 +84,9 @@ export function tritonModelConfig(m: ServedModel, mv: ModelVersion): TritonModel
     max_batch_size: mv.maxBatchSize,
     input: sig.inputs.map((s) => ({ name: s.name, data_type: tritonDataType(s.dtype), dims: dims(s.shape) })),
     output: sig.outputs.map((s) => ({ name: s.name, data_type: tritonDataType(s.dtype), dims: dims(s.shape) })),
-    instance_group: [{ name: `${mv.model}_0`, kind: gpu ? 'KIND_GPU' : 'KIND_CPU', count: mv.loaded?.instances.length ?? c.instances, gpus: gpu ? [c.deviceId] : [] }],
+    instance_group: [
+      { name: `${mv.model}_0`, kind: gpu ? 'KIND_GPU' : 'KIND_CPU', count: mv.loaded?.instances.length ?? c.instances, gpus: gpu ? [c.deviceId] : [] },
+    ],
     model_warmup: c.warmup === null ? [] : c.warmup.map((s) => ({ ...s })),
     parameters: {
       instance_mode: { string_value: mv.loaded ? (mv.loaded.inline ? 'inline' : 'worker') : c.instanceMode },
@@ -86,7 +99,12 @@ export function tritonModelConfig(m: ServedModel, mv: ModelVersion): TritonModel
     out.dynamic_batching = {
       preferred_batch_size: c.preferredBatchSizes.filter((p) => p <= mv.maxBatchSize),
       max_queue_delay_microseconds: c.maxQueueDelayUs,
-      default_queue_policy: { timeout_action: 'REJECT', default_timeout_microseconds: c.defaultTimeoutUs, allow_timeout_override: true, max_queue_size: c.maxQueueSize },
+      default_queue_policy: {
+        timeout_action: 'REJECT',
+        default_timeout_microseconds: c.defaultTimeoutUs,
+        allow_timeout_override: true,
+        max_queue_size: c.maxQueueSize,
+      },
     };
   }
   return out;
@@ -112,8 +130,9 @@ function numberAt(t: Tensor, i: number): number {
  * The result has shape [rows, count] (batched) or [count].
  */
 export function classifyTensor(name: string, t: Tensor, count: number, batched: boolean, labels: readonly string[]): Tensor {
-  if (t.dtype.array === null || t.dtype.v2 === 'BOOL') throw err('SY_ERR_BAD_REQUEST', `output "${name}": classification needs a numeric output, not ${t.dtype.v2}`);
-  const rows = batched ? t.shape[0] ?? 1 : 1;
+  if (t.dtype.array === null || t.dtype.v2 === 'BOOL')
+    throw err('SY_ERR_BAD_REQUEST', `output "${name}": classification needs a numeric output, not ${t.dtype.v2}`);
+  const rows = batched ? (t.shape[0] ?? 1) : 1;
   const per = rows === 0 ? 0 : t.data.length / rows;
   if (count > per) throw err('SY_ERR_BAD_REQUEST', `output "${name}": classification asks for ${count} classes but the output has ${per} per row`);
   const float = t.dtype.v2 === 'FP32' || t.dtype.v2 === 'FP64' || t.dtype.v2 === 'FP16';
@@ -139,28 +158,54 @@ export function classifyOutcome(out: InferOutcome, classes: ReadonlyMap<string, 
   const outputs = [...out.outputs];
   for (const [name, count] of classes) {
     const index = out.outputSpecs.findIndex((s) => s.name === name);
-    if (index < 0) throw err('SY_ERR_OUTPUT_UNKNOWN', `unknown output "${name}" for model "${out.model}"; outputs are: ${out.outputSpecs.map((s) => s.name).join(', ')}`);
+    if (index < 0)
+      throw err('SY_ERR_OUTPUT_UNKNOWN', `unknown output "${name}" for model "${out.model}"; outputs are: ${out.outputSpecs.map((s) => s.name).join(', ')}`);
     outputs[index] = classifyTensor(name, outputs[index]!, count, batched, labels);
   }
   return { ...out, outputs };
 }
 
 /** Triton-shaped statistics entry from the core's counters and the version's batch statistics. */
-export function tritonStats(s: {
-  name: string; version: string; lastInference: number; inferenceCount: number; executionCount: number;
-  success: Duration; fail: Duration; queue: Duration; computeInfer: Duration; cacheHit: Duration; cacheMiss: Duration;
-} | null, mv: ModelVersion): TritonModelStats {
+export function tritonStats(
+  s: {
+    name: string;
+    version: string;
+    lastInference: number;
+    inferenceCount: number;
+    executionCount: number;
+    success: Duration;
+    fail: Duration;
+    queue: Duration;
+    computeInfer: Duration;
+    cacheHit: Duration;
+    cacheMiss: Duration;
+  } | null,
+  mv: ModelVersion,
+): TritonModelStats {
   const d = (x: Duration | undefined): Duration => (x === undefined ? ZERO() : { count: x.count, ns: Math.round(x.ns) });
-  const batches = [...mv.batchStats.entries()].sort((a, b) => a[0] - b[0]).map(([size, x]) => ({
-    batch_size: size, compute_input: ZERO(), compute_infer: d(x), compute_output: ZERO(),
-  }));
+  const batches = [...mv.batchStats.entries()]
+    .sort((a, b) => a[0] - b[0])
+    .map(([size, x]) => ({
+      batch_size: size,
+      compute_input: ZERO(),
+      compute_infer: d(x),
+      compute_output: ZERO(),
+    }));
   return {
-    name: mv.model, version: mv.label,
-    last_inference: s?.lastInference ?? 0, inference_count: s?.inferenceCount ?? 0, execution_count: s?.executionCount ?? 0,
+    name: mv.model,
+    version: mv.label,
+    last_inference: s?.lastInference ?? 0,
+    inference_count: s?.inferenceCount ?? 0,
+    execution_count: s?.executionCount ?? 0,
     inference_stats: {
-      success: d(s?.success), fail: d(s?.fail), queue: d(s?.queue),
-      compute_input: ZERO(), compute_infer: d(s?.computeInfer), compute_output: ZERO(),
-      cache_hit: d(s?.cacheHit), cache_miss: d(s?.cacheMiss),
+      success: d(s?.success),
+      fail: d(s?.fail),
+      queue: d(s?.queue),
+      compute_input: ZERO(),
+      compute_infer: d(s?.computeInfer),
+      compute_output: ZERO(),
+      cache_hit: d(s?.cacheHit),
+      cache_miss: d(s?.cacheMiss),
     },
     batch_stats: batches,
   };

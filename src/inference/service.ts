@@ -32,17 +32,30 @@ import type { ModelConfig } from '../config/index.js';
 
 /** The feature store's join: the input tensors a version's feature service fills for entities (one per row), or null when none is bound. */
 export interface FeatureJoin {
-  assemble(model: string, version: number, entities: readonly Readonly<Record<string, unknown>>[], inputs: readonly TensorSpecJson[]):
-    Promise<{ name: string; datatype: string; shape: number[]; data: (number | string | boolean)[] }[] | null>;
+  assemble(
+    model: string,
+    version: number,
+    entities: readonly Readonly<Record<string, unknown>>[],
+    inputs: readonly TensorSpecJson[],
+  ): Promise<{ name: string; datatype: string; shape: number[]; data: (number | string | boolean)[] }[] | null>;
 }
 
 /** Monitoring's sampling seam: asked before a request runs whether it will be logged / observed for drift, then given it. */
 export interface PredictionSampler {
   wants(model: string, version: number): { log: boolean; drift: boolean };
-  observe(w: { log: boolean; drift: boolean }, p: {
-    model: string; version: number; tenant: string; arm: string | null; requestId: string; latencyMs: number;
-    inputs: readonly { name: string; tensor: Tensor }[]; outputs: readonly { name: string; tensor: Tensor }[];
-  }): void;
+  observe(
+    w: { log: boolean; drift: boolean },
+    p: {
+      model: string;
+      version: number;
+      tenant: string;
+      arm: string | null;
+      requestId: string;
+      latencyMs: number;
+      inputs: readonly { name: string; tensor: Tensor }[];
+      outputs: readonly { name: string; tensor: Tensor }[];
+    },
+  ): void;
 }
 
 export interface InferenceServiceOptions {
@@ -124,7 +137,10 @@ class CallState {
 
   #body: InferBody | null = null;
 
-  constructor(readonly call: InferCall, readonly cacheTtlMs: number) {}
+  constructor(
+    readonly call: InferCall,
+    readonly cacheTtlMs: number,
+  ) {}
 
   /** The call's body, decoded on first use (a deferred body's decoding errors are the caller's 4xx). */
   get body(): InferBody {
@@ -159,7 +175,8 @@ class CallState {
       if (body.outputs !== null) {
         selected = body.outputs.map((name) => {
           const index = sig.outputs.findIndex((s) => s.name === name);
-          if (index < 0) throw err('SY_ERR_OUTPUT_UNKNOWN', `unknown output "${name}" for model "${mv.model}"; outputs are: ${sig.outputs.map((s) => s.name).join(', ')}`);
+          if (index < 0)
+            throw err('SY_ERR_OUTPUT_UNKNOWN', `unknown output "${name}" for model "${mv.model}"; outputs are: ${sig.outputs.map((s) => s.name).join(', ')}`);
           return index;
         });
       }
@@ -222,7 +239,12 @@ async function waitJobs(jobs: readonly Job[], ms: number, mv: ModelVersion): Pro
   }
 }
 
-interface Attempted { readonly prepared: Prepared; readonly outputs: readonly Tensor[]; readonly cache: 'hit' | 'miss' | null; readonly outputSpecs: InferOutcome['outputSpecs'] }
+interface Attempted {
+  readonly prepared: Prepared;
+  readonly outputs: readonly Tensor[];
+  readonly cache: 'hit' | 'miss' | null;
+  readonly outputSpecs: InferOutcome['outputSpecs'];
+}
 
 export class InferenceService {
   readonly #manager: ModelManager;
@@ -304,7 +326,11 @@ export class InferenceService {
     const manager = this.#manager;
     let versions: readonly ModelVersion[];
     if (model === undefined) {
-      versions = manager.list().filter((m) => visible(m.name)).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).flatMap((m) => m.versions);
+      versions = manager
+        .list()
+        .filter((m) => visible(m.name))
+        .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+        .flatMap((m) => m.versions);
     } else if (version === undefined) {
       versions = manager.model(model).versions;
     } else {
@@ -385,8 +411,21 @@ export class InferenceService {
     if (s !== undefined) s.fail.count++;
     if (!channels.request.hasSubscribers) return;
     channels.request.publish({
-      origin: this, model: mv.model, version: mv.label, versionNumber: mv.version, tenant: caller.tenant, keyId: caller.keyId, arm: null,
-      ok: false, reason: failureReason(e), rows: 0, cached: false, totalMs: 0, queueMs: 0, computeMs: 0, computeShareMs: 0,
+      origin: this,
+      model: mv.model,
+      version: mv.label,
+      versionNumber: mv.version,
+      tenant: caller.tenant,
+      keyId: caller.keyId,
+      arm: null,
+      ok: false,
+      reason: failureReason(e),
+      rows: 0,
+      cached: false,
+      totalMs: 0,
+      queueMs: 0,
+      computeMs: 0,
+      computeShareMs: 0,
     } satisfies RequestEvent);
   }
 
@@ -422,7 +461,8 @@ export class InferenceService {
         const a = policy!.assign(key, this.#random);
         ctx.arm = a.arm.name;
         primary = router!.armVersion(served, a.arm);
-        if (channels.route.hasSubscribers) channels.route.publish({ origin: this, model, arm: ctx.arm, unit: a.unit, assignment: a.assignment } satisfies RouteEvent);
+        if (channels.route.hasSubscribers)
+          channels.route.publish({ origin: this, model, arm: ctx.arm, unit: a.unit, assignment: a.assignment } satisfies RouteEvent);
       }
       if (version === null && policy !== null) ctx.shadows = router!.sampleShadows(policy);
       const breakerSpec = version === null ? policy?.spec.circuitBreaker : undefined;
@@ -436,7 +476,7 @@ export class InferenceService {
         if (i === 1 && hasFallback) chain.push(...router!.fallbacks(served, policy!));
         if (i >= chain.length) break;
         const step = chain[i]!;
-        ctx.fallbackReason = i > 0 ? fallbackReason ?? 'other' : null;
+        ctx.fallbackReason = i > 0 ? (fallbackReason ?? 'other') : null;
         if (step.mv === null) {
           last = step.error;
           fallbackReason ??= 'unresolved';
@@ -445,7 +485,11 @@ export class InferenceService {
         const mv = step.mv;
         const breaker = breakerSpec === undefined ? null : router!.breaker(mv, breakerSpec);
         if (breaker !== null && !breaker.allow()) {
-          last = err('SY_ERR_CIRCUIT_OPEN', `model "${mv.model}" version ${mv.label}: circuit open after repeated failures${hasFallback ? ' and no fallback could serve' : ''}`, { retryAfterS: Math.max(1, Math.ceil(breaker.retryAfterMs() / 1000)) });
+          last = err(
+            'SY_ERR_CIRCUIT_OPEN',
+            `model "${mv.model}" version ${mv.label}: circuit open after repeated failures${hasFallback ? ' and no fallback could serve' : ''}`,
+            { retryAfterS: Math.max(1, Math.ceil(breaker.retryAfterMs() / 1000)) },
+          );
           fallbackReason ??= 'circuit_open';
           continue;
         }
@@ -471,11 +515,17 @@ export class InferenceService {
           if (mv === primary && ctx.shadowInputs !== null) router!.shadow(served, s, primary, ctx.shadowInputs, result.prepared.rows, result.outputs);
         }
         const outcome: InferOutcome = {
-          model: mv.model, version: mv.version, label: mv.label, outputSpecs: result.outputSpecs, outputs: result.outputs,
-          selected: result.prepared.selected, rows: result.prepared.rows,
+          model: mv.model,
+          version: mv.version,
+          label: mv.label,
+          outputSpecs: result.outputSpecs,
+          outputs: result.outputs,
+          selected: result.prepared.selected,
+          rows: result.prepared.rows,
           route: {
-            routed: policy !== null, arm: ctx.arm,
-            fallbackReason: i > 0 ? fallbackReason ?? 'other' : null,
+            routed: policy !== null,
+            arm: ctx.arm,
+            fallbackReason: i > 0 ? (fallbackReason ?? 'other') : null,
             fallbackFrom: i > 0 ? `${primary.model}:${primary.label}` : null,
             cache: result.cache,
           },
@@ -493,7 +543,8 @@ export class InferenceService {
 
   #served(model: string, arm: string | null, ok: boolean, t0: number): void {
     // Only routed requests have an arm to account to (guardrails); the rest publish nothing.
-    if (arm !== null && channels.served.hasSubscribers) channels.served.publish({ origin: this, model, arm, ok, latencyMs: performance.now() - t0 } satisfies ServedEvent);
+    if (arm !== null && channels.served.hasSubscribers)
+      channels.served.publish({ origin: this, model, arm, ok, latencyMs: performance.now() - t0 } satisfies ServedEvent);
   }
 
   /**
@@ -546,7 +597,13 @@ export class InferenceService {
         try {
           for (let from = 0; from < prepared.rows; from += prepared.maxRows) {
             const n = Math.min(prepared.maxRows, prepared.rows - from);
-            const job = mv.submit(prepared.inputs.map((t) => sliceRows(t, from, n)), n, timeoutUs, abandoned, flow);
+            const job = mv.submit(
+              prepared.inputs.map((t) => sliceRows(t, from, n)),
+              n,
+              timeoutUs,
+              abandoned,
+              flow,
+            );
             job.result.catch(() => undefined); // a job cancelled after a later one failed is never awaited
             jobs.push(job);
           }
@@ -557,9 +614,12 @@ export class InferenceService {
       }
       let outputs: Tensor[];
       const submitted = jobs;
-      const onAbort = signal?.addEventListener === undefined ? null : (): void => {
-        for (const j of submitted) j.cancel(err('SY_ERR_CLIENT_CLOSED', 'client closed the connection before the response was ready'));
-      };
+      const onAbort =
+        signal?.addEventListener === undefined
+          ? null
+          : (): void => {
+              for (const j of submitted) j.cancel(err('SY_ERR_CLIENT_CLOSED', 'client closed the connection before the response was ready'));
+            };
       if (onAbort !== null) signal!.addEventListener!('abort', onAbort, { once: true });
       try {
         const results = await waitJobs(jobs, timeoutMs, mv);
@@ -587,8 +647,14 @@ export class InferenceService {
   #watch(ctx: CallState, mv: ModelVersion, w: { log: boolean; drift: boolean }, inputs: readonly Tensor[], outputs: readonly Tensor[], t0: number): void {
     const sig = mv.signature!;
     this.#monitor!.observe(w, {
-      model: mv.model, version: mv.version, tenant: ctx.call.caller.tenant, arm: ctx.arm, requestId: ctx.call.caller.requestId,
-      latencyMs: performance.now() - t0, inputs: named(sig.inputs, inputs), outputs: named(sig.outputs, outputs),
+      model: mv.model,
+      version: mv.version,
+      tenant: ctx.call.caller.tenant,
+      arm: ctx.arm,
+      requestId: ctx.call.caller.requestId,
+      latencyMs: performance.now() - t0,
+      inputs: named(sig.inputs, inputs),
+      outputs: named(sig.outputs, outputs),
     });
   }
 
@@ -605,9 +671,17 @@ export class InferenceService {
     let s = this.#stats.get(mv);
     if (s === undefined) {
       s = {
-        name: mv.model, version: mv.label, lastInference: 0, inferenceCount: 0, executionCount: 0,
-        success: { count: 0, ns: 0 }, fail: { count: 0, ns: 0 }, queue: { count: 0, ns: 0 }, computeInfer: { count: 0, ns: 0 },
-        cacheHit: { count: 0, ns: 0 }, cacheMiss: { count: 0, ns: 0 },
+        name: mv.model,
+        version: mv.label,
+        lastInference: 0,
+        inferenceCount: 0,
+        executionCount: 0,
+        success: { count: 0, ns: 0 },
+        fail: { count: 0, ns: 0 },
+        queue: { count: 0, ns: 0 },
+        computeInfer: { count: 0, ns: 0 },
+        cacheHit: { count: 0, ns: 0 },
+        cacheMiss: { count: 0, ns: 0 },
       };
       this.#stats.set(mv, s);
     }
@@ -637,8 +711,21 @@ export class InferenceService {
     }
     if (!channels.request.hasSubscribers) return;
     channels.request.publish({
-      origin: this, model: mv.model, version: mv.label, versionNumber: mv.version, tenant: ctx.call.caller.tenant, keyId: ctx.call.caller.keyId, arm: ctx.arm,
-      ok, reason: ok ? null : failureReason(e), rows, cached, totalMs, queueMs, computeMs, computeShareMs: share,
+      origin: this,
+      model: mv.model,
+      version: mv.label,
+      versionNumber: mv.version,
+      tenant: ctx.call.caller.tenant,
+      keyId: ctx.call.caller.keyId,
+      arm: ctx.arm,
+      ok,
+      reason: ok ? null : failureReason(e),
+      rows,
+      cached,
+      totalMs,
+      queueMs,
+      computeMs,
+      computeShareMs: share,
     } satisfies RequestEvent);
   }
 }

@@ -36,7 +36,11 @@ export interface TextTokenizer {
 }
 
 function tooLong(index: number, n: number, maxLen: number): LlmError {
-  return new LlmError('SY_ERR_CONTEXT_LENGTH_EXCEEDED', `input[${index}] is ${n} tokens; this model's maximum input length is ${maxLen} tokens. Shorten or split the input.`, { param: 'input' });
+  return new LlmError(
+    'SY_ERR_CONTEXT_LENGTH_EXCEEDED',
+    `input[${index}] is ${n} tokens; this model's maximum input length is ${maxLen} tokens. Shorten or split the input.`,
+    { param: 'input' },
+  );
 }
 
 /** UTF-8 bytes, id = byte + offset. */
@@ -84,7 +88,9 @@ class HfTokenizer implements TextTokenizer {
     try {
       this.#t = new Tokenizer(json, config);
     } catch (e) {
-      throw err('SY_ERR_CONFIG_INVALID', `embedding model "${c.name}": ${files.path} is not a tokenizer this server can load: ${(e as Error).message}`, { cause: e });
+      throw err('SY_ERR_CONFIG_INVALID', `embedding model "${c.name}": ${files.path} is not a tokenizer this server can load: ${(e as Error).message}`, {
+        cause: e,
+      });
     }
     this.#truncate = c.truncate;
     const vocab = this.#t.get_vocab(true);
@@ -93,7 +99,7 @@ class HfTokenizer implements TextTokenizer {
     this.vocabSize = max + 1;
     const padding = (json as { padding?: { pad_id?: unknown } | null }).padding;
     const named = ['[PAD]', '<pad>'].map((p) => this.#t.token_to_id(p)).find((id) => id !== undefined);
-    this.padId = c.padId ?? (typeof padding?.pad_id === 'number' ? padding.pad_id : named ?? 0);
+    this.padId = c.padId ?? (typeof padding?.pad_id === 'number' ? padding.pad_id : (named ?? 0));
   }
 
   encode(text: string, maxLen: number, index: number): Encoded {

@@ -39,7 +39,9 @@ export interface AlertRule {
 }
 
 /** Where signal values come from (the monitoring service implements it): the current value, or null when there is no data yet. */
-export interface AlertSignals { value(rule: AlertRule): number | null }
+export interface AlertSignals {
+  value(rule: AlertRule): number | null;
+}
 
 const RULE_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const KINDS = ['drift', 'feature_drift', 'quality', 'latency_p99', 'error_rate'] as const;
@@ -56,31 +58,43 @@ function httpUrl(s: string): boolean {
   }
 }
 
-const ruleSchema = z.strictObject({
-  id: z.string().regex(RULE_ID, 'letters, digits, _ . - (at most 64, starting with a letter or digit)'),
-  kind: z.enum(KINDS),
-  model: z.string().regex(MODEL_NAME, 'a model name'),
-  version: z.number().int().min(1).optional(),
-  feature: z.string().min(1).max(256).optional(),
-  metric: z.enum(['psi', 'js', 'ks', 'missing_rate', 'nan_rate', 'out_of_range_rate']).optional(),
-  threshold: z.number().min(0),
-  forMs: z.number().int().min(0).max(7 * 86_400_000).default(0),
-  webhook: z.strictObject({
-    url: z.string().max(2048).refine(httpUrl, 'an http(s) URL'),
-    secret: z.string().min(1).max(1024).optional(),
-  }).optional(),
-  enabled: z.boolean().default(true),
-  description: z.string().max(1024).optional(),
-}).superRefine((r, ctx) => {
-  const perFeature = PER_FEATURE.includes(r.kind);
-  if (r.feature !== undefined && !perFeature) ctx.addIssue({ code: 'custom', path: ['feature'], message: 'only for feature_drift and quality rules' });
-  if (r.metric !== undefined) {
-    if (!perFeature) ctx.addIssue({ code: 'custom', path: ['metric'], message: 'only for feature_drift and quality rules' });
-    else if (r.kind === 'feature_drift' && !DRIFT_METRICS.includes(r.metric)) ctx.addIssue({ code: 'custom', path: ['metric'], message: 'psi, js or ks for feature_drift' });
-    else if (r.kind === 'quality' && !QUALITY_METRICS.includes(r.metric)) ctx.addIssue({ code: 'custom', path: ['metric'], message: 'missing_rate, nan_rate or out_of_range_rate for quality' });
-  }
-  if ((r.kind === 'error_rate' || r.kind === 'quality') && r.threshold > 1) ctx.addIssue({ code: 'custom', path: ['threshold'], message: 'a rate: at most 1' });
-});
+const ruleSchema = z
+  .strictObject({
+    id: z.string().regex(RULE_ID, 'letters, digits, _ . - (at most 64, starting with a letter or digit)'),
+    kind: z.enum(KINDS),
+    model: z.string().regex(MODEL_NAME, 'a model name'),
+    version: z.number().int().min(1).optional(),
+    feature: z.string().min(1).max(256).optional(),
+    metric: z.enum(['psi', 'js', 'ks', 'missing_rate', 'nan_rate', 'out_of_range_rate']).optional(),
+    threshold: z.number().min(0),
+    forMs: z
+      .number()
+      .int()
+      .min(0)
+      .max(7 * 86_400_000)
+      .default(0),
+    webhook: z
+      .strictObject({
+        url: z.string().max(2048).refine(httpUrl, 'an http(s) URL'),
+        secret: z.string().min(1).max(1024).optional(),
+      })
+      .optional(),
+    enabled: z.boolean().default(true),
+    description: z.string().max(1024).optional(),
+  })
+  .superRefine((r, ctx) => {
+    const perFeature = PER_FEATURE.includes(r.kind);
+    if (r.feature !== undefined && !perFeature) ctx.addIssue({ code: 'custom', path: ['feature'], message: 'only for feature_drift and quality rules' });
+    if (r.metric !== undefined) {
+      if (!perFeature) ctx.addIssue({ code: 'custom', path: ['metric'], message: 'only for feature_drift and quality rules' });
+      else if (r.kind === 'feature_drift' && !DRIFT_METRICS.includes(r.metric))
+        ctx.addIssue({ code: 'custom', path: ['metric'], message: 'psi, js or ks for feature_drift' });
+      else if (r.kind === 'quality' && !QUALITY_METRICS.includes(r.metric))
+        ctx.addIssue({ code: 'custom', path: ['metric'], message: 'missing_rate, nan_rate or out_of_range_rate for quality' });
+    }
+    if ((r.kind === 'error_rate' || r.kind === 'quality') && r.threshold > 1)
+      ctx.addIssue({ code: 'custom', path: ['threshold'], message: 'a rate: at most 1' });
+  });
 
 /** Validate an alert rule and fill its defaults; a 400 naming each bad field. */
 export function parseAlertRule(v: unknown): AlertRule {

@@ -23,8 +23,7 @@ export function signWebhook(secret: string, timestamp: number, body: string): st
 }
 
 /** Receiver-side check of {@link signWebhook}: constant-time comparison and a timestamp tolerance. */
-export function verifyWebhook(secret: string, timestamp: string, signature: string, body: string,
-  opts: { toleranceS?: number; nowS?: number } = {}): boolean {
+export function verifyWebhook(secret: string, timestamp: string, signature: string, body: string, opts: { toleranceS?: number; nowS?: number } = {}): boolean {
   if (!/^\d{1,12}$/.test(timestamp)) return false;
   const nowS = opts.nowS ?? Math.floor(Date.now() / 1000);
   if (Math.abs(nowS - Number(timestamp)) > (opts.toleranceS ?? 300)) return false;
@@ -34,7 +33,13 @@ export function verifyWebhook(secret: string, timestamp: string, signature: stri
 }
 
 /** A recorded transition to deliver. */
-export interface WebhookEvent { id: number; state: 'firing' | 'resolved'; at: number; value: number | null; message: string }
+export interface WebhookEvent {
+  id: number;
+  state: 'firing' | 'resolved';
+  at: number;
+  value: number | null;
+  message: string;
+}
 
 export interface WebhookDeliveryOptions {
   fetchImpl?: typeof fetch;
@@ -72,7 +77,14 @@ function retryAfterMs(h: string | null): number | null {
 function errorText(e: unknown): string {
   const m = e instanceof Error ? e.message : String(e);
   const cause = e instanceof Error ? (e.cause as { code?: unknown; message?: unknown } | undefined) : undefined;
-  const c = cause === undefined || cause === null ? undefined : typeof cause.code === 'string' ? cause.code : typeof cause.message === 'string' ? cause.message : undefined;
+  const c =
+    cause === undefined || cause === null
+      ? undefined
+      : typeof cause.code === 'string'
+        ? cause.code
+        : typeof cause.message === 'string'
+          ? cause.message
+          : undefined;
   return c === undefined ? m : `${m} (${c})`;
 }
 
@@ -140,8 +152,14 @@ export class WebhookDelivery {
 
   async #deliver(rule: AlertRule, hook: { url: string; secret?: string }, ev: WebhookEvent): Promise<void> {
     const body = JSON.stringify({
-      version: 1, rule: redactRule(rule), state: ev.state, value: ev.value, threshold: rule.threshold, message: ev.message,
-      at: new Date(ev.at).toISOString(), eventId: ev.id,
+      version: 1,
+      rule: redactRule(rule),
+      state: ev.state,
+      value: ev.value,
+      threshold: rule.threshold,
+      message: ev.message,
+      at: new Date(ev.at).toISOString(),
+      eventId: ev.id,
     });
     let attempts = 0;
     let outcome: { delivery: 'delivered' | 'failed'; detail: string };

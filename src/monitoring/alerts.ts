@@ -102,11 +102,16 @@ function signalName(rule: AlertRule): string {
   const of = `model "${rule.model}"${rule.version === undefined ? '' : ` version ${rule.version}`}`;
   const feature = rule.feature === undefined ? 'the worst feature' : `feature "${rule.feature}"`;
   switch (rule.kind) {
-    case 'drift': return `drift of ${of}`;
-    case 'feature_drift': return `${rule.metric ?? 'psi'} drift of ${feature} of ${of}`;
-    case 'quality': return `${rule.metric ?? 'missing_rate'} of ${feature} of ${of}`;
-    case 'latency_p99': return `p99 latency (ms) of ${of}`;
-    case 'error_rate': return `error rate of ${of}`;
+    case 'drift':
+      return `drift of ${of}`;
+    case 'feature_drift':
+      return `${rule.metric ?? 'psi'} drift of ${feature} of ${of}`;
+    case 'quality':
+      return `${rule.metric ?? 'missing_rate'} of ${feature} of ${of}`;
+    case 'latency_p99':
+      return `p99 latency (ms) of ${of}`;
+    case 'error_rate':
+      return `error rate of ${of}`;
   }
 }
 
@@ -169,7 +174,8 @@ export class AlertEngine {
     return this.#locked(async () => {
       const now = this.#now();
       const json = JSON.stringify(r);
-      await this.#db.insertInto('alert_rules')
+      await this.#db
+        .insertInto('alert_rules')
         .values({ id: r.id, rule: json, created_by: actor, created_at: now, updated_at: now })
         .onConflict((oc) => oc.column('id').doUpdateSet({ rule: json, updated_at: now }))
         .execute();
@@ -230,15 +236,17 @@ export class AlertEngine {
 
   /** Every rule's state, by rule id. */
   states(): AlertState[] {
-    return [...this.#rules.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)).map((r) => {
-      const s = this.#states.get(r.id);
-      return {
-        rule: r.id,
-        state: s?.state ?? 'inactive',
-        since: s?.since == null ? null : new Date(s.since).toISOString(),
-        value: s?.value ?? null,
-      };
-    });
+    return [...this.#rules.values()]
+      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+      .map((r) => {
+        const s = this.#states.get(r.id);
+        return {
+          rule: r.id,
+          state: s?.state ?? 'inactive',
+          since: s?.since == null ? null : new Date(s.since).toISOString(),
+          value: s?.value ?? null,
+        };
+      });
   }
 
   /** Recorded transitions, newest first. */
@@ -283,8 +291,17 @@ export class AlertEngine {
   async #initialize(): Promise<void> {
     await this.#locked(async () => {
       this.#rules = await this.#load();
-      const latest = await this.#db.selectFrom('alert_events').selectAll()
-        .where('id', 'in', this.#db.selectFrom('alert_events').select(sql<number>`max(id)`.as('id')).groupBy('rule'))
+      const latest = await this.#db
+        .selectFrom('alert_events')
+        .selectAll()
+        .where(
+          'id',
+          'in',
+          this.#db
+            .selectFrom('alert_events')
+            .select(sql<number>`max(id)`.as('id'))
+            .groupBy('rule'),
+        )
         .execute();
       for (const row of latest) {
         const rule = this.#rules.get(row.rule);
@@ -376,7 +393,8 @@ export class AlertEngine {
 
   /** Write the event (throws when the write fails, so the transition is retried next time), then queue its delivery. */
   async #record(rule: AlertRule, state: 'firing' | 'resolved', at: number, value: number | null, message: string): Promise<void> {
-    const row = await this.#db.insertInto('alert_events')
+    const row = await this.#db
+      .insertInto('alert_events')
       .values({ rule: rule.id, state, at, value, message, delivery: rule.webhook ? 'pending' : 'none', delivery_detail: null })
       .returning('id')
       .executeTakeFirstOrThrow();

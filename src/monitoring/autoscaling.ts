@@ -28,7 +28,11 @@ export const WINDOW_MS = 30_000;
 /** Fewest ms between two samples of one series. */
 export const SAMPLE_EVERY_MS = 1000;
 
-interface Sample { at: number; num: number; den: number }
+interface Sample {
+  at: number;
+  num: number;
+  den: number;
+}
 
 /**
  * Δnum / Δden over a sliding window of samples of two cumulative counters, taken when read.
@@ -97,7 +101,9 @@ export function watchAutoscaling(registry: Registry, versions: () => Iterable<Ve
   };
   const mv = ['model', 'version'] as const;
   new Gauge({
-    name: 'switchyard_queue_time_per_request_seconds', registers: [registry], labelNames: mv,
+    name: 'switchyard_queue_time_per_request_seconds',
+    registers: [registry],
+    labelNames: mv,
     help: `Average time requests waited in the queue over the last ${WINDOW_MS / 1000} s (Δ queue seconds / Δ requests; 0 when none ran). Autoscaling signal.`,
     collect() {
       const at = now();
@@ -108,7 +114,9 @@ export function watchAutoscaling(registry: Registry, versions: () => Iterable<Ve
     },
   });
   new Gauge({
-    name: 'switchyard_instance_utilization', registers: [registry], labelNames: mv,
+    name: 'switchyard_instance_utilization',
+    registers: [registry],
+    labelNames: mv,
     help: `Share of the last ${WINDOW_MS / 1000} s the version's instances spent executing batches, 0..1.`,
     collect() {
       const at = now();
@@ -116,7 +124,8 @@ export function watchAutoscaling(registry: Registry, versions: () => Iterable<Ve
     },
   });
   new Gauge({
-    name: 'switchyard_saturation', registers: [registry],
+    name: 'switchyard_saturation',
+    registers: [registry],
     help: `Largest instance utilization of any model version over the last ${WINDOW_MS / 1000} s, 0..1: at 1 some model's queue can only grow. Autoscaling signal.`,
     collect() {
       const at = now();

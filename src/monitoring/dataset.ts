@@ -85,9 +85,17 @@ function readError(e: unknown): unknown {
 
 const NUMBER = /^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$/;
 const SPECIAL: Readonly<Record<string, number>> = {
-  nan: NaN, NaN: NaN, NAN: NaN,
-  inf: Infinity, Inf: Infinity, Infinity: Infinity, '+inf': Infinity, '+Infinity': Infinity,
-  '-inf': -Infinity, '-Inf': -Infinity, '-Infinity': -Infinity,
+  nan: NaN,
+  NaN: NaN,
+  NAN: NaN,
+  inf: Infinity,
+  Inf: Infinity,
+  Infinity: Infinity,
+  '+inf': Infinity,
+  '+Infinity': Infinity,
+  '-inf': -Infinity,
+  '-Inf': -Infinity,
+  '-Infinity': -Infinity,
 };
 
 /** An unquoted CSV cell: '' → null, numbers (and NaN/Infinity spellings) → number, otherwise the text. */

@@ -139,10 +139,7 @@ export function columnsOf(shape: readonly number[]): number {
  * A feature whose input tensor is absent from a record is null (missing); an absent output, a truncated tensor
  * (data not logged) or a tensor with fewer rows than the record's others leaves the key out (not observed).
  */
-export function* rowsFromRecords(
-  features: readonly FeatureSpec[],
-  records: Iterable<PredictionRecord>,
-): Iterable<Record<string, number | string | null>> {
+export function* rowsFromRecords(features: readonly FeatureSpec[], records: Iterable<PredictionRecord>): Iterable<Record<string, number | string | null>> {
   for (const rec of records) {
     const find = (f: FeatureSpec): TensorJson | undefined => (f.source === 'input' ? rec.inputs : rec.outputs).find((t) => t.name === f.tensor);
     const ts = features.map(find);

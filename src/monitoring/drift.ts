@@ -355,7 +355,8 @@ export class DriftMonitor {
     const features = this.feats.map((f, i): FeatureBins => {
       const s = merged[i]!;
       const base = { name: f.spec.name, source: f.spec.source };
-      if (s.num && f.refNum) return { ...base, kind: 'numeric', edges: f.refNum.edges, reference: Array.from(f.refNum.counts), current: Array.from(s.num.counts) };
+      if (s.num && f.refNum)
+        return { ...base, kind: 'numeric', edges: f.refNum.edges, reference: Array.from(f.refNum.counts), current: Array.from(s.num.counts) };
       const ref = f.refCat!.counts();
       const [r, q] = alignCategories(ref, s.cat!.counts());
       const categories = [...ref.keys()];

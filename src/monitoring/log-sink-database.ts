@@ -9,12 +9,18 @@ import { err } from '../errors.js';
 import type { Database, DB, Dialect, PredictionLogTable } from '../storage/index.js';
 import { bytesText } from '../tensor/index.js';
 import {
-  epochMs, normalizeQuery, packTensorJson, toRecord, unpackTensor,
-  type BufferedPrediction, type BufferedTensor, type PredictionQuery, type PredictionSink,
+  epochMs,
+  normalizeQuery,
+  packTensorJson,
+  toRecord,
+  unpackTensor,
+  type BufferedPrediction,
+  type BufferedTensor,
+  type PredictionQuery,
+  type PredictionSink,
 } from './prediction-record.js';
 import type { BufferedBatch, FromWriter, SqlValue, ToWriter, WireValue, WriterInit } from './writer-protocol.js';
 import type { PredictionRecord, TensorJson } from './types.js';
-
 
 /** Rows per INSERT: 9 parameters each = 900, under SQLite's smallest parameter limit (999). */
 const INSERT_CHUNK = 100;
@@ -178,7 +184,11 @@ class SqliteWriter {
     worker.on('exit', (code) => {
       if (this.#worker === worker) this.#worker = null;
       const why = failure === null ? `exited (code ${code})` : `failed: ${failure.message}`;
-      const e = err('SY_ERR_INTERNAL', `prediction log: the SQLite writer thread ${why}; the write was not committed`, failure === null ? {} : { cause: failure });
+      const e = err(
+        'SY_ERR_INTERNAL',
+        `prediction log: the SQLite writer thread ${why}; the write was not committed`,
+        failure === null ? {} : { cause: failure },
+      );
       for (const id of [...this.#pending.keys()]) this.#settle(worker, id, e);
     });
     this.#worker = worker;
@@ -233,8 +243,7 @@ export class DatabasePredictionSink implements PredictionSink {
 
   /** The writer thread converts the batch (packing, JSON) too; without it, converted here. */
   writeBuffered(batch: readonly BufferedPrediction[]): Promise<void> {
-    return this.#begin(batch.length, (writer) =>
-      (writer === null ? this.#insert(batch.map((p) => predictionRow(toRecord(p)))) : writer.writeBuffered(batch)));
+    return this.#begin(batch.length, (writer) => (writer === null ? this.#insert(batch.map((p) => predictionRow(toRecord(p)))) : writer.writeBuffered(batch)));
   }
 
   async #insert(rows: readonly Insertable<PredictionLogTable>[]): Promise<void> {
@@ -243,7 +252,11 @@ export class DatabasePredictionSink implements PredictionSink {
       return;
     }
     await this.#db.transaction().execute(async (tx) => {
-      for (let i = 0; i < rows.length; i += INSERT_CHUNK) await tx.insertInto('prediction_log').values(rows.slice(i, i + INSERT_CHUNK)).execute();
+      for (let i = 0; i < rows.length; i += INSERT_CHUNK)
+        await tx
+          .insertInto('prediction_log')
+          .values(rows.slice(i, i + INSERT_CHUNK))
+          .execute();
     });
   }
 
@@ -263,7 +276,8 @@ export class DatabasePredictionSink implements PredictionSink {
 
   /** Deletes rows with `at` < cutoff, 10000 per statement; returns how many. */
   async prune(olderThanMs: number): Promise<number> {
-    if (typeof olderThanMs !== 'number' || Number.isNaN(olderThanMs)) throw err('SY_ERR_BAD_REQUEST', 'prediction log prune: cutoff must be epoch milliseconds');
+    if (typeof olderThanMs !== 'number' || Number.isNaN(olderThanMs))
+      throw err('SY_ERR_BAD_REQUEST', 'prediction log prune: cutoff must be epoch milliseconds');
     if (olderThanMs === -Infinity) return 0;
     let total = 0;
     for (;;) {

@@ -8,9 +8,7 @@ import { appendFile, mkdir, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { err } from '../errors.js';
 import { recordLine } from './prediction-export.js';
-import {
-  epochMs, normalizeQuery, packTensorJson, unpackTensor, type PredictionQuery, type PredictionSink,
-} from './prediction-record.js';
+import { epochMs, normalizeQuery, packTensorJson, unpackTensor, type PredictionQuery, type PredictionSink } from './prediction-record.js';
 import type { PredictionRecord, TensorJson } from './types.js';
 
 export interface JsonlPredictionSinkOptions {
@@ -79,8 +77,12 @@ function asRecord(v: unknown): PredictionRecord | null {
   const r = v as Partial<PredictionRecord>;
   if (typeof r.at !== 'string' || typeof r.model !== 'string' || typeof r.version !== 'number') return null;
   return {
-    at: r.at, model: r.model, version: r.version, tenant: typeof r.tenant === 'string' ? r.tenant : '',
-    arm: typeof r.arm === 'string' ? r.arm : null, requestId: typeof r.requestId === 'string' ? r.requestId : '',
+    at: r.at,
+    model: r.model,
+    version: r.version,
+    tenant: typeof r.tenant === 'string' ? r.tenant : '',
+    arm: typeof r.arm === 'string' ? r.arm : null,
+    requestId: typeof r.requestId === 'string' ? r.requestId : '',
     latencyMs: typeof r.latencyMs === 'number' ? r.latencyMs : 0,
     inputs: Array.isArray(r.inputs) ? (r.inputs as TensorJson[]).map(unpackTensor) : [],
     outputs: Array.isArray(r.outputs) ? (r.outputs as TensorJson[]).map(unpackTensor) : [],
@@ -261,7 +263,8 @@ export class JsonlPredictionSink implements PredictionSink {
 
   prune(olderThanMs: number): Promise<number> {
     return this.#exclusive(async () => {
-      if (typeof olderThanMs !== 'number' || Number.isNaN(olderThanMs)) throw err('SY_ERR_BAD_REQUEST', 'prediction log prune: cutoff must be epoch milliseconds');
+      if (typeof olderThanMs !== 'number' || Number.isNaN(olderThanMs))
+        throw err('SY_ERR_BAD_REQUEST', 'prediction log prune: cutoff must be epoch milliseconds');
       await this.#init();
       const cur = this.#current;
       if (cur !== null && cur.size > 0 && cur.max < olderThanMs) this.#rotate(); // all old: close it so it can go
@@ -293,7 +296,10 @@ export class JsonlPredictionSink implements PredictionSink {
 
   #exclusive<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.#lock.then(fn);
-    this.#lock = run.then(() => undefined, () => undefined);
+    this.#lock = run.then(
+      () => undefined,
+      () => undefined,
+    );
     return run;
   }
 
@@ -310,7 +316,9 @@ export class JsonlPredictionSink implements PredictionSink {
       if (range !== null) this.#floor = Math.max(this.#floor, range.max);
     })();
     // A failed start (e.g. the directory cannot be created) is retried by the next call.
-    this.#ready.catch(() => { this.#ready = null; });
+    this.#ready.catch(() => {
+      this.#ready = null;
+    });
     return this.#ready;
   }
 
@@ -387,7 +395,12 @@ export class JsonlPredictionSink implements PredictionSink {
     const seq = this.#nextSeq++;
     const cur: Current = {
       name: `predictions-${stamp(time)}-${String(seq).padStart(6, '0')}.jsonl`,
-      time, seq, day: Math.floor(now / DAY_MS), size: 0, min: Infinity, max: -Infinity,
+      time,
+      seq,
+      day: Math.floor(now / DAY_MS),
+      size: 0,
+      min: Infinity,
+      max: -Infinity,
     };
     // Room for the new file within maxFiles.
     const files = await this.#files();

@@ -6,8 +6,17 @@
 import diagnostics from 'node:diagnostics_channel';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import {
-  channels, type BatchEvent, type CacheEvent, type CircuitEvent, type ColdStartEvent, type FallbackEvent, type LoadEvent, type RequestEvent, type RouteEvent,
-  type ShadowEvent, type UnloadEvent,
+  channels,
+  type BatchEvent,
+  type CacheEvent,
+  type CircuitEvent,
+  type ColdStartEvent,
+  type FallbackEvent,
+  type LoadEvent,
+  type RequestEvent,
+  type RouteEvent,
+  type ShadowEvent,
+  type UnloadEvent,
 } from '../events.js';
 import type { ResultCache, TrafficRouter } from '../routing/index.js';
 import { watchLlm, type LlmModelsView } from './llm-metrics.js';
@@ -39,8 +48,10 @@ const LAG_SAMPLE_MS = 100;
  */
 function watchEventLoopLag(registry: Registry): () => void {
   const lag = new Histogram({
-    name: 'switchyard_event_loop_lag_seconds', help: 'How late the event loop ran a timer due every 100 ms (time a new request waits before it is read).',
-    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers: [registry],
+    name: 'switchyard_event_loop_lag_seconds',
+    help: 'How late the event loop ran a timer due every 100 ms (time a new request waits before it is read).',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers: [registry],
   });
   let due = performance.now() + LAG_SAMPLE_MS;
   const timer = setInterval(() => {
@@ -53,7 +64,10 @@ function watchEventLoopLag(registry: Registry): () => void {
 }
 
 /** Create a registry, subscribe to the serving channels and expose the manager's live state as gauges. */
-export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: boolean; router?: TrafficRouter; version?: string; now?: () => number } = {}): Metrics {
+export function createMetrics(
+  manager: ModelManager,
+  opts: { defaultMetrics?: boolean; router?: TrafficRouter; version?: string; now?: () => number } = {},
+): Metrics {
   const registry = new Registry();
   if (opts.defaultMetrics !== false) {
     // The standard names (process_*, nodejs_*), unprefixed: stock Node.js dashboards and alerts read them as is.
@@ -66,51 +80,132 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
   }
   const stopLag = watchEventLoopLag(registry);
   new Gauge({
-    name: 'switchyard_build_info', help: 'Always 1; the labels say which build runs (Switchyard version, Node.js version).',
-    labelNames: ['version', 'node_version'], registers: [registry],
+    name: 'switchyard_build_info',
+    help: 'Always 1; the labels say which build runs (Switchyard version, Node.js version).',
+    labelNames: ['version', 'node_version'],
+    registers: [registry],
   }).set({ version: opts.version ?? 'unknown', node_version: process.version }, 1);
   const mv = ['model', 'version'] as const;
-  const success = new HotCounter({ name: 'switchyard_inference_success_total', help: 'Inference requests that succeeded.', labelNames: mv, registers: [registry] });
-  const failure = new Counter({ name: 'switchyard_inference_failure_total', help: 'Inference requests that failed, by reason.', labelNames: [...mv, 'reason'], registers: [registry] });
-  const total = new HotHistogram({ name: 'switchyard_inference_request_duration_seconds', help: 'End-to-end inference request duration, from body received to response ready.', labelNames: mv, buckets: SECONDS, registers: [registry] });
-  const queue = new HotHistogram({ name: 'switchyard_inference_queue_duration_seconds', help: 'Time a request waited in the queue before its batch started.', labelNames: mv, buckets: SECONDS, registers: [registry] });
-  const compute = new HotHistogram({ name: 'switchyard_inference_compute_duration_seconds', help: 'Execution time of the batch a request ran in.', labelNames: mv, buckets: SECONDS, registers: [registry] });
-  const batchRows = new HotHistogram({ name: 'switchyard_batch_size_rows', help: 'Rows (dim 0) per executed batch.', labelNames: mv, buckets: ROWS, registers: [registry] });
-  const batchRequests = new HotHistogram({ name: 'switchyard_batch_size_requests', help: 'Requests per executed batch.', labelNames: mv, buckets: ROWS, registers: [registry] });
-  const busy = new HotCounter({ name: 'switchyard_instance_busy_seconds_total', help: 'Instance-seconds spent executing batches (rate / instances = utilization).', labelNames: mv, registers: [registry] });
-  const loadTime = new Gauge({ name: 'switchyard_model_load_duration_seconds', help: 'Time the last load of a model version took (including warmup).', labelNames: mv, registers: [registry] });
-  const loads = new Counter({ name: 'switchyard_model_loads_total', help: 'Model version loads, by cause (startup, request = cold start, swap) and result.', labelNames: ['model', 'cause', 'result'], registers: [registry] });
-  const unloads = new Counter({ name: 'switchyard_model_unloads_total', help: 'Model version unloads, by reason (evicted = memory budget, retired = no longer routed, removed = archived/deleted).', labelNames: ['model', 'reason'], registers: [registry] });
-  const coldStart = new Histogram({ name: 'switchyard_model_cold_start_wait_seconds', help: 'How long requests waited for their model version to load (cold starts).', labelNames: ['model'], buckets: SECONDS, registers: [registry] });
+  const success = new HotCounter({
+    name: 'switchyard_inference_success_total',
+    help: 'Inference requests that succeeded.',
+    labelNames: mv,
+    registers: [registry],
+  });
+  const failure = new Counter({
+    name: 'switchyard_inference_failure_total',
+    help: 'Inference requests that failed, by reason.',
+    labelNames: [...mv, 'reason'],
+    registers: [registry],
+  });
+  const total = new HotHistogram({
+    name: 'switchyard_inference_request_duration_seconds',
+    help: 'End-to-end inference request duration, from body received to response ready.',
+    labelNames: mv,
+    buckets: SECONDS,
+    registers: [registry],
+  });
+  const queue = new HotHistogram({
+    name: 'switchyard_inference_queue_duration_seconds',
+    help: 'Time a request waited in the queue before its batch started.',
+    labelNames: mv,
+    buckets: SECONDS,
+    registers: [registry],
+  });
+  const compute = new HotHistogram({
+    name: 'switchyard_inference_compute_duration_seconds',
+    help: 'Execution time of the batch a request ran in.',
+    labelNames: mv,
+    buckets: SECONDS,
+    registers: [registry],
+  });
+  const batchRows = new HotHistogram({
+    name: 'switchyard_batch_size_rows',
+    help: 'Rows (dim 0) per executed batch.',
+    labelNames: mv,
+    buckets: ROWS,
+    registers: [registry],
+  });
+  const batchRequests = new HotHistogram({
+    name: 'switchyard_batch_size_requests',
+    help: 'Requests per executed batch.',
+    labelNames: mv,
+    buckets: ROWS,
+    registers: [registry],
+  });
+  const busy = new HotCounter({
+    name: 'switchyard_instance_busy_seconds_total',
+    help: 'Instance-seconds spent executing batches (rate / instances = utilization).',
+    labelNames: mv,
+    registers: [registry],
+  });
+  const loadTime = new Gauge({
+    name: 'switchyard_model_load_duration_seconds',
+    help: 'Time the last load of a model version took (including warmup).',
+    labelNames: mv,
+    registers: [registry],
+  });
+  const loads = new Counter({
+    name: 'switchyard_model_loads_total',
+    help: 'Model version loads, by cause (startup, request = cold start, swap) and result.',
+    labelNames: ['model', 'cause', 'result'],
+    registers: [registry],
+  });
+  const unloads = new Counter({
+    name: 'switchyard_model_unloads_total',
+    help: 'Model version unloads, by reason (evicted = memory budget, retired = no longer routed, removed = archived/deleted).',
+    labelNames: ['model', 'reason'],
+    registers: [registry],
+  });
+  const coldStart = new Histogram({
+    name: 'switchyard_model_cold_start_wait_seconds',
+    help: 'How long requests waited for their model version to load (cold starts).',
+    labelNames: ['model'],
+    buckets: SECONDS,
+    registers: [registry],
+  });
   new Gauge({
-    name: 'switchyard_model_resident_bytes', help: 'Bytes held by each resident model version (measured at its first load).', labelNames: mv, registers: [registry],
+    name: 'switchyard_model_resident_bytes',
+    help: 'Bytes held by each resident model version (measured at its first load).',
+    labelNames: mv,
+    registers: [registry],
     collect() {
       this.reset();
       for (const m of manager.list()) for (const v of m.versions) if (v.state === 'READY') this.set({ model: m.name, version: v.label }, v.residentBytes);
     },
   });
   new Gauge({
-    name: 'switchyard_memory_budget_bytes', help: 'Residency budget for all model versions together (0 = unlimited).', registers: [registry],
+    name: 'switchyard_memory_budget_bytes',
+    help: 'Residency budget for all model versions together (0 = unlimited).',
+    registers: [registry],
     collect() {
       this.set(manager.memory().budgetBytes);
     },
   });
   new Gauge({
-    name: 'switchyard_memory_used_bytes', help: 'Bytes held or reserved by resident and loading model versions.', registers: [registry],
+    name: 'switchyard_memory_used_bytes',
+    help: 'Bytes held or reserved by resident and loading model versions.',
+    registers: [registry],
     collect() {
       this.set(manager.memory().usedBytes);
     },
   });
 
   new Gauge({
-    name: 'switchyard_queue_depth', help: 'Requests waiting in a model version queue.', labelNames: mv, registers: [registry],
+    name: 'switchyard_queue_depth',
+    help: 'Requests waiting in a model version queue.',
+    labelNames: mv,
+    registers: [registry],
     collect() {
       this.reset();
       for (const m of manager.list()) for (const v of m.versions) this.set({ model: m.name, version: v.label }, v.batcher?.queued ?? 0);
     },
   });
   new Gauge({
-    name: 'switchyard_inflight_requests', help: 'Requests in batches currently executing.', labelNames: mv, registers: [registry],
+    name: 'switchyard_inflight_requests',
+    help: 'Requests in batches currently executing.',
+    labelNames: mv,
+    registers: [registry],
     collect() {
       this.reset();
       for (const m of manager.list()) for (const v of m.versions) this.set({ model: m.name, version: v.label }, v.batcher?.running ?? 0);
@@ -118,14 +213,20 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
   });
   const loadedVersion = (model: string, label: string) => manager.versionsOf(model).find((v) => v.label === label);
   new Gauge({
-    name: 'switchyard_model_instances', help: 'Execution instances of each loaded model version (0 while not loaded).', labelNames: mv, registers: [registry],
+    name: 'switchyard_model_instances',
+    help: 'Execution instances of each loaded model version (0 while not loaded).',
+    labelNames: mv,
+    registers: [registry],
     collect() {
       this.reset();
       for (const m of manager.list()) for (const v of m.versions) this.set({ model: m.name, version: v.label }, v.loaded?.instances.length ?? 0);
     },
   });
   new Gauge({
-    name: 'switchyard_model_ready', help: '1 when the model version is READY, else 0.', labelNames: [...mv, 'state'], registers: [registry],
+    name: 'switchyard_model_ready',
+    help: '1 when the model version is READY, else 0.',
+    labelNames: [...mv, 'state'],
+    registers: [registry],
     collect() {
       this.reset();
       for (const m of manager.list()) for (const v of m.versions) this.set({ model: m.name, version: v.label, state: v.state }, v.ready ? 1 : 0);
@@ -135,8 +236,14 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
   // Hot children, cached per model version: the hot path does no label handling at all. Created when a version
   // loads, so its series exist (at zero) before its first request.
   type Children = {
-    success: HotCounterChild; total: HotHistogramChild; queue: HotHistogramChild; compute: HotHistogramChild; batchRows: HotHistogramChild; batchRequests: HotHistogramChild;
-    busy: HotCounterChild; counters: VersionCounters;
+    success: HotCounterChild;
+    total: HotHistogramChild;
+    queue: HotHistogramChild;
+    compute: HotHistogramChild;
+    batchRows: HotHistogramChild;
+    batchRequests: HotHistogramChild;
+    busy: HotCounterChild;
+    counters: VersionCounters;
   };
   const cache = new Map<string, Map<string, Children>>();
   const children = (model: string, version: string): Children => {
@@ -145,10 +252,16 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
     let c = byVersion.get(version);
     if (!c) {
       c = {
-        success: success.child(model, version), total: total.child(model, version), queue: queue.child(model, version), compute: compute.child(model, version),
-        batchRows: batchRows.child(model, version), batchRequests: batchRequests.child(model, version), busy: busy.child(model, version),
+        success: success.child(model, version),
+        total: total.child(model, version),
+        queue: queue.child(model, version),
+        compute: compute.child(model, version),
+        batchRows: batchRows.child(model, version),
+        batchRequests: batchRequests.child(model, version),
+        busy: busy.child(model, version),
         counters: {
-          model, version,
+          model,
+          version,
           queueSeconds: () => c!.queue,
           busySeconds: () => c!.busy.value,
           instances: () => loadedVersion(model, version)?.loaded?.instances.length ?? 0,
@@ -193,24 +306,74 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
     coldStart.labels(e.model).observe(e.waitMs / 1000);
   };
   // ── traffic management ──
-  const routed = new Counter({ name: 'switchyard_routing_requests_total', help: 'Requests routed by a traffic policy, by arm and assignment (hash = by routing key, random = no key, excluded = outside coverage/namespace, fixed = one arm).', labelNames: ['model', 'arm', 'assignment'], registers: [registry] });
-  const fallbacks = new Counter({ name: 'switchyard_routing_fallbacks_total', help: 'Requests served by a fallback target, by the version that failed, the target that served and why.', labelNames: ['model', 'from', 'to', 'reason'], registers: [registry] });
-  const circuitChanges = new Counter({ name: 'switchyard_circuit_transitions_total', help: 'Circuit breaker state changes, by the state entered.', labelNames: [...mv, 'to'], registers: [registry] });
+  const routed = new Counter({
+    name: 'switchyard_routing_requests_total',
+    help: 'Requests routed by a traffic policy, by arm and assignment (hash = by routing key, random = no key, excluded = outside coverage/namespace, fixed = one arm).',
+    labelNames: ['model', 'arm', 'assignment'],
+    registers: [registry],
+  });
+  const fallbacks = new Counter({
+    name: 'switchyard_routing_fallbacks_total',
+    help: 'Requests served by a fallback target, by the version that failed, the target that served and why.',
+    labelNames: ['model', 'from', 'to', 'reason'],
+    registers: [registry],
+  });
+  const circuitChanges = new Counter({
+    name: 'switchyard_circuit_transitions_total',
+    help: 'Circuit breaker state changes, by the state entered.',
+    labelNames: [...mv, 'to'],
+    registers: [registry],
+  });
   const CIRCUIT_VALUE = { closed: 0, open: 1, half_open: 2 } as const;
   new Gauge({
-    name: 'switchyard_circuit_state', help: 'Circuit breaker state per version: 0 closed, 1 open, 2 half-open.', labelNames: mv, registers: [registry],
+    name: 'switchyard_circuit_state',
+    help: 'Circuit breaker state per version: 0 closed, 1 open, 2 half-open.',
+    labelNames: mv,
+    registers: [registry],
     collect() {
       this.reset();
       for (const c of opts.router?.circuits() ?? []) this.set({ model: c.model, version: c.version }, CIRCUIT_VALUE[c.state]);
     },
   });
   const st = ['model', 'target'] as const;
-  const shadowCopies = new Counter({ name: 'switchyard_shadow_requests_total', help: 'Shadow copies by outcome (ok, error, timeout, dropped).', labelNames: [...st, 'outcome'], registers: [registry] });
-  const shadowLatency = new Histogram({ name: 'switchyard_shadow_duration_seconds', help: 'Shadow copy latency.', labelNames: st, buckets: SECONDS, registers: [registry] });
-  const shadowDiff = new Histogram({ name: 'switchyard_shadow_max_abs_diff', help: "Largest absolute difference between the shadow's and the primary's outputs, per copy.", labelNames: st, buckets: [0, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1, 10, 100], registers: [registry] });
-  const shadowRows = new Counter({ name: 'switchyard_shadow_rows_total', help: 'Rows compared between shadow and primary outputs.', labelNames: st, registers: [registry] });
-  const shadowAgree = new Counter({ name: 'switchyard_shadow_agreeing_rows_total', help: 'Compared rows whose decision (argmax, or value > 0.5 for one score) agreed.', labelNames: st, registers: [registry] });
-  const cacheLookups = new Counter({ name: 'switchyard_cache_requests_total', help: 'Result cache lookups, by result (hit, miss).', labelNames: ['model', 'result'], registers: [registry] });
+  const shadowCopies = new Counter({
+    name: 'switchyard_shadow_requests_total',
+    help: 'Shadow copies by outcome (ok, error, timeout, dropped).',
+    labelNames: [...st, 'outcome'],
+    registers: [registry],
+  });
+  const shadowLatency = new Histogram({
+    name: 'switchyard_shadow_duration_seconds',
+    help: 'Shadow copy latency.',
+    labelNames: st,
+    buckets: SECONDS,
+    registers: [registry],
+  });
+  const shadowDiff = new Histogram({
+    name: 'switchyard_shadow_max_abs_diff',
+    help: "Largest absolute difference between the shadow's and the primary's outputs, per copy.",
+    labelNames: st,
+    buckets: [0, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1, 10, 100],
+    registers: [registry],
+  });
+  const shadowRows = new Counter({
+    name: 'switchyard_shadow_rows_total',
+    help: 'Rows compared between shadow and primary outputs.',
+    labelNames: st,
+    registers: [registry],
+  });
+  const shadowAgree = new Counter({
+    name: 'switchyard_shadow_agreeing_rows_total',
+    help: 'Compared rows whose decision (argmax, or value > 0.5 for one score) agreed.',
+    labelNames: st,
+    registers: [registry],
+  });
+  const cacheLookups = new Counter({
+    name: 'switchyard_cache_requests_total',
+    help: 'Result cache lookups, by result (hit, miss).',
+    labelNames: ['model', 'result'],
+    registers: [registry],
+  });
 
   const onRoute = (m: unknown): void => {
     const e = m as RouteEvent;
@@ -239,15 +402,35 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
     cacheLookups.labels(e.model, e.hit ? 'hit' : 'miss').inc();
   };
   const routingSubs: [{ name: string | symbol }, (m: unknown) => void][] = [
-    [channels.route, onRoute], [channels.fallback, onFallback], [channels.circuit, onCircuit], [channels.shadow, onShadow], [channels.cache, onCache],
+    [channels.route, onRoute],
+    [channels.fallback, onFallback],
+    [channels.circuit, onCircuit],
+    [channels.shadow, onShadow],
+    [channels.cache, onCache],
   ];
   for (const [c, f] of routingSubs) diagnostics.subscribe(c.name as string, f);
 
   const watchCache = (cache: ResultCache): void => {
-    new Gauge({ name: 'switchyard_cache_entries', help: 'Entries in the in-process result cache (0 for the Redis cache).', registers: [registry], collect() { this.set(cache.stats().entries); } });
-    new Gauge({ name: 'switchyard_cache_bytes', help: 'Bytes held by the in-process result cache (0 for the Redis cache).', registers: [registry], collect() { this.set(cache.stats().bytes); } });
+    new Gauge({
+      name: 'switchyard_cache_entries',
+      help: 'Entries in the in-process result cache (0 for the Redis cache).',
+      registers: [registry],
+      collect() {
+        this.set(cache.stats().entries);
+      },
+    });
+    new Gauge({
+      name: 'switchyard_cache_bytes',
+      help: 'Bytes held by the in-process result cache (0 for the Redis cache).',
+      registers: [registry],
+      collect() {
+        this.set(cache.stats().bytes);
+      },
+    });
     new Counter({
-      name: 'switchyard_cache_errors_total', help: 'Result cache failures (Redis unreachable or slow, bad entries), each served as a miss.', registers: [registry],
+      name: 'switchyard_cache_errors_total',
+      help: 'Result cache failures (Redis unreachable or slow, bad entries), each served as a miss.',
+      registers: [registry],
       collect() {
         this.reset();
         this.inc(cache.stats().errors);
@@ -264,9 +447,13 @@ export function createMetrics(manager: ModelManager, opts: { defaultMetrics?: bo
       if (v.ready || v.state === 'UNAVAILABLE') loads.labels(m.name, 'startup', v.ready ? 'ok' : 'failed').inc();
     }
   }
-  watchAutoscaling(registry, function* () {
-    for (const byVersion of cache.values()) for (const c of byVersion.values()) yield c.counters;
-  }, opts.now);
+  watchAutoscaling(
+    registry,
+    function* () {
+      for (const byVersion of cache.values()) for (const c of byVersion.values()) yield c.counters;
+    },
+    opts.now,
+  );
 
   diagnostics.subscribe(channels.request.name as string, onRequest);
   diagnostics.subscribe(channels.batch.name as string, onBatch);

@@ -26,10 +26,19 @@ export function* jsonParts(records: readonly PredictionRecord[]): Generator<stri
 
 /** A record as one JSONL line, `at` first (readers may pick it out without parsing the line). */
 export function recordLine(r: PredictionRecord): string {
-  return JSON.stringify({
-    at: r.at, model: r.model, version: r.version, tenant: r.tenant, arm: r.arm, requestId: r.requestId,
-    latencyMs: r.latencyMs, inputs: r.inputs, outputs: r.outputs,
-  }) + '\n';
+  return (
+    JSON.stringify({
+      at: r.at,
+      model: r.model,
+      version: r.version,
+      tenant: r.tenant,
+      arm: r.arm,
+      requestId: r.requestId,
+      latencyMs: r.latencyMs,
+      inputs: r.inputs,
+      outputs: r.outputs,
+    }) + '\n'
+  );
 }
 
 /** Tensors with at most this many elements per row get one column per element. */
@@ -106,8 +115,7 @@ export function* csvParts(records: readonly PredictionRecord[]): Generator<strin
   }
   const used = new Set(fixed);
   for (const t of tensors.values()) {
-    const make = (base: string): string[] =>
-      t.perRow === null ? [base] : Array.from({ length: t.perRow }, (_, i) => `${base}[${i}]`);
+    const make = (base: string): string[] => (t.perRow === null ? [base] : Array.from({ length: t.perRow }, (_, i) => `${base}[${i}]`));
     let headers = make(t.name);
     if (headers.some((h) => used.has(h))) headers = make(`${t.source}:${t.name}`);
     for (let k = 2; headers.some((h) => used.has(h)); k++) headers = make(`${t.source}:${t.name}#${k}`);

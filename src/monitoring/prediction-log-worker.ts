@@ -67,8 +67,15 @@ function decodeBuffered({ meta, bytes }: BufferedBatch): BufferedPrediction[] {
   const out: BufferedPrediction[] = [];
   while (i < meta.length) {
     out.push({
-      at: next(), model: next(), version: next(), tenant: next(), arm: next(), requestId: next(), latencyMs: next(),
-      inputs: tensors(), outputs: tensors(),
+      at: next(),
+      model: next(),
+      version: next(),
+      tenant: next(),
+      arm: next(),
+      requestId: next(),
+      latencyMs: next(),
+      inputs: tensors(),
+      outputs: tensors(),
     });
   }
   return out;

@@ -29,13 +29,27 @@ import { err } from '../errors.js';
 import type { Tensor } from '../tensor/index.js';
 import type { PredictionRecord } from './types.js';
 import {
-  DEFAULT_MAX_ELEMENTS, normalizeQuery, tensorJson, toRecord,
-  type BufferedPrediction, type BufferedTensor, type PredictionQuery, type PredictionSink,
+  DEFAULT_MAX_ELEMENTS,
+  normalizeQuery,
+  tensorJson,
+  toRecord,
+  type BufferedPrediction,
+  type BufferedTensor,
+  type PredictionQuery,
+  type PredictionSink,
 } from './prediction-record.js';
 
 export {
-  DEFAULT_MAX_ELEMENTS, DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT, epochMs, normalizeQuery, packTensor, packTensorJson, tensorJson,
-  toRecord, unpackTensor,
+  DEFAULT_MAX_ELEMENTS,
+  DEFAULT_QUERY_LIMIT,
+  MAX_QUERY_LIMIT,
+  epochMs,
+  normalizeQuery,
+  packTensor,
+  packTensorJson,
+  tensorJson,
+  toRecord,
+  unpackTensor,
 } from './prediction-record.js';
 export type { BufferedPrediction, BufferedTensor, NormalizedQuery, PredictionQuery, PredictionSink } from './prediction-record.js';
 export { CSV_MAX_ELEMENT_COLUMNS, csvParts, jsonlParts, jsonParts, recordLine, toCsv, toJsonl } from './prediction-export.js';
@@ -210,8 +224,14 @@ export class PredictionLog {
       }
       const held: BufferedPrediction = {
         at: p.at ?? Date.now(),
-        model: p.model, version: p.version, tenant: p.tenant, arm: p.arm, requestId: p.requestId, latencyMs: p.latencyMs,
-        inputs: this.#hold(p.inputs), outputs: this.#hold(p.outputs),
+        model: p.model,
+        version: p.version,
+        tenant: p.tenant,
+        arm: p.arm,
+        requestId: p.requestId,
+        latencyMs: p.latencyMs,
+        inputs: this.#hold(p.inputs),
+        outputs: this.#hold(p.outputs),
       };
       let elements = 0;
       for (const t of held.inputs) elements += 'tensor' in t ? t.tensor.data.length : 0;
@@ -286,7 +306,10 @@ export class PredictionLog {
 
   #exclusive<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.#lock.then(fn);
-    this.#lock = run.then(() => undefined, () => undefined);
+    this.#lock = run.then(
+      () => undefined,
+      () => undefined,
+    );
     return run;
   }
 

@@ -49,13 +49,27 @@ export function tensorJson(name: string, t: Tensor, maxElements: number = DEFAUL
   return { name, datatype, shape, data: out };
 }
 
-type NumericCtor = Float32ArrayConstructor | Float64ArrayConstructor | Int8ArrayConstructor | Int16ArrayConstructor | Int32ArrayConstructor
-  | Uint8ArrayConstructor | Uint16ArrayConstructor | Uint32ArrayConstructor;
+type NumericCtor =
+  | Float32ArrayConstructor
+  | Float64ArrayConstructor
+  | Int8ArrayConstructor
+  | Int16ArrayConstructor
+  | Int32ArrayConstructor
+  | Uint8ArrayConstructor
+  | Uint16ArrayConstructor
+  | Uint32ArrayConstructor;
 
 /** Datatypes stored packed, and the typed array of their stored elements (FP16: its half-precision bits). */
 const PACKED: Readonly<Record<string, NumericCtor>> = {
-  FP32: Float32Array, FP64: Float64Array, FP16: Uint16Array,
-  INT8: Int8Array, INT16: Int16Array, INT32: Int32Array, UINT8: Uint8Array, UINT16: Uint16Array, UINT32: Uint32Array,
+  FP32: Float32Array,
+  FP64: Float64Array,
+  FP16: Uint16Array,
+  INT8: Int8Array,
+  INT16: Int16Array,
+  INT32: Int32Array,
+  UINT8: Uint8Array,
+  UINT16: Uint16Array,
+  UINT32: Uint32Array,
 };
 
 const base64 = (a: ArrayBufferView): string => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');

@@ -29,24 +29,25 @@ let chain: Promise<unknown> = Promise.resolve();
  * dataset.
  */
 export function profileDataset(job: ProfileJob): Promise<{ profile: ReferenceProfile; rows: number }> {
-  const run = (): Promise<{ profile: ReferenceProfile; rows: number }> => new Promise((resolve, reject) => {
-    const bytes = job.bytes.byteOffset === 0 && job.bytes.byteLength === job.bytes.buffer.byteLength ? job.bytes : job.bytes.slice();
-    const worker = new Worker(WORKER_URL, { workerData: { ...job, bytes } satisfies ProfileJob, transferList: [bytes.buffer as ArrayBuffer] });
-    let settled = false;
-    worker.once('message', (r: ProfileResult) => {
-      settled = true;
-      if ('error' in r) reject(err(r.error.code, r.error.message));
-      else resolve(r);
-      void worker.terminate();
+  const run = (): Promise<{ profile: ReferenceProfile; rows: number }> =>
+    new Promise((resolve, reject) => {
+      const bytes = job.bytes.byteOffset === 0 && job.bytes.byteLength === job.bytes.buffer.byteLength ? job.bytes : job.bytes.slice();
+      const worker = new Worker(WORKER_URL, { workerData: { ...job, bytes } satisfies ProfileJob, transferList: [bytes.buffer as ArrayBuffer] });
+      let settled = false;
+      worker.once('message', (r: ProfileResult) => {
+        settled = true;
+        if ('error' in r) reject(err(r.error.code, r.error.message));
+        else resolve(r);
+        void worker.terminate();
+      });
+      worker.once('error', (e) => {
+        if (!settled) reject(err('SY_ERR_INTERNAL', `profiling failed: ${e.message}`, { cause: e }));
+        settled = true;
+      });
+      worker.once('exit', (code) => {
+        if (!settled) reject(err('SY_ERR_INTERNAL', `profiling worker exited with code ${code}`));
+      });
     });
-    worker.once('error', (e) => {
-      if (!settled) reject(err('SY_ERR_INTERNAL', `profiling failed: ${e.message}`, { cause: e }));
-      settled = true;
-    });
-    worker.once('exit', (code) => {
-      if (!settled) reject(err('SY_ERR_INTERNAL', `profiling worker exited with code ${code}`));
-    });
-  });
   const p = chain.then(run, run);
   chain = p.catch(() => undefined);
   return p;

@@ -16,11 +16,25 @@ const port = parentPort!;
 async function run(): Promise<ProfileResult> {
   const rows = await readDataset(Buffer.from(job.bytes.buffer, job.bytes.byteOffset, job.bytes.byteLength), job.format);
   if (!job.features.some((f) => rows.some((r) => r[f.name] !== undefined && r[f.name] !== null))) {
-    return { error: { code: 'SY_ERR_BAD_REQUEST', message: `the dataset has none of the monitored features of ${job.target} (expected columns such as ${job.features.slice(0, 3).map((f) => `"${f.name}"`).join(', ')}; name them with "names" or match the tensor columns)` } };
+    return {
+      error: {
+        code: 'SY_ERR_BAD_REQUEST',
+        message: `the dataset has none of the monitored features of ${job.target} (expected columns such as ${job.features
+          .slice(0, 3)
+          .map((f) => `"${f.name}"`)
+          .join(', ')}; name them with "names" or match the tensor columns)`,
+      },
+    };
   }
   return { profile: buildProfile(job.features, rows), rows: rows.length };
 }
 
-run().then((r) => port.postMessage(r), (e: unknown) => port.postMessage({
-  error: isSwitchyardError(e) ? { code: e.code, message: e.message } : { code: 'SY_ERR_BAD_REQUEST', message: `cannot read dataset: ${(e as Error).message}` },
-} satisfies ProfileResult));
+run().then(
+  (r) => port.postMessage(r),
+  (e: unknown) =>
+    port.postMessage({
+      error: isSwitchyardError(e)
+        ? { code: e.code, message: e.message }
+        : { code: 'SY_ERR_BAD_REQUEST', message: `cannot read dataset: ${(e as Error).message}` },
+    } satisfies ProfileResult),
+);

@@ -106,7 +106,10 @@ export class MonitoringService {
     this.#onBatch = (m) => this.timeline.recordBatch(m as BatchEvent);
     diagnostics.subscribe(channels.request.name as string, this.#onRequest);
     diagnostics.subscribe(channels.batch.name as string, this.#onBatch);
-    this.#timer = setInterval(() => void this.evaluateDrift().catch((x: unknown) => this.#logger.error({ err: x }, 'drift evaluation failed')), opts.driftEvalMs);
+    this.#timer = setInterval(
+      () => void this.evaluateDrift().catch((x: unknown) => this.#logger.error({ err: x }, 'drift evaluation failed')),
+      opts.driftEvalMs,
+    );
     this.#timer.unref();
     this.#gauges(opts.metrics);
   }
@@ -140,7 +143,12 @@ export class MonitoringService {
 
   async #reloadProfile(model: string, version: number): Promise<void> {
     try {
-      const row = await this.#db.db.selectFrom('reference_profiles').select('profile').where('model', '=', model).where('version', '=', version).executeTakeFirst();
+      const row = await this.#db.db
+        .selectFrom('reference_profiles')
+        .select('profile')
+        .where('model', '=', model)
+        .where('version', '=', version)
+        .executeTakeFirst();
       if (row === undefined) {
         this.#uninstall(model, version);
       } else {
@@ -161,13 +169,16 @@ export class MonitoringService {
   wants(model: string, version: number): { log: boolean; drift: boolean } {
     const log = this.log.sample(model);
     // Most requests of most models: no profile and not sampled — no allocation.
-    const drift = this.#monitored.has(model) && this.#monitors.has(key(model, version))
-      && (this.#opts.driftSampleRate >= 1 || Math.random() < this.#opts.driftSampleRate);
+    const drift =
+      this.#monitored.has(model) && this.#monitors.has(key(model, version)) && (this.#opts.driftSampleRate >= 1 || Math.random() < this.#opts.driftSampleRate);
     return log ? (drift ? BOTH : LOG_ONLY) : drift ? DRIFT_ONLY : NEITHER;
   }
 
   /** After a request succeeded: log it and / or feed drift, as `wants` said. Never throws. */
-  observe(w: { log: boolean; drift: boolean }, p: { model: string; version: number; tenant: string; arm: string | null; requestId: string; latencyMs: number; inputs: Named; outputs: Named }): void {
+  observe(
+    w: { log: boolean; drift: boolean },
+    p: { model: string; version: number; tenant: string; arm: string | null; requestId: string; latencyMs: number; inputs: Named; outputs: Named },
+  ): void {
     try {
       if (w.drift) this.#monitors.get(key(p.model, p.version))?.observe(p.inputs, p.outputs);
       if (w.log) this.log.record(p);
@@ -179,7 +190,14 @@ export class MonitoringService {
   // ── reference profiles ──
 
   /** Build and store the reference profile of a version from rows (a dataset) or from its logged predictions. */
-  async setProfile(model: string, version: number, source: { rows: Iterable<Record<string, number | string | null>>; label: string } | { log: PredictionQuery } | { dataset: Uint8Array; format: 'csv' | 'jsonl' }, names: Readonly<Record<string, readonly string[]>> | undefined, actor: string): Promise<ProfileRecord> {
+  async setProfile(
+    model: string,
+    version: number,
+    source:
+      { rows: Iterable<Record<string, number | string | null>>; label: string } | { log: PredictionQuery } | { dataset: Uint8Array; format: 'csv' | 'jsonl' },
+    names: Readonly<Record<string, readonly string[]>> | undefined,
+    actor: string,
+  ): Promise<ProfileRecord> {
     const v = await this.#registry.getVersion(model, version);
     if (v.signature === null) throw err('SY_ERR_REGISTRY_CONFLICT', `model "${model}" version ${version} has no signature yet`);
     const features: FeatureSpec[] = defaultFeatures(v.signature, names === undefined ? {} : { names });
@@ -192,7 +210,11 @@ export class MonitoringService {
     let label: string;
     if ('log' in source) {
       const records: PredictionRecord[] = await this.log.query({ ...source.log, model, version });
-      if (records.length === 0) throw err('SY_ERR_BAD_REQUEST', `no logged predictions of model "${model}" version ${version} in that range (is the prediction log sampling this model?)`);
+      if (records.length === 0)
+        throw err(
+          'SY_ERR_BAD_REQUEST',
+          `no logged predictions of model "${model}" version ${version} in that range (is the prediction log sampling this model?)`,
+        );
       rows = rowsFromRecords(features, records);
       label = `prediction log: ${records.length} requests`;
     } else {
@@ -200,7 +222,13 @@ export class MonitoringService {
       label = source.label;
       const list = Array.isArray(rows) ? (rows as Record<string, unknown>[]) : null;
       if (list !== null && !features.some((f) => list.some((r) => r[f.name] !== undefined && r[f.name] !== null))) {
-        throw err('SY_ERR_BAD_REQUEST', `the dataset has none of the monitored features of model "${model}" version ${version} (expected columns such as ${features.slice(0, 3).map((f) => `"${f.name}"`).join(', ')}; name them with "names" or match the tensor columns)`);
+        throw err(
+          'SY_ERR_BAD_REQUEST',
+          `the dataset has none of the monitored features of model "${model}" version ${version} (expected columns such as ${features
+            .slice(0, 3)
+            .map((f) => `"${f.name}"`)
+            .join(', ')}; name them with "names" or match the tensor columns)`,
+        );
       }
     }
     return this.#storeProfile(model, version, buildProfile(features, rows), label, actor);
@@ -220,7 +248,14 @@ export class MonitoringService {
   async getProfile(model: string, version: number): Promise<ProfileRecord> {
     const row = await this.#db.db.selectFrom('reference_profiles').selectAll().where('model', '=', model).where('version', '=', version).executeTakeFirst();
     if (row === undefined) throw err('SY_ERR_REGISTRY_NOT_FOUND', `model "${model}" version ${version} has no reference profile`);
-    return { model, version, source: row.source, createdBy: row.created_by, createdAt: new Date(Number(row.created_at)).toISOString(), profile: JSON.parse(row.profile) as ReferenceProfile };
+    return {
+      model,
+      version,
+      source: row.source,
+      createdBy: row.created_by,
+      createdAt: new Date(Number(row.created_at)).toISOString(),
+      profile: JSON.parse(row.profile) as ReferenceProfile,
+    };
   }
 
   async deleteProfile(model: string, version: number): Promise<void> {
@@ -253,7 +288,11 @@ export class MonitoringService {
   /** The drift report of a version over the current window (computed now). */
   drift(model: string, version: number): DriftReport {
     const mon = this.#monitorOf(model, version);
-    if (mon === undefined) throw err('SY_ERR_REGISTRY_NOT_FOUND', `model "${model}" version ${version} has no reference profile: set one first (POST /api/v1/models/${model}/versions/${version}/profile)`);
+    if (mon === undefined)
+      throw err(
+        'SY_ERR_REGISTRY_NOT_FOUND',
+        `model "${model}" version ${version} has no reference profile: set one first (POST /api/v1/models/${model}/versions/${version}/profile)`,
+      );
     const report = mon.report();
     this.#latest.set(key(model, version), { model, version, report });
     return report;
@@ -262,7 +301,11 @@ export class MonitoringService {
   /** Reference vs current-window counts per feature of a version (the histograms behind {@link drift}). */
   driftBins(model: string, version: number): DriftBins {
     const mon = this.#monitorOf(model, version);
-    if (mon === undefined) throw err('SY_ERR_REGISTRY_NOT_FOUND', `model "${model}" version ${version} has no reference profile: set one first (POST /api/v1/models/${model}/versions/${version}/profile)`);
+    if (mon === undefined)
+      throw err(
+        'SY_ERR_REGISTRY_NOT_FOUND',
+        `model "${model}" version ${version} has no reference profile: set one first (POST /api/v1/models/${model}/versions/${version}/profile)`,
+      );
     return mon.bins();
   }
 
@@ -291,16 +334,28 @@ export class MonitoringService {
     const now = Date.now();
     if (Number.isFinite(this.#opts.retentionMs) && now - this.#prunedAt > 3_600_000) {
       this.#prunedAt = now;
-      await this.#db.db.deleteFrom('drift_reports').where('at', '<', now - this.#opts.retentionMs).execute();
+      await this.#db.db
+        .deleteFrom('drift_reports')
+        .where('at', '<', now - this.#opts.retentionMs)
+        .execute();
     }
   }
 
-  async driftHistory(q: { model: string; version?: number; since?: number; until?: number; limit?: number }): Promise<{ at: string; version: number; report: DriftReport }[]> {
+  async driftHistory(q: {
+    model: string;
+    version?: number;
+    since?: number;
+    until?: number;
+    limit?: number;
+  }): Promise<{ at: string; version: number; report: DriftReport }[]> {
     let sel = this.#db.db.selectFrom('drift_reports').selectAll().where('model', '=', q.model);
     if (q.version !== undefined) sel = sel.where('version', '=', q.version);
     if (q.since !== undefined) sel = sel.where('at', '>=', q.since);
     if (q.until !== undefined) sel = sel.where('at', '<=', q.until);
-    const rows = await sel.orderBy('id', 'desc').limit(Math.min(q.limit ?? 100, 1000)).execute();
+    const rows = await sel
+      .orderBy('id', 'desc')
+      .limit(Math.min(q.limit ?? 100, 1000))
+      .execute();
     return rows.map((r) => ({ at: new Date(Number(r.at)).toISOString(), version: Number(r.version), report: JSON.parse(r.report) as DriftReport }));
   }
 
@@ -309,9 +364,12 @@ export class MonitoringService {
   /** The current value an alert rule watches, or null without data. */
   signal(rule: AlertRule): number | null {
     switch (rule.kind) {
-      case 'latency_p99': return this.#serving.snapshot(rule.model).p99Ms;
-      case 'error_rate': return this.#serving.snapshot(rule.model).errorRate;
-      default: break;
+      case 'latency_p99':
+        return this.#serving.snapshot(rule.model).p99Ms;
+      case 'error_rate':
+        return this.#serving.snapshot(rule.model).errorRate;
+      default:
+        break;
     }
     let worst: number | null = null;
     for (const { model, version, report } of this.#latest.values()) {
@@ -335,7 +393,10 @@ export class MonitoringService {
     const fv = ['model', 'version', 'feature'] as const;
     const perFeature = (name: string, help: string, pick: (f: DriftReport['features'][number]) => number | null): void => {
       new Gauge({
-        name, help, labelNames: fv, registers: [registry],
+        name,
+        help,
+        labelNames: fv,
+        registers: [registry],
         collect() {
           this.reset();
           for (const { model, version, report } of latest()) {
@@ -347,14 +408,21 @@ export class MonitoringService {
         },
       });
     };
-    perFeature('switchyard_drift_psi', 'Population stability index of a feature, current window vs the reference profile (> 0.2: significant drift).', (f) => f.psi);
+    perFeature(
+      'switchyard_drift_psi',
+      'Population stability index of a feature, current window vs the reference profile (> 0.2: significant drift).',
+      (f) => f.psi,
+    );
     perFeature('switchyard_drift_js_distance', 'Jensen-Shannon distance (base 2) of a feature, current window vs reference.', (f) => f.js);
     perFeature('switchyard_drift_ks_statistic', 'Kolmogorov-Smirnov statistic of a numeric feature, current window vs reference.', (f) => f.ks);
     perFeature('switchyard_data_missing_rate', 'Share of missing values of a feature in the current window.', (f) => f.quality.missingRate);
     perFeature('switchyard_data_nan_rate', 'Share of NaN values of a feature in the current window.', (f) => f.quality.nanRate);
     perFeature('switchyard_data_out_of_range_rate', 'Share of values outside the reference min..max in the current window.', (f) => f.quality.outOfRangeRate);
     new Gauge({
-      name: 'switchyard_drift_share', help: 'Share of monitored features that drifted in the current window (dataset drift when >= 0.5).', labelNames: ['model', 'version'], registers: [registry],
+      name: 'switchyard_drift_share',
+      help: 'Share of monitored features that drifted in the current window (dataset drift when >= 0.5).',
+      labelNames: ['model', 'version'],
+      registers: [registry],
       collect() {
         this.reset();
         for (const { model, version, report } of latest()) if (report.driftedShare !== null) this.set({ model, version: String(version) }, report.driftedShare);
@@ -363,7 +431,9 @@ export class MonitoringService {
     const log = this.log;
     const counter = (name: string, help: string, read: () => number): void => {
       new Counter({
-        name, help, registers: [registry],
+        name,
+        help,
+        registers: [registry],
         collect() {
           this.reset();
           this.inc(read());
@@ -371,7 +441,11 @@ export class MonitoringService {
       });
     };
     counter('switchyard_prediction_log_written_total', 'Sampled predictions written to the prediction log.', () => log.written);
-    counter('switchyard_prediction_log_dropped_total', 'Sampled predictions dropped (log buffer full, or a record the sink kept refusing); requests are never affected.', () => log.dropped);
+    counter(
+      'switchyard_prediction_log_dropped_total',
+      'Sampled predictions dropped (log buffer full, or a record the sink kept refusing); requests are never affected.',
+      () => log.dropped,
+    );
   }
 
   async close(): Promise<void> {

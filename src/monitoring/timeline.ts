@@ -229,7 +229,16 @@ export class ServingTimeline {
     const current = this.#step;
     const s = this.#series.get(model);
     const sum = new Float64Array(STRIDE);
-    const out = { t: [] as number[], requests: [] as number[], errors: [] as number[], p50Ms: [] as (number | null)[], p95Ms: [] as (number | null)[], p99Ms: [] as (number | null)[], queueMs: [] as (number | null)[], computeMs: [] as (number | null)[] };
+    const out = {
+      t: [] as number[],
+      requests: [] as number[],
+      errors: [] as number[],
+      p50Ms: [] as (number | null)[],
+      p95Ms: [] as (number | null)[],
+      p99Ms: [] as (number | null)[],
+      queueMs: [] as (number | null)[],
+      computeMs: [] as (number | null)[],
+    };
     for (let step = current - n + 1; step <= current; step++) {
       out.t.push(step * this.stepMs);
       const slot = step % this.steps;
@@ -237,8 +246,13 @@ export class ServingTimeline {
       const o = slot * STRIDE;
       const d = live ? s.data : null;
       if (d === null) {
-        out.requests.push(0); out.errors.push(0);
-        out.p50Ms.push(null); out.p95Ms.push(null); out.p99Ms.push(null); out.queueMs.push(null); out.computeMs.push(null);
+        out.requests.push(0);
+        out.errors.push(0);
+        out.p50Ms.push(null);
+        out.p95Ms.push(null);
+        out.p99Ms.push(null);
+        out.queueMs.push(null);
+        out.computeMs.push(null);
         continue;
       }
       for (let i = 0; i < STRIDE; i++) sum[i]! += d[o + i]!;
@@ -254,9 +268,13 @@ export class ServingTimeline {
     const ok = sum[OK]!;
     const served = sum[REQUESTS]! - sum[CLIENT_ERRORS]!;
     return {
-      model, ...out,
+      model,
+      ...out,
       totals: {
-        requests: sum[REQUESTS]!, errors: sum[ERRORS]!, clientErrors: sum[CLIENT_ERRORS]!, cached: sum[CACHED]!,
+        requests: sum[REQUESTS]!,
+        errors: sum[ERRORS]!,
+        clientErrors: sum[CLIENT_ERRORS]!,
+        cached: sum[CACHED]!,
         rate: Math.round((sum[REQUESTS]! / ((n * this.stepMs) / 1000)) * 1e6) / 1e6,
         errorRate: served > 0 ? round(sum[ERRORS]! / served) : null,
         p50Ms: round(binnedQuantile(sum, LAT, LATENCY_BOUNDS_MS, 0.5)),
@@ -266,7 +284,9 @@ export class ServingTimeline {
         computeMs: ok > 0 ? round(sum[COMPUTE_SUM]! / ok) : null,
       },
       batches: {
-        bounds: BATCH_BOUNDS_ROWS, counts: Array.from(sum.subarray(BATCH, BATCH + BATCH_BINS)), total: sum[BATCHES]!,
+        bounds: BATCH_BOUNDS_ROWS,
+        counts: Array.from(sum.subarray(BATCH, BATCH + BATCH_BINS)),
+        total: sum[BATCHES]!,
         meanRows: sum[BATCHES]! > 0 ? round(sum[BATCH_ROWS]! / sum[BATCHES]!) : null,
       },
     };

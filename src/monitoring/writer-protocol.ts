@@ -28,9 +28,7 @@ export interface BufferedBatch {
  * to convert first — or (`id: null`) close.
  */
 export type ToWriter =
-  | { readonly id: number; readonly rows: readonly SqlValue[] }
-  | { readonly id: number; readonly buffered: BufferedBatch }
-  | { readonly id: null };
+  { readonly id: number; readonly rows: readonly SqlValue[] } | { readonly id: number; readonly buffered: BufferedBatch } | { readonly id: null };
 
 /** Writer → main thread: a batch committed (`error: null`) or not. */
 export interface FromWriter {

@@ -37,8 +37,14 @@ export interface ArtifactCacheStats {
   corrupt: number;
 }
 
-interface Entry { size: number; holds: number }
-interface Fill { waiters: number; done: Promise<void> }
+interface Entry {
+  size: number;
+  holds: number;
+}
+interface Fill {
+  waiters: number;
+  done: Promise<void>;
+}
 
 export class ArtifactCache {
   readonly dir: string;
@@ -122,7 +128,7 @@ export class ArtifactCache {
       started.done = this.#fill(sha256, size, fetch, started).finally(() => {
         if (this.#inflight.get(sha256) === started) this.#inflight.delete(sha256);
       });
-      this.#inflight.set(sha256, fill = started);
+      this.#inflight.set(sha256, (fill = started));
     }
     fill.waiters++;
     await fill.done;
@@ -163,7 +169,10 @@ export class ArtifactCache {
     if (got.sha256 !== sha256 || got.size !== size) {
       this.stats.corrupt++;
       await rm(got.tmp, { force: true });
-      throw err('SY_ERR_ARTIFACT_UNAVAILABLE', `artifact ${sha256}: the store returned ${got.size} bytes hashing to ${got.sha256}, not the registered ${size} bytes; discarded`);
+      throw err(
+        'SY_ERR_ARTIFACT_UNAVAILABLE',
+        `artifact ${sha256}: the store returned ${got.size} bytes hashing to ${got.sha256}, not the registered ${size} bytes; discarded`,
+      );
     }
     this.stats.fetchedBytes += size;
     // Once indexed, later callers find the file: the waiters counted at that moment are the ones to hold it for.
@@ -240,7 +249,9 @@ export class ArtifactCache {
   }
 
   async #unlink(sha256: string): Promise<void> {
-    const p = rm(this.pathFor(sha256), { force: true }).catch((e: unknown) => this.#logger?.warn({ err: e, sha256 }, 'artifact cache: could not delete a file'));
+    const p = rm(this.pathFor(sha256), { force: true }).catch((e: unknown) =>
+      this.#logger?.warn({ err: e, sha256 }, 'artifact cache: could not delete a file'),
+    );
     const done = p.then(() => undefined);
     this.#removals.set(sha256, done);
     await done;

@@ -11,4 +11,14 @@ export { openArtifactStore, type ArtifactStoreSettings } from './stores.js';
 export { MAX_TAG_KEY } from './records.js';
 export { ALIAS_NAME, MODEL_NAME } from './names.js';
 export { NOTIFY_CHANNEL } from './registry.js';
-export { ARM_NAME, KEY_SOURCE, parseRoutingPolicy, routingPolicySchema, type Arm, type CircuitBreakerSpec, type RoutingPolicy, type RoutingPolicyInput, type ShadowSpec } from './routing-policy.js';
+export {
+  ARM_NAME,
+  KEY_SOURCE,
+  parseRoutingPolicy,
+  routingPolicySchema,
+  type Arm,
+  type CircuitBreakerSpec,
+  type RoutingPolicy,
+  type RoutingPolicyInput,
+  type ShadowSpec,
+} from './routing-policy.js';

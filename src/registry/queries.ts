@@ -24,16 +24,18 @@ export function notFound(name: string): Error {
 
 /** Run `fn` on one connection inside a transaction; commit when it resolves, roll back when it throws. */
 export async function inTransaction<T>(db: Db, dialect: Dialect, fn: (tx: Db) => Promise<T>, mode: 'write' | 'snapshot' = 'write'): Promise<T> {
-  const begin = dialect === 'sqlite'
-    ? (mode === 'write' ? 'begin immediate' : 'begin')
-    : (mode === 'write' ? 'begin' : 'begin isolation level repeatable read read only');
+  const begin =
+    dialect === 'sqlite' ? (mode === 'write' ? 'begin immediate' : 'begin') : mode === 'write' ? 'begin' : 'begin isolation level repeatable read read only';
   return db.connection().execute(async (conn) => {
     await sql.raw(begin).execute(conn);
     let out: T;
     try {
       out = await fn(conn);
     } catch (e) {
-      await sql.raw('rollback').execute(conn).catch(() => undefined);
+      await sql
+        .raw('rollback')
+        .execute(conn)
+        .catch(() => undefined);
       throw e;
     }
     await sql.raw('commit').execute(conn);
@@ -66,7 +68,12 @@ export async function readModels(db: Db): Promise<ModelRecord[]> {
 
 /** The model row, locked for the rest of the transaction on Postgres (SQLite transactions hold the write lock). */
 export async function lockModel(tx: Db, dialect: Dialect, name: string): Promise<DB['models']> {
-  const row = await tx.selectFrom('models').selectAll().where('name', '=', name).$if(dialect === 'postgres', (q) => q.forUpdate()).executeTakeFirst();
+  const row = await tx
+    .selectFrom('models')
+    .selectAll()
+    .where('name', '=', name)
+    .$if(dialect === 'postgres', (q) => q.forUpdate())
+    .executeTakeFirst();
   if (row === undefined) throw notFound(name);
   return row;
 }
@@ -83,11 +90,19 @@ export async function readVersionRow(db: Db, name: string, version: number): Pro
  * highest version ever created under it (from the event log), so version numbers are never reused.
  */
 export async function insertModel(tx: Db, row: DB['models']): Promise<boolean> {
-  const prior = await tx.selectFrom('events').select((eb) => eb.fn.max('version').as('v'))
-    .where('model', '=', row.name).where('type', '=', 'version_created').executeTakeFirst();
+  const prior = await tx
+    .selectFrom('events')
+    .select((eb) => eb.fn.max('version').as('v'))
+    .where('model', '=', row.name)
+    .where('type', '=', 'version_created')
+    .executeTakeFirst();
   const latest = prior?.v === null || prior?.v === undefined ? 0 : Number(prior.v);
-  const made = await tx.insertInto('models').values({ ...row, latest_version: latest })
-    .onConflict((oc) => oc.column('name').doNothing()).returning('name').executeTakeFirst();
+  const made = await tx
+    .insertInto('models')
+    .values({ ...row, latest_version: latest })
+    .onConflict((oc) => oc.column('name').doNothing())
+    .returning('name')
+    .executeTakeFirst();
   return made !== undefined;
 }
 
@@ -98,12 +113,15 @@ export async function readAlias(db: Db, name: string, alias: string): Promise<nu
 
 /** The alias's target at `ms` from the event log: the last move/removal (or model deletion) at or before it. */
 export async function readAliasAt(db: Db, name: string, alias: string, ms: number): Promise<number | null> {
-  const last = await db.selectFrom('events').select(['type', 'to_version']).where('model', '=', name).where('at', '<=', ms)
-    .where((eb) => eb.or([
-      eb.and([eb('alias', '=', alias), eb('type', 'in', ['alias_moved', 'alias_removed'])]),
-      eb('type', '=', 'model_deleted'),
-    ]))
-    .orderBy('id', 'desc').limit(1).executeTakeFirst();
+  const last = await db
+    .selectFrom('events')
+    .select(['type', 'to_version'])
+    .where('model', '=', name)
+    .where('at', '<=', ms)
+    .where((eb) => eb.or([eb.and([eb('alias', '=', alias), eb('type', 'in', ['alias_moved', 'alias_removed'])]), eb('type', '=', 'model_deleted')]))
+    .orderBy('id', 'desc')
+    .limit(1)
+    .executeTakeFirst();
   return last?.type === 'alias_moved' && last.to_version !== null ? Number(last.to_version) : null;
 }
 
@@ -112,17 +130,26 @@ export async function readEvents(db: Db, q: EventQuery): Promise<RegistryEvent[]
   if (!Number.isSafeInteger(limit) || limit < 1) throw err('SY_ERR_BAD_REQUEST', `limit must be a positive integer (at most ${MAX_EVENT_LIMIT})`);
   const since = q.since === undefined ? undefined : parseTime(q.since, 'since');
   const until = q.until === undefined ? undefined : parseTime(q.until, 'until');
-  const rows = await db.selectFrom('events').selectAll()
+  const rows = await db
+    .selectFrom('events')
+    .selectAll()
     .$if(q.model !== undefined, (b) => b.where('model', '=', q.model ?? ''))
     .$if(since !== undefined, (b) => b.where('at', '>=', since ?? 0))
     .$if(until !== undefined, (b) => b.where('at', '<=', until ?? 0))
-    .orderBy('id').limit(Math.min(limit, MAX_EVENT_LIMIT)).execute();
+    .orderBy('id')
+    .limit(Math.min(limit, MAX_EVENT_LIMIT))
+    .execute();
   return rows.map(eventRecord);
 }
 
 export async function readEventsById(db: Db, ids: readonly number[]): Promise<RegistryEvent[]> {
   if (ids.length === 0) return [];
-  const rows = await db.selectFrom('events').selectAll().where('id', 'in', [...ids]).orderBy('id').execute();
+  const rows = await db
+    .selectFrom('events')
+    .selectAll()
+    .where('id', 'in', [...ids])
+    .orderBy('id')
+    .execute();
   return rows.map(eventRecord);
 }
 
@@ -134,23 +161,31 @@ export async function readEventsAfter(db: Db, id: number): Promise<RegistryEvent
 
 /** The highest event id (0: none). */
 export async function readLastEventId(db: Db): Promise<number> {
-  const row = await db.selectFrom('events').select((eb) => eb.fn.max('id').as('id')).executeTakeFirst();
+  const row = await db
+    .selectFrom('events')
+    .select((eb) => eb.fn.max('id').as('id'))
+    .executeTakeFirst();
   return Number(row?.id ?? 0);
 }
 
 /** Every model with aliases and versions (archived included), from one consistent read. */
 export async function readSnapshot(db: Db, dialect: Dialect): Promise<RegistrySnapshot> {
-  return inTransaction(db, dialect, async (tx) => {
-    const models = await readModels(tx);
-    const versions = await tx.selectFrom('versions').selectAll().orderBy('model').orderBy('version').execute();
-    const byModel = new Map<string, VersionRecord[]>();
-    for (const v of versions) {
-      const list = byModel.get(v.model) ?? [];
-      list.push(versionRecord(v));
-      byModel.set(v.model, list);
-    }
-    return { models: models.map((m) => ({ ...m, versions: byModel.get(m.name) ?? [] })) };
-  }, 'snapshot');
+  return inTransaction(
+    db,
+    dialect,
+    async (tx) => {
+      const models = await readModels(tx);
+      const versions = await tx.selectFrom('versions').selectAll().orderBy('model').orderBy('version').execute();
+      const byModel = new Map<string, VersionRecord[]>();
+      for (const v of versions) {
+        const list = byModel.get(v.model) ?? [];
+        list.push(versionRecord(v));
+        byModel.set(v.model, list);
+      }
+      return { models: models.map((m) => ({ ...m, versions: byModel.get(m.name) ?? [] })) };
+    },
+    'snapshot',
+  );
 }
 
 /** Every version and alias a policy names must exist (an unknown target is a typo, not a plan): 400 naming it. */
@@ -168,7 +203,8 @@ export async function checkRoutingTargets(tx: Db, model: string, p: RoutingPolic
     if (r.ref === undefined) continue;
     if (/^\d+$/.test(r.ref)) {
       const v = await tx.selectFrom('versions').select(['archived_at']).where('model', '=', r.model).where('version', '=', Number(r.ref)).executeTakeFirst();
-      if (v === undefined || v.archived_at !== null) throw err('SY_ERR_BAD_REQUEST', `invalid routing policy: ${r.where}: model "${r.model}" has no version ${r.ref}${v ? ' (archived)' : ''}`);
+      if (v === undefined || v.archived_at !== null)
+        throw err('SY_ERR_BAD_REQUEST', `invalid routing policy: ${r.where}: model "${r.model}" has no version ${r.ref}${v ? ' (archived)' : ''}`);
     } else if ((await readAlias(tx, r.model, r.ref)) === null) {
       throw err('SY_ERR_BAD_REQUEST', `invalid routing policy: ${r.where}: model "${r.model}" has no alias "${r.ref}"`);
     }

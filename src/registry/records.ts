@@ -10,14 +10,23 @@ import { ALIAS_NAME, MODEL_NAME } from './names.js';
 import type { RoutingPolicy } from './routing-policy.js';
 import type { EventsTable, ModelsTable, VersionsTable } from '../storage/index.js';
 import type {
-  ArtifactRef, CreateModelInput, EventType, PushVersionInput, Lineage, LoadPolicy, ModelRecord, RegistryEvent, SignatureJson, VersionRecord, VersionStatus,
+  ArtifactRef,
+  CreateModelInput,
+  EventType,
+  PushVersionInput,
+  Lineage,
+  LoadPolicy,
+  ModelRecord,
+  RegistryEvent,
+  SignatureJson,
+  VersionRecord,
+  VersionStatus,
 } from './types.js';
 
 /** Alias names: start with a letter, so a path segment that is all digits is always a version number. */
 export const MAX_TAG_KEY = 128;
 export const VERSION_STATUSES: readonly VersionStatus[] = ['pending', 'ready', 'failed'];
 const LOAD_POLICIES: readonly LoadPolicy[] = ['preload', 'lazy'];
-
 
 export function checkModelName(name: unknown): string {
   if (typeof name !== 'string' || !MODEL_NAME.test(name)) {
@@ -203,4 +212,3 @@ export function parseTime(v: string, what: string): number {
   if (Number.isNaN(ms)) throw err('SY_ERR_BAD_REQUEST', `${what}: not an ISO-8601 time: ${JSON.stringify(v)}`);
   return ms;
 }
-

@@ -68,7 +68,12 @@ const circuitBreaker = z.strictObject({
 
 const cache = z.strictObject({
   /** How long a cached result stays valid, ms. Default 60000. */
-  ttlMs: z.number().int().min(1).max(7 * 86_400_000).default(60_000),
+  ttlMs: z
+    .number()
+    .int()
+    .min(1)
+    .max(7 * 86_400_000)
+    .default(60_000),
 });
 
 export const routingPolicySchema = z.strictObject({

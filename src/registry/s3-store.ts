@@ -16,9 +16,7 @@
  * becomes visible. One download per digest at a time, however many versions or requests wait for it.
  */
 import { createReadStream } from 'node:fs';
-import {
-  DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, S3Client, type S3ClientConfig,
-} from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { Logger } from 'pino';
 import { err } from '../errors.js';
@@ -96,7 +94,10 @@ export class S3ArtifactStore implements ArtifactStore {
       const key = this.keyFor(held.sha256);
       if ((await this.#storedSize(key)) !== held.size) {
         const upload = new Upload({
-          client: this.#client, partSize: this.#partBytes, queueSize: this.#concurrency, leavePartsOnError: false,
+          client: this.#client,
+          partSize: this.#partBytes,
+          queueSize: this.#concurrency,
+          leavePartsOnError: false,
           params: { Bucket: this.bucket, Key: key, Body: createReadStream(held.path), ContentType: 'application/octet-stream' },
         });
         await upload.done().catch((e: unknown) => Promise.reject(unavailable(`could not upload to s3://${this.bucket}/${key}`, e)));
@@ -151,7 +152,9 @@ export class S3ArtifactStore implements ArtifactStore {
       const last = Math.min(size, first + part) - 1;
       const want = last - first + 1;
       try {
-        const r = await this.#client.send(new GetObjectCommand({ Bucket: bucket, Key: key, ...(size > 0 ? { Range: `bytes=${first}-${last}` } : {}) }), { abortSignal: abort.signal });
+        const r = await this.#client.send(new GetObjectCommand({ Bucket: bucket, Key: key, ...(size > 0 ? { Range: `bytes=${first}-${last}` } : {}) }), {
+          abortSignal: abort.signal,
+        });
         const total = /\/(\d+)$/.exec(r.ContentRange ?? '')?.[1];
         if (total !== undefined && Number(total) !== size) {
           throw err('SY_ERR_ARTIFACT_UNAVAILABLE', `s3://${bucket}/${key} holds ${total} bytes, not the registered ${size}; refused`);

@@ -23,7 +23,11 @@ export interface ArtifactStoreSettings {
 
 export async function openArtifactStore(s: ArtifactStoreSettings): Promise<ArtifactStore> {
   if (s.url.startsWith('s3://')) {
-    const cache = await ArtifactCache.open({ dir: s.cacheDir || join(s.dataDir, 'artifact-cache'), maxBytes: s.cacheMaxBytes, ...(s.logger ? { logger: s.logger } : {}) });
+    const cache = await ArtifactCache.open({
+      dir: s.cacheDir || join(s.dataDir, 'artifact-cache'),
+      maxBytes: s.cacheMaxBytes,
+      ...(s.logger ? { logger: s.logger } : {}),
+    });
     // The AWS SDK loads only when S3 is configured.
     const { S3ArtifactStore } = await import('./s3-store.js');
     return new S3ArtifactStore({ ...s.s3, url: s.url, cache, ...(s.logger ? { logger: s.logger } : {}) });

@@ -71,12 +71,20 @@ export interface VersionRecord {
 }
 
 export type EventType =
-  | 'model_created' | 'model_updated' | 'model_deleted'
-  | 'version_created' | 'version_status' | 'version_archived'
-  | 'alias_moved' | 'alias_removed'
-  | 'tag_set' | 'tag_removed'
-  | 'routing_set' | 'routing_removed'
-  | 'experiment_started' | 'experiment_stopped';
+  | 'model_created'
+  | 'model_updated'
+  | 'model_deleted'
+  | 'version_created'
+  | 'version_status'
+  | 'version_archived'
+  | 'alias_moved'
+  | 'alias_removed'
+  | 'tag_set'
+  | 'tag_removed'
+  | 'routing_set'
+  | 'routing_removed'
+  | 'experiment_started'
+  | 'experiment_stopped';
 
 /** One entry of the append-only event log. Times are ISO-8601 UTC with milliseconds. */
 export interface RegistryEvent {

@@ -118,7 +118,15 @@ export function cacheKey(parts: CacheKeyParts): string {
   return hash.digest('base64url');
 }
 
-export interface CacheStats { hits: number; misses: number; sets: number; evictions: number; errors: number; entries: number; bytes: number }
+export interface CacheStats {
+  hits: number;
+  misses: number;
+  sets: number;
+  evictions: number;
+  errors: number;
+  entries: number;
+  bytes: number;
+}
 
 export interface ResultCache {
   readonly kind: 'memory' | 'redis';
@@ -152,7 +160,7 @@ function entrySize(key: string, outputs: readonly Tensor[]): number {
 
 /** A private, frozen copy (typed arrays and BYTES elements copied to exactly their own storage). */
 function copyTensor(t: Tensor): Tensor {
-  const data = t.dtype.array === null ? Object.freeze((t.data as Uint8Array[]).map((b) => b.slice())) as Uint8Array[] : (t.data as NumericArray).slice();
+  const data = t.dtype.array === null ? (Object.freeze((t.data as Uint8Array[]).map((b) => b.slice())) as Uint8Array[]) : (t.data as NumericArray).slice();
   return Object.freeze({ dtype: t.dtype, shape: Object.freeze([...t.shape]), data });
 }
 
@@ -167,7 +175,9 @@ export interface MemoryCacheOptions {
   readonly maxEntryBytes?: number;
 }
 
-interface MemoryEntry { readonly outputs: readonly Tensor[] }
+interface MemoryEntry {
+  readonly outputs: readonly Tensor[];
+}
 
 /**
  * In-process LRU bounded by bytes with a per-entry TTL (lru-cache; expired entries are dropped on access and
@@ -224,8 +234,13 @@ export class MemoryResultCache implements ResultCache {
   stats(): CacheStats {
     this.lru.purgeStale();
     return {
-      hits: this.hits, misses: this.misses, sets: this.sets, evictions: this.evictions, errors: 0,
-      entries: this.lru.size, bytes: this.lru.calculatedSize,
+      hits: this.hits,
+      misses: this.misses,
+      sets: this.sets,
+      evictions: this.evictions,
+      errors: 0,
+      entries: this.lru.size,
+      bytes: this.lru.calculatedSize,
     };
   }
 
@@ -245,7 +260,11 @@ const MAGIC = Buffer.from('SYC1', 'latin1');
 const ALIGN = 8;
 const pad = (n: number): number => (n + ALIGN - 1) & ~(ALIGN - 1);
 
-interface HeaderEntry { d: string; s: number[]; n: number }
+interface HeaderEntry {
+  d: string;
+  s: number[];
+  n: number;
+}
 
 /** Binary serialization used by the Redis cache (one allocation). */
 export function encodeOutputs(outputs: readonly Tensor[]): Buffer {
@@ -430,8 +449,12 @@ export class RedisResultCache implements ResultCache {
       const buf = encodeOutputs(outputs);
       if (buf.length > this.maxEntryBytes) return;
       this.redis.set(this.prefix + key, buf, 'PX', Math.ceil(ttlMs)).then(
-        () => { this.sets++; },
-        () => { this.errors++; },
+        () => {
+          this.sets++;
+        },
+        () => {
+          this.errors++;
+        },
       );
     } catch {
       this.errors++;

@@ -38,11 +38,19 @@ export class CompiledPolicy {
   readonly hashVersion: number;
   readonly namespace: Namespace | null;
 
-  constructor(readonly model: string, readonly revision: number, readonly spec: RoutingPolicy) {
+  constructor(
+    readonly model: string,
+    readonly revision: number,
+    readonly spec: RoutingPolicy,
+  ) {
     const arms = spec.arms ?? [];
     const total = arms.reduce((a, b) => a + b.weight, 0);
     this.arms = arms.map((a) => ({ name: a.name, target: a.target, weight: total > 0 ? a.weight / total : 0 }));
-    this.ranges = getBucketRange(this.arms.length, spec.sticky?.coverage ?? 1, this.arms.map((a) => a.weight));
+    this.ranges = getBucketRange(
+      this.arms.length,
+      spec.sticky?.coverage ?? 1,
+      this.arms.map((a) => a.weight),
+    );
     let c = 0;
     this.#cumulative = this.arms.map((a) => (c += a.weight));
     const key = spec.sticky?.key ?? null;
@@ -92,19 +100,26 @@ export function fallsBack(e: unknown): boolean {
 export function countsAgainst(e: unknown): boolean {
   const x = e as Partial<SwitchyardError>;
   if (typeof x.status !== 'number') return true;
-  return x.code === 'SY_ERR_INFERENCE_FAILED' || x.code === 'SY_ERR_TIMEOUT' || x.code === 'SY_ERR_INTERNAL'
-    || x.code === 'SY_ERR_LOAD_TIMEOUT' || (x.code === 'SY_ERR_MODEL_NOT_READY');
+  return (
+    x.code === 'SY_ERR_INFERENCE_FAILED' ||
+    x.code === 'SY_ERR_TIMEOUT' ||
+    x.code === 'SY_ERR_INTERNAL' ||
+    x.code === 'SY_ERR_LOAD_TIMEOUT' ||
+    x.code === 'SY_ERR_MODEL_NOT_READY'
+  );
 }
 
 /** A fallback chain entry resolved against the serving state: a version, or why it cannot serve. */
 export type FallbackStep = { readonly mv: ModelVersion; readonly error: null } | { readonly mv: null; readonly error: SwitchyardError };
 
-
 const SHADOW_FLOW: Flow = Object.freeze({ id: '\u0000shadow', weight: 0.25 });
 /** Shadow copies in flight per target beyond which new copies are dropped (counted), so a slow shadow cannot pile up memory. */
 const MAX_SHADOW_INFLIGHT = 64;
 
-interface BreakerEntry { readonly spec: CircuitBreakerSpec; readonly breaker: CircuitBreaker }
+interface BreakerEntry {
+  readonly spec: CircuitBreakerSpec;
+  readonly breaker: CircuitBreaker;
+}
 
 export interface TrafficRouterOptions {
   readonly manager: ModelManager;
@@ -225,17 +240,19 @@ export class TrafficRouter {
       stats.record('ok', latencyMs, cmp);
       publish({ outcome: 'ok', latencyMs, maxAbsDiff: cmp.maxAbsDiff, agreement: cmp.agreement, rows: cmp.rows });
     };
-    run().catch((e: unknown) => {
-      const timedOut = (e as SwitchyardError).code === 'SY_ERR_TIMEOUT';
-      if (timedOut && job !== null) (job as { cancel(r: SwitchyardError): void }).cancel(e as SwitchyardError);
-      const latencyMs = performance.now() - t0;
-      stats.record(timedOut ? 'timeout' : 'error', latencyMs, null);
-      publish({ outcome: timedOut ? 'timeout' : 'error', latencyMs, maxAbsDiff: null, agreement: null, rows: 0 });
-    }).finally(() => {
-      clearTimeout(timer);
-      this.#shadowInflight.set(key, (this.#shadowInflight.get(key) ?? 1) - 1);
-      this.#manager.release(mv);
-    });
+    run()
+      .catch((e: unknown) => {
+        const timedOut = (e as SwitchyardError).code === 'SY_ERR_TIMEOUT';
+        if (timedOut && job !== null) (job as { cancel(r: SwitchyardError): void }).cancel(e as SwitchyardError);
+        const latencyMs = performance.now() - t0;
+        stats.record(timedOut ? 'timeout' : 'error', latencyMs, null);
+        publish({ outcome: timedOut ? 'timeout' : 'error', latencyMs, maxAbsDiff: null, agreement: null, rows: 0 });
+      })
+      .finally(() => {
+        clearTimeout(timer);
+        this.#shadowInflight.set(key, (this.#shadowInflight.get(key) ?? 1) - 1);
+        this.#manager.release(mv);
+      });
   }
 
   /** Running shadow statistics for (model, shadow target). */
@@ -274,4 +291,3 @@ export function sameInputs(a: ModelVersion, b: ModelVersion): boolean {
   for (let i = 0; i < x.outputs.length; i++) if (x.outputs[i]!.name !== y.outputs[i]!.name) return false;
   return true;
 }
-

@@ -116,11 +116,17 @@ export class Batcher {
   }
 
   /** Requests waiting in the queue. */
-  get queued(): number { return this.#fq.queued; }
+  get queued(): number {
+    return this.#fq.queued;
+  }
   /** Requests in batches currently executing. */
-  get running(): number { return this.#running; }
+  get running(): number {
+    return this.#running;
+  }
   /** Flows with bookkeeping: requests queued, or an idle flow still owing service. */
-  get flows(): number { return this.#fq.flows; }
+  get flows(): number {
+    return this.#fq.flows;
+  }
 
   /**
    * Queue a request of `flow`. `inputs` are in signature order and already validated; `rows` is their dim 0
@@ -219,7 +225,8 @@ export class Batcher {
       const target = this.#target(g, arrivedAtEmptyQueue);
       if (target === 0) return; // timer armed: wait for a fuller batch
       const jobs = this.#take(g, target);
-      if (jobs.length > 0) this.#dispatch(inst, jobs); // empty when every candidate was abandoned
+      if (jobs.length > 0)
+        this.#dispatch(inst, jobs); // empty when every candidate was abandoned
       else if (this.#fq.queued === 0 && this.#running === 0) this.#fq.forgive();
       arrivedAtEmptyQueue = false;
     }
@@ -252,10 +259,13 @@ export class Batcher {
     if (this.#timer && this.#timerAt <= at) return;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timerAt = at;
-    this.#timer = setTimeout(() => {
-      this.#timer = null;
-      this.#schedule();
-    }, Math.max(0, ms));
+    this.#timer = setTimeout(
+      () => {
+        this.#timer = null;
+        this.#schedule();
+      },
+      Math.max(0, ms),
+    );
   }
 
   /** Pop jobs from `g` in fair order up to `target` rows (the first job always, even if larger). */
@@ -372,9 +382,14 @@ export class Batcher {
         j.batchRows = j.rows;
         j.resolve(o.outputs);
       } else {
-        j.reject(someRan
-          ? err('SY_ERR_INPUT_REJECTED', 'the model failed on this request\'s input values while the requests batched with it ran; check that they are in the range the model accepts (e.g. token ids within its vocabulary)')
-          : o);
+        j.reject(
+          someRan
+            ? err(
+                'SY_ERR_INPUT_REJECTED',
+                "the model failed on this request's input values while the requests batched with it ran; check that they are in the range the model accepts (e.g. token ids within its vocabulary)",
+              )
+            : o,
+        );
       }
     }
     this.#schedule();

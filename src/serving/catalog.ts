@@ -43,7 +43,8 @@ export class LlmService {
     try {
       for (const config of opts.config.models) {
         const onUpstreamError = (deployment: string, reason: string): void => {
-          if (channels.llmUpstreamError.hasSubscribers) channels.llmUpstreamError.publish({ model: config.name, deployment, reason } satisfies LlmUpstreamErrorEvent);
+          if (channels.llmUpstreamError.hasSubscribers)
+            channels.llmUpstreamError.publish({ model: config.name, deployment, reason } satisfies LlmUpstreamErrorEvent);
         };
         const backend = await createBackend(config, opts, onUpstreamError);
         models.set(config.name, { name: config.name, config, backend, created });
@@ -74,11 +75,17 @@ export class LlmService {
   }
 }
 
-function createBackend(config: LlmModelConfig, opts: LlmServiceOptions, onUpstreamError: (deployment: string, reason: string) => void): Promise<LlmBackend> | LlmBackend {
+function createBackend(
+  config: LlmModelConfig,
+  opts: LlmServiceOptions,
+  onUpstreamError: (deployment: string, reason: string) => void,
+): Promise<LlmBackend> | LlmBackend {
   const logger = opts.logger;
   switch (config.backend) {
-    case 'llama': return LlamaBackend.create(config, { logger }).then((b) => new FairLlmBackend(b, new FairSlots(config.name, config.sequences, config.maxQueue)));
-    case 'upstream': return new UpstreamBackend(config, { logger, onUpstreamError });
+    case 'llama':
+      return LlamaBackend.create(config, { logger }).then((b) => new FairLlmBackend(b, new FairSlots(config.name, config.sequences, config.maxQueue)));
+    case 'upstream':
+      return new UpstreamBackend(config, { logger, onUpstreamError });
     case 'onnx-embeddings':
       if (opts.embeddings === undefined) throw new Error(`LLM model "${config.name}": onnx-embeddings models need the inference core (none given)`);
       return opts.embeddings(config, logger);

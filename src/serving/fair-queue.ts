@@ -81,10 +81,18 @@ export interface FairItem<J extends FairItem<J>> {
 }
 
 /** Items of one key; `lanes` holds one non-empty lane per flow with items queued here. */
-export interface Group<J extends FairItem<J>> { readonly lanes: Lane<J>[]; /** Total cost queued here. */ cost: number }
+export interface Group<J extends FairItem<J>> {
+  readonly lanes: Lane<J>[];
+  /** Total cost queued here. */ cost: number;
+}
 
 /** One flow's queued items in one group, oldest at `head` (intrusive list through prev / next). */
-export interface Lane<J extends FairItem<J>> { group: Group<J>; readonly flow: FlowState<J>; head: J | null; tail: J | null }
+export interface Lane<J extends FairItem<J>> {
+  group: Group<J>;
+  readonly flow: FlowState<J>;
+  head: J | null;
+  tail: J | null;
+}
 
 /** A flow's bookkeeping; present while it has items queued or owes service (`finish` ahead of V). */
 interface FlowState<J extends FairItem<J>> {
@@ -135,9 +143,13 @@ export class FairQueue<J extends FairItem<J>> {
   #queued = 0;
 
   /** Items queued. */
-  get queued(): number { return this.#queued; }
+  get queued(): number {
+    return this.#queued;
+  }
   /** Flows with bookkeeping: items queued, or an idle flow still owing service. */
-  get flows(): number { return this.#flows.size; }
+  get flows(): number {
+    return this.#flows.size;
+  }
 
   /**
    * Queue `job` (its `cost` set) under `key` for `flow`: tags it and links it last in its flow's lane. Throws a

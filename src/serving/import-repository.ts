@@ -45,7 +45,8 @@ export async function importRepository(registry: ImportTarget, dir: string, log:
     const config: Record<string, unknown> = rm.configError ? {} : { version_policy: { latest: { num_versions: 1 } }, ...rm.config };
     const existing: ModelRecord | null = await registry.getModel(rm.name).catch((e: unknown) => (notFound(e) ? null : Promise.reject(e)));
     if (!existing) {
-      await registry.createModel({ name: rm.name, description: `imported from ${dir}`, loadPolicy: 'preload', config }, ACTOR)
+      await registry
+        .createModel({ name: rm.name, description: `imported from ${dir}`, loadPolicy: 'preload', config }, ACTOR)
         .catch((e: unknown) => (conflict(e) ? registry.getModel(rm.name) : Promise.reject(e)));
     } else if (JSON.stringify(existing.config) !== JSON.stringify(config)) {
       await registry.updateModel(rm.name, { config }, ACTOR);
@@ -55,7 +56,8 @@ export async function importRepository(registry: ImportTarget, dir: string, log:
       const path = rm.artifact(v);
       const known = have.get(v);
       if (known !== undefined) {
-        if (known !== (await sha256File(path))) log.warn({ model: rm.name, version: v, path }, 'repository file differs from the registered version of the same number; the registered one is kept');
+        if (known !== (await sha256File(path)))
+          log.warn({ model: rm.name, version: v, path }, 'repository file differs from the registered version of the same number; the registered one is kept');
         continue;
       }
       try {

@@ -13,7 +13,16 @@
  * (runtimes/llama/slots.ts) then only picks which free sequence (the longest shared prompt prefix): it never
  * waits, since no more requests than sequences are let through.
  */
-import { LlmError, type CancelSignal, type ChunkStream, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest, type LlmBackend, type TokenEstimate } from '../runtimes/index.js';
+import {
+  LlmError,
+  type CancelSignal,
+  type ChunkStream,
+  type EmbeddingRequest,
+  type EmbeddingResult,
+  type GenerationRequest,
+  type LlmBackend,
+  type TokenEstimate,
+} from '../runtimes/index.js';
 import { DEFAULT_FLOW, FairQueue, type FairItem, type Flow, type Lane } from './fair-queue.js';
 
 /** One request waiting for a sequence. */
@@ -65,9 +74,13 @@ export class FairSlots {
   }
 
   /** Requests waiting for a permit. */
-  get queued(): number { return this.#fq.queued; }
+  get queued(): number {
+    return this.#fq.queued;
+  }
   /** Permits held. */
-  get active(): number { return this.#active; }
+  get active(): number {
+    return this.#active;
+  }
 
   /**
    * Wait for a permit in `flow`'s fair turn; `cost` is what the request charges its flow (tokens). Rejects with
@@ -77,7 +90,8 @@ export class FairSlots {
   acquire(flow: Flow, cost: number, signal: CancelSignal): Promise<void> {
     if (this.#closed !== null) return Promise.reject(this.#closed);
     if (signal.aborted) return Promise.reject(closedError());
-    if (this.#active >= this.size && this.#fq.queued >= this.#maxQueue) { // it would wait, and the queue is full
+    if (this.#active >= this.size && this.#fq.queued >= this.#maxQueue) {
+      // it would wait, and the queue is full
       const victim = this.#fq.victim(flow);
       if (victim === null) return Promise.reject(this.#overloaded('retry shortly'));
       this.#fq.withdraw(victim);
@@ -133,7 +147,9 @@ export class FairSlots {
   }
 
   #overloaded(what: string): LlmError {
-    return new LlmError('SY_ERR_MODEL_OVERLOADED', `model "${this.#model}" is at capacity (${this.size} sequences busy, ${this.#fq.queued} waiting); ${what}`, { retryAfterMs: 1000 });
+    return new LlmError('SY_ERR_MODEL_OVERLOADED', `model "${this.#model}" is at capacity (${this.size} sequences busy, ${this.#fq.queued} waiting); ${what}`, {
+      retryAfterMs: 1000,
+    });
   }
 }
 
@@ -154,9 +170,15 @@ export class FairLlmBackend implements LlmBackend {
     this.#slots = slots;
   }
 
-  get kind(): LlmBackend['kind'] { return this.#inner.kind; }
-  get capabilities(): LlmBackend['capabilities'] { return this.#inner.capabilities; }
-  get contextLength(): number | null { return this.#inner.contextLength; }
+  get kind(): LlmBackend['kind'] {
+    return this.#inner.kind;
+  }
+  get capabilities(): LlmBackend['capabilities'] {
+    return this.#inner.capabilities;
+  }
+  get contextLength(): number | null {
+    return this.#inner.contextLength;
+  }
 
   estimate(req: GenerationRequest): Promise<TokenEstimate> {
     return this.#inner.estimate(req);
@@ -207,7 +229,12 @@ export class FairLlmBackend implements LlmBackend {
         return { done: true, value: undefined };
       },
     };
-    return { get usage() { return inner.usage; }, [Symbol.asyncIterator]: () => iterator };
+    return {
+      get usage() {
+        return inner.usage;
+      },
+      [Symbol.asyncIterator]: () => iterator,
+    };
   }
 
   embed(req: EmbeddingRequest): Promise<EmbeddingResult> {

@@ -43,10 +43,16 @@ export async function loadVersion(mv: ModelVersion, runtime: Runtime, log: Logge
   try {
     lease = await mv.artifact.open();
     const artifact = lease.path;
-    const base = { instances: c.instances, intraOpThreads: c.intraOpThreads, executionProvider: c.executionProvider, deviceId: c.deviceId, allowSpinning: c.allowSpinning };
+    const base = {
+      instances: c.instances,
+      intraOpThreads: c.intraOpThreads,
+      executionProvider: c.executionProvider,
+      deviceId: c.deviceId,
+      allowSpinning: c.allowSpinning,
+    };
     // auto: try the main thread for small CPU models, keep it only if a full batch is fast (measured below).
-    const tryInline = c.instanceMode === 'inline' ||
-      (c.instanceMode === 'auto' && c.executionProvider === 'cpu' && (await stat(artifact)).size <= INLINE_MAX_FILE_BYTES);
+    const tryInline =
+      c.instanceMode === 'inline' || (c.instanceMode === 'auto' && c.executionProvider === 'cpu' && (await stat(artifact)).size <= INLINE_MAX_FILE_BYTES);
     const trial = tryInline && c.instanceMode === 'auto';
     let maxBatchSize = 0;
     let warm: Error | null = null;
@@ -90,7 +96,10 @@ export async function loadVersion(mv: ModelVersion, runtime: Runtime, log: Logge
     mv.loaded = loaded;
     mv.maxBatchSize = maxBatchSize;
     mv.batcher = batcher;
-    log.info({ provider: loaded.executionProvider, instances: loaded.instances.length, mode: loaded.inline ? 'inline' : 'worker', maxBatchSize }, 'model version loaded');
+    log.info(
+      { provider: loaded.executionProvider, instances: loaded.instances.length, mode: loaded.inline ? 'inline' : 'worker', maxBatchSize },
+      'model version loaded',
+    );
     return null;
   } catch (e) {
     await loaded?.dispose().catch(() => undefined);

@@ -83,7 +83,10 @@ export class ServedModel {
   routing: RoutingPolicy | null = null;
   routingRevision = 0;
 
-  constructor(readonly name: string, config: ModelConfig) {
+  constructor(
+    readonly name: string,
+    config: ModelConfig,
+  ) {
     this.config = config;
   }
 
@@ -252,7 +255,9 @@ export class ModelManager {
       }
       if (mv.removed) throw err('SY_ERR_MODEL_NOT_FOUND', `model "${mv.model}" has no version "${mv.label}"`);
       if (mv.state === 'UNAVAILABLE') {
-        throw err('SY_ERR_MODEL_NOT_READY', `model "${mv.model}" version ${mv.version} is not ready (UNAVAILABLE: ${mv.reason ?? 'unknown'})`, { retryAfterS: 1 });
+        throw err('SY_ERR_MODEL_NOT_READY', `model "${mv.model}" version ${mv.version} is not ready (UNAVAILABLE: ${mv.reason ?? 'unknown'})`, {
+          retryAfterS: 1,
+        });
       }
       if (this.#closed) throw err('SY_ERR_SHUTTING_DOWN', 'the server is shutting down');
       waited = true;
@@ -304,7 +309,14 @@ export class ModelManager {
         if (readyOnly && v.state !== 'READY') continue;
         const state = v.state === 'UNLOADED' ? 'UNAVAILABLE' : v.state;
         const onDemand = !v.removed && (v.everReady || m.loadPolicy === 'lazy');
-        const reason = v.state === 'UNLOADED' ? (onDemand ? 'unloaded (loads on the next request)' : 'unloaded') : v.state === 'UNAVAILABLE' ? v.reason ?? 'unavailable' : '';
+        const reason =
+          v.state === 'UNLOADED'
+            ? onDemand
+              ? 'unloaded (loads on the next request)'
+              : 'unloaded'
+            : v.state === 'UNAVAILABLE'
+              ? (v.reason ?? 'unavailable')
+              : '';
         out.push({ name: m.name, version: v.label, state, reason });
       }
     }
@@ -326,13 +338,15 @@ export class ModelManager {
       if (mv) targets.add(mv);
     }
     const list = [...targets].sort((a, b) => a.version - b.version);
-    await Promise.all(list.map((mv) => {
-      if (mv.state === 'UNAVAILABLE' && m.configError === null) {
-        mv.state = 'UNLOADED';
-        mv.reason = null;
-      }
-      return this.#ensureLoaded(mv, 'request').catch(() => undefined);
-    }));
+    await Promise.all(
+      list.map((mv) => {
+        if (mv.state === 'UNAVAILABLE' && m.configError === null) {
+          mv.state = 'UNLOADED';
+          mv.reason = null;
+        }
+        return this.#ensureLoaded(mv, 'request').catch(() => undefined);
+      }),
+    );
     const failed = list.filter((v) => v.state !== 'READY');
     if (failed.length > 0) {
       throw err('SY_ERR_MODEL_NOT_READY', `failed to load model "${name}": ${failed.map((v) => `version ${v.label}: ${v.reason ?? v.state}`).join('; ')}`);
@@ -353,12 +367,14 @@ export class ModelManager {
    */
   async unloadModel(name: string): Promise<void> {
     const m = this.model(name);
-    await Promise.all(m.versions.map(async (mv) => {
-      if (mv.state === 'LOADING') await mv.transition?.catch(() => undefined);
-      if (mv.state !== 'READY') return;
-      if (mv.idle) return this.#unload(mv, 'requested');
-      mv.retiring = true; // release() unloads it when the last request finishes
-    }));
+    await Promise.all(
+      m.versions.map(async (mv) => {
+        if (mv.state === 'LOADING') await mv.transition?.catch(() => undefined);
+        if (mv.state !== 'READY') return;
+        if (mv.idle) return this.#unload(mv, 'requested');
+        mv.retiring = true; // release() unloads it when the last request finishes
+      }),
+    );
   }
 
   /** Resolves once every registry change seen so far has been applied (loads and swaps included). */
@@ -431,7 +447,14 @@ export class ModelManager {
     const live = records.filter((r) => r.archivedAt === null);
     const aliased = new Set(Object.values(rec.aliases));
     for (const label of policyVersions(rec.routing)) aliased.add(Number(label));
-    const selected = m.policy ? new Set(selectVersions(live.map((r) => r.version), m.policy)) : null;
+    const selected = m.policy
+      ? new Set(
+          selectVersions(
+            live.map((r) => r.version),
+            m.policy,
+          ),
+        )
+      : null;
     const servable = live.filter((r) => !selected || selected.has(r.version) || aliased.has(r.version));
     const keep = new Set(servable.map((r) => String(r.version)));
     for (const [label, mv] of m.byLabel) {
@@ -471,11 +494,19 @@ export class ModelManager {
     for (const [alias, version] of Object.entries(m.targetAliases)) {
       const mv = m.byLabel.get(String(version));
       if (!mv || m.aliases.get(alias) === mv) continue;
-      loads.push(this.#ensureLoaded(mv, cause).catch(() => undefined).then(() => {
-        // Never switch to a version that failed to load while another still serves the alias.
-        if (mv.state === 'READY' || !m.aliases.has(alias)) m.aliases.set(alias, mv);
-        else this.#log.error({ model: m.name, alias, version: mv.version, reason: mv.reason }, 'alias target failed to load; the alias keeps its previous version');
-      }));
+      loads.push(
+        this.#ensureLoaded(mv, cause)
+          .catch(() => undefined)
+          .then(() => {
+            // Never switch to a version that failed to load while another still serves the alias.
+            if (mv.state === 'READY' || !m.aliases.has(alias)) m.aliases.set(alias, mv);
+            else
+              this.#log.error(
+                { model: m.name, alias, version: mv.version, reason: mv.reason },
+                'alias target failed to load; the alias keeps its previous version',
+              );
+          }),
+      );
     }
     if (m.loadPolicy === 'preload') {
       // An explicit version policy preloads its whole selection; otherwise the newest version. Versions the
@@ -575,10 +606,19 @@ export class ModelManager {
       mv.reason = failure;
       mv.residentBytes = 0;
       log.error({ reason: failure }, 'model version unavailable');
-      this.#registry.setVersionStatus(mv.model, mv.version, 'failed', failure, 'switchyard').catch((e: unknown) => log.warn({ err: e }, 'recording the failed status in the registry failed'));
+      this.#registry
+        .setVersionStatus(mv.model, mv.version, 'failed', failure, 'switchyard')
+        .catch((e: unknown) => log.warn({ err: e }, 'recording the failed status in the registry failed'));
     }
     if (channels.load.hasSubscribers) {
-      channels.load.publish({ model: mv.model, version: mv.label, ok: failure === null, durationMs: mv.loadMs, cause, residentBytes: mv.residentBytes } satisfies LoadEvent);
+      channels.load.publish({
+        model: mv.model,
+        version: mv.label,
+        ok: failure === null,
+        durationMs: mv.loadMs,
+        cause,
+        residentBytes: mv.residentBytes,
+      } satisfies LoadEvent);
     }
   }
 
@@ -622,7 +662,10 @@ export class ModelManager {
       // `loading` already counts its reservation in #usedBytes.
       if (this.#usedBytes() <= this.#budget) return;
       if (need > this.#budget) {
-        throw err('SY_ERR_MEMORY_BUDGET', `model "${loading.model}" version ${loading.label} needs ${need} bytes, more than the whole memory budget (${this.#budget} bytes)`);
+        throw err(
+          'SY_ERR_MEMORY_BUDGET',
+          `model "${loading.model}" version ${loading.label} needs ${need} bytes, more than the whole memory budget (${this.#budget} bytes)`,
+        );
       }
       let victim: ModelVersion | null = null;
       for (const m of this.#models.values()) {
@@ -638,7 +681,11 @@ export class ModelManager {
       }
       const left = deadline - performance.now();
       if (left <= 0) {
-        throw err('SY_ERR_MEMORY_BUDGET', `model "${loading.model}" version ${loading.label} needs ${need} bytes but the memory budget (${this.#budget} bytes) is held by pinned or busy versions`, { retryAfterS: 1 });
+        throw err(
+          'SY_ERR_MEMORY_BUDGET',
+          `model "${loading.model}" version ${loading.label} needs ${need} bytes but the memory budget (${this.#budget} bytes) is held by pinned or busy versions`,
+          { retryAfterS: 1 },
+        );
       }
       let t: NodeJS.Timeout | undefined;
       await Promise.race([this.#roomFreed.promise, new Promise((r) => (t = setTimeout(r, left)))]);

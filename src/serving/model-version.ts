@@ -106,7 +106,11 @@ export class ModelVersion {
    */
   submit(inputs: readonly Tensor[], rows: number, timeoutUs: number, abandoned: (() => boolean) | null = null, flow: Flow = DEFAULT_FLOW): Job {
     if (this.state !== 'READY' || !this.batcher) {
-      throw err('SY_ERR_MODEL_NOT_READY', `model "${this.model}" version ${this.version} is not ready (${this.state}${this.reason ? `: ${this.reason}` : ''})`, { retryAfterS: 1 });
+      throw err(
+        'SY_ERR_MODEL_NOT_READY',
+        `model "${this.model}" version ${this.version} is not ready (${this.state}${this.reason ? `: ${this.reason}` : ''})`,
+        { retryAfterS: 1 },
+      );
     }
     return this.batcher.submit(inputs, rows, timeoutUs || this.config.defaultTimeoutUs, abandoned, flow);
   }

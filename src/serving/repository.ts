@@ -24,7 +24,10 @@ export interface RepositoryModel {
 }
 
 async function exists(p: string): Promise<boolean> {
-  return stat(p).then((s) => s.isFile(), () => false);
+  return stat(p).then(
+    (s) => s.isFile(),
+    () => false,
+  );
 }
 
 export async function scanRepository(dir: string): Promise<RepositoryModel[]> {
@@ -106,7 +109,8 @@ async function inlineFiles(root: string, config: ModelConfigFile): Promise<Model
           } catch (e) {
             throw err('SY_ERR_CONFIG_INVALID', `model_warmup.${i}.inputs.${name}.input_data_file: ${file} is not valid JSON: ${(e as Error).message}`);
           }
-          if (!Array.isArray(data)) throw err('SY_ERR_CONFIG_INVALID', `model_warmup.${i}.inputs.${name}.input_data_file: ${file} must hold a JSON array of values`);
+          if (!Array.isArray(data))
+            throw err('SY_ERR_CONFIG_INVALID', `model_warmup.${i}.inputs.${name}.input_data_file: ${file} must hold a JSON array of values`);
           inputs[name] = { ...spec, data };
         } else {
           inputs[name] = { ...spec, binary_data: bytes.toString('base64') };

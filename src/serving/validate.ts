@@ -24,7 +24,10 @@ export function checkDeclared(spec: TensorSpec, datatype: string, shape: readonl
     throw err('SY_ERR_INPUT_INVALID', `input "${spec.name}": datatype ${datatype} does not match the model's ${spec.dtype.v2}`);
   }
   if (shape.length !== spec.shape.length) {
-    throw err('SY_ERR_INPUT_INVALID', `input "${spec.name}": shape ${fmt(shape)} has rank ${shape.length}, the model expects rank ${spec.shape.length} ${fmt(spec.shape)}`);
+    throw err(
+      'SY_ERR_INPUT_INVALID',
+      `input "${spec.name}": shape ${fmt(shape)} has rank ${shape.length}, the model expects rank ${spec.shape.length} ${fmt(spec.shape)}`,
+    );
   }
   for (let i = 0; i < shape.length; i++) {
     const want = spec.shape[i]!;

@@ -13,7 +13,12 @@ import type { LoadedModel, Signature, TensorSpec } from '../runtimes/index.js';
 
 /** Zeros for every input, dynamic dims set to 1 and a dynamic dim 0 to `rows`. */
 export function zeroInputs(sig: Signature, rows: number): Tensor[] {
-  return sig.inputs.map((s) => zeros(s.dtype, s.shape.map((d, i) => (d === -1 ? (i === 0 ? rows : 1) : d))));
+  return sig.inputs.map((s) =>
+    zeros(
+      s.dtype,
+      s.shape.map((d, i) => (d === -1 ? (i === 0 ? rows : 1) : d)),
+    ),
+  );
 }
 
 /** Triton's config datatype name for a V2 datatype (`TYPE_FP32`; BYTES is `TYPE_STRING`). */
@@ -25,7 +30,16 @@ function randomTensor(dtype: DtypeInfo, shape: number[], name: string): Tensor {
   const n = elementCount(shape);
   if (dtype.array === null) {
     // BYTES: random decimal digit strings (a model that parses its string input still parses these).
-    return { dtype, shape, data: decodeJsonData(name, dtype, n, Array.from({ length: n }, () => String(Math.floor(Math.random() * 10)))) };
+    return {
+      dtype,
+      shape,
+      data: decodeJsonData(
+        name,
+        dtype,
+        n,
+        Array.from({ length: n }, () => String(Math.floor(Math.random() * 10))),
+      ),
+    };
   }
   const values = Array.from({ length: n }, () => {
     if (dtype.v2 === 'FP32' || dtype.v2 === 'FP64' || dtype.v2 === 'FP16') return Math.random();
@@ -41,7 +55,8 @@ function sampleInput(what: string, spec: TensorSpec, input: WarmupInput, rows: n
   if (input.data_type !== undefined) {
     const named = input.data_type.startsWith('TYPE_') ? input.data_type : `TYPE_${input.data_type}`;
     const want = tritonDataType(dtype);
-    if (named !== want && !(named === 'TYPE_BYTES' && want === 'TYPE_STRING')) throw new Error(`${what}: data_type ${input.data_type} but the model's input is ${want}`);
+    if (named !== want && !(named === 'TYPE_BYTES' && want === 'TYPE_STRING'))
+      throw new Error(`${what}: data_type ${input.data_type} but the model's input is ${want}`);
   }
   const declared = batched ? spec.shape.slice(1) : spec.shape;
   const dims = input.dims ?? declared.map((d) => (d === -1 ? 1 : d));
@@ -75,9 +90,10 @@ function sampleInput(what: string, spec: TensorSpec, input: WarmupInput, rows: n
 export function warmupInputs(sig: Signature, sample: WarmupSample, index: number, batched: boolean): Tensor[] {
   const label = `model_warmup[${index}]${sample.name ? ` "${sample.name}"` : ''}`;
   for (const name of Object.keys(sample.inputs)) {
-    if (!sig.inputs.some((s) => s.name === name)) throw new Error(`${label}: the model has no input "${name}" (inputs: ${sig.inputs.map((s) => s.name).join(', ')})`);
+    if (!sig.inputs.some((s) => s.name === name))
+      throw new Error(`${label}: the model has no input "${name}" (inputs: ${sig.inputs.map((s) => s.name).join(', ')})`);
   }
-  const rows = batched ? sample.batch_size ?? 1 : 1;
+  const rows = batched ? (sample.batch_size ?? 1) : 1;
   return sig.inputs.map((spec) => {
     const input = sample.inputs[spec.name];
     if (input === undefined) throw new Error(`${label}: input "${spec.name}" is not given (every input needs a source)`);

@@ -16,7 +16,6 @@ import type { DB, Dialect } from './schema.js';
 
 export type * from './schema.js';
 
-
 export interface Database {
   readonly db: Kysely<DB>;
   readonly dialect: Dialect;
@@ -84,7 +83,9 @@ async function openPostgres(url: string, opts: OpenDatabaseOptions): Promise<Dat
   const bounded = boundedClientConfig(opts.timeoutMs ?? 5000);
   if (schema !== null) {
     const admin = new pg.Client({ connectionString, ...bounded });
-    admin.on('error', () => { /* the statement in flight reports it */ });
+    admin.on('error', () => {
+      /* the statement in flight reports it */
+    });
     await admin.connect();
     try {
       await admin.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`);
@@ -109,7 +110,7 @@ async function openPostgres(url: string, opts: OpenDatabaseOptions): Promise<Dat
 
 /** Where the migrator keeps its tables: the Postgres schema (`public` when none is set); null on SQLite. */
 export function migrationSchema(database: Database): string | null {
-  return database.dialect === 'postgres' ? database.schema ?? 'public' : null;
+  return database.dialect === 'postgres' ? (database.schema ?? 'public') : null;
 }
 
 /** Open the metadata store named by `url` and bring its schema up to date (unless `migrate` is false). */

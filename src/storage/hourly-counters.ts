@@ -35,7 +35,9 @@ const SEP = '\u0000';
 export type GroupBy = 'hour' | 'day' | 'total';
 
 /** A counter row: key fields, `period` (start of the hour, epoch ms UTC; of the bucket in query results) and counters. */
-export interface PeriodRow { period: number }
+export interface PeriodRow {
+  period: number;
+}
 
 /** Where a row's fields live. Field and column names are code, never user input. */
 export interface CounterTable<R extends PeriodRow> {
@@ -198,7 +200,10 @@ export class HourlyCounters<R extends PeriodRow> {
 
   #exclusive<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.#lock.then(fn);
-    this.#lock = run.then(() => undefined, () => undefined);
+    this.#lock = run.then(
+      () => undefined,
+      () => undefined,
+    );
     return run;
   }
 
@@ -260,7 +265,9 @@ export class HourlyCounters<R extends PeriodRow> {
     const keyCols = grouped.map(([, c]) => sql.ref(c));
     const sums = t.counters.map(([, c, float]) => sql`sum(${float ? sql`cast(${sql.ref(c)} as double precision)` : sql.ref(c)}) as ${sql.ref(c)}`);
     const groupCols = groupBy === 'total' ? keyCols : [...keyCols, bucket];
-    const { rows: stored } = await sql<Record<string, unknown>>`select ${sql.join([...keyCols, sql`${groupBy === 'total' ? sql`min(period)` : bucket} as bucket`, ...sums])}
+    const { rows: stored } = await sql<
+      Record<string, unknown>
+    >`select ${sql.join([...keyCols, sql`${groupBy === 'total' ? sql`min(period)` : bucket} as bucket`, ...sums])}
       from ${sql.table(t.name)} ${conds.length > 0 ? sql`where ${sql.join(conds, sql` and `)}` : sql``}
       ${groupCols.length > 0 ? sql`group by ${sql.join(groupCols)}` : sql``}`.execute(this.#db);
 
@@ -270,7 +277,7 @@ export class HourlyCounters<R extends PeriodRow> {
     for (const s of stored) {
       if (s['bucket'] === null) continue; // 'total' over no rows at all (no group by): one row of nulls
       const r: Fields = { period: Number(s['bucket']) };
-      for (const [f, c] of t.keys) r[f] = collapsed.has(f) ? null : s[c] as string | number;
+      for (const [f, c] of t.keys) r[f] = collapsed.has(f) ? null : (s[c] as string | number);
       for (const [f, c] of t.counters) r[f] = Number(s[c]);
       groups.set(keyOf(r), r as unknown as R);
     }

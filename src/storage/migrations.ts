@@ -64,9 +64,10 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
 
         let events = db.schema.createTable('events');
-        events = dialect === 'postgres'
-          ? events.addColumn('id', 'bigserial', (c) => c.primaryKey())
-          : events.addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement());
+        events =
+          dialect === 'postgres'
+            ? events.addColumn('id', 'bigserial', (c) => c.primaryKey())
+            : events.addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement());
         await events
           .addColumn('model', 'text', (c) => c.notNull())
           .addColumn('type', 'text', (c) => c.notNull())
@@ -145,9 +146,10 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('usage_period').on('usage').column('period').execute();
 
         let audit = db.schema.createTable('audit_log');
-        audit = dialect === 'postgres'
-          ? audit.addColumn('id', 'bigserial', (c) => c.primaryKey())
-          : audit.addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement());
+        audit =
+          dialect === 'postgres'
+            ? audit.addColumn('id', 'bigserial', (c) => c.primaryKey())
+            : audit.addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement());
         await audit
           .addColumn('at', 'bigint', (c) => c.notNull())
           .addColumn('actor', 'text', (c) => c.notNull())
@@ -164,7 +166,9 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('audit_log_tenant_at').on('audit_log').columns(['tenant', 'at']).execute();
         // Append-only, enforced by the database itself.
         if (dialect === 'postgres') {
-          await sql`CREATE FUNCTION sy_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$`.execute(db);
+          await sql`CREATE FUNCTION sy_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$`.execute(
+            db,
+          );
           await sql`CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log FOR EACH ROW EXECUTE FUNCTION sy_audit_append_only()`.execute(db);
         } else {
           await sql`CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END`.execute(db);
@@ -180,7 +184,10 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
       async up(db: AnyDb): Promise<void> {
         // The model's traffic policy (JSON, null = none) and its revision (bumped by every change).
         await db.schema.alterTable('models').addColumn('routing', 'text').execute();
-        await db.schema.alterTable('models').addColumn('routing_revision', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+        await db.schema
+          .alterTable('models')
+          .addColumn('routing_revision', 'integer', (c) => c.notNull().defaultTo(0))
+          .execute();
 
         await db.schema
           .createTable('experiments')
@@ -220,9 +227,10 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
 
         let events = db.schema.createTable('experiment_events');
-        events = dialect === 'postgres'
-          ? events.addColumn('id', 'bigserial', (c) => c.primaryKey())
-          : events.addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement());
+        events =
+          dialect === 'postgres'
+            ? events.addColumn('id', 'bigserial', (c) => c.primaryKey())
+            : events.addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement());
         await events
           .addColumn('experiment', 'text', (c) => c.notNull().references('experiments.id').onDelete('cascade'))
           .addColumn('unit', 'text', (c) => c.notNull())
@@ -242,9 +250,10 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
       async up(db: AnyDb): Promise<void> {
         // Sampled predictions: inputs/outputs as JSON tensors ({name, datatype, shape, data}[]).
         let log = db.schema.createTable('prediction_log');
-        log = dialect === 'postgres'
-          ? log.addColumn('id', 'bigserial', (c) => c.primaryKey())
-          : log.addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement());
+        log =
+          dialect === 'postgres'
+            ? log.addColumn('id', 'bigserial', (c) => c.primaryKey())
+            : log.addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement());
         await log
           .addColumn('at', 'bigint', (c) => c.notNull())
           .addColumn('model', 'text', (c) => c.notNull())
@@ -273,9 +282,10 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
 
         // Drift reports as computed at the end of each evaluation (history).
         let drift = db.schema.createTable('drift_reports');
-        drift = dialect === 'postgres'
-          ? drift.addColumn('id', 'bigserial', (c) => c.primaryKey())
-          : drift.addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement());
+        drift =
+          dialect === 'postgres'
+            ? drift.addColumn('id', 'bigserial', (c) => c.primaryKey())
+            : drift.addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement());
         await drift
           .addColumn('model', 'text', (c) => c.notNull())
           .addColumn('version', 'integer', (c) => c.notNull())
@@ -294,9 +304,10 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
           .execute();
 
         let alerts = db.schema.createTable('alert_events');
-        alerts = dialect === 'postgres'
-          ? alerts.addColumn('id', 'bigserial', (c) => c.primaryKey())
-          : alerts.addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement());
+        alerts =
+          dialect === 'postgres'
+            ? alerts.addColumn('id', 'bigserial', (c) => c.primaryKey())
+            : alerts.addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement());
         await alerts
           .addColumn('rule', 'text', (c) => c.notNull())
           .addColumn('state', 'text', (c) => c.notNull())
@@ -309,7 +320,8 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('alert_events_rule_at').on('alert_events').columns(['rule', 'at']).execute();
       },
       async down(db: AnyDb): Promise<void> {
-        for (const t of ['alert_events', 'alert_rules', 'drift_reports', 'reference_profiles', 'prediction_log']) await db.schema.dropTable(t).ifExists().execute();
+        for (const t of ['alert_events', 'alert_rules', 'drift_reports', 'reference_profiles', 'prediction_log'])
+          await db.schema.dropTable(t).ifExists().execute();
       },
     },
     '0005_features': {
@@ -442,7 +454,10 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
     '0008_usage_invalid': {
       async up(db: AnyDb): Promise<void> {
         // Requests refused as invalid input (4xx) counted apart from server errors (5xx).
-        await db.schema.alterTable('usage').addColumn('invalid', 'bigint', (c) => c.notNull().defaultTo(0)).execute();
+        await db.schema
+          .alterTable('usage')
+          .addColumn('invalid', 'bigint', (c) => c.notNull().defaultTo(0))
+          .execute();
       },
       async down(db: AnyDb): Promise<void> {
         await db.schema.alterTable('usage').dropColumn('invalid').execute();
@@ -464,7 +479,8 @@ export function migrations(dialect: Dialect): Record<string, Migration> {
 
 /** Rebuild `usage` with (`withKey`) or without the `key_id` column in its primary key; rows are summed per new key. */
 async function rebuildUsage(db: AnyDb, withKey: boolean): Promise<void> {
-  let t = db.schema.createTable('usage_next')
+  let t = db.schema
+    .createTable('usage_next')
     .addColumn('tenant', 'text', (c) => c.notNull())
     .addColumn('model', 'text', (c) => c.notNull())
     .addColumn('version', 'integer', (c) => c.notNull());
@@ -477,13 +493,17 @@ async function rebuildUsage(db: AnyDb, withKey: boolean): Promise<void> {
     .addColumn('errors', 'bigint', (c) => c.notNull().defaultTo(0))
     .addColumn('invalid', 'bigint', (c) => c.notNull().defaultTo(0))
     // A new constraint name: on Postgres the old table's usage_pk index still exists until it is dropped.
-    .addPrimaryKeyConstraint(withKey ? 'usage_key_pk' : 'usage_pk', (withKey ? ['tenant', 'model', 'version', 'key_id', 'period'] : ['tenant', 'model', 'version', 'period']) as never)
+    .addPrimaryKeyConstraint(
+      withKey ? 'usage_key_pk' : 'usage_pk',
+      (withKey ? ['tenant', 'model', 'version', 'key_id', 'period'] : ['tenant', 'model', 'version', 'period']) as never,
+    )
     .execute();
   const keys = sql.join(['tenant', 'model', 'version', 'period'].map((c) => sql.ref(c)));
   const counters = ['requests', 'rows', 'compute_ms', 'errors', 'invalid'].map((c) => sql.ref(c));
-  await (withKey
-    ? sql`insert into usage_next (${keys}, key_id, ${sql.join(counters)}) select ${keys}, '', ${sql.join(counters)} from usage`
-    : sql`insert into usage_next (${keys}, ${sql.join(counters)}) select ${keys}, ${sql.join(counters.map((c) => sql`sum(${c})`))} from usage group by ${keys}`
+  await (
+    withKey
+      ? sql`insert into usage_next (${keys}, key_id, ${sql.join(counters)}) select ${keys}, '', ${sql.join(counters)} from usage`
+      : sql`insert into usage_next (${keys}, ${sql.join(counters)}) select ${keys}, ${sql.join(counters.map((c) => sql`sum(${c})`))} from usage group by ${keys}`
   ).execute(db);
   await db.schema.dropTable('usage').execute();
   await db.schema.alterTable('usage_next').renameTo('usage').execute();
@@ -502,7 +522,10 @@ class InCodeProvider implements MigrationProvider {
 
 function migrator(db: Kysely<DB>, dialect: Dialect, schema: string | null): Migrator {
   return new Migrator({
-    db, provider: new InCodeProvider(dialect), migrationTableName: 'sy_migrations', migrationLockTableName: 'sy_migrations_lock',
+    db,
+    provider: new InCodeProvider(dialect),
+    migrationTableName: 'sy_migrations',
+    migrationLockTableName: 'sy_migrations_lock',
     // Kysely looks for its tables across every schema unless told which: without this, another schema's
     // migration tables on the same database would be taken for ours.
     ...(schema === null ? {} : { migrationTableSchema: schema }),

@@ -25,7 +25,11 @@ export interface PgChannelOptions<T> {
 }
 
 /** Postgres caps a payload at 8000 bytes: bodies stay small (ids, not records). */
-interface Payload<T> { i: string; s: string; b: T }
+interface Payload<T> {
+  i: string;
+  s: string;
+  b: T;
+}
 
 export class PgChannel<T> {
   readonly #config: pg.ClientConfig;
@@ -124,18 +128,21 @@ export class PgChannel<T> {
     this.#timer = setTimeout(() => {
       this.#timer = null;
       if (this.#closed) return;
-      this.#connect().then(() => {
-        this.#logger?.info({ channel: this.#channel }, 'LISTEN connection re-established');
-        if (this.#closed) return;
-        try {
-          this.#onReconnect?.();
-        } catch (e) {
-          this.#logger?.warn({ err: e, channel: this.#channel }, 'a reconnect handler threw');
-        }
-      }, (e: unknown) => {
-        this.#logger?.debug({ err: e, channel: this.#channel }, 'LISTEN reconnect failed');
-        this.#scheduleReconnect();
-      });
+      this.#connect().then(
+        () => {
+          this.#logger?.info({ channel: this.#channel }, 'LISTEN connection re-established');
+          if (this.#closed) return;
+          try {
+            this.#onReconnect?.();
+          } catch (e) {
+            this.#logger?.warn({ err: e, channel: this.#channel }, 'a reconnect handler threw');
+          }
+        },
+        (e: unknown) => {
+          this.#logger?.debug({ err: e, channel: this.#channel }, 'LISTEN reconnect failed');
+          this.#scheduleReconnect();
+        },
+      );
     }, RECONNECT_MS);
     this.#timer.unref();
   }

@@ -119,7 +119,10 @@ export class DatabaseHealth {
     this.#timer = setTimeout(() => {
       this.#timer = null;
       if (this.#available || this.#closed) return;
-      probe().then(() => this.up(), () => this.#scheduleProbe());
+      probe().then(
+        () => this.up(),
+        () => this.#scheduleProbe(),
+      );
     }, PROBE_MS);
     this.#timer.unref();
   }
@@ -139,7 +142,9 @@ export function guardPool(pool: pg.Pool, health: DatabaseHealth, logger?: Logger
   // A client that errors while checked out (e.g. a reset between two statements of a transaction) would throw
   // "Unhandled 'error' event" without this; the statement in flight, or the next one, reports the fault.
   pool.on('connect', (client) => client.on('error', (e) => logger?.debug({ err: e }, 'Postgres client connection error')));
-  pool.on('error', () => { /* idle client lost: the pool drops it; the next statement reports the fault */ });
+  pool.on('error', () => {
+    /* idle client lost: the pool drops it; the next statement reports the fault */
+  });
   // One wrapper per checkout: `broken` is about this use of the client.
   const wrap = (client: pg.PoolClient): PostgresPoolClient => {
     let broken = false;

@@ -20,7 +20,8 @@ export function decodeBinaryData(input: string, dtype: DtypeInfo, count: number,
       if (o + 4 > bytes.length) throw err('SY_ERR_INPUT_INVALID', `input "${input}": truncated BYTES element length at byte ${o}`);
       const len = view.getUint32(o, true);
       o += 4;
-      if (o + len > bytes.length) throw err('SY_ERR_INPUT_INVALID', `input "${input}": BYTES element ${out.length} claims ${len} bytes, only ${bytes.length - o} left`);
+      if (o + len > bytes.length)
+        throw err('SY_ERR_INPUT_INVALID', `input "${input}": BYTES element ${out.length} claims ${len} bytes, only ${bytes.length - o} left`);
       out.push(new Uint8Array(bytes.buffer, bytes.byteOffset + o, len)); // a plain view: the bytes as sent, no decoding
       o += len;
     }

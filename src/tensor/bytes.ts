@@ -50,11 +50,17 @@ export function toRuntimeStrings(name: string, elements: readonly Uint8Array[]):
   for (let i = 0; i < elements.length; i++) {
     const b = elements[i]!;
     if (b.indexOf(0) >= 0) {
-      throw err('SY_ERR_NOT_REPRESENTABLE', `input "${name}": BYTES element ${i} contains a NUL byte, which the ONNX runtime cannot take (it would cut the element short)`);
+      throw err(
+        'SY_ERR_NOT_REPRESENTABLE',
+        `input "${name}": BYTES element ${i} contains a NUL byte, which the ONNX runtime cannot take (it would cut the element short)`,
+      );
     }
     const t = utf8Text(b);
     if (t === null) {
-      throw err('SY_ERR_NOT_REPRESENTABLE', `input "${name}": BYTES element ${i} is not valid UTF-8, which the ONNX runtime's string tensors cannot take unaltered`);
+      throw err(
+        'SY_ERR_NOT_REPRESENTABLE',
+        `input "${name}": BYTES element ${i} is not valid UTF-8, which the ONNX runtime's string tensors cannot take unaltered`,
+      );
     }
     out[i] = t;
   }

@@ -9,9 +9,14 @@ import { isWellFormed, utf8, utf8Text } from './bytes.js';
 import { newArray } from './tensor.js';
 
 const INT_RANGE: Record<string, readonly [number, number]> = {
-  UINT8: [0, 0xff], UINT16: [0, 0xffff], UINT32: [0, 0xffffffff],
-  INT8: [-0x80, 0x7f], INT16: [-0x8000, 0x7fff], INT32: [-0x80000000, 0x7fffffff],
-  INT64: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER], UINT64: [0, Number.MAX_SAFE_INTEGER],
+  UINT8: [0, 0xff],
+  UINT16: [0, 0xffff],
+  UINT32: [0, 0xffffffff],
+  INT8: [-0x80, 0x7f],
+  INT16: [-0x8000, 0x7fff],
+  INT32: [-0x80000000, 0x7fffffff],
+  INT64: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
+  UINT64: [0, Number.MAX_SAFE_INTEGER],
 };
 
 /** Deepest nesting of a `data` array accepted when the caller does not give the shape's rank. */
@@ -81,7 +86,10 @@ export function decodeJsonData(input: string, dtype: DtypeInfo, count: number, d
       if (typeof v !== 'string') bad(input, i, v2, v, 'a string');
       // A lone surrogate (JSON's "\ud800") has no UTF-8 encoding: refused rather than replaced by U+FFFD.
       if (!isWellFormed(v)) {
-        throw err('SY_ERR_NOT_REPRESENTABLE', `input "${input}": element ${i} holds an unpaired UTF-16 surrogate, which has no UTF-8 bytes; send arbitrary bytes with the binary tensor data extension`);
+        throw err(
+          'SY_ERR_NOT_REPRESENTABLE',
+          `input "${input}": element ${i} holds an unpaired UTF-16 surrogate, which has no UTF-8 bytes; send arbitrary bytes with the binary tensor data extension`,
+        );
       }
       out[i] = utf8(v);
     }
@@ -145,7 +153,10 @@ export function encodeJsonData(dtype: DtypeInfo, data: TensorData, name = 'a ten
     for (let i = 0; i < n; i++) {
       const t = utf8Text(elements[i]!);
       if (t === null) {
-        throw err('SY_ERR_NOT_REPRESENTABLE', `${name}: BYTES element ${i} is not valid UTF-8 and cannot be carried in JSON; request it as binary data (parameters.binary_data: true)`);
+        throw err(
+          'SY_ERR_NOT_REPRESENTABLE',
+          `${name}: BYTES element ${i} is not valid UTF-8 and cannot be carried in JSON; request it as binary data (parameters.binary_data: true)`,
+        );
       }
       texts[i] = t;
     }

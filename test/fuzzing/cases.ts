@@ -43,10 +43,49 @@ export class Rand {
   }
 }
 
-const NASTY_STRINGS = ['', ' ', '\u0000', '\ud800', '\udfff', 'é✓', '💥'.repeat(50), '"', '\\', '{"a":', '../../etc/passwd', '%00', 'x'.repeat(4096), '__proto__', 'constructor'];
+const NASTY_STRINGS = [
+  '',
+  ' ',
+  '\u0000',
+  '\ud800',
+  '\udfff',
+  'é✓',
+  '💥'.repeat(50),
+  '"',
+  '\\',
+  '{"a":',
+  '../../etc/passwd',
+  '%00',
+  'x'.repeat(4096),
+  '__proto__',
+  'constructor',
+];
 /** Path segments, already percent-encoded where needed. */
 const PATH_STRINGS = ['%00', '%2e%2e', '..', '%F0%9F%92%A5', 'x'.repeat(2000), '%ff%fe', 'mlp%2Finfer', '__proto__', '%20'];
-const NASTY_NUMBERS = [0, -0, -1, 1, 0.5, -0.5, 1e308, -1e308, 5e-324, 2 ** 31, 2 ** 32, 2 ** 53, 2 ** 53 + 2, -(2 ** 53) - 2, 2 ** 63, 1e21, 65536, 255, 256, 299, 300, 1000];
+const NASTY_NUMBERS = [
+  0,
+  -0,
+  -1,
+  1,
+  0.5,
+  -0.5,
+  1e308,
+  -1e308,
+  5e-324,
+  2 ** 31,
+  2 ** 32,
+  2 ** 53,
+  2 ** 53 + 2,
+  -(2 ** 53) - 2,
+  2 ** 63,
+  1e21,
+  65536,
+  255,
+  256,
+  299,
+  300,
+  1000,
+];
 
 /** A deeply nested JSON array around `leaf`, as text (JSON.stringify of such a value would itself overflow). */
 export function nestedText(depth: number, leaf = '1'): string {
@@ -58,16 +97,28 @@ const DEEP = '\u0000DEEP';
 /** A random JSON value, sometimes hostile. Deep nesting is left as a placeholder spliced in as text. */
 function randomValue(r: Rand, depth = 0): unknown {
   switch (r.int(0, depth > 2 ? 5 : 9)) {
-    case 0: return null;
-    case 1: return r.bool();
-    case 2: return r.pick(NASTY_NUMBERS);
-    case 3: return r.pick(NASTY_STRINGS);
-    case 4: return r.int(-5, 70);
-    case 5: return `s${r.int(0, 99)}`;
-    case 6: return Array.from({ length: r.int(0, 4) }, () => randomValue(r, depth + 1));
-    case 7: return Object.fromEntries(Array.from({ length: r.int(0, 3) }, () => [r.pick(['name', 'data', 'shape', 'datatype', 'parameters', 'x', '__proto__']), randomValue(r, depth + 1)]));
-    case 8: return `${DEEP}${r.int(2000, 12_000)}`;
-    default: return Array.from({ length: r.int(0, 3) }, () => r.int(0, 1) ? [randomValue(r, depth + 1)] : r.float());
+    case 0:
+      return null;
+    case 1:
+      return r.bool();
+    case 2:
+      return r.pick(NASTY_NUMBERS);
+    case 3:
+      return r.pick(NASTY_STRINGS);
+    case 4:
+      return r.int(-5, 70);
+    case 5:
+      return `s${r.int(0, 99)}`;
+    case 6:
+      return Array.from({ length: r.int(0, 4) }, () => randomValue(r, depth + 1));
+    case 7:
+      return Object.fromEntries(
+        Array.from({ length: r.int(0, 3) }, () => [r.pick(['name', 'data', 'shape', 'datatype', 'parameters', 'x', '__proto__']), randomValue(r, depth + 1)]),
+      );
+    case 8:
+      return `${DEEP}${r.int(2000, 12_000)}`;
+    default:
+      return Array.from({ length: r.int(0, 3) }, () => (r.int(0, 1) ? [randomValue(r, depth + 1)] : r.float()));
   }
 }
 
@@ -100,13 +151,15 @@ function toJson(v: unknown): string {
 /** Break serialized bytes: truncate, flip bytes, or splice garbage. */
 function corrupt(b: Buffer, r: Rand): Buffer {
   switch (r.int(0, 2)) {
-    case 0: return b.subarray(0, r.int(0, b.length));
+    case 0:
+      return b.subarray(0, r.int(0, b.length));
     case 1: {
       const c = Buffer.from(b);
       for (let k = r.int(1, 8); k > 0 && c.length; k--) c[r.int(0, c.length - 1)] = r.int(0, 255);
       return c;
     }
-    default: return Buffer.concat([b.subarray(0, r.int(0, b.length)), r.bytes(r.int(1, 64)), b.subarray(r.int(0, b.length))]);
+    default:
+      return Buffer.concat([b.subarray(0, r.int(0, b.length)), r.bytes(r.int(1, 64)), b.subarray(r.int(0, b.length))]);
   }
 }
 
@@ -120,9 +173,11 @@ const SEQ = 16;
 function v2Valid(r: Rand, model: (typeof V2_MODELS)[number]): Record<string, unknown> {
   const rows = r.int(1, 3);
   if (model === 'mlp') return { inputs: [{ name: 'features', datatype: 'FP32', shape: [rows, 64], data: Array.from({ length: rows * 64 }, () => r.float()) }] };
-  if (model === 'encoder') return { inputs: [{ name: 'input_ids', datatype: 'INT64', shape: [rows, SEQ], data: Array.from({ length: rows * SEQ }, () => r.int(0, 299)) }] };
+  if (model === 'encoder')
+    return { inputs: [{ name: 'input_ids', datatype: 'INT64', shape: [rows, SEQ], data: Array.from({ length: rows * SEQ }, () => r.int(0, 299)) }] };
   const type = r.pick(['BOOL', 'UINT8', 'INT32', 'INT64', 'FP16', 'FP32', 'FP64', 'BYTES']);
-  const el = (): unknown => (type === 'BOOL' ? r.bool() : type === 'BYTES' ? r.pick(NASTY_STRINGS.slice(0, 8)) : type.startsWith('FP') ? r.float() : r.int(0, 100));
+  const el = (): unknown =>
+    type === 'BOOL' ? r.bool() : type === 'BYTES' ? r.pick(NASTY_STRINGS.slice(0, 8)) : type.startsWith('FP') ? r.float() : r.int(0, 100);
   return {
     inputs: [{ name: `in_${type.toLowerCase()}`, datatype: type, shape: [rows, 2], data: Array.from({ length: rows * 2 }, el) }],
     outputs: [{ name: `out_${type.toLowerCase()}`, parameters: r.bool() ? { binary_data: r.bool() } : {} }],
@@ -131,7 +186,11 @@ function v2Valid(r: Rand, model: (typeof V2_MODELS)[number]): Record<string, unk
 
 function v2Path(r: Rand, model: string): string {
   if (r.bool(0.9)) return `/v2/models/${model}/infer`;
-  return r.pick([`/v2/models/${model}/versions/${r.pick(['1', '0', '-1', 'abc', '99999999999999999999', '1.5'])}/infer`, `/v2/models/${r.pick(PATH_STRINGS)}/infer`, '/v2/models//infer']);
+  return r.pick([
+    `/v2/models/${model}/versions/${r.pick(['1', '0', '-1', 'abc', '99999999999999999999', '1.5'])}/infer`,
+    `/v2/models/${r.pick(PATH_STRINGS)}/infer`,
+    '/v2/models//infer',
+  ]);
 }
 
 function v2Json(r: Rand): FuzzCase {
@@ -142,7 +201,8 @@ function v2Json(r: Rand): FuzzCase {
   if (r.bool(0.15)) bytes = corrupt(bytes, r);
   const headers: Record<string, string> = { ...JSON_HEADERS };
   if (r.bool(0.1)) headers['x-request-timeout-ms'] = String(r.pick(NASTY_NUMBERS));
-  if (r.bool(0.05)) headers['content-type'] = r.pick(['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data', '', 'application/json; charset=latin1']);
+  if (r.bool(0.05))
+    headers['content-type'] = r.pick(['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data', '', 'application/json; charset=latin1']);
   return { kind: 'v2-json', method: 'POST', path: v2Path(r, model), headers, body: bytes };
 }
 
@@ -152,15 +212,22 @@ function v2Binary(r: Rand): FuzzCase {
   const rows = r.int(1, 2);
   const [name, datatype, width, size] = model === 'mlp' ? ['features', 'FP32', 64, 4] : ['input_ids', 'INT64', SEQ, 8];
   let data: Buffer = Buffer.alloc(rows * width * size);
-  if (model === 'encoder') for (let i = 0; i < rows * width; i++) data.writeBigInt64LE(BigInt(r.bool(0.05) ? r.pick(NASTY_NUMBERS.filter(Number.isSafeInteger)) : r.int(0, 299)), i * 8);
+  if (model === 'encoder')
+    for (let i = 0; i < rows * width; i++)
+      data.writeBigInt64LE(BigInt(r.bool(0.05) ? r.pick(NASTY_NUMBERS.filter(Number.isSafeInteger)) : r.int(0, 299)), i * 8);
   else for (let i = 0; i < rows * width; i++) data.writeFloatLE(r.float(), i * 4);
-  let header: unknown = { inputs: [{ name, datatype, shape: [rows, width], parameters: { binary_data_size: data.length } }], outputs: [{ name: model === 'mlp' ? 'score' : 'embedding', parameters: { binary_data: r.bool() } }] };
+  let header: unknown = {
+    inputs: [{ name, datatype, shape: [rows, width], parameters: { binary_data_size: data.length } }],
+    outputs: [{ name: model === 'mlp' ? 'score' : 'embedding', parameters: { binary_data: r.bool() } }],
+  };
   if (r.bool(0.6)) header = mutate(header, r);
   if (r.bool(0.2)) data = corrupt(data, r);
   const head = Buffer.from(toJson(header));
   const claimed = r.bool(0.7) ? head.length : r.pick([0, -1, head.length + r.int(-8, 8), 2 ** 40, Number.NaN]);
   return {
-    kind: 'v2-binary', method: 'POST', path: v2Path(r, model),
+    kind: 'v2-binary',
+    method: 'POST',
+    path: v2Path(r, model),
     headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(claimed) },
     body: Buffer.concat([head, data]),
   };
@@ -173,9 +240,14 @@ function v2Compressed(r: Rand, bombBytes: number): FuzzCase {
   const encoding = r.pick(['gzip', 'deflate', 'br', 'gzip, deflate', 'x-unknown', 'identity']);
   let body: Buffer;
   switch (r.int(0, 3)) {
-    case 0: body = Buffer.alloc(bombBytes, r.bool() ? 0x20 : 0x5b); break; // a bomb: spaces or '[' repeated
-    case 1: body = corrupt(json, r); break;
-    default: body = json;
+    case 0:
+      body = Buffer.alloc(bombBytes, r.bool() ? 0x20 : 0x5b);
+      break; // a bomb: spaces or '[' repeated
+    case 1:
+      body = corrupt(json, r);
+      break;
+    default:
+      body = json;
   }
   const packed = encoding === 'deflate' ? deflateSync(body) : encoding.startsWith('gzip') ? gzipSync(body) : body;
   const sent = r.bool(0.15) ? corrupt(packed, r) : packed;
@@ -186,11 +258,17 @@ function v2Compressed(r: Rand, bombBytes: number): FuzzCase {
 
 function openai(r: Rand): FuzzCase {
   const path = r.pick(['/v1/embeddings', '/v1/embeddings', '/v1/chat/completions', '/v1/completions']);
-  const valid = path === '/v1/embeddings'
-    ? { model: 'text-embed', input: r.bool() ? 'hello world' : ['a', 'bb', 'é✓'], ...(r.bool() ? { dimensions: r.int(1, 32) } : {}), ...(r.bool() ? { encoding_format: r.pick(['float', 'base64']) } : {}) }
-    : path === '/v1/completions'
-      ? { model: 'text-embed', prompt: 'hi', max_tokens: 4 }
-      : { model: r.pick(['text-embed', 'nope']), messages: [{ role: 'user', content: 'hi' }], stream: r.bool(), max_tokens: 4 };
+  const valid =
+    path === '/v1/embeddings'
+      ? {
+          model: 'text-embed',
+          input: r.bool() ? 'hello world' : ['a', 'bb', 'é✓'],
+          ...(r.bool() ? { dimensions: r.int(1, 32) } : {}),
+          ...(r.bool() ? { encoding_format: r.pick(['float', 'base64']) } : {}),
+        }
+      : path === '/v1/completions'
+        ? { model: 'text-embed', prompt: 'hi', max_tokens: 4 }
+        : { model: r.pick(['text-embed', 'nope']), messages: [{ role: 'user', content: 'hi' }], stream: r.bool(), max_tokens: 4 };
   let body: unknown = valid;
   for (let k = r.int(0, 3); k > 0; k--) body = mutate(body, r);
   let bytes: Buffer = Buffer.from(toJson(body));
@@ -203,13 +281,21 @@ function openai(r: Rand): FuzzCase {
 const ADMIN_BODIES: ReadonlyArray<(r: Rand) => { method: FuzzCase['method']; path: string; body: unknown }> = [
   (r) => ({ method: 'POST', path: '/api/v1/models', body: { name: `fz-${r.int(0, 50)}`, description: 'fuzz', tags: { team: 'a' } } }),
   (r) => ({ method: 'PATCH', path: `/api/v1/models/${r.pick(['aux', 'nope'])}`, body: { description: 'x', tags: { k: 'v' } } }),
-  (r) => ({ method: 'PUT', path: `/api/v1/models/aux/routing`, body: { arms: [{ name: 'a', target: '1', weight: r.int(0, 100) }], sticky: { key: 'header:x-user-id', seed: 's' } } }),
+  (r) => ({
+    method: 'PUT',
+    path: `/api/v1/models/aux/routing`,
+    body: { arms: [{ name: 'a', target: '1', weight: r.int(0, 100) }], sticky: { key: 'header:x-user-id', seed: 's' } },
+  }),
   (r) => ({ method: 'POST', path: '/api/v1/tenants', body: { name: `t-${r.int(0, 50)}`, tier: r.pick(['standard', 'free', 'x']) } }),
   (r) => ({ method: 'POST', path: `/api/v1/tenants/t-${r.int(0, 5)}/keys`, body: { scopes: ['infer'], name: 'k' } }),
   (r) => ({ method: 'POST', path: '/api/v1/experiments', body: { id: `e-${r.int(0, 50)}`, model: 'aux' } }),
   (r) => ({ method: 'PUT', path: `/api/v1/alerts/rules/r-${r.int(0, 20)}`, body: { kind: 'error_rate', model: 'aux', threshold: 0.5, forSeconds: 60 } }),
   (r) => ({ method: 'PUT', path: `/api/v1/features/entities/ent${r.int(0, 5)}`, body: { joinKeys: [{ name: 'user_id', type: 'int64' }] } }),
-  (r) => ({ method: 'POST', path: '/api/v1/features/push', body: { view: 'profile', rows: [{ user_id: r.int(0, 9), event_timestamp: '2026-01-01T00:00:00Z', f1: r.float() }] } }),
+  (r) => ({
+    method: 'POST',
+    path: '/api/v1/features/push',
+    body: { view: 'profile', rows: [{ user_id: r.int(0, 9), event_timestamp: '2026-01-01T00:00:00Z', f1: r.float() }] },
+  }),
   (r) => ({ method: 'PUT', path: `/api/v1/models/aux/aliases/${r.pick(['prod', '1', '-'])}`, body: { version: r.int(0, 3) } }),
 ];
 
@@ -234,7 +320,9 @@ function upload(r: Rand): FuzzCase {
   ];
   let body: Buffer = Buffer.concat([Buffer.from(parts.join('')), r.bytes(r.int(0, 512)), Buffer.from(`\r\n--${boundary}--\r\n`)]);
   body = r.bool(0.7) ? corrupt(body, r) : body;
-  const ct = r.bool(0.85) ? `multipart/form-data; boundary=${r.bool(0.9) ? boundary : 'wrong'}` : r.pick(['multipart/form-data', 'multipart/form-data; boundary=', 'multipart/mixed; boundary=x']);
+  const ct = r.bool(0.85)
+    ? `multipart/form-data; boundary=${r.bool(0.9) ? boundary : 'wrong'}`
+    : r.pick(['multipart/form-data', 'multipart/form-data; boundary=', 'multipart/mixed; boundary=x']);
   return { kind: 'upload-multipart', method: 'POST', path, headers: { 'content-type': ct }, body };
 }
 
@@ -244,7 +332,13 @@ function misc(r: Rand): FuzzCase {
     () => ({ kind: 'misc', method: 'POST', path: '/v2/models/mlp/infer', headers: { ...JSON_HEADERS }, body: null }),
     () => ({ kind: 'misc', method: 'POST', path: '/v2/models/mlp/infer', headers: { 'content-type': 'application/json' }, body: r.bytes(r.int(1, 256)) }),
     () => ({ kind: 'misc', method: 'GET', path: `/v2/models/${r.pick(PATH_STRINGS)}/ready`, headers: {}, body: null }),
-    () => ({ kind: 'misc', method: 'POST', path: '/v2/models/mlp/infer', headers: { ...JSON_HEADERS }, body: Buffer.from(`{"inputs":[{"name":"features","datatype":"FP32","shape":[1,64],"data":${nestedText(r.int(1000, 20_000))}}]}`) }),
+    () => ({
+      kind: 'misc',
+      method: 'POST',
+      path: '/v2/models/mlp/infer',
+      headers: { ...JSON_HEADERS },
+      body: Buffer.from(`{"inputs":[{"name":"features","datatype":"FP32","shape":[1,64],"data":${nestedText(r.int(1000, 20_000))}}]}`),
+    }),
   ])();
 }
 

@@ -69,7 +69,8 @@ export async function runFuzz(o: FuzzOptions): Promise<FuzzReport> {
     classes[cls] = (classes[cls] ?? 0) + 1;
     const code = typeof status === 'number' ? `${status} ${/"code":"(\w+)"|"code":\s*"?([\w]+)/.exec(text)?.slice(1).find(Boolean) ?? ''}`.trim() : status;
     codes[code] = (codes[code] ?? 0) + 1;
-    if ((cls === 'hang' || (cls === '5xx' && !o.documented?.(c, status as number, text))) && failures.length < 20) failures.push({ index, kind: c.kind, path: c.path, status, body: text.slice(0, 300) });
+    if ((cls === 'hang' || (cls === '5xx' && !o.documented?.(c, status as number, text))) && failures.length < 20)
+      failures.push({ index, kind: c.kind, path: c.path, status, body: text.slice(0, 300) });
   };
   const worker = async (): Promise<void> => {
     while (next < o.count) {

@@ -38,17 +38,55 @@ export interface TinyLlamaOptions {
 
 const GGUF_MAGIC = 0x46554747; // "GGUF" little-endian
 const ALIGN = 32;
-const enum T { U32 = 4, I32 = 5, F32 = 6, BOOL = 7, STRING = 8, ARRAY = 9 }
-const enum TokenType { NORMAL = 1, UNKNOWN = 2, CONTROL = 3, BYTE = 6 }
+const enum T {
+  U32 = 4,
+  I32 = 5,
+  F32 = 6,
+  BOOL = 7,
+  STRING = 8,
+  ARRAY = 9,
+}
+const enum TokenType {
+  NORMAL = 1,
+  UNKNOWN = 2,
+  CONTROL = 3,
+  BYTE = 6,
+}
 
-const CHATML = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
-const WORDS = ['the', 'and', 'of', 'to', 'in', 'is', 'it', 'that', 'for', 'on', 'with', 'as', 'was', 'at', 'by', 'hello', 'world', 'switch', 'yard', 'model', 'token'];
+const CHATML =
+  "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+const WORDS = [
+  'the',
+  'and',
+  'of',
+  'to',
+  'in',
+  'is',
+  'it',
+  'that',
+  'for',
+  'on',
+  'with',
+  'as',
+  'was',
+  'at',
+  'by',
+  'hello',
+  'world',
+  'switch',
+  'yard',
+  'model',
+  'token',
+];
 
 /** The vocabulary: [piece, score, type]. */
 function vocabulary(): Array<[string, number, TokenType]> {
   const v: Array<[string, number, TokenType]> = [
-    ['<unk>', 0, TokenType.UNKNOWN], ['<s>', 0, TokenType.CONTROL], ['</s>', 0, TokenType.CONTROL],
-    ['<|im_start|>', 0, TokenType.CONTROL], ['<|im_end|>', 0, TokenType.CONTROL],
+    ['<unk>', 0, TokenType.UNKNOWN],
+    ['<s>', 0, TokenType.CONTROL],
+    ['</s>', 0, TokenType.CONTROL],
+    ['<|im_start|>', 0, TokenType.CONTROL],
+    ['<|im_end|>', 0, TokenType.CONTROL],
   ];
   for (let b = 0; b < 256; b++) v.push([`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`, 0, TokenType.BYTE]);
   let score = -1;
@@ -83,26 +121,92 @@ class ByteWriter {
     this.#buf = next;
     this.#view = new DataView(next.buffer);
   }
-  u32(x: number): void { this.#room(4); this.#view.setUint32(this.length, x, true); this.length += 4; }
-  i32(x: number): void { this.#room(4); this.#view.setInt32(this.length, x, true); this.length += 4; }
-  u64(x: number): void { this.#room(8); this.#view.setBigUint64(this.length, BigInt(x), true); this.length += 8; }
-  f32(x: number): void { this.#room(4); this.#view.setFloat32(this.length, x, true); this.length += 4; }
-  u8(x: number): void { this.#room(1); this.#buf[this.length++] = x; }
-  bytes(b: Uint8Array): void { this.#room(b.length); this.#buf.set(b, this.length); this.length += b.length; }
-  str(s: string): void { const b = new TextEncoder().encode(s); this.u64(b.length); this.bytes(b); }
-  pad(align: number): void { while (this.length % align !== 0) this.u8(0); }
-  result(): Uint8Array { return this.#buf.slice(0, this.length); }
+  u32(x: number): void {
+    this.#room(4);
+    this.#view.setUint32(this.length, x, true);
+    this.length += 4;
+  }
+  i32(x: number): void {
+    this.#room(4);
+    this.#view.setInt32(this.length, x, true);
+    this.length += 4;
+  }
+  u64(x: number): void {
+    this.#room(8);
+    this.#view.setBigUint64(this.length, BigInt(x), true);
+    this.length += 8;
+  }
+  f32(x: number): void {
+    this.#room(4);
+    this.#view.setFloat32(this.length, x, true);
+    this.length += 4;
+  }
+  u8(x: number): void {
+    this.#room(1);
+    this.#buf[this.length++] = x;
+  }
+  bytes(b: Uint8Array): void {
+    this.#room(b.length);
+    this.#buf.set(b, this.length);
+    this.length += b.length;
+  }
+  str(s: string): void {
+    const b = new TextEncoder().encode(s);
+    this.u64(b.length);
+    this.bytes(b);
+  }
+  pad(align: number): void {
+    while (this.length % align !== 0) this.u8(0);
+  }
+  result(): Uint8Array {
+    return this.#buf.slice(0, this.length);
+  }
 }
 
 type Meta = readonly [key: string, write: (w: ByteWriter) => void];
-const u32 = (k: string, x: number): Meta => [k, (w) => { w.u32(T.U32); w.u32(x); }];
-const f32 = (k: string, x: number): Meta => [k, (w) => { w.u32(T.F32); w.f32(x); }];
-const str = (k: string, x: string): Meta => [k, (w) => { w.u32(T.STRING); w.str(x); }];
-const bool = (k: string, x: boolean): Meta => [k, (w) => { w.u32(T.BOOL); w.u8(x ? 1 : 0); }];
-const arr = <V>(k: string, type: T, xs: readonly V[], put: (w: ByteWriter, x: V) => void): Meta =>
-  [k, (w) => { w.u32(T.ARRAY); w.u32(type); w.u64(xs.length); for (const x of xs) put(w, x); }];
+const u32 = (k: string, x: number): Meta => [
+  k,
+  (w) => {
+    w.u32(T.U32);
+    w.u32(x);
+  },
+];
+const f32 = (k: string, x: number): Meta => [
+  k,
+  (w) => {
+    w.u32(T.F32);
+    w.f32(x);
+  },
+];
+const str = (k: string, x: string): Meta => [
+  k,
+  (w) => {
+    w.u32(T.STRING);
+    w.str(x);
+  },
+];
+const bool = (k: string, x: boolean): Meta => [
+  k,
+  (w) => {
+    w.u32(T.BOOL);
+    w.u8(x ? 1 : 0);
+  },
+];
+const arr = <V>(k: string, type: T, xs: readonly V[], put: (w: ByteWriter, x: V) => void): Meta => [
+  k,
+  (w) => {
+    w.u32(T.ARRAY);
+    w.u32(type);
+    w.u64(xs.length);
+    for (const x of xs) put(w, x);
+  },
+];
 
-interface Tensor { name: string; dims: number[]; data: Float32Array }
+interface Tensor {
+  name: string;
+  dims: number[];
+  data: Float32Array;
+}
 
 /** The GGUF file's bytes. */
 export function tinyLlamaGguf(opts: TinyLlamaOptions = {}): Uint8Array {
@@ -157,9 +261,24 @@ export function tinyLlamaGguf(opts: TinyLlamaOptions = {}): Uint8Array {
     f32('llama.attention.layer_norm_rms_epsilon', 1e-5),
     u32('llama.vocab_size', nVocab),
     str('tokenizer.ggml.model', 'llama'),
-    arr('tokenizer.ggml.tokens', T.STRING, vocab.map((v) => v[0]), (w, s) => w.str(s)),
-    arr('tokenizer.ggml.scores', T.F32, vocab.map((v) => v[1]), (w, x) => w.f32(x)),
-    arr('tokenizer.ggml.token_type', T.I32, vocab.map((v) => v[2]), (w, x) => w.i32(x)),
+    arr(
+      'tokenizer.ggml.tokens',
+      T.STRING,
+      vocab.map((v) => v[0]),
+      (w, s) => w.str(s),
+    ),
+    arr(
+      'tokenizer.ggml.scores',
+      T.F32,
+      vocab.map((v) => v[1]),
+      (w, x) => w.f32(x),
+    ),
+    arr(
+      'tokenizer.ggml.token_type',
+      T.I32,
+      vocab.map((v) => v[2]),
+      (w, x) => w.i32(x),
+    ),
     u32('tokenizer.ggml.unknown_token_id', 0),
     u32('tokenizer.ggml.bos_token_id', 1),
     u32('tokenizer.ggml.eos_token_id', 4),

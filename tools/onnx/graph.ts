@@ -16,14 +16,24 @@ export class GraphBuilder {
   #counter = 0;
   readonly #rand: () => number;
 
-  constructor(readonly name: string, seed = 1) {
+  constructor(
+    readonly name: string,
+    seed = 1,
+  ) {
     this.#rand = prng(seed);
   }
 
-  input(v: ValueInfo): string { this.#inputs.push(v); return v.name; }
-  output(v: ValueInfo): void { this.#outputs.push(v); }
+  input(v: ValueInfo): string {
+    this.#inputs.push(v);
+    return v.name;
+  }
+  output(v: ValueInfo): void {
+    this.#outputs.push(v);
+  }
 
-  fresh(prefix: string): string { return `${prefix}_${this.#counter++}`; }
+  fresh(prefix: string): string {
+    return `${prefix}_${this.#counter++}`;
+  }
 
   /** Add a node; returns its (first) output name. */
   op(op: string, inputs: string[], attrs?: Record<string, AttrValue>, output?: string): string {
@@ -58,7 +68,9 @@ export class GraphBuilder {
     return { name: this.name, nodes: this.#nodes, inputs: this.#inputs, outputs: this.#outputs, initializers: this.#inits };
   }
 
-  encode(opset?: number): Uint8Array { return encodeModel(this.build(), opset); }
+  encode(opset?: number): Uint8Array {
+    return encodeModel(this.build(), opset);
+  }
 }
 
 export const attr = {

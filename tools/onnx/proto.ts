@@ -11,8 +11,19 @@ type ProtoWriter = protobuf.Writer;
 
 /** ONNX TensorProto.DataType codes. */
 export const OnnxType = {
-  FLOAT: 1, UINT8: 2, INT8: 3, UINT16: 4, INT16: 5, INT32: 6, INT64: 7, STRING: 8, BOOL: 9,
-  FLOAT16: 10, DOUBLE: 11, UINT32: 12, UINT64: 13,
+  FLOAT: 1,
+  UINT8: 2,
+  INT8: 3,
+  UINT16: 4,
+  INT16: 5,
+  INT32: 6,
+  INT64: 7,
+  STRING: 8,
+  BOOL: 9,
+  FLOAT16: 10,
+  DOUBLE: 11,
+  UINT32: 12,
+  UINT64: 13,
 } as const;
 export type OnnxTypeCode = (typeof OnnxType)[keyof typeof OnnxType];
 
@@ -27,7 +38,11 @@ export interface TensorInit {
 }
 
 export type Dim = number | string;
-export interface ValueInfo { name: string; type: OnnxTypeCode; shape: Dim[] }
+export interface ValueInfo {
+  name: string;
+  type: OnnxTypeCode;
+  shape: Dim[];
+}
 
 export type AttrValue =
   | { kind: 'int'; value: number }
@@ -90,11 +105,26 @@ function writeValueInfo(w: ProtoWriter, v: ValueInfo): void {
 function writeAttr(w: ProtoWriter, name: string, a: AttrValue): void {
   tag(w, 1, 2).string(name);
   switch (a.kind) {
-    case 'float': tag(w, 2, 5).float(a.value); tag(w, 20, 0).int32(1); break;
-    case 'int': tag(w, 3, 0).int64(a.value); tag(w, 20, 0).int32(2); break;
-    case 'string': tag(w, 4, 2).bytes(Buffer.from(a.value, 'utf8')); tag(w, 20, 0).int32(3); break;
-    case 'tensor': sub(w, 5, (tw) => writeTensor(tw, a.value)); tag(w, 20, 0).int32(4); break;
-    case 'ints': for (const v of a.value) tag(w, 8, 0).int64(v); tag(w, 20, 0).int32(7); break;
+    case 'float':
+      tag(w, 2, 5).float(a.value);
+      tag(w, 20, 0).int32(1);
+      break;
+    case 'int':
+      tag(w, 3, 0).int64(a.value);
+      tag(w, 20, 0).int32(2);
+      break;
+    case 'string':
+      tag(w, 4, 2).bytes(Buffer.from(a.value, 'utf8'));
+      tag(w, 20, 0).int32(3);
+      break;
+    case 'tensor':
+      sub(w, 5, (tw) => writeTensor(tw, a.value));
+      tag(w, 20, 0).int32(4);
+      break;
+    case 'ints':
+      for (const v of a.value) tag(w, 8, 0).int64(v);
+      tag(w, 20, 0).int32(7);
+      break;
   }
 }
 

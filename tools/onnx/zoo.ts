@@ -26,7 +26,15 @@ export function mlp(seed = 7): Uint8Array {
   return g.encode();
 }
 
-export interface EncoderOptions { layers?: number; dModel?: number; heads?: number; seqLen?: number; ffn?: number; vocab?: number; seed?: number }
+export interface EncoderOptions {
+  layers?: number;
+  dModel?: number;
+  heads?: number;
+  seqLen?: number;
+  ffn?: number;
+  vocab?: number;
+  seed?: number;
+}
 
 /**
  * Transformer text encoder: `input_ids` [N,seq] INT64 → `embedding` [N,d] FP32 (mean-pooled),
@@ -66,9 +74,18 @@ export function encoder(opts: EncoderOptions = {}): Uint8Array {
 
 /** Every V2 datatype the ONNX runtime supports, by V2 name, with the ONNX element type it maps to. */
 export const ALL_TYPES: ReadonlyArray<readonly [string, OnnxTypeCode]> = [
-  ['BOOL', OnnxType.BOOL], ['UINT8', OnnxType.UINT8], ['UINT16', OnnxType.UINT16], ['UINT32', OnnxType.UINT32],
-  ['UINT64', OnnxType.UINT64], ['INT8', OnnxType.INT8], ['INT16', OnnxType.INT16], ['INT32', OnnxType.INT32],
-  ['INT64', OnnxType.INT64], ['FP16', OnnxType.FLOAT16], ['FP32', OnnxType.FLOAT], ['FP64', OnnxType.DOUBLE],
+  ['BOOL', OnnxType.BOOL],
+  ['UINT8', OnnxType.UINT8],
+  ['UINT16', OnnxType.UINT16],
+  ['UINT32', OnnxType.UINT32],
+  ['UINT64', OnnxType.UINT64],
+  ['INT8', OnnxType.INT8],
+  ['INT16', OnnxType.INT16],
+  ['INT32', OnnxType.INT32],
+  ['INT64', OnnxType.INT64],
+  ['FP16', OnnxType.FLOAT16],
+  ['FP32', OnnxType.FLOAT],
+  ['FP64', OnnxType.DOUBLE],
   ['BYTES', OnnxType.STRING],
 ];
 
@@ -114,10 +131,7 @@ export function slow(depth = 24): Uint8Array {
 }
 
 /** Lay out models as a repository: `{ name: { version: bytes } }` plus optional per-model config.json. */
-export async function writeModelRepository(
-  dir: string,
-  models: Record<string, { versions: Record<number, Uint8Array>; config?: object }>,
-): Promise<void> {
+export async function writeModelRepository(dir: string, models: Record<string, { versions: Record<number, Uint8Array>; config?: object }>): Promise<void> {
   for (const [name, m] of Object.entries(models)) {
     for (const [v, bytes] of Object.entries(m.versions)) {
       await mkdir(join(dir, name, v), { recursive: true });

@@ -5,7 +5,11 @@
 const KEY = 'switchyard.apiKey';
 
 export class ApiError extends Error {
-  constructor(readonly status: number, message: string, readonly code: string | null) {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly code: string | null,
+  ) {
     super(message);
   }
 }
@@ -67,20 +71,64 @@ export const enc = encodeURIComponent;
 
 // ---- shapes the pages read (the admin API's, see /docs/json) ----
 
-export interface Whoami { kind: 'platform' | 'tenant'; actor: string; tenant: { name: string } | null; key: { id: string; scopes: string[] } | null }
+export interface Whoami {
+  kind: 'platform' | 'tenant';
+  actor: string;
+  tenant: { name: string } | null;
+  key: { id: string; scopes: string[] } | null;
+}
 export interface Model {
-  name: string; description: string; owner: string; tags: Record<string, string>; aliases: Record<string, number>;
-  latestVersion: number; routing: unknown; routingRevision: number; loadPolicy: string; pinned: boolean; updatedAt: string;
+  name: string;
+  description: string;
+  owner: string;
+  tags: Record<string, string>;
+  aliases: Record<string, number>;
+  latestVersion: number;
+  routing: unknown;
+  routingRevision: number;
+  loadPolicy: string;
+  pinned: boolean;
+  updatedAt: string;
 }
 export interface Version {
-  version: number; description: string; artifact: { size: number; sha256: string }; metrics: Record<string, number>;
-  tags: Record<string, string>; signature: { inputs: Tensor[]; outputs: Tensor[] } | null; status: string; archivedAt: string | null;
-  createdAt: string; createdBy: string;
+  version: number;
+  description: string;
+  artifact: { size: number; sha256: string };
+  metrics: Record<string, number>;
+  tags: Record<string, string>;
+  signature: { inputs: Tensor[]; outputs: Tensor[] } | null;
+  status: string;
+  archivedAt: string | null;
+  createdAt: string;
+  createdBy: string;
 }
-export interface Tensor { name: string; datatype: string; shape: number[] }
-export interface Serving { version: string | number; state: string; residentBytes: number; inflight: number; aliases: string[]; default: boolean }
-export interface ModelDetail extends Model { versions: Version[]; serving?: Serving[] }
+export interface Tensor {
+  name: string;
+  datatype: string;
+  shape: number[];
+}
+export interface Serving {
+  version: string | number;
+  state: string;
+  residentBytes: number;
+  inflight: number;
+  aliases: string[];
+  default: boolean;
+}
+export interface ModelDetail extends Model {
+  versions: Version[];
+  serving?: Serving[];
+}
 export interface RegistryEvent {
-  id: number; model: string; type: string; version: number | null; alias: string | null; fromVersion: number | null;
-  toVersion: number | null; key: string | null; value: string | null; actor: string; at: string;
+  id: number;
+  model: string;
+  type: string;
+  version: number | null;
+  alias: string | null;
+  fromVersion: number | null;
+  toVersion: number | null;
+  key: string | null;
+  value: string | null;
+  actor: string;
+  at: string;
 }

@@ -44,7 +44,9 @@ function SignIn({ onSignedIn }: { onSignedIn: (who: Whoami) => void }) {
       session.set(k);
       onSignedIn(who);
     } catch (x) {
-      setError(x instanceof ApiError && x.status === 401 ? 'This key is not valid (unknown, revoked or expired), or the server needs one.' : (x as Error).message);
+      setError(
+        x instanceof ApiError && x.status === 401 ? 'This key is not valid (unknown, revoked or expired), or the server needs one.' : (x as Error).message,
+      );
     } finally {
       setBusy(false);
     }
@@ -55,10 +57,21 @@ function SignIn({ onSignedIn }: { onSignedIn: (who: Whoami) => void }) {
         <h1>Switchyard</h1>
         <p>Sign in with an API key: a platform admin key sees everything, a tenant's key its own models, usage and keys.</p>
         <label for="key">API key</label>
-        <input id="key" name="key" type="password" autocomplete="off" autofocus placeholder="sy_…" value={key} onInput={(e) => setKey((e.target as HTMLInputElement).value)} />
+        <input
+          id="key"
+          name="key"
+          type="password"
+          autocomplete="off"
+          autofocus
+          placeholder="sy_…"
+          value={key}
+          onInput={(e) => setKey((e.target as HTMLInputElement).value)}
+        />
         <p class="muted small">Kept in this tab only (sessionStorage). A server started without --auth accepts an empty key.</p>
         {error ? <ErrorBox error={error} /> : null}
-        <button class="primary" type="submit" disabled={busy}>Sign in</button>
+        <button class="primary" type="submit" disabled={busy}>
+          Sign in
+        </button>
       </form>
     </main>
   );
@@ -74,10 +87,19 @@ function App() {
     document.documentElement.dataset['theme'] = theme;
     localStorage.setItem('switchyard.theme', theme);
   }, [theme]);
-  useEffect(() => whenUnauthorized(() => { session.clear(); setWho(null); }), []);
+  useEffect(
+    () =>
+      whenUnauthorized(() => {
+        session.clear();
+        setWho(null);
+      }),
+    [],
+  );
   useEffect(() => {
     if (session.key() === null) return;
-    api<Whoami>('GET', '/api/v1/whoami').then(setWho, () => session.clear()).finally(() => setChecking(false));
+    api<Whoami>('GET', '/api/v1/whoami')
+      .then(setWho, () => session.clear())
+      .finally(() => setChecking(false));
   }, []);
   useEffect(() => {
     // Alt+1…7 switch pages; the nav links are reachable with Tab as well.
@@ -96,7 +118,9 @@ function App() {
   const page = PAGES.some((p) => p.id === route.page) ? route.page : 'overview';
   useEffect(() => {
     // The tab's title names the page (and its subject), so history and screen readers tell views apart.
-    document.title = who ? `${PAGES.find((p) => p.id === page)!.title}${route.args[0] ? `: ${route.args[0]}` : ''} — Switchyard console` : 'Sign in — Switchyard console';
+    document.title = who
+      ? `${PAGES.find((p) => p.id === page)!.title}${route.args[0] ? `: ${route.args[0]}` : ''} — Switchyard console`
+      : 'Sign in — Switchyard console';
   }, [who, page, route.args[0]]);
 
   if (checking) return <p class="muted">Loading…</p>;
@@ -107,19 +131,36 @@ function App() {
   };
   return (
     <div class="shell">
-      <a class="skip" href="#main" onClick={(e) => { e.preventDefault(); document.getElementById('main')?.focus(); }}>Skip to content</a>
+      <a
+        class="skip"
+        href="#main"
+        onClick={(e) => {
+          e.preventDefault();
+          document.getElementById('main')?.focus();
+        }}
+      >
+        Skip to content
+      </a>
       <nav aria-label="Pages">
         <div class="brand">Switchyard</div>
         <ul>
           {PAGES.map((p) => (
-            <li key={p.id}><a href={href(p.id)} aria-current={p.id === page ? 'page' : undefined} title={`Alt+${p.key}`}>{p.title}</a></li>
+            <li key={p.id}>
+              <a href={href(p.id)} aria-current={p.id === page ? 'page' : undefined} title={`Alt+${p.key}`}>
+                {p.title}
+              </a>
+            </li>
           ))}
         </ul>
         <div class="who">
           <div title="Signed in as">{who.kind === 'platform' ? 'Platform' : `Tenant ${who.tenant?.name ?? ''}`}</div>
           <div class="muted small">{who.key ? who.key.id : who.actor}</div>
-          <button type="button" onClick={() => setTheme(theme === 'dark' ? 'light' : 'dark')} aria-pressed={theme === 'dark'}>Dark theme</button>
-          <button type="button" onClick={signOut}>Sign out</button>
+          <button type="button" onClick={() => setTheme(theme === 'dark' ? 'light' : 'dark')} aria-pressed={theme === 'dark'}>
+            Dark theme
+          </button>
+          <button type="button" onClick={signOut}>
+            Sign out
+          </button>
         </div>
       </nav>
       <main id="main" tabIndex={-1}>

@@ -1,10 +1,17 @@
 /** A hash router: every view has its own URL (#/models/fraud), so a view can be bookmarked and shared. */
 import { useEffect, useState } from 'preact/hooks';
 
-export interface Route { page: string; args: string[] }
+export interface Route {
+  page: string;
+  args: string[];
+}
 
 export function parse(hash: string): Route {
-  const parts = hash.replace(/^#\/?/, '').split('/').filter((p) => p !== '').map((p) => decodeURIComponent(p));
+  const parts = hash
+    .replace(/^#\/?/, '')
+    .split('/')
+    .filter((p) => p !== '')
+    .map((p) => decodeURIComponent(p));
   return { page: parts[0] ?? 'overview', args: parts.slice(1) };
 }
 

@@ -5,7 +5,12 @@ import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { api, ApiError } from './api';
 
-export interface Loaded<T> { data: T | null; error: ApiError | null; loading: boolean; reload: () => void }
+export interface Loaded<T> {
+  data: T | null;
+  error: ApiError | null;
+  loading: boolean;
+  reload: () => void;
+}
 
 /** GET `path` (null: nothing to load) and reload every `refreshMs` when given. */
 export function useApi<T>(path: string | null, refreshMs = 0): Loaded<T> {
@@ -35,12 +40,21 @@ export function useApi<T>(path: string | null, refreshMs = 0): Loaded<T> {
 /** Renders the loading / error state of `l`, else its data through `children`. */
 export function Show<T>({ l, children }: { l: Loaded<T>; children: (data: T) => ComponentChildren }) {
   if (l.error) return <ErrorBox error={l.error} />;
-  if (l.data === null) return <p class="muted" aria-busy="true">Loading…</p>;
+  if (l.data === null)
+    return (
+      <p class="muted" aria-busy="true">
+        Loading…
+      </p>
+    );
   return <div class="loaded">{children(l.data)}</div>;
 }
 
 export function ErrorBox({ error }: { error: Error | string }) {
-  return <div class="error" role="alert">{typeof error === 'string' ? error : error.message}</div>;
+  return (
+    <div class="error" role="alert">
+      {typeof error === 'string' ? error : error.message}
+    </div>
+  );
 }
 
 /** An empty state: what is missing and what to do about it. */
@@ -84,8 +98,24 @@ export function Table({ head, rows, label }: { head: ComponentChildren[]; rows: 
   return (
     <div class="table-wrap" ref={ref} {...(scrolls ? { tabIndex: 0, role: 'group', 'aria-label': `${label} (scrollable)` } : {})}>
       <table aria-label={label}>
-        <thead><tr>{head.map((h, i) => <th key={i} scope="col">{h}</th>)}</tr></thead>
-        <tbody>{rows.map((r, i) => <tr key={i}>{r.map((c, j) => <td key={j}>{c}</td>)}</tr>)}</tbody>
+        <thead>
+          <tr>
+            {head.map((h, i) => (
+              <th key={i} scope="col">
+                {h}
+              </th>
+            ))}
+          </tr>
+        </thead>
+        <tbody>
+          {rows.map((r, i) => (
+            <tr key={i}>
+              {r.map((c, j) => (
+                <td key={j}>{c}</td>
+              ))}
+            </tr>
+          ))}
+        </tbody>
       </table>
     </div>
   );
@@ -99,8 +129,22 @@ export function Code({ children }: { children: ComponentChildren }) {
  * A button that asks first (a modal <dialog>: Escape cancels, focus starts on Cancel), then runs `action`;
  * its error is shown in the dialog, success closes it and calls `done`.
  */
-export function ConfirmButton({ label, title, message, action, done, danger, confirmLabel }: {
-  label: string; title: string; message: ComponentChildren; action: () => Promise<unknown>; done?: () => void; danger?: boolean; confirmLabel?: string;
+export function ConfirmButton({
+  label,
+  title,
+  message,
+  action,
+  done,
+  danger,
+  confirmLabel,
+}: {
+  label: string;
+  title: string;
+  message: ComponentChildren;
+  action: () => Promise<unknown>;
+  done?: () => void;
+  danger?: boolean;
+  confirmLabel?: string;
 }) {
   const ref = useRef<HTMLDialogElement>(null);
   const [busy, setBusy] = useState(false);
@@ -124,14 +168,20 @@ export function ConfirmButton({ label, title, message, action, done, danger, con
   };
   return (
     <>
-      <button type="button" class={danger ? 'danger' : ''} onClick={open}>{label}</button>
+      <button type="button" class={danger ? 'danger' : ''} onClick={open}>
+        {label}
+      </button>
       <dialog ref={ref} aria-label={title}>
         <h3>{title}</h3>
         <div>{message}</div>
         {error ? <ErrorBox error={error} /> : null}
         <div class="actions">
-          <button type="button" autofocus onClick={() => ref.current?.close()}>Cancel</button>
-          <button type="button" class={danger ? 'danger' : 'primary'} disabled={busy} onClick={() => void confirm()}>{confirmLabel ?? 'Confirm'}</button>
+          <button type="button" autofocus onClick={() => ref.current?.close()}>
+            Cancel
+          </button>
+          <button type="button" class={danger ? 'danger' : 'primary'} disabled={busy} onClick={() => void confirm()}>
+            {confirmLabel ?? 'Confirm'}
+          </button>
         </div>
       </dialog>
     </>
@@ -145,8 +195,18 @@ function cssVar(name: string): string {
 const PALETTE = ['--c1', '--c2', '--c3', '--c4', '--c5', '--c6'];
 
 /** A line chart (uPlot) of series over time (x in ms since the epoch); null values are gaps. */
-export function LineChart({ x, series, height = 180, label, unit }: {
-  x: number[]; series: { label: string; values: (number | null)[] }[]; height?: number; label: string; unit?: string;
+export function LineChart({
+  x,
+  series,
+  height = 180,
+  label,
+  unit,
+}: {
+  x: number[];
+  series: { label: string; values: (number | null)[] }[];
+  height?: number;
+  label: string;
+  unit?: string;
 }) {
   const ref = useRef<HTMLDivElement>(null);
   useEffect(() => {
@@ -156,12 +216,22 @@ export function LineChart({ x, series, height = 180, label, unit }: {
     const grid = cssVar('--grid');
     const axis = { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
     const opts: uPlot.Options = {
-      width: Math.max(240, el.clientWidth), height,
+      width: Math.max(240, el.clientWidth),
+      height,
       // Sparse series (a few steps with data among empty ones) are drawn as points too: a lone step has no line.
-      series: [{}, ...series.map((s, i) => ({
-        label: s.label, stroke: cssVar(PALETTE[i % PALETTE.length]!), width: 1.5, spanGaps: false,
-        points: { show: s.values.filter((v) => v !== null).length < 60 || s.values.some((v, j) => v !== null && s.values[j - 1] == null && s.values[j + 1] == null), size: 5 },
-      }))],
+      series: [
+        {},
+        ...series.map((s, i) => ({
+          label: s.label,
+          stroke: cssVar(PALETTE[i % PALETTE.length]!),
+          width: 1.5,
+          spanGaps: false,
+          points: {
+            show: s.values.filter((v) => v !== null).length < 60 || s.values.some((v, j) => v !== null && s.values[j - 1] == null && s.values[j + 1] == null),
+            size: 5,
+          },
+        })),
+      ],
       axes: [axis, { ...axis, size: 56, values: (_u: uPlot, v: number[]) => v.map((n) => `${n}${unit ?? ''}`) }],
       legend: { show: true },
       cursor: { drag: { x: false, y: false } },
@@ -179,13 +249,27 @@ export function LineChart({ x, series, height = 180, label, unit }: {
 }
 
 /** A bar histogram (plain HTML): one bar per bin, optional second series drawn beside it. */
-export function Bars({ labels, values, compare, label, names }: {
-  labels: string[]; values: number[]; compare?: number[]; label: string; names?: [string, string];
+export function Bars({
+  labels,
+  values,
+  compare,
+  label,
+  names,
+}: {
+  labels: string[];
+  values: number[];
+  compare?: number[];
+  label: string;
+  names?: [string, string];
 }) {
   const max = Math.max(1e-12, ...values, ...(compare ?? []));
   return (
     <figure class="bars" aria-label={label}>
-      {names && compare ? <figcaption><span class="sw c1" /> {names[0]} <span class="sw c2" /> {names[1]}</figcaption> : null}
+      {names && compare ? (
+        <figcaption>
+          <span class="sw c1" /> {names[0]} <span class="sw c2" /> {names[1]}
+        </figcaption>
+      ) : null}
       <div class="bars-row">
         {labels.map((l, i) => (
           <div class="bar-col" key={i} title={`${l}: ${values[i] ?? 0}${compare ? ` / ${compare[i] ?? 0}` : ''}`}>
@@ -208,7 +292,11 @@ export function Picker({ label, value, options, onChange }: { label: string; val
       {label}{' '}
       <select value={value} onChange={(e) => onChange((e.target as HTMLSelectElement).value)}>
         <option value="">— choose —</option>
-        {options.map((o) => <option key={o} value={o}>{o}</option>)}
+        {options.map((o) => (
+          <option key={o} value={o}>
+            {o}
+          </option>
+        ))}
       </select>
     </label>
   );

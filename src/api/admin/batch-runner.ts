@@ -23,7 +23,8 @@ function dimsFor(name: string, shape: readonly number[], batched: boolean, count
   const free = dims.filter((d) => d < 0).length;
   const known = dims.filter((d) => d >= 0).reduce((a, b) => a * b, 1);
   if (free > 1) throw err('SY_ERR_INPUT_INVALID', `input "${name}": more than one dynamic dimension per row; a batch job cannot tell the shape of a flat row`);
-  if (free === 0 ? count !== known : known === 0 || count % known !== 0) throw err('SY_ERR_INPUT_INVALID', `input "${name}": ${count} values per row do not fit the row shape [${dims.join(', ')}]`);
+  if (free === 0 ? count !== known : known === 0 || count % known !== 0)
+    throw err('SY_ERR_INPUT_INVALID', `input "${name}": ${count} values per row do not fit the row shape [${dims.join(', ')}]`);
   return dims.map((d) => (d < 0 ? count / known : d));
 }
 
@@ -55,10 +56,14 @@ export class InferenceRowRunner implements RowRunner {
 
   async run(req: RowRequest, ctx: LineContext): Promise<Array<{ name: string; rows: string[] }>> {
     const out = await this.#inference.infer({
-      model: req.model, version: req.version, timeoutUs: 0, signal: ctx.signal,
+      model: req.model,
+      version: req.version,
+      timeoutUs: 0,
+      signal: ctx.signal,
       caller: { tenant: ctx.tenant, flow: ctx.flow, keyId: ctx.keyId, requestId: ctx.requestId, header: () => undefined },
       body: {
-        kind: 'built', parameters: null,
+        kind: 'built',
+        parameters: null,
         build: (mv) => {
           const sig = mv.signature!;
           const batched = mv.maxBatchSize > 0;

@@ -8,9 +8,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { err } from '../../errors.js';
-import {
-  entitySchema, featureViewSchema, serviceSchema, windowViewSchema, type AnyDefinition, type DefinitionStore,
-} from '../../features/index.js';
+import { entitySchema, featureViewSchema, serviceSchema, windowViewSchema, type AnyDefinition, type DefinitionStore } from '../../features/index.js';
 import type { DefinitionKind, DefinitionRecord, FeatureServiceDef } from '../../features/index.js';
 import { actorOf, strictValidation } from './routes.js';
 import * as S from './schemas.js';
@@ -28,7 +26,6 @@ export interface FeatureDefinitionOptions {
 const TAGS = ['features'];
 
 type Json = Record<string, unknown>;
-
 
 /** A zod schema as draft-07 JSON Schema (no `$schema`). */
 function jsonSchema(schema: z.ZodType, io: 'input' | 'output'): Json {
@@ -57,21 +54,35 @@ interface KindInfo {
 
 const KINDS: readonly KindInfo[] = [
   {
-    kind: 'entity', plural: 'entities', param: 'entity', text: 'entity',
+    kind: 'entity',
+    plural: 'entities',
+    param: 'entity',
+    text: 'entity',
     body: { ...bodyOf(entitySchema), description: 'An entity: what features are about, identified by typed join keys (in key order).' },
     spec: jsonSchema(entitySchema, 'output'),
   },
   {
-    kind: 'view', plural: 'views', param: 'view', text: 'feature view',
+    kind: 'view',
+    plural: 'views',
+    param: 'view',
+    text: 'feature view',
     body: {
-      description: 'A feature view (`kind` "view", the default: pushed rows, latest value per entity online, history offline) or a windowed view (`kind` "window": sliding-window aggregations over events).',
+      description:
+        'A feature view (`kind` "view", the default: pushed rows, latest value per entity online, history offline) or a windowed view (`kind` "window": sliding-window aggregations over events).',
       anyOf: [bodyOf(featureViewSchema), bodyOf(windowViewSchema)],
     },
     spec: { anyOf: [jsonSchema(featureViewSchema, 'output'), jsonSchema(windowViewSchema, 'output')] },
   },
   {
-    kind: 'service', plural: 'services', param: 'service', text: 'feature service',
-    body: { ...bodyOf(serviceSchema), description: "A feature service: an ordered list of features (\"view:feature\"), optionally bound to a model (and version) whose inputs it fills, with defaults for missing values." },
+    kind: 'service',
+    plural: 'services',
+    param: 'service',
+    text: 'feature service',
+    body: {
+      ...bodyOf(serviceSchema),
+      description:
+        'A feature service: an ordered list of features ("view:feature"), optionally bound to a model (and version) whose inputs it fills, with defaults for missing values.',
+    },
     spec: jsonSchema(serviceSchema, 'output'),
   },
 ];
@@ -112,68 +123,112 @@ export async function featureDefinitionRoutes(app: FastifyInstance, opts: Featur
     type P = Record<string, string>;
     const nameOf = (req: FastifyRequest): string => (req.params as P)[k.param] ?? '';
 
-    app.get(base, {
-      schema: { tags: TAGS, summary: `Current ${k.plural}, by name`, response: { 200: { type: 'array', items: recordSchema }, ...S.errors(401) } },
-    }, async (req) => (await store.list(k.kind)).filter((r) => sees(req, r)));
+    app.get(
+      base,
+      {
+        schema: { tags: TAGS, summary: `Current ${k.plural}, by name`, response: { 200: { type: 'array', items: recordSchema }, ...S.errors(401) } },
+      },
+      async (req) => (await store.list(k.kind)).filter((r) => sees(req, r)),
+    );
 
-    app.get(item, {
-      schema: { tags: TAGS, summary: `A ${k.text} (its current revision)`, params, response: { 200: recordSchema, ...S.errors(404) } },
-    }, async (req) => {
-      const r = await store.get(k.kind, nameOf(req));
-      if (!sees(req, r)) throw notFound(r.name);
-      return r;
-    });
+    app.get(
+      item,
+      {
+        schema: { tags: TAGS, summary: `A ${k.text} (its current revision)`, params, response: { 200: recordSchema, ...S.errors(404) } },
+      },
+      async (req) => {
+        const r = await store.get(k.kind, nameOf(req));
+        if (!sees(req, r)) throw notFound(r.name);
+        return r;
+      },
+    );
 
-    app.get(`${item}/history`, {
-      schema: {
-        tags: TAGS, summary: `Every revision of a ${k.text}, oldest first (deletes included)`, params,
-        response: {
-          200: {
-            type: 'array',
-            items: { ...recordSchema, required: [...RECORD_REQUIRED, 'deleted'], properties: { ...recordProps(k.spec), deleted: { type: 'boolean', description: 'This revision deleted the definition (spec: the last one).' } } },
+    app.get(
+      `${item}/history`,
+      {
+        schema: {
+          tags: TAGS,
+          summary: `Every revision of a ${k.text}, oldest first (deletes included)`,
+          params,
+          response: {
+            200: {
+              type: 'array',
+              items: {
+                ...recordSchema,
+                required: [...RECORD_REQUIRED, 'deleted'],
+                properties: { ...recordProps(k.spec), deleted: { type: 'boolean', description: 'This revision deleted the definition (spec: the last one).' } },
+              },
+            },
+            ...S.errors(404),
           },
-          ...S.errors(404),
         },
       },
-    }, async (req) => {
-      const h = await store.history(k.kind, nameOf(req));
-      const last = h[h.length - 1];
-      if (last !== undefined && !sees(req, last)) throw notFound(last.name);
-      return h;
-    });
-
-    app.put(item, {
-      schema: {
-        tags: TAGS, summary: `Create or update a ${k.text} (platform admin; a new revision unless unchanged)`,
-        description: 'The name comes from the path. Created → 201, updated or unchanged → 200; `change` says which.',
-        params, headers: S.actorHeaders, body: k.body,
-        response: {
-          200: { ...recordSchema, required: [...RECORD_REQUIRED, 'change'], properties: { ...recordProps(k.spec), change: { type: 'string', enum: ['created', 'updated', 'unchanged'] } } },
-          201: { ...recordSchema, required: [...RECORD_REQUIRED, 'change'], properties: { ...recordProps(k.spec), change: { type: 'string', enum: ['created', 'updated', 'unchanged'] } } },
-          ...S.errors(400, 403, 409),
-        },
+      async (req) => {
+        const h = await store.history(k.kind, nameOf(req));
+        const last = h[h.length - 1];
+        if (last !== undefined && !sees(req, last)) throw notFound(last.name);
+        return h;
       },
-      // The definition parsers validate the body (naming each bad field; no coercion, nothing dropped).
-      validatorCompiler: () => () => true,
-      onRequest: async (req) => requirePlatform(req),
-    }, async (req, reply) => {
-      const name = nameOf(req);
-      const body = req.body;
-      if (body === null || typeof body !== 'object' || Array.isArray(body)) throw err('SY_ERR_BAD_REQUEST', `invalid request: body must be a JSON object (the ${k.text} without its name)`);
-      const b = body as Json;
-      if (b['name'] !== undefined && b['name'] !== name) {
-        throw err('SY_ERR_BAD_REQUEST', `invalid request: body.name ${JSON.stringify(b['name'])} does not match the ${k.text} name in the path ("${name}")`);
-      }
-      const r = await store.put(k.kind, { ...b, name }, actorOf(req));
-      return reply.code(r.change === 'created' ? 201 : 200).send(r);
-    });
+    );
 
-    app.delete(item, {
-      schema: { tags: TAGS, summary: `Delete a ${k.text} (platform admin; refused while referenced)`, params, headers: S.actorHeaders, response: { 204: S.noContent, ...S.errors(403, 404, 409) } },
-      onRequest: async (req) => requirePlatform(req),
-    }, async (req, reply) => {
-      await store.delete(k.kind, nameOf(req), actorOf(req));
-      return reply.code(204).send();
-    });
+    app.put(
+      item,
+      {
+        schema: {
+          tags: TAGS,
+          summary: `Create or update a ${k.text} (platform admin; a new revision unless unchanged)`,
+          description: 'The name comes from the path. Created → 201, updated or unchanged → 200; `change` says which.',
+          params,
+          headers: S.actorHeaders,
+          body: k.body,
+          response: {
+            200: {
+              ...recordSchema,
+              required: [...RECORD_REQUIRED, 'change'],
+              properties: { ...recordProps(k.spec), change: { type: 'string', enum: ['created', 'updated', 'unchanged'] } },
+            },
+            201: {
+              ...recordSchema,
+              required: [...RECORD_REQUIRED, 'change'],
+              properties: { ...recordProps(k.spec), change: { type: 'string', enum: ['created', 'updated', 'unchanged'] } },
+            },
+            ...S.errors(400, 403, 409),
+          },
+        },
+        // The definition parsers validate the body (naming each bad field; no coercion, nothing dropped).
+        validatorCompiler: () => () => true,
+        onRequest: async (req) => requirePlatform(req),
+      },
+      async (req, reply) => {
+        const name = nameOf(req);
+        const body = req.body;
+        if (body === null || typeof body !== 'object' || Array.isArray(body))
+          throw err('SY_ERR_BAD_REQUEST', `invalid request: body must be a JSON object (the ${k.text} without its name)`);
+        const b = body as Json;
+        if (b['name'] !== undefined && b['name'] !== name) {
+          throw err('SY_ERR_BAD_REQUEST', `invalid request: body.name ${JSON.stringify(b['name'])} does not match the ${k.text} name in the path ("${name}")`);
+        }
+        const r = await store.put(k.kind, { ...b, name }, actorOf(req));
+        return reply.code(r.change === 'created' ? 201 : 200).send(r);
+      },
+    );
+
+    app.delete(
+      item,
+      {
+        schema: {
+          tags: TAGS,
+          summary: `Delete a ${k.text} (platform admin; refused while referenced)`,
+          params,
+          headers: S.actorHeaders,
+          response: { 204: S.noContent, ...S.errors(403, 404, 409) },
+        },
+        onRequest: async (req) => requirePlatform(req),
+      },
+      async (req, reply) => {
+        await store.delete(k.kind, nameOf(req), actorOf(req));
+        return reply.code(204).send();
+      },
+    );
   }
 }

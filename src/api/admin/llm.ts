@@ -57,14 +57,20 @@ export async function llmAdminRoutes(app: FastifyInstance, opts: LlmAdminRoutesO
   const { usage } = opts;
   strictValidation(app);
 
-  app.get<{ Querystring: UsageQ }>('/api/v1/llm/usage', {
-    schema: {
-      tags: TAGS, summary: 'LLM API usage per tenant and model: requests, errors, prompt and completion tokens, spend (a tenant key sees its own)',
-      querystring: llmUsageQuery, response: { 200: llmUsageListSchema, ...S.errors(400, 401, 404) },
+  app.get<{ Querystring: UsageQ }>(
+    '/api/v1/llm/usage',
+    {
+      schema: {
+        tags: TAGS,
+        summary: 'LLM API usage per tenant and model: requests, errors, prompt and completion tokens, spend (a tenant key sees its own)',
+        querystring: llmUsageQuery,
+        response: { 200: llmUsageListSchema, ...S.errors(400, 401, 404) },
+      },
     },
-  }, async (req) => {
-    const q = req.query;
-    const rows = await usage.query({ ...scopedRange(req, q), ...(q.model === undefined ? {} : { model: q.model }), groupBy: q.group_by ?? 'hour' });
-    return { usage: rows.map((r) => ({ ...r, period: new Date(r.period).toISOString() })) };
-  });
+    async (req) => {
+      const q = req.query;
+      const rows = await usage.query({ ...scopedRange(req, q), ...(q.model === undefined ? {} : { model: q.model }), groupBy: q.group_by ?? 'hour' });
+      return { usage: rows.map((r) => ({ ...r, period: new Date(r.period).toISOString() })) };
+    },
+  );
 }

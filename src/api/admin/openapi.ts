@@ -34,10 +34,16 @@ export async function registerOpenApi(app: FastifyInstance, opts: OpenApiOptions
         { name: 'registry', description: 'Registered models, versions, aliases, tags and the event log.' },
         { name: 'tenancy', description: 'Tenants, API keys, model ownership and sharing, usage and the audit log.' },
         { name: 'inference', description: 'The Open Inference Protocol (KServe / Triton V2) REST data plane and the Triton extensions.' },
-        { name: 'batch', description: 'Batch jobs: score every row of a JSONL, CSV or Parquet file with a model; progress, cancel, retry of failed rows, output and error files (docs/batch.md).' },
-        { name: 'openai', description: 'The OpenAI-compatible API (chat completions, completions, embeddings, models). Errors use OpenAI\'s shape.' },
+        {
+          name: 'batch',
+          description:
+            'Batch jobs: score every row of a JSONL, CSV or Parquet file with a model; progress, cancel, retry of failed rows, output and error files (docs/batch.md).',
+        },
+        { name: 'openai', description: "The OpenAI-compatible API (chat completions, completions, embeddings, models). Errors use OpenAI's shape." },
       ],
-      components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', description: 'A Switchyard API key (sy_<id>_<secret>) or the platform admin key.' } } },
+      components: {
+        securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', description: 'A Switchyard API key (sy_<id>_<secret>) or the platform admin key.' } },
+      },
       security: [{ bearerAuth: [] }],
     },
     transform: documentRoute as never,

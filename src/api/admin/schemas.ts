@@ -28,7 +28,21 @@ const loadPolicy = { type: 'string', enum: ['preload', 'lazy'], description: 'Lo
 export const modelSchema = {
   type: 'object',
   description: 'A registered model.',
-  required: ['name', 'description', 'owner', 'tags', 'loadPolicy', 'pinned', 'config', 'latestVersion', 'aliases', 'routing', 'routingRevision', 'createdAt', 'updatedAt'],
+  required: [
+    'name',
+    'description',
+    'owner',
+    'tags',
+    'loadPolicy',
+    'pinned',
+    'config',
+    'latestVersion',
+    'aliases',
+    'routing',
+    'routingRevision',
+    'createdAt',
+    'updatedAt',
+  ],
   properties: {
     name: str('Model name (unique).'),
     description: str(),
@@ -39,7 +53,10 @@ export const modelSchema = {
     config: { type: 'object', additionalProperties: true, description: 'Serving configuration (the keys of a repository config.json).' },
     latestVersion: { type: 'integer', description: 'Highest version number ever allocated (0 when none).' },
     aliases: { type: 'object', additionalProperties: { type: 'integer' }, description: 'alias → version number.' },
-    routing: { anyOf: [{ type: 'null' }, { type: 'object', additionalProperties: true }], description: 'Traffic policy for requests that name no version (see /api/v1/models/{name}/routing); null = the default route.' },
+    routing: {
+      anyOf: [{ type: 'null' }, { type: 'object', additionalProperties: true }],
+      description: 'Traffic policy for requests that name no version (see /api/v1/models/{name}/routing); null = the default route.',
+    },
     routingRevision: { type: 'integer', description: 'Bumped by every routing policy change (0 = never set).' },
     createdAt: time('Creation time (ISO-8601 UTC).'),
     updatedAt: time('Last update time (ISO-8601 UTC).'),
@@ -49,7 +66,11 @@ export const modelSchema = {
 const tensorSpec = {
   type: 'object',
   required: ['name', 'datatype', 'shape'],
-  properties: { name: str(), datatype: str('V2 datatype, e.g. FP32.'), shape: { type: 'array', items: { type: 'integer' }, description: '-1 for a dynamic dimension.' } },
+  properties: {
+    name: str(),
+    datatype: str('V2 datatype, e.g. FP32.'),
+    shape: { type: 'array', items: { type: 'integer' }, description: '-1 for a dynamic dimension.' },
+  },
 } as const;
 
 const lineage = {
@@ -62,7 +83,22 @@ const lineage = {
 export const versionSchema = {
   type: 'object',
   description: 'A registered model version.',
-  required: ['model', 'version', 'description', 'artifact', 'signature', 'metrics', 'params', 'tags', 'lineage', 'createdBy', 'createdAt', 'status', 'statusReason', 'archivedAt'],
+  required: [
+    'model',
+    'version',
+    'description',
+    'artifact',
+    'signature',
+    'metrics',
+    'params',
+    'tags',
+    'lineage',
+    'createdBy',
+    'createdAt',
+    'status',
+    'statusReason',
+    'archivedAt',
+  ],
   properties: {
     model: str('Model name.'),
     version: { type: 'integer', description: 'Version number (never reused).' },
@@ -70,7 +106,11 @@ export const versionSchema = {
     artifact: {
       type: 'object',
       required: ['uri', 'sha256', 'size'],
-      properties: { uri: str('Store location of the artifact.'), sha256: str('SHA-256 of the artifact bytes (hex).'), size: { type: 'integer', description: 'Bytes.' } },
+      properties: {
+        uri: str('Store location of the artifact.'),
+        sha256: str('SHA-256 of the artifact bytes (hex).'),
+        size: { type: 'integer', description: 'Bytes.' },
+      },
     },
     signature: {
       type: ['object', 'null'],
@@ -104,8 +144,22 @@ export const eventSchema = {
     model: str(),
     type: {
       type: 'string',
-      enum: ['model_created', 'model_updated', 'model_deleted', 'version_created', 'version_status', 'version_archived', 'alias_moved', 'alias_removed', 'tag_set', 'tag_removed',
-        'routing_set', 'routing_removed', 'experiment_started', 'experiment_stopped'],
+      enum: [
+        'model_created',
+        'model_updated',
+        'model_deleted',
+        'version_created',
+        'version_status',
+        'version_archived',
+        'alias_moved',
+        'alias_removed',
+        'tag_set',
+        'tag_removed',
+        'routing_set',
+        'routing_removed',
+        'experiment_started',
+        'experiment_stopped',
+      ],
     },
     version: nullable('integer', 'The version concerned, else null.'),
     alias: nullable('string', 'alias_* events: the alias name.'),
@@ -124,7 +178,11 @@ export const modelDetailSchema = {
   properties: {
     ...modelSchema.properties,
     versions: { type: 'array', items: versionSchema },
-    serving: { type: 'array', description: 'Live serving state per version (state, resident bytes, …).', items: { type: 'object', additionalProperties: true } },
+    serving: {
+      type: 'array',
+      description: 'Live serving state per version (state, resident bytes, …).',
+      items: { type: 'object', additionalProperties: true },
+    },
   },
 } as const;
 
@@ -252,7 +310,8 @@ export const uploadBodyDoc = {
         properties: {
           metadata: {
             type: 'string',
-            description: 'JSON `{description, alias, tags, metrics, params, lineage: {sourceRun, dataset, codeRef}, version}`; send it before `file` so the file streams straight to the store.',
+            description:
+              'JSON `{description, alias, tags, metrics, params, lineage: {sourceRun, dataset, codeRef}, version}`; send it before `file` so the file streams straight to the store.',
           },
           file: { type: 'string', format: 'binary', description: 'The ONNX model file.' },
         },
@@ -262,7 +321,6 @@ export const uploadBodyDoc = {
 } as const;
 
 /** Common error responses. */
-export const errors = (...codes: number[]): Record<number, typeof errorSchema> =>
-  Object.fromEntries([...codes, 500].map((c) => [c, errorSchema]));
+export const errors = (...codes: number[]): Record<number, typeof errorSchema> => Object.fromEntries([...codes, 500].map((c) => [c, errorSchema]));
 
 export const noContent = { type: 'null', description: 'No content.' } as const;

@@ -12,16 +12,19 @@ const CHUNK_CHARS = 64 * 1024;
 
 /** A response body streamed from `pieces` in slices (see the module comment). */
 export function slicedBody(pieces: Iterable<string>): Readable {
-  return Readable.from((async function* slices(): AsyncGenerator<string> {
-    let chunk = '';
-    for (const piece of pieces) {
-      chunk += piece;
-      if (chunk.length >= CHUNK_CHARS) {
-        yield chunk;
-        chunk = '';
-        await turn();
+  return Readable.from(
+    (async function* slices(): AsyncGenerator<string> {
+      let chunk = '';
+      for (const piece of pieces) {
+        chunk += piece;
+        if (chunk.length >= CHUNK_CHARS) {
+          yield chunk;
+          chunk = '';
+          await turn();
+        }
       }
-    }
-    if (chunk.length > 0) yield chunk;
-  })(), { objectMode: false });
+      if (chunk.length > 0) yield chunk;
+    })(),
+    { objectMode: false },
+  );
 }

@@ -7,7 +7,11 @@ import { SCOPES, TENANT_NAME } from '../../gateway/index.js';
 
 const str = (description: string): Record<string, unknown> => ({ type: 'string', description });
 const time = (description: string): Record<string, unknown> => ({ type: 'string', format: 'date-time', description });
-const limitNum = (description: string, integer = true): Record<string, unknown> => ({ type: [integer ? 'integer' : 'number', 'null'], exclusiveMinimum: 0, description });
+const limitNum = (description: string, integer = true): Record<string, unknown> => ({
+  type: [integer ? 'integer' : 'number', 'null'],
+  exclusiveMinimum: 0,
+  description,
+});
 
 const limitProps = {
   rps: limitNum('Sustained requests per second (token bucket refill); null = no rate limit.', false),
@@ -132,12 +136,15 @@ export const accessSchema = {
 } as const;
 
 export const ownerBody = {
-  type: 'object', additionalProperties: false, required: ['tenant'],
+  type: 'object',
+  additionalProperties: false,
+  required: ['tenant'],
   properties: { tenant: { type: ['string', 'null'], description: 'New owner; null = the platform.' } },
 } as const;
 
 export const shareParams = {
-  type: 'object', required: ['name', 'tenant'],
+  type: 'object',
+  required: ['name', 'tenant'],
   properties: { name: str('Model name.'), tenant: str('Tenant name, or "*" for every tenant.') },
 } as const;
 

@@ -17,5 +17,6 @@ export function inNamespace(tenant: string | null, id: string): boolean {
 
 /** 403 unless `id` is in the tenant's namespace (checked before anything is looked up). */
 export function checkCreatableId(tenant: string | null, id: string, what: string): void {
-  if (!inNamespace(tenant, id)) throw err('SY_ERR_FORBIDDEN', `tenant keys create ${what}s only in their namespace: name it "${tenant ?? ''}.<${what.replace(/ /g, '-')}>"`);
+  if (!inNamespace(tenant, id))
+    throw err('SY_ERR_FORBIDDEN', `tenant keys create ${what}s only in their namespace: name it "${tenant ?? ''}.<${what.replace(/ /g, '-')}>"`);
 }

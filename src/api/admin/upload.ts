@@ -44,8 +44,13 @@ function lineageOf(l: { sourceRun?: string | undefined; dataset?: string | undef
 }
 
 function build(m: {
-  description?: string | undefined; tags?: Record<string, string> | undefined; metrics?: Record<string, number> | undefined;
-  params?: Record<string, string> | undefined; lineage?: Lineage | undefined; version?: number | undefined; alias?: string | undefined;
+  description?: string | undefined;
+  tags?: Record<string, string> | undefined;
+  metrics?: Record<string, number> | undefined;
+  params?: Record<string, string> | undefined;
+  lineage?: Lineage | undefined;
+  version?: number | undefined;
+  alias?: string | undefined;
 }): UploadMeta {
   const input: { -readonly [K in keyof PushVersionInput]: PushVersionInput[K] } = {};
   if (m.description !== undefined) input.description = m.description;

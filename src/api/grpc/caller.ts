@@ -15,7 +15,11 @@ export class GrpcCaller implements Caller {
   readonly keyId: string | null;
   readonly #metadata: MetadataReader;
 
-  constructor(p: Principal, metadata: MetadataReader, readonly requestId: string) {
+  constructor(
+    p: Principal,
+    metadata: MetadataReader,
+    readonly requestId: string,
+  ) {
     this.tenant = tenantOf(p);
     this.flow = flowOf(p);
     this.keyId = p.key?.id ?? null;

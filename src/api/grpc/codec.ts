@@ -17,27 +17,53 @@
 import { err } from '../../errors.js';
 import { checkShape, classCount, NO_LIMITS, type InferOutcome, type NamedTensor, type RequestLimits, type TensorBody } from '../../inference/index.js';
 import {
-  decodeBinaryData, dtypeFromV2, elementCount, encodeBinaryData, type DtypeInfo, type NumericArray, type Tensor, type TensorData,
+  decodeBinaryData,
+  dtypeFromV2,
+  elementCount,
+  encodeBinaryData,
+  type DtypeInfo,
+  type NumericArray,
+  type Tensor,
+  type TensorData,
 } from '../../tensor/index.js';
 
 /** `InferParameter` as the loader decodes it (64-bit values as decimal strings). */
 export interface WireParameter {
   parameter_choice?: 'bool_param' | 'int64_param' | 'string_param' | 'double_param' | 'uint64_param';
-  bool_param?: boolean; int64_param?: string; string_param?: string; double_param?: number; uint64_param?: string;
+  bool_param?: boolean;
+  int64_param?: string;
+  string_param?: string;
+  double_param?: number;
+  uint64_param?: string;
 }
 
 export interface WireContents {
-  bool_contents: boolean[]; int_contents: number[]; int64_contents: string[]; uint_contents: number[];
-  uint64_contents: string[]; fp32_contents: number[]; fp64_contents: number[]; bytes_contents: Buffer[];
+  bool_contents: boolean[];
+  int_contents: number[];
+  int64_contents: string[];
+  uint_contents: number[];
+  uint64_contents: string[];
+  fp32_contents: number[];
+  fp64_contents: number[];
+  bytes_contents: Buffer[];
 }
 
 export interface WireInput {
-  name: string; datatype: string; shape: string[]; parameters: Record<string, WireParameter>; contents: WireContents | null;
+  name: string;
+  datatype: string;
+  shape: string[];
+  parameters: Record<string, WireParameter>;
+  contents: WireContents | null;
 }
 
 export interface WireInferRequest {
-  model_name: string; model_version: string; id: string; parameters: Record<string, WireParameter>;
-  inputs: WireInput[]; outputs: { name: string; parameters: Record<string, WireParameter> }[]; raw_input_contents: Buffer[];
+  model_name: string;
+  model_version: string;
+  id: string;
+  parameters: Record<string, WireParameter>;
+  inputs: WireInput[];
+  outputs: { name: string; parameters: Record<string, WireParameter> }[];
+  raw_input_contents: Buffer[];
 }
 
 /** A decoded request: the core's body plus what only the gRPC response needs. */
@@ -57,16 +83,20 @@ function invalid(message: string): never {
 /** An InferParameter as a plain value (int64 / uint64 as numbers when exact, else decimal strings). */
 export function parameterValue(p: WireParameter): string | number | boolean | null {
   switch (p.parameter_choice) {
-    case 'bool_param': return p.bool_param ?? false;
-    case 'string_param': return p.string_param ?? '';
-    case 'double_param': return p.double_param ?? 0;
+    case 'bool_param':
+      return p.bool_param ?? false;
+    case 'string_param':
+      return p.string_param ?? '';
+    case 'double_param':
+      return p.double_param ?? 0;
     case 'int64_param':
     case 'uint64_param': {
       const s = p[p.parameter_choice] ?? '0';
       const n = Number(s);
       return Number.isSafeInteger(n) ? n : s;
     }
-    default: return null;
+    default:
+      return null;
   }
 }
 
@@ -96,14 +126,28 @@ function rawNumeric(name: string, dtype: DtypeInfo, count: number, bytes: Buffer
 }
 
 const INT_RANGE: Readonly<Record<string, readonly [number, number]>> = {
-  INT8: [-128, 127], INT16: [-32768, 32767], INT32: [-(2 ** 31), 2 ** 31 - 1], UINT8: [0, 255], UINT16: [0, 65535], UINT32: [0, 2 ** 32 - 1],
+  INT8: [-128, 127],
+  INT16: [-32768, 32767],
+  INT32: [-(2 ** 31), 2 ** 31 - 1],
+  UINT8: [0, 255],
+  UINT16: [0, 65535],
+  UINT32: [0, 2 ** 32 - 1],
 };
 
 /** Which typed `contents` field carries each datatype. */
 const FIELD: Readonly<Record<string, keyof WireContents>> = {
-  BOOL: 'bool_contents', INT8: 'int_contents', INT16: 'int_contents', INT32: 'int_contents', INT64: 'int64_contents',
-  UINT8: 'uint_contents', UINT16: 'uint_contents', UINT32: 'uint_contents', UINT64: 'uint64_contents',
-  FP32: 'fp32_contents', FP64: 'fp64_contents', BYTES: 'bytes_contents',
+  BOOL: 'bool_contents',
+  INT8: 'int_contents',
+  INT16: 'int_contents',
+  INT32: 'int_contents',
+  INT64: 'int64_contents',
+  UINT8: 'uint_contents',
+  UINT16: 'uint_contents',
+  UINT32: 'uint_contents',
+  UINT64: 'uint64_contents',
+  FP32: 'fp32_contents',
+  FP64: 'fp64_contents',
+  BYTES: 'bytes_contents',
 };
 
 function typedContents(name: string, dtype: DtypeInfo, count: number, c: WireContents): TensorData {
@@ -115,13 +159,19 @@ function typedContents(name: string, dtype: DtypeInfo, count: number, c: WireCon
   const values = c[field];
   if (values.length !== count) invalid(`input "${name}": shape implies ${count} elements but contents.${field} holds ${values.length}`);
   switch (dtype.v2) {
-    case 'BOOL': return Uint8Array.from(values as boolean[], (b) => (b ? 1 : 0));
-    case 'FP32': return Float32Array.from(values as number[]);
-    case 'FP64': return Float64Array.from(values as number[]);
-    case 'INT64': return BigInt64Array.from(values as string[], (s) => BigInt(s));
-    case 'UINT64': return BigUint64Array.from(values as string[], (s) => BigInt(s));
+    case 'BOOL':
+      return Uint8Array.from(values as boolean[], (b) => (b ? 1 : 0));
+    case 'FP32':
+      return Float32Array.from(values as number[]);
+    case 'FP64':
+      return Float64Array.from(values as number[]);
+    case 'INT64':
+      return BigInt64Array.from(values as string[], (s) => BigInt(s));
+    case 'UINT64':
+      return BigUint64Array.from(values as string[], (s) => BigInt(s));
     // BYTES elements are bytes: views of the received buffers, as sent.
-    case 'BYTES': return (values as Buffer[]).map((b) => new Uint8Array(b.buffer, b.byteOffset, b.byteLength));
+    case 'BYTES':
+      return (values as Buffer[]).map((b) => new Uint8Array(b.buffer, b.byteOffset, b.byteLength));
     default: {
       const [lo, hi] = INT_RANGE[dtype.v2]!;
       const nums = values as number[];
@@ -186,31 +236,59 @@ export function decodeInferRequest(req: WireInferRequest, limits: RequestLimits 
     bad('parameters.timeout must be a non-negative int64_param of microseconds');
   }
   return {
-    body: { kind: 'tensors', inputs, outputs, parameters: params, timeoutUs: (timeout as number | undefined) ?? 0, ...(classification === undefined ? {} : { classification }) },
+    body: {
+      kind: 'tensors',
+      inputs,
+      outputs,
+      parameters: params,
+      timeoutUs: (timeout as number | undefined) ?? 0,
+      ...(classification === undefined ? {} : { classification }),
+    },
     raw: useRaw,
   };
 }
 
 export interface WireOutput {
-  name: string; datatype: string; shape: number[]; parameters: Record<string, WireParameter>; contents: Partial<WireContents> | null;
+  name: string;
+  datatype: string;
+  shape: number[];
+  parameters: Record<string, WireParameter>;
+  contents: Partial<WireContents> | null;
 }
 export interface WireInferResponse {
-  model_name: string; model_version: string; id: string; parameters: Record<string, WireParameter>;
-  outputs: WireOutput[]; raw_output_contents: Uint8Array[];
+  model_name: string;
+  model_version: string;
+  id: string;
+  parameters: Record<string, WireParameter>;
+  outputs: WireOutput[];
+  raw_output_contents: Uint8Array[];
 }
 
 function contentsOf(t: Tensor): Partial<WireContents> {
   const d = t.data;
   switch (t.dtype.v2) {
-    case 'BOOL': return { bool_contents: Array.from(d as Uint8Array, (b) => b !== 0) };
-    case 'INT8': case 'INT16': case 'INT32': return { int_contents: Array.from(d as Int32Array) };
-    case 'UINT8': case 'UINT16': case 'UINT32': return { uint_contents: Array.from(d as Uint32Array) };
-    case 'INT64': return { int64_contents: Array.from(d as BigInt64Array, String) };
-    case 'UINT64': return { uint64_contents: Array.from(d as BigUint64Array, String) };
-    case 'FP32': return { fp32_contents: Array.from(d as Float32Array) };
-    case 'FP64': return { fp64_contents: Array.from(d as Float64Array) };
-    case 'BYTES': return { bytes_contents: (d as Uint8Array[]).map((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength)) };
-    default: throw err('SY_ERR_INTERNAL', `no typed contents field for ${t.dtype.v2}`);
+    case 'BOOL':
+      return { bool_contents: Array.from(d as Uint8Array, (b) => b !== 0) };
+    case 'INT8':
+    case 'INT16':
+    case 'INT32':
+      return { int_contents: Array.from(d as Int32Array) };
+    case 'UINT8':
+    case 'UINT16':
+    case 'UINT32':
+      return { uint_contents: Array.from(d as Uint32Array) };
+    case 'INT64':
+      return { int64_contents: Array.from(d as BigInt64Array, String) };
+    case 'UINT64':
+      return { uint64_contents: Array.from(d as BigUint64Array, String) };
+    case 'FP32':
+      return { fp32_contents: Array.from(d as Float32Array) };
+    case 'FP64':
+      return { fp64_contents: Array.from(d as Float64Array) };
+    case 'BYTES':
+      return { bytes_contents: (d as Uint8Array[]).map((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength)) };
+    default:
+      throw err('SY_ERR_INTERNAL', `no typed contents field for ${t.dtype.v2}`);
   }
 }
 
@@ -229,7 +307,12 @@ export function wireParameters(p: Readonly<Record<string, string | boolean>> | n
 const NO_PARAMS: Record<string, WireParameter> = Object.freeze({}) as Record<string, WireParameter>;
 
 /** The ModelInferResponse for an outcome: raw or typed contents (see the module comment). */
-export function encodeInferResponse(out: InferOutcome, id: string, raw: boolean, parameters: Readonly<Record<string, string | boolean>> | null): WireInferResponse {
+export function encodeInferResponse(
+  out: InferOutcome,
+  id: string,
+  raw: boolean,
+  parameters: Readonly<Record<string, string | boolean>> | null,
+): WireInferResponse {
   const specs = out.outputSpecs;
   const selected = out.selected;
   const n = selected === null ? specs.length : selected.length;

@@ -23,7 +23,9 @@ const root = protobuf.Root.fromJSON({
         },
         rpc: {
           nested: {
-            Status: { fields: { code: { type: 'int32', id: 1 }, message: { type: 'string', id: 2 }, details: { rule: 'repeated', type: 'google.protobuf.Any', id: 3 } } },
+            Status: {
+              fields: { code: { type: 'int32', id: 1 }, message: { type: 'string', id: 2 }, details: { rule: 'repeated', type: 'google.protobuf.Any', id: 3 } },
+            },
             RetryInfo: { fields: { retry_delay: { type: 'google.protobuf.Duration', id: 1 } } },
             ErrorInfo: { fields: { reason: { type: 'string', id: 1 }, domain: { type: 'string', id: 2 } } },
           },
@@ -41,10 +43,12 @@ export const ERROR_DOMAIN = 'switchyard';
 
 /** `google.rpc.Status` bytes for a failed call: ErrorInfo (reason = `reason`), and RetryInfo when `retryAfterS` is set. */
 export function statusDetails(code: number, message: string, reason: string, retryAfterS: number | null): Buffer {
-  const details = [{
-    type_url: 'type.googleapis.com/google.rpc.ErrorInfo',
-    value: ErrorInfoType.encode(ErrorInfoType.create({ reason, domain: ERROR_DOMAIN })).finish(),
-  }];
+  const details = [
+    {
+      type_url: 'type.googleapis.com/google.rpc.ErrorInfo',
+      value: ErrorInfoType.encode(ErrorInfoType.create({ reason, domain: ERROR_DOMAIN })).finish(),
+    },
+  ];
   if (retryAfterS !== null) {
     details.push({
       type_url: 'type.googleapis.com/google.rpc.RetryInfo',

@@ -55,8 +55,10 @@ type StreamHandler = (this: Server, extraInterceptors: unknown[], stream: Server
 const DEADLINE = /^(\d{1,8})\s*([HMSmun])$/;
 const UNIT_MS: Readonly<Record<string, number>> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
 const RESPONSE_HEADERS = {
-  [h2.HTTP2_HEADER_STATUS]: 200, [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc+proto',
-  'grpc-accept-encoding': 'identity,deflate,gzip', 'grpc-encoding': 'identity',
+  [h2.HTTP2_HEADER_STATUS]: 200,
+  [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc+proto',
+  'grpc-accept-encoding': 'identity,deflate,gzip',
+  'grpc-encoding': 'identity',
 } as const;
 const OK_TRAILERS = { 'grpc-status': '0', 'grpc-message': 'OK' } as const;
 const noop = (): void => undefined;
@@ -86,7 +88,12 @@ class FrontCall implements UnaryCall<unknown> {
   #chunks: Buffer[] = [];
   #size = 0;
 
-  constructor(readonly stream: ServerHttp2Stream, headers: IncomingHttpHeaders, readonly method: FastMethod, readonly max: number) {
+  constructor(
+    readonly stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    readonly method: FastMethod,
+    readonly max: number,
+  ) {
     this.metadata = new HeaderMetadata(headers);
   }
 
@@ -219,9 +226,15 @@ class FrontCall implements UnaryCall<unknown> {
   /** Answer trailers-only with `code` (the call ends; later answers are ignored). */
   fail(code: Status, details: string, md?: Metadata): void {
     if (!this.#finish()) return;
-    this.stream.respond({
-      ...RESPONSE_HEADERS, ...(md ? md.toHttp2Headers() : {}), 'grpc-status': String(code), 'grpc-message': encodeURI(details),
-    }, { endStream: true });
+    this.stream.respond(
+      {
+        ...RESPONSE_HEADERS,
+        ...(md ? md.toHttp2Headers() : {}),
+        'grpc-status': String(code),
+        'grpc-message': encodeURI(details),
+      },
+      { endStream: true },
+    );
   }
 }
 

@@ -21,7 +21,8 @@ export function modelVisible(m: LlmModel, tenant: string, canSee: (model: string
 /** The model, or the 404 a model that does not exist gets (the same for one the tenant may not see). */
 export function modelFor(service: LlmService, name: string, tenant: string, canSee: (model: string) => boolean): LlmModel {
   const m = service.get(name);
-  if (!m || !modelVisible(m, tenant, canSee)) throw new LlmError('SY_ERR_MODEL_NOT_FOUND', `The model '${name}' does not exist or you do not have access to it.`, { param: 'model' });
+  if (!m || !modelVisible(m, tenant, canSee))
+    throw new LlmError('SY_ERR_MODEL_NOT_FOUND', `The model '${name}' does not exist or you do not have access to it.`, { param: 'model' });
   return m;
 }
 
@@ -60,9 +61,11 @@ export class OpenAiLineRunner implements LineRunner {
 
   async #generate(kind: 'chat' | 'completion', body: Record<string, unknown>, ctx: LineContext): Promise<LineOutcome> {
     const p = kind === 'chat' ? parseChat(body) : parseCompletion(body);
-    if (p.stream) throw new LlmError('SY_ERR_BAD_REQUEST', "Invalid value for 'stream': a batch request cannot stream.", { param: 'stream', openaiCode: 'invalid_value' });
+    if (p.stream)
+      throw new LlmError('SY_ERR_BAD_REQUEST', "Invalid value for 'stream': a batch request cannot stream.", { param: 'stream', openaiCode: 'invalid_value' });
     const m = this.#model(p.model, ctx);
-    if (kind === 'chat' ? !m.backend.capabilities.chat : !m.backend.capabilities.completions) throw unsupported(m, kind === 'chat' ? 'chat completions' : 'completions');
+    if (kind === 'chat' ? !m.backend.capabilities.chat : !m.backend.capabilities.completions)
+      throw unsupported(m, kind === 'chat' ? 'chat completions' : 'completions');
     const g = generationRequest(kind, p, m.name, body, ctx.signal, ctx.requestId, ctx.flow);
     await m.backend.estimate(g);
     const out = await m.backend.complete(g);
@@ -70,7 +73,11 @@ export class OpenAiLineRunner implements LineRunner {
     const u = out['usage'] as Usage | undefined;
     const prompt = u?.prompt_tokens ?? 0;
     const completion = u?.completion_tokens ?? 0;
-    return { status: 200, body: out, usage: { model: m.name, promptTokens: prompt, completionTokens: completion, cost: this.#service.cost(m, prompt, completion) } };
+    return {
+      status: 200,
+      body: out,
+      usage: { model: m.name, promptTokens: prompt, completionTokens: completion, cost: this.#service.cost(m, prompt, completion) },
+    };
   }
 
   async #embed(body: Record<string, unknown>, ctx: LineContext): Promise<LineOutcome> {
@@ -78,10 +85,19 @@ export class OpenAiLineRunner implements LineRunner {
     const m = this.#model(p.model, ctx);
     if (!m.backend.capabilities.embeddings) throw unsupported(m, 'embeddings');
     const result = await m.backend.embed({
-      model: m.name, input: p.input, dimensions: p.dimensions, body, signal: ctx.signal, requestId: ctx.requestId,
+      model: m.name,
+      input: p.input,
+      dimensions: p.dimensions,
+      body,
+      signal: ctx.signal,
+      requestId: ctx.requestId,
       caller: { tenant: ctx.tenant, flow: ctx.flow, keyId: ctx.keyId, requestId: ctx.requestId, header: () => undefined },
     });
     const prompt = result.usage.prompt_tokens;
-    return { status: 200, body: embeddingResponse(result, p, m.name), usage: { model: m.name, promptTokens: prompt, completionTokens: 0, cost: this.#service.cost(m, prompt, 0) } };
+    return {
+      status: 200,
+      body: embeddingResponse(result, p, m.name),
+      usage: { model: m.name, promptTokens: prompt, completionTokens: 0, cost: this.#service.cost(m, prompt, 0) },
+    };
   }
 }

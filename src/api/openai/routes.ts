@@ -58,7 +58,13 @@ function clientSignal(reply: FastifyReply): ClientSignal {
 /** Publish a finished (or refused) request for the LLM metrics; `started` null = it never ran (no duration). */
 function counted(model: string, endpoint: Endpoint, outcome: string, started: number | null, tpot: number | null = null): void {
   if (!channels.llmRequest.hasSubscribers) return;
-  channels.llmRequest.publish({ model, endpoint, outcome, seconds: started === null ? null : (performance.now() - started) / 1000, tpot } satisfies LlmRequestEvent);
+  channels.llmRequest.publish({
+    model,
+    endpoint,
+    outcome,
+    seconds: started === null ? null : (performance.now() - started) / 1000,
+    tpot,
+  } satisfies LlmRequestEvent);
 }
 
 function outcomeOf(e: LlmError): string {
@@ -92,16 +98,24 @@ function rejection(model: string, r: TokenReservation, tokens: number, headers: 
   const t = r.tokens;
   const used = t === null ? '?' : String(Math.max(0, t.limit - Math.max(0, Math.floor(t.remaining))));
   if (r.reason === 'unavailable') {
-    return new LlmError('SY_ERR_LIMITER_UNAVAILABLE', 'The rate-limit store is unavailable; please try again shortly.', { retryAfterMs: r.retryAfterMs, headers });
-  }
-  if (r.tooLarge) {
-    return new LlmError('SY_ERR_REQUEST_TOO_LARGE', `Request too large for ${model} (${scope}) on tokens per min (TPM): Limit ${t?.limit ?? '?'}, Requested ${tokens}. The input or output tokens must be reduced in order to run successfully.`, {
-      headers: { ...headers, 'x-should-retry': 'false' },
+    return new LlmError('SY_ERR_LIMITER_UNAVAILABLE', 'The rate-limit store is unavailable; please try again shortly.', {
+      retryAfterMs: r.retryAfterMs,
+      headers,
     });
   }
-  const message = r.reason === 'tokens'
-    ? `Rate limit reached for ${model} (${scope}) on tokens per min (TPM): Limit ${t?.limit ?? '?'}, Used ${used}, Requested ${tokens}. Please try again in ${wait}.`
-    : `Rate limit reached for ${model} (${scope}) on requests per min (RPM): Limit ${r.requests?.limit ?? '?'}, Used ${r.requests === null ? '?' : r.requests.limit - Math.max(0, Math.floor(r.requests.remaining))}, Requested 1. Please try again in ${wait}.`;
+  if (r.tooLarge) {
+    return new LlmError(
+      'SY_ERR_REQUEST_TOO_LARGE',
+      `Request too large for ${model} (${scope}) on tokens per min (TPM): Limit ${t?.limit ?? '?'}, Requested ${tokens}. The input or output tokens must be reduced in order to run successfully.`,
+      {
+        headers: { ...headers, 'x-should-retry': 'false' },
+      },
+    );
+  }
+  const message =
+    r.reason === 'tokens'
+      ? `Rate limit reached for ${model} (${scope}) on tokens per min (TPM): Limit ${t?.limit ?? '?'}, Used ${used}, Requested ${tokens}. Please try again in ${wait}.`
+      : `Rate limit reached for ${model} (${scope}) on requests per min (RPM): Limit ${r.requests?.limit ?? '?'}, Used ${r.requests === null ? '?' : r.requests.limit - Math.max(0, Math.floor(r.requests.remaining))}, Requested 1. Please try again in ${wait}.`;
   return new LlmError('SY_ERR_RATE_LIMITED', message, { retryAfterMs: r.retryAfterMs, headers, type: r.reason === 'tokens' ? 'tokens' : 'requests' });
 }
 
@@ -171,11 +185,24 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
   }
 
   /** After a request: settle the reservation, record usage and spend, count the outcome. */
-  function finish(req: FastifyRequest, m: LlmModel, endpoint: Endpoint, started: number, r: TokenReservation | null, usage: Usage, outcome: string, tpot: number | null = null): void {
+  function finish(
+    req: FastifyRequest,
+    m: LlmModel,
+    endpoint: Endpoint,
+    started: number,
+    r: TokenReservation | null,
+    usage: Usage,
+    outcome: string,
+    tpot: number | null = null,
+  ): void {
     r?.settle(usage.total_tokens).catch((e: unknown) => req.log.warn({ err: e }, 'settling a token reservation failed'));
     opts.usage?.record({
-      tenant: opts.tenantOf(req), model: m.name, promptTokens: usage.prompt_tokens, completionTokens: usage.completion_tokens,
-      cost: service.cost(m, usage.prompt_tokens, usage.completion_tokens), ok: outcome === 'success',
+      tenant: opts.tenantOf(req),
+      model: m.name,
+      promptTokens: usage.prompt_tokens,
+      completionTokens: usage.completion_tokens,
+      cost: service.cost(m, usage.prompt_tokens, usage.completion_tokens),
+      ok: outcome === 'success',
     });
     counted(m.name, endpoint, outcome, started, tpot);
   }
@@ -185,7 +212,8 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
     const endpoint: Endpoint = kind === 'chat' ? 'chat.completions' : 'completions';
     const p: ParsedGeneration = kind === 'chat' ? parseChat(req.body) : parseCompletion(req.body);
     const m = modelOrThrow(req, p.model);
-    if (kind === 'chat' ? !m.backend.capabilities.chat : !m.backend.capabilities.completions) throw unsupported(m, kind === 'chat' ? 'chat completions' : 'completions');
+    if (kind === 'chat' ? !m.backend.capabilities.chat : !m.backend.capabilities.completions)
+      throw unsupported(m, kind === 'chat' ? 'chat completions' : 'completions');
     const g = generationRequest(kind, p, m.name, req.body as Record<string, unknown>, clientSignal(reply), req.id, flowOf(req.principal) ?? null);
     const est = await m.backend.estimate(g).catch((e: unknown) => {
       counted(m.name, endpoint, outcomeOf(toLlmError(e)), null);
@@ -219,7 +247,10 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
     const res = reply.raw;
     res.writeHead(200, {
       ...(reply.getHeaders() as Record<string, string>),
-      'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no',
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+      'x-accel-buffering': 'no',
     });
     const sse = new SseWriter(res);
     let last: Record<string, unknown> | null = null;
@@ -236,7 +267,11 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
         if (hasText(chunk)) {
           const now = performance.now();
           if (channels.llmToken.hasSubscribers) {
-            channels.llmToken.publish({ model: m.name, first: textChunks === 0, seconds: (now - (textChunks === 0 ? started : lastText)) / 1000 } satisfies LlmTokenEvent);
+            channels.llmToken.publish({
+              model: m.name,
+              first: textChunks === 0,
+              seconds: (now - (textChunks === 0 ? started : lastText)) / 1000,
+            } satisfies LlmTokenEvent);
           }
           if (textChunks === 0) firstText = now;
           lastText = now;
@@ -274,7 +309,10 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
 
   app.get('/models', async (req) => ({
     object: 'list',
-    data: service.list().filter((m) => visible(req, m)).map((m) => ({ id: m.name, object: 'model', created: m.created, owned_by: m.config.ownedBy })),
+    data: service
+      .list()
+      .filter((m) => visible(req, m))
+      .map((m) => ({ id: m.name, object: 'model', created: m.created, owned_by: m.config.ownedBy })),
   }));
   app.get('/models/*', async (req) => {
     const m = modelOrThrow(req, (req.params as Record<string, string>)['*'] ?? '');
@@ -295,7 +333,12 @@ export const llmRoutes: FastifyPluginAsync<LlmRouteOptions> = async (app, opts) 
     let result;
     try {
       result = await m.backend.embed({
-        model: m.name, input: p.input, dimensions: p.dimensions, body: req.body as Record<string, unknown>, signal: clientSignal(reply), requestId: req.id,
+        model: m.name,
+        input: p.input,
+        dimensions: p.dimensions,
+        body: req.body as Record<string, unknown>,
+        signal: clientSignal(reply),
+        requestId: req.id,
         caller: new RequestCaller(req),
       });
     } catch (e) {

@@ -9,7 +9,17 @@
  */
 import { z } from 'zod';
 import { isSwitchyardError, LlmError } from '../../errors.js';
-import type { CancelSignal, ChatMessage, EmbeddingInput, EmbeddingResult, GenerationRequest, ResponseFormat, SamplingParams, ToolChoice, ToolSpec } from '../../runtimes/index.js';
+import type {
+  CancelSignal,
+  ChatMessage,
+  EmbeddingInput,
+  EmbeddingResult,
+  GenerationRequest,
+  ResponseFormat,
+  SamplingParams,
+  ToolChoice,
+  ToolSpec,
+} from '../../runtimes/index.js';
 import { toWireError } from '../reply-error.js';
 
 const Stop = z.union([z.string(), z.array(z.string()).max(4, 'at most 4 stop sequences')]).nullish();
@@ -53,18 +63,27 @@ const Tool = z.looseObject({
   type: z.literal('function', 'only function tools are supported'),
   function: z.looseObject({ name: FunctionName, description: z.string().nullish(), parameters: JsonSchemaObject.nullish(), strict: z.boolean().nullish() }),
 });
-const ToolChoiceParam = z.union([
-  z.enum(['none', 'auto', 'required']),
-  z.looseObject({ type: z.literal('function'), function: z.looseObject({ name: FunctionName }) }),
-], { error: 'expected "none", "auto", "required" or {"type": "function", "function": {"name": ...}}' });
-const ResponseFormatParam = z.discriminatedUnion('type', [
-  z.looseObject({ type: z.literal('text') }),
-  z.looseObject({ type: z.literal('json_object') }),
-  z.looseObject({
-    type: z.literal('json_schema'),
-    json_schema: z.looseObject({ name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'letters, digits, _ and -, up to 64'), description: z.string().nullish(), schema: JsonSchemaObject.nullish(), strict: z.boolean().nullish() }),
-  }),
-], { error: 'expected {"type": "text" | "json_object" | "json_schema"}' });
+const ToolChoiceParam = z.union(
+  [z.enum(['none', 'auto', 'required']), z.looseObject({ type: z.literal('function'), function: z.looseObject({ name: FunctionName }) })],
+  { error: 'expected "none", "auto", "required" or {"type": "function", "function": {"name": ...}}' },
+);
+const ResponseFormatParam = z.discriminatedUnion(
+  'type',
+  [
+    z.looseObject({ type: z.literal('text') }),
+    z.looseObject({ type: z.literal('json_object') }),
+    z.looseObject({
+      type: z.literal('json_schema'),
+      json_schema: z.looseObject({
+        name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'letters, digits, _ and -, up to 64'),
+        description: z.string().nullish(),
+        schema: JsonSchemaObject.nullish(),
+        strict: z.boolean().nullish(),
+      }),
+    }),
+  ],
+  { error: 'expected {"type": "text" | "json_object" | "json_schema"}' },
+);
 
 const ChatBody = z.looseObject({
   ...Sampling,
@@ -89,12 +108,15 @@ const CompletionBody = z.looseObject({
 const TokenId = z.int().nonnegative();
 const EmbeddingBody = z.looseObject({
   model: z.string().min(1, 'must name a model'),
-  input: z.union([
-    z.string().min(1, 'must not be empty'),
-    z.array(z.string().min(1, 'must not be empty')).min(1, 'must hold at least one input').max(2048, 'at most 2048 inputs'),
-    z.array(TokenId).min(1, 'must hold at least one token'),
-    z.array(z.array(TokenId).min(1, 'must hold at least one token')).min(1, 'must hold at least one input').max(2048, 'at most 2048 inputs'),
-  ], { error: 'expected a string, an array of strings, an array of token ids or an array of token-id arrays' }),
+  input: z.union(
+    [
+      z.string().min(1, 'must not be empty'),
+      z.array(z.string().min(1, 'must not be empty')).min(1, 'must hold at least one input').max(2048, 'at most 2048 inputs'),
+      z.array(TokenId).min(1, 'must hold at least one token'),
+      z.array(z.array(TokenId).min(1, 'must hold at least one token')).min(1, 'must hold at least one input').max(2048, 'at most 2048 inputs'),
+    ],
+    { error: 'expected a string, an array of strings, an array of token ids or an array of token-id arrays' },
+  ),
   encoding_format: z.enum(['float', 'base64']).nullish(),
   dimensions: z.int().positive().nullish(),
 });
@@ -116,7 +138,8 @@ function parse<T>(schema: z.ZodType<T>, body: unknown): T {
   const param = pathOf(i.path);
   const missing = i.code === 'invalid_type' && i.input === undefined;
   throw new LlmError('SY_ERR_BAD_REQUEST', missing ? `Missing required parameter: '${param}'.` : `Invalid value for '${param}': ${i.message}.`, {
-    param, openaiCode: missing ? 'missing_required_parameter' : 'invalid_value',
+    param,
+    openaiCode: missing ? 'missing_required_parameter' : 'invalid_value',
   });
 }
 
@@ -125,8 +148,17 @@ function sampling(b: z.infer<z.ZodObject<typeof Sampling>>, maxTokens: number | 
   const logitBias = new Map<number, number>();
   for (const [k, v] of Object.entries(b.logit_bias ?? {})) logitBias.set(Number(k), v);
   return {
-    maxTokens: maxTokens ?? null, temperature: b.temperature ?? 1, topP: b.top_p ?? 1, seed: b.seed ?? null, stop, n: b.n ?? 1,
-    frequencyPenalty: b.frequency_penalty ?? 0, presencePenalty: b.presence_penalty ?? 0, logitBias, logprobs, topLogprobs,
+    maxTokens: maxTokens ?? null,
+    temperature: b.temperature ?? 1,
+    topP: b.top_p ?? 1,
+    seed: b.seed ?? null,
+    stop,
+    n: b.n ?? 1,
+    frequencyPenalty: b.frequency_penalty ?? 0,
+    presencePenalty: b.presence_penalty ?? 0,
+    logitBias,
+    logprobs,
+    topLogprobs,
   };
 }
 
@@ -156,30 +188,62 @@ export function parseChat(body: unknown): ParsedGeneration {
     ...(m.tool_calls ? { toolCalls: m.tool_calls.map((c) => ({ id: c.id, name: c.function.name, arguments: c.function.arguments })) } : {}),
     ...(typeof m.tool_call_id === 'string' ? { toolCallId: m.tool_call_id } : {}),
   }));
-  const tools: ToolSpec[] = (b.tools ?? []).map((t) => ({ name: t.function.name, description: t.function.description ?? null, parameters: t.function.parameters ?? null }));
+  const tools: ToolSpec[] = (b.tools ?? []).map((t) => ({
+    name: t.function.name,
+    description: t.function.description ?? null,
+    parameters: t.function.parameters ?? null,
+  }));
   const choice = b.tool_choice ?? (tools.length > 0 ? 'auto' : 'none');
   const toolChoice: ToolChoice = typeof choice === 'string' ? choice : { name: choice.function.name };
   if (toolChoice !== 'none' && tools.length === 0) throw badValue('tool_choice', 'a tool choice needs "tools"');
-  if (typeof toolChoice === 'object' && !tools.some((t) => t.name === toolChoice.name)) throw badValue('tool_choice', `no tool named "${toolChoice.name}" in "tools"`);
+  if (typeof toolChoice === 'object' && !tools.some((t) => t.name === toolChoice.name))
+    throw badValue('tool_choice', `no tool named "${toolChoice.name}" in "tools"`);
   if (b.top_logprobs !== null && b.top_logprobs !== undefined && b.logprobs !== true) throw badValue('top_logprobs', 'top_logprobs needs "logprobs": true');
   const rf = b.response_format;
-  const responseFormat: ResponseFormat = !rf || rf.type === 'text' ? { type: 'text' } : rf.type === 'json_object' ? { type: 'json_object' }
-    : { type: 'json_schema', name: rf.json_schema.name, schema: rf.json_schema.schema ?? null, strict: rf.json_schema.strict === true };
+  const responseFormat: ResponseFormat =
+    !rf || rf.type === 'text'
+      ? { type: 'text' }
+      : rf.type === 'json_object'
+        ? { type: 'json_object' }
+        : { type: 'json_schema', name: rf.json_schema.name, schema: rf.json_schema.schema ?? null, strict: rf.json_schema.strict === true };
   return {
-    model: b.model, messages, prompt: '', params: sampling(b, b.max_completion_tokens ?? b.max_tokens, b.logprobs === true, b.top_logprobs ?? 0),
-    tools, toolChoice, parallelToolCalls: b.parallel_tool_calls !== false, responseFormat,
-    stream: b.stream === true, includeUsage: b.stream_options?.include_usage === true,
+    model: b.model,
+    messages,
+    prompt: '',
+    params: sampling(b, b.max_completion_tokens ?? b.max_tokens, b.logprobs === true, b.top_logprobs ?? 0),
+    tools,
+    toolChoice,
+    parallelToolCalls: b.parallel_tool_calls !== false,
+    responseFormat,
+    stream: b.stream === true,
+    includeUsage: b.stream_options?.include_usage === true,
   };
 }
 
 /** The backends' request for a parsed generation body (the route and the batch line runner build it alike). */
 export function generationRequest(
-  kind: 'chat' | 'completion', p: ParsedGeneration, model: string, body: Record<string, unknown>, signal: CancelSignal, requestId: string,
+  kind: 'chat' | 'completion',
+  p: ParsedGeneration,
+  model: string,
+  body: Record<string, unknown>,
+  signal: CancelSignal,
+  requestId: string,
   flow: GenerationRequest['flow'],
 ): GenerationRequest {
   return {
-    kind, model, messages: p.messages, prompt: p.prompt, params: p.params, tools: p.tools, toolChoice: p.toolChoice,
-    parallelToolCalls: p.parallelToolCalls, responseFormat: p.responseFormat, body, signal, requestId, flow,
+    kind,
+    model,
+    messages: p.messages,
+    prompt: p.prompt,
+    params: p.params,
+    tools: p.tools,
+    toolChoice: p.toolChoice,
+    parallelToolCalls: p.parallelToolCalls,
+    responseFormat: p.responseFormat,
+    body,
+    signal,
+    requestId,
+    flow,
   };
 }
 
@@ -190,10 +254,16 @@ export function parseCompletion(body: unknown): ParsedGeneration {
   const b = parse(CompletionBody, body);
   const logprobs = b.logprobs ?? null;
   return {
-    model: b.model, messages: [], prompt: typeof b.prompt === 'string' ? b.prompt : b.prompt[0]!,
+    model: b.model,
+    messages: [],
+    prompt: typeof b.prompt === 'string' ? b.prompt : b.prompt[0]!,
     params: sampling(b, b.max_tokens ?? COMPLETIONS_DEFAULT_MAX_TOKENS, logprobs !== null, logprobs ?? 0),
-    tools: [], toolChoice: 'none', parallelToolCalls: true, responseFormat: { type: 'text' },
-    stream: b.stream === true, includeUsage: b.stream_options?.include_usage === true,
+    tools: [],
+    toolChoice: 'none',
+    parallelToolCalls: true,
+    responseFormat: { type: 'text' },
+    stream: b.stream === true,
+    includeUsage: b.stream_options?.include_usage === true,
   };
 }
 
@@ -207,7 +277,8 @@ export interface ParsedEmbedding {
 export function parseEmbedding(body: unknown): ParsedEmbedding {
   const b = parse(EmbeddingBody, body);
   return {
-    model: b.model, input: typeof b.input === 'string' || typeof b.input[0] === 'number' ? [b.input as string | number[]] : b.input as EmbeddingInput[],
+    model: b.model,
+    input: typeof b.input === 'string' || typeof b.input[0] === 'number' ? [b.input as string | number[]] : (b.input as EmbeddingInput[]),
     base64: b.encoding_format === 'base64',
     dimensions: b.dimensions ?? null,
   };

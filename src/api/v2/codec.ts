@@ -6,12 +6,31 @@
  * needs no model: it yields named tensors that the inference core checks against each version it tries.
  */
 import { err } from '../../errors.js';
-import { checkEntityRows, checkShape, classCount, NO_LIMITS, type InferOutcome, type NamedTensor, type RequestLimits, type TensorBody } from '../../inference/index.js';
 import {
-  decodeBinaryData, decodeJsonData, describeJson, dtypeFromV2, elementCount, encodeBinaryData, encodeJsonData, type Tensor,
+  checkEntityRows,
+  checkShape,
+  classCount,
+  NO_LIMITS,
+  type InferOutcome,
+  type NamedTensor,
+  type RequestLimits,
+  type TensorBody,
+} from '../../inference/index.js';
+import {
+  decodeBinaryData,
+  decodeJsonData,
+  describeJson,
+  dtypeFromV2,
+  elementCount,
+  encodeBinaryData,
+  encodeJsonData,
+  type Tensor,
 } from '../../tensor/index.js';
 
-export interface RequestedOutput { readonly name: string; readonly binary: boolean | null }
+export interface RequestedOutput {
+  readonly name: string;
+  readonly binary: boolean | null;
+}
 
 /** A decoded V2 infer request: the core's body plus what only the V2 response needs (id, binary flags). */
 export interface V2Request {
@@ -103,7 +122,7 @@ export function decodeInferRequest(body: Buffer, headerLength: number | null, li
     const count = elementCount(shape);
     const p = raw['parameters'];
     if (p !== undefined && !isObject(p)) bad(`input "${name}": "parameters" must be an object`);
-    if (p && ('shared_memory_region' in p)) {
+    if (p && 'shared_memory_region' in p) {
       throw err('SY_ERR_INPUT_INVALID', `input "${name}": the shared-memory extension is not supported; send data or binary_data_size`);
     }
     const size = p?.['binary_data_size'];
@@ -151,8 +170,11 @@ export function decodeInferRequest(body: Buffer, headerLength: number | null, li
   return {
     id: id ?? null,
     body: {
-      kind: 'tensors', inputs: given, outputs: requested === null ? null : requested.map((o) => o.name),
-      parameters: parameters ?? null, timeoutUs: (timeout as number | undefined) ?? 0,
+      kind: 'tensors',
+      inputs: given,
+      outputs: requested === null ? null : requested.map((o) => o.name),
+      parameters: parameters ?? null,
+      timeoutUs: (timeout as number | undefined) ?? 0,
       ...(classification === undefined ? {} : { classification }),
     },
     outputs: requested,
@@ -177,7 +199,12 @@ export function encodeInferResponse(out: InferOutcome, req: V2Request, parameter
   const specs = out.outputSpecs;
   let fixed = FIXED.get(specs);
   if (fixed === undefined || fixed.model !== out.model || fixed.label !== out.label) {
-    fixed = { model: out.model, label: out.label, head: `{"model_name":${JSON.stringify(out.model)},"model_version":"${out.label}"`, all: specs.map((_, index) => index) };
+    fixed = {
+      model: out.model,
+      label: out.label,
+      head: `{"model_name":${JSON.stringify(out.model)},"model_version":"${out.label}"`,
+      all: specs.map((_, index) => index),
+    };
     FIXED.set(specs, fixed);
   }
   const selected = out.selected ?? fixed.all;

@@ -72,7 +72,11 @@ export async function v2ExtensionRoutes(app: FastifyInstance, opts: V2ExtensionO
     if (p !== undefined && !isObject(p)) throw err('SY_ERR_BAD_REQUEST', '"parameters" must be an object');
     // Loading with an override config or files is refused, not ignored: change the registered model instead.
     const unsupported = Object.keys(p ?? {}).filter((k) => k === 'config' || k.startsWith('file:'));
-    if (unsupported.length > 0) throw err('SY_ERR_BAD_REQUEST', `load parameters ${unsupported.join(', ')} are not supported: change the model's config or push a version through /api/v1/models instead`);
+    if (unsupported.length > 0)
+      throw err(
+        'SY_ERR_BAD_REQUEST',
+        `load parameters ${unsupported.join(', ')} are not supported: change the model's config or push a version through /api/v1/models instead`,
+      );
     await inference.loadModel(req.params.model);
     return reply.send({});
   });

@@ -67,7 +67,12 @@ async function decompress(body: Buffer, encoding: string, limit: number): Promis
     if (encoding === 'deflate') return await inflateSlot(() => inflateAsync(body, opts));
   } catch (e) {
     const tooBig = (e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE';
-    throw err(tooBig ? 'SY_ERR_BODY_TOO_LARGE' : 'SY_ERR_BAD_REQUEST', tooBig ? `decompressed request body is larger than the server limit of ${limit} bytes (see --max-inflate-mb)` : `request body is not valid ${encoding}: ${(e as Error).message}`);
+    throw err(
+      tooBig ? 'SY_ERR_BODY_TOO_LARGE' : 'SY_ERR_BAD_REQUEST',
+      tooBig
+        ? `decompressed request body is larger than the server limit of ${limit} bytes (see --max-inflate-mb)`
+        : `request body is not valid ${encoding}: ${(e as Error).message}`,
+    );
   }
   throw err('SY_ERR_UNSUPPORTED_MEDIA', `Content-Encoding "${encoding}" is not supported (use gzip or deflate)`);
 }
@@ -103,7 +108,8 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
   app.removeAllContentTypeParsers();
   // The usual types are named too: Fastify caches the parser of a named type, but parses the header of any other on every request.
   const raw = (_req: FastifyRequest, body: Buffer, done: (e: Error | null, b: Buffer) => void): void => done(null, body);
-  for (const type of ['application/json', 'application/octet-stream', '*']) app.addContentTypeParser(type, { parseAs: 'buffer', bodyLimit: opts.bodyLimit }, raw);
+  for (const type of ['application/json', 'application/octet-stream', '*'])
+    app.addContentTypeParser(type, { parseAs: 'buffer', bodyLimit: opts.bodyLimit }, raw);
 
   const serverMeta = JSON.stringify({ name: opts.serverName, version: opts.serverVersion, extensions: EXTENSIONS });
   const sendMeta = (_req: FastifyRequest, reply: FastifyReply): FastifyReply => reply.type('application/json').send(serverMeta);
@@ -141,7 +147,11 @@ export async function v2Routes(app: FastifyInstance, opts: V2Options): Promise<v
       const limits = inference.requestLimits(req.params.model);
       const decode = (): TensorBody => (v2 = decodeInferRequest(body, length, limits)).body;
       out = await inference.infer({
-        model: req.params.model, version: req.params.version ?? null, body: { kind: 'deferred', decode }, caller: new RequestCaller(req), timeoutUs,
+        model: req.params.model,
+        version: req.params.version ?? null,
+        body: { kind: 'deferred', decode },
+        caller: new RequestCaller(req),
+        timeoutUs,
         signal: new SocketSignal(req.raw.socket),
       });
     } catch (e) {

@@ -19,20 +19,50 @@ import type { Logger } from 'pino';
 import { err } from '../../errors.js';
 import type { LlamaModelConfig } from '../../config/index.js';
 import { LlmError, type ChunkStream, type EmbeddingResult, type GenerationRequest, type LlmBackend, type TokenEstimate, type Usage } from '../generation.js';
-import { defaultThreads, llamaFor, loadBindings, type ChatWrapper, type Llama, type LlamaContext, type LlamaGrammar, type LlamaModel, type NodeLlamaCpp, type Token } from './bindings.js';
+import {
+  defaultThreads,
+  llamaFor,
+  loadBindings,
+  type ChatWrapper,
+  type Llama,
+  type LlamaContext,
+  type LlamaGrammar,
+  type LlamaModel,
+  type NodeLlamaCpp,
+  type Token,
+} from './bindings.js';
 import { Generation, type CallSyntax, type Finished, type GenEvent, type Plan } from './generate.js';
 import { grammarSchema } from './json-schema.js';
-import { availableFunctions, chatHistory, chatLogprob, checkParams, completionLogprobs, tokenBias, toolSchemas, vocabularySize, type TokenLogprob } from './request.js';
+import {
+  availableFunctions,
+  chatHistory,
+  chatLogprob,
+  checkParams,
+  completionLogprobs,
+  tokenBias,
+  toolSchemas,
+  vocabularySize,
+  type TokenLogprob,
+} from './request.js';
 import { SequencePool, sharedPrefix } from './slots.js';
 
 /** A request made ready to run: prompt tokens, the per-choice cap and the plan's request-wide parts. */
-interface Prepared { readonly tokens: Token[]; readonly maxTokens: number; readonly plan: Omit<Plan, 'sampling'> & { readonly seed: number | null; readonly base: Plan['sampling'] } }
+interface Prepared {
+  readonly tokens: Token[];
+  readonly maxTokens: number;
+  readonly plan: Omit<Plan, 'sampling'> & { readonly seed: number | null; readonly base: Plan['sampling'] };
+}
 
 /** Compiled grammars kept (by schema text); compiling one takes milliseconds, requests reuse a few schemas. */
 const MAX_GRAMMARS = 64;
 
 /** What one choice produced. */
-interface Choice { text: string; logprobs: TokenLogprob[]; call: { id: string; name: string; arguments: string } | null; fin: Finished }
+interface Choice {
+  text: string;
+  logprobs: TokenLogprob[];
+  call: { id: string; name: string; arguments: string } | null;
+  fin: Finished;
+}
 
 export class LlamaBackend implements LlmBackend {
   readonly kind = 'llama' as const;
@@ -79,10 +109,15 @@ export class LlamaBackend implements LlmBackend {
     const contextSize = Math.min(config.contextSize ?? Math.min(model.trainContextSize, 4096), model.trainContextSize);
     // One context per sequence of `contextSize` tokens: llama.cpp splits the context evenly among sequences.
     const context = await model.createContext({
-      sequences: config.sequences, contextSize: contextSize * config.sequences, threads: config.threads ?? defaultThreads(),
+      sequences: config.sequences,
+      contextSize: contextSize * config.sequences,
+      threads: config.threads ?? defaultThreads(),
     });
     const backend = new LlamaBackend(config, lib, llama, model, context, contextSize);
-    opts.logger.info({ model: config.name, path: config.path, contextSize, sequences: config.sequences, chatTemplate: backend.#wrapper.wrapperName }, 'LLM model loaded');
+    opts.logger.info(
+      { model: config.name, path: config.path, contextSize, sequences: config.sequences, chatTemplate: backend.#wrapper.wrapperName },
+      'LLM model loaded',
+    );
     return backend;
   }
 
@@ -122,27 +157,41 @@ export class LlamaBackend implements LlmBackend {
     } finally {
       this.#pool.release(seq);
     }
-    const usage = usageOf(prepared.tokens.length, choices.reduce((n, c) => n + c.fin.completionTokens, 0), cached);
+    const usage = usageOf(
+      prepared.tokens.length,
+      choices.reduce((n, c) => n + c.fin.completionTokens, 0),
+      cached,
+    );
     const head = { id: responseId(req.kind), created: Math.floor(Date.now() / 1000), model: req.model };
     const withLogprobs = req.params.logprobs;
     if (req.kind === 'chat') {
       return {
-        ...head, object: 'chat.completion',
+        ...head,
+        object: 'chat.completion',
         choices: choices.map((c, index) => ({
           index,
           message: {
-            role: 'assistant', content: c.call !== null && c.text === '' ? null : c.text, refusal: null,
+            role: 'assistant',
+            content: c.call !== null && c.text === '' ? null : c.text,
+            refusal: null,
             ...(c.call !== null ? { tool_calls: [{ id: c.call.id, type: 'function', function: { name: c.call.name, arguments: c.call.arguments } }] } : {}),
           },
           logprobs: withLogprobs ? { content: c.logprobs.map(chatLogprob), refusal: null } : null,
           finish_reason: c.fin.finishReason,
         })),
-        usage, system_fingerprint: null,
+        usage,
+        system_fingerprint: null,
       };
     }
     return {
-      ...head, object: 'text_completion',
-      choices: choices.map((c, index) => ({ text: c.text, index, logprobs: withLogprobs ? completionLogprobs(c.logprobs, 0) : null, finish_reason: c.fin.finishReason })),
+      ...head,
+      object: 'text_completion',
+      choices: choices.map((c, index) => ({
+        text: c.text,
+        index,
+        logprobs: withLogprobs ? completionLogprobs(c.logprobs, 0) : null,
+        finish_reason: c.fin.finishReason,
+      })),
       usage,
     };
   }
@@ -152,9 +201,20 @@ export class LlamaBackend implements LlmBackend {
     const seq = await this.#pool.acquire(req.signal, this.#config.name, prepared.tokens);
     const chat = req.kind === 'chat';
     const cached = cachedTokens(seq.contextTokens, prepared.tokens);
-    const head = { id: responseId(req.kind), object: chat ? 'chat.completion.chunk' : 'text_completion', created: Math.floor(Date.now() / 1000), model: req.model };
+    const head = {
+      id: responseId(req.kind),
+      object: chat ? 'chat.completion.chunk' : 'text_completion',
+      created: Math.floor(Date.now() / 1000),
+      model: req.model,
+    };
     const withLogprobs = req.params.logprobs;
-    const chunk = (index: number, delta: Record<string, unknown>, finish: string | null, logprobs: readonly TokenLogprob[] | null, offset = 0): Record<string, unknown> => {
+    const chunk = (
+      index: number,
+      delta: Record<string, unknown>,
+      finish: string | null,
+      logprobs: readonly TokenLogprob[] | null,
+      offset = 0,
+    ): Record<string, unknown> => {
       if (chat) {
         const lp = withLogprobs && logprobs !== null ? { content: logprobs.map(chatLogprob), refusal: null } : null;
         return { ...head, system_fingerprint: null, choices: [{ index, delta, logprobs: lp, finish_reason: finish }] };
@@ -233,9 +293,14 @@ export class LlamaBackend implements LlmBackend {
     const params = req.params;
     const tools = req.toolChoice === 'none' ? [] : req.tools;
     if (tools.length > 0 && req.responseFormat.type !== 'text') {
-      throw new LlmError('SY_ERR_BAD_REQUEST', `Unsupported parameter: 'response_format' cannot be combined with tools on model '${req.model}' (a local llama.cpp model); use tool_choice "none" or drop response_format.`, {
-        param: 'response_format', openaiCode: 'unsupported_parameter',
-      });
+      throw new LlmError(
+        'SY_ERR_BAD_REQUEST',
+        `Unsupported parameter: 'response_format' cannot be combined with tools on model '${req.model}' (a local llama.cpp model); use tool_choice "none" or drop response_format.`,
+        {
+          param: 'response_format',
+          openaiCode: 'unsupported_parameter',
+        },
+      );
     }
     const schemas = toolSchemas(tools);
     const tokens = req.kind === 'chat' ? this.#chatTokens(req, schemas) : this.#promptTokens(req.prompt);
@@ -244,31 +309,51 @@ export class LlamaBackend implements LlmBackend {
     if (room <= 0 || (asked !== null && asked > room)) {
       const where = req.kind === 'chat' ? 'messages' : 'prompt';
       const wanted = tokens.length + (asked ?? 1);
-      throw new LlmError('SY_ERR_CONTEXT_LENGTH_EXCEEDED', `This model's maximum context length is ${this.contextLength} tokens. However, you requested ${wanted} tokens (${tokens.length} in the ${where}, ${asked ?? 1} in the completion). Please reduce the length of the ${where} or completion.`, {
-        param: where,
-      });
+      throw new LlmError(
+        'SY_ERR_CONTEXT_LENGTH_EXCEEDED',
+        `This model's maximum context length is ${this.contextLength} tokens. However, you requested ${wanted} tokens (${tokens.length} in the ${where}, ${asked ?? 1} in the completion). Please reduce the length of the ${where} or completion.`,
+        {
+          param: where,
+        },
+      );
     }
     const maxTokens = asked ?? Math.min(this.#config.defaultMaxTokens, room);
     const rf = req.responseFormat;
-    const grammar = rf.type === 'text' ? null
-      : rf.type === 'json_object' || rf.schema === null ? await this.#grammar('json', () => this.#llama.getGrammarFor('json'))
-        : await this.#jsonGrammar(grammarSchema(rf.schema, 'response_format.json_schema.schema'));
+    const grammar =
+      rf.type === 'text'
+        ? null
+        : rf.type === 'json_object' || rf.schema === null
+          ? await this.#grammar('json', () => this.#llama.getGrammarFor('json'))
+          : await this.#jsonGrammar(grammarSchema(rf.schema, 'response_format.json_schema.schema'));
     let toolPlan: Plan['tools'] = null;
     if (tools.length > 0) {
       const names = tools.map((t) => JSON.stringify(t.name)).join(' | ');
       const args = new Map<string, LlamaGrammar>();
       for (const [name, schema] of schemas) args.set(name, await this.#jsonGrammar(schema));
       const choice = req.toolChoice as 'auto' | 'required' | { name: string };
-      toolPlan = { choice, syntax: this.#syntax, names: await this.#grammar(`names:${names}`, () => this.#llama.createGrammar({ grammar: `root ::= " "? (${names})` })), args };
+      toolPlan = {
+        choice,
+        syntax: this.#syntax,
+        names: await this.#grammar(`names:${names}`, () => this.#llama.createGrammar({ grammar: `root ::= " "? (${names})` })),
+        args,
+      };
     }
     const bias = tokenBias(this.#lib, this.#model, this.#vocab, params.logitBias);
     return {
-      tokens, maxTokens,
+      tokens,
+      maxTokens,
       plan: {
-        prompt: tokens, maxTokens, seed: params.seed,
+        prompt: tokens,
+        maxTokens,
+        seed: params.seed,
         base: { temperature: params.temperature, topP: params.topP, ...(bias !== undefined ? { tokenBias: bias } : {}) },
-        frequencyPenalty: params.frequencyPenalty, presencePenalty: params.presencePenalty,
-        topLogprobs: params.logprobs ? params.topLogprobs : null, stops: params.stop, grammar, tools: toolPlan, signal: req.signal,
+        frequencyPenalty: params.frequencyPenalty,
+        presencePenalty: params.presencePenalty,
+        topLogprobs: params.logprobs ? params.topLogprobs : null,
+        stops: params.stop,
+        grammar,
+        tools: toolPlan,
+        signal: req.signal,
       },
     };
   }
@@ -284,7 +369,10 @@ export class LlamaBackend implements LlmBackend {
       if (this.#grammars.size >= MAX_GRAMMARS) this.#grammars.delete(this.#grammars.keys().next().value!);
       g = compile().catch((e: unknown) => {
         this.#grammars.delete(key);
-        throw new LlmError('SY_ERR_BAD_REQUEST', `Invalid schema: this model's grammar compiler refused it: ${(e as Error).message}`, { param: 'response_format', openaiCode: 'invalid_value' });
+        throw new LlmError('SY_ERR_BAD_REQUEST', `Invalid schema: this model's grammar compiler refused it: ${(e as Error).message}`, {
+          param: 'response_format',
+          openaiCode: 'invalid_value',
+        });
       });
       this.#grammars.set(key, g);
     }
@@ -292,9 +380,16 @@ export class LlamaBackend implements LlmBackend {
   }
 
   #chatTokens(req: GenerationRequest, schemas: ReadonlyMap<string, Record<string, unknown>>): Token[] {
-    const functions = schemas.size > 0 ? availableFunctions(req.tools.filter((t) => schemas.has(t.name)), schemas) : undefined;
+    const functions =
+      schemas.size > 0
+        ? availableFunctions(
+            req.tools.filter((t) => schemas.has(t.name)),
+            schemas,
+          )
+        : undefined;
     const state = this.#wrapper.generateContextState({
-      chatHistory: chatHistory(req.messages), ...(functions !== undefined ? { availableFunctions: functions, documentFunctionParams: true } : {}),
+      chatHistory: chatHistory(req.messages),
+      ...(functions !== undefined ? { availableFunctions: functions, documentFunctionParams: true } : {}),
     });
     return state.contextText.tokenize(this.#model.tokenizer);
   }
@@ -307,9 +402,11 @@ export class LlamaBackend implements LlmBackend {
   /** The chat wrapper's function-call syntax: `{{functionName}}` in its strings is the called function's name. */
   #callSyntax(): CallSyntax {
     const call = this.#wrapper.settings.functions.call;
-    const text = (v: unknown, name: string): Token[] => this.#lib.LlamaText(v)
-      .mapValues((x) => (typeof x === 'string' ? x.replaceAll('{{functionName}}', name) : x))
-      .tokenize(this.#model.tokenizer);
+    const text = (v: unknown, name: string): Token[] =>
+      this.#lib
+        .LlamaText(v)
+        .mapValues((x) => (typeof x === 'string' ? x.replaceAll('{{functionName}}', name) : x))
+        .tokenize(this.#model.tokenizer);
     return {
       trigger: this.#lib.LlamaText(call.prefix).toString().trim(),
       prefix: (name) => [...text(call.prefix, name), ...(name ? this.#model.tokenize(name, false) : [])],
@@ -339,7 +436,12 @@ async function primed(gen: AsyncGenerator<Record<string, unknown>>, usage: () =>
       return { done: true, value: undefined };
     },
   };
-  return { get usage() { return usage(); }, [Symbol.asyncIterator]: () => iterator };
+  return {
+    get usage() {
+      return usage();
+    },
+    [Symbol.asyncIterator]: () => iterator,
+  };
 }
 
 /** Prompt tokens the sequence already holds (reused, not evaluated again; the last prompt token always is). */

@@ -18,9 +18,15 @@ import type { LlamaModelConfig } from '../../config/index.js';
 export type Token = number;
 
 /** A compiled grammar (GBNF), bound to the Llama instance that built it. */
-export interface LlamaGrammar { readonly grammar: string }
-export interface GrammarState { readonly _grammarState?: never }
-export interface TokenBias { set(token: Token, bias: { logit: number }): TokenBias }
+export interface LlamaGrammar {
+  readonly grammar: string;
+}
+export interface GrammarState {
+  readonly _grammarState?: never;
+}
+export interface TokenBias {
+  set(token: Token, bias: { logit: number }): TokenBias;
+}
 
 export interface EvaluateOptions {
   temperature?: number;
@@ -31,7 +37,10 @@ export interface EvaluateOptions {
   tokenBias?: TokenBias;
 }
 
-export interface TokenWithMetadata { readonly token: Token; readonly probabilities?: Map<Token, number> }
+export interface TokenWithMetadata {
+  readonly token: Token;
+  readonly probabilities?: Map<Token, number>;
+}
 
 export interface LlamaSequence {
   readonly contextTokens: readonly Token[];
@@ -75,11 +84,13 @@ export interface LlamaText {
 }
 
 /** A function call as the chat history holds it (the model's own call syntax is rendered by its chat wrapper). */
-export interface HistoryFunctionCall { type: 'functionCall'; name: string; params: unknown; result: unknown }
-export type HistoryItem =
-  | { type: 'system'; text: string }
-  | { type: 'user'; text: string }
-  | { type: 'model'; response: Array<string | HistoryFunctionCall> };
+export interface HistoryFunctionCall {
+  type: 'functionCall';
+  name: string;
+  params: unknown;
+  result: unknown;
+}
+export type HistoryItem = { type: 'system'; text: string } | { type: 'user'; text: string } | { type: 'model'; response: Array<string | HistoryFunctionCall> };
 export type AvailableFunctions = Record<string, { description?: string; params?: unknown }>;
 
 export interface ChatWrapper {
@@ -119,7 +130,7 @@ export function runtimeDir(): string {
 
 async function importRuntime(): Promise<NodeLlamaCpp> {
   try {
-    return await import(PACKAGE) as NodeLlamaCpp; // installed with the application (npm install node-llama-cpp)
+    return (await import(PACKAGE)) as NodeLlamaCpp; // installed with the application (npm install node-llama-cpp)
   } catch (first) {
     let entry: string;
     try {
@@ -127,7 +138,7 @@ async function importRuntime(): Promise<NodeLlamaCpp> {
     } catch {
       throw first;
     }
-    return await import(pathToFileURL(entry).href) as NodeLlamaCpp;
+    return (await import(pathToFileURL(entry).href)) as NodeLlamaCpp;
   }
 }
 
@@ -137,7 +148,11 @@ let bindings: Promise<NodeLlamaCpp> | null = null;
 export function loadBindings(): Promise<NodeLlamaCpp> {
   bindings ??= importRuntime().catch((e: unknown) => {
     bindings = null;
-    throw err('SY_ERR_CONFIG_INVALID', `a "backend: llama" model needs the local-LLM runtime node-llama-cpp, which is not installed: run \`${INSTALL_COMMAND}\` (CPU build, ~85 MB; \`${INSTALL_COMMAND} -- --gpu\` adds the GPU builds; see docs/llm.md)`, { cause: e });
+    throw err(
+      'SY_ERR_CONFIG_INVALID',
+      `a "backend: llama" model needs the local-LLM runtime node-llama-cpp, which is not installed: run \`${INSTALL_COMMAND}\` (CPU build, ~85 MB; \`${INSTALL_COMMAND} -- --gpu\` adds the GPU builds; see docs/llm.md)`,
+      { cause: e },
+    );
   });
   return bindings;
 }

@@ -26,7 +26,10 @@ export type GenEvent =
   | { readonly kind: 'call'; readonly id: string; readonly name: string }
   | { readonly kind: 'args'; readonly text: string };
 
-export interface Finished { readonly finishReason: 'stop' | 'length' | 'tool_calls'; readonly completionTokens: number }
+export interface Finished {
+  readonly finishReason: 'stop' | 'length' | 'tool_calls';
+  readonly completionTokens: number;
+}
 
 /** How the model writes a function call (its chat wrapper's syntax), as text to match and tokens to write. */
 export interface CallSyntax {
@@ -108,7 +111,13 @@ export class Generation {
     if (grammar !== null) o.grammarEvaluationState = new this.#lib.LlamaGrammarEvaluationState({ model: this.#model, grammar });
     if (p.frequencyPenalty !== 0 || p.presencePenalty !== 0) {
       // penalty 1: no multiplicative repeat penalty, only OpenAI's additive ones, over the tokens generated so far.
-      o.repeatPenalty = { punishTokens: () => this.#generated, maxPunishTokens: p.maxTokens, penalty: 1, frequencyPenalty: p.frequencyPenalty, presencePenalty: p.presencePenalty };
+      o.repeatPenalty = {
+        punishTokens: () => this.#generated,
+        maxPunishTokens: p.maxTokens,
+        penalty: 1,
+        frequencyPenalty: p.frequencyPenalty,
+        presencePenalty: p.presencePenalty,
+      };
     }
     return o;
   }
@@ -135,9 +144,7 @@ export class Generation {
     const stops = new StopScanner(trigger === null ? p.stops : [...p.stops, trigger]);
     const options = this.#options(p.grammar);
     const withLogprobs = p.topLogprobs !== null;
-    const gen = withLogprobs
-      ? this.#seq.evaluateWithMetadata(input, { probabilities: true }, options)
-      : this.#seq.evaluate(input, options);
+    const gen = withLogprobs ? this.#seq.evaluateWithMetadata(input, { probabilities: true }, options) : this.#seq.evaluate(input, options);
     const generated = this.#generated;
     let pending: Token[] = [];
     let logprobs: TokenLogprob[] = [];
@@ -168,7 +175,7 @@ export class Generation {
           if (safe) {
             yield { kind: 'text', text: safe, logprobs };
             logprobs = [];
-            if (json !== null && (json += safe, completeJson(json))) {
+            if (json !== null && ((json += safe), completeJson(json))) {
               finish = 'stop';
               break;
             }

@@ -15,16 +15,39 @@ import { LlmError } from '../generation.js';
 
 const ANNOTATIONS = new Set(['title', 'description', 'default', 'examples', '$schema', '$id', '$comment', 'deprecated', 'readOnly', 'writeOnly']);
 const ENFORCED = new Set([
-  'type', 'const', 'enum', 'oneOf', 'anyOf', 'properties', 'required', 'additionalProperties', 'minProperties', 'maxProperties',
-  'items', 'prefixItems', 'minItems', 'maxItems', 'minLength', 'maxLength', 'format', '$ref', '$defs', 'definitions',
+  'type',
+  'const',
+  'enum',
+  'oneOf',
+  'anyOf',
+  'properties',
+  'required',
+  'additionalProperties',
+  'minProperties',
+  'maxProperties',
+  'items',
+  'prefixItems',
+  'minItems',
+  'maxItems',
+  'minLength',
+  'maxLength',
+  'format',
+  '$ref',
+  '$defs',
+  'definitions',
 ]);
 const FORMATS = new Set(['date-time', 'date', 'time']);
 const TYPES = new Set(['string', 'number', 'integer', 'boolean', 'null', 'object', 'array']);
 
 function refuse(param: string, at: string, what: string): never {
-  throw new LlmError('SY_ERR_BAD_REQUEST', `Invalid schema for '${param}': ${what} at '${at || '/'}' cannot be enforced by this model's grammar (see docs/llm.md for the supported keywords).`, {
-    param, openaiCode: 'invalid_value',
-  });
+  throw new LlmError(
+    'SY_ERR_BAD_REQUEST',
+    `Invalid schema for '${param}': ${what} at '${at || '/'}' cannot be enforced by this model's grammar (see docs/llm.md for the supported keywords).`,
+    {
+      param,
+      openaiCode: 'invalid_value',
+    },
+  );
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -86,7 +109,8 @@ function convert(node: unknown, param: string, at: string, root: boolean): unkno
         out[k] = v.map((s, i) => convert(s, param, `${here}/${i}`, false));
         break;
       case '$ref':
-        if (typeof v !== 'string' || !/^#\/(\$defs|definitions)\/[^/]+$/.test(v)) refuse(param, here, `the reference ${JSON.stringify(v)} (only #/$defs/<name>)`);
+        if (typeof v !== 'string' || !/^#\/(\$defs|definitions)\/[^/]+$/.test(v))
+          refuse(param, here, `the reference ${JSON.stringify(v)} (only #/$defs/<name>)`);
         out[k] = v.replace('#/definitions/', '#/$defs/');
         break;
       default:

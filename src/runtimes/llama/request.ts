@@ -11,13 +11,46 @@ import { grammarSchema } from './json-schema.js';
 
 /** Parameters the llama runtime implements (the route validated their values). */
 const CHAT_PARAMS = new Set([
-  'model', 'messages', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'n', 'seed', 'stop', 'stream', 'stream_options',
-  'frequency_penalty', 'presence_penalty', 'logit_bias', 'logprobs', 'top_logprobs', 'tools', 'tool_choice', 'parallel_tool_calls',
-  'response_format', 'user',
+  'model',
+  'messages',
+  'max_tokens',
+  'max_completion_tokens',
+  'temperature',
+  'top_p',
+  'n',
+  'seed',
+  'stop',
+  'stream',
+  'stream_options',
+  'frequency_penalty',
+  'presence_penalty',
+  'logit_bias',
+  'logprobs',
+  'top_logprobs',
+  'tools',
+  'tool_choice',
+  'parallel_tool_calls',
+  'response_format',
+  'user',
 ]);
 const COMPLETION_PARAMS = new Set([
-  'model', 'prompt', 'max_tokens', 'temperature', 'top_p', 'n', 'seed', 'stop', 'stream', 'stream_options', 'frequency_penalty',
-  'presence_penalty', 'logit_bias', 'logprobs', 'echo', 'best_of', 'user',
+  'model',
+  'prompt',
+  'max_tokens',
+  'temperature',
+  'top_p',
+  'n',
+  'seed',
+  'stop',
+  'stream',
+  'stream_options',
+  'frequency_penalty',
+  'presence_penalty',
+  'logit_bias',
+  'logprobs',
+  'echo',
+  'best_of',
+  'user',
 ]);
 /** Accepted when they ask for nothing this runtime would have to do. */
 const NEUTRAL: Readonly<Record<string, (v: unknown) => boolean>> = {
@@ -28,9 +61,14 @@ const NEUTRAL: Readonly<Record<string, (v: unknown) => boolean>> = {
 };
 
 function unsupported(param: string, model: string): LlmError {
-  return new LlmError('SY_ERR_BAD_REQUEST', `Unsupported parameter: '${param}' is not supported by model '${model}' (a local llama.cpp model; see docs/llm.md).`, {
-    param, openaiCode: 'unsupported_parameter',
-  });
+  return new LlmError(
+    'SY_ERR_BAD_REQUEST',
+    `Unsupported parameter: '${param}' is not supported by model '${model}' (a local llama.cpp model; see docs/llm.md).`,
+    {
+      param,
+      openaiCode: 'unsupported_parameter',
+    },
+  );
 }
 
 /** 400 for any parameter this runtime does not implement (null values ask for nothing and pass). */
@@ -43,7 +81,11 @@ export function checkParams(req: GenerationRequest): void {
   }
   for (let i = 0; i < req.messages.length; i++) {
     const m = req.messages[i]!;
-    if (m.role === 'tool' && m.toolCallId === undefined) throw new LlmError('SY_ERR_BAD_REQUEST', `Missing required parameter: 'messages[${i}].tool_call_id'.`, { param: `messages[${i}].tool_call_id`, openaiCode: 'missing_required_parameter' });
+    if (m.role === 'tool' && m.toolCallId === undefined)
+      throw new LlmError('SY_ERR_BAD_REQUEST', `Missing required parameter: 'messages[${i}].tool_call_id'.`, {
+        param: `messages[${i}].tool_call_id`,
+        openaiCode: 'missing_required_parameter',
+      });
   }
 }
 
@@ -87,7 +129,12 @@ export function chatHistory(messages: readonly ChatMessage[]): HistoryItem[] {
     else if (m.role === 'assistant') {
       const response: Array<string | HistoryFunctionCall> = m.content ? [m.content] : [];
       (m.toolCalls ?? []).forEach((c, j) => {
-        const call: HistoryFunctionCall = { type: 'functionCall', name: c.name, params: parseArguments(c.arguments, `messages[${i}].tool_calls[${j}].function.arguments`), result: null };
+        const call: HistoryFunctionCall = {
+          type: 'functionCall',
+          name: c.name,
+          params: parseArguments(c.arguments, `messages[${i}].tool_calls[${j}].function.arguments`),
+          result: null,
+        };
         calls.set(c.id, call);
         response.push(call);
       });
@@ -95,9 +142,14 @@ export function chatHistory(messages: readonly ChatMessage[]): HistoryItem[] {
     } else {
       const call = calls.get(m.toolCallId!);
       if (call === undefined) {
-        throw new LlmError('SY_ERR_BAD_REQUEST', `Invalid value for 'messages[${i}].tool_call_id': no earlier assistant message made the call "${m.toolCallId}".`, {
-          param: `messages[${i}].tool_call_id`, openaiCode: 'invalid_value',
-        });
+        throw new LlmError(
+          'SY_ERR_BAD_REQUEST',
+          `Invalid value for 'messages[${i}].tool_call_id': no earlier assistant message made the call "${m.toolCallId}".`,
+          {
+            param: `messages[${i}].tool_call_id`,
+            openaiCode: 'invalid_value',
+          },
+        );
       }
       call.result = m.content;
     }
@@ -119,10 +171,16 @@ export function tokenBias(lib: NodeLlamaCpp, model: LlamaModel, vocab: number | 
   const tb = new lib.TokenBias(model.tokenizer);
   for (const [token, b] of bias) {
     if (vocab !== null && token >= vocab) {
-      throw new LlmError('SY_ERR_BAD_REQUEST', `Invalid value for 'logit_bias': token ${token} is outside the vocabulary (${vocab} tokens).`, { param: 'logit_bias', openaiCode: 'invalid_value' });
+      throw new LlmError('SY_ERR_BAD_REQUEST', `Invalid value for 'logit_bias': token ${token} is outside the vocabulary (${vocab} tokens).`, {
+        param: 'logit_bias',
+        openaiCode: 'invalid_value',
+      });
     }
     if (model.isEogToken(token)) {
-      throw new LlmError('SY_ERR_BAD_REQUEST', `Invalid value for 'logit_bias': token ${token} ends generation; this model cannot bias end tokens.`, { param: 'logit_bias', openaiCode: 'invalid_value' });
+      throw new LlmError('SY_ERR_BAD_REQUEST', `Invalid value for 'logit_bias': token ${token} ends generation; this model cannot bias end tokens.`, {
+        param: 'logit_bias',
+        openaiCode: 'invalid_value',
+      });
     }
     tb.set(token, { logit: b });
   }
@@ -147,7 +205,13 @@ function ln(p: number | undefined): number {
  * The log probability of `token` from the distribution it was sampled from, with the `top` most likely
  * alternatives; their text as it reads after `before` (the tokens generated just before: a leading space depends on them).
  */
-export function tokenLogprob(model: LlamaModel, token: Token, probabilities: Map<Token, number> | undefined, top: number, before: readonly Token[]): TokenLogprob {
+export function tokenLogprob(
+  model: LlamaModel,
+  token: Token,
+  probabilities: Map<Token, number> | undefined,
+  top: number,
+  before: readonly Token[],
+): TokenLogprob {
   const text = (t: Token): string => model.detokenize([t], false, before);
   const alternatives: Array<{ token: string; logprob: number }> = [];
   if (probabilities !== undefined && top > 0) {
@@ -163,7 +227,12 @@ export function tokenLogprob(model: LlamaModel, token: Token, probabilities: Map
 /** Chat's `logprobs.content[i]`. */
 export function chatLogprob(l: TokenLogprob): Record<string, unknown> {
   const bytes = (s: string): number[] => [...Buffer.from(s, 'utf8')];
-  return { token: l.token, logprob: l.logprob, bytes: bytes(l.token), top_logprobs: l.top.map((a) => ({ token: a.token, logprob: a.logprob, bytes: bytes(a.token) })) };
+  return {
+    token: l.token,
+    logprob: l.logprob,
+    bytes: bytes(l.token),
+    top_logprobs: l.top.map((a) => ({ token: a.token, logprob: a.logprob, bytes: bytes(a.token) })),
+  };
 }
 
 /** Completions' `logprobs` for `items`, whose text starts at `offset` characters into the completion. */

@@ -27,8 +27,12 @@ export class SequencePool {
     this.#maxQueue = maxQueue;
   }
 
-  get queued(): number { return this.#waiters.length; }
-  get active(): number { return this.size - this.#free.length; }
+  get queued(): number {
+    return this.#waiters.length;
+  }
+  get active(): number {
+    return this.size - this.#free.length;
+  }
 
   acquire(signal: CancelSignal, model: string, prompt: readonly number[]): Promise<LlamaSequence> {
     if (this.#free.length > 0) {
@@ -48,18 +52,28 @@ export class SequencePool {
       return Promise.resolve(this.#free.splice(best, 1)[0]!);
     }
     if (this.#waiters.length >= this.#maxQueue) {
-      return Promise.reject(new LlmError('SY_ERR_MODEL_OVERLOADED', `model "${model}" is at capacity (${this.size} sequences busy, ${this.#waiters.length} waiting); retry shortly`, {
-        retryAfterMs: 1000,
-      }));
+      return Promise.reject(
+        new LlmError(
+          'SY_ERR_MODEL_OVERLOADED',
+          `model "${model}" is at capacity (${this.size} sequences busy, ${this.#waiters.length} waiting); retry shortly`,
+          {
+            retryAfterMs: 1000,
+          },
+        ),
+      );
     }
     return new Promise((resolve, reject) => {
       const w = { resolve, reject };
       this.#waiters.push(w);
-      signal.addEventListener('abort', () => {
-        const i = this.#waiters.indexOf(w);
-        if (i >= 0) this.#waiters.splice(i, 1);
-        reject(new LlmError('SY_ERR_CLIENT_CLOSED', 'client closed the request'));
-      }, { once: true });
+      signal.addEventListener(
+        'abort',
+        () => {
+          const i = this.#waiters.indexOf(w);
+          if (i >= 0) this.#waiters.splice(i, 1);
+          reject(new LlmError('SY_ERR_CLIENT_CLOSED', 'client closed the request'));
+        },
+        { once: true },
+      );
     });
   }
 

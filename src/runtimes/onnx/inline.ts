@@ -37,7 +37,10 @@ export class InlineInstance implements ModelInstance {
   async run(inputs: readonly Tensor[]): Promise<Tensor[]> {
     if (this.#disposed) throw err('SY_ERR_SHUTTING_DOWN', 'instance disposed');
     const s = this.#session;
-    const feeds = feedsFor(s, inputs.map((t, i) => toWire(t, s.inputNames[i] ?? `#${i}`)));
+    const feeds = feedsFor(
+      s,
+      inputs.map((t, i) => toWire(t, s.inputNames[i] ?? `#${i}`)),
+    );
     this.#inflight++;
     let out: ort.InferenceSession.ReturnType;
     try {

@@ -12,9 +12,17 @@ import { toTensor, toWire } from './session.js';
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
 
-interface Pending { resolve: (t: Tensor[]) => void; reject: (e: Error) => void }
+interface Pending {
+  resolve: (t: Tensor[]) => void;
+  reject: (e: Error) => void;
+}
 
-export interface InstanceInfo { inputs: WireValueMeta[]; outputs: WireValueMeta[]; provider: string; warning: string | null }
+export interface InstanceInfo {
+  inputs: WireValueMeta[];
+  outputs: WireValueMeta[];
+  provider: string;
+  warning: string | null;
+}
 
 export class OnnxInstance implements ModelInstance {
   readonly #worker: Worker;

@@ -6,9 +6,17 @@
 import type { NumericArray, OrtType } from '../../tensor/index.js';
 
 /** A tensor as onnxruntime's Node binding takes and gives it: typed arrays, or strings for string tensors. */
-export interface WireTensor { type: OrtType; dims: number[]; data: NumericArray | string[] }
+export interface WireTensor {
+  type: OrtType;
+  dims: number[];
+  data: NumericArray | string[];
+}
 
-export interface WireValueMeta { name: string; type: string | null; shape: Array<number | string> }
+export interface WireValueMeta {
+  name: string;
+  type: string | null;
+  shape: Array<number | string>;
+}
 
 export interface WorkerInit {
   modelPath: string;

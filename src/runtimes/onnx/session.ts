@@ -48,12 +48,20 @@ export function toWire(t: Tensor, name: string): WireTensor {
   return { type: t.dtype.ort, dims: t.shape as number[], data };
 }
 
-export interface OpenedSession { session: ort.InferenceSession; provider: 'cpu' | 'cuda'; warning: string | null }
+export interface OpenedSession {
+  session: ort.InferenceSession;
+  provider: 'cpu' | 'cuda';
+  warning: string | null;
+}
 
 /** Create a session; a CUDA request that fails falls back to CPU with a warning. */
 export async function openSession(init: WorkerInit): Promise<OpenedSession> {
   try {
-    return { session: await ort.InferenceSession.create(init.modelPath, sessionOptions(init, init.executionProvider)), provider: init.executionProvider, warning: null };
+    return {
+      session: await ort.InferenceSession.create(init.modelPath, sessionOptions(init, init.executionProvider)),
+      provider: init.executionProvider,
+      warning: null,
+    };
   } catch (e) {
     if (init.executionProvider !== 'cuda') throw e;
     const warning = `CUDA execution provider unavailable (${(e as Error).message.split('\n')[0]}); using CPU`;

@@ -19,7 +19,13 @@ try {
 }
 if (opened) {
   const { session } = opened;
-  post({ op: 'loaded', inputs: wireMeta(session.inputMetadata), outputs: wireMeta(session.outputMetadata), provider: opened.provider, warning: opened.warning });
+  post({
+    op: 'loaded',
+    inputs: wireMeta(session.inputMetadata),
+    outputs: wireMeta(session.outputMetadata),
+    provider: opened.provider,
+    warning: opened.warning,
+  });
   port.on('message', (m: ToWorker) => {
     let feeds: Record<string, ort.Tensor>;
     try {

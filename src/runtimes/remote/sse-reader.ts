@@ -53,7 +53,7 @@ export class SseReader {
   /** Read the rest of the body, discarding it, in the background (so the connection goes back to the pool). */
   drain(): void {
     void (async () => {
-      while (await this.next() !== null);
+      while ((await this.next()) !== null);
     })().catch(() => undefined);
   }
 

@@ -32,13 +32,22 @@ import { Pool, type Dispatcher } from 'undici';
 import type { UpstreamModelConfig } from '../../config/index.js';
 import { DONE, SseReader } from './sse-reader.js';
 import {
-  defaultType, LlmError, RAW_JSON, type CancelSignal, type ChunkStream, type EmbeddingRequest, type EmbeddingResult, type GenerationRequest,
-  type LlmBackend, type LlmErrorType, type TokenEstimate, type Usage,
+  defaultType,
+  LlmError,
+  RAW_JSON,
+  type CancelSignal,
+  type ChunkStream,
+  type EmbeddingRequest,
+  type EmbeddingResult,
+  type GenerationRequest,
+  type LlmBackend,
+  type LlmErrorType,
+  type TokenEstimate,
+  type Usage,
 } from '../generation.js';
 
 /** Why an attempt failed, as `onUpstreamError` reports it (low cardinality, for metrics). */
-export type UpstreamErrorReason =
-  | 'rate_limited' | 'server_error' | 'auth' | 'connection' | 'timeout' | 'bad_response' | 'stream_broken';
+export type UpstreamErrorReason = 'rate_limited' | 'server_error' | 'auth' | 'connection' | 'timeout' | 'bad_response' | 'stream_broken';
 
 export interface UpstreamBackendOptions {
   readonly logger: Logger;
@@ -52,8 +61,17 @@ export interface UpstreamBackendOptions {
 const MAX_ERROR_BODY = 64 * 1024;
 const INCLUDE_USAGE = Object.freeze({ include_usage: true });
 const ERROR_TYPES: ReadonlySet<string> = new Set<LlmErrorType>([
-  'invalid_request_error', 'requests', 'tokens', 'insufficient_quota', 'server_error', 'timeout_error',
-  'authentication_error', 'permission_error', 'not_found_error', 'rate_limit_error', 'api_error',
+  'invalid_request_error',
+  'requests',
+  'tokens',
+  'insufficient_quota',
+  'server_error',
+  'timeout_error',
+  'authentication_error',
+  'permission_error',
+  'not_found_error',
+  'rate_limit_error',
+  'api_error',
 ]);
 
 /** Selection tiers of a deployment for one pick: lower is preferred. */
@@ -147,7 +165,10 @@ export class UpstreamBackend implements LlmBackend {
       const basePath = url.pathname.replace(/\/+$/, '');
       const key = d.apiKey ?? (d.apiKeyEnv === undefined ? undefined : process.env[d.apiKeyEnv]);
       if (d.apiKeyEnv !== undefined && key === undefined) {
-        opts.logger.warn({ model: config.name, deployment: url.origin + basePath, env: d.apiKeyEnv }, 'upstream API key variable is not set; sending no Authorization');
+        opts.logger.warn(
+          { model: config.name, deployment: url.origin + basePath, env: d.apiKeyEnv },
+          'upstream API key variable is not set; sending no Authorization',
+        );
       }
       const pool = new Pool(url.origin, { connections: d.connections, connectTimeout: config.timeoutMs });
       return new Deployment(url.origin + basePath, d.model ?? config.name, pool, key === undefined ? null : `Bearer ${key}`, d.weight, basePath);
@@ -160,14 +181,18 @@ export class UpstreamBackend implements LlmBackend {
    */
   async estimate(req: GenerationRequest): Promise<TokenEstimate> {
     const promptTokens = estimatePromptTokens(req);
-    const maxTokens = numberField(req.body, 'max_completion_tokens') ?? numberField(req.body, 'max_tokens')
-      ?? req.params.maxTokens ?? this.#config.defaultMaxTokens;
+    const maxTokens =
+      numberField(req.body, 'max_completion_tokens') ?? numberField(req.body, 'max_tokens') ?? req.params.maxTokens ?? this.#config.defaultMaxTokens;
     const limit = this.contextLength;
     if (limit !== null && promptTokens + maxTokens > limit) {
       const where = req.kind === 'chat' ? 'messages' : 'prompt';
-      throw new LlmError('SY_ERR_CONTEXT_LENGTH_EXCEEDED', `This model's maximum context length is ${limit} tokens. However, you requested about `
-        + `${promptTokens + maxTokens} tokens (${promptTokens} in the ${where} (estimated), ${maxTokens} for the completion). `
-        + `Please reduce the length of the ${where} or max_tokens.`, { param: where });
+      throw new LlmError(
+        'SY_ERR_CONTEXT_LENGTH_EXCEEDED',
+        `This model's maximum context length is ${limit} tokens. However, you requested about ` +
+          `${promptTokens + maxTokens} tokens (${promptTokens} in the ${where} (estimated), ${maxTokens} for the completion). ` +
+          `Please reduce the length of the ${where} or max_tokens.`,
+        { param: where },
+      );
     }
     // Every choice may generate maxTokens: the limit reserves them all.
     return { promptTokens, maxTokens: maxTokens * req.params.n };
@@ -176,9 +201,12 @@ export class UpstreamBackend implements LlmBackend {
   complete(req: GenerationRequest): Promise<Record<string, unknown>> {
     const body = req.body;
     const chat = req.kind === 'chat';
-    return this.#withRetries(req.signal, req.requestId,
+    return this.#withRetries(
+      req.signal,
+      req.requestId,
       (model) => JSON.stringify({ ...body, model, stream: false }),
-      (dep, payload) => this.#postJson(dep, chat ? dep.chatPath : dep.completionPath, payload, req));
+      (dep, payload) => this.#postJson(dep, chat ? dep.chatPath : dep.completionPath, payload, req),
+    );
   }
 
   stream(req: GenerationRequest): Promise<ChunkStream> {
@@ -186,9 +214,12 @@ export class UpstreamBackend implements LlmBackend {
     const chat = req.kind === 'chat';
     const asked = body['stream_options'];
     const streamOptions = typeof asked === 'object' && asked !== null ? { ...asked, include_usage: true } : INCLUDE_USAGE;
-    return this.#withRetries(req.signal, req.requestId,
+    return this.#withRetries(
+      req.signal,
+      req.requestId,
       (model) => JSON.stringify({ ...body, model, stream: true, stream_options: streamOptions }),
-      (dep, payload) => this.#openStream(dep, chat ? dep.chatPath : dep.completionPath, payload, req));
+      (dep, payload) => this.#openStream(dep, chat ? dep.chatPath : dep.completionPath, payload, req),
+    );
   }
 
   async embed(req: EmbeddingRequest): Promise<EmbeddingResult> {
@@ -197,13 +228,16 @@ export class UpstreamBackend implements LlmBackend {
     }
     const body = req.body;
     const count = req.input.length;
-    return this.#withRetries(req.signal, req.requestId,
+    return this.#withRetries(
+      req.signal,
+      req.requestId,
       (model) => JSON.stringify({ ...body, model, encoding_format: 'float' }),
       async (dep, payload) => {
         const res = await this.#postJson(dep, dep.embeddingsPath, payload, req);
         if (res instanceof Failure) return res;
         return toEmbeddings(res, count) ?? new Failure('bad_response', 'the embeddings response is malformed');
-      });
+      },
+    );
   }
 
   load(): { active: number; queued: number; slots: null } {
@@ -216,7 +250,9 @@ export class UpstreamBackend implements LlmBackend {
 
   /** Run attempts on picked deployments until one succeeds, a non-retryable error, or the retries run out. */
   async #withRetries<T>(
-    signal: CancelSignal, requestId: string, build: (model: string) => string,
+    signal: CancelSignal,
+    requestId: string,
+    build: (model: string) => string,
     attempt: (dep: Deployment, payload: string) => Promise<T | Failure>,
   ): Promise<T> {
     if (signal.aborted) throw clientGone();
@@ -317,10 +353,20 @@ export class UpstreamBackend implements LlmBackend {
     dep.failures++;
     if (dep.failures >= cfg.failuresToCooldown) dep.cooldownUntil = now + cfg.cooldownMs;
     if (f.retryAfterMs !== null && f.retryAfterMs > cfg.maxRetryAfterMs) dep.cooldownUntil = Math.max(dep.cooldownUntil, now + f.retryAfterMs);
-    this.#logger.warn({
-      model: cfg.name, deployment: dep.label, reason: f.reason, detail: f.detail, upstreamMessage: f.upstreamMessage,
-      requestId, attempt, failuresInARow: dep.failures, coolingDown: dep.cooldownUntil > now,
-    }, 'upstream attempt failed');
+    this.#logger.warn(
+      {
+        model: cfg.name,
+        deployment: dep.label,
+        reason: f.reason,
+        detail: f.detail,
+        upstreamMessage: f.upstreamMessage,
+        requestId,
+        attempt,
+        failuresInARow: dep.failures,
+        coolingDown: dep.cooldownUntil > now,
+      },
+      'upstream attempt failed',
+    );
     this.#onUpstreamError?.(dep.label, f.reason);
   }
 
@@ -350,16 +396,22 @@ export class UpstreamBackend implements LlmBackend {
   }
 
   #requestOptions(dep: Deployment, path: string, payload: string, signal: CancelSignal, requestId: string): Dispatcher.RequestOptions {
-    const headers: Record<string, string> = dep.authorization === null
-      ? { 'content-type': 'application/json', 'x-request-id': requestId }
-      : { 'content-type': 'application/json', authorization: dep.authorization, 'x-request-id': requestId };
+    const headers: Record<string, string> =
+      dep.authorization === null
+        ? { 'content-type': 'application/json', 'x-request-id': requestId }
+        : { 'content-type': 'application/json', authorization: dep.authorization, 'x-request-id': requestId };
     const timeoutMs = this.#config.timeoutMs;
     // undici takes any EventTarget-like signal (it checks for addEventListener at run time); its typings say AbortSignal.
     return { path, method: 'POST', headers, body: payload, signal: signal as AbortSignal, headersTimeout: timeoutMs, bodyTimeout: timeoutMs };
   }
 
   /** One non-streaming attempt: the parsed JSON object. */
-  async #postJson(dep: Deployment, path: string, payload: string, req: { signal: CancelSignal; requestId: string }): Promise<Record<string, unknown> | Failure> {
+  async #postJson(
+    dep: Deployment,
+    path: string,
+    payload: string,
+    req: { signal: CancelSignal; requestId: string },
+  ): Promise<Record<string, unknown> | Failure> {
     this.#begin(dep);
     try {
       const res = await dep.pool.request(this.#requestOptions(dep, path, payload, req.signal, req.requestId));
@@ -394,10 +446,13 @@ export class UpstreamBackend implements LlmBackend {
     body.once('close', () => this.#end(dep));
     if (res.statusCode >= 300) return this.#refused(dep, res);
     let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      body.destroy(new Error('no first chunk in time'));
-    }, Math.max(0, this.#config.timeoutMs - (performance.now() - started)));
+    const timer = setTimeout(
+      () => {
+        timedOut = true;
+        body.destroy(new Error('no first chunk in time'));
+      },
+      Math.max(0, this.#config.timeoutMs - (performance.now() - started)),
+    );
     try {
       return await this.#firstChunk(dep, body, req);
     } catch (e) {
@@ -411,7 +466,9 @@ export class UpstreamBackend implements LlmBackend {
   /** Read events up to the first chunk to yield (or [DONE]); a failure before it is retryable. */
   async #firstChunk(dep: Deployment, body: Readable, req: GenerationRequest): Promise<ChunkStream | Failure> {
     const sse = new SseReader(body[Symbol.asyncIterator]() as AsyncIterator<Buffer>);
-    const stream = new UpstreamStream(sse, body, req.signal, this.#config.name, (detail) => this.#failed(dep, new Failure('stream_broken', detail), req.requestId, null));
+    const stream = new UpstreamStream(sse, body, req.signal, this.#config.name, (detail) =>
+      this.#failed(dep, new Failure('stream_broken', detail), req.requestId, null),
+    );
     for (;;) {
       const data = await sse.next();
       if (data === null) return new Failure('bad_response', 'the stream ended before its first chunk');
@@ -423,8 +480,13 @@ export class UpstreamBackend implements LlmBackend {
       if (chunk === null || chunk['error'] !== undefined) {
         body.destroy();
         const upstream = chunk === null ? null : errorOf(chunk['error']);
-        return new Failure(chunk === null ? 'bad_response' : 'server_error',
-          chunk === null ? 'the stream sent invalid JSON' : 'the stream sent an error event', null, null, upstream?.message ?? null);
+        return new Failure(
+          chunk === null ? 'bad_response' : 'server_error',
+          chunk === null ? 'the stream sent invalid JSON' : 'the stream sent an error event',
+          null,
+          null,
+          upstream?.message ?? null,
+        );
       }
       if (stream.take(chunk)) {
         stream.begin(chunk);
@@ -456,11 +518,15 @@ export class UpstreamBackend implements LlmBackend {
     if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
       return new Failure('timeout', `no response within ${this.#config.timeoutMs} ms`, null, null, String(code));
     }
-    return new Failure('connection', `connection failed (${typeof code === 'string' ? code : 'network error'})`, null, null,
-      e instanceof Error ? e.message : String(e));
+    return new Failure(
+      'connection',
+      `connection failed (${typeof code === 'string' ? code : 'network error'})`,
+      null,
+      null,
+      e instanceof Error ? e.message : String(e),
+    );
   }
 }
-
 
 /**
  * The chunks of one upstream stream, from its first one on. Usage is kept, not yielded: a usage-only chunk
@@ -658,10 +724,14 @@ function errorOf(e: unknown): UpstreamError | null {
 
 /** An upstream 4xx (not 401/403/429) as the client's error. */
 function passthrough(status: number, e: UpstreamError | null, model: string): LlmError {
-  if (e === null) return new LlmError('SY_ERR_UPSTREAM_REJECTED', `The upstream of model "${model}" refused the request (HTTP ${status}).`, { status, type: defaultType(status) });
+  if (e === null)
+    return new LlmError('SY_ERR_UPSTREAM_REJECTED', `The upstream of model "${model}" refused the request (HTTP ${status}).`, {
+      status,
+      type: defaultType(status),
+    });
   return new LlmError('SY_ERR_UPSTREAM_REJECTED', e.message, {
     status,
-    type: typeof e.type === 'string' && ERROR_TYPES.has(e.type) ? e.type as LlmErrorType : defaultType(status),
+    type: typeof e.type === 'string' && ERROR_TYPES.has(e.type) ? (e.type as LlmErrorType) : defaultType(status),
     param: typeof e.param === 'string' ? e.param : null,
     openaiCode: typeof e.code === 'string' ? e.code : null,
   });
