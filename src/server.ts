@@ -2,6 +2,9 @@
  * @module
  * Builds the Switchyard HTTP server: Fastify with the V2 protocol plugin, /metrics, request ids on every
  * response, the V2 error shape for every error, and graceful shutdown that drains queued work.
+ *
+ * Longer than our ~500-line guide on purpose: the composition root: it wires every subsystem once, in start-up and
+ * shutdown order, and holds no logic of its own.
  */
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -9,7 +12,33 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } 
 import { pino, type Logger } from 'pino';
 import { Redis } from 'ioredis';
 import { Counter, Gauge } from 'prom-client';
-import { adminRoutes, batchJobRoutes, batchRoutes, InferenceRowRunner, featureDataRoutes, featureDefinitionRoutes, installAccessLog, frameworkErrors, GrpcTransport, installErrorShape, installShutdownGate, settlesWithin, lazyChildLogger, llmAdminRoutes, llmRoutes, monitoringAdminRoutes, OpenAiLineRunner, overviewRoutes, registerOpenApi, requestIdGenerator, routingAdminRoutes, tenancyRoutes, uiRoutes, v2ExtensionRoutes, v2Routes } from './api/index.js';
+import {
+  adminRoutes,
+  batchJobRoutes,
+  batchRoutes,
+  InferenceRowRunner,
+  featureDataRoutes,
+  featureDefinitionRoutes,
+  installAccessLog,
+  frameworkErrors,
+  GrpcTransport,
+  installErrorShape,
+  installShutdownGate,
+  settlesWithin,
+  lazyChildLogger,
+  llmAdminRoutes,
+  llmRoutes,
+  monitoringAdminRoutes,
+  OpenAiLineRunner,
+  overviewRoutes,
+  registerOpenApi,
+  requestIdGenerator,
+  routingAdminRoutes,
+  tenancyRoutes,
+  uiRoutes,
+  v2ExtensionRoutes,
+  v2Routes,
+} from './api/index.js';
 import { authEnabled, checkExposure, loadLlmConfig, type ServerConfig } from './config/index.js';
 import { databaseUrl } from './config/index.js';
 import { ExperimentStore, ExperimentTracker } from './experiments/index.js';
@@ -20,7 +49,25 @@ import { openArtifactStore, Registry } from './registry/index.js';
 import { MemoryResultCache, RedisResultCache, type ResultCache, TrafficRouter } from './routing/index.js';
 import { onnxRuntime, type Runtime, signatureJson } from './runtimes/index.js';
 import { importRepository, LlmService, ModelManager } from './serving/index.js';
-import { AuditLog, Authorizer, checkCreatable, Gateway, installGateway, type Limiter, tenantOf, LlmUsageMeter, MemoryLimiter, MemoryTokenLimiter, meterRequests, RedisLimiter, RedisTokenLimiter, type TenancyChange, TenantStore, type TokenLimiter, UsageMeter } from './gateway/index.js';
+import {
+  AuditLog,
+  Authorizer,
+  checkCreatable,
+  Gateway,
+  installGateway,
+  type Limiter,
+  tenantOf,
+  LlmUsageMeter,
+  MemoryLimiter,
+  MemoryTokenLimiter,
+  meterRequests,
+  RedisLimiter,
+  RedisTokenLimiter,
+  type TenancyChange,
+  TenantStore,
+  type TokenLimiter,
+  UsageMeter,
+} from './gateway/index.js';
 import { PgChannel } from './storage/index.js';
 import type { Principal } from './gateway/index.js';
 import { InferenceService, OnnxEmbeddingBackend } from './inference/index.js';
@@ -64,15 +111,27 @@ export function createLogger(level: ServerConfig['logLevel']): Logger {
  * Open the registry (importing the model repository, if one is configured), load what should be resident and
  * build (not start) the HTTP server.
  */
-export async function createSwitchyard(config: ServerConfig, logger: Logger = createLogger(config.logLevel), opts: { runtime?: Runtime } = {}): Promise<Switchyard> {
+export async function createSwitchyard(
+  config: ServerConfig,
+  logger: Logger = createLogger(config.logLevel),
+  opts: { runtime?: Runtime } = {},
+): Promise<Switchyard> {
   checkExposure(config);
   const runtime = opts.runtime ?? onnxRuntime;
   const dataDir = resolve(config.dataDir);
   const artifactStore = await openArtifactStore({
-    url: config.artifacts, dataDir, cacheDir: config.artifactCacheDir, cacheMaxBytes: Math.floor(config.artifactCacheMb * 1024 * 1024), logger,
+    url: config.artifacts,
+    dataDir,
+    cacheDir: config.artifactCacheDir,
+    cacheMaxBytes: Math.floor(config.artifactCacheMb * 1024 * 1024),
+    logger,
     s3: {
-      endpoint: config.s3Endpoint, region: config.s3Region, pathStyle: config.s3PathStyle, checksum: config.s3Checksum,
-      partBytes: Math.floor(config.s3PartMb * 1024 * 1024), concurrency: config.s3Concurrency,
+      endpoint: config.s3Endpoint,
+      region: config.s3Region,
+      pathStyle: config.s3PathStyle,
+      checksum: config.s3Checksum,
+      partBytes: Math.floor(config.s3PartMb * 1024 * 1024),
+      concurrency: config.s3Concurrency,
     },
   });
   const registry = await Registry.open({
@@ -80,7 +139,8 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     artifactDir: join(dataDir, 'artifacts'),
     artifactStore,
     inspect: async (path) => signatureJson(await runtime.inspect(path)),
-    logger, databaseTimeoutMs: config.databaseTimeoutMs,
+    logger,
+    databaseTimeoutMs: config.databaseTimeoutMs,
   }).catch(async (e: unknown) => {
     await artifactStore.close();
     throw e;
@@ -89,8 +149,14 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   try {
     const configErrors = config.modelRepository ? await importRepository(registry, config.modelRepository, logger) : new Map<string, string>();
     manager = await ModelManager.create({
-      registry, logger, runtime, executionProvider: config.executionProvider, memoryBudgetBytes: config.memoryBudget,
-      loadWaitMs: config.loadWaitMs, configErrors, strictReadiness: config.strictReadiness,
+      registry,
+      logger,
+      runtime,
+      executionProvider: config.executionProvider,
+      memoryBudgetBytes: config.memoryBudget,
+      loadWaitMs: config.loadWaitMs,
+      configErrors,
+      strictReadiness: config.strictReadiness,
     });
   } catch (e) {
     await registry.close();
@@ -100,29 +166,43 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   const metrics = createMetrics(manager, { router, version: VERSION });
   const db = registry.database.db;
   new Gauge({
-    name: 'switchyard_database_up', help: 'Whether the metadata store (database) answers (1) or not (0: control plane unavailable, data plane serving from memory).', registers: [metrics.registry],
-    collect() { this.set(registry.database.health.available ? 1 : 0); },
+    name: 'switchyard_database_up',
+    help: 'Whether the metadata store (database) answers (1) or not (0: control plane unavailable, data plane serving from memory).',
+    registers: [metrics.registry],
+    collect() {
+      this.set(registry.database.health.available ? 1 : 0);
+    },
   });
   const store = new TenantStore(db);
   const limiter: Limiter = config.redis
     ? new RedisLimiter({
-      url: config.redis, failMode: config.rateLimitFail, timeoutMs: config.redisTimeoutMs,
-      onBackendError: limitStoreErrors(logger, metrics, config.rateLimitFail),
-    })
+        url: config.redis,
+        failMode: config.rateLimitFail,
+        timeoutMs: config.redisTimeoutMs,
+        onBackendError: limitStoreErrors(logger, metrics, config.rateLimitFail),
+      })
     : new MemoryLimiter();
   // Replicas sharing Postgres tell each other about key, tenant and access changes (revocation applies at once).
   let gatewayRef: Gateway | null = null;
   const database = registry.database;
-  const channel = database.pgConfig === null ? null : await PgChannel.start<TenancyChange>(database.pgConfig, TENANCY_CHANNEL, database.schema ?? '', {
-    onMessage: (c) => void gatewayRef?.apply(c).catch(() => undefined),
-    onReconnect: () => void gatewayRef?.resync().catch(() => undefined),
+  const channel =
+    database.pgConfig === null
+      ? null
+      : await PgChannel.start<TenancyChange>(database.pgConfig, TENANCY_CHANNEL, database.schema ?? '', {
+          onMessage: (c) => void gatewayRef?.apply(c).catch(() => undefined),
+          onReconnect: () => void gatewayRef?.resync().catch(() => undefined),
+          logger,
+        });
+  const gateway = (gatewayRef = await Gateway.create({
+    store,
+    authRequired: authEnabled(config),
+    adminKey: config.adminKey || null,
+    limiter,
+    cacheMs: config.authCacheMs,
     logger,
-  });
-  const gateway = gatewayRef = await Gateway.create({
-    store, authRequired: authEnabled(config), adminKey: config.adminKey || null, limiter, cacheMs: config.authCacheMs, logger,
     storeAvailable: () => database.health.available,
     ...(channel ? { publish: (c: TenancyChange) => channel.notify(db, c) } : {}),
-  });
+  }));
   let bootstrapKey: string | null = null;
   if (authEnabled(config) && !config.adminKey && !(await store.hasActivePlatformKey())) {
     bootstrapKey = (await store.createKey(null, { name: 'bootstrap', scopes: ['infer', 'read', 'admin'] }, 'switchyard')).key;
@@ -132,12 +212,19 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   const audit = new AuditLog({ db, logger, metrics: metrics.registry });
   // Result cache: in Redis when replicas share one (a hit on any replica serves all), else in-process.
   const cacheRedis = config.redis ? new Redis(config.redis, { maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: false }) : null;
-  cacheRedis?.on('error', () => { /* counted by the cache as misses + errors */ });
+  cacheRedis?.on('error', () => {
+    /* counted by the cache as misses + errors */
+  });
   // Online features and window state: in Redis when replicas share one, else in-process.
   const featureRedis = config.redis ? new Redis(config.redis, { maxRetriesPerRequest: 2 }) : null;
   featureRedis?.on('error', (e) => logger.warn({ err: e }, 'feature store Redis connection error'));
   const features = await FeatureStore.create({
-    database, redis: featureRedis, redisUrl: config.redis || null, natsUrl: config.nats || null, logger, metrics: metrics.registry,
+    database,
+    redis: featureRedis,
+    redisUrl: config.redis || null,
+    natsUrl: config.nats || null,
+    logger,
+    metrics: metrics.registry,
   });
   const cache: ResultCache = cacheRedis
     ? new RedisResultCache({ redis: cacheRedis, timeoutMs: config.redisTimeoutMs })
@@ -145,37 +232,65 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   metrics.watchCache(cache);
   const experiments = new ExperimentStore(database, { logger });
   const tracker = await ExperimentTracker.create({ store: experiments, registry, logger });
-  const sink: PredictionSink = config.predictionLog === 'jsonl' ? new JsonlPredictionSink({ dir: join(dataDir, 'predictions') }) : new DatabasePredictionSink(database);
+  const sink: PredictionSink =
+    config.predictionLog === 'jsonl' ? new JsonlPredictionSink({ dir: join(dataDir, 'predictions') }) : new DatabasePredictionSink(database);
   const monitoring = await MonitoringService.create({
-    database, registry, sink, logger, metrics: metrics.registry,
-    sampleRate: config.predictionLog === 'off' ? 0 : config.monitorSampleRate, driftSampleRate: config.driftSampleRate,
-    retentionMs: config.predictionRetentionDays * 86_400_000, driftWindowMs: config.driftWindowMs, driftEvalMs: config.driftEvalMs, alertEvalMs: config.alertEvalMs,
+    database,
+    registry,
+    sink,
+    logger,
+    metrics: metrics.registry,
+    sampleRate: config.predictionLog === 'off' ? 0 : config.monitorSampleRate,
+    driftSampleRate: config.driftSampleRate,
+    retentionMs: config.predictionRetentionDays * 86_400_000,
+    driftWindowMs: config.driftWindowMs,
+    driftEvalMs: config.driftEvalMs,
+    alertEvalMs: config.alertEvalMs,
   });
   // The data plane every transport calls; usage and experiments follow its events.
   const inference = new InferenceService({
-    manager, router, cache, monitor: monitoring, limits: { rows: config.maxRequestRows, elements: config.maxRequestElements },
+    manager,
+    router,
+    cache,
+    monitor: monitoring,
+    limits: { rows: config.maxRequestRows, elements: config.maxRequestElements },
     features: { assemble: (model, version, entities, inputs) => features.assemble(model, version, entities, inputs) },
   });
   const stopMetering = meterRequests(inference, usage);
   tracker.listen(inference);
   // The OpenAI-compatible API: token limits shared through Redis when replicas share one.
   const tokenLimiter: TokenLimiter = config.redis
-    ? new RedisTokenLimiter({ url: config.redis, timeoutMs: config.redisTimeoutMs, failMode: config.rateLimitFail, onBackendError: limitStoreErrors(logger, metrics, config.rateLimitFail, 'switchyard_llm_ratelimit_store_errors_total') })
+    ? new RedisTokenLimiter({
+        url: config.redis,
+        timeoutMs: config.redisTimeoutMs,
+        failMode: config.rateLimitFail,
+        onBackendError: limitStoreErrors(logger, metrics, config.rateLimitFail, 'switchyard_llm_ratelimit_store_errors_total'),
+      })
     : new MemoryTokenLimiter();
   const llmUsage = new LlmUsageMeter({ db, flushIntervalMs: config.usageFlushMs, logger, metrics: metrics.registry });
   const llm = await LlmService.create({
     config: config.llmConfig ? await loadLlmConfig(config.llmConfig) : { models: [] },
-    embeddings: (c, log) => new OnnxEmbeddingBackend(c, { inference, logger: log }), logger,
+    embeddings: (c, log) => new OnnxEmbeddingBackend(c, { inference, logger: log }),
+    logger,
   });
   metrics.watchLlm(llm);
   const stall = Number(process.env['SWITCHYARD_TEST_BATCH_STALL_AFTER'] ?? '');
   const batch = await BatchService.create({
-    database, logger, usage: llmUsage, workers: config.batchWorkers, leaseMs: config.batchLeaseMs, chunkLines: config.batchChunkLines,
+    database,
+    logger,
+    usage: llmUsage,
+    workers: config.batchWorkers,
+    leaseMs: config.batchLeaseMs,
+    chunkLines: config.batchChunkLines,
     runner: new OpenAiLineRunner({ service: llm, canSee: (tenant, model) => gateway.tenantCanSee(tenant, model) }),
     rowRunner: new InferenceRowRunner({ inference, canSee: (tenant, model) => gateway.tenantCanSee(tenant, model) }),
     stallAfterChunks: process.env['SWITCHYARD_TEST_BATCH_STALL_AFTER'] && Number.isInteger(stall) ? stall : null,
   });
-  const modelExists = (name: string): Promise<boolean> => registry.getModel(name).then(() => true, () => false);
+  const modelExists = (name: string): Promise<boolean> =>
+    registry.getModel(name).then(
+      () => true,
+      () => false,
+    );
   const bodyLimit = Math.floor(config.maxBodyMb * 1024 * 1024);
   const requestId = requestIdGenerator();
   const app = Fastify({
@@ -208,13 +323,24 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   const authorizer = new Authorizer({ gateway, modelExists, metrics: metrics.registry });
   installGateway(app, { gateway, audit, logger, modelExists, authorizer });
   const grpc = new GrpcTransport({
-    inference, gateway, authorizer, audit, logger, serverName: 'switchyard', serverVersion: VERSION,
+    inference,
+    gateway,
+    authorizer,
+    audit,
+    logger,
+    serverName: 'switchyard',
+    serverVersion: VERSION,
     maxMessageBytes: Math.floor((config.grpcMaxMessageMb || config.maxBodyMb) * 1024 * 1024),
   });
 
   await registerOpenApi(app);
   await app.register(v2Routes, {
-    inference, serverName: 'switchyard', serverVersion: VERSION, bodyLimit, inflateLimit: Math.floor(config.maxInflateMb * 1024 * 1024), controlPlane: () => database.health.available,
+    inference,
+    serverName: 'switchyard',
+    serverVersion: VERSION,
+    bodyLimit,
+    inflateLimit: Math.floor(config.maxInflateMb * 1024 * 1024),
+    controlPlane: () => database.health.available,
   });
   await app.register(v2ExtensionRoutes, { inference, visible: (req, model) => !req.principal || gateway.canSee(req.principal, model) });
   await app.register(adminRoutes, {
@@ -228,7 +354,10 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
   });
   await app.register(tenancyRoutes, { gateway, usage, audit, modelExists });
   await app.register(routingAdminRoutes, {
-    registry, router, experiments, tracker,
+    registry,
+    router,
+    experiments,
+    tracker,
     access: {
       visible: (req, model) => !req.principal || gateway.canSee(req.principal, model),
       owns: (req, model) => !req.principal || gateway.owns(req.principal, model),
@@ -236,7 +365,8 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     },
   });
   await app.register(monitoringAdminRoutes, {
-    registry, monitoring,
+    registry,
+    monitoring,
     access: {
       visible: (req, model) => !req.principal || gateway.canSee(req.principal, model),
       owns: (req, model) => !req.principal || gateway.owns(req.principal, model),
@@ -245,25 +375,39 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     },
   });
   await app.register(overviewRoutes, {
-    timeline: monitoring.timeline, served: () => manager.list().map((m) => m.name), memory: () => memoryState(manager),
+    timeline: monitoring.timeline,
+    served: () => manager.list().map((m) => m.name),
+    memory: () => memoryState(manager),
     access: { visible: (req, model) => !req.principal || gateway.canSee(req.principal, model), isTenant: (req) => req.principal?.kind === 'tenant' },
   });
   if (config.ui) await app.register(uiRoutes, { root: fileURLToPath(new URL('../web', import.meta.url)) });
   const platformKey = (req: { principal: Principal | null }): boolean => req.principal === null || req.principal.kind !== 'tenant';
   await app.register(featureDefinitionRoutes, {
-    store: features.defs, access: { platform: platformKey, visible: (req, model) => !req.principal || gateway.canSee(req.principal, model) },
+    store: features.defs,
+    access: { platform: platformKey, visible: (req, model) => !req.principal || gateway.canSee(req.principal, model) },
   });
   await app.register(featureDataRoutes, { features, access: { platform: platformKey } });
   await app.register(llmRoutes, {
-    prefix: '/v1', service: llm, limiter: tokenLimiter, usage: llmUsage, tenantOf: (req) => tenantOf(req.principal),
+    prefix: '/v1',
+    service: llm,
+    limiter: tokenLimiter,
+    usage: llmUsage,
+    tenantOf: (req) => tenantOf(req.principal),
     canSee: (req, model) => !req.principal || gateway.canSee(req.principal, model),
     tokenScopes: (req, model) => (req.principal?.kind === 'tenant' ? gateway.tokenScopes(req.principal, model) : []),
   });
   await app.register(batchRoutes, {
-    prefix: '/v1', batch, tenantOf: (req) => tenantOf(req.principal), keyIdOf: (req) => req.principal?.key?.id ?? null, maxFileBytes: bodyLimit,
+    prefix: '/v1',
+    batch,
+    tenantOf: (req) => tenantOf(req.principal),
+    keyIdOf: (req) => req.principal?.key?.id ?? null,
+    maxFileBytes: bodyLimit,
   });
   await app.register(batchJobRoutes, {
-    batch, tenantOf: (req) => tenantOf(req.principal), keyIdOf: (req) => req.principal?.key?.id ?? null, maxFileBytes: bodyLimit,
+    batch,
+    tenantOf: (req) => tenantOf(req.principal),
+    keyIdOf: (req) => req.principal?.key?.id ?? null,
+    maxFileBytes: bodyLimit,
     mayReadPaths: (req) => req.principal === null || req.principal.kind !== 'tenant',
   });
   await app.register(llmAdminRoutes, { usage: llmUsage });
@@ -271,14 +415,15 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     const text = await metrics.registry.metrics();
     const p = req.principal;
     // A tenant's key scrapes only its own tenant's series and its models' series.
-    const body = p?.kind === 'tenant'
-      ? filterExposition(text, (l) => {
-        const t = l.get('tenant');
-        if (t !== undefined) return t === p.tenant.name;
-        const m = l.get('model');
-        return m !== undefined && gateway.canSee(p, m);
-      })
-      : text;
+    const body =
+      p?.kind === 'tenant'
+        ? filterExposition(text, (l) => {
+            const t = l.get('tenant');
+            if (t !== undefined) return t === p.tenant.name;
+            const m = l.get('model');
+            return m !== undefined && gateway.canSee(p, m);
+          })
+        : text;
     return reply.type(metrics.registry.contentType).send(body);
   });
 
@@ -316,7 +461,29 @@ export async function createSwitchyard(config: ServerConfig, logger: Logger = cr
     })();
     return closing;
   };
-  return { app, manager, registry, metrics, logger, gateway, usage, audit, router, experiments, tracker, cache, monitoring, features, llm, inference, grpc, llmUsage, batch, bootstrapKey, close };
+  return {
+    app,
+    manager,
+    registry,
+    metrics,
+    logger,
+    gateway,
+    usage,
+    audit,
+    router,
+    experiments,
+    tracker,
+    cache,
+    monitoring,
+    features,
+    llm,
+    inference,
+    grpc,
+    llmUsage,
+    batch,
+    bootstrapKey,
+    close,
+  };
 }
 
 /** What closing may take beyond the grace period: refusing what is still queued, closing connections, releasing models. */
@@ -334,7 +501,10 @@ function limitStoreErrors(logger: Logger, metrics: Metrics, mode: 'open' | 'clos
       suppressed++;
       return;
     }
-    logger.error({ err: e, suppressed, failMode: mode }, `rate-limit store (Redis) failed; requests are ${mode === 'open' ? 'admitted unchecked (fail open)' : 'refused with 503 (fail closed)'}`);
+    logger.error(
+      { err: e, suppressed, failMode: mode },
+      `rate-limit store (Redis) failed; requests are ${mode === 'open' ? 'admitted unchecked (fail open)' : 'refused with 503 (fail closed)'}`,
+    );
     last = now;
     suppressed = 0;
   };
@@ -350,14 +520,28 @@ function servingState(manager: ModelManager, model: string): Record<string, unkn
   const aliasesOf = (label: string): string[] => [...m.aliases].filter(([, v]) => v.label === label).map(([a]) => a);
   const dflt = m.defaultVersion();
   return m.versions.map((v) => ({
-    version: v.version, state: v.state, reason: v.reason, residentBytes: v.state === 'READY' ? v.residentBytes : 0,
-    inflight: v.refs, aliases: aliasesOf(v.label), default: v === dflt,
+    version: v.version,
+    state: v.state,
+    reason: v.reason,
+    residentBytes: v.state === 'READY' ? v.residentBytes : 0,
+    inflight: v.refs,
+    aliases: aliasesOf(v.label),
+    default: v === dflt,
   }));
 }
 
 /** Memory held by model versions against the residency budget, for the overview. */
-function memoryState(manager: ModelManager): { budgetBytes: number; usedBytes: number; resident: { model: string; version: string; state: string; bytes: number }[] } {
-  const resident = manager.list().flatMap((m) => m.versions.filter((v) => v.state === 'READY' || v.state === 'LOADING')
-    .map((v) => ({ model: m.name, version: v.label, state: v.state, bytes: v.state === 'READY' ? v.residentBytes : 0 })));
+function memoryState(manager: ModelManager): {
+  budgetBytes: number;
+  usedBytes: number;
+  resident: { model: string; version: string; state: string; bytes: number }[];
+} {
+  const resident = manager
+    .list()
+    .flatMap((m) =>
+      m.versions
+        .filter((v) => v.state === 'READY' || v.state === 'LOADING')
+        .map((v) => ({ model: m.name, version: v.label, state: v.state, bytes: v.state === 'READY' ? v.residentBytes : 0 })),
+    );
   return { ...manager.memory(), resident };
 }

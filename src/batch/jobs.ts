@@ -21,6 +21,10 @@
  * or expired meanwhile, discards the chunk's output. Job-level work (validation, finalizing, cancel, expiry) is
  * leased the same way on the job row; finalizing locks the job row `FOR UPDATE`, so no chunk commits while
  * the output files are written.
+ *
+ * Longer than our ~500-line guide on purpose: the job and chunk state machine above is one set of transactions
+ * over the same two tables (claim, renew, commit, cancel, expire, finalize); splitting them would separate the
+ * lease rules that must agree.
  */
 import { sql, type ExpressionBuilder, type Kysely, type SelectQueryBuilder, type Transaction } from 'kysely';
 import type { DB, Dialect } from '../storage/index.js';
@@ -122,11 +126,23 @@ type Row = DB['batch_jobs'];
 
 function toRecord(r: Row): JobRecord {
   return {
-    id: r.id, tenant: r.tenant, kind: r.kind as JobKindName, status: r.status as JobStatus, spec: JSON.parse(r.spec) as unknown,
-    inputFileId: r.input_file_id, outputFileId: r.output_file_id, errorFileId: r.error_file_id,
-    errors: r.errors === null ? null : JSON.parse(r.errors) as LineError[], total: Number(r.total), succeeded: Number(r.succeeded), failed: Number(r.failed),
-    usage: r.usage === null ? null : JSON.parse(r.usage) as JobUsage, chunks: Number(r.chunks), times: JSON.parse(r.times) as JobTimes,
-    createdAt: Number(r.created_at), expiresAt: r.expires_at === null ? null : Number(r.expires_at),
+    id: r.id,
+    tenant: r.tenant,
+    kind: r.kind as JobKindName,
+    status: r.status as JobStatus,
+    spec: JSON.parse(r.spec) as unknown,
+    inputFileId: r.input_file_id,
+    outputFileId: r.output_file_id,
+    errorFileId: r.error_file_id,
+    errors: r.errors === null ? null : (JSON.parse(r.errors) as LineError[]),
+    total: Number(r.total),
+    succeeded: Number(r.succeeded),
+    failed: Number(r.failed),
+    usage: r.usage === null ? null : (JSON.parse(r.usage) as JobUsage),
+    chunks: Number(r.chunks),
+    times: JSON.parse(r.times) as JobTimes,
+    createdAt: Number(r.created_at),
+    expiresAt: r.expires_at === null ? null : Number(r.expires_at),
   } as JobRecord;
 }
 
@@ -160,11 +176,30 @@ export class JobStore {
   }
 
   async create(job: JobRecord): Promise<void> {
-    await this.#db.insertInto('batch_jobs').values({
-      id: job.id, tenant: job.tenant, kind: job.kind, status: job.status, spec: JSON.stringify(job.spec), input_file_id: job.inputFileId,
-      output_file_id: null, error_file_id: null, errors: null, total: 0, succeeded: 0, failed: 0, usage: null, chunks: 0,
-      lease_owner: null, lease_until: null, times: JSON.stringify(job.times), created_at: job.createdAt, expires_at: job.expiresAt,
-    }).execute();
+    await this.#db
+      .insertInto('batch_jobs')
+      .values({
+        id: job.id,
+        tenant: job.tenant,
+        kind: job.kind,
+        status: job.status,
+        spec: JSON.stringify(job.spec),
+        input_file_id: job.inputFileId,
+        output_file_id: null,
+        error_file_id: null,
+        errors: null,
+        total: 0,
+        succeeded: 0,
+        failed: 0,
+        usage: null,
+        chunks: 0,
+        lease_owner: null,
+        lease_until: null,
+        times: JSON.stringify(job.times),
+        created_at: job.createdAt,
+        expires_at: job.expiresAt,
+      })
+      .execute();
   }
 
   /** The tenant's job of `kind` (with live counts while it runs), or null. */
@@ -195,9 +230,13 @@ export class JobStore {
   async #withLiveCounts(jobs: JobRecord[]): Promise<JobRecord[]> {
     const live = jobs.filter((j) => !TERMINAL.has(j.status) && j.chunks > 0).map((j) => j.id);
     if (live.length === 0) return jobs;
-    const rows = await this.#db.selectFrom('batch_chunks')
+    const rows = await this.#db
+      .selectFrom('batch_chunks')
       .select((eb) => ['job_id', eb.fn.sum<number>('succeeded').as('ok'), eb.fn.sum<number>('failed').as('bad')])
-      .where('job_id', 'in', live).where('state', '=', 'done').groupBy('job_id').execute();
+      .where('job_id', 'in', live)
+      .where('state', '=', 'done')
+      .groupBy('job_id')
+      .execute();
     const by = new Map(rows.map((r) => [r.job_id, r]));
     return jobs.map((j) => {
       const r = by.get(j.id);
@@ -212,11 +251,18 @@ export class JobStore {
    */
   async requestCancel(tenant: string, id: string, kind: JobKindName, now: number): Promise<{ job: JobRecord; changed: boolean } | null> {
     const changed = await this.#db.transaction().execute(async (t) => {
-      const j = await this.#lock(t.selectFrom('batch_jobs').select(['status', 'times']).where('id', '=', id).where('tenant', '=', tenant).where('kind', '=', kind), 'update').executeTakeFirst();
+      const j = await this.#lock(
+        t.selectFrom('batch_jobs').select(['status', 'times']).where('id', '=', id).where('tenant', '=', tenant).where('kind', '=', kind),
+        'update',
+      ).executeTakeFirst();
       if (!j) return null;
       if (j.status !== 'validating' && j.status !== 'in_progress') return j.status === 'cancelling';
-      const times: JobTimes = { ...JSON.parse(j.times) as JobTimes, cancelling_at: now };
-      await t.updateTable('batch_jobs').set({ status: 'cancelling', times: JSON.stringify(times) }).where('id', '=', id).execute();
+      const times: JobTimes = { ...(JSON.parse(j.times) as JobTimes), cancelling_at: now };
+      await t
+        .updateTable('batch_jobs')
+        .set({ status: 'cancelling', times: JSON.stringify(times) })
+        .where('id', '=', id)
+        .execute();
       return true;
     });
     if (changed === null) return null;
@@ -231,24 +277,34 @@ export class JobStore {
    * done or its completion window passed. Null when there is none (or others hold them all).
    */
   async claimJob(owner: string, now: number, leaseMs: number): Promise<JobRecord | null> {
-    const free = (eb: ExpressionBuilder<DB, 'batch_jobs'>) =>
-      eb.or([eb('lease_until', 'is', null), eb('lease_until', '<', now)]);
-    const candidates = await this.#db.selectFrom('batch_jobs').selectAll()
+    const free = (eb: ExpressionBuilder<DB, 'batch_jobs'>) => eb.or([eb('lease_until', 'is', null), eb('lease_until', '<', now)]);
+    const candidates = await this.#db
+      .selectFrom('batch_jobs')
+      .selectAll()
       .where(free)
-      .where((eb) => eb.or([
-        eb('status', 'in', ['validating', 'finalizing', 'cancelling']),
-        eb.and([
-          eb('status', '=', 'in_progress'),
-          eb.or([
-            eb('expires_at', '<', now),
-            eb.not(eb.exists(eb.selectFrom('batch_chunks').select('seq').whereRef('batch_chunks.job_id', '=', 'batch_jobs.id').where('state', '<>', 'done'))),
+      .where((eb) =>
+        eb.or([
+          eb('status', 'in', ['validating', 'finalizing', 'cancelling']),
+          eb.and([
+            eb('status', '=', 'in_progress'),
+            eb.or([
+              eb('expires_at', '<', now),
+              eb.not(eb.exists(eb.selectFrom('batch_chunks').select('seq').whereRef('batch_chunks.job_id', '=', 'batch_jobs.id').where('state', '<>', 'done'))),
+            ]),
           ]),
         ]),
-      ]))
-      .orderBy('created_at').limit(8).execute();
+      )
+      .orderBy('created_at')
+      .limit(8)
+      .execute();
     for (const c of candidates) {
-      const r = await this.#db.updateTable('batch_jobs').set({ lease_owner: owner, lease_until: now + leaseMs })
-        .where('id', '=', c.id).where('status', '=', c.status).where(free).executeTakeFirst();
+      const r = await this.#db
+        .updateTable('batch_jobs')
+        .set({ lease_owner: owner, lease_until: now + leaseMs })
+        .where('id', '=', c.id)
+        .where('status', '=', c.status)
+        .where(free)
+        .executeTakeFirst();
       if (Number(r.numUpdatedRows) === 1) return toRecord(c);
     }
     return null;
@@ -268,7 +324,12 @@ export class JobStore {
    * Run `fn` in a transaction holding the job row (FOR UPDATE), if `owner` still leases it and it is in `from`;
    * `fn` returns the job's new fields. Returns false (nothing changed) otherwise.
    */
-  async transition(id: string, owner: string, from: readonly JobStatus[], fn: (t: Transaction<DB>, times: JobTimes) => Promise<Partial<Row>>): Promise<boolean> {
+  async transition(
+    id: string,
+    owner: string,
+    from: readonly JobStatus[],
+    fn: (t: Transaction<DB>, times: JobTimes) => Promise<Partial<Row>>,
+  ): Promise<boolean> {
     return this.#db.transaction().execute(async (t) => {
       const j = await this.#lock(t.selectFrom('batch_jobs').select(['status', 'lease_owner', 'times']).where('id', '=', id), 'update').executeTakeFirst();
       if (!j || j.lease_owner !== owner || !from.includes(j.status as JobStatus)) return false;
@@ -286,9 +347,22 @@ export class JobStore {
       let j = i;
       let bytes = 0;
       while (j < chunks.length && j - i < INSERT_ROWS && (j === i || bytes + chunks[j]!.input.length <= INSERT_BYTES)) bytes += chunks[j++]!.input.length;
-      await t.insertInto('batch_chunks').values(chunks.slice(i, j).map((c, k) => ({
-        job_id: jobId, seq: i + k, first_line: c.firstLine, lines: c.lines, input: c.input, state: 'pending', attempts: 0, succeeded: 0, failed: 0,
-      }))).execute();
+      await t
+        .insertInto('batch_chunks')
+        .values(
+          chunks.slice(i, j).map((c, k) => ({
+            job_id: jobId,
+            seq: i + k,
+            first_line: c.firstLine,
+            lines: c.lines,
+            input: c.input,
+            state: 'pending',
+            attempts: 0,
+            succeeded: 0,
+            failed: 0,
+          })),
+        )
+        .execute();
       i = j;
       await yieldLoop();
     }
@@ -299,12 +373,22 @@ export class JobStore {
    * are not done, or for every chunk with `allInputs` (inputs are the large column: finalizing a completed job
    * never reads them).
    */
-  static async *chunksOf(t: Kysely<DB>, jobId: string, allInputs = false): AsyncGenerator<Pick<DB['batch_chunks'], 'seq' | 'state' | 'input' | 'output' | 'error_output' | 'succeeded' | 'failed' | 'usage'>> {
+  static async *chunksOf(
+    t: Kysely<DB>,
+    jobId: string,
+    allInputs = false,
+  ): AsyncGenerator<Pick<DB['batch_chunks'], 'seq' | 'state' | 'input' | 'output' | 'error_output' | 'succeeded' | 'failed' | 'usage'>> {
     const PAGE = 16;
     const input = allInputs ? sql<string>`input` : sql<string>`CASE WHEN state = 'done' THEN '' ELSE input END`;
     for (let seq = 0; ; seq += PAGE) {
-      const rows = await t.selectFrom('batch_chunks').select(['seq', 'state', input.as('input'), 'output', 'error_output', 'succeeded', 'failed', 'usage'])
-        .where('job_id', '=', jobId).where('seq', '>=', seq).where('seq', '<', seq + PAGE).orderBy('seq').execute();
+      const rows = await t
+        .selectFrom('batch_chunks')
+        .select(['seq', 'state', input.as('input'), 'output', 'error_output', 'succeeded', 'failed', 'usage'])
+        .where('job_id', '=', jobId)
+        .where('seq', '>=', seq)
+        .where('seq', '<', seq + PAGE)
+        .orderBy('seq')
+        .execute();
       yield* rows;
       if (rows.length < PAGE) return;
     }
@@ -329,13 +413,21 @@ export class JobStore {
         ORDER BY j.created_at, c.seq LIMIT 1 ${skip})
       RETURNING job_id, seq, first_line, lines, input, attempts`.execute(this.#db);
     const c = r.rows[0];
-    return c ? { jobId: c.job_id, seq: Number(c.seq), firstLine: Number(c.first_line), lines: Number(c.lines), input: c.input, attempts: Number(c.attempts) } : null;
+    return c
+      ? { jobId: c.job_id, seq: Number(c.seq), firstLine: Number(c.first_line), lines: Number(c.lines), input: c.input, attempts: Number(c.attempts) }
+      : null;
   }
 
   /** Extend a chunk lease: 'held' while `owner` has it and its job is in progress; 'lost' or 'stopped' (job no longer running) otherwise. */
   async renewChunk(c: LeasedChunk, owner: string, until: number): Promise<'held' | 'lost' | 'stopped'> {
-    const r = await this.#db.updateTable('batch_chunks').set({ lease_until: until })
-      .where('job_id', '=', c.jobId).where('seq', '=', c.seq).where('lease_owner', '=', owner).where('state', '=', 'running').executeTakeFirst();
+    const r = await this.#db
+      .updateTable('batch_chunks')
+      .set({ lease_until: until })
+      .where('job_id', '=', c.jobId)
+      .where('seq', '=', c.seq)
+      .where('lease_owner', '=', owner)
+      .where('state', '=', 'running')
+      .executeTakeFirst();
     if (Number(r.numUpdatedRows) !== 1) return 'lost';
     const j = await this.#db.selectFrom('batch_jobs').select('status').where('id', '=', c.jobId).executeTakeFirst();
     return j?.status === 'in_progress' ? 'held' : 'stopped';
@@ -349,10 +441,24 @@ export class JobStore {
     return this.#db.transaction().execute(async (t) => {
       const j = await this.#lock(t.selectFrom('batch_jobs').select('status').where('id', '=', c.jobId), 'share').executeTakeFirst();
       if (j?.status !== 'in_progress') return false;
-      const r = await t.updateTable('batch_chunks').set({
-        state: 'done', output: res.output, error_output: res.errorOutput, succeeded: res.succeeded, failed: res.failed,
-        usage: JSON.stringify(res.usage), done_by: owner, lease_owner: null, lease_until: null,
-      }).where('job_id', '=', c.jobId).where('seq', '=', c.seq).where('lease_owner', '=', owner).where('state', '=', 'running').executeTakeFirst();
+      const r = await t
+        .updateTable('batch_chunks')
+        .set({
+          state: 'done',
+          output: res.output,
+          error_output: res.errorOutput,
+          succeeded: res.succeeded,
+          failed: res.failed,
+          usage: JSON.stringify(res.usage),
+          done_by: owner,
+          lease_owner: null,
+          lease_until: null,
+        })
+        .where('job_id', '=', c.jobId)
+        .where('seq', '=', c.seq)
+        .where('lease_owner', '=', owner)
+        .where('state', '=', 'running')
+        .executeTakeFirst();
       return Number(r.numUpdatedRows) === 1;
     });
   }
@@ -365,18 +471,33 @@ export class JobStore {
     return this.#db.transaction().execute(async (t) => {
       const j = await this.#lock(t.selectFrom('batch_jobs').select(['status', 'times']).where('id', '=', jobId), 'update').executeTakeFirst();
       if (j?.status !== 'in_progress') return false;
-      const r = await t.selectFrom('batch_chunks').select((eb) => eb.fn.sum<number>('failed').as('bad')).where('job_id', '=', jobId).where('state', '=', 'done').executeTakeFirst();
+      const r = await t
+        .selectFrom('batch_chunks')
+        .select((eb) => eb.fn.sum<number>('failed').as('bad'))
+        .where('job_id', '=', jobId)
+        .where('state', '=', 'done')
+        .executeTakeFirst();
       if (Number(r?.bad ?? 0) <= budget) return false;
-      const times: JobTimes = { ...JSON.parse(j.times) as JobTimes, finalizing_at: now };
-      await t.updateTable('batch_jobs').set({ status: 'finalizing', times: JSON.stringify(times) }).where('id', '=', jobId).execute();
+      const times: JobTimes = { ...(JSON.parse(j.times) as JobTimes), finalizing_at: now };
+      await t
+        .updateTable('batch_jobs')
+        .set({ status: 'finalizing', times: JSON.stringify(times) })
+        .where('id', '=', jobId)
+        .execute();
       return true;
     });
   }
 
   /** Give a chunk back (pending again) when its worker stops without committing. */
   async releaseChunk(c: LeasedChunk, owner: string): Promise<void> {
-    await this.#db.updateTable('batch_chunks').set({ state: 'pending', lease_owner: null, lease_until: null })
-      .where('job_id', '=', c.jobId).where('seq', '=', c.seq).where('lease_owner', '=', owner).where('state', '=', 'running').execute();
+    await this.#db
+      .updateTable('batch_chunks')
+      .set({ state: 'pending', lease_owner: null, lease_until: null })
+      .where('job_id', '=', c.jobId)
+      .where('seq', '=', c.seq)
+      .where('lease_owner', '=', owner)
+      .where('state', '=', 'running')
+      .execute();
   }
 
   /** SQLite holds one process: chunks and jobs leased before a restart are free at once. */

@@ -3,6 +3,9 @@
  * The persisted model registry: registered models, versions, aliases and tags in the metadata store, every
  * change appended to the event log in the same transaction, artifacts in a content-addressed store. Listeners
  * (`onChange`) hear each event after commit — on Postgres also those appended by other processes (LISTEN).
+ *
+ * Longer than our ~500-line guide on purpose: the registry's write operations share one transaction-and-event-log
+ * pattern; reads and routing checks already live in queries.ts.
  */
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -11,16 +14,51 @@ import { parseRoutingPolicy } from './routing-policy.js';
 import { type Database, type Dialect, isUniqueViolation, openDatabase, PgChannel, type VersionsTable } from '../storage/index.js';
 import { type ArtifactLease, LocalArtifactStore, type ArtifactStore } from './artifacts.js';
 import {
-  checkRoutingTargets, inTransaction, insertModel, lockModel, readAlias, readAliasAt, readEvents, readEventsById, readEventsAfter, readLastEventId, readModel, readModels, readSnapshot, readVersionRow,
-  notFound, type Db,
+  checkRoutingTargets,
+  inTransaction,
+  insertModel,
+  lockModel,
+  readAlias,
+  readAliasAt,
+  readEvents,
+  readEventsById,
+  readEventsAfter,
+  readLastEventId,
+  readModel,
+  readModels,
+  readSnapshot,
+  readVersionRow,
+  notFound,
+  type Db,
 } from './queries.js';
 import {
-  checkAlias, checkConfig, checkLoadPolicy, checkModelName, checkStatus, checkStringMap,
-  checkTagKey, checkText, checkVersionNumber, eventRecord, newModelRow, parseTime, versionMetaColumns, versionRecord,
+  checkAlias,
+  checkConfig,
+  checkLoadPolicy,
+  checkModelName,
+  checkStatus,
+  checkStringMap,
+  checkTagKey,
+  checkText,
+  checkVersionNumber,
+  eventRecord,
+  newModelRow,
+  parseTime,
+  versionMetaColumns,
+  versionRecord,
 } from './records.js';
 import type {
-  ArtifactInspector, CreateModelInput, EventQuery, EventType, ModelRecord, PushVersionInput, RegistryEvent,
-  RegistrySnapshot, UpdateModelInput, VersionRecord, VersionStatus,
+  ArtifactInspector,
+  CreateModelInput,
+  EventQuery,
+  EventType,
+  ModelRecord,
+  PushVersionInput,
+  RegistryEvent,
+  RegistrySnapshot,
+  UpdateModelInput,
+  VersionRecord,
+  VersionStatus,
 } from './types.js';
 
 export interface RegistryOptions {
@@ -38,13 +76,25 @@ export interface RegistryOptions {
 
 /** `message` with `path` and any other absolute file path replaced by "<artifact>" / "<path>". */
 function withoutPaths(message: string, path: string): string {
-  return message.split(path).join('<artifact>').replace(/(?:[A-Za-z]:)?(?:[\\/][\w.@+-]+){2,}/g, '<path>');
+  return message
+    .split(path)
+    .join('<artifact>')
+    .replace(/(?:[A-Za-z]:)?(?:[\\/][\w.@+-]+){2,}/g, '<path>');
 }
 
 /** Event ids handed to listeners, remembered to re-read missed ones without repeating any (bounded). */
 const MAX_RECENT_EVENTS = 10_000;
 
-type NewEvent = { model: string; type: EventType; version?: number | null; alias?: string | null; fromVersion?: number | null; toVersion?: number | null; key?: string | null; value?: string | null };
+type NewEvent = {
+  model: string;
+  type: EventType;
+  version?: number | null;
+  alias?: string | null;
+  fromVersion?: number | null;
+  toVersion?: number | null;
+  key?: string | null;
+  value?: string | null;
+};
 type Append = (e: NewEvent) => Promise<void>;
 
 /** Postgres channel on which registry transactions announce their event ids to other replicas. */
@@ -75,7 +125,10 @@ export class Registry {
 
   /** Open the metadata store (applying migrations) and, on Postgres, start listening for other processes' events. */
   static async open(opts: RegistryOptions): Promise<Registry> {
-    const database = await openDatabase(opts.databaseUrl, { ...(opts.databaseTimeoutMs === undefined ? {} : { timeoutMs: opts.databaseTimeoutMs }), ...(opts.logger ? { logger: opts.logger } : {}) });
+    const database = await openDatabase(opts.databaseUrl, {
+      ...(opts.databaseTimeoutMs === undefined ? {} : { timeoutMs: opts.databaseTimeoutMs }),
+      ...(opts.logger ? { logger: opts.logger } : {}),
+    });
     const registry = new Registry(database, opts);
     if (database.pgConfig !== null) {
       try {
@@ -145,7 +198,11 @@ export class Registry {
       const current = await lockModel(tx, this.dialect, name);
       const changed = Object.keys(changes).filter((k) => String((current as unknown as Record<string, unknown>)[k]) !== String(changes[k]));
       if (changed.length > 0) {
-        await tx.updateTable('models').set({ ...changes, updated_at: Date.now() }).where('name', '=', name).execute();
+        await tx
+          .updateTable('models')
+          .set({ ...changes, updated_at: Date.now() })
+          .where('name', '=', name)
+          .execute();
         await append({ model: name, type: 'model_updated', value: changed.join(',') });
       }
       return readModel(tx, name);
@@ -195,8 +252,12 @@ export class Registry {
       }
       let version: number;
       if (explicit === undefined) {
-        const r = await tx.updateTable('models').set((eb) => ({ latest_version: eb('latest_version', '+', 1), updated_at: now }))
-          .where('name', '=', name).returning('latest_version').executeTakeFirst();
+        const r = await tx
+          .updateTable('models')
+          .set((eb) => ({ latest_version: eb('latest_version', '+', 1), updated_at: now }))
+          .where('name', '=', name)
+          .returning('latest_version')
+          .executeTakeFirst();
         if (r === undefined) throw notFound(name);
         version = Number(r.latest_version);
       } else {
@@ -204,11 +265,25 @@ export class Registry {
         version = explicit;
         const taken = await tx.selectFrom('versions').select('version').where('model', '=', name).where('version', '=', version).executeTakeFirst();
         if (taken !== undefined) throw err('SY_ERR_REGISTRY_CONFLICT', `model "${name}" already has version ${version}`);
-        await tx.updateTable('models').set({ latest_version: Math.max(Number(current.latest_version), version), updated_at: now }).where('name', '=', name).execute();
+        await tx
+          .updateTable('models')
+          .set({ latest_version: Math.max(Number(current.latest_version), version), updated_at: now })
+          .where('name', '=', name)
+          .execute();
       }
       const row: VersionsTable = {
-        model: name, version, ...meta, artifact_uri: ref.uri, sha256: ref.sha256, size: ref.size,
-        signature: JSON.stringify(signature), created_by: actor, created_at: now, status: 'ready', status_reason: null, archived_at: null,
+        model: name,
+        version,
+        ...meta,
+        artifact_uri: ref.uri,
+        sha256: ref.sha256,
+        size: ref.size,
+        signature: JSON.stringify(signature),
+        created_by: actor,
+        created_at: now,
+        status: 'ready',
+        status_reason: null,
+        archived_at: null,
       };
       try {
         await tx.insertInto('versions').values(row).execute();
@@ -224,8 +299,13 @@ export class Registry {
   async listVersions(name: string, opts: { includeArchived?: boolean } = {}): Promise<VersionRecord[]> {
     checkModelName(name);
     await readModel(this.#db, name);
-    const rows = await this.#db.selectFrom('versions').selectAll().where('model', '=', name)
-      .$if(opts.includeArchived !== true, (q) => q.where('archived_at', 'is', null)).orderBy('version').execute();
+    const rows = await this.#db
+      .selectFrom('versions')
+      .selectAll()
+      .where('model', '=', name)
+      .$if(opts.includeArchived !== true, (q) => q.where('archived_at', 'is', null))
+      .orderBy('version')
+      .execute();
     return rows.map(versionRecord);
   }
 
@@ -292,7 +372,8 @@ export class Registry {
       await lockModel(tx, this.dialect, name);
       const v = await readVersionRow(tx, name, version);
       if (v.archived_at !== null) throw err('SY_ERR_REGISTRY_CONFLICT', `model "${name}" version ${version} is archived; alias "${alias}" cannot point at it`);
-      if (v.status !== 'ready') throw err('SY_ERR_REGISTRY_CONFLICT', `model "${name}" version ${version} is ${v.status}, not ready; alias "${alias}" cannot point at it`);
+      if (v.status !== 'ready')
+        throw err('SY_ERR_REGISTRY_CONFLICT', `model "${name}" version ${version} is ${v.status}, not ready; alias "${alias}" cannot point at it`);
       const from = await readAlias(tx, name, alias);
       if (from === version) return { from, to: version };
       const now = Date.now();
@@ -342,14 +423,23 @@ export class Registry {
       const revision = Number(current.routing_revision) + 1;
       await tx.updateTable('models').set({ routing: text, routing_revision: revision, updated_at: Date.now() }).where('name', '=', name).execute();
       await append({
-        model: name, type: parsed === null ? 'routing_removed' : 'routing_set', key: String(revision), value: JSON.stringify({ policy: parsed, reason }),
+        model: name,
+        type: parsed === null ? 'routing_removed' : 'routing_set',
+        key: String(revision),
+        value: JSON.stringify({ policy: parsed, reason }),
       });
       return readModel(tx, name);
     }, actor);
   }
 
   /** Note an experiment's start or stop in the model's event log (other replicas learn of it through it). */
-  async recordExperimentEvent(name: string, type: 'experiment_started' | 'experiment_stopped', experiment: string, note: string | null, actor: string): Promise<void> {
+  async recordExperimentEvent(
+    name: string,
+    type: 'experiment_started' | 'experiment_stopped',
+    experiment: string,
+    note: string | null,
+    actor: string,
+  ): Promise<void> {
     checkModelName(name);
     await this.#tx(async (_tx, append) => {
       await append({ model: name, type, key: experiment, value: note });
@@ -382,7 +472,12 @@ export class Registry {
     });
   }
 
-  async #editTags(name: string, version: number | null, actor: string, edit: (tags: Record<string, string>) => { type: EventType; key: string; value?: string } | null): Promise<void> {
+  async #editTags(
+    name: string,
+    version: number | null,
+    actor: string,
+    edit: (tags: Record<string, string>) => { type: EventType; key: string; value?: string } | null,
+  ): Promise<void> {
     if (version !== null) checkVersionNumber(version);
     await this.#tx(async (tx, append) => {
       const model = await lockModel(tx, this.dialect, name);
@@ -439,8 +534,16 @@ export class Registry {
       const at = Date.now();
       const out = await fn(tx, async (e) => {
         const row = {
-          model: e.model, type: e.type, version: e.version ?? null, alias: e.alias ?? null, from_version: e.fromVersion ?? null,
-          to_version: e.toVersion ?? null, key: e.key ?? null, value: e.value ?? null, actor, at,
+          model: e.model,
+          type: e.type,
+          version: e.version ?? null,
+          alias: e.alias ?? null,
+          from_version: e.fromVersion ?? null,
+          to_version: e.toVersion ?? null,
+          key: e.key ?? null,
+          value: e.value ?? null,
+          actor,
+          at,
         };
         const { id } = await tx.insertInto('events').values(row).returning('id').executeTakeFirstOrThrow();
         appended.push(eventRecord({ ...row, id: Number(id) }));

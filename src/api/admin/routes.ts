@@ -5,6 +5,9 @@
  * Every route carries a JSON schema, so @fastify/swagger documents it (see `registerOpenApi`). Errors use the
  * server's `{"error": "...", "code": "SY_ERR_..."}` shape; validation failures are 400 SY_ERR_BAD_REQUEST naming the field. The acting user comes from
  * the `x-switchyard-actor` header ("anonymous" when absent) until authentication lands.
+ *
+ * Longer than our ~500-line guide on purpose: a route table: each registry route is a JSON schema (for validation
+ * and OpenAPI) plus a short handler.
  */
 import { pipeline, type Readable } from 'node:stream';
 import multipart from '@fastify/multipart';
@@ -111,7 +114,8 @@ function checkStrict(value: unknown, schema: unknown, where: string, types: bool
   if (!isPlainObject(props)) return;
   if (schema['additionalProperties'] === false) {
     for (const k of Object.keys(value)) {
-      if (!Object.hasOwn(props, k)) throw err('SY_ERR_BAD_REQUEST', `invalid request: ${where} has unknown field "${k}" (expected ${Object.keys(props).join(', ')})`);
+      if (!Object.hasOwn(props, k))
+        throw err('SY_ERR_BAD_REQUEST', `invalid request: ${where} has unknown field "${k}" (expected ${Object.keys(props).join(', ')})`);
     }
   }
   if (!types) return;
@@ -152,95 +156,147 @@ export async function adminRoutes(app: FastifyInstance, opts: AdminOptions): Pro
 
   // ---- models ----
 
-  app.get('/api/v1/models', {
-    schema: {
-      tags: TAGS, summary: 'List registered models',
-      response: { 200: { type: 'object', required: ['models'], properties: { models: { type: 'array', items: S.modelSchema } } }, ...S.errors() },
+  app.get(
+    '/api/v1/models',
+    {
+      schema: {
+        tags: TAGS,
+        summary: 'List registered models',
+        response: { 200: { type: 'object', required: ['models'], properties: { models: { type: 'array', items: S.modelSchema } } }, ...S.errors() },
+      },
     },
-  }, async (req) => ({ models: (await registry.listModels()).filter((m) => visible(req, m.name)) }));
+    async (req) => ({ models: (await registry.listModels()).filter((m) => visible(req, m.name)) }),
+  );
 
-  app.post<{ Body: CreateModelInput }>('/api/v1/models', {
-    schema: {
-      tags: TAGS, summary: 'Register a model', headers: S.actorHeaders, body: S.createModelBody,
-      response: { 201: S.modelSchema, ...S.errors(400, 409) },
+  app.post<{ Body: CreateModelInput }>(
+    '/api/v1/models',
+    {
+      schema: {
+        tags: TAGS,
+        summary: 'Register a model',
+        headers: S.actorHeaders,
+        body: S.createModelBody,
+        response: { 201: S.modelSchema, ...S.errors(400, 409) },
+      },
     },
-  }, async (req, reply) => {
-    opts.access?.checkCreate(req, req.body.name);
-    return reply.code(201).send(await registry.createModel(req.body, actorOf(req)));
-  });
+    async (req, reply) => {
+      opts.access?.checkCreate(req, req.body.name);
+      return reply.code(201).send(await registry.createModel(req.body, actorOf(req)));
+    },
+  );
 
-  app.get<{ Params: NameP }>('/api/v1/models/:name', {
-    schema: {
-      tags: TAGS, summary: 'A model with its versions (and live serving state)', params: S.nameParams,
-      response: { 200: S.modelDetailSchema, ...S.errors(404) },
+  app.get<{ Params: NameP }>(
+    '/api/v1/models/:name',
+    {
+      schema: {
+        tags: TAGS,
+        summary: 'A model with its versions (and live serving state)',
+        params: S.nameParams,
+        response: { 200: S.modelDetailSchema, ...S.errors(404) },
+      },
     },
-  }, async (req) => {
-    const { name } = req.params;
-    const model = await registry.getModel(name);
-    const versions = await registry.listVersions(name, { includeArchived: true });
-    return { ...model, versions, ...(opts.serving ? { serving: opts.serving(name) } : {}) };
-  });
+    async (req) => {
+      const { name } = req.params;
+      const model = await registry.getModel(name);
+      const versions = await registry.listVersions(name, { includeArchived: true });
+      return { ...model, versions, ...(opts.serving ? { serving: opts.serving(name) } : {}) };
+    },
+  );
 
-  app.patch<{ Params: NameP; Body: UpdateModelInput }>('/api/v1/models/:name', {
-    schema: {
-      tags: TAGS, summary: 'Update a model', params: S.nameParams, headers: S.actorHeaders, body: S.updateModelBody,
-      response: { 200: S.modelSchema, ...S.errors(400, 404) },
+  app.patch<{ Params: NameP; Body: UpdateModelInput }>(
+    '/api/v1/models/:name',
+    {
+      schema: {
+        tags: TAGS,
+        summary: 'Update a model',
+        params: S.nameParams,
+        headers: S.actorHeaders,
+        body: S.updateModelBody,
+        response: { 200: S.modelSchema, ...S.errors(400, 404) },
+      },
     },
-  }, async (req) => registry.updateModel(req.params.name, req.body, actorOf(req)));
+    async (req) => registry.updateModel(req.params.name, req.body, actorOf(req)),
+  );
 
-  app.delete<{ Params: NameP }>('/api/v1/models/:name', {
-    schema: {
-      tags: TAGS, summary: 'Delete a model and its versions', params: S.nameParams, headers: S.actorHeaders,
-      response: { 204: S.noContent, ...S.errors(404, 409) },
+  app.delete<{ Params: NameP }>(
+    '/api/v1/models/:name',
+    {
+      schema: {
+        tags: TAGS,
+        summary: 'Delete a model and its versions',
+        params: S.nameParams,
+        headers: S.actorHeaders,
+        response: { 204: S.noContent, ...S.errors(404, 409) },
+      },
     },
-  }, async (req, reply) => {
-    await registry.deleteModel(req.params.name, actorOf(req));
-    return reply.code(204).send();
-  });
+    async (req, reply) => {
+      await registry.deleteModel(req.params.name, actorOf(req));
+      return reply.code(204).send();
+    },
+  );
 
   // ---- versions ----
 
-  app.get<{ Params: NameP; Querystring: { include_archived?: boolean } }>('/api/v1/models/:name/versions', {
-    schema: {
-      tags: TAGS, summary: "List a model's versions", params: S.nameParams, querystring: S.listVersionsQuery,
-      response: { 200: { type: 'object', required: ['versions'], properties: { versions: { type: 'array', items: S.versionSchema } } }, ...S.errors(400, 404) },
+  app.get<{ Params: NameP; Querystring: { include_archived?: boolean } }>(
+    '/api/v1/models/:name/versions',
+    {
+      schema: {
+        tags: TAGS,
+        summary: "List a model's versions",
+        params: S.nameParams,
+        querystring: S.listVersionsQuery,
+        response: {
+          200: { type: 'object', required: ['versions'], properties: { versions: { type: 'array', items: S.versionSchema } } },
+          ...S.errors(400, 404),
+        },
+      },
     },
-  }, async (req) => ({ versions: await registry.listVersions(req.params.name, { includeArchived: req.query.include_archived === true }) }));
+    async (req) => ({ versions: await registry.listVersions(req.params.name, { includeArchived: req.query.include_archived === true }) }),
+  );
 
-  app.post<{ Params: NameP; Querystring: UploadQuery }>('/api/v1/models/:name/versions', {
-    schema: {
-      tags: TAGS,
-      summary: 'Upload a new version',
-      description:
-        'Body: the ONNX file as `application/octet-stream` (metadata in the query string) or `multipart/form-data` with a `file` part ' +
-        'and an optional `metadata` JSON field. The artifact is validated before anything is registered. Creates the model when it does not exist.',
-      params: S.nameParams, headers: S.actorHeaders, querystring: S.uploadQuery,
-      response: { 201: S.uploadedVersionSchema, ...S.errors(400, 404, 409, 413, 415) },
+  app.post<{ Params: NameP; Querystring: UploadQuery }>(
+    '/api/v1/models/:name/versions',
+    {
+      schema: {
+        tags: TAGS,
+        summary: 'Upload a new version',
+        description:
+          'Body: the ONNX file as `application/octet-stream` (metadata in the query string) or `multipart/form-data` with a `file` part ' +
+          'and an optional `metadata` JSON field. The artifact is validated before anything is registered. Creates the model when it does not exist.',
+        params: S.nameParams,
+        headers: S.actorHeaders,
+        querystring: S.uploadQuery,
+        response: { 201: S.uploadedVersionSchema, ...S.errors(400, 404, 409, 413, 415) },
+      },
+      // An answer before the whole body was read (limit, bad metadata): close the connection rather than keep a
+      // half-read request on it.
+      onSend: async (req, reply) => {
+        if (!req.raw.complete) reply.header('connection', 'close');
+      },
+      // The body is read by the handler (streamed); documented here for OpenAPI only.
+      config: { swaggerTransform: ({ schema, url }) => ({ schema: { ...schema, body: S.uploadBodyDoc }, url }) },
     },
-    // An answer before the whole body was read (limit, bad metadata): close the connection rather than keep a
-    // half-read request on it.
-    onSend: async (req, reply) => {
-      if (!req.raw.complete) reply.header('connection', 'close');
+    async (req, reply) => {
+      const name = req.params.name;
+      const actor = actorOf(req);
+      let pushed: VersionRecord;
+      let meta: UploadMeta;
+      if (req.isMultipart()) {
+        ({ pushed, meta } = await pushMultipart(req, name, actor));
+      } else if (req.body !== null && typeof req.body === 'object' && typeof (req.body as Readable).pipe === 'function') {
+        meta = metaFromQuery(req.query);
+        pushed = await pushRaw(req, req.body as Readable, name, meta, actor);
+      } else {
+        throw err(
+          'SY_ERR_UNSUPPORTED_MEDIA',
+          'upload the model as application/octet-stream (metadata in the query string) or multipart/form-data (fields "metadata" and "file")',
+        );
+      }
+      if (meta.alias === null) return reply.code(201).send(pushed);
+      await registry.setAlias(name, meta.alias, pushed.version, actor);
+      return reply.code(201).send({ ...pushed, alias: meta.alias });
     },
-    // The body is read by the handler (streamed); documented here for OpenAPI only.
-    config: { swaggerTransform: ({ schema, url }) => ({ schema: { ...schema, body: S.uploadBodyDoc }, url }) },
-  }, async (req, reply) => {
-    const name = req.params.name;
-    const actor = actorOf(req);
-    let pushed: VersionRecord;
-    let meta: UploadMeta;
-    if (req.isMultipart()) {
-      ({ pushed, meta } = await pushMultipart(req, name, actor));
-    } else if (req.body !== null && typeof req.body === 'object' && typeof (req.body as Readable).pipe === 'function') {
-      meta = metaFromQuery(req.query);
-      pushed = await pushRaw(req, req.body as Readable, name, meta, actor);
-    } else {
-      throw err('SY_ERR_UNSUPPORTED_MEDIA', 'upload the model as application/octet-stream (metadata in the query string) or multipart/form-data (fields "metadata" and "file")');
-    }
-    if (meta.alias === null) return reply.code(201).send(pushed);
-    await registry.setAlias(name, meta.alias, pushed.version, actor);
-    return reply.code(201).send({ ...pushed, alias: meta.alias });
-  });
+  );
 
   /** Refuse a bad alias before anything is registered (the registry checks it again when setting it). */
   function checkUploadAlias(meta: UploadMeta): void {
@@ -322,140 +378,232 @@ export async function adminRoutes(app: FastifyInstance, opts: AdminOptions): Pro
     return { pushed, meta };
   }
 
-  app.get<{ Params: VersionP }>('/api/v1/models/:name/versions/:version', {
-    schema: {
-      tags: TAGS, summary: 'A version, by number or alias', params: S.versionParams,
-      response: { 200: S.versionSchema, ...S.errors(404) },
+  app.get<{ Params: VersionP }>(
+    '/api/v1/models/:name/versions/:version',
+    {
+      schema: {
+        tags: TAGS,
+        summary: 'A version, by number or alias',
+        params: S.versionParams,
+        response: { 200: S.versionSchema, ...S.errors(404) },
+      },
     },
-  }, async (req) => resolve(req.params.name, req.params.version));
+    async (req) => resolve(req.params.name, req.params.version),
+  );
 
-  app.post<{ Params: VersionP }>('/api/v1/models/:name/versions/:version/archive', {
-    schema: {
-      tags: TAGS, summary: 'Archive a version (kept, no longer listed or served)', params: S.versionParams, headers: S.actorHeaders,
-      response: { 200: S.versionSchema, ...S.errors(404, 409) },
+  app.post<{ Params: VersionP }>(
+    '/api/v1/models/:name/versions/:version/archive',
+    {
+      schema: {
+        tags: TAGS,
+        summary: 'Archive a version (kept, no longer listed or served)',
+        params: S.versionParams,
+        headers: S.actorHeaders,
+        response: { 200: S.versionSchema, ...S.errors(404, 409) },
+      },
     },
-  }, async (req) => {
-    const v = await resolve(req.params.name, req.params.version);
-    return registry.archiveVersion(req.params.name, v.version, actorOf(req));
-  });
+    async (req) => {
+      const v = await resolve(req.params.name, req.params.version);
+      return registry.archiveVersion(req.params.name, v.version, actorOf(req));
+    },
+  );
 
-  app.put<{ Params: VersionP & { key: string }; Body: { value: string } }>('/api/v1/models/:name/versions/:version/tags/:key', {
-    schema: {
-      tags: TAGS, summary: 'Set a version tag', params: S.versionTagParams, headers: S.actorHeaders, body: S.tagBody,
-      response: { 200: S.versionSchema, ...S.errors(400, 404) },
+  app.put<{ Params: VersionP & { key: string }; Body: { value: string } }>(
+    '/api/v1/models/:name/versions/:version/tags/:key',
+    {
+      schema: {
+        tags: TAGS,
+        summary: 'Set a version tag',
+        params: S.versionTagParams,
+        headers: S.actorHeaders,
+        body: S.tagBody,
+        response: { 200: S.versionSchema, ...S.errors(400, 404) },
+      },
     },
-  }, async (req) => {
-    const { name, key } = req.params;
-    const v = await resolve(name, req.params.version);
-    await registry.setTag(name, v.version, key, req.body.value, actorOf(req));
-    return registry.getVersion(name, v.version);
-  });
+    async (req) => {
+      const { name, key } = req.params;
+      const v = await resolve(name, req.params.version);
+      await registry.setTag(name, v.version, key, req.body.value, actorOf(req));
+      return registry.getVersion(name, v.version);
+    },
+  );
 
-  app.delete<{ Params: VersionP & { key: string } }>('/api/v1/models/:name/versions/:version/tags/:key', {
-    schema: {
-      tags: TAGS, summary: 'Remove a version tag', params: S.versionTagParams, headers: S.actorHeaders,
-      response: { 204: S.noContent, ...S.errors(404) },
+  app.delete<{ Params: VersionP & { key: string } }>(
+    '/api/v1/models/:name/versions/:version/tags/:key',
+    {
+      schema: {
+        tags: TAGS,
+        summary: 'Remove a version tag',
+        params: S.versionTagParams,
+        headers: S.actorHeaders,
+        response: { 204: S.noContent, ...S.errors(404) },
+      },
     },
-  }, async (req, reply) => {
-    const { name, key } = req.params;
-    const v = await resolve(name, req.params.version);
-    await registry.removeTag(name, v.version, key, actorOf(req));
-    return reply.code(204).send();
-  });
+    async (req, reply) => {
+      const { name, key } = req.params;
+      const v = await resolve(name, req.params.version);
+      await registry.removeTag(name, v.version, key, actorOf(req));
+      return reply.code(204).send();
+    },
+  );
 
   // ---- aliases ----
 
-  app.get<{ Params: NameP }>('/api/v1/models/:name/aliases', {
-    schema: {
-      tags: TAGS, summary: "A model's aliases", params: S.nameParams,
-      response: { 200: { type: 'object', required: ['aliases'], properties: { aliases: S.modelSchema.properties.aliases } }, ...S.errors(404) },
-    },
-  }, async (req) => ({ aliases: (await registry.getModel(req.params.name)).aliases }));
-
-  app.put<{ Params: AliasP; Body: { version: number } }>('/api/v1/models/:name/aliases/:alias', {
-    schema: {
-      tags: TAGS, summary: 'Point an alias at a version', params: S.aliasParams, headers: S.actorHeaders, body: S.aliasBody,
-      response: {
-        200: {
-          type: 'object', required: ['alias', 'from', 'to'],
-          properties: { alias: { type: 'string' }, from: { type: ['integer', 'null'], description: 'Previous version (null when new).' }, to: { type: 'integer' } },
-        },
-        ...S.errors(400, 404, 409),
+  app.get<{ Params: NameP }>(
+    '/api/v1/models/:name/aliases',
+    {
+      schema: {
+        tags: TAGS,
+        summary: "A model's aliases",
+        params: S.nameParams,
+        response: { 200: { type: 'object', required: ['aliases'], properties: { aliases: S.modelSchema.properties.aliases } }, ...S.errors(404) },
       },
     },
-  }, async (req) => {
-    const { name, alias } = req.params;
-    const moved = await registry.setAlias(name, alias, req.body.version, actorOf(req));
-    return { alias, from: moved.from, to: moved.to };
-  });
+    async (req) => ({ aliases: (await registry.getModel(req.params.name)).aliases }),
+  );
 
-  app.delete<{ Params: AliasP }>('/api/v1/models/:name/aliases/:alias', {
-    schema: {
-      tags: TAGS, summary: 'Remove an alias', params: S.aliasParams, headers: S.actorHeaders,
-      response: { 204: S.noContent, ...S.errors(404) },
-    },
-  }, async (req, reply) => {
-    await registry.removeAlias(req.params.name, req.params.alias, actorOf(req));
-    return reply.code(204).send();
-  });
-
-  app.get<{ Params: AliasP; Querystring: { at?: string } }>('/api/v1/models/:name/aliases/:alias', {
-    schema: {
-      tags: TAGS, summary: 'Where an alias points (now, or at a past time)', params: S.aliasParams, querystring: S.aliasAtQuery,
-      response: {
-        200: {
-          type: 'object', required: ['alias', 'version', 'at'],
-          properties: { alias: { type: 'string' }, version: { type: ['integer', 'null'], description: 'null when the alias was unset at that time.' }, at: { type: 'string', format: 'date-time' } },
+  app.put<{ Params: AliasP; Body: { version: number } }>(
+    '/api/v1/models/:name/aliases/:alias',
+    {
+      schema: {
+        tags: TAGS,
+        summary: 'Point an alias at a version',
+        params: S.aliasParams,
+        headers: S.actorHeaders,
+        body: S.aliasBody,
+        response: {
+          200: {
+            type: 'object',
+            required: ['alias', 'from', 'to'],
+            properties: {
+              alias: { type: 'string' },
+              from: { type: ['integer', 'null'], description: 'Previous version (null when new).' },
+              to: { type: 'integer' },
+            },
+          },
+          ...S.errors(400, 404, 409),
         },
-        ...S.errors(400, 404),
       },
     },
-  }, async (req) => {
-    const { name, alias } = req.params;
-    if (req.query.at === undefined) {
-      const model = await registry.getModel(name);
-      return { alias, version: Object.hasOwn(model.aliases, alias) ? model.aliases[alias] ?? null : null, at: new Date().toISOString() };
-    }
-    const at = isoTime(req.query.at, 'at');
-    return { alias, version: await registry.aliasAt(name, alias, at), at };
-  });
+    async (req) => {
+      const { name, alias } = req.params;
+      const moved = await registry.setAlias(name, alias, req.body.version, actorOf(req));
+      return { alias, from: moved.from, to: moved.to };
+    },
+  );
+
+  app.delete<{ Params: AliasP }>(
+    '/api/v1/models/:name/aliases/:alias',
+    {
+      schema: {
+        tags: TAGS,
+        summary: 'Remove an alias',
+        params: S.aliasParams,
+        headers: S.actorHeaders,
+        response: { 204: S.noContent, ...S.errors(404) },
+      },
+    },
+    async (req, reply) => {
+      await registry.removeAlias(req.params.name, req.params.alias, actorOf(req));
+      return reply.code(204).send();
+    },
+  );
+
+  app.get<{ Params: AliasP; Querystring: { at?: string } }>(
+    '/api/v1/models/:name/aliases/:alias',
+    {
+      schema: {
+        tags: TAGS,
+        summary: 'Where an alias points (now, or at a past time)',
+        params: S.aliasParams,
+        querystring: S.aliasAtQuery,
+        response: {
+          200: {
+            type: 'object',
+            required: ['alias', 'version', 'at'],
+            properties: {
+              alias: { type: 'string' },
+              version: { type: ['integer', 'null'], description: 'null when the alias was unset at that time.' },
+              at: { type: 'string', format: 'date-time' },
+            },
+          },
+          ...S.errors(400, 404),
+        },
+      },
+    },
+    async (req) => {
+      const { name, alias } = req.params;
+      if (req.query.at === undefined) {
+        const model = await registry.getModel(name);
+        return { alias, version: Object.hasOwn(model.aliases, alias) ? (model.aliases[alias] ?? null) : null, at: new Date().toISOString() };
+      }
+      const at = isoTime(req.query.at, 'at');
+      return { alias, version: await registry.aliasAt(name, alias, at), at };
+    },
+  );
 
   // ---- model tags ----
 
-  app.put<{ Params: NameP & { key: string }; Body: { value: string } }>('/api/v1/models/:name/tags/:key', {
-    schema: {
-      tags: TAGS, summary: 'Set a model tag', params: S.modelTagParams, headers: S.actorHeaders, body: S.tagBody,
-      response: { 200: S.modelSchema, ...S.errors(400, 404) },
+  app.put<{ Params: NameP & { key: string }; Body: { value: string } }>(
+    '/api/v1/models/:name/tags/:key',
+    {
+      schema: {
+        tags: TAGS,
+        summary: 'Set a model tag',
+        params: S.modelTagParams,
+        headers: S.actorHeaders,
+        body: S.tagBody,
+        response: { 200: S.modelSchema, ...S.errors(400, 404) },
+      },
     },
-  }, async (req) => {
-    const { name, key } = req.params;
-    await registry.setTag(name, null, key, req.body.value, actorOf(req));
-    return registry.getModel(name);
-  });
+    async (req) => {
+      const { name, key } = req.params;
+      await registry.setTag(name, null, key, req.body.value, actorOf(req));
+      return registry.getModel(name);
+    },
+  );
 
-  app.delete<{ Params: NameP & { key: string } }>('/api/v1/models/:name/tags/:key', {
-    schema: {
-      tags: TAGS, summary: 'Remove a model tag', params: S.modelTagParams, headers: S.actorHeaders,
-      response: { 204: S.noContent, ...S.errors(404) },
+  app.delete<{ Params: NameP & { key: string } }>(
+    '/api/v1/models/:name/tags/:key',
+    {
+      schema: {
+        tags: TAGS,
+        summary: 'Remove a model tag',
+        params: S.modelTagParams,
+        headers: S.actorHeaders,
+        response: { 204: S.noContent, ...S.errors(404) },
+      },
     },
-  }, async (req, reply) => {
-    await registry.removeTag(req.params.name, null, req.params.key, actorOf(req));
-    return reply.code(204).send();
-  });
+    async (req, reply) => {
+      await registry.removeTag(req.params.name, null, req.params.key, actorOf(req));
+      return reply.code(204).send();
+    },
+  );
 
   // ---- events ----
 
-  const eventsResponse = { 200: { type: 'object', required: ['events'], properties: { events: { type: 'array', items: S.eventSchema } } }, ...S.errors(400, 404) };
+  const eventsResponse = {
+    200: { type: 'object', required: ['events'], properties: { events: { type: 'array', items: S.eventSchema } } },
+    ...S.errors(400, 404),
+  };
 
-  app.get<{ Params: NameP; Querystring: EventsQ }>('/api/v1/models/:name/events', {
-    schema: { tags: TAGS, summary: "A model's event log", params: S.nameParams, querystring: S.modelEventsQuery, response: eventsResponse },
-  }, async (req) => ({ events: await registry.events(eventQuery(req.query, req.params.name)) }));
+  app.get<{ Params: NameP; Querystring: EventsQ }>(
+    '/api/v1/models/:name/events',
+    {
+      schema: { tags: TAGS, summary: "A model's event log", params: S.nameParams, querystring: S.modelEventsQuery, response: eventsResponse },
+    },
+    async (req) => ({ events: await registry.events(eventQuery(req.query, req.params.name)) }),
+  );
 
-  app.get<{ Querystring: EventsQ & { model?: string } }>('/api/v1/events', {
-    schema: { tags: TAGS, summary: 'The registry event log', querystring: S.eventsQuery, response: eventsResponse },
-  }, async (req) => {
-    const model = req.query.model;
-    if (model !== undefined && !visible(req, model)) return { events: [] };
-    return { events: (await registry.events(eventQuery(req.query, model))).filter((e) => visible(req, e.model)) };
-  });
+  app.get<{ Querystring: EventsQ & { model?: string } }>(
+    '/api/v1/events',
+    {
+      schema: { tags: TAGS, summary: 'The registry event log', querystring: S.eventsQuery, response: eventsResponse },
+    },
+    async (req) => {
+      const model = req.query.model;
+      if (model !== undefined && !visible(req, model)) return { events: [] };
+      return { events: (await registry.events(eventQuery(req.query, model))).filter((e) => visible(req, e.model)) };
+    },
+  );
 }
