@@ -58,6 +58,28 @@ describe('tenant-scoped addressing', () => {
     assert.equal((await call(full, 'POST', '/api/v1/admin-keys', { scopes: ['read'] })).statusCode, 201, 'an admin-scoped platform key still mints keys');
   });
 
+  it('batch jobs: a tenant key may name neither a server path nor a webhook URL (403, checked before the job is made)', async () => {
+    const path = await call(acme, 'POST', '/api/v1/batch/jobs', { model: 'acme.m', input: { path: '/etc/passwd' } });
+    assert.equal(path.statusCode, 403, path.body);
+    assert.equal(body(path)['code'], 'SY_ERR_FORBIDDEN');
+    assert.match(String(body(path)['error']), /^input\.path: /);
+    const hook = await call(acme, 'POST', '/api/v1/batch/jobs', {
+      model: 'acme.m',
+      input: { fileId: 'file-x' },
+      webhook: { url: 'http://169.254.169.254/latest' },
+    });
+    assert.equal(hook.statusCode, 403, hook.body);
+    assert.equal(body(hook)['code'], 'SY_ERR_FORBIDDEN');
+    assert.match(String(body(hook)['error']), /^webhook: /);
+    // The platform key passes both checks (the unknown file is what it is refused for).
+    const admin = await call(ADMIN, 'POST', '/api/v1/batch/jobs', {
+      model: 'acme.m',
+      input: { fileId: 'file-x' },
+      webhook: { url: 'http://127.0.0.1:9/done' },
+    });
+    assert.notEqual(admin.statusCode, 403, admin.body);
+  });
+
   it("alert rules: created in the tenant namespace only; another tenant's answer as a missing one", async () => {
     const rule = { kind: 'error_rate', model: 'acme.m', threshold: 0.5 };
     assert.equal((await call(acme, 'PUT', '/api/v1/alerts/rules/acme.errors', rule)).statusCode, 200);

@@ -18,6 +18,7 @@ export interface BatchJobRouteOptions {
   readonly tenantOf: (req: FastifyRequest) => string;
   readonly keyIdOf: (req: FastifyRequest) => string | null;
   /** Whether the caller may name a server path as input (the platform, not a tenant). */
+  /** Whether the caller may name a server path or a webhook URL (platform keys and open mode; tenant keys may not). */
   readonly mayReadPaths: (req: FastifyRequest) => boolean;
   /** Largest upload, in bytes. */
   readonly maxFileBytes: number;
@@ -157,6 +158,10 @@ export const batchJobRoutes: FastifyPluginAsync<BatchJobRouteOptions> = async (a
       const body = req.body as V2SpecRequest;
       if (body.input.path !== undefined && !opts.mayReadPaths(req))
         throw err('SY_ERR_FORBIDDEN', 'input.path: only a platform key may name a server path; upload the file instead');
+      // A webhook makes the server send a request wherever the URL points (internal addresses included): like a
+      // server path, only a platform key may name one.
+      if (body.webhook && !opts.mayReadPaths(req))
+        throw err('SY_ERR_FORBIDDEN', "webhook: only a platform key may set a completion webhook; follow the job's /events stream instead");
       const job = await batch.createV2(opts.tenantOf(req), body, opts.keyIdOf(req));
       return reply.code(201).send(view(job));
     },
