@@ -22,6 +22,7 @@ import { tokenize } from '../src/inference/embeddings.js';
 import { loadTokenizer } from '../src/inference/tokenizer.js';
 import { encoder, writeModelRepository } from '../tools/onnx/zoo.js';
 import { prng } from '../tools/prng.js';
+import { bertWordPiece } from '../tools/tokenizers/wordpiece.js';
 import { benchPort, loadAverage, machineName, quantile, Report, startServer, stopServer } from './lib.js';
 
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 3);
@@ -65,31 +66,9 @@ const WORDS = [
   'norm',
   'run',
 ];
-const special = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
 const vocab: Record<string, number> = { '[PAD]': 0, '[UNK]': 1, '[CLS]': 2, '[SEP]': 3, '.': 4, ',': 5, '##s': 6, '##ing': 7 };
 for (const w of WORDS) vocab[w] = Object.keys(vocab).length;
-const TOKENIZER = {
-  version: '1.0',
-  truncation: null,
-  padding: null,
-  added_tokens: [special(0, '[PAD]'), special(1, '[UNK]'), special(2, '[CLS]'), special(3, '[SEP]')],
-  normalizer: { type: 'BertNormalizer', clean_text: true, handle_chinese_chars: true, strip_accents: null, lowercase: true },
-  pre_tokenizer: { type: 'BertPreTokenizer' },
-  post_processor: {
-    type: 'TemplateProcessing',
-    single: [{ SpecialToken: { id: '[CLS]', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '[SEP]', type_id: 0 } }],
-    pair: [
-      { SpecialToken: { id: '[CLS]', type_id: 0 } },
-      { Sequence: { id: 'A', type_id: 0 } },
-      { SpecialToken: { id: '[SEP]', type_id: 0 } },
-      { Sequence: { id: 'B', type_id: 1 } },
-      { SpecialToken: { id: '[SEP]', type_id: 1 } },
-    ],
-    special_tokens: { '[CLS]': { id: '[CLS]', ids: [2], tokens: ['[CLS]'] }, '[SEP]': { id: '[SEP]', ids: [3], tokens: ['[SEP]'] } },
-  },
-  decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
-  model: { type: 'WordPiece', unk_token: '[UNK]', continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab },
-};
+const TOKENIZER = bertWordPiece(vocab);
 
 /** Texts of 8–14 words (some with a suffix the tokenizer splits off, some unknown): at most 30 tokens with [CLS] and [SEP]. */
 const rand = prng(5);

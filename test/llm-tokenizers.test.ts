@@ -16,38 +16,10 @@ import { OnnxEmbeddingModelSchema } from '../src/config/llm-config.js';
 import { tokenize } from '../src/inference/embeddings.js';
 import { loadTokenizer } from '../src/inference/tokenizer.js';
 import { encoder } from '../tools/onnx/zoo.js';
+import { bertWordPiece, special } from '../tools/tokenizers/wordpiece.js';
 import { assertClose, referenceRun, startSwitchyard, type TestServer } from './helpers.js';
 
-const special = (id: number, content: string) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
-
-const WORDPIECE = {
-  version: '1.0',
-  truncation: null,
-  padding: null,
-  added_tokens: [special(0, '[PAD]'), special(1, '[UNK]'), special(2, '[CLS]'), special(3, '[SEP]')],
-  normalizer: { type: 'BertNormalizer', clean_text: true, handle_chinese_chars: true, strip_accents: null, lowercase: true },
-  pre_tokenizer: { type: 'BertPreTokenizer' },
-  post_processor: {
-    type: 'TemplateProcessing',
-    single: [{ SpecialToken: { id: '[CLS]', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: '[SEP]', type_id: 0 } }],
-    pair: [
-      { SpecialToken: { id: '[CLS]', type_id: 0 } },
-      { Sequence: { id: 'A', type_id: 0 } },
-      { SpecialToken: { id: '[SEP]', type_id: 0 } },
-      { Sequence: { id: 'B', type_id: 1 } },
-      { SpecialToken: { id: '[SEP]', type_id: 1 } },
-    ],
-    special_tokens: { '[CLS]': { id: '[CLS]', ids: [2], tokens: ['[CLS]'] }, '[SEP]': { id: '[SEP]', ids: [3], tokens: ['[SEP]'] } },
-  },
-  decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
-  model: {
-    type: 'WordPiece',
-    unk_token: '[UNK]',
-    continuing_subword_prefix: '##',
-    max_input_chars_per_word: 100,
-    vocab: { '[PAD]': 0, '[UNK]': 1, '[CLS]': 2, '[SEP]': 3, hello: 4, ',': 5, world: 6, run: 7, '##ning': 8, '!': 9, cafe: 10, the: 11 },
-  },
-};
+const WORDPIECE = bertWordPiece({ '[PAD]': 0, '[UNK]': 1, '[CLS]': 2, '[SEP]': 3, hello: 4, ',': 5, world: 6, run: 7, '##ning': 8, '!': 9, cafe: 10, the: 11 });
 
 const BPE = {
   version: '1.0',
