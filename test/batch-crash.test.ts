@@ -13,7 +13,6 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import OpenAI, { toFile } from 'openai';
 import { JobStore } from '../src/batch/index.js';
@@ -21,7 +20,7 @@ import { openDatabase } from '../src/storage/index.js';
 import { encoder, writeModelRepository } from '../tools/onnx/zoo.js';
 import { assertClose } from './helpers.js';
 import { describeNeeding, PG_BASE, pgSchema, postgresReachable } from './registry-helpers.js';
-import { startReplica, type Replica } from './replica-helpers.js';
+import { stallOf, startReplica, stopReplica, type Replica } from './replica-helpers.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const LINES = 10;
@@ -36,23 +35,6 @@ interface OutLine {
 }
 
 /** Resolves when the replica logs that the test hook stalled it. */
-function stallOf(r: Replica): Promise<void> {
-  return new Promise((resolve) => {
-    const lines = createInterface({ input: r.proc.stdout! });
-    lines.on('line', (l) => {
-      if (l.includes('batch worker stalled before commit')) resolve();
-    });
-  });
-}
-
-async function stop(r: Replica, signal: NodeJS.Signals): Promise<void> {
-  await r.pool.close().catch(() => undefined);
-  if (r.proc.exitCode !== null || r.proc.signalCode !== null) return;
-  const exited = new Promise((res) => r.proc.once('exit', res));
-  r.proc.kill(signal);
-  await exited;
-}
-
 const clientOf = (r: Replica): OpenAI => new OpenAI({ baseURL: `${r.url}/v1`, apiKey: 'open-mode', maxRetries: 0 });
 
 async function startJob(r: Replica): Promise<string> {
@@ -119,12 +101,12 @@ describe('batch job after kill -9 (SQLite, one replica restarted)', () => {
       id = await startJob(a);
       await stalled;
       assert.equal((await clientOf(a).batches.retrieve(id)).request_counts!.completed, 4);
-      await stop(a, 'SIGKILL');
+      await stopReplica(a, 'SIGKILL');
       b = await startReplica(args, 4);
       await checkOutput(b, await waitFor(b, id, (x) => ['completed', 'failed', 'expired', 'cancelled'].includes(x.status)));
     } finally {
-      await stop(a, 'SIGKILL');
-      if (b) await stop(b, 'SIGTERM');
+      await stopReplica(a, 'SIGKILL');
+      if (b) await stopReplica(b, 'SIGTERM');
     }
     const db = await openDatabase(`sqlite:${join(data, 'switchyard.db')}`);
     try {
@@ -176,11 +158,11 @@ describeNeeding('batch job shared by two replicas, one killed (Postgres)', 'Post
       // B runs every chunk but the one A holds (A keeps renewing its lease while it is alive).
       await waitFor(b, id, (x) => x.request_counts!.completed === LINES - 2);
       assert.equal((await clientOf(b).batches.retrieve(id)).status, 'in_progress');
-      await stop(a, 'SIGKILL');
+      await stopReplica(a, 'SIGKILL');
       await checkOutput(b, await waitFor(b, id, (x) => ['completed', 'failed', 'expired', 'cancelled'].includes(x.status)));
     } finally {
-      await stop(a, 'SIGKILL');
-      if (b) await stop(b, 'SIGTERM');
+      await stopReplica(a, 'SIGKILL');
+      if (b) await stopReplica(b, 'SIGTERM');
     }
     const db = await openDatabase(schema.url);
     try {

@@ -13,7 +13,6 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import * as ort from 'onnxruntime-node';
 import { JobStore } from '../src/batch/index.js';
@@ -21,7 +20,7 @@ import { openDatabase } from '../src/storage/index.js';
 import { mlp, writeModelRepository } from '../tools/onnx/zoo.js';
 import { assertClose, floats, referenceRun } from './helpers.js';
 import { describeNeeding, PG_BASE, pgSchema, postgresReachable } from './registry-helpers.js';
-import { startReplica, type Replica } from './replica-helpers.js';
+import { stallOf, startReplica, stopReplica, type Replica } from './replica-helpers.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const ROWS = 10;
@@ -30,22 +29,6 @@ const MLP = mlp();
 const data = Array.from({ length: ROWS }, (_, i) => floats(64, 100 + i));
 const jsonl = data.map((v, i) => JSON.stringify({ id: `r${i}`, v })).join('\n');
 type Job = { id: string; status: string; counts: { total: number; succeeded: number; failed: number; done: number } };
-
-function stallOf(r: Replica): Promise<void> {
-  return new Promise((resolve) => {
-    createInterface({ input: r.proc.stdout! }).on('line', (l) => {
-      if (l.includes('batch worker stalled before commit')) resolve();
-    });
-  });
-}
-
-async function stop(r: Replica, signal: NodeJS.Signals): Promise<void> {
-  await r.pool.close().catch(() => undefined);
-  if (r.proc.exitCode !== null || r.proc.signalCode !== null) return;
-  const exited = new Promise((res) => r.proc.once('exit', res));
-  r.proc.kill(signal);
-  await exited;
-}
 
 async function startJob(r: Replica): Promise<string> {
   const form = new FormData();
@@ -121,12 +104,12 @@ describe('V2 batch job after kill -9 (SQLite, one replica restarted)', () => {
       id = await startJob(a);
       await stalled;
       assert.equal((await job(a, id)).counts.done, 2 * CHUNK);
-      await stop(a, 'SIGKILL');
+      await stopReplica(a, 'SIGKILL');
       b = await startReplica(args, 4);
       await checkOutput(b, await waitFor(b, id, ended));
     } finally {
-      await stop(a, 'SIGKILL');
-      if (b) await stop(b, 'SIGTERM');
+      await stopReplica(a, 'SIGKILL');
+      if (b) await stopReplica(b, 'SIGTERM');
     }
     const db = await openDatabase(`sqlite:${join(dataDir, 'switchyard.db')}`);
     try {
@@ -170,11 +153,11 @@ describeNeeding('V2 batch job shared by two replicas, one killed (Postgres)', 'P
       b = await startReplica(args(1, 2), 4);
       await waitFor(b, id, (x) => x.counts.done === ROWS - CHUNK);
       assert.equal((await job(b, id)).status, 'in_progress');
-      await stop(a, 'SIGKILL');
+      await stopReplica(a, 'SIGKILL');
       await checkOutput(b, await waitFor(b, id, ended));
     } finally {
-      await stop(a, 'SIGKILL');
-      if (b) await stop(b, 'SIGTERM');
+      await stopReplica(a, 'SIGKILL');
+      if (b) await stopReplica(b, 'SIGTERM');
     }
     const db = await openDatabase(schema.url);
     try {

@@ -10,7 +10,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { startReplica, type Replica } from './replica-helpers.js';
+import { startReplica, stopReplica, type Replica } from './replica-helpers.js';
 import { Redis } from 'ioredis';
 import { mlp } from '../tools/onnx/zoo.js';
 import { writeModelRepository } from '../tools/onnx/zoo.js';
@@ -71,11 +71,7 @@ describe('tenant limits across three replicas (Redis)', { skip: down && !inCi ? 
   });
 
   after(async () => {
-    for (const r of replicas) {
-      await r.pool.close();
-      r.proc.kill('SIGTERM');
-    }
-    await Promise.all(replicas.map((r) => new Promise((res) => (r.proc.exitCode !== null ? res(null) : r.proc.once('exit', res)))));
+    await Promise.all(replicas.map((r) => stopReplica(r, 'SIGTERM')));
     const redis = new Redis(REDIS);
     const keys = await redis.keys(`*${tenant}*`);
     if (keys.length) await redis.del(...keys);

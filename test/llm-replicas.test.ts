@@ -14,7 +14,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, it } from 'node:test';
-import { startReplica, type Replica } from './replica-helpers.js';
+import { startReplica, stopReplica, type Replica } from './replica-helpers.js';
 import { Redis } from 'ioredis';
 import { writeTinyLlama } from '../tools/gguf/tiny-llama.js';
 import { LLAMA, llamaMissing } from './llama-runtime.js';
@@ -106,13 +106,7 @@ describeNeeding('LLM token limits across three replicas (Redis)', `Postgres, Red
   });
 
   after(async () => {
-    for (const r of replicas) {
-      await r.pool.close();
-      r.proc.kill('SIGTERM');
-    }
-    await Promise.all(
-      replicas.map((r) => new Promise((res) => (r.proc.exitCode !== null || r.proc.signalCode !== null ? res(null) : r.proc.once('exit', res)))),
-    );
+    await Promise.all(replicas.map((r) => stopReplica(r, 'SIGTERM')));
     if (down === null) {
       const redis = new Redis(REDIS);
       try {

@@ -37,3 +37,21 @@ export async function startReplica(args: readonly string[], connections = 16, en
   });
   return { proc, url, pool: new Pool(url, { connections, pipelining: 1 }) };
 }
+
+/** Resolves when the replica logs that its batch worker stalled before a commit (SWITCHYARD_TEST_BATCH_STALL_AFTER). */
+export function stallOf(r: Replica): Promise<void> {
+  return new Promise((resolve) => {
+    createInterface({ input: r.proc.stdout! }).on('line', (l) => {
+      if (l.includes('batch worker stalled before commit')) resolve();
+    });
+  });
+}
+
+/** Close the pool and end the process with `signal` (SIGKILL for a crash), waiting for it to exit. */
+export async function stopReplica(r: Replica, signal: NodeJS.Signals): Promise<void> {
+  await r.pool.close().catch(() => undefined);
+  if (r.proc.exitCode !== null || r.proc.signalCode !== null) return;
+  const exited = new Promise((res) => r.proc.once('exit', res));
+  r.proc.kill(signal);
+  await exited;
+}
