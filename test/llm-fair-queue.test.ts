@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { FairLlmBackend, FairSlots } from '../src/serving/llm-queue.js';
+import { generationRequest } from './generation-request.js';
 import { ClientSignal, type ChunkStream, type GenerationRequest, type LlmBackend, type TokenEstimate } from '../src/runtimes/generation.js';
 
 /** A flow (tenant) of weight `weight`. */
@@ -222,33 +223,7 @@ class GatedBackend implements LlmBackend {
 }
 
 function request(id: string, tenant: string, maxTokens = 100): GenerationRequest {
-  return {
-    kind: 'completion',
-    model: 'm',
-    messages: [],
-    prompt: 'x',
-    requestId: id,
-    signal: new ClientSignal(),
-    flow: flow(tenant),
-    params: {
-      maxTokens,
-      temperature: 1,
-      topP: 1,
-      seed: null,
-      stop: [],
-      n: 1,
-      frequencyPenalty: 0,
-      presencePenalty: 0,
-      logitBias: new Map(),
-      logprobs: false,
-      topLogprobs: 0,
-    },
-    tools: [],
-    toolChoice: 'none',
-    parallelToolCalls: true,
-    responseFormat: { type: 'text' },
-    body: {},
-  };
+  return generationRequest({ kind: 'completion', prompt: 'x', requestId: id, flow: flow(tenant), params: { maxTokens } });
 }
 
 describe('FairLlmBackend: a local model behind the fair queue', () => {

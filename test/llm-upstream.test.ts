@@ -11,6 +11,7 @@ import { pino } from 'pino';
 import { UpstreamBackend, type UpstreamBackendOptions } from '../src/runtimes/remote/upstream.js';
 import { UpstreamModelSchema } from '../src/config/llm-config.js';
 import { ClientSignal, LlmError, type CancelSignal, type ChunkStream, type EmbeddingRequest, type GenerationRequest } from '../src/runtimes/generation.js';
+import { generationRequest } from './generation-request.js';
 
 interface Hit {
   path: string;
@@ -201,33 +202,7 @@ function backend(
 let ids = 0;
 function chatReq(body: Record<string, unknown> = {}, signal: CancelSignal = new ClientSignal()): GenerationRequest {
   const messages = [{ role: 'user' as const, content: 'hi' }];
-  return {
-    kind: 'chat',
-    model: 'm',
-    messages,
-    prompt: '',
-    signal,
-    requestId: `req-${++ids}`,
-    flow: null,
-    params: {
-      maxTokens: null,
-      temperature: 1,
-      topP: 1,
-      seed: null,
-      stop: [],
-      n: 1,
-      frequencyPenalty: 0,
-      presencePenalty: 0,
-      logitBias: new Map(),
-      logprobs: false,
-      topLogprobs: 0,
-    },
-    tools: [],
-    toolChoice: 'none',
-    parallelToolCalls: true,
-    responseFormat: { type: 'text' },
-    body: { model: 'm', messages, ...body },
-  };
+  return generationRequest({ messages, signal, requestId: `req-${++ids}`, body: { model: 'm', messages, ...body } });
 }
 
 async function collect(s: ChunkStream): Promise<Record<string, unknown>[]> {
